@@ -1,0 +1,58 @@
+import { execFileSync } from 'child_process'
+import { systemInfo } from '../device'
+import { addonPath } from '../native'
+import type { Command } from './types'
+
+function probe (cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10000 }).trim().split('\n')[0]
+  } catch {
+    return 'not found'
+  }
+}
+
+/** The facts `recode doctor` prints, as data (also used by benchmarks to describe the machine). */
+export function doctorReport (): Record<string, unknown> {
+  const pkg = require('../../../package.json')
+  const info = systemInfo()
+  return {
+    recode: pkg.version,
+    node: process.version,
+    napi: process.versions.napi,
+    platform: `${process.platform}-${process.arch}`,
+    addon: addonPath(),
+    cpu: { model: info.cpuModel, hardwareThreads: info.hardwareThreads, threadsUsed: info.threads, simdDetected: info.simdDetected, simdUsed: info.simdActive, compiler: info.compiler },
+    cuda: info.cuda,
+    python3: probe(process.env.RECODE_PYTHON ?? 'python3', ['--version'])
+  }
+}
+
+export const doctor: Command = {
+  name: 'doctor',
+  summary: 'print what recode found on this machine: CPU, SIMD, CUDA library, driver and devices, python3',
+  usage: 'recode doctor [--json]',
+  async run (argv) {
+    const r = doctorReport() as any
+    if (argv.includes('--json')) {
+      console.log(JSON.stringify(r, null, 2))
+      return 0
+    }
+    const lines = [
+      `recode ${r.recode}  node ${r.node}  N-API ${r.napi}  ${r.platform}`,
+      `addon:    ${r.addon}`,
+      `cpu:      ${r.cpu.model}, ${r.cpu.hardwareThreads} hardware threads, using ${r.cpu.threadsUsed}`,
+      `simd:     detected ${r.cpu.simdDetected}, using ${r.cpu.simdUsed} (chosen at run time; RECODE_SIMD=baseline forces the portable path)`,
+      `cuda:     library ${r.cuda.libraryLoaded ? 'loaded from ' + r.cuda.libraryPath : 'not loaded'}`
+    ]
+    if (r.cuda.driverVersion !== undefined) lines.push(`          driver API ${fmtCuda(r.cuda.driverVersion)}, runtime ${fmtCuda(r.cuda.runtimeVersion)} (linked statically)`)
+    for (const d of r.cuda.devices) lines.push(`          device ${d.index}: ${d.name}, compute ${d.computeCapability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs`)
+    lines.push(r.cuda.available ? '          GPU backend: available' : `          GPU backend: unavailable: ${r.cuda.reason}; the CPU backend serves`)
+    lines.push(`python3:  ${r.python3}`)
+    console.log(lines.join('\n'))
+    return 0
+  }
+}
+
+function fmtCuda (v: number): string {
+  return v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : 'none'
+}

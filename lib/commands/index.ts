@@ -1,0 +1,5 @@
+import type { Command } from './types'
+import { doctor } from './doctor'
+
+/** Every `recode` subcommand, in the order `recode --help` lists them. */
+export const commands: Command[] = [doctor]

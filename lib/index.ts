@@ -1,0 +1,7 @@
+/**
+ * recode: ReCode (rule-based RL for code update) for Node.js.
+ * Public entry point; everything exported here is importable from both CommonJS and ESM.
+ */
+export { RecodeError } from './errors'
+export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
+export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'

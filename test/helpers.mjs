@@ -1,0 +1,65 @@
+// Shared test utilities: seeded randomness (the seed is printed so a failure can be replayed with
+// RECODE_TEST_SEED), poisoned output buffers, relative-error checks per dtype, and the backend matrix.
+import { createRequire } from 'module'
+import * as path from 'path'
+import { fileURLToPath } from 'url'
+
+export const require = createRequire(import.meta.url)
+export const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+export const shared = path.join(root, '..', 'shared')
+
+/** Deterministic PRNG (mulberry32) seeded from RECODE_TEST_SEED or fresh; prints the seed. */
+export function rng (t, label = '') {
+  const seed = process.env.RECODE_TEST_SEED ? Number(process.env.RECODE_TEST_SEED) : (Math.random() * 2 ** 32) >>> 0
+  t.comment(`seed ${seed}${label ? ' (' + label + ')' : ''} — replay with RECODE_TEST_SEED=${seed}`)
+  let a = seed >>> 0
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+  return {
+    seed,
+    next,
+    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
+    normal: () => Math.sqrt(-2 * Math.log(next() + 1e-300)) * Math.cos(2 * Math.PI * next()),
+    pick: (arr) => arr[Math.floor(next() * arr.length)]
+  }
+}
+
+/** Relative tolerances per dtype for comparisons against a float64 reference. */
+export const tolerance = { f64: 1e-12, f32: 1e-5, bf16: 2e-2, f16: 2e-3 }
+
+/** max |a-b| / max(|b|, floor) over the arrays. */
+export function maxRelError (actual, expected, floor = 1e-6) {
+  let worst = 0
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i], e = expected[i]
+    if (Number.isNaN(a) !== Number.isNaN(e)) return Infinity
+    if (a === e) continue
+    const err = Math.abs(a - e) / Math.max(Math.abs(e), floor)
+    if (!(err <= worst)) worst = err
+  }
+  return worst
+}
+
+/** Fills a typed array with a value no correct kernel writes, so untouched outputs are caught. */
+export function poison (arr) {
+  if (arr instanceof Float32Array || arr instanceof Float64Array) arr.fill(NaN)
+  else arr.fill(-0x5eadbeef | 0)
+  return arr
+}
+
+/** The backends every kernel test runs: always cpu and emulated, plus cuda when a GPU is usable. */
+export function backends (t, addon) {
+  const info = addon.systemInfo()
+  const list = ['cpu', 'emulated']
+  if (info.cuda.available) list.push('cuda')
+  else t.comment(`cuda backend skipped: ${info.cuda.reason}`)
+  return list
+}
+
+/** The odd sizes DEVELOPERS.md asks every kernel test to cover. */
+export const oddSizes = [1, 17, 1000, 4097]
