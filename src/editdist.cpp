@@ -1,0 +1,279 @@
+// Levenshtein distance over code points: the plain reference, the bit-parallel fast path, the batch driver.
+// See editdist.h for the layout of a batch and for how the layers relate.
+#include "editdist.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_features.h"
+#include "parallel.h"
+
+namespace recode::editdist {
+
+// ---- UTF-16 ------------------------------------------------------------------------------------------------
+
+static inline bool is_high_surrogate(uint32_t u) { return u >= 0xD800 && u <= 0xDBFF; }
+static inline bool is_low_surrogate(uint32_t u) { return u >= 0xDC00 && u <= 0xDFFF; }
+
+int64_t utf16_to_code_points(const uint16_t* units, int64_t n, uint32_t* out) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u = units[i];
+    if (is_high_surrogate(u) && i + 1 < n && is_low_surrogate(units[i + 1])) {
+      out[k++] = 0x10000 + ((u - 0xD800) << 10) + (units[i + 1] - 0xDC00);
+      ++i;
+    } else {
+      out[k++] = u;
+    }
+  }
+  return k;
+}
+
+int64_t utf16_code_point_length(const uint16_t* units, int64_t n) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_high_surrogate(units[i]) && i + 1 < n && is_low_surrogate(units[i + 1])) ++i;
+    ++k;
+  }
+  return k;
+}
+
+// ---- reference -----------------------------------------------------------------------------------------------
+
+int64_t reference(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb) {
+  // prev[j] = D[i-1][j], cur[j] = D[i][j]: the cost of turning a[0,i) into b[0,j).
+  std::vector<int64_t> prev(nb + 1), cur(nb + 1);
+  for (int64_t j = 0; j <= nb; ++j) prev[j] = j;
+  for (int64_t i = 1; i <= na; ++i) {
+    cur[0] = i;
+    for (int64_t j = 1; j <= nb; ++j) {
+      int64_t substitute = prev[j - 1] + (a[i - 1] != b[j - 1] ? 1 : 0);
+      int64_t remove = prev[j] + 1;
+      int64_t insert = cur[j - 1] + 1;
+      cur[j] = std::min({substitute, remove, insert});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[nb];
+}
+
+// ---- symbols -------------------------------------------------------------------------------------------------
+
+static inline uint32_t hash_slot(uint32_t c, int shift) { return (c * 0x9E3779B1u) >> shift; }
+
+void Symbols::build(const uint32_t* pattern, int64_t m, const uint32_t* text, int64_t n) {
+  pattern_ids.resize(m);
+  text_ids.resize(n);
+  std::memset(ascii_, 0, sizeof ascii_);
+  int64_t wide = 0;
+  for (int64_t i = 0; i < m; ++i) wide += pattern[i] >= 128;
+  int bits = 4;
+  while ((int64_t{1} << bits) < 2 * wide) ++bits;
+  const int shift = 32 - bits;
+  const uint32_t mask = (1u << bits) - 1;
+  if (wide) {
+    keys_.assign(size_t{1} << bits, 0);
+    values_.assign(size_t{1} << bits, 0);  // 0 marks an empty slot (ids start at 1)
+  }
+  uint32_t next = 1;
+  for (int64_t i = 0; i < m; ++i) {
+    uint32_t c = pattern[i];
+    if (c < 128) {
+      if (!ascii_[c]) ascii_[c] = next++;
+      pattern_ids[i] = ascii_[c];
+      continue;
+    }
+    uint32_t slot = hash_slot(c, shift);
+    while (values_[slot] && keys_[slot] != c) slot = (slot + 1) & mask;
+    if (!values_[slot]) {
+      keys_[slot] = c;
+      values_[slot] = next++;
+    }
+    pattern_ids[i] = values_[slot];
+  }
+  alphabet = next;
+  for (int64_t j = 0; j < n; ++j) {
+    uint32_t c = text[j];
+    if (c < 128) {
+      text_ids[j] = ascii_[c];
+    } else if (!wide) {
+      text_ids[j] = 0;
+    } else {
+      uint32_t slot = hash_slot(c, shift);
+      while (values_[slot] && keys_[slot] != c) slot = (slot + 1) & mask;
+      text_ids[j] = values_[slot];
+    }
+  }
+}
+
+// ---- bit-parallel kernels --------------------------------------------------------------------------------------
+//
+// Column j of the DP matrix is held as two bit vectors over the pattern rows: VP (D[i][j] - D[i-1][j] = +1)
+// and VN (= -1). One text character advances a 64-row word by one column with ~17 word operations (Myers
+// 1999, in Hyyro's formulation). Words stacked vertically exchange the horizontal delta at their boundary:
+// the delta entering a word's top row (hin) is shifted into bit 0 of HP/HN, and hin = -1 also sets bit 0 of
+// the match vector, which stands in for the carry of the addition from the word above (Hyyro 2003).
+
+// Single word: a pattern of 1..64 code points.
+static int64_t myers_word(const Symbols& s, int64_t m, int64_t n) {
+  thread_local std::vector<uint64_t> peq;
+  peq.assign(s.alphabet, 0);
+  for (int64_t i = 0; i < m; ++i) peq[s.pattern_ids[i]] |= uint64_t{1} << i;
+  const uint64_t last = uint64_t{1} << (m - 1);
+  uint64_t vp = ~uint64_t{0}, vn = 0;
+  int64_t score = m;
+  const uint32_t* text = s.text_ids.data();
+  for (int64_t j = 0; j < n; ++j) {
+    uint64_t x = peq[text[j]];
+    uint64_t d0 = (((x & vp) + vp) ^ vp) | x | vn;
+    uint64_t hp = vn | ~(d0 | vp);
+    uint64_t hn = d0 & vp;
+    score += (hp & last) != 0;
+    score -= (hn & last) != 0;
+    hp = (hp << 1) | 1;  // row 0 grows by one per column: hin = +1
+    hn <<= 1;
+    vp = hn | ~(d0 | hp);
+    vn = hp & d0;
+  }
+  return score;
+}
+
+// A stripe of R consecutive words (block rows), advanced along an anti-diagonal: at step t, lane r works
+// on text column t - r, so the R lanes are independent and the horizontal delta lane r hands to lane r+1
+// is exactly the one lane r+1 needs at the next step. Lane 0 reads the deltas of the stripe above from
+// `carry`; lane R-1 writes its own there for the stripe below. `out_shift[r]` is the bit whose horizontal
+// delta leaves lane r (63, or the pattern's last row in the last word).
+template <int R>
+static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry,
+                            const int* out_shift) {
+  uint64_t vp[R], vn[R];
+  uint32_t h[R];  // h[r]: delta lane r produced at the previous step (bit 0: +1, bit 1: -1)
+  for (int r = 0; r < R; ++r) vp[r] = ~uint64_t{0}, vn[r] = 0, h[r] = 0;
+
+  auto advance = [&](int r, int64_t c) __attribute__((always_inline)) {
+    uint32_t in = r == 0 ? carry[c] : h[r - 1];
+    uint64_t hp_in = in & 1, hn_in = in >> 1;
+    uint64_t x = peq[(int64_t)text[c] * R + r] | hn_in;
+    uint64_t d0 = (((x & vp[r]) + vp[r]) ^ vp[r]) | x | vn[r];
+    uint64_t hp = vn[r] | ~(d0 | vp[r]);
+    uint64_t hn = d0 & vp[r];
+    uint32_t out = (uint32_t)((hp >> out_shift[r]) & 1) | (uint32_t)(((hn >> out_shift[r]) & 1) << 1);
+    hp = (hp << 1) | hp_in;
+    hn = (hn << 1) | hn_in;
+    vp[r] = hn | ~(d0 | hp);
+    vn[r] = hp & d0;
+    if (r == R - 1) carry[c] = (uint8_t)out;
+    else h[r] = out;
+  };
+
+  // Lanes run from the bottom up within a step, so lane r reads h[r-1] before lane r-1 overwrites it.
+  auto masked_step = [&](int64_t t) {
+    for (int r = R - 1; r >= 0; --r) {
+      int64_t c = t - r;
+      if (c >= 0 && c < n) advance(r, c);
+    }
+  };
+  const int64_t full_begin = R - 1, full_end = n;  // steps at which every lane has a column
+  for (int64_t t = 0; t < std::min<int64_t>(full_begin, n + R - 1); ++t) masked_step(t);
+  for (int64_t t = full_begin; t < full_end; ++t) {
+#pragma GCC unroll 8
+    for (int r = R - 1; r >= 0; --r) advance(r, t - r);
+  }
+  for (int64_t t = std::max<int64_t>(full_begin, n); t < n + R - 1; ++t) masked_step(t);
+}
+
+// Builds the stripe's match table peq[id * R + r] for words w0 .. w0+R-1, runs the stripe, clears the table.
+template <int R>
+static void run_stripe(const Symbols& s, int64_t m, int64_t n, int64_t w0, uint64_t* peq, uint8_t* carry) {
+  int out_shift[R];
+  for (int r = 0; r < R; ++r) {
+    int64_t lo = (w0 + r) * 64, hi = std::min(m, lo + 64);
+    for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] |= uint64_t{1} << (i - lo);
+    out_shift[r] = hi == m ? (int)((m - 1) & 63) : 63;
+  }
+  stripe_baseline<R>(peq, s.text_ids.data(), n, carry, out_shift);
+  for (int r = 0; r < R; ++r) {
+    int64_t lo = (w0 + r) * 64, hi = std::min(m, lo + 64);
+    for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] = 0;
+  }
+}
+
+int64_t blocks_baseline(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
+  constexpr int R = 4;
+  thread_local std::vector<uint64_t> peq;
+  thread_local std::vector<uint8_t> carry;
+  peq.assign((size_t)s.alphabet * R, 0);
+  carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1
+  const int64_t words = (m + 63) / 64;
+  int64_t w = 0;
+  for (; w + R <= words; w += R) {
+    cancel.throw_if_requested();
+    run_stripe<R>(s, m, n, w, peq.data(), carry.data());
+  }
+  switch (words - w) {
+    case 3: run_stripe<3>(s, m, n, w, peq.data(), carry.data()); break;
+    case 2: run_stripe<2>(s, m, n, w, peq.data(), carry.data()); break;
+    case 1: run_stripe<1>(s, m, n, w, peq.data(), carry.data()); break;
+    default: break;
+  }
+  // carry now holds the horizontal deltas along the last pattern row: D[m][n] = m + their sum.
+  int64_t score = m;
+  for (int64_t j = 0; j < n; ++j) score += (int64_t)(carry[j] & 1) - (int64_t)(carry[j] >> 1);
+  return score;
+}
+
+// ---- one pair ------------------------------------------------------------------------------------------------
+
+int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, const CancelFlag& cancel) {
+  // Common prefix and suffix never change the distance.
+  int64_t prefix = 0;
+  while (prefix < na && prefix < nb && a[prefix] == b[prefix]) ++prefix;
+  a += prefix, b += prefix, na -= prefix, nb -= prefix;
+  while (na > 0 && nb > 0 && a[na - 1] == b[nb - 1]) --na, --nb;
+  if (na == 0) return nb;
+  if (nb == 0) return na;
+  // The pattern (bit vectors) is the shorter side, the text the longer.
+  const uint32_t* pattern = na <= nb ? a : b;
+  const uint32_t* text = na <= nb ? b : a;
+  int64_t m = std::min(na, nb), n = std::max(na, nb);
+  if (m == 1) return std::find(text, text + n, pattern[0]) == text + n ? n : n - 1;
+  thread_local Symbols symbols;
+  symbols.build(pattern, m, text, n);
+  if (m <= 64) return myers_word(symbols, m, n);
+  if (simd_level() == SimdLevel::AVX2) return blocks_avx2(symbols, m, n, cancel);
+  return blocks_baseline(symbols, m, n, cancel);
+}
+
+// ---- batch ----------------------------------------------------------------------------------------------------
+
+void distance_batch(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
+                    const CancelFlag& cancel, bool use_reference) {
+  if (pairs <= 0) return;
+  // Cut the batch into contiguous units of about equal work (|a| |b| cells, plus a little per pair), so
+  // that the pool's dynamic scheduling balances long and short pairs alike.
+  std::vector<int64_t> cost_prefix(pairs + 1, 0);
+  for (int64_t i = 0; i < pairs; ++i) {
+    int64_t na = offsets[2 * i + 1] - offsets[2 * i], nb = offsets[2 * i + 2] - offsets[2 * i + 1];
+    cost_prefix[i + 1] = cost_prefix[i] + na * nb / (use_reference ? 1 : 64) + na + nb + 16;
+  }
+  const int64_t total = cost_prefix[pairs];
+  const int64_t units = std::min<int64_t>(pairs, (int64_t)num_threads() * 16);
+  std::vector<int64_t> unit_begin(units + 1, pairs);
+  unit_begin[0] = 0;
+  for (int64_t u = 1, i = 0; u < units; ++u) {
+    int64_t target = total / units * u;
+    while (i < pairs && cost_prefix[i] < target) ++i;
+    unit_begin[u] = std::max(unit_begin[u - 1], i);
+  }
+  parallel_for(units, 1, [&](int64_t ub, int64_t ue) {
+    for (int64_t i = unit_begin[ub]; i < unit_begin[ue]; ++i) {
+      cancel.throw_if_requested();
+      const uint32_t* a = chars + offsets[2 * i];
+      const uint32_t* b = chars + offsets[2 * i + 1];
+      int64_t na = offsets[2 * i + 1] - offsets[2 * i], nb = offsets[2 * i + 2] - offsets[2 * i + 1];
+      out[i] = (int32_t)(use_reference ? reference(a, na, b, nb) : distance(a, na, b, nb, cancel));
+    }
+  });
+}
+
+}  // namespace recode::editdist
