@@ -5,3 +5,5 @@
 export { RecodeError } from './errors'
 export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
 export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
+export { editDistance, editDistanceSync, similarity, similarities, codePointLength } from './editDistance'
+export type { EditDistanceOptions, EditDistanceSyncOptions } from './editDistance'
