@@ -142,7 +142,7 @@ static int64_t myers_word(const Symbols& s, int64_t m, int64_t n) {
 // on text column t - r, so the R lanes are independent and the horizontal delta lane r hands to lane r+1
 // is exactly the one lane r+1 needs at the next step. Lane 0 reads the deltas of the stripe above from
 // `carry`; lane R-1 writes its own there for the stripe below. `out_shift[r]` is the bit whose horizontal
-// delta leaves lane r (63, or the pattern's last row in the last word).
+// delta leaves lane r (63, or the pattern's last row in the last word). peq[id * kStripeWords + r].
 template <int R>
 static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry,
                             const int* out_shift) {
@@ -153,7 +153,7 @@ static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n
   auto advance = [&](int r, int64_t c) __attribute__((always_inline)) {
     uint32_t in = r == 0 ? carry[c] : h[r - 1];
     uint64_t hp_in = in & 1, hn_in = in >> 1;
-    uint64_t x = peq[(int64_t)text[c] * R + r] | hn_in;
+    uint64_t x = peq[(int64_t)text[c] * kStripeWords + r] | hn_in;
     uint64_t d0 = (((x & vp[r]) + vp[r]) ^ vp[r]) | x | vn[r];
     uint64_t hp = vn[r] | ~(d0 | vp[r]);
     uint64_t hn = d0 & vp[r];
@@ -182,44 +182,78 @@ static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n
   for (int64_t t = std::max<int64_t>(full_begin, n); t < n + R - 1; ++t) masked_step(t);
 }
 
-// Builds the stripe's match table peq[id * R + r] for words w0 .. w0+R-1, runs the stripe, clears the table.
-template <int R>
-static void run_stripe(const Symbols& s, int64_t m, int64_t n, int64_t w0, uint64_t* peq, uint8_t* carry) {
-  int out_shift[R];
-  for (int r = 0; r < R; ++r) {
-    int64_t lo = (w0 + r) * 64, hi = std::min(m, lo + 64);
-    for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] |= uint64_t{1} << (i - lo);
-    out_shift[r] = hi == m ? (int)((m - 1) & 63) : 63;
-  }
-  stripe_baseline<R>(peq, s.text_ids.data(), n, carry, out_shift);
-  for (int r = 0; r < R; ++r) {
-    int64_t lo = (w0 + r) * 64, hi = std::min(m, lo + 64);
-    for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] = 0;
+static void stripe_baseline_lanes(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry,
+                                  const int* out_shift, int lanes) {
+  switch (lanes) {
+    case 4: stripe_baseline<4>(peq, text, n, carry, out_shift); break;
+    case 3: stripe_baseline<3>(peq, text, n, carry, out_shift); break;
+    case 2: stripe_baseline<2>(peq, text, n, carry, out_shift); break;
+    default: stripe_baseline<1>(peq, text, n, carry, out_shift); break;
   }
 }
 
-int64_t blocks_baseline(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
-  constexpr int R = 4;
+static inline int64_t delta_of(uint8_t carry) { return (int64_t)(carry & 1) - (int64_t)(carry >> 1); }
+
+// Hyyro blocks restricted to a diagonal band (Ukkonen): with text length n >= m, a path of cost <= k only
+// visits cells (i, j) with |j - i| + |(n - m) - (j - i)| <= k, so each stripe of rows [r0, r1) needs only
+// the text columns where such cells lie. Cells outside are treated as if their vertical and horizontal
+// deltas were +1, which over-estimates them; hence the result is never below the true distance, and equals
+// it whenever the true distance is <= k (that path lies wholly in the band). k >= n + m means no band.
+int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool avx2, const CancelFlag& cancel) {
+  constexpr int R = kStripeWords;
   thread_local std::vector<uint64_t> peq;
   thread_local std::vector<uint8_t> carry;
   peq.assign((size_t)s.alphabet * R, 0);
-  carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1
+  carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1 (and +1 wherever no stripe above reached)
   const int64_t words = (m + 63) / 64;
-  int64_t w = 0;
-  for (; w + R <= words; w += R) {
+  const int64_t diff = n - m;
+  k = std::max(k, diff);
+  const int64_t lo_diagonal = -((k - diff) / 2), hi_diagonal = (k + diff) / 2;
+  // corner = D[r0][cs]: the value at the top-left corner of the current stripe (DP row r0, DP column cs,
+  // i.e. after cs text characters), from which the deltas along its left edge (+1) and bottom row count.
+  int64_t corner = 0, r0 = 0, cs = 0;
+  for (int64_t w = 0; w < words; w += R) {
     cancel.throw_if_requested();
-    run_stripe<R>(s, m, n, w, peq.data(), carry.data());
+    const int lanes = (int)std::min<int64_t>(R, words - w);
+    const int64_t row0 = w * 64, row1 = std::min(m, (w + lanes) * 64);
+    const int64_t col0 = std::max<int64_t>(0, row0 + lo_diagonal);
+    const int64_t col1 = std::min<int64_t>(n - 1, row1 - 1 + hi_diagonal);
+    if (w > 0) {
+      corner += row0 - r0;
+      for (int64_t c = cs; c < col0; ++c) corner += delta_of(carry[c]);
+    }
+    r0 = row0, cs = col0;
+    int out_shift[R] = {63, 63, 63, 63};
+    for (int r = 0; r < lanes; ++r) {
+      int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
+      for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] |= uint64_t{1} << (i - lo);
+      if (hi == m) out_shift[r] = (int)((m - 1) & 63);
+    }
+    const uint32_t* text = s.text_ids.data() + col0;
+    if (avx2) stripe_avx2(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
+    else stripe_baseline_lanes(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
+    for (int r = 0; r < lanes; ++r) {
+      int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
+      for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] = 0;
+    }
   }
-  switch (words - w) {
-    case 3: run_stripe<3>(s, m, n, w, peq.data(), carry.data()); break;
-    case 2: run_stripe<2>(s, m, n, w, peq.data(), carry.data()); break;
-    case 1: run_stripe<1>(s, m, n, w, peq.data(), carry.data()); break;
-    default: break;
-  }
-  // carry now holds the horizontal deltas along the last pattern row: D[m][n] = m + their sum.
-  int64_t score = m;
-  for (int64_t j = 0; j < n; ++j) score += (int64_t)(carry[j] & 1) - (int64_t)(carry[j] >> 1);
+  // The last stripe reached column n-1 (hi_diagonal >= n - m); carry holds the deltas along row m.
+  int64_t score = corner + (m - r0);
+  for (int64_t c = cs; c < n; ++c) score += delta_of(carry[c]);
   return score;
+}
+
+// Two passes at most: a narrow band first (enough for similar strings), and if its answer exceeds the band,
+// that answer, an upper bound on the distance, is a band wide enough for the exact result.
+static int64_t blocks(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
+  const bool avx2 = simd_level() == SimdLevel::AVX2;
+  const int64_t first = std::max<int64_t>(n - m + 64, n / 16);
+  if (first * 3 < n) {
+    int64_t d = blocks_within(s, m, n, first, avx2, cancel);
+    if (d <= first) return d;
+    return blocks_within(s, m, n, d, avx2, cancel);
+  }
+  return blocks_within(s, m, n, n + m, avx2, cancel);
 }
 
 // ---- one pair ------------------------------------------------------------------------------------------------
@@ -240,8 +274,17 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
   thread_local Symbols symbols;
   symbols.build(pattern, m, text, n);
   if (m <= 64) return myers_word(symbols, m, n);
-  if (simd_level() == SimdLevel::AVX2) return blocks_avx2(symbols, m, n, cancel);
-  return blocks_baseline(symbols, m, n, cancel);
+  return blocks(symbols, m, n, cancel);
+}
+
+int64_t distance_within(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, int64_t k) {
+  const uint32_t* pattern = na <= nb ? a : b;
+  const uint32_t* text = na <= nb ? b : a;
+  int64_t m = std::min(na, nb), n = std::max(na, nb);
+  if (m == 0) return n;
+  thread_local Symbols symbols;
+  symbols.build(pattern, m, text, n);
+  return blocks_within(symbols, m, n, k, simd_level() == SimdLevel::AVX2, CancelFlag{});
 }
 
 // ---- batch ----------------------------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
 void distance_batch(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
                     const CancelFlag& cancel, bool use_reference = false);
 
+// The banded block kernel alone on a pair (no prefix/suffix stripping, no single-word path), for tests:
+// exact when the distance is <= k, never below it otherwise.
+int64_t distance_within(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, int64_t k);
+
 // ---- internals shared with the AVX2 file ---------------------------------------------------------------
 
 // A pattern (the shorter string) and a text translated to small dense symbol ids: the pattern's distinct
@@ -53,9 +57,14 @@ struct Symbols {
   uint32_t ascii_[128];
 };
 
-// Hyyro block rows. Horizontal deltas between block rows travel through `carry` (one byte per text column:
-// bit 0 = +1, bit 1 = -1); the top row starts from +1 everywhere. Returns the distance.
-int64_t blocks_baseline(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel);
-int64_t blocks_avx2(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel);
+// Hyyro block rows, kStripeWords words at a time (see editdist.cpp). Returns the distance when it is at
+// most k, otherwise a value above k that is still an upper bound on it.
+constexpr int kStripeWords = 4;
+int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool avx2, const CancelFlag& cancel);
+
+// One stripe of `lanes` (1..4) words over text columns [0, n): match words peq[id * 4 + r], horizontal deltas
+// in and out through carry[0, n) (bit 0: +1, bit 1: -1), lane r's outgoing delta read at bit out_shift[r].
+void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift,
+                 int lanes);
 
 }  // namespace recode::editdist

@@ -11,9 +11,9 @@
 
 namespace recode::editdist {
 
-namespace {
+constexpr int kLanes = kStripeWords;
 
-constexpr int kLanes = 4;
+namespace {
 
 // Stripe state in scalar form, for the masked steps at both ends.
 struct StripeState {
@@ -37,6 +37,8 @@ inline uint64_t advance_lane(StripeState& st, int r, uint64_t in, uint64_t match
   st.vn[r] = hp & d0;
   return out;
 }
+
+}  // namespace
 
 // One stripe of `lanes` (1..4) real words; lanes above them compute unused values. peq[id * 4 + r].
 void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift,
@@ -99,34 +101,6 @@ void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* 
   }
 
   for (int64_t t = std::max<int64_t>(full_begin, n); t < n + kLanes - 1; ++t) masked_step(t);
-}
-
-}  // namespace
-
-int64_t blocks_avx2(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
-  thread_local std::vector<uint64_t> peq;
-  thread_local std::vector<uint8_t> carry;
-  peq.assign((size_t)s.alphabet * kLanes, 0);
-  carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1
-  const int64_t words = (m + 63) / 64;
-  for (int64_t w = 0; w < words; w += kLanes) {
-    cancel.throw_if_requested();
-    int lanes = (int)std::min<int64_t>(kLanes, words - w);
-    int out_shift[kLanes] = {63, 63, 63, 63};
-    for (int r = 0; r < lanes; ++r) {
-      int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
-      for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * kLanes + r] |= uint64_t{1} << (i - lo);
-      if (hi == m) out_shift[r] = (int)((m - 1) & 63);
-    }
-    stripe_avx2(peq.data(), s.text_ids.data(), n, carry.data(), out_shift, lanes);
-    for (int r = 0; r < lanes; ++r) {
-      int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
-      for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * kLanes + r] = 0;
-    }
-  }
-  int64_t score = m;
-  for (int64_t j = 0; j < n; ++j) score += (int64_t)(carry[j] & 1) - (int64_t)(carry[j] >> 1);
-  return score;
 }
 
 }  // namespace recode::editdist

@@ -218,8 +218,25 @@ Napi::Value edit_distance_reference(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// editDistanceWithin(a, b, k: number[], out): the banded block kernel alone, for tests of its bound.
+Napi::Value edit_distance_within(const Napi::CallbackInfo& info) {
+  Args args{info, "editDistanceWithin"};
+  Utf16Batch strings = read_pairs(args, 0, 1);
+  Napi::Int32Array bands = args.typed<int32_t>(2, "k");
+  if ((int64_t)bands.ElementLength() != strings.pairs) args.fail(2, "(k) must have one band per pair");
+  Napi::Int32Array out = output(args, 3, strings.pairs);
+  CodePointBatch cp = decode(strings);
+  for (int64_t i = 0; i < strings.pairs; ++i) {
+    const int64_t* o = cp.offsets.data() + 2 * i;
+    out[i] = (int32_t)editdist::distance_within(cp.chars.data() + o[0], o[1] - o[0], cp.chars.data() + o[1], o[2] - o[1],
+                                                std::max<int32_t>(0, bands[i]));
+  }
+  return out;
+}
+
 }  // namespace
 
+RECODE_EXPORT("editDistanceWithin", edit_distance_within);
 RECODE_EXPORT("editDistanceBatch", edit_distance_batch);
 RECODE_EXPORT("editDistanceBatchSync", edit_distance_batch_sync);
 RECODE_EXPORT("editDistanceEncoded", edit_distance_encoded);

@@ -163,6 +163,25 @@ for (const device of devices) {
   }
 }
 
+t.test('banded block kernel: exact within its band, never below the distance outside it', async (t) => {
+  const r = rng(t, 'band')
+  const pairs = randomPairs(r, { maxLen: 2100 })
+  const adv = adversarialPairs(r)
+  const a = [...pairs.a, ...adv.a], b = [...pairs.b, ...adv.b]
+  const want = addon.editDistanceReference(a, b, new Int32Array(a.length))
+  const bands = Int32Array.from(want, (d) => r.int(0, 2 * d + 2))
+  for (const level of ['baseline', 'avx2']) {
+    setSimdLevel(level)
+    const got = addon.editDistanceWithin(a, b, bands, poison(new Int32Array(a.length)))
+    let inside = 0, outside = 0, bad = 0
+    for (let i = 0; i < a.length; i++) {
+      if (want[i] <= bands[i]) { inside++; if (got[i] !== want[i]) bad++ } else { outside++; if (!(got[i] >= want[i] && got[i] > bands[i])) bad++ }
+    }
+    t.equal(bad, 0, `${level}: ${inside} pairs within their band exact, ${outside} outside it bounded`)
+  }
+  setSimdLevel('auto')
+})
+
 t.test('real code pairs from api_update.jsonl (old_code vs new_code)', { skip: codePairsFile ? false : `../shared/data/recode/api_update.jsonl not found from ${shared}` }, async (t) => {
   const pairs = loadCodePairs()
   t.ok(pairs.a.length > 1000, `${pairs.a.length} rows`)
