@@ -3,6 +3,7 @@
 #include "editdist.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu_features.h"
@@ -194,8 +195,8 @@ static void stripe_baseline_lanes(const uint64_t* peq, const uint32_t* text, int
 
 static inline int64_t delta_of(uint8_t carry) { return (int64_t)(carry & 1) - (int64_t)(carry >> 1); }
 
-// Hyyro blocks restricted to a diagonal band (Ukkonen): with text length n >= m, a path of cost <= k only
-// visits cells (i, j) with |j - i| + |(n - m) - (j - i)| <= k, so each stripe of rows [r0, r1) needs only
+// Hyyro blocks restricted to a diagonal band (Ukkonen): a path of cost <= k only visits cells (i, j) with
+// |j - i| + |(n - m) - (j - i)| <= k, so each stripe of rows [r0, r1) needs only
 // the text columns where such cells lie. Cells outside are treated as if their vertical and horizontal
 // deltas were +1, which over-estimates them; hence the result is never below the true distance, and equals
 // it whenever the true distance is <= k (that path lies wholly in the band). k >= n + m means no band.
@@ -206,9 +207,12 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
   peq.assign((size_t)s.alphabet * R, 0);
   carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1 (and +1 wherever no stripe above reached)
   const int64_t words = (m + 63) / 64;
-  const int64_t diff = n - m;
-  k = std::max(k, diff);
-  const int64_t lo_diagonal = -((k - diff) / 2), hi_diagonal = (k + diff) / 2;
+  // Diagonals j - i a path of cost <= k can use: between 0 and n - m it costs |n - m| already, and each
+  // step beyond that range costs two more.
+  const int64_t diff = n - m, spread = std::abs(diff);
+  k = std::max(k, spread);
+  const int64_t lo_diagonal = std::min<int64_t>(0, diff) - (k - spread) / 2;
+  const int64_t hi_diagonal = std::max<int64_t>(0, diff) + (k - spread) / 2;
   // corner = D[r0][cs]: the value at the top-left corner of the current stripe (DP row r0, DP column cs,
   // i.e. after cs text characters), from which the deltas along its left edge (+1) and bottom row count.
   int64_t corner = 0, r0 = 0, cs = 0;
@@ -247,8 +251,9 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
 // that answer, an upper bound on the distance, is a band wide enough for the exact result.
 static int64_t blocks(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
   const bool avx2 = simd_level() == SimdLevel::AVX2;
-  const int64_t first = std::max<int64_t>(n - m + 64, n / 16);
-  if (first * 3 < n) {
+  const int64_t longest = std::max(m, n);
+  const int64_t first = std::max<int64_t>(std::abs(n - m) + 64, longest / 16);
+  if (first * 3 < longest) {
     int64_t d = blocks_within(s, m, n, first, avx2, cancel);
     if (d <= first) return d;
     return blocks_within(s, m, n, d, avx2, cancel);
@@ -266,25 +271,32 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
   while (na > 0 && nb > 0 && a[na - 1] == b[nb - 1]) --na, --nb;
   if (na == 0) return nb;
   if (nb == 0) return na;
-  // The pattern (bit vectors) is the shorter side, the text the longer.
+  // The pattern (bit vectors) is the shorter side, the text the longer...
   const uint32_t* pattern = na <= nb ? a : b;
   const uint32_t* text = na <= nb ? b : a;
   int64_t m = std::min(na, nb), n = std::max(na, nb);
   if (m == 1) return std::find(text, text + n, pattern[0]) == text + n ? n : n - 1;
   thread_local Symbols symbols;
+  if (m <= 64) {
+    symbols.build(pattern, m, text, n);
+    return myers_word(symbols, m, n);
+  }
+  // ...unless the longer side as pattern takes fewer stripe steps (stripes of 4 words, one step per text
+  // column): 300 x 3800 code points is 2 stripes x 3800 steps one way, 15 x 300 the other.
+  const int64_t stripe_rows = 64 * kStripeWords;
+  if ((n + stripe_rows - 1) / stripe_rows * m < (m + stripe_rows - 1) / stripe_rows * n) {
+    std::swap(pattern, text);
+    std::swap(m, n);
+  }
   symbols.build(pattern, m, text, n);
-  if (m <= 64) return myers_word(symbols, m, n);
   return blocks(symbols, m, n, cancel);
 }
 
 int64_t distance_within(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, int64_t k) {
-  const uint32_t* pattern = na <= nb ? a : b;
-  const uint32_t* text = na <= nb ? b : a;
-  int64_t m = std::min(na, nb), n = std::max(na, nb);
-  if (m == 0) return n;
+  if (na == 0 || nb == 0) return na + nb;
   thread_local Symbols symbols;
-  symbols.build(pattern, m, text, n);
-  return blocks_within(symbols, m, n, k, simd_level() == SimdLevel::AVX2, CancelFlag{});
+  symbols.build(a, na, b, nb);  // a is the pattern, whichever is longer
+  return blocks_within(symbols, na, nb, k, simd_level() == SimdLevel::AVX2, CancelFlag{});
 }
 
 // ---- batch ----------------------------------------------------------------------------------------------------

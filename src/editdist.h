@@ -37,8 +37,8 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
 void distance_batch(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
                     const CancelFlag& cancel, bool use_reference = false);
 
-// The banded block kernel alone on a pair (no prefix/suffix stripping, no single-word path), for tests:
-// exact when the distance is <= k, never below it otherwise.
+// The banded block kernel alone on a pair, a as the pattern (no prefix/suffix stripping, no single-word
+// path, no choice of orientation), for tests: exact when the distance is <= k, never below it otherwise.
 int64_t distance_within(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, int64_t k);
 
 // ---- internals shared with the AVX2 file ---------------------------------------------------------------
