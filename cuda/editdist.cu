@@ -146,7 +146,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         unsigned in = lane != 0 ? from_above : (s == 0 ? 1u : carry[c]);
         unsigned ch = text[c];
         unsigned lo = 0, hi = 0;
+#if defined(__CUDACC__)
 #pragma unroll
+#endif
         for (int j = 0; j < 32; ++j) {
           lo |= (unsigned)(rows[j * 32 + lane] == ch) << j;
           hi |= (unsigned)(rows[(j + 32) * 32 + lane] == ch) << j;

@@ -151,18 +151,19 @@ static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n
   uint32_t h[R];  // h[r]: delta lane r produced at the previous step (bit 0: +1, bit 1: -1)
   for (int r = 0; r < R; ++r) vp[r] = ~uint64_t{0}, vn[r] = 0, h[r] = 0;
 
+  // HP is kept inverted (~HP): on the recurrence's critical path that saves a NOT per step.
   auto advance = [&](int r, int64_t c) __attribute__((always_inline)) {
     uint32_t in = r == 0 ? carry[c] : h[r - 1];
-    uint64_t hp_in = in & 1, hn_in = in >> 1;
+    uint64_t not_hp_in = (in & 1) ^ 1, hn_in = in >> 1;
     uint64_t x = peq[(int64_t)text[c] * kStripeWords + r] | hn_in;
     uint64_t d0 = (((x & vp[r]) + vp[r]) ^ vp[r]) | x | vn[r];
-    uint64_t hp = vn[r] | ~(d0 | vp[r]);
+    uint64_t not_hp = (d0 | vp[r]) & ~vn[r];  // ~(vn | ~(d0 | vp))
     uint64_t hn = d0 & vp[r];
-    uint32_t out = (uint32_t)((hp >> out_shift[r]) & 1) | (uint32_t)(((hn >> out_shift[r]) & 1) << 1);
-    hp = (hp << 1) | hp_in;
+    uint32_t out = (uint32_t)(((not_hp >> out_shift[r]) & 1) ^ 1) | (uint32_t)(((hn >> out_shift[r]) & 1) << 1);
+    not_hp = (not_hp << 1) | not_hp_in;
     hn = (hn << 1) | hn_in;
-    vp[r] = hn | ~(d0 | hp);
-    vn[r] = hp & d0;
+    vp[r] = hn | (~d0 & not_hp);
+    vn[r] = d0 & ~not_hp;
     if (r == R - 1) carry[c] = (uint8_t)out;
     else h[r] = out;
   };

@@ -47,7 +47,6 @@ inline uint64_t advance_lane(StripeState& st, int r, uint64_t in, uint64_t match
 template <bool kTail>
 void vector_steps(StripeState& st, const uint64_t* peq, const uint32_t* text, int64_t first, int64_t last,
                   uint8_t* carry, const int* out_shift, int out_lane) {
-  const __m256i ones = _mm256_set1_epi64x(-1);
   const __m256i one = _mm256_set1_epi64x(1);
   const __m256i two = _mm256_set1_epi64x(2);
   const __m256i shift = _mm256_setr_epi64x(out_shift[0], out_shift[1], out_shift[2], out_shift[3]);

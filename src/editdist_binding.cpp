@@ -191,7 +191,7 @@ Napi::Value edit_distance_encoded(const Napi::CallbackInfo& info) {
   Napi::Int32Array out = output(args, 3, pairs);
   std::vector<int64_t> positions(count);
   for (size_t i = 0; i < count; ++i) {
-    int64_t v = offsets[i];
+    int64_t v = offsets.Data()[i];
     if (v < 0 || v > (int64_t)chars.ElementLength() || (i > 0 && v < positions[i - 1]))
       args.fail(2, "(offsets) must ascend within [0, " + std::to_string(chars.ElementLength()) + "]; position " +
                        std::to_string(i) + " is " + std::to_string(v));
@@ -226,10 +226,12 @@ Napi::Value edit_distance_within(const Napi::CallbackInfo& info) {
   if ((int64_t)bands.ElementLength() != strings.pairs) args.fail(2, "(k) must have one band per pair");
   Napi::Int32Array out = output(args, 3, strings.pairs);
   CodePointBatch cp = decode(strings);
+  const int32_t* k = bands.Data();
+  int32_t* d = out.Data();
   for (int64_t i = 0; i < strings.pairs; ++i) {
     const int64_t* o = cp.offsets.data() + 2 * i;
-    out[i] = (int32_t)editdist::distance_within(cp.chars.data() + o[0], o[1] - o[0], cp.chars.data() + o[1], o[2] - o[1],
-                                                std::max<int32_t>(0, bands[i]));
+    d[i] = (int32_t)editdist::distance_within(cp.chars.data() + o[0], o[1] - o[0], cp.chars.data() + o[1], o[2] - o[1],
+                                              std::max<int32_t>(0, k[i]));
   }
   return out;
 }
