@@ -186,6 +186,11 @@ static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n
 
 static void stripe_baseline_lanes(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry,
                                   const int* out_shift, int lanes) {
+  // At most four chains in flight: more would not fit the 16 general registers of x86-64.
+  if (lanes > 4) {
+    stripe_baseline<4>(peq, text, n, carry, out_shift);
+    peq += 4, out_shift += 4, lanes -= 4;
+  }
   switch (lanes) {
     case 4: stripe_baseline<4>(peq, text, n, carry, out_shift); break;
     case 3: stripe_baseline<3>(peq, text, n, carry, out_shift); break;
@@ -228,7 +233,8 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
       for (int64_t c = cs; c < col0; ++c) corner += delta_of(carry[c]);
     }
     r0 = row0, cs = col0;
-    int out_shift[R] = {63, 63, 63, 63};
+    int out_shift[R];
+    for (int r = 0; r < R; ++r) out_shift[r] = 63;
     for (int r = 0; r < lanes; ++r) {
       int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
       for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] |= uint64_t{1} << (i - lo);
@@ -282,8 +288,8 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
     symbols.build(pattern, m, text, n);
     return myers_word(symbols, m, n);
   }
-  // ...unless the longer side as pattern takes fewer stripe steps (stripes of 4 words, one step per text
-  // column): 300 x 3800 code points is 2 stripes x 3800 steps one way, 15 x 300 the other.
+  // ...unless the longer side as pattern takes fewer stripe steps (stripes of 8 words, one step per text
+  // column): 300 x 3800 code points is 1 stripe x 3800 steps one way, 8 x 300 the other.
   const int64_t stripe_rows = 64 * kStripeWords;
   if ((n + stripe_rows - 1) / stripe_rows * m < (m + stripe_rows - 1) / stripe_rows * n) {
     std::swap(pattern, text);

@@ -57,13 +57,14 @@ struct Symbols {
   uint32_t ascii_[128];
 };
 
-// Hyyro block rows, kStripeWords words at a time (see editdist.cpp). Returns the distance when it is at
-// most k, otherwise a value above k that is still an upper bound on it.
-constexpr int kStripeWords = 4;
+// Hyyro block rows, up to kStripeWords words at a time (see editdist.cpp). Returns the distance when it is
+// at most k, otherwise a value above k that is still an upper bound on it.
+constexpr int kStripeWords = 8;
 int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool avx2, const CancelFlag& cancel);
 
-// One stripe of `lanes` (1..4) words over text columns [0, n): match words peq[id * 4 + r], horizontal deltas
-// in and out through carry[0, n) (bit 0: +1, bit 1: -1), lane r's outgoing delta read at bit out_shift[r].
+// One stripe of `lanes` (1..kStripeWords) words over text columns [0, n): match words
+// peq[id * kStripeWords + r], horizontal deltas in and out through carry[0, n) (bit 0: +1, bit 1: -1),
+// lane r's outgoing delta read at bit out_shift[r].
 void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift,
                  int lanes);
 

@@ -54,7 +54,7 @@ function mutate (r, s, k, alphabet) {
 // Random pairs over every alphabet at the odd sizes and the word-boundary sizes, half of them near copies.
 function randomPairs (r, { maxLen = 5000, count = 1 } = {}) {
   const a = [], b = []
-  const lengths = [...oddSizes, 0, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 2047, 2048, 2049, 4096 + 65, 5000]
+  const lengths = [...oddSizes, 0, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 320, 448, 512, 513, 2047, 2048, 2049, 4096 + 65, 5000]
     .filter((n) => n <= maxLen)
   for (const [name, alphabet] of Object.entries(alphabets)) {
     for (const n of lengths) {
