@@ -19,7 +19,8 @@ namespace {
 
 // Strings of a and b, interleaved (a0, b0, a1, b1, ...) as UTF-16 units with 2n+1 unit offsets.
 struct Utf16Batch {
-  std::vector<uint16_t> units;
+  std::vector<uint16_t> units;  // the first `used` are the strings' units
+  size_t used = 0;
   std::vector<int64_t> offsets;
   int64_t pairs = 0;
 };
@@ -28,15 +29,21 @@ void append_string(const Args& args, size_t arg, const char* name, int64_t index
   if (!v.IsString())
     args.fail(arg, std::string("(") + name + ") element " + std::to_string(index) + " must be a string");
   napi_env env = args.env();
-  size_t length = 0;
-  if (napi_get_value_string_utf16(env, v, nullptr, 0, &length) != napi_ok)
+  // One call when the string fits the spare room (napi writes a terminating zero, so a string that fills
+  // the room exactly may have been cut: then ask for its length and copy again).
+  size_t at = batch.used;
+  if (batch.units.size() - at < 4096) batch.units.resize(std::max<size_t>(2 * batch.units.size(), at + 65536));
+  size_t room = batch.units.size() - at, copied = 0;
+  if (napi_get_value_string_utf16(env, v, reinterpret_cast<char16_t*>(batch.units.data() + at), room, &copied) != napi_ok)
     args.fail(arg, std::string("(") + name + ") element " + std::to_string(index) + " could not be read");
-  size_t at = batch.units.size();
-  batch.units.resize(at + length + 1);  // napi writes a terminating zero
-  size_t copied = 0;
-  napi_get_value_string_utf16(env, v, reinterpret_cast<char16_t*>(batch.units.data() + at), length + 1, &copied);
-  batch.units.resize(at + copied);
-  batch.offsets.push_back((int64_t)batch.units.size());
+  if (copied + 1 >= room) {
+    size_t length = 0;
+    napi_get_value_string_utf16(env, v, nullptr, 0, &length);
+    batch.units.resize(std::max(2 * batch.units.size(), at + length + 1));
+    napi_get_value_string_utf16(env, v, reinterpret_cast<char16_t*>(batch.units.data() + at), length + 1, &copied);
+  }
+  batch.used = at + copied;
+  batch.offsets.push_back((int64_t)batch.used);
 }
 
 Utf16Batch read_pairs(const Args& args, size_t ia, size_t ib) {
