@@ -213,6 +213,8 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
   peq.assign((size_t)s.alphabet * R, 0);
   carry.assign(n, 1);  // row 0: D[0][j] - D[0][j-1] = +1 (and +1 wherever no stripe above reached)
   const int64_t words = (m + 63) / 64;
+  // A narrow band is cut finer: a stripe of H rows spans H + k columns, so shorter stripes waste less.
+  const int stripe_words = 2 * k < std::max(m, n) ? R / 2 : R;
   // Diagonals j - i a path of cost <= k can use: between 0 and n - m it costs |n - m| already, and each
   // step beyond that range costs two more.
   const int64_t diff = n - m, spread = std::abs(diff);
@@ -222,9 +224,9 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
   // corner = D[r0][cs]: the value at the top-left corner of the current stripe (DP row r0, DP column cs,
   // i.e. after cs text characters), from which the deltas along its left edge (+1) and bottom row count.
   int64_t corner = 0, r0 = 0, cs = 0;
-  for (int64_t w = 0; w < words; w += R) {
+  for (int64_t w = 0; w < words; w += stripe_words) {
     cancel.throw_if_requested();
-    const int lanes = (int)std::min<int64_t>(R, words - w);
+    const int lanes = (int)std::min<int64_t>(stripe_words, words - w);
     const int64_t row0 = w * 64, row1 = std::min(m, (w + lanes) * 64);
     const int64_t col0 = std::max<int64_t>(0, row0 + lo_diagonal);
     const int64_t col1 = std::min<int64_t>(n - 1, row1 - 1 + hi_diagonal);
@@ -255,12 +257,31 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
 }
 
 // Two passes at most: a narrow band first (enough for similar strings), and if its answer exceeds the band,
-// that answer, an upper bound on the distance, is a band wide enough for the exact result.
+// that answer, an upper bound on the distance, is a band wide enough for the exact result. Pairs that are
+// plainly far apart (by length or by symbol counts) go straight to the full computation.
+// A lower bound on the distance from symbol counts alone: every occurrence one side has in excess of the
+// other must be inserted, deleted or substituted.
+static int64_t count_bound(const Symbols& s, int64_t m, int64_t n) {
+  thread_local std::vector<int32_t> balance;
+  balance.assign(s.alphabet, 0);
+  for (int64_t i = 0; i < m; ++i) ++balance[s.pattern_ids[i]];
+  for (int64_t j = 0; j < n; ++j) --balance[s.text_ids[j]];
+  int64_t pattern_excess = 0, text_excess = 0;
+  for (int64_t id = 0; id < s.alphabet; ++id) {
+    if (balance[id] > 0) pattern_excess += balance[id];
+    else text_excess -= balance[id];
+  }
+  return std::max(pattern_excess, text_excess);
+}
+
 static int64_t blocks(const Symbols& s, int64_t m, int64_t n, const CancelFlag& cancel) {
   const bool avx2 = simd_level() == SimdLevel::AVX2;
   const int64_t longest = std::max(m, n);
-  const int64_t first = std::max<int64_t>(std::abs(n - m) + 64, longest / 16);
-  if (first * 3 < longest) {
+  // The narrow band's width: room for the length difference, and for twice what the counts prove.
+  const int64_t first = std::max({std::abs(n - m) + 64, longest / 16, 2 * count_bound(s, m, n)});
+  // Worth trying when the banded pass costs a small part of a full one (a stripe of 4 words spans
+  // 256 + k columns of the band instead of all of them).
+  if ((64 * kStripeWords / 2 + first) * 3 < longest) {
     int64_t d = blocks_within(s, m, n, first, avx2, cancel);
     if (d <= first) return d;
     return blocks_within(s, m, n, d, avx2, cancel);
