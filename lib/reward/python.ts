@@ -51,7 +51,10 @@ export function pythonCommand (options: PythonOptions = {}): { command: string, 
   return { command: 'python3', from: 'the default (`python3` on PATH)' }
 }
 
-class WorkerDied extends Error {}
+/** The worker process ended before answering; `culprit` when this request was the one it was parsing. */
+class WorkerDied extends Error {
+  constructor (message: string, readonly culprit = false) { super(message) }
+}
 
 interface Pending {
   count: number
@@ -107,15 +110,15 @@ class Worker {
         clearTimeout(startTimer)
         this.dead = true
         reject(this.failure(err.message))
-        this.failPending(new WorkerDied(err.message))
+        this.failPending(err.message)
         this.onExit(this)
       })
-      this.child.on('exit', (code, signal) => {
+      this.child.on('close', (code, signal) => { // after stdio closed: stderr is complete
         clearTimeout(startTimer)
         this.dead = true
         const why = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`
         if (!this.started) reject(this.failure(why + (this.stderrTail ? `: ${this.stderrTail.trim()}` : '')))
-        this.failPending(new WorkerDied(why))
+        this.failPending(why)
         this.onExit(this)
       })
     })
@@ -167,8 +170,9 @@ class Worker {
     settle(request, line)
   }
 
-  private failPending (err: Error): void {
-    for (const request of this.pending.splice(0)) settle(request, err)
+  private failPending (why: string): void {
+    // Python answers requests in order, so the first one pending is the one it was working on.
+    this.pending.splice(0).forEach((request, i) => settle(request, new WorkerDied(why, i === 0)))
   }
 
   /** Starting and busy workers keep Node alive (a request is waiting on them); idle ones do not. */
@@ -224,7 +228,9 @@ class Pool {
     } catch (err) {
       if (!(err instanceof WorkerDied)) throw err
       if (signal?.aborted) throw abortError()
-      // The process died under this request: bisect to find the source that kills the parser.
+      // Queued behind the request that killed the worker: send it again as it is.
+      if (!err.culprit) return await this.check(sources, timeoutMs, signal)
+      // The process died parsing this request: bisect to find the source that kills the parser.
       if (sources.length === 1) return '0'
       const half = sources.length >> 1
       const [a, b] = await Promise.all([this.check(sources.slice(0, half), timeoutMs, signal), this.check(sources.slice(half), timeoutMs, signal)])
