@@ -89,29 +89,38 @@ export function replaceStrings (code: string): { text: string, literals: string[
   // Once a search for a closing delimiter fails from some position, it fails from every later one.
   let noTripleSingle = false
   let noTripleDouble = false
-  const n = code.length
-  let i = 0
-  while (i < n) {
-    const c = code.charCodeAt(i)
-    if (c !== 0x27 && c !== 0x22) { i++; continue }
+  // Only quotes can start a match: jump from one to the next with indexOf (which scans fast).
+  let nextSingle = code.indexOf("'")
+  let nextDouble = code.indexOf('"')
+  while (nextSingle >= 0 || nextDouble >= 0) {
+    const single = nextDouble < 0 || (nextSingle >= 0 && nextSingle < nextDouble)
+    const i = single ? nextSingle : nextDouble
     let end = -1
-    if (c === 0x27 && !noTripleSingle && code.startsWith("'''", i)) {
+    if (single && !noTripleSingle && code.startsWith("'''", i)) {
       const k = code.indexOf("'''", i + 3)
       if (k >= 0) end = k + 3
       else noTripleSingle = true
-    } else if (c === 0x22 && !noTripleDouble && code.startsWith('"""', i)) {
+    } else if (!single && !noTripleDouble && code.startsWith('"""', i)) {
       const k = code.indexOf('"""', i + 3)
       if (k >= 0) end = k + 3
       else noTripleDouble = true
     }
     if (end < 0) {
-      const k = code.indexOf(c === 0x27 ? "'" : '"', i + 1)
+      const k = code.indexOf(single ? "'" : '"', i + 1)
       if (k >= 0) end = k + 1
     }
-    if (end < 0) { i++; continue }
+    if (end < 0) {
+      // No closing quote of this kind anywhere after i: this one starts nothing, and neither does a
+      // later one of the same kind.
+      if (single) nextSingle = -1
+      else nextDouble = -1
+      continue
+    }
     text += code.slice(copied, i) + PLACEHOLDER + String(literals.length)
     literals.push(code.slice(i, end))
-    copied = i = end
+    copied = end
+    if (nextSingle >= 0 && nextSingle < end) nextSingle = code.indexOf("'", end)
+    if (nextDouble >= 0 && nextDouble < end) nextDouble = code.indexOf('"', end)
   }
   return { text: copied === 0 ? code : text + code.slice(copied), literals }
 }
@@ -125,28 +134,36 @@ export function replaceStrings (code: string): { text: string, literals: string[
 export function removeComments (text: string): string {
   let out = ''
   let copied = 0
-  let noTripleSingle = false
-  let noTripleDouble = false
   const n = text.length
-  let i = 0
-  while (i < n) {
-    const c = text.charCodeAt(i)
-    let end = -1
-    if (c === 0x23) {
+  // The next position where each alternative could start (-1: nowhere from here on).
+  let nextHash = text.indexOf('#')
+  let nextTripleDouble = text.indexOf('"""')
+  let nextTripleSingle = text.indexOf("'''")
+  while (nextHash >= 0 || nextTripleDouble >= 0 || nextTripleSingle >= 0) {
+    let i = n
+    if (nextHash >= 0) i = nextHash
+    if (nextTripleDouble >= 0 && nextTripleDouble < i) i = nextTripleDouble
+    if (nextTripleSingle >= 0 && nextTripleSingle < i) i = nextTripleSingle
+    let end: number
+    if (i === nextHash) {
       end = text.indexOf('\n', i)
       if (end < 0) end = n
-    } else if (c === 0x22 && !noTripleDouble && text.startsWith('"""', i)) {
-      const k = text.indexOf('"""', i + 3)
-      if (k >= 0) end = k + 3
-      else noTripleDouble = true
-    } else if (c === 0x27 && !noTripleSingle && text.startsWith("'''", i)) {
-      const k = text.indexOf("'''", i + 3)
-      if (k >= 0) end = k + 3
-      else noTripleSingle = true
+    } else {
+      const triple = i === nextTripleDouble ? '"""' : "'''"
+      const k = text.indexOf(triple, i + 3)
+      if (k < 0) {
+        // No closing triple after i, hence none after any later opening either.
+        if (triple === '"""') nextTripleDouble = -1
+        else nextTripleSingle = -1
+        continue
+      }
+      end = k + 3
     }
-    if (end < 0) { i++; continue }
     out += text.slice(copied, i)
-    copied = i = end
+    copied = end
+    if (nextHash >= 0 && nextHash < end) nextHash = text.indexOf('#', end)
+    if (nextTripleDouble >= 0 && nextTripleDouble < end) nextTripleDouble = text.indexOf('"""', end)
+    if (nextTripleSingle >= 0 && nextTripleSingle < end) nextTripleSingle = text.indexOf("'''", end)
   }
   return copied === 0 ? text : out + text.slice(copied)
 }
