@@ -40,6 +40,8 @@ export interface RewardComponents {
 }
 
 const NO_CODE = -2.0
+/** Completions normalised between two hand-offs to the python workers. */
+const TEXT_CHUNK = 256
 
 function checkStrings (xs: unknown, name: string, what: string): asserts xs is string[] {
   if (!Array.isArray(xs)) throw new RecodeError('ERR_INVALID_ARG', `${what}: ${name} must be an array of strings`)
@@ -86,25 +88,59 @@ async function scoreComponents (completions: string[], targets: string[], option
   const normalizedTargets: string[] = new Array(n)
   const targetCache = new Map<string, string>()
   const withCode: number[] = []
-  for (let i = 0; i < n; i++) {
-    codes[i] = completionCode(completions[i])
-    if (codes[i] === null) continue
-    hasBlock[i] = 1
-    withCode.push(i)
-    let t = targetCache.get(targets[i])
-    if (t === undefined) {
-      t = normalizeCode(targets[i])
-      targetCache.set(targets[i], t)
+  // Each distinct code is parsed once. The text pass goes in chunks and hands each chunk's new codes to
+  // the python workers at once, so that they parse while the rest is normalised.
+  const uniqueSlot = new Map<string, number>()
+  const uniqueCodes: string[] = []
+  const slotOf = new Int32Array(n)
+  const parseJobs: Array<Promise<Uint8Array>> = []
+  const pythonOptions = { python: options.python, signal: options.signal }
+  for (let chunkStart = 0; chunkStart < n; chunkStart += TEXT_CHUNK) {
+    const firstNew = uniqueCodes.length
+    for (let i = chunkStart; i < Math.min(n, chunkStart + TEXT_CHUNK); i++) {
+      const code = completionCode(completions[i])
+      codes[i] = code
+      if (code === null) continue
+      hasBlock[i] = 1
+      withCode.push(i)
+      let slot = uniqueSlot.get(code)
+      if (slot === undefined) {
+        slot = uniqueCodes.length
+        uniqueSlot.set(code, slot)
+        uniqueCodes.push(code)
+      }
+      slotOf[i] = slot
+      let t = targetCache.get(targets[i])
+      if (t === undefined) {
+        t = normalizeCode(targets[i])
+        targetCache.set(targets[i], t)
+      }
+      normalizedTargets[i] = t
     }
-    normalizedTargets[i] = t
+    if (uniqueCodes.length > firstNew) parseJobs.push(pythonParses(uniqueCodes.slice(firstNew), pythonOptions))
+    if (chunkStart + TEXT_CHUNK < n) {
+      // Let I/O (the workers' replies) and timers through between chunks, and stop here on abort.
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      if (options.signal?.aborted) {
+        for (const job of parseJobs) job.catch(() => { /* abandoned: the abort is what is reported */ })
+        throw abortError()
+      }
+    }
   }
-  const blockCodes = withCode.map((i) => codes[i] as string)
-  const parsing = pythonParses(blockCodes, { python: options.python, signal: options.signal })
-  const sims = needSimilarity
-    ? similarities(blockCodes, withCode.map((i) => normalizedTargets[i]), { device: options.device, signal: options.signal })
-    : Promise.resolve(null)
-  // Both run before either is awaited; a failure of one must not leave the other unobserved.
-  const [parses, sim] = await Promise.all([parsing, sims])
+  const parsing = Promise.all(parseJobs)
+  let sims: Promise<Float64Array | null> = Promise.resolve(null)
+  try {
+    if (needSimilarity) sims = similarities(withCode.map((i) => codes[i] as string), withCode.map((i) => normalizedTargets[i]), { device: options.device, signal: options.signal })
+  } catch (err) {
+    parsing.catch(() => { /* the first error is the one reported */ })
+    throw err
+  }
+  // The syntax checks and the distances run at the same time; Promise.all observes both.
+  const [parsedChunks, sim] = await Promise.all([parsing, sims])
+  const uniqueParses = new Uint8Array(uniqueCodes.length)
+  let offset = 0
+  for (const chunk of parsedChunks) { uniqueParses.set(chunk, offset); offset += chunk.length }
+  const parses = withCode.map((i) => uniqueParses[slotOf[i]])
 
   const esStar = new Float64Array(n).fill(NO_CODE)
   const emStar = new Float64Array(n).fill(NO_CODE)

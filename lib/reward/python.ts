@@ -69,7 +69,7 @@ class Worker {
   private readonly pending: Pending[] = []
   private stdoutBuffer = ''
   private stderrTail = ''
-  private started = false
+  started = false
   dead = false
   readonly ready: Promise<string>
 
@@ -223,8 +223,8 @@ class Pool {
   async check (sources: string[], timeoutMs: number, signal?: AbortSignal): Promise<string> {
     const w = this.worker()
     try {
-      await w.ready
-      return await w.check(sources, timeoutMs, signal)
+      // A running worker gets the request now, synchronously, so that it parses while the caller goes on.
+      return await (w.started ? w.check(sources, timeoutMs, signal) : w.ready.then(() => w.check(sources, timeoutMs, signal)))
     } catch (err) {
       if (!(err instanceof WorkerDied)) throw err
       if (signal?.aborted) throw abortError()
