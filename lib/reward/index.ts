@@ -117,14 +117,17 @@ async function scoreComponents (completions: string[], targets: string[], option
       }
       normalizedTargets[i] = t
     }
-    if (uniqueCodes.length > firstNew) parseJobs.push(pythonParses(uniqueCodes.slice(firstNew), pythonOptions))
+    if (uniqueCodes.length > firstNew) {
+      const job = pythonParses(uniqueCodes.slice(firstNew), pythonOptions)
+      // Observed now, so that a failure while the next chunk is prepared is not an unhandled rejection;
+      // Promise.all below still reports it.
+      job.catch(() => {})
+      parseJobs.push(job)
+    }
     if (chunkStart + TEXT_CHUNK < n) {
       // Let I/O (the workers' replies) and timers through between chunks, and stop here on abort.
       await new Promise<void>((resolve) => setImmediate(resolve))
-      if (options.signal?.aborted) {
-        for (const job of parseJobs) job.catch(() => { /* abandoned: the abort is what is reported */ })
-        throw abortError()
-      }
+      if (options.signal?.aborted) throw abortError()
     }
   }
   const parsing = Promise.all(parseJobs)
