@@ -129,6 +129,21 @@ t.test('an interpreter that is not Python 3 is reported, not hung on', async (t)
   t.match(err.message, /exited with code 2: Unknown option: -I/)
 })
 
+t.test('a worker that never answers times out; one that prints something else is refused', { skip: noPython }, async (t) => {
+  const silent = path.join(tmp, 'silent-python')
+  fs.writeFileSync(silent, `#!/bin/sh\nexec ${JSON.stringify(python)} -c "import time; print('ready 3.0.0', flush=True); time.sleep(60)"\n`, { mode: 0o755 })
+  const started = Date.now()
+  const err = await lib.pythonParses(['x = 1'], { python: silent, timeoutMs: 500 }).catch((e) => e)
+  t.equal(err.code, 'ERR_PYTHON')
+  t.match(err.message, /did not answer within 0.5 s/)
+  t.ok(Date.now() - started < 10000, 'promptly')
+  const chatty = path.join(tmp, 'chatty-python')
+  fs.writeFileSync(chatty, '#!/bin/sh\necho "Python 2.7.18"\nsleep 60\n', { mode: 0o755 })
+  const refused = await lib.pythonParses(['x = 1'], { python: chatty }).catch((e) => e)
+  t.equal(refused.code, 'ERR_PYTHON')
+  t.match(refused.message, /printed "Python 2.7.18" instead of its ready line/)
+})
+
 t.test('a worker that dies on one source: that source is invalid, the rest are answered', { skip: noPython }, async (t) => {
   // A wrapper interpreter whose ast.parse kills the process on sources containing CRASH_ME, as a parser
   // crash on a pathological input would.
