@@ -138,7 +138,7 @@ t.test('a worker that never answers times out; one that prints something else is
   t.match(err.message, /did not answer within 0.5 s/)
   t.ok(Date.now() - started < 10000, 'promptly')
   const chatty = path.join(tmp, 'chatty-python')
-  fs.writeFileSync(chatty, '#!/bin/sh\necho "Python 2.7.18"\nsleep 60\n', { mode: 0o755 })
+  fs.writeFileSync(chatty, '#!/bin/sh\necho "Python 2.7.18"\nexec sleep 60\n', { mode: 0o755 })
   const refused = await lib.pythonParses(['x = 1'], { python: chatty }).catch((e) => e)
   t.equal(refused.code, 'ERR_PYTHON')
   t.match(refused.message, /printed "Python 2.7.18" instead of its ready line/)
