@@ -5,5 +5,5 @@
 export { RecodeError } from './errors'
 export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
 export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
-export { rewards, score as rewardComponents, formatOk, extractFence, normalizeCode, completionCode, pythonParses, closePythonWorkers } from './reward'
+export { rewards, score as rewardComponents, formatOk, extractFence, normalizeCode, completionCode, pythonParses, startPythonWorkers, closePythonWorkers } from './reward'
 export type { RewardOptions, RewardComponents } from './reward'

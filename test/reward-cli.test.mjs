@@ -165,6 +165,7 @@ t.test('a worker that dies on one source: that source is invalid, the rest are a
 })
 
 t.test('syntax checks: duplicates, empty batches, concurrency and abort', { skip: noPython }, async (t) => {
+  t.match(await lib.startPythonWorkers(), /^3\.\d+\.\d+$/, 'workers start ahead of use and report their version')
   t.same([...await lib.pythonParses([])], [])
   const sources = Array.from({ length: 500 }, (_, i) => (i % 3 === 0 ? 'x = (' : `x = ${i % 10}`))
   const results = await Promise.all([lib.pythonParses(sources), lib.pythonParses(sources.slice(7)), lib.pythonParses(['pass'])])

@@ -10,7 +10,7 @@ import { pythonParses } from './python'
 import { completionCode, formatOk, normalizeCode } from './text'
 
 export { formatOk, extractFence, normalizeCode, completionCode, pythonStrip, isPythonSpace } from './text'
-export { pythonParses, pythonParsesOne, closePythonWorkers, pythonCommand } from './python'
+export { pythonParses, pythonParsesOne, closePythonWorkers, startPythonWorkers, pythonCommand } from './python'
 export type { PythonOptions } from './python'
 
 export interface RewardOptions {

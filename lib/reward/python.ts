@@ -240,6 +240,16 @@ class Pool {
     }
   }
 
+  /** Starts every worker now; resolves with the interpreter's version. */
+  async start (): Promise<string> {
+    this.workers = this.workers.filter((w) => !w.dead)
+    while (this.workers.length < this.size) {
+      this.workers.push(new Worker(this.command, this.from, (dead) => { this.workers = this.workers.filter((w) => w !== dead) }))
+    }
+    const versions = await Promise.all(this.workers.map((w) => w.ready))
+    return versions[0]
+  }
+
   close (): void {
     for (const w of this.workers) w.kill()
     this.workers = []
@@ -252,6 +262,24 @@ function poolSize (): number {
   return Math.max(1, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length)
 }
 
+function poolFor (options: PythonOptions): Pool {
+  const { command, from } = pythonCommand(options)
+  let pool = pools.get(command)
+  if (!pool) {
+    pool = new Pool(command, from, poolSize())
+    pools.set(command, pool)
+  }
+  return pool
+}
+
+/**
+ * Starts the syntax-check workers ahead of the first reward (a training loop calls this once at start-up,
+ * so that the first step does not wait for interpreters); resolves with the Python version they run.
+ */
+export async function startPythonWorkers (options: PythonOptions = {}): Promise<string> {
+  return await poolFor(options).start()
+}
+
 /**
  * For each source, whether `ast.parse(source)` returns (1) or raises (0) in CPython. Duplicate sources
  * are parsed once; requests are spread over the pool's workers.
@@ -260,12 +288,7 @@ export async function pythonParses (sources: string[], options: PythonOptions = 
   if (options.signal?.aborted) throw abortError()
   const result = new Uint8Array(sources.length)
   if (sources.length === 0) return result
-  const { command, from } = pythonCommand(options)
-  let pool = pools.get(command)
-  if (!pool) {
-    pool = new Pool(command, from, poolSize())
-    pools.set(command, pool)
-  }
+  const pool = poolFor(options)
   const firstIndex = new Map<string, number>()
   const unique: string[] = []
   const slot = new Int32Array(sources.length)
