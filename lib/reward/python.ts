@@ -9,6 +9,9 @@
  * keep Node alive; a worker that dies is replaced. If one dies in the middle of a request (a parser crash on
  * some pathological source), the request is split in halves and retried on fresh workers, down to the one
  * source that kills it, which counts as invalid: ast.parse did not return.
+ *
+ * The verdict is the interpreter's own, so it follows its version (Python 3.12 accepts f-strings that reuse
+ * their quotes, which 3.11 rejects): score with the same Python as the rewards being compared with.
  */
 import { spawn, type ChildProcess } from 'child_process'
 import * as os from 'os'
