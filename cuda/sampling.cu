@@ -231,8 +231,9 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
     u64 local = 0;
     for (int i = tid; i < vocab; i += nthreads) {
       float v = load_logit(x, i);
+      if (order_key(v) < tau) continue;  // cheap test first
       float w = sampling_weight((v - xmax) * inv_t);
-      if (order_key(v) >= tau && (!need_m || w >= mp)) local += (u64)weight_units(w);
+      if (!need_m || w >= mp) local += (u64)weight_units(w);
     }
     kept_total = block_sum_u64(local, u_scratch);
   }
@@ -250,8 +251,10 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
       q[j] = 0;
       if (i < vocab) {
         float v = load_logit(x, i);
-        float w = sampling_weight((v - xmax) * inv_t);
-        if (order_key(v) >= tau && (!need_m || w >= mp)) q[j] = (u64)weight_units(w);
+        if (order_key(v) >= tau) {
+          float w = sampling_weight((v - xmax) * inv_t);
+          if (!need_m || w >= mp) q[j] = (u64)weight_units(w);
+        }
       }
       mine += q[j];
     }

@@ -9,7 +9,9 @@
 #if defined(__CUDACC__)
 #define RECODE_HD __host__ __device__ __forceinline__
 #else
-#define RECODE_HD inline
+// static: each translation unit keeps its own copy, so code compiled with -mfma (the *_avx2.cpp files) never
+// replaces the baseline copy at link time.
+#define RECODE_HD static inline
 #endif
 
 namespace recode::philox {

@@ -7,6 +7,7 @@
 
 #include "sampling_core.h"
 #include "sampling_cpu.h"
+#include "sampling_row.h"
 
 namespace recode::sampling::cpu {
 
@@ -130,6 +131,26 @@ int row_pick_avx2(const float* x, int vocab, float xmax, float inv_t, uint64_t t
     if (cum > target) return i;
   }
   return last;  // only reached if target >= total, which the caller rules out
+}
+
+namespace {
+struct Avx2Passes {
+  static MaxScan max(const float* x, int vocab) { return row_max_avx2(x, vocab); }
+  static MaxScan max(const bf16* x, int vocab) { return row_max(x, vocab); }
+  static uint64_t units(const float* x, int vocab, float xmax, float inv_t) { return row_units_avx2(x, vocab, xmax, inv_t); }
+  static uint64_t units(const bf16* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
+  static int pick(const float* x, int vocab, float xmax, float inv_t, uint64_t target) {
+    return row_pick_avx2(x, vocab, xmax, inv_t, target);
+  }
+  static int pick(const bf16*, int, float, float, uint64_t) { return -1; }
+};
+}  // namespace
+
+Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
+  return sample_one<Avx2Passes>(x, vocab, p, seed, row_id, step, row);
+}
+Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
+  return sample_one<Avx2Passes>(x, vocab, p, seed, row_id, step, row);
 }
 
 }  // namespace recode::sampling::cpu

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "sampling.h"
+
 namespace recode::sampling::cpu {
 
 struct MaxScan {
@@ -18,5 +20,9 @@ MaxScan row_max_avx2(const float* x, int vocab);
 uint64_t row_units_avx2(const float* x, int vocab, float xmax, float inv_t);
 // First index whose inclusive running sum of units exceeds target (every token kept); vocab - 1 if none.
 int row_pick_avx2(const float* x, int vocab, float xmax, float inv_t, uint64_t target);
+
+// The whole per-row algorithm compiled for AVX2 + FMA (sampling_row.h instantiated in sampling_avx2.cpp).
+Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row);
+Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row);
 
 }  // namespace recode::sampling::cpu

@@ -1,0 +1,196 @@
+// Internal to the CPU sampler: the per-row algorithm (see sampling.cpp for the passes) as a template over the
+// logits type and the full-row passes. It is instantiated twice: in sampling.cpp with portable passes (fma
+// through libm), and in sampling_avx2.cpp, where fmaf compiles to the FMA instruction and the fp32 max /
+// mass / pick passes are vectorised. Both give identical results (same correctly rounded operations).
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "napi_util.h"
+#include "sampling.h"
+#include "sampling_core.h"
+#include "sampling_cpu.h"
+
+namespace recode::sampling::cpu {
+namespace {  // internal linkage: the baseline and the AVX2 translation units each keep their own instantiation
+
+// Passes used when no vectorised variant applies.
+struct PortablePasses;
+
+
+inline float load(const float* x, int i) { return x[i]; }
+inline float load(const bf16* x, int i) { return bf16_to_float(x[i]); }
+
+[[noreturn]] void throw_row_status(int status, int row, int index) {
+  std::string where = "sample: logits row " + std::to_string(row);
+  if (status == kRowNaN) throw Error("ERR_INVALID_ARG", where + " holds NaN at index " + std::to_string(index));
+  if (status == kRowPosInf) throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
+  throw Error("ERR_INVALID_ARG", where + " is entirely -Infinity (no token can be sampled)");
+}
+
+template <class T>
+MaxScan row_max(const T* x, int vocab) {
+  MaxScan s{-INFINITY, 0, kRowOk, -1};
+  for (int i = 0; i < vocab; ++i) {
+    float v = load(x, i);
+    if (std::isnan(v)) return {s.max, s.argmax, kRowNaN, i};
+    if (v == INFINITY) return {s.max, s.argmax, kRowPosInf, i};
+    if (v > s.max) {
+      s.max = v;
+      s.argmax = i;
+    }
+  }
+  if (s.max == -INFINITY) s.status = kRowAllNegInf;
+  return s;
+}
+
+template <class T>
+inline uint64_t units_at(const T* x, int i, float xmax, float inv_t) {
+  return weight_units(sampling_weight((load(x, i) - xmax) * inv_t));
+}
+
+template <class T>
+uint64_t row_units(const T* x, int vocab, float xmax, float inv_t) {
+  uint64_t total = 0;
+  for (int i = 0; i < vocab; ++i) total += units_at(x, i, xmax, inv_t);
+  return total;
+}
+
+// Largest key tau such that at least k tokens have key >= tau (the k-th largest logit, as a key).
+template <class T>
+uint32_t select_top_k(const T* x, int vocab, int64_t k) {
+  uint32_t prefix = 0;
+  int64_t above = 0;  // tokens whose key is above the current prefix's range
+  for (int level = 0; level < 4; ++level) {
+    int shift = 24 - 8 * level;
+    int64_t hist[256] = {0};
+    for (int i = 0; i < vocab; ++i) {
+      uint32_t key = order_key(load(x, i));
+      if (level == 0 || (key >> (shift + 8)) == (prefix >> (shift + 8))) hist[(key >> shift) & 255u]++;
+    }
+    int b = 255;
+    for (; b > 0; --b) {
+      if (above + hist[b] >= k) break;
+      above += hist[b];
+    }
+    prefix |= (uint32_t)b << shift;
+  }
+  return prefix;
+}
+
+// Largest key tau >= floor_key such that the mass of {key >= tau, key >= floor_key} reaches target.
+// hist0 is the level-0 mass histogram over the tokens with key >= floor_key (computed with the total).
+template <class T>
+uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, const uint64_t* hist0,
+                      double target) {
+  uint32_t prefix = 0;
+  uint64_t above = 0;
+  for (int level = 0; level < 4; ++level) {
+    int shift = 24 - 8 * level;
+    uint64_t hist[256] = {0};
+    if (level == 0) {
+      for (int b = 0; b < 256; ++b) hist[b] = hist0[b];
+    } else {
+      for (int i = 0; i < vocab; ++i) {
+        uint32_t key = order_key(load(x, i));
+        if (key < floor_key || (key >> (shift + 8)) != (prefix >> (shift + 8))) continue;
+        hist[(key >> shift) & 255u] += units_at(x, i, xmax, inv_t);
+      }
+    }
+    int b = 255;
+    for (; b > 0; --b) {
+      if ((double)(above + hist[b]) >= target) break;
+      above += hist[b];
+    }
+    prefix |= (uint32_t)b << shift;
+  }
+  return prefix < floor_key ? floor_key : prefix;
+}
+
+// Passes: P::max(x, vocab), P::units(x, vocab, xmax, inv_t) and P::pick(x, vocab, xmax, inv_t, target)
+// (-1 when it has no fast pick), each overloaded for float and bf16.
+template <class P, class T>
+Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
+  check_params(p, row);
+  MaxScan s = P::max(x, vocab);
+  if (s.status != kRowOk) throw_row_status(s.status, row, s.bad_index);
+  const float xmax = s.max;
+
+  if (p.temperature == 0.f) {  // greedy: log-probability under the untempered softmax
+    uint64_t total = P::units(x, vocab, xmax, 1.f);
+    return {s.argmax, (float)(0.0 - log_mass(total)), 0.f};
+  }
+  const float inv_t = 1.f / p.temperature;
+  const bool need_k = p.top_k > 0 && p.top_k < vocab;
+  const bool need_p = p.top_p < 1.f;
+  const bool need_m = p.min_p > 0.f;
+
+  uint32_t tau = 0;  // every key is >= 0: keep all
+  if (need_k) tau = select_top_k(x, vocab, p.top_k);
+
+  uint64_t total = 0, topk_total = 0;
+  uint64_t hist0[256] = {0};
+  if (!need_p) {
+    total = P::units(x, vocab, xmax, inv_t);
+  } else {
+    for (int i = 0; i < vocab; ++i) {
+      float v = load(x, i);
+      uint64_t q = weight_units(sampling_weight((v - xmax) * inv_t));
+      total += q;
+      uint32_t key = order_key(v);
+      if (key >= tau) {
+        hist0[key >> 24] += q;
+        topk_total += q;
+      }
+    }
+    tau = select_top_p(x, vocab, xmax, inv_t, tau, hist0, (double)p.top_p * (double)topk_total);
+  }
+
+  auto kept = [&](float v, float w) { return order_key(v) >= tau && (!need_m || w >= p.min_p); };
+  uint64_t kept_total = total;
+  if (need_k || need_p || need_m) {
+    kept_total = 0;
+    for (int i = 0; i < vocab; ++i) {
+      float v = load(x, i);
+      if (order_key(v) < tau) continue;  // cheap test first: most tokens fall below the threshold
+      float w = sampling_weight((v - xmax) * inv_t);
+      if (kept(v, w)) kept_total += weight_units(w);
+    }
+  }
+
+  const uint64_t target = philox::scale64(philox::random64(seed, row_id, step), kept_total);
+  int token = -1;
+  if (!need_k && !need_p && !need_m) token = P::pick(x, vocab, xmax, inv_t, target);
+  if (token < 0) {
+    uint64_t cum = 0;
+    int last_kept = s.argmax;
+    for (int i = 0; i < vocab; ++i) {
+      float v = load(x, i);
+      if (order_key(v) < tau) continue;
+      float w = sampling_weight((v - xmax) * inv_t);
+      if (!kept(v, w)) continue;
+      uint64_t q = weight_units(w);
+      if (q == 0) continue;
+      cum += q;
+      last_kept = i;
+      if (cum > target) break;
+    }
+    token = last_kept;
+  }
+  double t_tok = (double)((load(x, token) - xmax) * inv_t);
+  return {token, (float)(t_tok - log_mass(total)), (float)(t_tok - log_mass(kept_total))};
+}
+
+struct PortablePasses {
+  template <class T>
+  static MaxScan max(const T* x, int vocab) { return row_max(x, vocab); }
+  template <class T>
+  static uint64_t units(const T* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
+  template <class T>
+  static int pick(const T*, int, float, float, uint64_t) { return -1; }
+};
+
+}  // namespace
+}  // namespace recode::sampling::cpu
