@@ -71,12 +71,13 @@ MaxScan row_max_avx2(const float* x, int vocab) {
   _mm256_store_ps(lanes, m);
   float mx = -INFINITY;
   for (float l : lanes) mx = l > mx ? l : mx;
+  bool tail_bad = false;
   for (int j = i; j < vocab; ++j) {
-    if (std::isnan(x[j]) || x[j] == INFINITY) bad = _mm256_set1_ps(1.f);
+    tail_bad = tail_bad || std::isnan(x[j]) || x[j] == INFINITY;
     mx = x[j] > mx ? x[j] : mx;
   }
   MaxScan s{mx, 0, kRowOk, -1};
-  if (_mm256_movemask_ps(bad) != 0 || std::isnan(mx)) {  // locate the first offender exactly
+  if (_mm256_movemask_ps(bad) != 0 || tail_bad || std::isnan(mx)) {  // locate the first offender exactly
     for (int j = 0; j < vocab; ++j) {
       if (std::isnan(x[j])) return {mx, 0, kRowNaN, j};
       if (x[j] == INFINITY) return {mx, 0, kRowPosInf, j};
