@@ -4,7 +4,8 @@
 //   dapoDynamicMask(rewards: Float32Array, group) -> Uint8Array (one entry per group)
 //   overlongPenalty(lengths: Int32Array, maxLength, buffer, factor) -> Float32Array
 //   policyLoss(device, B, T, logp, oldLogp, refLogp|null, advantages ([B] or [B*T]), mask: Float32Array,
-//              entropy|null, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), agg (0-3), normLength, cancel?)
+//              entropy|null, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), agg (0-3), normLength, cancel?,
+//              gradOut?: Float32Array [B*T])
 //     -> Promise<{ grad: Float32Array, metrics: {...} }>
 #include <cmath>
 #include <string>
@@ -168,9 +169,20 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
     if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) a.fail(5, "(refLogp) is required for a KL penalty");
     if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) a.fail(15, "(normLength) must be >= 0 (0 = T)");
     job->set_cancel(a, 16);
+    if (a.has(17)) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
+      auto g = a.typed<float>(17, "gradOut");
+      if (g.ElementLength() != n) a.fail(17, "(gradOut) must have B * T values");
+      job->grad = g.Data();
+      job->grad_ref = Napi::Persistent(g);
+    }
   } catch (...) {
     delete job;
     throw;
+  }
+  if (job->grad) {
+    Napi::Promise promise = job->promise();
+    job->Queue();
+    return promise;
   }
   auto grad = Napi::Float32Array::New(env, (size_t)job->in.B * job->in.T);
   job->grad = grad.Data();

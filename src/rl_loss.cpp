@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu_features.h"
 #include "parallel.h"
 #include "rl_loss_core.h"
 
@@ -111,50 +112,58 @@ LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& c
   return m;
 }
 
+RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp) {
+  const int T = in.T;
+  const size_t off = (size_t)b * T;
+  const float* mask = in.mask + off;
+  RowSums r{count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
+  for (int t = 0; t < T; ++t) {
+    const float m = mask[t];
+    if (m == 0.f) {
+      grad_logp[off + t] = 0.f;
+      continue;
+    }
+    float adv = in.advantages_per_token ? in.advantages[off + t] : in.advantages[b];
+    float ref = in.ref_logp ? in.ref_logp[off + t] : 0.f;
+    TokenLoss tl = token_loss(in.logp[off + t], in.old_logp[off + t], ref, adv, cfg.clip_low, cfg.clip_high,
+                              cfg.clip_ratio_c, (int)cfg.kl);
+    grad_logp[off + t] = (float)(m * scale * ((double)tl.dpg + (double)cfg.kl_coef * tl.dkl));
+    r.pg_sum += (double)m * tl.pg;
+    r.kl_sum += (double)m * tl.kl;
+    r.clip_low += m * tl.clip_low;
+    r.clip_high += m * tl.clip_high;
+    r.clip_dual += m * tl.clip_dual;
+    r.neg_log_ratio += (double)m * tl.neg_lr;
+    if (in.entropy) r.entropy += (double)m * in.entropy[off + t];
+    r.ratio_sum += (double)m * tl.ratio;
+    r.ratio_min = std::min(r.ratio_min, (double)tl.ratio);
+    r.ratio_max = std::max(r.ratio_max, (double)tl.ratio);
+  }
+  return r;
+}
+
 LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp) {
   const int B = in.B, T = in.T;
-  const int kl_kind = (int)cfg.kl;
   std::vector<RowSums> rows(B);
   parallel_for(B, 16, [&](int64_t b0, int64_t b1) {  // mask counts: token-mean needs the total first
     for (int64_t b = b0; b < b1; ++b) {
       const float* m = in.mask + (size_t)b * T;
-      double c = 0;
-      for (int t = 0; t < T; ++t) c += m[t];
-      rows[b].count = c;
+      double c[4] = {0, 0, 0, 0};  // four chains: the sum is latency-bound otherwise
+      int t = 0;
+      for (; t + 4 <= T; t += 4)
+        for (int j = 0; j < 4; ++j) c[j] += m[t + j];
+      for (; t < T; ++t) c[0] += m[t];
+      rows[b].count = (c[0] + c[1]) + (c[2] + c[3]);
     }
   });
   double total = 0;
   for (int b = 0; b < B; ++b) total += rows[b].count;
+  const bool avx2 = simd_level() == SimdLevel::AVX2;
   parallel_for(B, 4, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const size_t off = (size_t)b * T;
-      const float* mask = in.mask + off;
       const double scale = aggregation_scale(cfg, B, T, rows[b].count, total);
-      RowSums r{rows[b].count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(),
-                -std::numeric_limits<double>::infinity()};
-      for (int t = 0; t < T; ++t) {
-        const float m = mask[t];
-        if (m == 0.f) {
-          grad_logp[off + t] = 0.f;
-          continue;
-        }
-        float adv = in.advantages_per_token ? in.advantages[off + t] : in.advantages[b];
-        float ref = in.ref_logp ? in.ref_logp[off + t] : 0.f;
-        TokenLoss tl = token_loss(in.logp[off + t], in.old_logp[off + t], ref, adv, cfg.clip_low, cfg.clip_high,
-                                  cfg.clip_ratio_c, kl_kind);
-        grad_logp[off + t] = (float)(m * scale * ((double)tl.dpg + (double)cfg.kl_coef * tl.dkl));
-        r.pg_sum += (double)m * tl.pg;
-        r.kl_sum += (double)m * tl.kl;
-        r.clip_low += m * tl.clip_low;
-        r.clip_high += m * tl.clip_high;
-        r.clip_dual += m * tl.clip_dual;
-        r.neg_log_ratio += (double)m * tl.neg_lr;
-        if (in.entropy) r.entropy += (double)m * in.entropy[off + t];
-        r.ratio_sum += (double)m * tl.ratio;
-        r.ratio_min = std::min(r.ratio_min, (double)tl.ratio);
-        r.ratio_max = std::max(r.ratio_max, (double)tl.ratio);
-      }
-      rows[b] = r;
+      rows[b] = avx2 ? loss_row_avx2(in, cfg, (int)b, scale, rows[b].count, grad_logp)
+                     : loss_row(in, cfg, (int)b, scale, rows[b].count, grad_logp);
     }
   });
   return assemble_loss(rows.data(), B, T, cfg);

@@ -73,6 +73,11 @@ LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& c
 // The weight each masked token's loss gets in the aggregate, for row b (mask excluded).
 double aggregation_scale(const LossConfig& cfg, int B, int T, double row_count, double total_count);
 
+// One sequence's per-token loss and gradient (grad_logp[b*T .. b*T+T) written) and its sums; scale is the
+// aggregation weight of its tokens. The AVX2 variant (rl_loss_avx2.cpp) computes the same in 8-wide float.
+RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
+RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
+
 // Returns the loss and metrics; grad_logp[B*T] receives d loss / d logp.
 LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp);
 

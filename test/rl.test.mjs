@@ -2,7 +2,7 @@
 // against a float64 reference written here from the definitions (verl core_algos / TRL), gradients against
 // finite differences of that reference, and cpu / emulated CUDA (/ CUDA) held to the same reference.
 import t from 'tap'
-import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '../dist/cjs/index.js'
+import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss, setSimdLevel } from '../dist/cjs/index.js'
 import { native } from '../dist/cjs/native.js'
 import { rng, backends, oddSizes, maxRelError, tolerance } from './helpers.mjs'
 
@@ -235,6 +235,22 @@ t.test('gradient of large shapes: cpu and emulated agree', async (t) => {
   for (const device of backends(t, addon).filter((d) => d !== 'cpu')) {
     const other = await policyLoss(inp, { ...opts, device })
     t.ok(maxRelError(other.grad, cpu.grad, 1e-9) < 1e-5, `${device}: same gradient as cpu`)
+  }
+})
+
+t.test('the portable CPU loss (baseline SIMD) matches the AVX2 one', async (t) => {
+  const r = rng(t, 'simd')
+  for (const [ci, opts] of configs.entries()) {
+    const inp = makeInputs(r, 9, 203, { perToken: ci % 2 === 1, withRef: opts.klEstimator !== undefined, bigRatio: (opts.clipRatioC ?? 0) > 0 })
+    const gradOut = new Float32Array(9 * 203)
+    setSimdLevel('baseline')
+    let base
+    try { base = await policyLoss(inp, { ...opts, device: 'cpu' }) } finally { setSimdLevel('auto') }
+    const fast = await policyLoss(inp, { ...opts, device: 'cpu', gradOut })
+    t.equal(fast.grad, gradOut, `cfg ${ci}: the gradient is written into gradOut`)
+    t.ok(maxRelError(fast.grad, base.grad, 1e-9) < 1e-5, `cfg ${ci}: same gradient`)
+    const worst = Math.max(...metricNames.map((k) => Math.abs(fast.metrics[k] - base.metrics[k]) / Math.max(Math.abs(base.metrics[k]), 1e-3)))
+    t.ok(worst < 1e-5, `cfg ${ci}: same loss and metrics (worst ${worst.toExponential(2)})`)
   }
 })
 

@@ -104,6 +104,8 @@ export interface PolicyLossOptions {
   aggregation?: LossAggregation
   /** Divisor for 'seq-mean-token-sum-norm' (default: length). */
   normLength?: number
+  /** Buffer [B*T] to write the gradient into (reused across steps); default: a new Float32Array. */
+  gradOut?: Float32Array
   device?: Device
   signal?: AbortSignal
 }
@@ -163,7 +165,7 @@ export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossO
   try {
     return await native().policyLoss(device, batch, length, inputs.logp, inputs.oldLogp, inputs.refLogp ?? null,
       inputs.advantages, mask, inputs.entropy ?? null, options.clipLow ?? 0.2, options.clipHigh ?? 0.2,
-      options.clipRatioC ?? 0, klCoef, klKind, agg, options.normLength ?? 0, cancel.flag) as PolicyLossResult
+      options.clipRatioC ?? 0, klCoef, klKind, agg, options.normLength ?? 0, cancel.flag, options.gradOut ?? null) as PolicyLossResult
   } finally {
     cancel.dispose()
   }
