@@ -18,7 +18,7 @@ struct Units8 {
   __m256i lo, hi;
 };
 
-inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) {
+inline __m256 weights8(__m256 x, __m256 xmax, __m256 inv_t) {
   __m256 t = _mm256_mul_ps(_mm256_sub_ps(x, xmax), inv_t);
   __m256 live = _mm256_cmp_ps(t, _mm256_set1_ps(-32.f), _CMP_GE_OQ);
   __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
@@ -35,7 +35,10 @@ inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  __m256 w = _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), live);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), live);
+}
+
+inline Units8 to_units8(__m256 w) {
   __m256 v = _mm256_round_ps(_mm256_mul_ps(w, _mm256_set1_ps(kUnitsPerWeight)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   // Integral doubles below 2^52 become int64 by adding 2^52 and subtracting its bit pattern.
   const __m256d magic = _mm256_set1_pd(4503599627370496.0);
@@ -43,6 +46,19 @@ inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) {
   __m256d dhi = _mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), magic);
   return {_mm256_sub_epi64(_mm256_castpd_si256(dlo), _mm256_castpd_si256(magic)),
           _mm256_sub_epi64(_mm256_castpd_si256(dhi), _mm256_castpd_si256(magic))};
+}
+
+inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) { return to_units8(weights8(x, xmax, inv_t)); }
+
+// Kept lanes: order_key(x) >= tau (as a signed comparison of the sign-folded bits) and w >= min_p when min_p > 0.
+inline Units8 kept_units8(__m256 x, __m256 xmax, __m256 inv_t, __m256i tau_signed, float min_p) {
+  __m256 w = weights8(x, xmax, inv_t);
+  __m256i bits = _mm256_castps_si256(_mm256_add_ps(x, _mm256_setzero_ps()));  // -0 becomes +0
+  __m256i folded = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bits),
+      _mm256_castsi256_ps(_mm256_xor_si256(bits, _mm256_set1_epi32(0x7fffffff))), _mm256_castsi256_ps(bits)));
+  __m256 keep = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(tau_signed, folded), _mm256_set1_epi32(-1)));
+  if (min_p > 0.f) keep = _mm256_and_ps(keep, _mm256_cmp_ps(w, _mm256_set1_ps(min_p), _CMP_GE_OQ));
+  return to_units8(_mm256_and_ps(w, keep));
 }
 
 inline uint64_t hsum64(__m256i v) {
@@ -53,6 +69,10 @@ inline uint64_t hsum64(__m256i v) {
 
 inline uint64_t scalar_units(float x, float xmax, float inv_t) {
   return weight_units(sampling_weight((x - xmax) * inv_t));
+}
+
+inline bool kept_scalar(float v, float w, uint32_t tau, float min_p) {
+  return order_key(v) >= tau && (min_p == 0.f || w >= min_p);
 }
 
 }  // namespace
@@ -105,14 +125,64 @@ uint64_t row_units_avx2(const float* x, int vocab, float xmax, float inv_t) {
   return total;
 }
 
-int row_pick_avx2(const float* x, int vocab, float xmax, float inv_t, uint64_t target) {
+uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                         uint64_t* topk_total) {
   const __m256 vmax = _mm256_set1_ps(xmax), vinv = _mm256_set1_ps(inv_t);
-  uint64_t cum = 0;
+  uint64_t total = 0, topk = 0;
+  alignas(32) uint64_t q[8];
   int i = 0;
   for (; i + 8 <= vocab; i += 8) {
     Units8 u = units8(_mm256_loadu_ps(x + i), vmax, vinv);
+    _mm256_store_si256((__m256i*)q, u.lo);
+    _mm256_store_si256((__m256i*)(q + 4), u.hi);
+    for (int j = 0; j < 8; ++j) {  // the histogram scatter stays scalar
+      total += q[j];
+      uint32_t key = order_key(x[i + j]);
+      if (key >= floor_key) {
+        hist0[key >> 24] += q[j];
+        topk += q[j];
+      }
+    }
+  }
+  for (; i < vocab; ++i) {
+    uint64_t qi = scalar_units(x[i], xmax, inv_t);
+    total += qi;
+    uint32_t key = order_key(x[i]);
+    if (key >= floor_key) {
+      hist0[key >> 24] += qi;
+      topk += qi;
+    }
+  }
+  *topk_total = topk;
+  return total;
+}
+
+uint64_t kept_units_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
+  const __m256 vmax = _mm256_set1_ps(xmax), vinv = _mm256_set1_ps(inv_t);
+  const __m256i tau_s = _mm256_set1_epi32((int32_t)(tau ^ 0x80000000u));
+  __m256i acc = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    Units8 u = kept_units8(_mm256_loadu_ps(x + i), vmax, vinv, tau_s, min_p);
+    acc = _mm256_add_epi64(acc, _mm256_add_epi64(u.lo, u.hi));
+  }
+  uint64_t total = hsum64(acc);
+  for (; i < vocab; ++i) {
+    float w = sampling_weight((x[i] - xmax) * inv_t);
+    if (kept_scalar(x[i], w, tau, min_p)) total += weight_units(w);
+  }
+  return total;
+}
+
+int pick_kept_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target) {
+  const __m256 vmax = _mm256_set1_ps(xmax), vinv = _mm256_set1_ps(inv_t);
+  const __m256i tau_s = _mm256_set1_epi32((int32_t)(tau ^ 0x80000000u));
+  uint64_t cum = 0;
+  int i = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    Units8 u = kept_units8(_mm256_loadu_ps(x + i), vmax, vinv, tau_s, min_p);
     uint64_t block = hsum64(_mm256_add_epi64(u.lo, u.hi));
-    if (cum + block > target) {  // the pick lies in these eight: walk them in order
+    if (cum + block > target) {
       alignas(32) uint64_t q[8];
       _mm256_store_si256((__m256i*)q, u.lo);
       _mm256_store_si256((__m256i*)(q + 4), u.hi);
@@ -123,15 +193,13 @@ int row_pick_avx2(const float* x, int vocab, float xmax, float inv_t, uint64_t t
     }
     cum += block;
   }
-  int last = -1;
   for (; i < vocab; ++i) {
-    uint64_t q = scalar_units(x[i], xmax, inv_t);
-    if (q == 0) continue;
-    cum += q;
-    last = i;
+    float w = sampling_weight((x[i] - xmax) * inv_t);
+    if (!kept_scalar(x[i], w, tau, min_p)) continue;
+    cum += weight_units(w);
     if (cum > target) return i;
   }
-  return last;  // only reached if target >= total, which the caller rules out
+  return -1;
 }
 
 namespace {
@@ -140,10 +208,26 @@ struct Avx2Passes {
   static MaxScan max(const bf16* x, int vocab) { return row_max(x, vocab); }
   static uint64_t units(const float* x, int vocab, float xmax, float inv_t) { return row_units_avx2(x, vocab, xmax, inv_t); }
   static uint64_t units(const bf16* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
-  static int pick(const float* x, int vocab, float xmax, float inv_t, uint64_t target) {
-    return row_pick_avx2(x, vocab, xmax, inv_t, target);
+  static uint64_t units_hist(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                             uint64_t* topk_total) {
+    return units_hist_avx2(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
   }
-  static int pick(const bf16*, int, float, float, uint64_t) { return -1; }
+  static uint64_t units_hist(const bf16* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                             uint64_t* topk_total) {
+    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
+  }
+  static uint64_t kept_units(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
+    return kept_units_avx2(x, vocab, xmax, inv_t, tau, min_p);
+  }
+  static uint64_t kept_units(const bf16* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
+    return kept_units_portable(x, vocab, xmax, inv_t, tau, min_p);
+  }
+  static int pick(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target) {
+    return pick_kept_avx2(x, vocab, xmax, inv_t, tau, min_p, target);
+  }
+  static int pick(const bf16* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target) {
+    return pick_portable(x, vocab, xmax, inv_t, tau, min_p, target);
+  }
 };
 }  // namespace
 

@@ -18,8 +18,13 @@ struct MaxScan {
 MaxScan row_max_avx2(const float* x, int vocab);
 // Sum over the row of weight_units(sampling_weight((x_i - xmax) * inv_t)).
 uint64_t row_units_avx2(const float* x, int vocab, float xmax, float inv_t);
-// First index whose inclusive running sum of units exceeds target (every token kept); vocab - 1 if none.
-int row_pick_avx2(const float* x, int vocab, float xmax, float inv_t, uint64_t target);
+// Total mass, plus the level-0 top-p histogram over tokens with key >= floor_key and their mass.
+uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                         uint64_t* topk_total);
+// Mass of the kept set {key >= tau, w >= min_p (when min_p > 0)}.
+uint64_t kept_units_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p);
+// First kept index whose inclusive running mass exceeds target; -1 if none.
+int pick_kept_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target);
 
 // The whole per-row algorithm compiled for AVX2 + FMA (sampling_row.h instantiated in sampling_avx2.cpp).
 Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row);

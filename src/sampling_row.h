@@ -84,7 +84,7 @@ uint32_t select_top_k(const T* x, int vocab, int64_t k) {
 // hist0 is the level-0 mass histogram over the tokens with key >= floor_key (computed with the total).
 template <class T>
 uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, const uint64_t* hist0,
-                      double target) {
+                      double target, uint64_t* kept_mass) {
   uint32_t prefix = 0;
   uint64_t above = 0;
   for (int level = 0; level < 4; ++level) {
@@ -105,12 +105,59 @@ uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t f
       above += hist[b];
     }
     prefix |= (uint32_t)b << shift;
+    if (level == 3) *kept_mass = above + hist[b];  // mass of {key >= prefix} within the top-k set
   }
   return prefix < floor_key ? floor_key : prefix;
 }
 
-// Passes: P::max(x, vocab), P::units(x, vocab, xmax, inv_t) and P::pick(x, vocab, xmax, inv_t, target)
-// (-1 when it has no fast pick), each overloaded for float and bf16.
+// Portable full-row passes with a threshold: kept(i) = key_i >= tau and (min_p == 0 or w_i >= min_p).
+template <class T>
+uint64_t units_hist_portable(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                             uint64_t* topk_total) {
+  uint64_t total = 0, topk = 0;
+  for (int i = 0; i < vocab; ++i) {
+    float v = load(x, i);
+    uint64_t q = weight_units(sampling_weight((v - xmax) * inv_t));
+    total += q;
+    uint32_t key = order_key(v);
+    if (key >= floor_key) {
+      hist0[key >> 24] += q;
+      topk += q;
+    }
+  }
+  *topk_total = topk;
+  return total;
+}
+
+template <class T>
+uint64_t kept_units_portable(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
+  uint64_t kept = 0;
+  for (int i = 0; i < vocab; ++i) {
+    float v = load(x, i);
+    if (order_key(v) < tau) continue;  // cheap test first: most tokens fall below the threshold
+    float w = sampling_weight((v - xmax) * inv_t);
+    if (min_p == 0.f || w >= min_p) kept += weight_units(w);
+  }
+  return kept;
+}
+
+// First kept index whose inclusive running mass exceeds target; -1 if none (the caller rules that out).
+template <class T>
+int pick_portable(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target) {
+  uint64_t cum = 0;
+  for (int i = 0; i < vocab; ++i) {
+    float v = load(x, i);
+    if (order_key(v) < tau) continue;
+    float w = sampling_weight((v - xmax) * inv_t);
+    if (min_p != 0.f && w < min_p) continue;
+    cum += weight_units(w);
+    if (cum > target) return i;
+  }
+  return -1;
+}
+
+// Passes (each for float and bf16): P::max, P::units (total mass), P::units_hist (total + level-0 top-p
+// histogram), P::kept_units (mass of the kept set) and P::pick (the inverse-CDF pick over the kept set).
 template <class P, class T>
 Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
   check_params(p, row);
@@ -130,55 +177,23 @@ Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_
   uint32_t tau = 0;  // every key is >= 0: keep all
   if (need_k) tau = select_top_k(x, vocab, p.top_k);
 
-  uint64_t total = 0, topk_total = 0;
-  uint64_t hist0[256] = {0};
+  uint64_t total = 0, kept_total = 0;
+  bool kept_known = false;
   if (!need_p) {
     total = P::units(x, vocab, xmax, inv_t);
   } else {
-    for (int i = 0; i < vocab; ++i) {
-      float v = load(x, i);
-      uint64_t q = weight_units(sampling_weight((v - xmax) * inv_t));
-      total += q;
-      uint32_t key = order_key(v);
-      if (key >= tau) {
-        hist0[key >> 24] += q;
-        topk_total += q;
-      }
-    }
-    tau = select_top_p(x, vocab, xmax, inv_t, tau, hist0, (double)p.top_p * (double)topk_total);
+    uint64_t hist0[256] = {0}, topk_total = 0;
+    total = P::units_hist(x, vocab, xmax, inv_t, tau, hist0, &topk_total);
+    tau = select_top_p(x, vocab, xmax, inv_t, tau, hist0, (double)p.top_p * (double)topk_total, &kept_total);
+    kept_known = !need_m;  // the selection already summed the mass of {key >= tau}
   }
-
-  auto kept = [&](float v, float w) { return order_key(v) >= tau && (!need_m || w >= p.min_p); };
-  uint64_t kept_total = total;
-  if (need_k || need_p || need_m) {
-    kept_total = 0;
-    for (int i = 0; i < vocab; ++i) {
-      float v = load(x, i);
-      if (order_key(v) < tau) continue;  // cheap test first: most tokens fall below the threshold
-      float w = sampling_weight((v - xmax) * inv_t);
-      if (kept(v, w)) kept_total += weight_units(w);
-    }
-  }
+  const float min_p = need_m ? p.min_p : 0.f;
+  if (!need_k && !need_p && !need_m) kept_total = total;
+  else if (!kept_known) kept_total = P::kept_units(x, vocab, xmax, inv_t, tau, min_p);
 
   const uint64_t target = philox::scale64(philox::random64(seed, row_id, step), kept_total);
-  int token = -1;
-  if (!need_k && !need_p && !need_m) token = P::pick(x, vocab, xmax, inv_t, target);
-  if (token < 0) {
-    uint64_t cum = 0;
-    int last_kept = s.argmax;
-    for (int i = 0; i < vocab; ++i) {
-      float v = load(x, i);
-      if (order_key(v) < tau) continue;
-      float w = sampling_weight((v - xmax) * inv_t);
-      if (!kept(v, w)) continue;
-      uint64_t q = weight_units(w);
-      if (q == 0) continue;
-      cum += q;
-      last_kept = i;
-      if (cum > target) break;
-    }
-    token = last_kept;
-  }
+  int token = P::pick(x, vocab, xmax, inv_t, tau, min_p, target);
+  if (token < 0) token = s.argmax;  // unreachable: target < kept_total
   double t_tok = (double)((load(x, token) - xmax) * inv_t);
   return {token, (float)(t_tok - log_mass(total)), (float)(t_tok - log_mass(kept_total))};
 }
@@ -189,7 +204,18 @@ struct PortablePasses {
   template <class T>
   static uint64_t units(const T* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
   template <class T>
-  static int pick(const T*, int, float, float, uint64_t) { return -1; }
+  static uint64_t units_hist(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
+                             uint64_t* topk_total) {
+    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
+  }
+  template <class T>
+  static uint64_t kept_units(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
+    return kept_units_portable(x, vocab, xmax, inv_t, tau, min_p);
+  }
+  template <class T>
+  static int pick(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target) {
+    return pick_portable(x, vocab, xmax, inv_t, tau, min_p, target);
+  }
 };
 
 }  // namespace
