@@ -4,8 +4,11 @@
 // mass / pick passes are vectorised. Both give identical results (same correctly rounded operations).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
+#include <vector>
 #include <type_traits>
 
 #include "napi_util.h"
@@ -59,8 +62,28 @@ uint64_t row_units(const T* x, int vocab, float xmax, float inv_t) {
 }
 
 // Largest key tau such that at least k tokens have key >= tau (the k-th largest logit, as a key).
+// Small k: one pass keeping the k largest keys in a min-heap (most tokens fail the first comparison).
+template <class T>
+uint32_t select_top_k_heap(const T* x, int vocab, int k) {
+  std::vector<uint32_t> heap;
+  heap.reserve(k);
+  for (int i = 0; i < vocab; ++i) {
+    uint32_t key = order_key(load(x, i));
+    if ((int)heap.size() < k) {
+      heap.push_back(key);
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+    } else if (key > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+      heap.back() = key;
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+    }
+  }
+  return heap.front();
+}
+
 template <class T>
 uint32_t select_top_k(const T* x, int vocab, int64_t k) {
+  if (k <= 1024) return select_top_k_heap(x, vocab, (int)k);
   uint32_t prefix = 0;
   int64_t above = 0;  // tokens whose key is above the current prefix's range
   for (int level = 0; level < 4; ++level) {
