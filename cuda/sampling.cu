@@ -117,16 +117,15 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
     }
     return;
   }
-  int local_arg = vocab;
-  for (int i = tid; i < vocab; i += nthreads)
-    if (load_logit(x, i) == xmax) {
-      local_arg = i;
-      break;
-    }
-  const int argmax = block_min_int(local_arg, i_scratch);
-
   const float temp = temperature[row];
-  if (temp == 0.f) {  // greedy: log-probability under the untempered softmax
+  if (temp == 0.f) {  // greedy: the first argmax; log-probability under the untempered softmax
+    int local_arg = vocab;
+    for (int i = tid; i < vocab; i += nthreads)
+      if (load_logit(x, i) == xmax) {
+        local_arg = i;
+        break;
+      }
+    const int argmax = block_min_int(local_arg, i_scratch);
     u64 local = 0;
     for (int i = tid; i < vocab; i += nthreads) local += units_of(x, i, xmax, 1.f);
     u64 total = block_sum_u64(local, u_scratch);
@@ -276,7 +275,7 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
   }
 
   if (tid == 0) {
-    int token = s_token >= 0 ? s_token : argmax;
+    int token = s_token >= 0 ? s_token : 0;  // s_token is always set: target < kept_total
     double t_tok = (double)((load_logit(x, token) - xmax) * inv_t);
     row_status[row] = kRowOk;
     bad_index[row] = -1;
@@ -284,6 +283,40 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
     logprobs[row] = (float)(t_tok - log_mass(total));
     filtered_logprobs[row] = (float)(t_tok - log_mass(kept_total));
   }
+}
+
+#if defined(__CUDACC__)
+#define SAMPLE_ROWS_DEVICE recode_cuda_sample_rows_device
+#else
+#define SAMPLE_ROWS_DEVICE recode_emu_sample_rows_device
+#endif
+
+// Launches the kernel on device buffers (no copies): the entry point for callers whose logits already live
+// on the GPU (the generation loop). All pointers are device pointers; runs on `stream`.
+RECODE_API(sample_rows_device)(const void* d_logits, int is_bf16, int rows, int vocab, const float* d_temp,
+                               const int* d_top_k, const float* d_top_p, const float* d_min_p, uint64_t seed,
+                               const uint64_t* d_rows, const uint64_t* d_steps, int32_t* d_tokens, float* d_lp,
+                               float* d_flp, int32_t* d_status, int32_t* d_bad, void* stream, char* err,
+                               size_t err_len) {
+  RECODE_API_TRY
+  if (rows <= 0 || vocab <= 0 || vocab > kMaxVocab) {
+    snprintf(err, err_len, "sample_rows_device: bad sizes rows=%d vocab=%d", rows, vocab);
+    return 1;
+  }
+  // Enough threads that each handles ~16 tokens per pass, as a multiple of 32, at most 1024.
+  unsigned threads = ceil_div((unsigned)vocab, 16u);
+  threads = threads < 32 ? 32 : threads > 1024 ? 1024 : ceil_div(threads, 32u) * 32;
+  cudaStream_t s = (cudaStream_t)stream;
+  (void)s;  // unused by the emulation, whose launches are synchronous
+  if (is_bf16)
+    SIMT_LAUNCH(sample_kernel<bf16>, dim3(rows), dim3(threads), 0, s, (const bf16*)d_logits, vocab, d_temp, d_top_k,
+                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
+  else
+    SIMT_LAUNCH(sample_kernel<float>, dim3(rows), dim3(threads), 0, s, (const float*)d_logits, vocab, d_temp, d_top_k,
+                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
+  RECODE_CUDA_CHECK(cudaGetLastError());
+  return 0;
+  RECODE_API_CATCH
 }
 
 // logits: rows x vocab, fp32 or bf16 (is_bf16); parameters per row; row_status / bad_index per row
@@ -324,15 +357,12 @@ RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, co
   RECODE_CUDA_CHECK(cudaMemcpy(d_top_k, top_k, rows * sizeof(int), cudaMemcpyHostToDevice));
   RECODE_CUDA_CHECK(cudaMemcpy(d_rows, row_ids, rows * sizeof(u64), cudaMemcpyHostToDevice));
   RECODE_CUDA_CHECK(cudaMemcpy(d_steps, steps, rows * sizeof(u64), cudaMemcpyHostToDevice));
-  // Enough threads that each handles ~16 tokens per pass, as a multiple of 32, at most 1024.
-  unsigned threads = ceil_div((unsigned)vocab, 16u);
-  threads = threads < 32 ? 32 : threads > 1024 ? 1024 : ceil_div(threads, 32u) * 32;
-  if (is_bf16)
-    SIMT_LAUNCH(sample_kernel<bf16>, dim3(rows), dim3(threads), 0, 0, (const bf16*)d_logits, vocab, d_temp, d_top_k,
-                d_top_p, d_min_p, (u64)seed, d_rows, d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
-  else
-    SIMT_LAUNCH(sample_kernel<float>, dim3(rows), dim3(threads), 0, 0, (const float*)d_logits, vocab, d_temp, d_top_k,
-                d_top_p, d_min_p, (u64)seed, d_rows, d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
+  {
+    int rc = SAMPLE_ROWS_DEVICE(d_logits, is_bf16, rows, vocab, d_temp, d_top_k, d_top_p, d_min_p, seed,
+                                       (const uint64_t*)d_rows, (const uint64_t*)d_steps, d_tokens, d_lp, d_flp,
+                                       d_status, d_bad, nullptr, err, err_len);
+    if (rc != 0) return rc;
+  }
   RECODE_CUDA_CHECK(cudaGetLastError());
   RECODE_CUDA_CHECK(cudaMemcpy(tokens, d_tokens, rows * sizeof(int32_t), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(logprobs, d_lp, rows * sizeof(float), cudaMemcpyDeviceToHost));

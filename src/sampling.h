@@ -23,6 +23,9 @@
 // Randomness: 64 bits from Philox-4x32-10 with key = seed and counter = (row_id, step); no other state.
 // Greedy (T = 0): the first index of the maximum; logprob is then the token's log-probability under the
 // untempered softmax (T = 1) and filtered_logprob is 0 (the filtered distribution is a point mass).
+// CUDA: librecode_cuda.so exports recode_cuda_sample_rows (host buffers in and out) and
+// recode_cuda_sample_rows_device (device buffers, a stream, no copies: for logits already on the GPU); see
+// cuda/sampling.cu for their signatures. Reach them with kernel_entry() from src/kernels_api.h.
 // Errors (recode::Error, code ERR_INVALID_ARG): a NaN or +inf logit, a row whose logits are all -inf,
 // parameters out of range (temperature < 0 or not finite, top_k < 0, top_p outside (0, 1], min_p outside
 // [0, 1]). -inf logits are allowed (weight 0).

@@ -207,10 +207,11 @@ t.test('per-row parameters and odd row counts (CPU)', async (t) => {
     const params = Array.from({ length: rows }, () => ({
       temperature: r.pick([0, 0.5, 1, 1.7]), topK: r.pick([0, 1, 3, 20]), topP: r.pick([1, 0.9, 0.5]), minP: r.pick([0, 0.05, 0.3])
     }))
-    const got = await sample(logits, rows, {
+    const options = {
       temperature: params.map((p) => p.temperature), topK: params.map((p) => p.topK), topP: params.map((p) => p.topP),
-      minP: params.map((p) => p.minP), seed: r.int(0, 1e9), step: 3, device: 'cpu'
-    })
+      minP: params.map((p) => p.minP), seed: r.int(0, 1e9), step: 3
+    }
+    const got = await sample(logits, rows, { ...options, device: 'cpu' })
     const refs = params.map((p, row) => reference(Array.from(logits.subarray(row * V, (row + 1) * V)), p))
     const greedyRows = params.map((p) => p.temperature === 0)
     let bad = 0
@@ -221,6 +222,12 @@ t.test('per-row parameters and odd row counts (CPU)', async (t) => {
           Math.abs(got.logprobs[row] - Math.log(ref.full[tok])) > 2e-4) bad++
     }
     t.equal(bad, 0, `${rows} rows x vocab ${V}: every row follows its own parameters`)
+    if (rows <= 1000) { // the kernel reads the same per-row parameters
+      for (const device of backends(t, addon).filter((d) => d !== 'cpu')) {
+        const other = await sample(logits, rows, { ...options, device })
+        t.same(Array.from(other.tokens), Array.from(got.tokens), `${device}: ${rows} rows with per-row parameters pick the CPU tokens`)
+      }
+    }
   }
 })
 
