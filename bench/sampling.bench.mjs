@@ -2,7 +2,18 @@
 // (logits bytes / time) beside the machine's measured copy bandwidth. Target (issue 3): CPU within 3x of one
 // read of the logits; on an H100 within 3x of the HBM floor (~46 us for 256 rows fp32).
 import { createRequire } from 'module'
+import * as os from 'os'
 import { timeAsync, timeSync } from './lib.mjs'
+
+/** Process CPU seconds (all threads) per call, over `n` sequential calls: unlike wall time, it does not grow
+ * when other processes compete for the cores. */
+async function cpuSecondsPerCall (fn, n) {
+  await fn()
+  const c0 = process.cpuUsage()
+  for (let i = 0; i < n; i++) await fn()
+  const c = process.cpuUsage(c0)
+  return (c.user + c.system) / 1e6 / n
+}
 
 const require = createRequire(import.meta.url)
 const { sample, systemInfo } = require('../dist/cjs/index.js')
@@ -40,19 +51,20 @@ export default async function () {
         const view = logits.subarray(0, batch * VOCAB)
         const s = await timeAsync(`${device} ${mode.name} b${batch}`, () => sample(view, batch, { ...mode.opts, seed: 1, step: step++, device }),
           { minSamples: 5, maxTime: 2 })
+        const cpuSeconds = device === 'cpu' ? await cpuSecondsPerCall(() => sample(view, batch, { ...mode.opts, seed: 2, device }), batch >= 64 ? 2 : 20) : null
         const bytes = batch * VOCAB * 4
         const oneRead = bytes / copy // time to copy the logits once: a conservative stand-in for one read
         results.push({
-          device, mode: mode.name, batch, vocab: VOCAB, seconds: s, rowsPerSecond: batch / s,
+          device, mode: mode.name, batch, vocab: VOCAB, seconds: s, cpuSecondsPerCall: cpuSeconds, rowsPerSecond: batch / s,
           effectiveGBps: bytes / s / 1e9, copyGBps: copy / 1e9, ratioToOneCopy: s / oneRead
         })
       }
     }
   }
   const lines = results.map((r) => `${r.device.padEnd(5)} ${r.mode.padEnd(36)} batch ${String(r.batch).padStart(3)}: ` +
-    `${(r.seconds * 1e3).toFixed(3)} ms, ${r.rowsPerSecond.toFixed(0)} rows/s, ${r.effectiveGBps.toFixed(2)} GB/s ` +
+    `${(r.seconds * 1e3).toFixed(3)} ms (cpu time ${r.cpuSecondsPerCall === null ? '-' : (r.cpuSecondsPerCall * 1e3).toFixed(2) + ' ms'}), ${r.rowsPerSecond.toFixed(0)} rows/s, ${r.effectiveGBps.toFixed(2)} GB/s ` +
     `(${r.ratioToOneCopy.toFixed(1)}x the time of one ${(r.batch * VOCAB * 4 / 1e6).toFixed(1)} MB copy)`)
   const summary = `copy bandwidth ${(copy / 1e9).toFixed(2)} GB/s (Float32Array.set of ${(256 * VOCAB * 4 / 1e6).toFixed(0)} MB); ` +
-    `threads ${info.threads}, SIMD ${info.simdActive}\n` + lines.join('\n')
+    `threads ${info.threads}, SIMD ${info.simdActive}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n` + lines.join('\n')
   return { name: 'sampling', results, summary }
 }
