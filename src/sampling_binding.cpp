@@ -4,6 +4,7 @@
 //   -> Promise<{ tokens: Int32Array, logprobs: Float32Array, filteredLogprobs: Float32Array }>
 // philoxKat(counter: Uint32Array(4), key: Uint32Array(2)) -> Uint32Array(4): the raw generator, for the
 // known-answer test.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -81,10 +82,28 @@ class SampleJob : public AsyncJob {
       std::vector<sampling::Params> params(rows);
       for (int r = 0; r < rows; ++r) params[r] = {temperature[r], top_k[r], top_p[r], min_p[r]};
       std::vector<sampling::Result> out(rows);
-      if (is_bf16)
-        sampling::sample_rows((const bf16*)logits, rows, vocab, params.data(), seed, row_ids.data(), steps.data(), out.data());
-      else
-        sampling::sample_rows((const float*)logits, rows, vocab, params.data(), seed, row_ids.data(), steps.data(), out.data());
+      const int chunk = 256;  // rows between cancellation checks
+      for (int r0 = 0; r0 < rows; r0 += chunk) {
+        cancel.throw_if_requested();
+        int n = std::min(chunk, rows - r0);
+        try {
+          if (is_bf16)
+            sampling::sample_rows((const bf16*)logits + (size_t)r0 * vocab, n, vocab, params.data() + r0, seed,
+                                  row_ids.data() + r0, steps.data() + r0, out.data() + r0);
+          else
+            sampling::sample_rows((const float*)logits + (size_t)r0 * vocab, n, vocab, params.data() + r0, seed,
+                                  row_ids.data() + r0, steps.data() + r0, out.data() + r0);
+        } catch (const Error& e) {  // the C++ API numbers rows within the chunk: name the caller's row
+          std::string msg = e.what();
+          size_t at = msg.find("row ");
+          if (r0 > 0 && at != std::string::npos) {
+            size_t end = msg.find_first_not_of("0123456789", at + 4);
+            int local = std::stoi(msg.substr(at + 4, end - at - 4));
+            msg = msg.substr(0, at + 4) + std::to_string(local + r0) + msg.substr(end);
+          }
+          throw Error(e.code, msg);
+        }
+      }
       for (int r = 0; r < rows; ++r) {
         tokens[r] = out[r].token;
         logprobs[r] = out[r].logprob;

@@ -84,19 +84,31 @@ uint32_t select_top_k_heap(const T* x, int vocab, int k) {
 template <class T>
 uint32_t select_top_k(const T* x, int vocab, int64_t k) {
   if (k <= 1024) return select_top_k_heap(x, vocab, (int)k);
-  uint32_t prefix = 0;
-  int64_t above = 0;  // tokens whose key is above the current prefix's range
-  for (int level = 0; level < 4; ++level) {
+  // Radix select, 8 bits a level: level 0 over the row, then over the keys of the chosen bucket only.
+  int64_t hist[256] = {0};
+  for (int i = 0; i < vocab; ++i) hist[order_key(load(x, i)) >> 24]++;
+  int64_t above = 0;
+  int b = 255;
+  for (; b > 0; --b) {
+    if (above + hist[b] >= k) break;
+    above += hist[b];
+  }
+  uint32_t prefix = (uint32_t)b << 24;
+  thread_local std::vector<uint32_t> candidates;
+  candidates.clear();
+  for (int i = 0; i < vocab; ++i) {
+    uint32_t key = order_key(load(x, i));
+    if ((key >> 24) == (uint32_t)b) candidates.push_back(key);
+  }
+  for (int level = 1; level < 4; ++level) {
     int shift = 24 - 8 * level;
-    int64_t hist[256] = {0};
-    for (int i = 0; i < vocab; ++i) {
-      uint32_t key = order_key(load(x, i));
-      if (level == 0 || (key >> (shift + 8)) == (prefix >> (shift + 8))) hist[(key >> shift) & 255u]++;
-    }
-    int b = 255;
+    int64_t h[256] = {0};
+    for (uint32_t key : candidates)
+      if ((key >> (shift + 8)) == (prefix >> (shift + 8))) h[(key >> shift) & 255u]++;
+    b = 255;
     for (; b > 0; --b) {
-      if (above + hist[b] >= k) break;
-      above += hist[b];
+      if (above + h[b] >= k) break;
+      above += h[b];
     }
     prefix |= (uint32_t)b << shift;
   }
@@ -104,31 +116,41 @@ uint32_t select_top_k(const T* x, int vocab, int64_t k) {
 }
 
 // Largest key tau >= floor_key such that the mass of {key >= tau, key >= floor_key} reaches target.
-// hist0 is the level-0 mass histogram over the tokens with key >= floor_key (computed with the total).
+// hist0 is the level-0 mass histogram over the tokens with key >= floor_key (computed with the total). After
+// level 0 the tokens of the chosen bucket are gathered once with their units, and levels 1-3 run on them only.
+// *kept_mass receives the mass of {key >= tau} within the top-k set.
 template <class T>
 uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, const uint64_t* hist0,
                       double target, uint64_t* kept_mass) {
-  uint32_t prefix = 0;
+  struct Candidate {
+    uint32_t key;
+    uint64_t units;
+  };
   uint64_t above = 0;
-  for (int level = 0; level < 4; ++level) {
+  int b = 255;
+  for (; b > 0; --b) {
+    if ((double)(above + hist0[b]) >= target) break;
+    above += hist0[b];
+  }
+  uint32_t prefix = (uint32_t)b << 24;
+  thread_local std::vector<Candidate> candidates;
+  candidates.clear();
+  for (int i = 0; i < vocab; ++i) {
+    uint32_t key = order_key(load(x, i));
+    if (key >= floor_key && (key >> 24) == (uint32_t)b) candidates.push_back({key, units_at(x, i, xmax, inv_t)});
+  }
+  for (int level = 1; level < 4; ++level) {
     int shift = 24 - 8 * level;
     uint64_t hist[256] = {0};
-    if (level == 0) {
-      for (int b = 0; b < 256; ++b) hist[b] = hist0[b];
-    } else {
-      for (int i = 0; i < vocab; ++i) {
-        uint32_t key = order_key(load(x, i));
-        if (key < floor_key || (key >> (shift + 8)) != (prefix >> (shift + 8))) continue;
-        hist[(key >> shift) & 255u] += units_at(x, i, xmax, inv_t);
-      }
-    }
-    int b = 255;
+    for (const Candidate& c : candidates)
+      if ((c.key >> (shift + 8)) == (prefix >> (shift + 8))) hist[(c.key >> shift) & 255u] += c.units;
+    b = 255;
     for (; b > 0; --b) {
       if ((double)(above + hist[b]) >= target) break;
       above += hist[b];
     }
     prefix |= (uint32_t)b << shift;
-    if (level == 3) *kept_mass = above + hist[b];  // mass of {key >= prefix} within the top-k set
+    if (level == 3) *kept_mass = above + hist[b];
   }
   return prefix < floor_key ? floor_key : prefix;
 }

@@ -312,6 +312,13 @@ t.test('invalid input is rejected with a code', async (t) => {
     const rows2 = Float32Array.from([0, 1, -Infinity, -Infinity])
     await t.rejects(sample(rows2, 2, { device }), { code: 'ERR_INVALID_ARG', message: /row 1 is entirely -Infinity/ }, `${device}: all -inf row`)
   }
+  const late = new Float32Array(600 * 10)
+  late[599 * 10 + 3] = NaN
+  await t.rejects(sample(late, 600, { device: 'cpu' }), { code: 'ERR_INVALID_ARG', message: /row 599 holds NaN at index 3/ }, 'the error names the row past the first chunk')
+  const ac = new AbortController()
+  const pending = sample(new Float32Array(3000 * 20000), 3000, { topP: 0.9, signal: ac.signal, device: 'cpu' })
+  setTimeout(() => ac.abort(), 20)
+  await t.rejects(pending, { code: 'ABORT_ERR' }, 'an AbortSignal stops a long call')
   const ok = new Float32Array(8)
   await t.rejects(sample(ok, 3), { code: 'ERR_INVALID_ARG' }, 'rows must divide the length')
   await t.rejects(sample([1, 2], 1), { code: 'ERR_INVALID_ARG' }, 'logits must be typed')
