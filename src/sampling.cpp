@@ -1,11 +1,13 @@
-// CPU sampler: one row at a time, rows in parallel. The definition is in sampling.h; the shared arithmetic in
-// sampling_core.h. Passes over a row:
+// CPU sampler: one row at a time, rows in parallel. The definition is in sampling.h, the shared arithmetic in
+// sampling_core.h, the per-row algorithm in sampling_row.h. Passes over a row:
 //   1. max (and NaN / +inf / all -inf checks);
-//   2. top-k threshold: radix select on the ordered 32-bit keys, 8 bits a level, counting tokens;
-//   3. total mass in units (and, for top-p, the first radix level of the mass histogram over the top-k set);
-//   4. top-p threshold: radix select on the mass, levels 2-4;
-//   5. kept mass, then the inverse-CDF pick in index order with 64 random bits.
-// Unfiltered rows (the RL rollout default) only run 1, 3 and 5, and those have AVX2 variants for fp32.
+//   2. top-k threshold: for k <= 1024 one pass with a min-heap of keys, else a radix select on the ordered
+//      32-bit keys (8 bits a level; the chosen level-0 bucket is gathered once and refined in memory);
+//   3. total mass in units (and, for top-p, the level-0 mass histogram over the top-k set);
+//   4. top-p threshold: the chosen bucket's tokens gathered with their units, levels 1-3 on them;
+//   5. kept mass (known from step 4 unless min-p is on), then the inverse-CDF pick in index order.
+// Unfiltered rows (the RL rollout default) only run 1, 3 and 5. The portable instantiation here is the plain
+// code; sampling_avx2.cpp instantiates the same algorithm with 8-wide passes for fp32 (identical results).
 #include "sampling.h"
 
 #include <cmath>
