@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu_features.h"
 #include "logprob_core.h"
 #include "parallel.h"
 
@@ -37,9 +38,11 @@ inline void axpy(float alpha, const float* x, float* y, int n) {
 void forward_logits(const float* logits, int T, int V, const int32_t* targets, float temperature, float* logp,
                     float* entropy, float* lse) {
   const float inv_t = 1.f / temperature;
+  const bool avx2 = simd_level() == SimdLevel::AVX2;
   parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const float* x = logits + (size_t)t * V;
+      if (avx2 && forward_logits_row_avx2(x, V, targets[t], inv_t, logp + t, entropy + t, lse + t)) continue;
       Lse<double> st = lse_empty<double>();
       for (int v = 0; v < V; ++v) st = lse_add<double>(st, (double)(x[v] * inv_t));
       double l = lse_value(st);
@@ -53,11 +56,16 @@ void forward_logits(const float* logits, int T, int V, const int32_t* targets, f
 void backward_logits(const float* logits, int T, int V, const int32_t* targets, float temperature, const float* lse,
                      const float* entropy, const float* dlogp, const float* dentropy, float* dlogits) {
   const float inv_t = 1.f / temperature;
+  const bool avx2 = simd_level() == SimdLevel::AVX2;
   parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const float* x = logits + (size_t)t * V;
       float* dx = dlogits + (size_t)t * V;
       const float dl = dlogp[t], de = dentropy ? dentropy[t] : 0.f;
+      if (avx2) {
+        backward_logits_row_avx2(x, V, targets[t], inv_t, lse[t], entropy[t], dl, de, dx);
+        continue;
+      }
       for (int v = 0; v < V; ++v) dx[v] = dz_of(x[v] * inv_t, lse[t], entropy[t], v == targets[t], dl, de) * inv_t;
     }
   });

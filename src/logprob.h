@@ -29,4 +29,10 @@ void backward_hidden(const float* hidden, const float* weight, int T, int H, int
                      float temperature, const float* lse, const float* entropy, const float* dlogp,
                      const float* dentropy, float* dhidden, float* dweight);
 
+// AVX2 rows (logprob_avx2.cpp), used when the CPU has AVX2 + FMA. The forward returns false for a row with no
+// finite maximum (the scalar path then handles it).
+bool forward_logits_row_avx2(const float* x, int V, int target, float inv_t, float* logp, float* entropy, float* lse);
+void backward_logits_row_avx2(const float* x, int V, int target, float inv_t, float lse, float entropy, float dlogp,
+                              float dentropy, float* dx);
+
 }  // namespace recode::logprob
