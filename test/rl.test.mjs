@@ -234,7 +234,9 @@ t.test('gradient of large shapes: cpu and emulated agree', async (t) => {
   const cpu = await policyLoss(inp, { ...opts, device: 'cpu' })
   for (const device of backends(t, addon).filter((d) => d !== 'cpu')) {
     const other = await policyLoss(inp, { ...opts, device })
-    t.ok(maxRelError(other.grad, cpu.grad, 1e-9) < 1e-5, `${device}: same gradient as cpu`)
+    // relative to the gradient's scale: single entries can cancel (policy term vs KL term) to ~1e-9
+    const scale = cpu.grad.reduce((m, g) => Math.max(m, Math.abs(g)), 0)
+    t.ok(maxRelError(other.grad, cpu.grad, 1e-3 * scale) < 1e-5, `${device}: same gradient as cpu`)
   }
 })
 
