@@ -10,3 +10,4 @@ export { editDistance, editDistanceSync, similarity, similarities, codePointLeng
 export type { EditDistanceOptions, EditDistanceSyncOptions } from './editDistance'
 export { rewards, score as rewardComponents, formatOk, extractFence, normalizeCode, completionCode, pythonParses, startPythonWorkers, closePythonWorkers } from './reward'
 export type { RewardOptions, RewardComponents } from './reward'
+export * from './rl'

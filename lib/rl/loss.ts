@@ -1,0 +1,172 @@
+/**
+ * GRPO / DAPO advantages, DAPO's dynamic-sampling mask and overlong shaping, and the clipped
+ * policy-gradient loss with its gradient and the metrics trainers log. Definitions follow verl
+ * (core_algos.py) and, where named, TRL; see src/rl_loss.h for the exact statements.
+ */
+import { cancelFlag } from '../abort'
+import { resolveDevice, type Device } from '../device'
+import { invalidArg } from '../errors'
+import { native } from '../native'
+
+export interface AdvantageOptions {
+  /**
+   * 'verl': (r - mean) / (std + 1e-6), unbiased std; a group of one uses mean 0 and std 1.
+   * 'trl': (r - mean) / (std + 1e-4), unbiased std; a group of one gives 0.
+   */
+  convention?: 'verl' | 'trl'
+  /** Divide by the group's std ('group'), the whole batch's std ('batch'), or not at all ('none', Dr. GRPO). */
+  scale?: 'group' | 'batch' | 'none'
+  device?: Device
+}
+
+function checkRewards (fn: string, rewards: Float32Array, groupSize: number): void {
+  if (!(rewards instanceof Float32Array) || rewards.length === 0) throw invalidArg(`${fn}: rewards must be a non-empty Float32Array`)
+  if (!Number.isInteger(groupSize) || groupSize < 1 || rewards.length % groupSize !== 0) {
+    throw invalidArg(`${fn}: groupSize must be a positive integer dividing rewards.length (${rewards.length}), got ${groupSize}`)
+  }
+}
+
+/**
+ * GRPO advantages for rewards laid out as consecutive groups of `groupSize` responses per prompt.
+ * @returns one advantage per reward.
+ */
+export function grpoAdvantages (rewards: Float32Array, groupSize: number, options: AdvantageOptions = {}): Float32Array {
+  checkRewards('grpoAdvantages', rewards, groupSize)
+  const convention = options.convention ?? 'verl'
+  const scale = options.scale ?? 'group'
+  if (convention !== 'verl' && convention !== 'trl') throw invalidArg(`grpoAdvantages: convention must be 'verl' or 'trl', got ${String(convention)}`)
+  if (scale !== 'group' && scale !== 'batch' && scale !== 'none') throw invalidArg(`grpoAdvantages: scale must be 'group', 'batch' or 'none', got ${String(scale)}`)
+  const device = resolveDevice(options.device, 'grpoAdvantages')
+  return native().grpoAdvantages(device, rewards, groupSize, convention === 'trl' ? 1 : 0, scale === 'group' ? 0 : scale === 'batch' ? 1 : 2) as Float32Array
+}
+
+/**
+ * DAPO dynamic sampling: 1 for each group to keep, 0 for groups whose rewards are all equal (they carry no
+ * gradient). Groups of one are kept.
+ */
+export function dapoDynamicMask (rewards: Float32Array, groupSize: number): Uint8Array {
+  checkRewards('dapoDynamicMask', rewards, groupSize)
+  return native().dapoDynamicMask(rewards, groupSize) as Uint8Array
+}
+
+export interface OverlongOptions {
+  /** Maximum response length L_max. */
+  maxLength: number
+  /** Soft buffer L_cache: penalties start at L_max - L_cache. */
+  buffer: number
+  /** Penalty at L_max (DAPO: 1). Default 1. */
+  factor?: number
+}
+
+/**
+ * DAPO overlong reward shaping, added to the rewards: 0 up to L_max - buffer, then falling linearly to
+ * -factor at L_max, and -factor beyond.
+ */
+export function overlongPenalty (lengths: Int32Array | ArrayLike<number>, options: OverlongOptions): Float32Array {
+  const l = lengths instanceof Int32Array ? lengths : Int32Array.from(lengths as ArrayLike<number>)
+  if (!options || typeof options !== 'object') throw invalidArg('overlongPenalty: options { maxLength, buffer } are required')
+  return native().overlongPenalty(l, options.maxLength, options.buffer, options.factor ?? 1) as Float32Array
+}
+
+export type LossAggregation = 'token-mean' | 'seq-mean-token-sum' | 'seq-mean-token-mean' | 'seq-mean-token-sum-norm'
+
+export interface PolicyLossInputs {
+  /** Sequences (rows). */
+  batch: number
+  /** Tokens per row (the response length, padded). */
+  length: number
+  /** Current policy log-probabilities [B*T]. */
+  logp: Float32Array
+  /** Rollout (behaviour) policy log-probabilities [B*T]. */
+  oldLogp: Float32Array
+  /** Reference policy log-probabilities [B*T]; required with a KL penalty. */
+  refLogp?: Float32Array
+  /** Advantages per sequence [B] or per token [B*T]. */
+  advantages: Float32Array
+  /** Response mask [B*T]: 1 for tokens that count (Uint8Array or Float32Array weights). */
+  mask: Float32Array | Uint8Array
+  /** Per-token entropy [B*T], only for the entropy metric. */
+  entropy?: Float32Array
+}
+
+export interface PolicyLossOptions {
+  /** Ratio lower clip 1 - clipLow. Default 0.2. */
+  clipLow?: number
+  /** Ratio upper clip 1 + clipHigh (DAPO clip-higher: 0.28). Default 0.2. */
+  clipHigh?: number
+  /** Dual-clip constant for negative advantages (verl clip_ratio_c, > 1); 0 or undefined = off. */
+  clipRatioC?: number
+  /** KL penalty coefficient (0 = off). */
+  klCoef?: number
+  /** KL estimator: k1 = logp - ref, k2 = (logp - ref)^2 / 2, k3 = exp(ref - logp) - (ref - logp) - 1 (clamped). */
+  klEstimator?: 'k1' | 'k2' | 'k3'
+  /** Loss aggregation (verl agg_loss). Default 'token-mean'. */
+  aggregation?: LossAggregation
+  /** Divisor for 'seq-mean-token-sum-norm' (default: length). */
+  normLength?: number
+  /** Buffer [B*T] to write the gradient into (reused across steps); default: a new Float32Array. */
+  gradOut?: Float32Array
+  device?: Device
+  signal?: AbortSignal
+}
+
+export interface PolicyLossMetrics {
+  loss: number
+  pgLoss: number
+  klLoss: number
+  /** Fraction of masked tokens where the clipped branch is active (low + high). */
+  clipFrac: number
+  clipFracLow: number
+  clipFracHigh: number
+  /** Fraction where the dual clip (negative advantages) is active. */
+  clipFracDual: number
+  /** Masked mean of old_logp - logp (verl's ppo_kl). */
+  approxKl: number
+  /** Masked mean of the KL estimator (0 without KL). */
+  klMean: number
+  entropyMean: number
+  ratioMean: number
+  ratioMin: number
+  ratioMax: number
+  /** Sum of the mask. */
+  tokens: number
+}
+
+export interface PolicyLossResult {
+  /** d loss / d logp, [B*T]. */
+  grad: Float32Array
+  metrics: PolicyLossMetrics
+}
+
+const aggregations: LossAggregation[] = ['token-mean', 'seq-mean-token-sum', 'seq-mean-token-mean', 'seq-mean-token-sum-norm']
+
+/**
+ * The clipped policy-gradient loss (PPO/GRPO/DAPO as verl computes it): ratio = exp(clamp(logp - oldLogp, ±20)),
+ * per-token loss max(-A ratio, -A clip(ratio, 1 - clipLow, 1 + clipHigh)), dual clip min(·, -A c) for A < 0,
+ * plus klCoef times the aggregated KL estimator; aggregated over masked tokens.
+ * @returns the gradient with respect to logp and the loss with its metrics.
+ */
+export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossOptions = {}): Promise<PolicyLossResult> {
+  if (!inputs || typeof inputs !== 'object') throw invalidArg('policyLoss: inputs are required')
+  const { batch, length } = inputs
+  if (!Number.isInteger(batch) || batch < 1) throw invalidArg(`policyLoss: batch must be a positive integer, got ${batch}`)
+  if (!Number.isInteger(length) || length < 1) throw invalidArg(`policyLoss: length must be a positive integer, got ${length}`)
+  let mask = inputs.mask
+  if (mask instanceof Uint8Array) mask = Float32Array.from(mask)
+  else if (!(mask instanceof Float32Array)) throw invalidArg('policyLoss: mask must be a Float32Array or a Uint8Array')
+  const agg = aggregations.indexOf(options.aggregation ?? 'token-mean')
+  if (agg < 0) throw invalidArg(`policyLoss: aggregation must be one of ${aggregations.join(', ')}, got ${String(options.aggregation)}`)
+  const klCoef = options.klCoef ?? 0
+  const est = options.klEstimator
+  if (est !== undefined && est !== 'k1' && est !== 'k2' && est !== 'k3') throw invalidArg(`policyLoss: klEstimator must be 'k1', 'k2' or 'k3', got ${String(est)}`)
+  const klKind = klCoef !== 0 || est !== undefined ? ({ k1: 1, k2: 2, k3: 3 } as const)[est ?? 'k3'] : 0
+  const device = resolveDevice(options.device, 'policyLoss')
+  const cancel = cancelFlag(options.signal)
+  try {
+    return await native().policyLoss(device, batch, length, inputs.logp, inputs.oldLogp, inputs.refLogp ?? null,
+      inputs.advantages, mask, inputs.entropy ?? null, options.clipLow ?? 0.2, options.clipHigh ?? 0.2,
+      options.clipRatioC ?? 0, klCoef, klKind, agg, options.normLength ?? 0, cancel.flag, options.gradOut ?? null) as PolicyLossResult
+  } finally {
+    cancel.dispose()
+  }
+}
