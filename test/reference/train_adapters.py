@@ -1,6 +1,6 @@
 """Reference for test/train-adapters.test.mjs: one LoRA / DoRA linear layer written after PEFT's definitions
 (peft/tuners/lora/layer.py, variants.py DoraLinearVariant.forward, dora.py DoraLinearLayer), differentiated by
-torch autograd in float64. Input and output are JSON (stdin / stdout). The dropout mask is given by the test
+torch autograd in float64. Input is a JSON list of jobs on stdin, output the list of results. The dropout mask is given by the test
 (the native counter-based mask), applied as inverted dropout like nn.Dropout."""
 import json
 import sys
@@ -8,8 +8,7 @@ import sys
 import torch
 
 
-def main():
-    job = json.load(sys.stdin)
+def run(job):
     n, fin, fout, r = job["rows"], job["in"], job["out"], job["rank"]
     t = lambda v, *shape: torch.tensor(v, dtype=torch.float64).reshape(*shape)
     x = t(job["x"], n, fin).requires_grad_(True)
@@ -55,7 +54,12 @@ def main():
     out["dB"] = B.grad.reshape(-1).tolist()
     if dora:
         out["dm"] = m.grad.reshape(-1).tolist()
-    json.dump(out, sys.stdout)
+    return out
+
+
+def main():
+    jobs = json.load(sys.stdin)
+    json.dump([run(job) for job in jobs], sys.stdout)
 
 
 if __name__ == "__main__":

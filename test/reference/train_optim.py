@@ -1,13 +1,12 @@
 """Reference for test/train-optim.test.mjs: torch.optim.AdamW and torch.nn.utils.clip_grad_norm_ on the
-tensors the test gives (JSON on stdin), printing the results as JSON. Run with Debian's python3-torch."""
+tensors the test gives (a JSON list of jobs on stdin), printing a JSON list of results. Run with Debian's python3-torch."""
 import json
 import sys
 
 import torch
 
 
-def main():
-    job = json.load(sys.stdin)
+def run(job):
     out = {}
     if job["op"] == "adamw":
         params = [torch.tensor(p, dtype=torch.float32) for p in job["params"]]
@@ -36,7 +35,12 @@ def main():
         out["grads"] = [p.grad.tolist() for p in params]
     else:
         raise SystemExit("unknown op " + job["op"])
-    json.dump(out, sys.stdout)
+    return out
+
+
+def main():
+    jobs = json.load(sys.stdin)
+    json.dump([run(job) for job in jobs], sys.stdout)
 
 
 if __name__ == "__main__":
