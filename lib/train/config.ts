@@ -485,12 +485,12 @@ export function loadTrainConfigFile (file: string, overrides: Record<string, unk
     raw = JSON.parse(text)
   } catch (err) {
     const msg = (err as Error).message
-    const pos = /position (\d+)/.exec(msg)
+    const pos = /position (\d+)/.exec(msg)?.[1] ?? jsonErrorOffset(text)
     let where = ''
-    if (pos) {
-      const before = text.slice(0, Number(pos[1]))
+    if (pos !== undefined) {
+      const before = text.slice(0, Number(pos))
       const line = before.split('\n').length
-      const col = Number(pos[1]) - before.lastIndexOf('\n')
+      const col = Number(pos) - before.lastIndexOf('\n')
       where = `:${line}:${col}`
     }
     throw new RecodeError('ERR_CONFIG', `${file}${where}: invalid JSON (${msg})`)
@@ -510,6 +510,68 @@ export function loadTrainConfigFile (file: string, overrides: Record<string, unk
   } catch (err) {
     if (err instanceof RecodeError) throw new RecodeError(err.code, `${file}: ${err.message}`)
     throw err
+  }
+}
+
+/**
+ * Offset of the first character at which `text` stops being JSON (for line:column in errors; some Node
+ * versions do not report a position). A small recursive-descent scan of the JSON grammar.
+ */
+export function jsonErrorOffset (text: string): number | undefined {
+  let i = 0
+  const ws = (): void => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++ }
+  const fail = (): never => { throw i }
+  const literal = (word: string): void => { if (text.startsWith(word, i)) i += word.length; else fail() }
+  const str = (): void => {
+    if (text[i] !== '"') fail()
+    i++
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === '\\') i++
+      else if (text.charCodeAt(i) < 0x20) fail()
+      i++
+    }
+    if (i >= text.length) fail()
+    i++
+  }
+  const number = (): void => {
+    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i))
+    if (!m) fail()
+    i += m![0].length
+  }
+  const value = (): void => {
+    ws()
+    const c = text[i]
+    if (c === '{') {
+      i++; ws()
+      if (text[i] === '}') { i++; return }
+      for (;;) {
+        ws(); str(); ws()
+        if (text[i] !== ':') fail()
+        i++; value(); ws()
+        if (text[i] === ',') { i++; continue }
+        if (text[i] === '}') { i++; return }
+        fail()
+      }
+    } else if (c === '[') {
+      i++; ws()
+      if (text[i] === ']') { i++; return }
+      for (;;) {
+        value(); ws()
+        if (text[i] === ',') { i++; continue }
+        if (text[i] === ']') { i++; return }
+        fail()
+      }
+    } else if (c === '"') str()
+    else if (c === 't') literal('true')
+    else if (c === 'f') literal('false')
+    else if (c === 'n') literal('null')
+    else number()
+  }
+  try {
+    value(); ws()
+    return i < text.length ? i : undefined
+  } catch (at) {
+    return typeof at === 'number' ? Math.min(at, text.length) : undefined
   }
 }
 

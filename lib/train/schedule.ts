@@ -41,6 +41,9 @@ export function lrMultiplier (options: ScheduleOptions, step: number): number {
   const { kind, totalSteps } = options
   if (!Number.isInteger(step) || step < 0) throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: step must be a non-negative integer, got ${step}`)
   if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: totalSteps must be a positive integer, got ${totalSteps}`)
+  if (kind !== 'constant' && kind !== 'linear' && kind !== 'cosine') {
+    throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: unknown schedule ${JSON.stringify(kind)} (constant, linear or cosine)`)
+  }
   const warmup = warmupStepsFor(totalSteps, options.warmupSteps, options.warmupRatio)
   if (step < warmup) return step / Math.max(1, warmup)
   switch (kind) {
@@ -48,15 +51,13 @@ export function lrMultiplier (options: ScheduleOptions, step: number): number {
       return 1
     case 'linear':
       return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmup))
-    case 'cosine': {
+    default: { // cosine
       const minRatio = options.minLrRatio ?? 0
       const cycles = options.cycles ?? 0.5
       const progress = (step - warmup) / Math.max(1, totalSteps - warmup)
       const c = Math.max(0, 0.5 * (1 + Math.cos(Math.PI * 2 * cycles * progress)))
       return minRatio + (1 - minRatio) * c
     }
-    default:
-      throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: unknown schedule ${JSON.stringify(kind)} (constant, linear or cosine)`)
   }
 }
 
