@@ -44,4 +44,15 @@ double grad_norm_sq(const std::vector<const float*>& grads, const std::vector<in
 // the step, as verl does). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& counts, double max_norm);
 
+namespace optim_detail {
+// The per-tensor scalars of one AdamW update (computed in double, applied as float like torch).
+struct AdamWScalars {
+  float decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+};
+// AVX2 body of the update over [begin, end) (src/optim_avx2.cpp); same operations in the same order as the
+// scalar loop, no fused multiply-add, so results are bit-identical to the reference.
+void adamw_range_avx2(const AdamWScalars& s, float* param, const float* grad, float* m, float* v, int64_t begin,
+                      int64_t end, float grad_scale);
+}  // namespace optim_detail
+
 }  // namespace recode

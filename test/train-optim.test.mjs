@@ -77,10 +77,13 @@ t.test('the multi-threaded path equals the plain reference loop bit for bit, for
   }
   const hw = addon.systemInfo().hardwareThreads
   const ref = run({ reference: true }, 1)
-  for (const threads of [1, 2, 3]) {
-    const fast = run({}, threads)
-    for (let k = 0; k < 3; k++) {
-      sizes.forEach((n, i) => t.ok(Buffer.from(fast[k][i].buffer).equals(Buffer.from(ref[k][i].buffer)), `tensor ${k}/${n}, ${threads} threads`))
+  for (const level of ['baseline', 'auto']) {
+    const active = addon.setSimdLevel(level)
+    for (const threads of [1, 2, 3]) {
+      const fast = run({}, threads)
+      for (let k = 0; k < 3; k++) {
+        sizes.forEach((n, i) => t.ok(Buffer.from(fast[k][i].buffer).equals(Buffer.from(ref[k][i].buffer)), `${['param', 'exp_avg', 'exp_avg_sq'][k]} n=${n}, ${active}, ${threads} threads`))
+      }
     }
   }
   addon.setNumThreads(hw)
