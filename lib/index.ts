@@ -18,4 +18,4 @@ export { saveCheckpoint, latestCheckpoint, loadCheckpoint, saveAdapter, loadAdap
 export type { CheckpointManifest, AdapterSpec, AdapterLayerWeights } from './train/checkpoint'
 export { writeSafetensors, readSafetensors } from './safetensorsWriter'
 export { adamwStep, adamwStepAsync, clipGradNorm, gradNorm } from './train/optim'
-export { adapterForward, adapterBackward, doraWeightNorm } from './train/adapters'
+export { adapterForward, adapterBackward, doraWeightNorm, mergeAdapter } from './train/adapters'

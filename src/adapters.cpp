@@ -73,6 +73,24 @@ void dora_weight_norm(const AdapterShape& sh, const AdapterWeights& w, float* we
   });
 }
 
+void adapter_merge(const AdapterShape& sh, const AdapterWeights& w, float* merged) {
+  parallel_for(sh.out, 1, [&](int64_t b, int64_t e) {
+    std::vector<double> row(sh.in);
+    for (int64_t o = b; o < e; ++o) {
+      double sq = 0.0;
+      for (int64_t i = 0; i < sh.in; ++i) {
+        double ba = 0.0;
+        for (int64_t j = 0; j < sh.rank; ++j) ba += (double)w.lora_b[o * sh.rank + j] * (double)w.lora_a[j * sh.in + i];
+        row[i] = (double)w.weight[o * sh.in + i] + (double)w.scaling * ba;
+        sq += row[i] * row[i];
+      }
+      // DoRA rescales each row to its magnitude; the norm is the one of the float32 weights PEFT would see.
+      double factor = w.magnitude ? (double)w.magnitude[o] / (double)(float)std::sqrt(sq) : 1.0;
+      for (int64_t i = 0; i < sh.in; ++i) merged[o * sh.in + i] = (float)(factor * row[i]);
+    }
+  });
+}
+
 void adapter_forward(const AdapterShape& sh, const AdapterWeights& w, const float* x, float* y, AdapterSaved& saved) {
   const bool dora = w.magnitude != nullptr;
   std::vector<float> xd = dropped_input(sh, w, x);

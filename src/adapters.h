@@ -61,6 +61,11 @@ bool dropout_keep(uint64_t seed, uint64_t counter, float p);
 // n_o = || W[o,:] + s (B A)[o,:] ||_2 for every output row.
 void dora_weight_norm(const AdapterShape& sh, const AdapterWeights& w, float* weight_norm);
 
+// Merged weight for export (PEFT's merge: DoraLinearVariant.merge_safe / LoRA get_delta_weight):
+//   LoRA: W' = W + s B A;   DoRA: W' = (m / n) * (W + s B A) row-wise, n the row norms of W + s B A.
+// The merged layer x W'^T + b computes the same as the adapter layer at inference (no dropout).
+void adapter_merge(const AdapterShape& sh, const AdapterWeights& w, float* merged);
+
 void adapter_forward(const AdapterShape& sh, const AdapterWeights& w, const float* x, float* y, AdapterSaved& saved);
 void adapter_backward(const AdapterShape& sh, const AdapterWeights& w, const float* x, const float* dy,
                       const AdapterSaved& saved, AdapterGrads& grads);

@@ -321,6 +321,17 @@ Napi::Value dora_weight_norm_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// adapterMerge(dims, weights, out [out*in])
+Napi::Value adapter_merge_js(const Napi::CallbackInfo& info) {
+  const char* fn = "adapterMerge";
+  Args a{info, fn};
+  AdapterShape sh = parse_shape(fn, a.object(0, "dims"));
+  AdapterWeights w = parse_weights(fn, sh, a.object(1, "weights"));
+  float* out = f32(fn, a.at(2), "out", sh.out * sh.in).Data();
+  adapter_merge(sh, w, out);
+  return info.Env().Undefined();
+}
+
 // dropoutMask(count, p, seed, offset) -> Uint8Array (1 = kept)
 Napi::Value dropout_mask_js(const Napi::CallbackInfo& info) {
   Args a{info, "dropoutMask"};
@@ -356,6 +367,7 @@ RECODE_EXPORT("clipGradNorm", clip_grad_norm_js);
 RECODE_EXPORT("adapterForward", adapter_forward_js);
 RECODE_EXPORT("adapterBackward", adapter_backward_js);
 RECODE_EXPORT("doraWeightNorm", dora_weight_norm_js);
+RECODE_EXPORT("adapterMerge", adapter_merge_js);
 RECODE_EXPORT("dropoutMask", dropout_mask_js);
 RECODE_EXPORT("philox4x32", philox_js);
 

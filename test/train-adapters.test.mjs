@@ -3,7 +3,7 @@
 // Philox dropout mask against the Random123 known answers.
 import t from 'tap'
 import { native } from '../dist/cjs/native.js'
-import { adapterForward, adapterBackward, adapterSavedBuffers, doraWeightNorm, dropoutMask, philox4x32 } from '../dist/cjs/train/adapters.js'
+import { adapterForward, adapterBackward, adapterSavedBuffers, doraWeightNorm, mergeAdapter, dropoutMask, philox4x32 } from '../dist/cjs/train/adapters.js'
 import { rng, poison, maxRelError } from './helpers.mjs'
 import { torchUnavailable, runTorch } from './train-torch.mjs'
 
@@ -203,6 +203,29 @@ t.test('DoRA: fresh magnitude = weight norm makes the layer equal the base layer
   const acc = adapterBackward(x, dy, dims, layer, saved, { loraA: once.loraA.slice(), loraB: once.loraB.slice(), magnitude: once.magnitude.slice(), accumulate: true })
   t.ok(maxRelError(acc.loraA, once.loraA.map((v) => 2 * v), 1e-6) < 1e-6, 'accumulate adds dA')
   t.ok(maxRelError(acc.magnitude, once.magnitude.map((v) => 2 * v), 1e-6) < 1e-6, 'accumulate adds dm')
+})
+
+t.test('merged weights compute what the adapter layer computes (inference)', async (t) => {
+  const r = rng(t)
+  for (const dims of [{ rows: 17, in: 17, out: 13, rank: 4 }, { rows: 1, in: 1000, out: 3, rank: 8 }]) {
+    for (const dora of [false, true]) {
+      const layer = randomLayer(r, dims, { dora, bias: true, dropout: 0 })
+      const x = Float32Array.from({ length: dims.rows * dims.in }, () => r.normal())
+      const merged = poison(new Float32Array(dims.out * dims.in))
+      merged.set(mergeAdapter(dims, layer))
+      const want = adapterForward(x, dims, layer).y
+      const got = new Float64Array(dims.rows * dims.out)
+      for (let i = 0; i < dims.rows; i++) {
+        for (let o = 0; o < dims.out; o++) {
+          let s = layer.bias[o]
+          for (let k = 0; k < dims.in; k++) s += x[i * dims.in + k] * merged[o * dims.in + k]
+          got[i * dims.out + o] = s
+        }
+      }
+      const e = maxRelError(got, want, 0.01 * Math.max(...Array.from(want, Math.abs)))
+      t.ok(e < 1e-5, `${dora ? 'DoRA' : 'LoRA'} ${dims.in}->${dims.out}: x W'^T + b = adapter output (${e.toExponential(2)})`)
+    }
+  }
 })
 
 t.test('results do not depend on the thread count', async (t) => {

@@ -53,6 +53,7 @@ interface AdapterAddon {
   adapterForward: (x: Float32Array, dims: AdapterDims, w: AdapterLayer, y: Float32Array, saved: AdapterSaved) => void
   adapterBackward: (x: Float32Array, dy: Float32Array, dims: AdapterDims, w: AdapterLayer, saved: AdapterSaved, grads: AdapterGrads) => void
   doraWeightNorm: (dims: AdapterDims, w: AdapterLayer, out: Float32Array) => void
+  adapterMerge: (dims: AdapterDims, w: AdapterLayer, out: Float32Array) => void
   dropoutMask: (count: number, p: number, seed: number, offset: number) => Uint8Array
   philox4x32: (counter: Uint32Array, key: Uint32Array) => Uint32Array
 }
@@ -92,6 +93,16 @@ export function adapterBackward (x: Float32Array, dy: Float32Array, dims: Adapte
 export function doraWeightNorm (dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
   const out = new Float32Array(dims.out)
   addon().doraWeightNorm({ rows: 1, ...dims }, layer, out)
+  return out
+}
+
+/**
+ * The merged weight [out, in] of an adapted layer, as PEFT's merge_and_unload computes it (LoRA: W + s B A;
+ * DoRA: each row of W + s B A scaled to its magnitude), for writing a full Hugging Face model folder.
+ */
+export function mergeAdapter (dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
+  const out = new Float32Array(dims.out * dims.in)
+  addon().adapterMerge({ rows: 1, ...dims }, layer, out)
   return out
 }
 
