@@ -47,7 +47,7 @@ t.test('rows have the ReCode fields, every kind on both sides, held-out updates 
 })
 
 t.test('the update note names every identifier the new code introduces', async (t) => {
-  const { train, heldOut } = syntheticTasks({ seed: 7, train: 500, heldOut: 100 })
+  const { train, heldOut } = syntheticTasks({ seed: rng(t).int(0, 1e6), train: 500, heldOut: 100 })
   const ids = (s) => new Set(s.match(/[A-Za-z_][A-Za-z0-9_]*/g))
   let bad = 0
   for (const task of [...train, ...heldOut]) {
