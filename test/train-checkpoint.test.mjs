@@ -44,6 +44,8 @@ t.test('save, keep the last K, find and load the newest', async (t) => {
   t.same(latest.manifest.rng, { state: [50, 7] })
   t.same(latest.manifest.dataCursor, { index: 400 })
   t.equal(latest.manifest.configHash, 'abc')
+  t.equal(latestCheckpoint(dir, { expectConfigHash: 'abc' }).manifest.step, 50, 'same configuration: resumable')
+  t.throws(() => latestCheckpoint(dir, { expectConfigHash: 'def' }), { code: 'ERR_CONFIG', message: /step-50: this checkpoint was written with a different training configuration/ })
   const loaded = loadCheckpoint(latest.dir)
   t.same(tensorToFloat32(loaded.tensors['model.safetensors'].w), last.w, 'tensor round trip')
   t.same(loaded.tensors['model.safetensors'].w.shape, [10, 100])
@@ -241,6 +243,7 @@ t.test('report: self-contained HTML with a chart per recorded metric, written at
   const records = Array.from({ length: 40 }, (_, i) => ({
     step: i + 1, rewardMean: -1 + i / 20 + r.normal() * 0.05, rewardStd: 0.5, formatRate: Math.min(1, i / 30), esStar: i / 40,
     kl: 0.001 * i, clipFraction: 0.05, clipFractionHigh: 0.02, entropy: 2 - i / 40, responseLength: 80 + i, lr: 1e-3,
+    phaseSeconds: { generation: 1 + r.next(), reward: 0.01, backward: 0.5, optimizer: 0.05 },
     ...(i % 10 === 0 ? { eval: { formatRate: i / 40, esStar: i / 50, exactMatch: i / 80 } } : {})
   }))
   const file = path.join(dir, 'report.html')
@@ -248,11 +251,12 @@ t.test('report: self-contained HTML with a chart per recorded metric, written at
   writeReport(file, records, { title: 'run <1> & "x"', facts: { preset: 'tiny', runFolder: dir } })
   const html = fs.readFileSync(file, 'utf8')
   t.match(html, /^<!DOCTYPE html>/)
-  for (const id of ['reward', 'reward-std', 'format-rate', 'es-star', 'kl', 'clip-fraction', 'entropy', 'response-length', 'lr', 'held-out']) {
+  for (const id of ['reward', 'reward-std', 'format-rate', 'es-star', 'kl', 'clip-fraction', 'entropy', 'response-length', 'lr', 'held-out', 'phase-seconds']) {
     t.match(html, new RegExp(`<svg[^>]*data-chart="${id}"`), `chart ${id}`)
   }
   t.notMatch(html, /data-chart="loss"/, 'no chart for a metric never recorded')
   t.match(html, /<polygon[^>]*class="band"/, 'reward std band')
+  t.match(html, /data-series="generation"/, 'a series per phase')
   t.match(html, /run &lt;1&gt; &amp; &quot;x&quot;/, 'title escaped')
   t.notMatch(html, /<script|<link|src=|href=|url\(/i, 'no scripts or external assets')
   t.same(fs.readdirSync(dir), ['report.html'], 'no temporary file left')

@@ -165,15 +165,24 @@ export function readCheckpointManifest (dir: string): CheckpointManifest {
   return m
 }
 
-/** The newest complete checkpoint under root, or undefined. Incomplete folders are skipped. */
-export function latestCheckpoint (root: string): { dir: string, manifest: CheckpointManifest } | undefined {
+/**
+ * The newest complete checkpoint under root, or undefined. Incomplete folders are skipped. With
+ * `expectConfigHash`, a checkpoint written under another configuration is an ERR_CONFIG error naming it
+ * (resuming it would silently continue a different run).
+ */
+export function latestCheckpoint (root: string, options: { expectConfigHash?: string } = {}): { dir: string, manifest: CheckpointManifest } | undefined {
   for (const c of listCheckpoints(root)) {
+    let manifest: CheckpointManifest
     try {
-      const manifest = readCheckpointManifest(c.dir)
-      if (manifest.step === c.step) return { dir: c.dir, manifest }
+      manifest = readCheckpointManifest(c.dir)
     } catch {
-      // an incomplete or foreign folder: try the next older one
+      continue // an incomplete or foreign folder: try the next older one
     }
+    if (manifest.step !== c.step) continue
+    if (options.expectConfigHash !== undefined && manifest.configHash !== options.expectConfigHash) {
+      throw new RecodeError('ERR_CONFIG', `${c.dir}: this checkpoint was written with a different training configuration (hash ${manifest.configHash.slice(0, 12)}, now ${options.expectConfigHash.slice(0, 12)}); use a new output folder or the original configuration`)
+    }
+    return { dir: c.dir, manifest }
   }
   return undefined
 }

@@ -133,8 +133,9 @@ export function renderChart (spec: ChartSpec, records: StepMetrics[]): string {
     else parts.push(`<polyline points="${coords}" fill="none" stroke="${color}" stroke-width="1.5" data-series="${escapeHtml(spec.series[i].label)}"/>`)
   })
   const legend = spec.series.map((s, i) => ({ s, i })).filter(({ i }) => points[i].length > 0)
+  const legendStep = Math.max(70, Math.floor((W - m.left - m.right - 16) / Math.max(1, legend.length)))
   legend.forEach(({ s, i }, k) => {
-    const x = m.left + 8 + k * 120
+    const x = m.left + 8 + k * legendStep
     parts.push(`<rect x="${x}" y="${m.top + 6}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${x + 14}" y="${m.top + 15}" class="legend">${escapeHtml(s.label)}</text>`)
   })
   parts.push('</svg>')
@@ -150,7 +151,14 @@ export interface ReportOptions {
 export function renderReport (records: StepMetrics[], options: ReportOptions = {}): string {
   const title = options.title ?? 'recode training report'
   const sorted = [...records].sort((a, b) => a.step - b.step)
-  const charts = REPORT_CHARTS.map((c) => renderChart(c, sorted)).filter((s) => s !== '')
+  // Time per phase: one series per phase name found in the records.
+  const phases = [...new Set(sorted.flatMap((r) => Object.keys(r.phaseSeconds ?? {})))]
+  const phaseChart: ChartSpec = {
+    id: 'phase-seconds',
+    title: 'Seconds per phase',
+    series: phases.map((name) => ({ label: name, get: (r: StepMetrics) => num(r.phaseSeconds?.[name]) }))
+  }
+  const charts = [...REPORT_CHARTS, phaseChart].map((c) => renderChart(c, sorted)).filter((s) => s !== '')
   const facts = Object.entries(options.facts ?? {})
     .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`).join('')
   const last = sorted[sorted.length - 1]
