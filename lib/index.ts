@@ -5,6 +5,7 @@
 export { RecodeError } from './errors'
 export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
 export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
+export { toBf16, fromBf16, toF16, fromF16 } from './dtype'
 export { syntheticTasks, syntheticUpdates, UPDATE_KINDS } from './train/synthetic'
 export type { SyntheticTask, SyntheticOptions, UpdateKind, UpdateTaskRow } from './train/synthetic'
 export { validateTrainConfig, loadTrainConfigFile, trainPreset, trainPresets, configHash } from './train/config'

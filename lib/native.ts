@@ -34,6 +34,7 @@ export function native (): NativeAddon {
 
 /** Where the loaded addon came from (for `recode doctor`). */
 export function addonPath (): string {
+  if (process.env.RECODE_ADDON) return path.resolve(process.env.RECODE_ADDON)
   try {
     return require('node-gyp-build').path(packageRoot) as string
   } catch (err) {
