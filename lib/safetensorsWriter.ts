@@ -9,6 +9,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { fromBf16, fromF16 } from './dtype'
 import { RecodeError } from './errors'
 import { fsyncDir, tempNameFor } from './train/atomicFile'
 
@@ -148,41 +149,12 @@ export function decodeSafetensors (buf: Buffer, file = '<buffer>'): { tensors: R
   return { tensors, metadata }
 }
 
-/** bf16 bits -> float32 (exact). */
-function bf16ToFloat (bits: number): number {
-  const u = new Uint32Array([bits << 16])
-  return new Float32Array(u.buffer)[0]
-}
-
 /** Converts an F32, BF16 or F16 tensor to a fresh Float32Array. */
 export function tensorToFloat32 (t: ReadTensor): Float32Array {
-  const count = t.shape.reduce((a, b) => a * b, 1)
-  const out = new Float32Array(count)
-  const dv = new DataView(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength)
-  if (t.dtype === 'F32') for (let i = 0; i < count; i++) out[i] = dv.getFloat32(4 * i, true)
-  else if (t.dtype === 'BF16') for (let i = 0; i < count; i++) out[i] = bf16ToFloat(dv.getUint16(2 * i, true))
-  else if (t.dtype === 'F16') for (let i = 0; i < count; i++) out[i] = halfToFloat(dv.getUint16(2 * i, true))
-  else throw new RecodeError('ERR_INVALID_ARG', `tensorToFloat32: dtype ${t.dtype} is not a floating-point type`)
-  return out
-}
-
-function halfToFloat (h: number): number {
-  const s = h & 0x8000 ? -1 : 1
-  const e = (h >> 10) & 0x1f
-  const m = h & 0x3ff
-  if (e === 0) return s * m * 2 ** -24
-  if (e === 31) return m ? NaN : s * Infinity
-  return s * (1 + m / 1024) * 2 ** (e - 15)
-}
-
-/** float32 -> bf16 bits with round-to-nearest-even (NaN stays NaN). */
-export function float32ToBf16 (values: Float32Array): Uint16Array {
-  const u = new Uint32Array(values.buffer, values.byteOffset, values.length)
-  const out = new Uint16Array(values.length)
-  for (let i = 0; i < values.length; i++) {
-    const x = u[i]
-    if ((x & 0x7fffffff) > 0x7f800000) { out[i] = (x >>> 16) | 0x40; continue }
-    out[i] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff
-  }
-  return out
+  // Copy first: the tensor's bytes may sit at an odd offset of the file buffer.
+  const bytes = new Uint8Array(t.bytes)
+  if (t.dtype === 'F32') return new Float32Array(bytes.buffer)
+  if (t.dtype === 'BF16') return fromBf16(new Uint16Array(bytes.buffer))
+  if (t.dtype === 'F16') return fromF16(new Uint16Array(bytes.buffer))
+  throw new RecodeError('ERR_INVALID_ARG', `tensorToFloat32: dtype ${t.dtype} is not a floating-point type`)
 }

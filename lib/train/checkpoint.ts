@@ -18,9 +18,10 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { toBf16 } from '../dtype'
 import { RecodeError } from '../errors'
 import { fsyncDir, writeFileAtomic } from './atomicFile'
-import { float32ToBf16, readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
+import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
 
 export const CHECKPOINT_FORMAT = 'recode-checkpoint'
 export const CHECKPOINT_VERSION = 1
@@ -277,7 +278,7 @@ export function peftAdapterConfig (spec: AdapterSpec): Record<string, unknown> {
  */
 export function saveAdapter (dir: string, spec: AdapterSpec, layers: AdapterLayerWeights[], dtype: 'F32' | 'BF16' = 'F32'): void {
   const tensors: Record<string, TensorData> = {}
-  const store = (v: Float32Array, shape: number[]): TensorData => (dtype === 'BF16' ? { dtype: 'BF16', shape, data: float32ToBf16(v) } : { dtype: 'F32', shape, data: v })
+  const store = (v: Float32Array, shape: number[]): TensorData => (dtype === 'BF16' ? { dtype: 'BF16', shape, data: toBf16(v) } : { dtype: 'F32', shape, data: v })
   for (const l of layers) {
     const n = peftTensorNames(l.module)
     if (l.loraA.length !== spec.r * l.inFeatures) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} lora_A must have r*in = ${spec.r * l.inFeatures} values, got ${l.loraA.length}`)
