@@ -75,6 +75,17 @@ t.test('old and new code are valid Python (ast.parse)', async (t) => {
   t.equal(bad.length, 0)
 })
 
+t.test('a subset of kinds', async (t) => {
+  const { train, heldOut } = syntheticTasks({ seed: 3, train: 100, heldOut: 20, kinds: ['rename_function', 'add_default'] })
+  t.same([...new Set(train.map((x) => x.kind))].sort(), ['add_default', 'rename_function'])
+  t.same([...new Set(heldOut.map((x) => x.kind))].sort(), ['add_default', 'rename_function'])
+  const all = syntheticTasks({ seed: 3, train: 10, heldOut: 200 })
+  const allowed = new Set(all.heldOut.map((x) => x.updateId))
+  t.ok(heldOut.every((x) => !train.some((y) => y.updateId === x.updateId)), 'still disjoint')
+  t.ok(allowed.size > 0)
+  t.throws(() => syntheticTasks({ kinds: ['rename_module'] }), { code: 'ERR_INVALID_ARG', message: /kinds/ })
+})
+
 t.test('bad options are rejected', async (t) => {
   t.throws(() => syntheticTasks({ seed: -1 }), { code: 'ERR_INVALID_ARG', message: /seed/ })
   t.throws(() => syntheticTasks({ train: 1.5 }), { code: 'ERR_INVALID_ARG', message: /train/ })

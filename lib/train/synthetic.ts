@@ -44,6 +44,8 @@ export interface SyntheticOptions {
   /** Number of training tasks (default 2000) and held-out tasks (default 200). */
   train?: number
   heldOut?: number
+  /** Restrict the tasks to these update kinds (default: all); the held-out split is unchanged. */
+  kinds?: readonly UpdateKind[]
 }
 
 // ---- the fictional library ------------------------------------------------------------------------------
@@ -575,7 +577,13 @@ export function syntheticTasks (options: SyntheticOptions = {}): { train: Synthe
   for (const [name, v] of [['train', trainCount], ['heldOut', heldOutCount]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > 1 << 20) throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: ${name} must be an integer in [0, 1048576], got ${v}`)
   }
-  const { train, heldOut } = splitUpdates(seed)
+  const kinds = options.kinds ?? UPDATE_KINDS
+  if (!Array.isArray(kinds) || kinds.length === 0 || !kinds.every((k) => UPDATE_KINDS.includes(k))) {
+    throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: kinds must be a non-empty array of ${UPDATE_KINDS.join(', ')}, got ${JSON.stringify(options.kinds)}`)
+  }
+  const split = splitUpdates(seed)
+  const train = split.train.filter((u) => kinds.includes(u.kind))
+  const heldOut = split.heldOut.filter((u) => kinds.includes(u.kind))
   return {
     train: sampleTasks(train, trainCount, stream(seed, 'train-tasks')),
     heldOut: sampleTasks(heldOut, heldOutCount, stream(seed, 'held-out-tasks'))
