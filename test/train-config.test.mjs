@@ -137,3 +137,25 @@ t.test('schedules match the transformers formulas', async (t) => {
   t.throws(() => lrMultiplier({ ...base, kind: 'cosine' }, -1), { code: 'ERR_INVALID_ARG' })
   t.throws(() => lrMultiplier({ ...base, kind: 'exp' }, 1), { code: 'ERR_INVALID_ARG' })
 })
+
+t.test('command-line flags become typed overrides', async (t) => {
+  const { trainFlagsToConfig } = await import('../dist/cjs/train/config.js')
+  const raw = trainFlagsToConfig(['--learning-rate', '1e-5', '--steps=20', '--algorithm', 'dapo', '--adapter.r', '8',
+    '--adapter.target-modules', 'q_proj, v_proj', '--dynamic-sampling', '--no-activation-recomputation', '--dual-clip', 'off',
+    '--synthetic.seed', '9', '--model', 'tiny', '--min-lr-ratio', '-0'])
+  t.same(raw, {
+    learningRate: 1e-5, steps: 20, algorithm: 'dapo', adapter: { r: 8, targetModules: ['q_proj', 'v_proj'] },
+    dynamicSampling: true, activationRecomputation: false, dualClip: null, synthetic: { seed: 9 }, model: 'tiny', minLrRatio: -0
+  })
+  const c = validateTrainConfig(raw, noPaths)
+  t.equal(c.learningRate, 1e-5)
+  t.equal(c.adapter.r, 8)
+  t.equal(c.adapter.alpha, 16, 'unset nested fields keep the preset value')
+  t.throws(() => trainFlagsToConfig(['--learning-rat', '1']), { code: 'ERR_CONFIG', message: 'unknown option --learning-rat (did you mean --learning-rate?)' })
+  t.throws(() => trainFlagsToConfig(['--steps']), { code: 'ERR_CONFIG', message: /--steps needs a value/ })
+  t.throws(() => trainFlagsToConfig(['--steps', 'ten']), { code: 'ERR_CONFIG', message: /--steps takes a number/ })
+  t.throws(() => trainFlagsToConfig(['--dynamic-sampling=maybe']), { code: 'ERR_CONFIG', message: /true or false/ })
+  t.throws(() => trainFlagsToConfig(['--no-steps']), { code: 'ERR_CONFIG' })
+  t.throws(() => trainFlagsToConfig(['steps']), { code: 'ERR_CONFIG', message: /unexpected argument/ })
+  t.same(trainFlagsToConfig(['--warmup-steps', 'none', '--warmup-ratio', '0.1']), { warmupSteps: null, warmupRatio: 0.1 })
+})
