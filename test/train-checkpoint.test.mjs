@@ -59,6 +59,20 @@ t.test('save, keep the last K, find and load the newest', async (t) => {
   t.throws(() => saveCheckpoint(dir, { step: 1, json: { '../x.json': {} } }), { code: 'ERR_INVALID_ARG' })
 })
 
+t.test('extra files written through the write hook are listed and checked', async (t) => {
+  const dir = tmpdir(t)
+  const spec = { type: 'lora', r: 1, alpha: 1, dropout: 0, targetModules: ['q_proj'], baseModel: 'x' }
+  const saved = saveCheckpoint(dir, {
+    step: 3, configHash: 'h', rng: null, dataCursor: null,
+    write: (d) => saveAdapter(path.join(d, 'adapter'), spec, [{ module: decoderModulePath(0, 'q_proj'), inFeatures: 2, outFeatures: 2, loraA: new Float32Array(2), loraB: new Float32Array(2) }])
+  })
+  const names = latestCheckpoint(dir).manifest.files.map((f) => f.name).sort()
+  t.same(names, ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'])
+  t.equal(loadAdapter(path.join(saved, 'adapter')).spec.r, 1)
+  fs.truncateSync(path.join(saved, 'adapter', 'adapter_model.safetensors'), 10)
+  t.equal(latestCheckpoint(dir), undefined, 'a damaged hook file makes the checkpoint incomplete')
+})
+
 t.test('incomplete folders are skipped: resume uses the newest complete checkpoint', async (t) => {
   const r = rng(t)
   const dir = tmpdir(t)

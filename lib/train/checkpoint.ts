@@ -51,6 +51,11 @@ export interface SaveCheckpointInput {
   /** JSON files to write: file name -> value. */
   json?: Record<string, unknown>
   extra?: unknown
+  /**
+   * Writes further files into the checkpoint folder before the manifest (e.g. `saveAdapter(path.join(dir,
+   * 'adapter'), ...)` for a PEFT copy, or the model's own writer). Every file it leaves is listed in the manifest.
+   */
+  write?: (dir: string) => void
   /** Keep this many newest complete checkpoints (default 3). */
   keep?: number
 }
@@ -94,6 +99,18 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
     checkFileName(name)
     files.push({ name, bytes: writeDurable(path.join(tmp, name), JSON.stringify(value, null, 2) + '\n') })
   }
+  if (input.write) {
+    input.write(tmp)
+    const listed = new Set(files.map((f) => f.name))
+    for (const name of walkFiles(tmp)) {
+      if (listed.has(name) || name === 'manifest.json') continue
+      const file = path.join(tmp, name)
+      const fd = fs.openSync(file, 'r+')
+      try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+      files.push({ name, bytes: fs.statSync(file).size })
+    }
+    for (const d of walkDirs(tmp)) fsyncDir(d)
+  }
   const manifest: CheckpointManifest = {
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
@@ -120,6 +137,22 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
   fsyncDir(root)
   pruneCheckpoints(root, keep)
   return final
+}
+
+/** Files under dir, as '/'-separated relative paths, sorted. */
+function walkFiles (dir: string, prefix = ''): string[] {
+  const out: string[] = []
+  for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (e.isDirectory()) out.push(...walkFiles(path.join(dir, e.name), `${prefix}${e.name}/`))
+    else if (e.isFile()) out.push(`${prefix}${e.name}`)
+  }
+  return out
+}
+
+function walkDirs (dir: string): string[] {
+  const out = [dir]
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...walkDirs(path.join(dir, e.name)))
+  return out
 }
 
 /** Complete checkpoint folders under root, newest first. */
