@@ -1,5 +1,5 @@
 // AdamW and global-norm clipping over a model's worth of fp32 tensors: recode's native step against
-// torch.optim.AdamW (the peer: Debian's python3-torch on the same CPU, same thread count), in parameters
+// torch.optim.AdamW (the peer: /usr/bin/python3's torch, or RECODE_TORCH_PYTHON's; same CPU and thread count), in parameters
 // per second. Shapes: one 16M tensor, and 7 projections x 4 layers of a small decoder (many tensors per call).
 import { spawnSync } from 'child_process'
 import { require, timeSync } from './lib.mjs'
@@ -40,9 +40,11 @@ for name, sizes in json.loads(sys.argv[1]).items():
         for _ in range(7):
             t0 = time.perf_counter(); torch.nn.utils.clip_grad_norm_(ps, 1e9); clip.append(time.perf_counter() - t0)
         out[name + (' foreach' if foreach else '')] = {'adamw': sorted(times)[3], 'clip': sorted(clip)[3]}
+out['torchVersion'] = torch.__version__
 print(json.dumps(out))
 `
-  const r = spawnSync('/usr/bin/python3', ['-c', py, JSON.stringify(shapes)], { encoding: 'utf8', maxBuffer: 1 << 24 })
+  const python = process.env.RECODE_TORCH_PYTHON || '/usr/bin/python3'
+  const r = spawnSync(python, ['-c', py, JSON.stringify(shapes)], { encoding: 'utf8', maxBuffer: 1 << 24 })
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'python3-torch unavailable').trim().split('\n').pop() }
   return JSON.parse(r.stdout)
 }
@@ -74,5 +76,5 @@ export default async function () {
       (best ? `, torch ${(count / best / 1e6).toFixed(0)} Mparam/s -> ${(best / adamw).toFixed(2)}x` : ` (torch: ${torch.error})`) +
       `; clip ${(count / clip / 1e6).toFixed(0)} Mparam/s` + (peer ? ` vs torch ${(count / peer.clip / 1e6).toFixed(0)}` : ''))
   }
-  return { name: 'train-optim', results, summary: lines.join('\n') }
+  return { name: 'train-optim', torch: torch.torchVersion ?? torch.error, results, summary: [`peer: torch ${torch.torchVersion ?? torch.error}`, ...lines].join('\n') }
 }
