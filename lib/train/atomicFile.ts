@@ -1,0 +1,47 @@
+/**
+ * Durable file writes: write to a temporary name in the same folder, fsync, rename over the target, fsync the
+ * folder. A crash leaves either the old file or the new one, never a torn one.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+
+let counter = 0
+
+/** A temporary name beside `file` that no other writer in this or another process uses. */
+export function tempNameFor (file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Date.now().toString(36)}-${counter++}`)
+}
+
+/** fsync a folder so that a rename or a new entry in it survives a crash (no-op where folders cannot be opened). */
+export function fsyncDir (dir: string): void {
+  let fd: number | undefined
+  try {
+    fd = fs.openSync(dir, 'r')
+    fs.fsyncSync(fd)
+  } catch {
+    // Some platforms and file systems refuse fsync on a directory; the rename itself is still atomic.
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd)
+  }
+}
+
+export function writeFileAtomic (file: string, data: string | Uint8Array): void {
+  const tmp = tempNameFor(file)
+  const fd = fs.openSync(tmp, 'w')
+  try {
+    fs.writeFileSync(fd, data)
+    fs.fsyncSync(fd)
+  } catch (err) {
+    fs.closeSync(fd)
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+  fs.closeSync(fd)
+  try {
+    fs.renameSync(tmp, file)
+  } catch (err) {
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+  fsyncDir(path.dirname(file))
+}

@@ -1,0 +1,349 @@
+/**
+ * Checkpoints and the PEFT adapter folder.
+ *
+ * A checkpoint is a folder `<root>/step-<N>` holding safetensors files (weights, optimizer moments), JSON
+ * files, and `manifest.json` (step, config hash, RNG state, data cursor, the list of files with their sizes).
+ * It is written as `step-<N>.tmp`, every file fsync'd, the manifest last, the folder fsync'd, then renamed to
+ * `step-<N>`: a crash at any point leaves the previous checkpoints intact and at most a `.tmp` folder that the
+ * next save removes. Only the newest `keep` complete checkpoints are kept. `latestCheckpoint` returns the newest
+ * folder whose manifest is present and whose files have the recorded sizes.
+ *
+ * The adapter folder follows PEFT's on-disk format so that `PeftModel.from_pretrained` (and vLLM's LoRA
+ * loader) read it: `adapter_config.json` + `adapter_model.safetensors`. Tensor names, as PEFT's
+ * `get_peft_model_state_dict` (src/peft/utils/save_and_load.py) produces them: the module path inside
+ * PeftModel (`base_model.model.` + the transformers name, e.g. `model.layers.3.self_attn.q_proj`), then
+ * `lora_A.weight` [r, in] and `lora_B.weight` [out, r] with the adapter name ("default") removed; for DoRA
+ * the magnitude is `lora_magnitude_vector` [out]: PEFT stores it as `lora_magnitude_vector.default.weight`
+ * (a DoraLinearLayer's `weight`) and strips `.weight` and the adapter name on save to keep the older format.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { toBf16 } from '../dtype'
+import { RecodeError } from '../errors'
+import { fsyncDir, writeFileAtomic } from './atomicFile'
+import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
+
+export const CHECKPOINT_FORMAT = 'recode-checkpoint'
+export const CHECKPOINT_VERSION = 1
+
+export interface CheckpointManifest {
+  format: typeof CHECKPOINT_FORMAT
+  version: number
+  step: number
+  configHash: string
+  /** Generator state(s) to restore for an exact resume (opaque JSON). */
+  rng: unknown
+  /** Position in the data stream (opaque JSON: epoch, index, permutation seed, ...). */
+  dataCursor: unknown
+  createdAt: string
+  files: Array<{ name: string, bytes: number }>
+  /** Anything else the trainer wants back (opaque JSON). */
+  extra?: unknown
+}
+
+export interface SaveCheckpointInput {
+  step: number
+  configHash: string
+  rng: unknown
+  dataCursor: unknown
+  /** safetensors files to write: file name -> tensors. */
+  tensors?: Record<string, Record<string, TensorData>>
+  /** JSON files to write: file name -> value. */
+  json?: Record<string, unknown>
+  extra?: unknown
+  /**
+   * Writes further files into the checkpoint folder before the manifest (e.g. `saveAdapter(path.join(dir,
+   * 'adapter'), ...)` for a PEFT copy, or the model's own writer). Every file it leaves is listed in the manifest.
+   */
+  write?: (dir: string) => void
+  /** Keep this many newest complete checkpoints (default 3). */
+  keep?: number
+}
+
+const STEP_DIR = /^step-(\d+)$/
+
+function checkFileName (name: string): void {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name) || name === 'manifest.json' || name.startsWith('.')) {
+    throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: invalid file name ${JSON.stringify(name)} (letters, digits, _ . -; not manifest.json)`)
+  }
+}
+
+function writeDurable (file: string, data: string | Uint8Array): number {
+  const fd = fs.openSync(file, 'w')
+  try {
+    fs.writeFileSync(fd, data)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength
+}
+
+/** Writes checkpoint `step` under `root` atomically, prunes old ones, returns the folder. */
+export function saveCheckpoint (root: string, input: SaveCheckpointInput): string {
+  if (!Number.isInteger(input.step) || input.step < 0) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: step must be a non-negative integer, got ${input.step}`)
+  const keep = input.keep ?? 3
+  if (!Number.isInteger(keep) || keep < 1) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: keep must be a positive integer, got ${keep}`)
+  fs.mkdirSync(root, { recursive: true })
+  const final = path.join(root, `step-${input.step}`)
+  const tmp = `${final}.tmp`
+  fs.rmSync(tmp, { recursive: true, force: true })
+  fs.mkdirSync(tmp)
+  const files: CheckpointManifest['files'] = []
+  for (const [name, tensors] of Object.entries(input.tensors ?? {})) {
+    checkFileName(name)
+    // writeSafetensors renames its own temp file into place inside tmp/ (and fsyncs it).
+    files.push({ name, bytes: writeSafetensors(path.join(tmp, name), tensors) })
+  }
+  for (const [name, value] of Object.entries(input.json ?? {})) {
+    checkFileName(name)
+    files.push({ name, bytes: writeDurable(path.join(tmp, name), JSON.stringify(value, null, 2) + '\n') })
+  }
+  if (input.write) {
+    input.write(tmp)
+    const listed = new Set(files.map((f) => f.name))
+    for (const name of walkFiles(tmp)) {
+      if (listed.has(name) || name === 'manifest.json') continue
+      const file = path.join(tmp, name)
+      const fd = fs.openSync(file, 'r+')
+      try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+      files.push({ name, bytes: fs.statSync(file).size })
+    }
+    for (const d of walkDirs(tmp)) fsyncDir(d)
+  }
+  const manifest: CheckpointManifest = {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    step: input.step,
+    configHash: input.configHash,
+    rng: input.rng ?? null,
+    dataCursor: input.dataCursor ?? null,
+    createdAt: new Date().toISOString(),
+    files,
+    ...(input.extra !== undefined ? { extra: input.extra } : {})
+  }
+  writeDurable(path.join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n')
+  fsyncDir(tmp)
+  // Re-saving a step (e.g. the final save after a resume at that step): move the old one aside first.
+  if (fs.existsSync(final)) {
+    const old = `${final}.old`
+    fs.rmSync(old, { recursive: true, force: true })
+    fs.renameSync(final, old)
+    fs.renameSync(tmp, final)
+    fs.rmSync(old, { recursive: true, force: true })
+  } else {
+    fs.renameSync(tmp, final)
+  }
+  fsyncDir(root)
+  pruneCheckpoints(root, keep)
+  return final
+}
+
+/** Files under dir, as '/'-separated relative paths, sorted. */
+function walkFiles (dir: string, prefix = ''): string[] {
+  const out: string[] = []
+  for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (e.isDirectory()) out.push(...walkFiles(path.join(dir, e.name), `${prefix}${e.name}/`))
+    else if (e.isFile()) out.push(`${prefix}${e.name}`)
+  }
+  return out
+}
+
+function walkDirs (dir: string): string[] {
+  const out = [dir]
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...walkDirs(path.join(dir, e.name)))
+  return out
+}
+
+/** Complete checkpoint folders under root, newest first. */
+export function listCheckpoints (root: string): Array<{ step: number, dir: string }> {
+  let entries: fs.Dirent[]
+  try {
+    entries = fs.readdirSync(root, { withFileTypes: true })
+  } catch {
+    return []
+  }
+  return entries
+    .filter((e) => e.isDirectory() && STEP_DIR.test(e.name))
+    .map((e) => ({ step: Number(STEP_DIR.exec(e.name)![1]), dir: path.join(root, e.name) }))
+    .sort((a, b) => b.step - a.step)
+}
+
+/** Removes all but the newest `keep` checkpoints, and stray `.tmp` / `.old` folders of interrupted saves. */
+export function pruneCheckpoints (root: string, keep: number): void {
+  const all = listCheckpoints(root)
+  for (const c of all.slice(keep)) fs.rmSync(c.dir, { recursive: true, force: true })
+  for (const e of fs.readdirSync(root, { withFileTypes: true })) {
+    if (e.isDirectory() && /^step-\d+\.(tmp|old)$/.test(e.name)) fs.rmSync(path.join(root, e.name), { recursive: true, force: true })
+  }
+}
+
+/** Reads and checks a checkpoint's manifest; throws ERR_DATA naming the folder when it is incomplete. */
+export function readCheckpointManifest (dir: string): CheckpointManifest {
+  const file = path.join(dir, 'manifest.json')
+  let m: CheckpointManifest
+  try {
+    m = JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new RecodeError('ERR_DATA', `${file}: missing or unreadable checkpoint manifest (${(err as Error).message})`)
+  }
+  if (m?.format !== CHECKPOINT_FORMAT || !Number.isInteger(m.step) || !Array.isArray(m.files)) {
+    throw new RecodeError('ERR_DATA', `${file}: not a recode checkpoint manifest`)
+  }
+  if (m.version > CHECKPOINT_VERSION) throw new RecodeError('ERR_DATA', `${file}: checkpoint version ${m.version} is newer than this recode (${CHECKPOINT_VERSION})`)
+  for (const f of m.files) {
+    let size: number
+    try { size = fs.statSync(path.join(dir, f.name)).size } catch { throw new RecodeError('ERR_DATA', `${dir}: checkpoint file ${f.name} is missing`) }
+    if (size !== f.bytes) throw new RecodeError('ERR_DATA', `${dir}: checkpoint file ${f.name} has ${size} bytes, the manifest says ${f.bytes}`)
+  }
+  return m
+}
+
+/**
+ * The newest complete checkpoint under root, or undefined. Incomplete folders are skipped. With
+ * `expectConfigHash`, a checkpoint written under another configuration is an ERR_CONFIG error naming it
+ * (resuming it would silently continue a different run).
+ */
+export function latestCheckpoint (root: string, options: { expectConfigHash?: string } = {}): { dir: string, manifest: CheckpointManifest } | undefined {
+  for (const c of listCheckpoints(root)) {
+    let manifest: CheckpointManifest
+    try {
+      manifest = readCheckpointManifest(c.dir)
+    } catch {
+      continue // an incomplete or foreign folder: try the next older one
+    }
+    if (manifest.step !== c.step) continue
+    if (options.expectConfigHash !== undefined && manifest.configHash !== options.expectConfigHash) {
+      throw new RecodeError('ERR_CONFIG', `${c.dir}: this checkpoint was written with a different training configuration (hash ${manifest.configHash.slice(0, 12)}, now ${options.expectConfigHash.slice(0, 12)}); use a new output folder or the original configuration`)
+    }
+    return { dir: c.dir, manifest }
+  }
+  return undefined
+}
+
+/** Loads a checkpoint: its manifest, each safetensors file's tensors and each JSON file's value. */
+export function loadCheckpoint (dir: string): { manifest: CheckpointManifest, tensors: Record<string, Record<string, ReadTensor>>, json: Record<string, unknown> } {
+  const manifest = readCheckpointManifest(dir)
+  const tensors: Record<string, Record<string, ReadTensor>> = {}
+  const json: Record<string, unknown> = {}
+  for (const f of manifest.files) {
+    const file = path.join(dir, f.name)
+    if (f.name.endsWith('.safetensors')) tensors[f.name] = readSafetensors(file).tensors
+    else if (f.name.endsWith('.json')) {
+      try { json[f.name] = JSON.parse(fs.readFileSync(file, 'utf8')) } catch (err) { throw new RecodeError('ERR_DATA', `${file}: ${(err as Error).message}`) }
+    }
+  }
+  return { manifest, tensors, json }
+}
+
+// ---- PEFT adapter folder ------------------------------------------------------------------------------------
+
+export interface AdapterSpec {
+  type: 'lora' | 'dora'
+  r: number
+  alpha: number
+  dropout: number
+  targetModules: string[]
+  /** Where the base model came from (a hub id or a folder), written as base_model_name_or_path. */
+  baseModel: string
+}
+
+/** One adapted linear layer: transformers module path (e.g. `model.layers.0.self_attn.q_proj`) and weights. */
+export interface AdapterLayerWeights {
+  module: string
+  inFeatures: number
+  outFeatures: number
+  /** [r, in] row-major. */
+  loraA: Float32Array
+  /** [out, r] row-major. */
+  loraB: Float32Array
+  /** DoRA only: [out]. */
+  magnitude?: Float32Array
+}
+
+/** The projections of a Qwen2 / Llama decoder layer and the submodule that holds each. */
+export const DECODER_PROJECTION_PARENT: Record<string, string> = {
+  q_proj: 'self_attn', k_proj: 'self_attn', v_proj: 'self_attn', o_proj: 'self_attn',
+  gate_proj: 'mlp', up_proj: 'mlp', down_proj: 'mlp'
+}
+
+/** transformers module path of a projection in decoder layer i (Qwen2 / Llama naming). */
+export function decoderModulePath (layer: number, projection: string): string {
+  const parent = DECODER_PROJECTION_PARENT[projection]
+  if (!parent) throw new RecodeError('ERR_INVALID_ARG', `decoderModulePath: unknown projection ${JSON.stringify(projection)} (${Object.keys(DECODER_PROJECTION_PARENT).join(', ')})`)
+  return `model.layers.${layer}.${parent}.${projection}`
+}
+
+/** PEFT's saved tensor names for one adapted module. */
+export function peftTensorNames (module: string): { loraA: string, loraB: string, magnitude: string } {
+  const base = `base_model.model.${module}`
+  return { loraA: `${base}.lora_A.weight`, loraB: `${base}.lora_B.weight`, magnitude: `${base}.lora_magnitude_vector` }
+}
+
+/** adapter_config.json as PEFT writes it for a LoRA / DoRA adapter on a causal LM. */
+export function peftAdapterConfig (spec: AdapterSpec): Record<string, unknown> {
+  return {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: spec.baseModel,
+    r: spec.r,
+    lora_alpha: spec.alpha,
+    lora_dropout: spec.dropout,
+    target_modules: [...spec.targetModules],
+    use_dora: spec.type === 'dora',
+    use_rslora: false,
+    fan_in_fan_out: false,
+    bias: 'none',
+    init_lora_weights: true,
+    inference_mode: true,
+    modules_to_save: null,
+    layers_to_transform: null,
+    layers_pattern: null,
+    rank_pattern: {},
+    alpha_pattern: {},
+    revision: null
+  }
+}
+
+/**
+ * Writes a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), each file atomically.
+ * `dtype` 'F32' (default) or 'BF16' for the stored tensors.
+ */
+export function saveAdapter (dir: string, spec: AdapterSpec, layers: AdapterLayerWeights[], dtype: 'F32' | 'BF16' = 'F32'): void {
+  const tensors: Record<string, TensorData> = {}
+  const store = (v: Float32Array, shape: number[]): TensorData => (dtype === 'BF16' ? { dtype: 'BF16', shape, data: toBf16(v) } : { dtype: 'F32', shape, data: v })
+  for (const l of layers) {
+    const n = peftTensorNames(l.module)
+    if (l.loraA.length !== spec.r * l.inFeatures) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} lora_A must have r*in = ${spec.r * l.inFeatures} values, got ${l.loraA.length}`)
+    if (l.loraB.length !== l.outFeatures * spec.r) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} lora_B must have out*r = ${l.outFeatures * spec.r} values, got ${l.loraB.length}`)
+    tensors[n.loraA] = store(l.loraA, [spec.r, l.inFeatures])
+    tensors[n.loraB] = store(l.loraB, [l.outFeatures, spec.r])
+    if (spec.type === 'dora') {
+      if (!l.magnitude || l.magnitude.length !== l.outFeatures) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} needs a DoRA magnitude of ${l.outFeatures} values`)
+      tensors[n.magnitude] = store(l.magnitude, [l.outFeatures])
+    }
+  }
+  fs.mkdirSync(dir, { recursive: true })
+  writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' })
+  writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(peftAdapterConfig(spec), null, 2) + '\n')
+}
+
+/** Reads a PEFT LoRA/DoRA adapter folder back (errors name the file). */
+export function loadAdapter (dir: string): { spec: AdapterSpec, tensors: Record<string, ReadTensor> } {
+  const cfgFile = path.join(dir, 'adapter_config.json')
+  let cfg: any
+  try { cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) } catch (err) { throw new RecodeError('ERR_MODEL', `${cfgFile}: ${(err as Error).message}`) }
+  if (cfg.peft_type !== 'LORA') throw new RecodeError('ERR_MODEL', `${cfgFile}: peft_type must be "LORA", got ${JSON.stringify(cfg.peft_type)}`)
+  if (cfg.use_rslora) throw new RecodeError('ERR_MODEL', `${cfgFile}: use_rslora adapters are not supported (scaling alpha/sqrt(r))`)
+  const targets = Array.isArray(cfg.target_modules) ? cfg.target_modules : typeof cfg.target_modules === 'string' ? [cfg.target_modules] : []
+  const spec: AdapterSpec = {
+    type: cfg.use_dora ? 'dora' : 'lora',
+    r: cfg.r,
+    alpha: cfg.lora_alpha,
+    dropout: cfg.lora_dropout ?? 0,
+    targetModules: targets,
+    baseModel: cfg.base_model_name_or_path ?? ''
+  }
+  const { tensors } = readSafetensors(path.join(dir, 'adapter_model.safetensors'))
+  return { spec, tensors }
+}

@@ -1,0 +1,285 @@
+// Checkpoints (atomic folders, keep-last-K, resume finds the newest complete one, a crash mid-write leaves the
+// previous checkpoint usable), the PEFT adapter folder, the safetensors writer, metrics.jsonl and the report.
+import t from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { spawnSync } from 'child_process'
+import { saveCheckpoint, latestCheckpoint, listCheckpoints, loadCheckpoint, saveAdapter, loadAdapter, peftTensorNames, decoderModulePath } from '../dist/cjs/train/checkpoint.js'
+import { writeSafetensors, readSafetensors, encodeSafetensors, tensorToFloat32 } from '../dist/cjs/safetensorsWriter.js'
+import { toBf16, toF16 } from '../dist/cjs/dtype.js'
+import { MetricsWriter, readMetrics } from '../dist/cjs/train/metrics.js'
+import { writeReport, renderReport } from '../dist/cjs/train/report.js'
+import { writeFileAtomic } from '../dist/cjs/train/atomicFile.js'
+import { rng, root } from './helpers.mjs'
+import { torchUnavailable } from './train-torch.mjs'
+
+function tmpdir (t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function save (root, step, r, keep = 3) {
+  const w = Float32Array.from({ length: 1000 }, () => r.normal())
+  return {
+    w,
+    dir: saveCheckpoint(root, {
+      step, configHash: 'abc', rng: { state: [step, 7] }, dataCursor: { index: step * 8 },
+      tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [10, 100], data: w } } },
+      json: { 'trainer.json': { step } },
+      keep
+    })
+  }
+}
+
+t.test('save, keep the last K, find and load the newest', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  t.equal(latestCheckpoint(dir), undefined, 'nothing yet')
+  let last
+  for (let step = 1; step <= 5; step++) last = save(dir, step * 10, r)
+  t.same(listCheckpoints(dir).map((c) => c.step), [50, 40, 30], 'the newest three remain')
+  const latest = latestCheckpoint(dir)
+  t.equal(latest.manifest.step, 50)
+  t.same(latest.manifest.rng, { state: [50, 7] })
+  t.same(latest.manifest.dataCursor, { index: 400 })
+  t.equal(latest.manifest.configHash, 'abc')
+  t.equal(latestCheckpoint(dir, { expectConfigHash: 'abc' }).manifest.step, 50, 'same configuration: resumable')
+  t.throws(() => latestCheckpoint(dir, { expectConfigHash: 'def' }), { code: 'ERR_CONFIG', message: /step-50: this checkpoint was written with a different training configuration/ })
+  const loaded = loadCheckpoint(latest.dir)
+  t.same(tensorToFloat32(loaded.tensors['model.safetensors'].w), last.w, 'tensor round trip')
+  t.same(loaded.tensors['model.safetensors'].w.shape, [10, 100])
+  t.same(loaded.json['trainer.json'], { step: 50 })
+  // Re-saving an existing step replaces it.
+  const again = save(dir, 50, r)
+  t.same(tensorToFloat32(loadCheckpoint(again.dir).tensors['model.safetensors'].w), again.w, 're-save replaces the step')
+  t.same(fs.readdirSync(dir).sort(), ['step-30', 'step-40', 'step-50'], 'no temporary folders left')
+  t.throws(() => saveCheckpoint(dir, { step: -1 }), { code: 'ERR_INVALID_ARG' })
+  t.throws(() => saveCheckpoint(dir, { step: 1, json: { '../x.json': {} } }), { code: 'ERR_INVALID_ARG' })
+})
+
+t.test('extra files written through the write hook are listed and checked', async (t) => {
+  const dir = tmpdir(t)
+  const spec = { type: 'lora', r: 1, alpha: 1, dropout: 0, targetModules: ['q_proj'], baseModel: 'x' }
+  const saved = saveCheckpoint(dir, {
+    step: 3, configHash: 'h', rng: null, dataCursor: null,
+    write: (d) => saveAdapter(path.join(d, 'adapter'), spec, [{ module: decoderModulePath(0, 'q_proj'), inFeatures: 2, outFeatures: 2, loraA: new Float32Array(2), loraB: new Float32Array(2) }])
+  })
+  const names = latestCheckpoint(dir).manifest.files.map((f) => f.name).sort()
+  t.same(names, ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'])
+  t.equal(loadAdapter(path.join(saved, 'adapter')).spec.r, 1)
+  fs.truncateSync(path.join(saved, 'adapter', 'adapter_model.safetensors'), 10)
+  t.equal(latestCheckpoint(dir), undefined, 'a damaged hook file makes the checkpoint incomplete')
+})
+
+t.test('incomplete folders are skipped: resume uses the newest complete checkpoint', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  save(dir, 1, r)
+  const good = save(dir, 2, r)
+  // A save interrupted before its rename: step-3.tmp with a partial file and no manifest.
+  fs.mkdirSync(path.join(dir, 'step-3.tmp'))
+  fs.writeFileSync(path.join(dir, 'step-3.tmp', 'model.safetensors'), 'partial')
+  // A folder named like a checkpoint but without a manifest, and one whose file was truncated.
+  fs.mkdirSync(path.join(dir, 'step-4'))
+  fs.cpSync(good.dir, path.join(dir, 'step-5'), { recursive: true })
+  const m5 = JSON.parse(fs.readFileSync(path.join(dir, 'step-5', 'manifest.json')))
+  m5.step = 5
+  fs.writeFileSync(path.join(dir, 'step-5', 'manifest.json'), JSON.stringify(m5))
+  fs.truncateSync(path.join(dir, 'step-5', 'model.safetensors'), 100)
+  const latest = latestCheckpoint(dir)
+  t.equal(latest.manifest.step, 2, 'step 2 is the newest complete checkpoint')
+  save(dir, 6, r, 10)
+  t.notOk(fs.existsSync(path.join(dir, 'step-3.tmp')), 'the next save removes the interrupted one')
+})
+
+t.test('a process killed mid-write leaves the previous checkpoint usable', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  const prev = save(dir, 1, r)
+  // The child writes a 64 MB checkpoint and is SIGKILLed after its second write call.
+  const script = `
+    const fs = require('fs')
+    const orig = fs.writeSync
+    let calls = 0
+    fs.writeSync = function (...args) { if (++calls === 2) process.kill(process.pid, 'SIGKILL'); return orig.apply(this, args) }
+    const { saveCheckpoint } = require(${JSON.stringify(path.join(root, 'dist/cjs/train/checkpoint.js'))})
+    const big = new Float32Array(16 << 20)
+    saveCheckpoint(${JSON.stringify(dir)}, { step: 2, configHash: 'abc', rng: null, dataCursor: null,
+      tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [big.length], data: big } } } })
+  `
+  const res = spawnSync(process.execPath, ['-e', script])
+  t.equal(res.signal, 'SIGKILL', 'the writer died mid-save')
+  t.ok(fs.existsSync(path.join(dir, 'step-2.tmp')), 'it left a temporary folder')
+  const latest = latestCheckpoint(dir)
+  t.equal(latest.manifest.step, 1, 'resume finds the previous checkpoint')
+  t.same(tensorToFloat32(loadCheckpoint(latest.dir).tensors['model.safetensors'].w), prev.w, 'with its data intact')
+})
+
+t.test('safetensors writer: format details, dtypes, errors', async (t) => {
+  const dir = tmpdir(t)
+  const f32 = Float32Array.from([1, -2.5, 3.25, 0])
+  const buf = encodeSafetensors({ b: { dtype: 'F32', shape: [2, 2], data: f32 }, a: { dtype: 'I32', shape: [3], data: Int32Array.from([1, 2, 3]) } }, { format: 'pt' })
+  const n = Number(buf.readBigUInt64LE(0))
+  t.equal(n % 8, 0, 'header padded to 8 bytes')
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString())
+  t.same(header.__metadata__, { format: 'pt' })
+  t.same(header.a, { dtype: 'I32', shape: [3], data_offsets: [0, 12] }, 'tensors in name order from offset 0')
+  t.same(header.b, { dtype: 'F32', shape: [2, 2], data_offsets: [12, 28] })
+  t.equal(buf.length, 8 + n + 28)
+  const file = path.join(dir, 'x.safetensors')
+  writeSafetensors(file, { w: { dtype: 'BF16', shape: [4], data: toBf16(f32) }, h: { dtype: 'F16', shape: [4], data: toF16(f32) }, i: { dtype: 'U8', shape: [1], data: Uint8Array.of(7) } })
+  const back = readSafetensors(file).tensors
+  t.same(tensorToFloat32(back.w), f32, 'bf16 round trip of exactly representable values (stored at an odd offset)')
+  t.same(tensorToFloat32(back.h), f32, 'f16 round trip')
+  t.throws(() => tensorToFloat32(back.i), { code: 'ERR_INVALID_ARG' })
+  t.same(fs.readdirSync(dir), ['x.safetensors'], 'no temporary file left')
+  t.throws(() => encodeSafetensors({ w: { dtype: 'F32', shape: [3], data: f32 } }), { code: 'ERR_INVALID_ARG', message: /needs 12 bytes/ })
+  t.throws(() => encodeSafetensors({ w: { dtype: 'F8', shape: [4], data: f32 } }), { code: 'ERR_INVALID_ARG', message: /dtype/ })
+  fs.writeFileSync(path.join(dir, 'bad.safetensors'), Buffer.from([255, 0, 0, 0, 0, 0, 0, 0, 1]))
+  t.throws(() => readSafetensors(path.join(dir, 'bad.safetensors')), { code: 'ERR_DATA', message: /bad\.safetensors: not a valid safetensors file/ })
+})
+
+t.test('PEFT adapter folder: config and tensor names', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  const rank = 4
+  const layers = []
+  for (let i = 0; i < 2; i++) {
+    for (const proj of ['q_proj', 'down_proj']) {
+      const inF = proj === 'q_proj' ? 16 : 24
+      const outF = proj === 'q_proj' ? 16 : 16
+      layers.push({
+        module: decoderModulePath(i, proj), inFeatures: inF, outFeatures: outF,
+        loraA: Float32Array.from({ length: rank * inF }, () => r.normal()),
+        loraB: Float32Array.from({ length: outF * rank }, () => r.normal()),
+        magnitude: Float32Array.from({ length: outF }, () => 1 + r.next())
+      })
+    }
+  }
+  t.equal(decoderModulePath(3, 'q_proj'), 'model.layers.3.self_attn.q_proj')
+  t.equal(decoderModulePath(3, 'down_proj'), 'model.layers.3.mlp.down_proj')
+  t.same(peftTensorNames('model.layers.0.self_attn.q_proj'), {
+    loraA: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight',
+    loraB: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight',
+    magnitude: 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector'
+  })
+  const spec = { type: 'dora', r: rank, alpha: 8, dropout: 0.01, targetModules: ['q_proj', 'down_proj'], baseModel: 'Qwen/Qwen2.5-Coder-7B-Instruct' }
+  saveAdapter(dir, spec, layers)
+  t.same(fs.readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors'])
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json')))
+  t.match(cfg, { peft_type: 'LORA', task_type: 'CAUSAL_LM', use_dora: true, r: 4, lora_alpha: 8, lora_dropout: 0.01, target_modules: ['q_proj', 'down_proj'], base_model_name_or_path: 'Qwen/Qwen2.5-Coder-7B-Instruct', fan_in_fan_out: false, bias: 'none' })
+  const { spec: back, tensors } = loadAdapter(dir)
+  t.same(back, spec, 'config round trip')
+  t.equal(Object.keys(tensors).length, 12, '3 tensors per DoRA module')
+  const names = peftTensorNames('model.layers.1.mlp.down_proj')
+  t.same(tensors[names.loraA].shape, [rank, 24], 'lora_A is [r, in]')
+  t.same(tensors[names.loraB].shape, [16, rank], 'lora_B is [out, r]')
+  t.same(tensors[names.magnitude].shape, [16], 'magnitude is [out]')
+  t.same(tensorToFloat32(tensors[names.loraB]), layers[3].loraB)
+  // LoRA (no magnitude), stored as bf16.
+  const loraDir = path.join(dir, 'lora')
+  saveAdapter(loraDir, { ...spec, type: 'lora' }, layers.map(({ magnitude, ...l }) => l), 'BF16')
+  const lora = loadAdapter(loraDir)
+  t.equal(lora.spec.type, 'lora')
+  t.equal(Object.keys(lora.tensors).length, 8, 'no magnitude for LoRA')
+  t.equal(lora.tensors[names.loraA].dtype, 'BF16')
+  t.throws(() => saveAdapter(dir, spec, [{ ...layers[0], loraA: new Float32Array(3) }]), { code: 'ERR_INVALID_ARG', message: /lora_A/ })
+  t.throws(() => saveAdapter(dir, spec, [{ ...layers[0], magnitude: undefined }]), { code: 'ERR_INVALID_ARG', message: /magnitude/ })
+  fs.writeFileSync(path.join(loraDir, 'adapter_config.json'), JSON.stringify({ peft_type: 'IA3' }))
+  t.throws(() => loadAdapter(loraDir), { code: 'ERR_MODEL', message: /peft_type/ })
+})
+
+t.test('the adapter file reads in torch exactly as written', { skip: torchUnavailable() }, async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  const loraA = Float32Array.from({ length: 2 * 3 }, () => r.normal())
+  const loraB = Float32Array.from({ length: 5 * 2 }, () => r.normal())
+  saveAdapter(dir, { type: 'lora', r: 2, alpha: 4, dropout: 0, targetModules: ['v_proj'], baseModel: 'x' },
+    [{ module: decoderModulePath(0, 'v_proj'), inFeatures: 3, outFeatures: 5, loraA, loraB }])
+  // An independent parser of the safetensors layout (struct + json), values through torch.frombuffer.
+  const py = `
+import json, struct, sys, torch
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+out = {}
+for k, v in header.items():
+    if k == '__metadata__':
+        continue
+    b, e = v['data_offsets']
+    t = torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), dtype=torch.float32).reshape(v['shape'])
+    out[k] = {'shape': list(t.shape), 'values': t.flatten().tolist()}
+print(json.dumps(out))
+`
+  const res = spawnSync('/usr/bin/python3', ['-c', py, path.join(dir, 'adapter_model.safetensors')], { encoding: 'utf8' })
+  t.equal(res.status, 0, res.stderr)
+  const got = JSON.parse(res.stdout)
+  const names = peftTensorNames('model.layers.0.self_attn.v_proj')
+  t.same(got[names.loraA].shape, [2, 3])
+  t.same(got[names.loraA].values, Array.from(loraA))
+  t.same(got[names.loraB].values, Array.from(loraB))
+})
+
+t.test('metrics.jsonl: appended records, torn last line, resume truncation', async (t) => {
+  const dir = tmpdir(t)
+  const file = path.join(dir, 'metrics.jsonl')
+  let w = new MetricsWriter(file)
+  for (let step = 1; step <= 5; step++) w.append({ step, rewardMean: step / 10, kl: step === 3 ? NaN : 0.01 })
+  w.close()
+  let read = readMetrics(file)
+  t.equal(read.records.length, 5)
+  t.equal(read.records[2].kl, null, 'non-finite numbers are written as null')
+  t.notOk(read.tornTail)
+  // A crash mid-write: a partial line at the end.
+  fs.appendFileSync(file, '{"step": 6, "rewardM')
+  read = readMetrics(file)
+  t.equal(read.records.length, 5, 'the torn line is ignored')
+  t.ok(read.tornTail)
+  w = new MetricsWriter(file)
+  w.append({ step: 6, rewardMean: 0.6 })
+  w.close()
+  read = readMetrics(file)
+  t.same(read.records.map((x) => x.step), [1, 2, 3, 4, 5, 6], 'the writer continues after cutting the torn line')
+  t.notOk(read.tornTail)
+  // Resuming from the checkpoint of step 4 drops the records of steps 5 and 6.
+  w = new MetricsWriter(file, { resumeFromStep: 4 })
+  w.append({ step: 5, rewardMean: 0.55 })
+  w.close()
+  t.same(readMetrics(file).records.map((x) => [x.step, x.rewardMean]), [[1, 0.1], [2, 0.2], [3, 0.3], [4, 0.4], [5, 0.55]])
+  fs.writeFileSync(file, '{"step":1}\nnot json\n{"step":2}\n')
+  t.throws(() => readMetrics(file), { code: 'ERR_DATA', message: /metrics\.jsonl:2: not a metrics record/ })
+  t.same(readMetrics(path.join(dir, 'none.jsonl')).records, [], 'missing file reads as empty')
+  t.throws(() => new MetricsWriter(path.join(dir, 'm2.jsonl')).append({ rewardMean: 1 }), { code: 'ERR_INVALID_ARG' })
+})
+
+t.test('report: self-contained HTML with a chart per recorded metric, written atomically', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  const records = Array.from({ length: 40 }, (_, i) => ({
+    step: i + 1, rewardMean: -1 + i / 20 + r.normal() * 0.05, rewardStd: 0.5, formatRate: Math.min(1, i / 30), esStar: i / 40,
+    kl: 0.001 * i, clipFraction: 0.05, clipFractionHigh: 0.02, entropy: 2 - i / 40, responseLength: 80 + i, lr: 1e-3,
+    phaseSeconds: { generation: 1 + r.next(), reward: 0.01, backward: 0.5, optimizer: 0.05 },
+    ...(i % 10 === 0 ? { eval: { formatRate: i / 40, esStar: i / 50, exactMatch: i / 80 } } : {})
+  }))
+  const file = path.join(dir, 'report.html')
+  fs.writeFileSync(file, 'old content')
+  writeReport(file, records, { title: 'run <1> & "x"', facts: { preset: 'tiny', runFolder: dir } })
+  const html = fs.readFileSync(file, 'utf8')
+  t.match(html, /^<!DOCTYPE html>/)
+  for (const id of ['reward', 'reward-std', 'format-rate', 'es-star', 'kl', 'clip-fraction', 'entropy', 'response-length', 'lr', 'held-out', 'phase-seconds']) {
+    t.match(html, new RegExp(`<svg[^>]*data-chart="${id}"`), `chart ${id}`)
+  }
+  t.notMatch(html, /data-chart="loss"/, 'no chart for a metric never recorded')
+  t.match(html, /<polygon[^>]*class="band"/, 'reward std band')
+  t.match(html, /data-series="generation"/, 'a series per phase')
+  t.match(html, /run &lt;1&gt; &amp; &quot;x&quot;/, 'title escaped')
+  t.notMatch(html, /<script|<link|src=|href=|url\(/i, 'no scripts or external assets')
+  t.same(fs.readdirSync(dir), ['report.html'], 'no temporary file left')
+  const polyline = /data-chart="kl".*?<polyline points="([^"]+)"/s.exec(html)[1].split(' ')
+  t.equal(polyline.length, 40, 'one point per step')
+  t.match(renderReport([]), /0 steps recorded/, 'an empty run renders')
+  t.throws(() => writeFileAtomic(path.join(dir, 'no', 'such', 'dir', 'x.html'), 'x'), { code: 'ENOENT' })
+  t.same(fs.readdirSync(dir), ['report.html'], 'a failed write leaves nothing behind')
+})
