@@ -3,4 +3,7 @@ import { doctor } from './doctor'
 import { reward } from './reward'
 
 /** Every `recode` subcommand, in the order `recode --help` lists them. */
-export const commands: Command[] = [doctor, reward]
+export const commands: Command[] = [
+  doctor,
+  reward,
+]
