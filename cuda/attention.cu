@@ -1,0 +1,631 @@
+// Fused causal attention: prefill forward (flash attention with online softmax), its backward (recomputing
+// the probabilities from the saved log-sum-exp), and decode over a KV cache (split along the context, with a
+// reduction kernel combining the splits). Never materialises a T x T matrix.
+//
+// Layouts (row-major, contiguous):
+//   q, o, dq, dout   [B, T, Hq, D]        k, v, dk, dv  [B, T, Hkv, D]       lse, D-vector  fp32 [B, Hq, T]
+//   k_cache, v_cache [B, Hkv, capacity, D]  (head-major: one head's context is one contiguous block)
+//   decode q, o      [B, Hq, D]
+// GQA: query head h reads kv head h / (Hq / Hkv) (as HF repeat_kv). Head dims 16, 32, 64 and 128 are compiled.
+// Scores are scale * q.k in fp32; softmax state (running max m, running sum l) in fp32; lse = m + log(l).
+//
+// Forward (one block per 64-query tile, batch and query head; 128 threads): Q tile in shared memory, K/V tiles
+// of 32 keys streamed through shared memory; S = Q K^T (each thread a 4x4 register block), online softmax by
+// row (2 threads a row), O = diag(alpha) O + P V with O in registers (each thread 4 rows x D/8 columns), one
+// division by l at the end. Causal blocks stop at their last query's tile.
+// Backward: pre-pass Dvec = rowsum(dO * O); then two kernels, both recomputing P = exp(S - lse):
+//   dK/dV: one block per 32-key tile and kv head; loops over the query heads of its group and the query tiles
+//          at or after it (causal): dV += P^T dO, dS = P * (dO V^T - Dvec), dK += scale * dS^T Q.
+//   dQ:    one block per 32-query tile and query head; loops over key tiles: dQ += scale * dS K.
+// Splitting dQ from dK/dV costs one more recomputation of S but needs no atomics, so the backward is
+// deterministic and dK/dV are summed over a group's query heads inside one block.
+//
+// These are SIMT kernels (fp32 FMA on CUDA cores, bf16 or fp32 storage). Tensor-core versions need
+// register-level mma fragments with a known element layout (FlashAttention-2 style), which the SIMT emulation
+// cannot run; see the report in the project history.
+#include "ops_util.cuh"
+
+#include <cmath>
+
+namespace {
+
+constexpr int kFwdBQ = 64, kFwdBK = 32, kFwdThreads = 128;
+constexpr int kBwdB = 32, kBwdThreads = 128;
+constexpr int kDecBK = 32, kDecThreads = 128, kDecMaxGroup = 16;
+constexpr float kNegInf = -INFINITY;
+
+__device__ __forceinline__ float attn_warp_max(float v, int width = 32) {
+  for (int o = width / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float attn_warp_sum(float v, int width = 32) {
+  for (int o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Copies rows [r0, r0+ROWS) of a [seq, heads, D] tensor's head `h` (batch base pointer) into smem[row*ld + d] as
+// fp32 times `mul`, zero-filling rows past `seq`. Consecutive threads read consecutive d (coalesced).
+template <int ROWS, int D, class T>
+__device__ __forceinline__ void load_rows(const T* base, int seq, int heads, int h, int r0, float* dst, int ld,
+                                          float mul) {
+  for (int idx = threadIdx.x; idx < ROWS * D; idx += blockDim.x) {
+    int r = idx / D, d = idx % D;
+    int t = r0 + r;
+    dst[r * ld + d] = t < seq ? to_float(base[((size_t)t * heads + h) * D + d]) * mul : 0.0f;
+  }
+}
+
+// ---- forward -------------------------------------------------------------------------------------------
+
+template <int D>
+constexpr size_t fwd_smem_floats() {
+  return (size_t)kFwdBQ * (D + 1) + kFwdBK * (D + 1) + kFwdBK * D + kFwdBQ * (kFwdBK + 1) + kFwdBQ;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kFwdThreads)
+    attention_forward_kernel(int seq, int Hq, int Hkv, const T* q, const T* k, const T* v, T* o, float* lse,
+                             float scale, int causal) {
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* Qs = smem;                        // [BQ][D+1], pre-scaled
+  float* Ks = Qs + kFwdBQ * (D + 1);       // [BK][D+1]
+  float* Vs = Ks + kFwdBK * (D + 1);       // [BK][D]
+  float* Ss = Vs + kFwdBK * D;             // [BQ][BK+1] scores, then probabilities
+  float* alpha_s = Ss + kFwdBQ * (kFwdBK + 1);  // [BQ] rescale factor of this step
+  int tid = threadIdx.x;
+  int q0 = blockIdx.x * kFwdBQ, h = blockIdx.y, b = blockIdx.z;
+  int hk = h / (Hq / Hkv);
+  const T* qb = q + (size_t)b * seq * Hq * D;
+  const T* kb = k + (size_t)b * seq * Hkv * D;
+  const T* vb = v + (size_t)b * seq * Hkv * D;
+  load_rows<kFwdBQ, D>(qb, seq, Hq, h, q0, Qs, D + 1, scale);
+
+  // S / P layout: thread (tr, tc) holds rows tr + 16 i and keys tc + 8 j. O layout: rows tr + 16 i, cols tc + 8 c.
+  int tr = tid / 8, tc = tid % 8;
+  constexpr int OC = D / 8;
+  float acc[4][OC];
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < OC; ++c) acc[i][c] = 0.0f;
+  // Softmax state of row sr = tid / 2 (both threads of the pair keep a copy).
+  int sr = tid / 2, shalf = tid % 2;
+  float m_row = kNegInf, l_row = 0.0f;
+
+  int kv_end = causal ? min(seq, q0 + kFwdBQ) : seq;
+  for (int k0 = 0; k0 < kv_end; k0 += kFwdBK) {
+    __syncthreads();  // previous tile fully consumed
+    load_rows<kFwdBK, D>(kb, seq, Hkv, hk, k0, Ks, D + 1, 1.0f);
+    load_rows<kFwdBK, D>(vb, seq, Hkv, hk, k0, Vs, D, 1.0f);
+    __syncthreads();
+    // S = Q K^T for this thread's 4x4 block.
+    float s[4][4] = {};
+    for (int d = 0; d < D; ++d) {
+      float qv[4], kv[4];
+      RECODE_UNROLL
+      for (int i = 0; i < 4; ++i) qv[i] = Qs[(tr + 16 * i) * (D + 1) + d];
+      RECODE_UNROLL
+      for (int j = 0; j < 4; ++j) kv[j] = Ks[(tc + 8 * j) * (D + 1) + d];
+      RECODE_UNROLL
+      for (int i = 0; i < 4; ++i)
+        RECODE_UNROLL
+        for (int j = 0; j < 4; ++j) s[i][j] += qv[i] * kv[j];
+    }
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        int qi = q0 + tr + 16 * i, kj = k0 + tc + 8 * j;
+        bool visible = kj < seq && (!causal || kj <= qi);
+        Ss[(tr + 16 * i) * (kFwdBK + 1) + tc + 8 * j] = visible ? s[i][j] : kNegInf;
+      }
+    __syncthreads();
+    // Online softmax over the row's 32 scores, 16 per thread of the pair.
+    {
+      float* row = Ss + sr * (kFwdBK + 1) + shalf * 16;
+      float mx = kNegInf;
+      for (int j = 0; j < 16; ++j) mx = fmaxf(mx, row[j]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      float m_new = fmaxf(m_row, mx);
+      float sum = 0.0f;
+      for (int j = 0; j < 16; ++j) {
+        float p = m_new == kNegInf ? 0.0f : expf(row[j] - m_new);
+        row[j] = p;
+        sum += p;
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      float alpha = m_row == kNegInf ? (m_new == kNegInf ? 1.0f : 0.0f) : expf(m_row - m_new);
+      l_row = l_row * alpha + sum;
+      m_row = m_new;
+      if (shalf == 0) alpha_s[sr] = alpha;
+    }
+    __syncthreads();
+    // O = diag(alpha) O + P V
+    float al[4];
+    for (int i = 0; i < 4; ++i) al[i] = alpha_s[tr + 16 * i];
+    for (int i = 0; i < 4; ++i)
+      for (int c = 0; c < OC; ++c) acc[i][c] *= al[i];
+    for (int j = 0; j < kFwdBK; ++j) {
+      float p[4];
+      RECODE_UNROLL
+      for (int i = 0; i < 4; ++i) p[i] = Ss[(tr + 16 * i) * (kFwdBK + 1) + j];
+      const float* vr = Vs + j * D + tc;
+      RECODE_UNROLL
+      for (int c = 0; c < OC; ++c) {
+        float vv = vr[8 * c];
+        RECODE_UNROLL
+        for (int i = 0; i < 4; ++i) acc[i][c] += p[i] * vv;
+      }
+    }
+  }
+  // Publish l per row (the pair's copies agree), divide once, write O and lse.
+  __syncthreads();
+  if (shalf == 0) {
+    alpha_s[sr] = l_row;
+    int qi = q0 + sr;
+    if (qi < seq) lse[((size_t)b * Hq + h) * seq + qi] = m_row + logf(l_row);
+  }
+  __syncthreads();
+  T* ob = o + (size_t)b * seq * Hq * D;
+  for (int i = 0; i < 4; ++i) {
+    int r = tr + 16 * i, qi = q0 + r;
+    if (qi >= seq) continue;
+    float inv = 1.0f / alpha_s[r];
+    for (int c = 0; c < OC; ++c) ob[((size_t)qi * Hq + h) * D + tc + 8 * c] = store_as<T>(acc[i][c] * inv);
+  }
+}
+
+// ---- backward ------------------------------------------------------------------------------------------
+
+// Dvec[b, h, t] = sum_d dO[b, t, h, d] * O[b, t, h, d]; one warp per row.
+template <class T>
+__global__ void attention_backward_dot_kernel(int B, int seq, int Hq, int D, const T* o, const T* dout, float* dvec) {
+  size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // (b * seq + t) * Hq + h
+  int lane = threadIdx.x % 32;
+  if (row >= (size_t)B * seq * Hq) return;
+  float s = 0.0f;
+  for (int d = lane; d < D; d += 32) s += to_float(o[row * D + d]) * to_float(dout[row * D + d]);
+  s = attn_warp_sum(s);
+  if (lane == 0) {
+    int h = (int)(row % Hq);
+    size_t bt = row / Hq;
+    int t = (int)(bt % seq), b = (int)(bt / seq);
+    dvec[((size_t)b * Hq + h) * seq + t] = s;
+  }
+}
+
+template <int D>
+constexpr size_t bwd_smem_floats() {
+  return (size_t)4 * kBwdB * (D + 1) + 2 * kBwdB * (kBwdB + 1) + 2 * kBwdB;
+}
+
+// Computes, for query rows [q0, q0+32) and keys [k0, k0+32): P (into Ps, when non-null) and
+// dS = P * (dO V^T - Dvec) (into dSs). Thread layout: query row tid / 4, keys tid % 4 + 4 e.
+template <int D>
+__device__ __forceinline__ void attention_backward_probs(int seq, int q0, int k0, int causal, float scale,
+                                                         const float* Qs, const float* Ks, const float* Vs,
+                                                         const float* dOs, const float* lse_s, const float* dvec_s,
+                                                         float* Ps, float* dSs) {
+  int tid = threadIdx.x;
+  int r = tid / 4, j0 = tid % 4;
+  int qi = q0 + r;
+  for (int e = 0; e < kBwdB / 4; ++e) {
+    int j = j0 + 4 * e, kj = k0 + j;
+    bool visible = qi < seq && kj < seq && (!causal || kj <= qi);
+    float p = 0.0f, ds = 0.0f;
+    if (visible) {
+      float s = 0.0f, dp = 0.0f;
+      for (int d = 0; d < D; ++d) {
+        s += Qs[r * (D + 1) + d] * Ks[j * (D + 1) + d];
+        dp += dOs[r * (D + 1) + d] * Vs[j * (D + 1) + d];
+      }
+      p = expf(s * scale - lse_s[r]);
+      ds = p * (dp - dvec_s[r]);
+    }
+    if (Ps) Ps[r * (kBwdB + 1) + j] = p;
+    dSs[r * (kBwdB + 1) + j] = ds;
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kBwdThreads)
+    attention_backward_dkdv_kernel(int seq, int Hq, int Hkv, const T* q, const T* k, const T* v, const float* lse,
+                                   const float* dvec, const T* dout, T* dk, T* dv, float scale, int causal) {
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* Ks = smem;                  // [32][D+1]
+  float* Vs = Ks + kBwdB * (D + 1);  // [32][D+1]
+  float* Qs = Vs + kBwdB * (D + 1);  // [32][D+1]
+  float* dOs = Qs + kBwdB * (D + 1);  // [32][D+1]
+  float* Ps = dOs + kBwdB * (D + 1);  // [32 q][33]
+  float* dSs = Ps + kBwdB * (kBwdB + 1);
+  float* lse_s = dSs + kBwdB * (kBwdB + 1);
+  float* dvec_s = lse_s + kBwdB;
+  int tid = threadIdx.x;
+  int k0 = blockIdx.x * kBwdB, hk = blockIdx.y, b = blockIdx.z;
+  int group = Hq / Hkv;
+  load_rows<kBwdB, D>(k + (size_t)b * seq * Hkv * D, seq, Hkv, hk, k0, Ks, D + 1, 1.0f);
+  load_rows<kBwdB, D>(v + (size_t)b * seq * Hkv * D, seq, Hkv, hk, k0, Vs, D + 1, 1.0f);
+  // Accumulators: keys tk + 8 i, columns tc + 16 c.
+  int tk = tid / 16, tc = tid % 16;
+  constexpr int AC = D / 16 > 0 ? D / 16 : 1;
+  float dk_acc[4][AC], dv_acc[4][AC];
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < AC; ++c) dk_acc[i][c] = dv_acc[i][c] = 0.0f;
+  int q_start = causal ? (k0 / kBwdB) * kBwdB : 0;
+  for (int g = 0; g < group; ++g) {
+    int h = hk * group + g;
+    const T* qb = q + (size_t)b * seq * Hq * D;
+    const T* dob = dout + (size_t)b * seq * Hq * D;
+    for (int q0 = q_start; q0 < seq; q0 += kBwdB) {
+      __syncthreads();
+      load_rows<kBwdB, D>(qb, seq, Hq, h, q0, Qs, D + 1, 1.0f);
+      load_rows<kBwdB, D>(dob, seq, Hq, h, q0, dOs, D + 1, 1.0f);
+      if (tid < kBwdB) {
+        int qi = q0 + tid;
+        lse_s[tid] = qi < seq ? lse[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+        dvec_s[tid] = qi < seq ? dvec[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+      }
+      __syncthreads();
+      attention_backward_probs<D>(seq, q0, k0, causal, scale, Qs, Ks, Vs, dOs, lse_s, dvec_s, Ps, dSs);
+      __syncthreads();
+      for (int r = 0; r < kBwdB; ++r) {
+        float p[4], ds[4];
+        for (int i = 0; i < 4; ++i) {
+          p[i] = Ps[r * (kBwdB + 1) + tk + 8 * i];
+          ds[i] = dSs[r * (kBwdB + 1) + tk + 8 * i];
+        }
+        for (int c = 0; c < AC; ++c) {
+          int col = tc + 16 * c;
+          if (col >= D) break;
+          float dov = dOs[r * (D + 1) + col], qv = Qs[r * (D + 1) + col];
+          RECODE_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            dv_acc[i][c] += p[i] * dov;
+            dk_acc[i][c] += ds[i] * qv;
+          }
+        }
+      }
+    }
+  }
+  T* dkb = dk + (size_t)b * seq * Hkv * D;
+  T* dvb = dv + (size_t)b * seq * Hkv * D;
+  for (int i = 0; i < 4; ++i) {
+    int kj = k0 + tk + 8 * i;
+    if (kj >= seq) continue;
+    for (int c = 0; c < AC; ++c) {
+      int col = tc + 16 * c;
+      if (col >= D) break;
+      size_t idx = ((size_t)kj * Hkv + hk) * D + col;
+      dkb[idx] = store_as<T>(dk_acc[i][c] * scale);
+      dvb[idx] = store_as<T>(dv_acc[i][c]);
+    }
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kBwdThreads)
+    attention_backward_dq_kernel(int seq, int Hq, int Hkv, const T* q, const T* k, const T* v, const float* lse,
+                                 const float* dvec, const T* dout, T* dq, float scale, int causal) {
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* Ks = smem;
+  float* Vs = Ks + kBwdB * (D + 1);
+  float* Qs = Vs + kBwdB * (D + 1);
+  float* dOs = Qs + kBwdB * (D + 1);
+  float* dSs = dOs + kBwdB * (D + 1) + kBwdB * (kBwdB + 1);  // same offsets as the dK/dV kernel
+  float* lse_s = dSs + kBwdB * (kBwdB + 1);
+  float* dvec_s = lse_s + kBwdB;
+  int tid = threadIdx.x;
+  int q0 = blockIdx.x * kBwdB, h = blockIdx.y, b = blockIdx.z;
+  int hk = h / (Hq / Hkv);
+  load_rows<kBwdB, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, D + 1, 1.0f);
+  load_rows<kBwdB, D>(dout + (size_t)b * seq * Hq * D, seq, Hq, h, q0, dOs, D + 1, 1.0f);
+  if (tid < kBwdB) {
+    int qi = q0 + tid;
+    lse_s[tid] = qi < seq ? lse[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+    dvec_s[tid] = qi < seq ? dvec[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+  }
+  int tq = tid / 16, tc = tid % 16;  // rows tq + 8 i, columns tc + 16 c
+  constexpr int AC = D / 16 > 0 ? D / 16 : 1;
+  float acc[4][AC];
+  for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < AC; ++c) acc[i][c] = 0.0f;
+  const T* kb = k + (size_t)b * seq * Hkv * D;
+  const T* vb = v + (size_t)b * seq * Hkv * D;
+  int kv_end = causal ? min(seq, q0 + kBwdB) : seq;
+  for (int k0 = 0; k0 < kv_end; k0 += kBwdB) {
+    __syncthreads();
+    load_rows<kBwdB, D>(kb, seq, Hkv, hk, k0, Ks, D + 1, 1.0f);
+    load_rows<kBwdB, D>(vb, seq, Hkv, hk, k0, Vs, D + 1, 1.0f);
+    __syncthreads();
+    attention_backward_probs<D>(seq, q0, k0, causal, scale, Qs, Ks, Vs, dOs, lse_s, dvec_s, nullptr, dSs);
+    __syncthreads();
+    for (int j = 0; j < kBwdB; ++j) {
+      float ds[4];
+      for (int i = 0; i < 4; ++i) ds[i] = dSs[(tq + 8 * i) * (kBwdB + 1) + j];
+      for (int c = 0; c < AC; ++c) {
+        int col = tc + 16 * c;
+        if (col >= D) break;
+        float kv = Ks[j * (D + 1) + col];
+        RECODE_UNROLL
+        for (int i = 0; i < 4; ++i) acc[i][c] += ds[i] * kv;
+      }
+    }
+  }
+  T* dqb = dq + (size_t)b * seq * Hq * D;
+  for (int i = 0; i < 4; ++i) {
+    int qi = q0 + tq + 8 * i;
+    if (qi >= seq) continue;
+    for (int c = 0; c < AC; ++c) {
+      int col = tc + 16 * c;
+      if (col >= D) break;
+      dqb[((size_t)qi * Hq + h) * D + col] = store_as<T>(acc[i][c] * scale);
+    }
+  }
+}
+
+// ---- KV cache and decode ---------------------------------------------------------------------------------
+
+template <class T>
+__global__ void kv_cache_write_kernel(int B, int seq, int Hkv, int D, int capacity, const T* k, const T* v,
+                                      const int* start, T* k_cache, T* v_cache) {
+  size_t total = (size_t)B * seq * Hkv * D;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    int d = (int)(idx % D);
+    size_t r = idx / D;  // (b * seq + t) * Hkv + h
+    int h = (int)(r % Hkv);
+    size_t bt = r / Hkv;
+    int t = (int)(bt % seq), b = (int)(bt / seq);
+    int pos = start[b] + t;
+    if (pos < 0 || pos >= capacity) continue;  // callers keep positions inside the cache
+    size_t dst = (((size_t)b * Hkv + h) * capacity + pos) * D + d;
+    k_cache[dst] = k[idx];
+    v_cache[dst] = v[idx];
+  }
+}
+
+template <int D>
+constexpr size_t decode_smem_floats() {
+  return (size_t)kDecMaxGroup * D + kDecBK * (D + 1) + kDecBK * D + (kDecThreads / 32) * kDecBK;
+}
+
+// One block per (split, kv head, sequence): its 4 warps share each K/V tile; warp w serves the group's query
+// heads w, w + 4, ...; lanes own keys for the scores and columns lane + 32 c for the output.
+template <class T, int D>
+__global__ void __launch_bounds__(kDecThreads)
+    attention_decode_kernel(int Hq, int Hkv, int capacity, const T* q, const T* k_cache, const T* v_cache,
+                            const int* context_lens, T* o, float scale, int num_splits, float* partial) {
+  SIMT_DYNAMIC_SHARED(float, smem);
+  float* qs = smem;                          // [group][D], pre-scaled
+  float* Ks = qs + kDecMaxGroup * D;         // [BK][D+1]
+  float* Vs = Ks + kDecBK * (D + 1);         // [BK][D]
+  float* ps = Vs + kDecBK * D;               // [warps][BK]
+  int split = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  int group = Hq / Hkv;
+  int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  int ctx = min(max(context_lens[b], 0), capacity);
+  int chunk = (ctx + num_splits - 1) / num_splits;
+  chunk = (chunk + kDecBK - 1) / kDecBK * kDecBK;
+  int c_begin = split * chunk, c_end = min(ctx, c_begin + chunk);
+  for (int idx = tid; idx < group * D; idx += blockDim.x)
+    qs[idx] = to_float(q[((size_t)b * Hq + hk * group) * D + idx]) * scale;
+  constexpr int GW = kDecMaxGroup / (kDecThreads / 32);  // query heads per warp at most
+  constexpr int OC = (D + 31) / 32;
+  float m[GW], l[GW], acc[GW][OC];
+  for (int gi = 0; gi < GW; ++gi) {
+    m[gi] = kNegInf;
+    l[gi] = 0.0f;
+    for (int c = 0; c < OC; ++c) acc[gi][c] = 0.0f;
+  }
+  const T* kbase = k_cache + ((size_t)b * Hkv + hk) * capacity * D;
+  const T* vbase = v_cache + ((size_t)b * Hkv + hk) * capacity * D;
+  for (int k0 = c_begin; k0 < c_end; k0 += kDecBK) {
+    __syncthreads();
+    for (int idx = tid; idx < kDecBK * D; idx += blockDim.x) {
+      int j = idx / D, d = idx % D;
+      bool in = k0 + j < c_end;
+      Ks[j * (D + 1) + d] = in ? to_float(kbase[(size_t)(k0 + j) * D + d]) : 0.0f;
+      Vs[j * D + d] = in ? to_float(vbase[(size_t)(k0 + j) * D + d]) : 0.0f;
+    }
+    __syncthreads();
+    for (int gi = 0; gi < GW; ++gi) {
+      int g = warp + gi * (kDecThreads / 32);
+      if (g >= group) break;  // uniform across the warp
+      float s = kNegInf;
+      if (k0 + lane < c_end) {
+        s = 0.0f;
+        for (int d = 0; d < D; ++d) s += qs[g * D + d] * Ks[lane * (D + 1) + d];
+      }
+      float m_new = fmaxf(m[gi], attn_warp_max(s));  // at least one key of the tile is valid
+      float p = s == kNegInf ? 0.0f : expf(s - m_new);
+      float alpha = m[gi] == kNegInf ? 0.0f : expf(m[gi] - m_new);
+      l[gi] = l[gi] * alpha + attn_warp_sum(p);
+      m[gi] = m_new;
+      ps[warp * kDecBK + lane] = p;
+      __syncwarp();
+      for (int c = 0; c < OC; ++c) {
+        int col = lane + 32 * c;
+        float a = acc[gi][c] * alpha;
+        if (col < D)
+          for (int j = 0; j < kDecBK; ++j) a += ps[warp * kDecBK + j] * Vs[j * D + col];
+        acc[gi][c] = a;
+      }
+      __syncwarp();
+    }
+  }
+  for (int gi = 0; gi < GW; ++gi) {
+    int g = warp + gi * (kDecThreads / 32);
+    if (g >= group) break;
+    int h = hk * group + g;
+    float inv = l[gi] > 0.0f ? 1.0f / l[gi] : 0.0f;
+    if (num_splits == 1) {
+      for (int c = 0; c < OC; ++c) {
+        int col = lane + 32 * c;
+        if (col < D) o[((size_t)b * Hq + h) * D + col] = store_as<T>(acc[gi][c] * inv);
+      }
+    } else {
+      float* part = partial + (((size_t)b * Hq + h) * num_splits + split) * (D + 2);
+      for (int c = 0; c < OC; ++c) {
+        int col = lane + 32 * c;
+        if (col < D) part[col] = acc[gi][c] * inv;
+      }
+      if (lane == 0) {
+        part[D] = l[gi] > 0.0f ? m[gi] + logf(l[gi]) : kNegInf;  // this split's log-sum-exp
+        part[D + 1] = 0.0f;
+      }
+    }
+  }
+}
+
+// Combines the splits of one (sequence, query head): o = sum_s exp(lse_s - M) o_s / sum_s exp(lse_s - M).
+template <class T>
+__global__ void attention_decode_combine_kernel(int Hq, int D, int num_splits, const float* partial, T* o) {
+  int h = blockIdx.x, b = blockIdx.y;
+  const float* parts = partial + ((size_t)b * Hq + h) * num_splits * (D + 2);
+  float M = kNegInf;
+  for (int s = 0; s < num_splits; ++s) M = fmaxf(M, parts[s * (D + 2) + D]);
+  for (int col = threadIdx.x; col < D; col += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < num_splits; ++s) {
+      float l = parts[s * (D + 2) + D];
+      if (l == kNegInf) continue;
+      float w = expf(l - M);
+      num += w * parts[s * (D + 2) + col];
+      den += w;
+    }
+    o[((size_t)b * Hq + h) * D + col] = store_as<T>(den > 0.0f ? num / den : 0.0f);
+  }
+}
+
+// Raises the dynamic shared memory limit of a kernel above the 48 KiB default (GPU only).
+template <class K>
+cudaError_t allow_smem(K kernel, size_t bytes) {
+#if defined(__CUDACC__)
+  if (bytes > 48 * 1024) return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+#endif
+  (void)kernel;
+  (void)bytes;
+  return cudaSuccess;
+}
+
+}  // namespace
+
+// Binds HD to the compile-time head dimension.
+#define RECODE_DISPATCH_HEAD_DIM(D, ...)            \
+  do {                                              \
+    switch (D) {                                    \
+      case 16: { constexpr int HD = 16; __VA_ARGS__; } break;   \
+      case 32: { constexpr int HD = 32; __VA_ARGS__; } break;   \
+      case 64: { constexpr int HD = 64; __VA_ARGS__; } break;   \
+      default: { constexpr int HD = 128; __VA_ARGS__; } break;  \
+    }                                               \
+  } while (0)
+
+#define ATTN_CHECK_SHAPES(op)                                                                                    \
+  RECODE_REQUIRE_DTYPE(dtype, op);                                                                               \
+  RECODE_REQUIRE(D == 16 || D == 32 || D == 64 || D == 128, op, "head dim D must be 16, 32, 64 or 128, got %d", D); \
+  RECODE_REQUIRE(Hq > 0 && Hkv > 0 && Hq % Hkv == 0, op, "Hq (%d) must be a positive multiple of Hkv (%d)", Hq, Hkv)
+
+RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
+                              void* o, float* lse, float scale, int causal, int dtype, void* stream, char* err,
+                              size_t err_len) {
+  RECODE_API_TRY
+  ATTN_CHECK_SHAPES("attention_forward");
+  RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_forward", "bad sizes B=%d T=%d Hq=%d", B,
+                 seq, Hq);
+  if (B == 0 || seq == 0) return 0;
+  RECODE_REQUIRE(q && k && v && o && lse, "attention_forward", "NULL pointer");
+  dim3 grid(ceil_div((unsigned)seq, kFwdBQ), Hq, B);
+  RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
+    auto kernel = attention_forward_kernel<T, HD>;
+    size_t bytes = fwd_smem_floats<HD>() * sizeof(float);
+    RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
+    SIMT_LAUNCH(kernel, grid, dim3(kFwdThreads), bytes, RECODE_STREAM(stream), seq, Hq, Hkv, (const T*)q, (const T*)k,
+                (const T*)v, (T*)o, lse, scale, causal);
+  }));
+  RECODE_LAUNCH_CHECK();
+  return 0;
+  RECODE_API_CATCH
+}
+
+RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
+                               const void* o, const float* lse, const void* dout, void* dq, void* dk, void* dv,
+                               float* scratch, float scale, int causal, int dtype, void* stream, char* err,
+                               size_t err_len) {
+  RECODE_API_TRY
+  ATTN_CHECK_SHAPES("attention_backward");
+  RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_backward", "bad sizes B=%d T=%d Hq=%d",
+                 B, seq, Hq);
+  if (B == 0 || seq == 0) return 0;
+  RECODE_REQUIRE(q && k && v && o && lse && dout && dq && dk && dv && scratch, "attention_backward", "NULL pointer");
+  cudaStream_t s = RECODE_STREAM(stream);
+  RECODE_UNUSED(s);
+  size_t rows = (size_t)B * seq * Hq;
+  RECODE_DISPATCH_DTYPE(dtype, {
+    SIMT_LAUNCH(attention_backward_dot_kernel<T>, dim3(grid_for(rows, 8, 1u << 30)), dim3(256), 0, s, B, seq, Hq, D,
+                (const T*)o, (const T*)dout, scratch);
+  });
+  RECODE_LAUNCH_CHECK();
+  size_t bytes = 0;
+  RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
+    auto dkdv = attention_backward_dkdv_kernel<T, HD>;
+    auto dqk = attention_backward_dq_kernel<T, HD>;
+    bytes = bwd_smem_floats<HD>() * sizeof(float);
+    RECODE_CUDA_CHECK(allow_smem(dkdv, bytes));
+    RECODE_CUDA_CHECK(allow_smem(dqk, bytes));
+    SIMT_LAUNCH(dkdv, dim3(ceil_div((unsigned)seq, kBwdB), Hkv, B), dim3(kBwdThreads), bytes, s, seq, Hq, Hkv,
+                (const T*)q, (const T*)k, (const T*)v, lse, scratch, (const T*)dout, (T*)dk, (T*)dv, scale, causal);
+    RECODE_LAUNCH_CHECK();
+    SIMT_LAUNCH(dqk, dim3(ceil_div((unsigned)seq, kBwdB), Hq, B), dim3(kBwdThreads), bytes, s, seq, Hq, Hkv,
+                (const T*)q, (const T*)k, (const T*)v, lse, scratch, (const T*)dout, (T*)dq, scale, causal);
+    RECODE_LAUNCH_CHECK();
+  }));
+  return 0;
+  RECODE_API_CATCH
+}
+
+RECODE_API(kv_cache_write)(int B, int seq, int Hkv, int D, int capacity, const void* k, const void* v,
+                           const int* start, void* k_cache, void* v_cache, int dtype, void* stream, char* err,
+                           size_t err_len) {
+  RECODE_API_TRY
+  RECODE_REQUIRE_DTYPE(dtype, "kv_cache_write");
+  RECODE_REQUIRE(B >= 0 && seq >= 0 && Hkv > 0 && D > 0 && capacity > 0, "kv_cache_write",
+                 "bad sizes B=%d T=%d Hkv=%d D=%d capacity=%d", B, seq, Hkv, D, capacity);
+  if (B == 0 || seq == 0) return 0;
+  RECODE_REQUIRE(k && v && start && k_cache && v_cache, "kv_cache_write", "NULL pointer");
+  size_t total = (size_t)B * seq * Hkv * D;
+  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(kv_cache_write_kernel<T>, dim3(grid_for(total, 256, 8192)), dim3(256), 0,
+                                           RECODE_STREAM(stream), B, seq, Hkv, D, capacity, (const T*)k, (const T*)v,
+                                           start, (T*)k_cache, (T*)v_cache));
+  RECODE_LAUNCH_CHECK();
+  return 0;
+  RECODE_API_CATCH
+}
+
+RECODE_API(attention_decode)(int B, int Hq, int Hkv, int D, int capacity, const void* q, const void* k_cache,
+                             const void* v_cache, const int* context_lens, void* o, float scale, int num_splits,
+                             float* scratch, int dtype, void* stream, char* err, size_t err_len) {
+  RECODE_API_TRY
+  ATTN_CHECK_SHAPES("attention_decode");
+  RECODE_REQUIRE(Hq / Hkv <= kDecMaxGroup, "attention_decode", "at most %d query heads per kv head, got %d",
+                 kDecMaxGroup, Hq / Hkv);
+  RECODE_REQUIRE(B >= 0 && B <= 65535 && Hkv <= 65535 && capacity > 0, "attention_decode",
+                 "bad sizes B=%d Hkv=%d capacity=%d", B, Hkv, capacity);
+  RECODE_REQUIRE(num_splits >= 1 && num_splits <= 1024, "attention_decode", "num_splits must be in 1..1024, got %d",
+                 num_splits);
+  if (B == 0) return 0;
+  RECODE_REQUIRE(q && k_cache && v_cache && context_lens && o && (num_splits == 1 || scratch), "attention_decode",
+                 "NULL pointer");
+  cudaStream_t s = RECODE_STREAM(stream);
+  RECODE_UNUSED(s);
+  RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
+    auto kernel = attention_decode_kernel<T, HD>;
+    size_t bytes = decode_smem_floats<HD>() * sizeof(float);
+    RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
+    SIMT_LAUNCH(kernel, dim3(num_splits, Hkv, B), dim3(kDecThreads), bytes, s, Hq, Hkv, capacity, (const T*)q,
+                (const T*)k_cache, (const T*)v_cache, context_lens, (T*)o, scale, num_splits, scratch);
+    RECODE_LAUNCH_CHECK();
+    if (num_splits > 1) {
+      SIMT_LAUNCH(attention_decode_combine_kernel<T>, dim3(Hq, B), dim3(HD < 128 ? HD : 128), 0, s, Hq, HD, num_splits,
+                  scratch, (T*)o);
+      RECODE_LAUNCH_CHECK();
+    }
+  }));
+  return 0;
+  RECODE_API_CATCH
+}

@@ -1,0 +1,247 @@
+// GEMM for the transformer's linear layers, forward and the two backward products:
+//   forward          C[M,N]  (+)= A[M,K] . B[N,K]^T (+ bias[N])      (B is a weight stored [out, in], as in HF)
+//   backward_input   dA[M,K] (+)= dC[M,N] . B[N,K]
+//   backward_weight  dB[N,K] (+)= dC[M,N]^T . A[M,K],  dbias[N] += column sums of dC
+// All three are one kernel computing Out[r, c] = sum_k X(r, k) * Y(c, k) over operands given by strides, so
+// the transposed variants cost no copies. Tiles are staged in shared memory; the loader walks whichever
+// operand dimension is contiguous in memory, so global loads stay coalesced for every variant.
+//
+// Two kernels:
+//   - fp32 inputs: SIMT kernel, 64x64 block tile, BK = 16, 256 threads each owning a 4x4 register block
+//     (fp32 FMA).
+//   - bf16 inputs: tensor cores through nvcuda::wmma (16x16x16 bf16 -> fp32), block tile BM x 128 (BM = 128,
+//     or 64 for short M), BK = 32, warps of 32x64 (2x4 fragments). Emulated by src/simt/simt_wmma.h, which
+//     keeps to the element-order-agnostic subset of wmma (fragments are only loaded, multiplied, stored).
+// Both accumulate in fp32 and write fp32 or bf16 (rounded once), optionally adding into the output.
+#include "ops_util.cuh"
+
+#if defined(__CUDACC__)
+#include <mma.h>
+#else
+#include "simt/simt_wmma.h"
+#endif
+
+namespace {
+
+// Strided view of an operand: element (r, k) at p[r * sr + k * sk].
+template <class T>
+struct Operand {
+  const T* p;
+  long long sr, sk;
+};
+
+// Loads rows [r0, r0+ROWS) x k [k0, k0+BK) of `x` into smem tile[row * ld + k] (zero outside the matrix), with
+// consecutive threads on consecutive addresses of whichever dimension is contiguous.
+template <int ROWS, int BK, class T, class S>
+__device__ __forceinline__ void load_tile(const Operand<T>& x, int rows, int K, int r0, int k0, S* tile, int ld,
+                                          int tid, int nthreads) {
+  bool k_contiguous = x.sk == 1;
+  for (int idx = tid; idx < ROWS * BK; idx += nthreads) {
+    int r, k;
+    if (k_contiguous) { r = idx / BK; k = idx % BK; }
+    else { k = idx / ROWS; r = idx % ROWS; }
+    int gr = r0 + r, gk = k0 + k;
+    float v = (gr < rows && gk < K) ? to_float(x.p[gr * x.sr + gk * x.sk]) : 0.0f;
+    tile[r * ld + k] = store_as<S>(v);
+  }
+}
+
+// Final value of one output element: acc (+ bias) (+ previous value), rounded to the output type.
+template <class TO>
+__device__ __forceinline__ void write_out(TO* out, long long idx, float acc, const float* bias, int c, int accumulate) {
+  if (bias) acc += bias[c];
+  if (accumulate) acc += to_float(out[idx]);
+  out[idx] = store_as<TO>(acc);
+}
+
+// ---- SIMT kernel (fp32 inputs) ----------------------------------------------------------------------------
+constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 16, kSimtThreads = 256;
+
+template <class TI, class TO>
+__global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(int R, int C, int K, Operand<TI> X, Operand<TI> Y,
+                                                                 TO* out, const float* bias, int accumulate) {
+  // Tiles stored [row][k] with padding; each thread reads a column of 4 rows per k.
+  __shared__ float Xs[kSimtBM][kSimtBK + 1];
+  __shared__ float Ys[kSimtBN][kSimtBK + 1];
+  int tid = threadIdx.x;
+  int tx = tid % 16, ty = tid / 16;  // thread's outputs: rows ty + 16 i, cols tx + 16 j
+  int r0 = blockIdx.y * kSimtBM, c0 = blockIdx.x * kSimtBN;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < K; k0 += kSimtBK) {
+    load_tile<kSimtBM, kSimtBK>(X, R, K, r0, k0, &Xs[0][0], kSimtBK + 1, tid, kSimtThreads);
+    load_tile<kSimtBN, kSimtBK>(Y, C, K, c0, k0, &Ys[0][0], kSimtBK + 1, tid, kSimtThreads);
+    __syncthreads();
+RECODE_UNROLL
+    for (int k = 0; k < kSimtBK; ++k) {
+      float xv[4], yv[4];
+RECODE_UNROLL
+      for (int i = 0; i < 4; ++i) xv[i] = Xs[ty + 16 * i][k];
+RECODE_UNROLL
+      for (int j = 0; j < 4; ++j) yv[j] = Ys[tx + 16 * j][k];
+RECODE_UNROLL
+      for (int i = 0; i < 4; ++i)
+RECODE_UNROLL
+        for (int j = 0; j < 4; ++j) acc[i][j] += xv[i] * yv[j];
+    }
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) {
+    int r = r0 + ty + 16 * i;
+    if (r >= R) continue;
+    for (int j = 0; j < 4; ++j) {
+      int c = c0 + tx + 16 * j;
+      if (c < C) write_out(out, (long long)r * C + c, acc[i][j], bias, c, accumulate);
+    }
+  }
+}
+
+// ---- tensor-core kernel (bf16 inputs) ---------------------------------------------------------------------
+constexpr int kWmmaBN = 128, kWmmaBK = 32, kWmmaLd = kWmmaBK + 8;  // ld multiple of 8 bf16 (16 bytes)
+
+template <int BM, class TO>
+__global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, Operand<bf16> X, Operand<bf16> Y,
+                                                           TO* out, const float* bias, int accumulate) {
+  using namespace nvcuda;
+  constexpr int kThreads = BM * 2;  // (BM/32) x 2 warps, each a 32x64 output tile
+  __shared__ __align__(32) bf16 Xs[BM * kWmmaLd];
+  __shared__ __align__(32) bf16 Ys[kWmmaBN * kWmmaLd];
+  __shared__ __align__(32) float stage[kThreads / 32][16 * 20];  // per-warp epilogue staging, ld 20
+  int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  int wr = (warp / 2) * 32, wc = (warp % 2) * 64;  // warp's tile origin inside the block tile
+  int r0 = blockIdx.y * BM, c0 = blockIdx.x * kWmmaBN;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
+    load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+    load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+    __syncthreads();
+    for (int kk = 0; kk < kWmmaBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b[4];
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Xs + (wr + 16 * i) * kWmmaLd + kk, kWmmaLd);
+      // Ys holds Y[c][k]: as the K x N operand that is column-major with leading dimension kWmmaLd.
+      for (int j = 0; j < 4; ++j) wmma::load_matrix_sync(b[j], Ys + (wc + 16 * j) * kWmmaLd + kk, kWmmaLd);
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+  // Epilogue: each fragment goes through the warp's staging tile, then lanes write rows of 16 outputs.
+  float* st = stage[warp];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 4; ++j) {
+      wmma::store_matrix_sync(st, acc[i][j], 20, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        int rr = e / 16, cc = e % 16;
+        int r = r0 + wr + 16 * i + rr, c = c0 + wc + 16 * j + cc;
+        if (r < R && c < C) write_out(out, (long long)r * C + c, st[rr * 20 + cc], bias, c, accumulate);
+      }
+      __syncwarp();
+    }
+}
+
+// dbias[c] += sum over rows of dC[r, c]; one thread per column walking the rows in order (deterministic).
+template <class TI>
+__global__ void column_sum_kernel(int M, int N, const TI* dC, float* dbias) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= N) return;
+  float s = 0.0f;
+  for (int r = 0; r < M; ++r) s += to_float(dC[(long long)r * N + c]);
+  dbias[c] += s;
+}
+
+// Out[R, C] (+)= X(R, K) . Y(C, K)^T (+ bias), dispatching on dtypes.
+int gemm_launch(const char* op, int R, int C, int K, const void* x, long long xsr, long long xsk, const void* y,
+                long long ysr, long long ysk, void* out, const float* bias, int in_dtype, int out_dtype, int accumulate,
+                cudaStream_t stream, char* err, size_t err_len) {
+  RECODE_REQUIRE_DTYPE(in_dtype, op);
+  RECODE_REQUIRE_DTYPE(out_dtype, op);
+  if (in_dtype == RECODE_F32) {
+    dim3 grid(ceil_div((unsigned)C, kSimtBN), ceil_div((unsigned)R, kSimtBM));
+    RECODE_REQUIRE(grid.y <= 65535, op, "too many rows (%d)", R);
+    Operand<float> X{(const float*)x, xsr, xsk}, Y{(const float*)y, ysr, ysk};
+    if (out_dtype == RECODE_F32) {
+      auto kernel = gemm_simt_kernel<float, float>;
+      SIMT_LAUNCH(kernel, grid, dim3(kSimtThreads), 0, stream, R, C, K, X, Y, (float*)out, bias, accumulate);
+    } else {
+      auto kernel = gemm_simt_kernel<float, bf16>;
+      SIMT_LAUNCH(kernel, grid, dim3(kSimtThreads), 0, stream, R, C, K, X, Y, (bf16*)out, bias, accumulate);
+    }
+  } else {
+    Operand<bf16> X{(const bf16*)x, xsr, xsk}, Y{(const bf16*)y, ysr, ysk};
+    bool small = R <= 64;  // short M (decode, small batches): half-height tiles waste less work
+    unsigned bm = small ? 64u : 128u;
+    dim3 grid(ceil_div((unsigned)C, kWmmaBN), ceil_div((unsigned)R, bm));
+    RECODE_REQUIRE(grid.y <= 65535, op, "too many rows (%d)", R);
+    if (out_dtype == RECODE_F32) {
+      auto kernel = small ? gemm_wmma_kernel<64, float> : gemm_wmma_kernel<128, float>;
+      SIMT_LAUNCH(kernel, grid, dim3(bm * 2), 0, stream, R, C, K, X, Y, (float*)out, bias, accumulate);
+    } else {
+      auto kernel = small ? gemm_wmma_kernel<64, bf16> : gemm_wmma_kernel<128, bf16>;
+      SIMT_LAUNCH(kernel, grid, dim3(bm * 2), 0, stream, R, C, K, X, Y, (bf16*)out, bias, accumulate);
+    }
+  }
+  RECODE_LAUNCH_CHECK();
+  return 0;
+}
+
+}  // namespace
+
+#define GEMM_CHECK_SIZES(op)                                                                                  \
+  RECODE_REQUIRE(M >= 0 && N >= 0 && K >= 0, op, "sizes must be >= 0 (M=%d N=%d K=%d)", M, N, K);            \
+  RECODE_REQUIRE((long long)M * N * K == 0 || (A_ && B_ && OUT_), op, "NULL pointer")
+
+RECODE_API(gemm_forward)(int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype,
+                         int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+  RECODE_API_TRY
+  const void *A_ = A, *B_ = B;
+  void* OUT_ = C;
+  GEMM_CHECK_SIZES("gemm_forward");
+  if (M == 0 || N == 0) return 0;
+  RECODE_REQUIRE(C != nullptr, "gemm_forward", "NULL pointer");
+  // K == 0 still writes bias / zeros; operands are never read then.
+  return gemm_launch("gemm_forward", M, N, K, A, K, 1, B, K, 1, C, bias, in_dtype, out_dtype, accumulate,
+                     RECODE_STREAM(stream), err, err_len);
+  RECODE_API_CATCH
+}
+
+RECODE_API(gemm_backward_input)(int M, int N, int K, const void* dC, const void* B, void* dA, int in_dtype,
+                                int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+  RECODE_API_TRY
+  const void *A_ = dC, *B_ = B;
+  void* OUT_ = dA;
+  GEMM_CHECK_SIZES("gemm_backward_input");
+  if (M == 0 || K == 0) return 0;
+  RECODE_REQUIRE(dA != nullptr, "gemm_backward_input", "NULL pointer");
+  // dA(m, kk) = sum_n dC(m, n) B(n, kk):  X = dC (row m, reduction n), Y(kk, n) = B[n * K + kk].
+  return gemm_launch("gemm_backward_input", M, K, N, dC, N, 1, B, 1, K, dA, nullptr, in_dtype, out_dtype, accumulate,
+                     RECODE_STREAM(stream), err, err_len);
+  RECODE_API_CATCH
+}
+
+RECODE_API(gemm_backward_weight)(int M, int N, int K, const void* dC, const void* A, void* dB, float* dbias,
+                                 int in_dtype, int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+  RECODE_API_TRY
+  const void *A_ = A, *B_ = dC;
+  void* OUT_ = dB;
+  GEMM_CHECK_SIZES("gemm_backward_weight");
+  if (N == 0) return 0;
+  RECODE_REQUIRE(dC != nullptr || M == 0, "gemm_backward_weight", "NULL pointer");
+  cudaStream_t s = RECODE_STREAM(stream);
+  if (K > 0) {
+    RECODE_REQUIRE(dB != nullptr, "gemm_backward_weight", "NULL pointer");
+    // dB(n, kk) = sum_m dC(m, n) A(m, kk):  X(n, m) = dC[m * N + n], Y(kk, m) = A[m * K + kk].
+    int rc = gemm_launch("gemm_backward_weight", N, K, M, dC, 1, N, A, 1, K, dB, nullptr, in_dtype, out_dtype,
+                         accumulate, s, err, err_len);
+    if (rc) return rc;
+  }
+  if (dbias && M > 0) {
+    RECODE_DISPATCH_DTYPE(in_dtype, SIMT_LAUNCH(column_sum_kernel<T>, dim3(ceil_div((unsigned)N, 128u)), dim3(128), 0,
+                                              s, M, N, (const T*)dC, dbias));
+    RECODE_LAUNCH_CHECK();
+  }
+  return 0;
+  RECODE_API_CATCH
+}
