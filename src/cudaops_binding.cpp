@@ -134,12 +134,13 @@ class OpCall {
     return p;
   }
   // Device buffer for an output: the initial values of option `name` when given (for accumulating ops),
-  // else zeros.
-  void* output(const char* name, ElemType t, size_t n) {
+  // else zeros (zero = true: buffers the kernel always adds into) or poison (all bits set: NaN in fp32 and
+  // bf16), so an element a kernel fails to write shows up as NaN in the tests.
+  void* output(const char* name, ElemType t, size_t n, bool zero = false) {
     if (name && has(name)) return input(name, t, n);
     void* p = alloc(n * elem_bytes(t));
     char err[512] = {0};
-    check_kernel_status(memset_(p, 0, n * elem_bytes(t), nullptr, err, sizeof err), "device_memset", err);
+    check_kernel_status(memset_(p, zero ? 0 : 0xff, n * elem_bytes(t), nullptr, err, sizeof err), "device_memset", err);
     return p;
   }
   // Host typed array holding a device buffer's contents.
@@ -337,8 +338,8 @@ Napi::Value kv_cache_write(const Napi::CallbackInfo& info) {
   void* k = c.input("k", et, nk);
   void* v = c.input("v", et, nk);
   int* start = (int*)c.input("start", ElemType::I32, B);
-  void* kc = c.output("kCache", et, nc);
-  void* vc = c.output("vCache", et, nc);
+  void* kc = c.output("kCache", et, nc, true);
+  void* vc = c.output("vCache", et, nc, true);
   RUN_KERNEL(c, kv_cache_write, B, T, Hkv, D, cap, k, v, start, kc, vc, dt, nullptr);
   Napi::Object r = Napi::Object::New(info.Env());
   r.Set("kCache", c.fetch(kc, et, nc));
@@ -413,7 +414,7 @@ Napi::Value rmsnorm_backward(const Napi::CallbackInfo& info) {
   void* dy = c.input("dy", et, n);
   bool acc = c.has("dx");
   void* dx = c.output("dx", et, n);
-  float* dw = (float*)c.output("dweight", ElemType::F32, dim);
+  float* dw = (float*)c.output("dweight", ElemType::F32, dim, true);
   float* scratch = two_stage ? (float*)c.output(nullptr, ElemType::F32, (size_t)RECODE_REDUCE_PARTS * dim) : nullptr;
   RUN_KERNEL(c, rmsnorm_backward, rows, dim, x, w, rstd, dy, dx, dw, scratch, acc ? 1 : 0, dt, nullptr);
   Napi::Object r = Napi::Object::New(info.Env());
@@ -515,7 +516,7 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
   size_t nt = checked_product(c, "vocab", {vocab, dim});
   void* ids = c.input("ids", ElemType::I32, tokens);
   void* dout = c.input("dout", et, checked_product(c, "ids", {(int64_t)tokens, dim}));
-  float* dtable = (float*)c.output("dtable", ElemType::F32, nt);
+  float* dtable = (float*)c.output("dtable", ElemType::F32, nt, true);
   RUN_KERNEL(c, embedding_backward, (int)tokens, dim, vocab, (const int*)ids, dout, dtable, dt, nullptr);
   return c.fetch(dtable, ElemType::F32, nt);
 }
