@@ -20,12 +20,18 @@
 // Splitting dQ from dK/dV costs one more recomputation of S but needs no atomics, so the backward is
 // deterministic and dK/dV are summed over a group's query heads inside one block.
 //
-// These are SIMT kernels (fp32 FMA on CUDA cores, bf16 or fp32 storage). Tensor-core versions need
-// register-level mma fragments with a known element layout (FlashAttention-2 style), which the SIMT emulation
-// cannot run; see the report in the project history.
+// The bf16 forward runs on tensor cores (wmma, see attention_forward_tc_kernel); the fp32 forward, the
+// backward and decode are SIMT kernels (fp32 FMA; bf16 or fp32 storage). Decode is bandwidth-bound, so CUDA
+// cores suffice there; a tensor-core backward is the next step for training speed.
 #include "ops_util.cuh"
 
 #include <cmath>
+
+#if defined(__CUDACC__)
+#include <mma.h>
+#else
+#include "simt/simt_wmma.h"
+#endif
 
 namespace {
 
@@ -168,6 +174,155 @@ __global__ void __launch_bounds__(kFwdThreads)
     if (qi >= seq) continue;
     float inv = 1.0f / alpha_s[r];
     for (int c = 0; c < OC; ++c) ob[((size_t)qi * Hq + h) * D + tc + 8 * c] = store_as<T>(acc[i][c] * inv);
+  }
+}
+
+// ---- forward on tensor cores (bf16) ----------------------------------------------------------------------
+// Same algorithm with both matrix products on tensor cores (wmma 16x16x16, bf16 in, fp32 accumulate): block =
+// 64 queries x 4 warps, warp w owns query rows 16w..16w+15; K/V tiles of 64 keys. Per tile a warp computes its
+// 16 x 64 scores into shared memory, runs the online softmax there (2 lanes a row) writing P in bf16, rescales
+// its O rows in shared memory by alpha, then adds P V into O by loading O as the accumulator fragment. O lives
+// in shared memory rather than in fragments because wmma leaves the fragment element order unspecified, so
+// per-row rescaling cannot be done in registers portably.
+constexpr int kTcBQ = 64, kTcBK = 64, kTcThreads = 128;
+
+template <int D>
+struct TcLayout {
+  static constexpr int ldk = D + 8;           // bf16 rows of Q/K/V (multiple of 8 elements)
+  static constexpr int lds = kTcBK + 4;       // fp32 score rows
+  static constexpr int ldp = kTcBK + 8;       // bf16 probability rows
+  static constexpr int ldo = D + 4;           // fp32 output rows
+  static constexpr size_t q_bytes = (size_t)kTcBQ * ldk * 2;
+  static constexpr size_t kv_bytes = (size_t)kTcBK * ldk * 2;
+  static constexpr size_t s_bytes = (size_t)kTcBQ * lds * 4;
+  static constexpr size_t p_bytes = (size_t)kTcBQ * ldp * 2;
+  static constexpr size_t o_bytes = (size_t)kTcBQ * ldo * 4;
+  static constexpr size_t stat_bytes = (size_t)2 * kTcBQ * 4;
+  static constexpr size_t total = q_bytes + 2 * kv_bytes + s_bytes + p_bytes + o_bytes + stat_bytes;
+};
+
+// Copies rows [r0, r0+ROWS) of head h of a [seq, heads, D] bf16 tensor into dst[row * ld + d], zeros past seq.
+template <int ROWS, int D>
+__device__ __forceinline__ void copy_rows_bf16(const bf16* base, int seq, int heads, int h, int r0, bf16* dst, int ld) {
+  for (int idx = threadIdx.x; idx < ROWS * D; idx += blockDim.x) {
+    int r = idx / D, d = idx % D;
+    int t = r0 + r;
+    dst[r * ld + d] = t < seq ? base[((size_t)t * heads + h) * D + d] : to_bf16(0.0f);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_forward_tc_kernel(int seq, int Hq, int Hkv, const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                                float* lse, float scale, int causal) {
+  using namespace nvcuda;
+  using L = TcLayout<D>;
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + L::q_bytes);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::q_bytes + L::kv_bytes);
+  float* Ss = reinterpret_cast<float*>(smem + L::q_bytes + 2 * L::kv_bytes);
+  bf16* Ps = reinterpret_cast<bf16*>(smem + L::q_bytes + 2 * L::kv_bytes + L::s_bytes);
+  float* Os = reinterpret_cast<float*>(smem + L::q_bytes + 2 * L::kv_bytes + L::s_bytes + L::p_bytes);
+  float* m_s = reinterpret_cast<float*>(smem + L::q_bytes + 2 * L::kv_bytes + L::s_bytes + L::p_bytes + L::o_bytes);
+  float* l_s = m_s + kTcBQ;
+  int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  int q0 = blockIdx.x * kTcBQ, h = blockIdx.y, b = blockIdx.z;
+  int hk = h / (Hq / Hkv);
+  const bf16* kb = k + (size_t)b * seq * Hkv * D;
+  const bf16* vb = v + (size_t)b * seq * Hkv * D;
+  copy_rows_bf16<kTcBQ, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, L::ldk);
+  for (int idx = tid; idx < kTcBQ * L::ldo; idx += blockDim.x) Os[idx] = 0.0f;
+  if (tid < kTcBQ) {
+    m_s[tid] = kNegInf;
+    l_s[tid] = 0.0f;
+  }
+  int wr = warp * 16;                     // first row of this warp inside the tile
+  int row = wr + lane / 2, half = lane % 2;  // softmax: 2 lanes per row, 32 scores each
+  int qi = q0 + row;
+  int kv_end = causal ? min(seq, q0 + kTcBQ) : seq;
+  for (int k0 = 0; k0 < kv_end; k0 += kTcBK) {
+    __syncthreads();
+    copy_rows_bf16<kTcBK, D>(kb, seq, Hkv, hk, k0, Ks, L::ldk);
+    copy_rows_bf16<kTcBK, D>(vb, seq, Hkv, hk, k0, Vs, L::ldk);
+    __syncthreads();
+    if (causal && k0 > q0 + wr + 15) continue;  // every key of this tile is after every query of this warp
+    // S (16 x 64) = Q_w K^T
+    {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc[kTcBK / 16];
+      RECODE_UNROLL
+      for (int n = 0; n < kTcBK / 16; ++n) wmma::fill_fragment(s_acc[n], 0.0f);
+      for (int kd = 0; kd < D; kd += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qa;
+        wmma::load_matrix_sync(qa, Qs + wr * L::ldk + kd, L::ldk);
+        RECODE_UNROLL
+        for (int n = 0; n < kTcBK / 16; ++n) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kbf;
+          wmma::load_matrix_sync(kbf, Ks + (n * 16) * L::ldk + kd, L::ldk);  // K^T: (d, key) at key*ld + d
+          wmma::mma_sync(s_acc[n], qa, kbf, s_acc[n]);
+        }
+      }
+      RECODE_UNROLL
+      for (int n = 0; n < kTcBK / 16; ++n)
+        wmma::store_matrix_sync(Ss + wr * L::lds + n * 16, s_acc[n], L::lds, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax of this row's 32 scores (of 64); P in bf16; O row rescaled by alpha.
+    {
+      float* srow = Ss + row * L::lds + half * 32;
+      float mx = kNegInf;
+      for (int j = 0; j < 32; ++j) {
+        int kj = k0 + half * 32 + j;
+        bool visible = kj < seq && (!causal || kj <= qi);
+        float x = visible ? srow[j] * scale : kNegInf;
+        srow[j] = x;
+        mx = fmaxf(mx, x);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      float m_old = m_s[row];
+      float m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+      bf16* prow = Ps + row * L::ldp + half * 32;
+      for (int j = 0; j < 32; ++j) {
+        float p = m_new == kNegInf ? 0.0f : expf(srow[j] - m_new);
+        prow[j] = to_bf16(p);
+        sum += p;
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      float alpha = m_old == kNegInf ? (m_new == kNegInf ? 1.0f : 0.0f) : expf(m_old - m_new);
+      float* orow = Os + row * L::ldo;
+      for (int c = half; c < D; c += 2) orow[c] *= alpha;
+      __syncwarp();  // both lanes of the pair read m_s before it changes
+      if (half == 0) {
+        m_s[row] = m_new;
+        l_s[row] = l_s[row] * alpha + sum;
+      }
+    }
+    __syncwarp();
+    // O_w (16 x D) += P_w (16 x 64) V (64 x D), O loaded as the accumulator.
+    for (int cb = 0; cb < D; cb += 16) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o_acc;
+      wmma::load_matrix_sync(o_acc, Os + wr * L::ldo + cb, L::ldo, wmma::mem_row_major);
+      RECODE_UNROLL
+      for (int kk = 0; kk < kTcBK; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vbf;
+        wmma::load_matrix_sync(pa, Ps + wr * L::ldp + kk, L::ldp);
+        wmma::load_matrix_sync(vbf, Vs + kk * L::ldk + cb, L::ldk);  // V: (key, d) at key*ld + d
+        wmma::mma_sync(o_acc, pa, vbf, o_acc);
+      }
+      wmma::store_matrix_sync(Os + wr * L::ldo + cb, o_acc, L::ldo, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  // Each pair of lanes finishes its row: O / l and lse.
+  if (qi < seq) {
+    float l = l_s[row];
+    float inv = 1.0f / l;
+    bf16* orow = o + (((size_t)b * seq + qi) * Hq + h) * D;
+    for (int c = half; c < D; c += 2) orow[c] = to_bf16(Os[row * L::ldo + c] * inv);
+    if (half == 0) lse[((size_t)b * Hq + h) * seq + qi] = m_s[row] + logf(l);
   }
 }
 
@@ -530,14 +685,26 @@ RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void
                  seq, Hq);
   if (B == 0 || seq == 0) return 0;
   RECODE_REQUIRE(q && k && v && o && lse, "attention_forward", "NULL pointer");
-  dim3 grid(ceil_div((unsigned)seq, kFwdBQ), Hq, B);
-  RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
-    auto kernel = attention_forward_kernel<T, HD>;
+  if (dtype == RECODE_BF16) {  // tensor cores
+    dim3 grid(ceil_div((unsigned)seq, kTcBQ), Hq, B);
+    RECODE_DISPATCH_HEAD_DIM(D, {
+      auto kernel = attention_forward_tc_kernel<HD>;
+      size_t bytes = TcLayout<HD>::total;
+      RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
+      SIMT_LAUNCH(kernel, grid, dim3(kTcThreads), bytes, RECODE_STREAM(stream), seq, Hq, Hkv, (const bf16*)q,
+                  (const bf16*)k, (const bf16*)v, (bf16*)o, lse, scale, causal);
+    });
+    RECODE_LAUNCH_CHECK();
+    return 0;
+  }
+  dim3 grid(ceil_div((unsigned)seq, kFwdBQ), Hq, B);  // fp32: SIMT kernel
+  RECODE_DISPATCH_HEAD_DIM(D, {
+    auto kernel = attention_forward_kernel<float, HD>;
     size_t bytes = fwd_smem_floats<HD>() * sizeof(float);
     RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
-    SIMT_LAUNCH(kernel, grid, dim3(kFwdThreads), bytes, RECODE_STREAM(stream), seq, Hq, Hkv, (const T*)q, (const T*)k,
-                (const T*)v, (T*)o, lse, scale, causal);
-  }));
+    SIMT_LAUNCH(kernel, grid, dim3(kFwdThreads), bytes, RECODE_STREAM(stream), seq, Hq, Hkv, (const float*)q,
+                (const float*)k, (const float*)v, (float*)o, lse, scale, causal);
+  });
   RECODE_LAUNCH_CHECK();
   return 0;
   RECODE_API_CATCH

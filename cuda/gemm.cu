@@ -110,26 +110,35 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
   int wr = (warp / 2) * 32, wc = (warp % 2) * 64;  // warp's tile origin inside the block tile
   int r0 = blockIdx.y * BM, c0 = blockIdx.x * kWmmaBN;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
+  RECODE_UNROLL
   for (int i = 0; i < 2; ++i)
+    RECODE_UNROLL
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
     load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
     load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
     __syncthreads();
+    RECODE_UNROLL
     for (int kk = 0; kk < kWmmaBK; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[2];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b[4];
+      RECODE_UNROLL
       for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Xs + (wr + 16 * i) * kWmmaLd + kk, kWmmaLd);
       // Ys holds Y[c][k]: as the K x N operand that is column-major with leading dimension kWmmaLd.
+      RECODE_UNROLL
       for (int j = 0; j < 4; ++j) wmma::load_matrix_sync(b[j], Ys + (wc + 16 * j) * kWmmaLd + kk, kWmmaLd);
+      RECODE_UNROLL
       for (int i = 0; i < 2; ++i)
+        RECODE_UNROLL
         for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
     __syncthreads();
   }
   // Epilogue: each fragment goes through the warp's staging tile, then lanes write rows of 16 outputs.
   float* st = stage[warp];
+  RECODE_UNROLL
   for (int i = 0; i < 2; ++i)
+    RECODE_UNROLL
     for (int j = 0; j < 4; ++j) {
       wmma::store_matrix_sync(st, acc[i][j], 20, wmma::mem_row_major);
       __syncwarp();
