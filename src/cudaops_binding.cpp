@@ -6,9 +6,14 @@
 // always Float32Array; token ids and positions Int32Array). Every argument is checked before any device work:
 // bad input throws ERR_INVALID_ARG naming the option, never reaches a kernel.
 // The model code calls the C ABI directly with resident device tensors; this layer is for checking the kernels.
+#include <chrono>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "numeric.h"
 
 #include "kernels_api.h"
 #include "recode_cuda.h"
@@ -592,6 +597,104 @@ Napi::Value adamw(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// ---- timing on device-resident data (benchmarks) ----------------------------------------------------------
+
+// Device buffer of n elements of type t filled with reproducible values in [-1, 1).
+void* random_device(OpCall& c, ElemType t, size_t n, uint32_t seed) {
+  std::vector<uint8_t> host(n * OpCall::elem_bytes(t));
+  uint32_t x = seed * 2654435761u + 1u;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    float v = (float)(x >> 8) / (float)(1u << 23) - 1.0f;
+    if (t == ElemType::F32) std::memcpy(&host[i * 4], &v, 4);
+    else {
+      uint16_t b = float_to_bf16(v).bits;
+      std::memcpy(&host[i * 2], &b, 2);
+    }
+  }
+  void* p = c.alloc(host.size());
+  char err[512] = {0};
+  auto to_dev = c.entry("copy_to_device", &recode_emu_copy_to_device);
+  check_kernel_status(to_dev(p, host.data(), host.size(), err, sizeof err), "copy_to_device", err);
+  return p;
+}
+
+// cudaOpsTime(device, {op: 'attention_forward'|'gemm_forward'|'attention_decode', iterations, warmup?, dtype,
+// sizes...}) -> seconds per call (median-free plain mean of `iterations` back-to-back launches after warm-up,
+// synchronised at both ends; the data stays on the device, so no copies are timed).
+Napi::Value time_op(const Napi::CallbackInfo& info) {
+  OpCall c(info, "cudaOpsTime");
+  if (!c.has("op")) c.fail("op", "is missing");
+  Napi::Value opv = info[1].As<Napi::Object>().Get("op");
+  std::string op = opv.IsString() ? opv.As<Napi::String>().Utf8Value() : "";
+  int iterations = (int)c.integer("iterations", 1, 100000), warmup = (int)c.integer_or("warmup", 0, 1000, 1);
+  int dt = c.dtype();
+  auto et = OpCall::elem_of(dt);
+  auto sync = c.entry("device_sync", &recode_emu_device_sync);
+  std::function<void()> run;
+  if (op == "attention_forward") {
+    AttnShape s = attn_shape(c);
+    bool causal = c.flag("causal", true);
+    float scale = 1.0f / std::sqrt((float)s.D);
+    void *q = random_device(c, et, s.nq, 1), *k = random_device(c, et, s.nk, 2), *v = random_device(c, et, s.nk, 3);
+    void* o = c.output(nullptr, et, s.nq);
+    float* lse = (float*)c.output(nullptr, ElemType::F32, s.nl);
+    run = [&c, s, q, k, v, o, lse, scale, causal, dt] {
+      RUN_KERNEL(c, attention_forward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, scale, causal ? 1 : 0, dt, nullptr);
+    };
+  } else if (op == "attention_backward") {
+    AttnShape s = attn_shape(c);
+    float scale = 1.0f / std::sqrt((float)s.D);
+    void *q = random_device(c, et, s.nq, 1), *k = random_device(c, et, s.nk, 2), *v = random_device(c, et, s.nk, 3);
+    void *o = c.output(nullptr, et, s.nq), *dout = random_device(c, et, s.nq, 4);
+    void *dq = c.output(nullptr, et, s.nq), *dk = c.output(nullptr, et, s.nk), *dv = c.output(nullptr, et, s.nk);
+    float* lse = (float*)c.output(nullptr, ElemType::F32, s.nl);
+    float* scratch = (float*)c.output(nullptr, ElemType::F32, s.nl);
+    RUN_KERNEL(c, attention_forward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, scale, 1, dt, nullptr);
+    run = [&c, s, q, k, v, o, lse, dout, dq, dk, dv, scratch, scale, dt] {
+      RUN_KERNEL(c, attention_backward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, dout, dq, dk, dv, scratch, scale, 1,
+                 dt, nullptr);
+    };
+  } else if (op == "gemm_forward") {
+    int M = (int)c.integer("M", 1, kMaxDim), N = (int)c.integer("N", 1, kMaxDim), K = (int)c.integer("K", 1, kMaxDim);
+    void* A = random_device(c, et, checked_product(c, "M", {M, K}), 5);
+    void* B = random_device(c, et, checked_product(c, "N", {N, K}), 6);
+    void* C = c.output(nullptr, et, checked_product(c, "M", {M, N}));
+    run = [&c, M, N, K, A, B, C, dt] { RUN_KERNEL(c, gemm_forward, M, N, K, A, B, nullptr, C, dt, dt, 0, nullptr); };
+  } else if (op == "attention_decode") {
+    int B = (int)c.integer("B", 1, 65535), Hq = (int)c.integer("Hq", 1, 1024), Hkv = (int)c.integer("Hkv", 1, 1024);
+    int D = (int)c.integer("D", 16, 128), ctx = (int)c.integer("context", 1, 1 << 22);
+    if (D != 16 && D != 32 && D != 64 && D != 128) c.fail("D", "must be 16, 32, 64 or 128");
+    if (Hq % Hkv || Hq / Hkv > 16) c.fail("Hq", "must be a multiple of Hkv, at most 16 times it");
+    int splits = (int)c.integer_or("numSplits", 1, 1024, recode_decode_num_splits(B, Hkv, ctx));
+    size_t nc = checked_product(c, "context", {B, Hkv, ctx, D});
+    void *q = random_device(c, et, (size_t)B * Hq * D, 7), *kc = random_device(c, et, nc, 8), *vc = random_device(c, et, nc, 9);
+    std::vector<int32_t> lens(B, ctx);
+    int* d_lens = (int*)c.alloc(B * sizeof(int32_t));
+    char err[512] = {0};
+    auto to_dev = c.entry("copy_to_device", &recode_emu_copy_to_device);
+    check_kernel_status(to_dev(d_lens, lens.data(), B * sizeof(int32_t), err, sizeof err), "copy_to_device", err);
+    void* o = c.output(nullptr, et, (size_t)B * Hq * D);
+    float* scratch = (float*)c.output(nullptr, ElemType::F32, (size_t)B * Hq * splits * (D + 2));
+    float scale = 1.0f / std::sqrt((float)D);
+    run = [&c, B, Hq, Hkv, D, ctx, q, kc, vc, d_lens, o, scale, splits, scratch, dt] {
+      RUN_KERNEL(c, attention_decode, B, Hq, Hkv, D, ctx, q, kc, vc, d_lens, o, scale, splits, scratch, dt, nullptr);
+    };
+  } else {
+    c.fail("op", "must be 'attention_forward', 'attention_backward', 'gemm_forward' or 'attention_decode'");
+  }
+  char err[512] = {0};
+  for (int i = 0; i < warmup; ++i) run();
+  check_kernel_status(sync(err, sizeof err), "device_sync", err);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iterations; ++i) run();
+  check_kernel_status(sync(err, sizeof err), "device_sync", err);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return Napi::Number::New(info.Env(), seconds / iterations);
+}
+
 }  // namespace
 
 RECODE_EXPORT("cudaOpsGemm", gemm);
@@ -613,5 +716,6 @@ RECODE_EXPORT("cudaOpsResidualAdd", residual_add);
 RECODE_EXPORT("cudaOpsCast", cast);
 RECODE_EXPORT("cudaOpsSumSquares", sum_squares);
 RECODE_EXPORT("cudaOpsAdamw", adamw);
+RECODE_EXPORT("cudaOpsTime", time_op);
 
 }  // namespace recode
