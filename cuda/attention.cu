@@ -202,8 +202,20 @@ struct TcLayout {
 };
 
 // Copies rows [r0, r0+ROWS) of head h of a [seq, heads, D] bf16 tensor into dst[row * ld + d], zeros past seq.
+// vec: the tensor's base is 16-byte aligned, so each row (D a multiple of 8) moves as 16-byte vectors.
 template <int ROWS, int D>
-__device__ __forceinline__ void copy_rows_bf16(const bf16* base, int seq, int heads, int h, int r0, bf16* dst, int ld) {
+__device__ __forceinline__ void copy_rows_bf16(const bf16* base, int seq, int heads, int h, int r0, bf16* dst, int ld,
+                                               int vec) {
+  if (vec) {
+    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
+      int r = idx / (D / 8), d = (idx % (D / 8)) * 8;
+      int t = r0 + r;
+      Bits128 v = {{0u, 0u, 0u, 0u}};
+      if (t < seq) v = load128(base + ((size_t)t * heads + h) * D + d);
+      store128(dst + r * ld + d, v);
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < ROWS * D; idx += blockDim.x) {
     int r = idx / D, d = idx % D;
     int t = r0 + r;
@@ -214,7 +226,7 @@ __device__ __forceinline__ void copy_rows_bf16(const bf16* base, int seq, int he
 template <int D>
 __global__ void __launch_bounds__(kTcThreads)
     attention_forward_tc_kernel(int seq, int Hq, int Hkv, const bf16* q, const bf16* k, const bf16* v, bf16* o,
-                                float* lse, float scale, int causal) {
+                                float* lse, float scale, int causal, int vec) {
   using namespace nvcuda;
   using L = TcLayout<D>;
   SIMT_DYNAMIC_SHARED(unsigned char, smem);
@@ -231,7 +243,7 @@ __global__ void __launch_bounds__(kTcThreads)
   int hk = h / (Hq / Hkv);
   const bf16* kb = k + (size_t)b * seq * Hkv * D;
   const bf16* vb = v + (size_t)b * seq * Hkv * D;
-  copy_rows_bf16<kTcBQ, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, L::ldk);
+  copy_rows_bf16<kTcBQ, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, L::ldk, vec);
   for (int idx = tid; idx < kTcBQ * L::ldo; idx += blockDim.x) Os[idx] = 0.0f;
   if (tid < kTcBQ) {
     m_s[tid] = kNegInf;
@@ -243,8 +255,8 @@ __global__ void __launch_bounds__(kTcThreads)
   int kv_end = causal ? min(seq, q0 + kTcBQ) : seq;
   for (int k0 = 0; k0 < kv_end; k0 += kTcBK) {
     __syncthreads();
-    copy_rows_bf16<kTcBK, D>(kb, seq, Hkv, hk, k0, Ks, L::ldk);
-    copy_rows_bf16<kTcBK, D>(vb, seq, Hkv, hk, k0, Vs, L::ldk);
+    copy_rows_bf16<kTcBK, D>(kb, seq, Hkv, hk, k0, Ks, L::ldk, vec);
+    copy_rows_bf16<kTcBK, D>(vb, seq, Hkv, hk, k0, Vs, L::ldk, vec);
     __syncthreads();
     if (causal && k0 > q0 + wr + 15) continue;  // every key of this tile is after every query of this warp
     // S (16 x 64) = Q_w K^T
@@ -686,13 +698,14 @@ RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void
   if (B == 0 || seq == 0) return 0;
   RECODE_REQUIRE(q && k && v && o && lse, "attention_forward", "NULL pointer");
   if (dtype == RECODE_BF16) {  // tensor cores
+    int vec = aligned16(q) && aligned16(k) && aligned16(v);
     dim3 grid(ceil_div((unsigned)seq, kTcBQ), Hq, B);
     RECODE_DISPATCH_HEAD_DIM(D, {
       auto kernel = attention_forward_tc_kernel<HD>;
       size_t bytes = TcLayout<HD>::total;
       RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
       SIMT_LAUNCH(kernel, grid, dim3(kTcThreads), bytes, RECODE_STREAM(stream), seq, Hq, Hkv, (const bf16*)q,
-                  (const bf16*)k, (const bf16*)v, (bf16*)o, lse, scale, causal);
+                  (const bf16*)k, (const bf16*)v, (bf16*)o, lse, scale, causal, vec);
     });
     RECODE_LAUNCH_CHECK();
     return 0;

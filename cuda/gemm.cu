@@ -23,12 +23,48 @@
 
 namespace {
 
-// Strided view of an operand: element (r, k) at p[r * sr + k * sk].
+// Strided view of an operand: element (r, k) at p[r * sr + k * sk]. vec8: 8 consecutive elements along the
+// contiguous dimension can be read as one 16-byte vector (set by the host when strides and alignment allow).
 template <class T>
 struct Operand {
   const T* p;
   long long sr, sk;
+  int vec8;
 };
+
+// bf16 tiles: 16-byte vector loads along the contiguous dimension (8 elements). k-contiguous operands land as
+// 16-byte stores into [row][k] rows; row-contiguous ones are unpacked into 8 rows of one k column.
+template <int ROWS, int BK>
+__device__ __forceinline__ void load_tile_vec8(const Operand<bf16>& x, int rows, int K, int r0, int k0, bf16* tile,
+                                               int ld, int tid, int nthreads) {
+  if (x.sk == 1) {
+    for (int idx = tid; idx < ROWS * BK / 8; idx += nthreads) {
+      int r = idx / (BK / 8), k = (idx % (BK / 8)) * 8;
+      int gr = r0 + r, gk = k0 + k;
+      Bits128 v = {{0u, 0u, 0u, 0u}};
+      if (gr < rows && gk < K) v = load128(x.p + gr * x.sr + gk);
+      store128(tile + r * ld + k, v);
+    }
+  } else {
+    for (int idx = tid; idx < ROWS * BK / 8; idx += nthreads) {
+      int k = idx / (ROWS / 8), r = (idx % (ROWS / 8)) * 8;
+      int gr = r0 + r, gk = k0 + k;
+      Bits128 v = {{0u, 0u, 0u, 0u}};
+      if (gr < rows && gk < K) v = load128(x.p + gr + gk * x.sk);
+      RECODE_UNROLL
+      for (int i = 0; i < 8; ++i) tile[(r + i) * ld + k] = bf16_lane(v, i);
+    }
+  }
+}
+
+// Whether 16-byte vector loads are valid: the contiguous dimension is a multiple of 8 (so a vector never
+// straddles the matrix edge), the other stride keeps every vector 16-byte aligned, and so does the base.
+static int can_vec8(const void* p, long long sr, long long sk, int rows, int K) {
+  if (!aligned16(p)) return 0;
+  if (sk == 1) return K % 8 == 0 && sr % 8 == 0;
+  if (sr == 1) return rows % 8 == 0 && sk % 8 == 0;
+  return 0;
+}
 
 // Loads rows [r0, r0+ROWS) x k [k0, k0+BK) of `x` into smem tile[row * ld + k] (zero outside the matrix), with
 // consecutive threads on consecutive addresses of whichever dimension is contiguous.
@@ -115,8 +151,10 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
     RECODE_UNROLL
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
-    load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
-    load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+    if (X.vec8) load_tile_vec8<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+    else load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+    if (Y.vec8) load_tile_vec8<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+    else load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
     __syncthreads();
     RECODE_UNROLL
     for (int kk = 0; kk < kWmmaBK; kk += 16) {
@@ -170,7 +208,7 @@ int gemm_launch(const char* op, int R, int C, int K, const void* x, long long xs
   if (in_dtype == RECODE_F32) {
     dim3 grid(ceil_div((unsigned)C, kSimtBN), ceil_div((unsigned)R, kSimtBM));
     RECODE_REQUIRE(grid.y <= 65535, op, "too many rows (%d)", R);
-    Operand<float> X{(const float*)x, xsr, xsk}, Y{(const float*)y, ysr, ysk};
+    Operand<float> X{(const float*)x, xsr, xsk, 0}, Y{(const float*)y, ysr, ysk, 0};
     if (out_dtype == RECODE_F32) {
       auto kernel = gemm_simt_kernel<float, float>;
       SIMT_LAUNCH(kernel, grid, dim3(kSimtThreads), 0, stream, R, C, K, X, Y, (float*)out, bias, accumulate);
@@ -179,7 +217,8 @@ int gemm_launch(const char* op, int R, int C, int K, const void* x, long long xs
       SIMT_LAUNCH(kernel, grid, dim3(kSimtThreads), 0, stream, R, C, K, X, Y, (bf16*)out, bias, accumulate);
     }
   } else {
-    Operand<bf16> X{(const bf16*)x, xsr, xsk}, Y{(const bf16*)y, ysr, ysk};
+    Operand<bf16> X{(const bf16*)x, xsr, xsk, can_vec8(x, xsr, xsk, R, K)};
+    Operand<bf16> Y{(const bf16*)y, ysr, ysk, can_vec8(y, ysr, ysk, C, K)};
     bool small = R <= 64;  // short M (decode, small batches): half-height tiles waste less work
     unsigned bm = small ? 64u : 128u;
     dim3 grid(ceil_div((unsigned)C, kWmmaBN), ceil_div((unsigned)R, bm));

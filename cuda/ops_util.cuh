@@ -62,6 +62,40 @@ __device__ __forceinline__ bf16 store_as<bf16>(float v) { return to_bf16(v); }
 // After a launch: reports launch failures (bad configuration, emulated faults surface as exceptions).
 #define RECODE_LAUNCH_CHECK() RECODE_CUDA_CHECK(cudaGetLastError())
 
+// 16 bytes moved as one vector load/store (8 bf16 or 4 floats) when both addresses are 16-byte aligned.
+struct __align__(16) Bits128 {
+  uint32_t w[4];
+};
+static inline bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
+// Vector load/store; the emulation goes through memcpy so host compilers see no strict-aliasing violation.
+__device__ __forceinline__ Bits128 load128(const void* p) {
+#if defined(__CUDACC__)
+  return *reinterpret_cast<const Bits128*>(p);
+#else
+  Bits128 v;
+  std::memcpy(&v, p, 16);
+  return v;
+#endif
+}
+__device__ __forceinline__ void store128(void* p, const Bits128& v) {
+#if defined(__CUDACC__)
+  *reinterpret_cast<Bits128*>(p) = v;
+#else
+  std::memcpy(p, &v, 16);
+#endif
+}
+// Element i (0..7) of a vector holding 8 bf16 values (little-endian lanes, as in memory).
+__device__ __forceinline__ bf16 bf16_lane(const Bits128& v, int i) {
+  uint16_t bits = (uint16_t)(v.w[i >> 1] >> ((i & 1) * 16));
+#if defined(__CUDACC__)
+  __nv_bfloat16_raw raw;
+  raw.x = bits;
+  return __nv_bfloat16(raw);
+#else
+  return bf16{bits};
+#endif
+}
+
 static inline unsigned grid_for(size_t n, unsigned block, unsigned max_blocks = 65535u * 16u) {
   size_t g = (n + block - 1) / block;
   if (g > max_blocks) g = max_blocks;
