@@ -11,14 +11,16 @@ import {
 
 const addon = native()
 
-// [B, T, Hq, Hkv, D, causal]: sizes 1, 17, 100; head dims 16/32/64/128; MHA and GQA; causal and not.
+// [B, T, Hq, Hkv, D, causal]: sizes 1, 17, 100, 150 (several query and key tiles); head dims 16/32/64/128;
+// MHA and GQA; causal and not.
 const configs = [
   [1, 1, 1, 1, 16, true],
   [1, 17, 2, 1, 64, true],
   [2, 100, 4, 2, 16, true],
   [1, 100, 2, 2, 128, true],
   [1, 33, 2, 1, 32, false],
-  [1, 70, 4, 1, 128, true]
+  [1, 70, 4, 1, 128, true],
+  [1, 150, 2, 1, 64, true]
 ]
 
 t.test('reference attention backward matches finite differences', async (t) => {
