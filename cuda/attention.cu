@@ -20,9 +20,9 @@
 // Splitting dQ from dK/dV costs one more recomputation of S but needs no atomics, so the backward is
 // deterministic and dK/dV are summed over a group's query heads inside one block.
 //
-// The bf16 forward runs on tensor cores (wmma, see attention_forward_tc_kernel); the fp32 forward, the
-// backward and decode are SIMT kernels (fp32 FMA; bf16 or fp32 storage). Decode is bandwidth-bound, so CUDA
-// cores suffice there; a tensor-core backward is the next step for training speed.
+// bf16 forward and backward run on tensor cores (wmma; attention_forward_tc_kernel and the *_tc_kernel
+// backward pair below, same tiling ideas with 64-row tiles); fp32 forward/backward and decode are the SIMT
+// kernels above (fp32 FMA). Decode is bandwidth-bound, so CUDA cores suffice there.
 #include "ops_util.cuh"
 
 #include <cmath>
@@ -526,6 +526,242 @@ __global__ void __launch_bounds__(kBwdThreads)
   }
 }
 
+// ---- backward on tensor cores (bf16) ---------------------------------------------------------------------
+// The same two-kernel scheme with every product on tensor cores (wmma, bf16 in, fp32 accumulate). Here the
+// accumulators (dK, dV per key row; dQ per query row) never need per-row rescaling, so they stay in fragments
+// for the whole loop; S, dP go through shared memory for the elementwise softmax backward, and P, dS are
+// rounded to bf16 for the second products (as FlashAttention-2 does). 64-row tiles, 4 warps, 16 rows a warp.
+constexpr int kTbB = 64, kTbThreads = 128;
+
+template <int D>
+struct TbLayout {
+  static constexpr int ldk = D + 8, lds = kTbB + 4, ldp = kTbB + 8;
+  static constexpr size_t tile_bytes = (size_t)kTbB * ldk * 2;  // one bf16 [64][D] tile
+  static constexpr size_t s_bytes = (size_t)kTbB * lds * 4;
+  static constexpr size_t p_bytes = (size_t)kTbB * ldp * 2;
+  static constexpr size_t total = 4 * tile_bytes + 2 * s_bytes + 2 * p_bytes + 2 * kTbB * 4;
+};
+
+// Writes a warp's 16 x 16 fragment (times `mul`) to out rows [row0, row0+16) (rows >= seq skipped), column
+// block c0, through the warp's staging rows of `stage` (ld lds).
+template <int D, class Frag>
+__device__ __forceinline__ void store_rows_bf16(const Frag& f, float* stage, int lds, float mul, bf16* out, int seq,
+                                                int heads, int h, int row0, int c0) {
+  using namespace nvcuda;
+  wmma::store_matrix_sync(stage, f, lds, wmma::mem_row_major);
+  __syncwarp();
+  for (int e = threadIdx.x % 32; e < 256; e += 32) {
+    int r = e / 16, c = e % 16, t = row0 + r;
+    if (t < seq) out[((size_t)t * heads + h) * D + c0 + c] = to_bf16(stage[r * lds + c] * mul);
+  }
+  __syncwarp();
+}
+
+template <int D>
+__global__ void __launch_bounds__(kTbThreads)
+    attention_backward_dkdv_tc_kernel(int seq, int Hq, int Hkv, const bf16* q, const bf16* k, const bf16* v,
+                                      const float* lse, const float* dvec, const bf16* dout, bf16* dk, bf16* dv,
+                                      float scale, int causal, int vec) {
+  using namespace nvcuda;
+  using L = TbLayout<D>;
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  bf16* Ks = reinterpret_cast<bf16*>(smem);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::tile_bytes);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * L::tile_bytes);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * L::tile_bytes);
+  float* St = reinterpret_cast<float*>(smem + 4 * L::tile_bytes);  // S^T [key][query]
+  float* dPt = St + kTbB * L::lds;                                  // dP^T
+  bf16* Pt = reinterpret_cast<bf16*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes);
+  bf16* dSt = Pt + kTbB * L::ldp;
+  float* lse_s = reinterpret_cast<float*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes + 2 * L::p_bytes);
+  float* dvec_s = lse_s + kTbB;
+  int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  int k0 = blockIdx.x * kTbB, hk = blockIdx.y, b = blockIdx.z;
+  int group = Hq / Hkv;
+  int wr = warp * 16;  // this warp's key rows inside the tile
+  copy_rows_bf16<kTbB, D>(k + (size_t)b * seq * Hkv * D, seq, Hkv, hk, k0, Ks, L::ldk, vec);
+  copy_rows_bf16<kTbB, D>(v + (size_t)b * seq * Hkv * D, seq, Hkv, hk, k0, Vs, L::ldk, vec);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk_acc[D / 16], dv_acc[D / 16];
+  RECODE_UNROLL
+  for (int c = 0; c < D / 16; ++c) {
+    wmma::fill_fragment(dk_acc[c], 0.0f);
+    wmma::fill_fragment(dv_acc[c], 0.0f);
+  }
+  int row = wr + lane / 2, half = lane % 2;  // elementwise phase: 2 lanes per key row, 32 queries each
+  int key = k0 + row;
+  int q_start = causal ? k0 : 0;
+  for (int g = 0; g < group; ++g) {
+    int h = hk * group + g;
+    for (int q0 = q_start; q0 < seq; q0 += kTbB) {
+      __syncthreads();
+      copy_rows_bf16<kTbB, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, L::ldk, vec);
+      copy_rows_bf16<kTbB, D>(dout + (size_t)b * seq * Hq * D, seq, Hq, h, q0, dOs, L::ldk, vec);
+      if (tid < kTbB) {
+        int qi = q0 + tid;
+        lse_s[tid] = qi < seq ? lse[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+        dvec_s[tid] = qi < seq ? dvec[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+      }
+      __syncthreads();
+      // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x 64 queries.
+      {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc[kTbB / 16], dp_acc[kTbB / 16];
+        RECODE_UNROLL
+        for (int n = 0; n < kTbB / 16; ++n) {
+          wmma::fill_fragment(s_acc[n], 0.0f);
+          wmma::fill_fragment(dp_acc[n], 0.0f);
+        }
+        for (int kd = 0; kd < D; kd += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ka, va;
+          wmma::load_matrix_sync(ka, Ks + wr * L::ldk + kd, L::ldk);
+          wmma::load_matrix_sync(va, Vs + wr * L::ldk + kd, L::ldk);
+          RECODE_UNROLL
+          for (int n = 0; n < kTbB / 16; ++n) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> qb, dob;
+            wmma::load_matrix_sync(qb, Qs + (n * 16) * L::ldk + kd, L::ldk);
+            wmma::load_matrix_sync(dob, dOs + (n * 16) * L::ldk + kd, L::ldk);
+            wmma::mma_sync(s_acc[n], ka, qb, s_acc[n]);
+            wmma::mma_sync(dp_acc[n], va, dob, dp_acc[n]);
+          }
+        }
+        RECODE_UNROLL
+        for (int n = 0; n < kTbB / 16; ++n) {
+          wmma::store_matrix_sync(St + wr * L::lds + n * 16, s_acc[n], L::lds, wmma::mem_row_major);
+          wmma::store_matrix_sync(dPt + wr * L::lds + n * 16, dp_acc[n], L::lds, wmma::mem_row_major);
+        }
+      }
+      __syncwarp();
+      // P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - Dvec), masked, rounded to bf16.
+      for (int j = half * 32; j < half * 32 + 32; ++j) {
+        int qi = q0 + j;
+        bool visible = key < seq && qi < seq && (!causal || key <= qi);
+        float p = visible ? expf(St[row * L::lds + j] * scale - lse_s[j]) : 0.0f;
+        float ds = p * (dPt[row * L::lds + j] - dvec_s[j]);
+        Pt[row * L::ldp + j] = to_bf16(p);
+        dSt[row * L::ldp + j] = to_bf16(ds);
+      }
+      __syncwarp();
+      // dV += P^T dO, dK += dS^T Q (scale applied at the end).
+      RECODE_UNROLL
+      for (int kk = 0; kk < kTbB; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa, dsa;
+        wmma::load_matrix_sync(pa, Pt + wr * L::ldp + kk, L::ldp);
+        wmma::load_matrix_sync(dsa, dSt + wr * L::ldp + kk, L::ldp);
+        RECODE_UNROLL
+        for (int c = 0; c < D / 16; ++c) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> dob, qb;
+          wmma::load_matrix_sync(dob, dOs + kk * L::ldk + c * 16, L::ldk);
+          wmma::load_matrix_sync(qb, Qs + kk * L::ldk + c * 16, L::ldk);
+          wmma::mma_sync(dv_acc[c], pa, dob, dv_acc[c]);
+          wmma::mma_sync(dk_acc[c], dsa, qb, dk_acc[c]);
+        }
+      }
+    }
+  }
+  bf16* dkb = dk + (size_t)b * seq * Hkv * D;
+  bf16* dvb = dv + (size_t)b * seq * Hkv * D;
+  float* stage = St + wr * L::lds;  // this warp's rows only
+  RECODE_UNROLL
+  for (int c = 0; c < D / 16; ++c) {
+    store_rows_bf16<D>(dk_acc[c], stage, L::lds, scale, dkb, seq, Hkv, hk, k0 + wr, c * 16);
+    store_rows_bf16<D>(dv_acc[c], stage, L::lds, 1.0f, dvb, seq, Hkv, hk, k0 + wr, c * 16);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kTbThreads)
+    attention_backward_dq_tc_kernel(int seq, int Hq, int Hkv, const bf16* q, const bf16* k, const bf16* v,
+                                    const float* lse, const float* dvec, const bf16* dout, bf16* dq, float scale,
+                                    int causal, int vec) {
+  using namespace nvcuda;
+  using L = TbLayout<D>;
+  SIMT_DYNAMIC_SHARED(unsigned char, smem);
+  bf16* Ks = reinterpret_cast<bf16*>(smem);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::tile_bytes);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * L::tile_bytes);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * L::tile_bytes);
+  float* Ss = reinterpret_cast<float*>(smem + 4 * L::tile_bytes);  // S [query][key]
+  float* dPs = Ss + kTbB * L::lds;
+  bf16* dSs = reinterpret_cast<bf16*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes);
+  float* lse_s = reinterpret_cast<float*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes + 2 * L::p_bytes);
+  float* dvec_s = lse_s + kTbB;
+  int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  int q0 = blockIdx.x * kTbB, h = blockIdx.y, b = blockIdx.z;
+  int hk = h / (Hq / Hkv);
+  int wr = warp * 16;  // this warp's query rows
+  copy_rows_bf16<kTbB, D>(q + (size_t)b * seq * Hq * D, seq, Hq, h, q0, Qs, L::ldk, vec);
+  copy_rows_bf16<kTbB, D>(dout + (size_t)b * seq * Hq * D, seq, Hq, h, q0, dOs, L::ldk, vec);
+  if (tid < kTbB) {
+    int qi = q0 + tid;
+    lse_s[tid] = qi < seq ? lse[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+    dvec_s[tid] = qi < seq ? dvec[((size_t)b * Hq + h) * seq + qi] : 0.0f;
+  }
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq_acc[D / 16];
+  RECODE_UNROLL
+  for (int c = 0; c < D / 16; ++c) wmma::fill_fragment(dq_acc[c], 0.0f);
+  int row = wr + lane / 2, half = lane % 2;
+  int qi = q0 + row;
+  const bf16* kb = k + (size_t)b * seq * Hkv * D;
+  const bf16* vb = v + (size_t)b * seq * Hkv * D;
+  int kv_end = causal ? min(seq, q0 + kTbB) : seq;
+  for (int k0 = 0; k0 < kv_end; k0 += kTbB) {
+    __syncthreads();
+    copy_rows_bf16<kTbB, D>(kb, seq, Hkv, hk, k0, Ks, L::ldk, vec);
+    copy_rows_bf16<kTbB, D>(vb, seq, Hkv, hk, k0, Vs, L::ldk, vec);
+    __syncthreads();
+    if (causal && k0 > q0 + wr + 15) continue;  // every key after every query of this warp
+    {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> s_acc[kTbB / 16], dp_acc[kTbB / 16];
+      RECODE_UNROLL
+      for (int n = 0; n < kTbB / 16; ++n) {
+        wmma::fill_fragment(s_acc[n], 0.0f);
+        wmma::fill_fragment(dp_acc[n], 0.0f);
+      }
+      for (int kd = 0; kd < D; kd += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qa, doa;
+        wmma::load_matrix_sync(qa, Qs + wr * L::ldk + kd, L::ldk);
+        wmma::load_matrix_sync(doa, dOs + wr * L::ldk + kd, L::ldk);
+        RECODE_UNROLL
+        for (int n = 0; n < kTbB / 16; ++n) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kbf, vbf;
+          wmma::load_matrix_sync(kbf, Ks + (n * 16) * L::ldk + kd, L::ldk);
+          wmma::load_matrix_sync(vbf, Vs + (n * 16) * L::ldk + kd, L::ldk);
+          wmma::mma_sync(s_acc[n], qa, kbf, s_acc[n]);
+          wmma::mma_sync(dp_acc[n], doa, vbf, dp_acc[n]);
+        }
+      }
+      RECODE_UNROLL
+      for (int n = 0; n < kTbB / 16; ++n) {
+        wmma::store_matrix_sync(Ss + wr * L::lds + n * 16, s_acc[n], L::lds, wmma::mem_row_major);
+        wmma::store_matrix_sync(dPs + wr * L::lds + n * 16, dp_acc[n], L::lds, wmma::mem_row_major);
+      }
+    }
+    __syncwarp();
+    for (int j = half * 32; j < half * 32 + 32; ++j) {
+      int kj = k0 + j;
+      bool visible = qi < seq && kj < seq && (!causal || kj <= qi);
+      float p = visible ? expf(Ss[row * L::lds + j] * scale - lse_s[row]) : 0.0f;
+      dSs[row * L::ldp + j] = to_bf16(p * (dPs[row * L::lds + j] - dvec_s[row]));
+    }
+    __syncwarp();
+    RECODE_UNROLL
+    for (int kk = 0; kk < kTbB; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> dsa;
+      wmma::load_matrix_sync(dsa, dSs + wr * L::ldp + kk, L::ldp);
+      RECODE_UNROLL
+      for (int c = 0; c < D / 16; ++c) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> kbf;
+        wmma::load_matrix_sync(kbf, Ks + kk * L::ldk + c * 16, L::ldk);
+        wmma::mma_sync(dq_acc[c], dsa, kbf, dq_acc[c]);
+      }
+    }
+  }
+  __syncwarp();
+  bf16* dqb = dq + (size_t)b * seq * Hq * D;
+  float* stage = Ss + wr * L::lds;
+  RECODE_UNROLL
+  for (int c = 0; c < D / 16; ++c) store_rows_bf16<D>(dq_acc[c], stage, L::lds, scale, dqb, seq, Hq, h, q0 + wr, c * 16);
+}
+
 // ---- KV cache and decode ---------------------------------------------------------------------------------
 
 template <class T>
@@ -741,8 +977,28 @@ RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const voi
                 (const T*)o, (const T*)dout, scratch);
   });
   RECODE_LAUNCH_CHECK();
-  size_t bytes = 0;
-  RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
+  if (dtype == RECODE_BF16) {  // tensor cores
+    int vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);
+    RECODE_DISPATCH_HEAD_DIM(D, {
+      auto dkdv = attention_backward_dkdv_tc_kernel<HD>;
+      auto dqk = attention_backward_dq_tc_kernel<HD>;
+      size_t bytes = TbLayout<HD>::total;
+      RECODE_CUDA_CHECK(allow_smem(dkdv, bytes));
+      RECODE_CUDA_CHECK(allow_smem(dqk, bytes));
+      SIMT_LAUNCH(dkdv, dim3(ceil_div((unsigned)seq, kTbB), Hkv, B), dim3(kTbThreads), bytes, s, seq, Hq, Hkv,
+                  (const bf16*)q, (const bf16*)k, (const bf16*)v, lse, scratch, (const bf16*)dout, (bf16*)dk, (bf16*)dv,
+                  scale, causal, vec);
+      RECODE_LAUNCH_CHECK();
+      SIMT_LAUNCH(dqk, dim3(ceil_div((unsigned)seq, kTbB), Hq, B), dim3(kTbThreads), bytes, s, seq, Hq, Hkv,
+                  (const bf16*)q, (const bf16*)k, (const bf16*)v, lse, scratch, (const bf16*)dout, (bf16*)dq, scale,
+                  causal, vec);
+      RECODE_LAUNCH_CHECK();
+    });
+    return 0;
+  }
+  size_t bytes = 0;  // fp32: SIMT kernels
+  RECODE_DISPATCH_HEAD_DIM(D, {
+    using T = float;
     auto dkdv = attention_backward_dkdv_kernel<T, HD>;
     auto dqk = attention_backward_dq_kernel<T, HD>;
     bytes = bwd_smem_floats<HD>() * sizeof(float);
@@ -754,7 +1010,7 @@ RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const voi
     SIMT_LAUNCH(dqk, dim3(ceil_div((unsigned)seq, kBwdB), Hq, B), dim3(kBwdThreads), bytes, s, seq, Hq, Hkv,
                 (const T*)q, (const T*)k, (const T*)v, lse, scratch, (const T*)dout, (T*)dq, scale, causal);
     RECODE_LAUNCH_CHECK();
-  }));
+  });
   return 0;
   RECODE_API_CATCH
 }
