@@ -782,6 +782,20 @@ __global__ void kv_cache_write_kernel(int B, int seq, int Hkv, int D, int capaci
   }
 }
 
+// The 16 bytes of v as floats: 8 bf16 or 4 fp32 values.
+template <class T>
+__device__ __forceinline__ void unpack_vec(const Bits128& v, float* out);
+template <>
+__device__ __forceinline__ void unpack_vec<bf16>(const Bits128& v, float* out) {
+  RECODE_UNROLL
+  for (int i = 0; i < 8; ++i) out[i] = to_float(bf16_lane(v, i));
+}
+template <>
+__device__ __forceinline__ void unpack_vec<float>(const Bits128& v, float* out) {
+  RECODE_UNROLL
+  for (int i = 0; i < 4; ++i) out[i] = __uint_as_float(v.w[i]);
+}
+
 template <int D>
 constexpr size_t decode_smem_floats() {
   return (size_t)kDecMaxGroup * D + kDecBK * (D + 1) + kDecBK * D + (kDecThreads / 32) * kDecBK;
@@ -792,7 +806,8 @@ constexpr size_t decode_smem_floats() {
 template <class T, int D>
 __global__ void __launch_bounds__(kDecThreads)
     attention_decode_kernel(int Hq, int Hkv, int capacity, const T* q, const T* k_cache, const T* v_cache,
-                            const int* context_lens, T* o, float scale, int num_splits, float* partial) {
+                            const int* context_lens, T* o, float scale, int num_splits, float* partial,
+                            int vec) {
   SIMT_DYNAMIC_SHARED(float, smem);
   float* qs = smem;                          // [group][D], pre-scaled
   float* Ks = qs + kDecMaxGroup * D;         // [BK][D+1]
@@ -819,11 +834,30 @@ __global__ void __launch_bounds__(kDecThreads)
   const T* vbase = v_cache + ((size_t)b * Hkv + hk) * capacity * D;
   for (int k0 = c_begin; k0 < c_end; k0 += kDecBK) {
     __syncthreads();
-    for (int idx = tid; idx < kDecBK * D; idx += blockDim.x) {
-      int j = idx / D, d = idx % D;
-      bool in = k0 + j < c_end;
-      Ks[j * (D + 1) + d] = in ? to_float(kbase[(size_t)(k0 + j) * D + d]) : 0.0f;
-      Vs[j * D + d] = in ? to_float(vbase[(size_t)(k0 + j) * D + d]) : 0.0f;
+    if (vec) {  // 16-byte loads: decode is bound by reading the cache, so the loads should be wide
+      constexpr int E = 16 / sizeof(T);  // elements per vector
+      for (int idx = tid; idx < kDecBK * D / E; idx += blockDim.x) {
+        int j = idx / (D / E), d = (idx % (D / E)) * E;
+        float kf[E], vf[E];
+        if (k0 + j < c_end) {
+          unpack_vec<T>(load128(kbase + (size_t)(k0 + j) * D + d), kf);
+          unpack_vec<T>(load128(vbase + (size_t)(k0 + j) * D + d), vf);
+        } else {
+          for (int e = 0; e < E; ++e) kf[e] = vf[e] = 0.0f;
+        }
+        RECODE_UNROLL
+        for (int e = 0; e < E; ++e) {
+          Ks[j * (D + 1) + d + e] = kf[e];
+          Vs[j * D + d + e] = vf[e];
+        }
+      }
+    } else {
+      for (int idx = tid; idx < kDecBK * D; idx += blockDim.x) {
+        int j = idx / D, d = idx % D;
+        bool in = k0 + j < c_end;
+        Ks[j * (D + 1) + d] = in ? to_float(kbase[(size_t)(k0 + j) * D + d]) : 0.0f;
+        Vs[j * D + d] = in ? to_float(vbase[(size_t)(k0 + j) * D + d]) : 0.0f;
+      }
     }
     __syncthreads();
     for (int gi = 0; gi < GW; ++gi) {
@@ -1049,12 +1083,13 @@ RECODE_API(attention_decode)(int B, int Hq, int Hkv, int D, int capacity, const 
                  "NULL pointer");
   cudaStream_t s = RECODE_STREAM(stream);
   RECODE_UNUSED(s);
+  int vec = aligned16(k_cache) && aligned16(v_cache);
   RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
     auto kernel = attention_decode_kernel<T, HD>;
     size_t bytes = decode_smem_floats<HD>() * sizeof(float);
     RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
     SIMT_LAUNCH(kernel, dim3(num_splits, Hkv, B), dim3(kDecThreads), bytes, s, Hq, Hkv, capacity, (const T*)q,
-                (const T*)k_cache, (const T*)v_cache, context_lens, (T*)o, scale, num_splits, scratch);
+                (const T*)k_cache, (const T*)v_cache, context_lens, (T*)o, scale, num_splits, scratch, vec);
     RECODE_LAUNCH_CHECK();
     if (num_splits > 1) {
       SIMT_LAUNCH(attention_decode_combine_kernel<T>, dim3(Hq, B), dim3(HD < 128 ? HD : 128), 0, s, Hq, HD, num_splits,

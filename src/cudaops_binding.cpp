@@ -41,6 +41,7 @@ class OpCall {
     to_device_ = kernel_entry(device_, "copy_to_device", &recode_emu_copy_to_device);
     to_host_ = kernel_entry(device_, "copy_to_host", &recode_emu_copy_to_host);
     memset_ = kernel_entry(device_, "device_memset", &recode_emu_device_memset);
+    set_misalign();
   }
   ~OpCall() {
     char err[256];
@@ -126,10 +127,13 @@ class OpCall {
   void* alloc(size_t bytes) {
     void* p = nullptr;
     char err[512] = {0};
-    check_kernel_status(alloc_(bytes, &p, err, sizeof err), "device_alloc", err);
+    check_kernel_status(alloc_(bytes + 16, &p, err, sizeof err), "device_alloc", err);
     owned_.push_back(p);
-    return p;
+    // options.misalign: tensors start 4 bytes into their allocation, as sub-views of a larger buffer may,
+    // so the kernels' scalar (non-vector) load paths get exercised.
+    return misalign_ ? static_cast<uint8_t*>(p) + 4 : p;
   }
+  void set_misalign() { misalign_ = flag("misalign", false); }
   // Device copy of option `name` (checked as above).
   void* input(const char* name, ElemType t, size_t n) {
     Napi::TypedArray a = array(name, t, n);
@@ -185,6 +189,7 @@ class OpCall {
   decltype(&recode_emu_copy_to_host) to_host_;
   decltype(&recode_emu_device_memset) memset_;
   std::vector<void*> owned_;
+  bool misalign_ = false;
 };
 
 size_t checked_product(OpCall& c, const char* what, std::initializer_list<int64_t> dims) {

@@ -150,6 +150,29 @@ for (const device of kernelDevices(t, addon)) {
   }
 }
 
+t.test('unaligned tensors take the scalar load paths and give the same results', async (t) => {
+  for (const device of kernelDevices(t, addon)) {
+    const r = rng(t, device)
+    for (const dtype of ['bf16', 'f32']) {
+      const B = 1, T = 70, Hq = 2, Hkv = 1, D = 64
+      const q = randomTensor(r, B * T * Hq * D, dtype), k = randomTensor(r, B * T * Hkv * D, dtype)
+      const v = randomTensor(r, B * T * Hkv * D, dtype), dout = randomTensor(r, B * T * Hq * D, dtype)
+      const args = { B, T, Hq, Hkv, D, dtype, q: q.data, k: k.data, v: v.data }
+      const a = addon.cudaOpsAttentionForward(device, args)
+      const u = addon.cudaOpsAttentionForward(device, { ...args, misalign: true })
+      t.same(Array.from(u.o), Array.from(a.o), `forward ${dtype} on ${device}`)
+      const ba = addon.cudaOpsAttentionBackward(device, { ...args, o: a.o, lse: a.lse, dout: dout.data })
+      const bu = addon.cudaOpsAttentionBackward(device, { ...args, o: a.o, lse: a.lse, dout: dout.data, misalign: true })
+      t.same(Array.from(bu.dq), Array.from(ba.dq), `backward dq ${dtype} on ${device}`)
+      t.same(Array.from(bu.dk), Array.from(ba.dk), `backward dk ${dtype} on ${device}`)
+      const capacity = 80
+      const w = addon.cudaOpsKvCacheWrite(device, { B, T, Hkv, D, capacity, dtype, k: k.data, v: v.data, start: Int32Array.of(0) })
+      const dec = { B, Hq, Hkv, D, capacity, dtype, q: q.data.slice(0, Hq * D), kCache: w.kCache, vCache: w.vCache, contextLens: Int32Array.of(T), numSplits: 2 }
+      t.same(Array.from(addon.cudaOpsAttentionDecode(device, { ...dec, misalign: true })), Array.from(addon.cudaOpsAttentionDecode(device, dec)), `decode ${dtype} on ${device}`)
+    }
+  }
+})
+
 t.test('decode of the last position equals the prefill forward row', async (t) => {
   for (const device of kernelDevices(t, addon)) {
     const r = rng(t, device)

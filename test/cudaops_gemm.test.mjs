@@ -81,6 +81,18 @@ t.test('bf16 tensor-core path is exact on small integers (checks fragment loads 
   }
 })
 
+t.test('unaligned operands take the scalar load path and give the same results', async (t) => {
+  for (const device of kernelDevices(t, addon)) {
+    const r = rng(t, device)
+    const M = 136, N = 48, K = 72
+    const A = randomTensor(r, M * K, 'bf16'), B = randomTensor(r, N * K, 'bf16'), dC = randomTensor(r, M * N, 'bf16')
+    const args = { M, N, K, dtype: 'bf16', outDtype: 'f32', a: A.data, b: B.data, dC: dC.data }
+    t.same(Array.from(addon.cudaOpsGemm(device, { ...args, misalign: true })), Array.from(addon.cudaOpsGemm(device, args)), `forward on ${device}`)
+    t.same(Array.from(addon.cudaOpsGemmBackwardInput(device, { ...args, misalign: true })), Array.from(addon.cudaOpsGemmBackwardInput(device, args)), `backward input on ${device}`)
+    t.same(Array.from(addon.cudaOpsGemmBackwardWeight(device, { ...args, misalign: true }).dB), Array.from(addon.cudaOpsGemmBackwardWeight(device, args).dB), `backward weight on ${device}`)
+  }
+})
+
 t.test('bad arguments throw ERR_INVALID_ARG, never crash', async (t) => {
   const a = new Float32Array(6), b = new Float32Array(6)
   t.throws(() => addon.cudaOpsGemm('emulated', { M: 2, N: 2, K: 3, a, b: new Float32Array(5) }), { code: 'ERR_INVALID_ARG', message: /options\.b/ })
