@@ -4,10 +4,34 @@
 // launches between two device synchronisations), the median of several such runs.
 // Without a GPU it says why it skipped and records kernel-launch sanity timings of the SIMT emulation on tiny
 // shapes: those show the emulated kernels run, and are no statement about performance.
+import { spawnSync } from 'child_process'
 import { native } from '../dist/cjs/native.js'
 import { median } from './lib.mjs'
 
 const TARGET_ATTENTION_TFLOPS = 200 // issue 4, H100, causal, head dim 128, seq 4k
+
+// PyTorch's scaled_dot_product_attention on the same GPU (the peer named in issue 4), when python3 with a
+// CUDA-enabled torch is installed; otherwise says why not.
+const SDPA_SCRIPT = `
+import sys, torch, torch.nn.functional as F
+B, S, H, D, causal = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == '1'
+assert torch.cuda.is_available(), 'torch has no usable CUDA device'
+q, k, v = (torch.randn(B, H, S, D, device='cuda', dtype=torch.bfloat16) for _ in range(3))
+for _ in range(3): F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+torch.cuda.synchronize()
+times = []
+for _ in range(5):
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(10): F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    b.record(); torch.cuda.synchronize(); times.append(a.elapsed_time(b) / 10 / 1000)
+times.sort(); print(times[len(times) // 2])
+`
+function torchSdpaSeconds (B, S, H, D, causal) {
+  const r = spawnSync('python3', ['-c', SDPA_SCRIPT, String(B), String(S), String(H), String(D), causal ? '1' : '0'], { encoding: 'utf8', timeout: 120000 })
+  if (r.status !== 0) return { error: (r.error?.message ?? r.stderr ?? '').trim().split('\n').pop() || 'python3 failed' }
+  return { seconds: Number(r.stdout.trim()) }
+}
 
 function timeMedian (addon, device, opts, runs = 5) {
   const xs = []
@@ -25,7 +49,13 @@ export default async () => {
     for (const causal of [true, false]) {
       const sec = timeMedian(addon, 'cuda', { op: 'attention_forward', dtype: 'bf16', B, T: S, Hq: H, Hkv: H, D, causal, iterations: 10, warmup: 2 })
       const flops = 4 * B * H * S * S * D / (causal ? 2 : 1)
-      results.push({ name: `attention forward bf16 B=${B} S=${S} H=${H} d=${D} causal=${causal}`, seconds: sec, tflops: flops / sec / 1e12 })
+      const torch = torchSdpaSeconds(B, S, H, D, causal)
+      results.push({
+        name: `attention forward bf16 B=${B} S=${S} H=${H} d=${D} causal=${causal}`,
+        seconds: sec,
+        tflops: flops / sec / 1e12,
+        torchSdpa: torch.seconds ? { seconds: torch.seconds, tflops: flops / torch.seconds / 1e12, ratio: torch.seconds / sec } : { unavailable: torch.error }
+      })
     }
     {
       const sec = timeMedian(addon, 'cuda', { op: 'attention_backward', dtype: 'bf16', B, T: S, Hq: H, Hkv: H, D, iterations: 3, warmup: 1 }, 3)
@@ -49,7 +79,8 @@ export default async () => {
       name: 'cudaops',
       results,
       summary: `GPU ${gpu}: causal attention forward ${causal.tflops.toFixed(1)} TFLOP/s at d=128, seq 4k ` +
-        `(target >= ${TARGET_ATTENTION_TFLOPS}; FlashAttention-2 191-335 per anchors.md); ` +
+        `(target >= ${TARGET_ATTENTION_TFLOPS}; FlashAttention-2 191-335 per anchors.md; torch SDPA ` +
+        `${causal.torchSdpa.tflops ? causal.torchSdpa.tflops.toFixed(1) + ' TFLOP/s' : 'unavailable: ' + causal.torchSdpa.unavailable}); ` +
         results.filter((r) => r.name.startsWith('gemm')).map((r) => `${r.name} ${r.tflops.toFixed(1)} TFLOP/s`).join('; ')
     }
   }
