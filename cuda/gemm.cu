@@ -10,7 +10,9 @@
 //   - fp32 inputs: SIMT kernel, 64x64 block tile, BK = 16, 256 threads each owning a 4x4 register block
 //     (fp32 FMA).
 //   - bf16 inputs: tensor cores through nvcuda::wmma (16x16x16 bf16 -> fp32), block tile BM x 128 (BM = 128,
-//     or 64 for short M), BK = 32, warps of 32x64 (2x4 fragments). Emulated by src/simt/simt_wmma.h, which
+//     or 64 for short M), BK = 32, warps of 32x64 (2x4 fragments). When both operands allow 16-byte vector
+//     loads, the next k-tile is fetched into registers while the current one is multiplied (software
+//     pipelining without a second shared buffer). Emulated by src/simt/simt_wmma.h, which
 //     keeps to the element-order-agnostic subset of wmma (fragments are only loaded, multiplied, stored).
 // Both accumulate in fp32 and write fp32 or bf16 (rounded once), optionally adding into the output.
 #include "ops_util.cuh"
@@ -56,6 +58,43 @@ __device__ __forceinline__ void load_tile_vec8(const Operand<bf16>& x, int rows,
     }
   }
 }
+
+// Register-staged version of load_tile_vec8 for software pipelining: fetch() issues the global loads of the
+// next k-tile into registers, commit() writes them to shared memory after the current tile's MMAs, so global
+// latency overlaps tensor-core work without a second shared-memory buffer.
+template <int ROWS, int BK, int THREADS>
+struct Vec8Stage {
+  static_assert(ROWS * BK % (8 * THREADS) == 0, "tile must split evenly into 16-byte vectors per thread");
+  static constexpr int N = ROWS * BK / (8 * THREADS);
+  Bits128 v[N];
+  __device__ __forceinline__ static void position(const Operand<bf16>& x, int idx, int& r, int& k) {
+    if (x.sk == 1) { r = idx / (BK / 8); k = (idx % (BK / 8)) * 8; }
+    else { k = idx / (ROWS / 8); r = (idx % (ROWS / 8)) * 8; }
+  }
+  __device__ __forceinline__ void fetch(const Operand<bf16>& x, int rows, int K, int r0, int k0, int tid) {
+    RECODE_UNROLL
+    for (int i = 0; i < N; ++i) {
+      int r, k;
+      position(x, tid + i * THREADS, r, k);
+      int gr = r0 + r, gk = k0 + k;
+      v[i] = Bits128{{0u, 0u, 0u, 0u}};
+      if (gr < rows && gk < K) v[i] = load128(x.sk == 1 ? x.p + gr * x.sr + gk : x.p + gr + gk * x.sk);
+    }
+  }
+  __device__ __forceinline__ void commit(const Operand<bf16>& x, bf16* tile, int ld, int tid) const {
+    RECODE_UNROLL
+    for (int i = 0; i < N; ++i) {
+      int r, k;
+      position(x, tid + i * THREADS, r, k);
+      if (x.sk == 1) {
+        store128(tile + r * ld + k, v[i]);
+      } else {
+        RECODE_UNROLL
+        for (int e = 0; e < 8; ++e) tile[(r + e) * ld + k] = bf16_lane(v[i], e);
+      }
+    }
+  }
+};
 
 // Whether 16-byte vector loads are valid: the contiguous dimension is a multiple of 8 (so a vector never
 // straddles the matrix edge), the other stride keeps every vector 16-byte aligned, and so does the base.
@@ -107,16 +146,16 @@ __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(int R, int C, i
     load_tile<kSimtBM, kSimtBK>(X, R, K, r0, k0, &Xs[0][0], kSimtBK + 1, tid, kSimtThreads);
     load_tile<kSimtBN, kSimtBK>(Y, C, K, c0, k0, &Ys[0][0], kSimtBK + 1, tid, kSimtThreads);
     __syncthreads();
-RECODE_UNROLL
+    RECODE_UNROLL
     for (int k = 0; k < kSimtBK; ++k) {
       float xv[4], yv[4];
-RECODE_UNROLL
+      RECODE_UNROLL
       for (int i = 0; i < 4; ++i) xv[i] = Xs[ty + 16 * i][k];
-RECODE_UNROLL
+      RECODE_UNROLL
       for (int j = 0; j < 4; ++j) yv[j] = Ys[tx + 16 * j][k];
-RECODE_UNROLL
+      RECODE_UNROLL
       for (int i = 0; i < 4; ++i)
-RECODE_UNROLL
+        RECODE_UNROLL
         for (int j = 0; j < 4; ++j) acc[i][j] += xv[i] * yv[j];
     }
     __syncthreads();
@@ -134,6 +173,26 @@ RECODE_UNROLL
 // ---- tensor-core kernel (bf16 inputs) ---------------------------------------------------------------------
 constexpr int kWmmaBN = 128, kWmmaBK = 32, kWmmaLd = kWmmaBK + 8;  // ld multiple of 8 bf16 (16 bytes)
 
+// One BK-deep step of a warp's 32x64 output tile: acc[i][j] += Xs rows (wr + 16 i) . Ys rows (wc + 16 j)^T.
+template <class Acc>
+__device__ __forceinline__ void wmma_tile_product(Acc (&acc)[2][4], const bf16* Xs, const bf16* Ys, int wr, int wc) {
+  using namespace nvcuda;
+  RECODE_UNROLL
+  for (int kk = 0; kk < kWmmaBK; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b[4];
+    RECODE_UNROLL
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Xs + (wr + 16 * i) * kWmmaLd + kk, kWmmaLd);
+    // Ys holds Y[c][k]: as the K x N operand that is column-major with leading dimension kWmmaLd.
+    RECODE_UNROLL
+    for (int j = 0; j < 4; ++j) wmma::load_matrix_sync(b[j], Ys + (wc + 16 * j) * kWmmaLd + kk, kWmmaLd);
+    RECODE_UNROLL
+    for (int i = 0; i < 2; ++i)
+      RECODE_UNROLL
+      for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+  }
+}
+
 template <int BM, class TO>
 __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, Operand<bf16> X, Operand<bf16> Y,
                                                            TO* out, const float* bias, int accumulate) {
@@ -150,27 +209,39 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
   for (int i = 0; i < 2; ++i)
     RECODE_UNROLL
     for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-  for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
-    if (X.vec8) load_tile_vec8<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
-    else load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
-    if (Y.vec8) load_tile_vec8<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
-    else load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+  if (X.vec8 && Y.vec8) {
+    // Pipelined: the next tile's global loads are in flight while this tile's MMAs run.
+    Vec8Stage<BM, kWmmaBK, kThreads> xn;
+    Vec8Stage<kWmmaBN, kWmmaBK, kThreads> yn;
+    xn.fetch(X, R, K, r0, 0, tid);
+    yn.fetch(Y, C, K, c0, 0, tid);
+    xn.commit(X, Xs, kWmmaLd, tid);
+    yn.commit(Y, Ys, kWmmaLd, tid);
     __syncthreads();
-    RECODE_UNROLL
-    for (int kk = 0; kk < kWmmaBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b[4];
-      RECODE_UNROLL
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Xs + (wr + 16 * i) * kWmmaLd + kk, kWmmaLd);
-      // Ys holds Y[c][k]: as the K x N operand that is column-major with leading dimension kWmmaLd.
-      RECODE_UNROLL
-      for (int j = 0; j < 4; ++j) wmma::load_matrix_sync(b[j], Ys + (wc + 16 * j) * kWmmaLd + kk, kWmmaLd);
-      RECODE_UNROLL
-      for (int i = 0; i < 2; ++i)
-        RECODE_UNROLL
-        for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
+      bool more = k0 + kWmmaBK < K;
+      if (more) {
+        xn.fetch(X, R, K, r0, k0 + kWmmaBK, tid);
+        yn.fetch(Y, C, K, c0, k0 + kWmmaBK, tid);
+      }
+      wmma_tile_product(acc, Xs, Ys, wr, wc);
+      __syncthreads();
+      if (more) {
+        xn.commit(X, Xs, kWmmaLd, tid);
+        yn.commit(Y, Ys, kWmmaLd, tid);
+        __syncthreads();
+      }
     }
-    __syncthreads();
+  } else {
+    for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
+      if (X.vec8) load_tile_vec8<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+      else load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+      if (Y.vec8) load_tile_vec8<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+      else load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+      __syncthreads();
+      wmma_tile_product(acc, Xs, Ys, wr, wc);
+      __syncthreads();
+    }
   }
   // Epilogue: each fragment goes through the warp's staging tile, then lanes write rows of 16 outputs.
   float* st = stage[warp];
