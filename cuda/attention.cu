@@ -22,7 +22,7 @@
 //
 // bf16 forward and backward run on tensor cores (wmma; attention_forward_tc_kernel and the *_tc_kernel
 // backward pair below, same tiling ideas with 64-row tiles); fp32 forward/backward and decode are the SIMT
-// kernels above (fp32 FMA). Decode is bandwidth-bound, so CUDA cores suffice there.
+// kernels described above (fp32 FMA). Decode is bandwidth-bound, so CUDA cores suffice there.
 #include "ops_util.cuh"
 
 #include <cmath>
