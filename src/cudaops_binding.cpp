@@ -18,6 +18,9 @@
 #include "kernels_api.h"
 #include "recode_cuda.h"
 
+// Test kernel for the wmma emulation (cuda/wmma_conformance.cu); host pointers, not part of the model ABI.
+extern "C" int recode_emu_wmma_conformance(const void*, const void*, const float*, float*, float, char*, size_t);
+
 namespace recode {
 namespace {
 
@@ -700,6 +703,22 @@ Napi::Value time_op(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), seconds / iterations);
 }
 
+// cudaOpsWmmaConformance(device, {a, b: Uint16Array(256) bf16, c: Float32Array(256), alpha}) -> Float32Array
+// (16 x 256): alpha * (A B + C) for the 16 layout combinations (see cuda/wmma_conformance.cu).
+Napi::Value wmma_conformance(const Napi::CallbackInfo& info) {
+  OpCall c(info, "cudaOpsWmmaConformance");
+  Napi::TypedArray a = c.array("a", ElemType::BF16, 256), b = c.array("b", ElemType::BF16, 256);
+  Napi::TypedArray cc = c.array("c", ElemType::F32, 256);
+  float alpha = (float)c.number_or("alpha", 1.0);
+  auto out = Napi::Float32Array::New(info.Env(), 16 * 256);
+  char err[512] = {0};
+  auto fn = c.entry("wmma_conformance", &recode_emu_wmma_conformance);
+  check_kernel_status(fn(OpCall::data(a), OpCall::data(b), static_cast<const float*>(OpCall::data(cc)), out.Data(),
+                         alpha, err, sizeof err),
+                      "wmma_conformance", err);
+  return out;
+}
+
 }  // namespace
 
 RECODE_EXPORT("cudaOpsGemm", gemm);
@@ -722,5 +741,6 @@ RECODE_EXPORT("cudaOpsCast", cast);
 RECODE_EXPORT("cudaOpsSumSquares", sum_squares);
 RECODE_EXPORT("cudaOpsAdamw", adamw);
 RECODE_EXPORT("cudaOpsTime", time_op);
+RECODE_EXPORT("cudaOpsWmmaConformance", wmma_conformance);
 
 }  // namespace recode
