@@ -1,0 +1,181 @@
+// Fast causal attention bodies, included twice: by attention.cpp (baseline x86-64) and by
+// attention_avx2.cpp (compiled with AVX2+FMA), each inside its own namespace, so both SIMD levels run the
+// same source. The inner loops (dot products and axpys over head_dim) are written for the auto-vectoriser.
+// Expects RECODE_ATTN_NS to name the namespace.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/ops.h"
+#include "parallel.h"
+
+namespace recode::ops::RECODE_ATTN_NS {
+
+inline float dot(const float* a, const float* b, int n) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += a[i + j] * b[i + j];
+  float s = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline void axpy(float* y, float a, const float* x, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+inline void scale_vec(float* y, float a, int n) {
+  for (int i = 0; i < n; ++i) y[i] *= a;
+}
+
+// Zero-initialised scratch owned by this namespace (no std::vector<float>/std::fill instantiations, which
+// the AVX2 copy could otherwise donate to baseline code through the linker).
+struct Buf {
+  float* p;
+  explicit Buf(size_t n) : p(new float[n]()) {}
+  ~Buf() { delete[] p; }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  float* data() { return p; }
+  float& operator[](int64_t i) { return p[i]; }
+};
+
+inline void zero(float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 0;
+}
+
+constexpr int kBr = 16;  // query rows per task
+constexpr int kBc = 64;  // keys per tile (a 64 x 128 fp32 K tile is 32 KiB: L1-resident across the rows)
+
+// Online-softmax state of one query row.
+struct RowState {
+  float m, l;
+};
+
+// Processes keys [j0, j1) for query rows [i0, i1) of head h; rows' visible limit is q_pos0 + i.
+inline void attend_tile(const float* q, const float* k, const float* v, const AttnShape& s, int h, int i0, int i1,
+                        int j0, int j1, RowState* st, float* acc, float* scores) {
+  const int D = s.D, g = h / (s.H / s.Hkv);
+  const int64_t kv_stride = (int64_t)s.Hkv * D;
+  for (int i = i0; i < i1; ++i) {
+    int last = std::min(j1, s.q_pos0 + i + 1);  // exclusive
+    if (last <= j0) continue;
+    const float* qi = q + ((int64_t)i * s.H + h) * D;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = j0; j < last; ++j) {
+      float x = s.scale * dot(qi, k + j * kv_stride + (int64_t)g * D, D);
+      scores[j - j0] = x;
+      mx = std::max(mx, x);
+    }
+    RowState& r = st[i - i0];
+    float* a = acc + (int64_t)(i - i0) * D;
+    float m_new = std::max(r.m, mx);
+    float corr = std::exp(r.m - m_new);  // 0 on the first tile (r.m = -inf)
+    float sum = 0;
+    if (corr != 1.0f) scale_vec(a, corr, D);
+    for (int j = j0; j < last; ++j) {
+      float p = std::exp(scores[j - j0] - m_new);
+      sum += p;
+      axpy(a, p, v + j * kv_stride + (int64_t)g * D, D);
+    }
+    r.l = r.l * corr + sum;
+    r.m = m_new;
+  }
+}
+
+inline void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  const int qtiles = (s.T + kBr - 1) / kBr;
+  parallel_for((int64_t)s.H * qtiles, 1, [&](int64_t t0, int64_t t1) {
+    Buf acc((size_t)kBr * s.D), scores(kBc);
+    RowState st[kBr];
+    for (int64_t task = t0; task < t1; ++task) {
+      int h = (int)(task % s.H), i0 = (int)(task / s.H) * kBr, i1 = std::min(s.T, i0 + kBr);
+      for (int i = 0; i < i1 - i0; ++i) st[i] = {-std::numeric_limits<float>::infinity(), 0.0f};
+      zero(acc.data(), (int64_t)kBr * s.D);
+      int kend = std::min(s.S, s.q_pos0 + i1);  // keys any row of the tile can see
+      for (int j0 = 0; j0 < kend; j0 += kBc)
+        attend_tile(q, k, v, s, h, i0, i1, j0, std::min(kend, j0 + kBc), st, acc.data(), scores.data());
+      for (int i = i0; i < i1; ++i) {
+        float* o = out + ((int64_t)i * s.H + h) * s.D;
+        const RowState& r = st[i - i0];
+        float inv = r.l > 0 ? 1.0f / r.l : 0.0f;
+        for (int d = 0; d < s.D; ++d) o[d] = acc[(int64_t)(i - i0) * s.D + d] * inv;
+        if (lse) lse[(int64_t)i * s.H + h] = r.l > 0 ? r.m + std::log(r.l) : -std::numeric_limits<float>::infinity();
+      }
+    }
+  });
+}
+
+// Split-context decode: each (head, chunk) task leaves a partial state; a second pass merges them.
+inline void decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  const int chunk = std::max(256, (s.S + 63) / 64);
+  const int splits = (s.S + chunk - 1) / chunk;
+  const int T = s.T, D = s.D;
+  std::vector<RowState> part_state((size_t)s.H * splits * T);
+  Buf part_acc((size_t)s.H * splits * T * D);
+  parallel_for((int64_t)s.H * splits, 1, [&](int64_t t0, int64_t t1) {
+    Buf scores(kBc);
+    for (int64_t task = t0; task < t1; ++task) {
+      int h = (int)(task / splits), sp = (int)(task % splits);
+      RowState* st = part_state.data() + task * T;
+      float* acc = part_acc.data() + task * T * D;
+      for (int i = 0; i < T; ++i) st[i] = {-std::numeric_limits<float>::infinity(), 0.0f};
+      zero(acc, (int64_t)T * D);
+      int c0 = sp * chunk, c1 = std::min(s.S, c0 + chunk);
+      for (int j0 = c0; j0 < c1; j0 += kBc) attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), st, acc, scores.data());
+    }
+  });
+  for (int h = 0; h < s.H; ++h)
+    for (int i = 0; i < T; ++i) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int sp = 0; sp < splits; ++sp) m = std::max(m, part_state[((int64_t)h * splits + sp) * T + i].m);
+      float* o = out + ((int64_t)i * s.H + h) * D;
+      zero(o, D);
+      float l = 0;
+      if (m != -std::numeric_limits<float>::infinity()) {
+        for (int sp = 0; sp < splits; ++sp) {
+          const RowState& r = part_state[((int64_t)h * splits + sp) * T + i];
+          if (r.l == 0) continue;
+          float w = std::exp(r.m - m);
+          l += r.l * w;
+          axpy(o, w, part_acc.data() + (((int64_t)h * splits + sp) * T + i) * D, D);
+        }
+        scale_vec(o, 1.0f / l, D);
+      }
+      if (lse) lse[(int64_t)i * s.H + h] = l > 0 ? m + std::log(l) : -std::numeric_limits<float>::infinity();
+    }
+}
+
+// FlashAttention-2-style backward: probabilities are recomputed from lse one row at a time. One task per
+// kv head owns dk/dv of that head and dq of its query heads, so tasks never write the same memory.
+inline void backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                     const float* v, const float* out, const float* lse, const AttnShape& s) {
+  const int D = s.D, group = s.H / s.Hkv;
+  const int64_t kv_stride = (int64_t)s.Hkv * D;
+  parallel_for(s.Hkv, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      for (int h = (int)g * group; h < (int)(g + 1) * group; ++h)
+        for (int i = 0; i < s.T; ++i) {
+          const int64_t row = ((int64_t)i * s.H + h) * D;
+          const float* qi = q + row;
+          const float* doi = dout + row;
+          float* dqi = dq + row;
+          float Di = dot(doi, out + row, D);
+          float L = lse[(int64_t)i * s.H + h];
+          int last = std::min(s.S, s.q_pos0 + i + 1);
+          for (int j = 0; j < last; ++j) {
+            const float* kj = k + j * kv_stride + g * D;
+            const float* vj = v + j * kv_stride + g * D;
+            float p = std::exp(s.scale * dot(qi, kj, D) - L);
+            axpy(dv + j * kv_stride + g * D, p, doi, D);
+            float ds = p * (dot(doi, vj, D) - Di) * s.scale;
+            axpy(dqi, ds, kj, D);
+            axpy(dk + j * kv_stride + g * D, ds, qi, D);
+          }
+        }
+  });
+}
+
+}  // namespace recode::ops::RECODE_ATTN_NS

@@ -1,0 +1,207 @@
+// GEMM: the reference (float64, three loops), the packed/blocked multi-threaded driver, the portable
+// micro-kernel, and the linear layer (forward/backward) built on them.
+//
+// Blocking: B (the weight) is packed in panels of kPanel output columns, full K deep ([N/16][K][16]), once
+// per weight for inference. Work is split into tasks of MC rows x NC columns of C; a task walks K in KC-deep
+// slices, packs its A slice (MC x KC, in kMR-row panels: L2-resident) and runs the micro-kernel over every
+// (row panel, column panel) pair, reusing one KC x 16 slice of B from L1 across the row panels.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu_features.h"
+#include "ops/gemm_kernel.h"
+#include "ops/ops.h"
+#include "parallel.h"
+
+namespace recode::ops {
+
+namespace {
+
+constexpr int kMC = 96;   // rows of C per task (16 row panels)
+constexpr int kKC = 256;  // depth of one K slice
+
+// Portable micro-kernel: same contract as the AVX2 one; plain loops the compiler can vectorise.
+void gemm_kernel_portable(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
+                          bool accumulate) {
+  float acc[kMR][kPanel] = {};
+  for (int k = 0; k < kc; ++k) {
+    for (int r = 0; r < kMR; ++r) {
+      float av = a[r];
+      for (int j = 0; j < kPanel; ++j) acc[r][j] += av * b[j];
+    }
+    a += kMR;
+    b += kPanel;
+  }
+  for (int r = 0; r < mr; ++r) {
+    float* cr = c + r * ldc;
+    for (int j = 0; j < nr; ++j) cr[j] = accumulate ? cr[j] + acc[r][j] : acc[r][j];
+  }
+}
+
+GemmKernel pick_kernel() {
+  return simd_level() == SimdLevel::AVX2 ? &gemm_kernel_avx2 : &gemm_kernel_portable;
+}
+
+// Packs B(n, k) = B[n*b_rs + k*b_cs] for n in [0, N), k in [0, K) into [ceil(N/16)][K][16].
+void pack_b(float* dst, const float* B, int64_t b_rs, int64_t b_cs, int N, int K) {
+  int panels = (N + kPanel - 1) / kPanel;
+  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* d = dst + p * (int64_t)K * kPanel;
+      int n0 = (int)p * kPanel, nn = std::min(kPanel, N - n0);
+      for (int k = 0; k < K; ++k) {
+        for (int j = 0; j < nn; ++j) d[(int64_t)k * kPanel + j] = B[(n0 + j) * b_rs + k * b_cs];
+        for (int j = nn; j < kPanel; ++j) d[(int64_t)k * kPanel + j] = 0;
+      }
+    }
+  });
+}
+
+// C[M, N] (+)= A(m, k) * Bpacked(n, k).
+void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* Bp, int M, int N,
+                 int K, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int m = 0; m < M; ++m) std::memset(C + m * ldc, 0, sizeof(float) * N);
+    return;
+  }
+  GemmKernel kernel = pick_kernel();
+  int panels = (N + kPanel - 1) / kPanel;
+  int mblocks = (M + kMC - 1) / kMC;
+  // Columns per task: 16 panels when there is plenty of work, fewer when M is small (decode) so every
+  // thread gets several tasks.
+  int want_tasks = num_threads() * 4;
+  int panels_per_task = 16;
+  while (panels_per_task > 1 && (int64_t)mblocks * ((panels + panels_per_task - 1) / panels_per_task) < want_tasks)
+    panels_per_task /= 2;
+  int nblocks = (panels + panels_per_task - 1) / panels_per_task;
+  parallel_for((int64_t)mblocks * nblocks, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> apack;
+    apack.resize((size_t)kMC * kKC);
+    for (int64_t task = t0; task < t1; ++task) {
+      int mb = (int)(task / nblocks), nb = (int)(task % nblocks);
+      int m0 = mb * kMC, mc = std::min(kMC, M - m0);
+      int p_begin = nb * panels_per_task, p_end = std::min(panels, p_begin + panels_per_task);
+      for (int k0 = 0; k0 < K; k0 += kKC) {
+        int kc = std::min(kKC, K - k0);
+        // pack A rows [m0, m0+mc), depth [k0, k0+kc) into kMR-row panels, zero padded
+        for (int i = 0; i < mc; i += kMR) {
+          float* d = apack.data() + (int64_t)(i / kMR) * kc * kMR;
+          int mr = std::min(kMR, mc - i);
+          for (int k = 0; k < kc; ++k) {
+            for (int r = 0; r < mr; ++r) d[k * kMR + r] = A[(m0 + i + r) * a_rs + (k0 + k) * a_cs];
+            for (int r = mr; r < kMR; ++r) d[k * kMR + r] = 0;
+          }
+        }
+        bool acc = accumulate || k0 > 0;
+        for (int p = p_begin; p < p_end; ++p) {
+          const float* b = Bp + (int64_t)p * K * kPanel + (int64_t)k0 * kPanel;
+          int n0 = p * kPanel, nr = std::min(kPanel, N - n0);
+          for (int i = 0; i < mc; i += kMR)
+            kernel(std::min(kMR, mc - i), nr, kc, apack.data() + (int64_t)(i / kMR) * kc * kMR, b,
+                   C + (m0 + i) * ldc + n0, ldc, acc);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
+              int64_t b_cs, int M, int N, int K, bool accumulate) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = accumulate ? C[m * ldc + n] : 0.0;
+      for (int k = 0; k < K; ++k) s += (double)A[m * a_rs + k * a_cs] * B[n * b_rs + k * b_cs];
+      C[m * ldc + n] = (float)s;
+    }
+}
+
+void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
+          int64_t b_cs, int M, int N, int K, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  std::vector<float> bp((size_t)((N + kPanel - 1) / kPanel) * std::max(K, 0) * kPanel);
+  if (K > 0) pack_b(bp.data(), B, b_rs, b_cs, N, K);
+  gemm_driver(C, ldc, A, a_rs, a_cs, bp.data(), M, N, K, accumulate);
+}
+
+PackedWeight pack_weight(const float* W, int N, int K) {
+  PackedWeight p;
+  p.N = N;
+  p.K = K;
+  p.panels.resize((size_t)((N + kPanel - 1) / kPanel) * K * kPanel);
+  pack_b(p.panels.data(), W, K, 1, N, K);
+  return p;
+}
+
+void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const PackedWeight& W, int M, bool accumulate) {
+  gemm_driver(C, ldc, A, lda, 1, W.panels.data(), M, W.N, W.K, accumulate);
+}
+
+static void fill_bias(float* y, const float* b, int M, int N) {
+  for (int m = 0; m < M; ++m) std::memcpy(y + (int64_t)m * N, b, sizeof(float) * N);
+}
+
+void linear_forward(float* y, const float* x, const float* W, const float* b, int M, int N, int K) {
+  if (b) fill_bias(y, b, M, N);
+  gemm(y, N, x, K, 1, W, K, 1, M, N, K, b != nullptr);
+}
+
+void linear_forward_packed(float* y, const float* x, const PackedWeight& W, const float* b, int M) {
+  if (b) fill_bias(y, b, M, W.N);
+  gemm_packed(y, W.N, x, W.K, W, M, b != nullptr);
+}
+
+void linear_forward(float* y, const float* x, const Linear& L, int M) {
+  if (L.packed) linear_forward_packed(y, x, *L.packed, L.bias, M);
+  else linear_forward(y, x, L.w, L.bias, M, L.N, L.K);
+}
+
+void linear_forward_ref(float* y, const float* x, const float* W, const float* b, int M, int N, int K) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = b ? b[n] : 0.0;
+      for (int k = 0; k < K; ++k) s += (double)x[(int64_t)m * K + k] * W[(int64_t)n * K + k];
+      y[(int64_t)m * N + n] = (float)s;
+    }
+}
+
+void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M, int N,
+                     int K) {
+  // dx[m, k] += sum_n dy[m, n] W[n, k]:  A = dy (rows m, depth n), B(k, n) = W[n*K + k]
+  if (dx) gemm(dx, K, dy, N, 1, W, 1, K, M, K, N, true);
+  // dW[n, k] += sum_m dy[m, n] x[m, k]:  A(n, m) = dy[m*N + n], B(k, m) = x[m*K + k]
+  if (dW) gemm(dW, K, dy, 1, N, x, 1, K, N, K, M, true);
+  if (db)
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) db[n] += dy[(int64_t)m * N + n];
+}
+
+void linear_backward_ref(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M,
+                         int N, int K) {
+  if (dx)
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k) {
+        double s = 0;
+        for (int n = 0; n < N; ++n) s += (double)dy[(int64_t)m * N + n] * W[(int64_t)n * K + k];
+        dx[(int64_t)m * K + k] += (float)s;
+      }
+  if (dW)
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) {
+        double s = 0;
+        for (int m = 0; m < M; ++m) s += (double)dy[(int64_t)m * N + n] * x[(int64_t)m * K + k];
+        dW[(int64_t)n * K + k] += (float)s;
+      }
+  if (db)
+    for (int n = 0; n < N; ++n) {
+      double s = 0;
+      for (int m = 0; m < M; ++m) s += dy[(int64_t)m * N + n];
+      db[n] += (float)s;
+    }
+}
+
+}  // namespace recode::ops
