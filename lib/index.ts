@@ -5,3 +5,4 @@
 export { RecodeError } from './errors'
 export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
 export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
+export * from './rl'
