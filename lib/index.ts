@@ -5,3 +5,5 @@
 export { RecodeError } from './errors'
 export { systemInfo, cudaAvailable, setNumThreads, setSimdLevel } from './device'
 export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
+export { loadChatTemplate, renderChatTemplate } from './chat'
+export type { RenderChatOptions } from './chat'
