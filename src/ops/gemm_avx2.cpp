@@ -10,35 +10,42 @@
 
 namespace recode::ops {
 
+// Accumulators are named variables (not arrays) so the compiler keeps all 12 in registers; rows beyond MR
+// are compiled out.
 template <int MR>
 static void tile(int nr, int kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
-  __m256 lo[MR], hi[MR];
-  for (int r = 0; r < MR; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int k = 0; k < kc; ++k) {
-    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    for (int r = 0; r < MR; ++r) {
-      __m256 av = _mm256_broadcast_ss(a + r);
-      lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-    }
+    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), av;
+#define RECODE_ROW(r)                          \
+  if constexpr (MR > r) {                      \
+    av = _mm256_broadcast_ss(a + r);           \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); \
+    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1); \
+  }
+    RECODE_ROW(0) RECODE_ROW(1) RECODE_ROW(2) RECODE_ROW(3) RECODE_ROW(4) RECODE_ROW(5)
+#undef RECODE_ROW
     a += kMR;
     b += kPanel;
   }
+  __m256 rows[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
   if (nr == kPanel) {
     for (int r = 0; r < MR; ++r) {
       float* cr = c + r * ldc;
+      __m256 lo = rows[r][0], hi = rows[r][1];
       if (accumulate) {
-        lo[r] = _mm256_add_ps(lo[r], _mm256_loadu_ps(cr));
-        hi[r] = _mm256_add_ps(hi[r], _mm256_loadu_ps(cr + 8));
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8));
       }
-      _mm256_storeu_ps(cr, lo[r]);
-      _mm256_storeu_ps(cr + 8, hi[r]);
+      _mm256_storeu_ps(cr, lo);
+      _mm256_storeu_ps(cr + 8, hi);
     }
   } else {  // right edge: spill the tile and copy the valid columns
     alignas(32) float buf[kPanel];
     for (int r = 0; r < MR; ++r) {
-      _mm256_store_ps(buf, lo[r]);
-      _mm256_store_ps(buf + 8, hi[r]);
+      _mm256_store_ps(buf, rows[r][0]);
+      _mm256_store_ps(buf + 8, rows[r][1]);
       float* cr = c + r * ldc;
       for (int j = 0; j < nr; ++j) cr[j] = accumulate ? cr[j] + buf[j] : buf[j];
     }
