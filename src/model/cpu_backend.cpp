@@ -93,7 +93,7 @@ class CpuBackend : public Backend {
       lm_head_ = ops::pack_weight(w.data(), (int)V, (int)C);
     }
     inv_freq_.resize(D / 2);
-    ops::rope_inv_freq(inv_freq_.data(), (int)D, cfg.rope_theta, cfg.rope_scaling);
+    ops::rope_inv_freq_ref(inv_freq_.data(), (int)D, cfg.rope_theta, cfg.rope_scaling);
     kv_per_slot_layer_ = (size_t)context * Hkv * D;
     k_cache_.assign(kv_per_slot_layer_ * cfg.layers * slots, 0.0f);
     v_cache_.assign(kv_per_slot_layer_ * cfg.layers * slots, 0.0f);
@@ -178,7 +178,8 @@ class CpuBackend : public Backend {
 
  private:
   ops::LayerDims dims_;
-  std::vector<float> embed_, final_norm_, inv_freq_;
+  std::vector<float> embed_, final_norm_;
+  std::vector<double> inv_freq_;
   std::vector<LayerStore> layers_;
   ops::PackedWeight lm_head_;
   int slots_, context_;

@@ -52,7 +52,7 @@ static AttnShape seq_shape(const LayerDims& d, const AttnSeq& sq) {
 }
 
 void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
-                           const std::vector<AttnSeq>& seqs, LayerActs& a, const float* inv_freq) {
+                           const std::vector<AttnSeq>& seqs, LayerActs& a, const double* inv_freq) {
   const int qd = d.H * d.D, kd = d.Hkv * d.D;
   const bool training = !a.x_in.empty();
   if (training) std::memcpy(a.x_in.data(), x, sizeof(float) * T * d.C);
@@ -103,7 +103,7 @@ void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, 
 }
 
 void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
-                            const std::vector<AttnSeq>& seqs, const LayerActs& a, const float* inv_freq,
+                            const std::vector<AttnSeq>& seqs, const LayerActs& a, const double* inv_freq,
                             LayerGrads& g) {
   const int qd = d.H * d.D, kd = d.Hkv * d.D;
   // MLP branch: x_out = x_mid + down(swiglu(gate(h2), up(h2))); dx already holds d x_out = d x_mid (residual).

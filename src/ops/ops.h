@@ -36,13 +36,14 @@ struct RopeScaling {
   bool llama3 = false;
   double factor = 1, low_freq_factor = 1, high_freq_factor = 4, original_max_position = 8192;
 };
-void rope_inv_freq(float* inv_freq, int D, double theta, const RopeScaling& scaling);
+// inv_freq[i] = theta^(-2i/D), llama3-scaled when configured (float64: used by fast and reference paths).
 void rope_inv_freq_ref(double* inv_freq, int D, double theta, const RopeScaling& scaling);
-// In place on x [T, H, D] with positions pos[T].
-void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int T, int H, int D);
+// In place on x [T, H, D] with positions pos[T]. Angles pos * inv_freq are formed in double (a float32 angle
+// at position 10^4 is off by ~1e-3 rad), cos/sin computed once per (token, frequency) and applied in float.
+void rope_forward(float* x, const int32_t* pos, const double* inv_freq, int T, int H, int D);
 void rope_forward_ref(float* out, const float* x, const int32_t* pos, const double* inv_freq, int T, int H, int D);
 // The rotation is orthogonal: its backward rotates the gradient back (in place on dx).
-void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int T, int H, int D);
+void rope_backward(float* dx, const int32_t* pos, const double* inv_freq, int T, int H, int D);
 
 // ---- linear / GEMM (gemm.cpp, gemm_avx2.cpp) -----------------------------------------------------------
 // General strided product C[m, n] (+)= sum_k A(m, k) * B(n, k), where A(m, k) = A[m*a_rs + k*a_cs] and
@@ -156,7 +157,7 @@ struct LayerActs {
 // each row's position. With `training`, seqs must describe whole sequences starting at position 0 and their
 // k/v caches are acts.k / acts.v (the layer sets that up when seqs' caches are null).
 void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
-                           const std::vector<AttnSeq>& seqs, LayerActs& acts, const float* inv_freq);
+                           const std::vector<AttnSeq>& seqs, LayerActs& acts, const double* inv_freq);
 // Gradients of one layer (training): dx [T, C] is the gradient wrt the layer's output on entry and wrt its
 // input on return; weight gradients accumulate into `grads` (plain [N, K] arrays, same fields as the weights).
 struct LayerGrads {
@@ -165,7 +166,7 @@ struct LayerGrads {
         *gate_w = nullptr, *up_w = nullptr, *down_w = nullptr;
 };
 void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
-                            const std::vector<AttnSeq>& seqs, const LayerActs& acts, const float* inv_freq,
+                            const std::vector<AttnSeq>& seqs, const LayerActs& acts, const double* inv_freq,
                             LayerGrads& g);
 
 }  // namespace recode::ops

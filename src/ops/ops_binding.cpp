@@ -139,8 +139,8 @@ Napi::Value op_rope_forward(const Napi::CallbackInfo& info) {
     rope_inv_freq_ref(f.data(), D, theta, sc);
     rope_forward_ref(out, x, pos.Data(), f.data(), T, H, D);
   } else {
-    std::vector<float> f(D / 2);
-    rope_inv_freq(f.data(), D, theta, sc);
+    std::vector<double> f(D / 2);
+    rope_inv_freq_ref(f.data(), D, theta, sc);
     std::memmove(out, x, sizeof(float) * T * H * D);
     rope_forward(out, pos.Data(), f.data(), T, H, D);
   }
@@ -156,8 +156,8 @@ Napi::Value op_rope_backward(const Napi::CallbackInfo& info) {
   float* dx = f32(a, 0, "dx", (int64_t)T * H * D);
   auto pos = a.typed<int32_t>(1, "pos");
   if ((int)pos.ElementLength() != T) a.fail(1, "(pos) must have T entries");
-  std::vector<float> f(D / 2);
-  rope_inv_freq(f.data(), D, theta, sc);
+  std::vector<double> f(D / 2);
+  rope_inv_freq_ref(f.data(), D, theta, sc);
   rope_backward(dx, pos.Data(), f.data(), T, H, D);
   return info.Env().Undefined();
 }
@@ -256,7 +256,7 @@ Napi::Value op_attention_forward(const Napi::CallbackInfo& info) {
 Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
   Args a{info, "opAttentionBackward"};
   bool ref = is_ref(a, 0);
-  AttnShape s = shape_arg(a, 11);
+  AttnShape s = shape_arg(a, 10);
   int64_t qn = (int64_t)s.T * s.H * s.D, kn = (int64_t)s.S * s.Hkv * s.D;
   float* dq = f32(a, 1, "dq", qn);
   float* dk = f32(a, 2, "dk", kn);
@@ -335,8 +335,8 @@ Napi::Value op_decoder_layer(const Napi::CallbackInfo& info) {
   auto pos = a.typed<int32_t>(3, "pos");
   if ((int)pos.ElementLength() != T) a.fail(3, "(pos) must have T entries");
   const float* dy = f32_opt(a, 4, "dy", (int64_t)T * C);
-  std::vector<float> inv_freq(d.D / 2);
-  rope_inv_freq(inv_freq.data(), d.D, theta, RopeScaling{});
+  std::vector<double> inv_freq(d.D / 2);
+  rope_inv_freq_ref(inv_freq.data(), d.D, theta, RopeScaling{});
   LayerActs acts;
   acts.resize(T, d, true);
   std::vector<AttnSeq> seqs(1);

@@ -28,23 +28,16 @@ void rope_inv_freq_ref(double* inv_freq, int D, double theta, const RopeScaling&
   }
 }
 
-void rope_inv_freq(float* inv_freq, int D, double theta, const RopeScaling& sc) {
-  std::vector<double> f(D / 2);
-  rope_inv_freq_ref(f.data(), D, theta, sc);
-  for (int i = 0; i < D / 2; ++i) inv_freq[i] = (float)f[i];
-}
-
-// Rotates each (x[i], x[i + D/2]) pair by +sign * pos * inv_freq[i]. The angle is formed in float the way
-// Hugging Face does (float32 position times float32 frequency), then cos/sin in double for accuracy.
-static void rotate(float* x, const int32_t* pos, const float* inv_freq, int T, int H, int D, float sign) {
+// Rotates each (x[i], x[i + D/2]) pair by +sign * pos * inv_freq[i].
+static void rotate(float* x, const int32_t* pos, const double* inv_freq, int T, int H, int D, float sign) {
   int half = D / 2;
   parallel_for(T, 16, [&](int64_t t0, int64_t t1) {
     std::vector<float> cs(half), sn(half);
     for (int64_t t = t0; t < t1; ++t) {
       for (int i = 0; i < half; ++i) {
-        float angle = (float)pos[t] * inv_freq[i];
-        cs[i] = (float)std::cos((double)angle);
-        sn[i] = sign * (float)std::sin((double)angle);
+        double angle = (double)pos[t] * inv_freq[i];
+        cs[i] = (float)std::cos(angle);
+        sn[i] = sign * (float)std::sin(angle);
       }
       for (int h = 0; h < H; ++h) {
         float* v = x + ((int64_t)t * H + h) * D;
@@ -58,11 +51,11 @@ static void rotate(float* x, const int32_t* pos, const float* inv_freq, int T, i
   });
 }
 
-void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int T, int H, int D) {
+void rope_forward(float* x, const int32_t* pos, const double* inv_freq, int T, int H, int D) {
   rotate(x, pos, inv_freq, T, H, D, 1.0f);
 }
 
-void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int T, int H, int D) {
+void rope_backward(float* dx, const int32_t* pos, const double* inv_freq, int T, int H, int D) {
   rotate(dx, pos, inv_freq, T, H, D, -1.0f);
 }
 
