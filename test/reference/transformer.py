@@ -2,9 +2,9 @@
 the published definitions (Hugging Face modeling_qwen2.py / modeling_llama.py / modeling_qwen3.py), computed
 in float64. Reads config.json and model.safetensors itself (torch 1.13 has no safetensors reader).
 
-usage: python3 transformer.py MODEL_DIR IDS_JSON OUT_FILE
-  IDS_JSON: a list of token-id lists. OUT_FILE receives the float64 logits of every sequence, concatenated
-  ([sum T, V], row-major, little-endian).
+usage: python3 transformer.py < JOBS_JSON
+  JOBS_JSON: a list of {"dir": MODEL_DIR, "ids": [[token ids], ...], "out": OUT_FILE}. Each OUT_FILE receives
+  the float64 logits of every sequence, concatenated ([sum T, V], row-major, little-endian).
 """
 import json
 import math
@@ -136,14 +136,13 @@ def forward(cfg, w, ids):
 
 
 def main():
-    model_dir, ids_json, out_file = sys.argv[1:4]
     import os
-    cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    w = load_weights(model_dir)
-    seqs = json.loads(ids_json)
-    with torch.no_grad():
-        logits = [forward(cfg, w, s) for s in seqs]
-    np.concatenate([l.numpy() for l in logits]).astype("<f8").tofile(out_file)
+    for job in json.load(sys.stdin):
+        cfg = json.load(open(os.path.join(job["dir"], "config.json")))
+        w = load_weights(job["dir"])
+        with torch.no_grad():
+            logits = [forward(cfg, w, s) for s in job["ids"]]
+        np.concatenate([l.numpy() for l in logits]).astype("<f8").tofile(job["out"])
 
 
 if __name__ == "__main__":
