@@ -36,7 +36,7 @@ export function loadTokenizer (dir: string): ModelTokenizer {
   for (const id of vocab.values()) size = Math.max(size, id + 1)
   return {
     encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids, options = {}) => tok.decode(ids, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
+    decode: (ids, options = {}) => ids.length === 0 ? '' : tok.decode(ids, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
     tokenToId: (t) => tok.token_to_id(t),
     config: tokConfig,
     size
