@@ -73,8 +73,13 @@ export function writeSafetensors (file: string, tensors: TensorToWrite[], dtype:
       if (dtype === 'F32') {
         fs.writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength))
       } else {
+        // round to nearest even on the raw bits, in place over a view of the float32 data
+        const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length)
         const out = new Uint16Array(t.data.length)
-        for (let i = 0; i < t.data.length; i++) out[i] = toBf16Bits(t.data[i])
+        for (let i = 0; i < bits.length; i++) {
+          const u = bits[i]
+          out[i] = (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) | 0x40) : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16)
+        }
         fs.writeSync(fd, new Uint8Array(out.buffer))
       }
     }

@@ -13,10 +13,16 @@
 #include <cmath>
 #include <cstring>
 
+#include <algorithm>
+#include <chrono>
+
+#include "cpu_features.h"
 #include "napi_util.h"
 #include "ops/ops.h"
+#include "parallel.h"
 
 namespace recode::ops {
+double fma_peak_probe_avx2(int64_t iterations);
 namespace {
 
 float* f32(const Args& a, size_t i, const char* name, int64_t n) {
@@ -381,8 +387,49 @@ Napi::Value op_decoder_layer(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// opFmaPeak(iterations, threads) -> GFLOP/s of back-to-back independent AVX2 FMAs on `threads` threads
+// (benchmark: the measured fp32 FMA peak next to the clock-based estimate).
+Napi::Value op_fma_peak(const Napi::CallbackInfo& info) {
+  Args a{info, "opFmaPeak"};
+  int64_t iters = a.integer(0, "iterations", 1, (int64_t)1 << 40);
+  int threads = (int)a.integer(1, "threads", 1, 1024);
+  if (detected_simd_level() != SimdLevel::AVX2) throw Error("ERR_INVALID_ARG", "opFmaPeak: this CPU has no AVX2/FMA");
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<double> flops(threads, 0.0);
+  parallel_for(threads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) flops[i] = fma_peak_probe_avx2(iters);
+  });
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (double f : flops) total += f;
+  return Napi::Number::New(info.Env(), total / secs / 1e9);
+}
+
+// opGemmPackedTime(M, N, K, reps) -> median seconds of C[M,N] = A[M,K] W^T with W packed once beforehand,
+// the way inference runs every linear layer (benchmark: decode GEMV and prefill shapes).
+Napi::Value op_gemm_packed_time(const Napi::CallbackInfo& info) {
+  Args a{info, "opGemmPackedTime"};
+  int M = dim(a, 0, "M"), N = dim(a, 1, "N"), K = dim(a, 2, "K");
+  int reps = (int)a.integer(3, "reps", 1, 100000);
+  std::vector<float> A((size_t)M * K), W((size_t)N * K), C((size_t)M * N);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+  for (size_t i = 0; i < W.size(); ++i) W[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
+  PackedWeight P = pack_weight(W.data(), N, K);
+  gemm_packed(C.data(), N, A.data(), K, P, M, false);
+  std::vector<double> t(reps);
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    gemm_packed(C.data(), N, A.data(), K, P, M, false);
+    t[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  std::sort(t.begin(), t.end());
+  return Napi::Number::New(info.Env(), t[reps / 2]);
+}
+
 }  // namespace
 
+RECODE_EXPORT("opGemmPackedTime", op_gemm_packed_time);
+RECODE_EXPORT("opFmaPeak", op_fma_peak);
 RECODE_EXPORT("opGemm", op_gemm);
 RECODE_EXPORT("opLinearForward", op_linear_forward);
 RECODE_EXPORT("opLinearBackward", op_linear_backward);
