@@ -4,6 +4,8 @@
 // Expects RECODE_ATTN_NS to name the namespace.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -54,31 +56,62 @@ struct RowState {
   float m, l;
 };
 
-// Processes keys [j0, j1) for query rows [i0, i1) of head h; rows' visible limit is q_pos0 + i.
+// exp(x) for x <= 0 in a loop the compiler vectorises: x*log2(e) = n + f with n = round(x*log2(e)) and
+// |f| <= 1/2, 2^f from its degree-6 Taylor polynomial (relative error < 2e-8), 2^n through the exponent
+// bits. Inputs below -87 flush to 0 (the true value is below 1.7e-38).
+inline void exp_inplace(float* s, int n) {
+  for (int j = 0; j < n; ++j) {
+    float x = s[j] < -87.0f ? -87.0f : s[j];
+    float t = x * 1.44269504088896341f;
+    float r = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+    float f = (t - r) * 0.693147180559945309f;  // f * ln 2, |.| <= 0.347
+    float p = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 + f * (1.0f / 720))))));
+    int32_t bits = ((int32_t)r + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, 4);
+    s[j] = s[j] < -87.0f ? 0.0f : p * scale;
+  }
+}
+
+// Processes keys [j0, j1) for query rows [i0, i1) of head h; rows' visible limit is q_pos0 + i. With several
+// rows the K tile is transposed once ([D][kBc]) so each row's scores are D broadcast-FMAs over contiguous
+// keys (no horizontal sums); a single row (decode) uses dot products.
 inline void attend_tile(const float* q, const float* k, const float* v, const AttnShape& s, int h, int i0, int i1,
-                        int j0, int j1, RowState* st, float* acc, float* scores) {
+                        int j0, int j1, RowState* st, float* acc, float* scores, float* kt) {
   const int D = s.D, g = h / (s.H / s.Hkv);
   const int64_t kv_stride = (int64_t)s.Hkv * D;
+  const bool transposed = i1 - i0 >= 4;
+  if (transposed)
+    for (int j = j0; j < j1; ++j)
+      for (int d = 0; d < D; ++d) kt[d * kBc + (j - j0)] = k[j * kv_stride + (int64_t)g * D + d];
   for (int i = i0; i < i1; ++i) {
     int last = std::min(j1, s.q_pos0 + i + 1);  // exclusive
     if (last <= j0) continue;
+    const int cnt = last - j0;
     const float* qi = q + ((int64_t)i * s.H + h) * D;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int j = j0; j < last; ++j) {
-      float x = s.scale * dot(qi, k + j * kv_stride + (int64_t)g * D, D);
-      scores[j - j0] = x;
-      mx = std::max(mx, x);
+    if (transposed) {
+      for (int j = 0; j < cnt; ++j) scores[j] = 0;
+      for (int d = 0; d < D; ++d) {
+        const float qd = qi[d] * s.scale;
+        const float* kd = kt + d * kBc;
+        for (int j = 0; j < cnt; ++j) scores[j] += qd * kd[j];
+      }
+    } else {
+      for (int j = 0; j < cnt; ++j) scores[j] = s.scale * dot(qi, k + (j0 + j) * kv_stride + (int64_t)g * D, D);
     }
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j < cnt; ++j) mx = std::max(mx, scores[j]);
     RowState& r = st[i - i0];
     float* a = acc + (int64_t)(i - i0) * D;
     float m_new = std::max(r.m, mx);
     float corr = std::exp(r.m - m_new);  // 0 on the first tile (r.m = -inf)
-    float sum = 0;
     if (corr != 1.0f) scale_vec(a, corr, D);
-    for (int j = j0; j < last; ++j) {
-      float p = std::exp(scores[j - j0] - m_new);
-      sum += p;
-      axpy(a, p, v + j * kv_stride + (int64_t)g * D, D);
+    for (int j = 0; j < cnt; ++j) scores[j] -= m_new;
+    exp_inplace(scores, cnt);
+    float sum = 0;
+    for (int j = 0; j < cnt; ++j) {
+      sum += scores[j];
+      axpy(a, scores[j], v + (j0 + j) * kv_stride + (int64_t)g * D, D);
     }
     r.l = r.l * corr + sum;
     r.m = m_new;
@@ -88,7 +121,7 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
 inline void forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
   const int qtiles = (s.T + kBr - 1) / kBr;
   parallel_for((int64_t)s.H * qtiles, 1, [&](int64_t t0, int64_t t1) {
-    Buf acc((size_t)kBr * s.D), scores(kBc);
+    Buf acc((size_t)kBr * s.D), scores(kBc), kt((size_t)kBc * s.D);
     RowState st[kBr];
     for (int64_t task = t0; task < t1; ++task) {
       int h = (int)(task % s.H), i0 = (int)(task / s.H) * kBr, i1 = std::min(s.T, i0 + kBr);
@@ -96,7 +129,7 @@ inline void forward(float* out, float* lse, const float* q, const float* k, cons
       zero(acc.data(), (int64_t)kBr * s.D);
       int kend = std::min(s.S, s.q_pos0 + i1);  // keys any row of the tile can see
       for (int j0 = 0; j0 < kend; j0 += kBc)
-        attend_tile(q, k, v, s, h, i0, i1, j0, std::min(kend, j0 + kBc), st, acc.data(), scores.data());
+        attend_tile(q, k, v, s, h, i0, i1, j0, std::min(kend, j0 + kBc), st, acc.data(), scores.data(), kt.data());
       for (int i = i0; i < i1; ++i) {
         float* o = out + ((int64_t)i * s.H + h) * s.D;
         const RowState& r = st[i - i0];
@@ -116,7 +149,7 @@ inline void decode(float* out, float* lse, const float* q, const float* k, const
   std::vector<RowState> part_state((size_t)s.H * splits * T);
   Buf part_acc((size_t)s.H * splits * T * D);
   parallel_for((int64_t)s.H * splits, 1, [&](int64_t t0, int64_t t1) {
-    Buf scores(kBc);
+    Buf scores(kBc), kt((size_t)kBc * D);
     for (int64_t task = t0; task < t1; ++task) {
       int h = (int)(task / splits), sp = (int)(task % splits);
       RowState* st = part_state.data() + task * T;
@@ -124,7 +157,7 @@ inline void decode(float* out, float* lse, const float* q, const float* k, const
       for (int i = 0; i < T; ++i) st[i] = {-std::numeric_limits<float>::infinity(), 0.0f};
       zero(acc, (int64_t)T * D);
       int c0 = sp * chunk, c1 = std::min(s.S, c0 + chunk);
-      for (int j0 = c0; j0 < c1; j0 += kBc) attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), st, acc, scores.data());
+      for (int j0 = c0; j0 < c1; j0 += kBc) attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), st, acc, scores.data(), kt.data());
     }
   });
   for (int h = 0; h < s.H; ++h)
