@@ -73,15 +73,18 @@ inline void exp_inplace(float* s, int n) {
   }
 }
 
-// Processes keys [j0, j1) for query rows [i0, i1) of head h; rows' visible limit is q_pos0 + i. With several
-// rows the K tile is transposed once ([D][kBc]) so each row's scores are D broadcast-FMAs over contiguous
-// keys (no horizontal sums); a single row (decode) uses dot products.
+// How attend_tile computes scores: dot products per key (one row, nothing to amortise a transpose over), or
+// from the K tile transposed to [D][kBc] (scores become broadcast-FMAs over contiguous keys): transposing
+// it here, or reusing the transpose a previous call of the same kv head made.
+enum class KMode { Dot, Transpose, Transposed };
+
+// Processes keys [j0, j1) for query rows [i0, i1) of head h; rows' visible limit is q_pos0 + i.
 inline void attend_tile(const float* q, const float* k, const float* v, const AttnShape& s, int h, int i0, int i1,
-                        int j0, int j1, RowState* st, float* acc, float* scores, float* kt) {
+                        int j0, int j1, RowState* st, float* acc, float* scores, float* kt, KMode mode) {
   const int D = s.D, g = h / (s.H / s.Hkv);
   const int64_t kv_stride = (int64_t)s.Hkv * D;
-  const bool transposed = i1 - i0 >= 4;
-  if (transposed)
+  const bool transposed = mode != KMode::Dot;
+  if (mode == KMode::Transpose)
     for (int j = j0; j < j1; ++j)
       for (int d = 0; d < D; ++d) kt[d * kBc + (j - j0)] = k[j * kv_stride + (int64_t)g * D + d];
   for (int i = i0; i < i1; ++i) {
@@ -90,8 +93,15 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
     const int cnt = last - j0;
     const float* qi = q + ((int64_t)i * s.H + h) * D;
     if (transposed) {
+      // four dims per pass: scores are loaded and stored once per 4 FMAs instead of once per FMA
       for (int j = 0; j < cnt; ++j) scores[j] = 0;
-      for (int d = 0; d < D; ++d) {
+      int d = 0;
+      for (; d + 4 <= D; d += 4) {
+        const float q0 = qi[d] * s.scale, q1 = qi[d + 1] * s.scale, q2 = qi[d + 2] * s.scale, q3 = qi[d + 3] * s.scale;
+        const float *k0 = kt + d * kBc, *k1 = k0 + kBc, *k2 = k1 + kBc, *k3 = k2 + kBc;
+        for (int j = 0; j < cnt; ++j) scores[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j];
+      }
+      for (; d < D; ++d) {
         const float qd = qi[d] * s.scale;
         const float* kd = kt + d * kBc;
         for (int j = 0; j < cnt; ++j) scores[j] += qd * kd[j];
@@ -109,10 +119,17 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
     for (int j = 0; j < cnt; ++j) scores[j] -= m_new;
     exp_inplace(scores, cnt);
     float sum = 0;
-    for (int j = 0; j < cnt; ++j) {
-      sum += scores[j];
-      axpy(a, scores[j], v + (j0 + j) * kv_stride + (int64_t)g * D, D);
+    for (int j = 0; j < cnt; ++j) sum += scores[j];
+    // four keys per pass over the accumulator row (one load/store of it per 4 FMAs)
+    const float* vg = v + (int64_t)g * D;
+    int j = 0;
+    for (; j + 4 <= cnt; j += 4) {
+      const float p0 = scores[j], p1 = scores[j + 1], p2 = scores[j + 2], p3 = scores[j + 3];
+      const float* v0 = vg + (j0 + j) * kv_stride;
+      const float *v1 = v0 + kv_stride, *v2 = v1 + kv_stride, *v3 = v2 + kv_stride;
+      for (int d = 0; d < D; ++d) a[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d];
     }
+    for (; j < cnt; ++j) axpy(a, scores[j], vg + (j0 + j) * kv_stride, D);
     r.l = r.l * corr + sum;
     r.m = m_new;
   }
@@ -129,7 +146,8 @@ inline void forward(float* out, float* lse, const float* q, const float* k, cons
       zero(acc.data(), (int64_t)kBr * s.D);
       int kend = std::min(s.S, s.q_pos0 + i1);  // keys any row of the tile can see
       for (int j0 = 0; j0 < kend; j0 += kBc)
-        attend_tile(q, k, v, s, h, i0, i1, j0, std::min(kend, j0 + kBc), st, acc.data(), scores.data(), kt.data());
+        attend_tile(q, k, v, s, h, i0, i1, j0, std::min(kend, j0 + kBc), st, acc.data(), scores.data(), kt.data(),
+                    i1 - i0 >= 4 ? KMode::Transpose : KMode::Dot);
       for (int i = i0; i < i1; ++i) {
         float* o = out + ((int64_t)i * s.H + h) * s.D;
         const RowState& r = st[i - i0];
@@ -141,23 +159,31 @@ inline void forward(float* out, float* lse, const float* q, const float* k, cons
   });
 }
 
-// Split-context decode: each (head, chunk) task leaves a partial state; a second pass merges them.
+// Split-context decode: each (kv head, chunk) task runs every query head of its group over the chunk (the
+// group's heads share one transposed K tile) and leaves partial softmax states; a second pass merges them.
 inline void decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
   const int chunk = std::max(256, (s.S + 63) / 64);
   const int splits = (s.S + chunk - 1) / chunk;
-  const int T = s.T, D = s.D;
+  const int T = s.T, D = s.D, group = s.H / s.Hkv;
   std::vector<RowState> part_state((size_t)s.H * splits * T);
   Buf part_acc((size_t)s.H * splits * T * D);
-  parallel_for((int64_t)s.H * splits, 1, [&](int64_t t0, int64_t t1) {
+  parallel_for((int64_t)s.Hkv * splits, 1, [&](int64_t t0, int64_t t1) {
     Buf scores(kBc), kt((size_t)kBc * D);
     for (int64_t task = t0; task < t1; ++task) {
-      int h = (int)(task / splits), sp = (int)(task % splits);
-      RowState* st = part_state.data() + task * T;
-      float* acc = part_acc.data() + task * T * D;
-      for (int i = 0; i < T; ++i) st[i] = {-std::numeric_limits<float>::infinity(), 0.0f};
-      zero(acc, (int64_t)T * D);
+      int g = (int)(task / splits), sp = (int)(task % splits);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        RowState* st = part_state.data() + ((int64_t)h * splits + sp) * T;
+        for (int i = 0; i < T; ++i) st[i] = {-std::numeric_limits<float>::infinity(), 0.0f};
+        zero(part_acc.data() + ((int64_t)h * splits + sp) * T * D, (int64_t)T * D);
+      }
+      const bool share = group * T >= 2;
       int c0 = sp * chunk, c1 = std::min(s.S, c0 + chunk);
-      for (int j0 = c0; j0 < c1; j0 += kBc) attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), st, acc, scores.data(), kt.data());
+      for (int j0 = c0; j0 < c1; j0 += kBc)
+        for (int h = g * group; h < (g + 1) * group; ++h) {
+          KMode mode = !share ? KMode::Dot : h == g * group ? KMode::Transpose : KMode::Transposed;
+          attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), part_state.data() + ((int64_t)h * splits + sp) * T,
+                      part_acc.data() + ((int64_t)h * splits + sp) * T * D, scores.data(), kt.data(), mode);
+        }
     }
   });
   for (int h = 0; h < s.H; ++h)
