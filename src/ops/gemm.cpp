@@ -70,15 +70,15 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
   GemmKernel kernel = pick_kernel();
   int panels = (N + kPanel - 1) / kPanel;
   int mblocks = (M + kMC - 1) / kMC;
-  // Columns per task: 16 panels when there is plenty of work, fewer when M is small (decode) so every
-  // thread gets several tasks.
+  // Columns per task: all of them when there are enough row blocks (A is then packed once per K slice),
+  // halved until every thread gets several tasks (small M: decode).
   int want_tasks = num_threads() * 4;
-  int panels_per_task = 16;
+  int panels_per_task = panels;
   while (panels_per_task > 1 && (int64_t)mblocks * ((panels + panels_per_task - 1) / panels_per_task) < want_tasks)
-    panels_per_task /= 2;
+    panels_per_task = (panels_per_task + 1) / 2;
   int nblocks = (panels + panels_per_task - 1) / panels_per_task;
   parallel_for((int64_t)mblocks * nblocks, 1, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<float> apack;
+    thread_local AlignedFloats apack;
     apack.resize((size_t)kMC * kKC);
     for (int64_t task = t0; task < t1; ++task) {
       int mb = (int)(task / nblocks), nb = (int)(task % nblocks);
@@ -90,9 +90,16 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
         for (int i = 0; i < mc; i += kMR) {
           float* d = apack.data() + (int64_t)(i / kMR) * kc * kMR;
           int mr = std::min(kMR, mc - i);
-          for (int k = 0; k < kc; ++k) {
-            for (int r = 0; r < mr; ++r) d[k * kMR + r] = A[(m0 + i + r) * a_rs + (k0 + k) * a_cs];
-            for (int r = mr; r < kMR; ++r) d[k * kMR + r] = 0;
+          for (int r = 0; r < kMR; ++r) {
+            if (r >= mr) {
+              for (int k = 0; k < kc; ++k) d[k * kMR + r] = 0;
+              continue;
+            }
+            const float* src = A + (m0 + i + r) * a_rs + k0 * a_cs;
+            if (a_cs == 1)
+              for (int k = 0; k < kc; ++k) d[k * kMR + r] = src[k];
+            else
+              for (int k = 0; k < kc; ++k) d[k * kMR + r] = src[k * a_cs];
           }
         }
         bool acc = accumulate || k0 > 0;
@@ -123,7 +130,7 @@ void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs,
 void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
           int64_t b_cs, int M, int N, int K, bool accumulate) {
   if (M <= 0 || N <= 0) return;
-  std::vector<float> bp((size_t)((N + kPanel - 1) / kPanel) * std::max(K, 0) * kPanel);
+  AlignedFloats bp((size_t)((N + kPanel - 1) / kPanel) * std::max(K, 0) * kPanel);
   if (K > 0) pack_b(bp.data(), B, b_rs, b_cs, N, K);
   gemm_driver(C, ldc, A, a_rs, a_cs, bp.data(), M, N, K, accumulate);
 }

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace recode::ops {
@@ -58,9 +59,23 @@ void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs,
 // A weight [N, K] packed once into the GEMM's panel layout (kPanel columns of the output interleaved per k),
 // so inference never repacks weights.
 constexpr int kPanel = 16;
+// 64-byte aligned storage: a panel row of 16 floats is then exactly one cache line, so the micro-kernel's
+// loads never straddle two lines.
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
 struct PackedWeight {
   int N = 0, K = 0;
-  std::vector<float> panels;  // [ceil(N / kPanel)][K][kPanel], zero padded
+  AlignedFloats panels;  // [ceil(N / kPanel)][K][kPanel], zero padded
   size_t bytes() const { return panels.size() * sizeof(float); }
 };
 PackedWeight pack_weight(const float* W, int N, int K);
