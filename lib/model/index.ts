@@ -309,6 +309,6 @@ export async function loadModel (dir: string, options: LoadModelOptions = {}): P
   if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 4096) throw invalidArg(`loadModel: maxBatch must be an integer in [1, 4096], got ${maxBatch}`)
   if (!Number.isInteger(maxContext) || maxContext < 2) throw invalidArg(`loadModel: maxContext must be an integer >= 2, got ${maxContext}`)
   if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw invalidArg(`loadModel: prefillChunk must be a positive integer, got ${prefillChunk}`)
-  const handle = await native().modelLoad(config, files, { slots: maxBatch, context: maxContext, roundBf16: dtype === 'bf16' })
+  const handle = await native().modelLoad(config, files, { device: 'cpu', slots: maxBatch, context: maxContext, roundBf16: dtype === 'bf16' })
   return new Model(dir, config, tokenizer, eos, handle, prefillChunk)
 }

@@ -36,7 +36,11 @@ export function loadTokenizer (dir: string): ModelTokenizer {
   for (const id of vocab.values()) size = Math.max(size, id + 1)
   return {
     encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids, options = {}) => ids.length === 0 ? '' : tok.decode(ids, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false }),
+    // ids the tokenizer lacks (a model's vocab_size may exceed the tokenizer's, as Qwen's does) decode to nothing
+    decode: (ids, options = {}) => {
+      const known = ids.filter((id) => id < size)
+      return known.length === 0 ? '' : tok.decode(known, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false })
+    },
     tokenToId: (t) => tok.token_to_id(t),
     config: tokConfig,
     size

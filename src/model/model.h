@@ -73,4 +73,9 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const WeightStore& weights, int slots, int context,
                                           bool round_bf16);
 
+// The backend for a device name. "cpu" is built in; a CUDA backend plugs in here (its own Backend subclass
+// over librecode_cuda.so). Other names throw ERR_CUDA_UNAVAILABLE / ERR_INVALID_ARG naming what exists.
+std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
+                                      int slots, int context, bool round_bf16);
+
 }  // namespace recode::model

@@ -1,5 +1,5 @@
 // JavaScript surface of the native model (lib/model/*.ts wraps it):
-//   modelLoad(config, files, { slots, context, roundBf16 }) -> Promise<handle>   (weights load off the loop)
+//   modelLoad(config, files, { device, slots, context, roundBf16 }) -> Promise<handle>  (loads off the loop)
 //   modelInfo(handle) -> { device, slots, context, weightBytes, kvCacheBytes, slotLengths }
 //   modelStep(handle, slots, counts, tokens, mode, sampling?, cancel?) -> Promise   (ONE job per batched step)
 //       mode 'last' | 'all': Float32Array logits; mode 'sample': { tokens: Int32Array, logprobs: Float32Array }
@@ -54,13 +54,15 @@ bool bool_field(const Args& a, Napi::Object o, const char* name) {
 
 class LoadJob : public AsyncJob {
  public:
-  LoadJob(Napi::Env env, ModelConfig cfg, std::vector<std::string> files, int slots, int context, bool bf16)
-      : AsyncJob(env), cfg_(std::move(cfg)), files_(std::move(files)), slots_(slots), context_(context), bf16_(bf16) {}
+  LoadJob(Napi::Env env, std::string device, ModelConfig cfg, std::vector<std::string> files, int slots, int context,
+          bool bf16)
+      : AsyncJob(env), device_(std::move(device)), cfg_(std::move(cfg)), files_(std::move(files)), slots_(slots),
+        context_(context), bf16_(bf16) {}
 
  protected:
   void Run() override {
     WeightStore ws(files_);
-    backend_ = make_cpu_backend(cfg_, ws, slots_, context_, bf16_);
+    backend_ = make_backend(device_, cfg_, ws, slots_, context_, bf16_);
   }
   Napi::Value Result(Napi::Env env) override {
     auto* h = new Holder{std::move(backend_)};
@@ -68,6 +70,7 @@ class LoadJob : public AsyncJob {
   }
 
  private:
+  std::string device_;
   ModelConfig cfg_;
   std::vector<std::string> files_;
   int slots_, context_;
@@ -121,7 +124,9 @@ Napi::Value model_load(const Napi::CallbackInfo& info) {
   int slots = int_field(a, opt, "slots", 1, 4096);
   int context = int_field(a, opt, "context", 1, 1 << 22);
   bool bf16 = bool_field(a, opt, "roundBf16");
-  auto* job = new LoadJob(info.Env(), std::move(cfg), std::move(files), slots, context, bf16);
+  Napi::Value dev = opt.Get("device");
+  std::string device = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "cpu";
+  auto* job = new LoadJob(info.Env(), std::move(device), std::move(cfg), std::move(files), slots, context, bf16);
   Napi::Promise p = job->promise();
   job->Queue();
   return p;
