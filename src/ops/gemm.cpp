@@ -2,9 +2,10 @@
 // micro-kernel, and the linear layer (forward/backward) built on them.
 //
 // Blocking: B (the weight) is packed in panels of kPanel output columns, full K deep ([N/16][K][16]), once
-// per weight for inference. Work is split into tasks of MC rows x NC columns of C; a task walks K in KC-deep
-// slices, packs its A slice (MC x KC, in kMR-row panels: L2-resident) and runs the micro-kernel over every
-// (row panel, column panel) pair, reusing one KC x 16 slice of B from L1 across the row panels.
+// per weight for inference. Work is split into tasks of MC rows x a range of column panels; a task packs its
+// rows of A once (kMR-row panels, full K), then for each group of 16 panels walks K in KC-deep slices,
+// running the micro-kernel over every (row panel, column panel) pair: a KC x 16 slice of B is reused from L1
+// across the row panels, and the MC x 256 block of C and MC x KC slice of A stay in L2.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -68,47 +69,51 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
     return;
   }
   GemmKernel kernel = pick_kernel();
-  int panels = (N + kPanel - 1) / kPanel;
-  int mblocks = (M + kMC - 1) / kMC;
-  // Columns per task: all of them when there are enough row blocks (A is then packed once per K slice),
+  const int panels = (N + kPanel - 1) / kPanel;
+  const int mblocks = (M + kMC - 1) / kMC;
+  // Columns per task: all of them when there are enough row blocks (A is then packed once per task),
   // halved until every thread gets several tasks (small M: decode).
-  int want_tasks = num_threads() * 4;
+  const int want_tasks = num_threads() * 4;
   int panels_per_task = panels;
   while (panels_per_task > 1 && (int64_t)mblocks * ((panels + panels_per_task - 1) / panels_per_task) < want_tasks)
     panels_per_task = (panels_per_task + 1) / 2;
-  int nblocks = (panels + panels_per_task - 1) / panels_per_task;
+  const int nblocks = (panels + panels_per_task - 1) / panels_per_task;
+  constexpr int kGroup = 16;  // panels sharing one pass over a K slice: C block kMC x 256 stays in L2
   parallel_for((int64_t)mblocks * nblocks, 1, [&](int64_t t0, int64_t t1) {
     thread_local AlignedFloats apack;
-    apack.resize((size_t)kMC * kKC);
+    apack.resize((size_t)kMC * K);
     for (int64_t task = t0; task < t1; ++task) {
-      int mb = (int)(task / nblocks), nb = (int)(task % nblocks);
-      int m0 = mb * kMC, mc = std::min(kMC, M - m0);
-      int p_begin = nb * panels_per_task, p_end = std::min(panels, p_begin + panels_per_task);
-      for (int k0 = 0; k0 < K; k0 += kKC) {
-        int kc = std::min(kKC, K - k0);
-        // pack A rows [m0, m0+mc), depth [k0, k0+kc) into kMR-row panels, zero padded
-        for (int i = 0; i < mc; i += kMR) {
-          float* d = apack.data() + (int64_t)(i / kMR) * kc * kMR;
-          int mr = std::min(kMR, mc - i);
-          for (int r = 0; r < kMR; ++r) {
-            if (r >= mr) {
-              for (int k = 0; k < kc; ++k) d[k * kMR + r] = 0;
-              continue;
-            }
-            const float* src = A + (m0 + i + r) * a_rs + k0 * a_cs;
-            if (a_cs == 1)
-              for (int k = 0; k < kc; ++k) d[k * kMR + r] = src[k];
-            else
-              for (int k = 0; k < kc; ++k) d[k * kMR + r] = src[k * a_cs];
+      const int mb = (int)(task / nblocks), nb = (int)(task % nblocks);
+      const int m0 = mb * kMC, mc = std::min(kMC, M - m0);
+      const int p_begin = nb * panels_per_task, p_end = std::min(panels, p_begin + panels_per_task);
+      // pack A rows [m0, m0+mc), all of K, into kMR-row panels [mc/kMR][K][kMR], zero padded
+      for (int i = 0; i < mc; i += kMR) {
+        float* d = apack.data() + (int64_t)(i / kMR) * K * kMR;
+        const int mr = std::min(kMR, mc - i);
+        for (int r = 0; r < kMR; ++r) {
+          if (r >= mr) {
+            for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = 0;
+            continue;
           }
+          const float* src = A + (m0 + i + r) * a_rs;
+          if (a_cs == 1)
+            for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = src[k];
+          else
+            for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = src[k * a_cs];
         }
-        bool acc = accumulate || k0 > 0;
-        for (int p = p_begin; p < p_end; ++p) {
-          const float* b = Bp + (int64_t)p * K * kPanel + (int64_t)k0 * kPanel;
-          int n0 = p * kPanel, nr = std::min(kPanel, N - n0);
-          for (int i = 0; i < mc; i += kMR)
-            kernel(std::min(kMR, mc - i), nr, kc, apack.data() + (int64_t)(i / kMR) * kc * kMR, b,
-                   C + (m0 + i) * ldc + n0, ldc, acc);
+      }
+      for (int g0 = p_begin; g0 < p_end; g0 += kGroup) {
+        const int g1 = std::min(p_end, g0 + kGroup);
+        for (int k0 = 0; k0 < K; k0 += kKC) {
+          const int kc = std::min(kKC, K - k0);
+          const bool acc = accumulate || k0 > 0;
+          for (int p = g0; p < g1; ++p) {
+            const float* b = Bp + (int64_t)p * K * kPanel + (int64_t)k0 * kPanel;
+            const int n0 = p * kPanel, nr = std::min(kPanel, N - n0);
+            for (int i = 0; i < mc; i += kMR)
+              kernel(std::min(kMR, mc - i), nr, kc, apack.data() + (int64_t)(i / kMR) * K * kMR + (int64_t)k0 * kMR, b,
+                     C + (m0 + i) * ldc + n0, ldc, acc);
+          }
         }
       }
     }
