@@ -50,6 +50,30 @@ t.test('GEMM: fast (packed, threaded) equals the float64 reference at odd sizes,
   })
 })
 
+function roundBf16 (a) {
+  const out = new Float32Array(a.length); const u = new Uint32Array(out.buffer)
+  out.set(a)
+  for (let i = 0; i < u.length; i++) u[i] = (((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16) << 16) >>> 0
+  return out
+}
+
+t.test('packed weights (inference): f32 and bf16 panels equal the reference at odd sizes', async (t) => {
+  const r = rng(t)
+  eachLevel(t, (level) => {
+    for (const [M, N, K] of [[1, 17, 1000], [17, 1000, 17], [4097, 17, 33], [7, 33, 4097]]) {
+      const x = randArray(r, M * K); const W = randArray(r, N * K); const b = randArray(r, N)
+      const ref = poison(new Float32Array(M * N)); const y = poison(new Float32Array(M * N))
+      addon.opLinearForward('ref', ref, x, W, b, M, N, K)
+      addon.opLinearForward('fast', y, x, W, b, M, N, K, 'f32')
+      t.ok(relErr(y, ref) < 1e-5, `${level} f32 panels ${M}x${N}x${K}`)
+      const Wb = roundBf16(W)
+      addon.opLinearForward('ref', ref, x, Wb, b, M, N, K)
+      addon.opLinearForward('fast', poison(y), x, W, b, M, N, K, 'bf16')
+      t.ok(relErr(y, ref) < 1e-5, `${level} bf16 panels ${M}x${N}x${K} equal the reference on bf16-rounded weights: ${relErr(y, ref).toExponential(2)}`)
+    }
+  })
+})
+
 t.test('linear forward/backward: fast equals reference', async (t) => {
   const r = rng(t)
   eachLevel(t, (level) => {

@@ -1,6 +1,7 @@
-// The CPU backend: float32 weights (converted at load: the AVX2 micro-kernel then streams one format, and
-// the conversion cost is paid once rather than in every GEMM), GEMM weights pre-packed into panels, a
-// slotted KV cache allocated up front, and a forward pass of ops::decoder_layer_forward per layer.
+// The CPU backend: weights converted at load and pre-packed into GEMM panels, as float32 (dtype 'f32': the
+// micro-kernel streams floats, conversion paid once) or as bfloat16 (dtype 'bf16': half the memory and half
+// the bytes streamed per decode step, which is bandwidth-bound; widened to float32 in registers, so the
+// arithmetic stays float32); a slotted KV cache allocated up front; ops::decoder_layer_forward per layer.
 #include <cstring>
 #include <mutex>
 
@@ -62,7 +63,7 @@ class CpuBackend : public Backend {
     auto linear = [&](const std::string& prefix, int64_t N, int64_t K, bool bias) {
       LinearStore s;
       std::vector<float> w = vec(prefix + ".weight", {N, K});
-      s.packed = ops::pack_weight(w.data(), (int)N, (int)K);
+      s.packed = ops::pack_weight(w.data(), (int)N, (int)K, round_bf16);
       if (bias) s.bias = vec(prefix + ".bias", {N});
       return s;
     };
@@ -87,10 +88,10 @@ class CpuBackend : public Backend {
     }
     final_norm_ = vec("model.norm.weight", {C});
     if (cfg.tie_embeddings) {
-      lm_head_ = ops::pack_weight(embed_.data(), (int)V, (int)C);
+      lm_head_ = ops::pack_weight(embed_.data(), (int)V, (int)C, round_bf16);
     } else {
       std::vector<float> w = vec("lm_head.weight", {V, C});
-      lm_head_ = ops::pack_weight(w.data(), (int)V, (int)C);
+      lm_head_ = ops::pack_weight(w.data(), (int)V, (int)C, round_bf16);
     }
     inv_freq_.resize(D / 2);
     ops::rope_inv_freq_ref(inv_freq_.data(), (int)D, cfg.rope_theta, cfg.rope_scaling);

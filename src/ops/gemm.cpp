@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_features.h"
+#include "numeric.h"
 #include "ops/gemm_kernel.h"
 #include "ops/ops.h"
 #include "parallel.h"
@@ -40,8 +41,31 @@ void gemm_kernel_portable(int mr, int nr, int kc, const float* a, const float* b
   }
 }
 
-GemmKernel pick_kernel() {
+// Portable bf16 variant: widens each k step's 16 values, then the same loops.
+void gemm_kernel_bf16_portable(int mr, int nr, int kc, const float* a, const uint16_t* b, float* c, int64_t ldc,
+                               bool accumulate) {
+  float acc[kMR][kPanel] = {};
+  float bk[kPanel];
+  for (int k = 0; k < kc; ++k) {
+    for (int j = 0; j < kPanel; ++j) bk[j] = bf16_to_float(bf16{b[j]});
+    for (int r = 0; r < kMR; ++r) {
+      float av = a[r];
+      for (int j = 0; j < kPanel; ++j) acc[r][j] += av * bk[j];
+    }
+    a += kMR;
+    b += kPanel;
+  }
+  for (int r = 0; r < mr; ++r) {
+    float* cr = c + r * ldc;
+    for (int j = 0; j < nr; ++j) cr[j] = accumulate ? cr[j] + acc[r][j] : acc[r][j];
+  }
+}
+
+GemmKernel pick_kernel(const float*) {
   return simd_level() == SimdLevel::AVX2 ? &gemm_kernel_avx2 : &gemm_kernel_portable;
+}
+GemmKernelBf16 pick_kernel(const uint16_t*) {
+  return simd_level() == SimdLevel::AVX2 ? &gemm_kernel_bf16_avx2 : &gemm_kernel_bf16_portable;
 }
 
 // Packs B(n, k) = B[n*b_rs + k*b_cs] for n in [0, N), k in [0, K) into [ceil(N/16)][K][16].
@@ -59,8 +83,9 @@ void pack_b(float* dst, const float* B, int64_t b_rs, int64_t b_cs, int N, int K
   });
 }
 
-// C[M, N] (+)= A(m, k) * Bpacked(n, k).
-void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* Bp, int M, int N,
+// C[M, N] (+)= A(m, k) * Bpacked(n, k); BT is float or bfloat16 bits.
+template <class BT>
+void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const BT* Bp, int M, int N,
                  int K, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -68,7 +93,7 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
       for (int m = 0; m < M; ++m) std::memset(C + m * ldc, 0, sizeof(float) * N);
     return;
   }
-  GemmKernel kernel = pick_kernel();
+  auto kernel = pick_kernel(Bp);
   const int panels = (N + kPanel - 1) / kPanel;
   const int mblocks = (M + kMC - 1) / kMC;
   // Columns per task: all of them when there are enough row blocks (A is then packed once per task),
@@ -108,7 +133,7 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
           const int kc = std::min(kKC, K - k0);
           const bool acc = accumulate || k0 > 0;
           for (int p = g0; p < g1; ++p) {
-            const float* b = Bp + (int64_t)p * K * kPanel + (int64_t)k0 * kPanel;
+            const BT* b = Bp + (int64_t)p * K * kPanel + (int64_t)k0 * kPanel;
             const int n0 = p * kPanel, nr = std::min(kPanel, N - n0);
             for (int i = 0; i < mc; i += kMR)
               kernel(std::min(kMR, mc - i), nr, kc, apack.data() + (int64_t)(i / kMR) * K * kMR + (int64_t)k0 * kMR, b,
@@ -140,17 +165,23 @@ void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, con
   gemm_driver(C, ldc, A, a_rs, a_cs, bp.data(), M, N, K, accumulate);
 }
 
-PackedWeight pack_weight(const float* W, int N, int K) {
+PackedWeight pack_weight(const float* W, int N, int K, bool bf16) {
   PackedWeight p;
   p.N = N;
   p.K = K;
   p.panels.resize((size_t)((N + kPanel - 1) / kPanel) * K * kPanel);
   pack_b(p.panels.data(), W, K, 1, N, K);
+  if (bf16) {
+    p.panels_bf16.resize(p.panels.size());
+    for (size_t i = 0; i < p.panels.size(); ++i) p.panels_bf16[i] = float_to_bf16(p.panels[i]).bits;
+    AlignedFloats().swap(p.panels);
+  }
   return p;
 }
 
 void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const PackedWeight& W, int M, bool accumulate) {
-  gemm_driver(C, ldc, A, lda, 1, W.panels.data(), M, W.N, W.K, accumulate);
+  if (W.is_bf16()) gemm_driver(C, ldc, A, lda, 1, W.panels_bf16.data(), M, W.N, W.K, accumulate);
+  else gemm_driver(C, ldc, A, lda, 1, W.panels.data(), M, W.N, W.K, accumulate);
 }
 
 static void fill_bias(float* y, const float* b, int M, int N) {

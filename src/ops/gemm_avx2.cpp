@@ -12,12 +12,24 @@ namespace recode::ops {
 
 // Accumulators are named variables (not arrays) so the compiler keeps all 12 in registers; rows beyond MR
 // are compiled out.
-template <int MR>
-static void tile(int nr, int kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+// 16 B values of one k step as two float32 vectors: loaded directly, or widened from bfloat16 bits.
+static inline void load_b(const float* b, __m256& b0, __m256& b1) {
+  b0 = _mm256_loadu_ps(b);
+  b1 = _mm256_loadu_ps(b + 8);
+}
+static inline void load_b(const uint16_t* b, __m256& b0, __m256& b1) {
+  __m256i raw = _mm256_loadu_si256((const __m256i*)b);
+  b0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
+  b1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
+}
+
+template <int MR, class BT>
+static void tile(int nr, int kc, const float* a, const BT* b, float* c, int64_t ldc, bool accumulate) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int k = 0; k < kc; ++k) {
-    __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), av;
+    __m256 b0, b1, av;
+    load_b(b, b0, b1);
 #define RECODE_ROW(r)                          \
   if constexpr (MR > r) {                      \
     av = _mm256_broadcast_ss(a + r);           \
@@ -52,8 +64,8 @@ static void tile(int nr, int kc, const float* a, const float* b, float* c, int64
   }
 }
 
-void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
-                      bool accumulate) {
+template <class BT>
+static void dispatch(int mr, int nr, int kc, const float* a, const BT* b, float* c, int64_t ldc, bool accumulate) {
   switch (mr) {
     case 6: tile<6>(nr, kc, a, b, c, ldc, accumulate); break;
     case 5: tile<5>(nr, kc, a, b, c, ldc, accumulate); break;
@@ -62,6 +74,16 @@ void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, fl
     case 2: tile<2>(nr, kc, a, b, c, ldc, accumulate); break;
     default: tile<1>(nr, kc, a, b, c, ldc, accumulate); break;
   }
+}
+
+void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
+                      bool accumulate) {
+  dispatch(mr, nr, kc, a, b, c, ldc, accumulate);
+}
+
+void gemm_kernel_bf16_avx2(int mr, int nr, int kc, const float* a, const uint16_t* b, float* c, int64_t ldc,
+                           bool accumulate) {
+  dispatch(mr, nr, kc, a, b, c, ldc, accumulate);
 }
 
 }  // namespace recode::ops

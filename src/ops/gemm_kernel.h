@@ -13,5 +13,10 @@ using GemmKernel = void (*)(int mr, int nr, int kc, const float* a, const float*
                             bool accumulate);
 void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
                       bool accumulate);
+// The same with B panels of bfloat16 bits.
+using GemmKernelBf16 = void (*)(int mr, int nr, int kc, const float* a, const uint16_t* b, float* c, int64_t ldc,
+                                bool accumulate);
+void gemm_kernel_bf16_avx2(int mr, int nr, int kc, const float* a, const uint16_t* b, float* c, int64_t ldc,
+                           bool accumulate);
 
 }  // namespace recode::ops

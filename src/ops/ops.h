@@ -57,7 +57,8 @@ void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs,
               int64_t b_cs, int M, int N, int K, bool accumulate);
 
 // A weight [N, K] packed once into the GEMM's panel layout (kPanel columns of the output interleaved per k),
-// so inference never repacks weights.
+// so inference never repacks weights. Either float32 panels, or bfloat16 panels (half the memory and half
+// the bytes streamed per decode step; the micro-kernel widens them to float32 in registers).
 constexpr int kPanel = 16;
 // 64-byte aligned storage: a panel row of 16 floats is then exactly one cache line, so the micro-kernel's
 // loads never straddle two lines.
@@ -76,9 +77,12 @@ using AlignedFloats = std::vector<float, CacheAligned<float>>;
 struct PackedWeight {
   int N = 0, K = 0;
   AlignedFloats panels;  // [ceil(N / kPanel)][K][kPanel], zero padded
-  size_t bytes() const { return panels.size() * sizeof(float); }
+  std::vector<uint16_t, CacheAligned<uint16_t>> panels_bf16;  // the same layout as bfloat16 bits
+  bool is_bf16() const { return !panels_bf16.empty(); }
+  size_t bytes() const { return panels.size() * sizeof(float) + panels_bf16.size() * sizeof(uint16_t); }
 };
-PackedWeight pack_weight(const float* W, int N, int K);
+// bf16: values rounded to nearest even bfloat16.
+PackedWeight pack_weight(const float* W, int N, int K, bool bf16 = false);
 // C[M, N] (+)= A[M, K] (row stride lda) times the packed weight, transposed.
 void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const PackedWeight& W, int M, bool accumulate);
 

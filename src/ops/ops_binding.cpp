@@ -2,7 +2,7 @@
 // are checked here, so a wrong call is an ERR_INVALID_ARG, never a stray write). Synchronous: these are for
 // small test inputs and for timing the kernels themselves.
 //   opGemm(variant, C, A, B, M, N, K, transA, transB, accumulate)   C[M,N] (+)= op(A) op(B)^T
-//   opLinearForward(variant, y, x, W, b|null, M, N, K)     opLinearBackward(variant, dx, dW, db, dy, x, W, M, N, K)
+//   opLinearForward(variant, y, x, W, b|null, M, N, K, packed?: 'f32'|'bf16')     opLinearBackward(variant, dx, dW, db, dy, x, W, M, N, K)
 //   opRmsnormForward(variant, out, rstd, x, w, N, C, eps)   opRmsnormBackward(variant, dx, dw, dout, x, w, rstd, N, C, eps)
 //   opRopeForward(variant, out, x, pos, T, H, D, theta, scaling|null)   opRopeBackward(dx, pos, T, H, D, theta, scaling|null)
 //   opSwigluForward(variant, out, gate, up)                 opSwigluBackward(variant, dgate, dup, dout, gate, up)
@@ -61,8 +61,16 @@ Napi::Value op_linear_forward(const Napi::CallbackInfo& info) {
   const float* x = f32(a, 2, "x", (int64_t)M * K);
   const float* W = f32(a, 3, "W", (int64_t)N * K);
   const float* b = f32_opt(a, 4, "b", N);
-  if (ref) linear_forward_ref(y, x, W, b, M, N, K);
-  else linear_forward(y, x, W, b, M, N, K);
+  if (ref) {
+    linear_forward_ref(y, x, W, b, M, N, K);
+  } else if (a.has(8)) {  // packed weight: 'f32' or 'bf16' panels, as inference keeps them
+    std::string fmt = a.string(8, "packed");
+    if (fmt != "f32" && fmt != "bf16") a.fail(8, "(packed) must be 'f32' or 'bf16'");
+    PackedWeight P = pack_weight(W, N, K, fmt == "bf16");
+    linear_forward_packed(y, x, P, b, M);
+  } else {
+    linear_forward(y, x, W, b, M, N, K);
+  }
   return info.Env().Undefined();
 }
 
@@ -405,16 +413,17 @@ Napi::Value op_fma_peak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), total / secs / 1e9);
 }
 
-// opGemmPackedTime(M, N, K, reps) -> median seconds of C[M,N] = A[M,K] W^T with W packed once beforehand,
+// opGemmPackedTime(M, N, K, reps, bf16?) -> median seconds of C[M,N] = A[M,K] W^T with W packed once beforehand,
 // the way inference runs every linear layer (benchmark: decode GEMV and prefill shapes).
 Napi::Value op_gemm_packed_time(const Napi::CallbackInfo& info) {
   Args a{info, "opGemmPackedTime"};
   int M = dim(a, 0, "M"), N = dim(a, 1, "N"), K = dim(a, 2, "K");
   int reps = (int)a.integer(3, "reps", 1, 100000);
+  bool bf16 = a.has(4) && a.boolean(4, "bf16");
   std::vector<float> A((size_t)M * K), W((size_t)N * K), C((size_t)M * N);
   for (size_t i = 0; i < A.size(); ++i) A[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
   for (size_t i = 0; i < W.size(); ++i) W[i] = (float)((i * 40503u) % 1000) / 1000.0f - 0.5f;
-  PackedWeight P = pack_weight(W.data(), N, K);
+  PackedWeight P = pack_weight(W.data(), N, K, bf16);
   gemm_packed(C.data(), N, A.data(), K, P, M, false);
   std::vector<double> t(reps);
   for (int r = 0; r < reps; ++r) {
