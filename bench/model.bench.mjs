@@ -76,10 +76,11 @@ export default async function () {
       row[level] = flops / addon.opGemmPackedTime(M, N, K, M === 1 ? 200 : 7) / 1e9
     }
     addon.setSimdLevel('auto')
+    row.avx2Bf16Weights = flops / addon.opGemmPackedTime(M, N, K, M === 1 ? 200 : 7, true) / 1e9
     if (blas) row.openblas = flops / blas[i] / 1e9
     results.gemm.push(row)
     lines.push(`GEMM ${M}x${N}x${K} (C = A W^T, W prepacked): ${row.avx2.toFixed(1)} GFLOP/s avx2 = ${(100 * row.avx2 / clockPeak).toFixed(0)}% of clock peak, ${(100 * row.avx2 / measuredPeak).toFixed(0)}% of measured peak` +
-      (row.baseline ? `; portable ${row.baseline.toFixed(1)}` : '') + (row.openblas ? `; OpenBLAS sgemm ${row.openblas.toFixed(1)} (ours/OpenBLAS ${(row.avx2 / row.openblas).toFixed(2)})` : ''))
+      `; bf16 panels ${row.avx2Bf16Weights.toFixed(1)}` + (row.baseline ? `; portable ${row.baseline.toFixed(1)}` : '') + (row.openblas ? `; OpenBLAS sgemm ${row.openblas.toFixed(1)} (ours/OpenBLAS ${(row.avx2 / row.openblas).toFixed(2)})` : ''))
   }
   { // the general entry (training's products: packs both operands every call)
     const n = 1024; const A = rand(n * n); const B = rand(n * n); const C = new Float32Array(n * n)
@@ -106,7 +107,7 @@ export default async function () {
   const cacheRoot = path.join(os.tmpdir(), 'recode-bench-models')
   fs.mkdirSync(cacheRoot, { recursive: true })
   results.models = []
-  for (const preset of ['tiny', 'small', 'qwen2.5-0.5b-shape']) {
+  for (const [preset, dtype] of [['tiny', 'f32'], ['small', 'f32'], ['qwen2.5-0.5b-shape', 'f32'], ['qwen2.5-0.5b-shape', 'bf16']]) {
     const dir = path.join(cacheRoot, `${preset}-qwen2`)
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
       const t0 = Date.now()
@@ -115,13 +116,13 @@ export default async function () {
     }
     const big = preset === 'qwen2.5-0.5b-shape'
     const t0 = Date.now()
-    const m = await loadModel(dir, { device: 'cpu', maxBatch: 8, maxContext: 1024 })
+    const m = await loadModel(dir, { device: 'cpu', dtype, maxBatch: 8, maxContext: 1024 })
     const loadS = (Date.now() - t0) / 1000
     const V = m.config.vocab
     const promptLen = big ? 256 : 512
     const prompt = Array.from({ length: promptLen }, (_, i) => (i * 7919) % Math.min(V, 400))
     const prefillS = await timeAsync('prefill', () => m.step([{ slot: 0, tokens: prompt, reset: true }]), { minSamples: big ? 2 : 5, maxTime: big ? 1 : 2 })
-    const row = { preset, parameters: null, loadSeconds: loadS, weightBytes: m.memory.weightBytes, kvCacheBytes: m.memory.kvCacheBytes, prefillTokens: promptLen, prefillTokensPerS: promptLen / prefillS }
+    const row = { preset, dtype, parameters: null, loadSeconds: loadS, weightBytes: m.memory.weightBytes, kvCacheBytes: m.memory.kvCacheBytes, prefillTokens: promptLen, prefillTokensPerS: promptLen / prefillS }
     for (const batch of [1, 8]) {
       const entries = Array.from({ length: batch }, (_, b) => ({ slot: b, tokens: prompt.slice(0, 32 + b), reset: true }))
       await m.step(entries)
@@ -135,7 +136,7 @@ export default async function () {
     row.parameters = c.vocab * c.hidden * (c.tieEmbeddings ? 1 : 2) + c.layers * (c.hidden * (c.heads + 2 * c.kvHeads) * c.headDim + c.heads * c.headDim * c.hidden + 3 * c.hidden * c.intermediate)
     m.dispose()
     results.models.push(row)
-    lines.push(`${preset} (${(row.parameters / 1e6).toFixed(1)}M params, weights ${(row.weightBytes / 2 ** 20).toFixed(0)} MiB fp32, KV cache ${(row.kvCacheBytes / 2 ** 20).toFixed(0)} MiB for 8 x 1024): ` +
+    lines.push(`${preset} ${dtype} weights (${(row.parameters / 1e6).toFixed(1)}M params, weights ${(row.weightBytes / 2 ** 20).toFixed(0)} MiB, KV cache ${(row.kvCacheBytes / 2 ** 20).toFixed(0)} MiB for 8 x 1024): ` +
       `prefill ${row.prefillTokensPerS.toFixed(0)} tok/s (${promptLen} tokens), decode ${row.decodeBatch1TokensPerS.toFixed(1)} tok/s at batch 1, ${row.decodeBatch8TokensPerS.toFixed(1)} tok/s at batch 8; load ${loadS.toFixed(1)} s`)
   }
   results.note = 'CPU shared with other processes while measured: see machine.loadavg; the measured FMA peak was taken in the same conditions'
