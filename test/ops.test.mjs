@@ -153,7 +153,9 @@ const attnShapes = [
   { T: 200, S: 200, H: 6, Hkv: 2, D: 17, qPos0: 0 },
   { T: 5, S: 1000, H: 4, Hkv: 1, D: 32, qPos0: 995 },
   { T: 1, S: 4097, H: 2, Hkv: 2, D: 64, qPos0: 4096 },
-  { T: 70, S: 150, H: 2, Hkv: 1, D: 8, qPos0: 80 }
+  { T: 70, S: 150, H: 2, Hkv: 1, D: 8, qPos0: 80 },
+  { T: 130, S: 130, H: 2, Hkv: 1, D: 128, qPos0: 0 }, // full 64-key tiles, head dim in 64-wide blocks
+  { T: 3, S: 700, H: 8, Hkv: 2, D: 64, qPos0: 697 } // decode of a GQA group sharing one K tile
 ]
 
 t.test('attention: flash (tiled, online softmax) and split-context decode equal the reference; GQA; lse', async (t) => {

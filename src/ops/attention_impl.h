@@ -49,12 +49,73 @@ inline void zero(float* y, int64_t n) {
 }
 
 constexpr int kBr = 16;  // query rows per task
-constexpr int kBc = 64;  // keys per tile (a 64 x 128 fp32 K tile is 32 KiB: L1-resident across the rows)
+
+constexpr int kBc = 64;  // keys per tile (scores_full_tile is written for 64) (a 64 x 128 fp32 K tile is 32 KiB: L1-resident across the rows)
 
 // Online-softmax state of one query row.
 struct RowState {
   float m, l;
 };
+
+// Register-blocked inner loops on 8-float vectors (GCC vector extension: ymm under AVX2, pairs of xmm in the
+// baseline build). Eight accumulators cover 64 keys (scores) or 64 head dims (P V) and stay in registers.
+// (under-aligned and may_alias: a plain unaligned load/store of floats). These helpers are inline and
+// internal to this namespace, so GCC's note that 32-byte vectors pass differently without AVX is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+inline v8f load8(const float* p) { return *reinterpret_cast<const v8f*>(p); }
+inline void store8(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
+
+// scores[0..64) = scale * (q . k_j) for a full 64-key tile, from the transposed tile kt [D][64].
+inline void scores_full_tile(float* scores, const float* qi, const float* kt, int D, float scale) {
+  v8f s0 = {}, s1 = {}, s2 = {}, s3 = {}, s4 = {}, s5 = {}, s6 = {}, s7 = {};
+  for (int d = 0; d < D; ++d) {
+    const float qd = qi[d] * scale;
+    const float* k = kt + d * 64;
+    s0 += qd * load8(k);
+    s1 += qd * load8(k + 8);
+    s2 += qd * load8(k + 16);
+    s3 += qd * load8(k + 24);
+    s4 += qd * load8(k + 32);
+    s5 += qd * load8(k + 40);
+    s6 += qd * load8(k + 48);
+    s7 += qd * load8(k + 56);
+  }
+  store8(scores, s0);
+  store8(scores + 8, s1);
+  store8(scores + 16, s2);
+  store8(scores + 24, s3);
+  store8(scores + 32, s4);
+  store8(scores + 40, s5);
+  store8(scores + 48, s6);
+  store8(scores + 56, s7);
+}
+
+// a[0..64) += sum_j p[j] * v_j[0..64) over cnt keys (rows of v `stride` floats apart).
+inline void pv_block64(float* a, const float* p, const float* v, int64_t stride, int cnt) {
+  v8f a0 = load8(a), a1 = load8(a + 8), a2 = load8(a + 16), a3 = load8(a + 24), a4 = load8(a + 32),
+      a5 = load8(a + 40), a6 = load8(a + 48), a7 = load8(a + 56);
+  for (int j = 0; j < cnt; ++j) {
+    const float pj = p[j];
+    const float* vj = v + j * stride;
+    a0 += pj * load8(vj);
+    a1 += pj * load8(vj + 8);
+    a2 += pj * load8(vj + 16);
+    a3 += pj * load8(vj + 24);
+    a4 += pj * load8(vj + 32);
+    a5 += pj * load8(vj + 40);
+    a6 += pj * load8(vj + 48);
+    a7 += pj * load8(vj + 56);
+  }
+  store8(a, a0);
+  store8(a + 8, a1);
+  store8(a + 16, a2);
+  store8(a + 24, a3);
+  store8(a + 32, a4);
+  store8(a + 40, a5);
+  store8(a + 48, a6);
+  store8(a + 56, a7);
+}
 
 // exp(x) for x <= 0 in a loop the compiler vectorises: x*log2(e) = n + f with n = round(x*log2(e)) and
 // |f| <= 1/2, 2^f from its degree-6 Taylor polynomial (relative error < 2e-8), 2^n through the exponent
@@ -71,6 +132,11 @@ inline void exp_inplace(float* s, int n) {
     std::memcpy(&scale, &bits, 4);
     s[j] = s[j] < -87.0f ? 0.0f : p * scale;
   }
+}
+
+inline void continue_row_done(RowState& r, float corr, float sum, float m_new) {
+  r.l = r.l * corr + sum;
+  r.m = m_new;
 }
 
 // How attend_tile computes scores: dot products per key (one row, nothing to amortise a transpose over), or
@@ -92,7 +158,9 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
     if (last <= j0) continue;
     const int cnt = last - j0;
     const float* qi = q + ((int64_t)i * s.H + h) * D;
-    if (transposed) {
+    if (transposed && cnt == kBc) {
+      scores_full_tile(scores, qi, kt, D, s.scale);
+    } else if (transposed) {
       // four dims per pass: scores are loaded and stored once per 4 FMAs instead of once per FMA
       for (int j = 0; j < cnt; ++j) scores[j] = 0;
       int d = 0;
@@ -120,8 +188,13 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
     exp_inplace(scores, cnt);
     float sum = 0;
     for (int j = 0; j < cnt; ++j) sum += scores[j];
-    // four keys per pass over the accumulator row (one load/store of it per 4 FMAs)
     const float* vg = v + (int64_t)g * D;
+    if (D % 64 == 0) {
+      for (int d0 = 0; d0 < D; d0 += 64) pv_block64(a + d0, scores, vg + (int64_t)j0 * kv_stride + d0, kv_stride, cnt);
+      continue_row_done(r, corr, sum, m_new);
+      continue;
+    }
+    // four keys per pass over the accumulator row (one load/store of it per 4 FMAs)
     int j = 0;
     for (; j + 4 <= cnt; j += 4) {
       const float p0 = scores[j], p1 = scores[j + 1], p2 = scores[j + 2], p3 = scores[j + 3];
@@ -130,8 +203,7 @@ inline void attend_tile(const float* q, const float* k, const float* v, const At
       for (int d = 0; d < D; ++d) a[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d];
     }
     for (; j < cnt; ++j) axpy(a, scores[j], vg + (j0 + j) * kv_stride, D);
-    r.l = r.l * corr + sum;
-    r.m = m_new;
+    continue_row_done(r, corr, sum, m_new);
   }
 }
 
