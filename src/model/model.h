@@ -1,0 +1,81 @@
+// A loaded transformer (Llama / Qwen2 / Qwen3 families) behind a small backend interface: the CPU backend
+// (cpu_backend.cpp, built on src/ops) implements it here; a CUDA backend implements the same interface with
+// device memory and its own kernels. The interface is one call per batched step, so a backend can keep
+// weights, KV cache and activations wherever it likes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "napi_util.h"
+#include "ops/ops.h"
+
+namespace recode::model {
+
+// What config.json says, after the TypeScript side validated it (lib/model/config.ts).
+struct ModelConfig {
+  std::string arch;  // "qwen2" | "llama" | "qwen3"
+  int vocab = 0, hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, intermediate = 0;
+  double eps = 1e-6, rope_theta = 10000;
+  ops::RopeScaling rope_scaling;
+  bool tie_embeddings = false;
+  bool qkv_bias = false, o_bias = false, mlp_bias = false, qk_norm = false;
+};
+
+// The tensors of a model folder: one or several safetensors shards, memory-mapped.
+class WeightStore {
+ public:
+  explicit WeightStore(const std::vector<std::string>& files);
+  ~WeightStore();
+  bool has(const std::string& name) const;
+  // The tensor converted to float32, after checking its shape; with round_bf16 each value is rounded to
+  // bfloat16 first (so a CPU run matches a bf16 model).
+  std::vector<float> load(const std::string& name, const std::vector<int64_t>& shape, bool round_bf16) const;
+  const std::vector<std::string>& files() const { return paths_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<std::string> paths_;
+};
+
+// One sequence of a batched step: `n` new tokens appended to the KV cache slot `slot`.
+struct StepSeq {
+  int slot = 0, n = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* device() const = 0;
+  // Runs the tokens (concatenated per sequence) through the model, appending them to each slot's cache, and
+  // writes float32 logits: for every token ([sum n, V]) when all_logits, else for each sequence's last
+  // token ([seqs, V]). Stops between layers when `cancel` is raised (the caches stay consistent: a slot's
+  // length only advances when the step completes).
+  virtual void forward(const std::vector<StepSeq>& seqs, const int32_t* tokens, bool all_logits, float* logits,
+                       const CancelFlag& cancel) = 0;
+  virtual void reset_slot(int slot) = 0;
+  virtual int slot_length(int slot) const = 0;
+  virtual int slots() const = 0;
+  virtual int context() const = 0;
+  virtual size_t weight_bytes() const = 0;
+  virtual size_t kv_cache_bytes() const = 0;
+  const ModelConfig& config() const { return config_; }
+
+ protected:
+  ModelConfig config_;
+};
+
+// CPU backend: weights converted to float32 (packed for the GEMM), a slotted KV cache of `slots` sequences
+// x `context` positions allocated up front (its size is the bound reported to the caller).
+std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const WeightStore& weights, int slots, int context,
+                                          bool round_bf16);
+
+// The backend for a device name. "cpu" is built in; a CUDA backend plugs in here (its own Backend subclass
+// over librecode_cuda.so). Other names throw ERR_CUDA_UNAVAILABLE / ERR_INVALID_ARG naming what exists.
+std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
+                                      int slots, int context, bool round_bf16);
+
+}  // namespace recode::model
