@@ -1,15 +1,13 @@
 import type { Command } from './types'
 import { doctor } from './doctor'
 import { reward } from './reward'
-import { data } from './data'
-import { evalCommand } from './eval'
 import { initModelCommand } from './init-model'
+import { demo } from './demo'
 
 /** Every `recode` subcommand, in the order `recode --help` lists them. */
 export const commands: Command[] = [
   doctor,
   reward,
-  data,
-  evalCommand,
   initModelCommand,
+  demo,
 ]
