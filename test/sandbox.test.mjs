@@ -106,6 +106,14 @@ if (picked.python === null) {
     t.equal(m.classifyRun(ok), null)
   })
 
+  t.test('preimport: modules loaded before the program, as in a warm harness interpreter', async (t) => {
+    const prog = 'import itertools\ndel itertools.product\nimport tokenize\nprint("ok")\n'
+    const [cold, warm] = await Promise.all([s.runPython(prog, { python }), s.runPython(prog, { python, preimport: ['tokenize', 'no_such_module_xyz'] })])
+    t.match(m.classifyRun(cold), { category: 'exception', errorType: 'AttributeError' }, 'tokenize needs itertools.product at import')
+    t.equal(warm.status, 'ok', 'already imported: the deletion does not matter; a missing module is skipped')
+    await t.rejects(s.runPython('pass', { python, preimport: ['os; import evil'] }), { code: 'ERR_INVALID_ARG' })
+  })
+
   t.test('cancellation kills running programs', async (t) => {
     const ac = new AbortController()
     const started = Date.now()

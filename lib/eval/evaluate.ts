@@ -22,6 +22,14 @@ import type { SandboxOptions, IsolationInfo } from './sandbox'
 
 export type Benchmark = 'codeupdatearena' | 'humaneval'
 
+/**
+ * Standard-library modules already loaded in the original CodeUpdateArena harness's interpreter (it execs
+ * each program in a fork of itself). Loading them first keeps, for example, a test that imports numpy after
+ * a rename update deleted `itertools.product` working as it did there (numpy's import needs `tokenize`,
+ * which needs `itertools.product`).
+ */
+export const CODEUPDATEARENA_PREIMPORT = ['inspect', 'tokenize', 'linecache', 'typing', 'json', 're']
+
 export interface Completion {
   /** prog_syn_id (CodeUpdateArena) or task_id (HumanEval). */
   id: string
@@ -201,7 +209,8 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   for (const k of ks) if (!Number.isInteger(k) || k < 1) throw invalidArg(`k values must be positive integers, got ${k}`)
   if (options.signal?.aborted === true) throw abortError()
   const { items, dataName } = loadItems(options)
-  const sandbox = options.sandbox ?? {}
+  const sandbox = { ...(options.sandbox ?? {}) }
+  if (options.benchmark === 'codeupdatearena' && sandbox.preimport === undefined) sandbox.preimport = CODEUPDATEARENA_PREIMPORT
   const isolation = probeIsolation(sandbox.python, sandbox.isolation ?? 'auto')
 
   const t0 = Date.now()

@@ -37,6 +37,13 @@ export interface SandboxOptions {
   isolation?: 'auto' | IsolationKind
   /** Extra environment variables for the program. */
   env?: Record<string, string>
+  /**
+   * Modules imported before the program runs (a missing one is skipped). The original harnesses exec
+   * programs inside a warm interpreter, so modules such as `tokenize` were already loaded there; a
+   * program that deletes a library attribute (a rename update) and only then imports a module that needs
+   * it behaves the same only if that module was imported first.
+   */
+  preimport?: string[]
 }
 
 export interface IsolationInfo {
@@ -82,8 +89,13 @@ const LAUNCHER = [
   'resource.setrlimit(resource.RLIMIT_FSIZE, (f, f))',
   'resource.setrlimit(resource.RLIMIT_CORE, (0, 0))',
   'resource.setrlimit(resource.RLIMIT_CPU, (c, c + 1))',
-  'sys.argv = sys.argv[5:]',
-  'del a, p, f, c',
+  'for m in sys.argv[5].split(","):',
+  '    try:',
+  '        m and __import__(m)',
+  '    except Exception:',
+  '        pass',
+  'sys.argv = sys.argv[6:]',
+  'del a, p, f, c, m',
   "runpy.run_path(sys.argv[0], run_name='__main__')"
 ].join('\n')
 
@@ -129,7 +141,7 @@ function tryPlan (plan: Plan): string | null {
       ? "import socket\ns = socket.socket()\ns.settimeout(2)\nr = s.connect_ex(('192.0.2.1', 9))\nprint('ok' if r != 0 else 'network reachable')"
       : "print('ok')"
     fs.writeFileSync(path.join(dir, 'probe.py'), check)
-    const argv = [...plan.prefix(dir), plan.info.python, '-B', '-c', LAUNCHER, String(DEFAULT_MEMORY), String(DEFAULT_NPROC), String(DEFAULT_FSIZE), '30', 'probe.py']
+    const argv = [...plan.prefix(dir), plan.info.python, '-B', '-c', LAUNCHER, String(DEFAULT_MEMORY), String(DEFAULT_NPROC), String(DEFAULT_FSIZE), '30', '', 'probe.py']
     const res = spawnSync(argv[0], argv.slice(1), { cwd: dir, env: sandboxEnv(dir, {}), encoding: 'utf8', timeout: 30000 })
     if (res.error) return res.error.message
     if (res.status === 0 && res.stdout.trim() === 'ok') return null
@@ -266,11 +278,13 @@ export function runPython (source: string, options: SandboxOptions = {}, signal?
   const nproc = options.maxProcesses ?? DEFAULT_NPROC
   const fsize = options.maxFileBytes ?? DEFAULT_FSIZE
   const cpuSeconds = Math.ceil(timeoutMs / 1000) + 1
+  const preimport = options.preimport ?? []
+  for (const m of preimport) if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(m)) return Promise.reject(new RecodeError('ERR_INVALID_ARG', `preimport: '${m}' is not a module name`))
   const dir = makePrivateDir(plan.dropToNobody)
   const file = 'program.py'
   fs.writeFileSync(path.join(dir, file), source)
   if (plan.dropToNobody) fs.chownSync(path.join(dir, file), NOBODY, NOBODY)
-  const argv = [...plan.prefix(dir), plan.info.python, '-B', '-c', LAUNCHER, String(memory), String(nproc), String(fsize), String(cpuSeconds), file]
+  const argv = [...plan.prefix(dir), plan.info.python, '-B', '-c', LAUNCHER, String(memory), String(nproc), String(fsize), String(cpuSeconds), preimport.join(','), file]
   const started = process.hrtime.bigint()
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { cwd: dir, env: sandboxEnv(dir, options.env ?? {}), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
