@@ -26,9 +26,15 @@ export type Benchmark = 'codeupdatearena' | 'humaneval'
  * Standard-library modules already loaded in the original CodeUpdateArena harness's interpreter (it execs
  * each program in a fork of itself). Loading them first keeps, for example, a test that imports numpy after
  * a rename update deleted `itertools.product` working as it did there (numpy's import needs `tokenize`,
- * which needs `itertools.product`).
+ * which needs `itertools.product`), and one that imports `random` after `math.cos` was renamed. Only the
+ * standard library is loaded: numpy, pandas and torch (also loaded there) cost too much per program.
  */
-export const CODEUPDATEARENA_PREIMPORT = ['inspect', 'tokenize', 'linecache', 'typing', 'json', 're']
+export const CODEUPDATEARENA_PREIMPORT = [
+  'abc', 'bisect', 'collections', 'contextlib', 'copy', 'dataclasses', 'datetime', 'decimal', 'enum', 'fractions',
+  'functools', 'hashlib', 'heapq', 'inspect', 'itertools', 'json', 'linecache', 'math', 'numbers', 'operator',
+  'pickle', 'random', 're', 'secrets', 'statistics', 'string', 'struct', 'textwrap', 'tokenize', 'types', 'typing',
+  'warnings', 'weakref'
+]
 
 export interface Completion {
   /** prog_syn_id (CodeUpdateArena) or task_id (HumanEval). */
