@@ -1,14 +1,14 @@
 // Execution harness throughput: HumanEval canonical-solution programs (prompt + solution + tests +
 // check) executed per second with 2 programs at a time, under each isolation that works on this machine
 // (bwrap, unshare, rlimits only), against the floor of a bare `python3 program.py` spawn with no sandbox.
-// Each figure is the median of 3 timed batches of 48 programs (after a warm-up batch).
+// Each figure is the median of 3 timed batches of 32 programs (after a warm-up batch).
 import { spawn } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { root, shared, median } from './lib.mjs'
 
-const BATCH = 48
+const BATCH = 32
 const REPEATS = 3
 const CONCURRENCY = 2
 
