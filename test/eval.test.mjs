@@ -110,7 +110,7 @@ t.test('HumanEval: canonical solutions pass, wrong ones fail with their category
 t.test('CodeUpdateArena reference solutions, wrong solutions, UPass', { skip: !shared ? 'shared data not found' : cuaPick.python === null ? `needs a python3 with numpy, sympy, torch, pandas: ${cuaPick.why}` : false }, async (t) => {
   const all = d.loadCodeUpdateArena(path.join(shared, 'codeupdatearena', 'arena_grouped_2024-07-02.jsonl')).problems
   const full = process.env.RECODE_FULL_EVAL === '1'
-  const stride = 16
+  const stride = 20
   const problems = full ? all : all.filter((_, i) => i % stride === 0)
   // A generous timeout: the reference run checks correctness, and a machine shared by many jobs can take
   // far longer than the original 15 s to import torch. UPass of every reference solution runs only with
