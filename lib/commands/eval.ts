@@ -23,11 +23,12 @@ function num (v: string | undefined, name: string, integer = false): number | un
 /** The model loader, when this build has one (lib/model). */
 function modelLoader (): ((dir: string) => Promise<LanguageModel>) | undefined {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = require('../model') as { loadModel?: (dir: string) => Promise<LanguageModel> }
     return typeof mod.loadModel === 'function' ? mod.loadModel : undefined
-  } catch {
-    return undefined
+  } catch (err) {
+    // No lib/model/index in this build: report below. Anything else (a broken loader) surfaces as is.
+    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String((err as Error).message).includes('../model')) return undefined
+    throw err
   }
 }
 
