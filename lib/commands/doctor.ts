@@ -2,6 +2,7 @@ import { execFileSync } from 'child_process'
 import { systemInfo } from '../device'
 import { addonPath } from '../native'
 import type { Command } from './types'
+import { isolationSummary } from '../eval/sandbox'
 
 function probe (cmd: string, args: string[]): string {
   try {
@@ -23,7 +24,8 @@ export function doctorReport (): Record<string, unknown> {
     addon: addonPath(),
     cpu: { model: info.cpuModel, hardwareThreads: info.hardwareThreads, threadsUsed: info.threads, simdDetected: info.simdDetected, simdUsed: info.simdActive, compiler: info.compiler },
     cuda: info.cuda,
-    python3: probe(process.env.RECODE_PYTHON ?? 'python3', ['--version'])
+    python3: probe(process.env.RECODE_PYTHON ?? 'python3', ['--version']),
+    sandbox: isolationSummary()
   }
 }
 
@@ -48,6 +50,7 @@ export const doctor: Command = {
     for (const d of r.cuda.devices) lines.push(`          device ${d.index}: ${d.name}, compute ${d.computeCapability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs`)
     lines.push(r.cuda.available ? '          GPU backend: available' : `          GPU backend: unavailable: ${r.cuda.reason}; the CPU backend serves`)
     lines.push(`python3:  ${r.python3}`)
+    lines.push(`sandbox:  ${r.sandbox}`)
     console.log(lines.join('\n'))
     return 0
   }

@@ -1,6 +1,8 @@
 import type { Command } from './types'
 import { doctor } from './doctor'
 import { reward } from './reward'
+import { data } from './data'
+import { evalCommand } from './eval'
 import { initModelCommand } from './init-model'
 import { demo } from './demo'
 
@@ -8,6 +10,8 @@ import { demo } from './demo'
 export const commands: Command[] = [
   doctor,
   reward,
+  data,
+  evalCommand,
   initModelCommand,
   demo,
 ]

@@ -1,0 +1,135 @@
+import * as fs from 'fs'
+import * as path from 'path'
+import { parseArgs } from 'util'
+import { RecodeError } from '../errors'
+import { writeFileAtomic } from '../data/jsonl'
+import { evaluate, formatEvaluation } from '../eval/evaluate'
+import type { Benchmark, EvaluateOptions } from '../eval/evaluate'
+import type { IsolationKind } from '../eval/sandbox'
+import type { LanguageModel } from '../model/types'
+import type { Command } from './types'
+
+const usage = 'recode eval codeupdatearena|humaneval --data FILE (--completions FILE.jsonl | --model DIR) [--output OUT.json] ' +
+  '[--python P] [--k 1,5] [--samples N] [--temperature T] [--top-p P] [--max-new-tokens N] [--timeout SECONDS] ' +
+  '[--concurrency N] [--memory-mb N] [--isolation auto|bwrap|unshare|rlimits] [--limit N] [--no-upass] [--quiet]'
+
+function num (v: string | undefined, name: string, integer = false): number | undefined {
+  if (v === undefined) return undefined
+  const x = Number(v)
+  if (!Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
+  return x
+}
+
+/** The model loader, when this build has one (lib/model). */
+function modelLoader (): ((dir: string) => Promise<LanguageModel>) | undefined {
+  try {
+    const mod = require('../model') as { loadModel?: (dir: string) => Promise<LanguageModel> }
+    return typeof mod.loadModel === 'function' ? mod.loadModel : undefined
+  } catch (err) {
+    // No lib/model/index in this build: report below. Anything else (a broken loader) surfaces as is.
+    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String((err as Error).message).includes('../model')) return undefined
+    throw err
+  }
+}
+
+export const evalCommand: Command = {
+  name: 'eval',
+  summary: 'score completions (or a model) on CodeUpdateArena (pass@k, UPass@k) or HumanEval (pass@k) in a sandbox',
+  usage,
+  async run (argv) {
+    let parsed
+    try {
+      parsed = parseArgs({
+        args: argv,
+        allowPositionals: true,
+        options: {
+          data: { type: 'string' },
+          completions: { type: 'string' },
+          model: { type: 'string' },
+          output: { type: 'string' },
+          python: { type: 'string' },
+          k: { type: 'string' },
+          samples: { type: 'string' },
+          temperature: { type: 'string' },
+          'top-p': { type: 'string' },
+          'max-new-tokens': { type: 'string' },
+          timeout: { type: 'string' },
+          concurrency: { type: 'string' },
+          'memory-mb': { type: 'string' },
+          isolation: { type: 'string' },
+          limit: { type: 'string' },
+          'no-upass': { type: 'boolean' },
+          quiet: { type: 'boolean' }
+        }
+      })
+    } catch (err) {
+      throw new RecodeError('ERR_INVALID_ARG', `${(err as Error).message}; usage: ${usage}`)
+    }
+    const v = parsed.values
+    const [benchmark, ...extra] = parsed.positionals
+    if ((benchmark !== 'codeupdatearena' && benchmark !== 'humaneval') || extra.length > 0) throw new RecodeError('ERR_INVALID_ARG', `usage: ${usage}`)
+    if (v.data === undefined) throw new RecodeError('ERR_INVALID_ARG', `--data FILE is required; usage: ${usage}`)
+    if ((v.completions === undefined) === (v.model === undefined)) throw new RecodeError('ERR_INVALID_ARG', 'give exactly one of --completions FILE.jsonl and --model DIR')
+    const isolation = v.isolation ?? 'auto'
+    if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(isolation)) throw new RecodeError('ERR_INVALID_ARG', `--isolation must be auto, bwrap, unshare or rlimits, got '${isolation}'`)
+    const k = v.k === undefined ? [1, 5] : v.k.split(',').map((s) => num(s.trim(), 'k', true) as number)
+    const timeout = num(v.timeout, 'timeout')
+    const memoryMb = num(v['memory-mb'], 'memory-mb')
+    const options: EvaluateOptions = {
+      benchmark: benchmark as Benchmark,
+      data: v.data,
+      k,
+      samples: num(v.samples, 'samples', true),
+      temperature: num(v.temperature, 'temperature'),
+      topP: num(v['top-p'], 'top-p'),
+      maxNewTokens: num(v['max-new-tokens'], 'max-new-tokens', true),
+      limit: num(v.limit, 'limit', true),
+      upass: v['no-upass'] !== true,
+      sandbox: {
+        python: v.python,
+        timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+        memoryBytes: memoryMb === undefined ? undefined : memoryMb * 2 ** 20,
+        concurrency: num(v.concurrency, 'concurrency', true),
+        isolation: isolation as 'auto' | IsolationKind
+      }
+    }
+    let model: LanguageModel | undefined
+    if (v.model !== undefined) {
+      const loadModel = modelLoader()
+      if (loadModel === undefined) {
+        throw new RecodeError('ERR_MODEL', `--model ${v.model}: evaluating a model folder needs the model loader (loadModel in lib/model), which this build does not include; generate completions elsewhere and pass --completions FILE.jsonl (one {"id", "completion"} per line)`)
+      }
+      model = await loadModel(v.model)
+      options.model = model
+    } else {
+      options.completions = v.completions
+    }
+    const controller = new AbortController()
+    const onSigint = (): void => controller.abort()
+    process.once('SIGINT', onSigint)
+    options.signal = controller.signal
+    let lastPrint = 0
+    if (v.quiet !== true) {
+      options.onProgress = (p) => {
+        const now = Date.now()
+        if (now - lastPrint < 2000 && p.done !== p.total) return
+        lastPrint = now
+        process.stderr.write(`\r${p.phase}: ${p.done}/${p.total}   `)
+        if (p.done === p.total) process.stderr.write('\n')
+      }
+    }
+    try {
+      const result = await evaluate(options)
+      if (v.output !== undefined) {
+        fs.mkdirSync(path.dirname(path.resolve(v.output)), { recursive: true })
+        writeFileAtomic(v.output, JSON.stringify(result, null, 2) + '\n')
+      }
+      console.log(formatEvaluation(result))
+      if (v.output !== undefined) console.log(`-> ${v.output}`)
+      return 0
+    } finally {
+      process.removeListener('SIGINT', onSigint)
+      model?.dispose()
+    }
+  }
+}
