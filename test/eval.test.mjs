@@ -196,16 +196,19 @@ t.test('recode eval', { skip: !shared ? 'shared data not found' : basePick.pytho
   const bad = spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--completions', path.join(tmp, 'missing.jsonl')], { encoding: 'utf8' })
   t.equal(bad.status, 1)
   t.match(bad.stderr, /missing\.jsonl: cannot read.*\[ERR_DATA\]/)
-  const model = spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--model', tmp], { encoding: 'utf8' })
-  let hasLoader = false
-  try { hasLoader = typeof (await import(path.join(root, 'dist/cjs/model/index.js'))).loadModel === 'function' } catch {}
-  if (!hasLoader) {
-    t.equal(model.status, 1)
-    t.match(model.stderr, /needs the model loader.*--completions/)
-  } else {
-    t.comment('this build has lib/model loadModel: --model is handled by the loader')
-    t.not(model.stderr, '')
-  }
+  const notModel = spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--model', tmp], { encoding: 'utf8' })
+  t.equal(notModel.status, 1, '--model on a folder that is not a model fails')
+  t.match(notModel.stderr, /config\.json.*\[ERR_MODEL\]/s)
+  // end to end with a real (tiny, random) model folder: generation, extraction, execution, scores
+  const modelDir = path.join(tmp, 'tiny')
+  spawnSync(process.execPath, [cli, 'init-model', '--preset', 'tiny', '--arch', 'qwen2', '--out', modelDir], { encoding: 'utf8' })
+  const modelOut = path.join(tmp, 'model-eval.json')
+  const run = spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--model', modelDir, '--limit', '2', '--samples', '2', '--max-new-tokens', '8', '--k', '1', '--output', modelOut, '--python', basePick.python, '--quiet'], { encoding: 'utf8' })
+  t.equal(run.status, 0, `eval --model runs (${run.stderr.slice(0, 300)})`)
+  const modelJson = JSON.parse(fs.readFileSync(modelOut, 'utf8'))
+  t.equal(modelJson.records.length, 2, 'one record per evaluated problem')
+  t.equal(modelJson.records[0].samples.length, 2, 'two samples each')
+  t.type(modelJson.passAtK['1'], 'number')
   const usage = spawnSync(process.execPath, [cli, 'eval', 'mbpp', '--data', data], { encoding: 'utf8' })
   t.equal(usage.status, 1)
   t.match(usage.stderr, /usage: recode eval codeupdatearena\|humaneval/)

@@ -7,6 +7,7 @@ import { evaluate, formatEvaluation } from '../eval/evaluate'
 import type { Benchmark, EvaluateOptions } from '../eval/evaluate'
 import type { IsolationKind } from '../eval/sandbox'
 import type { LanguageModel } from '../model/types'
+import { loadModel } from '../model/index'
 import type { Command } from './types'
 
 const usage = 'recode eval codeupdatearena|humaneval --data FILE (--completions FILE.jsonl | --model DIR) [--output OUT.json] ' +
@@ -18,18 +19,6 @@ function num (v: string | undefined, name: string, integer = false): number | un
   const x = Number(v)
   if (!Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
   return x
-}
-
-/** The model loader, when this build has one (lib/model). */
-function modelLoader (): ((dir: string) => Promise<LanguageModel>) | undefined {
-  try {
-    const mod = require('../model') as { loadModel?: (dir: string) => Promise<LanguageModel> }
-    return typeof mod.loadModel === 'function' ? mod.loadModel : undefined
-  } catch (err) {
-    // No lib/model/index in this build: report below. Anything else (a broken loader) surfaces as is.
-    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String((err as Error).message).includes('../model')) return undefined
-    throw err
-  }
 }
 
 export const evalCommand: Command = {
@@ -95,10 +84,6 @@ export const evalCommand: Command = {
     }
     let model: LanguageModel | undefined
     if (v.model !== undefined) {
-      const loadModel = modelLoader()
-      if (loadModel === undefined) {
-        throw new RecodeError('ERR_MODEL', `--model ${v.model}: evaluating a model folder needs the model loader (loadModel in lib/model), which this build does not include; generate completions elsewhere and pass --completions FILE.jsonl (one {"id", "completion"} per line)`)
-      }
       model = await loadModel(v.model)
       options.model = model
     } else {
