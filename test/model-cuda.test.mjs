@@ -73,7 +73,9 @@ for (const device of devices) {
     const r = rng(t)
     const v = variants[0]
     const V = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
-    const m = await loadModel(v.dir, { device, maxBatch: 3, maxContext: 32 })
+    // a capacity of 1024 makes decode split the context (recode_decode_num_splits gives 4 here), so the
+    // split-KV path and its scratch are covered; the greedy test below (capacity 40) covers the unsplit one
+    const m = await loadModel(v.dir, { device, maxBatch: 3, maxContext: 1024 })
     const seqs = [0, 1, 2].map(() => Array.from({ length: 12 }, () => r.int(0, V - 1)))
     // the prefix recomputed from scratch on the same device by a second instance (logits() resets its slots)
     const ref = await loadModel(v.dir, { device, maxBatch: 1, maxContext: 32 })
