@@ -26,7 +26,8 @@ export interface LoadModelOptions {
   device?: 'auto' | 'cpu' | 'cuda' | 'emulated'
   /**
    * Weights as computed: 'f32' (default on CPU) or 'bf16' (weights rounded to bfloat16, as a bf16 model
-   * holds them; the CPU computes in float32 either way).
+   * holds them; the CPU computes in float32 either way). On 'cuda'/'emulated', 'bf16' also stores activations
+   * and the KV cache in bf16 and runs GEMM and prefill attention on tensor cores (fp32 accumulation).
    */
   dtype?: 'f32' | 'bf16'
   /** Sequences generated at once = KV-cache slots (default 8). */

@@ -2,9 +2,9 @@
 // device memory. Device 'cuda' calls librecode_cuda.so on a GPU; device 'emulated' calls the same kernels
 // compiled through the SIMT emulation (src/emu/*.cpp), so CI checks this code path without a GPU.
 //
-// Storage is float32 throughout (activations, weights, KV cache): with dtype 'bf16' the weights are rounded to
-// bfloat16 values at load (as the CPU backend does) but kept in float32, so both backends compute the same
-// function. Weights are uploaded once; the KV cache is allocated up front as [layers][slots][Hkv][context][D]
+// Storage type Elem is float32 (dtype 'f32': the SIMT fp32 kernels, the exact counterpart of the CPU backend) or
+// bfloat16 (dtype 'bf16': weights, activations and KV cache in bf16, GEMM and prefill attention on tensor cores,
+// fp32 accumulation; logits within bf16 tolerance of the CPU backend's). Biases and RoPE frequencies stay fp32. Weights are uploaded once; the KV cache is allocated up front as [layers][slots][Hkv][context][D]
 // (per layer, the [B, Hkv, capacity, D] layout attention_decode reads, with slot s at batch index s).
 //
 // Attention per step, within what the kernels allow:
@@ -20,6 +20,7 @@
 #include <mutex>
 
 #include "kernels_api.h"
+#include "numeric.h"
 #include "model/model.h"
 #include "recode_cuda.h"
 
@@ -111,18 +112,24 @@ class DeviceArray {
   size_t count_ = 0;
 };
 
+template <class Elem>
 struct CudaLinear {
-  DeviceArray<float> weight, bias;  // weight [N, K], bias [N] (empty when absent)
+  DeviceArray<Elem> weight;
+  DeviceArray<float> bias;  // weight [N, K], bias [N] (empty when absent)
   int N = 0, K = 0;
   size_t bytes() const { return weight.bytes() + bias.bytes(); }
 };
 
+template <class Elem>
 struct CudaLayer {
-  DeviceArray<float> input_norm, post_attention_norm, q_norm, k_norm;
-  CudaLinear q, k, v, o, gate, up, down;
+  DeviceArray<Elem> input_norm, post_attention_norm, q_norm, k_norm;
+  CudaLinear<Elem> q, k, v, o, gate, up, down;
 };
 
+template <class Elem>
 class CudaBackend : public Backend {
+  static constexpr int kDtype = std::is_same<Elem, float>::value ? RECODE_F32 : RECODE_BF16;
+
  public:
   CudaBackend(Device device, const ModelConfig& cfg, const WeightStore& ws, int slots, int context, bool round_bf16)
       : device_(device), kern_(device), slots_(slots), context_(context) {
@@ -132,27 +139,38 @@ class CudaBackend : public Backend {
     if (D != 16 && D != 32 && D != 64 && D != 128)
       throw Error("ERR_MODEL", "the CUDA model backend needs head_dim 16, 32, 64 or 128 (the attention kernels' sizes); "
                                "this model has " + std::to_string(D));
-    auto upload = [&](const std::vector<float>& host) {
-      DeviceArray<float> d(&kern_, host.size());
-      CALL(copy_to_device, d.get(), host.data(), host.size() * sizeof(float));
+    auto upload = [&](const auto& host) {
+      using E = typename std::decay_t<decltype(host)>::value_type;
+      DeviceArray<E> d(&kern_, host.size());
+      CALL(copy_to_device, d.get(), host.data(), host.size() * sizeof(E));
       return d;
     };
-    auto vec = [&](const std::string& name, std::vector<int64_t> shape) {
+    auto vec = [&](const std::string& name, std::vector<int64_t> shape) {  // in the storage type
+      std::vector<float> w = ws.load(name, shape, round_bf16);
+      if constexpr (std::is_same<Elem, float>::value) {
+        return upload(w);
+      } else {
+        std::vector<Elem> b(w.size());
+        for (size_t i = 0; i < w.size(); ++i) b[i] = float_to_bf16(w[i]);
+        return upload(b);
+      }
+    };
+    auto vec32 = [&](const std::string& name, std::vector<int64_t> shape) {  // biases: fp32
       return upload(ws.load(name, shape, round_bf16));
     };
     auto linear = [&](const std::string& prefix, int64_t N, int64_t K, bool bias) {
-      CudaLinear l;
+      CudaLinear<Elem> l;
       l.N = (int)N;
       l.K = (int)K;
       l.weight = vec(prefix + ".weight", {N, K});
-      if (bias) l.bias = vec(prefix + ".bias", {N});
+      if (bias) l.bias = vec32(prefix + ".bias", {N});
       return l;
     };
     embed_ = vec("model.embed_tokens.weight", {V, C});
     layers_.resize(cfg.layers);
     for (int l = 0; l < cfg.layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
-      CudaLayer& L = layers_[l];
+      CudaLayer<Elem>& L = layers_[l];
       L.input_norm = vec(p + "input_layernorm.weight", {C});
       L.post_attention_norm = vec(p + "post_attention_layernorm.weight", {C});
       L.q = linear(p + "self_attn.q_proj", H * D, C, cfg.qkv_bias);
@@ -174,8 +192,8 @@ class CudaBackend : public Backend {
     inv_freq_ = upload(std::vector<float>(inv_freq64.begin(), inv_freq64.end()));
     kv_per_slot_layer_ = (size_t)context * Hkv * D;
     const size_t kv_elems = kv_per_slot_layer_ * cfg.layers * slots;
-    k_cache_ = DeviceArray<float>(&kern_, kv_elems);
-    v_cache_ = DeviceArray<float>(&kern_, kv_elems);
+    k_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
+    v_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
     // decode scratch for the largest split count any batch size gets (splits shrink as the batch grows)
     size_t scratch = 0;
     for (int b = 1; b <= slots; ++b) {
@@ -258,88 +276,88 @@ class CudaBackend : public Backend {
     const float scale = 1.0f / std::sqrt((float)D);
     const size_t q_row = (size_t)H * D, kv_row = (size_t)Hkv * D;
 
-    float* x = x_.get();
-    CALL(embedding_forward, T, C, V, d_tokens, embed_.get(), x, RECODE_F32, nullptr);
+    Elem* x = x_.get();
+    CALL(embedding_forward, T, C, V, d_tokens, embed_.get(), x, kDtype, nullptr);
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      const CudaLayer& L = layers_[l];
-      float* k_layer = k_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
-      float* v_layer = v_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
+      const CudaLayer<Elem>& L = layers_[l];
+      Elem* k_layer = k_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
+      Elem* v_layer = v_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
       // attention block
-      CALL(rmsnorm_forward, T, C, x, L.input_norm.get(), (float)cfg.eps, xn_.get(), nullptr, RECODE_F32, nullptr);
+      CALL(rmsnorm_forward, T, C, x, L.input_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
       linear(L.q, xn_.get(), query_.get(), T);
       linear(L.k, xn_.get(), key_.get(), T);
       linear(L.v, xn_.get(), val_.get(), T);
       if (cfg.qk_norm) {  // per-head RMSNorm of q and k (Qwen3), before RoPE
-        CALL(rmsnorm_forward, T * H, D, query_.get(), L.q_norm.get(), (float)cfg.eps, attn_.get(), nullptr, RECODE_F32, nullptr);
-        CALL(copy_device, query_.get(), attn_.get(), (size_t)T * q_row * sizeof(float), nullptr);
-        CALL(rmsnorm_forward, T * Hkv, D, key_.get(), L.k_norm.get(), (float)cfg.eps, attn_.get(), nullptr, RECODE_F32, nullptr);
-        CALL(copy_device, key_.get(), attn_.get(), (size_t)T * kv_row * sizeof(float), nullptr);
+        CALL(rmsnorm_forward, T * H, D, query_.get(), L.q_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+        CALL(copy_device, query_.get(), attn_.get(), (size_t)T * q_row * sizeof(Elem), nullptr);
+        CALL(rmsnorm_forward, T * Hkv, D, key_.get(), L.k_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+        CALL(copy_device, key_.get(), attn_.get(), (size_t)T * kv_row * sizeof(Elem), nullptr);
       }
-      CALL(rope_forward, T, H, D, query_.get(), query_.get(), d_pos, inv_freq_.get(), RECODE_F32, nullptr);
-      CALL(rope_forward, T, Hkv, D, key_.get(), key_.get(), d_pos, inv_freq_.get(), RECODE_F32, nullptr);
+      CALL(rope_forward, T, H, D, query_.get(), query_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
+      CALL(rope_forward, T, Hkv, D, key_.get(), key_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
       if (consecutive && (all_decode || all_fresh)) {
         const int n = seqs[0].n;
-        float* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
-        float* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
-        CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, RECODE_F32, nullptr);
+        Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+        Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+        CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
         if (all_decode) {
           int splits = recode_decode_num_splits(S, Hkv, context_);
           CALL(attention_decode, S, H, Hkv, D, context_, query_.get(), kc, vc, d_ctx, attn_.get(), scale, splits,
-               splits > 1 ? decode_scratch_.get() : nullptr, RECODE_F32, nullptr);
+               splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
         } else {
           CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale, 1,
-               RECODE_F32, nullptr);
+               kDtype, nullptr);
         }
       } else {
         for (int i = 0; i < S; ++i) {
           const int n = seqs[i].n, pos0 = idx[(size_t)3 * T + i];
-          float* kc = k_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
-          float* vc = v_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
-          const float* q = query_.get() + t0[i] * q_row;
-          const float* k = key_.get() + t0[i] * kv_row;
-          const float* v = val_.get() + t0[i] * kv_row;
-          float* o = attn_.get() + t0[i] * q_row;
-          CALL(kv_cache_write, 1, n, Hkv, D, context_, k, v, d_start + i, kc, vc, RECODE_F32, nullptr);
+          Elem* kc = k_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
+          Elem* vc = v_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
+          const Elem* q = query_.get() + t0[i] * q_row;
+          const Elem* k = key_.get() + t0[i] * kv_row;
+          const Elem* v = val_.get() + t0[i] * kv_row;
+          Elem* o = attn_.get() + t0[i] * q_row;
+          CALL(kv_cache_write, 1, n, Hkv, D, context_, k, v, d_start + i, kc, vc, kDtype, nullptr);
           if (pos0 == 0) {
-            CALL(attention_forward, 1, n, H, Hkv, D, q, k, v, o, lse_.get(), scale, 1, RECODE_F32, nullptr);
+            CALL(attention_forward, 1, n, H, Hkv, D, q, k, v, o, lse_.get(), scale, 1, kDtype, nullptr);
           } else {
             int splits = recode_decode_num_splits(1, Hkv, context_);
             for (int j = 0; j < n; ++j)
               CALL(attention_decode, 1, H, Hkv, D, context_, q + j * q_row, kc, vc, d_ctx + t0[i] + j,
-                   o + j * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, RECODE_F32, nullptr);
+                   o + j * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
           }
         }
       }
       linear(L.o, attn_.get(), xn_.get(), T);
-      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, RECODE_F32, nullptr);
+      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
       // MLP block
-      CALL(rmsnorm_forward, T, C, x, L.post_attention_norm.get(), (float)cfg.eps, xn_.get(), nullptr, RECODE_F32, nullptr);
+      CALL(rmsnorm_forward, T, C, x, L.post_attention_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
       linear(L.gate, xn_.get(), gate_.get(), T);
       linear(L.up, xn_.get(), up_.get(), T);
-      CALL(swiglu_forward, (size_t)T * F, gate_.get(), up_.get(), gate_.get(), RECODE_F32, nullptr);
+      CALL(swiglu_forward, (size_t)T * F, gate_.get(), up_.get(), gate_.get(), kDtype, nullptr);
       linear(L.down, gate_.get(), xn_.get(), T);
-      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, RECODE_F32, nullptr);
+      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
     }
     // final norm and lm head over the rows whose logits are wanted
     const int R = all_logits ? T : S;
-    const float* rows = x;
+    const Elem* rows = x;
     if (!all_logits) {
       for (int i = 0; i < S; ++i)
-        CALL(copy_device, xn_.get() + (size_t)i * C, x + (size_t)(t0[i] + seqs[i].n - 1) * C, sizeof(float) * C, nullptr);
+        CALL(copy_device, xn_.get() + (size_t)i * C, x + (size_t)(t0[i] + seqs[i].n - 1) * C, sizeof(Elem) * C, nullptr);
       rows = xn_.get();
     }
-    CALL(rmsnorm_forward, R, C, rows, final_norm_.get(), (float)cfg.eps, attn_.get(), nullptr, RECODE_F32, nullptr);
-    const float* head = cfg.tie_embeddings ? embed_.get() : lm_head_.get();
-    CALL(gemm_forward, R, V, C, attn_.get(), head, nullptr, logits_.get(), RECODE_F32, RECODE_F32, 0, nullptr);
+    CALL(rmsnorm_forward, R, C, rows, final_norm_.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+    const Elem* head = cfg.tie_embeddings ? embed_.get() : lm_head_.get();
+    CALL(gemm_forward, R, V, C, attn_.get(), head, nullptr, logits_.get(), kDtype, RECODE_F32, 0, nullptr);
     CALL(copy_to_host, logits, logits_.get(), (size_t)R * V * sizeof(float));  // synchronises
     for (const StepSeq& s : seqs) lengths_[s.slot] += s.n;
   }
 
  private:
-  void linear(const CudaLinear& w, const float* in, float* out, int M) {
-    CALL(gemm_forward, M, w.N, w.K, in, w.weight.get(), w.bias.size() ? w.bias.get() : nullptr, out, RECODE_F32,
-         RECODE_F32, 0, nullptr);
+  void linear(const CudaLinear<Elem>& w, const Elem* in, Elem* out, int M) {
+    CALL(gemm_forward, M, w.N, w.K, in, w.weight.get(), w.bias.size() ? w.bias.get() : nullptr, out, kDtype, kDtype,
+         0, nullptr);
   }
 
   // Activation buffers for a step of T tokens (grown, never shrunk).
@@ -350,14 +368,14 @@ class CudaBackend : public Backend {
     S = std::max(S, ws_seqs_);
     const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
                  F = cfg.intermediate, V = cfg.vocab;
-    x_ = DeviceArray<float>(&kern_, t * C);
-    xn_ = DeviceArray<float>(&kern_, t * C);
-    query_ = DeviceArray<float>(&kern_, t * H * D);
-    key_ = DeviceArray<float>(&kern_, t * Hkv * D);
-    val_ = DeviceArray<float>(&kern_, t * Hkv * D);
-    attn_ = DeviceArray<float>(&kern_, t * std::max(H * D, C));
-    gate_ = DeviceArray<float>(&kern_, t * F);
-    up_ = DeviceArray<float>(&kern_, t * F);
+    x_ = DeviceArray<Elem>(&kern_, t * C);
+    xn_ = DeviceArray<Elem>(&kern_, t * C);
+    query_ = DeviceArray<Elem>(&kern_, t * H * D);
+    key_ = DeviceArray<Elem>(&kern_, t * Hkv * D);
+    val_ = DeviceArray<Elem>(&kern_, t * Hkv * D);
+    attn_ = DeviceArray<Elem>(&kern_, t * std::max(H * D, C));
+    gate_ = DeviceArray<Elem>(&kern_, t * F);
+    up_ = DeviceArray<Elem>(&kern_, t * F);
     lse_ = DeviceArray<float>(&kern_, t * H);
     logits_ = DeviceArray<float>(&kern_, t * V);
     ids_ = DeviceArray<int32_t>(&kern_, 3 * t + S);
@@ -369,12 +387,15 @@ class CudaBackend : public Backend {
   Kernels kern_;
   int slots_, context_;
   size_t kv_per_slot_layer_ = 0;
-  DeviceArray<float> embed_, final_norm_, lm_head_, inv_freq_;
-  std::vector<CudaLayer> layers_;
-  DeviceArray<float> k_cache_, v_cache_, decode_scratch_;
+  DeviceArray<Elem> embed_, final_norm_, lm_head_;
+  DeviceArray<float> inv_freq_;
+  std::vector<CudaLayer<Elem>> layers_;
+  DeviceArray<Elem> k_cache_, v_cache_;
+  DeviceArray<float> decode_scratch_;
   std::vector<int> lengths_;
   int ws_tokens_ = 0, ws_seqs_ = 0;
-  DeviceArray<float> x_, xn_, query_, key_, val_, attn_, gate_, up_, lse_, logits_;
+  DeviceArray<Elem> x_, xn_, query_, key_, val_, attn_, gate_, up_;
+  DeviceArray<float> lse_, logits_;
   DeviceArray<int32_t> ids_;
   std::mutex mu_;
 };
@@ -385,8 +406,9 @@ class CudaBackend : public Backend {
 
 std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
                                            int context, bool round_bf16) {
-  return std::make_unique<CudaBackend>(emulated ? Device::Emulated : Device::CUDA, cfg, weights, slots, context,
-                                       round_bf16);
+  const Device d = emulated ? Device::Emulated : Device::CUDA;
+  if (round_bf16) return std::make_unique<CudaBackend<bf16>>(d, cfg, weights, slots, context, true);
+  return std::make_unique<CudaBackend<float>>(d, cfg, weights, slots, context, false);
 }
 
 }  // namespace recode::model
