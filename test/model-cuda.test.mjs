@@ -93,8 +93,8 @@ for (const device of devices) {
     let got = await m.step([{ slot: 0, tokens: seqs[0].slice(4, 7) }])
     await check(got[0], seqs[0], 7, 'chunk of 3 appended to slot 0')
     const lens = [7, 6, 5]
-    // batched decode over consecutive slots 0..2, then slots out of order (per-slot decode)
-    for (const order of [[0, 1, 2], [2, 0], [1]]) {
+    // decode runs: slots 0..2 in one batch; 2 alone then 0..1 as a run; 1..2 (a run not starting at 0)
+    for (const order of [[0, 1, 2], [2, 0, 1], [1, 2]]) {
       got = await m.step(order.map((s) => ({ slot: s, tokens: [seqs[s][lens[s]]] })))
       for (const [i, s] of order.entries()) {
         lens[s]++

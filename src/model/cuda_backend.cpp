@@ -8,12 +8,12 @@
 // (per layer, the [B, Hkv, capacity, D] layout attention_decode reads, with slot s at batch index s).
 //
 // Attention per step, within what the kernels allow:
-//   - every sequence has one new token and the slots are consecutive: one batched kv_cache_write + decode;
-//   - every sequence starts an empty slot with the same token count and the slots are consecutive: one
+//   - every sequence starts an empty slot with the same token count (> 1) and the slots are consecutive: one
 //     batched causal attention_forward (it needs query length == key length and equal T per batch);
-//   - otherwise per sequence: a fresh slot runs attention_forward over its tokens; a chunk appended to a
-//     non-empty cache (chunked prefill) writes its keys/values to the cache and then runs one decode per token
-//     with the context length ending at that token (causal by construction).
+//   - otherwise, walking the sequences: a run of one-token sequences in consecutive slots is one batched
+//     kv_cache_write + attention_decode (split along the context when long); a fresh slot runs attention_forward
+//     over its tokens; a chunk appended to a non-empty cache (chunked prefill) writes its keys/values to the
+//     cache and then runs one decode per token with the context length ending at that token (causal).
 // Logits are copied back to the host; sampling happens on the host (recode::sampling via the model binding).
 #include <cmath>
 #include <cstring>
@@ -296,21 +296,15 @@ class CudaBackend : public Backend {
       }
       CALL(rope_forward, T, H, D, query_.get(), query_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
       CALL(rope_forward, T, Hkv, D, key_.get(), key_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
-      if (consecutive && (all_decode || all_fresh)) {
+      if (consecutive && all_fresh && !all_decode) {  // equal fresh prompts: one batched causal prefill
         const int n = seqs[0].n;
         Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
         Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
         CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
-        if (all_decode) {
-          int splits = recode_decode_num_splits(S, Hkv, context_);
-          CALL(attention_decode, S, H, Hkv, D, context_, query_.get(), kc, vc, d_ctx, attn_.get(), scale, splits,
-               splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
-        } else {
-          CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale, 1,
-               kDtype, nullptr);
-        }
+        CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale, 1,
+             kDtype, nullptr);
       } else {
-        for (int i = 0; i < S; ++i) {
+        for (int i = 0; i < S;) {
           const int n = seqs[i].n, pos0 = idx[(size_t)3 * T + i];
           Elem* kc = k_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
           Elem* vc = v_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
@@ -318,15 +312,29 @@ class CudaBackend : public Backend {
           const Elem* k = key_.get() + t0[i] * kv_row;
           const Elem* v = val_.get() + t0[i] * kv_row;
           Elem* o = attn_.get() + t0[i] * q_row;
+          if (n == 1) {
+            // a run of one-token sequences in consecutive slots: one batched cache write and decode (their
+            // tokens are consecutive rows, their slots consecutive batch entries of the cache)
+            int j = i + 1;
+            while (j < S && seqs[j].n == 1 && seqs[j].slot == seqs[i].slot + (j - i)) ++j;
+            const int B = j - i;
+            const int splits = recode_decode_num_splits(B, Hkv, context_);
+            CALL(kv_cache_write, B, 1, Hkv, D, context_, k, v, d_start + i, kc, vc, kDtype, nullptr);
+            CALL(attention_decode, B, H, Hkv, D, context_, q, kc, vc, d_ctx + t0[i], o, scale, splits,
+                 splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
+            i = j;
+            continue;
+          }
           CALL(kv_cache_write, 1, n, Hkv, D, context_, k, v, d_start + i, kc, vc, kDtype, nullptr);
           if (pos0 == 0) {
             CALL(attention_forward, 1, n, H, Hkv, D, q, k, v, o, lse_.get(), scale, 1, kDtype, nullptr);
-          } else {
-            int splits = recode_decode_num_splits(1, Hkv, context_);
-            for (int j = 0; j < n; ++j)
-              CALL(attention_decode, 1, H, Hkv, D, context_, q + j * q_row, kc, vc, d_ctx + t0[i] + j,
-                   o + j * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
+          } else {  // chunk appended to a cache: attention_forward needs query length == key length, so decode
+            const int splits = recode_decode_num_splits(1, Hkv, context_);  // each token over its own prefix
+            for (int r = 0; r < n; ++r)
+              CALL(attention_decode, 1, H, Hkv, D, context_, q + r * q_row, kc, vc, d_ctx + t0[i] + r,
+                   o + r * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
           }
+          ++i;
         }
       }
       linear(L.o, attn_.get(), xn_.get(), T);
