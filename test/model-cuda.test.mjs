@@ -132,7 +132,12 @@ t.test('device selection', async (t) => {
   const cfg = JSON.parse(fs.readFileSync(path.join(variants[0].dir, 'config.json')))
   const kvBytes = 2 * cfg.num_hidden_layers * 1 * 8 * cfg.num_key_value_heads * (cfg.hidden_size / cfg.num_attention_heads) * 4
   t.equal(m.memory.kvCacheBytes, kvBytes, 'device KV cache: slots x context x layers x 2 x kv_heads x head_dim x 4 bytes')
+  const f32WeightBytes = m.memory.weightBytes
   m.dispose()
+  const mb = await loadModel(variants[0].dir, { device: 'emulated', dtype: 'bf16', maxBatch: 1, maxContext: 8 })
+  t.equal(mb.memory.kvCacheBytes, kvBytes / 2, 'bf16 KV cache: 2 bytes per value')
+  t.ok(mb.memory.weightBytes < f32WeightBytes * 0.6, `bf16 weights on the device: ${mb.memory.weightBytes} bytes vs ${f32WeightBytes} in f32`)
+  mb.dispose()
   if (!info.cuda.available) {
     await t.rejects(loadModel(variants[0].dir, { device: 'cuda' }), { code: 'ERR_CUDA_UNAVAILABLE' }, 'cuda without a GPU says why')
   }

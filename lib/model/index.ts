@@ -41,7 +41,7 @@ export interface LoadModelOptions {
 export interface ModelMemory {
   device: string
   weightBytes: number
-  /** KV cache, allocated at load: slots x context x layers x 2 x kv_heads x head_dim x 4 bytes. */
+  /** KV cache, allocated at load: slots x context x layers x 2 x kv_heads x head_dim x 4 bytes (2 for dtype bf16 on cuda/emulated). */
   kvCacheBytes: number
   slots: number
   context: number
