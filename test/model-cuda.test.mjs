@@ -1,6 +1,6 @@
 // The CUDA model backend (src/model/cuda_backend.cpp) against the CPU backend on tiny random models: logits of
 // every position, KV-cache decode (batched, per-slot, and chunked prefill onto a non-empty cache) against
-// recomputing the prefix, greedy generation token for token. Device 'emulated' runs the CUDA kernels through
+// recomputing the prefix, greedy and seeded sampled generation token for token. Device 'emulated' runs the CUDA kernels through
 // the SIMT emulation (always); device 'cuda' is held to the same checks when a GPU is usable.
 // Sizes stay tiny: the emulation runs each CUDA thread as a fiber.
 import t from 'tap'
@@ -105,7 +105,7 @@ for (const device of devices) {
     ref.dispose()
   })
 
-  t.test(`${device}: greedy generation is identical to the cpu backend's`, async (t) => {
+  t.test(`${device}: greedy and seeded sampled generation are identical to the cpu backend's`, async (t) => {
     for (const v of [variants[0], variants[1]]) {
       const opts = { maxBatch: 2, maxContext: 40 }
       const cpu = await loadModel(v.dir, { ...opts, device: 'cpu' })
@@ -120,6 +120,11 @@ for (const device of devices) {
         const e = relErr(got[i][0].logprobs, want[i][0].logprobs)
         t.ok(e < 1e-3, `${v.name}: log-probabilities agree (rel err ${e.toExponential(2)})`)
       }
+      // sampling runs on the host from the device's logits, so a seeded run draws the same tokens
+      const sOpts = { maxNewTokens: 8, temperature: 0.9, topK: 20, seed: 7 }
+      const wantS = await cpu.generate(prompts, sOpts)
+      const gotS = await dev.generate(prompts, sOpts)
+      for (const [i, p] of prompts.entries()) t.same(gotS[i][0].tokenIds, wantS[i][0].tokenIds, `${v.name}: ${JSON.stringify(p)} sampled tokens (seed 7)`)
       cpu.dispose()
       dev.dispose()
     }
