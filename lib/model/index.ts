@@ -10,7 +10,7 @@
 import * as path from 'path'
 import { cancelFlag, throwIfAborted } from '../abort'
 import { loadChatTemplate, renderChatTemplate } from '../chat'
-import { cudaAvailable, systemInfo } from '../device'
+import { cudaAvailable, resolveDevice, systemInfo } from '../device'
 import { RecodeError, invalidArg } from '../errors'
 import { native } from '../native'
 import { eosIds, parseModelConfig, readJsonFile, weightFiles, type NativeModelConfig } from './config'
@@ -22,10 +22,12 @@ export type { NativeModelConfig } from './config'
 export type { ModelTokenizer } from './tokenizer'
 
 export interface LoadModelOptions {
-  device?: 'auto' | 'cpu' | 'cuda'
+  /** 'auto': 'cuda' when a usable GPU is present, else 'cpu'; 'emulated' runs the CUDA kernels through the SIMT emulation (slow; tests). */
+  device?: 'auto' | 'cpu' | 'cuda' | 'emulated'
   /**
    * Weights as computed: 'f32' (default on CPU) or 'bf16' (weights rounded to bfloat16, as a bf16 model
-   * holds them; the CPU computes in float32 either way).
+   * holds them; the CPU computes in float32 either way). On 'cuda'/'emulated', 'bf16' also stores activations
+   * and the KV cache in bf16 and runs GEMM and prefill attention on tensor cores (fp32 accumulation).
    */
   dtype?: 'f32' | 'bf16'
   /** Sequences generated at once = KV-cache slots (default 8). */
@@ -39,7 +41,7 @@ export interface LoadModelOptions {
 export interface ModelMemory {
   device: string
   weightBytes: number
-  /** KV cache, allocated at load: slots x context x layers x 2 x kv_heads x head_dim x 4 bytes. */
+  /** KV cache, allocated at load: slots x context x layers x 2 x kv_heads x head_dim x 4 bytes (2 for dtype bf16 on cuda/emulated). */
   kvCacheBytes: number
   slots: number
   context: number
@@ -281,12 +283,8 @@ export class Model implements LanguageModel {
 
 /** Loads a model folder (config.json, *.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json). */
 export async function loadModel (dir: string, options: LoadModelOptions = {}): Promise<Model> {
-  const device = options.device ?? 'auto'
-  if (device !== 'auto' && device !== 'cpu' && device !== 'cuda') throw invalidArg(`loadModel: device must be 'auto', 'cpu' or 'cuda', got ${JSON.stringify(device)}`)
-  if (device === 'cuda') {
-    if (!cudaAvailable()) throw new RecodeError('ERR_CUDA_UNAVAILABLE', `loadModel: device 'cuda' requested but CUDA is unavailable: ${systemInfo().cuda.reason}`)
-    throw new RecodeError('ERR_CUDA_UNAVAILABLE', "loadModel: this build's model engine has only the CPU backend; use device 'cpu' or 'auto'")
-  }
+  const device = resolveDevice(options.device, 'loadModel')
+  if (device === 'cuda' && !cudaAvailable()) throw new RecodeError('ERR_CUDA_UNAVAILABLE', `loadModel: device 'cuda' requested but CUDA is unavailable: ${systemInfo().cuda.reason}`)
   const dtype = options.dtype ?? 'f32'
   if (dtype !== 'f32' && dtype !== 'bf16') throw invalidArg(`loadModel: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`)
   const rawConfig = readJsonFile(path.join(dir, 'config.json'))
@@ -309,6 +307,6 @@ export async function loadModel (dir: string, options: LoadModelOptions = {}): P
   if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 4096) throw invalidArg(`loadModel: maxBatch must be an integer in [1, 4096], got ${maxBatch}`)
   if (!Number.isInteger(maxContext) || maxContext < 2) throw invalidArg(`loadModel: maxContext must be an integer >= 2, got ${maxContext}`)
   if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw invalidArg(`loadModel: prefillChunk must be a positive integer, got ${prefillChunk}`)
-  const handle = await native().modelLoad(config, files, { device: 'cpu', slots: maxBatch, context: maxContext, roundBf16: dtype === 'bf16' })
+  const handle = await native().modelLoad(config, files, { device, slots: maxBatch, context: maxContext, roundBf16: dtype === 'bf16' })
   return new Model(dir, config, tokenizer, eos, handle, prefillChunk)
 }

@@ -201,9 +201,9 @@ std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const WeightSt
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
                                       int slots, int context, bool round_bf16) {
   if (device == "cpu") return make_cpu_backend(cfg, weights, slots, context, round_bf16);
-  if (device == "cuda")
-    throw Error("ERR_CUDA_UNAVAILABLE", "the model engine of this build has only the CPU backend (device 'cpu')");
-  throw Error("ERR_INVALID_ARG", "model device must be 'cpu' or 'cuda', got '" + device + "'");
+  if (device == "cuda" || device == "emulated")
+    return make_cuda_backend(device == "emulated", cfg, weights, slots, context, round_bf16);
+  throw Error("ERR_INVALID_ARG", "model device must be 'cpu', 'cuda' or 'emulated', got '" + device + "'");
 }
 
 }  // namespace recode::model

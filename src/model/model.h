@@ -73,8 +73,13 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const WeightStore& weights, int slots, int context,
                                           bool round_bf16);
 
-// The backend for a device name. "cpu" is built in; a CUDA backend plugs in here (its own Backend subclass
-// over librecode_cuda.so). Other names throw ERR_CUDA_UNAVAILABLE / ERR_INVALID_ARG naming what exists.
+// CUDA backend (cuda_backend.cpp): the kernels of cuda/recode_cuda.h on device memory, either on a GPU
+// (librecode_cuda.so; throws ERR_CUDA_UNAVAILABLE with the reason when none is usable) or, with `emulated`,
+// through the SIMT emulation on the CPU (slow; for tests without a GPU).
+std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
+                                           int context, bool round_bf16);
+
+// The backend for a device name: "cpu", "cuda" or "emulated". Other names throw ERR_INVALID_ARG.
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
                                       int slots, int context, bool round_bf16);
 

@@ -1,0 +1,423 @@
+// The CUDA backend: the same transformer as cpu_backend.cpp, run by the kernels of cuda/recode_cuda.h on
+// device memory. Device 'cuda' calls librecode_cuda.so on a GPU; device 'emulated' calls the same kernels
+// compiled through the SIMT emulation (src/emu/*.cpp), so CI checks this code path without a GPU.
+//
+// Storage type Elem is float32 (dtype 'f32': the SIMT fp32 kernels, the exact counterpart of the CPU backend) or
+// bfloat16 (dtype 'bf16': weights, activations and KV cache in bf16, GEMM and prefill attention on tensor cores,
+// fp32 accumulation; logits within bf16 tolerance of the CPU backend's). Biases and RoPE frequencies stay fp32. Weights are uploaded once; the KV cache is allocated up front as [layers][slots][Hkv][context][D]
+// (per layer, the [B, Hkv, capacity, D] layout attention_decode reads, with slot s at batch index s).
+//
+// Attention per step, within what the kernels allow:
+//   - every sequence starts an empty slot with the same token count (> 1) and the slots are consecutive: one
+//     batched causal attention_forward (it needs query length == key length and equal T per batch);
+//   - otherwise, walking the sequences: a run of one-token sequences in consecutive slots is one batched
+//     kv_cache_write + attention_decode (split along the context when long); a fresh slot runs attention_forward
+//     over its tokens; a chunk appended to a non-empty cache (chunked prefill) writes its keys/values to the
+//     cache and then runs one decode per token with the context length ending at that token (causal).
+// Logits are copied back to the host; sampling happens on the host (recode::sampling via the model binding).
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+
+#include "kernels_api.h"
+#include "numeric.h"
+#include "model/model.h"
+#include "recode_cuda.h"
+
+namespace recode::model {
+namespace {
+
+// The kernel entry points for one device, looked up once.
+struct Kernels {
+  decltype(&recode_emu_device_alloc) device_alloc;
+  decltype(&recode_emu_device_free) device_free;
+  decltype(&recode_emu_copy_to_device) copy_to_device;
+  decltype(&recode_emu_copy_to_host) copy_to_host;
+  decltype(&recode_emu_copy_device) copy_device;
+  decltype(&recode_emu_gemm_forward) gemm_forward;
+  decltype(&recode_emu_rmsnorm_forward) rmsnorm_forward;
+  decltype(&recode_emu_rope_forward) rope_forward;
+  decltype(&recode_emu_swiglu_forward) swiglu_forward;
+  decltype(&recode_emu_embedding_forward) embedding_forward;
+  decltype(&recode_emu_residual_add) residual_add;
+  decltype(&recode_emu_attention_forward) attention_forward;
+  decltype(&recode_emu_kv_cache_write) kv_cache_write;
+  decltype(&recode_emu_attention_decode) attention_decode;
+
+  explicit Kernels(Device d) {
+#define RECODE_MODEL_ENTRY(name) name = kernel_entry(d, #name, &recode_emu_##name)
+    RECODE_MODEL_ENTRY(device_alloc);
+    RECODE_MODEL_ENTRY(device_free);
+    RECODE_MODEL_ENTRY(copy_to_device);
+    RECODE_MODEL_ENTRY(copy_to_host);
+    RECODE_MODEL_ENTRY(copy_device);
+    RECODE_MODEL_ENTRY(gemm_forward);
+    RECODE_MODEL_ENTRY(rmsnorm_forward);
+    RECODE_MODEL_ENTRY(rope_forward);
+    RECODE_MODEL_ENTRY(swiglu_forward);
+    RECODE_MODEL_ENTRY(embedding_forward);
+    RECODE_MODEL_ENTRY(residual_add);
+    RECODE_MODEL_ENTRY(attention_forward);
+    RECODE_MODEL_ENTRY(kv_cache_write);
+    RECODE_MODEL_ENTRY(attention_decode);
+#undef RECODE_MODEL_ENTRY
+  }
+};
+
+// Runs one kernel call and turns its error code into an exception naming the op.
+#define CALL(op, ...)                                                     \
+  do {                                                                    \
+    char err_[512] = {0};                                                 \
+    check_kernel_status(kern_.op(__VA_ARGS__, err_, sizeof err_), #op, err_); \
+  } while (0)
+
+// A device allocation of `count` elements of T, freed with the backend's kernels.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  DeviceArray(const Kernels* k, size_t count) : kern_(k), count_(count) {
+    char err[512] = {0};
+    void* p = nullptr;
+    check_kernel_status(k->device_alloc(count * sizeof(T) + sizeof(T), &p, err, sizeof err), "device_alloc", err);
+    ptr_ = static_cast<T*>(p);
+  }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  DeviceArray(DeviceArray&& o) noexcept { *this = std::move(o); }
+  DeviceArray& operator=(DeviceArray&& o) noexcept {
+    release();
+    kern_ = o.kern_;
+    ptr_ = o.ptr_;
+    count_ = o.count_;
+    o.ptr_ = nullptr;
+    o.count_ = 0;
+    return *this;
+  }
+  ~DeviceArray() { release(); }
+  T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(T); }
+
+ private:
+  void release() {
+    if (ptr_ != nullptr) {
+      char err[512];
+      kern_->device_free(ptr_, err, sizeof err);  // nothing useful to do with a failure while freeing
+    }
+    ptr_ = nullptr;
+  }
+  const Kernels* kern_ = nullptr;
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+template <class Elem>
+struct CudaLinear {
+  DeviceArray<Elem> weight;
+  DeviceArray<float> bias;  // weight [N, K], bias [N] (empty when absent)
+  int N = 0, K = 0;
+  size_t bytes() const { return weight.bytes() + bias.bytes(); }
+};
+
+template <class Elem>
+struct CudaLayer {
+  DeviceArray<Elem> input_norm, post_attention_norm, q_norm, k_norm;
+  CudaLinear<Elem> q, k, v, o, gate, up, down;
+};
+
+template <class Elem>
+class CudaBackend : public Backend {
+  static constexpr int kDtype = std::is_same<Elem, float>::value ? RECODE_F32 : RECODE_BF16;
+
+ public:
+  CudaBackend(Device device, const ModelConfig& cfg, const WeightStore& ws, int slots, int context, bool round_bf16)
+      : device_(device), kern_(device), slots_(slots), context_(context) {
+    config_ = cfg;
+    const int64_t V = cfg.vocab, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
+                  F = cfg.intermediate;
+    if (D != 16 && D != 32 && D != 64 && D != 128)
+      throw Error("ERR_MODEL", "the CUDA model backend needs head_dim 16, 32, 64 or 128 (the attention kernels' sizes); "
+                               "this model has " + std::to_string(D));
+    auto upload = [&](const auto& host) {
+      using E = typename std::decay_t<decltype(host)>::value_type;
+      DeviceArray<E> d(&kern_, host.size());
+      CALL(copy_to_device, d.get(), host.data(), host.size() * sizeof(E));
+      return d;
+    };
+    auto vec = [&](const std::string& name, std::vector<int64_t> shape) {  // in the storage type
+      std::vector<float> w = ws.load(name, shape, round_bf16);
+      if constexpr (std::is_same<Elem, float>::value) {
+        return upload(w);
+      } else {
+        std::vector<Elem> b(w.size());
+        for (size_t i = 0; i < w.size(); ++i) b[i] = float_to_bf16(w[i]);
+        return upload(b);
+      }
+    };
+    auto vec32 = [&](const std::string& name, std::vector<int64_t> shape) {  // biases: fp32
+      return upload(ws.load(name, shape, round_bf16));
+    };
+    auto linear = [&](const std::string& prefix, int64_t N, int64_t K, bool bias) {
+      CudaLinear<Elem> l;
+      l.N = (int)N;
+      l.K = (int)K;
+      l.weight = vec(prefix + ".weight", {N, K});
+      if (bias) l.bias = vec32(prefix + ".bias", {N});
+      return l;
+    };
+    embed_ = vec("model.embed_tokens.weight", {V, C});
+    layers_.resize(cfg.layers);
+    for (int l = 0; l < cfg.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      CudaLayer<Elem>& L = layers_[l];
+      L.input_norm = vec(p + "input_layernorm.weight", {C});
+      L.post_attention_norm = vec(p + "post_attention_layernorm.weight", {C});
+      L.q = linear(p + "self_attn.q_proj", H * D, C, cfg.qkv_bias);
+      L.k = linear(p + "self_attn.k_proj", Hkv * D, C, cfg.qkv_bias);
+      L.v = linear(p + "self_attn.v_proj", Hkv * D, C, cfg.qkv_bias);
+      L.o = linear(p + "self_attn.o_proj", C, H * D, cfg.o_bias);
+      if (cfg.qk_norm) {
+        L.q_norm = vec(p + "self_attn.q_norm.weight", {D});
+        L.k_norm = vec(p + "self_attn.k_norm.weight", {D});
+      }
+      L.gate = linear(p + "mlp.gate_proj", F, C, cfg.mlp_bias);
+      L.up = linear(p + "mlp.up_proj", F, C, cfg.mlp_bias);
+      L.down = linear(p + "mlp.down_proj", C, F, cfg.mlp_bias);
+    }
+    final_norm_ = vec("model.norm.weight", {C});
+    if (!cfg.tie_embeddings) lm_head_ = vec("lm_head.weight", {V, C});  // tied: the lm head reads embed_
+    std::vector<double> inv_freq64(D / 2);
+    ops::rope_inv_freq_ref(inv_freq64.data(), (int)D, cfg.rope_theta, cfg.rope_scaling);
+    inv_freq_ = upload(std::vector<float>(inv_freq64.begin(), inv_freq64.end()));
+    kv_per_slot_layer_ = (size_t)context * Hkv * D;
+    const size_t kv_elems = kv_per_slot_layer_ * cfg.layers * slots;
+    k_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
+    v_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
+    // decode scratch for the largest split count any batch size gets (splits shrink as the batch grows)
+    size_t scratch = 0;
+    for (int b = 1; b <= slots; ++b) {
+      int s = recode_decode_num_splits(b, (int)Hkv, context);
+      if (s > 1) scratch = std::max(scratch, (size_t)b * H * s * (D + 2));
+    }
+    decode_scratch_ = DeviceArray<float>(&kern_, std::max<size_t>(scratch, 1));
+    lengths_.assign(slots, 0);
+  }
+
+  const char* device() const override { return device_ == Device::CUDA ? "cuda" : "emulated"; }
+  int slots() const override { return slots_; }
+  int context() const override { return context_; }
+  int slot_length(int slot) const override { return lengths_.at(slot); }
+  void reset_slot(int slot) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    lengths_.at(slot) = 0;
+  }
+  size_t weight_bytes() const override {
+    size_t b = embed_.bytes() + final_norm_.bytes() + lm_head_.bytes() + inv_freq_.bytes();
+    for (const auto& L : layers_)
+      b += L.input_norm.bytes() + L.post_attention_norm.bytes() + L.q_norm.bytes() + L.k_norm.bytes() + L.q.bytes() +
+           L.k.bytes() + L.v.bytes() + L.o.bytes() + L.gate.bytes() + L.up.bytes() + L.down.bytes();
+    return b;
+  }
+  size_t kv_cache_bytes() const override { return k_cache_.bytes() + v_cache_.bytes(); }
+
+  void forward(const std::vector<StepSeq>& seqs, const int32_t* tokens, bool all_logits, float* logits,
+               const CancelFlag& cancel) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    const ModelConfig& cfg = config_;
+    const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate,
+              V = cfg.vocab;
+    const int S = (int)seqs.size();
+    int T = 0;
+    for (const StepSeq& s : seqs) {
+      if (s.slot < 0 || s.slot >= slots_) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
+      if (s.n <= 0) throw Error("ERR_INVALID_ARG", "model step: every sequence needs at least one token");
+      if (lengths_[s.slot] + s.n > context_)
+        throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " would hold " +
+                                           std::to_string(lengths_[s.slot] + s.n) + " tokens, over the context of " +
+                                           std::to_string(context_));
+      T += s.n;
+    }
+    for (int i = 0; i < S; ++i)
+      for (int j = 0; j < i; ++j)
+        if (seqs[i].slot == seqs[j].slot)
+          throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(seqs[i].slot) + " appears twice");
+    // the embedding kernel gives zero rows for bad ids, so they are refused here
+    for (int i = 0; i < T; ++i)
+      if (tokens[i] < 0 || tokens[i] >= V)
+        throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
+                                           std::to_string(V) + ")");
+    if (S == 0) return;
+
+    // host-side index arrays, uploaded in one copy: tokens [T] | positions [T] | context length through each
+    // token [T] | first position of each sequence [S]
+    std::vector<int32_t> idx((size_t)3 * T + S);
+    std::vector<int> t0(S);
+    bool all_decode = true, all_fresh = true, consecutive = true;
+    for (int i = 0, t = 0; i < S; ++i) {
+      const int pos0 = lengths_[seqs[i].slot];
+      t0[i] = t;
+      idx[(size_t)3 * T + i] = pos0;
+      for (int j = 0; j < seqs[i].n; ++j, ++t) {
+        idx[t] = tokens[t];
+        idx[(size_t)T + t] = pos0 + j;
+        idx[(size_t)2 * T + t] = pos0 + j + 1;
+      }
+      all_decode = all_decode && seqs[i].n == 1;
+      all_fresh = all_fresh && pos0 == 0 && seqs[i].n == seqs[0].n;
+      consecutive = consecutive && seqs[i].slot == seqs[0].slot + i;
+    }
+    ensure_workspace(T, S);
+    CALL(copy_to_device, ids_.get(), idx.data(), idx.size() * sizeof(int32_t));
+    const int32_t* d_tokens = ids_.get();
+    const int32_t* d_pos = ids_.get() + T;
+    const int32_t* d_ctx = ids_.get() + 2 * T;
+    const int32_t* d_start = ids_.get() + 3 * T;
+    const float scale = 1.0f / std::sqrt((float)D);
+    const size_t q_row = (size_t)H * D, kv_row = (size_t)Hkv * D;
+
+    Elem* x = x_.get();
+    CALL(embedding_forward, T, C, V, d_tokens, embed_.get(), x, kDtype, nullptr);
+    for (int l = 0; l < cfg.layers; ++l) {
+      cancel.throw_if_requested();
+      const CudaLayer<Elem>& L = layers_[l];
+      Elem* k_layer = k_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
+      Elem* v_layer = v_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
+      // attention block
+      CALL(rmsnorm_forward, T, C, x, L.input_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
+      linear(L.q, xn_.get(), query_.get(), T);
+      linear(L.k, xn_.get(), key_.get(), T);
+      linear(L.v, xn_.get(), val_.get(), T);
+      if (cfg.qk_norm) {  // per-head RMSNorm of q and k (Qwen3), before RoPE
+        CALL(rmsnorm_forward, T * H, D, query_.get(), L.q_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+        CALL(copy_device, query_.get(), attn_.get(), (size_t)T * q_row * sizeof(Elem), nullptr);
+        CALL(rmsnorm_forward, T * Hkv, D, key_.get(), L.k_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+        CALL(copy_device, key_.get(), attn_.get(), (size_t)T * kv_row * sizeof(Elem), nullptr);
+      }
+      CALL(rope_forward, T, H, D, query_.get(), query_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
+      CALL(rope_forward, T, Hkv, D, key_.get(), key_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
+      if (consecutive && all_fresh && !all_decode) {  // equal fresh prompts: one batched causal prefill
+        const int n = seqs[0].n;
+        Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+        Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+        CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
+        CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale, 1,
+             kDtype, nullptr);
+      } else {
+        for (int i = 0; i < S;) {
+          const int n = seqs[i].n, pos0 = idx[(size_t)3 * T + i];
+          Elem* kc = k_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
+          Elem* vc = v_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
+          const Elem* q = query_.get() + t0[i] * q_row;
+          const Elem* k = key_.get() + t0[i] * kv_row;
+          const Elem* v = val_.get() + t0[i] * kv_row;
+          Elem* o = attn_.get() + t0[i] * q_row;
+          if (n == 1) {
+            // a run of one-token sequences in consecutive slots: one batched cache write and decode (their
+            // tokens are consecutive rows, their slots consecutive batch entries of the cache)
+            int j = i + 1;
+            while (j < S && seqs[j].n == 1 && seqs[j].slot == seqs[i].slot + (j - i)) ++j;
+            const int B = j - i;
+            const int splits = recode_decode_num_splits(B, Hkv, context_);
+            CALL(kv_cache_write, B, 1, Hkv, D, context_, k, v, d_start + i, kc, vc, kDtype, nullptr);
+            CALL(attention_decode, B, H, Hkv, D, context_, q, kc, vc, d_ctx + t0[i], o, scale, splits,
+                 splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
+            i = j;
+            continue;
+          }
+          CALL(kv_cache_write, 1, n, Hkv, D, context_, k, v, d_start + i, kc, vc, kDtype, nullptr);
+          if (pos0 == 0) {
+            CALL(attention_forward, 1, n, H, Hkv, D, q, k, v, o, lse_.get(), scale, 1, kDtype, nullptr);
+          } else {  // chunk appended to a cache: attention_forward needs query length == key length, so decode
+            const int splits = recode_decode_num_splits(1, Hkv, context_);  // each token over its own prefix
+            for (int r = 0; r < n; ++r)
+              CALL(attention_decode, 1, H, Hkv, D, context_, q + r * q_row, kc, vc, d_ctx + t0[i] + r,
+                   o + r * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
+          }
+          ++i;
+        }
+      }
+      linear(L.o, attn_.get(), xn_.get(), T);
+      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
+      // MLP block
+      CALL(rmsnorm_forward, T, C, x, L.post_attention_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
+      linear(L.gate, xn_.get(), gate_.get(), T);
+      linear(L.up, xn_.get(), up_.get(), T);
+      CALL(swiglu_forward, (size_t)T * F, gate_.get(), up_.get(), gate_.get(), kDtype, nullptr);
+      linear(L.down, gate_.get(), xn_.get(), T);
+      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
+    }
+    // final norm and lm head over the rows whose logits are wanted
+    const int R = all_logits ? T : S;
+    const Elem* rows = x;
+    if (!all_logits) {
+      for (int i = 0; i < S; ++i)
+        CALL(copy_device, xn_.get() + (size_t)i * C, x + (size_t)(t0[i] + seqs[i].n - 1) * C, sizeof(Elem) * C, nullptr);
+      rows = xn_.get();
+    }
+    CALL(rmsnorm_forward, R, C, rows, final_norm_.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
+    const Elem* head = cfg.tie_embeddings ? embed_.get() : lm_head_.get();
+    CALL(gemm_forward, R, V, C, attn_.get(), head, nullptr, logits_.get(), kDtype, RECODE_F32, 0, nullptr);
+    CALL(copy_to_host, logits, logits_.get(), (size_t)R * V * sizeof(float));  // synchronises
+    for (const StepSeq& s : seqs) lengths_[s.slot] += s.n;
+  }
+
+ private:
+  void linear(const CudaLinear<Elem>& w, const Elem* in, Elem* out, int M) {
+    CALL(gemm_forward, M, w.N, w.K, in, w.weight.get(), w.bias.size() ? w.bias.get() : nullptr, out, kDtype, kDtype,
+         0, nullptr);
+  }
+
+  // Activation buffers for a step of T tokens (grown, never shrunk).
+  void ensure_workspace(int T, int S) {
+    if (T <= ws_tokens_ && S <= ws_seqs_) return;
+    const ModelConfig& cfg = config_;
+    T = std::max(T, ws_tokens_);
+    S = std::max(S, ws_seqs_);
+    const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
+                 F = cfg.intermediate, V = cfg.vocab;
+    x_ = DeviceArray<Elem>(&kern_, t * C);
+    xn_ = DeviceArray<Elem>(&kern_, t * C);
+    query_ = DeviceArray<Elem>(&kern_, t * H * D);
+    key_ = DeviceArray<Elem>(&kern_, t * Hkv * D);
+    val_ = DeviceArray<Elem>(&kern_, t * Hkv * D);
+    attn_ = DeviceArray<Elem>(&kern_, t * std::max(H * D, C));
+    gate_ = DeviceArray<Elem>(&kern_, t * F);
+    up_ = DeviceArray<Elem>(&kern_, t * F);
+    lse_ = DeviceArray<float>(&kern_, t * H);
+    logits_ = DeviceArray<float>(&kern_, t * V);
+    ids_ = DeviceArray<int32_t>(&kern_, 3 * t + S);
+    ws_tokens_ = T;
+    ws_seqs_ = S;
+  }
+
+  Device device_;
+  Kernels kern_;
+  int slots_, context_;
+  size_t kv_per_slot_layer_ = 0;
+  DeviceArray<Elem> embed_, final_norm_, lm_head_;
+  DeviceArray<float> inv_freq_;
+  std::vector<CudaLayer<Elem>> layers_;
+  DeviceArray<Elem> k_cache_, v_cache_;
+  DeviceArray<float> decode_scratch_;
+  std::vector<int> lengths_;
+  int ws_tokens_ = 0, ws_seqs_ = 0;
+  DeviceArray<Elem> x_, xn_, query_, key_, val_, attn_, gate_, up_;
+  DeviceArray<float> lse_, logits_;
+  DeviceArray<int32_t> ids_;
+  std::mutex mu_;
+};
+
+#undef CALL
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
+                                           int context, bool round_bf16) {
+  const Device d = emulated ? Device::Emulated : Device::CUDA;
+  if (round_bf16) return std::make_unique<CudaBackend<bf16>>(d, cfg, weights, slots, context, true);
+  return std::make_unique<CudaBackend<float>>(d, cfg, weights, slots, context, false);
+}
+
+}  // namespace recode::model
