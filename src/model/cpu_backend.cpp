@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "model/model.h"
+#include "numeric.h"
 #include "parallel.h"
 
 namespace recode::model {
@@ -14,6 +15,18 @@ namespace {
 struct LinearStore {
   ops::PackedWeight packed;
   std::vector<float> bias;
+  std::vector<float> master;  // plain [N, K] float32, kept only once training asked for it
+  // The packed panels back to [N, K] (panels are [ceil(N/16)][K][16]).
+  void unpack() {
+    const int N = packed.N, K = packed.K;
+    master.resize((size_t)N * K);
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) {
+        size_t i = ((size_t)(n / ops::kPanel) * K + k) * ops::kPanel + n % ops::kPanel;
+        master[(size_t)n * K + k] = packed.is_bf16() ? bf16_to_float(bf16{packed.panels_bf16[i]}) : packed.panels[i];
+      }
+  }
+  void repack() { packed = ops::pack_weight(master.data(), packed.N, packed.K, packed.is_bf16()); }
   ops::Linear view() const {
     ops::Linear l;
     l.packed = &packed;
@@ -177,7 +190,55 @@ class CpuBackend : public Backend {
     for (const StepSeq& s : seqs) lengths_[s.slot] += s.n;
   }
 
+  TrainParams* train_params() override {
+    if (!train_) {
+      train_ = std::make_unique<TrainParams>();
+      TrainParams& p = *train_;
+      p.dims = dims_;
+      p.inv_freq = inv_freq_.data();
+      p.embed = &embed_;
+      p.final_norm = &final_norm_;
+      if (!config_.tie_embeddings) {
+        LinearStore head;
+        head.packed = lm_head_;
+        head.unpack();
+        lm_head_master_.swap(head.master);
+        p.lm_head = &lm_head_master_;
+      }
+      for (LayerStore& L : layers_) {
+        for (LinearStore* s : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) s->unpack();
+        TrainLayerParams t;
+        t.input_norm = &L.input_norm;
+        t.post_attention_norm = &L.post_attention_norm;
+        t.q_norm = &L.q_norm;
+        t.k_norm = &L.k_norm;
+        t.q_w = &L.q.master;
+        t.k_w = &L.k.master;
+        t.v_w = &L.v.master;
+        t.o_w = &L.o.master;
+        t.gate_w = &L.gate.master;
+        t.up_w = &L.up.master;
+        t.down_w = &L.down.master;
+        t.q_b = &L.q.bias;
+        t.k_b = &L.k.bias;
+        t.v_b = &L.v.bias;
+        p.layers.push_back(t);
+      }
+    }
+    return train_.get();
+  }
+  void sync_train_params() override {
+    if (!train_) return;
+    for (LayerStore& L : layers_)
+      for (LinearStore* s : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) s->repack();
+    const std::vector<float>& head = config_.tie_embeddings ? embed_ : lm_head_master_;
+    lm_head_ = ops::pack_weight(head.data(), lm_head_.N, lm_head_.K, lm_head_.is_bf16());
+  }
+  std::mutex* train_mutex() override { return &mu_; }
+
  private:
+  std::unique_ptr<TrainParams> train_;
+  std::vector<float> lm_head_master_;
   ops::LayerDims dims_;
   std::vector<float> embed_, final_norm_;
   std::vector<double> inv_freq_;

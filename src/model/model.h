@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,23 @@ struct StepSeq {
   int slot = 0, n = 0;
 };
 
+// Full fine-tuning access to a backend's parameters (train_step.cpp). Every parameter as a plain float32
+// array (Hugging Face layout: linear weights [out, in]); `lm_head` is null when tied to `embed`. The arrays
+// are the master weights: after changing them call `sync()`, which re-packs whatever the inference GEMM packs.
+// Training and inference share the backend's lock `mu`.
+struct TrainLayerParams {
+  std::vector<float>*input_norm = nullptr, *post_attention_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
+  std::vector<float>*q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr,
+  *up_w = nullptr, *down_w = nullptr;
+  std::vector<float>*q_b = nullptr, *k_b = nullptr, *v_b = nullptr;  // empty vectors when the model has none
+};
+struct TrainParams {
+  ops::LayerDims dims;
+  const double* inv_freq = nullptr;
+  std::vector<float>*embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
+  std::vector<TrainLayerParams> layers;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -63,6 +81,11 @@ class Backend {
   virtual size_t weight_bytes() const = 0;
   virtual size_t kv_cache_bytes() const = 0;
   const ModelConfig& config() const { return config_; }
+  // Training access (CPU backend; others return null). The first call makes float32 master copies of the
+  // packed weights (exact: the packed values are the loaded ones). Caller holds train_mutex() while using them.
+  virtual TrainParams* train_params() { return nullptr; }
+  virtual void sync_train_params() {}
+  virtual std::mutex* train_mutex() { return nullptr; }
 
  protected:
   ModelConfig config_;
@@ -82,5 +105,8 @@ std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg
 // The backend for a device name: "cpu", "cuda" or "emulated". Other names throw ERR_INVALID_ARG.
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
                                       int slots, int context, bool round_bf16);
+
+// The backend behind a JavaScript model handle (argument i); throws ERR_INVALID_ARG when disposed.
+std::shared_ptr<Backend> backend_from_handle(const Args& a, size_t i);
 
 }  // namespace recode::model

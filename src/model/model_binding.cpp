@@ -299,6 +299,8 @@ Napi::Value safetensors_header(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+std::shared_ptr<Backend> backend_from_handle(const Args& a, size_t i) { return backend_of(a, i); }
+
 RECODE_EXPORT("safetensorsHeader", safetensors_header);
 RECODE_EXPORT("modelLoad", model_load);
 RECODE_EXPORT("modelInfo", model_info);

@@ -1,0 +1,143 @@
+/**
+ * Full fine-tuning of a CPU model (src/model/train_step.cpp): the native side keeps float32 master weights,
+ * gradients and AdamW moments for every parameter. A step is ONE native async job: forward with every
+ * layer's activations kept, next-token log-probabilities, backward through all layers and the embedding,
+ * gradients added into the native buffers. `applyAdamW` clips by global norm, updates the weights in place
+ * (re-packing the inference GEMM's weights) and zeroes the gradients.
+ *
+ * The loss is caller-weighted: loss = -sum_t weights[t] * logp[t], so the weights are minus the gradient with
+ * respect to each target token's log-probability (SFT: 1/N on the target tokens; RL losses supply theirs).
+ * logp and weights are aligned with the tokens: entry t is token t predicted from tokens 0..t-1; entry 0 of
+ * every sequence has no prediction (logp 0, weight must be 0).
+ *
+ * After an update the model's KV-cache slots hold keys/values of the old weights: generation resets the slots
+ * it uses, but a caller driving `step()` slots by hand should reset them.
+ */
+import { cancelFlag, throwIfAborted } from '../abort'
+import { invalidArg } from '../errors'
+import { native } from '../native'
+import type { Model } from './index'
+
+export interface TrainSequence {
+  tokens: ArrayLike<number>
+  /** One weight per token (weights[0] must be 0); loss = -sum weights[t] * logp[t]. */
+  weights: ArrayLike<number>
+}
+
+export interface TrainStepResult {
+  /** Per sequence, log p(token t | tokens < t) for t >= 1 (entry 0 is 0). */
+  logp: Float32Array[]
+  loss: number
+}
+
+export interface AdamWOptions {
+  lr: number
+  beta1?: number
+  beta2?: number
+  eps?: number
+  weightDecay?: number
+  /** Clip the global gradient norm to this (omit, 0 or Infinity: no clipping). */
+  maxGradNorm?: number
+}
+
+export interface ParameterGradient {
+  name: string
+  shape: number[]
+  grad: Float32Array
+}
+
+export class FullFineTuner {
+  private handle: unknown
+  private lock: Promise<void> = Promise.resolve()
+
+  /** The model must be loaded on the cpu device. */
+  constructor (model: Model) {
+    // the model's native handle (private to Model; the trainer shares its backend)
+    const modelHandle = (model as unknown as { handle: unknown }).handle
+    if (modelHandle === undefined) throw invalidArg('FullFineTuner: the model was disposed')
+    this.handle = native().trainerCreate(modelHandle)
+  }
+
+  private live (): unknown {
+    if (this.handle === undefined) throw invalidArg('FullFineTuner: the trainer was disposed')
+    return this.handle
+  }
+
+  private async exclusive<T> (fn: () => Promise<T> | T): Promise<T> {
+    const prev = this.lock
+    let release!: () => void
+    this.lock = new Promise<void>((resolve) => { release = resolve })
+    await prev
+    try { return await fn() } finally { release() }
+  }
+
+  /** Forward + backward over a batch, adding into the gradients. Honours `signal` between layers: an abort
+   * during the forward leaves the gradients as they were; one during the backward zeroes them. */
+  async step (batch: TrainSequence[], options: { signal?: AbortSignal } = {}): Promise<TrainStepResult> {
+    if (!Array.isArray(batch) || batch.length === 0) throw invalidArg('FullFineTuner.step: batch must be a non-empty array')
+    let total = 0
+    for (const [i, s] of batch.entries()) {
+      if (s == null || s.tokens == null || s.tokens.length === 0) throw invalidArg(`FullFineTuner.step: batch[${i}].tokens must be a non-empty array`)
+      if (s.weights == null || s.weights.length !== s.tokens.length) throw invalidArg(`FullFineTuner.step: batch[${i}].weights must have one entry per token (${s.tokens.length})`)
+      total += s.tokens.length
+    }
+    const counts = Int32Array.from(batch.map((s) => s.tokens.length))
+    const tokens = new Int32Array(total)
+    const weights = new Float32Array(total)
+    let o = 0
+    for (const [i, s] of batch.entries()) {
+      for (let t = 0; t < s.tokens.length; t++) {
+        const id = s.tokens[t]
+        if (!Number.isInteger(id)) throw invalidArg(`FullFineTuner.step: batch[${i}].tokens[${t}] must be an integer, got ${id}`)
+        tokens[o + t] = id
+        weights[o + t] = s.weights[t]
+      }
+      o += s.tokens.length
+    }
+    return await this.exclusive(async () => {
+      throwIfAborted(options.signal)
+      const cancel = cancelFlag(options.signal)
+      try {
+        const r = await native().trainerStep(this.live(), counts, tokens, weights, cancel.flag) as { logp: Float32Array, loss: number }
+        const logp: Float32Array[] = []
+        let off = 0
+        for (const n of counts) { logp.push(r.logp.slice(off, off + n)); off += n }
+        return { logp, loss: r.loss }
+      } finally { cancel.dispose() }
+    })
+  }
+
+  /** Clip + AdamW + re-pack + zero the gradients; returns the gradient norm before clipping (a non-finite
+   * norm skips the update). */
+  async applyAdamW (options: AdamWOptions): Promise<number> {
+    if (options == null || typeof options.lr !== 'number') throw invalidArg('applyAdamW: options.lr must be a number')
+    const opts = {
+      lr: options.lr,
+      beta1: options.beta1 ?? 0.9,
+      beta2: options.beta2 ?? 0.999,
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? 0,
+      maxGradNorm: options.maxGradNorm ?? 0
+    }
+    return await this.exclusive(async () => await native().trainerApplyAdamW(this.live(), opts) as number)
+  }
+
+  /** Copies of the accumulated gradients of every parameter, by Hugging Face tensor name. */
+  async gradients (): Promise<ParameterGradient[]> {
+    return await this.exclusive(() => native().trainerGradients(this.live()) as ParameterGradient[])
+  }
+
+  async zeroGrad (): Promise<void> {
+    await this.exclusive(() => { native().trainerZeroGrad(this.live()) })
+  }
+
+  dispose (): void {
+    if (this.handle !== undefined) native().trainerDispose(this.handle)
+    this.handle = undefined
+  }
+}
+
+/** Functional form: one AdamW update of the trainer's model (see FullFineTuner.applyAdamW). */
+export async function applyAdamW (trainer: FullFineTuner, options: AdamWOptions): Promise<number> {
+  return await trainer.applyAdamW(options)
+}

@@ -1,0 +1,264 @@
+// Full fine-tuning step of the CPU model (see train_step.h). Forward:
+//   x = embed[tokens];  for each layer: x = layer(x) (activations kept per layer);  h = rmsnorm(x)
+//   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused, never the [T, V] logits)
+// Backward, with d loss / d logp_t = -w_t:
+//   dh from the log-prob backward (and dW_head), dx from the final norm, each layer in reverse,
+//   then the embedding scatter (plus dW_head when the head is tied to the embedding).
+#include "model/train_step.h"
+
+#include <cmath>
+#include <limits>
+
+#include "logprob.h"
+#include "optim.h"
+
+namespace recode::model {
+namespace {
+
+ops::Linear plain_linear(std::vector<float>& w, std::vector<float>& b, int N, int K) {
+  ops::Linear l;
+  l.w = w.data();
+  l.bias = b.empty() ? nullptr : b.data();
+  l.N = N;
+  l.K = K;
+  return l;
+}
+
+}  // namespace
+
+FullTrainer::FullTrainer(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {
+  const ModelConfig& cfg = backend_->config();
+  std::mutex* mu = backend_->train_mutex();
+  if (!mu) throw Error("ERR_UNSUPPORTED", std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
+  if (cfg.o_bias || cfg.mlp_bias)
+    throw Error("ERR_UNSUPPORTED", "full fine-tuning of models with o_proj or MLP biases is not supported by the CPU trainer");
+  std::lock_guard<std::mutex> lk(*mu);
+  p_ = backend_->train_params();
+  const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
+                kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {
+    TrainTensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.param = param;
+    t.grad.assign(param->size(), 0.0f);
+    t.exp_avg.assign(param->size(), 0.0f);
+    t.exp_avg_sq.assign(param->size(), 0.0f);
+    t.decay = decay;
+    tensors_.push_back(std::move(t));
+  };
+  add("model.embed_tokens.weight", {V, C}, p_->embed, true);
+  for (int l = 0; l < cfg.layers; ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    const TrainLayerParams& L = p_->layers[l];
+    add(pre + "input_layernorm.weight", {C}, L.input_norm, false);
+    add(pre + "self_attn.q_proj.weight", {qd, C}, L.q_w, true);
+    add(pre + "self_attn.k_proj.weight", {kd, C}, L.k_w, true);
+    add(pre + "self_attn.v_proj.weight", {kd, C}, L.v_w, true);
+    if (cfg.qkv_bias) {
+      add(pre + "self_attn.q_proj.bias", {qd}, L.q_b, false);
+      add(pre + "self_attn.k_proj.bias", {kd}, L.k_b, false);
+      add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, false);
+    }
+    add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, true);
+    if (cfg.qk_norm) {
+      add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, false);
+      add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, false);
+    }
+    add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, false);
+    add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, true);
+    add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, true);
+    add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, true);
+  }
+  add("model.norm.weight", {C}, p_->final_norm, false);
+  if (p_->lm_head) add("lm_head.weight", {V, C}, p_->lm_head, true);
+
+  // gradient pointers by role (tensors_ is complete: no more reallocation)
+  size_t i = 0;
+  g_embed_ = tensors_[i++].grad.data();
+  g_layers_.resize(cfg.layers);
+  for (int l = 0; l < cfg.layers; ++l) {
+    ops::LayerGrads& g = g_layers_[l];
+    g.input_norm = tensors_[i++].grad.data();
+    g.q_w = tensors_[i++].grad.data();
+    g.k_w = tensors_[i++].grad.data();
+    g.v_w = tensors_[i++].grad.data();
+    if (cfg.qkv_bias) {
+      g.q_b = tensors_[i++].grad.data();
+      g.k_b = tensors_[i++].grad.data();
+      g.v_b = tensors_[i++].grad.data();
+    }
+    g.o_w = tensors_[i++].grad.data();
+    if (cfg.qk_norm) {
+      g.q_norm = tensors_[i++].grad.data();
+      g.k_norm = tensors_[i++].grad.data();
+    }
+    g.post_attention_norm = tensors_[i++].grad.data();
+    g.gate_w = tensors_[i++].grad.data();
+    g.up_w = tensors_[i++].grad.data();
+    g.down_w = tensors_[i++].grad.data();
+  }
+  g_final_norm_ = tensors_[i++].grad.data();
+  // a tied head's gradient adds into the embedding's
+  g_lm_head_ = p_->lm_head ? tensors_[i++].grad.data() : g_embed_;
+}
+
+void FullTrainer::zero_grad() {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  clear_grads();
+}
+
+void FullTrainer::clear_grads() {
+  for (TrainTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+}
+
+double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+                         const CancelFlag& cancel) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  const ModelConfig& cfg = backend_->config();
+  const ops::LayerDims& d = p_->dims;
+  const int C = cfg.hidden, V = cfg.vocab;
+  int T = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] <= 0) throw Error("ERR_INVALID_ARG", "train step: sequence " + std::to_string(s) + " is empty");
+    if (weights[T] != 0.0f)
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(T) + "] belongs to the first token of sequence " +
+                                         std::to_string(s) + ", which has no prediction; it must be 0");
+    T += counts[s];
+  }
+  for (int i = 0; i < T; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                         " outside the vocabulary [0, " + std::to_string(V) + ")");
+    if (!std::isfinite(weights[i]))
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
+  }
+
+  // whole sequences from position 0; attention reads each slice's own keys/values (no cache)
+  std::vector<int32_t> pos(T);
+  std::vector<ops::AttnSeq> seqs(counts.size());
+  for (size_t s = 0, t0 = 0; s < counts.size(); t0 += counts[s], ++s) {
+    seqs[s].t0 = (int)t0;
+    seqs[s].t = counts[s];
+    for (int j = 0; j < counts[s]; ++j) pos[t0 + j] = j;
+  }
+  std::vector<ops::LayerWeights> lw(cfg.layers);
+  for (int l = 0; l < cfg.layers; ++l) {
+    TrainLayerParams& P = p_->layers[l];
+    static std::vector<float> none;
+    ops::LayerWeights& w = lw[l];
+    w.input_norm = P.input_norm->data();
+    w.post_attention_norm = P.post_attention_norm->data();
+    w.q_norm = P.q_norm->empty() ? nullptr : P.q_norm->data();
+    w.k_norm = P.k_norm->empty() ? nullptr : P.k_norm->data();
+    w.q = plain_linear(*P.q_w, *P.q_b, d.H * d.D, C);
+    w.k = plain_linear(*P.k_w, *P.k_b, d.Hkv * d.D, C);
+    w.v = plain_linear(*P.v_w, *P.v_b, d.Hkv * d.D, C);
+    w.o = plain_linear(*P.o_w, none, C, d.H * d.D);
+    w.gate = plain_linear(*P.gate_w, none, d.F, C);
+    w.up = plain_linear(*P.up_w, none, d.F, C);
+    w.down = plain_linear(*P.down_w, none, C, d.F);
+  }
+  const float* head = p_->lm_head ? p_->lm_head->data() : p_->embed->data();
+
+  bool in_backward = false;
+  try {
+    // ---- forward ----
+    std::vector<float> x((size_t)T * C);
+    ops::embedding_forward(x.data(), tokens, p_->embed->data(), T, C);
+    std::vector<ops::LayerActs> acts(cfg.layers);
+    for (int l = 0; l < cfg.layers; ++l) {
+      cancel.throw_if_requested();
+      acts[l].resize(T, d, true);
+      ops::decoder_layer_forward(x.data(), lw[l], d, pos.data(), T, seqs, acts[l], p_->inv_freq);
+    }
+    std::vector<float> normed((size_t)T * C), rstd(T);
+    ops::rmsnorm_forward(normed.data(), rstd.data(), x.data(), p_->final_norm->data(), T, C, d.eps);
+
+    // rows that predict a next token: position t-1 predicts token t within each sequence
+    std::vector<int> row_of;  // token index predicted by each row
+    for (const ops::AttnSeq& s : seqs)
+      for (int j = 1; j < s.t; ++j) row_of.push_back(s.t0 + j);
+    const int R = (int)row_of.size();
+    std::vector<float> hid((size_t)R * C), lp(R), ent(R), lse(R), dlogp(R);
+    std::vector<int32_t> targets(R);
+    for (int r = 0; r < R; ++r) {
+      std::copy_n(normed.data() + (size_t)(row_of[r] - 1) * C, C, hid.data() + (size_t)r * C);
+      targets[r] = tokens[row_of[r]];
+      dlogp[r] = -weights[row_of[r]];
+    }
+    double loss = 0;
+    std::fill(logp, logp + T, 0.0f);
+    if (R > 0) {
+      logprob::forward_hidden(hid.data(), head, R, C, V, targets.data(), 1.0f, lp.data(), ent.data(), lse.data());
+      for (int r = 0; r < R; ++r) {
+        logp[row_of[r]] = lp[r];
+        loss -= (double)weights[row_of[r]] * lp[r];
+      }
+    }
+
+    // ---- backward ----
+    in_backward = true;
+    std::vector<float> dnormed((size_t)T * C, 0.0f);
+    if (R > 0) {
+      std::vector<float> dhid((size_t)R * C), dhead((size_t)V * C);
+      logprob::backward_hidden(hid.data(), head, R, C, V, targets.data(), 1.0f, lse.data(), ent.data(), dlogp.data(),
+                               nullptr, dhid.data(), dhead.data());
+      for (size_t i = 0; i < dhead.size(); ++i) g_lm_head_[i] += dhead[i];
+      for (int r = 0; r < R; ++r)
+        std::copy_n(dhid.data() + (size_t)r * C, C, dnormed.data() + (size_t)(row_of[r] - 1) * C);
+    }
+    std::vector<float> dx((size_t)T * C, 0.0f);
+    ops::rmsnorm_backward(dx.data(), g_final_norm_, dnormed.data(), x.data(), p_->final_norm->data(), rstd.data(), T, C);
+    for (int l = cfg.layers - 1; l >= 0; --l) {
+      cancel.throw_if_requested();
+      ops::decoder_layer_backward(dx.data(), lw[l], d, pos.data(), T, seqs, acts[l], p_->inv_freq, g_layers_[l]);
+    }
+    ops::embedding_backward(g_embed_, dx.data(), tokens, T, C);
+    return loss;
+  } catch (...) {
+    // an interrupted forward has not touched the gradients; an interrupted backward leaves partial sums:
+    // drop them rather than apply a half gradient
+    if (in_backward) clear_grads();
+    throw;
+  }
+}
+
+double FullTrainer::apply_adamw(const AdamWOptions& o) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  std::vector<float*> grads;
+  std::vector<int64_t> sizes;
+  for (TrainTensor& t : tensors_) {
+    grads.push_back(t.grad.data());
+    sizes.push_back((int64_t)t.grad.size());
+  }
+  const double max_norm =
+      o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm) ? o.max_grad_norm : std::numeric_limits<double>::infinity();
+  const double norm = clip_grad_norm(grads, sizes, max_norm);
+  if (std::isfinite(norm)) {
+    AdamWHyper h;
+    h.lr = o.lr;
+    h.beta1 = o.beta1;
+    h.beta2 = o.beta2;
+    h.eps = o.eps;
+    h.weight_decay = o.weight_decay;
+    h.step = ++adam_step_;
+    std::vector<ParamSlot> slots;
+    for (TrainTensor& t : tensors_) {
+      ParamSlot s;
+      s.param = t.param->data();
+      s.grad = t.grad.data();
+      s.exp_avg = t.exp_avg.data();
+      s.exp_avg_sq = t.exp_avg_sq.data();
+      s.count = (int64_t)t.grad.size();
+      s.decay = t.decay;
+      slots.push_back(s);
+    }
+    adamw_step(h, slots, 1.0f);
+    backend_->sync_train_params();
+  }
+  clear_grads();
+  return norm;
+}
+
+}  // namespace recode::model

@@ -1,0 +1,63 @@
+// Full fine-tuning of a loaded CPU model: one training step (forward keeping every layer's activations,
+// next-token log-probabilities through the fused hidden-state log-prob, backward through the final norm,
+// every decoder layer and the embedding) accumulating float32 gradients of every parameter, and an AdamW
+// update (global-norm clipping, then torch.optim.AdamW) of the model's float32 master weights in place.
+//
+// The loss is caller-weighted: loss = -sum_t w_t * logp_t, so w_t is minus the gradient with respect to the
+// target token's log-probability (SFT: w_t = 1/N on the target tokens; the RL losses supply their own).
+// Tokens and weights are aligned: entry i of a sequence is token i predicted from tokens 0..i-1; entry 0 of
+// each sequence has no prediction (its logp is reported as 0 and its weight must be 0).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace recode::model {
+
+struct TrainTensor {
+  std::string name;              // Hugging Face tensor name
+  std::vector<int64_t> shape;
+  std::vector<float>* param;     // the master weights (owned by the backend)
+  std::vector<float> grad, exp_avg, exp_avg_sq;
+  bool decay;                    // weight decay on matrices only (not on norms and biases)
+};
+
+struct AdamWOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  double max_grad_norm = 0.0;  // <= 0 or infinite: no clipping (the norm is still computed)
+};
+
+class FullTrainer {
+ public:
+  // Throws ERR_UNSUPPORTED for a backend without training access or a model with o_proj / MLP biases.
+  explicit FullTrainer(std::shared_ptr<Backend> backend);
+
+  // One forward + backward over sequences of `counts[i]` tokens (concatenated in `tokens`), adding into the
+  // gradients. Writes logp[sum counts] and returns the loss. Checks `cancel` between layers: an abort in the
+  // forward leaves the gradients as they were, one in the backward zeroes them (no half gradients).
+  double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+              const CancelFlag& cancel);
+  // Clip, AdamW, re-pack, zero the gradients. Returns the gradient norm before clipping; a non-finite norm
+  // skips the update (gradients are still zeroed).
+  double apply_adamw(const AdamWOptions& o);
+  void zero_grad();
+
+  const std::vector<TrainTensor>& tensors() const { return tensors_; }
+  int64_t steps_taken() const { return adam_step_; }
+
+ private:
+  void clear_grads();  // with the lock held
+  std::shared_ptr<Backend> backend_;
+  TrainParams* p_;
+  std::vector<TrainTensor> tensors_;
+  int64_t adam_step_ = 0;
+  // gradient arrays by role, pointing into tensors_
+  float *g_embed_ = nullptr, *g_final_norm_ = nullptr, *g_lm_head_ = nullptr;
+  std::vector<ops::LayerGrads> g_layers_;
+};
+
+}  // namespace recode::model

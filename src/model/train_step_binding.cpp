@@ -1,0 +1,172 @@
+// JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
+//   trainerCreate(model) -> handle                         (float32 master weights, gradients, AdamW moments)
+//   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
+//   trainerApplyAdamW(handle, { lr, beta1, beta2, eps, weightDecay, maxGradNorm }) -> Promise<gradNorm>
+//   trainerGradients(handle) -> [{ name, shape, grad: Float32Array }]   (copies; for tests and inspection)
+//   trainerZeroGrad(handle), trainerDispose(handle)
+#include <cmath>
+#include <cstring>
+
+#include "model/train_step.h"
+
+namespace recode::model {
+namespace {
+
+struct TrainerHolder {
+  std::shared_ptr<FullTrainer> trainer;
+};
+
+std::shared_ptr<FullTrainer> trainer_of(const Args& a, size_t i) {
+  Napi::Value v = a.at(i);
+  if (!v.IsExternal()) a.fail(i, "(trainer) must be a trainer handle");
+  auto& h = *v.As<Napi::External<TrainerHolder>>().Data();
+  if (!h.trainer) throw Error("ERR_INVALID_ARG", std::string(a.fn) + ": the trainer was disposed");
+  return h.trainer;
+}
+
+Napi::Value trainer_create(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerCreate"};
+  auto* h = new TrainerHolder{std::make_shared<FullTrainer>(backend_from_handle(a, 0))};
+  return Napi::External<TrainerHolder>::New(info.Env(), h, [](Napi::Env, TrainerHolder* p) { delete p; });
+}
+
+class TrainStepJob : public AsyncJob {
+ public:
+  TrainStepJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  std::vector<int> counts;
+  const int32_t* tokens = nullptr;
+  const float* weights = nullptr;
+  size_t total = 0;
+
+ protected:
+  void Run() override {
+    logp_.resize(total);
+    loss_ = trainer_->step(counts, tokens, weights, logp_.data(), cancel);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    auto lp = Napi::Float32Array::New(env, logp_.size());
+    std::memcpy(lp.Data(), logp_.data(), logp_.size() * sizeof(float));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("logp", lp);
+    o.Set("loss", loss_);
+    return o;
+  }
+
+ private:
+  std::shared_ptr<FullTrainer> trainer_;
+  std::vector<float> logp_;
+  double loss_ = 0;
+};
+
+Napi::Value trainer_step(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerStep"};
+  auto t = trainer_of(a, 0);
+  auto counts = a.typed<int32_t>(1, "counts");
+  auto tokens = a.typed<int32_t>(2, "tokens");
+  auto weights = a.typed<float>(3, "weights");
+  if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
+  auto* job = new TrainStepJob(info.Env(), t);
+  std::unique_ptr<TrainStepJob> guard(job);
+  int64_t total = 0;
+  for (size_t i = 0; i < counts.ElementLength(); ++i) {
+    if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
+    job->counts.push_back(counts[i]);
+    total += counts[i];
+  }
+  if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
+  if ((int64_t)weights.ElementLength() != total) a.fail(3, "(weights) must hold one weight per token (sum(counts))");
+  job->tokens = tokens.Data();
+  job->weights = weights.Data();
+  job->total = (size_t)total;
+  job->keep(tokens);
+  job->keep(weights);
+  job->set_cancel(a, 4);
+  guard.release();
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+class AdamWJob : public AsyncJob {
+ public:
+  AdamWJob(Napi::Env env, std::shared_ptr<FullTrainer> t, AdamWOptions o)
+      : AsyncJob(env), trainer_(std::move(t)), opts_(o) {}
+
+ protected:
+  void Run() override { norm_ = trainer_->apply_adamw(opts_); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, norm_); }
+
+ private:
+  std::shared_ptr<FullTrainer> trainer_;
+  AdamWOptions opts_;
+  double norm_ = 0;
+};
+
+Napi::Value trainer_apply_adamw(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerApplyAdamW"};
+  auto t = trainer_of(a, 0);
+  Napi::Object o = a.object(1, "options");
+  auto field = [&](const char* name, double lo, double hi, bool inf_ok) {
+    Napi::Value v = o.Get(name);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d >= lo && d <= hi) || (!inf_ok && !std::isfinite(d)))
+      a.fail(1, std::string("(options.") + name + ") must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return d;
+  };
+  AdamWOptions opts;
+  opts.lr = field("lr", 0, 1e3, false);
+  opts.beta1 = field("beta1", 0, 0.999999999, false);
+  opts.beta2 = field("beta2", 0, 0.999999999, false);
+  opts.eps = field("eps", 0, 1, false);
+  opts.weight_decay = field("weightDecay", 0, 1e3, false);
+  opts.max_grad_norm = field("maxGradNorm", 0, INFINITY, true);
+  auto* job = new AdamWJob(info.Env(), t, opts);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value trainer_gradients(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerGradients"};
+  auto t = trainer_of(a, 0);
+  Napi::Env env = info.Env();
+  const auto& ts = t->tensors();
+  Napi::Array out = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ts[i].name);
+    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
+    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
+    o.Set("shape", shape);
+    auto g = Napi::Float32Array::New(env, ts[i].grad.size());
+    std::memcpy(g.Data(), ts[i].grad.data(), ts[i].grad.size() * sizeof(float));
+    o.Set("grad", g);
+    out.Set(i, o);
+  }
+  return out;
+}
+
+Napi::Value trainer_zero_grad(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerZeroGrad"};
+  trainer_of(a, 0)->zero_grad();
+  return info.Env().Undefined();
+}
+
+Napi::Value trainer_dispose(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerDispose"};
+  Napi::Value v = a.at(0);
+  if (!v.IsExternal()) a.fail(0, "(trainer) must be a trainer handle");
+  v.As<Napi::External<TrainerHolder>>().Data()->trainer.reset();  // running jobs hold their own reference
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+RECODE_EXPORT("trainerCreate", trainer_create);
+RECODE_EXPORT("trainerStep", trainer_step);
+RECODE_EXPORT("trainerApplyAdamW", trainer_apply_adamw);
+RECODE_EXPORT("trainerGradients", trainer_gradients);
+RECODE_EXPORT("trainerZeroGrad", trainer_zero_grad);
+RECODE_EXPORT("trainerDispose", trainer_dispose);
+
+}  // namespace recode::model

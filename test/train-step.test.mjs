@@ -1,0 +1,196 @@
+// Full fine-tuning step of the CPU model (src/model/train_step.cpp, lib/model/train.ts) on tiny random models:
+// the gradient of every parameter tensor against torch autograd through test/reference/transformer.py's
+// independent model (test/reference/train_step.py, float64), logp against the model's own logits'
+// log-softmax, a few SFT steps with AdamW clearly lowering the loss (and the re-packed inference weights
+// following the update), AbortSignal, and bad input.
+import t from 'tap'
+import { execFileSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { require, rng } from './helpers.mjs'
+
+const { loadModel, initModel, FullFineTuner, applyAdamW } = require('../dist/cjs/index.js')
+const { native } = require('../dist/cjs/native.js')
+const TORCH_PYTHON = '/usr/bin/python3'
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-step-test-'))
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+const variants = [
+  { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { preset: 'tiny', arch: 'qwen2' } },
+  { name: 'qwen3 (q/k norm, tied embeddings)', opts: { preset: 'tiny', arch: 'qwen3', tieWordEmbeddings: true } },
+  { name: 'llama (MQA 4:1, untied)', opts: { preset: 'tiny', arch: 'llama', kvHeads: 1 } }
+]
+variants.forEach((v, i) => {
+  v.dir = path.join(tmp, `m${i}`)
+  initModel({ ...v.opts, out: v.dir, seed: 300 + i })
+  v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
+})
+
+/** A batch of sequences of the given lengths with random weights (first of each 0, some others 0). */
+function randomBatch (r, V, lens) {
+  return lens.map((n) => ({
+    tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
+    weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
+  }))
+}
+
+/** max |a - b| / max |b|. */
+function relErr (a, b) {
+  let err = 0; let mag = 0
+  for (let i = 0; i < b.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity
+    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
+  }
+  return mag === 0 ? err : err / mag
+}
+
+/** log-softmax of row `row` of logits [T x V] at `target`, in float64. */
+function logSoftmaxAt (logits, V, row, target) {
+  let max = -Infinity
+  for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
+  let s = 0
+  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
+  return logits[row * V + target] - max - Math.log(s)
+}
+
+t.test('gradients of every parameter equal torch autograd; logp equals the logits\' log-softmax', async (t) => {
+  if (!fs.existsSync(TORCH_PYTHON)) { t.comment(`skipped: ${TORCH_PYTHON} (Debian python3-torch) not found`); return }
+  const r = rng(t)
+  const batches = variants.map((v) => randomBatch(r, v.vocab, [1, 3, 17, 40]))
+  const models = []
+  const jobs = []
+  const results = []
+  for (const [i, v] of variants.entries()) {
+    const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
+    const tr = new FullFineTuner(m)
+    const res = await tr.step(batches[i])
+    const grads = await tr.gradients()
+    models.push({ m, tr })
+    results.push({ res, grads })
+    jobs.push({ dir: v.dir, ids: batches[i].map((s) => s.tokens), weights: batches[i].map((s) => s.weights), names: grads.map((g) => g.name), out: path.join(tmp, `ref${i}.f64`) })
+  }
+  execFileSync(TORCH_PYTHON, [new URL('./reference/train_step.py', import.meta.url).pathname], { input: JSON.stringify(jobs), maxBuffer: 1 << 26 })
+  for (const [i, v] of variants.entries()) {
+    const ref = new Float64Array(fs.readFileSync(jobs[i].out).buffer.slice(0))
+    const { res, grads } = results[i]
+    let o = 0
+    const refLoss = ref[o++]
+    t.ok(Math.abs(res.loss - refLoss) <= 1e-4 * Math.max(1, Math.abs(refLoss)), `${v.name}: loss ${res.loss} vs torch ${refLoss}`)
+    let lpErr = 0
+    for (const [s, seq] of batches[i].entries()) {
+      for (let j = 0; j < seq.tokens.length; j++) lpErr = Math.max(lpErr, Math.abs(res.logp[s][j] - ref[o++]))
+    }
+    t.ok(lpErr < 1e-4, `${v.name}: logp vs torch max abs err ${lpErr.toExponential(2)}`)
+    const expectedNames = v.opts.tieWordEmbeddings ? 0 : 1
+    t.equal(grads.filter((g) => g.name === 'lm_head.weight').length, expectedNames, `${v.name}: lm_head present only when untied`)
+    let worst = 0; let worstName = ''
+    for (const g of grads) {
+      const n = g.grad.length
+      t.equal(n, g.shape.reduce((a, b) => a * b, 1), `${g.name}: size matches shape`)
+      const e = relErr(g.grad, ref.subarray(o, o + n))
+      let refMag = 0
+      for (let k = o; k < o + n; k++) refMag = Math.max(refMag, Math.abs(ref[k]))
+      if (refMag === 0) t.fail(`${v.name}: torch gradient of ${g.name} is zero: the test would not see an error`)
+      if (e > worst) { worst = e; worstName = g.name }
+      if (!(e < 1e-4)) t.fail(`${v.name}: ${g.name} gradient rel err ${e}`)
+      o += n
+    }
+    t.equal(o, ref.length, `${v.name}: the reference holds exactly the gradients of the ${grads.length} tensors`)
+    t.ok(worst < 1e-4, `${v.name}: all ${grads.length} gradient tensors within 1e-4 of torch (worst ${worst.toExponential(2)} in ${worstName})`)
+
+    // logp against the model's own inference logits (packed GEMM path)
+    const { m } = models[i]
+    const logits = await m.logits(batches[i].map((s) => s.tokens))
+    let ownErr = 0
+    for (const [s, seq] of batches[i].entries()) {
+      t.equal(res.logp[s][0], 0, 'the first token of a sequence has logp 0')
+      for (let j = 1; j < seq.tokens.length; j++) ownErr = Math.max(ownErr, Math.abs(res.logp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, seq.tokens[j])))
+    }
+    t.ok(ownErr < 1e-4, `${v.name}: logp vs log-softmax of model.logits: max abs err ${ownErr.toExponential(2)}`)
+  }
+  // a second step accumulates: gradients double
+  const { tr } = models[0]
+  const before = results[0].grads
+  await tr.step(batches[0])
+  const twice = await tr.gradients()
+  let accErr = 0
+  for (const [k, g] of twice.entries()) accErr = Math.max(accErr, relErr(g.grad, before[k].grad.map((x) => 2 * x)))
+  t.ok(accErr < 1e-5, `a second step adds into the gradients (rel err vs 2x ${accErr.toExponential(2)})`)
+  await tr.zeroGrad()
+  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'zeroGrad clears every gradient')
+  for (const { m, tr } of models) { tr.dispose(); m.dispose() }
+})
+
+t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows the updated weights', async (t) => {
+  const r = rng(t)
+  const v = variants[0]
+  const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
+  const tr = new FullFineTuner(m)
+  const seqs = Array.from({ length: 4 }, () => Array.from({ length: 24 }, () => r.int(0, v.vocab - 1)))
+  const N = seqs.reduce((a, s) => a + s.length - 1, 0)
+  const batch = seqs.map((tokens) => ({ tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / N)) }))
+  const losses = []
+  let norm = 0
+  for (let step = 0; step < 30; step++) {
+    const res = await tr.step(batch)
+    losses.push(res.loss)
+    norm = await applyAdamW(tr, { lr: 1e-2, weightDecay: 0.01, maxGradNorm: 1.0 })
+    if (!(Number.isFinite(norm) && norm > 0)) t.fail(`step ${step}: grad norm ${norm}`)
+  }
+  const final = (await tr.step(batch)).loss
+  await tr.zeroGrad()
+  t.comment(`loss ${losses[0].toFixed(3)} -> ${final.toFixed(3)}; last grad norm ${norm.toFixed(3)}`)
+  let rises = 0
+  for (let i = 1; i < losses.length; i++) if (losses[i] > losses[i - 1]) rises++
+  t.ok(final < 0.5 * losses[0], `final loss ${final.toFixed(3)} < half the initial ${losses[0].toFixed(3)}`)
+  t.ok(rises <= 6, `the loss rose in only ${rises} of 29 steps`)
+  // re-packed inference weights: the model's logits give the trainer's logp
+  const res = await tr.step(batch)
+  await tr.zeroGrad()
+  const logits = await m.logits(seqs)
+  let err = 0
+  for (const [s, tokens] of seqs.entries()) for (let j = 1; j < tokens.length; j++) err = Math.max(err, Math.abs(res.logp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, tokens[j])))
+  t.ok(err < 1e-4, `after the updates model.logits matches the trainer's logp (max abs err ${err.toExponential(2)})`)
+  tr.dispose(); m.dispose()
+})
+
+t.test('AbortSignal, bad input, unsupported models', async (t) => {
+  const r = rng(t)
+  const v = variants[0]
+  const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
+  const tr = new FullFineTuner(m)
+  const batch = randomBatch(r, v.vocab, [40])
+  const ac = new AbortController()
+  ac.abort()
+  await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
+  // the native job itself stops at the first layer boundary when its cancel flag is raised (what the
+  // AbortSignal listener sets), leaving the gradients accumulated so far untouched
+  await tr.step(batch)
+  const before = await tr.gradients()
+  const flag = new Int32Array([1])
+  const n = batch[0].tokens.length
+  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), flag),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
+  const after = await tr.gradients()
+  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
+  const ok = await tr.step(batch)
+  t.ok(Number.isFinite(ok.loss), 'the trainer is usable after an abort')
+
+  await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
+  await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')
+  await t.rejects(tr.step([{ tokens: [1, 2], weights: [0] }]), { code: 'ERR_INVALID_ARG' }, 'weights of the wrong length are refused')
+  await t.rejects(tr.step([]), { code: 'ERR_INVALID_ARG' }, 'an empty batch is refused')
+  await t.rejects(tr.applyAdamW({ lr: -1 }), { code: 'ERR_INVALID_ARG', message: /lr/ }, 'a negative lr is refused')
+  await t.rejects(tr.step([{ tokens: [1, 2], weights: [0, NaN] }]), { code: 'ERR_INVALID_ARG', message: /not finite/ }, 'a NaN weight is refused')
+  tr.dispose()
+  await t.rejects(tr.step(batch), { code: 'ERR_INVALID_ARG', message: /disposed/ }, 'a disposed trainer is refused')
+  m.dispose()
+  t.throws(() => new FullFineTuner(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
+
+  const biasDir = path.join(tmp, 'llama-bias')
+  initModel({ preset: 'tiny', arch: 'llama', attentionBias: true, out: biasDir, seed: 1 })
+  const mb = await loadModel(biasDir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
+  t.throws(() => new FullFineTuner(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
+  mb.dispose()
+})
