@@ -19,7 +19,8 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 const variants = [
   { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { preset: 'tiny', arch: 'qwen2' } },
   { name: 'qwen3 (q/k norm, tied embeddings)', opts: { preset: 'tiny', arch: 'qwen3', tieWordEmbeddings: true } },
-  { name: 'llama (MQA 4:1, untied)', opts: { preset: 'tiny', arch: 'llama', kvHeads: 1 } }
+  { name: 'llama (MQA 4:1, untied)', opts: { preset: 'tiny', arch: 'llama', kvHeads: 1 } },
+  { name: 'qwen2 tied, bf16 on disk, loaded as bf16', opts: { preset: 'tiny', arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, load: { dtype: 'bf16' } }
 ]
 variants.forEach((v, i) => {
   v.dir = path.join(tmp, `m${i}`)
@@ -62,7 +63,7 @@ t.test('gradients of every parameter equal torch autograd; logp equals the logit
   const jobs = []
   const results = []
   for (const [i, v] of variants.entries()) {
-    const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
+    const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64, ...v.load })
     const tr = new FullFineTuner(m)
     const res = await tr.step(batches[i])
     const grads = await tr.gradients()
@@ -135,7 +136,13 @@ t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows 
   for (let step = 0; step < 30; step++) {
     const res = await tr.step(batch)
     losses.push(res.loss)
+    let sq = 0
+    if (step === 0) for (const g of await tr.gradients()) for (const x of g.grad) sq += x * x
     norm = await applyAdamW(tr, { lr: 1e-2, weightDecay: 0.01, maxGradNorm: 1.0 })
+    if (step === 0) {
+      t.ok(Math.abs(norm - Math.sqrt(sq)) <= 1e-5 * Math.sqrt(sq), `applyAdamW returns the global gradient norm before clipping (${norm.toFixed(4)} vs ${Math.sqrt(sq).toFixed(4)})`)
+      t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'applyAdamW zeroes the gradients')
+    }
     if (!(Number.isFinite(norm) && norm > 0)) t.fail(`step ${step}: grad norm ${norm}`)
   }
   const final = (await tr.step(batch)).loss
