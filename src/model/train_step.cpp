@@ -7,6 +7,7 @@
 #include "model/train_step.h"
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
 
 #include "logprob.h"
@@ -112,120 +113,167 @@ void FullTrainer::clear_grads() {
   for (TrainTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
 }
 
-double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
-                         const CancelFlag& cancel) {
-  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
-  const ModelConfig& cfg = backend_->config();
+// The training layer views: plain float32 weights (the GEMM packs them per call), so the gradients are
+// exactly those of the master weights.
+std::vector<ops::LayerWeights> FullTrainer::layer_views() const {
   const ops::LayerDims& d = p_->dims;
-  const int C = cfg.hidden, V = cfg.vocab;
-  int T = 0;
-  for (size_t s = 0; s < counts.size(); ++s) {
-    if (counts[s] <= 0) throw Error("ERR_INVALID_ARG", "train step: sequence " + std::to_string(s) + " is empty");
-    if (weights[T] != 0.0f)
-      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(T) + "] belongs to the first token of sequence " +
-                                         std::to_string(s) + ", which has no prediction; it must be 0");
-    T += counts[s];
-  }
-  for (int i = 0; i < T; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V)
-      throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                         " outside the vocabulary [0, " + std::to_string(V) + ")");
-    if (!std::isfinite(weights[i]))
-      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
-  }
-
-  // whole sequences from position 0; attention reads each slice's own keys/values (no cache)
-  std::vector<int32_t> pos(T);
-  std::vector<ops::AttnSeq> seqs(counts.size());
-  for (size_t s = 0, t0 = 0; s < counts.size(); t0 += counts[s], ++s) {
-    seqs[s].t0 = (int)t0;
-    seqs[s].t = counts[s];
-    for (int j = 0; j < counts[s]; ++j) pos[t0 + j] = j;
-  }
-  std::vector<ops::LayerWeights> lw(cfg.layers);
-  for (int l = 0; l < cfg.layers; ++l) {
-    TrainLayerParams& P = p_->layers[l];
-    static std::vector<float> none;
+  static std::vector<float> none;
+  std::vector<ops::LayerWeights> lw(p_->layers.size());
+  for (size_t l = 0; l < lw.size(); ++l) {
+    const TrainLayerParams& P = p_->layers[l];
     ops::LayerWeights& w = lw[l];
     w.input_norm = P.input_norm->data();
     w.post_attention_norm = P.post_attention_norm->data();
     w.q_norm = P.q_norm->empty() ? nullptr : P.q_norm->data();
     w.k_norm = P.k_norm->empty() ? nullptr : P.k_norm->data();
-    w.q = plain_linear(*P.q_w, *P.q_b, d.H * d.D, C);
-    w.k = plain_linear(*P.k_w, *P.k_b, d.Hkv * d.D, C);
-    w.v = plain_linear(*P.v_w, *P.v_b, d.Hkv * d.D, C);
-    w.o = plain_linear(*P.o_w, none, C, d.H * d.D);
-    w.gate = plain_linear(*P.gate_w, none, d.F, C);
-    w.up = plain_linear(*P.up_w, none, d.F, C);
-    w.down = plain_linear(*P.down_w, none, C, d.F);
+    w.q = plain_linear(*P.q_w, *P.q_b, d.H * d.D, d.C);
+    w.k = plain_linear(*P.k_w, *P.k_b, d.Hkv * d.D, d.C);
+    w.v = plain_linear(*P.v_w, *P.v_b, d.Hkv * d.D, d.C);
+    w.o = plain_linear(*P.o_w, none, d.C, d.H * d.D);
+    w.gate = plain_linear(*P.gate_w, none, d.F, d.C);
+    w.up = plain_linear(*P.up_w, none, d.F, d.C);
+    w.down = plain_linear(*P.down_w, none, d.C, d.F);
   }
+  return lw;
+}
+
+void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp,
+                                 const CancelFlag& cancel) {
+  pending_.reset();
+  const ModelConfig& cfg = backend_->config();
+  const ops::LayerDims& d = p_->dims;
+  const int C = cfg.hidden, V = cfg.vocab;
+  auto f = std::make_unique<Pending>();
+  int T = 0;
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (counts[s] <= 0) throw Error("ERR_INVALID_ARG", "train step: sequence " + std::to_string(s) + " is empty");
+    T += counts[s];
+  }
+  for (int i = 0; i < T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                         " outside the vocabulary [0, " + std::to_string(V) + ")");
+  f->T = T;
+  f->tokens.assign(tokens, tokens + T);
+  // whole sequences from position 0; attention reads each slice's own keys/values (no cache)
+  f->pos.resize(T);
+  f->seqs.resize(counts.size());
+  for (size_t s = 0, t0 = 0; s < counts.size(); t0 += counts[s], ++s) {
+    f->seqs[s].t0 = (int)t0;
+    f->seqs[s].t = counts[s];
+    for (int j = 0; j < counts[s]; ++j) f->pos[t0 + j] = j;
+  }
+  const std::vector<ops::LayerWeights> lw = layer_views();
   const float* head = p_->lm_head ? p_->lm_head->data() : p_->embed->data();
 
-  bool in_backward = false;
+  f->x.resize((size_t)T * C);
+  ops::embedding_forward(f->x.data(), tokens, p_->embed->data(), T, C);
+  f->acts.resize(cfg.layers);
+  for (int l = 0; l < cfg.layers; ++l) {
+    cancel.throw_if_requested();
+    f->acts[l].resize(T, d, true);
+    ops::decoder_layer_forward(f->x.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq);
+  }
+  std::vector<float> normed((size_t)T * C);
+  f->rstd.resize(T);
+  ops::rmsnorm_forward(normed.data(), f->rstd.data(), f->x.data(), p_->final_norm->data(), T, C, d.eps);
+
+  // rows that predict a next token: position t-1 predicts token t within each sequence
+  for (const ops::AttnSeq& s : f->seqs)
+    for (int j = 1; j < s.t; ++j) f->row_of.push_back(s.t0 + j);
+  const int R = (int)f->row_of.size();
+  f->hid.resize((size_t)R * C);
+  f->lp.resize(R);
+  f->ent.resize(R);
+  f->lse.resize(R);
+  f->targets.resize(R);
+  for (int r = 0; r < R; ++r) {
+    std::copy_n(normed.data() + (size_t)(f->row_of[r] - 1) * C, C, f->hid.data() + (size_t)r * C);
+    f->targets[r] = tokens[f->row_of[r]];
+  }
+  std::fill(logp, logp + T, 0.0f);
+  if (R > 0) {
+    logprob::forward_hidden(f->hid.data(), head, R, C, V, f->targets.data(), 1.0f, f->lp.data(), f->ent.data(),
+                            f->lse.data());
+    for (int r = 0; r < R; ++r) logp[f->row_of[r]] = f->lp[r];
+  }
+  pending_ = std::move(f);
+}
+
+double FullTrainer::backward_locked(const float* weights, const CancelFlag& cancel) {
+  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  std::unique_ptr<Pending> f = std::move(pending_);  // consumed whatever happens
+  const ModelConfig& cfg = backend_->config();
+  const ops::LayerDims& d = p_->dims;
+  const int C = cfg.hidden, V = cfg.vocab, T = f->T;
+  for (const ops::AttnSeq& s : f->seqs)
+    if (weights[s.t0] != 0.0f)
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(s.t0) +
+                                         "] belongs to the first token of a sequence, which has no prediction; it must be 0");
+  for (int i = 0; i < T; ++i)
+    if (!std::isfinite(weights[i]))
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
+  const std::vector<ops::LayerWeights> lw = layer_views();
+  const float* head = p_->lm_head ? p_->lm_head->data() : p_->embed->data();
+  const int R = (int)f->row_of.size();
+  double loss = 0;
+  std::vector<float> dlogp(R);
+  for (int r = 0; r < R; ++r) {
+    dlogp[r] = -weights[f->row_of[r]];
+    loss -= (double)weights[f->row_of[r]] * f->lp[r];
+  }
   try {
-    // ---- forward ----
-    std::vector<float> x((size_t)T * C);
-    ops::embedding_forward(x.data(), tokens, p_->embed->data(), T, C);
-    std::vector<ops::LayerActs> acts(cfg.layers);
-    for (int l = 0; l < cfg.layers; ++l) {
-      cancel.throw_if_requested();
-      acts[l].resize(T, d, true);
-      ops::decoder_layer_forward(x.data(), lw[l], d, pos.data(), T, seqs, acts[l], p_->inv_freq);
-    }
-    std::vector<float> normed((size_t)T * C), rstd(T);
-    ops::rmsnorm_forward(normed.data(), rstd.data(), x.data(), p_->final_norm->data(), T, C, d.eps);
-
-    // rows that predict a next token: position t-1 predicts token t within each sequence
-    std::vector<int> row_of;  // token index predicted by each row
-    for (const ops::AttnSeq& s : seqs)
-      for (int j = 1; j < s.t; ++j) row_of.push_back(s.t0 + j);
-    const int R = (int)row_of.size();
-    std::vector<float> hid((size_t)R * C), lp(R), ent(R), lse(R), dlogp(R);
-    std::vector<int32_t> targets(R);
-    for (int r = 0; r < R; ++r) {
-      std::copy_n(normed.data() + (size_t)(row_of[r] - 1) * C, C, hid.data() + (size_t)r * C);
-      targets[r] = tokens[row_of[r]];
-      dlogp[r] = -weights[row_of[r]];
-    }
-    double loss = 0;
-    std::fill(logp, logp + T, 0.0f);
-    if (R > 0) {
-      logprob::forward_hidden(hid.data(), head, R, C, V, targets.data(), 1.0f, lp.data(), ent.data(), lse.data());
-      for (int r = 0; r < R; ++r) {
-        logp[row_of[r]] = lp[r];
-        loss -= (double)weights[row_of[r]] * lp[r];
-      }
-    }
-
-    // ---- backward ----
-    in_backward = true;
     std::vector<float> dnormed((size_t)T * C, 0.0f);
     if (R > 0) {
       std::vector<float> dhid((size_t)R * C), dhead((size_t)V * C);
-      logprob::backward_hidden(hid.data(), head, R, C, V, targets.data(), 1.0f, lse.data(), ent.data(), dlogp.data(),
-                               nullptr, dhid.data(), dhead.data());
+      logprob::backward_hidden(f->hid.data(), head, R, C, V, f->targets.data(), 1.0f, f->lse.data(), f->ent.data(),
+                               dlogp.data(), nullptr, dhid.data(), dhead.data());
       for (size_t i = 0; i < dhead.size(); ++i) g_lm_head_[i] += dhead[i];
       for (int r = 0; r < R; ++r)
-        std::copy_n(dhid.data() + (size_t)r * C, C, dnormed.data() + (size_t)(row_of[r] - 1) * C);
+        std::copy_n(dhid.data() + (size_t)r * C, C, dnormed.data() + (size_t)(f->row_of[r] - 1) * C);
     }
     std::vector<float> dx((size_t)T * C, 0.0f);
-    ops::rmsnorm_backward(dx.data(), g_final_norm_, dnormed.data(), x.data(), p_->final_norm->data(), rstd.data(), T, C);
+    ops::rmsnorm_backward(dx.data(), g_final_norm_, dnormed.data(), f->x.data(), p_->final_norm->data(), f->rstd.data(),
+                          T, C);
     for (int l = cfg.layers - 1; l >= 0; --l) {
       cancel.throw_if_requested();
-      ops::decoder_layer_backward(dx.data(), lw[l], d, pos.data(), T, seqs, acts[l], p_->inv_freq, g_layers_[l]);
+      ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq,
+                                  g_layers_[l]);
     }
-    ops::embedding_backward(g_embed_, dx.data(), tokens, T, C);
+    ops::embedding_backward(g_embed_, dx.data(), f->tokens.data(), T, C);
     return loss;
   } catch (...) {
-    // an interrupted forward has not touched the gradients; an interrupted backward leaves partial sums:
-    // drop them rather than apply a half gradient
-    if (in_backward) clear_grads();
+    // an interrupted backward leaves partial sums: drop them rather than apply a half gradient
+    clear_grads();
     throw;
   }
 }
 
+void FullTrainer::forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  forward_locked(counts, tokens, logp, cancel);
+}
+
+double FullTrainer::backward(const float* weights, const CancelFlag& cancel) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  return backward_locked(weights, cancel);
+}
+
+double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+                         const CancelFlag& cancel) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  // the weights are checked before any work
+  for (size_t s = 0, t0 = 0; s < counts.size(); t0 += std::max(counts[s], 0), ++s)
+    if (counts[s] > 0 && weights[t0] != 0.0f)
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) + "] belongs to the first token of sequence " +
+                                         std::to_string(s) + ", which has no prediction; it must be 0");
+  forward_locked(counts, tokens, logp, cancel);
+  return backward_locked(weights, cancel);
+}
+
 double FullTrainer::apply_adamw(const AdamWOptions& o) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  pending_.reset();  // its activations belong to the old weights
   std::vector<float*> grads;
   std::vector<int64_t> sizes;
   for (TrainTensor& t : tensors_) {

@@ -41,6 +41,13 @@ class FullTrainer {
   // forward leaves the gradients as they were, one in the backward zeroes them (no half gradients).
   double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
               const CancelFlag& cancel);
+  // The same step in two calls, for losses whose weights depend on the current logp (PPO-style ratios):
+  // forward() writes logp and keeps the activations (replacing any pending forward); backward() consumes
+  // them with the weights and returns the loss. apply_adamw() drops a pending forward (its weights changed).
+  void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
+  double backward(const float* weights, const CancelFlag& cancel);
+  bool has_pending() const { return pending_ != nullptr; }
+  int pending_tokens() const { return pending_ ? pending_->T : 0; }
   // Clip, AdamW, re-pack, zero the gradients. Returns the gradient norm before clipping; a non-finite norm
   // skips the update (gradients are still zeroed).
   double apply_adamw(const AdamWOptions& o);
@@ -50,6 +57,20 @@ class FullTrainer {
   int64_t steps_taken() const { return adam_step_; }
 
  private:
+  // What the backward needs from a forward: every layer's activations, the final residual stream and norm
+  // statistics, and the log-prob rows.
+  struct Pending {
+    int T = 0;
+    std::vector<int32_t> tokens, pos, targets;
+    std::vector<ops::AttnSeq> seqs;
+    std::vector<ops::LayerActs> acts;
+    std::vector<float> x, rstd, hid, lp, ent, lse;
+    std::vector<int> row_of;  // token index predicted by each log-prob row
+  };
+  std::unique_ptr<Pending> pending_;
+  std::vector<ops::LayerWeights> layer_views() const;
+  void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
+  double backward_locked(const float* weights, const CancelFlag& cancel);
   void clear_grads();  // with the lock held
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;
