@@ -162,6 +162,31 @@ t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows 
   tr.dispose(); m.dispose()
 })
 
+t.test('forward + backward in two calls equals the one-call step (weights computed from the returned logp)', async (t) => {
+  const r = rng(t)
+  const v = variants[1]
+  const batch = randomBatch(r, v.vocab, [5, 30])
+  const mA = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
+  const mB = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
+  const A = new FullFineTuner(mA); const B = new FullFineTuner(mB)
+  // PPO-like weights that depend on the current logp: w_t = c_t * exp(logp_t) (first token 0)
+  const logp = await B.forward(batch.map((s) => s.tokens))
+  const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
+  const lossB = await B.backward(weights)
+  const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
+  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
+  t.equal(lossB, resA.loss, 'same loss')
+  const gA = await A.gradients(); const gB = await B.gradients()
+  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor')
+  await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+  await B.forward(batch.map((s) => s.tokens))
+  await t.rejects(B.backward([weights[0]]), { code: 'ERR_INVALID_ARG' }, 'weights must cover every sequence of the forward')
+  await t.rejects(native().trainerBackward(B.handle, new Float32Array(3)), { code: 'ERR_INVALID_ARG', message: /one weight per token/ }, 'the native side checks the count too')
+  await B.applyAdamW({ lr: 1e-3 })
+  await t.rejects(native().trainerBackward(B.handle, new Float32Array(35)), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'applyAdamW drops a pending forward')
+  A.dispose(); B.dispose(); mA.dispose(); mB.dispose()
+})
+
 t.test('AbortSignal, bad input, unsupported models', async (t) => {
   const r = rng(t)
   const v = variants[0]

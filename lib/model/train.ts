@@ -49,6 +49,7 @@ export interface ParameterGradient {
 export class FullFineTuner {
   private handle: unknown
   private lock: Promise<void> = Promise.resolve()
+  private pendingCounts: number[] | undefined
 
   /** The model must be loaded on the cpu device. */
   constructor (model: Model) {
@@ -98,11 +99,65 @@ export class FullFineTuner {
       throwIfAborted(options.signal)
       const cancel = cancelFlag(options.signal)
       try {
+        this.pendingCounts = undefined
         const r = await native().trainerStep(this.live(), counts, tokens, weights, cancel.flag) as { logp: Float32Array, loss: number }
         const logp: Float32Array[] = []
         let off = 0
         for (const n of counts) { logp.push(r.logp.slice(off, off + n)); off += n }
         return { logp, loss: r.loss }
+      } finally { cancel.dispose() }
+    })
+  }
+
+  /**
+   * The step in two calls, for losses whose weights depend on the current logp (PPO-style ratios over
+   * several policy updates): forward() returns logp per sequence and keeps the activations (replacing any
+   * pending forward); backward() takes one weight array per sequence, adds the gradients and returns the loss.
+   * applyAdamW drops a pending forward (its activations belong to the old weights).
+   */
+  async forward (sequences: Array<ArrayLike<number>>, options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+    if (!Array.isArray(sequences) || sequences.length === 0) throw invalidArg('FullFineTuner.forward: sequences must be a non-empty array')
+    const counts = Int32Array.from(sequences.map((s, i) => {
+      if (s == null || s.length === 0) throw invalidArg(`FullFineTuner.forward: sequences[${i}] must be a non-empty array`)
+      return s.length
+    }))
+    const tokens = new Int32Array(counts.reduce((a, b) => a + b, 0))
+    let o = 0
+    for (const [i, s] of sequences.entries()) {
+      for (let t = 0; t < s.length; t++) {
+        if (!Number.isInteger(s[t])) throw invalidArg(`FullFineTuner.forward: sequences[${i}][${t}] must be an integer, got ${s[t]}`)
+        tokens[o++] = s[t]
+      }
+    }
+    return await this.exclusive(async () => {
+      this.pendingCounts = undefined // a forward replaces (or, failing, drops) the pending one
+      const cancel = cancelFlag(options.signal)
+      try {
+        const flat = await native().trainerForward(this.live(), counts, tokens, cancel.flag) as Float32Array
+        this.pendingCounts = Array.from(counts)
+        const out: Float32Array[] = []
+        let off = 0
+        for (const n of counts) { out.push(flat.slice(off, off + n)); off += n }
+        return out
+      } finally { cancel.dispose() }
+    })
+  }
+
+  async backward (weights: Array<ArrayLike<number>>, options: { signal?: AbortSignal } = {}): Promise<number> {
+    return await this.exclusive(async () => {
+      const counts = this.pendingCounts
+      if (counts === undefined) throw invalidArg('FullFineTuner.backward: no pending forward (call forward first; each forward takes one backward)')
+      if (!Array.isArray(weights) || weights.length !== counts.length) throw invalidArg(`FullFineTuner.backward: weights must hold one array per sequence of the forward (${counts.length})`)
+      const flat = new Float32Array(counts.reduce((a, b) => a + b, 0))
+      let o = 0
+      for (const [i, w] of weights.entries()) {
+        if (w == null || w.length !== counts[i]) throw invalidArg(`FullFineTuner.backward: weights[${i}] must have one entry per token (${counts[i]})`)
+        for (let t = 0; t < w.length; t++) flat[o++] = w[t]
+      }
+      const cancel = cancelFlag(options.signal)
+      this.pendingCounts = undefined // the native side consumes the pending forward
+      try {
+        return await native().trainerBackward(this.live(), flat, cancel.flag) as number
       } finally { cancel.dispose() }
     })
   }
@@ -119,7 +174,10 @@ export class FullFineTuner {
       weightDecay: options.weightDecay ?? 0,
       maxGradNorm: options.maxGradNorm ?? 0
     }
-    return await this.exclusive(async () => await native().trainerApplyAdamW(this.live(), opts) as number)
+    return await this.exclusive(async () => {
+      this.pendingCounts = undefined
+      return await native().trainerApplyAdamW(this.live(), opts) as number
+    })
   }
 
   /** Copies of the accumulated gradients of every parameter, by Hugging Face tensor name. */

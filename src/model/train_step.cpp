@@ -254,8 +254,12 @@ void FullTrainer::forward(const std::vector<int>& counts, const int32_t* tokens,
   forward_locked(counts, tokens, logp, cancel);
 }
 
-double FullTrainer::backward(const float* weights, const CancelFlag& cancel) {
+double FullTrainer::backward(const float* weights, size_t count, const CancelFlag& cancel) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  if (count != (size_t)pending_->T)
+    throw Error("ERR_INVALID_ARG", "train backward: weights must hold one weight per token of the pending forward (" +
+                                       std::to_string(pending_->T) + "), got " + std::to_string(count));
   return backward_locked(weights, cancel);
 }
 

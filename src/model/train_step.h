@@ -45,9 +45,7 @@ class FullTrainer {
   // forward() writes logp and keeps the activations (replacing any pending forward); backward() consumes
   // them with the weights and returns the loss. apply_adamw() drops a pending forward (its weights changed).
   void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
-  double backward(const float* weights, const CancelFlag& cancel);
-  bool has_pending() const { return pending_ != nullptr; }
-  int pending_tokens() const { return pending_ ? pending_->T : 0; }
+  double backward(const float* weights, size_t count, const CancelFlag& cancel);  // count: one per pending token
   // Clip, AdamW, re-pack, zero the gradients. Returns the gradient norm before clipping; a non-finite norm
   // skips the update (gradients are still zeroed).
   double apply_adamw(const AdamWOptions& o);

@@ -1,6 +1,8 @@
 // JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
 //   trainerCreate(model) -> handle                         (float32 master weights, gradients, AdamW moments)
 //   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
+//   trainerForward(handle, counts, tokens, cancel?) -> Promise<Float32Array logp>   (keeps the activations)
+//   trainerBackward(handle, weights, cancel?) -> Promise<loss>                     (consumes them)
 //   trainerApplyAdamW(handle, { lr, beta1, beta2, eps, weightDecay, maxGradNorm }) -> Promise<gradNorm>
 //   trainerGradients(handle) -> [{ name, shape, grad: Float32Array }]   (copies; for tests and inspection)
 //   trainerZeroGrad(handle), trainerDispose(handle)
@@ -87,6 +89,87 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
   return p;
 }
 
+class ForwardJob : public AsyncJob {
+ public:
+  ForwardJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  std::vector<int> counts;
+  const int32_t* tokens = nullptr;
+  size_t total = 0;
+
+ protected:
+  void Run() override {
+    logp_.resize(total);
+    trainer_->forward(counts, tokens, logp_.data(), cancel);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    auto lp = Napi::Float32Array::New(env, logp_.size());
+    std::memcpy(lp.Data(), logp_.data(), logp_.size() * sizeof(float));
+    return lp;
+  }
+
+ private:
+  std::shared_ptr<FullTrainer> trainer_;
+  std::vector<float> logp_;
+};
+
+Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerForward"};
+  auto t = trainer_of(a, 0);
+  auto counts = a.typed<int32_t>(1, "counts");
+  auto tokens = a.typed<int32_t>(2, "tokens");
+  if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
+  auto* job = new ForwardJob(info.Env(), t);
+  std::unique_ptr<ForwardJob> guard(job);
+  int64_t total = 0;
+  for (size_t i = 0; i < counts.ElementLength(); ++i) {
+    if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
+    job->counts.push_back(counts[i]);
+    total += counts[i];
+  }
+  if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
+  job->tokens = tokens.Data();
+  job->total = (size_t)total;
+  job->keep(tokens);
+  job->set_cancel(a, 3);
+  guard.release();
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+class BackwardJob : public AsyncJob {
+ public:
+  BackwardJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  const float* weights = nullptr;
+  size_t total = 0;
+
+ protected:
+  void Run() override {
+    loss_ = trainer_->backward(weights, total, cancel);
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, loss_); }
+
+ private:
+  std::shared_ptr<FullTrainer> trainer_;
+  double loss_ = 0;
+};
+
+Napi::Value trainer_backward(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerBackward"};
+  auto t = trainer_of(a, 0);
+  auto weights = a.typed<float>(1, "weights");
+  auto* job = new BackwardJob(info.Env(), t);
+  std::unique_ptr<BackwardJob> guard(job);
+  job->weights = weights.Data();
+  job->total = weights.ElementLength();
+  job->keep(weights);
+  job->set_cancel(a, 2);
+  guard.release();
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
 class AdamWJob : public AsyncJob {
  public:
   AdamWJob(Napi::Env env, std::shared_ptr<FullTrainer> t, AdamWOptions o)
@@ -164,6 +247,8 @@ Napi::Value trainer_dispose(const Napi::CallbackInfo& info) {
 
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
+RECODE_EXPORT("trainerForward", trainer_forward);
+RECODE_EXPORT("trainerBackward", trainer_backward);
 RECODE_EXPORT("trainerApplyAdamW", trainer_apply_adamw);
 RECODE_EXPORT("trainerGradients", trainer_gradients);
 RECODE_EXPORT("trainerZeroGrad", trainer_zero_grad);
