@@ -162,6 +162,46 @@ t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows 
   tr.dispose(); m.dispose()
 })
 
+t.test('applyAdamW: clipping by the global norm and one torch-style AdamW update of every tensor', async (t) => {
+  const r = rng(t)
+  const v = variants[0]
+  const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
+  const tr = new FullFineTuner(m)
+  const batch = randomBatch(r, v.vocab, [20, 12])
+  const hyper = { lr: 3e-3, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm: 0.05 }
+  const moments = [] // the reference's AdamW state per tensor, across the two steps
+  for (let step = 1; step <= 2; step++) {
+    await tr.step(batch)
+    const grads = await tr.gradients()
+    const before = await tr.parameters()
+    if (step === 1) t.ok(before.every((p) => p.decay === (p.shape.length === 2)), 'weight decay on matrices only')
+    let sq = 0
+    for (const g of grads) for (const x of g.grad) sq += x * x
+    const norm = Math.sqrt(sq)
+    const coef = Math.min(1, hyper.maxGradNorm / (norm + 1e-6))
+    t.ok(coef < 1, `the gradient (norm ${norm.toExponential(2)}) is clipped (coef ${coef.toExponential(2)})`)
+    const got = await tr.applyAdamW(hyper)
+    t.ok(Math.abs(got - norm) <= 1e-5 * norm, 'returns the norm before clipping')
+    const after = await tr.parameters()
+    // float64 torch.optim.AdamW on the clipped gradient; moments tracked here across the two steps
+    let worst = 0
+    for (const [k, p] of before.entries()) {
+      const st = moments[k] ??= { m: new Float64Array(p.data.length), v: new Float64Array(p.data.length) }
+      for (let i = 0; i < p.data.length; i++) {
+        const g = grads[k].grad[i] * coef
+        st.m[i] = hyper.beta1 * st.m[i] + (1 - hyper.beta1) * g
+        st.v[i] = hyper.beta2 * st.v[i] + (1 - hyper.beta2) * g * g
+        let w = p.data[i] * (p.decay ? 1 - hyper.lr * hyper.weightDecay : 1)
+        const mh = st.m[i] / (1 - hyper.beta1 ** step); const vh = st.v[i] / (1 - hyper.beta2 ** step)
+        w -= hyper.lr * mh / (Math.sqrt(vh) + hyper.eps)
+        worst = Math.max(worst, Math.abs(after[k].data[i] - w) / (hyper.lr + Math.abs(w) * 1e-3))
+      }
+    }
+    t.ok(worst < 1e-3, `step ${step}: every weight within 1e-3 of lr of the float64 AdamW reference (worst ${worst.toExponential(2)})`)
+  }
+  tr.dispose(); m.dispose()
+})
+
 t.test('forward + backward in two calls equals the one-call step (weights computed from the returned logp)', async (t) => {
   const r = rng(t)
   const v = variants[1]

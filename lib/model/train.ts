@@ -185,6 +185,11 @@ export class FullFineTuner {
     return await this.exclusive(() => native().trainerGradients(this.live()) as ParameterGradient[])
   }
 
+  /** Copies of the float32 master weights (Hugging Face names and shapes; `decay`: AdamW weight decay applies). */
+  async parameters (): Promise<Array<{ name: string, shape: number[], data: Float32Array, decay: boolean }>> {
+    return await this.exclusive(() => native().trainerParameters(this.live()) as Array<{ name: string, shape: number[], data: Float32Array, decay: boolean }>)
+  }
+
   async zeroGrad (): Promise<void> {
     await this.exclusive(() => { native().trainerZeroGrad(this.live()) })
   }

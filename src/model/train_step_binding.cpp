@@ -5,6 +5,7 @@
 //   trainerBackward(handle, weights, cancel?) -> Promise<loss>                     (consumes them)
 //   trainerApplyAdamW(handle, { lr, beta1, beta2, eps, weightDecay, maxGradNorm }) -> Promise<gradNorm>
 //   trainerGradients(handle) -> [{ name, shape, grad: Float32Array }]   (copies; for tests and inspection)
+//   trainerParameters(handle) -> [{ name, shape, data: Float32Array, decay }]  (copies of the master weights)
 //   trainerZeroGrad(handle), trainerDispose(handle)
 #include <cmath>
 #include <cstring>
@@ -229,6 +230,28 @@ Napi::Value trainer_gradients(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// trainerParameters(handle) -> [{ name, shape, data: Float32Array, decay }]: copies of the master weights.
+Napi::Value trainer_parameters(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerParameters"};
+  auto t = trainer_of(a, 0);
+  Napi::Env env = info.Env();
+  const auto& ts = t->tensors();
+  Napi::Array out = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ts[i].name);
+    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
+    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
+    o.Set("shape", shape);
+    auto d = Napi::Float32Array::New(env, ts[i].param->size());
+    std::memcpy(d.Data(), ts[i].param->data(), ts[i].param->size() * sizeof(float));
+    o.Set("data", d);
+    o.Set("decay", ts[i].decay);
+    out.Set(i, o);
+  }
+  return out;
+}
+
 Napi::Value trainer_zero_grad(const Napi::CallbackInfo& info) {
   Args a{info, "trainerZeroGrad"};
   trainer_of(a, 0)->zero_grad();
@@ -251,6 +274,7 @@ RECODE_EXPORT("trainerForward", trainer_forward);
 RECODE_EXPORT("trainerBackward", trainer_backward);
 RECODE_EXPORT("trainerApplyAdamW", trainer_apply_adamw);
 RECODE_EXPORT("trainerGradients", trainer_gradients);
+RECODE_EXPORT("trainerParameters", trainer_parameters);
 RECODE_EXPORT("trainerZeroGrad", trainer_zero_grad);
 RECODE_EXPORT("trainerDispose", trainer_dispose);
 
