@@ -246,6 +246,11 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
     { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
   const after = await tr.gradients()
   t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
+  // an abort inside the backward (after the head and final norm gradients were added) drops all gradients
+  await tr.forward(batch.map((s) => s.tokens))
+  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
+  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
   const ok = await tr.step(batch)
   t.ok(Number.isFinite(ok.loss), 'the trainer is usable after an abort')
 
