@@ -143,7 +143,7 @@ export default async function () {
   lib.closePythonWorkers()
   results.coldFirstCallSeconds = cold
   results.loadAverage = os.loadavg()
-  results.note = 'levenshtein measured with the temporary TypeScript dynamic-programming lib/editDistance.ts (prefix/suffix stripped); the native kernel replaces it at merge'
+  results.note = 'levenshtein: the native batched kernel (lib/editDistance.ts, device auto)'
   lines.push(`first call (starting the python workers): ${cold.toFixed(3)} s; load average during the run ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.cpus().length} CPUs`)
   lines.push(results.note)
   return { name: 'reward', results, summary: lines.join('\n') }
