@@ -3,6 +3,8 @@
 // masks and blends; exp is a Cody-Waite + degree-7 polynomial (within 2 ulp of expf) on the clamped range.
 #include <immintrin.h>
 
+#include "avx2_exp.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,19 +18,8 @@ namespace {
 
 // e^x for x in [-20, 20] (both callers clamp first).
 inline __m256 exp8(__m256 x) {
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693145751953125f), x);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.42860682030941723212e-6f), r);
-  __m256 p = _mm256_set1_ps(1.98412698e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.38888889e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33333333e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16666667e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666667e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  __m256 n = avx2::exp_round_n(x);
+  return avx2::exp_from_n(x, n);
 }
 
 inline __m256 clamp8(__m256 x, float lo, float hi) {
