@@ -105,7 +105,12 @@ for (const device of kernelDevices(t, addon)) {
         }
         t.ok(normRelError(res.m, wantM) < 1e-5 && normRelError(res.v, wantV) < 1e-5, `adamw moments n=${n} step=${step}`)
         const dp = wantP.map((p, i) => p - param.values[i]), gotDp = Array.from(res.param, (p, i) => p - param.values[i])
-        t.ok(normRelError(gotDp, dp) < 1e-3, `adamw parameter update n=${n} step=${step}: ${normRelError(gotDp, dp).toExponential(2)}`)
+        // the update is read back through an fp32 parameter: allow 1e-3 of the update plus the parameter's rounding
+        let badP = 0
+        for (let i = 0; i < n; i++) {
+          if (!(Math.abs(res.param[i] - wantP[i]) <= 1e-3 * Math.abs(dp[i]) + 2 ** -22 * Math.abs(wantP[i]))) badP++
+        }
+        t.equal(badP, 0, `adamw parameter update n=${n} step=${step}: norm rel err ${normRelError(gotDp, dp).toExponential(2)}`)
         t.same(Array.from(res.paramBf16), Array.from(res.param, toBf16Bits), `adamw bf16 copy n=${n} step=${step}`)
       }
     }
