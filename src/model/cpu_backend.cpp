@@ -82,23 +82,7 @@ class CpuBackend : public Backend {
     };
     embed_ = vec("model.embed_tokens.weight", {V, C});
     layers_.resize(cfg.layers);
-    for (int l = 0; l < cfg.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      LayerStore& L = layers_[l];
-      L.input_norm = vec(p + "input_layernorm.weight", {C});
-      L.post_attention_norm = vec(p + "post_attention_layernorm.weight", {C});
-      L.q = linear(p + "self_attn.q_proj", H * D, C, cfg.qkv_bias);
-      L.k = linear(p + "self_attn.k_proj", Hkv * D, C, cfg.qkv_bias);
-      L.v = linear(p + "self_attn.v_proj", Hkv * D, C, cfg.qkv_bias);
-      L.o = linear(p + "self_attn.o_proj", C, H * D, cfg.o_bias);
-      if (cfg.qk_norm) {
-        L.q_norm = vec(p + "self_attn.q_norm.weight", {D});
-        L.k_norm = vec(p + "self_attn.k_norm.weight", {D});
-      }
-      L.gate = linear(p + "mlp.gate_proj", F, C, cfg.mlp_bias);
-      L.up = linear(p + "mlp.up_proj", F, C, cfg.mlp_bias);
-      L.down = linear(p + "mlp.down_proj", C, F, cfg.mlp_bias);
-    }
+    for (int l = 0; l < cfg.layers; ++l) load_decoder_layer(layers_[l], cfg, l, vec, linear);
     final_norm_ = vec("model.norm.weight", {C});
     if (cfg.tie_embeddings) {
       lm_head_ = ops::pack_weight(embed_.data(), (int)V, (int)C, round_bf16);

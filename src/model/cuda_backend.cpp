@@ -135,8 +135,7 @@ class CudaBackend : public Backend {
   CudaBackend(Device device, const ModelConfig& cfg, const WeightStore& ws, int slots, int context, bool round_bf16)
       : device_(device), kern_(device), slots_(slots), context_(context) {
     config_ = cfg;
-    const int64_t V = cfg.vocab, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
-                  F = cfg.intermediate;
+    const int64_t V = cfg.vocab, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim;
     if (D != 16 && D != 32 && D != 64 && D != 128)
       throw Error("ERR_MODEL", "the CUDA model backend needs head_dim 16, 32, 64 or 128 (the attention kernels' sizes); "
                                "this model has " + std::to_string(D));
@@ -169,23 +168,7 @@ class CudaBackend : public Backend {
     };
     embed_ = vec("model.embed_tokens.weight", {V, C});
     layers_.resize(cfg.layers);
-    for (int l = 0; l < cfg.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      CudaLayer<Elem>& L = layers_[l];
-      L.input_norm = vec(p + "input_layernorm.weight", {C});
-      L.post_attention_norm = vec(p + "post_attention_layernorm.weight", {C});
-      L.q = linear(p + "self_attn.q_proj", H * D, C, cfg.qkv_bias);
-      L.k = linear(p + "self_attn.k_proj", Hkv * D, C, cfg.qkv_bias);
-      L.v = linear(p + "self_attn.v_proj", Hkv * D, C, cfg.qkv_bias);
-      L.o = linear(p + "self_attn.o_proj", C, H * D, cfg.o_bias);
-      if (cfg.qk_norm) {
-        L.q_norm = vec(p + "self_attn.q_norm.weight", {D});
-        L.k_norm = vec(p + "self_attn.k_norm.weight", {D});
-      }
-      L.gate = linear(p + "mlp.gate_proj", F, C, cfg.mlp_bias);
-      L.up = linear(p + "mlp.up_proj", F, C, cfg.mlp_bias);
-      L.down = linear(p + "mlp.down_proj", C, F, cfg.mlp_bias);
-    }
+    for (int l = 0; l < cfg.layers; ++l) load_decoder_layer(layers_[l], cfg, l, vec, linear);
     final_norm_ = vec("model.norm.weight", {C});
     if (!cfg.tie_embeddings) lm_head_ = vec("lm_head.weight", {V, C});  // tied: the lm head reads embed_
     std::vector<double> inv_freq64(D / 2);

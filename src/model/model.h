@@ -25,6 +25,27 @@ struct ModelConfig {
   bool qkv_bias = false, o_bias = false, mlp_bias = false, qk_norm = false;
 };
 
+// The Hugging Face tensor names of decoder layer `l`, shared by every backend. `vec(name, shape)` and
+// `linear(prefix, out, in, bias)` are the backend's own loaders; Layer has the members assigned below.
+template <class Layer, class Vec, class Linear>
+void load_decoder_layer(Layer& L, const ModelConfig& cfg, int l, Vec&& vec, Linear&& linear) {
+  const int64_t C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate;
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  L.input_norm = vec(p + "input_layernorm.weight", {C});
+  L.post_attention_norm = vec(p + "post_attention_layernorm.weight", {C});
+  L.q = linear(p + "self_attn.q_proj", H * D, C, cfg.qkv_bias);
+  L.k = linear(p + "self_attn.k_proj", Hkv * D, C, cfg.qkv_bias);
+  L.v = linear(p + "self_attn.v_proj", Hkv * D, C, cfg.qkv_bias);
+  L.o = linear(p + "self_attn.o_proj", C, H * D, cfg.o_bias);
+  if (cfg.qk_norm) {
+    L.q_norm = vec(p + "self_attn.q_norm.weight", {D});
+    L.k_norm = vec(p + "self_attn.k_norm.weight", {D});
+  }
+  L.gate = linear(p + "mlp.gate_proj", F, C, cfg.mlp_bias);
+  L.up = linear(p + "mlp.up_proj", F, C, cfg.mlp_bias);
+  L.down = linear(p + "mlp.down_proj", C, F, cfg.mlp_bias);
+}
+
 // The tensors of a model folder: one or several safetensors shards, memory-mapped.
 class WeightStore {
  public:
