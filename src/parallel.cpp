@@ -35,7 +35,10 @@ class Pool {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
     stop_workers();
     stop_ = false;
-    for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this] { worker_loop(); });
+    // New workers start at the current generation: otherwise they would take the last finished job for a
+    // new one and count themselves out of the next job's `active_` twice (a lost wake-up, then a hang).
+    const uint64_t current = generation_;
+    for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, current] { worker_loop(current); });
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
@@ -77,8 +80,7 @@ class Pool {
     tl_in_region = false;
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lk(mutex_);
