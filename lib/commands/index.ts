@@ -5,9 +5,11 @@ import { data } from './data'
 import { evalCommand } from './eval'
 import { initModelCommand } from './init-model'
 import { demo } from './demo'
+import { trainCommand } from './train'
 
 /** Every `recode` subcommand, in the order `recode --help` lists them. */
 export const commands: Command[] = [
+  trainCommand,
   doctor,
   reward,
   data,

@@ -41,6 +41,13 @@ export interface InitModelOptions {
   attentionBias?: boolean
   ropeScaling?: null | { factor: number, lowFreqFactor: number, highFreqFactor: number, originalMaxPosition: number }
   ropeTheta?: number
+  /** Text the tokenizer's merges are learned from (default: the embedded Python corpus) and how many merges. */
+  tokenizerCorpus?: string
+  merges?: number
+  /** Dimension overrides of the preset. */
+  hidden?: number
+  layers?: number
+  intermediate?: number
 }
 
 /**
@@ -66,15 +73,24 @@ function uniformStream (seed: number): () => number {
 }
 
 export function initModel (opts: InitModelOptions): { dir: string, parameters: number, vocabSize: number } {
-  const dims = PRESETS[opts.preset]
-  if (dims === undefined) throw invalidArg(`init-model: preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`)
+  const preset = PRESETS[opts.preset]
+  if (preset === undefined) throw invalidArg(`init-model: preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`)
   if (!['qwen2', 'llama', 'qwen3'].includes(opts.arch)) throw invalidArg(`init-model: arch must be qwen2, llama or qwen3, got ${JSON.stringify(opts.arch)}`)
   const dtype = opts.dtype ?? 'f32'
   if (dtype !== 'f32' && dtype !== 'bf16') throw invalidArg(`init-model: dtype must be bf16 or f32, got ${JSON.stringify(opts.dtype)}`)
   const seed = opts.seed ?? 0
   const rand = uniformStream(seed)
   const SQRT3 = Math.sqrt(3) // uniform on [-sqrt(3), sqrt(3)] has unit variance
-  const tok = buildByteLevelBpe(PYTHON_CORPUS, dims.merges)
+  const dims: Dims = { ...preset }
+  for (const k of ['merges', 'hidden', 'layers', 'intermediate'] as const) {
+    const v = opts[k]
+    if (v === undefined) continue
+    if (!Number.isInteger(v) || v < 1 || v > 1 << 20) throw invalidArg(`init-model: ${k} must be a positive integer, got ${String(v)}`)
+    dims[k] = v
+  }
+  if (dims.hidden !== preset.hidden && dims.heads * dims.headDim !== dims.hidden) dims.headDim = dims.hidden / dims.heads
+  if (!Number.isInteger(dims.headDim) || dims.headDim % 2 !== 0) throw invalidArg(`init-model: hidden ${dims.hidden} must split into ${dims.heads} heads of an even size`)
+  const tok = buildByteLevelBpe(opts.tokenizerCorpus ?? PYTHON_CORPUS, dims.merges)
   const V = Math.max(dims.vocab ?? tok.vocabSize, tok.vocabSize)
   const C = dims.hidden
   const H = dims.heads

@@ -46,6 +46,11 @@ export interface ParameterGradient {
   grad: Float32Array
 }
 
+export interface TrainerState {
+  stepsTaken: number
+  tensors: Array<{ name: string, shape: number[], data: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, decay: boolean }>
+}
+
 export class FullFineTuner {
   private handle: unknown
   private lock: Promise<void> = Promise.resolve()
@@ -188,6 +193,22 @@ export class FullFineTuner {
   /** Copies of the float32 master weights (Hugging Face names and shapes; `decay`: AdamW weight decay applies). */
   async parameters (): Promise<Array<{ name: string, shape: number[], data: Float32Array, decay: boolean }>> {
     return await this.exclusive(() => native().trainerParameters(this.live()) as Array<{ name: string, shape: number[], data: Float32Array, decay: boolean }>)
+  }
+
+  /** Copies of everything an exact resume needs: master weights, AdamW moments and the update count. */
+  async state (): Promise<TrainerState> {
+    return await this.exclusive(() => native().trainerState(this.live()) as TrainerState)
+  }
+
+  /**
+   * Replaces master weights and/or moments of the named tensors (omitted arrays are kept) and the update count,
+   * then re-packs the inference weights once. Every name and size is checked before anything changes.
+   */
+  async setState (state: { stepsTaken?: number, tensors: Array<{ name: string, data?: Float32Array, expAvg?: Float32Array, expAvgSq?: Float32Array }> }): Promise<void> {
+    await this.exclusive(() => {
+      this.pendingCounts = undefined
+      native().trainerSetState(this.live(), state)
+    })
   }
 
   async zeroGrad (): Promise<void> {

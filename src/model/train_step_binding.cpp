@@ -6,6 +6,8 @@
 //   trainerApplyAdamW(handle, { lr, beta1, beta2, eps, weightDecay, maxGradNorm }) -> Promise<gradNorm>
 //   trainerGradients(handle) -> [{ name, shape, grad: Float32Array }]   (copies; for tests and inspection)
 //   trainerParameters(handle) -> [{ name, shape, data: Float32Array, decay }]  (copies of the master weights)
+//   trainerState(handle) -> { stepsTaken, tensors: [{ name, shape, data, expAvg, expAvgSq, decay }] }  (copies)
+//   trainerSetState(handle, { stepsTaken?, tensors: [{ name, data?, expAvg?, expAvgSq? }] })  (re-packs once)
 //   trainerZeroGrad(handle), trainerDispose(handle)
 #include <cmath>
 #include <cstring>
@@ -252,6 +254,78 @@ Napi::Value trainer_parameters(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value trainer_state(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerState"};
+  auto t = trainer_of(a, 0);
+  Napi::Env env = info.Env();
+  const auto& ts = t->tensors();
+  Napi::Array list = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ts[i].name);
+    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
+    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
+    o.Set("shape", shape);
+    const size_t n = ts[i].grad.size();
+    auto d = Napi::Float32Array::New(env, n), m = Napi::Float32Array::New(env, n), v = Napi::Float32Array::New(env, n);
+    t->get_tensor(i, d.Data(), m.Data(), v.Data());
+    o.Set("data", d);
+    o.Set("expAvg", m);
+    o.Set("expAvgSq", v);
+    o.Set("decay", ts[i].decay);
+    list.Set(i, o);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("stepsTaken", (double)t->steps_taken());
+  out.Set("tensors", list);
+  return out;
+}
+
+// Every named tensor must exist and every array given must have the tensor's size: checked before anything
+// changes, so a bad state leaves the trainer as it was.
+Napi::Value trainer_set_state(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetState"};
+  auto t = trainer_of(a, 0);
+  Napi::Object state = a.object(1, "state");
+  const auto& ts = t->tensors();
+  int64_t steps = -1;
+  Napi::Value sv = state.Get("stepsTaken");
+  if (!sv.IsUndefined()) {
+    double d = sv.IsNumber() ? sv.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9e15) || d != std::floor(d)) a.fail(1, "(state.stepsTaken) must be a non-negative integer");
+    steps = (int64_t)d;
+  }
+  Napi::Value lv = state.Get("tensors");
+  if (!lv.IsArray()) a.fail(1, "(state.tensors) must be an array");
+  Napi::Array list = lv.As<Napi::Array>();
+  std::vector<FullTrainer::TensorUpdate> updates;
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value ev = list.Get(i);
+    if (!ev.IsObject()) a.fail(1, "(state.tensors[" + std::to_string(i) + "]) must be an object");
+    Napi::Object e = ev.As<Napi::Object>();
+    Napi::Value nv = e.Get("name");
+    std::string name = nv.IsString() ? nv.As<Napi::String>().Utf8Value() : "";
+    size_t index = ts.size();
+    for (size_t k = 0; k < ts.size(); ++k)
+      if (ts[k].name == name) index = k;
+    if (index == ts.size()) a.fail(1, "(state.tensors[" + std::to_string(i) + "].name) is not a parameter of this model: " + name);
+    auto array = [&](const char* field) -> const float* {
+      Napi::Value v = e.Get(field);
+      if (v.IsUndefined()) return nullptr;
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        a.fail(1, "(state.tensors[" + std::to_string(i) + "]." + field + ") must be a Float32Array");
+      auto f = v.As<Napi::Float32Array>();
+      if (f.ElementLength() != ts[index].grad.size())
+        a.fail(1, "(state.tensors[" + std::to_string(i) + "]." + field + ") of " + name + " must hold " +
+                      std::to_string(ts[index].grad.size()) + " values, got " + std::to_string(f.ElementLength()));
+      return f.Data();
+    };
+    updates.push_back({index, array("data"), array("expAvg"), array("expAvgSq")});
+  }
+  t->set_tensors(updates, steps);
+  return info.Env().Undefined();
+}
+
 Napi::Value trainer_zero_grad(const Napi::CallbackInfo& info) {
   Args a{info, "trainerZeroGrad"};
   trainer_of(a, 0)->zero_grad();
@@ -276,6 +350,8 @@ RECODE_EXPORT("trainerApplyAdamW", trainer_apply_adamw);
 RECODE_EXPORT("trainerGradients", trainer_gradients);
 RECODE_EXPORT("trainerParameters", trainer_parameters);
 RECODE_EXPORT("trainerZeroGrad", trainer_zero_grad);
+RECODE_EXPORT("trainerState", trainer_state);
+RECODE_EXPORT("trainerSetState", trainer_set_state);
 RECODE_EXPORT("trainerDispose", trainer_dispose);
 
 }  // namespace recode::model

@@ -1,0 +1,132 @@
+import * as path from 'path'
+import { RecodeError } from '../errors'
+import { loadTrainConfigFile, trainFlagsToConfig, validateTrainConfig } from '../train/config'
+import { train, type TrainEvent } from '../train/trainer'
+import type { HeldOutScores } from '../train/heldout'
+import type { Command } from './types'
+
+const scoreLine = (s: HeldOutScores): string =>
+  `format rate ${(s.formatRate * 100).toFixed(1)}%   ES* ${s.esStar.toFixed(3)}   exact match ${(s.exactMatch * 100).toFixed(1)}%`
+
+/** A one-line progress bar on stderr (a TTY redraws it in place; otherwise a line every few seconds). */
+function progressPrinter (): (e: TrainEvent) => void {
+  const tty = process.stderr.isTTY === true
+  let last = 0
+  let open = false
+  const bar = (done: number, total: number): string => {
+    const width = 24
+    const filled = Math.round((done / Math.max(1, total)) * width)
+    return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`
+  }
+  const line = (text: string, force: boolean): void => {
+    const now = Date.now()
+    if (!force && now - last < (tty ? 200 : 5000)) return
+    last = now
+    if (tty) { process.stderr.write(`\r\x1b[K${text}`); open = true } else process.stderr.write(text + '\n')
+  }
+  const newline = (): void => { if (open) { process.stderr.write('\n'); open = false } }
+  return (e) => {
+    switch (e.type) {
+      case 'start':
+        console.log(`run folder: ${e.runDir}${e.resumedFrom !== null ? ` (resuming after step ${e.resumedFrom})` : ''}`)
+        console.log(`training:   ${e.config.algorithm}, ${e.totalSteps} steps${e.config.warmStartSteps > 0 && e.config.algorithm !== 'sft' ? ` (${e.config.warmStartSteps} of them SFT warm start)` : ''}, model ${e.config.model}, data ${e.config.data}`)
+        break
+      case 'eval':
+        newline()
+        console.log(`held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training ' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`)
+        break
+      case 'progress':
+        line(`${e.what} ${bar(e.done, e.total)} ${e.done}/${e.total}`, e.done === e.total)
+        break
+      case 'step': {
+        const m = e.metrics
+        const parts = [`${e.stage} step ${e.step}/${e.totalSteps} ${bar(e.step, e.totalSteps)}`]
+        if (m.loss !== undefined) parts.push(`loss ${m.loss.toFixed(4)}`)
+        if (m.rewardMean !== undefined) parts.push(`reward ${m.rewardMean.toFixed(3)}`)
+        if (m.formatRate !== undefined) parts.push(`format ${(m.formatRate * 100).toFixed(0)}%`)
+        if (m.tokensPerSecond !== undefined) parts.push(`${Math.round(m.tokensPerSecond)} tok/s`)
+        line(parts.join('  '), e.step === e.totalSteps)
+        break
+      }
+      case 'checkpoint':
+        if (!tty) console.log(`checkpoint: ${e.dir}`)
+        break
+      case 'log':
+        newline()
+        console.log(e.message)
+        break
+    }
+  }
+}
+
+/**
+ * `recode train`: with no arguments, the embedded default (the tiny preset: synthetic API-update tasks, a tiny
+ * model warm-started by SFT, then GRPO, about five minutes on two cores). `--config FILE` and flags set any
+ * field of the configuration; `--resume RUN_DIR` continues a run. Ctrl-C saves a checkpoint and exits.
+ */
+export const trainCommand: Command = {
+  name: 'train',
+  summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
+  usage: 'recode train [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+  async run (argv) {
+    let configFile: string | undefined
+    let resume: string | undefined
+    let runDir: string | undefined
+    let maxSteps: number | undefined
+    const rest: string[] = []
+    for (let i = 0; i < argv.length; i++) {
+      const a = argv[i]
+      const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
+      const value = (): string => {
+        const v = inline ?? argv[++i]
+        if (v === undefined) throw new RecodeError('ERR_CONFIG', `recode train: ${flag} needs a value`)
+        return v
+      }
+      if (flag === '--config') configFile = value()
+      else if (flag === '--resume') resume = value()
+      else if (flag === '--run-dir') runDir = value()
+      else if (flag === '--max-steps') {
+        maxSteps = Number(value())
+        if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new RecodeError('ERR_CONFIG', '--max-steps must be a positive integer')
+      } else rest.push(a)
+    }
+    const overrides = trainFlagsToConfig(rest)
+    let config: unknown
+    if (resume !== undefined) {
+      if (configFile !== undefined || rest.length > 0) throw new RecodeError('ERR_CONFIG', 'recode train --resume continues a run with its saved config.json; give no --config or field flags with it')
+    } else {
+      config = configFile !== undefined ? loadTrainConfigFile(configFile, overrides) : validateTrainConfig(overrides)
+    }
+    const controller = new AbortController()
+    let interrupts = 0
+    const onSigint = (): void => {
+      interrupts++
+      if (interrupts === 1) {
+        process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
+        controller.abort()
+      } else process.exit(130)
+    }
+    process.on('SIGINT', onSigint)
+    try {
+      const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progressPrinter(), stopAfterStep: maxSteps })
+      const s = result.summary
+      console.log('')
+      console.log(`before:  ${scoreLine(s.before)}`)
+      if (s.afterWarmStart) console.log(`warm:    ${scoreLine(s.afterWarmStart)}  (after the SFT warm start)`)
+      console.log(`after:   ${scoreLine(s.after)}`)
+      console.log(`run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, checkpoints/) in ${s.seconds.toFixed(0)} s`)
+      return 0
+    } catch (err) {
+      const e = err as RecodeError & { checkpoint?: string }
+      if (e.code === 'ABORT_ERR') {
+        console.log(e.checkpoint !== undefined
+          ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
+          : 'stopped before the first step finished; nothing to resume')
+        return 130
+      }
+      throw err
+    } finally {
+      process.removeListener('SIGINT', onSigint)
+    }
+  }
+}

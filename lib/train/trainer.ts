@@ -1,0 +1,614 @@
+/**
+ * `train(config)`: ReCode end to end (recode.md §4) with the project's own kernels. One run folder holds
+ * everything: the resolved config, the base model (for the built-in tiny one), checkpoints, metrics.jsonl, the
+ * report page, the trained model and summary.json ({ before, afterWarmStart?, after } held-out scores).
+ *
+ * A run is: held-out evaluation of the base model -> optional SFT warm start -> `steps` steps of the chosen
+ * algorithm -> held-out evaluation -> final checkpoint and model. One RL step: draw promptsPerStep tasks, sample
+ * samplesPerPrompt completions each, score them, (DAPO) drop groups with equal rewards and draw again, compute
+ * group-relative advantages, then policyUpdatesPerBatch times: per micro-batch a forward that keeps the
+ * activations, the clipped policy loss on its log-probs, a backward with the loss's d/dlogp as token weights;
+ * then clip + AdamW. Every random choice is a function of (seed, step), and a checkpoint holds the weights,
+ * the AdamW moments and the data cursor, so a resumed run on CPU reproduces the uninterrupted one exactly.
+ *
+ * The KL term's reference policy is the frozen base: its weights are kept once (as the checkpoint's
+ * base-model file on disk and one in-memory copy of the trained tensors) and swapped in for the reference
+ * forward, so there is never a second model.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { RecodeError, abortError } from '../errors'
+import { loadModel, type Model } from '../model/index'
+import { initModel } from '../model/init'
+import { PYTHON_CORPUS } from '../model/bpe'
+import { FullFineTuner, type TrainerState } from '../model/train'
+import { buildMessages, RECODE_TRAIN_PROMPT } from '../prompts'
+import { score as rewardComponents, closePythonWorkers } from '../reward'
+import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '../rl/loss'
+import { loadMigrationData, splitMigrationData } from '../data/recode'
+import { tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
+import { writeFileAtomic } from './atomicFile'
+import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
+import { validateTrainConfig, configHash, type TrainConfig } from './config'
+import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
+import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
+import { writeReport } from './report'
+import { learningRateAt } from './schedule'
+import { syntheticTasks, type UpdateTaskRow } from './synthetic'
+
+export type TrainStage = 'warm-start' | 'sft' | 'grpo' | 'dapo'
+
+export type TrainEvent =
+  | { type: 'start', runDir: string, config: TrainConfig, totalSteps: number, resumedFrom: number | null }
+  | { type: 'eval', label: 'before' | 'after-warm-start' | 'after' | 'periodic', step: number, scores: HeldOutScores }
+  | { type: 'progress', what: string, done: number, total: number }
+  | { type: 'step', stage: TrainStage, step: number, totalSteps: number, metrics: StepMetrics }
+  | { type: 'checkpoint', step: number, dir: string }
+  | { type: 'log', message: string }
+
+export interface TrainOptions {
+  /** Aborting stops at the next safe point, writes a checkpoint of the last finished step and rejects with ABORT_ERR (the error's `checkpoint` names it). */
+  signal?: AbortSignal
+  onEvent?: (event: TrainEvent) => void
+  /** A run folder to continue from its newest checkpoint (its config.json is used; `config` may be omitted). */
+  resume?: string
+  /** The run folder (default: <outputDir>/<algorithm>-<time>). */
+  runDir?: string
+  /** Replaces the configured reward: one number per completion (completions and their rows in order). */
+  rewardFunction?: (completions: string[], rows: UpdateTaskRow[]) => ArrayLike<number> | Promise<ArrayLike<number>>
+  /** Python for the reward's syntax check (default RECODE_PYTHON or python3). */
+  python?: string
+  /** Stop after this many steps of the run (the checkpoint and summary are written as at the end); for tests and `--max-steps`. */
+  stopAfterStep?: number
+}
+
+export interface TrainSummary {
+  before: HeldOutScores
+  afterWarmStart?: HeldOutScores
+  after: HeldOutScores
+  steps: number
+  algorithm: string
+  heldOutTasks: number
+  seconds: number
+  runDir: string
+  modelDir: string
+}
+
+export interface TrainResult {
+  runDir: string
+  summary: TrainSummary
+  /** The newest checkpoint folder. */
+  checkpoint: string
+  /** The trained model as a Hugging Face folder. */
+  modelDir: string
+}
+
+/** The completion an SFT step teaches (and the warm start): short reasoning, then the new code in the answer format. */
+export function sftCompletion (row: UpdateTaskRow): string {
+  return ` ${row.update_info.trim()}</think>\n<answer>\n\`\`\`python\n${row.new_code}\n\`\`\`\n</answer>`
+}
+
+// ---- data ---------------------------------------------------------------------------------------------
+
+interface Dataset { train: UpdateTaskRow[], heldOut: UpdateTaskRow[], source: string }
+
+async function loadDataset (config: TrainConfig): Promise<Dataset> {
+  if (config.data === 'synthetic') {
+    const { train, heldOut } = syntheticTasks({ seed: config.synthetic.seed, train: config.synthetic.train, heldOut: config.synthetic.heldOut })
+    return { train, heldOut, source: `synthetic (seed ${config.synthetic.seed})` }
+  }
+  const data = await loadMigrationData(config.data, { dropNullFields: true, dropOldEqualsNew: true })
+  const { train, test } = splitMigrationData(data.examples, { seed: config.seed, testFraction: 0.1 })
+  const toRow = (e: (typeof data.examples)[number]): UpdateTaskRow => ({
+    dependency: e.dependency, new_version: e.newVersion ?? e.version, description: e.description ?? '', update_info: e.updateInfo ?? '', old_code: e.oldCode ?? '', new_code: e.newCode ?? ''
+  })
+  return { train: train.map(toRow), heldOut: test.slice(0, config.synthetic.heldOut).map(toRow), source: config.data }
+}
+
+/** Tokenizer corpus of the built-in tiny model: Python code plus ReCode prompts of tasks from an unrelated generator seed. */
+function tinyTokenizerCorpus (): string {
+  const { train } = syntheticTasks({ seed: 0x7e57, train: 400, heldOut: 0 })
+  const texts = train.map((r) => buildMessages(RECODE_TRAIN_PROMPT, rowFields(r)).map((m) => m.content).join('\n') + sftCompletion(r))
+  return PYTHON_CORPUS + '\n' + texts.join('\n')
+}
+
+/** Deterministic permutation of [0, n) for an epoch (xorshift-seeded Fisher-Yates). */
+function permutation (n: number, seed: number, epoch: number): Uint32Array {
+  const p = new Uint32Array(n)
+  for (let i = 0; i < n; i++) p[i] = i
+  let s = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(epoch + 1, 0xc2b2ae35)) >>> 0 || 1
+  for (let i = n - 1; i > 0; i--) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0
+    const j = s % (i + 1)
+    const t = p[i]; p[i] = p[j]; p[j] = t
+  }
+  return p
+}
+
+/** Position in the endless shuffled stream of training rows (what a checkpoint saves). */
+class DataCursor {
+  constructor (readonly size: number, readonly seed: number, public consumed = 0) {}
+  private epoch = -1
+  private order: Uint32Array = new Uint32Array(0)
+  next (count: number): number[] {
+    const out: number[] = []
+    for (let k = 0; k < count; k++) {
+      const e = Math.floor(this.consumed / this.size)
+      if (e !== this.epoch) { this.epoch = e; this.order = permutation(this.size, this.seed, e) }
+      out.push(this.order[this.consumed % this.size])
+      this.consumed++
+    }
+    return out
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------------------
+
+const mean = (xs: ArrayLike<number>): number => { let s = 0; for (let i = 0; i < xs.length; i++) s += xs[i]; return xs.length ? s / xs.length : 0 }
+const std = (xs: ArrayLike<number>): number => { const m = mean(xs); let s = 0; for (let i = 0; i < xs.length; i++) s += (xs[i] - m) ** 2; return xs.length > 1 ? Math.sqrt(s / (xs.length - 1)) : 0 }
+
+function abortWith (checkpoint: string | undefined): RecodeError {
+  const e = abortError() as RecodeError & { checkpoint?: string }
+  if (checkpoint !== undefined) {
+    e.checkpoint = checkpoint
+    e.message += ` (checkpoint ${checkpoint})`
+  }
+  return e
+}
+
+function stateTensors (state: TrainerState, withMoments: boolean): Record<string, TensorData> {
+  const out: Record<string, TensorData> = {}
+  for (const t of state.tensors) {
+    out[t.name] = { dtype: 'F32', shape: t.shape, data: t.data }
+    if (withMoments) {
+      out[`${t.name}.exp_avg`] = { dtype: 'F32', shape: t.shape, data: t.expAvg }
+      out[`${t.name}.exp_avg_sq`] = { dtype: 'F32', shape: t.shape, data: t.expAvgSq }
+    }
+  }
+  return out
+}
+
+/** Copies a model folder's non-weight files and writes the given weights as model.safetensors (atomically, folder by folder). */
+function writeModelFolder (baseDir: string, outDir: string, state: TrainerState): void {
+  const tmp = `${outDir}.tmp`
+  fs.rmSync(tmp, { recursive: true, force: true })
+  fs.mkdirSync(tmp, { recursive: true })
+  for (const f of fs.readdirSync(baseDir)) {
+    if (f.endsWith('.safetensors') || f === 'model.safetensors.index.json') continue
+    const src = path.join(baseDir, f)
+    if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(tmp, f))
+  }
+  writeTensorFile(path.join(tmp, 'model.safetensors'), stateTensors(state, false), { format: 'pt' })
+  fs.rmSync(outDir, { recursive: true, force: true })
+  fs.renameSync(tmp, outDir)
+}
+
+// ---- the run --------------------------------------------------------------------------------------------
+
+interface Sequence { tokens: number[], promptLength: number }
+
+export async function train (rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
+  const emit = (e: TrainEvent): void => { options.onEvent?.(e) }
+  const signal = options.signal
+  if (signal?.aborted) throw abortError()
+
+  // Configuration: validated (and, on resume, taken from the run folder) before any work starts.
+  let runDir: string
+  let config: TrainConfig
+  if (options.resume !== undefined) {
+    runDir = path.resolve(options.resume)
+    const file = path.join(runDir, 'config.json')
+    if (!fs.existsSync(file)) throw new RecodeError('ERR_CONFIG', `resume: ${file} does not exist (not a run folder)`)
+    let saved: unknown
+    try { saved = JSON.parse(fs.readFileSync(file, 'utf8')) } catch (err) { throw new RecodeError('ERR_CONFIG', `${file}: ${(err as Error).message}`) }
+    config = validateTrainConfig(saved)
+  } else {
+    config = validateTrainConfig(rawConfig)
+    runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
+  }
+  if (config.adapter.type !== 'none') {
+    throw new RecodeError('ERR_UNSUPPORTED', `config.adapter.type '${config.adapter.type}': the trainer runs full fine-tuning (adapter.type 'none'); LoRA/DoRA layers exist as kernels (lib/train/adapters) but are not yet wired into the model`)
+  }
+  if (config.device === 'cuda' || config.device === 'emulated') {
+    throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}': training runs on the CPU backend (the CUDA model backend does inference); use device 'cpu' or 'auto'`)
+  }
+  const hash = configHash(config)
+  const started = Date.now()
+  fs.mkdirSync(runDir, { recursive: true })
+  if (options.resume === undefined) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
+
+  const data = await loadDataset(config)
+  if (data.train.length === 0) throw new RecodeError('ERR_CONFIG', `config.data: ${data.source} gives no training rows`)
+
+  // Model: the built-in tiny one is written into the run folder once (same seed, same files on resume).
+  let baseDir = config.model
+  if (config.model === 'tiny') {
+    baseDir = path.join(runDir, 'base-model')
+    if (!fs.existsSync(path.join(baseDir, 'model.safetensors'))) {
+      const tmp = `${baseDir}.tmp`
+      fs.rmSync(tmp, { recursive: true, force: true })
+      initModel({ preset: 'tiny', arch: 'qwen2', out: tmp, seed: config.seed, tokenizerCorpus: tinyTokenizerCorpus(), merges: 800 })
+      fs.rmSync(baseDir, { recursive: true, force: true })
+      fs.renameSync(tmp, baseDir)
+    }
+  }
+  const context = config.maxPromptTokens + config.maxCompletionTokens
+  const slots = Math.min(64, config.promptsPerStep * config.samplesPerPrompt)
+  const model = await loadModel(baseDir, { device: 'cpu', maxBatch: slots, maxContext: context })
+  let trainer: FullFineTuner | undefined
+  try {
+    trainer = new FullFineTuner(model)
+    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal, options, started })
+  } finally {
+    trainer?.dispose()
+    model.dispose()
+    closePythonWorkers()
+  }
+}
+
+interface RunContext {
+  config: TrainConfig
+  hash: string
+  runDir: string
+  baseDir: string
+  data: Dataset
+  model: Model
+  trainer: FullFineTuner
+  emit: (e: TrainEvent) => void
+  signal?: AbortSignal
+  options: TrainOptions
+  started: number
+}
+
+async function runTraining (ctx: RunContext): Promise<TrainResult> {
+  const { config, hash, runDir, baseDir, data, model, trainer, emit, signal, options } = ctx
+  const ckptRoot = path.join(runDir, 'checkpoints')
+  const tokenizer = model.tokenizer
+  const eosId = tokenizer.tokenToId('<|im_end|>') ?? tokenizer.encode('<|im_end|>')[0]
+
+  // Prompts: rendered once; rows whose prompt is over maxPromptTokens are left out (as verl's filter does).
+  const promptText = migrationPrompts(model, data.train)
+  const promptIds = promptText.map((p) => tokenizer.encode(p))
+  const usable = data.train.map((_, i) => i).filter((i) => promptIds[i].length <= config.maxPromptTokens)
+  if (usable.length === 0) throw new RecodeError('ERR_CONFIG', `config.maxPromptTokens: every training prompt is longer than ${config.maxPromptTokens} tokens`)
+  if (usable.length < data.train.length) emit({ type: 'log', message: `${data.train.length - usable.length} of ${data.train.length} training rows have prompts over ${config.maxPromptTokens} tokens and are left out` })
+  const heldOut = data.heldOut.filter((r) => tokenizer.encode(migrationPrompts(model, [r])[0]).length <= config.maxPromptTokens)
+
+  const warmSteps = config.algorithm === 'sft' ? 0 : config.warmStartSteps
+  const totalSteps = warmSteps + config.steps
+  const rlStage: TrainStage = config.algorithm === 'sft' ? 'sft' : config.algorithm
+  const evalOptions = (seed: number): Parameters<typeof evaluateHeldOut>[2] => ({
+    maxNewTokens: config.maxCompletionTokens,
+    temperature: config.evalTemperature,
+    seed,
+    python: options.python,
+    signal,
+    onProgress: (p) => emit({ type: 'progress', what: 'evaluating', done: p.done, total: p.total })
+  })
+
+  // Resume: weights, moments, step and data cursor from the newest checkpoint of this configuration.
+  let step = 0
+  const cursor = new DataCursor(usable.length, config.seed)
+  let summaryBefore: HeldOutScores | undefined
+  let summaryWarm: HeldOutScores | undefined
+  const resumeFrom = options.resume !== undefined ? latestCheckpoint(ckptRoot, { expectConfigHash: hash }) : undefined
+  if (options.resume !== undefined && resumeFrom === undefined) throw new RecodeError('ERR_CONFIG', `resume: ${ckptRoot} holds no complete checkpoint of this configuration`)
+  if (resumeFrom !== undefined) {
+    const ck = loadCheckpoint(resumeFrom.dir)
+    const tensors = ck.tensors['trainer.safetensors']
+    const names = (await trainer.state()).tensors.map((t) => t.name)
+    await trainer.setState({
+      stepsTaken: (ck.json['trainer.json'] as { stepsTaken: number }).stepsTaken,
+      tensors: names.map((name) => {
+        for (const k of [name, `${name}.exp_avg`, `${name}.exp_avg_sq`]) if (tensors[k] === undefined) throw new RecodeError('ERR_DATA', `${resumeFrom.dir}: trainer.safetensors lacks ${k}`)
+        return { name, data: tensorToFloat32(tensors[name]), expAvg: tensorToFloat32(tensors[`${name}.exp_avg`]), expAvgSq: tensorToFloat32(tensors[`${name}.exp_avg_sq`]) }
+      })
+    })
+    step = resumeFrom.manifest.step
+    cursor.consumed = (resumeFrom.manifest.dataCursor as { consumed: number }).consumed
+    const extra = resumeFrom.manifest.extra as { before?: HeldOutScores, afterWarmStart?: HeldOutScores } | undefined
+    summaryBefore = extra?.before
+    summaryWarm = extra?.afterWarmStart
+  }
+  emit({ type: 'start', runDir, config, totalSteps, resumedFrom: resumeFrom ? step : null })
+  const metrics = new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
+
+  // The frozen base for the KL reference (full fine-tuning: a copy of the base weights, swapped in for the reference forward).
+  let baseState: TrainerState | undefined
+  if (config.klCoef > 0 && config.algorithm !== 'sft') {
+    const baseModel = await loadModel(baseDir, { device: 'cpu', maxBatch: 1, maxContext: 2 })
+    const t = new FullFineTuner(baseModel)
+    try { baseState = await t.state() } finally { t.dispose(); baseModel.dispose() }
+  }
+
+  let lastCheckpoint = resumeFrom?.dir ?? ''
+  const checkpoint = async (): Promise<string> => {
+    const state = await trainer.state()
+    const dir = saveCheckpoint(ckptRoot, {
+      step,
+      configHash: hash,
+      rng: { seed: config.seed },
+      dataCursor: { consumed: cursor.consumed },
+      tensors: { 'trainer.safetensors': stateTensors(state, true) },
+      json: { 'trainer.json': { stepsTaken: state.stepsTaken } },
+      extra: { before: summaryBefore, afterWarmStart: summaryWarm },
+      keep: config.keepCheckpoints
+    })
+    lastCheckpoint = dir
+    emit({ type: 'checkpoint', step, dir })
+    return dir
+  }
+
+  try {
+    if (summaryBefore === undefined) {
+      summaryBefore = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+      emit({ type: 'eval', label: 'before', step: 0, scores: summaryBefore })
+    }
+    const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
+    while (step < stopAt) {
+      if (signal?.aborted) throw abortError()
+      const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
+      const record = stage === 'warm-start' || stage === 'sft'
+        ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
+        : await rlStep(ctx, stage, step - warmSteps, cursor, usable, promptText, promptIds, baseState)
+      step++
+      record.step = step
+      record.stage = stage
+      record.time = Date.now()
+      if (step === warmSteps && warmSteps > 0 && summaryWarm === undefined) {
+        summaryWarm = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+        record.eval = { formatRate: summaryWarm.formatRate, esStar: summaryWarm.esStar, exactMatch: summaryWarm.exactMatch }
+        emit({ type: 'eval', label: 'after-warm-start', step, scores: summaryWarm })
+      } else if (config.evalEvery > 0 && step % config.evalEvery === 0 && step < totalSteps) {
+        const s = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+        record.eval = { formatRate: s.formatRate, esStar: s.esStar, exactMatch: s.exactMatch }
+        emit({ type: 'eval', label: 'periodic', step, scores: s })
+      }
+      metrics.append(record)
+      emit({ type: 'step', stage, step, totalSteps, metrics: record })
+      if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step < stopAt) await checkpoint()
+    }
+  } catch (err) {
+    metrics.close()
+    if ((err as RecodeError).code === 'ABORT_ERR') {
+      // The interrupted step left nothing behind (gradients are zeroed); save the last finished one.
+      await trainer.zeroGrad()
+      const dir = step > 0 && !lastCheckpoint.endsWith(`step-${step}`) ? await checkpoint() : (lastCheckpoint || undefined)
+      throw abortWith(dir)
+    }
+    throw err
+  }
+  metrics.close()
+  const ckDir = lastCheckpoint.endsWith(`step-${step}`) ? lastCheckpoint : await checkpoint()
+
+  const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+  emit({ type: 'eval', label: 'after', step, scores: after })
+  const modelDir = path.join(runDir, 'model')
+  writeModelFolder(baseDir, modelDir, await trainer.state())
+  const summary: TrainSummary = {
+    before: summaryBefore,
+    ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}),
+    after,
+    steps: step,
+    algorithm: config.algorithm,
+    heldOutTasks: heldOut.length,
+    seconds: (Date.now() - ctx.started) / 1000,
+    runDir,
+    modelDir
+  }
+  writeFileAtomic(path.join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n')
+  const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
+  writeReport(path.join(runDir, 'report.html'), records, {
+    title: `recode ${config.algorithm} run`,
+    facts: { algorithm: config.algorithm, data: data.source, steps: step, 'held-out before (ES*)': summaryBefore.esStar.toFixed(3), 'held-out after (ES*)': after.esStar.toFixed(3) }
+  })
+  return { runDir, summary, checkpoint: ckDir, modelDir }
+}
+
+// ---- SFT ----------------------------------------------------------------------------------------------
+
+async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageSteps: number, stageStep: number, cursor: DataCursor, usable: number[], promptIds: number[][], eosId: number): Promise<StepMetrics> {
+  const { config, model, trainer, signal } = ctx
+  const t0 = performance.now()
+  const rows = cursor.next(config.promptsPerStep).map((k) => usable[k])
+  const seqs: Sequence[] = rows.map((i) => {
+    const completion = model.tokenizer.encode(sftCompletion(ctx.data.train[i])).slice(0, config.maxCompletionTokens - 1)
+    return { tokens: [...promptIds[i], ...completion, eosId], promptLength: promptIds[i].length }
+  })
+  const targetTokens = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+  let loss = 0
+  const micro = config.promptsPerStep / config.gradAccumulation
+  for (let m = 0; m < seqs.length; m += micro) {
+    const batch = seqs.slice(m, m + micro).map((s) => {
+      const w = new Float32Array(s.tokens.length)
+      for (let t = s.promptLength; t < s.tokens.length; t++) w[t] = 1 / targetTokens // mean NLL over every target token of the step
+      return { tokens: s.tokens, weights: w }
+    })
+    loss += (await trainer.step(batch, { signal })).loss
+  }
+  const t1 = performance.now()
+  const lr = learningRateAt({ kind: stage === 'warm-start' ? 'constant' : config.schedule, learningRate: stage === 'warm-start' ? config.warmStartLearningRate ?? config.learningRate : config.learningRate, totalSteps: stageSteps, warmupSteps: stage === 'warm-start' ? Math.min(10, stageSteps - 1) : config.warmupSteps, warmupRatio: stage === 'warm-start' ? null : config.warmupRatio, minLrRatio: config.minLrRatio }, stageStep)
+  const gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
+  const t2 = performance.now()
+  const tokens = seqs.reduce((a, s) => a + s.tokens.length, 0)
+  return { step, lr, loss, gradNorm, tokensPerSecond: tokens / ((t2 - t0) / 1000), responseLength: targetTokens / seqs.length, phaseSeconds: { backward: (t1 - t0) / 1000, optimizer: (t2 - t1) / 1000 } }
+}
+
+// ---- GRPO / DAPO --------------------------------------------------------------------------------------
+
+async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, cursor: DataCursor, usable: number[], promptText: string[], promptIds: number[][], baseState: TrainerState | undefined): Promise<StepMetrics> {
+  const { config, model, trainer, signal, options, emit } = ctx
+  const n = config.samplesPerPrompt
+  const phase: Record<string, number> = { generation: 0, reward: 0, logprobs: 0, backward: 0, optimizer: 0 }
+  const tick = (name: string, since: number): number => { const now = performance.now(); phase[name] += (now - since) / 1000; return now }
+  const tStart = performance.now()
+
+  // Rollouts; DAPO's dynamic sampling keeps only groups whose rewards differ and draws again until the batch is full.
+  const kept: Array<{ row: number, completions: Array<{ ids: number[], text: string }>, rewards: number[], fmt: number[], es: number[], em: number[] }> = []
+  let generated = 0
+  let batches = 0
+  let allRewards: number[] = []
+  let allFmt: number[] = []
+  let allEs: number[] = []
+  let allEm: number[] = []
+  let allLengths: number[] = []
+  let sampledLogpSum = 0
+  let t = performance.now()
+  while (kept.length < config.promptsPerStep && batches < config.maxGenerationBatches) {
+    const rows = cursor.next(config.promptsPerStep).map((k) => usable[k])
+    const gens = await model.generate(rows.map((i) => promptText[i]), {
+      n,
+      maxNewTokens: config.maxCompletionTokens,
+      temperature: config.temperature,
+      topP: config.topP,
+      seed: ((config.seed * 1_000_003) + rlStep * 1009 + batches) % 2 ** 52,
+      signal,
+      onProgress: (p) => emit({ type: 'progress', what: 'generating', done: p.done, total: p.total })
+    })
+    t = tick('generation', t)
+    const flat = gens.flat()
+    const texts = flat.map((g) => g.text)
+    const targetsRows = rows.flatMap((i) => Array(n).fill(ctx.data.train[i]) as UpdateTaskRow[])
+    const comps = await rewardComponents(texts, targetsRows.map((r) => r.new_code), { python: options.python, signal })
+    let r: Float32Array
+    if (options.rewardFunction) {
+      const given = await options.rewardFunction(texts, targetsRows)
+      if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
+      r = Float32Array.from(given)
+      for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
+    } else {
+      r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
+    }
+    const lengths = Int32Array.from(flat, (g) => g.tokenIds.length)
+    if (config.overlongBufferTokens > 0) {
+      const pen = overlongPenalty(lengths, { maxLength: config.maxCompletionTokens, buffer: config.overlongBufferTokens, factor: config.overlongPenalty })
+      for (let k = 0; k < r.length; k++) r[k] += pen[k]
+    }
+    allRewards = allRewards.concat(Array.from(r))
+    allFmt = allFmt.concat(Array.from(comps.format, (f) => (f > 0 ? 1 : 0)))
+    allEs = allEs.concat(Array.from(comps.esStar))
+    allEm = allEm.concat(Array.from(comps.emStar, (e) => (e === 2 ? 1 : 0)))
+    allLengths = allLengths.concat(Array.from(lengths))
+    for (const g of flat) for (const lp of g.logprobs) sampledLogpSum -= lp
+    const keep = config.dynamicSampling ? dapoDynamicMask(r, n) : new Uint8Array(rows.length).fill(1)
+    rows.forEach((row, p) => {
+      if (!keep[p] || kept.length >= config.promptsPerStep) return
+      const slice = (xs: ArrayLike<number>): number[] => Array.from({ length: n }, (_, s) => xs[p * n + s])
+      kept.push({ row, completions: gens[p].map((g) => ({ ids: g.tokenIds, text: g.text })), rewards: slice(r), fmt: slice(comps.format), es: slice(comps.esStar), em: slice(comps.emStar) })
+    })
+    generated += flat.length
+    batches++
+    t = tick('reward', t)
+  }
+
+  const record: StepMetrics = {
+    step: rlStep,
+    rewardMean: mean(allRewards),
+    rewardStd: std(allRewards),
+    formatRate: mean(allFmt),
+    esStar: mean(allEs),
+    exactMatch: mean(allEm),
+    responseLength: mean(allLengths),
+    // Monte-Carlo entropy of the rollout policy: the mean of -log p(sampled token).
+    entropy: sampledLogpSum / Math.max(1, allLengths.reduce((a, b) => a + b, 0)),
+    generationBatches: batches,
+    keptGroups: kept.length
+  }
+  const lr = learningRateAt({ kind: config.schedule, learningRate: config.learningRate, totalSteps: config.steps, warmupSteps: config.warmupSteps, warmupRatio: config.warmupRatio, minLrRatio: config.minLrRatio }, rlStep)
+  record.lr = lr
+  if (kept.length === 0) {
+    // Every group had equal rewards in every draw: no gradient this step (verl skips it the same way).
+    record.skipped = true
+    record.phaseSeconds = phase
+    return record
+  }
+
+  // Sequences (prompt + completion), advantages per sequence, response masks.
+  const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
+  const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
+  const seqs: Sequence[] = kept.flatMap((g) => g.completions.map((c) => ({ tokens: [...promptIds[g.row], ...c.ids], promptLength: promptIds[g.row].length })))
+  const B = seqs.length
+  const microRows = (config.promptsPerStep / config.gradAccumulation) * n
+  const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+
+  // Reference log-probs (KL): the base weights swapped in for one forward per micro-batch.
+  const refLogp: Float32Array[] = []
+  if (baseState !== undefined) {
+    t = performance.now()
+    const current = await trainer.state()
+    await trainer.setState({ tensors: baseState.tensors.map((x) => ({ name: x.name, data: x.data })) })
+    for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
+    await trainer.setState({ tensors: current.tensors.map((x) => ({ name: x.name, data: x.data })) })
+    t = tick('logprobs', t)
+  }
+
+  const oldLogp: Float32Array[] = []
+  let lossSum = 0; let klSum = 0; let clipSum = 0; let clipLowSum = 0; let clipHighSum = 0; let gradNorm = 0; let weightSum = 0
+  for (let update = 0; update < config.policyUpdatesPerBatch; update++) {
+    for (let m = 0; m < B; m += microRows) {
+      const mb = seqs.slice(m, m + microRows)
+      t = performance.now()
+      const logp = await trainer.forward(mb.map((s) => s.tokens), { signal })
+      if (update === 0) oldLogp.push(...logp.map((x) => x.slice()))
+      t = tick('logprobs', t)
+      // Pack the response tokens of the micro-batch as [rows x L] for the loss kernel.
+      const L = Math.max(...mb.map((s) => s.tokens.length - s.promptLength))
+      const pack = (arrs: Float32Array[] | undefined): Float32Array | undefined => {
+        if (arrs === undefined) return undefined
+        const out = new Float32Array(mb.length * L)
+        mb.forEach((s, r) => out.set(arrs[r].subarray(s.promptLength), r * L))
+        return out
+      }
+      const mask = new Float32Array(mb.length * L)
+      mb.forEach((s, r) => mask.fill(1, r * L, r * L + s.tokens.length - s.promptLength))
+      const mbMask = mb.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+      const { grad, metrics } = await policyLoss({
+        batch: mb.length,
+        length: L,
+        logp: pack(logp) as Float32Array,
+        oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
+        refLogp: baseState !== undefined ? pack(refLogp.slice(m, m + microRows)) : undefined,
+        advantages: advantages.subarray(m, m + mb.length),
+        mask
+      }, {
+        clipLow: config.clipEpsLow,
+        clipHigh: config.clipEpsHigh,
+        clipRatioC: config.dualClip ?? 0,
+        klCoef: config.klCoef,
+        klEstimator: config.klCoef > 0 ? config.klEstimator : undefined,
+        aggregation: config.lossAggregation,
+        normLength: config.maxCompletionTokens,
+        signal
+      })
+      // The kernel aggregates over this micro-batch; scale to the whole batch (tokens or sequences).
+      const scale = config.lossAggregation === 'token-mean' ? mbMask / totalMask : mb.length / B
+      const weights = mb.map((s, r) => {
+        const w = new Float32Array(s.tokens.length)
+        for (let k = 0; k < s.tokens.length - s.promptLength; k++) w[s.promptLength + k] = -grad[r * L + k] * scale
+        return w
+      })
+      await trainer.backward(weights, { signal })
+      t = tick('backward', t)
+      lossSum += metrics.loss * scale
+      klSum += metrics.klMean * mbMask; clipSum += metrics.clipFrac * mbMask; clipLowSum += metrics.clipFracLow * mbMask; clipHighSum += metrics.clipFracHigh * mbMask; weightSum += mbMask
+    }
+    t = performance.now()
+    gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
+    t = tick('optimizer', t)
+  }
+  const seconds = (performance.now() - tStart) / 1000
+  const trainedTokens = seqs.reduce((a, s) => a + s.tokens.length, 0) * config.policyUpdatesPerBatch
+  Object.assign(record, {
+    loss: lossSum / config.policyUpdatesPerBatch,
+    gradNorm,
+    kl: klSum / weightSum,
+    clipFraction: clipSum / weightSum,
+    clipFractionLow: clipLowSum / weightSum,
+    clipFractionHigh: clipHighSum / weightSum,
+    tokensPerSecond: trainedTokens / Math.max(1e-9, phase.logprobs + phase.backward + phase.optimizer),
+    stepSeconds: seconds,
+    phaseSeconds: phase
+  })
+  void generated
+  return record
+}

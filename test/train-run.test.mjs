@@ -1,0 +1,140 @@
+// train() end to end on the built-in tiny model and synthetic tasks: configuration errors before any work,
+// an exact resume (after a checkpoint and after an AbortSignal), the run folder's files, trainer state
+// round trips, and resident memory staying flat over 200 steps.
+import t from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { require } from './helpers.mjs'
+
+const { train, FullFineTuner, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-run-test-'))
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+// Small enough for CI: 3 SFT warm-start steps, then GRPO with 2 prompts x 4 samples of up to 24 tokens.
+const small = (extra = {}) => ({
+  warmStartSteps: 3,
+  warmStartLearningRate: 2e-3,
+  steps: 4,
+  warmupSteps: 1,
+  promptsPerStep: 2,
+  samplesPerPrompt: 4,
+  maxCompletionTokens: 24,
+  checkpointEvery: 2,
+  synthetic: { seed: 3, train: 40, heldOut: 4 },
+  ...extra
+})
+
+const bytes = (file) => fs.readFileSync(file)
+const metricsWithoutTime = (dir) => readMetrics(path.join(dir, 'metrics.jsonl')).records.map((r) => {
+  const { time, tokensPerSecond, phaseSeconds, stepSeconds, ...rest } = r
+  return rest
+})
+
+t.test('configuration errors name the field and come before any work', async (t) => {
+  const dir = path.join(tmp, 'bad')
+  await t.rejects(train({ learningRate: -1 }, { runDir: dir }), { code: 'ERR_CONFIG', message: /config\.learningRate/ })
+  await t.rejects(train({ lerningRate: 1e-3 }, { runDir: dir }), { code: 'ERR_CONFIG', message: /learningRate/ })
+  await t.rejects(train({ adapter: { type: 'dora' } }, { runDir: dir }), { code: 'ERR_UNSUPPORTED', message: /adapter\.type/ })
+  await t.rejects(train({ model: path.join(tmp, 'no-such-model') }, { runDir: dir }), { code: 'ERR_CONFIG', message: /config\.model/ })
+  await t.rejects(train(undefined, { resume: path.join(tmp, 'not-a-run') }), { code: 'ERR_CONFIG', message: /config\.json/ })
+  t.notOk(fs.existsSync(dir), 'nothing was written')
+})
+
+t.test('a run writes its folder; resuming from a checkpoint reproduces the uninterrupted run exactly', async (t) => {
+  const full = path.join(tmp, 'full')
+  const events = []
+  const r = await train(small(), { runDir: full, onEvent: (e) => events.push(e) })
+  t.equal(r.summary.steps, 7)
+  for (const f of ['config.json', 'summary.json', 'metrics.jsonl', 'report.html', 'model/model.safetensors', 'model/config.json', 'model/tokenizer.json']) t.ok(fs.existsSync(path.join(full, f)), f)
+  const summary = JSON.parse(fs.readFileSync(path.join(full, 'summary.json'), 'utf8'))
+  for (const k of ['before', 'after', 'afterWarmStart']) for (const f of ['formatRate', 'esStar', 'exactMatch']) t.type(summary[k][f], 'number', `${k}.${f}`)
+  const records = readMetrics(path.join(full, 'metrics.jsonl')).records
+  t.same(records.map((x) => x.step), [1, 2, 3, 4, 5, 6, 7])
+  t.same(records.map((x) => x.stage), ['warm-start', 'warm-start', 'warm-start', 'grpo', 'grpo', 'grpo', 'grpo'])
+  for (const x of records.slice(3)) {
+    for (const k of ['rewardMean', 'rewardStd', 'formatRate', 'esStar', 'kl', 'clipFraction', 'entropy', 'responseLength', 'tokensPerSecond', 'loss', 'gradNorm']) t.ok(Number.isFinite(x[k]), `step ${x.step} ${k} = ${x[k]}`)
+    for (const p of ['generation', 'reward', 'logprobs', 'backward', 'optimizer']) t.ok(x.phaseSeconds[p] >= 0, `phase ${p}`)
+  }
+  t.ok(events.some((e) => e.type === 'checkpoint' && e.step === 2), 'checkpoint event at step 2')
+  t.ok(events.filter((e) => e.type === 'step').length === 7)
+
+  // The same run stopped after step 5 (checkpoints at 2, 4 and 5), then resumed.
+  const split = path.join(tmp, 'split')
+  const first = await train(small(), { runDir: split, stopAfterStep: 5 })
+  t.equal(first.summary.steps, 5)
+  const resumed = await train(undefined, { resume: split })
+  t.equal(resumed.summary.steps, 7)
+  t.ok(bytes(path.join(full, 'model/model.safetensors')).equals(bytes(path.join(split, 'model/model.safetensors'))), 'trained weights are bit-identical')
+  t.same(metricsWithoutTime(split), metricsWithoutTime(full), 'metrics.jsonl continues exactly (rewards, losses, KL, clip fractions)')
+  t.same(resumed.summary.after, r.summary.after, 'held-out scores after training are equal')
+  t.same(resumed.summary.before, r.summary.before, 'the before scores come back from the checkpoint')
+})
+
+t.test('an AbortSignal stops the run with a checkpoint that resumes to the same result', async (t) => {
+  const full = path.join(tmp, 'full')
+  const dir = path.join(tmp, 'aborted')
+  const controller = new AbortController()
+  const err = await train(small({ checkpointEvery: 0 }), {
+    runDir: dir,
+    signal: controller.signal,
+    onEvent: (e) => { if (e.type === 'step' && e.step === 4) controller.abort() }
+  }).catch((e) => e)
+  t.equal(err.code, 'ABORT_ERR')
+  t.match(err.checkpoint, /step-4$/, 'checkpoint of the last finished step')
+  t.notOk(fs.existsSync(path.join(dir, 'summary.json')), 'no summary for an unfinished run')
+  // checkpointEvery differs from the full run, so compare the weights only (the config hash pins resume to this run).
+  const resumed = await train(undefined, { resume: dir })
+  t.equal(resumed.summary.steps, 7)
+  t.ok(bytes(path.join(full, 'model/model.safetensors')).equals(bytes(path.join(dir, 'model/model.safetensors'))), 'same weights as the uninterrupted run')
+})
+
+t.test('trainer state round-trips and is checked before anything changes', async (t) => {
+  const dir = path.join(tmp, 'state-model')
+  initModel({ preset: 'tiny', arch: 'qwen2', out: dir, seed: 5 })
+  const model = await loadModel(dir)
+  const trainer = new FullFineTuner(model)
+  t.teardown(() => { trainer.dispose(); model.dispose() })
+  const tokens = [1, 5, 9, 13, 17, 21]
+  const weights = [0, 0.2, 0.2, 0.2, 0.2, 0.2]
+  const before = await trainer.state()
+  await trainer.step([{ tokens, weights }])
+  await trainer.applyAdamW({ lr: 1e-2 })
+  const after = await trainer.state()
+  t.equal(after.stepsTaken, 1)
+  t.notOk(Buffer.from(after.tensors[1].data.buffer).equals(Buffer.from(before.tensors[1].data.buffer)), 'the update changed the weights')
+  const probe = async () => (await trainer.forward([tokens]))[0]
+  const lpAfter = await probe()
+  // Back to the initial state: the forward (through the re-packed inference weights too) matches again.
+  await trainer.setState({ stepsTaken: 0, tensors: before.tensors.map((x) => ({ name: x.name, data: x.data, expAvg: x.expAvg, expAvgSq: x.expAvgSq })) })
+  const lpBefore = await probe()
+  t.notSame(Array.from(lpBefore), Array.from(lpAfter))
+  const logits = await model.logits([tokens])
+  t.ok(Number.isFinite(logits[0][0]))
+  await trainer.setState({ stepsTaken: 1, tensors: after.tensors.map((x) => ({ name: x.name, data: x.data, expAvg: x.expAvg, expAvgSq: x.expAvgSq })) })
+  t.same(Array.from(await probe()), Array.from(lpAfter), 'restoring the state restores the log-probs exactly')
+  const s = await trainer.state()
+  t.equal(s.stepsTaken, 1)
+  // Bad input: a wrong size or name throws and changes nothing.
+  const name = after.tensors[1].name
+  t.throws(() => require('../dist/cjs/native.js').native().trainerSetState(trainer.handle ?? null, {}), { code: 'ERR_INVALID_ARG' })
+  await t.rejects(trainer.setState({ tensors: [{ name: after.tensors[0].name, data: after.tensors[0].data }, { name, data: new Float32Array(3) }] }), { code: 'ERR_INVALID_ARG', message: new RegExp(`${name.replace(/\./g, '\\.')} must hold`) })
+  await t.rejects(trainer.setState({ tensors: [{ name: 'model.no_such.weight', data: new Float32Array(3) }] }), { code: 'ERR_INVALID_ARG', message: /not a parameter/ })
+  await t.rejects(trainer.setState({ stepsTaken: -1, tensors: [] }), { code: 'ERR_INVALID_ARG', message: /stepsTaken/ })
+  t.same(Array.from(await probe()), Array.from(lpAfter), 'failed calls left the weights alone')
+})
+
+t.test('resident memory stays flat over 200 steps', async (t) => {
+  const dir = path.join(tmp, 'rss')
+  const rss = []
+  await train(small({ warmStartSteps: 100, steps: 100, promptsPerStep: 2, samplesPerPrompt: 2, maxCompletionTokens: 8, checkpointEvery: 50, keepCheckpoints: 1, warmupSteps: 2, synthetic: { seed: 4, train: 40, heldOut: 2 } }), {
+    runDir: dir,
+    onEvent: (e) => { if (e.type === 'step') rss.push(process.memoryUsage().rss) }
+  })
+  t.equal(rss.length, 200)
+  // After a warm-up of 50 steps (allocator pools, JIT), growth over the next 150 must stay under 24 MiB.
+  const warm = Math.max(...rss.slice(40, 60))
+  const end = Math.max(...rss.slice(180))
+  t.comment(`rss at step 50: ${(warm / 2 ** 20).toFixed(1)} MiB, at step 200: ${(end / 2 ** 20).toFixed(1)} MiB`)
+  t.ok(end - warm < 24 * 2 ** 20, `grew ${((end - warm) / 2 ** 20).toFixed(1)} MiB`)
+})
