@@ -33,10 +33,10 @@ function progressPrinter (): (e: TrainEvent) => void {
         break
       case 'eval':
         newline()
-        console.log(`held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training ' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`)
+        console.log(`held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`)
         break
-      case 'progress':
-        line(`${e.what} ${bar(e.done, e.total)} ${e.done}/${e.total}`, e.done === e.total)
+      case 'progress': // within-phase progress only redraws a terminal; logs get the step lines
+        if (tty) line(`${e.what} ${bar(e.done, e.total)} ${e.done}/${e.total}`, e.done === e.total)
         break
       case 'step': {
         const m = e.metrics

@@ -183,8 +183,8 @@ const common: Omit<TrainConfig, 'preset'> = {
  * dapo-paper: verl's DAPO recipe (full fine-tuning, lr 1e-6 constant after 10 warmup steps, weight decay 0.1,
  * grad clip 1.0, no KL, clip 0.2/0.28, dual clip 10, token-mean, dynamic sampling up to 10 generation batches,
  * overlong shaping off, 8 x 8, rollout temperature 1.0 / top_p 1.0, validation top_p 0.7, advantage eps 1e-6).
- * tiny: the embedded default, GRPO on the synthetic tasks with the built-in tiny model on 2 CPU cores: 400 SFT
- * warm-start steps (lr 2e-3), then 50 GRPO steps of 4 prompts x 8 samples (lr 1e-3 cosine, rollout temperature
+ * tiny: the embedded default, GRPO on the synthetic tasks with the built-in tiny model on 2 CPU cores: 600 SFT
+ * warm-start steps (lr 2e-3), then 60 GRPO steps of 4 prompts x 8 samples (lr 1e-3 cosine, rollout temperature
  * 0.7: the tiny model's samples at 1.0 rarely parse, which leaves ES* no signal), no KL, full fine-tuning.
  */
 export const trainPresets: Record<PresetName, TrainConfig> = {
@@ -231,11 +231,11 @@ export const trainPresets: Record<PresetName, TrainConfig> = {
     warmupRatio: null,
     minLrRatio: 0.1,
     weightDecay: 0,
-    steps: 50,
+    steps: 60,
     klCoef: 0,
     advantageEps: 1e-6,
     adapter: { type: 'none', r: 8, alpha: 16, dropout: 0, targetModules: QWEN2_PROJECTIONS },
-    warmStartSteps: 400,
+    warmStartSteps: 600,
     warmStartLearningRate: 2e-3,
     checkpointEvery: 20,
     keepCheckpoints: 2,
