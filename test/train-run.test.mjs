@@ -21,6 +21,7 @@ const small = (extra = {}) => ({
   samplesPerPrompt: 4,
   maxCompletionTokens: 24,
   checkpointEvery: 2,
+  klCoef: 0.001, // exercises the reference forward (base weights swapped in)
   synthetic: { seed: 3, train: 40, heldOut: 4 },
   ...extra
 })
