@@ -16,16 +16,7 @@ const { similarities } = require('../dist/cjs/editDistance.js')
 const N = 4096
 
 // Deterministic edits (mulberry32), so every run scores the same completions.
-function random (seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+const { mulberry32: random } = require('../dist/cjs/random.js')
 
 function edit (next, code) {
   const lines = code.split('\n')

@@ -8,10 +8,9 @@
  * Tensors are written in name order, each one streamed to the file (no copy of the whole payload).
  */
 import * as fs from 'fs'
-import * as path from 'path'
 import { fromBf16, fromF16 } from './dtype'
 import { RecodeError } from './errors'
-import { fsyncDir, tempNameFor } from './train/atomicFile'
+import { writeFileAtomicWith } from './atomicFile'
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL'
 
@@ -80,10 +79,8 @@ export function encodeSafetensors (tensors: Record<string, TensorData>, metadata
  */
 export function writeSafetensors (file: string, tensors: Record<string, TensorData>, metadata?: Record<string, string>): number {
   const { header, names } = buildHeader(tensors, metadata)
-  const tmp = tempNameFor(file)
-  const fd = fs.openSync(tmp, 'w')
   let size = 0
-  try {
+  writeFileAtomicWith(file, (fd) => {
     const writeAll = (bytes: Uint8Array): void => {
       let done = 0
       while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done)
@@ -91,15 +88,7 @@ export function writeSafetensors (file: string, tensors: Record<string, TensorDa
     }
     writeAll(header)
     for (const n of names) writeAll(bytesOf(tensors[n].data))
-    fs.fsyncSync(fd)
-  } catch (err) {
-    fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
-    throw err
-  }
-  fs.closeSync(fd)
-  fs.renameSync(tmp, file)
-  fsyncDir(path.dirname(file))
+  })
   return size
 }
 

@@ -165,16 +165,9 @@ Napi::Value edit_distance_batch(const Napi::CallbackInfo& info) {
   Device device = parse_device(args, 0);
   Utf16Batch strings = read_pairs(args, 1, 2);
   Napi::Int32Array out = output(args, 3, strings.pairs);
-  auto* job = new EditDistanceJob(info.Env(), device, std::move(strings), out);
-  try {
-    job->set_cancel(args, 4);
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  Napi::Promise promise = job->promise();
-  job->Queue();
-  return promise;
+  auto job = std::make_unique<EditDistanceJob>(info.Env(), device, std::move(strings), out);
+  job->set_cancel(args, 4);
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value edit_distance_batch_sync(const Napi::CallbackInfo& info) {
@@ -204,16 +197,9 @@ Napi::Value edit_distance_encoded(const Napi::CallbackInfo& info) {
                        std::to_string(i) + " is " + std::to_string(v));
     positions[i] = v;
   }
-  auto* job = new EditDistanceJob(info.Env(), device, chars, std::move(positions), out);
-  try {
-    job->set_cancel(args, 4);
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  Napi::Promise promise = job->promise();
-  job->Queue();
-  return promise;
+  auto job = std::make_unique<EditDistanceJob>(info.Env(), device, chars, std::move(positions), out);
+  job->set_cancel(args, 4);
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value edit_distance_reference(const Napi::CallbackInfo& info) {

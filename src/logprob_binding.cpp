@@ -92,129 +92,103 @@ void check_size(const Args& a, size_t i, int64_t n) {
   if (n > ((int64_t)1 << 33)) a.fail(i, "(sizes) give more than 2^33 elements");
 }
 
-Napi::Value queue(LogprobJob* job) {
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
-}
-
 Napi::Value logprob_logits(const Napi::CallbackInfo& info) {
   Args a{info, "logprobLogits"};
-  auto* job = new LogprobJob(info.Env());
-  try {
-    Device d = parse_device(a, 0);
-    int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
-    check_size(a, 3, (int64_t)T * V);
-    const float* x = floats(a, job, 1, "logits", (size_t)T * V);
-    const int32_t* tg = targets_arg(a, job, 4, T, V);
-    float temp = temperature_arg(a, 5);
-    job->set_cancel(a, 6);
-    float* lp = job->add_output(info.Env(), "logp", T);
-    float* ent = job->add_output(info.Env(), "entropy", T);
-    float* lse = job->add_output(info.Env(), "lse", T);
-    auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_forward", &recode_emu_logprob_logits_forward);
-    job->work = [=] {
-      if (!entry) return logprob::forward_logits(x, T, V, tg, temp, lp, ent, lse);
-      char err[512] = {0};
-      check_kernel_status(entry(x, T, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_logits_forward", err);
-    };
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  return queue(job);
+  auto job = std::make_unique<LogprobJob>(info.Env());
+  Device d = parse_device(a, 0);
+  int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
+  check_size(a, 3, (int64_t)T * V);
+  const float* x = floats(a, job.get(), 1, "logits", (size_t)T * V);
+  const int32_t* tg = targets_arg(a, job.get(), 4, T, V);
+  float temp = temperature_arg(a, 5);
+  job->set_cancel(a, 6);
+  float* lp = job->add_output(info.Env(), "logp", T);
+  float* ent = job->add_output(info.Env(), "entropy", T);
+  float* lse = job->add_output(info.Env(), "lse", T);
+  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_forward", &recode_emu_logprob_logits_forward);
+  job->work = [=] {
+    if (!entry) return logprob::forward_logits(x, T, V, tg, temp, lp, ent, lse);
+    char err[512] = {0};
+    check_kernel_status(entry(x, T, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_logits_forward", err);
+  };
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value logprob_logits_backward(const Napi::CallbackInfo& info) {
   Args a{info, "logprobLogitsBackward"};
-  auto* job = new LogprobJob(info.Env());
-  try {
-    Device d = parse_device(a, 0);
-    int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
-    check_size(a, 3, (int64_t)T * V);
-    const float* x = floats(a, job, 1, "logits", (size_t)T * V);
-    const int32_t* tg = targets_arg(a, job, 4, T, V);
-    float temp = temperature_arg(a, 5);
-    const float* lse = floats(a, job, 6, "lse", T);
-    const float* ent = floats(a, job, 7, "entropy", T);
-    const float* dl = floats(a, job, 8, "dlogp", T);
-    const float* de = a.has(9) ? floats(a, job, 9, "dentropy", T) : nullptr;
-    job->set_cancel(a, 10);
-    float* dx = job->add_output(info.Env(), "dlogits", (size_t)T * V);
-    job->single = true;
-    auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_backward", &recode_emu_logprob_logits_backward);
-    job->work = [=] {
-      if (!entry) return logprob::backward_logits(x, T, V, tg, temp, lse, ent, dl, de, dx);
-      char err[512] = {0};
-      check_kernel_status(entry(x, T, V, tg, temp, lse, ent, dl, de, dx, err, sizeof err), "logprob_logits_backward", err);
-    };
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  return queue(job);
+  auto job = std::make_unique<LogprobJob>(info.Env());
+  Device d = parse_device(a, 0);
+  int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
+  check_size(a, 3, (int64_t)T * V);
+  const float* x = floats(a, job.get(), 1, "logits", (size_t)T * V);
+  const int32_t* tg = targets_arg(a, job.get(), 4, T, V);
+  float temp = temperature_arg(a, 5);
+  const float* lse = floats(a, job.get(), 6, "lse", T);
+  const float* ent = floats(a, job.get(), 7, "entropy", T);
+  const float* dl = floats(a, job.get(), 8, "dlogp", T);
+  const float* de = a.has(9) ? floats(a, job.get(), 9, "dentropy", T) : nullptr;
+  job->set_cancel(a, 10);
+  float* dx = job->add_output(info.Env(), "dlogits", (size_t)T * V);
+  job->single = true;
+  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_backward", &recode_emu_logprob_logits_backward);
+  job->work = [=] {
+    if (!entry) return logprob::backward_logits(x, T, V, tg, temp, lse, ent, dl, de, dx);
+    char err[512] = {0};
+    check_kernel_status(entry(x, T, V, tg, temp, lse, ent, dl, de, dx, err, sizeof err), "logprob_logits_backward", err);
+  };
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value logprob_hidden(const Napi::CallbackInfo& info) {
   Args a{info, "logprobHidden"};
-  auto* job = new LogprobJob(info.Env());
-  try {
-    Device d = parse_device(a, 0);
-    int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
-    check_size(a, 5, (int64_t)V * H);
-    check_size(a, 4, (int64_t)T * H);
-    const float* h = floats(a, job, 1, "hidden", (size_t)T * H);
-    const float* w = floats(a, job, 2, "weight", (size_t)V * H);
-    const int32_t* tg = targets_arg(a, job, 6, T, V);
-    float temp = temperature_arg(a, 7);
-    job->set_cancel(a, 8);
-    float* lp = job->add_output(info.Env(), "logp", T);
-    float* ent = job->add_output(info.Env(), "entropy", T);
-    float* lse = job->add_output(info.Env(), "lse", T);
-    auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_forward", &recode_emu_logprob_hidden_forward);
-    job->work = [=] {
-      if (!entry) return logprob::forward_hidden(h, w, T, H, V, tg, temp, lp, ent, lse);
-      char err[512] = {0};
-      check_kernel_status(entry(h, w, T, H, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_hidden_forward", err);
-    };
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  return queue(job);
+  auto job = std::make_unique<LogprobJob>(info.Env());
+  Device d = parse_device(a, 0);
+  int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
+  check_size(a, 5, (int64_t)V * H);
+  check_size(a, 4, (int64_t)T * H);
+  const float* h = floats(a, job.get(), 1, "hidden", (size_t)T * H);
+  const float* w = floats(a, job.get(), 2, "weight", (size_t)V * H);
+  const int32_t* tg = targets_arg(a, job.get(), 6, T, V);
+  float temp = temperature_arg(a, 7);
+  job->set_cancel(a, 8);
+  float* lp = job->add_output(info.Env(), "logp", T);
+  float* ent = job->add_output(info.Env(), "entropy", T);
+  float* lse = job->add_output(info.Env(), "lse", T);
+  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_forward", &recode_emu_logprob_hidden_forward);
+  job->work = [=] {
+    if (!entry) return logprob::forward_hidden(h, w, T, H, V, tg, temp, lp, ent, lse);
+    char err[512] = {0};
+    check_kernel_status(entry(h, w, T, H, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_hidden_forward", err);
+  };
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value logprob_hidden_backward(const Napi::CallbackInfo& info) {
   Args a{info, "logprobHiddenBackward"};
-  auto* job = new LogprobJob(info.Env());
-  try {
-    Device d = parse_device(a, 0);
-    int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
-    check_size(a, 5, (int64_t)V * H);
-    check_size(a, 4, (int64_t)T * H);
-    const float* h = floats(a, job, 1, "hidden", (size_t)T * H);
-    const float* w = floats(a, job, 2, "weight", (size_t)V * H);
-    const int32_t* tg = targets_arg(a, job, 6, T, V);
-    float temp = temperature_arg(a, 7);
-    const float* lse = floats(a, job, 8, "lse", T);
-    const float* ent = floats(a, job, 9, "entropy", T);
-    const float* dl = floats(a, job, 10, "dlogp", T);
-    const float* de = a.has(11) ? floats(a, job, 11, "dentropy", T) : nullptr;
-    job->set_cancel(a, 12);
-    float* dh = job->add_output(info.Env(), "dhidden", (size_t)T * H);
-    float* dw = job->add_output(info.Env(), "dweight", (size_t)V * H);
-    auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_backward", &recode_emu_logprob_hidden_backward);
-    job->work = [=] {
-      if (!entry) return logprob::backward_hidden(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw);
-      char err[512] = {0};
-      check_kernel_status(entry(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw, err, sizeof err),
-                          "logprob_hidden_backward", err);
-    };
-  } catch (...) {
-    delete job;
-    throw;
-  }
-  return queue(job);
+  auto job = std::make_unique<LogprobJob>(info.Env());
+  Device d = parse_device(a, 0);
+  int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
+  check_size(a, 5, (int64_t)V * H);
+  check_size(a, 4, (int64_t)T * H);
+  const float* h = floats(a, job.get(), 1, "hidden", (size_t)T * H);
+  const float* w = floats(a, job.get(), 2, "weight", (size_t)V * H);
+  const int32_t* tg = targets_arg(a, job.get(), 6, T, V);
+  float temp = temperature_arg(a, 7);
+  const float* lse = floats(a, job.get(), 8, "lse", T);
+  const float* ent = floats(a, job.get(), 9, "entropy", T);
+  const float* dl = floats(a, job.get(), 10, "dlogp", T);
+  const float* de = a.has(11) ? floats(a, job.get(), 11, "dentropy", T) : nullptr;
+  job->set_cancel(a, 12);
+  float* dh = job->add_output(info.Env(), "dhidden", (size_t)T * H);
+  float* dw = job->add_output(info.Env(), "dweight", (size_t)V * H);
+  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_backward", &recode_emu_logprob_hidden_backward);
+  job->work = [=] {
+    if (!entry) return logprob::backward_hidden(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw);
+    char err[512] = {0};
+    check_kernel_status(entry(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw, err, sizeof err),
+                        "logprob_hidden_backward", err);
+  };
+  return AsyncJob::queue(std::move(job));
 }
 
 }  // namespace

@@ -102,6 +102,12 @@ template Napi::TypedArrayOf<int64_t> Args::typed<int64_t>(size_t, const char*) c
 
 void AsyncJob::keep(Napi::Value v) { kept_.push_back(Napi::Persistent(v)); }
 
+Napi::Value AsyncJob::queue(std::unique_ptr<AsyncJob> job) {
+  Napi::Promise p = job->promise();
+  job.release()->Queue();
+  return p;
+}
+
 void AsyncJob::set_cancel(const Args& a, size_t i) {
   if (!a.has(i)) return;
   Napi::Int32Array flag = a.typed<int32_t>(i, "cancel flag");

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,9 @@ class AsyncJob : public Napi::AsyncWorker {
  public:
   explicit AsyncJob(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
+  // Queues the job (libuv owns it from then on and deletes it when it settles) and returns its promise.
+  // Bindings build jobs in a unique_ptr, so a failed argument check on the way frees them.
+  static Napi::Value queue(std::unique_ptr<AsyncJob> job);
   void keep(Napi::Value v);
   void set_cancel(const Args& a, size_t i);  // optional Int32Array cancel flag at argument i
   CancelFlag cancel;

@@ -126,70 +126,60 @@ class PolicyLossJob : public AsyncJob {
 Napi::Value policy_loss(const Napi::CallbackInfo& info) {
   Args a{info, "policyLoss"};
   Napi::Env env = info.Env();
-  auto* job = new PolicyLossJob(env);
-  try {
-    job->device = parse_device(a, 0);
-    int B = (int)a.integer(1, "B", 1, 1 << 24);
-    int T = (int)a.integer(2, "T", 1, 1 << 24);
-    size_t n = (size_t)B * T;
-    if (n > ((size_t)1 << 31)) a.fail(2, "(B * T) must be below 2^31");
-    auto need = [&](size_t i, const char* name, size_t len) {
-      auto arr = a.typed<float>(i, name);
-      if (arr.ElementLength() != len)
-        a.fail(i, std::string("(") + name + ") must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
-      job->keep(arr);
-      return (const float*)arr.Data();
-    };
-    job->in.B = B;
-    job->in.T = T;
-    job->in.logp = need(3, "logp", n);
-    job->in.old_logp = need(4, "oldLogp", n);
-    job->in.ref_logp = a.has(5) ? need(5, "refLogp", n) : nullptr;
-    auto adv = a.typed<float>(6, "advantages");
-    if (adv.ElementLength() != (size_t)B && adv.ElementLength() != n)
-      a.fail(6, "(advantages) must have B or B * T values");
-    job->in.advantages_per_token = adv.ElementLength() == n && n != (size_t)B;
-    job->in.advantages = adv.Data();
-    job->keep(adv);
-    job->in.mask = need(7, "mask", n);
-    job->in.entropy = a.has(8) ? need(8, "entropy", n) : nullptr;
-    auto& c = job->cfg;
-    c.clip_low = (float)a.number(9, "clipLow");
-    c.clip_high = (float)a.number(10, "clipHigh");
-    c.clip_ratio_c = (float)a.number(11, "clipRatioC");
-    c.kl_coef = (float)a.number(12, "klCoef");
-    c.kl = (rl::KlEstimator)a.integer(13, "klKind", 0, 3);
-    c.agg = (rl::Aggregation)a.integer(14, "aggregation", 0, 3);
-    c.norm_length = (float)a.number(15, "normLength");
-    if (!(c.clip_low >= 0 && c.clip_low < 1)) a.fail(9, "(clipLow) must be in [0, 1)");
-    if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) a.fail(10, "(clipHigh) must be a finite number >= 0");
-    if (!(c.clip_ratio_c == 0 || (c.clip_ratio_c > 1 && std::isfinite(c.clip_ratio_c))))
-      a.fail(11, "(clipRatioC) must be 0 (off) or a finite number > 1");
-    if (!std::isfinite(c.kl_coef)) a.fail(12, "(klCoef) must be finite");
-    if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) a.fail(5, "(refLogp) is required for a KL penalty");
-    if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) a.fail(15, "(normLength) must be >= 0 (0 = T)");
-    job->set_cancel(a, 16);
-    if (a.has(17)) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
-      auto g = a.typed<float>(17, "gradOut");
-      if (g.ElementLength() != n) a.fail(17, "(gradOut) must have B * T values");
-      job->grad = g.Data();
-      job->grad_ref = Napi::Persistent(g);
-    }
-  } catch (...) {
-    delete job;
-    throw;
+  auto job = std::make_unique<PolicyLossJob>(env);
+  job->device = parse_device(a, 0);
+  int B = (int)a.integer(1, "B", 1, 1 << 24);
+  int T = (int)a.integer(2, "T", 1, 1 << 24);
+  size_t n = (size_t)B * T;
+  if (n > ((size_t)1 << 31)) a.fail(2, "(B * T) must be below 2^31");
+  auto need = [&](size_t i, const char* name, size_t len) {
+    auto arr = a.typed<float>(i, name);
+    if (arr.ElementLength() != len)
+      a.fail(i, std::string("(") + name + ") must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
+    job->keep(arr);
+    return (const float*)arr.Data();
+  };
+  job->in.B = B;
+  job->in.T = T;
+  job->in.logp = need(3, "logp", n);
+  job->in.old_logp = need(4, "oldLogp", n);
+  job->in.ref_logp = a.has(5) ? need(5, "refLogp", n) : nullptr;
+  auto adv = a.typed<float>(6, "advantages");
+  if (adv.ElementLength() != (size_t)B && adv.ElementLength() != n)
+    a.fail(6, "(advantages) must have B or B * T values");
+  job->in.advantages_per_token = adv.ElementLength() == n && n != (size_t)B;
+  job->in.advantages = adv.Data();
+  job->keep(adv);
+  job->in.mask = need(7, "mask", n);
+  job->in.entropy = a.has(8) ? need(8, "entropy", n) : nullptr;
+  auto& c = job->cfg;
+  c.clip_low = (float)a.number(9, "clipLow");
+  c.clip_high = (float)a.number(10, "clipHigh");
+  c.clip_ratio_c = (float)a.number(11, "clipRatioC");
+  c.kl_coef = (float)a.number(12, "klCoef");
+  c.kl = (rl::KlEstimator)a.integer(13, "klKind", 0, 3);
+  c.agg = (rl::Aggregation)a.integer(14, "aggregation", 0, 3);
+  c.norm_length = (float)a.number(15, "normLength");
+  if (!(c.clip_low >= 0 && c.clip_low < 1)) a.fail(9, "(clipLow) must be in [0, 1)");
+  if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) a.fail(10, "(clipHigh) must be a finite number >= 0");
+  if (!(c.clip_ratio_c == 0 || (c.clip_ratio_c > 1 && std::isfinite(c.clip_ratio_c))))
+    a.fail(11, "(clipRatioC) must be 0 (off) or a finite number > 1");
+  if (!std::isfinite(c.kl_coef)) a.fail(12, "(klCoef) must be finite");
+  if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) a.fail(5, "(refLogp) is required for a KL penalty");
+  if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) a.fail(15, "(normLength) must be >= 0 (0 = T)");
+  job->set_cancel(a, 16);
+  if (a.has(17)) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
+    auto g = a.typed<float>(17, "gradOut");
+    if (g.ElementLength() != n) a.fail(17, "(gradOut) must have B * T values");
+    job->grad = g.Data();
+    job->grad_ref = Napi::Persistent(g);
   }
-  if (job->grad) {
-    Napi::Promise promise = job->promise();
-    job->Queue();
-    return promise;
+  if (!job->grad) {
+    auto grad = Napi::Float32Array::New(env, n);
+    job->grad = grad.Data();
+    job->grad_ref = Napi::Persistent(grad);
   }
-  auto grad = Napi::Float32Array::New(env, (size_t)job->in.B * job->in.T);
-  job->grad = grad.Data();
-  job->grad_ref = Napi::Persistent(grad);
-  Napi::Promise promise = job->promise();
-  job->Queue();
-  return promise;
+  return AsyncJob::queue(std::move(job));
 }
 
 }  // namespace

@@ -132,44 +132,39 @@ class SampleJob : public AsyncJob {
 Napi::Value sample_rows(const Napi::CallbackInfo& info) {
   Args a{info, "sampleRows"};
   Napi::Env env = info.Env();
-  auto* job = new SampleJob(env);
-  try {
-    job->device = parse_device(a, 0);
-    Napi::Value lv = a.at(1);
-    if (!lv.IsTypedArray()) a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
-    auto ta = lv.As<Napi::TypedArray>();
-    if (ta.TypedArrayType() != napi_float32_array && ta.TypedArrayType() != napi_uint16_array)
-      a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
-    job->is_bf16 = ta.TypedArrayType() == napi_uint16_array;
-    job->rows = (int)a.integer(2, "rows", 1, 1 << 24);
-    job->vocab = (int)a.integer(3, "vocab", 1, sampling::kMaxVocab);
-    if ((int64_t)ta.ElementLength() != (int64_t)job->rows * job->vocab)
-      a.fail(1, "(logits) must hold rows * vocab = " + std::to_string((int64_t)job->rows * job->vocab) +
-                    " values, got " + std::to_string(ta.ElementLength()));
-    job->logits = (const uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset();
-    int rows = job->rows;
-    auto per_row_f = [&](size_t i, const char* name) {
-      auto arr = a.typed<float>(i, name);
-      if ((int)arr.ElementLength() != rows) a.fail(i, std::string("(") + name + ") must have one entry per row");
-      return std::vector<float>(arr.Data(), arr.Data() + rows);
-    };
-    job->temperature = per_row_f(4, "temperature");
-    auto k = a.typed<int32_t>(5, "topK");
-    if ((int)k.ElementLength() != rows) a.fail(5, "(topK) must have one entry per row");
-    job->top_k.assign(k.Data(), k.Data() + rows);
-    job->top_p = per_row_f(6, "topP");
-    job->min_p = per_row_f(7, "minP");
-    for (int r = 0; r < rows; ++r)
-      sampling::check_params({job->temperature[r], job->top_k[r], job->top_p[r], job->min_p[r]}, r);
-    job->seed = seed_arg(a, 8);
-    job->row_ids = counters_arg(a, 9, "rowIds", rows);
-    job->steps = counters_arg(a, 10, "steps", rows);
-    job->set_cancel(a, 11);
-    if (job->device != Device::CPU) job->entry = kernel_entry(job->device, "sample_rows", &recode_emu_sample_rows);
-  } catch (...) {
-    delete job;
-    throw;
-  }
+  auto job = std::make_unique<SampleJob>(env);
+  job->device = parse_device(a, 0);
+  Napi::Value lv = a.at(1);
+  if (!lv.IsTypedArray()) a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
+  auto ta = lv.As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_float32_array && ta.TypedArrayType() != napi_uint16_array)
+    a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
+  job->is_bf16 = ta.TypedArrayType() == napi_uint16_array;
+  job->rows = (int)a.integer(2, "rows", 1, 1 << 24);
+  job->vocab = (int)a.integer(3, "vocab", 1, sampling::kMaxVocab);
+  if ((int64_t)ta.ElementLength() != (int64_t)job->rows * job->vocab)
+    a.fail(1, "(logits) must hold rows * vocab = " + std::to_string((int64_t)job->rows * job->vocab) +
+                  " values, got " + std::to_string(ta.ElementLength()));
+  job->logits = (const uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset();
+  int rows = job->rows;
+  auto per_row_f = [&](size_t i, const char* name) {
+    auto arr = a.typed<float>(i, name);
+    if ((int)arr.ElementLength() != rows) a.fail(i, std::string("(") + name + ") must have one entry per row");
+    return std::vector<float>(arr.Data(), arr.Data() + rows);
+  };
+  job->temperature = per_row_f(4, "temperature");
+  auto k = a.typed<int32_t>(5, "topK");
+  if ((int)k.ElementLength() != rows) a.fail(5, "(topK) must have one entry per row");
+  job->top_k.assign(k.Data(), k.Data() + rows);
+  job->top_p = per_row_f(6, "topP");
+  job->min_p = per_row_f(7, "minP");
+  for (int r = 0; r < rows; ++r)
+    sampling::check_params({job->temperature[r], job->top_k[r], job->top_p[r], job->min_p[r]}, r);
+  job->seed = seed_arg(a, 8);
+  job->row_ids = counters_arg(a, 9, "rowIds", rows);
+  job->steps = counters_arg(a, 10, "steps", rows);
+  job->set_cancel(a, 11);
+  if (job->device != Device::CPU) job->entry = kernel_entry(job->device, "sample_rows", &recode_emu_sample_rows);
   auto tokens = Napi::Int32Array::New(env, job->rows);
   auto logprobs = Napi::Float32Array::New(env, job->rows);
   auto filtered = Napi::Float32Array::New(env, job->rows);
@@ -180,9 +175,7 @@ Napi::Value sample_rows(const Napi::CallbackInfo& info) {
   job->logprobs_ref = Napi::Persistent(logprobs);
   job->filtered_ref = Napi::Persistent(filtered);
   job->keep(info[1]);
-  Napi::Promise promise = job->promise();
-  job->Queue();
-  return promise;
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value philox_kat(const Napi::CallbackInfo& info) {

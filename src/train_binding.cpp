@@ -198,12 +198,10 @@ class AdamWJob : public AsyncJob {
 
 Napi::Value adamw_step_async(const Napi::CallbackInfo& info) {
   AdamWCall c = parse_adamw(info, "adamwStepAsync");
-  auto* job = new AdamWJob(info.Env(), std::move(c));
+  auto job = std::make_unique<AdamWJob>(info.Env(), std::move(c));
   Args a{info, "adamwStepAsync"};
   job->set_cancel(a, 6);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return AsyncJob::queue(std::move(job));
 }
 
 // ---- gradient norm ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { writeSafetensors, readSafetensors, encodeSafetensors, tensorToFloat32 }
 import { toBf16, toF16 } from '../dist/cjs/dtype.js'
 import { MetricsWriter, readMetrics } from '../dist/cjs/train/metrics.js'
 import { writeReport, renderReport } from '../dist/cjs/train/report.js'
-import { writeFileAtomic } from '../dist/cjs/train/atomicFile.js'
+import { writeFileAtomic } from '../dist/cjs/atomicFile.js'
 import { rng, root } from './helpers.mjs'
 import { torchUnavailable } from './train-torch.mjs'
 

@@ -1,6 +1,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { parseArgs } from 'util'
+import { writeFileAtomic } from '../atomicFile'
 import { loadModel } from '../model/index'
 import { initModel } from '../model/init'
 import { closePythonWorkers } from '../reward'
@@ -56,8 +57,7 @@ export const demo: Command = {
       if (process.stderr.isTTY) process.stderr.write('\n')
       const summary = { before, tasks: heldOut.length, seed, model: modelDir, seconds: (Date.now() - started) / 1000 }
       const file = path.join(runDir, 'summary.json')
-      fs.writeFileSync(`${file}.tmp`, JSON.stringify(summary, null, 2) + '\n')
-      fs.renameSync(`${file}.tmp`, file)
+      writeFileAtomic(file, JSON.stringify(summary, null, 2) + '\n')
       console.log(`format rate ${(before.formatRate * 100).toFixed(1)}%   ES* ${before.esStar.toFixed(3)}   exact match ${(before.exactMatch * 100).toFixed(1)}%   reward ${before.reward.toFixed(3)}`)
       console.log(`run folder: ${runDir} (summary.json)`)
     } finally {

@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { writeFileAtomic } from '../atomicFile'
 import { RecodeError } from '../errors'
 import { score } from '../reward'
 import type { Command } from './types'
@@ -89,12 +90,9 @@ export const reward: Command = {
       return 0
     }
     const target = path.resolve(args.output)
-    const tmp = path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}`)
     try {
-      fs.writeFileSync(tmp, text)
-      fs.renameSync(tmp, target)
+      writeFileAtomic(target, text)
     } catch (err) {
-      fs.rmSync(tmp, { force: true })
       throw new RecodeError('ERR_DATA', `${args.output}: cannot write (${(err as Error).message})`)
     }
     process.stderr.write(`recode reward: ${rows.length} lines scored -> ${args.output}\n`)

@@ -73,9 +73,4 @@ export function stringField (obj: Record<string, unknown>, key: string, where: s
   return v
 }
 
-/** Writes text to `file` through a temporary name in the same folder, then renames (atomic on POSIX). */
-export function writeFileAtomic (file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`
-  fs.writeFileSync(tmp, text)
-  fs.renameSync(tmp, file)
-}
+export { writeFileAtomic } from '../atomicFile'

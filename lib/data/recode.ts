@@ -7,6 +7,7 @@
  * them all and can drop each kind; nothing is dropped silently.
  */
 import { RecodeError } from '../errors'
+import { mulberry32 } from '../random'
 import { checkPythonSyntax } from '../eval/python'
 import { expectObject, readJsonl, stringField } from './jsonl'
 
@@ -259,14 +260,3 @@ export function splitMigrationData (examples: MigrationExample[], options: Split
   return { train: train.sort(byLine), test: test.sort(byLine) }
 }
 
-/** Small seeded PRNG (mulberry32): the same seed gives the same split on every platform. */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}

@@ -5,6 +5,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { writeFileAtomic } from '../atomicFile'
 import { invalidArg } from '../errors'
 import type { Architecture } from './config'
 import { buildByteLevelBpe, PYTHON_CORPUS } from './bpe'
@@ -192,12 +193,7 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
   const generationConfig = { bos_token_id: eot, eos_token_id: [eos, eot], pad_token_id: eot, do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20 }
 
   fs.mkdirSync(opts.out, { recursive: true })
-  const writeJson = (name: string, value: unknown): void => {
-    const file = path.join(opts.out, name)
-    const tmp = `${file}.tmp-${process.pid}`
-    fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n')
-    fs.renameSync(tmp, file)
-  }
+  const writeJson = (name: string, value: unknown): void => { writeFileAtomic(path.join(opts.out, name), JSON.stringify(value, null, 2) + '\n') }
   writeSafetensors(path.join(opts.out, 'model.safetensors'), tensors, dtype === 'bf16' ? 'BF16' : 'F32')
   writeJson('config.json', config)
   writeJson('generation_config.json', generationConfig)

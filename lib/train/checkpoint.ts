@@ -20,7 +20,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { toBf16 } from '../dtype'
 import { RecodeError } from '../errors'
-import { fsyncDir, writeFileAtomic } from './atomicFile'
+import { fsyncDir, writeFileAtomic } from '../atomicFile'
 import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
 
 export const CHECKPOINT_FORMAT = 'recode-checkpoint'

@@ -4,7 +4,7 @@
  * fractions, entropy, response length, and loss, gradient norm, learning rate, throughput and held-out
  * evaluation when recorded). Written atomically, so a viewer never sees half a page.
  */
-import { writeFileAtomic } from './atomicFile'
+import { writeFileAtomic } from '../atomicFile'
 import type { StepMetrics } from './metrics'
 
 interface Series {

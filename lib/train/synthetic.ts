@@ -13,6 +13,7 @@
  * CodeUpdateArena's are unseen by ReCode's training), while every update kind appears on both sides.
  */
 import { RecodeError } from '../errors'
+import { mulberry32 } from '../random'
 
 export type UpdateKind =
   | 'rename_function' | 'rename_argument' | 'reorder_arguments' | 'add_default' | 'keyword_only'
@@ -157,16 +158,6 @@ const SELECTOR_KEYWORDS = ['op', 'kind', 'action', 'method', 'how']
 
 // ---- randomness -----------------------------------------------------------------------------------------
 
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** A stream seeded by (seed, label), so that changing one part of the generator does not shift the others. */
 function stream (seed: number, label: string): Rng {

@@ -27,7 +27,7 @@ import { score as rewardComponents, closePythonWorkers } from '../reward'
 import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '../rl/loss'
 import { loadMigrationData, splitMigrationData } from '../data/recode'
 import { tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
-import { writeFileAtomic } from './atomicFile'
+import { writeFileAtomic } from '../atomicFile'
 import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
@@ -156,11 +156,14 @@ function abortWith (checkpoint: string | undefined): RecodeError {
   return e
 }
 
-function stateTensors (state: TrainerState, withMoments: boolean): Record<string, TensorData> {
+type Weights = Array<{ name: string, shape: number[], data: Float32Array }>
+
+/** Weights (and, from a full state, the AdamW moments as `<name>.exp_avg` / `<name>.exp_avg_sq`) as safetensors tensors. */
+function tensorsOf (weights: Weights | TrainerState['tensors']): Record<string, TensorData> {
   const out: Record<string, TensorData> = {}
-  for (const t of state.tensors) {
+  for (const t of weights) {
     out[t.name] = { dtype: 'F32', shape: t.shape, data: t.data }
-    if (withMoments) {
+    if ('expAvg' in t) {
       out[`${t.name}.exp_avg`] = { dtype: 'F32', shape: t.shape, data: t.expAvg }
       out[`${t.name}.exp_avg_sq`] = { dtype: 'F32', shape: t.shape, data: t.expAvgSq }
     }
@@ -169,7 +172,7 @@ function stateTensors (state: TrainerState, withMoments: boolean): Record<string
 }
 
 /** Copies a model folder's non-weight files and writes the given weights as model.safetensors (atomically, folder by folder). */
-function writeModelFolder (baseDir: string, outDir: string, state: TrainerState): void {
+function writeModelFolder (baseDir: string, outDir: string, weights: Weights): void {
   const tmp = `${outDir}.tmp`
   fs.rmSync(tmp, { recursive: true, force: true })
   fs.mkdirSync(tmp, { recursive: true })
@@ -178,7 +181,7 @@ function writeModelFolder (baseDir: string, outDir: string, state: TrainerState)
     const src = path.join(baseDir, f)
     if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(tmp, f))
   }
-  writeTensorFile(path.join(tmp, 'model.safetensors'), stateTensors(state, false), { format: 'pt' })
+  writeTensorFile(path.join(tmp, 'model.safetensors'), tensorsOf(weights), { format: 'pt' })
   fs.rmSync(outDir, { recursive: true, force: true })
   fs.renameSync(tmp, outDir)
 }
@@ -296,7 +299,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   if (resumeFrom !== undefined) {
     const ck = loadCheckpoint(resumeFrom.dir)
     const tensors = ck.tensors['trainer.safetensors']
-    const names = (await trainer.state()).tensors.map((t) => t.name)
+    const names = (await trainer.parameters()).map((t) => t.name)
     await trainer.setState({
       stepsTaken: (ck.json['trainer.json'] as { stepsTaken: number }).stepsTaken,
       tensors: names.map((name) => {
@@ -314,11 +317,11 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const metrics = new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
 
   // The frozen base for the KL reference (full fine-tuning: a copy of the base weights, swapped in for the reference forward).
-  let baseState: TrainerState | undefined
+  let baseWeights: Weights | undefined
   if (config.klCoef > 0 && config.algorithm !== 'sft') {
     const baseModel = await loadModel(baseDir, { device: 'cpu', maxBatch: 1, maxContext: 2 })
     const t = new FullFineTuner(baseModel)
-    try { baseState = await t.state() } finally { t.dispose(); baseModel.dispose() }
+    try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
   }
 
   let lastCheckpoint = resumeFrom?.dir ?? ''
@@ -329,7 +332,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       configHash: hash,
       rng: { seed: config.seed },
       dataCursor: { consumed: cursor.consumed },
-      tensors: { 'trainer.safetensors': stateTensors(state, true) },
+      tensors: { 'trainer.safetensors': tensorsOf(state.tensors) },
       json: { 'trainer.json': { stepsTaken: state.stepsTaken } },
       extra: { before: summaryBefore, afterWarmStart: summaryWarm },
       keep: config.keepCheckpoints
@@ -350,7 +353,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
       const record = stage === 'warm-start' || stage === 'sft'
         ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
-        : await rlStep(ctx, stage, step - warmSteps, cursor, usable, promptText, promptIds, baseState)
+        : await rlStep(ctx, stage, step - warmSteps, cursor, usable, promptText, promptIds, baseWeights)
       step++
       record.step = step
       record.stage = stage
@@ -384,7 +387,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
   emit({ type: 'eval', label: 'after', step, scores: after })
   const modelDir = path.join(runDir, 'model')
-  writeModelFolder(baseDir, modelDir, await trainer.state())
+  writeModelFolder(baseDir, modelDir, await trainer.parameters())
   const summary: TrainSummary = {
     before: summaryBefore,
     ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}),
@@ -436,7 +439,7 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
 
 // ---- GRPO / DAPO --------------------------------------------------------------------------------------
 
-async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, cursor: DataCursor, usable: number[], promptText: string[], promptIds: number[][], baseState: TrainerState | undefined): Promise<StepMetrics> {
+async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, cursor: DataCursor, usable: number[], promptText: string[], promptIds: number[][], baseWeights: Weights | undefined): Promise<StepMetrics> {
   const { config, model, trainer, signal, options, emit } = ctx
   const n = config.samplesPerPrompt
   const phase: Record<string, number> = { generation: 0, reward: 0, logprobs: 0, backward: 0, optimizer: 0 }
@@ -445,7 +448,6 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
 
   // Rollouts; DAPO's dynamic sampling keeps only groups whose rewards differ and draws again until the batch is full.
   const kept: Array<{ row: number, completions: Array<{ ids: number[], text: string }>, rewards: number[], fmt: number[], es: number[], em: number[] }> = []
-  let generated = 0
   let batches = 0
   let allRewards: number[] = []
   let allFmt: number[] = []
@@ -496,7 +498,6 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
       const slice = (xs: ArrayLike<number>): number[] => Array.from({ length: n }, (_, s) => xs[p * n + s])
       kept.push({ row, completions: gens[p].map((g) => ({ ids: g.tokenIds, text: g.text })), rewards: slice(r), fmt: slice(comps.format), es: slice(comps.esStar), em: slice(comps.emStar) })
     })
-    generated += flat.length
     batches++
     t = tick('reward', t)
   }
@@ -533,12 +534,12 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
 
   // Reference log-probs (KL): the base weights swapped in for one forward per micro-batch.
   const refLogp: Float32Array[] = []
-  if (baseState !== undefined) {
+  if (baseWeights !== undefined) {
     t = performance.now()
-    const current = await trainer.state()
-    await trainer.setState({ tensors: baseState.tensors.map((x) => ({ name: x.name, data: x.data })) })
+    const current = await trainer.parameters()
+    await trainer.setState({ tensors: baseWeights })
     for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
-    await trainer.setState({ tensors: current.tensors.map((x) => ({ name: x.name, data: x.data })) })
+    await trainer.setState({ tensors: current })
     t = tick('logprobs', t)
   }
 
@@ -567,7 +568,7 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
         length: L,
         logp: pack(logp) as Float32Array,
         oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
-        refLogp: baseState !== undefined ? pack(refLogp.slice(m, m + microRows)) : undefined,
+        refLogp: baseWeights !== undefined ? pack(refLogp.slice(m, m + microRows)) : undefined,
         advantages: advantages.subarray(m, m + mb.length),
         mask
       }, {
@@ -609,6 +610,5 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
     stepSeconds: seconds,
     phaseSeconds: phase
   })
-  void generated
   return record
 }

@@ -126,10 +126,8 @@ Napi::Value model_load(const Napi::CallbackInfo& info) {
   bool bf16 = bool_field(a, opt, "roundBf16");
   Napi::Value dev = opt.Get("device");
   std::string device = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "cpu";
-  auto* job = new LoadJob(info.Env(), std::move(device), std::move(cfg), std::move(files), slots, context, bf16);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  auto job = std::make_unique<LoadJob>(info.Env(), std::move(device), std::move(cfg), std::move(files), slots, context, bf16);
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value model_info(const Napi::CallbackInfo& info) {
@@ -207,8 +205,7 @@ Napi::Value model_step(const Napi::CallbackInfo& info) {
   std::string mode = a.string(4, "mode");
   size_t n = slots.ElementLength();
   if (n == 0 || counts.ElementLength() != n) a.fail(2, "(counts) must have one entry per slot (and at least one)");
-  auto* job = new StepJob(info.Env(), b);
-  std::unique_ptr<StepJob> guard(job);
+  auto job = std::make_unique<StepJob>(info.Env(), b);
   int64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
     if (counts[i] <= 0) a.fail(2, "(counts) entries must be positive");
@@ -256,10 +253,7 @@ Napi::Value model_step(const Napi::CallbackInfo& info) {
   } else {
     job->set_cancel(a, 5);
   }
-  guard.release();
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value model_reset_slot(const Napi::CallbackInfo& info) {

@@ -313,10 +313,6 @@ double FullTrainer::apply_adamw(const AdamWOptions& o) {
   return norm;
 }
 
-}  // namespace recode::model
-
-namespace recode::model {
-
 void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   for (const TensorUpdate& u : updates)
@@ -326,21 +322,15 @@ void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t 
   for (const TensorUpdate& u : updates) {
     TrainTensor& t = tensors_[u.index];
     const size_t n = t.grad.size();
-    if (u.param) std::copy(u.param, u.param + n, t.param->data()), weights_changed = true;
+    if (u.param) {
+      std::copy(u.param, u.param + n, t.param->data());
+      weights_changed = true;
+    }
     if (u.exp_avg) std::copy(u.exp_avg, u.exp_avg + n, t.exp_avg.data());
     if (u.exp_avg_sq) std::copy(u.exp_avg_sq, u.exp_avg_sq + n, t.exp_avg_sq.data());
   }
   if (weights_changed) backend_->sync_train_params();
   if (steps_taken >= 0) adam_step_ = steps_taken;
-}
-
-void FullTrainer::get_tensor(size_t index, float* param, float* exp_avg, float* exp_avg_sq) const {
-  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
-  if (index >= tensors_.size()) throw Error("ERR_INVALID_ARG", "trainer: tensor index out of range");
-  const TrainTensor& t = tensors_[index];
-  if (param) std::copy(t.param->begin(), t.param->end(), param);
-  if (exp_avg) std::copy(t.exp_avg.begin(), t.exp_avg.end(), exp_avg);
-  if (exp_avg_sq) std::copy(t.exp_avg_sq.begin(), t.exp_avg_sq.end(), exp_avg_sq);
 }
 
 }  // namespace recode::model

@@ -57,8 +57,6 @@ class FullTrainer {
     const float *param, *exp_avg, *exp_avg_sq;
   };
   void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken /* < 0: keep */);
-  // Copies of one tensor's master weights and moments (under the lock, so never mid-update).
-  void get_tensor(size_t index, float* param, float* exp_avg, float* exp_avg_sq) const;
 
   const std::vector<TrainTensor>& tensors() const { return tensors_; }
   int64_t steps_taken() const { return adam_step_; }

@@ -70,8 +70,7 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
   auto tokens = a.typed<int32_t>(2, "tokens");
   auto weights = a.typed<float>(3, "weights");
   if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
-  auto* job = new TrainStepJob(info.Env(), t);
-  std::unique_ptr<TrainStepJob> guard(job);
+  auto job = std::make_unique<TrainStepJob>(info.Env(), t);
   int64_t total = 0;
   for (size_t i = 0; i < counts.ElementLength(); ++i) {
     if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
@@ -86,10 +85,7 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
   job->keep(tokens);
   job->keep(weights);
   job->set_cancel(a, 4);
-  guard.release();
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return AsyncJob::queue(std::move(job));
 }
 
 class ForwardJob : public AsyncJob {
@@ -121,8 +117,7 @@ Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
   auto counts = a.typed<int32_t>(1, "counts");
   auto tokens = a.typed<int32_t>(2, "tokens");
   if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
-  auto* job = new ForwardJob(info.Env(), t);
-  std::unique_ptr<ForwardJob> guard(job);
+  auto job = std::make_unique<ForwardJob>(info.Env(), t);
   int64_t total = 0;
   for (size_t i = 0; i < counts.ElementLength(); ++i) {
     if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
@@ -134,10 +129,7 @@ Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
   job->total = (size_t)total;
   job->keep(tokens);
   job->set_cancel(a, 3);
-  guard.release();
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return AsyncJob::queue(std::move(job));
 }
 
 class BackwardJob : public AsyncJob {
@@ -161,16 +153,12 @@ Napi::Value trainer_backward(const Napi::CallbackInfo& info) {
   Args a{info, "trainerBackward"};
   auto t = trainer_of(a, 0);
   auto weights = a.typed<float>(1, "weights");
-  auto* job = new BackwardJob(info.Env(), t);
-  std::unique_ptr<BackwardJob> guard(job);
+  auto job = std::make_unique<BackwardJob>(info.Env(), t);
   job->weights = weights.Data();
   job->total = weights.ElementLength();
   job->keep(weights);
   job->set_cancel(a, 2);
-  guard.release();
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return AsyncJob::queue(std::move(job));
 }
 
 class AdamWJob : public AsyncJob {
@@ -206,29 +194,33 @@ Napi::Value trainer_apply_adamw(const Napi::CallbackInfo& info) {
   opts.eps = field("eps", 0, 1, false);
   opts.weight_decay = field("weightDecay", 0, 1e3, false);
   opts.max_grad_norm = field("maxGradNorm", 0, INFINITY, true);
-  auto* job = new AdamWJob(info.Env(), t, opts);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  auto job = std::make_unique<AdamWJob>(info.Env(), t, opts);
+  return AsyncJob::queue(std::move(job));
 }
 
+// { name, shape } of one trainer tensor plus a Float32Array copy of each requested array (JS name, source).
+Napi::Object tensor_object(Napi::Env env, const TrainTensor& t,
+                           std::initializer_list<std::pair<const char*, const std::vector<float>*>> arrays) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", t.name);
+  Napi::Array shape = Napi::Array::New(env, t.shape.size());
+  for (size_t j = 0; j < t.shape.size(); ++j) shape.Set(j, (double)t.shape[j]);
+  o.Set("shape", shape);
+  for (const auto& [key, src] : arrays) {
+    auto d = Napi::Float32Array::New(env, src->size());
+    std::memcpy(d.Data(), src->data(), src->size() * sizeof(float));
+    o.Set(key, d);
+  }
+  return o;
+}
+
+// trainerGradients(handle) -> [{ name, shape, grad: Float32Array }]: copies of the accumulated gradients.
 Napi::Value trainer_gradients(const Napi::CallbackInfo& info) {
   Args a{info, "trainerGradients"};
   auto t = trainer_of(a, 0);
-  Napi::Env env = info.Env();
   const auto& ts = t->tensors();
-  Napi::Array out = Napi::Array::New(env, ts.size());
-  for (size_t i = 0; i < ts.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", ts[i].name);
-    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
-    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
-    o.Set("shape", shape);
-    auto g = Napi::Float32Array::New(env, ts[i].grad.size());
-    std::memcpy(g.Data(), ts[i].grad.data(), ts[i].grad.size() * sizeof(float));
-    o.Set("grad", g);
-    out.Set(i, o);
-  }
+  Napi::Array out = Napi::Array::New(info.Env(), ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) out.Set(i, tensor_object(info.Env(), ts[i], {{"grad", &ts[i].grad}}));
   return out;
 }
 
@@ -236,46 +228,28 @@ Napi::Value trainer_gradients(const Napi::CallbackInfo& info) {
 Napi::Value trainer_parameters(const Napi::CallbackInfo& info) {
   Args a{info, "trainerParameters"};
   auto t = trainer_of(a, 0);
-  Napi::Env env = info.Env();
   const auto& ts = t->tensors();
-  Napi::Array out = Napi::Array::New(env, ts.size());
+  Napi::Array out = Napi::Array::New(info.Env(), ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", ts[i].name);
-    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
-    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
-    o.Set("shape", shape);
-    auto d = Napi::Float32Array::New(env, ts[i].param->size());
-    std::memcpy(d.Data(), ts[i].param->data(), ts[i].param->size() * sizeof(float));
-    o.Set("data", d);
+    Napi::Object o = tensor_object(info.Env(), ts[i], {{"data", ts[i].param}});
     o.Set("decay", ts[i].decay);
     out.Set(i, o);
   }
   return out;
 }
 
+// trainerState(handle) -> { stepsTaken, tensors: [{ name, shape, data, expAvg, expAvgSq, decay }] }.
 Napi::Value trainer_state(const Napi::CallbackInfo& info) {
   Args a{info, "trainerState"};
   auto t = trainer_of(a, 0);
-  Napi::Env env = info.Env();
   const auto& ts = t->tensors();
-  Napi::Array list = Napi::Array::New(env, ts.size());
+  Napi::Array list = Napi::Array::New(info.Env(), ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", ts[i].name);
-    Napi::Array shape = Napi::Array::New(env, ts[i].shape.size());
-    for (size_t j = 0; j < ts[i].shape.size(); ++j) shape.Set(j, (double)ts[i].shape[j]);
-    o.Set("shape", shape);
-    const size_t n = ts[i].grad.size();
-    auto d = Napi::Float32Array::New(env, n), m = Napi::Float32Array::New(env, n), v = Napi::Float32Array::New(env, n);
-    t->get_tensor(i, d.Data(), m.Data(), v.Data());
-    o.Set("data", d);
-    o.Set("expAvg", m);
-    o.Set("expAvgSq", v);
+    Napi::Object o = tensor_object(info.Env(), ts[i], {{"data", ts[i].param}, {"expAvg", &ts[i].exp_avg}, {"expAvgSq", &ts[i].exp_avg_sq}});
     o.Set("decay", ts[i].decay);
     list.Set(i, o);
   }
-  Napi::Object out = Napi::Object::New(env);
+  Napi::Object out = Napi::Object::New(info.Env());
   out.Set("stepsTaken", (double)t->steps_taken());
   out.Set("tensors", list);
   return out;

@@ -25,11 +25,15 @@ export function fsyncDir (dir: string): void {
   }
 }
 
-export function writeFileAtomic (file: string, data: string | Uint8Array): void {
+/**
+ * Creates `file` through `write(fd)` on a temporary name, then fsync, rename over `file` and fsync the folder.
+ * On any error the temporary file is removed and `file` is untouched.
+ */
+export function writeFileAtomicWith (file: string, write: (fd: number) => void): void {
   const tmp = tempNameFor(file)
   const fd = fs.openSync(tmp, 'w')
   try {
-    fs.writeFileSync(fd, data)
+    write(fd)
     fs.fsyncSync(fd)
   } catch (err) {
     fs.closeSync(fd)
@@ -44,4 +48,8 @@ export function writeFileAtomic (file: string, data: string | Uint8Array): void 
     throw err
   }
   fsyncDir(path.dirname(file))
+}
+
+export function writeFileAtomic (file: string, data: string | Uint8Array): void {
+  writeFileAtomicWith(file, (fd) => { fs.writeFileSync(fd, data) })
 }
