@@ -120,24 +120,7 @@ class CpuBackend : public Backend {
     std::lock_guard<std::mutex> lk(mu_);
     const ModelConfig& cfg = config_;
     const int C = cfg.hidden;
-    int T = 0;
-    for (const StepSeq& s : seqs) {
-      if (s.slot < 0 || s.slot >= slots_) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
-      if (s.n <= 0) throw Error("ERR_INVALID_ARG", "model step: every sequence needs at least one token");
-      if (lengths_[s.slot] + s.n > context_)
-        throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " would hold " +
-                                           std::to_string(lengths_[s.slot] + s.n) + " tokens, over the context of " +
-                                           std::to_string(context_));
-      T += s.n;
-    }
-    for (size_t i = 0; i < seqs.size(); ++i)
-      for (size_t j = 0; j < i; ++j)
-        if (seqs[i].slot == seqs[j].slot)
-          throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(seqs[i].slot) + " appears twice");
-    for (int i = 0; i < T; ++i)
-      if (tokens[i] < 0 || tokens[i] >= cfg.vocab)
-        throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                           std::to_string(cfg.vocab) + ")");
+    const int T = check_step(seqs, tokens, lengths_, context_, cfg.vocab);
     std::vector<float> x((size_t)T * C);
     std::vector<int32_t> pos(T);
     ops::embedding_forward(x.data(), tokens, embed_.data(), T, C);

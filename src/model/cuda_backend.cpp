@@ -212,25 +212,7 @@ class CudaBackend : public Backend {
     const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate,
               V = cfg.vocab;
     const int S = (int)seqs.size();
-    int T = 0;
-    for (const StepSeq& s : seqs) {
-      if (s.slot < 0 || s.slot >= slots_) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
-      if (s.n <= 0) throw Error("ERR_INVALID_ARG", "model step: every sequence needs at least one token");
-      if (lengths_[s.slot] + s.n > context_)
-        throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " would hold " +
-                                           std::to_string(lengths_[s.slot] + s.n) + " tokens, over the context of " +
-                                           std::to_string(context_));
-      T += s.n;
-    }
-    for (int i = 0; i < S; ++i)
-      for (int j = 0; j < i; ++j)
-        if (seqs[i].slot == seqs[j].slot)
-          throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(seqs[i].slot) + " appears twice");
-    // the embedding kernel gives zero rows for bad ids, so they are refused here
-    for (int i = 0; i < T; ++i)
-      if (tokens[i] < 0 || tokens[i] >= V)
-        throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                           std::to_string(V) + ")");
+    const int T = check_step(seqs, tokens, lengths_, context_, V);
     if (S == 0) return;
 
     // host-side index arrays, uploaded in one copy: tokens [T] | positions [T] | context length through each

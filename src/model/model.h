@@ -68,6 +68,32 @@ struct StepSeq {
   int slot = 0, n = 0;
 };
 
+// Checks one step's sequences against the KV slots (slot in range, at least one token, within the context, no
+// slot twice) and every token id against the vocabulary (the embedding kernels do not), the same for every
+// backend. `lengths` holds the tokens each slot already caches. Returns the step's token count.
+inline int check_step(const std::vector<StepSeq>& seqs, const int32_t* tokens, const std::vector<int>& lengths,
+                      int context, int vocab) {
+  const int slots = (int)lengths.size();
+  int T = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const StepSeq& s = seqs[i];
+    if (s.slot < 0 || s.slot >= slots) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
+    if (s.n <= 0) throw Error("ERR_INVALID_ARG", "model step: every sequence needs at least one token");
+    if (lengths[s.slot] + s.n > context)
+      throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " would hold " +
+                                         std::to_string(lengths[s.slot] + s.n) + " tokens, over the context of " +
+                                         std::to_string(context));
+    for (size_t j = 0; j < i; ++j)
+      if (s.slot == seqs[j].slot) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " appears twice");
+    T += s.n;
+  }
+  for (int i = 0; i < T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
+                                         std::to_string(vocab) + ")");
+  return T;
+}
+
 // Full fine-tuning access to a backend's parameters (train_step.cpp). Every parameter as a plain float32
 // array (Hugging Face layout: linear weights [out, in]); `lm_head` is null when tied to `embed`. The arrays
 // are the master weights: after changing them call `sync()`, which re-packs whatever the inference GEMM packs.

@@ -35,6 +35,18 @@ Napi::Value trainer_create(const Napi::CallbackInfo& info) {
   return Napi::External<TrainerHolder>::New(info.Env(), h, [](Napi::Env, TrainerHolder* p) { delete p; });
 }
 
+// Sequence lengths (argument i, at least one, each positive) into `out`; returns their sum.
+int64_t sequence_counts(const Args& a, size_t i, const Napi::Int32Array& counts, std::vector<int>& out) {
+  if (counts.ElementLength() == 0) a.fail(i, "(counts) must hold at least one sequence");
+  int64_t total = 0;
+  for (size_t k = 0; k < counts.ElementLength(); ++k) {
+    if (counts[k] <= 0) a.fail(i, "(counts) entries must be positive");
+    out.push_back(counts[k]);
+    total += counts[k];
+  }
+  return total;
+}
+
 class TrainStepJob : public AsyncJob {
  public:
   TrainStepJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
@@ -69,14 +81,8 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
   auto counts = a.typed<int32_t>(1, "counts");
   auto tokens = a.typed<int32_t>(2, "tokens");
   auto weights = a.typed<float>(3, "weights");
-  if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
   auto job = std::make_unique<TrainStepJob>(info.Env(), t);
-  int64_t total = 0;
-  for (size_t i = 0; i < counts.ElementLength(); ++i) {
-    if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
-    job->counts.push_back(counts[i]);
-    total += counts[i];
-  }
+  const int64_t total = sequence_counts(a, 1, counts, job->counts);
   if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
   if ((int64_t)weights.ElementLength() != total) a.fail(3, "(weights) must hold one weight per token (sum(counts))");
   job->tokens = tokens.Data();
@@ -116,14 +122,8 @@ Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
   auto t = trainer_of(a, 0);
   auto counts = a.typed<int32_t>(1, "counts");
   auto tokens = a.typed<int32_t>(2, "tokens");
-  if (counts.ElementLength() == 0) a.fail(1, "(counts) must hold at least one sequence");
   auto job = std::make_unique<ForwardJob>(info.Env(), t);
-  int64_t total = 0;
-  for (size_t i = 0; i < counts.ElementLength(); ++i) {
-    if (counts[i] <= 0) a.fail(1, "(counts) entries must be positive");
-    job->counts.push_back(counts[i]);
-    total += counts[i];
-  }
+  const int64_t total = sequence_counts(a, 1, counts, job->counts);
   if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
   job->tokens = tokens.Data();
   job->total = (size_t)total;
