@@ -27,7 +27,13 @@ ops::Linear plain_linear(std::vector<float>& w, std::vector<float>& b, int N, in
 
 }  // namespace
 
-FullTrainer::FullTrainer(std::shared_ptr<Backend> backend) : backend_(std::move(backend)) {
+std::shared_ptr<Trainer> make_trainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec) {
+  if (backend->train_mutex()) return std::make_shared<FullTrainer>(std::move(backend), spec);
+  throw Error("ERR_UNSUPPORTED", std::string("training runs on the cpu backend, not '") + backend->device() + "'");
+}
+
+FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec) : backend_(std::move(backend)) {
+  if (spec.kind != AdapterSpec::Kind::None) throw Error("ERR_UNSUPPORTED", "adapters are not wired yet");
   const ModelConfig& cfg = backend_->config();
   std::mutex* mu = backend_->train_mutex();
   if (!mu) throw Error("ERR_UNSUPPORTED", std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
@@ -103,6 +109,8 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend) : backend_(std::move(
   // a tied head's gradient adds into the embedding's
   g_lm_head_ = p_->lm_head ? tensors_[i++].grad.data() : g_embed_;
 }
+
+void FullTrainer::set_adapters_enabled(bool) {}
 
 void FullTrainer::zero_grad() {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());

@@ -31,35 +31,70 @@ struct AdamWOptions {
   double max_grad_norm = 0.0;  // <= 0 or infinite: no clipping (the norm is still computed)
 };
 
-class FullTrainer {
- public:
-  // Throws ERR_UNSUPPORTED for a backend without training access or a model with o_proj / MLP biases.
-  explicit FullTrainer(std::shared_ptr<Backend> backend);
+// What a trainer trains: every parameter (full fine-tuning), or LoRA / DoRA adapters (src/adapters.h, PEFT's
+// formulas) on the chosen projections of every decoder layer with the base frozen.
+struct AdapterSpec {
+  enum class Kind { None, LoRA, DoRA };
+  Kind kind = Kind::None;
+  int rank = 8;
+  double alpha = 16;    // scaling = alpha / rank
+  double dropout = 0;   // on the adapter's input path, training forwards only
+  uint64_t seed = 0;    // A's initialisation and the dropout stream
+  std::vector<std::string> targets;  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+};
 
+// The training interface every backend's trainer implements (CPU: FullTrainer below; CUDA: cuda_train_step.cpp).
+class Trainer {
+ public:
+  virtual ~Trainer() = default;
   // One forward + backward over sequences of `counts[i]` tokens (concatenated in `tokens`), adding into the
   // gradients. Writes logp[sum counts] and returns the loss. Checks `cancel` between layers: an abort in the
   // forward leaves the gradients as they were, one in the backward zeroes them (no half gradients).
-  double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
-              const CancelFlag& cancel);
+  virtual double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+                      const CancelFlag& cancel) = 0;
   // The same step in two calls, for losses whose weights depend on the current logp (PPO-style ratios):
   // forward() writes logp and keeps the activations (replacing any pending forward); backward() consumes
   // them with the weights and returns the loss. apply_adamw() drops a pending forward (its weights changed).
-  void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
-  double backward(const float* weights, size_t count, const CancelFlag& cancel);  // count: one per pending token
+  virtual void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) = 0;
+  virtual double backward(const float* weights, size_t count, const CancelFlag& cancel) = 0;  // one per pending token
   // Clip, AdamW, re-pack, zero the gradients. Returns the gradient norm before clipping; a non-finite norm
   // skips the update (gradients are still zeroed).
-  double apply_adamw(const AdamWOptions& o);
-  void zero_grad();
+  virtual double apply_adamw(const AdamWOptions& o) = 0;
+  virtual void zero_grad() = 0;
   // Replaces master weights and/or AdamW moments (nullptr: keep) of tensor `index`, then re-packs the inference
-  // weights; drops a pending forward. Used to resume from a checkpoint and to swap weights (adapters, reference).
+  // weights; drops a pending forward. Used to resume from a checkpoint and to swap weights (reference policy).
   struct TensorUpdate {
     size_t index;
     const float *param, *exp_avg, *exp_avg_sq;
   };
-  void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken /* < 0: keep */);
+  virtual void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken /* < 0: keep */) = 0;
+  // The trainable tensors with host copies of their arrays (a device trainer copies them down first).
+  virtual const std::vector<TrainTensor>& tensors() = 0;
+  virtual int64_t steps_taken() const = 0;
+  // Adapters off: forwards (and generation) compute the frozen base model, the reference policy of the KL
+  // term. Drops a pending forward. No effect on full fine-tuning.
+  virtual void set_adapters_enabled(bool enabled) = 0;
+};
 
-  const std::vector<TrainTensor>& tensors() const { return tensors_; }
-  int64_t steps_taken() const { return adam_step_; }
+// The trainer for a backend: the CPU trainer for the cpu backend, the CUDA trainer for cuda / emulated.
+std::shared_ptr<Trainer> make_trainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec);
+
+// The CPU trainer: float32 master weights (the backend's own) or adapters, gradients and AdamW moments on the host.
+class FullTrainer final : public Trainer {
+ public:
+  // Throws ERR_UNSUPPORTED for a backend without training access or a model with o_proj / MLP biases.
+  FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec);
+
+  double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+              const CancelFlag& cancel) override;
+  void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) override;
+  double backward(const float* weights, size_t count, const CancelFlag& cancel) override;
+  double apply_adamw(const AdamWOptions& o) override;
+  void zero_grad() override;
+  void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken) override;
+  const std::vector<TrainTensor>& tensors() override { return tensors_; }
+  int64_t steps_taken() const override { return adam_step_; }
+  void set_adapters_enabled(bool enabled) override;
 
  private:
   // What the backward needs from a forward: every layer's activations, the final residual stream and norm

@@ -1,5 +1,6 @@
 // JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
-//   trainerCreate(model) -> handle                         (float32 master weights, gradients, AdamW moments)
+//   trainerCreate(model, { adapter? }) -> handle           (float32 master weights or adapters, gradients, moments)
+//   trainerSetAdaptersEnabled(handle, enabled)             (off: the frozen base, for the KL reference)
 //   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
 //   trainerForward(handle, counts, tokens, cancel?) -> Promise<Float32Array logp>   (keeps the activations)
 //   trainerBackward(handle, weights, cancel?) -> Promise<loss>                     (consumes them)
@@ -9,6 +10,7 @@
 //   trainerState(handle) -> { stepsTaken, tensors: [{ name, shape, data, expAvg, expAvgSq, decay }] }  (copies)
 //   trainerSetState(handle, { stepsTaken?, tensors: [{ name, data?, expAvg?, expAvgSq? }] })  (re-packs once)
 //   trainerZeroGrad(handle), trainerDispose(handle)
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -18,10 +20,10 @@ namespace recode::model {
 namespace {
 
 struct TrainerHolder {
-  std::shared_ptr<FullTrainer> trainer;
+  std::shared_ptr<Trainer> trainer;
 };
 
-std::shared_ptr<FullTrainer> trainer_of(const Args& a, size_t i) {
+std::shared_ptr<Trainer> trainer_of(const Args& a, size_t i) {
   Napi::Value v = a.at(i);
   if (!v.IsExternal()) a.fail(i, "(trainer) must be a trainer handle");
   auto& h = *v.As<Napi::External<TrainerHolder>>().Data();
@@ -29,10 +31,62 @@ std::shared_ptr<FullTrainer> trainer_of(const Args& a, size_t i) {
   return h.trainer;
 }
 
+// options.adapter: { type: 'lora' | 'dora', r, alpha, dropout, seed, targetModules: string[] } (absent or
+// type 'none': full fine-tuning). lib/train/config.ts validates the same fields with friendlier messages.
+AdapterSpec adapter_spec(const Args& a, size_t i) {
+  AdapterSpec spec;
+  if (!a.has(i)) return spec;
+  Napi::Object o = a.object(i, "options");
+  Napi::Value av = o.Get("adapter");
+  if (av.IsUndefined() || av.IsNull()) return spec;
+  if (!av.IsObject()) a.fail(i, "(options.adapter) must be an object");
+  Napi::Object ad = av.As<Napi::Object>();
+  Napi::Value tv = ad.Get("type");
+  const std::string type = tv.IsString() ? tv.As<Napi::String>().Utf8Value() : "";
+  if (type == "none") return spec;
+  if (type == "lora") spec.kind = AdapterSpec::Kind::LoRA;
+  else if (type == "dora") spec.kind = AdapterSpec::Kind::DoRA;
+  else a.fail(i, "(options.adapter.type) must be 'none', 'lora' or 'dora'");
+  auto number = [&](const char* name, double lo, double hi, bool integer) {
+    Napi::Value v = ad.Get(name);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d >= lo && d <= hi) || (integer && d != std::floor(d)))
+      a.fail(i, std::string("(options.adapter.") + name + ") must be " + (integer ? "an integer" : "a number") +
+                    " in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return d;
+  };
+  spec.rank = (int)number("r", 1, 65536, true);
+  spec.alpha = number("alpha", 1e-9, 1e9, false);
+  spec.dropout = number("dropout", 0, 0.99, false);
+  spec.seed = (uint64_t)number("seed", 0, 9007199254740991.0, true);
+  Napi::Value mv = ad.Get("targetModules");
+  if (!mv.IsArray() || mv.As<Napi::Array>().Length() == 0) a.fail(i, "(options.adapter.targetModules) must be a non-empty array of projection names");
+  Napi::Array mods = mv.As<Napi::Array>();
+  static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  for (uint32_t k = 0; k < mods.Length(); ++k) {
+    Napi::Value m = mods.Get(k);
+    const std::string name = m.IsString() ? m.As<Napi::String>().Utf8Value() : "";
+    if (std::find(std::begin(known), std::end(known), name) == std::end(known))
+      a.fail(i, "(options.adapter.targetModules[" + std::to_string(k) + "]) must be one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    if (std::find(spec.targets.begin(), spec.targets.end(), name) == spec.targets.end()) spec.targets.push_back(name);
+  }
+  return spec;
+}
+
 Napi::Value trainer_create(const Napi::CallbackInfo& info) {
   Args a{info, "trainerCreate"};
-  auto* h = new TrainerHolder{std::make_shared<FullTrainer>(backend_from_handle(a, 0))};
+  auto backend = backend_from_handle(a, 0);
+  const AdapterSpec spec = adapter_spec(a, 1);
+  auto* h = new TrainerHolder{make_trainer(std::move(backend), spec)};
   return Napi::External<TrainerHolder>::New(info.Env(), h, [](Napi::Env, TrainerHolder* p) { delete p; });
+}
+
+// trainerSetAdaptersEnabled(handle, enabled): adapters off = the frozen base (the KL reference policy).
+Napi::Value trainer_set_adapters_enabled(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetAdaptersEnabled"};
+  auto t = trainer_of(a, 0);
+  t->set_adapters_enabled(a.boolean(1, "enabled"));
+  return info.Env().Undefined();
 }
 
 // Sequence lengths (argument i, at least one, each positive) into `out`; returns their sum.
@@ -49,7 +103,7 @@ int64_t sequence_counts(const Args& a, size_t i, const Napi::Int32Array& counts,
 
 class TrainStepJob : public AsyncJob {
  public:
-  TrainStepJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  TrainStepJob(Napi::Env env, std::shared_ptr<Trainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
   std::vector<int> counts;
   const int32_t* tokens = nullptr;
   const float* weights = nullptr;
@@ -70,7 +124,7 @@ class TrainStepJob : public AsyncJob {
   }
 
  private:
-  std::shared_ptr<FullTrainer> trainer_;
+  std::shared_ptr<Trainer> trainer_;
   std::vector<float> logp_;
   double loss_ = 0;
 };
@@ -96,7 +150,7 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
 
 class ForwardJob : public AsyncJob {
  public:
-  ForwardJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  ForwardJob(Napi::Env env, std::shared_ptr<Trainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
   std::vector<int> counts;
   const int32_t* tokens = nullptr;
   size_t total = 0;
@@ -113,7 +167,7 @@ class ForwardJob : public AsyncJob {
   }
 
  private:
-  std::shared_ptr<FullTrainer> trainer_;
+  std::shared_ptr<Trainer> trainer_;
   std::vector<float> logp_;
 };
 
@@ -134,7 +188,7 @@ Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
 
 class BackwardJob : public AsyncJob {
  public:
-  BackwardJob(Napi::Env env, std::shared_ptr<FullTrainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
+  BackwardJob(Napi::Env env, std::shared_ptr<Trainer> t) : AsyncJob(env), trainer_(std::move(t)) {}
   const float* weights = nullptr;
   size_t total = 0;
 
@@ -145,7 +199,7 @@ class BackwardJob : public AsyncJob {
   Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, loss_); }
 
  private:
-  std::shared_ptr<FullTrainer> trainer_;
+  std::shared_ptr<Trainer> trainer_;
   double loss_ = 0;
 };
 
@@ -163,7 +217,7 @@ Napi::Value trainer_backward(const Napi::CallbackInfo& info) {
 
 class AdamWJob : public AsyncJob {
  public:
-  AdamWJob(Napi::Env env, std::shared_ptr<FullTrainer> t, AdamWOptions o)
+  AdamWJob(Napi::Env env, std::shared_ptr<Trainer> t, AdamWOptions o)
       : AsyncJob(env), trainer_(std::move(t)), opts_(o) {}
 
  protected:
@@ -171,7 +225,7 @@ class AdamWJob : public AsyncJob {
   Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, norm_); }
 
  private:
-  std::shared_ptr<FullTrainer> trainer_;
+  std::shared_ptr<Trainer> trainer_;
   AdamWOptions opts_;
   double norm_ = 0;
 };
@@ -272,7 +326,7 @@ Napi::Value trainer_set_state(const Napi::CallbackInfo& info) {
   Napi::Value lv = state.Get("tensors");
   if (!lv.IsArray()) a.fail(1, "(state.tensors) must be an array");
   Napi::Array list = lv.As<Napi::Array>();
-  std::vector<FullTrainer::TensorUpdate> updates;
+  std::vector<Trainer::TensorUpdate> updates;
   for (uint32_t i = 0; i < list.Length(); ++i) {
     Napi::Value ev = list.Get(i);
     if (!ev.IsObject()) a.fail(1, "(state.tensors[" + std::to_string(i) + "]) must be an object");
@@ -327,5 +381,6 @@ RECODE_EXPORT("trainerZeroGrad", trainer_zero_grad);
 RECODE_EXPORT("trainerState", trainer_state);
 RECODE_EXPORT("trainerSetState", trainer_set_state);
 RECODE_EXPORT("trainerDispose", trainer_dispose);
+RECODE_EXPORT("trainerSetAdaptersEnabled", trainer_set_adapters_enabled);
 
 }  // namespace recode::model
