@@ -121,7 +121,8 @@ void backward_hidden(const float* hidden, const float* weight, int T, int H, int
       }
     }
   });
-  // dW_v = sum_t dlogit(t, v) hidden_t: vocabulary rows in parallel.
+  // dW_v = sum_t dlogit(t, v) hidden_t: vocabulary rows in parallel (skipped for a frozen head).
+  if (!dweight) return;
   parallel_for(V, 16, [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
       float* dw = dweight + (size_t)v * H;

@@ -24,7 +24,7 @@ void backward_logits(const float* logits, int T, int V, const int32_t* targets, 
 
 void forward_hidden(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
                     float temperature, float* logp, float* entropy, float* lse);
-// dhidden [T, H] and dweight [V, H] are overwritten.
+// dhidden [T, H] and dweight [V, H] are overwritten; dweight may be null (a frozen head: not computed).
 void backward_hidden(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
                      float temperature, const float* lse, const float* entropy, const float* dlogp,
                      const float* dentropy, float* dhidden, float* dweight);

@@ -202,6 +202,15 @@ class CpuBackend : public Backend {
     lm_head_ = ops::pack_weight(head.data(), lm_head_.N, lm_head_.K, lm_head_.is_bf16());
   }
   std::mutex* train_mutex() override { return &mu_; }
+  void repack_linear(const std::vector<float>* master, const float* values) override {
+    for (LayerStore& L : layers_)
+      for (LinearStore* s : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+        if (&s->master == master) {
+          s->packed = ops::pack_weight(values, s->packed.N, s->packed.K, s->packed.is_bf16());
+          return;
+        }
+    throw Error("ERR_INTERNAL", "repack_linear: not a linear weight of this model");
+  }
 
  private:
   std::unique_ptr<TrainParams> train_;

@@ -133,6 +133,13 @@ class Backend {
   virtual TrainParams* train_params() { return nullptr; }
   virtual void sync_train_params() {}
   virtual std::mutex* train_mutex() { return nullptr; }
+  // Re-packs the inference weight whose master array is `master` from `values` instead, leaving the master as
+  // it is (adapters: generation runs the merged weight while training keeps the frozen base). Lock held.
+  virtual void repack_linear(const std::vector<float>* master, const float* values) {
+    (void)master;
+    (void)values;
+    throw Error("ERR_UNSUPPORTED", std::string("adapter training is not supported on the '") + device() + "' backend");
+  }
 
  protected:
   ModelConfig config_;

@@ -10,11 +10,16 @@
 #include <algorithm>
 #include <limits>
 
+#include "adapters.h"
 #include "logprob.h"
 #include "optim.h"
 
 namespace recode::model {
 namespace {
+
+// The projections an adapter may wrap, in PEFT's names, and the module that holds each.
+constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
 ops::Linear plain_linear(std::vector<float>& w, std::vector<float>& b, int N, int K) {
   ops::Linear l;
@@ -32,8 +37,8 @@ std::shared_ptr<Trainer> make_trainer(std::shared_ptr<Backend> backend, const Ad
   throw Error("ERR_UNSUPPORTED", std::string("training runs on the cpu backend, not '") + backend->device() + "'");
 }
 
-FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec) : backend_(std::move(backend)) {
-  if (spec.kind != AdapterSpec::Kind::None) throw Error("ERR_UNSUPPORTED", "adapters are not wired yet");
+FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec)
+    : spec_(spec), backend_(std::move(backend)) {
   const ModelConfig& cfg = backend_->config();
   std::mutex* mu = backend_->train_mutex();
   if (!mu) throw Error("ERR_UNSUPPORTED", std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
@@ -41,6 +46,10 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
     throw Error("ERR_UNSUPPORTED", "full fine-tuning of models with o_proj or MLP biases is not supported by the CPU trainer");
   std::lock_guard<std::mutex> lk(*mu);
   p_ = backend_->train_params();
+  if (spec.kind != AdapterSpec::Kind::None) {
+    init_adapters(spec);
+    return;
+  }
   const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
                 kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {
@@ -110,7 +119,134 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
   g_lm_head_ = p_->lm_head ? tensors_[i++].grad.data() : g_embed_;
 }
 
-void FullTrainer::set_adapters_enabled(bool) {}
+// ---- adapters -------------------------------------------------------------------------------------------
+// PEFT's initialisation: A ~ kaiming-uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)) (drawn from Philox keyed by
+// the seed, one stream per adapted module), B = 0, and for DoRA m = ||W|| per row, so a fresh adapter leaves the
+// model exactly as it was.
+void FullTrainer::init_adapters(const AdapterSpec& spec) {
+  const ModelConfig& cfg = backend_->config();
+  if (spec.rank < 1) throw Error("ERR_INVALID_ARG", "adapter rank must be at least 1");
+  if (spec.targets.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules must not be empty");
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw Error("ERR_INVALID_ARG", "adapter dropout must be in [0, 1)");
+  const bool dora = spec.kind == AdapterSpec::Kind::DoRA;
+  const int C = cfg.hidden, qd = cfg.heads * cfg.head_dim, kd = cfg.kv_heads * cfg.head_dim, F = cfg.intermediate;
+  const int dims[7][2] = {{qd, C}, {kd, C}, {kd, C}, {C, qd}, {F, C}, {F, C}, {C, F}};  // [out, in]
+  g_layers_.assign(cfg.layers, ops::LayerGrads{});  // the base is frozen: no base gradients at all
+  for (int l = 0; l < cfg.layers; ++l) {
+    const TrainLayerParams& L = p_->layers[l];
+    std::vector<float>* base[7] = {L.q_w, L.k_w, L.v_w, L.o_w, L.gate_w, L.up_w, L.down_w};
+    for (int proj = 0; proj < 7; ++proj) {
+      if (std::find(spec.targets.begin(), spec.targets.end(), kProjections[proj]) == spec.targets.end()) continue;
+      auto slot = std::make_unique<AdapterSlot>();
+      slot->layer = l;
+      slot->proj = proj;
+      slot->base = base[proj];
+      slot->N = dims[proj][0];
+      slot->K = dims[proj][1];
+      const int64_t rk = (int64_t)spec.rank * slot->K;
+      slot->a.resize(rk);
+      const double bound = 1.0 / std::sqrt((double)slot->K);
+      const uint32_t key[2] = {(uint32_t)spec.seed, (uint32_t)(spec.seed >> 32)};
+      for (int64_t i = 0; i < rk; ++i) {
+        const uint32_t ctr[4] = {(uint32_t)i, (uint32_t)(i >> 32), (uint32_t)adapters_.size(), 0x4c6f5241u /* "LoRA" */};
+        uint32_t r[4];
+        philox4x32_10(ctr, key, r);
+        slot->a[i] = (float)((2.0 * (r[0] / 4294967296.0) - 1.0) * bound);
+      }
+      slot->b.assign((size_t)slot->N * spec.rank, 0.0f);
+      if (dora) {
+        slot->magnitude.resize(slot->N);
+        slot->norm.resize(slot->N);
+      }
+      adapters_.push_back(std::move(slot));
+    }
+  }
+  if (adapters_.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules match no projection of this model");
+  for (auto& slot : adapters_) {
+    const std::string module = "base_model.model.model.layers." + std::to_string(slot->layer) + "." +
+                               projection_parent(slot->proj) + "." + kProjections[slot->proj];
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>* param) {
+      TrainTensor t;
+      t.name = name;
+      t.shape = std::move(shape);
+      t.param = param;
+      t.grad.assign(param->size(), 0.0f);
+      t.exp_avg.assign(param->size(), 0.0f);
+      t.exp_avg_sq.assign(param->size(), 0.0f);
+      t.decay = true;  // HF Trainer decays every parameter but biases and norm weights
+      tensors_.push_back(std::move(t));
+    };
+    add(module + ".lora_A.weight", {spec.rank, slot->K}, &slot->a);
+    add(module + ".lora_B.weight", {slot->N, spec.rank}, &slot->b);
+    if (dora) add(module + ".lora_magnitude_vector", {slot->N}, &slot->magnitude);
+  }
+  // the layer views (tensors_ is complete: no more reallocation)
+  for (size_t i = 0, t = 0; i < adapters_.size(); ++i) {
+    AdapterSlot& s = *adapters_[i];
+    ops::LinearAdapter& v = s.view;
+    v.a = s.a.data();
+    v.b = s.b.data();
+    v.grad_a = tensors_[t++].grad.data();
+    v.grad_b = tensors_[t++].grad.data();
+    if (dora) {
+      v.magnitude = s.magnitude.data();
+      v.weight_norm = s.norm.data();
+      v.grad_magnitude = tensors_[t++].grad.data();
+    }
+    v.rank = spec.rank;
+    v.scaling = (float)(spec.alpha / spec.rank);
+    v.dropout = (float)spec.dropout;
+  }
+  refresh_adapters(false);
+  for (auto& s : adapters_) std::copy(s->norm.begin(), s->norm.end(), s->magnitude.begin());  // DoRA: m = ||W + s B A|| = ||W|| (B = 0)
+}
+
+// After A, B or m changed: DoRA's row norms, and (repack) the inference weights generation uses: the merged
+// weight with adapters on, the base with them off.
+void FullTrainer::refresh_adapters(bool repack) {
+  std::vector<float> merged;
+  for (auto& sp : adapters_) {
+    AdapterSlot& s = *sp;
+    if (!s.norm.empty()) ops::adapter_weight_norm(s.norm.data(), s.base->data(), s.view, s.N, s.K);
+    if (!repack) continue;
+    if (adapters_enabled_) {
+      merged.resize((size_t)s.N * s.K);
+      ops::adapter_merged_weight(merged.data(), s.base->data(), s.view, s.N, s.K);
+      backend_->repack_linear(s.base, merged.data());
+    } else {
+      backend_->repack_linear(s.base, s.base->data());
+    }
+  }
+}
+
+// Dropout masks are a function of (seed, updates taken, forward within the update, module): the same mask in a
+// forward and its backward, and the same again when a resumed run replays the step.
+void FullTrainer::set_dropout_stream(int forward_index) {
+  uint64_t key = spec_.seed + 0x9E3779B97F4A7C15ull * (uint64_t)(adam_step_ + 1);
+  key = (key ^ (key >> 31)) * 0xBF58476D1CE4E5B9ull;
+  for (size_t i = 0; i < adapters_.size(); ++i) {
+    adapters_[i]->view.seed = key;
+    adapters_[i]->view.offset = ((uint64_t)forward_index * adapters_.size() + i) << 32;
+  }
+}
+
+std::string FullTrainer::merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
+  const AdapterSlot& s = *adapters_[i];
+  out.resize((size_t)s.N * s.K);
+  ops::adapter_merged_weight(out.data(), s.base->data(), s.view, s.N, s.K);
+  shape = {s.N, s.K};
+  return "model.layers." + std::to_string(s.layer) + "." + projection_parent(s.proj) + "." + kProjections[s.proj] + ".weight";
+}
+
+void FullTrainer::set_adapters_enabled(bool enabled) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  if (adapters_.empty() || enabled == adapters_enabled_) return;
+  pending_.reset();
+  adapters_enabled_ = enabled;
+  refresh_adapters(true);
+}
 
 void FullTrainer::zero_grad() {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
@@ -123,7 +259,7 @@ void FullTrainer::clear_grads() {
 
 // The training layer views: plain float32 weights (the GEMM packs them per call), so the gradients are
 // exactly those of the master weights.
-std::vector<ops::LayerWeights> FullTrainer::layer_views() const {
+std::vector<ops::LayerWeights> FullTrainer::layer_views(bool with_adapters) const {
   const ops::LayerDims& d = p_->dims;
   static std::vector<float> none;
   std::vector<ops::LayerWeights> lw(p_->layers.size());
@@ -142,6 +278,12 @@ std::vector<ops::LayerWeights> FullTrainer::layer_views() const {
     w.up = plain_linear(*P.up_w, none, d.F, d.C);
     w.down = plain_linear(*P.down_w, none, d.C, d.F);
   }
+  if (with_adapters)
+    for (const auto& s : adapters_) {
+      ops::LayerWeights& w = lw[s->layer];
+      ops::Linear* target[7] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+      target[s->proj]->adapter = &s->view;
+    }
   return lw;
 }
 
@@ -171,7 +313,13 @@ void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* 
     f->seqs[s].t = counts[s];
     for (int j = 0; j < counts[s]; ++j) f->pos[t0 + j] = j;
   }
-  const std::vector<ops::LayerWeights> lw = layer_views();
+  f->adapters = !adapters_.empty() && adapters_enabled_;
+  f->forward_index = forwards_in_step_;
+  if (f->adapters) {
+    set_dropout_stream(f->forward_index);
+    ++forwards_in_step_;
+  }
+  const std::vector<ops::LayerWeights> lw = layer_views(f->adapters);
   const float* head = p_->lm_head ? p_->lm_head->data() : p_->embed->data();
 
   f->x.resize((size_t)T * C);
@@ -221,7 +369,8 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
   for (int i = 0; i < T; ++i)
     if (!std::isfinite(weights[i]))
       throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
-  const std::vector<ops::LayerWeights> lw = layer_views();
+  if (f->adapters) set_dropout_stream(f->forward_index);
+  const std::vector<ops::LayerWeights> lw = layer_views(f->adapters);
   const float* head = p_->lm_head ? p_->lm_head->data() : p_->embed->data();
   const int R = (int)f->row_of.size();
   double loss = 0;
@@ -233,9 +382,10 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
   try {
     std::vector<float> dnormed((size_t)T * C, 0.0f);
     if (R > 0) {
-      std::vector<float> dhid((size_t)R * C), dhead((size_t)V * C);
+      // a frozen head (adapters) gets no gradient
+      std::vector<float> dhid((size_t)R * C), dhead(g_lm_head_ ? (size_t)V * C : 0);
       logprob::backward_hidden(f->hid.data(), head, R, C, V, f->targets.data(), 1.0f, f->lse.data(), f->ent.data(),
-                               dlogp.data(), nullptr, dhid.data(), dhead.data());
+                               dlogp.data(), nullptr, dhid.data(), g_lm_head_ ? dhead.data() : nullptr);
       for (size_t i = 0; i < dhead.size(); ++i) g_lm_head_[i] += dhead[i];
       for (int r = 0; r < R; ++r)
         std::copy_n(dhid.data() + (size_t)r * C, C, dnormed.data() + (size_t)(f->row_of[r] - 1) * C);
@@ -248,7 +398,7 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
       ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq,
                                   g_layers_[l]);
     }
-    ops::embedding_backward(g_embed_, dx.data(), f->tokens.data(), T, C);
+    if (g_embed_) ops::embedding_backward(g_embed_, dx.data(), f->tokens.data(), T, C);
     return loss;
   } catch (...) {
     // an interrupted backward leaves partial sums: drop them rather than apply a half gradient
@@ -315,8 +465,10 @@ double FullTrainer::apply_adamw(const AdamWOptions& o) {
       slots.push_back(s);
     }
     adamw_step(h, slots, 1.0f);
-    backend_->sync_train_params();
+    if (adapters_.empty()) backend_->sync_train_params();
+    else refresh_adapters(true);
   }
+  forwards_in_step_ = 0;
   clear_grads();
   return norm;
 }
@@ -337,8 +489,14 @@ void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t 
     if (u.exp_avg) std::copy(u.exp_avg, u.exp_avg + n, t.exp_avg.data());
     if (u.exp_avg_sq) std::copy(u.exp_avg_sq, u.exp_avg_sq + n, t.exp_avg_sq.data());
   }
-  if (weights_changed) backend_->sync_train_params();
-  if (steps_taken >= 0) adam_step_ = steps_taken;
+  if (weights_changed) {
+    if (adapters_.empty()) backend_->sync_train_params();
+    else refresh_adapters(true);
+  }
+  if (steps_taken >= 0) {
+    adam_step_ = steps_taken;
+    forwards_in_step_ = 0;
+  }
 }
 
 }  // namespace recode::model

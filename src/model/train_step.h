@@ -74,6 +74,15 @@ class Trainer {
   // Adapters off: forwards (and generation) compute the frozen base model, the reference policy of the KL
   // term. Drops a pending forward. No effect on full fine-tuning.
   virtual void set_adapters_enabled(bool enabled) = 0;
+  // Adapters: the number of adapted modules, and module i's merged weight [out, in] as PEFT's merge computes it
+  // (LoRA W + s B A; DoRA (m / n) (W + s B A) row-wise), under its Hugging Face name (…q_proj.weight).
+  virtual size_t adapted_modules() const { return 0; }
+  virtual std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
+    (void)i;
+    (void)out;
+    (void)shape;
+    throw Error("ERR_INVALID_ARG", "this trainer has no adapters to merge");
+  }
 };
 
 // The trainer for a backend: the CPU trainer for the cpu backend, the CUDA trainer for cuda / emulated.
@@ -95,6 +104,8 @@ class FullTrainer final : public Trainer {
   const std::vector<TrainTensor>& tensors() override { return tensors_; }
   int64_t steps_taken() const override { return adam_step_; }
   void set_adapters_enabled(bool enabled) override;
+  size_t adapted_modules() const override { return adapters_.size(); }
+  std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override;
 
  private:
   // What the backward needs from a forward: every layer's activations, the final residual stream and norm
@@ -106,12 +117,30 @@ class FullTrainer final : public Trainer {
     std::vector<ops::LayerActs> acts;
     std::vector<float> x, rstd, hid, lp, ent, lse;
     std::vector<int> row_of;  // token index predicted by each log-prob row
+    bool adapters = false;    // the forward ran with adapters on
+    int forward_index = 0;    // its dropout stream
   };
   std::unique_ptr<Pending> pending_;
-  std::vector<ops::LayerWeights> layer_views() const;
+  std::vector<ops::LayerWeights> layer_views(bool with_adapters) const;
   void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
   double backward_locked(const float* weights, const CancelFlag& cancel);
   void clear_grads();  // with the lock held
+  // One adapted projection of one decoder layer: the frozen base weight (the backend's master array) and the
+  // adapter's own arrays; `view` is what the layer ops read (gradient pointers into tensors_).
+  struct AdapterSlot {
+    int layer = 0, proj = 0;  // proj: index into kProjections
+    std::vector<float>* base = nullptr;
+    int N = 0, K = 0;
+    std::vector<float> a, b, magnitude, norm;
+    ops::LinearAdapter view;
+  };
+  void init_adapters(const AdapterSpec& spec);
+  void refresh_adapters(bool repack);  // DoRA norms, and the merged inference weights when repack
+  void set_dropout_stream(int forward_index);
+  AdapterSpec spec_;
+  std::vector<std::unique_ptr<AdapterSlot>> adapters_;
+  bool adapters_enabled_ = true;
+  int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;
   std::vector<TrainTensor> tensors_;

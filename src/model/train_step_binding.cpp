@@ -1,6 +1,7 @@
 // JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
 //   trainerCreate(model, { adapter? }) -> handle           (float32 master weights or adapters, gradients, moments)
 //   trainerSetAdaptersEnabled(handle, enabled)             (off: the frozen base, for the KL reference)
+//   trainerMergedWeight(handle, i) -> { name, shape, data } | undefined   (adapter i merged into its base weight)
 //   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
 //   trainerForward(handle, counts, tokens, cancel?) -> Promise<Float32Array logp>   (keeps the activations)
 //   trainerBackward(handle, weights, cancel?) -> Promise<loss>                     (consumes them)
@@ -354,6 +355,26 @@ Napi::Value trainer_set_state(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// trainerMergedWeight(handle, i) -> { name, shape, data } of adapted module i, or undefined past the last one.
+Napi::Value trainer_merged_weight(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerMergedWeight"};
+  auto t = trainer_of(a, 0);
+  const int64_t i = a.integer(1, "index", 0, 1ll << 40);
+  if ((size_t)i >= t->adapted_modules()) return info.Env().Undefined();
+  std::vector<float> data;
+  std::vector<int64_t> shape;
+  const std::string name = t->merged_weight((size_t)i, data, shape);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("name", name);
+  Napi::Array sh = Napi::Array::New(info.Env(), shape.size());
+  for (size_t j = 0; j < shape.size(); ++j) sh.Set(j, (double)shape[j]);
+  o.Set("shape", sh);
+  auto d = Napi::Float32Array::New(info.Env(), data.size());
+  std::memcpy(d.Data(), data.data(), data.size() * sizeof(float));
+  o.Set("data", d);
+  return o;
+}
+
 Napi::Value trainer_zero_grad(const Napi::CallbackInfo& info) {
   Args a{info, "trainerZeroGrad"};
   trainer_of(a, 0)->zero_grad();
@@ -382,5 +403,6 @@ RECODE_EXPORT("trainerState", trainer_state);
 RECODE_EXPORT("trainerSetState", trainer_set_state);
 RECODE_EXPORT("trainerDispose", trainer_dispose);
 RECODE_EXPORT("trainerSetAdaptersEnabled", trainer_set_adapters_enabled);
+RECODE_EXPORT("trainerMergedWeight", trainer_merged_weight);
 
 }  // namespace recode::model

@@ -51,6 +51,18 @@ static AttnShape seq_shape(const LayerDims& d, const AttnSeq& sq) {
   return s;
 }
 
+// A linear layer of a training forward/backward: the plain op, or the adapted one when the layer has an adapter
+// (then W and the bias are frozen and dW, db are not produced).
+static void train_linear_forward(float* y, const float* x, const Linear& L, int T, AdapterActs& ad) {
+  if (L.adapter) adapter_linear_forward(y, x, L, T, ad);
+  else linear_forward(y, x, L, T);
+}
+static void train_linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const Linear& L,
+                                  int T, const AdapterActs& ad) {
+  if (L.adapter) adapter_linear_backward(dx, dy, x, L, T, ad);
+  else linear_backward(dx, dW, db, dy, x, L.w, T, L.N, L.K);
+}
+
 void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
                            const std::vector<AttnSeq>& seqs, LayerActs& a, const double* inv_freq) {
   const int qd = d.H * d.D, kd = d.Hkv * d.D;
@@ -58,9 +70,9 @@ void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, 
   if (training) std::memcpy(a.x_in.data(), x, sizeof(float) * T * d.C);
 
   rmsnorm_forward(a.h1.data(), a.rstd1.data(), x, w.input_norm, T, d.C, d.eps);
-  linear_forward(a.q.data(), a.h1.data(), w.q, T);
-  linear_forward(a.k.data(), a.h1.data(), w.k, T);
-  linear_forward(a.v.data(), a.h1.data(), w.v, T);
+  train_linear_forward(a.q.data(), a.h1.data(), w.q, T, a.ad_q);
+  train_linear_forward(a.k.data(), a.h1.data(), w.k, T, a.ad_k);
+  train_linear_forward(a.v.data(), a.h1.data(), w.v, T, a.ad_v);
   if (d.qk_norm) {
     if (training) {
       std::memcpy(a.q_pre.data(), a.q.data(), sizeof(float) * T * qd);
@@ -90,15 +102,15 @@ void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, 
     else attention_forward(out, lse, qq, kk, vv, s);
   }
 
-  linear_forward(a.tmp.data(), a.att.data(), w.o, T);
+  train_linear_forward(a.tmp.data(), a.att.data(), w.o, T, a.ad_o);
   for (int64_t i = 0; i < (int64_t)T * d.C; ++i) x[i] += a.tmp[i];
   if (training) std::memcpy(a.x_mid.data(), x, sizeof(float) * T * d.C);
 
   rmsnorm_forward(a.h2.data(), a.rstd2.data(), x, w.post_attention_norm, T, d.C, d.eps);
-  linear_forward(a.gate.data(), a.h2.data(), w.gate, T);
-  linear_forward(a.up.data(), a.h2.data(), w.up, T);
+  train_linear_forward(a.gate.data(), a.h2.data(), w.gate, T, a.ad_gate);
+  train_linear_forward(a.up.data(), a.h2.data(), w.up, T, a.ad_up);
   swiglu_forward(a.act.data(), a.gate.data(), a.up.data(), (int64_t)T * d.F);
-  linear_forward(a.tmp.data(), a.act.data(), w.down, T);
+  train_linear_forward(a.tmp.data(), a.act.data(), w.down, T, a.ad_down);
   for (int64_t i = 0; i < (int64_t)T * d.C; ++i) x[i] += a.tmp[i];
 }
 
@@ -109,17 +121,17 @@ void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d
   // MLP branch: x_out = x_mid + down(swiglu(gate(h2), up(h2))); dx already holds d x_out = d x_mid (residual).
   std::vector<float> d_act((size_t)T * d.F, 0.0f), d_gate((size_t)T * d.F, 0.0f), d_up((size_t)T * d.F, 0.0f);
   std::vector<float> d_h((size_t)T * d.C, 0.0f);
-  linear_backward(d_act.data(), g.down_w, nullptr, dx, a.act.data(), w.down.w, T, d.C, d.F);
+  train_linear_backward(d_act.data(), g.down_w, nullptr, dx, a.act.data(), w.down, T, a.ad_down);
   swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), a.gate.data(), a.up.data(), (int64_t)T * d.F);
-  linear_backward(d_h.data(), g.gate_w, nullptr, d_gate.data(), a.h2.data(), w.gate.w, T, d.F, d.C);
-  linear_backward(d_h.data(), g.up_w, nullptr, d_up.data(), a.h2.data(), w.up.w, T, d.F, d.C);
+  train_linear_backward(d_h.data(), g.gate_w, nullptr, d_gate.data(), a.h2.data(), w.gate, T, a.ad_gate);
+  train_linear_backward(d_h.data(), g.up_w, nullptr, d_up.data(), a.h2.data(), w.up, T, a.ad_up);
   rmsnorm_backward(dx, g.post_attention_norm, d_h.data(), a.x_mid.data(), w.post_attention_norm, a.rstd2.data(), T,
                    d.C);
 
   // Attention branch: x_mid = x_in + o(attention(rope(q), rope(k), v)).
   std::vector<float> d_att((size_t)T * qd, 0.0f), dq((size_t)T * qd, 0.0f), dk((size_t)T * kd, 0.0f),
       dv((size_t)T * kd, 0.0f);
-  linear_backward(d_att.data(), g.o_w, nullptr, dx, a.att.data(), w.o.w, T, d.C, qd);
+  train_linear_backward(d_att.data(), g.o_w, nullptr, dx, a.att.data(), w.o, T, a.ad_o);
   for (const AttnSeq& sq : seqs) {
     AttnShape s = seq_shape(d, sq);
     int64_t qo = (int64_t)sq.t0 * qd, ko = (int64_t)sq.t0 * kd;
@@ -136,9 +148,9 @@ void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d
     dk.swap(dk_pre);
   }
   std::fill(d_h.begin(), d_h.end(), 0.0f);
-  linear_backward(d_h.data(), g.q_w, g.q_b, dq.data(), a.h1.data(), w.q.w, T, qd, d.C);
-  linear_backward(d_h.data(), g.k_w, g.k_b, dk.data(), a.h1.data(), w.k.w, T, kd, d.C);
-  linear_backward(d_h.data(), g.v_w, g.v_b, dv.data(), a.h1.data(), w.v.w, T, kd, d.C);
+  train_linear_backward(d_h.data(), g.q_w, g.q_b, dq.data(), a.h1.data(), w.q, T, a.ad_q);
+  train_linear_backward(d_h.data(), g.k_w, g.k_b, dk.data(), a.h1.data(), w.k, T, a.ad_k);
+  train_linear_backward(d_h.data(), g.v_w, g.v_b, dv.data(), a.h1.data(), w.v, T, a.ad_v);
   rmsnorm_backward(dx, g.input_norm, d_h.data(), a.x_in.data(), w.input_norm, a.rstd1.data(), T, d.C);
 }
 

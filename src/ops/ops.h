@@ -138,14 +138,44 @@ struct LayerDims {
   bool qk_norm = false;  // Qwen3: RMSNorm over each q and k head before RoPE
 };
 
+// A LoRA / DoRA adapter on a frozen linear layer (formulas and the plain reference: src/adapters.h). The
+// trainer owns the arrays; `weight_norm` (DoRA) is ||W + s B A|| per output row, computed once per update.
+struct LinearAdapter {
+  const float* a = nullptr;            // A [rank, K]
+  const float* b = nullptr;            // B [N, rank]
+  const float* magnitude = nullptr;    // m [N] (DoRA), null for LoRA
+  const float* weight_norm = nullptr;  // n [N] (DoRA)
+  float *grad_a = nullptr, *grad_b = nullptr, *grad_magnitude = nullptr;  // accumulated by the backward
+  int rank = 0;
+  float scaling = 1;    // alpha / rank
+  float dropout = 0;    // on the adapter's input; mask from (seed, offset + flat index), see adapters.h
+  uint64_t seed = 0, offset = 0;
+};
+
 // A linear layer as the layer sees it: packed weight for inference, or plain [N, K] for training.
 struct Linear {
   const float* w = nullptr;               // [N, K] row-major, or null when only `packed` is kept
   const PackedWeight* packed = nullptr;   // preferred when present
   const float* bias = nullptr;            // [N] or null
   int N = 0, K = 0;
+  const LinearAdapter* adapter = nullptr; // training with adapters: w frozen, gradients go to the adapter
 };
 void linear_forward(float* y, const float* x, const Linear& L, int M);
+
+// ---- adapted linear (adapter_linear.cpp) -----------------------------------------------------------------
+// What an adapted linear keeps for its backward: u = drop(x) A^T [M, rank] and, for DoRA, the pre-scaling
+// output drop(x) W^T + s u B^T [M, N] (the magnitude's gradient).
+struct AdapterActs {
+  std::vector<float> u, pre;
+};
+// y = the adapted layer of x (L.adapter set, L.w plain); fills `acts`.
+void adapter_linear_forward(float* y, const float* x, const Linear& L, int M, AdapterActs& acts);
+// dx += d x (may be null); the adapter's gradients accumulate; W and the bias are frozen.
+void adapter_linear_backward(float* dx, const float* dy, const float* x, const Linear& L, int M, const AdapterActs& acts);
+// DoRA's n [N] = ||W + s B A|| per row, and the merged weight [N, K] the adapted layer equals at inference
+// (LoRA: W + s B A; DoRA: (m / n) (W + s B A) row-wise): blocked through the GEMM.
+void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K);
+void adapter_merged_weight(float* merged, const float* W, const LinearAdapter& ad, int N, int K);
 
 struct LayerWeights {
   const float* input_norm = nullptr;          // [C]
@@ -169,6 +199,7 @@ struct AttnSeq {
 struct LayerActs {
   std::vector<float> x_in, h1, rstd1, q, k, v, q_rstd, k_rstd, q_pre, k_pre, att, lse, x_mid, h2, rstd2, gate, up,
       act, tmp;
+  AdapterActs ad_q, ad_k, ad_v, ad_o, ad_gate, ad_up, ad_down;  // adapted linears only
   void resize(int T, const LayerDims& d, bool for_backward);
 };
 
