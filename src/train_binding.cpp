@@ -7,6 +7,7 @@
 
 #include "adapters.h"
 #include "napi_util.h"
+#include "ops/ops.h"
 #include "optim.h"
 
 namespace recode {
@@ -330,6 +331,59 @@ Napi::Value adapter_merge_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// adapterLinear(x, dy, dims, weights) -> { y, dx, loraA, loraB, magnitude?, weightNorm?, merged }: the trainer's
+// fast adapted linear (src/ops/adapter_linear.cpp) forward and backward, its DoRA norm and merged weight, for the
+// tests that hold it to the plain reference above.
+Napi::Value adapter_linear_js(const Napi::CallbackInfo& info) {
+  const char* fn = "adapterLinear";
+  Args a{info, fn};
+  AdapterShape sh = parse_shape(fn, a.object(2, "dims"));
+  const float* x = f32(fn, a.at(0), "x", sh.rows * sh.in).Data();
+  const float* dy = f32(fn, a.at(1), "dy", sh.rows * sh.out).Data();
+  AdapterWeights w = parse_weights(fn, sh, a.object(3, "weights"));
+  const int M = (int)sh.rows, N = (int)sh.out, K = (int)sh.in, r = (int)sh.rank;
+  Napi::Env env = info.Env();
+  auto array = [&](size_t n) { return Napi::Float32Array::New(env, n); };
+  Napi::Float32Array y = array((size_t)M * N), dx = array((size_t)M * K), da = array((size_t)r * K),
+                     db = array((size_t)N * r), merged = array((size_t)N * K);
+  Napi::Float32Array dm = array(w.magnitude ? N : 0), norm = array(w.magnitude ? N : 0);
+  ops::LinearAdapter ad;
+  ad.a = w.lora_a;
+  ad.b = w.lora_b;
+  ad.magnitude = w.magnitude;
+  ad.weight_norm = w.magnitude ? norm.Data() : nullptr;
+  ad.grad_a = da.Data();
+  ad.grad_b = db.Data();
+  ad.grad_magnitude = w.magnitude ? dm.Data() : nullptr;
+  ad.rank = r;
+  ad.scaling = w.scaling;
+  ad.dropout = w.dropout;
+  ad.seed = w.seed;
+  ad.offset = w.offset;
+  ops::Linear L;
+  L.w = w.weight;
+  L.bias = w.bias;
+  L.N = N;
+  L.K = K;
+  L.adapter = &ad;
+  if (w.magnitude) ops::adapter_weight_norm(norm.Data(), w.weight, ad, N, K);
+  ops::AdapterActs acts;
+  ops::adapter_linear_forward(y.Data(), x, L, M, acts);
+  ops::adapter_linear_backward(dx.Data(), dy, x, L, M, acts);  // gradients accumulate into the zeroed arrays
+  ops::adapter_merged_weight(merged.Data(), w.weight, ad, N, K);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("y", y);
+  o.Set("dx", dx);
+  o.Set("loraA", da);
+  o.Set("loraB", db);
+  if (w.magnitude) {
+    o.Set("magnitude", dm);
+    o.Set("weightNorm", norm);
+  }
+  o.Set("merged", merged);
+  return o;
+}
+
 // dropoutMask(count, p, seed, offset) -> Uint8Array (1 = kept)
 Napi::Value dropout_mask_js(const Napi::CallbackInfo& info) {
   Args a{info, "dropoutMask"};
@@ -366,6 +420,7 @@ RECODE_EXPORT("adapterForward", adapter_forward_js);
 RECODE_EXPORT("adapterBackward", adapter_backward_js);
 RECODE_EXPORT("doraWeightNorm", dora_weight_norm_js);
 RECODE_EXPORT("adapterMerge", adapter_merge_js);
+RECODE_EXPORT("adapterLinear", adapter_linear_js);
 RECODE_EXPORT("dropoutMask", dropout_mask_js);
 RECODE_EXPORT("philox4x32", philox_js);
 

@@ -1,6 +1,6 @@
 /**
- * Full fine-tuning of a CPU model (src/model/train_step.cpp): the native side keeps float32 master weights,
- * gradients and AdamW moments for every parameter. A step is ONE native async job: forward with every
+ * Training of a CPU model (src/model/train_step.cpp): the native side keeps float32 master weights, gradients
+ * and AdamW moments for every parameter (full fine-tuning) or for LoRA / DoRA adapters over a frozen base. A step is ONE native async job: forward with every
  * layer's activations kept, next-token log-probabilities, backward through all layers and the embedding,
  * gradients added into the native buffers. `applyAdamW` clips by global norm, updates the weights in place
  * (re-packing the inference GEMM's weights) and zeroes the gradients.
@@ -51,17 +51,65 @@ export interface TrainerState {
   tensors: Array<{ name: string, shape: number[], data: Float32Array, expAvg: Float32Array, expAvgSq: Float32Array, decay: boolean }>
 }
 
+/**
+ * LoRA / DoRA adapters on the given projections of every decoder layer (PEFT's formulas, src/adapters.h): the base
+ * weights, norms and embeddings are frozen and the trainable tensors are the adapters', under PEFT's saved names
+ * (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`, `...lora_B.weight`,
+ * `...lora_magnitude_vector`). A starts as PEFT's kaiming-uniform draw (from `seed`), B = 0, m = ||W|| per row,
+ * so a fresh adapter leaves the model unchanged. Generation runs the merged weights.
+ */
+export interface TrainerAdapterOptions {
+  type: 'lora' | 'dora'
+  r: number
+  alpha: number
+  /** Dropout on the adapter's input in training forwards (default 0). */
+  dropout?: number
+  /** Initialisation and dropout stream (default 0). */
+  seed?: number
+  targetModules: string[]
+}
+
 export class FullFineTuner {
   private handle: unknown
   private lock: Promise<void> = Promise.resolve()
   private pendingCounts: number[] | undefined
+  /** The adapter this trainer trains, or undefined for full fine-tuning. */
+  readonly adapter: TrainerAdapterOptions | undefined
 
-  /** The model must be loaded on the cpu device. */
-  constructor (model: Model) {
+  /** The model must be loaded on the cpu device. Without `adapter` every parameter is trained. */
+  constructor (model: Model, options: { adapter?: TrainerAdapterOptions } = {}) {
     // the model's native handle (private to Model; the trainer shares its backend)
     const modelHandle = (model as unknown as { handle: unknown }).handle
     if (modelHandle === undefined) throw invalidArg('FullFineTuner: the model was disposed')
-    this.handle = native().trainerCreate(modelHandle)
+    const adapter = options.adapter
+    this.adapter = adapter === undefined ? undefined : { dropout: 0, seed: 0, ...adapter, targetModules: [...adapter.targetModules] }
+    this.handle = native().trainerCreate(modelHandle, this.adapter === undefined ? {} : { adapter: this.adapter })
+  }
+
+  /**
+   * Adapters off: forwards and generation compute the frozen base model (the KL reference policy, without a
+   * second copy of the weights); on again: the adapted model. Drops a pending forward. No effect without adapters.
+   */
+  async setAdaptersEnabled (enabled: boolean): Promise<void> {
+    await this.exclusive(() => {
+      this.pendingCounts = undefined
+      native().trainerSetAdaptersEnabled(this.live(), enabled)
+    })
+  }
+
+  /**
+   * The adapted projections merged into their base weights (Hugging Face names, [out, in]), as PEFT's
+   * merge_and_unload computes them: with the rest of the base model they make a plain model folder.
+   */
+  async mergedWeights (): Promise<Array<{ name: string, shape: number[], data: Float32Array }>> {
+    return await this.exclusive(() => {
+      const out: Array<{ name: string, shape: number[], data: Float32Array }> = []
+      for (let i = 0; ; i++) {
+        const w = native().trainerMergedWeight(this.live(), i) as { name: string, shape: number[], data: Float32Array } | undefined
+        if (w === undefined) return out
+        out.push(w)
+      }
+    })
   }
 
   private live (): unknown {

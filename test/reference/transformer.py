@@ -84,7 +84,9 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def forward(cfg, w, ids):
+def forward(cfg, w, ids, adapters=None):
+    """Logits [T, V]. `adapters` (optional): module name -> {"A", "B", "m" (DoRA, else None), "scaling"}, applied as
+    PEFT's LoRA / DoRA layers without dropout (DoRA's row norm detached, as PEFT does)."""
     arch = cfg["architectures"][0]
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
@@ -97,7 +99,17 @@ def forward(cfg, w, ids):
     o_bias = arch != "Qwen2ForCausalLM" and cfg.get("attention_bias", False)
 
     def lin(x, name, bias):
-        y = x @ w[name + ".weight"].T
+        W = w[name + ".weight"]
+        y = x @ W.T
+        ad = adapters.get(name) if adapters else None
+        if ad is not None:
+            lora = (x @ ad["A"].T) @ ad["B"].T * ad["scaling"]
+            if ad["m"] is None:
+                y = y + lora
+            else:
+                norm = (W + ad["scaling"] * ad["B"] @ ad["A"]).norm(dim=1).detach()
+                c = ad["m"] / norm
+                y = y + (c - 1) * y + c * lora
         return y + w[name + ".bias"] if bias else y
 
     x = w["model.embed_tokens.weight"][torch.tensor(ids)]
