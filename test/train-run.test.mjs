@@ -8,6 +8,8 @@ import * as path from 'path'
 import { require } from './helpers.mjs'
 
 const { train, FullFineTuner, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
+const { loadAdapter } = require('../dist/cjs/train/checkpoint.js')
+const { tensorToFloat32 } = require('../dist/cjs/safetensorsWriter.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-run-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
@@ -36,7 +38,7 @@ t.test('configuration errors name the field and come before any work', async (t)
   const dir = path.join(tmp, 'bad')
   await t.rejects(train({ learningRate: -1 }, { runDir: dir }), { code: 'ERR_CONFIG', message: /config\.learningRate/ })
   await t.rejects(train({ lerningRate: 1e-3 }, { runDir: dir }), { code: 'ERR_CONFIG', message: /learningRate/ })
-  await t.rejects(train({ adapter: { type: 'dora' } }, { runDir: dir }), { code: 'ERR_UNSUPPORTED', message: /adapter\.type/ })
+  await t.rejects(train({ adapter: { type: 'dora', targetModules: ['qkv_proj'] } }, { runDir: dir }), { code: 'ERR_CONFIG', message: /config\.adapter\.targetModules/ })
   await t.rejects(train({ model: path.join(tmp, 'no-such-model') }, { runDir: dir }), { code: 'ERR_CONFIG', message: /config\.model/ })
   await t.rejects(train(undefined, { resume: path.join(tmp, 'not-a-run') }), { code: 'ERR_CONFIG', message: /config\.json/ })
   t.notOk(fs.existsSync(dir), 'nothing was written')
@@ -88,6 +90,45 @@ t.test('an AbortSignal stops the run with a checkpoint that resumes to the same 
   const resumed = await train(undefined, { resume: dir })
   t.equal(resumed.summary.steps, 7)
   t.ok(bytes(path.join(full, 'model/model.safetensors')).equals(bytes(path.join(dir, 'model/model.safetensors'))), 'same weights as the uninterrupted run')
+})
+
+t.test('a DoRA run (dropout, KL against the adapters-off base) resumes exactly and exports PEFT + merged folders', async (t) => {
+  const dora = (extra = {}) => small({ adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, warmStartLearningRate: 1e-2, ...extra })
+  const full = path.join(tmp, 'dora-full')
+  const r = await train(dora(), { runDir: full })
+  t.equal(r.summary.steps, 7)
+  t.equal(r.summary.adapterDir, path.join(full, 'adapter'))
+  for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'model/model.safetensors', 'model/config.json']) t.ok(fs.existsSync(path.join(full, f)), f)
+  const records = readMetrics(path.join(full, 'metrics.jsonl')).records
+  t.ok(records.slice(3).every((x) => Number.isFinite(x.kl)), 'KL against the adapters-off base is reported')
+  t.ok(records.slice(3).some((x) => x.kl !== 0), 'and is not identically zero once the adapter moved')
+
+  const split = path.join(tmp, 'dora-split')
+  await train(dora(), { runDir: split, stopAfterStep: 5 })
+  await train(undefined, { resume: split })
+  t.ok(bytes(path.join(full, 'adapter/adapter_model.safetensors')).equals(bytes(path.join(split, 'adapter/adapter_model.safetensors'))), 'resumed adapter weights are bit-identical (dropout masks replayed)')
+  t.same(metricsWithoutTime(split), metricsWithoutTime(full), 'metrics continue exactly')
+
+  // The PEFT folder, put back on the base through our trainer, gives the logits of the exported merged folder.
+  const { spec, tensors } = loadAdapter(path.join(full, 'adapter'))
+  t.equal(spec.type, 'dora')
+  t.equal(spec.r, 4)
+  const base = await loadModel(path.join(full, 'base-model'), { maxBatch: 1, maxContext: 32 })
+  const tr = new FullFineTuner(base, { adapter: { type: 'dora', r: 4, alpha: 8, targetModules: spec.targetModules } })
+  const names = (await tr.parameters()).map((p) => p.name)
+  t.same(Object.keys(tensors).sort(), [...names].sort(), 'the PEFT file holds exactly the trainer\'s adapter tensors')
+  await tr.setState({ tensors: names.map((name) => ({ name, data: tensorToFloat32(tensors[name]) })) })
+  const merged = await loadModel(path.join(full, 'model'), { maxBatch: 1, maxContext: 32 })
+  const ids = [[3, 17, 42, 99, 7, 250, 1, 64]]
+  const a = (await base.logits(ids))[0]
+  const b = (await merged.logits(ids))[0]
+  let err = 0; let mag = 0
+  for (let i = 0; i < a.length; i++) { err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i])) }
+  t.ok(err <= 1e-4 * mag, `merged folder logits equal base + adapter (max abs err ${err.toExponential(2)}, |logit| up to ${mag.toFixed(2)})`)
+  await tr.setAdaptersEnabled(false)
+  const c = (await base.logits(ids))[0]
+  t.ok(c.some((x, i) => Math.abs(x - b[i]) > 1e-3), 'and the adapter changed the model')
+  tr.dispose(); base.dispose(); merged.dispose()
 })
 
 t.test('trainer state round-trips and is checked before anything changes', async (t) => {

@@ -328,6 +328,9 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   activationRecomputation: bool
 }
 
+/** The decoder-layer projections an adapter can wrap (Qwen2 / Qwen3 / Llama names). */
+const ADAPTABLE_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+
 const adapterChecks: Record<keyof AdapterConfig, Check> = {
   type: oneOf(['none', 'lora', 'dora']),
   r: posInt(1 << 14),
@@ -338,6 +341,8 @@ const adapterChecks: Record<keyof AdapterConfig, Check> = {
       fail(f, 'a non-empty array of module names (e.g. ["q_proj", "v_proj"])', v)
     }
     if (new Set(v).size !== v.length) fail(f, 'an array without duplicates', v)
+    const unknown = (v as string[]).find((x) => !ADAPTABLE_PROJECTIONS.includes(x))
+    if (unknown !== undefined) fail(f, `projection names among ${ADAPTABLE_PROJECTIONS.join(', ')} (got ${JSON.stringify(unknown)})`, v)
   }
 }
 

@@ -26,9 +26,10 @@ import { buildMessages, RECODE_TRAIN_PROMPT } from '../prompts'
 import { score as rewardComponents, closePythonWorkers } from '../reward'
 import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '../rl/loss'
 import { loadMigrationData, splitMigrationData } from '../data/recode'
-import { tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
+import { readSafetensors, tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
+import { toBf16 } from '../dtype'
 import { writeFileAtomic } from '../atomicFile'
-import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
+import { saveCheckpoint, latestCheckpoint, loadCheckpoint, saveAdapter, type AdapterLayerWeights } from './checkpoint'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
@@ -71,7 +72,10 @@ export interface TrainSummary {
   heldOutTasks: number
   seconds: number
   runDir: string
+  /** The trained model as a Hugging Face folder (adapters: merged into the base). */
   modelDir: string
+  /** Adapters: the PEFT adapter folder (adapter_config.json + adapter_model.safetensors). */
+  adapterDir?: string
 }
 
 export interface TrainResult {
@@ -171,17 +175,49 @@ function tensorsOf (weights: Weights | TrainerState['tensors']): Record<string, 
   return out
 }
 
-/** Copies a model folder's non-weight files and writes the given weights as model.safetensors (atomically, folder by folder). */
-function writeModelFolder (baseDir: string, outDir: string, weights: Weights): void {
+/**
+ * Copies a model folder's non-weight files and writes model.safetensors (atomically, folder by folder): the given
+ * weights (full fine-tuning: every tensor), or with `overBase` the base folder's tensors with the given ones
+ * replaced (adapters: the merged projections, stored in the base tensor's dtype).
+ */
+function writeModelFolder (baseDir: string, outDir: string, weights: Weights, options: { overBase?: boolean } = {}): void {
   const tmp = `${outDir}.tmp`
   fs.rmSync(tmp, { recursive: true, force: true })
   fs.mkdirSync(tmp, { recursive: true })
+  const tensors: Record<string, TensorData> = {}
   for (const f of fs.readdirSync(baseDir)) {
-    if (f.endsWith('.safetensors') || f === 'model.safetensors.index.json') continue
     const src = path.join(baseDir, f)
+    if (f.endsWith('.safetensors')) {
+      if (options.overBase) for (const [name, t] of Object.entries(readSafetensors(src).tensors)) tensors[name] = { dtype: t.dtype, shape: t.shape, data: t.bytes }
+      continue
+    }
+    if (f === 'model.safetensors.index.json') continue
     if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(tmp, f))
   }
-  writeTensorFile(path.join(tmp, 'model.safetensors'), tensorsOf(weights), { format: 'pt' })
+  for (const w of weights) {
+    const base = tensors[w.name]
+    if (options.overBase && base === undefined) throw new RecodeError('ERR_MODEL', `${baseDir}: the base model has no tensor ${w.name} to replace`)
+    tensors[w.name] = base?.dtype === 'BF16' ? { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) } : { dtype: 'F32', shape: w.shape, data: w.data }
+  }
+  writeTensorFile(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' })
+  fs.rmSync(outDir, { recursive: true, force: true })
+  fs.renameSync(tmp, outDir)
+}
+
+/** The trainer's adapter tensors (PEFT names) as a PEFT adapter folder, written to a temporary name and renamed. */
+function writeAdapterFolder (outDir: string, config: TrainConfig, baseModel: string, params: Weights): void {
+  const layers = new Map<string, AdapterLayerWeights>()
+  for (const p of params) {
+    const m = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(p.name)
+    if (m === null) throw new RecodeError('ERR_INVALID_ARG', `adapter tensor ${p.name} does not have a PEFT name`)
+    const l = layers.get(m[1]) ?? { module: m[1], inFeatures: 0, outFeatures: 0, loraA: new Float32Array(0), loraB: new Float32Array(0) }
+    if (m[2] === 'lora_A.weight') { l.loraA = p.data; l.inFeatures = p.shape[1] } else if (m[2] === 'lora_B.weight') { l.loraB = p.data; l.outFeatures = p.shape[0] } else l.magnitude = p.data
+    layers.set(m[1], l)
+  }
+  const a = config.adapter
+  const tmp = `${outDir}.tmp`
+  fs.rmSync(tmp, { recursive: true, force: true })
+  saveAdapter(tmp, { type: a.type as 'lora' | 'dora', r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, baseModel }, [...layers.values()])
   fs.rmSync(outDir, { recursive: true, force: true })
   fs.renameSync(tmp, outDir)
 }
@@ -208,9 +244,6 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   } else {
     config = validateTrainConfig(rawConfig)
     runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
-  }
-  if (config.adapter.type !== 'none') {
-    throw new RecodeError('ERR_UNSUPPORTED', `config.adapter.type '${config.adapter.type}': the trainer runs full fine-tuning (adapter.type 'none'); LoRA/DoRA layers exist as kernels (lib/train/adapters) but are not yet wired into the model`)
   }
   if (config.device === 'cuda' || config.device === 'emulated') {
     throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}': training runs on the CPU backend (the CUDA model backend does inference); use device 'cpu' or 'auto'`)
@@ -240,7 +273,8 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   const model = await loadModel(baseDir, { device: 'cpu', maxBatch: slots, maxContext: context })
   let trainer: FullFineTuner | undefined
   try {
-    trainer = new FullFineTuner(model)
+    const a = config.adapter
+    trainer = new FullFineTuner(model, a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } })
     return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal, options, started })
   } finally {
     trainer?.dispose()
@@ -316,9 +350,10 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   emit({ type: 'start', runDir, config, totalSteps, resumedFrom: resumeFrom ? step : null })
   const metrics = new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
 
-  // The frozen base for the KL reference (full fine-tuning: a copy of the base weights, swapped in for the reference forward).
+  // The frozen base for the KL reference: with adapters, the same weights with the adapters switched off; with full
+  // fine-tuning, a copy of the base weights swapped in for the reference forward.
   let baseWeights: Weights | undefined
-  if (config.klCoef > 0 && config.algorithm !== 'sft') {
+  if (config.klCoef > 0 && config.algorithm !== 'sft' && trainer.adapter === undefined) {
     const baseModel = await loadModel(baseDir, { device: 'cpu', maxBatch: 1, maxContext: 2 })
     const t = new FullFineTuner(baseModel)
     try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
@@ -387,7 +422,15 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
   emit({ type: 'eval', label: 'after', step, scores: after })
   const modelDir = path.join(runDir, 'model')
-  writeModelFolder(baseDir, modelDir, await trainer.parameters())
+  let adapterDir: string | undefined
+  if (trainer.adapter === undefined) {
+    writeModelFolder(baseDir, modelDir, await trainer.parameters())
+  } else {
+    // the adapter as PEFT saves it, and the merged model (PEFT's merge_and_unload) as a plain folder
+    adapterDir = path.join(runDir, 'adapter')
+    writeAdapterFolder(adapterDir, config, config.model === 'tiny' ? baseDir : config.model, await trainer.parameters())
+    writeModelFolder(baseDir, modelDir, await trainer.mergedWeights(), { overBase: true })
+  }
   const summary: TrainSummary = {
     before: summaryBefore,
     ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}),
@@ -397,7 +440,8 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     heldOutTasks: heldOut.length,
     seconds: (Date.now() - ctx.started) / 1000,
     runDir,
-    modelDir
+    modelDir,
+    ...(adapterDir !== undefined ? { adapterDir } : {})
   }
   writeFileAtomic(path.join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n')
   const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
@@ -532,14 +576,20 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
   const microRows = (config.promptsPerStep / config.gradAccumulation) * n
   const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
 
-  // Reference log-probs (KL): the base weights swapped in for one forward per micro-batch.
+  // Reference log-probs (KL), one forward per micro-batch of the frozen base: adapters switched off, or (full
+  // fine-tuning) the base weights swapped in.
   const refLogp: Float32Array[] = []
-  if (baseWeights !== undefined) {
+  if (config.klCoef > 0 && (baseWeights !== undefined || trainer.adapter !== undefined)) {
     t = performance.now()
-    const current = await trainer.parameters()
-    await trainer.setState({ tensors: baseWeights })
-    for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
-    await trainer.setState({ tensors: current })
+    const current = baseWeights !== undefined ? await trainer.parameters() : undefined
+    if (baseWeights !== undefined) await trainer.setState({ tensors: baseWeights })
+    else await trainer.setAdaptersEnabled(false)
+    try {
+      for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
+    } finally {
+      if (current !== undefined) await trainer.setState({ tensors: current })
+      else await trainer.setAdaptersEnabled(true)
+    }
     t = tick('logprobs', t)
   }
 
@@ -568,7 +618,7 @@ async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, curso
         length: L,
         logp: pack(logp) as Float32Array,
         oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
-        refLogp: baseWeights !== undefined ? pack(refLogp.slice(m, m + microRows)) : undefined,
+        refLogp: refLogp.length > 0 ? pack(refLogp.slice(m, m + microRows)) : undefined,
         advantages: advantages.subarray(m, m + mb.length),
         mask
       }, {
