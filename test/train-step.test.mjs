@@ -271,3 +271,31 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   t.throws(() => new FullFineTuner(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
   mb.dispose()
 })
+
+t.test('activation recomputation gives the same gradients bit for bit (full fine-tuning and DoRA with dropout)', async (t) => {
+  const r = rng(t)
+  const v = variants[1]
+  const batch = randomBatch(r, v.vocab, [7, 33, 2])
+  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }
+  for (const options of [{}, { adapter }]) {
+    const label = options.adapter ? 'DoRA' : 'full fine-tuning'
+    const runs = []
+    for (const activationRecomputation of [false, true]) {
+      const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 3, maxContext: 64 })
+      const tr = new FullFineTuner(m, { ...options, activationRecomputation })
+      const res = []
+      for (let step = 0; step < 2; step++) {
+        res.push(await tr.step(batch))
+        if (step === 0) await tr.applyAdamW({ lr: 1e-2 })
+      }
+      runs.push({ res, grads: await tr.gradients() })
+      tr.dispose(); m.dispose()
+    }
+    const [a, b] = runs
+    t.same(b.res.map((x) => x.loss), a.res.map((x) => x.loss), `${label}: same losses`)
+    t.ok(a.grads.length > 0 && a.grads.every((g, k) => g.name === b.grads[k].name && g.grad.every((x, j) => x === b.grads[k].grad[j])), `${label}: identical gradients for all ${a.grads.length} tensors`)
+  }
+  const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
+  t.throws(() => new FullFineTuner(m, { activationRecomputation: 'yes' }), { code: 'ERR_INVALID_ARG', message: /activationRecomputation/ }, 'the option must be a boolean')
+  m.dispose()
+})

@@ -76,14 +76,21 @@ export class FullFineTuner {
   /** The adapter this trainer trains, or undefined for full fine-tuning. */
   readonly adapter: TrainerAdapterOptions | undefined
 
-  /** The model must be loaded on the cpu device. Without `adapter` every parameter is trained. */
-  constructor (model: Model, options: { adapter?: TrainerAdapterOptions } = {}) {
+  /**
+   * The model must be loaded on the cpu device. Without `adapter` every parameter is trained. With
+   * `activationRecomputation` forwards keep only each layer's input and the backward recomputes one layer at a time
+   * (the same gradients, bit for bit, for about one more forward of compute).
+   */
+  constructor (model: Model, options: { adapter?: TrainerAdapterOptions, activationRecomputation?: boolean } = {}) {
     // the model's native handle (private to Model; the trainer shares its backend)
     const modelHandle = (model as unknown as { handle: unknown }).handle
     if (modelHandle === undefined) throw invalidArg('FullFineTuner: the model was disposed')
     const adapter = options.adapter
     this.adapter = adapter === undefined ? undefined : { dropout: 0, seed: 0, ...adapter, targetModules: [...adapter.targetModules] }
-    this.handle = native().trainerCreate(modelHandle, this.adapter === undefined ? {} : { adapter: this.adapter })
+    this.handle = native().trainerCreate(modelHandle, {
+      ...(this.adapter === undefined ? {} : { adapter: this.adapter }),
+      activationRecomputation: options.activationRecomputation ?? false
+    })
   }
 
   /**

@@ -274,7 +274,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   let trainer: FullFineTuner | undefined
   try {
     const a = config.adapter
-    trainer = new FullFineTuner(model, a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } })
+    trainer = new FullFineTuner(model, {
+      ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
+      activationRecomputation: config.activationRecomputation
+    })
     return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal, options, started })
   } finally {
     trainer?.dispose()

@@ -230,6 +230,12 @@ void FullTrainer::set_dropout_stream(int forward_index) {
   }
 }
 
+void FullTrainer::set_activation_recomputation(bool on) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  pending_.reset();  // kept in the other layout
+  recompute_ = on;
+}
+
 std::string FullTrainer::merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
@@ -324,11 +330,23 @@ void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* 
 
   f->x.resize((size_t)T * C);
   ops::embedding_forward(f->x.data(), tokens, p_->embed->data(), T, C);
-  f->acts.resize(cfg.layers);
+  ops::LayerActs scratch;
+  if (recompute_) {
+    f->layer_inputs.resize(cfg.layers);
+    scratch.resize(T, d, false);
+  } else {
+    f->acts.resize(cfg.layers);
+  }
   for (int l = 0; l < cfg.layers; ++l) {
     cancel.throw_if_requested();
-    f->acts[l].resize(T, d, true);
-    ops::decoder_layer_forward(f->x.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq);
+    if (recompute_) {
+      // keep the layer's input only; the activations go to a scratch reused by every layer
+      f->layer_inputs[l].assign(f->x.begin(), f->x.end());
+      ops::decoder_layer_forward(f->x.data(), lw[l], d, f->pos.data(), T, f->seqs, scratch, p_->inv_freq);
+    } else {
+      f->acts[l].resize(T, d, true);
+      ops::decoder_layer_forward(f->x.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq);
+    }
   }
   std::vector<float> normed((size_t)T * C);
   f->rstd.resize(T);
@@ -395,7 +413,16 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
                           T, C);
     for (int l = cfg.layers - 1; l >= 0; --l) {
       cancel.throw_if_requested();
-      ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, f->acts[l], p_->inv_freq,
+      if (recompute_) {
+        // the same forward again (same weights, same dropout masks: the same activations), for this layer only
+        ops::LayerActs& acts = f->acts.empty() ? f->acts.emplace_back() : f->acts[0];
+        acts.resize(T, d, true);
+        std::vector<float>& x = f->layer_inputs[l];
+        ops::decoder_layer_forward(x.data(), lw[l], d, f->pos.data(), T, f->seqs, acts, p_->inv_freq);
+        std::vector<float>().swap(x);
+      }
+      const ops::LayerActs& acts = recompute_ ? f->acts[0] : f->acts[l];
+      ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, acts, p_->inv_freq,
                                   g_layers_[l]);
     }
     if (g_embed_) ops::embedding_backward(g_embed_, dx.data(), f->tokens.data(), T, C);

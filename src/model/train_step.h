@@ -76,6 +76,11 @@ class Trainer {
   virtual void set_adapters_enabled(bool enabled) = 0;
   // Adapters: the number of adapted modules, and module i's merged weight [out, in] as PEFT's merge computes it
   // (LoRA W + s B A; DoRA (m / n) (W + s B A) row-wise), under its Hugging Face name (…q_proj.weight).
+  // Activation recomputation: forwards keep only each layer's input, and the backward recomputes one layer's
+  // activations at a time (memory of one layer instead of all, for about one more forward of compute).
+  virtual void set_activation_recomputation(bool on) {
+    if (on) throw Error("ERR_UNSUPPORTED", "this trainer does not implement activation recomputation");
+  }
   virtual size_t adapted_modules() const { return 0; }
   virtual std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
     (void)i;
@@ -104,6 +109,7 @@ class FullTrainer final : public Trainer {
   const std::vector<TrainTensor>& tensors() override { return tensors_; }
   int64_t steps_taken() const override { return adam_step_; }
   void set_adapters_enabled(bool enabled) override;
+  void set_activation_recomputation(bool on) override;
   size_t adapted_modules() const override { return adapters_.size(); }
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override;
 
@@ -114,7 +120,8 @@ class FullTrainer final : public Trainer {
     int T = 0;
     std::vector<int32_t> tokens, pos, targets;
     std::vector<ops::AttnSeq> seqs;
-    std::vector<ops::LayerActs> acts;
+    std::vector<ops::LayerActs> acts;             // every layer's activations, or (recomputing) none
+    std::vector<std::vector<float>> layer_inputs;  // recomputing: each layer's input
     std::vector<float> x, rstd, hid, lp, ent, lse;
     std::vector<int> row_of;  // token index predicted by each log-prob row
     bool adapters = false;    // the forward ran with adapters on
@@ -141,6 +148,7 @@ class FullTrainer final : public Trainer {
   std::vector<std::unique_ptr<AdapterSlot>> adapters_;
   bool adapters_enabled_ = true;
   int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
+  bool recompute_ = false;
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;
   std::vector<TrainTensor> tensors_;

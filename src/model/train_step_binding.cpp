@@ -1,5 +1,5 @@
 // JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
-//   trainerCreate(model, { adapter? }) -> handle           (float32 master weights or adapters, gradients, moments)
+//   trainerCreate(model, { adapter?, activationRecomputation? }) -> handle           (float32 master weights or adapters, gradients, moments)
 //   trainerSetAdaptersEnabled(handle, enabled)             (off: the frozen base, for the KL reference)
 //   trainerMergedWeight(handle, i) -> { name, shape, data } | undefined   (adapter i merged into its base weight)
 //   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
@@ -78,7 +78,15 @@ Napi::Value trainer_create(const Napi::CallbackInfo& info) {
   Args a{info, "trainerCreate"};
   auto backend = backend_from_handle(a, 0);
   const AdapterSpec spec = adapter_spec(a, 1);
-  auto* h = new TrainerHolder{make_trainer(std::move(backend), spec)};
+  bool recompute = false;
+  if (a.has(1)) {
+    Napi::Value rv = a.object(1, "options").Get("activationRecomputation");
+    if (!rv.IsUndefined() && !rv.IsBoolean()) a.fail(1, "(options.activationRecomputation) must be a boolean");
+    recompute = rv.IsBoolean() && rv.As<Napi::Boolean>().Value();
+  }
+  std::shared_ptr<Trainer> trainer = make_trainer(std::move(backend), spec);
+  if (recompute) trainer->set_activation_recomputation(true);
+  auto* h = new TrainerHolder{std::move(trainer)};
   return Napi::External<TrainerHolder>::New(info.Env(), h, [](Napi::Env, TrainerHolder* p) { delete p; });
 }
 
