@@ -1,5 +1,6 @@
 #include "adapters.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -25,12 +26,30 @@ void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]
 
 bool dropout_keep(uint64_t seed, uint64_t counter, float p) {
   if (p <= 0.0f) return true;
-  uint32_t ctr[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0u, 0u};
+  const uint64_t block = counter >> 2;
+  uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u};
   uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
   uint32_t r[4];
   philox4x32_10(ctr, key, r);
-  // Keep when the draw u = r0 / 2^32 is >= p.
-  return (double)r[0] >= (double)p * 4294967296.0;
+  // Keep when the draw u = r / 2^32 is >= p.
+  return (double)r[counter & 3] >= (double)p * 4294967296.0;
+}
+
+void dropout_keep_range(uint64_t seed, uint64_t first, int64_t n, float p, uint8_t* keep) {
+  if (p <= 0.0f) {
+    std::fill(keep, keep + n, (uint8_t)1);
+    return;
+  }
+  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+  const double threshold = (double)p * 4294967296.0;
+  int64_t i = 0;
+  while (i < n) {
+    const uint64_t c = first + (uint64_t)i, block = c >> 2;
+    const uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u};
+    uint32_t r[4];
+    philox4x32_10(ctr, key, r);
+    for (uint64_t lane = c & 3; lane < 4 && i < n; ++lane, ++i) keep[i] = (double)r[lane] >= threshold;
+  }
 }
 
 namespace {

@@ -10,8 +10,8 @@
 //
 // W [out, in] and the bias are frozen: no gradient is produced for them. Dropout is inverted dropout
 // (kept values scaled by 1 / (1 - p)) with a counter-based mask: element (t, i) of x is kept when the
-// Philox4x32-10 draw for counter `offset + t*in + i` under key `seed` is >= p * 2^32, so forward and
-// backward (and a recomputation) see the same mask without storing it.
+// Philox4x32-10 draw for counter `offset + t*in + i` under key `seed` (see dropout_keep) is >= p * 2^32, so
+// forward and backward (and a recomputation) see the same mask without storing it.
 #pragma once
 
 #include <cstdint>
@@ -55,8 +55,11 @@ struct AdapterGrads {
 // Philox4x32-10 (Salmon et al. 2011): counter ctr[4], key key[2] -> out[4].
 void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
-// Dropout keep decision for flat element index `index` (the counter is offset + index).
+// Dropout keep decision for counter c (= offset + flat element index): word c % 4 of the Philox4x32-10 block
+// with block counter c / 4 under key `seed`, kept when >= p * 2^32 (one block serves four consecutive elements).
 bool dropout_keep(uint64_t seed, uint64_t counter, float p);
+// The same decisions for counters first .. first + n - 1 into keep[n] (one Philox block per four): the fast path.
+void dropout_keep_range(uint64_t seed, uint64_t first, int64_t n, float p, uint8_t* keep);
 
 // n_o = || W[o,:] + s (B A)[o,:] ||_2 for every output row.
 void dora_weight_norm(const AdapterShape& sh, const AdapterWeights& w, float* weight_norm);

@@ -23,9 +23,10 @@ namespace {
 std::vector<float> dropped(const float* x, const LinearAdapter& ad, int M, int K) {
   std::vector<float> xd((size_t)M * K);
   const float keep_scale = 1.0f / (1.0f - ad.dropout);
-  parallel_for(M, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b * K; i < e * K; ++i)
-      xd[i] = dropout_keep(ad.seed, ad.offset + (uint64_t)i, ad.dropout) ? x[i] * keep_scale : 0.0f;
+  parallel_for(M, 16, [&](int64_t b, int64_t e) {
+    std::vector<uint8_t> keep((size_t)(e - b) * K);
+    dropout_keep_range(ad.seed, ad.offset + (uint64_t)(b * K), (e - b) * K, ad.dropout, keep.data());
+    for (int64_t i = b * K; i < e * K; ++i) xd[i] = keep[i - b * K] ? x[i] * keep_scale : 0.0f;
   });
   return xd;
 }
@@ -105,13 +106,15 @@ void adapter_linear_backward(float* dx, const float* dy, const float* x, const L
     for (int64_t t = 0; t < M; ++t)
       for (int o = 0; o < N; ++o) g_store[t * N + o] = c_store[o] * dy[t * N + o];
     g = g_store.data();
-    // dm_o += sum_t dy[t, o] pre[t, o] / n_o
-    parallel_for(N, 64, [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) {
-        double acc = 0;
-        for (int64_t t = 0; t < M; ++t) acc += (double)dy[t * N + o] * acts.pre[t * N + o];
-        ad.grad_magnitude[o] += (float)(acc / ad.weight_norm[o]);
+    // dm_o += sum_t dy[t, o] pre[t, o] / n_o: column blocks, walked row by row (contiguous reads)
+    parallel_for(N, 128, [&](int64_t b, int64_t e) {
+      std::vector<double> acc((size_t)(e - b), 0.0);
+      for (int64_t t = 0; t < M; ++t) {
+        const float* dyt = dy + t * N;
+        const float* pt = acts.pre.data() + t * N;
+        for (int64_t o = b; o < e; ++o) acc[o - b] += (double)dyt[o] * pt[o];
       }
+      for (int64_t o = b; o < e; ++o) ad.grad_magnitude[o] += (float)(acc[o - b] / ad.weight_norm[o]);
     });
   }
   // dB[o, j] += s sum_t g[t, o] u[t, j]
@@ -146,9 +149,11 @@ void adapter_linear_backward(float* dx, const float* dy, const float* x, const L
     gemm(adapter_dx.data(), K, dyc.data(), N, 1, L.w, 1, K, M, K, N, true);
   }
   const float keep_scale = 1.0f / (1.0f - ad.dropout);
-  parallel_for(M, 1, [&](int64_t b, int64_t e) {
+  parallel_for(M, 16, [&](int64_t b, int64_t e) {
+    std::vector<uint8_t> keep((size_t)(e - b) * K);
+    dropout_keep_range(ad.seed, ad.offset + (uint64_t)(b * K), (e - b) * K, ad.dropout, keep.data());
     for (int64_t i = b * K; i < e * K; ++i)
-      if (dropout_keep(ad.seed, ad.offset + (uint64_t)i, ad.dropout)) dx[i] += keep_scale * adapter_dx[i];
+      if (keep[i - b * K]) dx[i] += keep_scale * adapter_dx[i];
   });
 }
 
