@@ -20,7 +20,8 @@ const variants = [
   { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { preset: 'tiny', arch: 'qwen2' } },
   { name: 'qwen3 (q/k norm, tied embeddings)', opts: { preset: 'tiny', arch: 'qwen3', tieWordEmbeddings: true } },
   { name: 'llama (MQA 4:1, untied)', opts: { preset: 'tiny', arch: 'llama', kvHeads: 1 } },
-  { name: 'qwen2 tied, bf16 on disk, loaded as bf16', opts: { preset: 'tiny', arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, load: { dtype: 'bf16' } }
+  { name: 'qwen2 tied, bf16 on disk, loaded as bf16', opts: { preset: 'tiny', arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, load: { dtype: 'bf16' } },
+  { name: 'llama (attention and MLP biases, untied)', opts: { preset: 'tiny', arch: 'llama', attentionBias: true, mlpBias: true } }
 ]
 variants.forEach((v, i) => {
   v.dir = path.join(tmp, `m${i}`)
@@ -265,11 +266,11 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   m.dispose()
   t.throws(() => new FullFineTuner(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
 
-  const biasDir = path.join(tmp, 'llama-bias')
-  initModel({ preset: 'tiny', arch: 'llama', attentionBias: true, out: biasDir, seed: 1 })
-  const mb = await loadModel(biasDir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
-  t.throws(() => new FullFineTuner(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
-  mb.dispose()
+  const mBias = await loadModel(variants[4].dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
+  const biases = new FullFineTuner(mBias)
+  const names = (await biases.parameters()).map((p) => p.name)
+  for (const n of ['self_attn.o_proj.bias', 'mlp.gate_proj.bias', 'mlp.up_proj.bias', 'mlp.down_proj.bias']) t.ok(names.includes(`model.layers.0.${n}`), `${n} is trainable (Llama with attention_bias / mlp_bias)`)
+  biases.dispose(); mBias.dispose()
 })
 
 t.test('activation recomputation gives the same gradients bit for bit (full fine-tuning and DoRA with dropout)', async (t) => {

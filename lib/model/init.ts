@@ -40,6 +40,8 @@ export interface InitModelOptions {
   tieWordEmbeddings?: boolean
   kvHeads?: number
   attentionBias?: boolean
+  /** Llama only: biases on gate/up/down (config mlp_bias). */
+  mlpBias?: boolean
   ropeScaling?: null | { factor: number, lowFreqFactor: number, highFreqFactor: number, originalMaxPosition: number }
   ropeTheta?: number
   /** Text the tokenizer's merges are learned from (default: the embedded Python corpus) and how many merges. */
@@ -103,6 +105,8 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
   const attentionBias = opts.attentionBias ?? false
   const qkvBias = opts.arch === 'qwen2' || attentionBias
   const oBias = opts.arch !== 'qwen2' && attentionBias
+  if (opts.mlpBias && opts.arch !== 'llama') throw invalidArg('initModel: mlpBias is a Llama option')
+  const mlpBias = opts.mlpBias ?? false
 
   // Weights with variance 1/fan_in keep activations O(1) through the layers, so every part of the network
   // visibly moves the logits; norm weights are 1 + noise so a dropped norm weight shows.
@@ -136,8 +140,11 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
     }
     add(p + 'post_attention_layernorm.weight', [C], 0.1, 1)
     add(p + 'mlp.gate_proj.weight', [F, C], 1 / Math.sqrt(C))
+    if (mlpBias) add(p + 'mlp.gate_proj.bias', [F], 0.1)
     add(p + 'mlp.up_proj.weight', [F, C], 1 / Math.sqrt(C))
+    if (mlpBias) add(p + 'mlp.up_proj.bias', [F], 0.1)
     add(p + 'mlp.down_proj.weight', [C, F], 1 / Math.sqrt(F))
+    if (mlpBias) add(p + 'mlp.down_proj.bias', [C], 0.1)
   }
   add('model.norm.weight', [C], 0.1, 1)
   if (!tie) add('lm_head.weight', [V, C], 1 / Math.sqrt(C))
@@ -169,7 +176,7 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
     use_cache: true
   }
   if (opts.arch !== 'qwen2') config.attention_bias = attentionBias
-  if (opts.arch === 'llama') config.mlp_bias = false
+  if (opts.arch === 'llama') config.mlp_bias = mlpBias
   const addedTokensDecoder: Record<string, unknown> = {}
   for (const [content, id] of Object.entries(tok.specialIds)) {
     addedTokensDecoder[String(id)] = { content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }

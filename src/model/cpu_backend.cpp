@@ -189,6 +189,10 @@ class CpuBackend : public Backend {
         t.q_b = &L.q.bias;
         t.k_b = &L.k.bias;
         t.v_b = &L.v.bias;
+        t.o_b = &L.o.bias;
+        t.gate_b = &L.gate.bias;
+        t.up_b = &L.up.bias;
+        t.down_b = &L.down.bias;
         p.layers.push_back(t);
       }
     }

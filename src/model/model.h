@@ -102,7 +102,8 @@ struct TrainLayerParams {
   std::vector<float>*input_norm = nullptr, *post_attention_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   std::vector<float>*q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr,
   *up_w = nullptr, *down_w = nullptr;
-  std::vector<float>*q_b = nullptr, *k_b = nullptr, *v_b = nullptr;  // empty vectors when the model has none
+  std::vector<float>*q_b = nullptr, *k_b = nullptr, *v_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr,
+  *down_b = nullptr;  // empty vectors when the model has none
 };
 struct TrainParams {
   ops::LayerDims dims;

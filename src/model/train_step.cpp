@@ -42,8 +42,6 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
   const ModelConfig& cfg = backend_->config();
   std::mutex* mu = backend_->train_mutex();
   if (!mu) throw Error("ERR_UNSUPPORTED", std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
-  if (cfg.o_bias || cfg.mlp_bias)
-    throw Error("ERR_UNSUPPORTED", "full fine-tuning of models with o_proj or MLP biases is not supported by the CPU trainer");
   std::lock_guard<std::mutex> lk(*mu);
   p_ = backend_->train_params();
   if (spec.kind != AdapterSpec::Kind::None) {
@@ -77,14 +75,18 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
       add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, false);
     }
     add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, true);
+    if (cfg.o_bias) add(pre + "self_attn.o_proj.bias", {C}, L.o_b, false);
     if (cfg.qk_norm) {
       add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, false);
       add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, false);
     }
     add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, false);
     add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, true);
+    if (cfg.mlp_bias) add(pre + "mlp.gate_proj.bias", {F}, L.gate_b, false);
     add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, true);
+    if (cfg.mlp_bias) add(pre + "mlp.up_proj.bias", {F}, L.up_b, false);
     add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, true);
+    if (cfg.mlp_bias) add(pre + "mlp.down_proj.bias", {C}, L.down_b, false);
   }
   add("model.norm.weight", {C}, p_->final_norm, false);
   if (p_->lm_head) add("lm_head.weight", {V, C}, p_->lm_head, true);
@@ -105,14 +107,18 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
       g.v_b = tensors_[i++].grad.data();
     }
     g.o_w = tensors_[i++].grad.data();
+    if (cfg.o_bias) g.o_b = tensors_[i++].grad.data();
     if (cfg.qk_norm) {
       g.q_norm = tensors_[i++].grad.data();
       g.k_norm = tensors_[i++].grad.data();
     }
     g.post_attention_norm = tensors_[i++].grad.data();
     g.gate_w = tensors_[i++].grad.data();
+    if (cfg.mlp_bias) g.gate_b = tensors_[i++].grad.data();
     g.up_w = tensors_[i++].grad.data();
+    if (cfg.mlp_bias) g.up_b = tensors_[i++].grad.data();
     g.down_w = tensors_[i++].grad.data();
+    if (cfg.mlp_bias) g.down_b = tensors_[i++].grad.data();
   }
   g_final_norm_ = tensors_[i++].grad.data();
   // a tied head's gradient adds into the embedding's
@@ -267,7 +273,6 @@ void FullTrainer::clear_grads() {
 // exactly those of the master weights.
 std::vector<ops::LayerWeights> FullTrainer::layer_views(bool with_adapters) const {
   const ops::LayerDims& d = p_->dims;
-  static std::vector<float> none;
   std::vector<ops::LayerWeights> lw(p_->layers.size());
   for (size_t l = 0; l < lw.size(); ++l) {
     const TrainLayerParams& P = p_->layers[l];
@@ -279,10 +284,10 @@ std::vector<ops::LayerWeights> FullTrainer::layer_views(bool with_adapters) cons
     w.q = plain_linear(*P.q_w, *P.q_b, d.H * d.D, d.C);
     w.k = plain_linear(*P.k_w, *P.k_b, d.Hkv * d.D, d.C);
     w.v = plain_linear(*P.v_w, *P.v_b, d.Hkv * d.D, d.C);
-    w.o = plain_linear(*P.o_w, none, d.C, d.H * d.D);
-    w.gate = plain_linear(*P.gate_w, none, d.F, d.C);
-    w.up = plain_linear(*P.up_w, none, d.F, d.C);
-    w.down = plain_linear(*P.down_w, none, d.C, d.F);
+    w.o = plain_linear(*P.o_w, *P.o_b, d.C, d.H * d.D);
+    w.gate = plain_linear(*P.gate_w, *P.gate_b, d.F, d.C);
+    w.up = plain_linear(*P.up_w, *P.up_b, d.F, d.C);
+    w.down = plain_linear(*P.down_w, *P.down_b, d.C, d.F);
   }
   if (with_adapters)
     for (const auto& s : adapters_) {

@@ -96,7 +96,7 @@ std::shared_ptr<Trainer> make_trainer(std::shared_ptr<Backend> backend, const Ad
 // The CPU trainer: float32 master weights (the backend's own) or adapters, gradients and AdamW moments on the host.
 class FullTrainer final : public Trainer {
  public:
-  // Throws ERR_UNSUPPORTED for a backend without training access or a model with o_proj / MLP biases.
+  // Throws ERR_UNSUPPORTED for a backend without training access.
   FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec);
 
   double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,

@@ -121,17 +121,17 @@ void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d
   // MLP branch: x_out = x_mid + down(swiglu(gate(h2), up(h2))); dx already holds d x_out = d x_mid (residual).
   std::vector<float> d_act((size_t)T * d.F, 0.0f), d_gate((size_t)T * d.F, 0.0f), d_up((size_t)T * d.F, 0.0f);
   std::vector<float> d_h((size_t)T * d.C, 0.0f);
-  train_linear_backward(d_act.data(), g.down_w, nullptr, dx, a.act.data(), w.down, T, a.ad_down);
+  train_linear_backward(d_act.data(), g.down_w, g.down_b, dx, a.act.data(), w.down, T, a.ad_down);
   swiglu_backward(d_gate.data(), d_up.data(), d_act.data(), a.gate.data(), a.up.data(), (int64_t)T * d.F);
-  train_linear_backward(d_h.data(), g.gate_w, nullptr, d_gate.data(), a.h2.data(), w.gate, T, a.ad_gate);
-  train_linear_backward(d_h.data(), g.up_w, nullptr, d_up.data(), a.h2.data(), w.up, T, a.ad_up);
+  train_linear_backward(d_h.data(), g.gate_w, g.gate_b, d_gate.data(), a.h2.data(), w.gate, T, a.ad_gate);
+  train_linear_backward(d_h.data(), g.up_w, g.up_b, d_up.data(), a.h2.data(), w.up, T, a.ad_up);
   rmsnorm_backward(dx, g.post_attention_norm, d_h.data(), a.x_mid.data(), w.post_attention_norm, a.rstd2.data(), T,
                    d.C);
 
   // Attention branch: x_mid = x_in + o(attention(rope(q), rope(k), v)).
   std::vector<float> d_att((size_t)T * qd, 0.0f), dq((size_t)T * qd, 0.0f), dk((size_t)T * kd, 0.0f),
       dv((size_t)T * kd, 0.0f);
-  train_linear_backward(d_att.data(), g.o_w, nullptr, dx, a.att.data(), w.o, T, a.ad_o);
+  train_linear_backward(d_att.data(), g.o_w, g.o_b, dx, a.att.data(), w.o, T, a.ad_o);
   for (const AttnSeq& sq : seqs) {
     AttnShape s = seq_shape(d, sq);
     int64_t qo = (int64_t)sq.t0 * qd, ko = (int64_t)sq.t0 * kd;

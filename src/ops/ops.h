@@ -212,8 +212,9 @@ void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, 
 // input on return; weight gradients accumulate into `grads` (plain [N, K] arrays, same fields as the weights).
 struct LayerGrads {
   float *input_norm = nullptr, *q_w = nullptr, *q_b = nullptr, *k_w = nullptr, *k_b = nullptr, *v_w = nullptr,
-        *v_b = nullptr, *o_w = nullptr, *q_norm = nullptr, *k_norm = nullptr, *post_attention_norm = nullptr,
-        *gate_w = nullptr, *up_w = nullptr, *down_w = nullptr;
+        *v_b = nullptr, *o_w = nullptr, *o_b = nullptr, *q_norm = nullptr, *k_norm = nullptr,
+        *post_attention_norm = nullptr, *gate_w = nullptr, *gate_b = nullptr, *up_w = nullptr, *up_b = nullptr,
+        *down_w = nullptr, *down_b = nullptr;
 };
 void decoder_layer_backward(float* dx, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
                             const std::vector<AttnSeq>& seqs, const LayerActs& acts, const double* inv_freq,

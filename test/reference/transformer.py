@@ -97,6 +97,7 @@ def forward(cfg, w, ids, adapters=None):
     T = len(ids)
     qkv_bias = arch == "Qwen2ForCausalLM" or cfg.get("attention_bias", False)
     o_bias = arch != "Qwen2ForCausalLM" and cfg.get("attention_bias", False)
+    mlp_bias = arch == "LlamaForCausalLM" and cfg.get("mlp_bias", False)
 
     def lin(x, name, bias):
         W = w[name + ".weight"]
@@ -139,9 +140,9 @@ def forward(cfg, w, ids, adapters=None):
         att = att.transpose(0, 1).reshape(T, H * D)
         x = x + lin(att, p + "self_attn.o_proj", o_bias)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = lin(h, p + "mlp.gate_proj", False)
-        up = lin(h, p + "mlp.up_proj", False)
-        x = x + lin(torch.nn.functional.silu(gate) * up, p + "mlp.down_proj", False)
+        gate = lin(h, p + "mlp.gate_proj", mlp_bias)
+        up = lin(h, p + "mlp.up_proj", mlp_bias)
+        x = x + lin(torch.nn.functional.silu(gate) * up, p + "mlp.down_proj", mlp_bias)
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return x @ head.T
