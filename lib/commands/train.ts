@@ -114,7 +114,7 @@ export const trainCommand: Command = {
       console.log(`before:  ${scoreLine(s.before)}`)
       if (s.afterWarmStart) console.log(`warm:    ${scoreLine(s.afterWarmStart)}  (after the SFT warm start)`)
       console.log(`after:   ${scoreLine(s.after)}`)
-      console.log(`run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, checkpoints/) in ${s.seconds.toFixed(0)} s`)
+      console.log(`run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, ${s.adapterDir !== undefined ? 'adapter/, ' : ''}checkpoints/) in ${s.seconds.toFixed(0)} s`)
       return 0
     } catch (err) {
       const e = err as RecodeError & { checkpoint?: string }
