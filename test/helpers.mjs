@@ -63,3 +63,21 @@ export function backends (t, addon) {
 
 /** The odd sizes DEVELOPERS.md asks every kernel test to cover. */
 export const oddSizes = [1, 17, 1000, 4097]
+
+/** A training batch of sequences of the given lengths: random tokens below V, random loss weights (0 on each
+ * sequence's first token, which has no prediction, and on about one token in five). */
+export function randomTrainBatch (r, V, lens) {
+  return lens.map((n) => ({
+    tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
+    weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
+  }))
+}
+
+/** log-softmax of row `row` of logits [T x V] at `target`, in float64. */
+export function logSoftmaxAt (logits, V, row, target) {
+  let max = -Infinity
+  for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
+  let s = 0
+  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
+  return logits[row * V + target] - max - Math.log(s)
+}

@@ -8,7 +8,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { execFileSync } from 'child_process'
-import { require, rng, maxRelError, oddSizes, root } from './helpers.mjs'
+import { require, rng, maxRelError, oddSizes, root, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
 import { torchUnavailable } from './train-torch.mjs'
 
 const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
@@ -86,12 +86,6 @@ variants.forEach((v, i) => {
   v.layers = cfg.num_hidden_layers
 })
 
-function randomBatch (r, V, lens) {
-  return lens.map((n) => ({
-    tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
-    weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
-  }))
-}
 
 /** Replaces every adapter tensor with random values (B non-zero, m near the row norms), so gradients of A see B. */
 async function randomizeAdapters (r, tr) {
@@ -111,13 +105,6 @@ function randomAdapterTensors (r, params) {
   })
 }
 
-function logSoftmaxAt (logits, V, row, target) {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
-  let s = 0
-  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
-  return logits[row * V + target] - max - Math.log(s)
-}
 
 t.test('adapter gradients of whole models equal torch autograd through PEFT\'s layers', { skip: torchUnavailable() }, async (t) => {
   const r = rng(t)
@@ -127,7 +114,7 @@ t.test('adapter gradients of whole models equal torch autograd through PEFT\'s l
       const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
       const tr = new FullFineTuner(m, { adapter: { type, r: 4, alpha: 8, targetModules: targets, seed: r.int(0, 1e6) } })
       const tensors = await randomizeAdapters(r, tr)
-      const batch = randomBatch(r, v.vocab, [1, 9, 17, 30])
+      const batch = randomTrainBatch(r, v.vocab, [1, 9, 17, 30])
       const res = await tr.step(batch)
       const grads = await tr.gradients()
       const file = path.join(tmp, `adapter-${i}-${cases.length}.safetensors`)

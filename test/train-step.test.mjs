@@ -8,7 +8,7 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng } from './helpers.mjs'
+import { require, rng, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
 
 const { loadModel, initModel, FullFineTuner, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
@@ -29,13 +29,6 @@ variants.forEach((v, i) => {
   v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
 })
 
-/** A batch of sequences of the given lengths with random weights (first of each 0, some others 0). */
-function randomBatch (r, V, lens) {
-  return lens.map((n) => ({
-    tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
-    weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
-  }))
-}
 
 /** max |a - b| / max |b|. */
 function relErr (a, b) {
@@ -47,19 +40,11 @@ function relErr (a, b) {
   return mag === 0 ? err : err / mag
 }
 
-/** log-softmax of row `row` of logits [T x V] at `target`, in float64. */
-function logSoftmaxAt (logits, V, row, target) {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
-  let s = 0
-  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
-  return logits[row * V + target] - max - Math.log(s)
-}
 
 t.test('gradients of every parameter equal torch autograd; logp equals the logits\' log-softmax', async (t) => {
   if (!fs.existsSync(TORCH_PYTHON)) { t.comment(`skipped: ${TORCH_PYTHON} (Debian python3-torch) not found`); return }
   const r = rng(t)
-  const batches = variants.map((v) => randomBatch(r, v.vocab, [1, 3, 17, 40]))
+  const batches = variants.map((v) => randomTrainBatch(r, v.vocab, [1, 3, 17, 40]))
   const models = []
   const jobs = []
   const results = []
@@ -168,7 +153,7 @@ t.test('applyAdamW: clipping by the global norm and one torch-style AdamW update
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const tr = new FullFineTuner(m)
-  const batch = randomBatch(r, v.vocab, [20, 12])
+  const batch = randomTrainBatch(r, v.vocab, [20, 12])
   const hyper = { lr: 3e-3, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm: 0.05 }
   const moments = [] // the reference's AdamW state per tensor, across the two steps
   for (let step = 1; step <= 2; step++) {
@@ -206,7 +191,7 @@ t.test('applyAdamW: clipping by the global norm and one torch-style AdamW update
 t.test('forward + backward in two calls equals the one-call step (weights computed from the returned logp)', async (t) => {
   const r = rng(t)
   const v = variants[1]
-  const batch = randomBatch(r, v.vocab, [5, 30])
+  const batch = randomTrainBatch(r, v.vocab, [5, 30])
   const mA = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const mB = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const A = new FullFineTuner(mA); const B = new FullFineTuner(mB)
@@ -233,7 +218,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
   const tr = new FullFineTuner(m)
-  const batch = randomBatch(r, v.vocab, [40])
+  const batch = randomTrainBatch(r, v.vocab, [40])
   const ac = new AbortController()
   ac.abort()
   await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
@@ -276,7 +261,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
 t.test('activation recomputation gives the same gradients bit for bit (full fine-tuning and DoRA with dropout)', async (t) => {
   const r = rng(t)
   const v = variants[1]
-  const batch = randomBatch(r, v.vocab, [7, 33, 2])
+  const batch = randomTrainBatch(r, v.vocab, [7, 33, 2])
   const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }
   for (const options of [{}, { adapter }]) {
     const label = options.adapter ? 'DoRA' : 'full fine-tuning'

@@ -21,6 +21,19 @@ namespace {
 constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
+// A trainable tensor over `param` with zeroed gradient and AdamW moments.
+TrainTensor trainable(const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {
+  TrainTensor t;
+  t.name = name;
+  t.shape = std::move(shape);
+  t.param = param;
+  t.grad.assign(param->size(), 0.0f);
+  t.exp_avg.assign(param->size(), 0.0f);
+  t.exp_avg_sq.assign(param->size(), 0.0f);
+  t.decay = decay;
+  return t;
+}
+
 ops::Linear plain_linear(std::vector<float>& w, std::vector<float>& b, int N, int K) {
   ops::Linear l;
   l.w = w.data();
@@ -51,15 +64,7 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
   const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
                 kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {
-    TrainTensor t;
-    t.name = name;
-    t.shape = std::move(shape);
-    t.param = param;
-    t.grad.assign(param->size(), 0.0f);
-    t.exp_avg.assign(param->size(), 0.0f);
-    t.exp_avg_sq.assign(param->size(), 0.0f);
-    t.decay = decay;
-    tensors_.push_back(std::move(t));
+    tensors_.push_back(trainable(name, std::move(shape), param, decay));
   };
   add("model.embed_tokens.weight", {V, C}, p_->embed, true);
   for (int l = 0; l < cfg.layers; ++l) {
@@ -171,16 +176,9 @@ void FullTrainer::init_adapters(const AdapterSpec& spec) {
   for (auto& slot : adapters_) {
     const std::string module = "base_model.model.model.layers." + std::to_string(slot->layer) + "." +
                                projection_parent(slot->proj) + "." + kProjections[slot->proj];
+    // HF Trainer decays every parameter but biases and norm weights
     auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float>* param) {
-      TrainTensor t;
-      t.name = name;
-      t.shape = std::move(shape);
-      t.param = param;
-      t.grad.assign(param->size(), 0.0f);
-      t.exp_avg.assign(param->size(), 0.0f);
-      t.exp_avg_sq.assign(param->size(), 0.0f);
-      t.decay = true;  // HF Trainer decays every parameter but biases and norm weights
-      tensors_.push_back(std::move(t));
+      tensors_.push_back(trainable(name, std::move(shape), param, true));
     };
     add(module + ".lora_A.weight", {spec.rank, slot->K}, &slot->a);
     add(module + ".lora_B.weight", {slot->N, spec.rank}, &slot->b);
