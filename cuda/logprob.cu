@@ -196,27 +196,18 @@ RECODE_API(logprob_logits_backward)(const float* logits, int T, int V, const int
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
-                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
-                                   char* err, size_t err_len) {
-  RECODE_API_TRY
+// The hidden-state passes on device-resident arrays (shared by the host-pointer entry points below and the
+// device entry points the trainer calls). dweight gets dW (beta_dw 0) or dW added (beta_dw 1).
+static int hidden_forward_on_device(const float* d_h, const float* d_w, int T, int H, int V, const int32_t* d_tg,
+                                    float temperature, float* d_lp, float* d_ent, float* d_lse, char* err,
+                                    size_t err_len) {
   const int width = chunk_width(T, V);
-  float *d_h, *d_w, *d_z, *d_m, *d_s, *d_a, *d_tz, *d_lp, *d_ent, *d_lse;
-  int32_t* d_tg;
-  RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
+  float *d_z, *d_m, *d_s, *d_a, *d_tz;
   RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_m, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_s, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_a, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_tz, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_lp, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_ent, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_tg, T * sizeof(int32_t)));
-  RECODE_CUDA_CHECK(cudaMemcpy(d_h, hidden, (size_t)T * H * sizeof(float), cudaMemcpyHostToDevice));
-  RECODE_CUDA_CHECK(cudaMemcpy(d_w, weight, (size_t)V * H * sizeof(float), cudaMemcpyHostToDevice));
-  RECODE_CUDA_CHECK(cudaMemcpy(d_tg, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice));
   SIMT_LAUNCH(init_state_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a);
   const float inv_t = 1.f / temperature;
   for (int v0 = 0; v0 < V; v0 += width) {
@@ -226,11 +217,55 @@ RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int
   }
   SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
   RECODE_CUDA_CHECK(cudaGetLastError());
+  cudaFree(d_z); cudaFree(d_m); cudaFree(d_s); cudaFree(d_a); cudaFree(d_tz);
+  return 0;
+}
+
+static int hidden_backward_on_device(const float* d_h, const float* d_w, int T, int H, int V, const int32_t* d_tg,
+                                     float temperature, const float* d_lse, const float* d_ent, const float* d_dl,
+                                     const float* d_de, float* d_dh, float* d_dw, float beta_dw, char* err,
+                                     size_t err_len) {
+  const int width = chunk_width(T, V);
+  float* d_z;
+  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
+  const float inv_t = 1.f / temperature;
+  for (int v0 = 0; v0 < V; v0 += width) {
+    int w = V - v0 < width ? V - v0 : width;
+    const float* wc = d_w + (size_t)v0 * H;
+    launch_gemm(T, w, H, d_h, H, 0, wc, H, 1, d_z, w, inv_t, 0.f);  // z = hidden W_chunk^T / temperature
+    size_t n = (size_t)T * w;
+    unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    SIMT_LAUNCH(chunk_dz_kernel, dim3(blocks), dim3(256), 0, 0, d_z, T, w, v0, d_tg, inv_t, d_lse, d_ent, d_dl, d_de);
+    launch_gemm(T, H, w, d_z, w, 0, wc, H, 0, d_dh, H, 1.f, 1.f);                          // dhidden += dz W_chunk
+    launch_gemm(w, H, T, d_z, w, 1, d_h, H, 0, d_dw + (size_t)v0 * H, H, 1.f, beta_dw);  // dW_chunk (+)= dz^T hidden
+  }
+  RECODE_CUDA_CHECK(cudaGetLastError());
+  cudaFree(d_z);
+  return 0;
+}
+
+RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
+                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
+                                   char* err, size_t err_len) {
+  RECODE_API_TRY
+  float *d_h, *d_w, *d_lp, *d_ent, *d_lse;
+  int32_t* d_tg;
+  RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_lp, T * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_ent, T * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_tg, T * sizeof(int32_t)));
+  RECODE_CUDA_CHECK(cudaMemcpy(d_h, hidden, (size_t)T * H * sizeof(float), cudaMemcpyHostToDevice));
+  RECODE_CUDA_CHECK(cudaMemcpy(d_w, weight, (size_t)V * H * sizeof(float), cudaMemcpyHostToDevice));
+  RECODE_CUDA_CHECK(cudaMemcpy(d_tg, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice));
+  int rc = hidden_forward_on_device(d_h, d_w, T, H, V, d_tg, temperature, d_lp, d_ent, d_lse, err, err_len);
+  if (rc) return rc;
   RECODE_CUDA_CHECK(cudaMemcpy(logp, d_lp, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(entropy, d_ent, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(lse, d_lse, T * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_z); cudaFree(d_m); cudaFree(d_s); cudaFree(d_a); cudaFree(d_tz);
-  cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse); cudaFree(d_tg);
+  cudaFree(d_h); cudaFree(d_w); cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse); cudaFree(d_tg);
   return 0;
   RECODE_API_CATCH
 }
@@ -240,12 +275,10 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
                                     const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
                                     char* err, size_t err_len) {
   RECODE_API_TRY
-  const int width = chunk_width(T, V);
-  float *d_h, *d_w, *d_z, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
+  float *d_h, *d_w, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
   int32_t* d_tg;
   RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_dh, (size_t)T * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_dw, (size_t)V * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
@@ -262,24 +295,36 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
     RECODE_CUDA_CHECK(cudaMalloc(&d_de, T * sizeof(float)));
     RECODE_CUDA_CHECK(cudaMemcpy(d_de, dentropy, T * sizeof(float), cudaMemcpyHostToDevice));
   }
-  RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
-  const float inv_t = 1.f / temperature;
-  for (int v0 = 0; v0 < V; v0 += width) {
-    int w = V - v0 < width ? V - v0 : width;
-    const float* wc = d_w + (size_t)v0 * H;
-    launch_gemm(T, w, H, d_h, H, 0, wc, H, 1, d_z, w, inv_t, 0.f);  // z = hidden W_chunk^T / temperature
-    size_t n = (size_t)T * w;
-    unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
-    SIMT_LAUNCH(chunk_dz_kernel, dim3(blocks), dim3(256), 0, 0, d_z, T, w, v0, d_tg, inv_t, d_lse, d_ent, d_dl, d_de);
-    launch_gemm(T, H, w, d_z, w, 0, wc, H, 0, d_dh, H, 1.f, 1.f);                      // dhidden += dz W_chunk
-    launch_gemm(w, H, T, d_z, w, 1, d_h, H, 0, d_dw + (size_t)v0 * H, H, 1.f, 0.f);   // dW_chunk = dz^T hidden
-  }
-  RECODE_CUDA_CHECK(cudaGetLastError());
+  int rc = hidden_backward_on_device(d_h, d_w, T, H, V, d_tg, temperature, d_lse, d_ent, d_dl, d_de, d_dh, d_dw, 0.f,
+                                     err, err_len);
+  if (rc) return rc;
   RECODE_CUDA_CHECK(cudaMemcpy(dhidden, d_dh, (size_t)T * H * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(dweight, d_dw, (size_t)V * H * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_z); cudaFree(d_dh); cudaFree(d_dw); cudaFree(d_lse); cudaFree(d_ent);
+  cudaFree(d_h); cudaFree(d_w); cudaFree(d_dh); cudaFree(d_dw); cudaFree(d_lse); cudaFree(d_ent);
   cudaFree(d_dl); cudaFree(d_tg);
   if (d_de) cudaFree(d_de);
   return 0;
+  RECODE_API_CATCH
+}
+
+// Device-resident variants (every pointer is device memory, e.g. the trainer's activations and weights):
+// the same results without host copies; dweight is ADDED to (gradient accumulation), dhidden overwritten.
+RECODE_API(logprob_hidden_forward_device)(const float* hidden, const float* weight, int T, int H, int V,
+                                          const int32_t* targets, float temperature, float* logp, float* entropy,
+                                          float* lse, char* err, size_t err_len) {
+  RECODE_API_TRY
+  if (T <= 0) return 0;
+  return hidden_forward_on_device(hidden, weight, T, H, V, targets, temperature, logp, entropy, lse, err, err_len);
+  RECODE_API_CATCH
+}
+
+RECODE_API(logprob_hidden_backward_device)(const float* hidden, const float* weight, int T, int H, int V,
+                                           const int32_t* targets, float temperature, const float* lse,
+                                           const float* entropy, const float* dlogp, const float* dentropy,
+                                           float* dhidden, float* dweight_accumulate, char* err, size_t err_len) {
+  RECODE_API_TRY
+  if (T <= 0) return 0;
+  return hidden_backward_on_device(hidden, weight, T, H, V, targets, temperature, lse, entropy, dlogp, dentropy,
+                                   dhidden, dweight_accumulate, 1.f, err, err_len);
   RECODE_API_CATCH
 }
