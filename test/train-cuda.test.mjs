@@ -11,7 +11,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng } from './helpers.mjs'
 
-const { loadModel, initModel, FullFineTuner, systemInfo } = require('../dist/cjs/index.js')
+const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -300,3 +300,24 @@ for (const device of devices) {
     mb.dispose()
   })
 }
+
+t.test('train() end to end on the CUDA trainer: the warm-start steps equal the cpu run, GRPO runs with the KL reference', async (t) => {
+  // the built-in tiny model and synthetic tasks (fixed seeds): 2 SFT warm-start steps then one GRPO step
+  const config = (device) => ({ device, warmStartSteps: 2, warmStartLearningRate: 2e-3, steps: 1, warmupSteps: 1, promptsPerStep: 1, samplesPerPrompt: 2, maxCompletionTokens: 8, checkpointEvery: 10, klCoef: 0.001, synthetic: { seed: 3, train: 10, heldOut: 1 } })
+  const runs = {}
+  for (const device of ['cpu', ...devices]) {
+    const dir = path.join(tmp, `run-${device}`)
+    const r = await train(config(device), { runDir: dir })
+    t.equal(r.summary.steps, 3, `${device}: 3 steps`)
+    t.ok(fs.existsSync(path.join(dir, 'model', 'model.safetensors')), `${device}: the trained model is written`)
+    runs[device] = readMetrics(path.join(dir, 'metrics.jsonl')).records
+  }
+  for (const device of devices) {
+    const [a, b] = [runs.cpu, runs[device]]
+    for (const k of [0, 1]) {
+      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
+      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= 1e-4 * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
+    }
+    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} GRPO step: loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
+  }
+})

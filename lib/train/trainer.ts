@@ -212,9 +212,6 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   if (config.adapter.type !== 'none') {
     throw new RecodeError('ERR_UNSUPPORTED', `config.adapter.type '${config.adapter.type}': the trainer runs full fine-tuning (adapter.type 'none'); LoRA/DoRA layers exist as kernels (lib/train/adapters) but are not yet wired into the model`)
   }
-  if (config.device === 'cuda' || config.device === 'emulated') {
-    throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}': training runs on the CPU backend (the CUDA model backend does inference); use device 'cpu' or 'auto'`)
-  }
   const hash = configHash(config)
   const started = Date.now()
   fs.mkdirSync(runDir, { recursive: true })
@@ -237,7 +234,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   }
   const context = config.maxPromptTokens + config.maxCompletionTokens
   const slots = Math.min(64, config.promptsPerStep * config.samplesPerPrompt)
-  const model = await loadModel(baseDir, { device: 'cpu', maxBatch: slots, maxContext: context })
+  // 'cuda' / 'emulated': the CUDA backend and its trainer (src/model/cuda_train_step.cpp); 'auto' stays on the cpu
+  const device = config.device === 'cuda' || config.device === 'emulated' ? config.device : 'cpu'
+  const dtype = config.computeDtype === 'bf16' ? 'bf16' : 'f32'
+  const model = await loadModel(baseDir, { device, dtype, maxBatch: slots, maxContext: context })
   let trainer: FullFineTuner | undefined
   try {
     trainer = new FullFineTuner(model)
@@ -319,7 +319,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   // The frozen base for the KL reference (full fine-tuning: a copy of the base weights, swapped in for the reference forward).
   let baseWeights: Weights | undefined
   if (config.klCoef > 0 && config.algorithm !== 'sft') {
-    const baseModel = await loadModel(baseDir, { device: 'cpu', maxBatch: 1, maxContext: 2 })
+    const baseModel = await loadModel(baseDir, { device: 'cpu', dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32', maxBatch: 1, maxContext: 2 })
     const t = new FullFineTuner(baseModel)
     try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
   }
