@@ -7,7 +7,16 @@
 //   the chunk's logits, turns them into d/dlogits in place, and two GEMMs accumulate dhidden += dz W_chunk
 //   and write dW_chunk = dz^T hidden. Only one [T, chunk] buffer ever exists.
 #include "common.cuh"
+#include "recode_cuda.h"
 #include "../src/logprob_core.h"
+
+// The chunk GEMMs of the hidden-state passes use gemm.cu's tiled kernels (same library) when no temperature
+// scale has to be folded in; launch_gemm below is the plain fallback.
+#if defined(__CUDACC__)
+#define RECODE_SAME_LIBRARY(name) recode_cuda_##name
+#else
+#define RECODE_SAME_LIBRARY(name) recode_emu_##name
+#endif
 
 using namespace recode::logprob;
 using LseF = Lse<float>;
@@ -212,7 +221,13 @@ static int hidden_forward_on_device(const float* d_h, const float* d_w, int T, i
   const float inv_t = 1.f / temperature;
   for (int v0 = 0; v0 < V; v0 += width) {
     int w = V - v0 < width ? V - v0 : width;
-    launch_gemm(T, w, H, d_h, H, 0, d_w + (size_t)v0 * H, H, 1, d_z, w, inv_t, 0.f);
+    if (inv_t == 1.f) {  // z = hidden W_chunk^T
+      int rc = RECODE_SAME_LIBRARY(gemm_forward)(T, w, H, d_h, d_w + (size_t)v0 * H, nullptr, d_z, RECODE_F32,
+                                                 RECODE_F32, 0, nullptr, err, err_len);
+      if (rc) return rc;
+    } else {
+      launch_gemm(T, w, H, d_h, H, 0, d_w + (size_t)v0 * H, H, 1, d_z, w, inv_t, 0.f);
+    }
     SIMT_LAUNCH(chunk_fold_kernel, dim3(T), dim3(row_threads(w)), 0, 0, d_z, w, v0, d_tg, d_m, d_s, d_a, d_tz);
   }
   SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
@@ -233,12 +248,23 @@ static int hidden_backward_on_device(const float* d_h, const float* d_w, int T, 
   for (int v0 = 0; v0 < V; v0 += width) {
     int w = V - v0 < width ? V - v0 : width;
     const float* wc = d_w + (size_t)v0 * H;
-    launch_gemm(T, w, H, d_h, H, 0, wc, H, 1, d_z, w, inv_t, 0.f);  // z = hidden W_chunk^T / temperature
+    if (inv_t == 1.f) {  // z = hidden W_chunk^T
+      int rc = RECODE_SAME_LIBRARY(gemm_forward)(T, w, H, d_h, wc, nullptr, d_z, RECODE_F32, RECODE_F32, 0, nullptr,
+                                                 err, err_len);
+      if (rc) return rc;
+    } else {
+      launch_gemm(T, w, H, d_h, H, 0, wc, H, 1, d_z, w, inv_t, 0.f);  // z = hidden W_chunk^T / temperature
+    }
     size_t n = (size_t)T * w;
     unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
     SIMT_LAUNCH(chunk_dz_kernel, dim3(blocks), dim3(256), 0, 0, d_z, T, w, v0, d_tg, inv_t, d_lse, d_ent, d_dl, d_de);
-    launch_gemm(T, H, w, d_z, w, 0, wc, H, 0, d_dh, H, 1.f, 1.f);                          // dhidden += dz W_chunk
-    launch_gemm(w, H, T, d_z, w, 1, d_h, H, 0, d_dw + (size_t)v0 * H, H, 1.f, beta_dw);  // dW_chunk (+)= dz^T hidden
+    // dhidden += dz W_chunk;  dW_chunk (+)= dz^T hidden
+    int rc = RECODE_SAME_LIBRARY(gemm_backward_input)(T, w, H, d_z, wc, d_dh, RECODE_F32, RECODE_F32, 1, nullptr, err,
+                                                      err_len);
+    if (rc) return rc;
+    rc = RECODE_SAME_LIBRARY(gemm_backward_weight)(T, w, H, d_z, d_h, d_dw + (size_t)v0 * H, nullptr, RECODE_F32,
+                                                   RECODE_F32, beta_dw != 0.f, nullptr, err, err_len);
+    if (rc) return rc;
   }
   RECODE_CUDA_CHECK(cudaGetLastError());
   cudaFree(d_z);
