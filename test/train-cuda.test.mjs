@@ -121,6 +121,10 @@ for (const device of devices) {
       t.ok(accErr < 1e-5, `${v.name}: a second step adds into the gradients (rel err vs 2x ${accErr.toExponential(2)})`)
       await dev.zeroGrad()
       t.ok((await dev.gradients()).every((g) => g.grad.every((x) => x === 0)), `${v.name}: zeroGrad clears every gradient`)
+      // sequences of one token predict nothing: loss 0, logp 0, no gradient
+      const ones = await dev.step(randomBatch(r, v.vocab, [1, 1]))
+      t.ok(ones.loss === 0 && ones.logp.every((x) => x[0] === 0), `${v.name}: one-token sequences give loss 0 and logp 0`)
+      t.ok((await dev.gradients()).every((g) => g.grad.every((x) => x === 0)), `${v.name}: and no gradient`)
       dispose()
     }
   })
