@@ -87,10 +87,15 @@ async function compareStep (t, label, cpu, dev, batch, tl) {
   t.ok(Math.abs(b.loss - a.loss) <= tl.logp * Math.max(1, Math.abs(a.loss)), `${label}: loss ${b.loss.toFixed(6)} vs cpu ${a.loss.toFixed(6)}`)
   const ga = await cpu.gradients(); const gb = await dev.gradients()
   t.same(gb.map((g) => [g.name, g.shape]), ga.map((g) => [g.name, g.shape]), `${label}: the same ${ga.length} tensors, names and shapes`)
+  // per tensor: max |a - b| / max(max |b|, 1% of the largest gradient entry of the model), so a tensor whose
+  // exact gradient nearly cancels (k_proj.bias: softmax is invariant to a key shift up to RoPE) is not judged
+  // on rounding noise alone
   let worst = 0; let worstName = ''
+  const globalMag = Math.max(...ga.map((g) => g.grad.reduce((m, x) => Math.max(m, Math.abs(x)), 0)))
   for (const [k, g] of ga.entries()) {
     if (!g.grad.some((x) => x !== 0) && g.name !== 'lm_head.weight') t.fail(`${label}: cpu gradient of ${g.name} is zero: the test would not see an error`)
-    const e = relErr(gb[k].grad, g.grad)
+    const mag = g.grad.reduce((m, x) => Math.max(m, Math.abs(x)), 0)
+    const e = relErr(gb[k].grad, g.grad) * mag / Math.max(mag, 0.01 * globalMag)
     if (!(e <= tl.grad)) t.fail(`${label}: ${g.name} gradient rel err ${e}`)
     if (e > worst) { worst = e; worstName = g.name }
   }
@@ -199,21 +204,30 @@ for (const device of devices) {
       const N = seqs.reduce((a, s) => a + s.length - 1, 0)
       const batch = seqs.map((tokens) => ({ tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / N)) }))
       const losses = []
+      // generation through the same backend reads the updated weights (bf16: the rounded copy of the masters)
+      const bound = v.dtype ? 1e-3 : 1e-4
+      const followErr = async () => {
+        const lp = await dev.forward(seqs)
+        const logits = await devModel.logits(seqs)
+        let err = 0
+        for (const [s, tokens] of seqs.entries()) for (let j = 1; j < tokens.length; j++) err = Math.max(err, Math.abs(lp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, tokens[j])) / Math.max(1, Math.abs(lp[s][j])))
+        return { err, logits }
+      }
       for (let step = 0; step < 12; step++) {
         losses.push((await dev.step(batch)).loss)
         const norm = await dev.applyAdamW({ lr: 1e-2, weightDecay: 0.01, maxGradNorm: 1.0 })
         if (!(Number.isFinite(norm) && norm > 0)) t.fail(`step ${step}: grad norm ${norm}`)
+        if (step === 0) {
+          const { err } = await followErr()
+          t.ok(err < bound, `${v.name}: after one update model.logits gives the trainer's logp (max rel err ${err.toExponential(2)})`)
+        }
       }
       const res = await dev.step(batch)
       await dev.zeroGrad()
       t.comment(`${v.name}: loss ${losses[0].toFixed(3)} -> ${res.loss.toFixed(3)}`)
       t.ok(res.loss < 0.7 * losses[0], `${v.name}: final loss ${res.loss.toFixed(3)} < 0.7 x the initial ${losses[0].toFixed(3)}`)
-      // generation through the same backend reads the updated weights (bf16: the rounded copy of the masters)
-      const logits = await devModel.logits(seqs)
-      let err = 0
-      for (const [s, tokens] of seqs.entries()) for (let j = 1; j < tokens.length; j++) err = Math.max(err, Math.abs(res.logp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, tokens[j])))
-      const bound = v.dtype ? 0.15 : 1e-4
-      t.ok(err < bound, `${v.name}: after the updates model.logits gives the trainer's logp (max abs err ${err.toExponential(2)})`)
+      const { err, logits } = await followErr()
+      t.ok(err < bound, `${v.name}: after 12 updates model.logits gives the trainer's logp (max rel err ${err.toExponential(2)})`)
       // state round trip into a fresh trainer on a fresh model: same weights, moments and steps; the same step
       // and update then give the same weights
       const state = await dev.state()

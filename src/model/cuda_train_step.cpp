@@ -1,6 +1,6 @@
 // Full fine-tuning step on the CUDA backend (see cuda_train_step.h), the device twin of train_step.cpp:
 //   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept);  h = rmsnorm(x_L)
-//   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32)
+//   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32 logits)
 // Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse
 // (decoder_layer.cpp's order), the embedding scatter; a tied head's gradient adds into the embedding's.
 // Then AdamW with global-norm clipping on the fp32 masters, writing the backend's inference weights.
@@ -17,10 +17,10 @@
 #include "numeric.h"
 #include "recode_cuda.h"
 
-extern "C" int recode_emu_logprob_hidden_forward_device(const float*, const float*, int, int, int, const int32_t*,
-                                                        float, float*, float*, float*, char*, size_t);
-extern "C" int recode_emu_logprob_hidden_backward_device(const float*, const float*, int, int, int, const int32_t*,
-                                                         float, const float*, const float*, const float*,
+extern "C" int recode_emu_logprob_hidden_forward_device(const void*, const void*, int, int, int, const int32_t*,
+                                                        float, int, float*, float*, float*, char*, size_t);
+extern "C" int recode_emu_logprob_hidden_backward_device(const void*, const void*, int, int, int, const int32_t*,
+                                                         float, int, const float*, const float*, const float*,
                                                          const float*, float*, float*, char*, size_t);
 
 namespace recode::model {
@@ -392,7 +392,7 @@ class CudaTrainer final : public Trainer {
     }
     normed_ = act(t * C);
     rstd_final_ = f32(t);
-    hid_ = f32(t * C);
+    hid_ = act(t * C);
     lp_ = f32(t);
     ent_ = f32(t);
     lse_ = f32(t);
@@ -504,19 +504,16 @@ class CudaTrainer final : public Trainer {
     const void* x_final = xs_[cfg.layers].as();
     CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), eps, normed_.as(), rstd_final_.as<float>(), dt_, nullptr);
 
-    // the rows that predict a token (all but each sequence's last), gathered as fp32 for the log-prob head
+    // the rows that predict a token (all but each sequence's last), gathered for the log-prob head
     for (size_t s = 0, r0 = 0; s < counts.size(); r0 += counts[s] - 1, ++s) {
       const size_t n = (size_t)(counts[s] - 1) * C;
-      if (n == 0) continue;
-      float* dst = hid_.as<float>() + r0 * C;
-      if (dt_ == RECODE_F32) CALL(copy_device, dst, at(normed_, (size_t)t0_[s] * C), n * sizeof(float), nullptr);
-      else CALL(cast_bf16_to_f32, n, at(normed_, (size_t)t0_[s] * C), dst, nullptr);
+      if (n > 0) CALL(copy_device, at(hid_, r0 * C), at(normed_, (size_t)t0_[s] * C), n * es_, nullptr);
     }
     std::fill(logp, logp + T, 0.0f);
     lp_host_.assign(R, 0.0f);
     if (R > 0) {
-      CALL(logprob_hidden_forward_device, hid_.as<float>(), params_[head_].master, R, C, V, d_targets, 1.0f,
-           lp_.as<float>(), ent_.as<float>(), lse_.as<float>());
+      CALL(logprob_hidden_forward_device, hid_.as(), W(head_), R, C, V, d_targets, 1.0f, dt_, lp_.as<float>(),
+           ent_.as<float>(), lse_.as<float>());
       CALL(copy_to_host, lp_host_.data(), lp_.as(), (size_t)R * sizeof(float));  // synchronises
       for (int r = 0; r < R; ++r) logp[row_of_[r]] = lp_host_[r];
     }
@@ -553,8 +550,8 @@ class CudaTrainer final : public Trainer {
       CALL(device_memset, dh_.as(), 0, (size_t)T * C * es_, nullptr);
       if (R > 0) {
         CALL(copy_to_device, dlogp_.as(), dlogp.data(), (size_t)R * sizeof(float));
-        CALL(logprob_hidden_backward_device, hid_.as<float>(), params_[head_].master, R, C, V, d_targets, 1.0f,
-             lse_.as<float>(), ent_.as<float>(), dlogp_.as<float>(), nullptr, dhid_.as<float>(), G(head_));
+        CALL(logprob_hidden_backward_device, hid_.as(), W(head_), R, C, V, d_targets, 1.0f, dt_, lse_.as<float>(),
+             ent_.as<float>(), dlogp_.as<float>(), nullptr, dhid_.as<float>(), G(head_));
         for (size_t s = 0, r0 = 0; s < counts_.size(); r0 += counts_[s] - 1, ++s) {
           const size_t n = (size_t)(counts_[s] - 1) * C;
           if (n == 0) continue;

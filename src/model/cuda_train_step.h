@@ -5,8 +5,8 @@
 // Compute dtype: the backend's. An fp32 backend trains in fp32 on its own weight arrays (they are the master
 // weights, so generation sees every update at once). A bf16 backend keeps fp32 masters beside its bf16
 // weights; the forward and backward run in bf16 on those bf16 weights (activations and activation gradients
-// bf16, weight gradients accumulated in fp32), the log-prob head in fp32 on the fp32 master head, and every
-// update writes the rounded bf16 copy back into the backend.
+// bf16, weight gradients accumulated in fp32; the log-prob head's chunk GEMMs on tensor cores with fp32 logits,
+// as in generation), and every update writes the rounded bf16 copy of the masters back into the backend.
 #pragma once
 
 #include <memory>
