@@ -7,7 +7,16 @@
 //   the chunk's logits, turns them into d/dlogits in place, and two GEMMs accumulate dhidden += dz W_chunk
 //   and write dW_chunk = dz^T hidden. Only one [T, chunk] buffer ever exists.
 #include "common.cuh"
+#include "recode_cuda.h"
 #include "../src/logprob_core.h"
+
+// The chunk GEMMs of the hidden-state passes use gemm.cu's tiled kernels (same library) when no temperature
+// scale has to be folded in; launch_gemm below is the plain fallback.
+#if defined(__CUDACC__)
+#define RECODE_SAME_LIBRARY(name) recode_cuda_##name
+#else
+#define RECODE_SAME_LIBRARY(name) recode_emu_##name
+#endif
 
 using namespace recode::logprob;
 using LseF = Lse<float>;
@@ -196,20 +205,103 @@ RECODE_API(logprob_logits_backward)(const float* logits, int T, int V, const int
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
-                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
-                                   char* err, size_t err_len) {
-  RECODE_API_TRY
+// The hidden-state passes on device-resident arrays (shared by the host-pointer entry points below and the
+// device entry points the trainer calls). hidden and weight are fp32, or bf16 (dtype RECODE_BF16: tensor-core
+// chunk GEMMs with fp32 logits; the backward rounds d/dlogits to bf16 for its two GEMMs; temperature 1 only).
+// dhidden is fp32 and overwritten; dweight fp32 gets dW (beta_dw 0) or dW added (beta_dw 1).
+static int check_head_dtype(int dtype, float temperature, char* err, size_t err_len) {
+  if (dtype == RECODE_F32 || (dtype == RECODE_BF16 && temperature == 1.f)) return 0;
+  if (err && err_len)
+    snprintf(err, err_len, "logprob_hidden: dtype %d (must be RECODE_F32, or RECODE_BF16 with temperature 1)", dtype);
+  return 1;
+}
+
+static int hidden_forward_on_device(const void* d_h, const void* d_w, int T, int H, int V, const int32_t* d_tg,
+                                    float temperature, int dtype, float* d_lp, float* d_ent, float* d_lse, char* err,
+                                    size_t err_len) {
+  if (check_head_dtype(dtype, temperature, err, err_len)) return 1;
+  const size_t es = dtype == RECODE_BF16 ? 2 : 4;
   const int width = chunk_width(T, V);
-  float *d_h, *d_w, *d_z, *d_m, *d_s, *d_a, *d_tz, *d_lp, *d_ent, *d_lse;
-  int32_t* d_tg;
-  RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
+  float *d_z, *d_m, *d_s, *d_a, *d_tz;
   RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_m, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_s, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_a, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_tz, T * sizeof(float)));
+  SIMT_LAUNCH(init_state_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a);
+  const float inv_t = 1.f / temperature;
+  for (int v0 = 0; v0 < V; v0 += width) {
+    int w = V - v0 < width ? V - v0 : width;
+    const void* wc = (const char*)d_w + (size_t)v0 * H * es;
+    if (inv_t == 1.f) {  // z = hidden W_chunk^T
+      int rc = RECODE_SAME_LIBRARY(gemm_forward)(T, w, H, d_h, wc, nullptr, d_z, dtype, RECODE_F32, 0, nullptr, err,
+                                                 err_len);
+      if (rc) return rc;
+    } else {
+      launch_gemm(T, w, H, (const float*)d_h, H, 0, (const float*)wc, H, 1, d_z, w, inv_t, 0.f);
+    }
+    SIMT_LAUNCH(chunk_fold_kernel, dim3(T), dim3(row_threads(w)), 0, 0, d_z, w, v0, d_tg, d_m, d_s, d_a, d_tz);
+  }
+  SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
+  RECODE_CUDA_CHECK(cudaGetLastError());
+  cudaFree(d_z); cudaFree(d_m); cudaFree(d_s); cudaFree(d_a); cudaFree(d_tz);
+  return 0;
+}
+
+static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, int H, int V, const int32_t* d_tg,
+                                     float temperature, int dtype, const float* d_lse, const float* d_ent,
+                                     const float* d_dl, const float* d_de, float* d_dh, float* d_dw, float beta_dw,
+                                     char* err, size_t err_len) {
+  if (check_head_dtype(dtype, temperature, err, err_len)) return 1;
+  const size_t es = dtype == RECODE_BF16 ? 2 : 4;
+  const int width = chunk_width(T, V);
+  float* d_z;
+  void* d_zb = nullptr;  // bf16: d/dlogits rounded for the tensor-core GEMMs
+  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
+  if (dtype == RECODE_BF16) RECODE_CUDA_CHECK(cudaMalloc(&d_zb, (size_t)T * width * 2));
+  RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
+  const float inv_t = 1.f / temperature;
+  for (int v0 = 0; v0 < V; v0 += width) {
+    int w = V - v0 < width ? V - v0 : width;
+    const void* wc = (const char*)d_w + (size_t)v0 * H * es;
+    if (inv_t == 1.f) {  // z = hidden W_chunk^T
+      int rc = RECODE_SAME_LIBRARY(gemm_forward)(T, w, H, d_h, wc, nullptr, d_z, dtype, RECODE_F32, 0, nullptr, err,
+                                                 err_len);
+      if (rc) return rc;
+    } else {  // z = hidden W_chunk^T / temperature
+      launch_gemm(T, w, H, (const float*)d_h, H, 0, (const float*)wc, H, 1, d_z, w, inv_t, 0.f);
+    }
+    size_t n = (size_t)T * w;
+    unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    SIMT_LAUNCH(chunk_dz_kernel, dim3(blocks), dim3(256), 0, 0, d_z, T, w, v0, d_tg, inv_t, d_lse, d_ent, d_dl, d_de);
+    const void* dz = d_z;
+    int rc = 0;
+    if (dtype == RECODE_BF16) {
+      rc = RECODE_SAME_LIBRARY(cast_f32_to_bf16)(n, d_z, d_zb, nullptr, err, err_len);
+      if (rc) return rc;
+      dz = d_zb;
+    }
+    // dhidden += dz W_chunk;  dW_chunk (+)= dz^T hidden
+    rc = RECODE_SAME_LIBRARY(gemm_backward_input)(T, w, H, dz, wc, d_dh, dtype, RECODE_F32, 1, nullptr, err, err_len);
+    if (rc) return rc;
+    rc = RECODE_SAME_LIBRARY(gemm_backward_weight)(T, w, H, dz, d_h, d_dw + (size_t)v0 * H, nullptr, dtype,
+                                                   RECODE_F32, beta_dw != 0.f, nullptr, err, err_len);
+    if (rc) return rc;
+  }
+  RECODE_CUDA_CHECK(cudaGetLastError());
+  cudaFree(d_z);
+  if (d_zb) cudaFree(d_zb);
+  return 0;
+}
+
+RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
+                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
+                                   char* err, size_t err_len) {
+  RECODE_API_TRY
+  float *d_h, *d_w, *d_lp, *d_ent, *d_lse;
+  int32_t* d_tg;
+  RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
+  RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_lp, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_ent, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
@@ -217,20 +309,12 @@ RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int
   RECODE_CUDA_CHECK(cudaMemcpy(d_h, hidden, (size_t)T * H * sizeof(float), cudaMemcpyHostToDevice));
   RECODE_CUDA_CHECK(cudaMemcpy(d_w, weight, (size_t)V * H * sizeof(float), cudaMemcpyHostToDevice));
   RECODE_CUDA_CHECK(cudaMemcpy(d_tg, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice));
-  SIMT_LAUNCH(init_state_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a);
-  const float inv_t = 1.f / temperature;
-  for (int v0 = 0; v0 < V; v0 += width) {
-    int w = V - v0 < width ? V - v0 : width;
-    launch_gemm(T, w, H, d_h, H, 0, d_w + (size_t)v0 * H, H, 1, d_z, w, inv_t, 0.f);
-    SIMT_LAUNCH(chunk_fold_kernel, dim3(T), dim3(row_threads(w)), 0, 0, d_z, w, v0, d_tg, d_m, d_s, d_a, d_tz);
-  }
-  SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
-  RECODE_CUDA_CHECK(cudaGetLastError());
+  int rc = hidden_forward_on_device(d_h, d_w, T, H, V, d_tg, temperature, RECODE_F32, d_lp, d_ent, d_lse, err, err_len);
+  if (rc) return rc;
   RECODE_CUDA_CHECK(cudaMemcpy(logp, d_lp, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(entropy, d_ent, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(lse, d_lse, T * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_z); cudaFree(d_m); cudaFree(d_s); cudaFree(d_a); cudaFree(d_tz);
-  cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse); cudaFree(d_tg);
+  cudaFree(d_h); cudaFree(d_w); cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse); cudaFree(d_tg);
   return 0;
   RECODE_API_CATCH
 }
@@ -240,12 +324,10 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
                                     const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
                                     char* err, size_t err_len) {
   RECODE_API_TRY
-  const int width = chunk_width(T, V);
-  float *d_h, *d_w, *d_z, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
+  float *d_h, *d_w, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
   int32_t* d_tg;
   RECODE_CUDA_CHECK(cudaMalloc(&d_h, (size_t)T * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_w, (size_t)V * H * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_dh, (size_t)T * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_dw, (size_t)V * H * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
@@ -262,24 +344,38 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
     RECODE_CUDA_CHECK(cudaMalloc(&d_de, T * sizeof(float)));
     RECODE_CUDA_CHECK(cudaMemcpy(d_de, dentropy, T * sizeof(float), cudaMemcpyHostToDevice));
   }
-  RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
-  const float inv_t = 1.f / temperature;
-  for (int v0 = 0; v0 < V; v0 += width) {
-    int w = V - v0 < width ? V - v0 : width;
-    const float* wc = d_w + (size_t)v0 * H;
-    launch_gemm(T, w, H, d_h, H, 0, wc, H, 1, d_z, w, inv_t, 0.f);  // z = hidden W_chunk^T / temperature
-    size_t n = (size_t)T * w;
-    unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
-    SIMT_LAUNCH(chunk_dz_kernel, dim3(blocks), dim3(256), 0, 0, d_z, T, w, v0, d_tg, inv_t, d_lse, d_ent, d_dl, d_de);
-    launch_gemm(T, H, w, d_z, w, 0, wc, H, 0, d_dh, H, 1.f, 1.f);                      // dhidden += dz W_chunk
-    launch_gemm(w, H, T, d_z, w, 1, d_h, H, 0, d_dw + (size_t)v0 * H, H, 1.f, 0.f);   // dW_chunk = dz^T hidden
-  }
-  RECODE_CUDA_CHECK(cudaGetLastError());
+  int rc = hidden_backward_on_device(d_h, d_w, T, H, V, d_tg, temperature, RECODE_F32, d_lse, d_ent, d_dl, d_de, d_dh,
+                                     d_dw, 0.f, err, err_len);
+  if (rc) return rc;
   RECODE_CUDA_CHECK(cudaMemcpy(dhidden, d_dh, (size_t)T * H * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(dweight, d_dw, (size_t)V * H * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_z); cudaFree(d_dh); cudaFree(d_dw); cudaFree(d_lse); cudaFree(d_ent);
+  cudaFree(d_h); cudaFree(d_w); cudaFree(d_dh); cudaFree(d_dw); cudaFree(d_lse); cudaFree(d_ent);
   cudaFree(d_dl); cudaFree(d_tg);
   if (d_de) cudaFree(d_de);
   return 0;
+  RECODE_API_CATCH
+}
+
+// Device-resident variants (every pointer is device memory, e.g. the trainer's activations and weights): the
+// same results without host copies. hidden [T, H] and weight [V, H] in `dtype` (RECODE_F32, or RECODE_BF16 with
+// temperature 1); dhidden fp32 overwritten, dweight fp32 ADDED to (gradient accumulation).
+RECODE_API(logprob_hidden_forward_device)(const void* hidden, const void* weight, int T, int H, int V,
+                                          const int32_t* targets, float temperature, int dtype, float* logp,
+                                          float* entropy, float* lse, char* err, size_t err_len) {
+  RECODE_API_TRY
+  if (T <= 0) return 0;
+  return hidden_forward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, logp, entropy, lse, err,
+                                  err_len);
+  RECODE_API_CATCH
+}
+
+RECODE_API(logprob_hidden_backward_device)(const void* hidden, const void* weight, int T, int H, int V,
+                                           const int32_t* targets, float temperature, int dtype, const float* lse,
+                                           const float* entropy, const float* dlogp, const float* dentropy,
+                                           float* dhidden, float* dweight_accumulate, char* err, size_t err_len) {
+  RECODE_API_TRY
+  if (T <= 0) return 0;
+  return hidden_backward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, lse, entropy, dlogp,
+                                   dentropy, dhidden, dweight_accumulate, 1.f, err, err_len);
   RECODE_API_CATCH
 }

@@ -11,15 +11,16 @@ import type { Architecture } from './config'
 import { buildByteLevelBpe, PYTHON_CORPUS } from './bpe'
 import { writeSafetensors, type TensorToWrite } from './safetensors'
 
-export type Preset = 'tiny' | 'small' | 'qwen2.5-0.5b-shape'
+export type Preset = 'tiny' | 'small' | 'qwen2.5-0.5b-shape' | 'qwen2.5-1.5b-shape'
 
 interface Dims { hidden: number, layers: number, heads: number, kvHeads: number, headDim: number, intermediate: number, merges: number, vocab?: number, tie: boolean }
 
-/** tiny: ~0.2M parameters (fast tests); small: ~5M; qwen2.5-0.5b-shape: Qwen2.5-0.5B's dimensions (benchmarks). */
+/** tiny: ~0.2M parameters (fast tests); small: ~5M; qwen2.5-0.5b-shape / qwen2.5-1.5b-shape: those models' dimensions (benchmarks). */
 export const PRESETS: Record<Preset, Dims> = {
   tiny: { hidden: 64, layers: 3, heads: 4, kvHeads: 2, headDim: 16, intermediate: 160, merges: 160, tie: false },
   small: { hidden: 256, layers: 6, heads: 8, kvHeads: 2, headDim: 32, intermediate: 768, merges: 4096, tie: false },
-  'qwen2.5-0.5b-shape': { hidden: 896, layers: 24, heads: 14, kvHeads: 2, headDim: 64, intermediate: 4864, merges: 4096, vocab: 151936, tie: true }
+  'qwen2.5-0.5b-shape': { hidden: 896, layers: 24, heads: 14, kvHeads: 2, headDim: 64, intermediate: 4864, merges: 4096, vocab: 151936, tie: true },
+  'qwen2.5-1.5b-shape': { hidden: 1536, layers: 28, heads: 12, kvHeads: 2, headDim: 128, intermediate: 8960, merges: 4096, vocab: 151936, tie: true }
 }
 
 /** ChatML, as Qwen's templates write it (default system prompt when the conversation has none). */

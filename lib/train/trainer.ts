@@ -245,8 +245,11 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
     config = validateTrainConfig(rawConfig)
     runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
   }
-  if (config.device === 'cuda' || config.device === 'emulated') {
-    throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}': training runs on the CPU backend (the CUDA model backend does inference); use device 'cpu' or 'auto'`)
+  if (config.adapter.type !== 'none' && (config.device === 'cuda' || config.device === 'emulated')) {
+    throw new RecodeError('ERR_UNSUPPORTED', `config.adapter.type '${config.adapter.type}' on config.device '${config.device}': LoRA / DoRA adapters train on the cpu device; the CUDA trainer runs full fine-tuning (adapter.type 'none')`)
+  }
+  if (config.activationRecomputation && (config.device === 'cuda' || config.device === 'emulated')) {
+    throw new RecodeError('ERR_UNSUPPORTED', `config.activationRecomputation on config.device '${config.device}': the CUDA trainer keeps every layer's activations; recomputation runs on the cpu device`)
   }
   const hash = configHash(config)
   const started = Date.now()
@@ -270,7 +273,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   }
   const context = config.maxPromptTokens + config.maxCompletionTokens
   const slots = Math.min(64, config.promptsPerStep * config.samplesPerPrompt)
-  const model = await loadModel(baseDir, { device: 'cpu', maxBatch: slots, maxContext: context })
+  // 'cuda' / 'emulated': the CUDA backend and its trainer (src/model/cuda_train_step.cpp); 'auto' stays on the cpu
+  const device = config.device === 'cuda' || config.device === 'emulated' ? config.device : 'cpu'
+  const dtype = config.computeDtype === 'bf16' ? 'bf16' : 'f32'
+  const model = await loadModel(baseDir, { device, dtype, maxBatch: slots, maxContext: context })
   let trainer: FullFineTuner | undefined
   try {
     const a = config.adapter
@@ -357,7 +363,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   // fine-tuning, a copy of the base weights swapped in for the reference forward.
   let baseWeights: Weights | undefined
   if (config.klCoef > 0 && config.algorithm !== 'sft' && trainer.adapter === undefined) {
-    const baseModel = await loadModel(baseDir, { device: 'cpu', maxBatch: 1, maxContext: 2 })
+    const baseModel = await loadModel(baseDir, { device: 'cpu', dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32', maxBatch: 1, maxContext: 2 })
     const t = new FullFineTuner(baseModel)
     try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
   }

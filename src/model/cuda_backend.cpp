@@ -22,6 +22,7 @@
 
 #include "kernels_api.h"
 #include "numeric.h"
+#include "model/cuda_train_step.h"
 #include "model/model.h"
 #include "recode_cuda.h"
 
@@ -205,6 +206,37 @@ class CudaBackend : public Backend {
   }
   size_t kv_cache_bytes() const override { return k_cache_.bytes() + v_cache_.bytes(); }
 
+  // The device arrays of every parameter, for the CUDA trainer (cuda_train_step.cpp), which updates them in place.
+  CudaParams train_params_device() {
+    CudaParams p;
+    p.device = device_;
+    p.dtype = kDtype;
+    p.mu = &mu_;
+    p.inv_freq = inv_freq_.get();
+    p.embed = embed_.get();
+    p.final_norm = final_norm_.get();
+    p.lm_head = config_.tie_embeddings ? nullptr : lm_head_.get();
+    for (CudaLayer<Elem>& L : layers_) {
+      CudaLayerParams q;
+      q.input_norm = L.input_norm.get();
+      q.post_attention_norm = L.post_attention_norm.get();
+      q.q_norm = L.q_norm.get();
+      q.k_norm = L.k_norm.get();
+      q.q_w = L.q.weight.get();
+      q.k_w = L.k.weight.get();
+      q.v_w = L.v.weight.get();
+      q.o_w = L.o.weight.get();
+      q.gate_w = L.gate.weight.get();
+      q.up_w = L.up.weight.get();
+      q.down_w = L.down.weight.get();
+      q.q_b = L.q.bias.get();
+      q.k_b = L.k.bias.get();
+      q.v_b = L.v.bias.get();
+      p.layers.push_back(q);
+    }
+    return p;
+  }
+
   void forward(const std::vector<StepSeq>& seqs, const int32_t* tokens, bool all_logits, float* logits,
                const CancelFlag& cancel) override {
     std::lock_guard<std::mutex> lk(mu_);
@@ -377,6 +409,12 @@ class CudaBackend : public Backend {
 #undef CALL
 
 }  // namespace
+
+CudaParams cuda_train_params(Backend& b) {
+  if (auto* f = dynamic_cast<CudaBackend<float>*>(&b)) return f->train_params_device();
+  if (auto* h = dynamic_cast<CudaBackend<bf16>*>(&b)) return h->train_params_device();
+  throw Error("ERR_UNSUPPORTED", std::string("the CUDA trainer needs a 'cuda' or 'emulated' model, not '") + b.device() + "'");
+}
 
 std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
                                            int context, bool round_bf16) {

@@ -1,0 +1,648 @@
+// Full fine-tuning step on the CUDA backend (see cuda_train_step.h), the device twin of train_step.cpp:
+//   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept);  h = rmsnorm(x_L)
+//   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32 logits)
+// Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse
+// (decoder_layer.cpp's order), the embedding scatter; a tied head's gradient adds into the embedding's.
+// Then AdamW with global-norm clipping on the fp32 masters, writing the backend's inference weights.
+//
+// Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
+// emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
+#include "model/cuda_train_step.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "numeric.h"
+#include "recode_cuda.h"
+
+extern "C" int recode_emu_logprob_hidden_forward_device(const void*, const void*, int, int, int, const int32_t*,
+                                                        float, int, float*, float*, float*, char*, size_t);
+extern "C" int recode_emu_logprob_hidden_backward_device(const void*, const void*, int, int, int, const int32_t*,
+                                                         float, int, const float*, const float*, const float*,
+                                                         const float*, float*, float*, char*, size_t);
+
+namespace recode::model {
+namespace {
+
+// The kernel entry points for one device, looked up once.
+struct Kernels {
+  decltype(&recode_emu_device_alloc) device_alloc;
+  decltype(&recode_emu_device_free) device_free;
+  decltype(&recode_emu_copy_to_device) copy_to_device;
+  decltype(&recode_emu_copy_to_host) copy_to_host;
+  decltype(&recode_emu_copy_device) copy_device;
+  decltype(&recode_emu_device_memset) device_memset;
+  decltype(&recode_emu_device_sync) device_sync;
+  decltype(&recode_emu_gemm_forward) gemm_forward;
+  decltype(&recode_emu_gemm_backward_input) gemm_backward_input;
+  decltype(&recode_emu_gemm_backward_weight) gemm_backward_weight;
+  decltype(&recode_emu_rmsnorm_forward) rmsnorm_forward;
+  decltype(&recode_emu_rmsnorm_backward) rmsnorm_backward;
+  decltype(&recode_emu_rope_forward) rope_forward;
+  decltype(&recode_emu_rope_backward) rope_backward;
+  decltype(&recode_emu_attention_forward) attention_forward;
+  decltype(&recode_emu_attention_backward) attention_backward;
+  decltype(&recode_emu_swiglu_forward) swiglu_forward;
+  decltype(&recode_emu_swiglu_backward) swiglu_backward;
+  decltype(&recode_emu_embedding_forward) embedding_forward;
+  decltype(&recode_emu_embedding_backward) embedding_backward;
+  decltype(&recode_emu_residual_add) residual_add;
+  decltype(&recode_emu_cast_f32_to_bf16) cast_f32_to_bf16;
+  decltype(&recode_emu_cast_bf16_to_f32) cast_bf16_to_f32;
+  decltype(&recode_emu_sum_squares) sum_squares;
+  decltype(&recode_emu_adamw_update) adamw_update;
+  decltype(&recode_emu_logprob_hidden_forward_device) logprob_hidden_forward_device;
+  decltype(&recode_emu_logprob_hidden_backward_device) logprob_hidden_backward_device;
+
+  explicit Kernels(Device d) {
+#define RECODE_TRAIN_ENTRY(name) name = kernel_entry(d, #name, &recode_emu_##name)
+    RECODE_TRAIN_ENTRY(device_alloc);
+    RECODE_TRAIN_ENTRY(device_free);
+    RECODE_TRAIN_ENTRY(copy_to_device);
+    RECODE_TRAIN_ENTRY(copy_to_host);
+    RECODE_TRAIN_ENTRY(copy_device);
+    RECODE_TRAIN_ENTRY(device_memset);
+    RECODE_TRAIN_ENTRY(device_sync);
+    RECODE_TRAIN_ENTRY(gemm_forward);
+    RECODE_TRAIN_ENTRY(gemm_backward_input);
+    RECODE_TRAIN_ENTRY(gemm_backward_weight);
+    RECODE_TRAIN_ENTRY(rmsnorm_forward);
+    RECODE_TRAIN_ENTRY(rmsnorm_backward);
+    RECODE_TRAIN_ENTRY(rope_forward);
+    RECODE_TRAIN_ENTRY(rope_backward);
+    RECODE_TRAIN_ENTRY(attention_forward);
+    RECODE_TRAIN_ENTRY(attention_backward);
+    RECODE_TRAIN_ENTRY(swiglu_forward);
+    RECODE_TRAIN_ENTRY(swiglu_backward);
+    RECODE_TRAIN_ENTRY(embedding_forward);
+    RECODE_TRAIN_ENTRY(embedding_backward);
+    RECODE_TRAIN_ENTRY(residual_add);
+    RECODE_TRAIN_ENTRY(cast_f32_to_bf16);
+    RECODE_TRAIN_ENTRY(cast_bf16_to_f32);
+    RECODE_TRAIN_ENTRY(sum_squares);
+    RECODE_TRAIN_ENTRY(adamw_update);
+    RECODE_TRAIN_ENTRY(logprob_hidden_forward_device);
+    RECODE_TRAIN_ENTRY(logprob_hidden_backward_device);
+#undef RECODE_TRAIN_ENTRY
+  }
+};
+
+// Runs one kernel call and turns its error code into an exception naming the op.
+#define CALL(op, ...)                                                         \
+  do {                                                                        \
+    char err_[512] = {0};                                                     \
+    check_kernel_status(kern_.op(__VA_ARGS__, err_, sizeof err_), #op, err_); \
+  } while (0)
+
+// One device allocation (bytes), freed with the trainer's kernels.
+class Buf {
+ public:
+  Buf() = default;
+  Buf(const Kernels* k, size_t bytes) : kern_(k), bytes_(bytes) {
+    char err[512] = {0};
+    void* p = nullptr;
+    check_kernel_status(k->device_alloc(std::max<size_t>(bytes, 16), &p, err, sizeof err), "device_alloc", err);
+    ptr_ = p;
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept { *this = std::move(o); }
+  Buf& operator=(Buf&& o) noexcept {
+    release();
+    kern_ = o.kern_;
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+    return *this;
+  }
+  ~Buf() { release(); }
+  template <class T = void>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release() {
+    if (ptr_ != nullptr) {
+      char err[512];
+      kern_->device_free(ptr_, err, sizeof err);  // nothing useful to do with a failure while freeing
+    }
+    ptr_ = nullptr;
+  }
+  const Kernels* kern_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// One trainable tensor on the device.
+struct Param {
+  size_t n = 0;
+  void* storage = nullptr;  // the backend's array (its inference weights)
+  int storage_dtype = RECODE_F32;
+  float* master = nullptr;  // fp32 master weights: `storage` itself when that is fp32, else master_own
+  Buf master_own, grad, exp_avg, exp_avg_sq;
+};
+
+// Parameter indices of one decoder layer (-1: absent).
+struct LayerIdx {
+  int input_norm = -1, q = -1, k = -1, v = -1, q_b = -1, k_b = -1, v_b = -1, o = -1, q_norm = -1, k_norm = -1,
+      post_attention_norm = -1, gate = -1, up = -1, down = -1;
+};
+
+// What one layer keeps for its backward ([T, ...] row-major, compute dtype unless noted).
+struct LayerActs {
+  Buf h1, rstd1 /*f32*/, q_pre, k_pre, q_rstd /*f32*/, k_rstd /*f32*/, q, k, v, att, lse /*f32 [H, T] per seq*/,
+      x_mid, h2, rstd2 /*f32*/, gate, up, act;
+};
+
+class CudaTrainer final : public Trainer {
+ public:
+  CudaTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec)
+      : backend_(std::move(backend)), P_(cuda_train_params(*backend_)), kern_(P_.device) {
+    if (spec.kind != AdapterSpec::Kind::None)
+      throw Error("ERR_UNSUPPORTED", "LoRA / DoRA adapters are trained on the cpu backend only; the CUDA trainer "
+                                     "('cuda' / 'emulated') runs full fine-tuning (adapter kind none)");
+    const ModelConfig& cfg = backend_->config();
+    if (cfg.o_bias || cfg.mlp_bias)
+      throw Error("ERR_UNSUPPORTED", "full fine-tuning of models with o_proj or MLP biases is not supported by the CUDA trainer");
+    dt_ = P_.dtype;
+    es_ = dt_ == RECODE_BF16 ? sizeof(bf16) : sizeof(float);
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
+                  kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
+    // the same tensors in the same order as the CPU trainer (train_step.cpp)
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, void* storage, int storage_dtype, bool decay) {
+      Param p;
+      p.n = 1;
+      for (int64_t s : shape) p.n *= (size_t)s;
+      p.storage = storage;
+      p.storage_dtype = storage_dtype;
+      if (storage_dtype == RECODE_F32) {
+        p.master = static_cast<float*>(storage);
+      } else {  // exact: the bf16 values are the loaded ones
+        p.master_own = Buf(&kern_, p.n * sizeof(float));
+        p.master = p.master_own.as<float>();
+        CALL(cast_bf16_to_f32, p.n, storage, p.master, nullptr);
+      }
+      p.grad = Buf(&kern_, p.n * sizeof(float));
+      p.exp_avg = Buf(&kern_, p.n * sizeof(float));
+      p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
+      CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
+      CALL(device_memset, p.exp_avg.as(), 0, p.n * sizeof(float), nullptr);
+      CALL(device_memset, p.exp_avg_sq.as(), 0, p.n * sizeof(float), nullptr);
+      params_.push_back(std::move(p));
+      TrainTensor t;
+      t.name = name;
+      t.shape = std::move(shape);
+      t.decay = decay;
+      tensors_.push_back(std::move(t));
+      return (int)params_.size() - 1;
+    };
+    const int sd = P_.dtype;
+    embed_ = add("model.embed_tokens.weight", {V, C}, P_.embed, sd, true);
+    layers_.resize(cfg.layers);
+    for (int l = 0; l < cfg.layers; ++l) {
+      const std::string pre = "model.layers." + std::to_string(l) + ".";
+      const CudaLayerParams& L = P_.layers[l];
+      LayerIdx& x = layers_[l];
+      x.input_norm = add(pre + "input_layernorm.weight", {C}, L.input_norm, sd, false);
+      x.q = add(pre + "self_attn.q_proj.weight", {qd, C}, L.q_w, sd, true);
+      x.k = add(pre + "self_attn.k_proj.weight", {kd, C}, L.k_w, sd, true);
+      x.v = add(pre + "self_attn.v_proj.weight", {kd, C}, L.v_w, sd, true);
+      if (cfg.qkv_bias) {
+        x.q_b = add(pre + "self_attn.q_proj.bias", {qd}, L.q_b, RECODE_F32, false);
+        x.k_b = add(pre + "self_attn.k_proj.bias", {kd}, L.k_b, RECODE_F32, false);
+        x.v_b = add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, RECODE_F32, false);
+      }
+      x.o = add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, sd, true);
+      if (cfg.qk_norm) {
+        x.q_norm = add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, sd, false);
+        x.k_norm = add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, sd, false);
+      }
+      x.post_attention_norm = add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, sd, false);
+      x.gate = add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, sd, true);
+      x.up = add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, sd, true);
+      x.down = add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, sd, true);
+    }
+    final_norm_ = add("model.norm.weight", {C}, P_.final_norm, sd, false);
+    head_ = P_.lm_head ? add("lm_head.weight", {V, C}, P_.lm_head, sd, true) : embed_;  // tied: adds into embed's
+    host_params_.resize(params_.size());
+    for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].param = &host_params_[i];
+    norm_acc_ = Buf(&kern_, sizeof(float));
+    sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
+  }
+
+  double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
+              const CancelFlag& cancel) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    // the weights are checked before any work
+    for (size_t s = 0, t0 = 0; s < counts.size(); t0 += std::max(counts[s], 0), ++s)
+      if (counts[s] > 0 && weights[t0] != 0.0f)
+        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) + "] belongs to the first token of sequence " +
+                                           std::to_string(s) + ", which has no prediction; it must be 0");
+    forward_locked(counts, tokens, logp, cancel);
+    return backward_locked(weights, cancel);
+  }
+
+  void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    forward_locked(counts, tokens, logp, cancel);
+  }
+
+  double backward(const float* weights, size_t count, const CancelFlag& cancel) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+    if (count != (size_t)T_)
+      throw Error("ERR_INVALID_ARG", "train backward: weights must hold one weight per token of the pending forward (" +
+                                         std::to_string(T_) + "), got " + std::to_string(count));
+    return backward_locked(weights, cancel);
+  }
+
+  double apply_adamw(const AdamWOptions& o) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    pending_ = false;  // its activations belong to the old weights
+    // global norm: one deterministic sum of squares over every gradient into one device float
+    CALL(device_memset, norm_acc_.as(), 0, sizeof(float), nullptr);
+    for (Param& p : params_)
+      CALL(sum_squares, p.n, p.grad.as<float>(), norm_acc_.as<float>(), sumsq_scratch_.as<float>(), nullptr);
+    float sumsq = 0;
+    CALL(copy_to_host, &sumsq, norm_acc_.as(), sizeof(float));
+    const double norm = std::sqrt((double)sumsq);
+    if (std::isfinite(norm)) {
+      // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
+      double scale = 1.0;
+      if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) scale = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
+      const int step = (int)++adam_step_;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        Param& p = params_[i];
+        CALL(adamw_update, p.n, p.master, p.grad.as<float>(), p.exp_avg.as<float>(), p.exp_avg_sq.as<float>(),
+             p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
+             (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
+      }
+    }
+    clear_grads();
+    return norm;
+  }
+
+  void zero_grad() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    clear_grads();
+  }
+
+  void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    for (const TensorUpdate& u : updates)
+      if (u.index >= params_.size()) throw Error("ERR_INVALID_ARG", "trainer: tensor index out of range");
+    pending_ = false;  // its activations belong to the old weights
+    for (const TensorUpdate& u : updates) {
+      Param& p = params_[u.index];
+      const size_t bytes = p.n * sizeof(float);
+      if (u.param) {
+        CALL(copy_to_device, p.master, u.param, bytes);
+        if (p.storage_dtype == RECODE_BF16) CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
+      }
+      if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
+      if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
+    }
+    if (steps_taken >= 0) adam_step_ = steps_taken;
+  }
+
+  // Host copies of the device arrays, downloaded on every call.
+  const std::vector<TrainTensor>& tensors() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Param& p = params_[i];
+      TrainTensor& t = tensors_[i];
+      const size_t bytes = p.n * sizeof(float);
+      host_params_[i].resize(p.n);
+      t.grad.resize(p.n);
+      t.exp_avg.resize(p.n);
+      t.exp_avg_sq.resize(p.n);
+      CALL(copy_to_host, host_params_[i].data(), p.master, bytes);
+      CALL(copy_to_host, t.grad.data(), p.grad.as(), bytes);
+      CALL(copy_to_host, t.exp_avg.data(), p.exp_avg.as(), bytes);
+      CALL(copy_to_host, t.exp_avg_sq.data(), p.exp_avg_sq.as(), bytes);
+    }
+    return tensors_;
+  }
+
+  int64_t steps_taken() const override { return adam_step_; }
+  void set_adapters_enabled(bool) override {}
+
+ private:
+  // ---- helpers -------------------------------------------------------------------------------------------
+  // The weights the kernels read: the fp32 masters when computing in fp32, the backend's bf16 arrays in bf16.
+  const void* W(int i) const { return dt_ == RECODE_F32 ? (const void*)params_[i].master : params_[i].storage; }
+  float* G(int i) const { return params_[i].grad.as<float>(); }
+  const float* bias(int i) const { return i < 0 ? nullptr : params_[i].master; }  // biases are fp32
+  float* gbias(int i) const { return i < 0 ? nullptr : G(i); }
+  // Element `e` of a compute-dtype buffer.
+  void* at(const Buf& b, size_t e) const { return b.as<char>() + e * es_; }
+  Buf act(size_t elems) { return Buf(&kern_, elems * es_); }
+  Buf f32(size_t elems) { return Buf(&kern_, elems * sizeof(float)); }
+
+  void clear_grads() {
+    for (Param& p : params_) CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
+  }
+
+  // y[M, N] = x[M, K] W^T (+ b)
+  void linear(int w, int b, const void* x, void* y, int M, int N, int K) {
+    CALL(gemm_forward, M, N, K, x, W(w), bias(b), y, dt_, dt_, 0, nullptr);
+  }
+  // dW += dy^T x (db += column sums of dy), dx (+)= dy W
+  void linear_backward(int w, int b, const void* dy, const void* x, void* dx, int accumulate, int M, int N, int K) {
+    CALL(gemm_backward_weight, M, N, K, dy, x, G(w), gbias(b), dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_input, M, N, K, dy, W(w), dx, dt_, dt_, accumulate, nullptr);
+  }
+
+  // Buffers for a batch of T tokens (grown, never shrunk; reused across steps).
+  void ensure_workspace(int T) {
+    if (T <= cap_) return;
+    const ModelConfig& cfg = backend_->config();
+    const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
+                 F = cfg.intermediate, qd = H * D, kd = Hkv * D;
+    cap_ = 0;  // an allocation failure below leaves no half-sized workspace marked usable
+    ids_ = Buf(&kern_, 3 * t * sizeof(int32_t));
+    xs_.clear();
+    for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
+    acts_.clear();
+    acts_.resize(cfg.layers);
+    for (LayerActs& a : acts_) {
+      a.h1 = act(t * C);
+      a.rstd1 = f32(t);
+      if (cfg.qk_norm) {
+        a.q_pre = act(t * qd);
+        a.k_pre = act(t * kd);
+        a.q_rstd = f32(t * H);
+        a.k_rstd = f32(t * Hkv);
+      }
+      a.q = act(t * qd);
+      a.k = act(t * kd);
+      a.v = act(t * kd);
+      a.att = act(t * qd);
+      a.lse = f32(t * H);
+      a.x_mid = act(t * C);
+      a.h2 = act(t * C);
+      a.rstd2 = f32(t);
+      a.gate = act(t * F);
+      a.up = act(t * F);
+      a.act = act(t * F);
+    }
+    normed_ = act(t * C);
+    rstd_final_ = f32(t);
+    hid_ = act(t * C);
+    lp_ = f32(t);
+    ent_ = f32(t);
+    lse_ = f32(t);
+    dlogp_ = f32(t);
+    dhid_ = f32(t * C);
+    tmp_ = act(t * C);
+    dx_ = act(t * C);
+    dh_ = act(t * C);
+    d_act_ = act(t * F);
+    d_gate_ = act(t * F);
+    d_up_ = act(t * F);
+    d_att_ = act(t * qd);
+    dq_ = act(t * qd);
+    dk_ = act(t * kd);
+    dv_ = act(t * kd);
+    dq_pre_ = act(t * qd);
+    dk_pre_ = act(t * kd);
+    att_scratch_ = f32(t * H);
+    norm_scratch_ = f32((size_t)RECODE_REDUCE_PARTS * std::max(C, D));
+    cap_ = T;
+  }
+
+  // Causal attention of every sequence (each starts at position 0): one batched call when all have the same
+  // length, else one call per sequence.
+  template <class Fn>
+  void for_each_attention_batch(Fn&& fn) {
+    bool equal = true;
+    for (int n : counts_) equal = equal && n == counts_[0];
+    if (equal) {
+      fn((int)counts_.size(), counts_[0], 0);
+      return;
+    }
+    for (size_t s = 0; s < counts_.size(); ++s) fn(1, counts_[s], t0_[s]);
+  }
+
+  // ---- forward -------------------------------------------------------------------------------------------
+  void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) {
+    pending_ = false;
+    const ModelConfig& cfg = backend_->config();
+    const int C = cfg.hidden, V = cfg.vocab, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate;
+    const int qd = H * D, kd = Hkv * D;
+    int T = 0;
+    for (size_t s = 0; s < counts.size(); ++s) {
+      if (counts[s] <= 0) throw Error("ERR_INVALID_ARG", "train step: sequence " + std::to_string(s) + " is empty");
+      T += counts[s];
+    }
+    if (T == 0) throw Error("ERR_INVALID_ARG", "train step: the batch holds no sequence");
+    for (int i = 0; i < T; ++i)
+      if (tokens[i] < 0 || tokens[i] >= V)
+        throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                           " outside the vocabulary [0, " + std::to_string(V) + ")");
+    ensure_workspace(T);
+    counts_ = counts;
+    t0_.assign(counts.size(), 0);
+    row_of_.clear();
+    // ids: tokens [T] | positions [T] | targets [R] (row r predicts token row_of[r] from the row before it)
+    std::vector<int32_t> ids((size_t)3 * T, 0);
+    for (size_t s = 0, t0 = 0; s < counts.size(); t0 += counts[s], ++s) {
+      t0_[s] = (int)t0;
+      for (int j = 0; j < counts[s]; ++j) {
+        ids[t0 + j] = tokens[t0 + j];
+        ids[(size_t)T + t0 + j] = j;
+        if (j > 0) row_of_.push_back((int)t0 + j);
+      }
+    }
+    const int R = (int)row_of_.size();
+    for (int r = 0; r < R; ++r) ids[(size_t)2 * T + r] = tokens[row_of_[r]];
+    CALL(copy_to_device, ids_.as(), ids.data(), ids.size() * sizeof(int32_t));
+    const int32_t* d_tokens = ids_.as<int32_t>();
+    const int32_t* d_pos = d_tokens + T;
+    const int32_t* d_targets = d_tokens + 2 * T;
+    const float scale = 1.0f / std::sqrt((float)D), eps = (float)cfg.eps;
+
+    CALL(embedding_forward, T, C, V, d_tokens, W(embed_), xs_[0].as(), dt_, nullptr);
+    for (int l = 0; l < cfg.layers; ++l) {
+      cancel.throw_if_requested();
+      const LayerIdx& w = layers_[l];
+      LayerActs& a = acts_[l];
+      const void* x = xs_[l].as();
+      // attention block: x_mid = x + o(attention(rope(norm_q(q)), rope(norm_k(k)), v))
+      CALL(rmsnorm_forward, T, C, x, W(w.input_norm), eps, a.h1.as(), a.rstd1.as<float>(), dt_, nullptr);
+      if (cfg.qk_norm) {
+        linear(w.q, w.q_b, a.h1.as(), a.q_pre.as(), T, qd, C);
+        linear(w.k, w.k_b, a.h1.as(), a.k_pre.as(), T, kd, C);
+        CALL(rmsnorm_forward, T * H, D, a.q_pre.as(), W(w.q_norm), eps, a.q.as(), a.q_rstd.as<float>(), dt_, nullptr);
+        CALL(rmsnorm_forward, T * Hkv, D, a.k_pre.as(), W(w.k_norm), eps, a.k.as(), a.k_rstd.as<float>(), dt_, nullptr);
+      } else {
+        linear(w.q, w.q_b, a.h1.as(), a.q.as(), T, qd, C);
+        linear(w.k, w.k_b, a.h1.as(), a.k.as(), T, kd, C);
+      }
+      linear(w.v, w.v_b, a.h1.as(), a.v.as(), T, kd, C);
+      CALL(rope_forward, T, H, D, a.q.as(), a.q.as(), d_pos, P_.inv_freq, dt_, nullptr);
+      CALL(rope_forward, T, Hkv, D, a.k.as(), a.k.as(), d_pos, P_.inv_freq, dt_, nullptr);
+      for_each_attention_batch([&](int B, int n, int t0) {
+        CALL(attention_forward, B, n, H, Hkv, D, at(a.q, (size_t)t0 * qd), at(a.k, (size_t)t0 * kd),
+             at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H, scale, 1, dt_,
+             nullptr);
+      });
+      linear(w.o, -1, a.att.as(), tmp_.as(), T, C, qd);
+      CALL(residual_add, (size_t)T * C, x, tmp_.as(), a.x_mid.as(), dt_, nullptr);
+      // MLP block: x_out = x_mid + down(silu(gate(h2)) * up(h2))
+      CALL(rmsnorm_forward, T, C, a.x_mid.as(), W(w.post_attention_norm), eps, a.h2.as(), a.rstd2.as<float>(), dt_, nullptr);
+      linear(w.gate, -1, a.h2.as(), a.gate.as(), T, F, C);
+      linear(w.up, -1, a.h2.as(), a.up.as(), T, F, C);
+      CALL(swiglu_forward, (size_t)T * F, a.gate.as(), a.up.as(), a.act.as(), dt_, nullptr);
+      linear(w.down, -1, a.act.as(), tmp_.as(), T, C, F);
+      CALL(residual_add, (size_t)T * C, a.x_mid.as(), tmp_.as(), xs_[l + 1].as(), dt_, nullptr);
+    }
+    const void* x_final = xs_[cfg.layers].as();
+    CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), eps, normed_.as(), rstd_final_.as<float>(), dt_, nullptr);
+
+    // the rows that predict a token (all but each sequence's last), gathered for the log-prob head
+    for (size_t s = 0, r0 = 0; s < counts.size(); r0 += counts[s] - 1, ++s) {
+      const size_t n = (size_t)(counts[s] - 1) * C;
+      if (n > 0) CALL(copy_device, at(hid_, r0 * C), at(normed_, (size_t)t0_[s] * C), n * es_, nullptr);
+    }
+    std::fill(logp, logp + T, 0.0f);
+    lp_host_.assign(R, 0.0f);
+    if (R > 0) {
+      CALL(logprob_hidden_forward_device, hid_.as(), W(head_), R, C, V, d_targets, 1.0f, dt_, lp_.as<float>(),
+           ent_.as<float>(), lse_.as<float>());
+      CALL(copy_to_host, lp_host_.data(), lp_.as(), (size_t)R * sizeof(float));  // synchronises
+      for (int r = 0; r < R; ++r) logp[row_of_[r]] = lp_host_[r];
+    }
+    T_ = T;
+    pending_ = true;
+  }
+
+  // ---- backward ------------------------------------------------------------------------------------------
+  double backward_locked(const float* weights, const CancelFlag& cancel) {
+    if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+    pending_ = false;  // consumed whatever happens
+    const ModelConfig& cfg = backend_->config();
+    const int C = cfg.hidden, V = cfg.vocab, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate;
+    const int qd = H * D, kd = Hkv * D, T = T_, R = (int)row_of_.size();
+    for (int t0 : t0_)
+      if (weights[t0] != 0.0f)
+        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) +
+                                           "] belongs to the first token of a sequence, which has no prediction; it must be 0");
+    for (int i = 0; i < T; ++i)
+      if (!std::isfinite(weights[i]))
+        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
+    double loss = 0;
+    std::vector<float> dlogp(R);
+    for (int r = 0; r < R; ++r) {
+      dlogp[r] = -weights[row_of_[r]];
+      loss -= (double)weights[row_of_[r]] * lp_host_[r];
+    }
+    const int32_t* d_tokens = ids_.as<int32_t>();
+    const int32_t* d_pos = d_tokens + T;
+    const int32_t* d_targets = d_tokens + 2 * T;
+    const float scale = 1.0f / std::sqrt((float)D);
+    try {
+      // head: dhid [R, C] and dW_head (added into the embedding's gradient when tied); scattered to dnormed
+      CALL(device_memset, dh_.as(), 0, (size_t)T * C * es_, nullptr);
+      if (R > 0) {
+        CALL(copy_to_device, dlogp_.as(), dlogp.data(), (size_t)R * sizeof(float));
+        CALL(logprob_hidden_backward_device, hid_.as(), W(head_), R, C, V, d_targets, 1.0f, dt_, lse_.as<float>(),
+             ent_.as<float>(), dlogp_.as<float>(), nullptr, dhid_.as<float>(), G(head_));
+        for (size_t s = 0, r0 = 0; s < counts_.size(); r0 += counts_[s] - 1, ++s) {
+          const size_t n = (size_t)(counts_[s] - 1) * C;
+          if (n == 0) continue;
+          const float* src = dhid_.as<float>() + r0 * C;
+          if (dt_ == RECODE_F32) CALL(copy_device, at(dh_, (size_t)t0_[s] * C), src, n * sizeof(float), nullptr);
+          else CALL(cast_f32_to_bf16, n, src, at(dh_, (size_t)t0_[s] * C), nullptr);
+        }
+      }
+      // final norm: dx = d x_L
+      CALL(rmsnorm_backward, T, C, xs_[cfg.layers].as(), W(final_norm_), rstd_final_.as<float>(), dh_.as(), dx_.as(),
+           G(final_norm_), norm_scratch_.as<float>(), 0, dt_, nullptr);
+      for (int l = cfg.layers - 1; l >= 0; --l) {
+        cancel.throw_if_requested();
+        const LayerIdx& w = layers_[l];
+        const LayerActs& a = acts_[l];
+        // MLP branch; dx holds d x_out, which is also d x_mid through the residual
+        linear_backward(w.down, -1, dx_.as(), a.act.as(), d_act_.as(), 0, T, C, F);
+        CALL(swiglu_backward, (size_t)T * F, a.gate.as(), a.up.as(), d_act_.as(), d_gate_.as(), d_up_.as(), dt_, nullptr);
+        linear_backward(w.gate, -1, d_gate_.as(), a.h2.as(), dh_.as(), 0, T, F, C);
+        linear_backward(w.up, -1, d_up_.as(), a.h2.as(), dh_.as(), 1, T, F, C);
+        CALL(rmsnorm_backward, T, C, a.x_mid.as(), W(w.post_attention_norm), a.rstd2.as<float>(), dh_.as(), dx_.as(),
+             G(w.post_attention_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
+        // attention branch; dx now holds d x_mid, also d x_in through the residual
+        linear_backward(w.o, -1, dx_.as(), a.att.as(), d_att_.as(), 0, T, C, qd);
+        for_each_attention_batch([&](int B, int n, int t0) {
+          CALL(attention_backward, B, n, H, Hkv, D, at(a.q, (size_t)t0 * qd), at(a.k, (size_t)t0 * kd),
+               at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H,
+               at(d_att_, (size_t)t0 * qd), at(dq_, (size_t)t0 * qd), at(dk_, (size_t)t0 * kd),
+               at(dv_, (size_t)t0 * kd), att_scratch_.as<float>() + (size_t)t0 * H, scale, 1, dt_, nullptr);
+        });
+        CALL(rope_backward, T, H, D, dq_.as(), dq_.as(), d_pos, P_.inv_freq, dt_, nullptr);
+        CALL(rope_backward, T, Hkv, D, dk_.as(), dk_.as(), d_pos, P_.inv_freq, dt_, nullptr);
+        const void* dq = dq_.as();
+        const void* dk = dk_.as();
+        if (cfg.qk_norm) {
+          CALL(rmsnorm_backward, T * H, D, a.q_pre.as(), W(w.q_norm), a.q_rstd.as<float>(), dq_.as(), dq_pre_.as(),
+               G(w.q_norm), norm_scratch_.as<float>(), 0, dt_, nullptr);
+          CALL(rmsnorm_backward, T * Hkv, D, a.k_pre.as(), W(w.k_norm), a.k_rstd.as<float>(), dk_.as(), dk_pre_.as(),
+               G(w.k_norm), norm_scratch_.as<float>(), 0, dt_, nullptr);
+          dq = dq_pre_.as();
+          dk = dk_pre_.as();
+        }
+        linear_backward(w.q, w.q_b, dq, a.h1.as(), dh_.as(), 0, T, qd, C);
+        linear_backward(w.k, w.k_b, dk, a.h1.as(), dh_.as(), 1, T, kd, C);
+        linear_backward(w.v, w.v_b, dv_.as(), a.h1.as(), dh_.as(), 1, T, kd, C);
+        CALL(rmsnorm_backward, T, C, xs_[l].as(), W(w.input_norm), a.rstd1.as<float>(), dh_.as(), dx_.as(),
+             G(w.input_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
+      }
+      CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
+      char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
+      check_kernel_status(kern_.device_sync(err, sizeof err), "device_sync", err);
+      return loss;
+    } catch (...) {
+      // an interrupted backward leaves partial sums: drop them rather than apply a half gradient
+      clear_grads();
+      throw;
+    }
+  }
+
+  std::shared_ptr<Backend> backend_;
+  CudaParams P_;
+  Kernels kern_;
+  int dt_ = RECODE_F32;
+  size_t es_ = sizeof(float);
+  std::vector<Param> params_;
+  std::vector<TrainTensor> tensors_;
+  std::vector<std::vector<float>> host_params_;
+  int embed_ = -1, final_norm_ = -1, head_ = -1;
+  std::vector<LayerIdx> layers_;
+  int64_t adam_step_ = 0;
+  Buf norm_acc_, sumsq_scratch_;
+  // the pending forward
+  bool pending_ = false;
+  int T_ = 0;
+  std::vector<int> counts_, t0_, row_of_;
+  std::vector<float> lp_host_;
+  // workspace (cap_ tokens)
+  int cap_ = 0;
+  Buf ids_;
+  std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
+  std::vector<LayerActs> acts_;
+  Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, d_act_, d_gate_, d_up_, d_att_, dq_,
+      dk_, dv_, dq_pre_, dk_pre_, att_scratch_, norm_scratch_;
+};
+
+#undef CALL
+
+}  // namespace
+
+std::shared_ptr<Trainer> make_cuda_trainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec) {
+  return std::make_shared<CudaTrainer>(std::move(backend), spec);
+}
+
+}  // namespace recode::model
