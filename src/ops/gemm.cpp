@@ -115,16 +115,23 @@ void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_
       for (int i = 0; i < mc; i += kMR) {
         float* d = apack.data() + (int64_t)(i / kMR) * K * kMR;
         const int mr = std::min(kMR, mc - i);
-        for (int r = 0; r < kMR; ++r) {
-          if (r >= mr) {
-            for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = 0;
-            continue;
-          }
-          const float* src = A + (m0 + i + r) * a_rs;
-          if (a_cs == 1)
+        if (a_cs == 1) {  // rows of A are contiguous: one row at a time
+          for (int r = 0; r < kMR; ++r) {
+            if (r >= mr) {
+              for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = 0;
+              continue;
+            }
+            const float* src = A + (m0 + i + r) * a_rs;
             for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = src[k];
-          else
-            for (int k = 0; k < K; ++k) d[(int64_t)k * kMR + r] = src[k * a_cs];
+          }
+        } else {  // a transposed A (columns contiguous, e.g. dy^T in dW): the panel's rows at each k together
+          const float* src = A + (m0 + i) * a_rs;
+          for (int k = 0; k < K; ++k) {
+            float* dk = d + (int64_t)k * kMR;
+            const float* sk = src + (int64_t)k * a_cs;
+            for (int r = 0; r < mr; ++r) dk[r] = sk[r * a_rs];
+            for (int r = mr; r < kMR; ++r) dk[r] = 0;
+          }
         }
       }
       for (int g0 = p_begin; g0 < p_end; g0 += kGroup) {
