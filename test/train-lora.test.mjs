@@ -268,3 +268,37 @@ t.test('adapter options are checked at the boundary', async (t) => {
   full.dispose()
   m.dispose()
 })
+
+t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches named before anything changes', async (t) => {
+  const r = rng(t)
+  const v = variants[2]
+  const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 32 })
+  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 9 }
+  const a = new FullFineTuner(m, { adapter })
+  const tensors = await randomizeAdapters(r, a)
+  const dir = path.join(tmp, 'peft-roundtrip')
+  await a.saveAdapter(dir, { baseModel: v.dir })
+  t.ok(fs.existsSync(path.join(dir, 'adapter_config.json')) && fs.existsSync(path.join(dir, 'adapter_model.safetensors')), 'PEFT files written')
+  t.notOk(fs.existsSync(`${dir}.tmp`), 'no temporary folder left')
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'))
+  t.same([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.use_dora, cfg.lora_dropout, cfg.base_model_name_or_path], ['LORA', 4, 8, true, 0.05, v.dir], 'adapter_config.json fields')
+  a.dispose()
+
+  const b = new FullFineTuner(m, { adapter: { ...adapter, seed: 10 } })
+  await b.loadAdapter(dir)
+  const loaded = await b.parameters()
+  t.ok(loaded.every((p, k) => p.name === tensors[k].name && p.data.every((x, j) => x === tensors[k].data[j])), 'every adapter tensor comes back bit for bit')
+  b.dispose()
+
+  const before = async (tr) => (await tr.parameters()).map((p) => Array.from(p.data))
+  for (const [other, field] of [[{ ...adapter, r: 8 }, /\br is 4/], [{ ...adapter, alpha: 16 }, /lora_alpha/], [{ ...adapter, type: 'lora' }, /use_dora/], [{ ...adapter, targetModules: ['q_proj'] }, /target_modules/]]) {
+    const c = new FullFineTuner(m, { adapter: other })
+    const p0 = await before(c)
+    await t.rejects(c.loadAdapter(dir), { code: 'ERR_MODEL', message: field }, `a mismatch is named: ${field}`)
+    t.same(await before(c), p0, 'and nothing changed')
+    c.dispose()
+  }
+  const full = new FullFineTuner(m)
+  await t.rejects(full.saveAdapter(dir), { code: 'ERR_INVALID_ARG' }, 'full fine-tuning has no adapter to save')
+  full.dispose(); m.dispose()
+})

@@ -14,8 +14,11 @@
  * it uses, but a caller driving `step()` slots by hand should reset them.
  */
 import { cancelFlag, throwIfAborted } from '../abort'
-import { invalidArg } from '../errors'
+import * as fs from 'fs'
+import { RecodeError, invalidArg } from '../errors'
 import { native } from '../native'
+import { tensorToFloat32 } from '../safetensorsWriter'
+import { loadAdapter, saveAdapter, type AdapterLayerWeights } from '../train/checkpoint'
 import type { Model } from './index'
 
 export interface TrainSequence {
@@ -130,6 +133,52 @@ export class FullFineTuner {
     this.lock = new Promise<void>((resolve) => { release = resolve })
     await prev
     try { return await fn() } finally { release() }
+  }
+
+  /**
+   * Writes the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors, PEFT's names), to a
+   * temporary name then renamed. `baseModel` becomes base_model_name_or_path.
+   */
+  async saveAdapter (dir: string, options: { baseModel?: string } = {}): Promise<void> {
+    const a = this.adapter
+    if (a === undefined) throw invalidArg('FullFineTuner.saveAdapter: this trainer has no adapter (full fine-tuning)')
+    const layers = new Map<string, AdapterLayerWeights>()
+    for (const p of await this.parameters()) {
+      const m = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(p.name)
+      if (m === null) throw new RecodeError('ERR_INVALID_ARG', `adapter tensor ${p.name} does not have a PEFT name`)
+      const l = layers.get(m[1]) ?? { module: m[1], inFeatures: 0, outFeatures: 0, loraA: new Float32Array(0), loraB: new Float32Array(0) }
+      if (m[2] === 'lora_A.weight') { l.loraA = p.data; l.inFeatures = p.shape[1] } else if (m[2] === 'lora_B.weight') { l.loraB = p.data; l.outFeatures = p.shape[0] } else l.magnitude = p.data
+      layers.set(m[1], l)
+    }
+    const tmp = `${dir}.tmp`
+    fs.rmSync(tmp, { recursive: true, force: true })
+    saveAdapter(tmp, { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout ?? 0, targetModules: a.targetModules, baseModel: options.baseModel ?? '' }, [...layers.values()])
+    fs.rmSync(dir, { recursive: true, force: true })
+    fs.renameSync(tmp, dir)
+  }
+
+  /**
+   * Loads a PEFT adapter folder into this trainer's adapter (to continue training it or to evaluate it): its type,
+   * rank, alpha and target modules must be this trainer's, and it must hold exactly this trainer's tensors.
+   * Errors name the folder and the field; nothing changes unless everything matches.
+   */
+  async loadAdapter (dir: string): Promise<void> {
+    const a = this.adapter
+    if (a === undefined) throw invalidArg('FullFineTuner.loadAdapter: this trainer has no adapter (full fine-tuning)')
+    const { spec, tensors } = loadAdapter(dir)
+    const mismatch = (field: string, got: unknown, want: unknown): never => {
+      throw new RecodeError('ERR_MODEL', `${dir}: adapter_config.json ${field} is ${JSON.stringify(got)}, this trainer's adapter has ${JSON.stringify(want)}`)
+    }
+    if (spec.type !== a.type) mismatch('use_dora', spec.type === 'dora', a.type === 'dora')
+    if (spec.r !== a.r) mismatch('r', spec.r, a.r)
+    if (spec.alpha !== a.alpha) mismatch('lora_alpha', spec.alpha, a.alpha)
+    if ([...spec.targetModules].sort().join() !== [...a.targetModules].sort().join()) mismatch('target_modules', spec.targetModules, a.targetModules)
+    const names = (await this.parameters()).map((p) => p.name)
+    const extra = Object.keys(tensors).filter((k) => !names.includes(k))
+    if (extra.length > 0) throw new RecodeError('ERR_MODEL', `${dir}: adapter_model.safetensors holds ${extra[0]}, which is not a tensor of this trainer's adapter`)
+    const missing = names.find((n) => tensors[n] === undefined)
+    if (missing !== undefined) throw new RecodeError('ERR_MODEL', `${dir}: adapter_model.safetensors lacks ${missing}`)
+    await this.setState({ tensors: names.map((name) => ({ name, data: tensorToFloat32(tensors[name]) })) })
   }
 
   /** Forward + backward over a batch, adding into the gradients. Honours `signal` between layers: an abort

@@ -29,7 +29,7 @@ import { loadMigrationData, splitMigrationData } from '../data/recode'
 import { readSafetensors, tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
 import { toBf16 } from '../dtype'
 import { writeFileAtomic } from '../atomicFile'
-import { saveCheckpoint, latestCheckpoint, loadCheckpoint, saveAdapter, type AdapterLayerWeights } from './checkpoint'
+import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
@@ -200,24 +200,6 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
     tensors[w.name] = base?.dtype === 'BF16' ? { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) } : { dtype: 'F32', shape: w.shape, data: w.data }
   }
   writeTensorFile(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' })
-  fs.rmSync(outDir, { recursive: true, force: true })
-  fs.renameSync(tmp, outDir)
-}
-
-/** The trainer's adapter tensors (PEFT names) as a PEFT adapter folder, written to a temporary name and renamed. */
-function writeAdapterFolder (outDir: string, config: TrainConfig, baseModel: string, params: Weights): void {
-  const layers = new Map<string, AdapterLayerWeights>()
-  for (const p of params) {
-    const m = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(p.name)
-    if (m === null) throw new RecodeError('ERR_INVALID_ARG', `adapter tensor ${p.name} does not have a PEFT name`)
-    const l = layers.get(m[1]) ?? { module: m[1], inFeatures: 0, outFeatures: 0, loraA: new Float32Array(0), loraB: new Float32Array(0) }
-    if (m[2] === 'lora_A.weight') { l.loraA = p.data; l.inFeatures = p.shape[1] } else if (m[2] === 'lora_B.weight') { l.loraB = p.data; l.outFeatures = p.shape[0] } else l.magnitude = p.data
-    layers.set(m[1], l)
-  }
-  const a = config.adapter
-  const tmp = `${outDir}.tmp`
-  fs.rmSync(tmp, { recursive: true, force: true })
-  saveAdapter(tmp, { type: a.type as 'lora' | 'dora', r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, baseModel }, [...layers.values()])
   fs.rmSync(outDir, { recursive: true, force: true })
   fs.renameSync(tmp, outDir)
 }
@@ -437,7 +419,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   } else {
     // the adapter as PEFT saves it, and the merged model (PEFT's merge_and_unload) as a plain folder
     adapterDir = path.join(runDir, 'adapter')
-    writeAdapterFolder(adapterDir, config, config.model === 'tiny' ? baseDir : config.model, await trainer.parameters())
+    await trainer.saveAdapter(adapterDir, { baseModel: config.model === 'tiny' ? baseDir : config.model })
     writeModelFolder(baseDir, modelDir, await trainer.mergedWeights(), { overBase: true })
   }
   const summary: TrainSummary = {
