@@ -1,7 +1,8 @@
 // CPU token log-probabilities (definitions in logprob.h). Rows run in parallel; each row keeps a double
 // online log-sum-exp state over its vocabulary, so nothing of size T x V is ever allocated. The hidden-state
 // variant computes logits a tile of rows x a chunk of the vocabulary at a time (dot products against rows of
-// W) and folds each chunk into the rows' states; its backward recomputes the chunk's logits.
+// W, or for a large vocabulary all rows x a chunk through the GEMM) and folds each chunk into the rows'
+// states; its backward recomputes the chunk's logits.
 #include "logprob.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "cpu_features.h"
 #include "logprob_core.h"
+#include "ops/ops.h"
 #include "parallel.h"
 
 namespace recode::logprob {
@@ -18,6 +20,11 @@ namespace {
 
 constexpr int kRowTile = 8;     // rows of hidden states sharing each loaded row of W
 constexpr int kVocabChunk = 512;
+// From this vocabulary size on, the hidden-state variant forms its logits chunk by chunk with the blocked GEMM
+// (W streamed once per pass instead of once per tile of 8 rows: a 151,936 x 896 head is 544 MB); below it the
+// row-tile path reads W from cache and is as fast.
+constexpr int kGemmVocab = 8192;
+constexpr int kGemmChunk = 1024;  // vocabulary entries per chunk of logits [T, chunk]
 
 inline float dot(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // eight partial sums: the loop vectorises without reassociation flags
@@ -71,9 +78,68 @@ void backward_logits(const float* logits, int T, int V, const int32_t* targets, 
   });
 }
 
+namespace {
+
+// logits chunk z[t, j] = hidden_t . W_{v0 + j} for j < vc, through the GEMM.
+void logits_chunk(float* z, const float* hidden, const float* weight, int T, int H, int v0, int vc) {
+  ops::gemm(z, vc, hidden, H, 1, weight + (size_t)v0 * H, H, 1, T, vc, H, false);
+}
+
+void forward_hidden_gemm(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
+                         float inv_t, float* logp, float* entropy, float* lse) {
+  std::vector<Lse<double>> st(T, lse_empty<double>());
+  std::vector<float> target_z(T);
+  std::vector<float> z((size_t)T * std::min(V, kGemmChunk));
+  for (int v0 = 0; v0 < V; v0 += kGemmChunk) {
+    const int vc = std::min(kGemmChunk, V - v0);
+    logits_chunk(z.data(), hidden, weight, T, H, v0, vc);
+    parallel_for(T, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* zt = z.data() + (size_t)t * vc;
+        for (int j = 0; j < vc; ++j) st[t] = lse_add<double>(st[t], (double)(zt[j] * inv_t));
+        const int target = targets[t] - v0;
+        if (target >= 0 && target < vc) target_z[t] = zt[target] * inv_t;
+      }
+    });
+  }
+  for (int t = 0; t < T; ++t) {
+    double l = lse_value(st[t]);
+    lse[t] = (float)l;
+    logp[t] = (float)(target_z[t] - l);
+    entropy[t] = (float)lse_entropy(st[t]);
+  }
+}
+
+// Per chunk: the logits again, d loss / d logits in place, dhidden += dz W_chunk, dW_chunk = dz^T hidden.
+void backward_hidden_gemm(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
+                          float inv_t, const float* lse, const float* entropy, const float* dlogp,
+                          const float* dentropy, float* dhidden, float* dweight) {
+  std::fill(dhidden, dhidden + (size_t)T * H, 0.f);
+  std::vector<float> z((size_t)T * std::min(V, kGemmChunk));
+  for (int v0 = 0; v0 < V; v0 += kGemmChunk) {
+    const int vc = std::min(kGemmChunk, V - v0);
+    logits_chunk(z.data(), hidden, weight, T, H, v0, vc);
+    parallel_for(T, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* zt = z.data() + (size_t)t * vc;
+        const float de = dentropy ? dentropy[t] : 0.f;
+        for (int j = 0; j < vc; ++j)
+          zt[j] = dz_of(zt[j] * inv_t, lse[t], entropy[t], v0 + j == targets[t], dlogp[t], de) * inv_t;
+      }
+    });
+    // dhidden[t, c] += sum_j dz[t, j] W[v0 + j, c]
+    ops::gemm(dhidden, H, z.data(), vc, 1, weight + (size_t)v0 * H, 1, H, T, H, vc, true);
+    // dW[v0 + j, c] = sum_t dz[t, j] hidden[t, c]
+    if (dweight) ops::gemm(dweight + (size_t)v0 * H, H, z.data(), 1, vc, hidden, 1, H, vc, H, T, false);
+  }
+}
+
+}  // namespace
+
 void forward_hidden(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
                     float temperature, float* logp, float* entropy, float* lse) {
   const float inv_t = 1.f / temperature;
+  if (V >= kGemmVocab) return forward_hidden_gemm(hidden, weight, T, H, V, targets, inv_t, logp, entropy, lse);
   const int tiles = (T + kRowTile - 1) / kRowTile;
   parallel_for(tiles, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t tile = i0; tile < i1; ++tile) {
@@ -106,6 +172,8 @@ void backward_hidden(const float* hidden, const float* weight, int T, int H, int
                      float temperature, const float* lse, const float* entropy, const float* dlogp,
                      const float* dentropy, float* dhidden, float* dweight) {
   const float inv_t = 1.f / temperature;
+  if (V >= kGemmVocab)
+    return backward_hidden_gemm(hidden, weight, T, H, V, targets, inv_t, lse, entropy, dlogp, dentropy, dhidden, dweight);
   auto dlogit = [&](int t, int v) {  // d loss / d (hidden_t . W_v), recomputing the logit
     float z = dot(hidden + (size_t)t * H, weight + (size_t)v * H, H) * inv_t;
     return dz_of(z, lse[t], entropy[t], v == targets[t], dlogp[t], dentropy ? dentropy[t] : 0.f) * inv_t;

@@ -146,7 +146,7 @@ t.test('without an entropy gradient the backward is dlogp (onehot - p)', async (
 t.test('from hidden states and the output projection: forward and backward', async (t) => {
   const r = rng(t, 'hidden')
   const devs = backends(t, addon)
-  const shapes = [[1, 8, 1], [17, 33, 1000], [1, 16, 4097], [1000, 16, 17], [4, 12, 151936]]
+  const shapes = [[1, 8, 1], [17, 33, 1000], [1, 16, 4097], [1000, 16, 17], [4, 12, 151936], [37, 20, 9001]] // the last two: the GEMM path
   for (const [T, H, V] of shapes) {
     const c = randomCase(r, T, V, H)
     const temperature = r.pick([1, 0.8])
