@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <string>
 
 #include "adapters.h"
@@ -168,6 +169,38 @@ constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj",
 enum { kQ, kK, kV, kO, kGate, kUp, kDown };
 const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
+// The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
+// shared by every adapter trainer on that backend (registered by the array's address), since the array itself
+// then holds one trainer's merged weight. When the last trainer using it goes, the base is written back, so
+// generation and a later trainer see the base model again.
+struct BaseCopy {
+  Kernels kern;
+  std::mutex* mu = nullptr;
+  void* inference = nullptr;
+  size_t bytes = 0;
+  Buf copy;
+  BaseCopy(const Kernels& k, std::mutex* m, void* array, size_t n) : kern(k), mu(m), inference(array), bytes(n), copy(&kern, n) {
+    char err[512] = {0};
+    check_kernel_status(kern.copy_device(copy.as(), array, n, nullptr, err, sizeof err), "copy_device", err);
+  }
+  ~BaseCopy() {
+    char err[512];
+    std::lock_guard<std::mutex> lk(*mu);
+    kern.copy_device(inference, copy.as(), bytes, nullptr, err, sizeof err);  // nothing useful to do with a failure here
+  }
+};
+
+std::shared_ptr<BaseCopy> shared_base_copy(const Kernels& k, std::mutex* mu, void* array, size_t bytes) {
+  static std::mutex registry_mu;
+  static std::map<void*, std::weak_ptr<BaseCopy>> registry;
+  std::lock_guard<std::mutex> lk(registry_mu);
+  for (auto it = registry.begin(); it != registry.end();) it = it->second.expired() ? registry.erase(it) : std::next(it);
+  if (auto found = registry[array].lock()) return found;
+  auto made = std::make_shared<BaseCopy>(k, mu, array, bytes);
+  registry[array] = made;
+  return made;
+}
+
 // One LoRA / DoRA adapter on one projection of one decoder layer. `base` is the frozen copy of the projection
 // weight (storage dtype) the training forwards read; the backend's own array (`inference`) holds what
 // generation reads: the merged weight with adapters on, the base with them off.
@@ -176,7 +209,8 @@ struct Adapter {
   int w = -1;            // params_ index of the frozen base weight (its storage is `base`)
   int a = -1, b = -1, m = -1;  // params_ indices of lora_A [r, K], lora_B [N, r], DoRA's magnitude [N] (-1: LoRA)
   void* inference = nullptr;
-  Buf base, a_c, b_c;    // base copy; bf16 compute: A and B rounded to bf16 after every change
+  std::shared_ptr<BaseCopy> base;  // the frozen base weight
+  Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
   Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
   Buf u, pre;            // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32)
   uint64_t seed = 0, offset = 0;  // this forward's dropout stream
@@ -403,7 +437,7 @@ class CudaTrainer final : public Trainer {
     Adapter& ad = adapters_[i];
     Buf merged = f32((size_t)ad.N * ad.K);
     low_rank_product(ad);
-    CALL(adapter_merge, ad.N, ad.K, ad.base.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
+    CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
          merged.as(), dt_, RECODE_F32, nullptr);
     out.resize((size_t)ad.N * ad.K);
     CALL(copy_to_host, out.data(), merged.as(), out.size() * sizeof(float));
@@ -466,10 +500,9 @@ class CudaTrainer final : public Trainer {
         Param& w = params_[ad.w];
         // the frozen base: a copy, since the backend's array will hold the merged weight
         ad.inference = w.storage;
-        ad.base = Buf(&kern_, w.n * es_);
-        CALL(copy_device, ad.base.as(), w.storage, w.n * es_, nullptr);
-        w.storage = ad.base.as();
-        if (w.storage_dtype == RECODE_F32) w.master = ad.base.as<float>();
+        ad.base = shared_base_copy(kern_, P_.mu, w.storage, w.n * es_);
+        w.storage = ad.base->copy.as();
+        if (w.storage_dtype == RECODE_F32) w.master = ad.base->copy.as<float>();
         adapter_at_[l][proj] = (int)adapters_.size();
         adapters_.push_back(std::move(ad));
       }
@@ -516,10 +549,10 @@ class CudaTrainer final : public Trainer {
         // m = ||W|| per row, summed in double in order like the CPU trainer's norm (B = 0: W + s B A = W)
         std::vector<float> w((size_t)ad.N * ad.K);
         if (dt_ == RECODE_F32) {
-          CALL(copy_to_host, w.data(), ad.base.as(), w.size() * sizeof(float));
+          CALL(copy_to_host, w.data(), ad.base->copy.as(), w.size() * sizeof(float));
         } else {
           std::vector<bf16> wb(w.size());
-          CALL(copy_to_host, wb.data(), ad.base.as(), wb.size() * sizeof(bf16));
+          CALL(copy_to_host, wb.data(), ad.base->copy.as(), wb.size() * sizeof(bf16));
           for (size_t j = 0; j < w.size(); ++j) w[j] = bf16_to_float(wb[j]);
         }
         std::vector<float> m(ad.N);
@@ -558,13 +591,13 @@ class CudaTrainer final : public Trainer {
       const bool dora = ad.m >= 0;
       if (!dora && !repack) continue;
       if (dora || adapters_enabled_) low_rank_product(ad);  // B A: for the norms and the merge
-      if (dora) CALL(dora_weight_norm, ad.N, ad.K, ad.base.as(), ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
+      if (dora) CALL(dora_weight_norm, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
       if (!repack) continue;
       if (adapters_enabled_)
-        CALL(adapter_merge, ad.N, ad.K, ad.base.as(), ba_.as<float>(), scaling(), dora ? params_[ad.m].master : nullptr,
+        CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), dora ? params_[ad.m].master : nullptr,
              ad.inference, dt_, dt_, nullptr);
       else
-        CALL(copy_device, ad.inference, ad.base.as(), (size_t)ad.N * ad.K * es_, nullptr);
+        CALL(copy_device, ad.inference, ad.base->copy.as(), (size_t)ad.N * ad.K * es_, nullptr);
     }
   }
 
