@@ -173,6 +173,9 @@ for (const device of devices) {
         t.ok(x1.loss === x2.loss && g1.every((g, k) => g.grad.every((y, j) => y === g2[k].grad[j])), `${label}: a restored trainer takes the same step bit for bit (same weights, same dropout masks)`)
         other.dispose()
         cpu.dispose(); dev.dispose()
+        // the last adapter trainer gone, the backend's arrays hold the base again (a later trainer starts from it)
+        const after = await devModel.logits(seqs)
+        t.ok(after.every((l, k) => l.every((x, j) => x === baseLogits[k][j])), `${label}: after dispose, generation runs the base weights exactly`)
       }
       cpuModel.dispose(); devModel.dispose()
     }
