@@ -4,6 +4,9 @@
 // Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse
 // (decoder_layer.cpp's order), the embedding scatter; a tied head's gradient adds into the embedding's.
 // Then AdamW with global-norm clipping on the fp32 masters, writing the backend's inference weights.
+// Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no embedding scatter, no head
+// gradient); adapted projections go through project() / project_backward() (src/ops/adapter_linear.cpp's math on
+// the device); after each update the DoRA norms are recomputed and the merged weights written for generation.
 //
 // Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
 // emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
