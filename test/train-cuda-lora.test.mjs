@@ -46,7 +46,7 @@ else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
 // Relative error bounds against the CPU trainer (per tensor, floored at 1% of the largest entry of the model's
 // gradients). fp32: the same math in a different summation order. bf16: the CUDA trainer runs activations and
 // the adapter products in bf16, the CPU one in fp32 on the same bf16-rounded base weights.
-const tol = { f32: { grad: 1e-4, logp: 1e-4, param: 1e-5, adam: 2e-3 }, bf16: { grad: 8e-2, logp: 3e-2, param: 2e-3, adam: 2e-2 } }
+const tol = { f32: { grad: 1e-4, logp: 1e-4, param: 1e-5, adam: 2e-3 }, bf16: { grad: 8e-2, logp: 3e-2, param: 2e-3, adam: 5e-2 } }
 
 /** Random B (non-zero, so dA sees it) and m near the row norms, the same for both trainers. */
 function randomAdapterTensors (r, params) {
@@ -105,8 +105,10 @@ for (const device of devices) {
         const tensors = randomAdapterTensors(r, pa)
         await cpu.setState({ tensors }); await dev.setState({ tensors })
         // two steps, each followed by an update (the second step draws new dropout masks); AdamW compared after the
-        // first update, from (nearly) identical gradients: lr 1e-3 keeps Adam's sign-like update of entries whose
-        // gradient is rounding noise (|g| ~ eps-free ratio of 1) within 2e-3 of the tensor's largest entry
+        // first update, from (nearly) identical gradients. Adam's step is about lr * sign(g) for any entry, so an entry
+        // whose gradient differs in sign between the two (rounding noise: fp32 nearly never, bf16 often) moves up
+        // to 2 lr = 2e-3 apart, against tensors whose largest entry is ~0.05-0.15: bounds 2e-3 (fp32) and 5e-2 (bf16;
+        // measured up to ~2e-2)
         for (let step = 0; step < 2; step++) {
           const batch = randomTrainBatch(r, v.vocab, [1, 7, 12, 12])
           const a = await cpu.step(batch); const b = await dev.step(batch)
