@@ -284,9 +284,11 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
     // dhidden += dz W_chunk;  dW_chunk (+)= dz^T hidden
     rc = RECODE_SAME_LIBRARY(gemm_backward_input)(T, w, H, dz, wc, d_dh, dtype, RECODE_F32, 1, nullptr, err, err_len);
     if (rc) return rc;
-    rc = RECODE_SAME_LIBRARY(gemm_backward_weight)(T, w, H, dz, d_h, d_dw + (size_t)v0 * H, nullptr, dtype,
-                                                   RECODE_F32, beta_dw != 0.f, nullptr, err, err_len);
-    if (rc) return rc;
+    if (d_dw) {  // NULL: a frozen head (adapter training) takes no weight gradient
+      rc = RECODE_SAME_LIBRARY(gemm_backward_weight)(T, w, H, dz, d_h, d_dw + (size_t)v0 * H, nullptr, dtype,
+                                                     RECODE_F32, beta_dw != 0.f, nullptr, err, err_len);
+      if (rc) return rc;
+    }
   }
   RECODE_CUDA_CHECK(cudaGetLastError());
   cudaFree(d_z);

@@ -227,9 +227,6 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
     config = validateTrainConfig(rawConfig)
     runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
   }
-  if (config.adapter.type !== 'none' && (config.device === 'cuda' || config.device === 'emulated')) {
-    throw new RecodeError('ERR_UNSUPPORTED', `config.adapter.type '${config.adapter.type}' on config.device '${config.device}': LoRA / DoRA adapters train on the cpu device; the CUDA trainer runs full fine-tuning (adapter.type 'none')`)
-  }
   if (config.activationRecomputation && (config.device === 'cuda' || config.device === 'emulated')) {
     throw new RecodeError('ERR_UNSUPPORTED', `config.activationRecomputation on config.device '${config.device}': the CUDA trainer keeps every layer's activations; recomputation runs on the cpu device`)
   }

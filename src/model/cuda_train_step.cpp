@@ -4,6 +4,9 @@
 // Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse
 // (decoder_layer.cpp's order), the embedding scatter; a tied head's gradient adds into the embedding's.
 // Then AdamW with global-norm clipping on the fp32 masters, writing the backend's inference weights.
+// Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no embedding scatter, no head
+// gradient); adapted projections go through project() / project_backward() (src/ops/adapter_linear.cpp's math on
+// the device); after each update the DoRA norms are recomputed and the merged weights written for generation.
 //
 // Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
 // emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
@@ -12,9 +15,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <string>
 
+#include "adapters.h"
 #include "numeric.h"
+#include "recode_adapters.h"
 #include "recode_cuda.h"
 
 extern "C" int recode_emu_logprob_hidden_forward_device(const void*, const void*, int, int, int, const int32_t*,
@@ -55,6 +61,13 @@ struct Kernels {
   decltype(&recode_emu_adamw_update) adamw_update;
   decltype(&recode_emu_logprob_hidden_forward_device) logprob_hidden_forward_device;
   decltype(&recode_emu_logprob_hidden_backward_device) logprob_hidden_backward_device;
+  decltype(&recode_emu_adapter_dropout) adapter_dropout;
+  decltype(&recode_emu_adapter_dropout_add) adapter_dropout_add;
+  decltype(&recode_emu_adapter_forward_combine) adapter_forward_combine;
+  decltype(&recode_emu_adapter_grad_scale) adapter_grad_scale;
+  decltype(&recode_emu_dora_magnitude_grad) dora_magnitude_grad;
+  decltype(&recode_emu_dora_weight_norm) dora_weight_norm;
+  decltype(&recode_emu_adapter_merge) adapter_merge;
 
   explicit Kernels(Device d) {
 #define RECODE_TRAIN_ENTRY(name) name = kernel_entry(d, #name, &recode_emu_##name)
@@ -85,6 +98,13 @@ struct Kernels {
     RECODE_TRAIN_ENTRY(adamw_update);
     RECODE_TRAIN_ENTRY(logprob_hidden_forward_device);
     RECODE_TRAIN_ENTRY(logprob_hidden_backward_device);
+    RECODE_TRAIN_ENTRY(adapter_dropout);
+    RECODE_TRAIN_ENTRY(adapter_dropout_add);
+    RECODE_TRAIN_ENTRY(adapter_forward_combine);
+    RECODE_TRAIN_ENTRY(adapter_grad_scale);
+    RECODE_TRAIN_ENTRY(dora_magnitude_grad);
+    RECODE_TRAIN_ENTRY(dora_weight_norm);
+    RECODE_TRAIN_ENTRY(adapter_merge);
 #undef RECODE_TRAIN_ENTRY
   }
 };
@@ -136,13 +156,67 @@ class Buf {
   size_t bytes_ = 0;
 };
 
-// One trainable tensor on the device.
+// One model or adapter tensor on the device. Frozen ones (the base under adapters) have no gradient, moments
+// or fp32 master copy of a bf16 array (grad is empty: G() gives NULL and the backward skips their gradients).
 struct Param {
   size_t n = 0;
-  void* storage = nullptr;  // the backend's array (its inference weights)
+  void* storage = nullptr;  // the backend's array (its inference weights), or an adapted projection's frozen base
   int storage_dtype = RECODE_F32;
   float* master = nullptr;  // fp32 master weights: `storage` itself when that is fp32, else master_own
+  bool trainable = true;
   Buf master_own, grad, exp_avg, exp_avg_sq;
+};
+
+// The projections an adapter may wrap (train_step.cpp's kProjections order) and the module holding each.
+constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+enum { kQ, kK, kV, kO, kGate, kUp, kDown };
+const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
+
+// The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
+// shared by every adapter trainer on that backend (registered by the array's address), since the array itself
+// then holds one trainer's merged weight. When the last trainer using it goes, the base is written back, so
+// generation and a later trainer see the base model again.
+struct BaseCopy {
+  Kernels kern;
+  std::mutex* mu = nullptr;
+  void* inference = nullptr;
+  size_t bytes = 0;
+  Buf copy;
+  BaseCopy(const Kernels& k, std::mutex* m, void* array, size_t n) : kern(k), mu(m), inference(array), bytes(n), copy(&kern, n) {
+    char err[512] = {0};
+    check_kernel_status(kern.copy_device(copy.as(), array, n, nullptr, err, sizeof err), "copy_device", err);
+  }
+  ~BaseCopy() {
+    char err[512];
+    std::lock_guard<std::mutex> lk(*mu);
+    kern.copy_device(inference, copy.as(), bytes, nullptr, err, sizeof err);  // nothing useful to do with a failure here
+  }
+};
+
+std::shared_ptr<BaseCopy> shared_base_copy(const Kernels& k, std::mutex* mu, void* array, size_t bytes) {
+  static std::mutex registry_mu;
+  static std::map<void*, std::weak_ptr<BaseCopy>> registry;
+  std::lock_guard<std::mutex> lk(registry_mu);
+  for (auto it = registry.begin(); it != registry.end();) it = it->second.expired() ? registry.erase(it) : std::next(it);
+  if (auto found = registry[array].lock()) return found;
+  auto made = std::make_shared<BaseCopy>(k, mu, array, bytes);
+  registry[array] = made;
+  return made;
+}
+
+// One LoRA / DoRA adapter on one projection of one decoder layer. `base` is the frozen copy of the projection
+// weight (storage dtype) the training forwards read; the backend's own array (`inference`) holds what
+// generation reads: the merged weight with adapters on, the base with them off.
+struct Adapter {
+  int layer = 0, proj = 0, N = 0, K = 0;
+  int w = -1;            // params_ index of the frozen base weight (its storage is `base`)
+  int a = -1, b = -1, m = -1;  // params_ indices of lora_A [r, K], lora_B [N, r], DoRA's magnitude [N] (-1: LoRA)
+  void* inference = nullptr;
+  std::shared_ptr<BaseCopy> base;  // the frozen base weight
+  Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
+  Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
+  Buf u, pre;            // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32)
+  uint64_t seed = 0, offset = 0;  // this forward's dropout stream
 };
 
 // Parameter indices of one decoder layer (-1: absent).
@@ -161,24 +235,35 @@ class CudaTrainer final : public Trainer {
  public:
   CudaTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec)
       : backend_(std::move(backend)), P_(cuda_train_params(*backend_)), kern_(P_.device) {
-    if (spec.kind != AdapterSpec::Kind::None)
-      throw Error("ERR_UNSUPPORTED", "LoRA / DoRA adapters are trained on the cpu backend only; the CUDA trainer "
-                                     "('cuda' / 'emulated') runs full fine-tuning (adapter kind none)");
     const ModelConfig& cfg = backend_->config();
     if (cfg.o_bias || cfg.mlp_bias)
-      throw Error("ERR_UNSUPPORTED", "full fine-tuning of models with o_proj or MLP biases is not supported by the CUDA trainer");
+      throw Error("ERR_UNSUPPORTED", "training models with o_proj or MLP biases is not supported by the CUDA trainer");
+    spec_ = spec;
+    const bool adapters = spec.kind != AdapterSpec::Kind::None;
+    if (adapters) {
+      if (spec.rank < 1) throw Error("ERR_INVALID_ARG", "adapter rank must be at least 1");
+      if (spec.targets.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules must not be empty");
+      if (!(spec.dropout >= 0 && spec.dropout < 1)) throw Error("ERR_INVALID_ARG", "adapter dropout must be in [0, 1)");
+    }
     dt_ = P_.dtype;
     es_ = dt_ == RECODE_BF16 ? sizeof(bf16) : sizeof(float);
     std::lock_guard<std::mutex> lk(*P_.mu);
     const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
                   kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
     // the same tensors in the same order as the CPU trainer (train_step.cpp)
+    // with adapters every model tensor is frozen: kept for the kernels to read, not trained
     auto add = [&](const std::string& name, std::vector<int64_t> shape, void* storage, int storage_dtype, bool decay) {
       Param p;
       p.n = 1;
       for (int64_t s : shape) p.n *= (size_t)s;
       p.storage = storage;
       p.storage_dtype = storage_dtype;
+      if (adapters) {
+        p.trainable = false;
+        if (storage_dtype == RECODE_F32) p.master = static_cast<float*>(storage);
+        params_.push_back(std::move(p));
+        return (int)params_.size() - 1;
+      }
       if (storage_dtype == RECODE_F32) {
         p.master = static_cast<float*>(storage);
       } else {  // exact: the bf16 values are the loaded ones
@@ -198,6 +283,7 @@ class CudaTrainer final : public Trainer {
       t.shape = std::move(shape);
       t.decay = decay;
       tensors_.push_back(std::move(t));
+      train_.push_back((int)params_.size() - 1);
       return (int)params_.size() - 1;
     };
     const int sd = P_.dtype;
@@ -228,7 +314,8 @@ class CudaTrainer final : public Trainer {
     }
     final_norm_ = add("model.norm.weight", {C}, P_.final_norm, sd, false);
     head_ = P_.lm_head ? add("lm_head.weight", {V, C}, P_.lm_head, sd, true) : embed_;  // tied: adds into embed's
-    host_params_.resize(params_.size());
+    if (adapters) init_adapters();
+    host_params_.resize(tensors_.size());
     for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].param = &host_params_[i];
     norm_acc_ = Buf(&kern_, sizeof(float));
     sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
@@ -265,8 +352,8 @@ class CudaTrainer final : public Trainer {
     pending_ = false;  // its activations belong to the old weights
     // global norm: one deterministic sum of squares over every gradient into one device float
     CALL(device_memset, norm_acc_.as(), 0, sizeof(float), nullptr);
-    for (Param& p : params_)
-      CALL(sum_squares, p.n, p.grad.as<float>(), norm_acc_.as<float>(), sumsq_scratch_.as<float>(), nullptr);
+    for (int i : train_)
+      CALL(sum_squares, params_[i].n, params_[i].grad.as<float>(), norm_acc_.as<float>(), sumsq_scratch_.as<float>(), nullptr);
     float sumsq = 0;
     CALL(copy_to_host, &sumsq, norm_acc_.as(), sizeof(float));
     const double norm = std::sqrt((double)sumsq);
@@ -275,13 +362,15 @@ class CudaTrainer final : public Trainer {
       double scale = 1.0;
       if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) scale = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
       const int step = (int)++adam_step_;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        Param& p = params_[i];
+      for (size_t i = 0; i < train_.size(); ++i) {
+        Param& p = params_[train_[i]];
         CALL(adamw_update, p.n, p.master, p.grad.as<float>(), p.exp_avg.as<float>(), p.exp_avg_sq.as<float>(),
              p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
              (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
       }
+      if (!adapters_.empty()) refresh_adapters(true);
     }
+    forwards_in_step_ = 0;
     clear_grads();
     return norm;
   }
@@ -294,26 +383,32 @@ class CudaTrainer final : public Trainer {
   void set_tensors(const std::vector<TensorUpdate>& updates, int64_t steps_taken) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
     for (const TensorUpdate& u : updates)
-      if (u.index >= params_.size()) throw Error("ERR_INVALID_ARG", "trainer: tensor index out of range");
+      if (u.index >= train_.size()) throw Error("ERR_INVALID_ARG", "trainer: tensor index out of range");
     pending_ = false;  // its activations belong to the old weights
+    bool weights_changed = false;
     for (const TensorUpdate& u : updates) {
-      Param& p = params_[u.index];
+      Param& p = params_[train_[u.index]];
       const size_t bytes = p.n * sizeof(float);
       if (u.param) {
+        weights_changed = true;
         CALL(copy_to_device, p.master, u.param, bytes);
         if (p.storage_dtype == RECODE_BF16) CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
       }
       if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
       if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
     }
-    if (steps_taken >= 0) adam_step_ = steps_taken;
+    if (weights_changed && !adapters_.empty()) refresh_adapters(true);
+    if (steps_taken >= 0) {
+      adam_step_ = steps_taken;
+      forwards_in_step_ = 0;
+    }
   }
 
   // Host copies of the device arrays, downloaded on every call.
   const std::vector<TrainTensor>& tensors() override {
     std::lock_guard<std::mutex> lk(*P_.mu);
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const Param& p = params_[i];
+    for (size_t i = 0; i < train_.size(); ++i) {
+      const Param& p = params_[train_[i]];
       TrainTensor& t = tensors_[i];
       const size_t bytes = p.n * sizeof(float);
       host_params_[i].resize(p.n);
@@ -329,7 +424,30 @@ class CudaTrainer final : public Trainer {
   }
 
   int64_t steps_taken() const override { return adam_step_; }
-  void set_adapters_enabled(bool) override {}
+  void set_adapters_enabled(bool enabled) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (adapters_.empty() || enabled == adapters_enabled_) return;
+    pending_ = false;
+    adapters_enabled_ = enabled;
+    refresh_adapters(true);
+  }
+
+  size_t adapted_modules() const override { return adapters_.size(); }
+
+  std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
+    Adapter& ad = adapters_[i];
+    Buf merged = f32((size_t)ad.N * ad.K);
+    low_rank_product(ad);
+    CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
+         merged.as(), dt_, RECODE_F32, nullptr);
+    out.resize((size_t)ad.N * ad.K);
+    CALL(copy_to_host, out.data(), merged.as(), out.size() * sizeof(float));
+    shape = {ad.N, ad.K};
+    return "model.layers." + std::to_string(ad.layer) + "." + projection_parent(ad.proj) + "." + kProjections[ad.proj] +
+           ".weight";
+  }
 
  private:
   // ---- helpers -------------------------------------------------------------------------------------------
@@ -344,7 +462,7 @@ class CudaTrainer final : public Trainer {
   Buf f32(size_t elems) { return Buf(&kern_, elems * sizeof(float)); }
 
   void clear_grads() {
-    for (Param& p : params_) CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
+    for (int i : train_) CALL(device_memset, params_[i].grad.as(), 0, params_[i].n * sizeof(float), nullptr);
   }
 
   // y[M, N] = x[M, K] W^T (+ b)
@@ -353,8 +471,235 @@ class CudaTrainer final : public Trainer {
   }
   // dW += dy^T x (db += column sums of dy), dx (+)= dy W
   void linear_backward(int w, int b, const void* dy, const void* x, void* dx, int accumulate, int M, int N, int K) {
-    CALL(gemm_backward_weight, M, N, K, dy, x, G(w), gbias(b), dt_, RECODE_F32, 1, nullptr);
+    if (G(w)) CALL(gemm_backward_weight, M, N, K, dy, x, G(w), gbias(b), dt_, RECODE_F32, 1, nullptr);
     CALL(gemm_backward_input, M, N, K, dy, W(w), dx, dt_, dt_, accumulate, nullptr);
+  }
+
+  // ---- adapters ------------------------------------------------------------------------------------------
+  float scaling() const { return (float)(spec_.alpha / spec_.rank); }
+  const void* lora_a(const Adapter& ad) const { return dt_ == RECODE_F32 ? (const void*)params_[ad.a].master : ad.a_c.as(); }
+  const void* lora_b(const Adapter& ad) const { return dt_ == RECODE_F32 ? (const void*)params_[ad.b].master : ad.b_c.as(); }
+
+  // PEFT's initialisation, bit for bit the CPU trainer's (train_step.cpp init_adapters): A from Philox keyed by
+  // the seed (one stream per module, computed on the host), B = 0, DoRA m = ||W|| per row (host, in order).
+  void init_adapters() {
+    const ModelConfig& cfg = backend_->config();
+    const bool dora = spec_.kind == AdapterSpec::Kind::DoRA;
+    const int C = cfg.hidden, qd = cfg.heads * cfg.head_dim, kd = cfg.kv_heads * cfg.head_dim, F = cfg.intermediate;
+    const int dims[7][2] = {{qd, C}, {kd, C}, {kd, C}, {C, qd}, {F, C}, {F, C}, {C, F}};  // [out, in]
+    const int r = spec_.rank;
+    adapter_at_.assign(cfg.layers, std::vector<int>(7, -1));
+    for (int l = 0; l < cfg.layers; ++l) {
+      const LayerIdx& x = layers_[l];
+      const int w_of[7] = {x.q, x.k, x.v, x.o, x.gate, x.up, x.down};
+      for (int proj = 0; proj < 7; ++proj) {
+        if (std::find(spec_.targets.begin(), spec_.targets.end(), kProjections[proj]) == spec_.targets.end()) continue;
+        Adapter ad;
+        ad.layer = l;
+        ad.proj = proj;
+        ad.N = dims[proj][0];
+        ad.K = dims[proj][1];
+        ad.w = w_of[proj];
+        Param& w = params_[ad.w];
+        // the frozen base: a copy, since the backend's array will hold the merged weight
+        ad.inference = w.storage;
+        ad.base = shared_base_copy(kern_, P_.mu, w.storage, w.n * es_);
+        w.storage = ad.base->copy.as();
+        if (w.storage_dtype == RECODE_F32) w.master = ad.base->copy.as<float>();
+        adapter_at_[l][proj] = (int)adapters_.size();
+        adapters_.push_back(std::move(ad));
+      }
+    }
+    if (adapters_.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules match no projection of this model");
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& init) {
+      Param p;
+      p.n = init.size();
+      p.storage_dtype = RECODE_F32;
+      p.master_own = Buf(&kern_, p.n * sizeof(float));
+      p.master = p.master_own.as<float>();
+      CALL(copy_to_device, p.master, init.data(), p.n * sizeof(float));
+      p.grad = Buf(&kern_, p.n * sizeof(float));
+      p.exp_avg = Buf(&kern_, p.n * sizeof(float));
+      p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
+      CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
+      CALL(device_memset, p.exp_avg.as(), 0, p.n * sizeof(float), nullptr);
+      CALL(device_memset, p.exp_avg_sq.as(), 0, p.n * sizeof(float), nullptr);
+      params_.push_back(std::move(p));
+      TrainTensor t;
+      t.name = name;
+      t.shape = std::move(shape);
+      t.decay = true;  // HF Trainer decays every parameter but biases and norm weights
+      tensors_.push_back(std::move(t));
+      train_.push_back((int)params_.size() - 1);
+      return (int)params_.size() - 1;
+    };
+    const uint32_t key[2] = {(uint32_t)spec_.seed, (uint32_t)(spec_.seed >> 32)};
+    for (size_t i = 0; i < adapters_.size(); ++i) {
+      Adapter& ad = adapters_[i];
+      const std::string module = "base_model.model.model.layers." + std::to_string(ad.layer) + "." +
+                                 projection_parent(ad.proj) + "." + kProjections[ad.proj];
+      std::vector<float> a((size_t)r * ad.K);
+      const double bound = 1.0 / std::sqrt((double)ad.K);
+      for (int64_t j = 0; j < (int64_t)a.size(); ++j) {
+        const uint32_t ctr[4] = {(uint32_t)j, (uint32_t)(j >> 32), (uint32_t)i, 0x4c6f5241u /* "LoRA" */};
+        uint32_t out[4];
+        philox4x32_10(ctr, key, out);
+        a[j] = (float)((2.0 * (out[0] / 4294967296.0) - 1.0) * bound);
+      }
+      ad.a = add(module + ".lora_A.weight", {r, ad.K}, a);
+      ad.b = add(module + ".lora_B.weight", {ad.N, r}, std::vector<float>((size_t)ad.N * r, 0.0f));
+      if (dora) {
+        // m = ||W|| per row, summed in double in order like the CPU trainer's norm (B = 0: W + s B A = W)
+        std::vector<float> w((size_t)ad.N * ad.K);
+        if (dt_ == RECODE_F32) {
+          CALL(copy_to_host, w.data(), ad.base->copy.as(), w.size() * sizeof(float));
+        } else {
+          std::vector<bf16> wb(w.size());
+          CALL(copy_to_host, wb.data(), ad.base->copy.as(), wb.size() * sizeof(bf16));
+          for (size_t j = 0; j < w.size(); ++j) w[j] = bf16_to_float(wb[j]);
+        }
+        std::vector<float> m(ad.N);
+        for (int o = 0; o < ad.N; ++o) {
+          double sq = 0;
+          for (int j = 0; j < ad.K; ++j) sq += (double)w[(size_t)o * ad.K + j] * w[(size_t)o * ad.K + j];
+          m[o] = (float)std::sqrt(sq);
+        }
+        ad.m = add(module + ".lora_magnitude_vector", {ad.N}, m);
+        ad.norm = f32(ad.N);
+      }
+      if (dt_ == RECODE_BF16) {
+        ad.a_c = act((size_t)r * ad.K);
+        ad.b_c = act((size_t)ad.N * r);
+      }
+    }
+    refresh_adapters(false);
+  }
+
+  // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
+  void low_rank_product(const Adapter& ad) {
+    const size_t need = (size_t)ad.N * ad.K * sizeof(float);
+    if (ba_.bytes() < need) ba_ = Buf(&kern_, need);
+    CALL(gemm_backward_input, ad.N, spec_.rank, ad.K, params_[ad.b].master, params_[ad.a].master, ba_.as(), RECODE_F32,
+         RECODE_F32, 0, nullptr);
+  }
+
+  // After A, B or m changed: the bf16 copies, DoRA's row norms, and (repack) the weights generation reads: the
+  // merged weight with adapters on, the base with them off.
+  void refresh_adapters(bool repack) {
+    for (Adapter& ad : adapters_) {
+      if (dt_ == RECODE_BF16) {
+        CALL(cast_f32_to_bf16, params_[ad.a].n, params_[ad.a].master, ad.a_c.as(), nullptr);
+        CALL(cast_f32_to_bf16, params_[ad.b].n, params_[ad.b].master, ad.b_c.as(), nullptr);
+      }
+      const bool dora = ad.m >= 0;
+      if (!dora && !repack) continue;
+      if (dora || adapters_enabled_) low_rank_product(ad);  // B A: for the norms and the merge
+      if (dora) CALL(dora_weight_norm, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
+      if (!repack) continue;
+      if (adapters_enabled_)
+        CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), dora ? params_[ad.m].master : nullptr,
+             ad.inference, dt_, dt_, nullptr);
+      else
+        CALL(copy_device, ad.inference, ad.base->copy.as(), (size_t)ad.N * ad.K * es_, nullptr);
+    }
+  }
+
+  // Dropout masks are a function of (seed, updates taken, forward within the update, module): the CPU
+  // trainer's set_dropout_stream, so both draw the same masks.
+  void set_dropout_stream(int forward_index) {
+    uint64_t key = spec_.seed + 0x9E3779B97F4A7C15ull * (uint64_t)(adam_step_ + 1);
+    key = (key ^ (key >> 31)) * 0xBF58476D1CE4E5B9ull;
+    for (size_t i = 0; i < adapters_.size(); ++i) {
+      adapters_[i].seed = key;
+      adapters_[i].offset = ((uint64_t)forward_index * adapters_.size() + i) << 32;
+    }
+  }
+
+  // The adapter on projection `proj` of layer l in the pending forward, or null.
+  Adapter* adapter_on(int l, int proj) {
+    if (!fwd_adapters_) return nullptr;
+    const int i = adapter_at_[l][proj];
+    return i < 0 ? nullptr : &adapters_[i];
+  }
+
+  // y[M, N] = x W^T + b through projection `proj` of layer l (adapted: src/ops/adapter_linear.cpp's forward).
+  void project(int l, int proj, int w, int b, const void* x, void* y, int M, int N, int K) {
+    Adapter* ad = adapter_on(l, proj);
+    if (!ad) {
+      linear(w, b, x, y, M, N, K);
+      return;
+    }
+    const int r = spec_.rank;
+    const float p = (float)spec_.dropout;
+    const bool dora = ad->m >= 0, drop = p > 0.0f;
+    const void* xd = x;
+    if (drop) {
+      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad->seed, ad->offset, p, dt_, nullptr);
+      xd = ad_xd_.as();
+    }
+    CALL(gemm_forward, M, r, K, xd, lora_a(*ad), nullptr, ad->u.as(), dt_, dt_, 0, nullptr);        // u = drop(x) A^T
+    CALL(gemm_forward, M, N, r, ad->u.as(), lora_b(*ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
+    CALL(gemm_forward, M, N, K, x, W(w), nullptr, y, dt_, dt_, 0, nullptr);                        // x W^T
+    const void* base_drop = nullptr;
+    if (dora && drop) {
+      CALL(gemm_forward, M, N, K, xd, W(w), nullptr, ad_base_drop_.as(), dt_, dt_, 0, nullptr);  // drop(x) W^T
+      base_drop = ad_base_drop_.as();
+    }
+    CALL(adapter_forward_combine, M, N, y, base_drop, ad_lora_.as(), dora ? params_[ad->m].master : nullptr,
+         dora ? ad->norm.as<float>() : nullptr, scaling(), bias(b), y, dora ? ad->pre.as<float>() : nullptr, dt_, nullptr);
+  }
+
+  // The backward of project(): dx (+)= d x; the adapter's gradients added into dA, dB (, dm).
+  void project_backward(int l, int proj, int w, int b, const void* dy, const void* x, void* dx, int accumulate, int M,
+                        int N, int K) {
+    Adapter* ad = adapter_on(l, proj);
+    if (!ad) {
+      linear_backward(w, b, dy, x, dx, accumulate, M, N, K);
+      return;
+    }
+    const int r = spec_.rank;
+    const float p = (float)spec_.dropout;
+    const bool dora = ad->m >= 0, drop = p > 0.0f;
+    const float* m = dora ? params_[ad->m].master : nullptr;
+    const float* norm = dora ? ad->norm.as<float>() : nullptr;
+    // the frozen base: dx (+)= dy W
+    CALL(gemm_backward_input, M, N, K, dy, W(w), dx, dt_, dt_, accumulate, nullptr);
+    // dm += sum_t dy pre / n;  gs = s c dy;  e = (c - 1) dy
+    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad->pre.as<float>(), norm, G(ad->m), dt_, nullptr);
+    CALL(adapter_grad_scale, M, N, dy, m, norm, scaling(), ad_gs_.as(), dora ? ad_e_.as() : nullptr, dt_, nullptr);
+    // dB += gs^T u;  du = gs B
+    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad->u.as(), G(ad->b), nullptr, dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_input, M, N, r, ad_gs_.as(), lora_b(*ad), ad_du_.as(), dt_, dt_, 0, nullptr);
+    // dA += du^T drop(x) (the mask drawn again from the same stream)
+    const void* xd = x;
+    if (drop) {
+      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad->seed, ad->offset, p, dt_, nullptr);
+      xd = ad_xd_.as();
+    }
+    CALL(gemm_backward_weight, M, r, K, ad_du_.as(), xd, G(ad->a), nullptr, dt_, RECODE_F32, 1, nullptr);
+    // dx += mask / (1 - p) ((c - 1) dy W + du A)
+    if (dora) CALL(gemm_backward_input, M, N, K, ad_e_.as(), W(w), ad_dx_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_backward_input, M, r, K, ad_du_.as(), lora_a(*ad), ad_dx_.as(), dt_, dt_, dora ? 1 : 0, nullptr);
+    CALL(adapter_dropout_add, (size_t)M * K, dx, ad_dx_.as(), ad->seed, ad->offset, drop ? p : 0.0f, dt_, nullptr);
+  }
+
+  // Adapter scratch for T tokens: per adapter u (and DoRA's pre), shared buffers sized for the widest projection.
+  void ensure_adapter_workspace(int T) {
+    size_t maxN = 0, maxK = 0;
+    for (Adapter& ad : adapters_) {
+      ad.u = act((size_t)T * spec_.rank);
+      if (ad.m >= 0) ad.pre = f32((size_t)T * ad.N);
+      maxN = std::max(maxN, (size_t)ad.N);
+      maxK = std::max(maxK, (size_t)ad.K);
+    }
+    const size_t t = T;
+    ad_xd_ = act(t * maxK);
+    ad_dx_ = act(t * maxK);
+    ad_lora_ = act(t * maxN);
+    ad_base_drop_ = act(t * maxN);
+    ad_gs_ = act(t * maxN);
+    ad_e_ = act(t * maxN);
+    ad_du_ = act(t * spec_.rank);
   }
 
   // Buffers for a batch of T tokens (grown, never shrunk; reused across steps).
@@ -412,6 +757,7 @@ class CudaTrainer final : public Trainer {
     dk_pre_ = act(t * kd);
     att_scratch_ = f32(t * H);
     norm_scratch_ = f32((size_t)RECODE_REDUCE_PARTS * std::max(C, D));
+    if (!adapters_.empty()) ensure_adapter_workspace(T);
     cap_ = T;
   }
 
@@ -445,6 +791,12 @@ class CudaTrainer final : public Trainer {
         throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                            " outside the vocabulary [0, " + std::to_string(V) + ")");
     ensure_workspace(T);
+    fwd_adapters_ = !adapters_.empty() && adapters_enabled_;
+    fwd_index_ = forwards_in_step_;
+    if (fwd_adapters_) {
+      set_dropout_stream(fwd_index_);
+      ++forwards_in_step_;
+    }
     counts_ = counts;
     t0_.assign(counts.size(), 0);
     row_of_.clear();
@@ -475,15 +827,15 @@ class CudaTrainer final : public Trainer {
       // attention block: x_mid = x + o(attention(rope(norm_q(q)), rope(norm_k(k)), v))
       CALL(rmsnorm_forward, T, C, x, W(w.input_norm), eps, a.h1.as(), a.rstd1.as<float>(), dt_, nullptr);
       if (cfg.qk_norm) {
-        linear(w.q, w.q_b, a.h1.as(), a.q_pre.as(), T, qd, C);
-        linear(w.k, w.k_b, a.h1.as(), a.k_pre.as(), T, kd, C);
+        project(l, kQ, w.q, w.q_b, a.h1.as(), a.q_pre.as(), T, qd, C);
+        project(l, kK, w.k, w.k_b, a.h1.as(), a.k_pre.as(), T, kd, C);
         CALL(rmsnorm_forward, T * H, D, a.q_pre.as(), W(w.q_norm), eps, a.q.as(), a.q_rstd.as<float>(), dt_, nullptr);
         CALL(rmsnorm_forward, T * Hkv, D, a.k_pre.as(), W(w.k_norm), eps, a.k.as(), a.k_rstd.as<float>(), dt_, nullptr);
       } else {
-        linear(w.q, w.q_b, a.h1.as(), a.q.as(), T, qd, C);
-        linear(w.k, w.k_b, a.h1.as(), a.k.as(), T, kd, C);
+        project(l, kQ, w.q, w.q_b, a.h1.as(), a.q.as(), T, qd, C);
+        project(l, kK, w.k, w.k_b, a.h1.as(), a.k.as(), T, kd, C);
       }
-      linear(w.v, w.v_b, a.h1.as(), a.v.as(), T, kd, C);
+      project(l, kV, w.v, w.v_b, a.h1.as(), a.v.as(), T, kd, C);
       CALL(rope_forward, T, H, D, a.q.as(), a.q.as(), d_pos, P_.inv_freq, dt_, nullptr);
       CALL(rope_forward, T, Hkv, D, a.k.as(), a.k.as(), d_pos, P_.inv_freq, dt_, nullptr);
       for_each_attention_batch([&](int B, int n, int t0) {
@@ -491,14 +843,14 @@ class CudaTrainer final : public Trainer {
              at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H, scale, 1, dt_,
              nullptr);
       });
-      linear(w.o, -1, a.att.as(), tmp_.as(), T, C, qd);
+      project(l, kO, w.o, -1, a.att.as(), tmp_.as(), T, C, qd);
       CALL(residual_add, (size_t)T * C, x, tmp_.as(), a.x_mid.as(), dt_, nullptr);
       // MLP block: x_out = x_mid + down(silu(gate(h2)) * up(h2))
       CALL(rmsnorm_forward, T, C, a.x_mid.as(), W(w.post_attention_norm), eps, a.h2.as(), a.rstd2.as<float>(), dt_, nullptr);
-      linear(w.gate, -1, a.h2.as(), a.gate.as(), T, F, C);
-      linear(w.up, -1, a.h2.as(), a.up.as(), T, F, C);
+      project(l, kGate, w.gate, -1, a.h2.as(), a.gate.as(), T, F, C);
+      project(l, kUp, w.up, -1, a.h2.as(), a.up.as(), T, F, C);
       CALL(swiglu_forward, (size_t)T * F, a.gate.as(), a.up.as(), a.act.as(), dt_, nullptr);
-      linear(w.down, -1, a.act.as(), tmp_.as(), T, C, F);
+      project(l, kDown, w.down, -1, a.act.as(), tmp_.as(), T, C, F);
       CALL(residual_add, (size_t)T * C, a.x_mid.as(), tmp_.as(), xs_[l + 1].as(), dt_, nullptr);
     }
     const void* x_final = xs_[cfg.layers].as();
@@ -545,6 +897,7 @@ class CudaTrainer final : public Trainer {
     const int32_t* d_pos = d_tokens + T;
     const int32_t* d_targets = d_tokens + 2 * T;
     const float scale = 1.0f / std::sqrt((float)D);
+    if (fwd_adapters_) set_dropout_stream(fwd_index_);
     try {
       // head: dhid [R, C] and dW_head (added into the embedding's gradient when tied); scattered to dnormed
       CALL(device_memset, dh_.as(), 0, (size_t)T * C * es_, nullptr);
@@ -568,14 +921,14 @@ class CudaTrainer final : public Trainer {
         const LayerIdx& w = layers_[l];
         const LayerActs& a = acts_[l];
         // MLP branch; dx holds d x_out, which is also d x_mid through the residual
-        linear_backward(w.down, -1, dx_.as(), a.act.as(), d_act_.as(), 0, T, C, F);
+        project_backward(l, kDown, w.down, -1, dx_.as(), a.act.as(), d_act_.as(), 0, T, C, F);
         CALL(swiglu_backward, (size_t)T * F, a.gate.as(), a.up.as(), d_act_.as(), d_gate_.as(), d_up_.as(), dt_, nullptr);
-        linear_backward(w.gate, -1, d_gate_.as(), a.h2.as(), dh_.as(), 0, T, F, C);
-        linear_backward(w.up, -1, d_up_.as(), a.h2.as(), dh_.as(), 1, T, F, C);
+        project_backward(l, kGate, w.gate, -1, d_gate_.as(), a.h2.as(), dh_.as(), 0, T, F, C);
+        project_backward(l, kUp, w.up, -1, d_up_.as(), a.h2.as(), dh_.as(), 1, T, F, C);
         CALL(rmsnorm_backward, T, C, a.x_mid.as(), W(w.post_attention_norm), a.rstd2.as<float>(), dh_.as(), dx_.as(),
              G(w.post_attention_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
         // attention branch; dx now holds d x_mid, also d x_in through the residual
-        linear_backward(w.o, -1, dx_.as(), a.att.as(), d_att_.as(), 0, T, C, qd);
+        project_backward(l, kO, w.o, -1, dx_.as(), a.att.as(), d_att_.as(), 0, T, C, qd);
         for_each_attention_batch([&](int B, int n, int t0) {
           CALL(attention_backward, B, n, H, Hkv, D, at(a.q, (size_t)t0 * qd), at(a.k, (size_t)t0 * kd),
                at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H,
@@ -594,13 +947,13 @@ class CudaTrainer final : public Trainer {
           dq = dq_pre_.as();
           dk = dk_pre_.as();
         }
-        linear_backward(w.q, w.q_b, dq, a.h1.as(), dh_.as(), 0, T, qd, C);
-        linear_backward(w.k, w.k_b, dk, a.h1.as(), dh_.as(), 1, T, kd, C);
-        linear_backward(w.v, w.v_b, dv_.as(), a.h1.as(), dh_.as(), 1, T, kd, C);
+        project_backward(l, kQ, w.q, w.q_b, dq, a.h1.as(), dh_.as(), 0, T, qd, C);
+        project_backward(l, kK, w.k, w.k_b, dk, a.h1.as(), dh_.as(), 1, T, kd, C);
+        project_backward(l, kV, w.v, w.v_b, dv_.as(), a.h1.as(), dh_.as(), 1, T, kd, C);
         CALL(rmsnorm_backward, T, C, xs_[l].as(), W(w.input_norm), a.rstd1.as<float>(), dh_.as(), dx_.as(),
              G(w.input_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
       }
-      CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
+      if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
       char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
       check_kernel_status(kern_.device_sync(err, sizeof err), "device_sync", err);
       return loss;
@@ -621,7 +974,17 @@ class CudaTrainer final : public Trainer {
   std::vector<std::vector<float>> host_params_;
   int embed_ = -1, final_norm_ = -1, head_ = -1;
   std::vector<LayerIdx> layers_;
+  std::vector<int> train_;  // params_ index of each trainable tensor (tensors_ order)
   int64_t adam_step_ = 0;
+  // adapters (empty: full fine-tuning)
+  AdapterSpec spec_;
+  std::vector<Adapter> adapters_;
+  std::vector<std::vector<int>> adapter_at_;  // [layer][projection] -> adapters_ index or -1
+  bool adapters_enabled_ = true;
+  int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
+  bool fwd_adapters_ = false;  // the pending forward ran with adapters on
+  int fwd_index_ = 0;          // and this dropout stream
+  Buf ba_, ad_xd_, ad_dx_, ad_lora_, ad_base_drop_, ad_gs_, ad_e_, ad_du_;
   Buf norm_acc_, sumsq_scratch_;
   // the pending forward
   bool pending_ = false;

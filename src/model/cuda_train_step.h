@@ -7,6 +7,12 @@
 // weights; the forward and backward run in bf16 on those bf16 weights (activations and activation gradients
 // bf16, weight gradients accumulated in fp32; the log-prob head's chunk GEMMs on tensor cores with fp32 logits,
 // as in generation), and every update writes the rounded bf16 copy of the masters back into the backend.
+//
+// Adapters (AdapterSpec LoRA / DoRA, the CPU trainer's tensors, initial values and dropout masks): only A, B and
+// DoRA's m are trained (fp32 masters, gradients and moments); adapted projections run cuda/adapters.cu plus
+// GEMMs in the compute dtype (bf16: A and B rounded to bf16 copies after each change). Each adapted projection
+// keeps a frozen device copy of its base weight (one extra copy of those matrices in the storage dtype), and the
+// backend's array holds the merged weight (W + s B A, DoRA rescaled) with adapters on, the base with them off.
 #pragma once
 
 #include <memory>
@@ -37,7 +43,9 @@ struct CudaParams {
 // Throws ERR_UNSUPPORTED when `b` is not a CUDA backend.
 CudaParams cuda_train_params(Backend& b);
 
-// The trainer for a 'cuda' / 'emulated' backend (make_trainer dispatches here). Adapters throw ERR_UNSUPPORTED.
+// The trainer for a 'cuda' / 'emulated' backend (make_trainer dispatches here): full fine-tuning, or LoRA / DoRA
+// adapters (fp32 A, B, m on the device; the base frozen, with a device copy of each adapted projection so the
+// backend's own array can hold the merged weight generation reads).
 std::shared_ptr<Trainer> make_cuda_trainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec);
 
 }  // namespace recode::model
