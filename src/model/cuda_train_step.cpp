@@ -271,18 +271,7 @@ class CudaTrainer final : public Trainer {
         p.master = p.master_own.as<float>();
         CALL(cast_bf16_to_f32, p.n, storage, p.master, nullptr);
       }
-      p.grad = Buf(&kern_, p.n * sizeof(float));
-      p.exp_avg = Buf(&kern_, p.n * sizeof(float));
-      p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
-      CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
-      CALL(device_memset, p.exp_avg.as(), 0, p.n * sizeof(float), nullptr);
-      CALL(device_memset, p.exp_avg_sq.as(), 0, p.n * sizeof(float), nullptr);
-      params_.push_back(std::move(p));
-      TrainTensor t;
-      t.name = name;
-      t.shape = std::move(shape);
-      t.decay = decay;
-      tensors_.push_back(std::move(t));
+      add_trainable(std::move(p), name, std::move(shape), decay);
       train_.push_back((int)params_.size() - 1);
       return (int)params_.size() - 1;
     };
@@ -518,18 +507,7 @@ class CudaTrainer final : public Trainer {
       p.master_own = Buf(&kern_, p.n * sizeof(float));
       p.master = p.master_own.as<float>();
       CALL(copy_to_device, p.master, init.data(), p.n * sizeof(float));
-      p.grad = Buf(&kern_, p.n * sizeof(float));
-      p.exp_avg = Buf(&kern_, p.n * sizeof(float));
-      p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
-      CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
-      CALL(device_memset, p.exp_avg.as(), 0, p.n * sizeof(float), nullptr);
-      CALL(device_memset, p.exp_avg_sq.as(), 0, p.n * sizeof(float), nullptr);
-      params_.push_back(std::move(p));
-      TrainTensor t;
-      t.name = name;
-      t.shape = std::move(shape);
-      t.decay = true;  // HF Trainer decays every parameter but biases and norm weights
-      tensors_.push_back(std::move(t));
+      add_trainable(std::move(p), name, std::move(shape), true);  // HF Trainer decays all but biases and norms
       train_.push_back((int)params_.size() - 1);
       return (int)params_.size() - 1;
     };
@@ -607,11 +585,10 @@ class CudaTrainer final : public Trainer {
   // Dropout masks are a function of (seed, updates taken, forward within the update, module): the CPU
   // trainer's set_dropout_stream, so both draw the same masks.
   void set_dropout_stream(int forward_index) {
-    uint64_t key = spec_.seed + 0x9E3779B97F4A7C15ull * (uint64_t)(adam_step_ + 1);
-    key = (key ^ (key >> 31)) * 0xBF58476D1CE4E5B9ull;
+    const uint64_t key = adapter_dropout_key(spec_.seed, adam_step_);
     for (size_t i = 0; i < adapters_.size(); ++i) {
       adapters_[i].seed = key;
-      adapters_[i].offset = ((uint64_t)forward_index * adapters_.size() + i) << 32;
+      adapters_[i].offset = adapter_dropout_offset(forward_index, adapters_.size(), i);
     }
   }
 
@@ -969,6 +946,21 @@ class CudaTrainer final : public Trainer {
   Kernels kern_;
   int dt_ = RECODE_F32;
   size_t es_ = sizeof(float);
+  // A trainable tensor: `p` (its master set up) gets zeroed gradient and AdamW moments on the device.
+  void add_trainable(Param&& p, const std::string& name, std::vector<int64_t> shape, bool decay) {
+    p.grad = Buf(&kern_, p.n * sizeof(float));
+    p.exp_avg = Buf(&kern_, p.n * sizeof(float));
+    p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
+    CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
+    CALL(device_memset, p.exp_avg.as(), 0, p.n * sizeof(float), nullptr);
+    CALL(device_memset, p.exp_avg_sq.as(), 0, p.n * sizeof(float), nullptr);
+    params_.push_back(std::move(p));
+    TrainTensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.decay = decay;
+    tensors_.push_back(std::move(t));
+  }
   std::vector<Param> params_;
   std::vector<TrainTensor> tensors_;
   std::vector<std::vector<float>> host_params_;

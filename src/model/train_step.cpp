@@ -225,14 +225,12 @@ void FullTrainer::refresh_adapters(bool repack) {
   }
 }
 
-// Dropout masks are a function of (seed, updates taken, forward within the update, module): the same mask in a
-// forward and its backward, and the same again when a resumed run replays the step.
+// See adapter_dropout_key in train_step.h.
 void FullTrainer::set_dropout_stream(int forward_index) {
-  uint64_t key = spec_.seed + 0x9E3779B97F4A7C15ull * (uint64_t)(adam_step_ + 1);
-  key = (key ^ (key >> 31)) * 0xBF58476D1CE4E5B9ull;
+  const uint64_t key = adapter_dropout_key(spec_.seed, adam_step_);
   for (size_t i = 0; i < adapters_.size(); ++i) {
     adapters_[i]->view.seed = key;
-    adapters_[i]->view.offset = ((uint64_t)forward_index * adapters_.size() + i) << 32;
+    adapters_[i]->view.offset = adapter_dropout_offset(forward_index, adapters_.size(), i);
   }
 }
 

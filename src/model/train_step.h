@@ -43,6 +43,17 @@ struct AdapterSpec {
   std::vector<std::string> targets;  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
 };
 
+// The adapter dropout stream, the same for every trainer so they draw the same masks: a function of (seed, updates
+// taken, forward within the update, module), so a forward and its backward, and a resumed run replaying the step,
+// see the same mask. Philox key, and the counter base of module `module` of `modules`.
+inline uint64_t adapter_dropout_key(uint64_t seed, int64_t updates_taken) {
+  uint64_t key = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(updates_taken + 1);
+  return (key ^ (key >> 31)) * 0xBF58476D1CE4E5B9ull;
+}
+inline uint64_t adapter_dropout_offset(int forward_index, size_t modules, size_t module) {
+  return ((uint64_t)forward_index * modules + module) << 32;
+}
+
 // The training interface every backend's trainer implements (CPU: FullTrainer below; CUDA: cuda_train_step.cpp).
 class Trainer {
  public:
