@@ -250,7 +250,11 @@ t.test('the portable CPU loss (baseline SIMD) matches the AVX2 one', async (t) =
     try { base = await policyLoss(inp, { ...opts, device: 'cpu' }) } finally { setSimdLevel('auto') }
     const fast = await policyLoss(inp, { ...opts, device: 'cpu', gradOut })
     t.equal(fast.grad, gradOut, `cfg ${ci}: the gradient is written into gradOut`)
-    t.ok(maxRelError(fast.grad, base.grad, 1e-9) < 1e-5, `cfg ${ci}: same gradient`)
+    // relative to the gradient's scale: the two exp implementations differ in the last bits, and single entries
+    // can cancel (policy term vs KL term) far below it
+    const scale = base.grad.reduce((m, g) => Math.max(m, Math.abs(g)), 0)
+    const err = maxRelError(fast.grad, base.grad, 1e-3 * scale)
+    t.ok(err < 1e-5, `cfg ${ci}: same gradient (rel err ${err.toExponential(2)})`)
     const worst = Math.max(...metricNames.map((k) => Math.abs(fast.metrics[k] - base.metrics[k]) / Math.max(Math.abs(base.metrics[k]), 1e-3)))
     t.ok(worst < 1e-5, `cfg ${ci}: same loss and metrics (worst ${worst.toExponential(2)})`)
   }
