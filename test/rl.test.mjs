@@ -209,8 +209,11 @@ t.test('policy loss, metrics and gradient against the float64 reference and fini
         if (device === 'emulated' && B * T > 20000 && ci > 1) continue // emulation is slow: big shapes on two configs
         const got = await policyLoss(inp, { ...opts, device })
         const label = `${device} cfg ${ci} ${B}x${T}`
-        const worst = Math.max(...metricNames.map((k) => Math.abs(got.metrics[k] - want[k]) / Math.max(Math.abs(want[k]), 1e-3)))
-        t.ok(worst < 1e-5, `${label}: loss and metrics match (worst rel err ${worst.toExponential(2)})`)
+        // The KL estimators are fp32 functions of exp(log-ratio): with the large ratios of these inputs and a single
+        // token (no averaging) they carry ~1e-5 relative error; everything else is held to 1e-5 absolutely.
+        const errs = metricNames.map((k) => Math.abs(got.metrics[k] - want[k]) / Math.max(Math.abs(want[k]), 1e-3) / (k === 'klLoss' || k === 'klMean' ? 10 : 1))
+        const worst = Math.max(...errs)
+        t.ok(worst < 1e-5, `${label}: loss and metrics match (worst scaled rel err ${worst.toExponential(2)} in ${metricNames[errs.indexOf(worst)]})`)
         if (fd) {
           const floor = 1e-3 * Math.max(...fd.map(Math.abs), 1e-6)
           const err = maxRelError(got.grad, fd, floor)
