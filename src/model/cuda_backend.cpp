@@ -23,6 +23,7 @@
 #include "kernels_api.h"
 #include "numeric.h"
 #include "model/cuda_train_step.h"
+#include "model/device_buffer.h"
 #include "model/model.h"
 #include "recode_cuda.h"
 
@@ -66,51 +67,20 @@ struct Kernels {
   }
 };
 
-// Runs one kernel call and turns its error code into an exception naming the op.
-#define CALL(op, ...)                                                     \
-  do {                                                                    \
-    char err_[512] = {0};                                                 \
-    check_kernel_status(kern_.op(__VA_ARGS__, err_, sizeof err_), #op, err_); \
-  } while (0)
+#define CALL RECODE_KERNEL_CALL
 
-// A device allocation of `count` elements of T, freed with the backend's kernels.
+// A device array of `count` elements of T.
 template <class T>
 class DeviceArray {
  public:
   DeviceArray() = default;
-  DeviceArray(const Kernels* k, size_t count) : kern_(k), count_(count) {
-    char err[512] = {0};
-    void* p = nullptr;
-    check_kernel_status(k->device_alloc(count * sizeof(T) + sizeof(T), &p, err, sizeof err), "device_alloc", err);
-    ptr_ = static_cast<T*>(p);
-  }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  DeviceArray(DeviceArray&& o) noexcept { *this = std::move(o); }
-  DeviceArray& operator=(DeviceArray&& o) noexcept {
-    release();
-    kern_ = o.kern_;
-    ptr_ = o.ptr_;
-    count_ = o.count_;
-    o.ptr_ = nullptr;
-    o.count_ = 0;
-    return *this;
-  }
-  ~DeviceArray() { release(); }
-  T* get() const { return ptr_; }
+  DeviceArray(const Kernels* k, size_t count) : buf_(k, count * sizeof(T)), count_(count) {}
+  T* get() const { return buf_.template as<T>(); }
   size_t size() const { return count_; }
   size_t bytes() const { return count_ * sizeof(T); }
 
  private:
-  void release() {
-    if (ptr_ != nullptr) {
-      char err[512];
-      kern_->device_free(ptr_, err, sizeof err);  // nothing useful to do with a failure while freeing
-    }
-    ptr_ = nullptr;
-  }
-  const Kernels* kern_ = nullptr;
-  T* ptr_ = nullptr;
+  DeviceBuffer<Kernels> buf_;
   size_t count_ = 0;
 };
 

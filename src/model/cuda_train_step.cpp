@@ -19,6 +19,7 @@
 #include <string>
 
 #include "adapters.h"
+#include "model/device_buffer.h"
 #include "numeric.h"
 #include "recode_adapters.h"
 #include "recode_cuda.h"
@@ -109,52 +110,9 @@ struct Kernels {
   }
 };
 
-// Runs one kernel call and turns its error code into an exception naming the op.
-#define CALL(op, ...)                                                         \
-  do {                                                                        \
-    char err_[512] = {0};                                                     \
-    check_kernel_status(kern_.op(__VA_ARGS__, err_, sizeof err_), #op, err_); \
-  } while (0)
+#define CALL RECODE_KERNEL_CALL
 
-// One device allocation (bytes), freed with the trainer's kernels.
-class Buf {
- public:
-  Buf() = default;
-  Buf(const Kernels* k, size_t bytes) : kern_(k), bytes_(bytes) {
-    char err[512] = {0};
-    void* p = nullptr;
-    check_kernel_status(k->device_alloc(std::max<size_t>(bytes, 16), &p, err, sizeof err), "device_alloc", err);
-    ptr_ = p;
-  }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  Buf(Buf&& o) noexcept { *this = std::move(o); }
-  Buf& operator=(Buf&& o) noexcept {
-    release();
-    kern_ = o.kern_;
-    ptr_ = o.ptr_;
-    bytes_ = o.bytes_;
-    o.ptr_ = nullptr;
-    o.bytes_ = 0;
-    return *this;
-  }
-  ~Buf() { release(); }
-  template <class T = void>
-  T* as() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void release() {
-    if (ptr_ != nullptr) {
-      char err[512];
-      kern_->device_free(ptr_, err, sizeof err);  // nothing useful to do with a failure while freeing
-    }
-    ptr_ = nullptr;
-  }
-  const Kernels* kern_ = nullptr;
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using Buf = DeviceBuffer<Kernels>;  // one device allocation (bytes), freed with the trainer's kernels
 
 // One model or adapter tensor on the device. Frozen ones (the base under adapters) have no gradient, moments
 // or fp32 master copy of a bf16 array (grad is empty: G() gives NULL and the backward skips their gradients).
