@@ -12,6 +12,24 @@ import { require, timeAsync, median } from './lib.mjs'
 const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 
+/** A model folder's shape from its config.json, and its matrix parameters (layer projections + the head). */
+function modelShape (dir) {
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json')))
+  const C = cfg.hidden_size; const H = cfg.num_attention_heads; const Hkv = cfg.num_key_value_heads
+  const D = cfg.head_dim ?? C / H; const F = cfg.intermediate_size; const V = cfg.vocab_size; const L = cfg.num_hidden_layers
+  return { cfg, C, H, Hkv, D, F, V, L, matrixParams: L * (C * H * D + 2 * C * Hkv * D + H * D * C + 3 * C * F) + V * C }
+}
+
+let seed = 7
+const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed }
+/** B sequences of S pseudo-random tokens below V, SFT weights (mean over the predicted tokens). */
+function sftBatch (B, S, V) {
+  return Array.from({ length: B }, () => {
+    const tokens = Array.from({ length: S }, () => rand() % V)
+    return { tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / (B * (S - 1)))) }
+  })
+}
+
 export default async function () {
   const addon = native()
   const threads = os.cpus().length
@@ -20,19 +38,11 @@ export default async function () {
   try {
     const dir = path.join(tmp, 'small')
     initModel({ preset: 'small', arch: 'qwen2', out: dir, seed: 1 })
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json')))
-    const C = cfg.hidden_size; const H = cfg.num_attention_heads; const Hkv = cfg.num_key_value_heads
-    const D = cfg.head_dim ?? C / H; const F = cfg.intermediate_size; const V = cfg.vocab_size; const L = cfg.num_hidden_layers
-    const matrixParams = L * (C * H * D + 2 * C * Hkv * D + H * D * C + 3 * C * F) + V * C
+    const { cfg, C, H, Hkv, D, F, V, L, matrixParams } = modelShape(dir)
     const B = 4; const S = 128
     const m = await loadModel(dir, { device: 'cpu', maxBatch: 1, maxContext: S })
     const tr = new FullFineTuner(m)
-    let seed = 7
-    const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed }
-    const batch = Array.from({ length: B }, () => {
-      const tokens = Array.from({ length: S }, () => rand() % V)
-      return { tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / (B * (S - 1)))) }
-    })
+    const batch = sftBatch(B, S, V)
     await tr.step(batch); await tr.zeroGrad()
     const stepSec = await timeAsync('train step', async () => { await tr.step(batch) }, { minSamples: 5, maxTime: 8 })
     const adamSec = await timeAsync('adamw', async () => { await tr.applyAdamW({ lr: 1e-5, weightDecay: 0.01, maxGradNorm: 1 }) }, { minSamples: 5, maxTime: 4 })
@@ -63,17 +73,11 @@ export default async function () {
     // 4 layers (196 M matrix parameters, 70% of them in the head), 4 x 256 tokens.
     const midDir = path.join(tmp, 'mid')
     initModel({ preset: 'qwen2.5-0.5b-shape', arch: 'qwen2', out: midDir, seed: 1, layers: 4, dtype: 'f32' })
-    const mc = JSON.parse(fs.readFileSync(path.join(midDir, 'config.json')))
-    const mC = mc.hidden_size; const mH = mc.num_attention_heads; const mHkv = mc.num_key_value_heads
-    const mD = mc.head_dim ?? mC / mH; const mF = mc.intermediate_size; const mV = mc.vocab_size; const mL = mc.num_hidden_layers
-    const midParams = mL * (mC * mH * mD + 2 * mC * mHkv * mD + mH * mD * mC + 3 * mC * mF) + mV * mC
+    const { H: mH, D: mD, V: mV, matrixParams: midParams } = modelShape(midDir)
     const mB = 4; const mS = 256
     const mm = await loadModel(midDir, { device: 'cpu', maxBatch: 1, maxContext: mS })
     const mt = new FullFineTuner(mm)
-    const midBatch = Array.from({ length: mB }, () => {
-      const tokens = Array.from({ length: mS }, () => rand() % mV)
-      return { tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / (mB * (mS - 1)))) }
-    })
+    const midBatch = sftBatch(mB, mS, mV)
     await mt.step(midBatch); await mt.zeroGrad()
     const midSec = await timeAsync('train step, 0.5B-shaped 4 layers', async () => { await mt.step(midBatch) }, { minSamples: 2, maxTime: 1 })
     mt.dispose(); mm.dispose()

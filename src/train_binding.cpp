@@ -370,7 +370,7 @@ Napi::Value adapter_linear_js(const Napi::CallbackInfo& info) {
   ops::AdapterActs acts;
   ops::adapter_linear_forward(y.Data(), x, L, M, acts);
   ops::adapter_linear_backward(dx.Data(), dy, x, L, M, acts);  // gradients accumulate into the zeroed arrays
-  ops::adapter_merged_weight(merged.Data(), w.weight, ad, N, K);
+  ops::adapter_merged_weight(merged.Data(), nullptr, w.weight, ad, N, K);
   Napi::Object o = Napi::Object::New(env);
   o.Set("y", y);
   o.Set("dx", dx);

@@ -81,3 +81,17 @@ export function logSoftmaxAt (logits, V, row, target) {
   for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
   return logits[row * V + target] - max - Math.log(s)
 }
+
+/** Random adapter tensors for a trainer's `parameters()`: B non-zero (so dA sees it), m near its initial row norms,
+ * A as drawn. Returns [{ name, shape, data }]. */
+export function randomAdapterTensors (r, params) {
+  return params.map((p) => {
+    const data = new Float32Array(p.data.length)
+    for (let i = 0; i < data.length; i++) {
+      if (p.name.endsWith('lora_magnitude_vector')) data[i] = p.data[i] * (0.8 + 0.4 * r.next())
+      else if (p.name.endsWith('lora_B.weight')) data[i] = r.normal() * 0.05
+      else data[i] = p.data[i]
+    }
+    return { name: p.name, shape: p.shape, data }
+  })
+}

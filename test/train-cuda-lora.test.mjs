@@ -9,7 +9,7 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, maxRelError, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
+import { require, rng, maxRelError, randomTrainBatch, logSoftmaxAt, randomAdapterTensors } from './helpers.mjs'
 
 const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
@@ -48,18 +48,6 @@ else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
 // the adapter products in bf16, the CPU one in fp32 on the same bf16-rounded base weights.
 const tol = { f32: { grad: 1e-4, logp: 1e-4, param: 1e-5, adam: 2e-3 }, bf16: { grad: 8e-2, logp: 3e-2, param: 2e-3, adam: 5e-2 } }
 
-/** Random B (non-zero, so dA sees it) and m near the row norms, the same for both trainers. */
-function randomAdapterTensors (r, params) {
-  return params.map((p) => {
-    const data = new Float32Array(p.data.length)
-    for (let i = 0; i < data.length; i++) {
-      if (p.name.endsWith('lora_magnitude_vector')) data[i] = p.data[i] * (0.8 + 0.4 * r.next())
-      else if (p.name.endsWith('lora_B.weight')) data[i] = r.normal() * 0.05
-      else data[i] = p.data[i]
-    }
-    return { name: p.name, data }
-  })
-}
 
 /** max over tensors of the relative error per tensor, floored at 1% of the largest entry of `ref`. */
 function worstTensorError (got, ref, key) {

@@ -8,7 +8,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { execFileSync } from 'child_process'
-import { require, rng, maxRelError, oddSizes, root, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
+import { require, rng, maxRelError, oddSizes, root, randomTrainBatch, logSoftmaxAt, randomAdapterTensors } from './helpers.mjs'
 import { torchUnavailable } from './train-torch.mjs'
 
 const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
@@ -92,17 +92,6 @@ async function randomizeAdapters (r, tr) {
   const tensors = randomAdapterTensors(r, await tr.parameters())
   await tr.setState({ tensors: tensors.map(({ name, data }) => ({ name, data })) })
   return tensors
-}
-function randomAdapterTensors (r, params) {
-  return params.map((p) => {
-    const data = new Float32Array(p.data.length)
-    for (let i = 0; i < data.length; i++) {
-      if (p.name.endsWith('lora_magnitude_vector')) data[i] = p.data[i] * (0.8 + 0.4 * r.next())
-      else if (p.name.endsWith('lora_B.weight')) data[i] = r.normal() * 0.05
-      else data[i] = p.data[i]
-    }
-    return { name: p.name, shape: p.shape, data }
-  })
 }
 
 

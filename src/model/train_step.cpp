@@ -213,15 +213,15 @@ void FullTrainer::refresh_adapters(bool repack) {
   std::vector<float> merged;
   for (auto& sp : adapters_) {
     AdapterSlot& s = *sp;
-    if (!s.norm.empty()) ops::adapter_weight_norm(s.norm.data(), s.base->data(), s.view, s.N, s.K);
-    if (!repack) continue;
-    if (adapters_enabled_) {
+    float* norm = s.norm.empty() ? nullptr : s.norm.data();
+    if (repack && adapters_enabled_) {  // the norms come from the same pass over W + s B A
       merged.resize((size_t)s.N * s.K);
-      ops::adapter_merged_weight(merged.data(), s.base->data(), s.view, s.N, s.K);
+      ops::adapter_merged_weight(merged.data(), norm, s.base->data(), s.view, s.N, s.K);
       backend_->repack_linear(s.base, merged.data());
-    } else {
-      backend_->repack_linear(s.base, s.base->data());
+      continue;
     }
+    if (norm) ops::adapter_weight_norm(norm, s.base->data(), s.view, s.N, s.K);
+    if (repack) backend_->repack_linear(s.base, s.base->data());
   }
 }
 
@@ -245,7 +245,7 @@ std::string FullTrainer::merged_weight(size_t i, std::vector<float>& out, std::v
   if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
   const AdapterSlot& s = *adapters_[i];
   out.resize((size_t)s.N * s.K);
-  ops::adapter_merged_weight(out.data(), s.base->data(), s.view, s.N, s.K);
+  ops::adapter_merged_weight(out.data(), nullptr, s.base->data(), s.view, s.N, s.K);
   shape = {s.N, s.K};
   return "model.layers." + std::to_string(s.layer) + "." + projection_parent(s.proj) + "." + kProjections[s.proj] + ".weight";
 }

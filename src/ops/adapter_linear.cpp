@@ -157,36 +157,30 @@ void adapter_linear_backward(float* dx, const float* dy, const float* x, const L
   });
 }
 
-void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K) {
-  std::vector<float> rows((size_t)std::min(N, kRowBlock) * K);
+void adapter_merged_weight(float* merged, float* norm, const float* W, const LinearAdapter& ad, int N, int K) {
+  const bool scale_rows = merged && ad.magnitude;
+  std::vector<float> scratch(merged ? 0 : (size_t)std::min(N, kRowBlock) * K);
   for (int o0 = 0; o0 < N; o0 += kRowBlock) {
     const int n = std::min(kRowBlock, N - o0);
-    adapted_rows(rows.data(), W, ad, o0, n, K);
+    float* rows = merged ? merged + (int64_t)o0 * K : scratch.data();
+    adapted_rows(rows, W, ad, o0, n, K);
+    if (!norm && !scale_rows) continue;
     parallel_for(n, 16, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
         double sq = 0;
         for (int i = 0; i < K; ++i) sq += (double)rows[o * K + i] * rows[o * K + i];
-        norm[o0 + o] = (float)std::sqrt(sq);
+        const float row_norm = (float)std::sqrt(sq);
+        if (norm) norm[o0 + o] = row_norm;
+        if (!scale_rows) continue;
+        const float scale = ad.magnitude[o0 + o] / row_norm;
+        for (int i = 0; i < K; ++i) rows[o * K + i] *= scale;
       }
     });
   }
 }
 
-void adapter_merged_weight(float* merged, const float* W, const LinearAdapter& ad, int N, int K) {
-  for (int o0 = 0; o0 < N; o0 += kRowBlock) {
-    const int n = std::min(kRowBlock, N - o0);
-    float* rows = merged + (int64_t)o0 * K;
-    adapted_rows(rows, W, ad, o0, n, K);
-    if (!ad.magnitude) continue;
-    parallel_for(n, 16, [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) {
-        double sq = 0;
-        for (int i = 0; i < K; ++i) sq += (double)rows[o * K + i] * rows[o * K + i];
-        const float scale = ad.magnitude[o0 + o] / (float)std::sqrt(sq);
-        for (int i = 0; i < K; ++i) rows[o * K + i] *= scale;
-      }
-    });
-  }
+void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K) {
+  adapter_merged_weight(nullptr, norm, W, ad, N, K);
 }
 
 }  // namespace recode::ops

@@ -172,10 +172,11 @@ struct AdapterActs {
 void adapter_linear_forward(float* y, const float* x, const Linear& L, int M, AdapterActs& acts);
 // dx += d x (may be null); the adapter's gradients accumulate; W and the bias are frozen.
 void adapter_linear_backward(float* dx, const float* dy, const float* x, const Linear& L, int M, const AdapterActs& acts);
-// DoRA's n [N] = ||W + s B A|| per row, and the merged weight [N, K] the adapted layer equals at inference
-// (LoRA: W + s B A; DoRA: (m / n) (W + s B A) row-wise): blocked through the GEMM.
-void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K);
-void adapter_merged_weight(float* merged, const float* W, const LinearAdapter& ad, int N, int K);
+// The merged weight [N, K] the adapted layer equals at inference (LoRA: W + s B A; DoRA: (m / n) (W + s B A)
+// row-wise) and/or DoRA's n [N] = ||W + s B A|| per row (either output may be null; one pass over the rows of
+// W + s B A, formed block by block through the GEMM).
+void adapter_merged_weight(float* merged, float* norm, const float* W, const LinearAdapter& ad, int N, int K);
+void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K);  // merged = null
 
 struct LayerWeights {
   const float* input_norm = nullptr;          // [C]
