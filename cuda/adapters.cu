@@ -1,9 +1,9 @@
 // LoRA / DoRA pieces of the CUDA trainer (src/model/cuda_train_step.cpp), the device twins of
-// src/ops/adapter_linear.cpp; the products themselves go through cuda/gemm.cu. PEFT's formulas (src/adapters.h):
+// src/ops/adapter_linear.cpp; the products themselves go through cuda/gemm.cu. PEFT's formulas (src/train/adapters.h):
 //   u = drop(x) A^T,  lora = u B^T,  LoRA: y = x W^T + b + s lora
 //   DoRA: pre = drop(x) W^T + s lora,  c = m / n (n = ||W + s B A|| per row, constant in the backward)
 //         y = x W^T + b + c pre - drop(x) W^T      (= c pre + b without dropout)
-// Dropout is inverted dropout with the counter-based mask of src/adapters.cpp (dropout_keep): element with
+// Dropout is inverted dropout with the counter-based mask of src/train/adapters.cpp (dropout_keep): element with
 // counter c = offset + flat index is kept when word (c & 3) of Philox4x32-10 block (c >> 2) under key `seed`
 // is >= p * 2^32, so forward, backward and the CPU trainer all see the same mask without storing it.
 // Entry points are declared in cuda/recode_adapters.h.

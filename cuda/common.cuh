@@ -26,7 +26,7 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 __host__ __device__ __forceinline__ bf16 to_bf16(float v) { return __float2bfloat16_rn(v); }
 #elif defined(RECODE_SIMT_EMULATION)
 #include "simt/simt.h"
-#include "numeric.h"
+#include "core/numeric.h"
 #define RECODE_API(name) extern "C" int recode_emu_##name
 #define SIMT_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ::recode_cuda_detail::emulated_launch((grid), (block), (smem), [=] { kernel(__VA_ARGS__); })

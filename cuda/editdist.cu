@@ -1,6 +1,6 @@
 // Batched Levenshtein distance over code points on the GPU (and, through the SIMT emulation, on the CPU).
 // Input: one code-point buffer and 2n+1 offsets; pair i is a = chars[off[2i], off[2i+1]),
-// b = chars[off[2i+1], off[2i+2]) (the layout of src/editdist.h).
+// b = chars[off[2i+1], off[2i+2]) (the layout of src/editdist/editdist.h).
 //
 // Two kernels, chosen per pair on the host by min(|a|, |b|):
 //   - short pairs (<= 64 code points on the shorter side): one thread per pair, Myers' single-word

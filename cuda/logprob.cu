@@ -1,4 +1,4 @@
-// Token log-probabilities on the GPU (definitions in src/logprob.h).
+// Token log-probabilities on the GPU (definitions in src/logprob/logprob.h).
 //   From logits: one block per position; each thread folds its strided share of the vocabulary into an
 //   online log-sum-exp state, the block merges the states (shuffles + shared memory); the backward pass is
 //   elementwise given the saved lse and entropy.
@@ -8,7 +8,7 @@
 //   and write dW_chunk = dz^T hidden. Only one [T, chunk] buffer ever exists.
 #include "common.cuh"
 #include "recode_cuda.h"
-#include "../src/logprob_core.h"
+#include "logprob_core.h"
 
 // The chunk GEMMs of the hidden-state passes use gemm.cu's tiled kernels (same library) when no temperature
 // scale has to be folded in; launch_gemm below is the plain fallback.

@@ -1,7 +1,7 @@
 /* C ABI of the LoRA / DoRA kernels (cuda/adapters.cu), declared like cuda/recode_cuda.h: recode_cuda_<op> in
  * librecode_cuda.so, recode_emu_<op> (SIMT emulation) in the addon. Device pointers; `dtype` is the storage type
  * of activations (RECODE_F32 / RECODE_BF16); adapter arrays, norms, magnitudes, pre and ba are fp32.
- * Dropout: counter offset + i, key seed, keep when Philox word >= p * 2^32 (src/adapters.h dropout_keep). */
+ * Dropout: counter offset + i, key seed, keep when Philox word >= p * 2^32 (src/train/adapters.h dropout_keep). */
 #ifndef RECODE_ADAPTERS_H
 #define RECODE_ADAPTERS_H
 

@@ -1,12 +1,12 @@
 // GRPO advantages, DAPO helpers and the clipped policy-gradient loss on the GPU. Same definitions as
-// src/rl_loss.h; the per-token arithmetic is src/rl_loss_core.h, shared with the CPU.
+// src/rl/rl_loss.h; the per-token arithmetic is cuda/rl_loss_core.h, shared with the CPU.
 //   advantages: one block per group (block reductions in double); batch scaling first reduces all rewards
 //               in one block.
 //   loss:       kernel 1 counts each row's mask (token-mean needs the total before any gradient);
 //               kernel 2 is one block per sequence: per-token loss and gradient, and the row's sums
 //               (reduced in double) for the host to assemble the loss and metrics.
 #include "common.cuh"
-#include "../src/rl_loss_core.h"
+#include "rl_loss_core.h"
 
 using namespace recode::rl;
 

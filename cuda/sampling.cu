@@ -1,6 +1,6 @@
 // Sampling kernel: one thread block per row of logits, block-wide reductions (warp shuffles + shared
-// memory, no CUB). Implements exactly the definition in src/sampling.h with the arithmetic of
-// src/sampling_core.h, so for the same (seed, row_id, step) it picks the same token as the CPU code:
+// memory, no CUB). Implements exactly the definition in src/sampling/sampling.h with the arithmetic of
+// cuda/sampling_core.h, so for the same (seed, row_id, step) it picks the same token as the CPU code:
 //   pass 1  max, first argmax, first NaN / +inf (block reductions);
 //   pass 2  top-k: 4-level radix select on ordered keys, 256-bucket count histogram in shared memory;
 //   pass 3  total mass in 2^-43 units (+ level-0 mass histogram for top-p);
@@ -9,7 +9,7 @@
 //           prefix sum of the kept units, stopping at the tile that crosses the target.
 // Integer masses make every reduction order give the same answer.
 #include "common.cuh"
-#include "../src/sampling_core.h"
+#include "sampling_core.h"
 
 using u64 = unsigned long long;
 using namespace recode::sampling;

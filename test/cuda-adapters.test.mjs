@@ -1,6 +1,6 @@
 // The LoRA / DoRA kernels of the CUDA trainer (cuda/adapters.cu) against plainly written float64 references, on
 // 'emulated' (SIMT emulation, always) and 'cuda' (when a GPU is usable): the dropout mask identical to the CPU's
-// dropout_keep (src/adapters.cpp, through the addon's dropoutMask), the masked add of the backward, the forward
+// dropout_keep (src/train/adapters.cpp, through the addon's dropoutMask), the masked add of the backward, the forward
 // combination (LoRA and DoRA, with and without dropout, bias), the gradient scaling, DoRA's dm reduction, the row
 // norms of W + s B A and the merged weight. Random inputs with a printed seed, odd sizes, bad options.
 import t from 'tap'

@@ -11,7 +11,7 @@ import { chiSquare } from './sampling_stats.mjs'
 const addon = native()
 const ALPHA = 1e-4 // significance level of the goodness-of-fit tests: false alarms stay negligible
 
-// ---- the float64 reference, from the definitions in src/sampling.h ------------------------------------
+// ---- the float64 reference, from the definitions in src/sampling/sampling.h ------------------------------------
 
 /** Unfiltered tempered probabilities and the filtered, renormalised ones. */
 function reference (x, opts) {

@@ -1,5 +1,5 @@
 // LoRA / DoRA adapters inside the model (src/ops/adapter_linear.cpp, src/model/train_step.cpp): the trainer's fast
-// adapted linear against the plain single-layer reference (src/adapters.cpp), every adapter gradient of a whole
+// adapted linear against the plain single-layer reference (src/train/adapters.cpp), every adapter gradient of a whole
 // model against torch autograd through test/reference/transformer.py with PEFT's layers (float64), and the
 // trainer's behaviour: a fresh adapter changes nothing, the frozen base gets no gradient, generation runs the
 // merged weights, adapters off give the base (the KL reference), dropout streams, the loss falls, bad options.

@@ -55,7 +55,7 @@ export interface TrainerState {
 }
 
 /**
- * LoRA / DoRA adapters on the given projections of every decoder layer (PEFT's formulas, src/adapters.h): the base
+ * LoRA / DoRA adapters on the given projections of every decoder layer (PEFT's formulas, src/train/adapters.h): the base
  * weights, norms and embeddings are frozen and the trainable tensors are the adapters', under PEFT's saved names
  * (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`, `...lora_B.weight`,
  * `...lora_magnitude_vector`). A starts as PEFT's kaiming-uniform draw (from `seed`), B = 0, m = ||W|| per row,

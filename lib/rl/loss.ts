@@ -1,7 +1,7 @@
 /**
  * GRPO / DAPO advantages, DAPO's dynamic-sampling mask and overlong shaping, and the clipped
  * policy-gradient loss with its gradient and the metrics trainers log. Definitions follow verl
- * (core_algos.py) and, where named, TRL; see src/rl_loss.h for the exact statements.
+ * (core_algos.py) and, where named, TRL; see src/rl/rl_loss.h for the exact statements.
  */
 import { cancelFlag } from '../abort'
 import { resolveDevice, type Device } from '../device'

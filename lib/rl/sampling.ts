@@ -1,7 +1,7 @@
 /**
  * Sampling one token per row of logits (temperature, top-k, top-p, min-p, greedy) on the CPU or CUDA.
  *
- * Definition (the same on every backend; see src/sampling.h for the full statement):
+ * Definition (the same on every backend; see src/sampling/sampling.h for the full statement):
  * - temperature T scales the logits: p_i ∝ exp((x_i - max x) / T); T = 0 is greedy (first argmax).
  * - filters compose in Hugging Face's order: top-k, then top-p on the renormalised top-k distribution, then
  *   min-p (p_i >= minP * p_max). Ties at a boundary are kept or dropped together: top-k keeps every token

@@ -1,5 +1,5 @@
 /**
- * LoRA / DoRA for one linear layer on the CPU (src/adapters.cpp): forward, backward, the DoRA weight norm and
+ * LoRA / DoRA for one linear layer on the CPU (src/train/adapters.cpp): forward, backward, the DoRA weight norm and
  * the counter-based dropout mask. The formulas (PEFT's) are stated in src/adapters.h.
  */
 import { RecodeError } from '../errors'

@@ -1,6 +1,6 @@
 /**
  * AdamW (fp32 master weights and moments, torch.optim.AdamW semantics) and global gradient-norm clipping
- * (torch.nn.utils.clip_grad_norm_) over many tensors, in native code (src/optim.cpp).
+ * (torch.nn.utils.clip_grad_norm_) over many tensors, in native code (src/train/optim.cpp).
  */
 import { cancelFlag } from '../abort'
 import { RecodeError } from '../errors'

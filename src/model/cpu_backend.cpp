@@ -6,8 +6,8 @@
 #include <mutex>
 
 #include "model/model.h"
-#include "numeric.h"
-#include "parallel.h"
+#include "core/numeric.h"
+#include "core/parallel.h"
 
 namespace recode::model {
 namespace {

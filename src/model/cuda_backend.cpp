@@ -20,10 +20,10 @@
 #include <mutex>
 #include <type_traits>
 
-#include "kernels_api.h"
-#include "numeric.h"
+#include "device/kernels.h"
+#include "core/numeric.h"
 #include "model/cuda_train_step.h"
-#include "model/device_buffer.h"
+#include "device/device_buffer.h"
 #include "model/model.h"
 #include "recode_cuda.h"
 

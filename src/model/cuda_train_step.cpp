@@ -18,9 +18,9 @@
 #include <map>
 #include <string>
 
-#include "adapters.h"
-#include "model/device_buffer.h"
-#include "numeric.h"
+#include "train/adapters.h"
+#include "device/device_buffer.h"
+#include "core/numeric.h"
 #include "recode_adapters.h"
 #include "recode_cuda.h"
 

@@ -19,7 +19,7 @@
 #include <mutex>
 #include <vector>
 
-#include "kernels_api.h"
+#include "device/kernels.h"
 #include "model/train_step.h"
 
 namespace recode::model {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "napi_util.h"
+#include "node/napi_util.h"
 #include "ops/ops.h"
 
 namespace recode::model {

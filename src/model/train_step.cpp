@@ -10,10 +10,10 @@
 #include <algorithm>
 #include <limits>
 
-#include "adapters.h"
-#include "logprob.h"
+#include "train/adapters.h"
+#include "logprob/logprob.h"
 #include "model/cuda_train_step.h"
-#include "optim.h"
+#include "train/optim.h"
 
 namespace recode::model {
 namespace {

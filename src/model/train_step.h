@@ -31,7 +31,7 @@ struct AdamWOptions {
   double max_grad_norm = 0.0;  // <= 0 or infinite: no clipping (the norm is still computed)
 };
 
-// What a trainer trains: every parameter (full fine-tuning), or LoRA / DoRA adapters (src/adapters.h, PEFT's
+// What a trainer trains: every parameter (full fine-tuning), or LoRA / DoRA adapters (src/train/adapters.h, PEFT's
 // formulas) on the chosen projections of every decoder layer with the base frozen.
 struct AdapterSpec {
   enum class Kind { None, LoRA, DoRA };

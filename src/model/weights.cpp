@@ -3,8 +3,8 @@
 #include <unordered_map>
 
 #include "model/model.h"
-#include "numeric.h"
-#include "safetensors.h"
+#include "core/numeric.h"
+#include "core/safetensors.h"
 
 namespace recode::model {
 

@@ -1,5 +1,5 @@
 // LoRA / DoRA on a frozen linear layer, the fast path the trainer runs (the plain reference it is held to is
-// src/adapters.cpp; the formulas, PEFT's, are in src/adapters.h). Every product goes through the GEMM:
+// src/train/adapters.cpp; the formulas, PEFT's, are in src/train/adapters.h). Every product goes through the GEMM:
 //   u = drop(x) A^T                 [M, r]
 //   lora = u B^T                    [M, N]
 //   LoRA:  y = x W^T + b + s lora
@@ -12,9 +12,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "adapters.h"
+#include "train/adapters.h"
 #include "ops/ops.h"
-#include "parallel.h"
+#include "core/parallel.h"
 
 namespace recode::ops {
 namespace {

@@ -3,7 +3,7 @@
 #define RECODE_ATTN_NS baseline
 #include "ops/attention_impl.h"
 
-#include "cpu_features.h"
+#include "core/cpu_features.h"
 
 namespace recode::ops {
 

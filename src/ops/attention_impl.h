@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "ops/ops.h"
-#include "parallel.h"
+#include "core/parallel.h"
 
 namespace recode::ops::RECODE_ATTN_NS {
 

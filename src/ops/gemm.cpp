@@ -10,11 +10,11 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu_features.h"
-#include "numeric.h"
+#include "core/cpu_features.h"
+#include "core/numeric.h"
 #include "ops/gemm_kernel.h"
 #include "ops/ops.h"
-#include "parallel.h"
+#include "core/parallel.h"
 
 namespace recode::ops {
 

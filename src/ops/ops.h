@@ -138,7 +138,7 @@ struct LayerDims {
   bool qk_norm = false;  // Qwen3: RMSNorm over each q and k head before RoPE
 };
 
-// A LoRA / DoRA adapter on a frozen linear layer (formulas and the plain reference: src/adapters.h). The
+// A LoRA / DoRA adapter on a frozen linear layer (formulas and the plain reference: src/train/adapters.h). The
 // trainer owns the arrays; `weight_norm` (DoRA) is ||W + s B A|| per output row, computed once per update.
 struct LinearAdapter {
   const float* a = nullptr;            // A [rank, K]

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "ops/ops.h"
-#include "parallel.h"
+#include "core/parallel.h"
 
 namespace recode::ops {
 

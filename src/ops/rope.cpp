@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "ops/ops.h"
-#include "parallel.h"
+#include "core/parallel.h"
 
 namespace recode::ops {
 

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "parallel.h"
+#include "core/parallel.h"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>

@@ -1,0 +1,175 @@
+#include "node/napi_util.h"
+
+#include <cmath>
+#include <limits>
+
+namespace recode {
+
+Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = (code == "ERR_INVALID_ARG" || code == "ERR_OUT_OF_RANGE")
+                      ? Napi::Error(env, Napi::TypeError::New(env, message).Value())
+                      : Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+void throw_js(Napi::Env env, const std::string& code, const std::string& message) {
+  throw make_js_error(env, code, message);
+}
+
+void Args::fail(size_t i, const std::string& what) const {
+  throw Error("ERR_INVALID_ARG", std::string(fn) + ": argument " + std::to_string(i) + " " + what);
+}
+
+Napi::Value Args::at(size_t i) const {
+  if (i >= info.Length()) fail(i, "is missing");
+  return info[i];
+}
+
+double Args::number(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsNumber()) fail(i, std::string("(") + name + ") must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t Args::integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
+  double d = number(i, name);
+  if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
+    fail(i, std::string("(") + name + ") must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                "], got " + std::to_string(d));
+  return (int64_t)d;
+}
+
+bool Args::boolean(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsBoolean()) fail(i, std::string("(") + name + ") must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string Args::string(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsString()) fail(i, std::string("(") + name + ") must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+Napi::Array Args::array(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsArray()) fail(i, std::string("(") + name + ") must be an array");
+  return v.As<Napi::Array>();
+}
+
+Napi::Object Args::object(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsObject()) fail(i, std::string("(") + name + ") must be an object");
+  return v.As<Napi::Object>();
+}
+
+Napi::Function Args::function(size_t i, const char* name) const {
+  Napi::Value v = at(i);
+  if (!v.IsFunction()) fail(i, std::string("(") + name + ") must be a function");
+  return v.As<Napi::Function>();
+}
+
+template <class T>
+static constexpr napi_typedarray_type typed_array_kind();
+template <> constexpr napi_typedarray_type typed_array_kind<float>() { return napi_float32_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<double>() { return napi_float64_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<int32_t>() { return napi_int32_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<uint32_t>() { return napi_uint32_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<uint16_t>() { return napi_uint16_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<uint8_t>() { return napi_uint8_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<int8_t>() { return napi_int8_array; }
+template <> constexpr napi_typedarray_type typed_array_kind<int64_t>() { return napi_bigint64_array; }
+
+template <class T>
+Napi::TypedArrayOf<T> Args::typed(size_t i, const char* name) const {
+  static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
+                                "Int32Array", "Uint32Array", "Float32Array", "Float64Array", "BigInt64Array",
+                                "BigUint64Array"};
+  Napi::Value v = at(i);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != typed_array_kind<T>())
+    fail(i, std::string("(") + name + ") must be a " + names[typed_array_kind<T>()]);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
+template Napi::TypedArrayOf<float> Args::typed<float>(size_t, const char*) const;
+template Napi::TypedArrayOf<double> Args::typed<double>(size_t, const char*) const;
+template Napi::TypedArrayOf<int32_t> Args::typed<int32_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<uint32_t> Args::typed<uint32_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<uint16_t> Args::typed<uint16_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<uint8_t> Args::typed<uint8_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<int8_t> Args::typed<int8_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<int64_t> Args::typed<int64_t>(size_t, const char*) const;
+
+void AsyncJob::keep(Napi::Value v) { kept_.push_back(Napi::Persistent(v)); }
+
+Napi::Value AsyncJob::queue(std::unique_ptr<AsyncJob> job) {
+  Napi::Promise p = job->promise();
+  job.release()->Queue();
+  return p;
+}
+
+void AsyncJob::set_cancel(const Args& a, size_t i) {
+  if (!a.has(i)) return;
+  Napi::Int32Array flag = a.typed<int32_t>(i, "cancel flag");
+  if (flag.ElementLength() < 1) a.fail(i, "(cancel flag) must have one element");
+  keep(flag);
+  cancel.flag = flag.Data();
+}
+
+void AsyncJob::Execute() {
+  try {
+    Run();
+  } catch (const Error& e) {
+    error_code_ = e.code;
+    error_message_ = e.what();
+    SetError(e.what());
+  } catch (const std::bad_alloc&) {
+    error_code_ = "ERR_OUT_OF_MEMORY";
+    error_message_ = "out of memory";
+    SetError(error_message_);
+  } catch (const std::exception& e) {
+    error_code_ = "ERR_NATIVE";
+    error_message_ = e.what();
+    SetError(e.what());
+  }
+}
+
+void AsyncJob::OnOK() {
+  Napi::Env env = Env();
+  Napi::Value result;
+  try {
+    result = Result(env);
+  } catch (const Error& e) {
+    deferred_.Reject(make_js_error(env, e.code, e.what()).Value());
+    return;
+  } catch (const Napi::Error& e) {
+    deferred_.Reject(e.Value());
+    return;
+  }
+  deferred_.Resolve(result);
+}
+
+void AsyncJob::OnError(const Napi::Error&) {
+  deferred_.Reject(make_js_error(Env(), error_code_.empty() ? "ERR_NATIVE" : error_code_, error_message_).Value());
+}
+
+std::vector<ExportEntry>& export_registry() {
+  static std::vector<ExportEntry> entries;
+  return entries;
+}
+
+Napi::Value guard(const Napi::CallbackInfo& info, ExportFn fn) {
+  try {
+    return fn(info);
+  } catch (const Error& e) {
+    throw make_js_error(info.Env(), e.code, e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_js_error(info.Env(), "ERR_OUT_OF_MEMORY", "out of memory");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw make_js_error(info.Env(), "ERR_NATIVE", e.what());
+  }
+}
+
+}  // namespace recode

@@ -1,0 +1,192 @@
+// Bindings for the advantages and the policy loss (src/rl/rl_loss.h).
+//   grpoAdvantages(device, rewards: Float32Array, group, convention: 0 verl | 1 trl, scale: 0 group | 1 batch |
+//                  2 none) -> Float32Array
+//   dapoDynamicMask(rewards: Float32Array, group) -> Uint8Array (one entry per group)
+//   overlongPenalty(lengths: Int32Array, maxLength, buffer, factor) -> Float32Array
+//   policyLoss(device, B, T, logp, oldLogp, refLogp|null, advantages ([B] or [B*T]), mask: Float32Array,
+//              entropy|null, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), agg (0-3), normLength, cancel?,
+//              gradOut?: Float32Array [B*T])
+//     -> Promise<{ grad: Float32Array, metrics: {...} }>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "device/kernels.h"
+#include "rl/rl_loss.h"
+
+extern "C" int recode_emu_grpo_advantages(const float*, int, int, int, int, float*, char*, size_t);
+extern "C" int recode_emu_policy_loss(int, int, const float*, const float*, const float*, const float*, int,
+                                      const float*, const float*, float, float, float, float, int, int, float, float*,
+                                      double*, char*, size_t);
+
+namespace recode {
+namespace {
+
+Napi::Value grpo_advantages(const Napi::CallbackInfo& info) {
+  Args a{info, "grpoAdvantages"};
+  Device d = parse_device(a, 0);
+  auto rewards = a.typed<float>(1, "rewards");
+  int n = (int)rewards.ElementLength();
+  if (n == 0) a.fail(1, "(rewards) must not be empty");
+  int group = (int)a.integer(2, "groupSize", 1, n);
+  if (n % group != 0) a.fail(2, "(groupSize) must divide the number of rewards (" + std::to_string(n) + ")");
+  int convention = (int)a.integer(3, "convention", 0, 1);
+  int scale = (int)a.integer(4, "scale", 0, 2);
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(rewards[i])) a.fail(1, "(rewards) entry " + std::to_string(i) + " is not finite");
+  auto out = Napi::Float32Array::New(info.Env(), n);
+  if (d == Device::CPU) {
+    rl::grpo_advantages(rewards.Data(), n, group, convention ? rl::Convention::Trl : rl::Convention::Verl,
+                        scale == 0 ? rl::Scale::Group : scale == 1 ? rl::Scale::Batch : rl::Scale::None, out.Data());
+  } else {
+    auto fn = kernel_entry(d, "grpo_advantages", &recode_emu_grpo_advantages);
+    char err[512] = {0};
+    check_kernel_status(fn(rewards.Data(), n, group, convention, scale, out.Data(), err, sizeof err), "grpo_advantages", err);
+  }
+  return out;
+}
+
+Napi::Value dapo_dynamic_mask(const Napi::CallbackInfo& info) {
+  Args a{info, "dapoDynamicMask"};
+  auto rewards = a.typed<float>(0, "rewards");
+  int n = (int)rewards.ElementLength();
+  if (n == 0) a.fail(0, "(rewards) must not be empty");
+  int group = (int)a.integer(1, "groupSize", 1, n);
+  if (n % group != 0) a.fail(1, "(groupSize) must divide the number of rewards (" + std::to_string(n) + ")");
+  auto keep = Napi::Uint8Array::New(info.Env(), n / group);
+  rl::dapo_dynamic_mask(rewards.Data(), n, group, keep.Data());
+  return keep;
+}
+
+Napi::Value overlong_penalty(const Napi::CallbackInfo& info) {
+  Args a{info, "overlongPenalty"};
+  auto lengths = a.typed<int32_t>(0, "lengths");
+  int max_length = (int)a.integer(1, "maxLength", 1, 1 << 30);
+  int buffer = (int)a.integer(2, "buffer", 1, max_length);
+  double factor = a.number(3, "factor");
+  if (!std::isfinite(factor) || factor < 0) a.fail(3, "(factor) must be a finite number >= 0");
+  int n = (int)lengths.ElementLength();
+  for (int i = 0; i < n; ++i)
+    if (lengths[i] < 0) a.fail(0, "(lengths) entry " + std::to_string(i) + " is negative");
+  auto out = Napi::Float32Array::New(info.Env(), n);
+  rl::overlong_penalty(lengths.Data(), n, max_length, buffer, (float)factor, out.Data());
+  return out;
+}
+
+class PolicyLossJob : public AsyncJob {
+ public:
+  using AsyncJob::AsyncJob;
+  Device device = Device::CPU;
+  rl::LossInputs in;
+  rl::LossConfig cfg;
+  float* grad = nullptr;
+  Napi::Reference<Napi::Float32Array> grad_ref;
+  rl::LossMetrics metrics{};
+
+ protected:
+  void Run() override {
+    cancel.throw_if_requested();
+    if (device == Device::CPU) {
+      metrics = rl::policy_loss(in, cfg, grad);
+      return;
+    }
+    auto fn = kernel_entry(device, "policy_loss", &recode_emu_policy_loss);
+    std::vector<rl::RowSums> rows(in.B);
+    static_assert(sizeof(rl::RowSums) == 11 * sizeof(double), "RowSums layout shared with cuda/rl_loss.cu");
+    char err[512] = {0};
+    int rc = fn(in.B, in.T, in.logp, in.old_logp, in.ref_logp, in.advantages, in.advantages_per_token ? 1 : 0, in.mask,
+                in.entropy, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c, cfg.kl_coef, (int)cfg.kl, (int)cfg.agg,
+                cfg.norm_length, grad, (double*)rows.data(), err, sizeof err);
+    check_kernel_status(rc, "policy_loss", err);
+    metrics = rl::assemble_loss(rows.data(), in.B, in.T, cfg);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("loss", metrics.loss);
+    m.Set("pgLoss", metrics.pg_loss);
+    m.Set("klLoss", metrics.kl_loss);
+    m.Set("clipFrac", metrics.clip_frac);
+    m.Set("clipFracLow", metrics.clip_frac_low);
+    m.Set("clipFracHigh", metrics.clip_frac_high);
+    m.Set("clipFracDual", metrics.clip_frac_dual);
+    m.Set("approxKl", metrics.approx_kl);
+    m.Set("klMean", metrics.kl_mean);
+    m.Set("entropyMean", metrics.entropy_mean);
+    m.Set("ratioMean", metrics.ratio_mean);
+    m.Set("ratioMin", metrics.ratio_min);
+    m.Set("ratioMax", metrics.ratio_max);
+    m.Set("tokens", metrics.tokens);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("grad", grad_ref.Value());
+    o.Set("metrics", m);
+    return o;
+  }
+};
+
+Napi::Value policy_loss(const Napi::CallbackInfo& info) {
+  Args a{info, "policyLoss"};
+  Napi::Env env = info.Env();
+  auto job = std::make_unique<PolicyLossJob>(env);
+  job->device = parse_device(a, 0);
+  int B = (int)a.integer(1, "B", 1, 1 << 24);
+  int T = (int)a.integer(2, "T", 1, 1 << 24);
+  size_t n = (size_t)B * T;
+  if (n > ((size_t)1 << 31)) a.fail(2, "(B * T) must be below 2^31");
+  auto need = [&](size_t i, const char* name, size_t len) {
+    auto arr = a.typed<float>(i, name);
+    if (arr.ElementLength() != len)
+      a.fail(i, std::string("(") + name + ") must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
+    job->keep(arr);
+    return (const float*)arr.Data();
+  };
+  job->in.B = B;
+  job->in.T = T;
+  job->in.logp = need(3, "logp", n);
+  job->in.old_logp = need(4, "oldLogp", n);
+  job->in.ref_logp = a.has(5) ? need(5, "refLogp", n) : nullptr;
+  auto adv = a.typed<float>(6, "advantages");
+  if (adv.ElementLength() != (size_t)B && adv.ElementLength() != n)
+    a.fail(6, "(advantages) must have B or B * T values");
+  job->in.advantages_per_token = adv.ElementLength() == n && n != (size_t)B;
+  job->in.advantages = adv.Data();
+  job->keep(adv);
+  job->in.mask = need(7, "mask", n);
+  job->in.entropy = a.has(8) ? need(8, "entropy", n) : nullptr;
+  auto& c = job->cfg;
+  c.clip_low = (float)a.number(9, "clipLow");
+  c.clip_high = (float)a.number(10, "clipHigh");
+  c.clip_ratio_c = (float)a.number(11, "clipRatioC");
+  c.kl_coef = (float)a.number(12, "klCoef");
+  c.kl = (rl::KlEstimator)a.integer(13, "klKind", 0, 3);
+  c.agg = (rl::Aggregation)a.integer(14, "aggregation", 0, 3);
+  c.norm_length = (float)a.number(15, "normLength");
+  if (!(c.clip_low >= 0 && c.clip_low < 1)) a.fail(9, "(clipLow) must be in [0, 1)");
+  if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) a.fail(10, "(clipHigh) must be a finite number >= 0");
+  if (!(c.clip_ratio_c == 0 || (c.clip_ratio_c > 1 && std::isfinite(c.clip_ratio_c))))
+    a.fail(11, "(clipRatioC) must be 0 (off) or a finite number > 1");
+  if (!std::isfinite(c.kl_coef)) a.fail(12, "(klCoef) must be finite");
+  if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) a.fail(5, "(refLogp) is required for a KL penalty");
+  if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) a.fail(15, "(normLength) must be >= 0 (0 = T)");
+  job->set_cancel(a, 16);
+  if (a.has(17)) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
+    auto g = a.typed<float>(17, "gradOut");
+    if (g.ElementLength() != n) a.fail(17, "(gradOut) must have B * T values");
+    job->grad = g.Data();
+    job->grad_ref = Napi::Persistent(g);
+  }
+  if (!job->grad) {
+    auto grad = Napi::Float32Array::New(env, n);
+    job->grad = grad.Data();
+    job->grad_ref = Napi::Persistent(grad);
+  }
+  return AsyncJob::queue(std::move(job));
+}
+
+}  // namespace
+
+RECODE_EXPORT("grpoAdvantages", grpo_advantages);
+RECODE_EXPORT("dapoDynamicMask", dapo_dynamic_mask);
+RECODE_EXPORT("overlongPenalty", overlong_penalty);
+RECODE_EXPORT("policyLoss", policy_loss);
+
+}  // namespace recode

@@ -1,0 +1,84 @@
+// GRPO / DAPO advantages and the clipped policy-gradient loss (verl's definitions, TRL's where noted).
+// CPU implementation in src/rl/rl_loss.cpp, CUDA in cuda/rl_loss.cu (same per-token arithmetic, rl_loss_core.h).
+#pragma once
+
+#include <cstdint>
+
+namespace recode::rl {
+
+// ---- advantages -------------------------------------------------------------------------------------
+// Rewards come in consecutive groups of `group` responses to the same prompt (n % group == 0).
+//   verl: A = (r - mean_g) / (std_g + 1e-6), std unbiased; a group of one uses mean 0 and std 1 (as verl's
+//         compute_grpo_outcome_advantage does), so A = r / (1 + 1e-6).
+//   trl:  A = (r - mean_g) / (std + 1e-4), std unbiased; a group of one gives A = 0 (TRL itself requires
+//         at least two generations per prompt).
+//   scale: Group divides by the group's std, Batch by the std of all n rewards (TRL's scale_rewards="batch"),
+//          None does not divide (Dr. GRPO): A = r - mean_g.
+enum class Convention { Verl, Trl };
+enum class Scale { Group, Batch, None };
+void grpo_advantages(const float* rewards, int n, int group, Convention convention, Scale scale, float* out);
+
+// DAPO dynamic sampling: keep[g] = 1 unless every reward of group g is equal (groups of one are kept, as in
+// verl's filter on std > 0 or a single response).
+void dapo_dynamic_mask(const float* rewards, int n, int group, uint8_t* keep);
+
+// DAPO overlong reward shaping: with L_exp = max_length - buffer, a response of length L gets
+//   0 if L <= L_exp;  -(L - L_exp) / buffer * factor if L_exp < L <= max_length;  -factor if L > max_length.
+void overlong_penalty(const int32_t* lengths, int n, int max_length, int buffer, float factor, float* out);
+
+// ---- policy loss --------------------------------------------------------------------------------------
+enum class KlEstimator { None, K1, K2, K3 };
+enum class Aggregation { TokenMean, SeqMeanTokenSum, SeqMeanTokenMean, SeqMeanTokenSumNorm };
+
+struct LossConfig {
+  float clip_low = 0.2f;     // ratio lower bound 1 - clip_low
+  float clip_high = 0.2f;    // ratio upper bound 1 + clip_high (DAPO clip-higher: 0.28)
+  float clip_ratio_c = 0.f;  // dual clip for negative advantages (verl clip_ratio_c, > 1); 0 = off
+  float kl_coef = 0.f;       // weight of the KL penalty to the reference policy
+  KlEstimator kl = KlEstimator::None;
+  Aggregation agg = Aggregation::TokenMean;
+  float norm_length = 0.f;   // divisor of seq-mean-token-sum-norm; 0 = T
+};
+
+// Inputs are [B, T] row-major (advantages [B] or [B, T]); mask is 0/1 (or weights) per token.
+struct LossInputs {
+  int B = 0, T = 0;
+  const float* logp = nullptr;      // current policy log-probabilities
+  const float* old_logp = nullptr;  // behaviour policy (rollout) log-probabilities
+  const float* ref_logp = nullptr;  // reference policy, required when kl != None
+  const float* advantages = nullptr;
+  bool advantages_per_token = false;
+  const float* mask = nullptr;
+  const float* entropy = nullptr;   // optional, for the entropy metric
+};
+
+// Per-row sums the loss and every metric are assembled from (masked: each term is weighted by mask).
+struct RowSums {
+  double count, pg_sum, kl_sum, clip_low, clip_high, clip_dual, neg_log_ratio, entropy, ratio_sum;
+  double ratio_min, ratio_max;  // over tokens with mask > 0 (+inf / -inf when none)
+};
+
+struct LossMetrics {
+  double loss, pg_loss, kl_loss;
+  double clip_frac, clip_frac_low, clip_frac_high, clip_frac_dual;
+  double approx_kl;     // masked mean of old_logp - logp (clamped log-ratio), verl's ppo_kl
+  double kl_mean;       // masked mean of the KL estimator (0 without a reference)
+  double entropy_mean;  // masked mean of entropy (0 when not given)
+  double ratio_mean, ratio_min, ratio_max;
+  double tokens;        // sum of the mask
+};
+
+// Assembles the loss and the metrics from per-row sums (shared by the CPU and CUDA paths).
+LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& cfg);
+// The weight each masked token's loss gets in the aggregate, for row b (mask excluded).
+double aggregation_scale(const LossConfig& cfg, int B, int T, double row_count, double total_count);
+
+// One sequence's per-token loss and gradient (grad_logp[b*T .. b*T+T) written) and its sums; scale is the
+// aggregation weight of its tokens. The AVX2 variant (rl_loss_avx2.cpp) computes the same in 8-wide float.
+RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
+RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
+
+// Returns the loss and metrics; grad_logp[B*T] receives d loss / d logp.
+LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp);
+
+}  // namespace recode::rl
