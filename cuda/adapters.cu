@@ -11,46 +11,17 @@
 
 #include <cmath>
 
+#include "philox.h"
 #include "recode_adapters.h"
 
 namespace {
-
-// Philox4x32-10 (Salmon et al. 2011), the same rounds as recode::philox4x32_10 on the host.
-__host__ __device__ inline void philox4x32_10_dev(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                                                  uint32_t k1, uint32_t out[4]) {
-  const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = (uint64_t)M0 * c0, p1 = (uint64_t)M1 * c2;
-    const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
-    const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
-    c0 = n0;
-    c1 = n1;
-    c2 = n2;
-    c3 = n3;
-    k0 += W0;
-    k1 += W1;
-  }
-  out[0] = c0;
-  out[1] = c1;
-  out[2] = c2;
-  out[3] = c3;
-}
-
-// The keep decision for counter c (threshold = p * 2^32; p = 0 keeps everything).
-__device__ inline bool dropout_keep_dev(uint64_t seed, uint64_t c, double threshold) {
-  if (threshold <= 0.0) return true;
-  const uint64_t block = c >> 2;
-  uint32_t r[4];
-  philox4x32_10_dev((uint32_t)block, (uint32_t)(block >> 32), 0u, 0u, (uint32_t)seed, (uint32_t)(seed >> 32), r);
-  return (double)r[c & 3] >= threshold;
-}
 
 // out[i] = keep(offset + i) ? x[i] / (1 - p) : 0
 template <class T>
 __global__ void dropout_kernel(size_t n, const T* x, T* out, uint64_t seed, uint64_t offset, double threshold,
                                float keep_scale) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    out[i] = dropout_keep_dev(seed, offset + i, threshold) ? store_as<T>(to_float(x[i]) * keep_scale) : store_as<T>(0.f);
+    out[i] = recode::philox::dropout_keep(seed, offset + i, threshold) ? store_as<T>(to_float(x[i]) * keep_scale) : store_as<T>(0.f);
 }
 
 // dx[i] += keep(offset + i) ? adx[i] / (1 - p) : 0
@@ -58,7 +29,7 @@ template <class T>
 __global__ void dropout_add_kernel(size_t n, T* dx, const T* adx, uint64_t seed, uint64_t offset, double threshold,
                                    float keep_scale) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    if (dropout_keep_dev(seed, offset + i, threshold)) dx[i] = store_as<T>(to_float(dx[i]) + keep_scale * to_float(adx[i]));
+    if (recode::philox::dropout_keep(seed, offset + i, threshold)) dx[i] = store_as<T>(to_float(dx[i]) + keep_scale * to_float(adx[i]));
 }
 
 // y = x W^T (y0) + b + s lora (LoRA), or y0 + b + c pre - base_drop with pre = base_drop + s lora (DoRA;
@@ -162,8 +133,6 @@ unsigned grid_for(size_t n) {
   return (unsigned)(blocks < 4096 ? (blocks ? blocks : 1) : 4096);
 }
 
-double threshold_for(float p) { return p > 0.0f ? (double)p * 4294967296.0 : 0.0; }
-
 }  // namespace
 
 RECODE_API(adapter_dropout)(size_t n, const void* x, void* out, uint64_t seed, uint64_t offset, float p, int dtype,
@@ -174,7 +143,7 @@ RECODE_API(adapter_dropout)(size_t n, const void* x, void* out, uint64_t seed, u
   RECODE_REQUIRE(n == 0 || (x && out), "adapter_dropout", "NULL pointer");
   if (n == 0) return 0;
   RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(dropout_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream), n,
-                                           (const T*)x, (T*)out, seed, offset, threshold_for(p), 1.0f / (1.0f - p)));
+                                           (const T*)x, (T*)out, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
   RECODE_API_CATCH
@@ -188,7 +157,7 @@ RECODE_API(adapter_dropout_add)(size_t n, void* dx, const void* adx, uint64_t se
   RECODE_REQUIRE(n == 0 || (dx && adx), "adapter_dropout_add", "NULL pointer");
   if (n == 0) return 0;
   RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(dropout_add_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream),
-                                           n, (T*)dx, (const T*)adx, seed, offset, threshold_for(p), 1.0f / (1.0f - p)));
+                                           n, (T*)dx, (const T*)adx, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
   RECODE_API_CATCH

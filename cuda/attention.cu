@@ -24,6 +24,7 @@
 // backward pair below, same tiling ideas with 64-row tiles); fp32 forward/backward and decode are the SIMT
 // kernels described above (fp32 FMA). Decode is bandwidth-bound, so CUDA cores suffice there.
 #include "ops_util.cuh"
+#include "recode_cuda.h"
 
 #include <cmath>
 

@@ -11,11 +11,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "recode_abi.h"
+
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#define RECODE_API(name) extern "C" __attribute__((visibility("default"))) int recode_cuda_##name
+#define RECODE_API(name) extern "C" RECODE_ABI_EXPORT int recode_cuda_##name
 #define SIMT_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #define SIMT_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) unsigned char name##_raw_[]; type* name = reinterpret_cast<type*>(name##_raw_)
 using bf16 = __nv_bfloat16;

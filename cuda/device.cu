@@ -2,11 +2,11 @@
 // emulated twin. With the CUDA runtime linked statically this loads and answers without a driver: the
 // runtime reports cudaErrorInsufficientDriver or cudaErrorNoDevice instead of crashing.
 #include "common.cuh"
+#include "recode_device.h"
 
 #include <string>
 
-extern "C" __attribute__((visibility("default"))) int recode_cuda_query(char* json, size_t json_len, int* device_count,
-                                                                         char* err, size_t err_len) {
+extern "C" int recode_cuda_query(char* json, size_t json_len, int* device_count, char* err, size_t err_len) {
   *device_count = 0;
   int driver = 0, runtime = 0;
   cudaDriverGetVersion(&driver);

@@ -16,6 +16,7 @@
 // Both strip the common prefix and suffix first (the warp compares 32 code points at a time with a ballot).
 // Uses only what src/simt/simt.h emulates: shared memory, __syncwarp, __shfl_up_sync, __ballot_sync.
 #include "common.cuh"
+#include "recode_editdist.h"
 
 namespace {
 

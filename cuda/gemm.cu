@@ -16,6 +16,7 @@
 //     keeps to the element-order-agnostic subset of wmma (fragments are only loaded, multiplied, stored).
 // Both accumulate in fp32 and write fp32 or bf16 (rounded once), optionally adding into the output.
 #include "ops_util.cuh"
+#include "recode_cuda.h"
 
 #if defined(__CUDACC__)
 #include <mma.h>

@@ -8,6 +8,7 @@
 //   and write dW_chunk = dz^T hidden. Only one [T, chunk] buffer ever exists.
 #include "common.cuh"
 #include "recode_cuda.h"
+#include "recode_logprob.h"
 #include "logprob_core.h"
 
 // The chunk GEMMs of the hidden-state passes use gemm.cu's tiled kernels (same library) when no temperature

@@ -10,6 +10,7 @@
 // (fp32, as HF computes it):  y_i = x_i cos a - x_{i+D/2} sin a,  y_{i+D/2} = x_{i+D/2} cos a + x_i sin a.
 // The backward is the rotation by -a. inv_freq comes from the caller, so rope scaling (llama3) is theirs.
 #include "ops_util.cuh"
+#include "recode_cuda.h"
 
 #include <cmath>
 

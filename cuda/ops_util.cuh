@@ -4,7 +4,6 @@
 #pragma once
 
 #include "common.cuh"
-#define RECODE_CUDA_H_NO_DECLARE 1
 #include "recode_cuda.h"
 
 #if !defined(__CUDACC__) && !defined(__align__)

@@ -65,4 +65,25 @@ RECODE_HD uint64_t scale64(uint64_t r, uint64_t n) {
 #endif
 }
 
+// Dropout masks (LoRA/DoRA, src/train/adapters.cpp and cuda/adapters.cu): element counter c (= offset + flat
+// index) takes word c & 3 of the block for counter (c >> 2, 0) under key seed, and is kept when that word, read as
+// u * 2^32, is >= p * 2^32. Counter-based, so a backward pass or a resumed run replays the mask exactly.
+RECODE_HD double dropout_threshold(float p) { return p > 0.0f ? (double)p * 4294967296.0 : 0.0; }
+RECODE_HD U32x4 dropout_block(uint64_t seed, uint64_t block) {
+  return philox4x32_10(U32x4{{(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u}}, (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+RECODE_HD bool dropout_word_kept(uint32_t word, double threshold) { return (double)word >= threshold; }
+// Initial value of element j of LoRA A for adapter `index`: uniform in [-bound, bound) from the first word of the
+// block for counter (j, index, "LoRA") under key seed; the CPU and CUDA trainers start from the same tensors.
+RECODE_HD float lora_a_init(uint64_t seed, uint32_t index, uint64_t j, double bound) {
+  U32x4 r = philox4x32_10(U32x4{{(uint32_t)j, (uint32_t)(j >> 32), index, 0x4c6f5241u /* "LoRA" */}}, (uint32_t)seed,
+                          (uint32_t)(seed >> 32));
+  return (float)((2.0 * (r.v[0] / 4294967296.0) - 1.0) * bound);
+}
+
+RECODE_HD bool dropout_keep(uint64_t seed, uint64_t c, double threshold) {
+  if (threshold <= 0.0) return true;
+  return dropout_word_kept(dropout_block(seed, c >> 2).v[c & 3], threshold);
+}
+
 }  // namespace recode::philox

@@ -3,6 +3,7 @@
 // Elementwise kernels use grid-stride loops (each thread handles i, i + stride, ...), so any n works with
 // a bounded grid, and consecutive threads touch consecutive elements (coalesced).
 #include "ops_util.cuh"
+#include "recode_cuda.h"
 
 #include <cmath>
 

@@ -5,8 +5,7 @@
 #ifndef RECODE_ADAPTERS_H
 #define RECODE_ADAPTERS_H
 
-#include <stddef.h>
-#include <stdint.h>
+#include "recode_abi.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,8 +35,7 @@ extern "C" {
   X(adapter_merge, (int N, int K, const void* W, const float* ba, float scaling, const float* magnitude, void* out, \
                     int w_dtype, int out_dtype, void* stream, char* err, size_t err_len))
 
-#define RECODE_ADAPTERS_DECLARE_ONE(name, params) int recode_cuda_##name params; int recode_emu_##name params;
-RECODE_ADAPTER_OPS(RECODE_ADAPTERS_DECLARE_ONE)
+RECODE_ADAPTER_OPS(RECODE_ABI_DECLARE)
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,9 @@
 /* C ABI of the transformer kernels (cuda/gemm.cu, attention.cu, norm.cu, pointwise.cu).
  *
- * Plain C/C++ header: usable from the addon without nvcc. Every function exists twice:
- *   recode_cuda_<op>  in librecode_cuda.so (real GPU; reach it with kernel_entry(device, "<op>", ...)),
+ * Plain C/C++ header: usable from the addon without nvcc. Every function exists twice (cuda/recode_abi.h):
+ *   recode_cuda_<op>  in librecode_cuda.so (real GPU),
  *   recode_emu_<op>   in the addon (the same kernels run by the SIMT emulation, host memory as "device").
- * RECODE_CUDA_DECLARE below declares both from one list.
+ * Callers reach either through the kernel table of src/device/kernels.h.
  *
  * Conventions
  *   - Tensor arguments are DEVICE pointers (for the emulation: host memory obtained from device_alloc).
@@ -26,8 +26,7 @@
 #ifndef RECODE_CUDA_H
 #define RECODE_CUDA_H
 
-#include <stddef.h>
-#include <stdint.h>
+#include "recode_abi.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -126,10 +125,7 @@ static inline int recode_decode_num_splits(int batch, int kv_heads, int max_cont
                    float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,           \
                    void* stream, char* err, size_t err_len))
 
-#define RECODE_CUDA_DECLARE_ONE(name, params) int recode_cuda_##name params; int recode_emu_##name params;
-#if !defined(RECODE_CUDA_H_NO_DECLARE)
-RECODE_CUDA_OPS(RECODE_CUDA_DECLARE_ONE)
-#endif
+RECODE_CUDA_OPS(RECODE_ABI_DECLARE)
 
 #ifdef __cplusplus
 }

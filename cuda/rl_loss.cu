@@ -6,6 +6,7 @@
 //               kernel 2 is one block per sequence: per-token loss and gradient, and the row's sums
 //               (reduced in double) for the host to assemble the loss and metrics.
 #include "common.cuh"
+#include "recode_rl.h"
 #include "rl_loss_core.h"
 
 using namespace recode::rl;

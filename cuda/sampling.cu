@@ -9,6 +9,7 @@
 //           prefix sum of the kept units, stopping at the tile that crosses the target.
 // Integer masses make every reduction order give the same answer.
 #include "common.cuh"
+#include "recode_sampling.h"
 #include "sampling_core.h"
 
 using u64 = unsigned long long;

@@ -3,6 +3,7 @@
 // The test suite runs them emulated and, when a GPU is lent, on the GPU, and checks both against plain
 // host arithmetic, so the emulation is held to the hardware's behaviour.
 #include "common.cuh"
+#include "recode_conformance.h"
 
 // out[block] = sum of in[block * blockDim.x .. +blockDim.x) via shared-memory tree + warp shuffle.
 __global__ void block_sum_kernel(const int* in, int n, int* block_sums) {

@@ -4,6 +4,7 @@
 // The test suite compares the results with host arithmetic, emulated and, when a GPU is lent, on hardware, so
 // the emulation is held to the tensor cores' behaviour.
 #include "ops_util.cuh"
+#include "recode_conformance.h"
 
 #if defined(__CUDACC__)
 #include <mma.h>

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "node/napi_util.h"
+#include "recode_device.h"
 
 namespace recode::cuda {
 namespace {
@@ -40,8 +41,7 @@ Status probe() {
     return s;
   }
   s.library_loaded = true;
-  using QueryFn = int (*)(char*, size_t, int*, char*, size_t);
-  auto query = reinterpret_cast<QueryFn>(dlsym(g_handle, "recode_cuda_query"));
+  auto query = reinterpret_cast<decltype(&recode_cuda_query)>(dlsym(g_handle, "recode_cuda_query"));
   if (!query) {
     s.error = "the CUDA library at " + s.library_path + " lacks recode_cuda_query (mismatched build)";
     return s;

@@ -1,5 +1,5 @@
-// Device memory for the CUDA model code (cuda_backend.cpp, cuda_train_step.cpp): one owned allocation, made and
-// freed through a kernel table (any table with device_alloc / device_free entries, on a GPU or emulated).
+// Device memory for the CUDA model code (src/model/cuda_backend.cpp, cuda_train_step.cpp): one owned allocation,
+// made and freed through the kernel table of its device (a GPU, or the emulation's host memory).
 #pragma once
 
 #include <algorithm>
@@ -8,9 +8,8 @@
 
 #include "device/kernels.h"
 
-namespace recode::model {
+namespace recode {
 
-template <class Kernels>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -51,7 +50,7 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-}  // namespace recode::model
+}  // namespace recode
 
 // Runs one kernel call through the table `kern_` in scope and turns its error code into an exception naming the op.
 #define RECODE_KERNEL_CALL(op, ...)                                           \

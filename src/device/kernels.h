@@ -1,35 +1,36 @@
-// Selecting a backend for an operation: 'cpu' (reference and fast CPU code), 'cuda' (librecode_cuda.so),
-// or 'emulated' (the CUDA kernels run through the SIMT emulation, for tests without a GPU).
+// The kernel table: every CUDA entry point of cuda/recode_kernels.h as a function pointer, for one device.
+// Device 'cuda' resolves recode_cuda_<op> in librecode_cuda.so (a real GPU); 'emulated' points at recode_emu_<op>,
+// the same kernel source compiled through the SIMT emulation, so CI runs every caller's code path without a GPU.
+// The table is generated from the family headers' X-macros: there is no hand-written list to fall out of step,
+// and each pointer has exactly the declared type, so a call with the wrong arguments does not compile.
 #pragma once
 
 #include <string>
 
-#include "device/cuda_loader.h"
-#include "node/napi_util.h"
+#include "node/napi_util.h"  // recode::Error
+#include "recode_kernels.h"
 
 namespace recode {
 
+// Where an operation runs: the CPU code (reference and fast paths), librecode_cuda.so, or its emulated twin.
 enum class Device { CPU, CUDA, Emulated };
 
-inline Device parse_device(const Args& a, size_t i) {
-  if (!a.has(i)) return Device::CPU;
-  std::string d = a.string(i, "device");
-  if (d == "cpu") return Device::CPU;
-  if (d == "cuda") return Device::CUDA;
-  if (d == "emulated") return Device::Emulated;
-  a.fail(i, "(device) must be 'cpu', 'cuda' or 'emulated', got '" + d + "'");
-}
+const char* device_name(Device d);
 
-// Signature shared by every kernel entry point: ... , char* err, size_t err_len) -> int.
+struct Kernels {
+#define RECODE_KERNEL_POINTER(name, params) int(*name) params = nullptr;
+  RECODE_KERNEL_OPS(RECODE_KERNEL_POINTER)
+#undef RECODE_KERNEL_POINTER
+
+  Kernels() = default;
+  // The table of device 'cuda' or 'emulated' (a copy of one built once per process). Device 'cuda' throws
+  // ERR_CUDA_UNAVAILABLE saying why when the library or a GPU is missing; Device::CPU is a caller's error.
+  explicit Kernels(Device d);
+};
+
+// Every entry point returns 0 or a non-zero code with a message in err; this turns the latter into an Error.
 inline void check_kernel_status(int rc, const char* what, const char* err) {
   if (rc != 0) throw Error("ERR_KERNEL", std::string(what) + " failed: " + err);
-}
-
-// Looks up recode_cuda_<name> (device 'cuda') or returns the emulated entry point.
-template <class Fn>
-Fn kernel_entry(Device d, const char* name, Fn emulated) {
-  if (d == Device::Emulated) return emulated;
-  return reinterpret_cast<Fn>(cuda::require_symbol(name));
 }
 
 }  // namespace recode

@@ -25,47 +25,9 @@
 #include "model/cuda_train_step.h"
 #include "device/device_buffer.h"
 #include "model/model.h"
-#include "recode_cuda.h"
 
 namespace recode::model {
 namespace {
-
-// The kernel entry points for one device, looked up once.
-struct Kernels {
-  decltype(&recode_emu_device_alloc) device_alloc;
-  decltype(&recode_emu_device_free) device_free;
-  decltype(&recode_emu_copy_to_device) copy_to_device;
-  decltype(&recode_emu_copy_to_host) copy_to_host;
-  decltype(&recode_emu_copy_device) copy_device;
-  decltype(&recode_emu_gemm_forward) gemm_forward;
-  decltype(&recode_emu_rmsnorm_forward) rmsnorm_forward;
-  decltype(&recode_emu_rope_forward) rope_forward;
-  decltype(&recode_emu_swiglu_forward) swiglu_forward;
-  decltype(&recode_emu_embedding_forward) embedding_forward;
-  decltype(&recode_emu_residual_add) residual_add;
-  decltype(&recode_emu_attention_forward) attention_forward;
-  decltype(&recode_emu_kv_cache_write) kv_cache_write;
-  decltype(&recode_emu_attention_decode) attention_decode;
-
-  explicit Kernels(Device d) {
-#define RECODE_MODEL_ENTRY(name) name = kernel_entry(d, #name, &recode_emu_##name)
-    RECODE_MODEL_ENTRY(device_alloc);
-    RECODE_MODEL_ENTRY(device_free);
-    RECODE_MODEL_ENTRY(copy_to_device);
-    RECODE_MODEL_ENTRY(copy_to_host);
-    RECODE_MODEL_ENTRY(copy_device);
-    RECODE_MODEL_ENTRY(gemm_forward);
-    RECODE_MODEL_ENTRY(rmsnorm_forward);
-    RECODE_MODEL_ENTRY(rope_forward);
-    RECODE_MODEL_ENTRY(swiglu_forward);
-    RECODE_MODEL_ENTRY(embedding_forward);
-    RECODE_MODEL_ENTRY(residual_add);
-    RECODE_MODEL_ENTRY(attention_forward);
-    RECODE_MODEL_ENTRY(kv_cache_write);
-    RECODE_MODEL_ENTRY(attention_decode);
-#undef RECODE_MODEL_ENTRY
-  }
-};
 
 #define CALL RECODE_KERNEL_CALL
 
@@ -80,7 +42,7 @@ class DeviceArray {
   size_t bytes() const { return count_ * sizeof(T); }
 
  private:
-  DeviceBuffer<Kernels> buf_;
+  DeviceBuffer buf_;
   size_t count_ = 0;
 };
 

@@ -19,100 +19,16 @@
 #include <string>
 
 #include "train/adapters.h"
+#include "philox.h"
 #include "device/device_buffer.h"
 #include "core/numeric.h"
-#include "recode_adapters.h"
-#include "recode_cuda.h"
-
-extern "C" int recode_emu_logprob_hidden_forward_device(const void*, const void*, int, int, int, const int32_t*,
-                                                        float, int, float*, float*, float*, char*, size_t);
-extern "C" int recode_emu_logprob_hidden_backward_device(const void*, const void*, int, int, int, const int32_t*,
-                                                         float, int, const float*, const float*, const float*,
-                                                         const float*, float*, float*, char*, size_t);
 
 namespace recode::model {
 namespace {
 
-// The kernel entry points for one device, looked up once.
-struct Kernels {
-  decltype(&recode_emu_device_alloc) device_alloc;
-  decltype(&recode_emu_device_free) device_free;
-  decltype(&recode_emu_copy_to_device) copy_to_device;
-  decltype(&recode_emu_copy_to_host) copy_to_host;
-  decltype(&recode_emu_copy_device) copy_device;
-  decltype(&recode_emu_device_memset) device_memset;
-  decltype(&recode_emu_device_sync) device_sync;
-  decltype(&recode_emu_gemm_forward) gemm_forward;
-  decltype(&recode_emu_gemm_backward_input) gemm_backward_input;
-  decltype(&recode_emu_gemm_backward_weight) gemm_backward_weight;
-  decltype(&recode_emu_rmsnorm_forward) rmsnorm_forward;
-  decltype(&recode_emu_rmsnorm_backward) rmsnorm_backward;
-  decltype(&recode_emu_rope_forward) rope_forward;
-  decltype(&recode_emu_rope_backward) rope_backward;
-  decltype(&recode_emu_attention_forward) attention_forward;
-  decltype(&recode_emu_attention_backward) attention_backward;
-  decltype(&recode_emu_swiglu_forward) swiglu_forward;
-  decltype(&recode_emu_swiglu_backward) swiglu_backward;
-  decltype(&recode_emu_embedding_forward) embedding_forward;
-  decltype(&recode_emu_embedding_backward) embedding_backward;
-  decltype(&recode_emu_residual_add) residual_add;
-  decltype(&recode_emu_cast_f32_to_bf16) cast_f32_to_bf16;
-  decltype(&recode_emu_cast_bf16_to_f32) cast_bf16_to_f32;
-  decltype(&recode_emu_sum_squares) sum_squares;
-  decltype(&recode_emu_adamw_update) adamw_update;
-  decltype(&recode_emu_logprob_hidden_forward_device) logprob_hidden_forward_device;
-  decltype(&recode_emu_logprob_hidden_backward_device) logprob_hidden_backward_device;
-  decltype(&recode_emu_adapter_dropout) adapter_dropout;
-  decltype(&recode_emu_adapter_dropout_add) adapter_dropout_add;
-  decltype(&recode_emu_adapter_forward_combine) adapter_forward_combine;
-  decltype(&recode_emu_adapter_grad_scale) adapter_grad_scale;
-  decltype(&recode_emu_dora_magnitude_grad) dora_magnitude_grad;
-  decltype(&recode_emu_dora_weight_norm) dora_weight_norm;
-  decltype(&recode_emu_adapter_merge) adapter_merge;
-
-  explicit Kernels(Device d) {
-#define RECODE_TRAIN_ENTRY(name) name = kernel_entry(d, #name, &recode_emu_##name)
-    RECODE_TRAIN_ENTRY(device_alloc);
-    RECODE_TRAIN_ENTRY(device_free);
-    RECODE_TRAIN_ENTRY(copy_to_device);
-    RECODE_TRAIN_ENTRY(copy_to_host);
-    RECODE_TRAIN_ENTRY(copy_device);
-    RECODE_TRAIN_ENTRY(device_memset);
-    RECODE_TRAIN_ENTRY(device_sync);
-    RECODE_TRAIN_ENTRY(gemm_forward);
-    RECODE_TRAIN_ENTRY(gemm_backward_input);
-    RECODE_TRAIN_ENTRY(gemm_backward_weight);
-    RECODE_TRAIN_ENTRY(rmsnorm_forward);
-    RECODE_TRAIN_ENTRY(rmsnorm_backward);
-    RECODE_TRAIN_ENTRY(rope_forward);
-    RECODE_TRAIN_ENTRY(rope_backward);
-    RECODE_TRAIN_ENTRY(attention_forward);
-    RECODE_TRAIN_ENTRY(attention_backward);
-    RECODE_TRAIN_ENTRY(swiglu_forward);
-    RECODE_TRAIN_ENTRY(swiglu_backward);
-    RECODE_TRAIN_ENTRY(embedding_forward);
-    RECODE_TRAIN_ENTRY(embedding_backward);
-    RECODE_TRAIN_ENTRY(residual_add);
-    RECODE_TRAIN_ENTRY(cast_f32_to_bf16);
-    RECODE_TRAIN_ENTRY(cast_bf16_to_f32);
-    RECODE_TRAIN_ENTRY(sum_squares);
-    RECODE_TRAIN_ENTRY(adamw_update);
-    RECODE_TRAIN_ENTRY(logprob_hidden_forward_device);
-    RECODE_TRAIN_ENTRY(logprob_hidden_backward_device);
-    RECODE_TRAIN_ENTRY(adapter_dropout);
-    RECODE_TRAIN_ENTRY(adapter_dropout_add);
-    RECODE_TRAIN_ENTRY(adapter_forward_combine);
-    RECODE_TRAIN_ENTRY(adapter_grad_scale);
-    RECODE_TRAIN_ENTRY(dora_magnitude_grad);
-    RECODE_TRAIN_ENTRY(dora_weight_norm);
-    RECODE_TRAIN_ENTRY(adapter_merge);
-#undef RECODE_TRAIN_ENTRY
-  }
-};
-
 #define CALL RECODE_KERNEL_CALL
 
-using Buf = DeviceBuffer<Kernels>;  // one device allocation (bytes), freed with the trainer's kernels
+using Buf = DeviceBuffer;  // one device allocation (bytes), freed with the trainer's kernels
 
 // One model or adapter tensor on the device. Frozen ones (the base under adapters) have no gradient, moments
 // or fp32 master copy of a bf16 array (grad is empty: G() gives NULL and the backward skips their gradients).
@@ -469,19 +385,13 @@ class CudaTrainer final : public Trainer {
       train_.push_back((int)params_.size() - 1);
       return (int)params_.size() - 1;
     };
-    const uint32_t key[2] = {(uint32_t)spec_.seed, (uint32_t)(spec_.seed >> 32)};
     for (size_t i = 0; i < adapters_.size(); ++i) {
       Adapter& ad = adapters_[i];
       const std::string module = "base_model.model.model.layers." + std::to_string(ad.layer) + "." +
                                  projection_parent(ad.proj) + "." + kProjections[ad.proj];
       std::vector<float> a((size_t)r * ad.K);
       const double bound = 1.0 / std::sqrt((double)ad.K);
-      for (int64_t j = 0; j < (int64_t)a.size(); ++j) {
-        const uint32_t ctr[4] = {(uint32_t)j, (uint32_t)(j >> 32), (uint32_t)i, 0x4c6f5241u /* "LoRA" */};
-        uint32_t out[4];
-        philox4x32_10(ctr, key, out);
-        a[j] = (float)((2.0 * (out[0] / 4294967296.0) - 1.0) * bound);
-      }
+      for (int64_t j = 0; j < (int64_t)a.size(); ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
       ad.a = add(module + ".lora_A.weight", {r, ad.K}, a);
       ad.b = add(module + ".lora_B.weight", {ad.N, r}, std::vector<float>((size_t)ad.N * r, 0.0f));
       if (dora) {

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "train/adapters.h"
+#include "philox.h"
 #include "logprob/logprob.h"
 #include "model/cuda_train_step.h"
 #include "train/optim.h"
@@ -159,13 +160,8 @@ void FullTrainer::init_adapters(const AdapterSpec& spec) {
       const int64_t rk = (int64_t)spec.rank * slot->K;
       slot->a.resize(rk);
       const double bound = 1.0 / std::sqrt((double)slot->K);
-      const uint32_t key[2] = {(uint32_t)spec.seed, (uint32_t)(spec.seed >> 32)};
-      for (int64_t i = 0; i < rk; ++i) {
-        const uint32_t ctr[4] = {(uint32_t)i, (uint32_t)(i >> 32), (uint32_t)adapters_.size(), 0x4c6f5241u /* "LoRA" */};
-        uint32_t r[4];
-        philox4x32_10(ctr, key, r);
-        slot->a[i] = (float)((2.0 * (r[0] / 4294967296.0) - 1.0) * bound);
-      }
+      for (int64_t i = 0; i < rk; ++i)
+        slot->a[i] = philox::lora_a_init(spec.seed, (uint32_t)adapters_.size(), (uint64_t)i, bound);
       slot->b.assign((size_t)slot->N * spec.rank, 0.0f);
       if (dora) {
         slot->magnitude.resize(slot->N);

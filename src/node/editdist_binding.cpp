@@ -10,9 +10,8 @@
 
 #include "editdist/editdist.h"
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "core/parallel.h"
-
-extern "C" int recode_emu_edit_distance(const uint32_t*, const int64_t*, int64_t, int32_t*, char*, size_t);
 
 namespace recode {
 namespace {
@@ -103,7 +102,7 @@ void run_batch(Device device, const uint32_t* chars, const int64_t* offsets, int
     editdist::distance_batch(chars, offsets, pairs, out, cancel);
     return;
   }
-  auto fn = kernel_entry(device, "edit_distance", &recode_emu_edit_distance);
+  auto fn = Kernels(device).edit_distance;
   // About 2^31 cells per slice on a GPU; the emulation is ~1000x slower, so it slices finer.
   const int64_t budget = device == Device::CUDA ? (int64_t{1} << 31) : (int64_t{1} << 22);
   int64_t begin = 0;

@@ -11,17 +11,8 @@
 #include <string>
 
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "logprob/logprob.h"
-
-extern "C" int recode_emu_logprob_logits_forward(const float*, int, int, const int32_t*, float, float*, float*, float*,
-                                                 char*, size_t);
-extern "C" int recode_emu_logprob_logits_backward(const float*, int, int, const int32_t*, float, const float*,
-                                                  const float*, const float*, const float*, float*, char*, size_t);
-extern "C" int recode_emu_logprob_hidden_forward(const float*, const float*, int, int, int, const int32_t*, float,
-                                                 float*, float*, float*, char*, size_t);
-extern "C" int recode_emu_logprob_hidden_backward(const float*, const float*, int, int, int, const int32_t*, float,
-                                                  const float*, const float*, const float*, const float*, float*,
-                                                  float*, char*, size_t);
 
 namespace recode {
 namespace {
@@ -105,7 +96,7 @@ Napi::Value logprob_logits(const Napi::CallbackInfo& info) {
   float* lp = job->add_output(info.Env(), "logp", T);
   float* ent = job->add_output(info.Env(), "entropy", T);
   float* lse = job->add_output(info.Env(), "lse", T);
-  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_forward", &recode_emu_logprob_logits_forward);
+  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_logits_forward;
   job->work = [=] {
     if (!entry) return logprob::forward_logits(x, T, V, tg, temp, lp, ent, lse);
     char err[512] = {0};
@@ -130,7 +121,7 @@ Napi::Value logprob_logits_backward(const Napi::CallbackInfo& info) {
   job->set_cancel(a, 10);
   float* dx = job->add_output(info.Env(), "dlogits", (size_t)T * V);
   job->single = true;
-  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_logits_backward", &recode_emu_logprob_logits_backward);
+  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_logits_backward;
   job->work = [=] {
     if (!entry) return logprob::backward_logits(x, T, V, tg, temp, lse, ent, dl, de, dx);
     char err[512] = {0};
@@ -154,7 +145,7 @@ Napi::Value logprob_hidden(const Napi::CallbackInfo& info) {
   float* lp = job->add_output(info.Env(), "logp", T);
   float* ent = job->add_output(info.Env(), "entropy", T);
   float* lse = job->add_output(info.Env(), "lse", T);
-  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_forward", &recode_emu_logprob_hidden_forward);
+  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_hidden_forward;
   job->work = [=] {
     if (!entry) return logprob::forward_hidden(h, w, T, H, V, tg, temp, lp, ent, lse);
     char err[512] = {0};
@@ -181,7 +172,7 @@ Napi::Value logprob_hidden_backward(const Napi::CallbackInfo& info) {
   job->set_cancel(a, 12);
   float* dh = job->add_output(info.Env(), "dhidden", (size_t)T * H);
   float* dw = job->add_output(info.Env(), "dweight", (size_t)V * H);
-  auto entry = d == Device::CPU ? nullptr : kernel_entry(d, "logprob_hidden_backward", &recode_emu_logprob_hidden_backward);
+  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_hidden_backward;
   job->work = [=] {
     if (!entry) return logprob::backward_hidden(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw);
     char err[512] = {0};

@@ -12,12 +12,8 @@
 #include <vector>
 
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "rl/rl_loss.h"
-
-extern "C" int recode_emu_grpo_advantages(const float*, int, int, int, int, float*, char*, size_t);
-extern "C" int recode_emu_policy_loss(int, int, const float*, const float*, const float*, const float*, int,
-                                      const float*, const float*, float, float, float, float, int, int, float, float*,
-                                      double*, char*, size_t);
 
 namespace recode {
 namespace {
@@ -39,7 +35,7 @@ Napi::Value grpo_advantages(const Napi::CallbackInfo& info) {
     rl::grpo_advantages(rewards.Data(), n, group, convention ? rl::Convention::Trl : rl::Convention::Verl,
                         scale == 0 ? rl::Scale::Group : scale == 1 ? rl::Scale::Batch : rl::Scale::None, out.Data());
   } else {
-    auto fn = kernel_entry(d, "grpo_advantages", &recode_emu_grpo_advantages);
+    auto fn = Kernels(d).grpo_advantages;
     char err[512] = {0};
     check_kernel_status(fn(rewards.Data(), n, group, convention, scale, out.Data(), err, sizeof err), "grpo_advantages", err);
   }
@@ -90,7 +86,7 @@ class PolicyLossJob : public AsyncJob {
       metrics = rl::policy_loss(in, cfg, grad);
       return;
     }
-    auto fn = kernel_entry(device, "policy_loss", &recode_emu_policy_loss);
+    auto fn = Kernels(device).policy_loss;
     std::vector<rl::RowSums> rows(in.B);
     static_assert(sizeof(rl::RowSums) == 11 * sizeof(double), "RowSums layout shared with cuda/rl_loss.cu");
     char err[512] = {0};

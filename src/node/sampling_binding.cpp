@@ -10,20 +10,15 @@
 #include <vector>
 
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "philox.h"
 #include "sampling/sampling.h"
 #include "sampling_core.h"
 
-extern "C" int recode_emu_sample_rows(const void* logits, int is_bf16, int rows, int vocab, const float* temperature,
-                                      const int* top_k, const float* top_p, const float* min_p, uint64_t seed,
-                                      const uint64_t* row_ids, const uint64_t* steps, int32_t* tokens,
-                                      float* logprobs, float* filtered_logprobs, int32_t* row_status,
-                                      int32_t* bad_index, char* err, size_t err_len);
-
 namespace recode {
 namespace {
 
-using SampleEntry = decltype(&recode_emu_sample_rows);
+using SampleEntry = decltype(Kernels::sample_rows);
 
 uint64_t seed_arg(const Args& a, size_t i) {
   Napi::Value v = a.at(i);
@@ -164,7 +159,7 @@ Napi::Value sample_rows(const Napi::CallbackInfo& info) {
   job->row_ids = counters_arg(a, 9, "rowIds", rows);
   job->steps = counters_arg(a, 10, "steps", rows);
   job->set_cancel(a, 11);
-  if (job->device != Device::CPU) job->entry = kernel_entry(job->device, "sample_rows", &recode_emu_sample_rows);
+  if (job->device != Device::CPU) job->entry = Kernels(job->device).sample_rows;
   auto tokens = Napi::Int32Array::New(env, job->rows);
   auto logprobs = Napi::Float32Array::New(env, job->rows);
   auto filtered = Napi::Float32Array::New(env, job->rows);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "train/adapters.h"
+#include "philox.h"
 #include "node/napi_util.h"
 #include "ops/ops.h"
 #include "train/optim.h"
@@ -406,7 +407,9 @@ Napi::Value philox_js(const Napi::CallbackInfo& info) {
   if (ctr.ElementLength() != 4) a.fail(0, "(counter) must have 4 elements");
   if (key.ElementLength() != 2) a.fail(1, "(key) must have 2 elements");
   auto out = Napi::Uint32Array::New(info.Env(), 4);
-  philox4x32_10(ctr.Data(), key.Data(), out.Data());
+  const uint32_t* c = ctr.Data();
+  const philox::U32x4 r = philox::philox4x32_10(philox::U32x4{{c[0], c[1], c[2], c[3]}}, key.Data()[0], key.Data()[1]);
+  for (int i = 0; i < 4; ++i) out.Data()[i] = r.v[i];
   return out;
 }
 

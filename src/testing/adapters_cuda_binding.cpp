@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "recode_adapters.h"
 #include "recode_cuda.h"
 
@@ -28,20 +29,18 @@ class AdapterCall {
     if (device_ == Device::CPU) args_.fail(0, "(device) must be 'emulated' or 'cuda'");
     op_ = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     opt_ = args_.object(2, "options");
-    alloc_ = kernel_entry(device_, "device_alloc", &recode_emu_device_alloc);
-    free_ = kernel_entry(device_, "device_free", &recode_emu_device_free);
-    to_device_ = kernel_entry(device_, "copy_to_device", &recode_emu_copy_to_device);
-    to_host_ = kernel_entry(device_, "copy_to_host", &recode_emu_copy_to_host);
+    kern_ = Kernels(device_);
   }
   ~AdapterCall() {
     char err[256];
-    for (void* p : owned_) free_(p, err, sizeof err);
+    for (void* p : owned_) kern_.device_free(p, err, sizeof err);
   }
   AdapterCall(const AdapterCall&) = delete;
   AdapterCall& operator=(const AdapterCall&) = delete;
 
   const std::string& op() const { return op_; }
   Device device() const { return device_; }
+  const Kernels& kernels() const { return kern_; }
   Napi::Env env() const { return env_; }
   [[noreturn]] void fail(const std::string& field, const std::string& what) const {
     throw Error("ERR_INVALID_ARG", "cudaAdapterKernel: (options." + field + ") " + what);
@@ -69,23 +68,23 @@ class AdapterCall {
     if (a.ElementLength() != n) fail(name, "must hold " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
     float* d = device_buffer(n);
     char err[512] = {0};
-    check_kernel_status(to_device_(d, a.Data(), n * sizeof(float), err, sizeof err), "copy_to_device", err);
+    check_kernel_status(kern_.copy_to_device(d, a.Data(), n * sizeof(float), err, sizeof err), "copy_to_device", err);
     return d;
   }
   float* device_buffer(size_t n) {
     void* p = nullptr;
     char err[512] = {0};
-    check_kernel_status(alloc_(std::max<size_t>(n, 1) * sizeof(float), &p, err, sizeof err), "device_alloc", err);
+    check_kernel_status(kern_.device_alloc(std::max<size_t>(n, 1) * sizeof(float), &p, err, sizeof err), "device_alloc", err);
     owned_.push_back(p);
     // poisoned: an output element the kernel does not write comes back NaN
     const std::vector<float> nan(std::max<size_t>(n, 1), std::nanf(""));
-    check_kernel_status(to_device_(p, nan.data(), nan.size() * sizeof(float), err, sizeof err), "copy_to_device", err);
+    check_kernel_status(kern_.copy_to_device(p, nan.data(), nan.size() * sizeof(float), err, sizeof err), "copy_to_device", err);
     return static_cast<float*>(p);
   }
   Napi::Float32Array output(const float* d, size_t n) {
     auto a = Napi::Float32Array::New(env_, n);
     char err[512] = {0};
-    check_kernel_status(to_host_(a.Data(), d, n * sizeof(float), err, sizeof err), "copy_to_host", err);
+    check_kernel_status(kern_.copy_to_host(a.Data(), d, n * sizeof(float), err, sizeof err), "copy_to_host", err);
     return a;
   }
 
@@ -95,17 +94,14 @@ class AdapterCall {
   Device device_ = Device::Emulated;
   std::string op_;
   Napi::Object opt_;
-  decltype(&recode_emu_device_alloc) alloc_;
-  decltype(&recode_emu_device_free) free_;
-  decltype(&recode_emu_copy_to_device) to_device_;
-  decltype(&recode_emu_copy_to_host) to_host_;
+  Kernels kern_;
   std::vector<void*> owned_;
 };
 
 #define RUN(name, ...)                                                                                 \
   do {                                                                                                 \
     char err_[512] = {0};                                                                              \
-    check_kernel_status(kernel_entry(c.device(), #name, &recode_emu_##name)(__VA_ARGS__, err_, sizeof err_), #name, err_); \
+    check_kernel_status(c.kernels().name(__VA_ARGS__, err_, sizeof err_), #name, err_); \
   } while (0)
 
 constexpr double kMaxDim = 1 << 24;

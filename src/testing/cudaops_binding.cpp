@@ -16,10 +16,8 @@
 #include "core/numeric.h"
 
 #include "device/kernels.h"
+#include "node/device_arg.h"
 #include "recode_cuda.h"
-
-// Test kernel for the wmma emulation (cuda/wmma_conformance.cu); host pointers, not part of the model ABI.
-extern "C" int recode_emu_wmma_conformance(const void*, const void*, const float*, float*, float, char*, size_t);
 
 namespace recode {
 namespace {
@@ -39,16 +37,12 @@ class OpCall {
     device_ = parse_device(args_, 0);
     if (device_ == Device::CPU) args_.fail(0, "(device) must be 'emulated' or 'cuda' (the CPU kernels live in the model code)");
     opt_ = args_.object(1, "options");
-    alloc_ = kernel_entry(device_, "device_alloc", &recode_emu_device_alloc);
-    free_ = kernel_entry(device_, "device_free", &recode_emu_device_free);
-    to_device_ = kernel_entry(device_, "copy_to_device", &recode_emu_copy_to_device);
-    to_host_ = kernel_entry(device_, "copy_to_host", &recode_emu_copy_to_host);
-    memset_ = kernel_entry(device_, "device_memset", &recode_emu_device_memset);
+    kern_ = Kernels(device_);
     set_misalign();
   }
   ~OpCall() {
     char err[256];
-    for (void* p : owned_) free_(p, err, sizeof err);
+    for (void* p : owned_) kern_.device_free(p, err, sizeof err);
   }
   OpCall(const OpCall&) = delete;
   OpCall& operator=(const OpCall&) = delete;
@@ -130,7 +124,7 @@ class OpCall {
   void* alloc(size_t bytes) {
     void* p = nullptr;
     char err[512] = {0};
-    check_kernel_status(alloc_(bytes + 16, &p, err, sizeof err), "device_alloc", err);
+    check_kernel_status(kern_.device_alloc(bytes + 16, &p, err, sizeof err), "device_alloc", err);
     owned_.push_back(p);
     // options.misalign: tensors start 4 bytes into their allocation, as sub-views of a larger buffer may,
     // so the kernels' scalar (non-vector) load paths get exercised.
@@ -142,7 +136,7 @@ class OpCall {
     Napi::TypedArray a = array(name, t, n);
     void* p = alloc(n * elem_bytes(t));
     char err[512] = {0};
-    check_kernel_status(to_device_(p, data(a), n * elem_bytes(t), err, sizeof err), "copy_to_device", err);
+    check_kernel_status(kern_.copy_to_device(p, data(a), n * elem_bytes(t), err, sizeof err), "copy_to_device", err);
     return p;
   }
   // Device buffer for an output: the initial values of option `name` when given (for accumulating ops),
@@ -152,7 +146,7 @@ class OpCall {
     if (name && has(name)) return input(name, t, n);
     void* p = alloc(n * elem_bytes(t));
     char err[512] = {0};
-    check_kernel_status(memset_(p, zero ? 0 : 0xff, n * elem_bytes(t), nullptr, err, sizeof err), "device_memset", err);
+    check_kernel_status(kern_.device_memset(p, zero ? 0 : 0xff, n * elem_bytes(t), nullptr, err, sizeof err), "device_memset", err);
     return p;
   }
   // Host typed array holding a device buffer's contents.
@@ -174,11 +168,10 @@ class OpCall {
       out = a;
     }
     char err[512] = {0};
-    check_kernel_status(to_host_(dst, p, n * elem_bytes(t), err, sizeof err), "copy_to_host", err);
+    check_kernel_status(kern_.copy_to_host(dst, p, n * elem_bytes(t), err, sizeof err), "copy_to_host", err);
     return out;
   }
-  template <class Fn>
-  Fn entry(const char* name, Fn emulated) const { return kernel_entry(device_, name, emulated); }
+  const Kernels& kernels() const { return kern_; }
 
  private:
   const Napi::CallbackInfo& info_;
@@ -186,11 +179,7 @@ class OpCall {
   Args args_;
   Device device_;
   Napi::Object opt_;
-  decltype(&recode_emu_device_alloc) alloc_;
-  decltype(&recode_emu_device_free) free_;
-  decltype(&recode_emu_copy_to_device) to_device_;
-  decltype(&recode_emu_copy_to_host) to_host_;
-  decltype(&recode_emu_device_memset) memset_;
+  Kernels kern_;
   std::vector<void*> owned_;
   bool misalign_ = false;
 };
@@ -207,7 +196,7 @@ size_t checked_product(OpCall& c, const char* what, std::initializer_list<int64_
 #define RUN_KERNEL(c, name, ...)                                                     \
   do {                                                                               \
     char err_[1024] = {0};                                                           \
-    auto fn_ = (c).entry(#name, &recode_emu_##name);                                 \
+    auto fn_ = (c).kernels().name;                                 \
     check_kernel_status(fn_(__VA_ARGS__, err_, sizeof err_), #name, err_);           \
   } while (0)
 
@@ -570,7 +559,7 @@ Napi::Value sum_squares(const Napi::CallbackInfo& info) {
   float* out = (float*)c.output(nullptr, ElemType::F32, 1);
   float init = (float)c.number_or("init", 0.0);
   char err[512] = {0};
-  auto to_dev = c.entry("copy_to_device", &recode_emu_copy_to_device);
+  auto to_dev = c.kernels().copy_to_device;
   check_kernel_status(to_dev(out, &init, sizeof init, err, sizeof err), "copy_to_device", err);
   float* scratch = (float*)c.output(nullptr, ElemType::F32, RECODE_REDUCE_PARTS);
   RUN_KERNEL(c, sum_squares, n, (const float*)g, out, scratch, nullptr);
@@ -624,7 +613,7 @@ void* random_device(OpCall& c, ElemType t, size_t n, uint32_t seed) {
   }
   void* p = c.alloc(host.size());
   char err[512] = {0};
-  auto to_dev = c.entry("copy_to_device", &recode_emu_copy_to_device);
+  auto to_dev = c.kernels().copy_to_device;
   check_kernel_status(to_dev(p, host.data(), host.size(), err, sizeof err), "copy_to_device", err);
   return p;
 }
@@ -640,7 +629,7 @@ Napi::Value time_op(const Napi::CallbackInfo& info) {
   int iterations = (int)c.integer("iterations", 1, 100000), warmup = (int)c.integer_or("warmup", 0, 1000, 1);
   int dt = c.dtype();
   auto et = OpCall::elem_of(dt);
-  auto sync = c.entry("device_sync", &recode_emu_device_sync);
+  auto sync = c.kernels().device_sync;
   std::function<void()> run;
   if (op == "attention_forward") {
     AttnShape s = attn_shape(c);
@@ -682,7 +671,7 @@ Napi::Value time_op(const Napi::CallbackInfo& info) {
     std::vector<int32_t> lens(B, ctx);
     int* d_lens = (int*)c.alloc(B * sizeof(int32_t));
     char err[512] = {0};
-    auto to_dev = c.entry("copy_to_device", &recode_emu_copy_to_device);
+    auto to_dev = c.kernels().copy_to_device;
     check_kernel_status(to_dev(d_lens, lens.data(), B * sizeof(int32_t), err, sizeof err), "copy_to_device", err);
     void* o = c.output(nullptr, et, (size_t)B * Hq * D);
     float* scratch = (float*)c.output(nullptr, ElemType::F32, (size_t)B * Hq * splits * (D + 2));
@@ -712,7 +701,7 @@ Napi::Value wmma_conformance(const Napi::CallbackInfo& info) {
   float alpha = (float)c.number_or("alpha", 1.0);
   auto out = Napi::Float32Array::New(info.Env(), 16 * 256);
   char err[512] = {0};
-  auto fn = c.entry("wmma_conformance", &recode_emu_wmma_conformance);
+  auto fn = c.kernels().wmma_conformance;
   check_kernel_status(fn(OpCall::data(a), OpCall::data(b), static_cast<const float*>(OpCall::data(cc)), out.Data(),
                          alpha, err, sizeof err),
                       "wmma_conformance", err);

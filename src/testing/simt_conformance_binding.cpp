@@ -1,9 +1,7 @@
 // simtConformance(device, Int32Array in, blockSize, bins, Float32Array fin): runs the SIMT conformance
 // kernels on 'emulated' or 'cuda' and returns their raw outputs for the test suite to check.
 #include "device/kernels.h"
-
-extern "C" int recode_emu_simt_conformance(const int*, int, int, int*, int*, unsigned*, int*, int, const float*, float*,
-                                           char*, size_t);
+#include "node/device_arg.h"
 
 namespace recode {
 namespace {
@@ -25,7 +23,7 @@ Napi::Value simt_conformance(const Napi::CallbackInfo& info) {
   auto ballots = Napi::Uint32Array::New(env, (n + 31) / 32);
   auto hist = Napi::Int32Array::New(env, bins);
   auto fout = Napi::Float32Array::New(env, n);
-  auto fn = kernel_entry(d, "simt_conformance", &recode_emu_simt_conformance);
+  auto fn = Kernels(d).simt_conformance;
   char err[512] = {0};
   int rc = fn(in.Data(), n, block, sums.Data(), scan.Data(), ballots.Data(), hist.Data(), bins, fin.Data(),
               fout.Data(), err, sizeof err);

@@ -5,34 +5,12 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "philox.h"
 
 namespace recode {
 
-void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
-  const uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-  uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3], k0 = key[0], k1 = key[1];
-  for (int round = 0; round < 10; ++round) {
-    uint64_t p0 = (uint64_t)M0 * c0, p1 = (uint64_t)M1 * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-    uint32_t n1 = (uint32_t)p1;
-    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-    uint32_t n3 = (uint32_t)p0;
-    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-    k0 += W0;
-    k1 += W1;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
 bool dropout_keep(uint64_t seed, uint64_t counter, float p) {
-  if (p <= 0.0f) return true;
-  const uint64_t block = counter >> 2;
-  uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u};
-  uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-  uint32_t r[4];
-  philox4x32_10(ctr, key, r);
-  // Keep when the draw u = r / 2^32 is >= p.
-  return (double)r[counter & 3] >= (double)p * 4294967296.0;
+  return philox::dropout_keep(seed, counter, philox::dropout_threshold(p));
 }
 
 void dropout_keep_range(uint64_t seed, uint64_t first, int64_t n, float p, uint8_t* keep) {
@@ -40,15 +18,12 @@ void dropout_keep_range(uint64_t seed, uint64_t first, int64_t n, float p, uint8
     std::fill(keep, keep + n, (uint8_t)1);
     return;
   }
-  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-  const double threshold = (double)p * 4294967296.0;
+  const double threshold = philox::dropout_threshold(p);
   int64_t i = 0;
-  while (i < n) {
-    const uint64_t c = first + (uint64_t)i, block = c >> 2;
-    const uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u};
-    uint32_t r[4];
-    philox4x32_10(ctr, key, r);
-    for (uint64_t lane = c & 3; lane < 4 && i < n; ++lane, ++i) keep[i] = (double)r[lane] >= threshold;
+  while (i < n) {  // one Philox block serves four consecutive counters
+    const uint64_t c = first + (uint64_t)i;
+    const philox::U32x4 r = philox::dropout_block(seed, c >> 2);
+    for (uint64_t lane = c & 3; lane < 4 && i < n; ++lane, ++i) keep[i] = philox::dropout_word_kept(r.v[lane], threshold);
   }
 }
 

@@ -52,8 +52,6 @@ struct AdapterGrads {
   bool accumulate = false;     // add into dA, dB, dm instead of overwriting (gradient accumulation)
 };
 
-// Philox4x32-10 (Salmon et al. 2011): counter ctr[4], key key[2] -> out[4].
-void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 // Dropout keep decision for counter c (= offset + flat element index): word c % 4 of the Philox4x32-10 block
 // with block counter c / 4 under key `seed`, kept when >= p * 2^32 (one block serves four consecutive elements).

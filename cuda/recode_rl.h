@@ -1,0 +1,30 @@
+/* C ABI of the RL kernels (cuda/rl_loss.cu): GRPO advantages and the per-sequence sums of the policy loss;
+ * declared as cuda/recode_abi.h describes. Host pointers (copies inside). Definitions: src/rl/rl_loss.h;
+ * cuda/rl_loss_core.h holds the per-token arithmetic both sides share. */
+#ifndef RECODE_RL_H
+#define RECODE_RL_H
+
+#include "recode_abi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RECODE_RL_OPS(X)                                                                                           \
+  /* rewards [n] in groups of `group` -> advantages [n]; convention 0 verl | 1 trl; scale 0 group | 1 batch | 2 none */ \
+  X(grpo_advantages, (const float* rewards, int n, int group, int convention, int scale, float* out, char* err,     \
+                      size_t err_len))                                                                             \
+  /* [B, T] token arrays -> grad [B, T] and row_sums [B x 11] doubles (recode::rl::RowSums); the host assembles   */ \
+  /* the loss and metrics from the row sums                                                                      */ \
+  X(policy_loss, (int B, int T, const float* logp, const float* old_logp, const float* ref_logp, const float* adv,   \
+                  int adv_per_token, const float* mask, const float* entropy, float clip_low, float clip_high,       \
+                  float clip_c, float kl_coef, int kl_kind, int agg, float norm_length, float* grad,                \
+                  double* row_sums, char* err, size_t err_len))
+
+RECODE_RL_OPS(RECODE_ABI_DECLARE)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RECODE_RL_H */
