@@ -19,9 +19,10 @@
 // __syncthreads, __syncthreads_count/and/or, the warp collectives above (all lanes of a mask must call the
 // same collective), atomics (Add/Sub/Max/Min/Exch/CAS/And/Or on 32/64-bit integers, Add on float/double),
 // __threadfence*, the integer and float intrinsics defined below, and bf16/fp16 storage types through
-// cuda/common.cuh. Not supported: cooperative groups, CUB, textures, inline PTX, wmma/mma and other
-// tensor-core instructions, clusters and TMA. A kernel that needs one of these says so in its file and is
-// tested on a real GPU instead.
+// cuda/common.cuh, and the warp-level matrix API nvcuda::wmma (bf16 in, fp32 accumulate) through
+// src/simt/simt_wmma.h. Not supported: cooperative groups, CUB, textures, inline PTX, raw mma and other
+// tensor-core instructions outside wmma, clusters and TMA. A kernel that needs one of these says so in its file
+// and is tested on a real GPU instead.
 #pragma once
 
 #include <algorithm>
