@@ -469,8 +469,12 @@ function tryPlan (plan: Plan, inst: Installation): { protections: Protections } 
     }
     let r: any
     try { r = JSON.parse(String(res.stdout).trim().split('\n').pop() ?? '') } catch { return { failure: `unreadable probe output ${JSON.stringify(String(res.stdout).slice(0, 200))}` } }
+    // uid_map names the uid in the parent namespace. As root that is the host (setpriv, then one user
+    // namespace); otherwise bwrap may nest namespaces, but an unprivileged caller can only map itself.
     const map = Array.isArray(r.uidMap) && r.uidMap.length === 3 ? r.uidMap.map(Number) : null
-    const hostUid = map !== null && r.uid >= map[0] && r.uid < map[0] + map[2] ? map[1] + r.uid - map[0] : null
+    const outside = map !== null && r.uid >= map[0] && r.uid < map[0] + map[2] ? map[1] + r.uid - map[0] : null
+    const caller = typeof process.getuid === 'function' ? process.getuid() : null
+    const hostUid = caller === 0 ? outside : caller
     const tmpfs = (v: unknown): number | null => typeof v === 'number' && plan.kind === 'bwrap' && v > 0 && v <= tmpfsBytes(limits.memory) + 8192 ? v : null
     return {
       protections: {
