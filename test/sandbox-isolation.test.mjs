@@ -39,7 +39,7 @@ if (picked.python === null) {
     info = s.probeIsolation(python)
   } catch (err) {
     why = `full isolation unavailable here: ${err.code}: ${err.message}`
-    t.equal(err.code, 'ERR_SANDBOX_WEAK', 'where full isolation is missing, the sandbox refuses instead of running weaker')
+    t.match(err.code, /^ERR_SANDBOX(_WEAK)?$/, 'where full isolation is missing, the sandbox refuses instead of running weaker')
   }
 }
 if (info === null) {

@@ -138,7 +138,7 @@ const NOBODY = 65534
 const PROBE_NPROC = 8
 const SYSTEM_ROOTS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']
 const ETC_FILES = ['passwd', 'group', 'hosts', 'nsswitch.conf', 'host.conf', 'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d',
-  'localtime', 'timezone', 'alternatives', 'ssl', 'ca-certificates', 'mime.types', 'protocols', 'services', 'os-release',
+  'localtime', 'timezone', 'alternatives', 'mime.types', 'protocols', 'services', 'os-release',
   'debian_version', 'matplotlibrc', 'fonts', 'gai.conf', 'locale.alias']
 
 // Stdin carries one JSON line (token, limits, modules to preimport) and then the program, which the
