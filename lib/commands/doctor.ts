@@ -2,13 +2,23 @@ import { execFileSync } from 'child_process'
 import { systemInfo } from '../device'
 import { addonPath } from '../native'
 import type { Command } from './types'
-import { isolationSummary } from '../eval/sandbox'
+import { isolationSummary, probeIsolation } from '../eval/sandbox'
 
 function probe (cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10000 }).trim().split('\n')[0]
   } catch {
     return 'not found'
+  }
+}
+
+/** What the sandbox probe measured (cached, so this costs nothing after isolationSummary). */
+function sandboxProtections (): Record<string, unknown> | null {
+  try {
+    const info = probeIsolation(undefined, 'auto', true)
+    return { kind: info.kind, full: info.full, missing: info.missing, ...info.protections }
+  } catch {
+    return null
   }
 }
 
@@ -25,13 +35,14 @@ export function doctorReport (): Record<string, unknown> {
     cpu: { model: info.cpuModel, hardwareThreads: info.hardwareThreads, threadsUsed: info.threads, simdDetected: info.simdDetected, simdUsed: info.simdActive, compiler: info.compiler },
     cuda: info.cuda,
     python3: probe(process.env.RECODE_PYTHON ?? 'python3', ['--version']),
-    sandbox: isolationSummary()
+    sandbox: isolationSummary(),
+    sandboxProtections: sandboxProtections()
   }
 }
 
 export const doctor: Command = {
   name: 'doctor',
-  summary: 'print what recode found on this machine: CPU, SIMD, CUDA library, driver and devices, python3',
+  summary: 'print what recode found on this machine: CPU, SIMD, CUDA library, driver and devices, python3, which sandbox protections hold',
   usage: 'recode doctor [--json]',
   async run (argv) {
     const r = doctorReport() as any

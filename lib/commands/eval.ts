@@ -12,12 +12,19 @@ import type { Command } from './types'
 
 const usage = 'recode eval codeupdatearena|humaneval --data FILE (--completions FILE.jsonl | --model DIR) [--output OUT.json] ' +
   '[--python P] [--k 1,5] [--samples N] [--temperature T] [--top-p P] [--max-new-tokens N] [--timeout SECONDS] ' +
-  '[--concurrency N] [--memory-mb N] [--isolation auto|bwrap|unshare|rlimits] [--limit N] [--no-upass] [--quiet]'
+  '[--concurrency N] [--memory-mb N] [--isolation auto|bwrap|unshare|rlimits] [--allow-weak-isolation] [--limit N] [--no-upass] [--quiet]'
 
 function num (v: string | undefined, name: string, integer = false): number | undefined {
   if (v === undefined) return undefined
   const x = Number(v)
-  if (!Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
+  if (v.trim() === '' || !Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
+  return x
+}
+
+/** A number in [min, max], so that no value switches a limit off or overflows it. */
+function bounded (v: string | undefined, name: string, min: number, max: number, integer = false): number | undefined {
+  const x = num(v, name, integer)
+  if (x !== undefined && (x < min || x > max)) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be from ${min} to ${max}, got '${v as string}'`)
   return x
 }
 
@@ -47,6 +54,7 @@ export const evalCommand: Command = {
           'memory-mb': { type: 'string' },
           isolation: { type: 'string' },
           limit: { type: 'string' },
+          'allow-weak-isolation': { type: 'boolean' },
           'no-upass': { type: 'boolean' },
           quiet: { type: 'boolean' }
         }
@@ -62,8 +70,9 @@ export const evalCommand: Command = {
     const isolation = v.isolation ?? 'auto'
     if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(isolation)) throw new RecodeError('ERR_INVALID_ARG', `--isolation must be auto, bwrap, unshare or rlimits, got '${isolation}'`)
     const k = v.k === undefined ? [1, 5] : v.k.split(',').map((s) => num(s.trim(), 'k', true) as number)
-    const timeout = num(v.timeout, 'timeout')
-    const memoryMb = num(v['memory-mb'], 'memory-mb')
+    // The sandbox checks its options too; here the message names the flag.
+    const timeout = bounded(v.timeout, 'timeout', 0.001, Math.floor((2 ** 31 - 1) / 1000))
+    const memoryMb = bounded(v['memory-mb'], 'memory-mb', 64, 2 ** 32, true)
     const options: EvaluateOptions = {
       benchmark: benchmark as Benchmark,
       data: v.data,
@@ -78,8 +87,9 @@ export const evalCommand: Command = {
         python: v.python,
         timeoutMs: timeout === undefined ? undefined : timeout * 1000,
         memoryBytes: memoryMb === undefined ? undefined : memoryMb * 2 ** 20,
-        concurrency: num(v.concurrency, 'concurrency', true),
-        isolation: isolation as 'auto' | IsolationKind
+        concurrency: bounded(v.concurrency, 'concurrency', 1, 4096, true),
+        isolation: isolation as 'auto' | IsolationKind,
+        allowWeakIsolation: v['allow-weak-isolation'] === true
       }
     }
     let model: LanguageModel | undefined

@@ -17,7 +17,7 @@ import type { ExtractionMethod } from './extract'
 import { codeUpdateArenaPrograms, humanEvalProgram } from './programs'
 import { classifyRun, passAtK, meanPassAtK } from './metrics'
 import type { FailureCategory } from './metrics'
-import { probeIsolation, runPrograms, defaultConcurrency } from './sandbox'
+import { probeIsolation, describeIsolation, runPrograms, defaultConcurrency } from './sandbox'
 import type { SandboxOptions, IsolationInfo } from './sandbox'
 
 export type Benchmark = 'codeupdatearena' | 'humaneval'
@@ -217,7 +217,10 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   const { items, dataName } = loadItems(options)
   const sandbox = { ...(options.sandbox ?? {}) }
   if (options.benchmark === 'codeupdatearena' && sandbox.preimport === undefined) sandbox.preimport = CODEUPDATEARENA_PREIMPORT
-  const isolation = probeIsolation(sandbox.python, sandbox.isolation ?? 'auto')
+  // Refuses (ERR_SANDBOX_WEAK) before any work where isolation is weaker than full and not allowed; the
+  // summary states the protections measured here with this run's limits.
+  const probed = probeIsolation(sandbox.python, sandbox.isolation ?? 'auto', sandbox.allowWeakIsolation === true)
+  const isolation: IsolationInfo = { ...probed, summary: describeIsolation(probed, sandbox) + (probed.missing.length > 0 ? `; missing: ${probed.missing.join(', ')}` : '') }
 
   const t0 = Date.now()
   let samples: Map<string, string[]>
@@ -379,7 +382,7 @@ export function formatEvaluation (r: EvaluationResult): string {
   lines.push(row(r.perPackage !== undefined ? '**all**' : r.benchmark, r.problems, r.passAtK, r.upassAtK))
   const f = r.failures
   lines.push('', `failed samples: ${f.syntax_error} syntax error, ${f.exception} exception, ${f.assertion} assertion, ${f.timeout} timeout, ${f.no_code} no code` +
-    ` (${r.programsRun} programs in ${r.seconds.execute.toFixed(1)} s; sandbox ${r.isolation.kind})`)
+    ` (${r.programsRun} programs in ${r.seconds.execute.toFixed(1)} s)`, `sandbox: ${r.isolation.summary}`)
   if (r.missing > 0) lines.push(`${r.missing} problem(s) had no completion and are not scored`)
   const undefinedK = r.k.filter((k) => r.passAtK[String(k)] === null)
   if (undefinedK.length > 0) lines.push(`pass@k for k = ${undefinedK.join(', ')} is not reported: more than the ${r.samplesPerProblem.max} sample(s) per problem`)

@@ -57,6 +57,10 @@ export function classifyRun (r: RunResult): Failure | null {
   const m = /^([A-Za-z_][\w.]*)(?::|$)/.exec(last)
   const tail = lines.slice(-3).join('\n').slice(-600)
   if (m === null) {
+    // Exit status 0 without the launcher's token: the program left early (os._exit(0), sys.exit(0)).
+    if (r.exitCode === 0 && r.completed === false) {
+      return { category: 'exception', errorType: 'incomplete', message: 'the program exited with status 0 before it ran to its end (os._exit, sys.exit or SystemExit)' }
+    }
     const how = r.signal !== null ? `signal ${r.signal}` : `exit status ${String(r.exitCode)}`
     return { category: 'exception', errorType: how, message: tail === '' ? `the program ended with ${how} and no traceback` : tail }
   }
