@@ -1,5 +1,6 @@
 #include "node/napi_util.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -15,6 +16,14 @@ Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::str
 
 void throw_js(Napi::Env env, const std::string& code, const std::string& message) {
   throw make_js_error(env, code, message);
+}
+
+std::string number_text(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);  // shortest form that reads back as d
+  return std::string(buf, r.ptr);
 }
 
 void Args::fail(size_t i, const std::string& what) const {
@@ -34,9 +43,10 @@ double Args::number(size_t i, const char* name) const {
 
 int64_t Args::integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
   double d = number(i, name);
+  // Checked on the double, before any conversion: 1e12 must not reach an int and wrap.
   if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
     fail(i, std::string("(") + name + ") must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "], got " + std::to_string(d));
+                "], got " + number_text(d));
   return (int64_t)d;
 }
 
