@@ -21,9 +21,23 @@ void throw_js(Napi::Env env, const std::string& code, const std::string& message
 std::string number_text(double d) {
   if (std::isnan(d)) return "NaN";
   if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, d);  // shortest form that reads back as d
-  return std::string(buf, r.ptr);
+  if (d == 0) return "0";
+  // The shortest digits that read back as d, laid out by JavaScript's Number::toString rules.
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, std::fabs(d), std::chars_format::scientific);
+  std::string sci(buf, r.ptr);  // "D.DDDDe+XX"
+  size_t e_at = sci.find('e');
+  std::string digits;
+  for (size_t i = 0; i < e_at; ++i)
+    if (sci[i] != '.') digits += sci[i];
+  int k = (int)digits.size();
+  int n = std::stoi(sci.substr(e_at + 1)) + 1;  // the decimal point sits after n digits
+  std::string out = d < 0 ? "-" : "";
+  if (k <= n && n <= 21) out += digits + std::string(n - k, '0');
+  else if (0 < n && n <= 21) out += digits.substr(0, n) + "." + digits.substr(n);
+  else if (-6 < n && n <= 0) out += "0." + std::string(-n, '0') + digits;
+  else out += digits.substr(0, 1) + (k > 1 ? "." + digits.substr(1) : "") + "e" + (n - 1 >= 0 ? "+" : "-") + std::to_string(std::abs(n - 1));
+  return out;
 }
 
 void Args::fail(size_t i, const std::string& what) const {
