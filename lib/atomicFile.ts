@@ -4,6 +4,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
+import { RecodeError } from './errors'
 
 let counter = 0
 
@@ -52,4 +53,39 @@ export function writeFileAtomicWith (file: string, write: (fd: number) => void):
 
 export function writeFileAtomic (file: string, data: string | Uint8Array): void {
   writeFileAtomicWith(file, (fd) => { fs.writeFileSync(fd, data) })
+}
+
+/**
+ * mkdir -p that fails fast. fs.mkdirSync(dir, { recursive: true }) retries forever (ignoring Ctrl-C) where
+ * the kernel answers ENOENT for a parent that exists, as under /proc; here each missing folder is created
+ * once, top down, and the first refusal is an ERR_OUTPUT naming the folder.
+ */
+export function makeDir (dir: string, what = 'mkdir'): void {
+  const missing: string[] = []
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
+    let st: fs.Stats | undefined
+    try {
+      st = fs.statSync(p)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw outputError(what, p, err)
+    }
+    if (st !== undefined) {
+      if (!st.isDirectory()) throw new RecodeError('ERR_OUTPUT', `${what}: cannot create ${dir}: ${p} is not a folder`)
+      break
+    }
+    missing.push(p)
+    if (path.dirname(p) === p) break
+  }
+  for (let i = missing.length - 1; i >= 0; i--) {
+    try {
+      fs.mkdirSync(missing[i])
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw outputError(what, missing[i], err)
+    }
+  }
+}
+
+function outputError (what: string, p: string, err: unknown): RecodeError {
+  const e = err as NodeJS.ErrnoException
+  return new RecodeError('ERR_OUTPUT', `${what}: cannot create ${p} (${e.code ?? e.message})`, { cause: err })
 }

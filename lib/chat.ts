@@ -6,7 +6,7 @@
  * new turn.
  */
 import { Template } from '@huggingface/jinja'
-import { RecodeError, invalidArg } from './errors'
+import { RecodeError, invalidArg, optionsArg } from './errors'
 import type { ChatMessage } from './model/types'
 
 export type { ChatMessage }
@@ -74,6 +74,7 @@ function compile (template: string): Template {
 /** Renders messages with a chat template (the text of `loadChatTemplate` or a custom one). */
 export function renderChatTemplate (template: string, messages: ChatMessage[], options: RenderChatOptions = {}): string {
   if (typeof template !== 'string') throw invalidArg('template must be a string')
+  options = optionsArg(options, 'renderChatTemplate')
   if (!Array.isArray(messages) || messages.length === 0) throw invalidArg('messages must be a non-empty array of {role, content}')
   for (const [i, m] of messages.entries()) {
     if (m === null || typeof m !== 'object' || typeof m.role !== 'string' || typeof m.content !== 'string') {

@@ -27,7 +27,21 @@ async function main (argv: string[]): Promise<number> {
   return await cmd.run(rest)
 }
 
+/**
+ * The reader of stdout went away (`recode reward ... | head`): stop quietly, as a program killed by SIGPIPE
+ * would, with its status 141, instead of an unhandled 'error' event's stack trace. Nothing is lost that the
+ * reader wanted; files being written elsewhere are temporary names until renamed.
+ */
+function isEpipe (err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE'
+}
+process.stdout.on('error', (err) => {
+  if (isEpipe(err)) process.exit(141)
+  throw err
+})
+
 main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err) => {
+  if (isEpipe(err)) process.exit(141)
   if (err instanceof RecodeError || (err && typeof err.code === 'string')) {
     console.error(`recode: ${err.message} [${err.code}]`)
   } else {

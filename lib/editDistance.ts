@@ -9,7 +9,7 @@
  */
 import { cancelFlag, throwIfAborted } from './abort'
 import { resolveDevice, type ConcreteDevice, type Device } from './device'
-import { RecodeError } from './errors'
+import { RecodeError, optionsArg } from './errors'
 import { native } from './native'
 
 export interface EditDistanceOptions {
@@ -64,6 +64,7 @@ function outputFor (what: string, out: Int32Array | undefined, n: number): Int32
 
 /** Levenshtein distance of each pair (a[i], b[i]) in code points. */
 export async function editDistance (a: string[], b: string[], options: EditDistanceOptions = {}): Promise<Int32Array> {
+  options = optionsArg(options, 'editDistance')
   checkPairs('editDistance', a, b)
   throwIfAborted(options.signal)
   const device = pickDevice('editDistance', options.device, a, b)
@@ -78,6 +79,7 @@ export async function editDistance (a: string[], b: string[], options: EditDista
 
 /** The same on the calling thread, for small batches (it blocks the event loop while it runs). */
 export function editDistanceSync (a: string[], b: string[], options: EditDistanceSyncOptions = {}): Int32Array {
+  options = optionsArg(options, 'editDistanceSync')
   checkPairs('editDistanceSync', a, b)
   const device = pickDevice('editDistanceSync', options.device, a, b)
   const out = outputFor('editDistanceSync', options.out, a.length)
@@ -113,6 +115,7 @@ export function similarity (a: string, b: string): number {
 
 /** similarity() of each pair, computed as one batch. */
 export async function similarities (a: string[], b: string[], options: Omit<EditDistanceOptions, 'out'> = {}): Promise<Float64Array> {
+  options = optionsArg(options, 'similarities')
   const d = await editDistance(a, b, { device: options.device, signal: options.signal })
   const sim = new Float64Array(a.length)
   for (let i = 0; i < a.length; i++) sim[i] = similarityOf(d[i], codePointLength(a[i]), codePointLength(b[i]))

@@ -6,7 +6,7 @@
  */
 import { renderChatTemplate } from './chat'
 import type { RenderChatOptions } from './chat'
-import { RecodeError, invalidArg } from './errors'
+import { RecodeError, invalidArg, optionsArg } from './errors'
 import type { ChatMessage, LanguageModel } from './model/types'
 import type { MigrationExample } from './data/recode'
 import type { CodeUpdateArenaProblem } from './data/codeupdatearena'
@@ -106,6 +106,7 @@ function pyStr (v: string | null): string {
  * the original's `new_version[2:]` instead (which turns `2.0.0` into `0.0`).
  */
 export function migrationFields (example: MigrationExample, options: { originalVersionSlice?: boolean } = {}): Record<string, string> {
+  options = optionsArg(options, 'migrationFields')
   const version = options.originalVersionSlice === true ? pyStr(example.newVersion).slice(2) : example.version
   return {
     dependency: example.dependency,
@@ -158,6 +159,8 @@ export function humanEvalPrompt (problem: HumanEvalProblem, template: string | P
  * otherwise a generation prompt opens the assistant turn.
  */
 export function renderPrompt (messages: ChatMessage[], chat: string | Pick<LanguageModel, 'renderChat'>, options: { specialTokens?: RenderChatOptions['specialTokens'] } = {}): string {
+  options = optionsArg(options, 'renderPrompt')
+  if (!Array.isArray(messages)) throw invalidArg('renderPrompt: messages must be an array of {role, content}')
   const continueFinal = messages.length > 0 && messages[messages.length - 1].role === 'assistant'
   const opts = continueFinal ? { continueFinalMessage: true } : { addGenerationPrompt: true }
   if (typeof chat === 'string') return renderChatTemplate(chat, messages, { ...opts, specialTokens: options.specialTokens })

@@ -1,7 +1,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { parseArgs } from 'util'
-import { writeFileAtomic } from '../atomicFile'
+import { makeDir, writeFileAtomic } from '../atomicFile'
 import { loadModel } from '../model/index'
 import { initModel } from '../model/init'
 import { closePythonWorkers } from '../reward'
@@ -36,7 +36,7 @@ export const demo: Command = {
       if (!Number.isInteger(v) || v < (name === '--seed' ? 0 : 1)) throw new Error(`recode demo: ${name} must be a positive integer`)
     }
     const runDir = path.resolve(values.out ?? path.join('runs', `demo-${new Date().toISOString().replace(/[:.]/g, '-')}`))
-    fs.mkdirSync(runDir, { recursive: true })
+    makeDir(runDir, 'recode demo')
     let modelDir = values.model
     if (modelDir === undefined) {
       modelDir = path.join(runDir, 'model')

@@ -3,6 +3,7 @@ import * as path from 'path'
 import { parseArgs } from 'util'
 import { RecodeError } from '../errors'
 import { writeFileAtomic } from '../data/jsonl'
+import { makeDir } from '../atomicFile'
 import { evaluate, formatEvaluation } from '../eval/evaluate'
 import type { Benchmark, EvaluateOptions } from '../eval/evaluate'
 import type { IsolationKind } from '../eval/sandbox'
@@ -116,7 +117,7 @@ export const evalCommand: Command = {
     try {
       const result = await evaluate(options)
       if (v.output !== undefined) {
-        fs.mkdirSync(path.dirname(path.resolve(v.output)), { recursive: true })
+        makeDir(path.dirname(path.resolve(v.output)), 'recode eval')
         writeFileAtomic(v.output, JSON.stringify(result, null, 2) + '\n')
       }
       console.log(formatEvaluation(result))

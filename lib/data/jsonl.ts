@@ -27,7 +27,46 @@ export function readTextFile (file: string): string {
       throw new RecodeError('ERR_DATA', `${file}: corrupt gzip data: ${(err as Error).message}`, { cause: err })
     }
   }
-  return bytes.toString('utf8')
+  return decodeUtf8(bytes, file)
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * UTF-8 bytes as text, refusing invalid sequences (which Buffer.toString would turn into U+FFFD without a
+ * word, changing the data). The error names the file, the 1-based line and the byte offset. A leading BOM is
+ * dropped, as JSON readers do.
+ */
+export function decodeUtf8 (bytes: Uint8Array, file: string): string {
+  try {
+    return strictUtf8.decode(bytes)
+  } catch {
+    const off = firstInvalidUtf8(bytes)
+    let line = 1
+    for (let k = bytes.indexOf(0x0a); k >= 0 && k < off; k = bytes.indexOf(0x0a, k + 1)) line++
+    const what = off < bytes.length ? `byte 0x${bytes[off].toString(16).padStart(2, '0')} at offset ${off}` : 'truncated sequence at the end'
+    throw new RecodeError('ERR_DATA', `${file}:${line}: invalid UTF-8 (${what}); the file must be UTF-8 text`)
+  }
+}
+
+/** Offset of the first byte that starts or continues an invalid UTF-8 sequence (RFC 3629), or bytes.length. */
+function firstInvalidUtf8 (bytes: Uint8Array): number {
+  let i = 0
+  while (i < bytes.length) {
+    const b = bytes[i]
+    const n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0
+    if (n === 0) return i
+    for (let k = 1; k < n; k++) {
+      if (i + k >= bytes.length) return i
+      const c = bytes[i + k]
+      // The second byte's range excludes overlong forms, surrogates and code points above U+10FFFF.
+      const lo = k === 1 && b === 0xe0 ? 0xa0 : k === 1 && b === 0xf0 ? 0x90 : 0x80
+      const hi = k === 1 && b === 0xed ? 0x9f : k === 1 && b === 0xf4 ? 0x8f : 0xbf
+      if (c < lo || c > hi) return i
+    }
+    i += n
+  }
+  return bytes.length
 }
 
 /** Parses JSON lines; a line that is not valid JSON is an ERR_DATA error naming file and line. */

@@ -6,7 +6,7 @@
  * `==` prefix, targets that are not valid Python, one library under two spellings). The loader reports
  * them all and can drop each kind; nothing is dropped silently.
  */
-import { RecodeError } from '../errors'
+import { RecodeError, optionsArg } from '../errors'
 import { mulberry32 } from '../random'
 import { checkPythonSyntax } from '../eval/python'
 import { expectObject, readJsonl, stringField } from './jsonl'
@@ -109,6 +109,7 @@ export function readMigrationRows (file: string): MigrationExample[] {
 
 /** Loads the file, writes the quality report, applies the drop options. */
 export async function loadMigrationData (file: string, options: LoadMigrationOptions = {}): Promise<MigrationData> {
+  options = optionsArg(options, 'loadMigrationData')
   const rows = readMigrationRows(file)
 
   // Library spellings: group by lowercase, the most frequent spelling names the group (ties: first seen).
@@ -228,6 +229,7 @@ export interface SplitOptions {
  * duplicates never leak across. By libraries: every row of the named libraries is test data.
  */
 export function splitMigrationData (examples: MigrationExample[], options: SplitOptions = {}): { train: MigrationExample[], test: MigrationExample[] } {
+  options = optionsArg(options, 'splitMigrationData')
   if (options.holdOutLibraries !== undefined) {
     const held = new Set(options.holdOutLibraries.map((l) => l.toLowerCase()))
     const known = new Set(examples.map((e) => e.library.toLowerCase()))

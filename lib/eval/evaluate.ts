@@ -3,7 +3,7 @@
  * LanguageModel (prompted with the ReCode presets, rendered by the model's chat template) or from
  * completions made elsewhere; every sample's code runs in the sandbox.
  */
-import { RecodeError, abortError, invalidArg } from '../errors'
+import { RecodeError, abortError, invalidArg, optionsArg } from '../errors'
 import type { LanguageModel } from '../model/types'
 import { loadCodeUpdateArena } from '../data/codeupdatearena'
 import type { CodeUpdateArenaProblem } from '../data/codeupdatearena'
@@ -19,6 +19,7 @@ import { classifyRun, passAtK, meanPassAtK } from './metrics'
 import type { FailureCategory } from './metrics'
 import { probeIsolation, describeIsolation, runPrograms, defaultConcurrency } from './sandbox'
 import type { SandboxOptions, IsolationInfo } from './sandbox'
+import { probePython } from './python'
 
 export type Benchmark = 'codeupdatearena' | 'humaneval'
 
@@ -210,6 +211,7 @@ function groupCompletions (list: Completion[], items: Item[], source: string): M
 /** Scores samples on a benchmark. */
 export async function evaluate (options: EvaluateOptions): Promise<EvaluationResult> {
   if (options === null || typeof options !== 'object') throw invalidArg('evaluate needs an options object')
+  if (options.sandbox !== undefined) optionsArg(options.sandbox, 'evaluate', 'options.sandbox')
   if ((options.model === undefined) === (options.completions === undefined)) throw invalidArg('evaluate needs exactly one of model and completions')
   const ks = options.k ?? [1, 5]
   for (const k of ks) if (!Number.isInteger(k) || k < 1) throw invalidArg(`k values must be positive integers, got ${k}`)
@@ -217,6 +219,9 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   const { items, dataName } = loadItems(options)
   const sandbox = { ...(options.sandbox ?? {}) }
   if (options.benchmark === 'codeupdatearena' && sandbox.preimport === undefined) sandbox.preimport = CODEUPDATEARENA_PREIMPORT
+  // The interpreter is tried first so that one that cannot start is reported with its reason.
+  const py = probePython(sandbox.python)
+  if (py.error !== undefined) throw new RecodeError('ERR_PYTHON', `evaluate: cannot run the Python interpreter '${py.python}': ${py.error}`)
   // Refuses (ERR_SANDBOX_WEAK) before any work where isolation is weaker than full and not allowed; the
   // summary states the protections measured here with this run's limits.
   const probed = probeIsolation(sandbox.python, sandbox.isolation ?? 'auto', sandbox.allowWeakIsolation === true)

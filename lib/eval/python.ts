@@ -6,6 +6,16 @@
 import { spawn, spawnSync } from 'child_process'
 import { RecodeError } from '../errors'
 
+/**
+ * Why a finished interpreter run failed, never empty: its stderr's tail, else its exit status or signal
+ * (`/bin/false` says nothing and exits 1).
+ */
+export function exitReason (status: number | null, signal: NodeJS.Signals | null, stderr: string): string {
+  const tail = stderr.trim().slice(-500)
+  if (tail !== '') return tail
+  return signal !== null ? `killed by ${signal}, no message` : `exited with status ${String(status)}, no message`
+}
+
 export function resolvePython (python?: string): string {
   return python ?? process.env.RECODE_PYTHON ?? 'python3'
 }
@@ -40,9 +50,9 @@ export function checkPythonSyntax (sources: string[], python?: string): Promise<
     child.stdout.on('data', (b: Buffer) => out.push(b))
     child.stderr.on('data', (b: Buffer) => err.push(b))
     child.on('error', (e) => reject(new RecodeError('ERR_PYTHON', `cannot run ${exe} for syntax checks: ${e.message}`, { cause: e })))
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       if (code !== 0) {
-        reject(new RecodeError('ERR_PYTHON', `${exe} syntax check exited with ${code}: ${Buffer.concat(err).toString('utf8').trim().slice(-500)}`))
+        reject(new RecodeError('ERR_PYTHON', `${exe} syntax check failed: ${exitReason(code, signal, Buffer.concat(err).toString('utf8'))}`))
         return
       }
       try {
@@ -73,7 +83,7 @@ export function probePython (python?: string, modules: string[] = []): PythonInf
   const script = 'import json, sys, importlib\nr = {}\nfor m in sys.argv[1:]:\n    try:\n        mod = importlib.import_module(m)\n        r[m] = str(getattr(mod, "__version__", "?"))\n    except Exception:\n        r[m] = None\nprint(json.dumps({"version": sys.version.split()[0], "modules": r}))'
   const res = spawnSync(exe, ['-c', script, ...modules], { encoding: 'utf8', timeout: 60000 })
   if (res.error || res.status !== 0) {
-    return { python: exe, modules: Object.fromEntries(modules.map((m) => [m, null])), error: res.error ? res.error.message : (res.stderr || '').trim().slice(-300) }
+    return { python: exe, modules: Object.fromEntries(modules.map((m) => [m, null])), error: res.error ? res.error.message : exitReason(res.status, res.signal, res.stderr ?? '') }
   }
   try {
     const parsed = JSON.parse(res.stdout.trim().split('\n').pop() ?? '')

@@ -36,6 +36,17 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3ForCausalLM: 'qwen3'
 }
 
+const LIMITS: Record<string, number> = {
+  vocab_size: 1 << 24,
+  hidden_size: 1 << 16,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 1024,
+  intermediate_size: 1 << 18,
+  max_position_embeddings: 1 << 24
+}
+
 function modelError (file: string, what: string): RecodeError {
   return new RecodeError('ERR_MODEL', `${file}: ${what}`)
 }
@@ -63,9 +74,12 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
   if (arch === undefined) {
     throw modelError(file, `architecture ${JSON.stringify(archs[0])} is not supported (recode runs ${Object.keys(ARCHITECTURES).join(', ')})`)
   }
+  // Upper bounds are what the native model accepts (src/node/model_binding.cpp), far above any released
+  // model: a value beyond them is a corrupt config.json and is reported against it, not as a bad argument.
   const int = (name: string, fallback?: number): number => {
     const v = raw[name] ?? fallback
-    if (!Number.isInteger(v) || v <= 0) throw modelError(file, `"${name}" must be a positive integer, got ${JSON.stringify(raw[name])}`)
+    const max = LIMITS[name] ?? Number.MAX_SAFE_INTEGER
+    if (!Number.isInteger(v) || v <= 0 || v > max) throw modelError(file, `"${name}" must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}, got ${JSON.stringify(raw[name])}`)
     return v
   }
   const num = (name: string, fallback?: number): number => {
@@ -85,7 +99,7 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
   const kvHeads = int('num_key_value_heads', heads)
   if (heads % kvHeads !== 0) throw modelError(file, `"num_attention_heads" (${heads}) must be a multiple of "num_key_value_heads" (${kvHeads})`)
   const headDim = raw.head_dim == null ? hidden / heads : int('head_dim')
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw modelError(file, `head dim ${headDim} must be an even integer (hidden_size / num_attention_heads, or "head_dim")`)
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0 || headDim > LIMITS.head_dim) throw modelError(file, `head dim ${headDim} must be an even integer (hidden_size / num_attention_heads, or "head_dim")`)
   let ropeScaling: NativeModelConfig['ropeScaling'] = null
   const rs = raw.rope_scaling
   if (rs != null) {
@@ -95,7 +109,7 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
       ropeScaling = null
     } else if (type === 'llama3') {
       const f = (k: string): number => {
-        if (typeof rs[k] !== 'number' || !(rs[k] > 0)) throw modelError(file, `"rope_scaling.${k}" must be a positive number`)
+        if (typeof rs[k] !== 'number' || !(rs[k] > 0) || !Number.isFinite(rs[k])) throw modelError(file, `"rope_scaling.${k}" must be a positive number`)
         return rs[k]
       }
       ropeScaling = { factor: f('factor'), lowFreqFactor: f('low_freq_factor'), highFreqFactor: f('high_freq_factor'), originalMaxPosition: f('original_max_position_embeddings') }

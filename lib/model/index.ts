@@ -11,7 +11,8 @@ import * as path from 'path'
 import { cancelFlag, throwIfAborted } from '../abort'
 import { loadChatTemplate, renderChatTemplate } from '../chat'
 import { cudaAvailable, resolveDevice, systemInfo } from '../device'
-import { RecodeError, invalidArg } from '../errors'
+import { RecodeError, invalidArg, optionsArg } from '../errors'
+import { temperatureProblem, topKProblem } from '../rl/sampling'
 import { native } from '../native'
 import { eosIds, parseModelConfig, readJsonFile, weightFiles, type NativeModelConfig } from './config'
 import { readSafetensorsHeader } from './safetensors'
@@ -97,6 +98,7 @@ export class Model implements LanguageModel {
   }
 
   renderChat (messages: ChatMessage[], options: { continueFinalMessage?: boolean, addGenerationPrompt?: boolean } = {}): string {
+    options = optionsArg(options, 'renderChat')
     if (this.chatTemplate === null) throw new RecodeError('ERR_MODEL', `${path.join(this.dir, 'tokenizer_config.json')}: has no chat_template`)
     const special: Record<string, string> = {}
     for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token']) {
@@ -109,6 +111,7 @@ export class Model implements LanguageModel {
 
   /** Float32 logits [T x V] of every position of every sequence (a fresh forward pass per sequence). */
   async logits (ids: number[][], options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+    options = optionsArg(options, 'logits')
     if (!Array.isArray(ids) || ids.length === 0) throw invalidArg('logits: ids must be a non-empty array of token id arrays')
     const { slots, context } = this.memory
     for (const [i, s] of ids.entries()) {
@@ -136,6 +139,7 @@ export class Model implements LanguageModel {
    * and returns the logits of each entry's last token. Slots keep their contents between calls.
    */
   async step (entries: StepEntry[], options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+    options = optionsArg(options, 'step')
     const V = this.config.vocab
     return await this.exclusive(async () => {
       const all = await this.runStep(entries, 'last', undefined, options.signal) as Float32Array
@@ -165,17 +169,20 @@ export class Model implements LanguageModel {
   }
 
   async generate (prompts: string[], options: GenerateOptions = {}): Promise<Generation[][]> {
+    options = optionsArg(options, 'generate')
     if (!Array.isArray(prompts) || prompts.some((p) => typeof p !== 'string')) throw invalidArg('generate: prompts must be an array of strings')
     const maxNew = options.maxNewTokens ?? 512
     const n = options.n ?? 1
     const temperature = options.temperature ?? 1
     if (!Number.isInteger(maxNew) || maxNew < 1) throw invalidArg(`generate: maxNewTokens must be a positive integer, got ${maxNew}`)
     if (!Number.isInteger(n) || n < 1) throw invalidArg(`generate: n must be a positive integer, got ${n}`)
-    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw invalidArg(`generate: temperature must be >= 0, got ${temperature}`)
+    const badT = temperatureProblem(temperature)
+    if (badT !== null) throw invalidArg(`generate: temperature ${badT}`)
     const topK = options.topK ?? 0
     const topP = options.topP ?? 1
     const minP = options.minP ?? 0
-    if (!Number.isInteger(topK) || topK < 0) throw invalidArg(`generate: topK must be a non-negative integer, got ${topK}`)
+    const badK = topKProblem(topK)
+    if (badK !== null) throw invalidArg(`generate: topK ${badK}`)
     if (!(topP > 0 && topP <= 1)) throw invalidArg(`generate: topP must be in (0, 1], got ${topP}`)
     if (!(minP >= 0 && minP <= 1)) throw invalidArg(`generate: minP must be in [0, 1], got ${minP}`)
     const stops = options.stop ?? []
@@ -283,6 +290,8 @@ export class Model implements LanguageModel {
 
 /** Loads a model folder (config.json, *.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json). */
 export async function loadModel (dir: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof dir !== 'string' || dir === '') throw invalidArg(`loadModel: dir must be a folder path, got ${dir === null ? 'null' : typeof dir}`)
+  options = optionsArg(options, 'loadModel')
   const device = resolveDevice(options.device, 'loadModel')
   if (device === 'cuda' && !cudaAvailable()) throw new RecodeError('ERR_CUDA_UNAVAILABLE', `loadModel: device 'cuda' requested but CUDA is unavailable: ${systemInfo().cuda.reason}`)
   const dtype = options.dtype ?? 'f32'

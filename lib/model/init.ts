@@ -5,8 +5,8 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { writeFileAtomic } from '../atomicFile'
-import { invalidArg } from '../errors'
+import { makeDir, writeFileAtomic } from '../atomicFile'
+import { invalidArg, RecodeError } from '../errors'
 import type { Architecture } from './config'
 import { buildByteLevelBpe, PYTHON_CORPUS } from './bpe'
 import { writeSafetensors, type TensorToWrite } from './safetensors'
@@ -35,6 +35,8 @@ export interface InitModelOptions {
   preset: Preset
   arch: Architecture
   out: string
+  /** Write into `out` even when it already holds files (default false: ERR_OUTPUT_EXISTS). */
+  force?: boolean
   seed?: number
   dtype?: 'bf16' | 'f32'
   /** Overrides of the preset (tests use these to cover tied/untied, GQA, biases, rope scaling). */
@@ -76,13 +78,38 @@ function uniformStream (seed: number): () => number {
   }
 }
 
+/**
+ * Creates `out` (failing fast where it cannot be created) and refuses one that already holds files unless
+ * `force`: init-model writes config.json and model.safetensors, and would otherwise replace a trained model.
+ */
+function prepareOutput (out: string, force: boolean): void {
+  let entries: string[] = []
+  try {
+    entries = fs.readdirSync(out)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTDIR') throw new RecodeError('ERR_OUTPUT', `init-model: ${out} exists and is not a folder`)
+    if (code !== 'ENOENT') throw new RecodeError('ERR_OUTPUT', `init-model: cannot read ${out} (${code ?? (err as Error).message})`)
+  }
+  if (entries.length > 0 && !force) {
+    throw new RecodeError('ERR_OUTPUT_EXISTS', `init-model: ${out} is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, e.g. ${entries[0]}); choose an empty folder or pass --force (force: true) to overwrite`)
+  }
+  makeDir(out, 'init-model')
+}
+
 export function initModel (opts: InitModelOptions): { dir: string, parameters: number, vocabSize: number } {
+  if (opts === null || typeof opts !== 'object') throw invalidArg('initModel: options { preset, arch, out } are required')
+  if (typeof opts.out !== 'string' || opts.out === '') throw invalidArg(`initModel: out must be a folder path, got ${JSON.stringify(opts.out)}`)
   const preset = PRESETS[opts.preset]
   if (preset === undefined) throw invalidArg(`init-model: preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`)
   if (!['qwen2', 'llama', 'qwen3'].includes(opts.arch)) throw invalidArg(`init-model: arch must be qwen2, llama or qwen3, got ${JSON.stringify(opts.arch)}`)
   const dtype = opts.dtype ?? 'f32'
   if (dtype !== 'f32' && dtype !== 'bf16') throw invalidArg(`init-model: dtype must be bf16 or f32, got ${JSON.stringify(opts.dtype)}`)
   const seed = opts.seed ?? 0
+  if (!Number.isSafeInteger(seed) || seed < 0) throw invalidArg(`init-model: seed must be a non-negative integer, got ${String(opts.seed)}`)
+  // The output folder first: refusing to overwrite a model, or a path the kernel cannot create in, should not
+  // wait for the weights to be generated.
+  prepareOutput(opts.out, opts.force === true)
   const rand = uniformStream(seed)
   const SQRT3 = Math.sqrt(3) // uniform on [-sqrt(3), sqrt(3)] has unit variance
   const dims: Dims = { ...preset }
@@ -200,7 +227,6 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
   }
   const generationConfig = { bos_token_id: eot, eos_token_id: [eos, eot], pad_token_id: eot, do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20 }
 
-  fs.mkdirSync(opts.out, { recursive: true })
   const writeJson = (name: string, value: unknown): void => { writeFileAtomic(path.join(opts.out, name), JSON.stringify(value, null, 2) + '\n') }
   writeSafetensors(path.join(opts.out, 'model.safetensors'), tensors, dtype === 'bf16' ? 'BF16' : 'F32')
   writeJson('config.json', config)

@@ -5,7 +5,7 @@
  */
 import type { Device } from '../device'
 import { similarities } from '../editDistance'
-import { abortError, RecodeError } from '../errors'
+import { abortError, optionsArg, RecodeError } from '../errors'
 import { pythonParses } from './python'
 import { completionCode, formatOk, normalizeCode } from './text'
 
@@ -19,6 +19,35 @@ export interface RewardOptions {
   signal?: AbortSignal
   /** Where the edit distances run (see editDistance). */
   device?: Device
+  /**
+   * Longest completion or target accepted, in UTF-16 code units (default DEFAULT_MAX_REWARD_CHARS = 2^20;
+   * Infinity = no cap). The edit distance costs |completion| x |target| / 64 word operations, so one pair at
+   * the cap takes tens of seconds on a CPU core and a 5 MB pair about ten minutes; ReCode's code pairs are a
+   * few kilobytes. A longer input is an ERR_INVALID_ARG naming its index instead of a silent stall.
+   */
+  maxChars?: number
+}
+
+/** 2^20 code units (1 MiB of ASCII) per completion or target: far above any real code pair, low enough that
+ * one pair cannot stall a batch for more than about half a minute. */
+export const DEFAULT_MAX_REWARD_CHARS = 1 << 20
+
+/** The cap from options (validated), for callers that check their inputs before scoring. */
+export function rewardMaxChars (options: RewardOptions, what: string): number {
+  const cap = options.maxChars ?? DEFAULT_MAX_REWARD_CHARS
+  if (typeof cap !== 'number' || !(cap === Infinity || (Number.isInteger(cap) && cap >= 1))) {
+    throw new RecodeError('ERR_INVALID_ARG', `${what}: maxChars must be a positive integer or Infinity, got ${String(cap)}`)
+  }
+  return cap
+}
+
+function checkLengths (xs: string[], name: string, cap: number, what: string): void {
+  if (cap === Infinity) return
+  for (let i = 0; i < xs.length; i++) {
+    if (xs[i].length > cap) {
+      throw new RecodeError('ERR_INVALID_ARG', `${what}: ${name}[${i}] is ${xs[i].length} characters, above the cap of ${cap} (maxChars; the edit distance grows with the product of the lengths)`)
+    }
+  }
 }
 
 /** Every component of the reward for each completion, computed in one pass. */
@@ -79,7 +108,11 @@ export async function score (completions: string[], targets: string[], options: 
 }
 
 async function scoreComponents (completions: string[], targets: string[], options: RewardOptions, what: string, needSimilarity: boolean): Promise<RewardComponents> {
+  options = optionsArg(options, what)
   checkPairs(completions, targets, what)
+  const cap = rewardMaxChars(options, what)
+  checkLengths(completions, 'completions', cap, what)
+  checkLengths(targets, 'targets', cap, what)
   if (options.signal?.aborted) throw abortError()
   const n = completions.length
   const format = formatSync(completions)

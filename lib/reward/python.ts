@@ -15,7 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'child_process'
 import * as os from 'os'
-import { abortError } from '../errors'
+import { abortError, optionsArg } from '../errors'
 import { RecodeError } from '../errors'
 
 // Runs with -I -S (no site, no user paths, environment ignored): nothing but the standard library's ast.
@@ -48,6 +48,7 @@ export interface PythonOptions {
 
 /** The interpreter an options object selects, and where the choice came from (for error messages). */
 export function pythonCommand (options: PythonOptions = {}): { command: string, from: string } {
+  options = optionsArg(options, 'pythonCommand')
   if (options.python !== undefined && options.python !== '') return { command: options.python, from: 'the `python` option' }
   const env = process.env.RECODE_PYTHON
   if (env !== undefined && env !== '') return { command: env, from: 'RECODE_PYTHON' }
@@ -280,6 +281,7 @@ function poolFor (options: PythonOptions): Pool {
  * so that the first step does not wait for interpreters); resolves with the Python version they run.
  */
 export async function startPythonWorkers (options: PythonOptions = {}): Promise<string> {
+  options = optionsArg(options, 'startPythonWorkers')
   return await poolFor(options).start()
 }
 
@@ -288,6 +290,7 @@ export async function startPythonWorkers (options: PythonOptions = {}): Promise<
  * are parsed once; requests are spread over the pool's workers.
  */
 export async function pythonParses (sources: string[], options: PythonOptions = {}): Promise<Uint8Array> {
+  options = optionsArg(options, 'pythonParses')
   if (options.signal?.aborted) throw abortError()
   const result = new Uint8Array(sources.length)
   if (sources.length === 0) return result

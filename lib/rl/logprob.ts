@@ -8,7 +8,7 @@
  */
 import { cancelFlag } from '../abort'
 import { resolveDevice, type Device } from '../device'
-import { invalidArg } from '../errors'
+import { invalidArg, optionsArg } from '../errors'
 import { native } from '../native'
 
 /** Logits [positions, vocab], row-major. */
@@ -65,6 +65,7 @@ function checkCommon (fn: string, input: LogitsInput | HiddenInput, targets: Int
  * @param targets the target token of each position, in [0, vocab).
  */
 export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: Int32Array, options: TokenLogprobOptions = {}): Promise<TokenLogprobResult> {
+  options = optionsArg(options, 'tokenLogprobs')
   checkCommon('tokenLogprobs', input, targets)
   const device = resolveDevice(options.device, 'tokenLogprobs')
   const temperature = options.temperature ?? 1
@@ -86,6 +87,7 @@ export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: 
 export async function tokenLogprobsBackward (input: LogitsInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options?: TokenLogprobOptions): Promise<{ dlogits: Float32Array }>
 export async function tokenLogprobsBackward (input: HiddenInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options?: TokenLogprobOptions): Promise<{ dhidden: Float32Array, dweight: Float32Array }>
 export async function tokenLogprobsBackward (input: LogitsInput | HiddenInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options: TokenLogprobOptions = {}): Promise<{ dlogits: Float32Array } | { dhidden: Float32Array, dweight: Float32Array }> {
+  options = optionsArg(options, 'tokenLogprobsBackward')
   checkCommon('tokenLogprobsBackward', input, targets)
   if (!forward || !(forward.lse instanceof Float32Array) || !(forward.entropy instanceof Float32Array)) {
     throw invalidArg('tokenLogprobsBackward: forward must be the result of tokenLogprobs ({ lse, entropy })')

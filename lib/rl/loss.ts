@@ -5,7 +5,7 @@
  */
 import { cancelFlag } from '../abort'
 import { resolveDevice, type Device } from '../device'
-import { invalidArg } from '../errors'
+import { invalidArg, optionsArg } from '../errors'
 import { native } from '../native'
 
 export interface AdvantageOptions {
@@ -19,11 +19,25 @@ export interface AdvantageOptions {
   device?: Device
 }
 
+/**
+ * Rejects NaN and +-Infinity, naming the first index. The kernels would otherwise turn them into silent
+ * garbage: a NaN log-probability gives a zero gradient, an infinite advantage an infinite loss, and a group
+ * of NaN rewards compares unequal to itself and survives DAPO's filter. Checked here, in one pass over
+ * values the kernel reads anyway, so every backend gets the same error.
+ */
+function checkFinite (fn: string, name: string, values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]
+    if (v - v !== 0) throw invalidArg(`${fn}: ${name}[${i}] is ${String(v)} (every value must be finite)`)
+  }
+}
+
 function checkRewards (fn: string, rewards: Float32Array, groupSize: number): void {
   if (!(rewards instanceof Float32Array) || rewards.length === 0) throw invalidArg(`${fn}: rewards must be a non-empty Float32Array`)
   if (!Number.isInteger(groupSize) || groupSize < 1 || rewards.length % groupSize !== 0) {
     throw invalidArg(`${fn}: groupSize must be a positive integer dividing rewards.length (${rewards.length}), got ${groupSize}`)
   }
+  checkFinite(fn, 'rewards', rewards)
 }
 
 /**
@@ -31,6 +45,7 @@ function checkRewards (fn: string, rewards: Float32Array, groupSize: number): vo
  * @returns one advantage per reward.
  */
 export function grpoAdvantages (rewards: Float32Array, groupSize: number, options: AdvantageOptions = {}): Float32Array {
+  options = optionsArg(options, 'grpoAdvantages')
   checkRewards('grpoAdvantages', rewards, groupSize)
   const convention = options.convention ?? 'verl'
   const scale = options.scale ?? 'group'
@@ -65,6 +80,9 @@ export interface OverlongOptions {
 export function overlongPenalty (lengths: Int32Array | ArrayLike<number>, options: OverlongOptions): Float32Array {
   const l = lengths instanceof Int32Array ? lengths : Int32Array.from(lengths as ArrayLike<number>)
   if (!options || typeof options !== 'object') throw invalidArg('overlongPenalty: options { maxLength, buffer } are required')
+  for (const [name, v] of [['maxLength', options.maxLength], ['buffer', options.buffer], ['factor', options.factor ?? 1]] as const) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw invalidArg(`overlongPenalty: ${name} must be a finite number, got ${String(v)}`)
+  }
   return native().overlongPenalty(l, options.maxLength, options.buffer, options.factor ?? 1) as Float32Array
 }
 
@@ -148,6 +166,15 @@ const aggregations: LossAggregation[] = ['token-mean', 'seq-mean-token-sum', 'se
  */
 export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossOptions = {}): Promise<PolicyLossResult> {
   if (!inputs || typeof inputs !== 'object') throw invalidArg('policyLoss: inputs are required')
+  options = optionsArg(options, 'policyLoss')
+  for (const name of ['logp', 'oldLogp', 'refLogp', 'advantages', 'mask', 'entropy'] as const) {
+    const v = inputs[name]
+    if (v instanceof Float32Array) checkFinite('policyLoss', name, v)
+  }
+  for (const name of ['clipLow', 'clipHigh', 'clipRatioC', 'klCoef', 'normLength'] as const) {
+    const v = options[name]
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw invalidArg(`policyLoss: ${name} must be a finite number, got ${String(v)}`)
+  }
   const { batch, length } = inputs
   if (!Number.isInteger(batch) || batch < 1) throw invalidArg(`policyLoss: batch must be a positive integer, got ${batch}`)
   if (!Number.isInteger(length) || length < 1) throw invalidArg(`policyLoss: length must be a positive integer, got ${length}`)

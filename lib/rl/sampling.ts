@@ -13,7 +13,7 @@
  */
 import { cancelFlag } from '../abort'
 import { resolveDevice, type Device } from '../device'
-import { invalidArg } from '../errors'
+import { invalidArg, optionsArg } from '../errors'
 import { native } from '../native'
 
 /** A value for every row, or one value per row. */
@@ -48,6 +48,36 @@ export interface SampleResult {
   filteredLogprobs: Float32Array
 }
 
+/** The smallest normal float32, 2^-126: below it (and above 0) 1/T overflows float32. */
+const FLOAT32_MIN_NORMAL = 2 ** -126
+const INT32_MAX = 2 ** 31 - 1
+
+/**
+ * Why a temperature cannot be used, or null. The native sampler works in float32 with 1/T: a positive T below
+ * 2^-126 makes 1/T infinite (NaN log-probabilities), and one that rounds to 0 in float32 would silently turn
+ * into greedy decoding. Both are rejected; T = 0 asks for greedy explicitly. Above float32's range T would
+ * become Infinity.
+ */
+export function temperatureProblem (t: number): string | null {
+  if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) return `must be a finite number >= 0 (0 = greedy), got ${String(t)}`
+  if (t > 0 && t < FLOAT32_MIN_NORMAL) return `${t} is too small: 1/T overflows float32 (use 0 for greedy decoding, or a value >= 2^-126 = ${FLOAT32_MIN_NORMAL})`
+  if (t > 3.4028234663852886e38) return `${t} is beyond float32's range`
+  return null
+}
+
+/** Why a top-k value cannot be used, or null: the native sampler takes a 32-bit count. */
+export function topKProblem (k: number): string | null {
+  if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k > INT32_MAX) return `must be an integer in [0, ${INT32_MAX}] (0 = off), got ${String(k)}`
+  return null
+}
+
+function checkEach (name: string, values: number[], problem: (v: number) => string | null): void {
+  for (let r = 0; r < values.length; r++) {
+    const why = problem(values[r])
+    if (why !== null) throw invalidArg(`sample: ${name}${values.length > 1 ? `[${r}]` : ''} ${why}`)
+  }
+}
+
 function perRow (name: string, value: PerRow | undefined, fallback: number, rows: number, integer: boolean): number[] {
   const out = new Array<number>(rows)
   if (value === undefined || typeof value === 'number') {
@@ -78,6 +108,7 @@ function perRow (name: string, value: PerRow | undefined, fallback: number, rows
  * @returns tokens and their log-probabilities (unfiltered and filtered).
  */
 export async function sample (logits: Float32Array | Uint16Array, rows: number, options: SampleOptions = {}): Promise<SampleResult> {
+  options = optionsArg(options, 'sample')
   if (!(logits instanceof Float32Array) && !(logits instanceof Uint16Array)) {
     throw invalidArg('sample: logits must be a Float32Array or a Uint16Array of bf16 bits')
   }
@@ -87,7 +118,9 @@ export async function sample (logits: Float32Array | Uint16Array, rows: number, 
   }
   const vocab = logits.length / rows
   const temperature = perRow('temperature', options.temperature, 1, rows, false)
+  checkEach('temperature', temperature, temperatureProblem)
   const topK = perRow('topK', options.topK, 0, rows, true)
+  checkEach('topK', topK, topKProblem)
   const topP = perRow('topP', options.topP, 1, rows, false)
   const minP = perRow('minP', options.minP, 0, rows, false)
   const step = perRow('step', options.step, 0, rows, true)

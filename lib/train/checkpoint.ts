@@ -20,7 +20,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { toBf16 } from '../dtype'
 import { RecodeError } from '../errors'
-import { fsyncDir, writeFileAtomic } from '../atomicFile'
+import { fsyncDir, makeDir, writeFileAtomic } from '../atomicFile'
 import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
 
 export const CHECKPOINT_FORMAT = 'recode-checkpoint'
@@ -84,7 +84,7 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
   if (!Number.isInteger(input.step) || input.step < 0) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: step must be a non-negative integer, got ${input.step}`)
   const keep = input.keep ?? 3
   if (!Number.isInteger(keep) || keep < 1) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: keep must be a positive integer, got ${keep}`)
-  fs.mkdirSync(root, { recursive: true })
+  makeDir(root, 'saveCheckpoint')
   const final = path.join(root, `step-${input.step}`)
   const tmp = `${final}.tmp`
   fs.rmSync(tmp, { recursive: true, force: true })
@@ -323,7 +323,7 @@ export function saveAdapter (dir: string, spec: AdapterSpec, layers: AdapterLaye
       tensors[n.magnitude] = store(l.magnitude, [l.outFeatures])
     }
   }
-  fs.mkdirSync(dir, { recursive: true })
+  makeDir(dir, 'saveAdapter')
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' })
   writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(peftAdapterConfig(spec), null, 2) + '\n')
 }

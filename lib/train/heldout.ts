@@ -2,6 +2,7 @@
  * Held-out evaluation of a model on migration tasks with ReCode's prompt and reward: the numbers the
  * embedded default reports before and after training (format rate, mean ES*, exact-match rate).
  */
+import { optionsArg } from '../errors'
 import type { LanguageModel } from '../model/types'
 import { buildMessages, renderPrompt, RECODE_TRAIN_PROMPT } from '../prompts'
 import { rewards } from '../reward'
@@ -49,6 +50,7 @@ export function migrationPrompts (model: Pick<LanguageModel, 'renderChat'>, rows
 }
 
 export async function evaluateHeldOut (model: LanguageModel, rows: UpdateTaskRow[], options: HeldOutOptions = {}): Promise<HeldOutScores> {
+  options = optionsArg(options, 'evaluateHeldOut')
   const prompts = migrationPrompts(model, rows)
   const generations = await model.generate(prompts, {
     maxNewTokens: options.maxNewTokens ?? 160,

@@ -5,6 +5,7 @@
  * evaluation when recorded). Written atomically, so a viewer never sees half a page.
  */
 import { writeFileAtomic } from '../atomicFile'
+import { RecodeError, optionsArg } from '../errors'
 import type { StepMetrics } from './metrics'
 
 interface Series {
@@ -149,6 +150,8 @@ export interface ReportOptions {
 }
 
 export function renderReport (records: StepMetrics[], options: ReportOptions = {}): string {
+  options = optionsArg(options, 'renderReport')
+  if (!Array.isArray(records)) throw new RecodeError('ERR_INVALID_ARG', 'renderReport: records must be an array of step metrics')
   const title = options.title ?? 'recode training report'
   const sorted = [...records].sort((a, b) => a.step - b.step)
   // Time per phase: one series per phase name found in the records.

@@ -12,7 +12,7 @@
  * reserved for the held-out tasks. Held-out tasks therefore show updates never seen in training (as
  * CodeUpdateArena's are unseen by ReCode's training), while every update kind appears on both sides.
  */
-import { RecodeError } from '../errors'
+import { RecodeError, optionsArg } from '../errors'
 import { mulberry32 } from '../random'
 
 export type UpdateKind =
@@ -561,6 +561,7 @@ function sampleTasks (updates: Update[], count: number, r: Rng): SyntheticTask[]
  * (default 1). Same options, same tasks. Held-out tasks use only updates that no training task uses.
  */
 export function syntheticTasks (options: SyntheticOptions = {}): { train: SyntheticTask[], heldOut: SyntheticTask[] } {
+  options = optionsArg(options, 'syntheticTasks')
   const seed = options.seed ?? 1
   const trainCount = options.train ?? 2000
   const heldOutCount = options.heldOut ?? 200

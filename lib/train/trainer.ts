@@ -17,7 +17,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { RecodeError, abortError } from '../errors'
+import { RecodeError, abortError, optionsArg } from '../errors'
 import { loadModel, type Model } from '../model/index'
 import { initModel } from '../model/init'
 import { PYTHON_CORPUS } from '../model/bpe'
@@ -28,7 +28,7 @@ import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '..
 import { loadMigrationData, splitMigrationData } from '../data/recode'
 import { readSafetensors, tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
 import { toBf16 } from '../dtype'
-import { writeFileAtomic } from '../atomicFile'
+import { makeDir, writeFileAtomic } from '../atomicFile'
 import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
@@ -209,6 +209,7 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
 interface Sequence { tokens: number[], promptLength: number }
 
 export async function train (rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
+  options = optionsArg(options, 'train')
   const emit = (e: TrainEvent): void => { options.onEvent?.(e) }
   const signal = options.signal
   if (signal?.aborted) throw abortError()
@@ -232,7 +233,7 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   }
   const hash = configHash(config)
   const started = Date.now()
-  fs.mkdirSync(runDir, { recursive: true })
+  makeDir(runDir, 'train')
   if (options.resume === undefined) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
   const data = await loadDataset(config)

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -108,6 +110,20 @@ class JsonReader {
     }
     return v;
   }
+  // Four hex digits of a \u escape, all required (std::stoul would throw a bare "stoul" on "zzzz" and
+  // silently stop early on "12zz").
+  unsigned hex4() {
+    if (p_ + 4 > s_.size()) err("bad \\u escape (needs 4 hex digits)");
+    unsigned v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = s_[p_ + k];
+      unsigned d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 16;
+      if (d == 16) err("bad \\u escape (needs 4 hex digits)");
+      v = v * 16 + d;
+    }
+    p_ += 4;
+    return v;
+  }
   std::string string() {
     if (p_ >= s_.size() || s_[p_] != '"') err("expected a string");
     ++p_;
@@ -133,12 +149,13 @@ class JsonReader {
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
         case 'u': {
-          if (p_ + 4 > s_.size()) err("bad \\u escape");
-          unsigned cp = std::stoul(s_.substr(p_, 4), nullptr, 16);
-          p_ += 4;
-          if (cp >= 0xD800 && cp < 0xDC00 && p_ + 6 <= s_.size() && s_[p_] == '\\' && s_[p_ + 1] == 'u') {
-            unsigned lo = std::stoul(s_.substr(p_ + 2, 4), nullptr, 16);
-            p_ += 6;
+          unsigned cp = hex4();
+          if (cp >= 0xDC00 && cp < 0xE000) err("unpaired low surrogate in \\u escape");
+          if (cp >= 0xD800 && cp < 0xDC00) {  // a high surrogate must be followed by \u and a low one
+            if (p_ + 2 > s_.size() || s_[p_] != '\\' || s_[p_ + 1] != 'u') err("unpaired high surrogate in \\u escape");
+            p_ += 2;
+            unsigned lo = hex4();
+            if (lo < 0xDC00 || lo >= 0xE000) err("unpaired high surrogate in \\u escape");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           }
           if (cp < 0x80) out += (char)cp;
@@ -270,10 +287,13 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-void SafetensorsFile::to_float(const TensorInfo& t, float* out) const {
+int64_t SafetensorsFile::to_float(const TensorInfo& t, float* out) const {
   const uint8_t* src = data(t);
   int64_t n = t.numel();
   DType dt = t.dtype;
+  // The finiteness check rides on the conversion pass (the values are in registers anyway), so a NaN or
+  // infinite weight fails at load, naming the tensor, instead of surfacing later as a sampling error.
+  std::atomic<int64_t> first_bad{-1};
   parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
     if (dt == DType::F32) {
       std::memcpy(out + i0, src + i0 * 4, (size_t)(i1 - i0) * 4);
@@ -290,7 +310,23 @@ void SafetensorsFile::to_float(const TensorInfo& t, float* out) const {
         out[i] = fp16_to_float(v);
       }
     }
+    // All exponent bits set = NaN or +-inf. An integer OR-reduction, which the compiler vectorises (a float
+    // reduction it may not reorder).
+    uint32_t any = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, out + i, 4);
+      any |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (any) {
+      int64_t i = i0;
+      while (std::isfinite(out[i])) ++i;
+      int64_t cur = first_bad.load();
+      while ((cur < 0 || i < cur) && !first_bad.compare_exchange_weak(cur, i)) {
+      }
+    }
   });
+  return first_bad.load();
 }
 
 }  // namespace recode

@@ -40,8 +40,9 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;
   const uint8_t* data(const TensorInfo& t) const { return data_ + t.begin; }
-  // Converts the tensor to float32 into out[numel] (multi-threaded).
-  void to_float(const TensorInfo& t, float* out) const;
+  // Converts the tensor to float32 into out[numel] (multi-threaded); returns the index of the first NaN or
+  // infinite value, or -1 when every value is finite.
+  int64_t to_float(const TensorInfo& t, float* out) const;
   uint64_t file_size() const { return size_; }
 
  private:

@@ -1,5 +1,6 @@
 // WeightStore: maps every shard, indexes tensor names across shards (a name in two shards is an error), and
 // converts on request with shape checks whose errors name the tensor and its file.
+#include <cmath>
 #include <unordered_map>
 
 #include "model/model.h"
@@ -47,7 +48,9 @@ std::vector<float> WeightStore::load(const std::string& name, const std::vector<
     throw Error("ERR_MODEL", file->path() + ": tensor '" + name + "' has shape " + shape_str(t->shape) +
                                  " but config.json implies " + shape_str(shape));
   std::vector<float> out((size_t)t->numel());
-  file->to_float(*t, out.data());
+  if (int64_t bad = file->to_float(*t, out.data()); bad >= 0)
+    throw Error("ERR_MODEL", file->path() + ": tensor '" + name + "' holds " + (std::isnan(out[bad]) ? "NaN" : "an infinite value") +
+                                 " at index " + std::to_string(bad) + " (a corrupt or diverged checkpoint)");
   if (round_bf16 && t->dtype != DType::BF16)
     for (float& v : out) v = bf16_to_float(float_to_bf16(v));
   return out;

@@ -1,5 +1,6 @@
 #include "node/napi_util.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 
@@ -15,6 +16,28 @@ Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::str
 
 void throw_js(Napi::Env env, const std::string& code, const std::string& message) {
   throw make_js_error(env, code, message);
+}
+
+std::string number_text(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  if (d == 0) return "0";
+  // The shortest digits that read back as d, laid out by JavaScript's Number::toString rules.
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, std::fabs(d), std::chars_format::scientific);
+  std::string sci(buf, r.ptr);  // "D.DDDDe+XX"
+  size_t e_at = sci.find('e');
+  std::string digits;
+  for (size_t i = 0; i < e_at; ++i)
+    if (sci[i] != '.') digits += sci[i];
+  int k = (int)digits.size();
+  int n = std::stoi(sci.substr(e_at + 1)) + 1;  // the decimal point sits after n digits
+  std::string out = d < 0 ? "-" : "";
+  if (k <= n && n <= 21) out += digits + std::string(n - k, '0');
+  else if (0 < n && n <= 21) out += digits.substr(0, n) + "." + digits.substr(n);
+  else if (-6 < n && n <= 0) out += "0." + std::string(-n, '0') + digits;
+  else out += digits.substr(0, 1) + (k > 1 ? "." + digits.substr(1) : "") + "e" + (n - 1 >= 0 ? "+" : "-") + std::to_string(std::abs(n - 1));
+  return out;
 }
 
 void Args::fail(size_t i, const std::string& what) const {
@@ -34,9 +57,10 @@ double Args::number(size_t i, const char* name) const {
 
 int64_t Args::integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
   double d = number(i, name);
+  // Checked on the double, before any conversion: 1e12 must not reach an int and wrap.
   if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
     fail(i, std::string("(") + name + ") must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "], got " + std::to_string(d));
+                "], got " + number_text(d));
   return (int64_t)d;
 }
 

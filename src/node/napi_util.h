@@ -21,6 +21,10 @@ struct Error : std::runtime_error {
 };
 
 [[noreturn]] void throw_js(Napi::Env env, const std::string& code, const std::string& message);
+
+// A number as JavaScript prints it (shortest round-trip form: 1e+12, 0.1, -3, NaN, Infinity), so an error
+// shows the value the caller passed rather than std::to_string's fixed six decimals or a wrapped integer.
+std::string number_text(double d);
 Napi::Error make_js_error(Napi::Env env, const std::string& code, const std::string& message);
 
 // Argument access: each names the function and the argument in its error (code ERR_INVALID_ARG).

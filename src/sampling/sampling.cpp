@@ -11,6 +11,8 @@
 #include "sampling/sampling.h"
 
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 
 #include "core/cpu_features.h"
@@ -28,6 +30,14 @@ void check_params(const Params& p, int row) {
   };
   if (!(p.temperature >= 0.f) || !std::isfinite(p.temperature))
     bad("temperature must be a finite number >= 0, got " + std::to_string(p.temperature));
+  // 1/T must be a finite float: below the smallest normal float (2^-126) 1/T overflows to infinity and the
+  // top token's scaled logit becomes 0 * inf = NaN. Such a temperature is rejected rather than silently
+  // turned into greedy decoding (which T = 0 asks for explicitly).
+  if (p.temperature > 0.f && p.temperature < std::numeric_limits<float>::min()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", (double)p.temperature);
+    bad(std::string("temperature ") + buf + " is too small (1/T overflows float32): use 0 for greedy or a value >= 1.2e-38");
+  }
   if (p.top_k < 0) bad("topK must be an integer >= 0 (0 = off), got " + std::to_string(p.top_k));
   if (!(p.top_p > 0.f && p.top_p <= 1.f)) bad("topP must be in (0, 1], got " + std::to_string(p.top_p));
   if (!(p.min_p >= 0.f && p.min_p <= 1.f)) bad("minP must be in [0, 1], got " + std::to_string(p.min_p));

@@ -27,7 +27,7 @@
 // recode_cuda_sample_rows_device (device buffers, a stream, no copies: for logits already on the GPU); see
 // cuda/sampling.cu for their signatures. Reach them through the kernel table of src/device/kernels.h.
 // Errors (recode::Error, code ERR_INVALID_ARG): a NaN or +inf logit, a row whose logits are all -inf,
-// parameters out of range (temperature < 0 or not finite, top_k < 0, top_p outside (0, 1], min_p outside
+// parameters out of range (temperature < 0, not finite, or positive below 2^-126 where 1/T overflows, top_k < 0, top_p outside (0, 1], min_p outside
 // [0, 1]). -inf logits are allowed (weight 0).
 #pragma once
 
