@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "node/napi_util.h"
+#include "core/error.h"
 
 namespace recode::cuda {
 namespace {
