@@ -1,6 +1,7 @@
 /**
  * Cancellation across the native boundary: native loops poll an Int32Array(1) that an AbortSignal
- * listener sets to 1. One flag per call; dispose() removes the listener.
+ * listener sets to 1. One flag per call; dispose() removes the listener. The flag lives in a
+ * SharedArrayBuffer, which cannot be transferred (detached) while a native job reads it.
  */
 import { abortError } from './errors'
 
@@ -10,7 +11,7 @@ export interface CancelFlag {
 }
 
 export function cancelFlag (signal?: AbortSignal): CancelFlag {
-  const flag = new Int32Array(1)
+  const flag = new Int32Array(new SharedArrayBuffer(4))
   if (!signal) return { flag, dispose: () => {} }
   if (signal.aborted) throw abortError()
   const onAbort = (): void => { Atomics.store(flag, 0, 1) }

@@ -11,6 +11,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng } from './helpers.mjs'
 
+// A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer), already raised.
+const raisedCancelFlag = () => { const f = new Int32Array(new SharedArrayBuffer(4)); f[0] = 1; return f }
+
 const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-test-'))
@@ -292,19 +295,19 @@ for (const device of devices) {
     await tr.step(batch)
     const before = await tr.gradients()
     const n = batch[0].tokens.length
-    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), new Int32Array([1])),
+    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), raisedCancelFlag()),
       { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
     const after = await tr.gradients()
     t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
     await tr.forward(batch.map((s) => s.tokens))
-    await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
+    await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
       { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
     t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
     t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
 
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
     await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')
-    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(2), Int32Array.of(1, -1), Float32Array.of(0, 1), new Int32Array(1)), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'a negative token is refused natively')
+    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(2), Int32Array.of(1, -1), Float32Array.of(0, 1), new Int32Array(new SharedArrayBuffer(4))), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'a negative token is refused natively')
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0] }]), { code: 'ERR_INVALID_ARG' }, 'weights of the wrong length are refused')
     await t.rejects(tr.step([]), { code: 'ERR_INVALID_ARG' }, 'an empty batch is refused')
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0, NaN] }]), { code: 'ERR_INVALID_ARG', message: /not finite/ }, 'a NaN weight is refused')

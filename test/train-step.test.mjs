@@ -10,6 +10,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
 
+// A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer), already raised.
+const raisedCancelFlag = () => { const f = new Int32Array(new SharedArrayBuffer(4)); f[0] = 1; return f }
+
 const { loadModel, initModel, FullFineTuner, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const TORCH_PYTHON = '/usr/bin/python3'
@@ -226,7 +229,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   // AbortSignal listener sets), leaving the gradients accumulated so far untouched
   await tr.step(batch)
   const before = await tr.gradients()
-  const flag = new Int32Array([1])
+  const flag = raisedCancelFlag()
   const n = batch[0].tokens.length
   await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), flag),
     { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
@@ -234,7 +237,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
   // an abort inside the backward (after the head and final norm gradients were added) drops all gradients
   await tr.forward(batch.map((s) => s.tokens))
-  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
+  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
     { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
   t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
   const ok = await tr.step(batch)

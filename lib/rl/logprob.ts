@@ -72,9 +72,11 @@ export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: 
   const cancel = cancelFlag(options.signal)
   try {
     if (isHidden(input)) {
-      return await native().logprobHidden(device, input.hidden, input.weight, input.positions, input.hiddenSize, input.vocab, targets, temperature, cancel.flag) as TokenLogprobResult
+      const { hidden, weight, positions, hiddenSize, vocab } = input
+      return await native().logprobHidden(device, { hidden, weight, positions, hiddenSize, vocab, targets, temperature }, cancel.flag) as TokenLogprobResult
     }
-    return await native().logprobLogits(device, input.logits, input.positions, input.vocab, targets, temperature, cancel.flag) as TokenLogprobResult
+    const { logits, positions, vocab } = input
+    return await native().logprobLogits(device, { logits, positions, vocab, targets, temperature }, cancel.flag) as TokenLogprobResult
   } finally {
     cancel.dispose()
   }
@@ -97,12 +99,13 @@ export async function tokenLogprobsBackward (input: LogitsInput | HiddenInput, t
   const temperature = options.temperature ?? 1
   const cancel = cancelFlag(options.signal)
   try {
+    const upstream = { targets, temperature, lse: forward.lse, entropy: forward.entropy, dlogp: grads.dlogp, dentropy: grads.dentropy }
     if (isHidden(input)) {
-      return await native().logprobHiddenBackward(device, input.hidden, input.weight, input.positions, input.hiddenSize, input.vocab, targets,
-        temperature, forward.lse, forward.entropy, grads.dlogp, grads.dentropy ?? null, cancel.flag)
+      const { hidden, weight, positions, hiddenSize, vocab } = input
+      return await native().logprobHiddenBackward(device, { hidden, weight, positions, hiddenSize, vocab, ...upstream }, cancel.flag)
     }
-    const dlogits = await native().logprobLogitsBackward(device, input.logits, input.positions, input.vocab, targets, temperature,
-      forward.lse, forward.entropy, grads.dlogp, grads.dentropy ?? null, cancel.flag) as Float32Array
+    const { logits, positions, vocab } = input
+    const dlogits = await native().logprobLogitsBackward(device, { logits, positions, vocab, ...upstream }, cancel.flag) as Float32Array
     return { dlogits }
   } finally {
     cancel.dispose()

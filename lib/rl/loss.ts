@@ -190,9 +190,24 @@ export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossO
   const device = resolveDevice(options.device, 'policyLoss')
   const cancel = cancelFlag(options.signal)
   try {
-    return await native().policyLoss(device, batch, length, inputs.logp, inputs.oldLogp, inputs.refLogp ?? null,
-      inputs.advantages, mask, inputs.entropy ?? null, options.clipLow ?? 0.2, options.clipHigh ?? 0.2,
-      options.clipRatioC ?? 0, klCoef, klKind, agg, options.normLength ?? 0, cancel.flag, options.gradOut ?? null) as PolicyLossResult
+    return await native().policyLoss(device, {
+      batch,
+      length,
+      logp: inputs.logp,
+      oldLogp: inputs.oldLogp,
+      refLogp: inputs.refLogp,
+      advantages: inputs.advantages,
+      mask,
+      entropy: inputs.entropy,
+      clipLow: options.clipLow ?? 0.2,
+      clipHigh: options.clipHigh ?? 0.2,
+      clipRatioC: options.clipRatioC ?? 0,
+      klCoef,
+      klKind,
+      aggregation: agg,
+      normLength: options.normLength ?? 0,
+      gradOut: options.gradOut
+    }, cancel.flag) as PolicyLossResult
   } finally {
     cancel.dispose()
   }

@@ -134,8 +134,18 @@ export async function sample (logits: Float32Array | Uint16Array, rows: number, 
   const device = resolveDevice(options.device, 'sample')
   const cancel = cancelFlag(options.signal)
   try {
-    return await native().sampleRows(device, logits, rows, vocab, Float32Array.from(temperature), Int32Array.from(topK),
-      Float32Array.from(topP), Float32Array.from(minP), seed, Float64Array.from(rowIds), Float64Array.from(step), cancel.flag) as SampleResult
+    return await native().sampleRows(device, {
+      logits,
+      rows,
+      vocab,
+      temperature: Float32Array.from(temperature),
+      topK: Int32Array.from(topK),
+      topP: Float32Array.from(topP),
+      minP: Float32Array.from(minP),
+      seed,
+      rowIds: Float64Array.from(rowIds),
+      steps: Float64Array.from(step)
+    }, cancel.flag) as SampleResult
   } finally {
     cancel.dispose()
   }

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <map>
 
-#include "node/napi_util.h"
+#include "core/error.h"
 #include "core/numeric.h"
 #include "core/parallel.h"
 

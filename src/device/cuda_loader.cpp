@@ -6,7 +6,7 @@
 #include <mutex>
 #include <string>
 
-#include "node/napi_util.h"
+#include "core/error.h"
 #include "recode_device.h"
 
 namespace recode::cuda {

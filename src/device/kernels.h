@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "node/napi_util.h"  // recode::Error
+#include "core/error.h"
 #include "recode_kernels.h"
 
 namespace recode {

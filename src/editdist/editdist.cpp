@@ -329,6 +329,22 @@ int64_t distance_within(const uint32_t* a, int64_t na, const uint32_t* b, int64_
 
 // ---- batch ----------------------------------------------------------------------------------------------------
 
+CodePointBatch decode_utf16_batch(const uint16_t* units, const int64_t* offsets, int64_t strings) {
+  CodePointBatch out;
+  out.offsets.assign(strings + 1, 0);
+  parallel_for(strings, 256, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      out.offsets[s + 1] = utf16_code_point_length(units + offsets[s], offsets[s + 1] - offsets[s]);
+  });
+  for (int64_t s = 0; s < strings; ++s) out.offsets[s + 1] += out.offsets[s];
+  out.chars.resize(out.offsets[strings]);
+  parallel_for(strings, 256, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      utf16_to_code_points(units + offsets[s], offsets[s + 1] - offsets[s], out.chars.data() + out.offsets[s]);
+  });
+  return out;
+}
+
 void distance_batch(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
                     const CancelFlag& cancel, bool use_reference) {
   if (pairs <= 0) return;

@@ -9,14 +9,19 @@
 //   - distance(): common prefix/suffix stripped, trivial cases, then bit-parallel Myers (1999) for a
 //     pattern of at most 64 code points and Hyyro's (2003) multi-word blocks beyond, 64 cells per word
 //     operation; the AVX2 build (editdist_avx2.cpp) runs four blocks per 256-bit vector;
-//   - distance_batch(): spreads pairs over the thread pool, balanced by |a| |b|, polling a CancelFlag.
+//   - distance_batch(): spreads pairs over the thread pool, balanced by |a| |b|, polling a CancelFlag;
+//     distance_batch_on() runs a batch on a chosen backend (editdist_device.cpp: CPU, CUDA or the emulation).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "node/napi_util.h"
+#include "core/cancel.h"
+
+namespace recode {
+enum class Device;  // device/kernels.h
+}
 
 namespace recode::editdist {
 
@@ -25,6 +30,14 @@ namespace recode::editdist {
 int64_t utf16_to_code_points(const uint16_t* units, int64_t n, uint32_t* out);
 // Code points in a UTF-16 string (the length utf16_to_code_points produces).
 int64_t utf16_code_point_length(const uint16_t* units, int64_t n);
+
+// A batch of strings as code points, string s = chars[offsets[s], offsets[s+1]) (a pair batch: 2n strings).
+struct CodePointBatch {
+  std::vector<uint32_t> chars;
+  std::vector<int64_t> offsets;
+};
+// Decodes `strings` UTF-16 strings, string s = units[offsets[s], offsets[s+1]), spread over the thread pool.
+CodePointBatch decode_utf16_batch(const uint16_t* units, const int64_t* offsets, int64_t strings);
 
 // The plain dynamic programme (two rows).
 int64_t reference(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb);
@@ -36,6 +49,11 @@ int64_t distance(const uint32_t* a, int64_t na, const uint32_t* b, int64_t nb, c
 // cancelled. `use_reference` runs reference() instead (for tests and benchmarks of the plain loop).
 void distance_batch(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
                     const CancelFlag& cancel, bool use_reference = false);
+
+// The same on `device`: the CPU code above, or the CUDA kernel (device CUDA, or its SIMT emulation), which
+// takes slices of pairs so that a cancelled request stops between slices.
+void distance_batch_on(Device device, const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
+                       const CancelFlag& cancel);
 
 // The banded block kernel alone on a pair, a as the pattern (no prefix/suffix stripping, no single-word
 // path, no choice of orientation), for tests: exact when the distance is <= k, never below it otherwise.

@@ -8,10 +8,15 @@
 //   logp = z_target - lse,  entropy H = -sum_v p_v log p_v = lse - sum_v p_v z_v,
 //   d logp / d z_v = [v == target] - p_v,  d H / d z_v = -p_v (log p_v + H),
 //   d/dlogits = d/dz / temperature;  d/dhidden = dlogits W,  d/dW = dlogits^T hidden.
-// Targets must lie in [0, V). CPU code in src/logprob/logprob.cpp, CUDA in cuda/logprob.cu.
+// Targets must lie in [0, V). CPU code in src/logprob/logprob.cpp, CUDA in cuda/logprob.cu; the *_on
+// functions (logprob_device.cpp) run either on a chosen backend.
 #pragma once
 
 #include <cstdint>
+
+namespace recode {
+enum class Device;  // device/kernels.h
+}
 
 namespace recode::logprob {
 
@@ -28,6 +33,18 @@ void forward_hidden(const float* hidden, const float* weight, int T, int H, int 
 void backward_hidden(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets,
                      float temperature, const float* lse, const float* entropy, const float* dlogp,
                      const float* dentropy, float* dhidden, float* dweight);
+
+// The four passes above on `device`: the CPU code, or the CUDA kernels (on a GPU or emulated).
+void forward_logits_on(Device device, const float* logits, int T, int V, const int32_t* targets, float temperature,
+                       float* logp, float* entropy, float* lse);
+void backward_logits_on(Device device, const float* logits, int T, int V, const int32_t* targets, float temperature,
+                        const float* lse, const float* entropy, const float* dlogp, const float* dentropy,
+                        float* dlogits);
+void forward_hidden_on(Device device, const float* hidden, const float* weight, int T, int H, int V,
+                       const int32_t* targets, float temperature, float* logp, float* entropy, float* lse);
+void backward_hidden_on(Device device, const float* hidden, const float* weight, int T, int H, int V,
+                        const int32_t* targets, float temperature, const float* lse, const float* entropy,
+                        const float* dlogp, const float* dentropy, float* dhidden, float* dweight);
 
 // AVX2 rows (logprob_avx2.cpp), used when the CPU has AVX2 + FMA. The forward returns false for a row with no
 // finite maximum (the scalar path then handles it).

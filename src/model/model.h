@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "node/napi_util.h"
+#include "core/cancel.h"
 #include "ops/ops.h"
 
 namespace recode::model {
@@ -160,8 +160,5 @@ std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg
 // The backend for a device name: "cpu", "cuda" or "emulated". Other names throw ERR_INVALID_ARG.
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
                                       int slots, int context, bool round_bf16);
-
-// The backend behind a JavaScript model handle (argument i); throws ERR_INVALID_ARG when disposed.
-std::shared_ptr<Backend> backend_from_handle(const Args& a, size_t i);
 
 }  // namespace recode::model

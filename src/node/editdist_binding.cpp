@@ -4,14 +4,14 @@
 //   editDistanceEncoded(device, chars: Uint32Array, offsets: Int32Array, out, cancelFlag?) -> Promise<Int32Array>
 //       pre-encoded code points; pair i is chars[offsets[2i], offsets[2i+1]) vs [offsets[2i+1], offsets[2i+2])
 //   editDistanceReference(a: string[], b: string[], out) -> Int32Array          (the plain DP, for tests)
-// The main thread only copies the strings' UTF-16 units; decoding to code points and the distances run on a
-// libuv worker (and the thread pool) for the Promise variants.
+// The main thread only copies the strings' UTF-16 units (and the arrays: see AsyncJob); decoding to code
+// points and the distances (editdist::distance_batch_on) run on a libuv worker for the Promise variants.
 #include <cstring>
 
-#include "editdist/editdist.h"
 #include "device/kernels.h"
 #include "node/device_arg.h"
-#include "core/parallel.h"
+#include "editdist/editdist.h"
+#include "node/napi_util.h"
 
 namespace recode {
 namespace {
@@ -70,70 +70,21 @@ Napi::Int32Array output(const Args& args, size_t i, int64_t pairs) {
   return out;
 }
 
-// Code points of every string, decoded in parallel, with 2n+1 code-point offsets.
-struct CodePointBatch {
-  std::vector<uint32_t> chars;
-  std::vector<int64_t> offsets;
-};
-
-CodePointBatch decode(const Utf16Batch& in) {
-  const int64_t strings = 2 * in.pairs;
-  CodePointBatch out;
-  out.offsets.assign(strings + 1, 0);
-  parallel_for(strings, 256, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s)
-      out.offsets[s + 1] = editdist::utf16_code_point_length(in.units.data() + in.offsets[s], in.offsets[s + 1] - in.offsets[s]);
-  });
-  for (int64_t s = 0; s < strings; ++s) out.offsets[s + 1] += out.offsets[s];
-  out.chars.resize(out.offsets[strings]);
-  parallel_for(strings, 256, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s)
-      editdist::utf16_to_code_points(in.units.data() + in.offsets[s], in.offsets[s + 1] - in.offsets[s],
-                                     out.chars.data() + out.offsets[s]);
-  });
-  return out;
-}
-
-// Runs the distances of a decoded batch on the chosen backend. The GPU paths take slices of pairs so that a
-// cancelled request stops between slices.
-void run_batch(Device device, const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out,
-               const CancelFlag& cancel) {
-  if (device == Device::CPU) {
-    editdist::distance_batch(chars, offsets, pairs, out, cancel);
-    return;
-  }
-  auto fn = Kernels(device).edit_distance;
-  // About 2^31 cells per slice on a GPU; the emulation is ~1000x slower, so it slices finer.
-  const int64_t budget = device == Device::CUDA ? (int64_t{1} << 31) : (int64_t{1} << 22);
-  int64_t begin = 0;
-  while (begin < pairs) {
-    cancel.throw_if_requested();
-    int64_t end = begin, cells = 0;
-    while (end < pairs && (end == begin || cells < budget)) {
-      cells += (offsets[2 * end + 1] - offsets[2 * end]) * (offsets[2 * end + 2] - offsets[2 * end + 1]) + 1;
-      ++end;
-    }
-    char err[512] = {0};
-    int rc = fn(chars, offsets + 2 * begin, end - begin, out + begin, err, sizeof err);
-    check_kernel_status(rc, "edit_distance", err);
-    begin = end;
-  }
+editdist::CodePointBatch decode(const Utf16Batch& in) {
+  return editdist::decode_utf16_batch(in.units.data(), in.offsets.data(), 2 * in.pairs);
 }
 
 class EditDistanceJob : public AsyncJob {
  public:
-  EditDistanceJob(Napi::Env env, Device device, Utf16Batch strings, Napi::Int32Array out)
-      : AsyncJob(env), device_(device), strings_(std::move(strings)), out_(out.Data()) {
-    keep(out);
+  EditDistanceJob(Napi::Env env, const char* fn, Device device, Utf16Batch strings, Napi::Int32Array out)
+      : AsyncJob(env), device_(device), strings_(std::move(strings)), out_(output(out, fn, "out")) {
     out_value_ = Napi::Persistent(out);
   }
-  // Pre-encoded input: chars stays owned by JavaScript (kept alive), offsets are copied.
-  EditDistanceJob(Napi::Env env, Device device, Napi::Uint32Array chars, std::vector<int64_t> offsets,
+  // Pre-encoded input: chars is copied (input()), offsets were converted already.
+  EditDistanceJob(Napi::Env env, const char* fn, Device device, Napi::Uint32Array chars, std::vector<int64_t> offsets,
                   Napi::Int32Array out)
-      : AsyncJob(env), device_(device), encoded_chars_(chars.Data()), encoded_offsets_(std::move(offsets)),
-        out_(out.Data()) {
-    keep(chars);
-    keep(out);
+      : AsyncJob(env), device_(device), encoded_chars_(input(chars)), encoded_offsets_(std::move(offsets)),
+        out_(output(out, fn, "out")) {
     out_value_ = Napi::Persistent(out);
   }
 
@@ -141,12 +92,12 @@ class EditDistanceJob : public AsyncJob {
   void Run() override {
     if (encoded_chars_) {
       int64_t pairs = ((int64_t)encoded_offsets_.size() - 1) / 2;
-      run_batch(device_, encoded_chars_, encoded_offsets_.data(), pairs, out_, cancel);
+      editdist::distance_batch_on(device_, encoded_chars_, encoded_offsets_.data(), pairs, out_, cancel);
       return;
     }
     cancel.throw_if_requested();
-    CodePointBatch cp = decode(strings_);
-    run_batch(device_, cp.chars.data(), cp.offsets.data(), strings_.pairs, out_, cancel);
+    editdist::CodePointBatch cp = decode(strings_);
+    editdist::distance_batch_on(device_, cp.chars.data(), cp.offsets.data(), strings_.pairs, out_, cancel);
   }
   Napi::Value Result(Napi::Env env) override { return out_value_.Value(); }
 
@@ -164,7 +115,7 @@ Napi::Value edit_distance_batch(const Napi::CallbackInfo& info) {
   Device device = parse_device(args, 0);
   Utf16Batch strings = read_pairs(args, 1, 2);
   Napi::Int32Array out = output(args, 3, strings.pairs);
-  auto job = std::make_unique<EditDistanceJob>(info.Env(), device, std::move(strings), out);
+  auto job = std::make_unique<EditDistanceJob>(info.Env(), args.fn, device, std::move(strings), out);
   job->set_cancel(args, 4);
   return AsyncJob::queue(std::move(job));
 }
@@ -174,8 +125,8 @@ Napi::Value edit_distance_batch_sync(const Napi::CallbackInfo& info) {
   Device device = parse_device(args, 0);
   Utf16Batch strings = read_pairs(args, 1, 2);
   Napi::Int32Array out = output(args, 3, strings.pairs);
-  CodePointBatch cp = decode(strings);
-  run_batch(device, cp.chars.data(), cp.offsets.data(), strings.pairs, out.Data(), CancelFlag{});
+  editdist::CodePointBatch cp = decode(strings);
+  editdist::distance_batch_on(device, cp.chars.data(), cp.offsets.data(), strings.pairs, out.Data(), CancelFlag{});
   return out;
 }
 
@@ -196,7 +147,7 @@ Napi::Value edit_distance_encoded(const Napi::CallbackInfo& info) {
                        std::to_string(i) + " is " + std::to_string(v));
     positions[i] = v;
   }
-  auto job = std::make_unique<EditDistanceJob>(info.Env(), device, chars, std::move(positions), out);
+  auto job = std::make_unique<EditDistanceJob>(info.Env(), args.fn, device, chars, std::move(positions), out);
   job->set_cancel(args, 4);
   return AsyncJob::queue(std::move(job));
 }
@@ -205,7 +156,7 @@ Napi::Value edit_distance_reference(const Napi::CallbackInfo& info) {
   Args args{info, "editDistanceReference"};
   Utf16Batch strings = read_pairs(args, 0, 1);
   Napi::Int32Array out = output(args, 2, strings.pairs);
-  CodePointBatch cp = decode(strings);
+  editdist::CodePointBatch cp = decode(strings);
   editdist::distance_batch(cp.chars.data(), cp.offsets.data(), strings.pairs, out.Data(), CancelFlag{}, true);
   return out;
 }
@@ -217,7 +168,7 @@ Napi::Value edit_distance_within(const Napi::CallbackInfo& info) {
   Napi::Int32Array bands = args.typed<int32_t>(2, "k");
   if ((int64_t)bands.ElementLength() != strings.pairs) args.fail(2, "(k) must have one band per pair");
   Napi::Int32Array out = output(args, 3, strings.pairs);
-  CodePointBatch cp = decode(strings);
+  editdist::CodePointBatch cp = decode(strings);
   const int32_t* k = bands.Data();
   int32_t* d = out.Data();
   for (int64_t i = 0; i < strings.pairs; ++i) {

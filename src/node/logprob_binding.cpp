@@ -1,11 +1,13 @@
 // Bindings for token log-probabilities (src/logprob/logprob.h); each returns a Promise (work on a libuv thread).
-//   logprobLogits(device, logits: Float32Array [T*V], T, V, targets: Int32Array [T], temperature, cancel?)
-//     -> { logp, entropy, lse } (Float32Array [T] each)
-//   logprobLogitsBackward(device, logits, T, V, targets, temperature, lse, entropy, dlogp, dentropy|null, cancel?)
+// Options objects (the fields of lib/rl/logprob.ts's inputs), then an optional cancel flag:
+//   logprobLogits(device, { logits: Float32Array [T*V], positions: T, vocab: V, targets: Int32Array [T],
+//                 temperature }, cancel?) -> { logp, entropy, lse } (Float32Array [T] each)
+//   logprobLogitsBackward(device, { ...the same, lse, entropy, dlogp, dentropy? }, cancel?)
 //     -> Float32Array dlogits [T*V]
-//   logprobHidden(device, hidden [T*H], weight [V*H], T, H, V, targets, temperature, cancel?) -> { logp, entropy, lse }
-//   logprobHiddenBackward(device, hidden, weight, T, H, V, targets, temperature, lse, entropy, dlogp,
-//                         dentropy|null, cancel?) -> { dhidden [T*H], dweight [V*H] }
+//   logprobHidden(device, { hidden [T*H], weight [V*H], positions: T, hiddenSize: H, vocab: V, targets,
+//                 temperature }, cancel?) -> { logp, entropy, lse }
+//   logprobHiddenBackward(device, { ...the same, lse, entropy, dlogp, dentropy? }, cancel?)
+//     -> { dhidden [T*H], dweight [V*H] }
 #include <cmath>
 #include <functional>
 #include <string>
@@ -13,6 +15,7 @@
 #include "device/kernels.h"
 #include "node/device_arg.h"
 #include "logprob/logprob.h"
+#include "node/napi_util.h"
 
 namespace recode {
 namespace {
@@ -25,6 +28,7 @@ class LogprobJob : public AsyncJob {
   std::vector<std::pair<std::string, Napi::Reference<Napi::Float32Array>>> outputs;
   bool single = false;  // resolve to the only output rather than an object
 
+  // A fresh array, unseen by JavaScript until Result(): written in place.
   float* add_output(Napi::Env env, const char* name, size_t n) {
     auto arr = Napi::Float32Array::New(env, n);
     float* p = arr.Data();
@@ -45,9 +49,10 @@ class LogprobJob : public AsyncJob {
   }
 };
 
+// The options every entry point shares, with copies of the arrays (see AsyncJob).
 struct Common {
   Device device;
-  int T, V, H = 0;
+  int T = 0, V = 0, H = 0;
   const float* logits = nullptr;
   const float* hidden = nullptr;
   const float* weight = nullptr;
@@ -55,77 +60,87 @@ struct Common {
   float temperature = 1.f;
 };
 
-const float* floats(const Args& a, LogprobJob* job, size_t i, const char* name, size_t len) {
-  auto arr = a.typed<float>(i, name);
+const float* floats(const Options& o, LogprobJob* job, const char* name, size_t len) {
+  auto arr = o.typed<float>(name);
   if (arr.ElementLength() != len)
-    a.fail(i, std::string("(") + name + ") must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
-  job->keep(arr);
-  return arr.Data();
+    o.fail(name, "must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
+  return job->input(arr);
 }
 
-const int32_t* targets_arg(const Args& a, LogprobJob* job, size_t i, int T, int V) {
-  auto arr = a.typed<int32_t>(i, "targets");
-  if ((int64_t)arr.ElementLength() != T) a.fail(i, "(targets) must have T = " + std::to_string(T) + " entries");
-  for (int t = 0; t < T; ++t)
-    if (arr[t] < 0 || arr[t] >= V)
-      a.fail(i, "(targets) entry " + std::to_string(t) + " = " + std::to_string(arr[t]) + " is outside [0, " + std::to_string(V) + ")");
-  job->keep(arr);
-  return arr.Data();
+void check_size(const Options& o, const char* name, int64_t n) {
+  if (n > ((int64_t)1 << 33)) o.fail(name, "gives more than 2^33 elements");
 }
 
-float temperature_arg(const Args& a, size_t i) {
-  double t = a.number(i, "temperature");
-  if (!(t > 0) || !std::isfinite(t)) a.fail(i, "(temperature) must be a finite number > 0");
-  return (float)t;
+Common common(const Args& a, const Options& o, LogprobJob* job, bool hidden) {
+  Common c;
+  c.device = parse_device(a, 0);
+  c.T = (int)o.integer("positions", 1, 1 << 24);
+  c.V = (int)o.integer("vocab", 1, 1 << 24);
+  if (hidden) {
+    c.H = (int)o.integer("hiddenSize", 1, 1 << 20);
+    check_size(o, "vocab", (int64_t)c.V * c.H);
+    check_size(o, "hiddenSize", (int64_t)c.T * c.H);
+    c.hidden = floats(o, job, "hidden", (size_t)c.T * c.H);
+    c.weight = floats(o, job, "weight", (size_t)c.V * c.H);
+  } else {
+    check_size(o, "vocab", (int64_t)c.T * c.V);
+    c.logits = floats(o, job, "logits", (size_t)c.T * c.V);
+  }
+  auto tg = o.typed<int32_t>("targets");
+  if ((int64_t)tg.ElementLength() != c.T) o.fail("targets", "must have T = " + std::to_string(c.T) + " entries");
+  for (int t = 0; t < c.T; ++t)
+    if (tg[t] < 0 || tg[t] >= c.V)
+      o.fail("targets", "entry " + std::to_string(t) + " = " + std::to_string(tg[t]) + " is outside [0, " +
+                            std::to_string(c.V) + ")");
+  c.targets = job->input(tg);
+  double t = o.number("temperature");
+  if (!(t > 0) || !std::isfinite(t)) o.fail("temperature", "must be a finite number > 0");
+  c.temperature = (float)t;
+  return c;
 }
 
-void check_size(const Args& a, size_t i, int64_t n) {
-  if (n > ((int64_t)1 << 33)) a.fail(i, "(sizes) give more than 2^33 elements");
+// The backward passes' saved forward values and upstream gradients.
+struct Upstream {
+  const float* lse;
+  const float* entropy;
+  const float* dlogp;
+  const float* dentropy;
+};
+
+Upstream upstream(const Options& o, LogprobJob* job, int T) {
+  Upstream u;
+  u.lse = floats(o, job, "lse", T);
+  u.entropy = floats(o, job, "entropy", T);
+  u.dlogp = floats(o, job, "dlogp", T);
+  u.dentropy = o.has("dentropy") ? floats(o, job, "dentropy", T) : nullptr;
+  return u;
 }
 
 Napi::Value logprob_logits(const Napi::CallbackInfo& info) {
   Args a{info, "logprobLogits"};
   auto job = std::make_unique<LogprobJob>(info.Env());
-  Device d = parse_device(a, 0);
-  int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
-  check_size(a, 3, (int64_t)T * V);
-  const float* x = floats(a, job.get(), 1, "logits", (size_t)T * V);
-  const int32_t* tg = targets_arg(a, job.get(), 4, T, V);
-  float temp = temperature_arg(a, 5);
-  job->set_cancel(a, 6);
-  float* lp = job->add_output(info.Env(), "logp", T);
-  float* ent = job->add_output(info.Env(), "entropy", T);
-  float* lse = job->add_output(info.Env(), "lse", T);
-  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_logits_forward;
-  job->work = [=] {
-    if (!entry) return logprob::forward_logits(x, T, V, tg, temp, lp, ent, lse);
-    char err[512] = {0};
-    check_kernel_status(entry(x, T, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_logits_forward", err);
-  };
+  Options o(a, 1);
+  Common c = common(a, o, job.get(), false);
+  job->set_cancel(a, 2);
+  float* lp = job->add_output(info.Env(), "logp", c.T);
+  float* ent = job->add_output(info.Env(), "entropy", c.T);
+  float* lse = job->add_output(info.Env(), "lse", c.T);
+  job->work = [=] { logprob::forward_logits_on(c.device, c.logits, c.T, c.V, c.targets, c.temperature, lp, ent, lse); };
   return AsyncJob::queue(std::move(job));
 }
 
 Napi::Value logprob_logits_backward(const Napi::CallbackInfo& info) {
   Args a{info, "logprobLogitsBackward"};
   auto job = std::make_unique<LogprobJob>(info.Env());
-  Device d = parse_device(a, 0);
-  int T = (int)a.integer(2, "T", 1, 1 << 24), V = (int)a.integer(3, "V", 1, 1 << 24);
-  check_size(a, 3, (int64_t)T * V);
-  const float* x = floats(a, job.get(), 1, "logits", (size_t)T * V);
-  const int32_t* tg = targets_arg(a, job.get(), 4, T, V);
-  float temp = temperature_arg(a, 5);
-  const float* lse = floats(a, job.get(), 6, "lse", T);
-  const float* ent = floats(a, job.get(), 7, "entropy", T);
-  const float* dl = floats(a, job.get(), 8, "dlogp", T);
-  const float* de = a.has(9) ? floats(a, job.get(), 9, "dentropy", T) : nullptr;
-  job->set_cancel(a, 10);
-  float* dx = job->add_output(info.Env(), "dlogits", (size_t)T * V);
+  Options o(a, 1);
+  Common c = common(a, o, job.get(), false);
+  Upstream u = upstream(o, job.get(), c.T);
+  job->set_cancel(a, 2);
+  float* dx = job->add_output(info.Env(), "dlogits", (size_t)c.T * c.V);
   job->single = true;
-  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_logits_backward;
   job->work = [=] {
-    if (!entry) return logprob::backward_logits(x, T, V, tg, temp, lse, ent, dl, de, dx);
-    char err[512] = {0};
-    check_kernel_status(entry(x, T, V, tg, temp, lse, ent, dl, de, dx, err, sizeof err), "logprob_logits_backward", err);
+    logprob::backward_logits_on(c.device, c.logits, c.T, c.V, c.targets, c.temperature, u.lse, u.entropy, u.dlogp,
+                                u.dentropy, dx);
   };
   return AsyncJob::queue(std::move(job));
 }
@@ -133,23 +148,14 @@ Napi::Value logprob_logits_backward(const Napi::CallbackInfo& info) {
 Napi::Value logprob_hidden(const Napi::CallbackInfo& info) {
   Args a{info, "logprobHidden"};
   auto job = std::make_unique<LogprobJob>(info.Env());
-  Device d = parse_device(a, 0);
-  int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
-  check_size(a, 5, (int64_t)V * H);
-  check_size(a, 4, (int64_t)T * H);
-  const float* h = floats(a, job.get(), 1, "hidden", (size_t)T * H);
-  const float* w = floats(a, job.get(), 2, "weight", (size_t)V * H);
-  const int32_t* tg = targets_arg(a, job.get(), 6, T, V);
-  float temp = temperature_arg(a, 7);
-  job->set_cancel(a, 8);
-  float* lp = job->add_output(info.Env(), "logp", T);
-  float* ent = job->add_output(info.Env(), "entropy", T);
-  float* lse = job->add_output(info.Env(), "lse", T);
-  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_hidden_forward;
+  Options o(a, 1);
+  Common c = common(a, o, job.get(), true);
+  job->set_cancel(a, 2);
+  float* lp = job->add_output(info.Env(), "logp", c.T);
+  float* ent = job->add_output(info.Env(), "entropy", c.T);
+  float* lse = job->add_output(info.Env(), "lse", c.T);
   job->work = [=] {
-    if (!entry) return logprob::forward_hidden(h, w, T, H, V, tg, temp, lp, ent, lse);
-    char err[512] = {0};
-    check_kernel_status(entry(h, w, T, H, V, tg, temp, lp, ent, lse, err, sizeof err), "logprob_hidden_forward", err);
+    logprob::forward_hidden_on(c.device, c.hidden, c.weight, c.T, c.H, c.V, c.targets, c.temperature, lp, ent, lse);
   };
   return AsyncJob::queue(std::move(job));
 }
@@ -157,27 +163,15 @@ Napi::Value logprob_hidden(const Napi::CallbackInfo& info) {
 Napi::Value logprob_hidden_backward(const Napi::CallbackInfo& info) {
   Args a{info, "logprobHiddenBackward"};
   auto job = std::make_unique<LogprobJob>(info.Env());
-  Device d = parse_device(a, 0);
-  int T = (int)a.integer(3, "T", 1, 1 << 24), H = (int)a.integer(4, "H", 1, 1 << 20), V = (int)a.integer(5, "V", 1, 1 << 24);
-  check_size(a, 5, (int64_t)V * H);
-  check_size(a, 4, (int64_t)T * H);
-  const float* h = floats(a, job.get(), 1, "hidden", (size_t)T * H);
-  const float* w = floats(a, job.get(), 2, "weight", (size_t)V * H);
-  const int32_t* tg = targets_arg(a, job.get(), 6, T, V);
-  float temp = temperature_arg(a, 7);
-  const float* lse = floats(a, job.get(), 8, "lse", T);
-  const float* ent = floats(a, job.get(), 9, "entropy", T);
-  const float* dl = floats(a, job.get(), 10, "dlogp", T);
-  const float* de = a.has(11) ? floats(a, job.get(), 11, "dentropy", T) : nullptr;
-  job->set_cancel(a, 12);
-  float* dh = job->add_output(info.Env(), "dhidden", (size_t)T * H);
-  float* dw = job->add_output(info.Env(), "dweight", (size_t)V * H);
-  auto entry = d == Device::CPU ? nullptr : Kernels(d).logprob_hidden_backward;
+  Options o(a, 1);
+  Common c = common(a, o, job.get(), true);
+  Upstream u = upstream(o, job.get(), c.T);
+  job->set_cancel(a, 2);
+  float* dh = job->add_output(info.Env(), "dhidden", (size_t)c.T * c.H);
+  float* dw = job->add_output(info.Env(), "dweight", (size_t)c.V * c.H);
   job->work = [=] {
-    if (!entry) return logprob::backward_hidden(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw);
-    char err[512] = {0};
-    check_kernel_status(entry(h, w, T, H, V, tg, temp, lse, ent, dl, de, dh, dw, err, sizeof err),
-                        "logprob_hidden_backward", err);
+    logprob::backward_hidden_on(c.device, c.hidden, c.weight, c.T, c.H, c.V, c.targets, c.temperature, u.lse,
+                                u.entropy, u.dlogp, u.dentropy, dh, dw);
   };
   return AsyncJob::queue(std::move(job));
 }

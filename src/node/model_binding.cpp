@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "model/model.h"
+#include "node/model_handle.h"
 #include "core/safetensors.h"
 #include "sampling/sampling.h"
 
@@ -213,8 +214,7 @@ Napi::Value model_step(const Napi::CallbackInfo& info) {
     total += counts[i];
   }
   if ((int64_t)tokens.ElementLength() != total) a.fail(3, "(tokens) must hold sum(counts) ids");
-  job->tokens = tokens.Data();
-  job->keep(tokens);
+  job->tokens = job->input(tokens);  // a copy: see AsyncJob
   if (mode == "last") job->mode = Mode::Last;
   else if (mode == "all") job->mode = Mode::All;
   else if (mode == "sample") job->mode = Mode::Sample;

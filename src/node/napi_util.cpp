@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace recode {
@@ -105,16 +106,50 @@ template <> constexpr napi_typedarray_type typed_array_kind<uint8_t>() { return 
 template <> constexpr napi_typedarray_type typed_array_kind<int8_t>() { return napi_int8_array; }
 template <> constexpr napi_typedarray_type typed_array_kind<int64_t>() { return napi_bigint64_array; }
 
-template <class T>
-Napi::TypedArrayOf<T> Args::typed(size_t i, const char* name) const {
+// Checks that v is a typed array of T on an attached buffer; `fail` receives what is wrong.
+template <class T, class Fail>
+static Napi::TypedArrayOf<T> checked_typed(Napi::Value v, Fail&& fail) {
   static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
                                 "Int32Array", "Uint32Array", "Float32Array", "Float64Array", "BigInt64Array",
                                 "BigUint64Array"};
-  Napi::Value v = at(i);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != typed_array_kind<T>())
-    fail(i, std::string("(") + name + ") must be a " + names[typed_array_kind<T>()]);
+    fail(std::string("must be a ") + names[typed_array_kind<T>()]);
+  if (is_detached(v.As<Napi::TypedArray>())) fail("is detached (its ArrayBuffer was transferred)");
   return v.As<Napi::TypedArrayOf<T>>();
 }
+
+template <class T>
+Napi::TypedArrayOf<T> Args::typed(size_t i, const char* name) const {
+  return checked_typed<T>(at(i), [&](const std::string& what) { fail(i, std::string("(") + name + ") " + what); });
+}
+
+void Options::fail(const char* field, const std::string& what) const {
+  args.fail(i, std::string("(options.") + field + ") " + what);
+}
+
+bool Options::has(const char* field) const {
+  Napi::Value v = get(field);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+double Options::number(const char* field) const {
+  Napi::Value v = get(field);
+  if (!v.IsNumber()) fail(field, "must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t Options::integer(const char* field, int64_t lo, int64_t hi) const {
+  double d = number(field);
+  if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
+    fail(field, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+  return (int64_t)d;
+}
+
+template <class T>
+Napi::TypedArrayOf<T> Options::typed(const char* field) const {
+  return checked_typed<T>(get(field), [&](const std::string& what) { fail(field, what); });
+}
+
 template Napi::TypedArrayOf<float> Args::typed<float>(size_t, const char*) const;
 template Napi::TypedArrayOf<double> Args::typed<double>(size_t, const char*) const;
 template Napi::TypedArrayOf<int32_t> Args::typed<int32_t>(size_t, const char*) const;
@@ -123,6 +158,30 @@ template Napi::TypedArrayOf<uint16_t> Args::typed<uint16_t>(size_t, const char*)
 template Napi::TypedArrayOf<uint8_t> Args::typed<uint8_t>(size_t, const char*) const;
 template Napi::TypedArrayOf<int8_t> Args::typed<int8_t>(size_t, const char*) const;
 template Napi::TypedArrayOf<int64_t> Args::typed<int64_t>(size_t, const char*) const;
+template Napi::TypedArrayOf<float> Options::typed<float>(const char*) const;
+template Napi::TypedArrayOf<double> Options::typed<double>(const char*) const;
+template Napi::TypedArrayOf<int32_t> Options::typed<int32_t>(const char*) const;
+template Napi::TypedArrayOf<uint32_t> Options::typed<uint32_t>(const char*) const;
+template Napi::TypedArrayOf<uint16_t> Options::typed<uint16_t>(const char*) const;
+template Napi::TypedArrayOf<uint8_t> Options::typed<uint8_t>(const char*) const;
+template Napi::TypedArrayOf<int8_t> Options::typed<int8_t>(const char*) const;
+template Napi::TypedArrayOf<int64_t> Options::typed<int64_t>(const char*) const;
+
+bool is_detached(const Napi::TypedArray& a) {
+  napi_value buffer = nullptr;
+  bool detached = false;
+  napi_get_typedarray_info(a.Env(), a, nullptr, nullptr, nullptr, &buffer, nullptr);
+  napi_is_detached_arraybuffer(a.Env(), buffer, &detached);  // false for a SharedArrayBuffer
+  return detached;
+}
+
+// The array's bytes as seen now (null data for an empty or detached array).
+static std::pair<uint8_t*, size_t> bytes_of(const Napi::TypedArray& a) {
+  void* data = nullptr;
+  size_t length = 0;
+  napi_get_typedarray_info(a.Env(), a, nullptr, &length, &data, nullptr, nullptr);
+  return {static_cast<uint8_t*>(data), length * a.ElementSize()};
+}
 
 void AsyncJob::keep(Napi::Value v) { kept_.push_back(Napi::Persistent(v)); }
 
@@ -136,8 +195,30 @@ void AsyncJob::set_cancel(const Args& a, size_t i) {
   if (!a.has(i)) return;
   Napi::Int32Array flag = a.typed<int32_t>(i, "cancel flag");
   if (flag.ElementLength() < 1) a.fail(i, "(cancel flag) must have one element");
+  // The worker polls this word while the job runs: a plain ArrayBuffer could be detached and freed under it.
+  napi_value buffer = nullptr;
+  bool plain = true;
+  napi_get_typedarray_info(a.env(), flag, nullptr, nullptr, nullptr, &buffer, nullptr);
+  napi_is_arraybuffer(a.env(), buffer, &plain);
+  if (plain) a.fail(i, "(cancel flag) must be an Int32Array on a SharedArrayBuffer");
   keep(flag);
   cancel.flag = flag.Data();
+}
+
+const void* AsyncJob::copy_in(const Napi::TypedArray& a) {
+  auto [data, bytes] = bytes_of(a);
+  copies_.emplace_back(new uint8_t[bytes ? bytes : 1]);
+  if (bytes) std::memcpy(copies_.back().get(), data, bytes);
+  return copies_.back().get();
+}
+
+void* AsyncJob::write_back(const Napi::TypedArray& a, const char* fn, std::string name, bool load) {
+  auto [data, bytes] = bytes_of(a);
+  copies_.emplace_back(load ? new uint8_t[bytes ? bytes : 1] : new uint8_t[bytes ? bytes : 1]());
+  uint8_t* mine = copies_.back().get();
+  if (load && bytes) std::memcpy(mine, data, bytes);
+  write_backs_.push_back({Napi::Persistent(Napi::Value(a)), mine, bytes, std::string(fn) + ": (" + name + ")"});
+  return mine;
 }
 
 void AsyncJob::Execute() {
@@ -160,6 +241,17 @@ void AsyncJob::Execute() {
 
 void AsyncJob::OnOK() {
   Napi::Env env = Env();
+  // Every written array is checked before any is copied into, so a failure leaves them all unchanged.
+  for (const WriteBack& w : write_backs_) {
+    Napi::TypedArray a = w.array.Value().As<Napi::TypedArray>();
+    if (is_detached(a) || bytes_of(a).second != w.bytes) {
+      deferred_.Reject(make_js_error(env, "ERR_INVALID_ARG", w.what + " was detached (its ArrayBuffer transferred) "
+                                                             "or resized while the operation ran; it holds no result").Value());
+      return;
+    }
+  }
+  for (const WriteBack& w : write_backs_)
+    if (w.bytes) std::memcpy(bytes_of(w.array.Value().As<Napi::TypedArray>()).first, w.data, w.bytes);
   Napi::Value result;
   try {
     result = Result(env);

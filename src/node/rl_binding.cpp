@@ -3,9 +3,9 @@
 //                  2 none) -> Float32Array
 //   dapoDynamicMask(rewards: Float32Array, group) -> Uint8Array (one entry per group)
 //   overlongPenalty(lengths: Int32Array, maxLength, buffer, factor) -> Float32Array
-//   policyLoss(device, B, T, logp, oldLogp, refLogp|null, advantages ([B] or [B*T]), mask: Float32Array,
-//              entropy|null, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), agg (0-3), normLength, cancel?,
-//              gradOut?: Float32Array [B*T])
+//   policyLoss(device, { batch, length, logp, oldLogp, refLogp?, advantages ([B] or [B*T]), mask: Float32Array,
+//              entropy?, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), aggregation (0-3), normLength,
+//              gradOut?: Float32Array [B*T] }, cancel?)
 //     -> Promise<{ grad: Float32Array, metrics: {...} }>
 #include <cmath>
 #include <string>
@@ -13,6 +13,7 @@
 
 #include "device/kernels.h"
 #include "node/device_arg.h"
+#include "node/napi_util.h"
 #include "rl/rl_loss.h"
 
 namespace recode {
@@ -31,14 +32,8 @@ Napi::Value grpo_advantages(const Napi::CallbackInfo& info) {
   for (int i = 0; i < n; ++i)
     if (!std::isfinite(rewards[i])) a.fail(1, "(rewards) entry " + std::to_string(i) + " is not finite");
   auto out = Napi::Float32Array::New(info.Env(), n);
-  if (d == Device::CPU) {
-    rl::grpo_advantages(rewards.Data(), n, group, convention ? rl::Convention::Trl : rl::Convention::Verl,
-                        scale == 0 ? rl::Scale::Group : scale == 1 ? rl::Scale::Batch : rl::Scale::None, out.Data());
-  } else {
-    auto fn = Kernels(d).grpo_advantages;
-    char err[512] = {0};
-    check_kernel_status(fn(rewards.Data(), n, group, convention, scale, out.Data(), err, sizeof err), "grpo_advantages", err);
-  }
+  rl::grpo_advantages_on(d, rewards.Data(), n, group, convention ? rl::Convention::Trl : rl::Convention::Verl,
+                         scale == 0 ? rl::Scale::Group : scale == 1 ? rl::Scale::Batch : rl::Scale::None, out.Data());
   return out;
 }
 
@@ -82,19 +77,7 @@ class PolicyLossJob : public AsyncJob {
  protected:
   void Run() override {
     cancel.throw_if_requested();
-    if (device == Device::CPU) {
-      metrics = rl::policy_loss(in, cfg, grad);
-      return;
-    }
-    auto fn = Kernels(device).policy_loss;
-    std::vector<rl::RowSums> rows(in.B);
-    static_assert(sizeof(rl::RowSums) == 11 * sizeof(double), "RowSums layout shared with cuda/rl_loss.cu");
-    char err[512] = {0};
-    int rc = fn(in.B, in.T, in.logp, in.old_logp, in.ref_logp, in.advantages, in.advantages_per_token ? 1 : 0, in.mask,
-                in.entropy, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c, cfg.kl_coef, (int)cfg.kl, (int)cfg.agg,
-                cfg.norm_length, grad, (double*)rows.data(), err, sizeof err);
-    check_kernel_status(rc, "policy_loss", err);
-    metrics = rl::assemble_loss(rows.data(), in.B, in.T, cfg);
+    metrics = rl::policy_loss_on(device, in, cfg, grad);
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object m = Napi::Object::New(env);
@@ -124,57 +107,54 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<PolicyLossJob>(env);
   job->device = parse_device(a, 0);
-  int B = (int)a.integer(1, "B", 1, 1 << 24);
-  int T = (int)a.integer(2, "T", 1, 1 << 24);
+  Options o(a, 1);
+  int B = (int)o.integer("batch", 1, 1 << 24);
+  int T = (int)o.integer("length", 1, 1 << 24);
   size_t n = (size_t)B * T;
-  if (n > ((size_t)1 << 31)) a.fail(2, "(B * T) must be below 2^31");
-  auto need = [&](size_t i, const char* name, size_t len) {
-    auto arr = a.typed<float>(i, name);
+  if (n > ((size_t)1 << 31)) o.fail("length", "times batch must be below 2^31");
+  auto need = [&](const char* name, size_t len) {
+    auto arr = o.typed<float>(name);
     if (arr.ElementLength() != len)
-      a.fail(i, std::string("(") + name + ") must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
-    job->keep(arr);
-    return (const float*)arr.Data();
+      o.fail(name, "must have " + std::to_string(len) + " values, got " + std::to_string(arr.ElementLength()));
+    return job->input(arr);
   };
   job->in.B = B;
   job->in.T = T;
-  job->in.logp = need(3, "logp", n);
-  job->in.old_logp = need(4, "oldLogp", n);
-  job->in.ref_logp = a.has(5) ? need(5, "refLogp", n) : nullptr;
-  auto adv = a.typed<float>(6, "advantages");
-  if (adv.ElementLength() != (size_t)B && adv.ElementLength() != n)
-    a.fail(6, "(advantages) must have B or B * T values");
+  job->in.logp = need("logp", n);
+  job->in.old_logp = need("oldLogp", n);
+  job->in.ref_logp = o.has("refLogp") ? need("refLogp", n) : nullptr;
+  auto adv = o.typed<float>("advantages");
+  if (adv.ElementLength() != (size_t)B && adv.ElementLength() != n) o.fail("advantages", "must have B or B * T values");
   job->in.advantages_per_token = adv.ElementLength() == n && n != (size_t)B;
-  job->in.advantages = adv.Data();
-  job->keep(adv);
-  job->in.mask = need(7, "mask", n);
-  job->in.entropy = a.has(8) ? need(8, "entropy", n) : nullptr;
+  job->in.advantages = job->input(adv);
+  job->in.mask = need("mask", n);
+  job->in.entropy = o.has("entropy") ? need("entropy", n) : nullptr;
   auto& c = job->cfg;
-  c.clip_low = (float)a.number(9, "clipLow");
-  c.clip_high = (float)a.number(10, "clipHigh");
-  c.clip_ratio_c = (float)a.number(11, "clipRatioC");
-  c.kl_coef = (float)a.number(12, "klCoef");
-  c.kl = (rl::KlEstimator)a.integer(13, "klKind", 0, 3);
-  c.agg = (rl::Aggregation)a.integer(14, "aggregation", 0, 3);
-  c.norm_length = (float)a.number(15, "normLength");
-  if (!(c.clip_low >= 0 && c.clip_low < 1)) a.fail(9, "(clipLow) must be in [0, 1)");
-  if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) a.fail(10, "(clipHigh) must be a finite number >= 0");
+  c.clip_low = (float)o.number("clipLow");
+  c.clip_high = (float)o.number("clipHigh");
+  c.clip_ratio_c = (float)o.number("clipRatioC");
+  c.kl_coef = (float)o.number("klCoef");
+  c.kl = (rl::KlEstimator)o.integer("klKind", 0, 3);
+  c.agg = (rl::Aggregation)o.integer("aggregation", 0, 3);
+  c.norm_length = (float)o.number("normLength");
+  if (!(c.clip_low >= 0 && c.clip_low < 1)) o.fail("clipLow", "must be in [0, 1)");
+  if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) o.fail("clipHigh", "must be a finite number >= 0");
   if (!(c.clip_ratio_c == 0 || (c.clip_ratio_c > 1 && std::isfinite(c.clip_ratio_c))))
-    a.fail(11, "(clipRatioC) must be 0 (off) or a finite number > 1");
-  if (!std::isfinite(c.kl_coef)) a.fail(12, "(klCoef) must be finite");
-  if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) a.fail(5, "(refLogp) is required for a KL penalty");
-  if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) a.fail(15, "(normLength) must be >= 0 (0 = T)");
-  job->set_cancel(a, 16);
-  if (a.has(17)) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
-    auto g = a.typed<float>(17, "gradOut");
-    if (g.ElementLength() != n) a.fail(17, "(gradOut) must have B * T values");
-    job->grad = g.Data();
+    o.fail("clipRatioC", "must be 0 (off) or a finite number > 1");
+  if (!std::isfinite(c.kl_coef)) o.fail("klCoef", "must be finite");
+  if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) o.fail("refLogp", "is required for a KL penalty");
+  if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) o.fail("normLength", "must be >= 0 (0 = T)");
+  if (o.has("gradOut")) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
+    auto g = o.typed<float>("gradOut");
+    if (g.ElementLength() != n) o.fail("gradOut", "must have B * T values");
+    job->grad = job->output(g, a.fn, "options.gradOut");
     job->grad_ref = Napi::Persistent(g);
-  }
-  if (!job->grad) {
-    auto grad = Napi::Float32Array::New(env, n);
+  } else {
+    auto grad = Napi::Float32Array::New(env, n);  // ours until Result(): written in place
     job->grad = grad.Data();
     job->grad_ref = Napi::Persistent(grad);
   }
+  job->set_cancel(a, 2);
   return AsyncJob::queue(std::move(job));
 }
 

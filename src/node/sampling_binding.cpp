@@ -1,119 +1,73 @@
-// sampleRows(device, logits, rows, vocab, temperature, topK, topP, minP, seed, rowIds, steps, cancel?)
+// sampleRows(device, { logits, rows, vocab, temperature, topK, topP, minP, seed, rowIds, steps }, cancel?)
 //   logits: Float32Array (fp32) or Uint16Array (bf16 bits), rows x vocab; temperature/topP/minP: Float32Array
 //   [rows]; topK: Int32Array [rows]; seed: number or BigInt; rowIds, steps: Float64Array [rows] of integers.
 //   -> Promise<{ tokens: Int32Array, logprobs: Float32Array, filteredLogprobs: Float32Array }>
+//   The work is sampling::sample_rows_on (src/sampling/sampling_device.cpp) on a copy of the logits.
 // philoxKat(counter: Uint32Array(4), key: Uint32Array(2)) -> Uint32Array(4): the raw generator, for the
 // known-answer test.
-#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "device/kernels.h"
 #include "node/device_arg.h"
+#include "node/napi_util.h"
 #include "philox.h"
 #include "sampling/sampling.h"
-#include "sampling_core.h"
 
 namespace recode {
 namespace {
 
-using SampleEntry = decltype(Kernels::sample_rows);
-
-uint64_t seed_arg(const Args& a, size_t i) {
-  Napi::Value v = a.at(i);
+uint64_t seed_arg(const Options& o) {
+  Napi::Value v = o.get("seed");
   if (v.IsBigInt()) {
     bool lossless = false;
     uint64_t s = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) a.fail(i, "(seed) must be a BigInt in [0, 2^64)");
+    if (!lossless) o.fail("seed", "must be a BigInt in [0, 2^64)");
     return s;
   }
-  return (uint64_t)a.integer(i, "seed", 0, (int64_t)1 << 53);
+  return (uint64_t)o.integer("seed", 0, (int64_t)1 << 53);
 }
 
-std::vector<uint64_t> counters_arg(const Args& a, size_t i, const char* name, int rows) {
-  auto arr = a.typed<double>(i, name);
-  if ((int64_t)arr.ElementLength() != rows) a.fail(i, std::string("(") + name + ") must have one entry per row");
+std::vector<uint64_t> counters_arg(const Options& o, const char* name, int rows) {
+  auto arr = o.typed<double>(name);
+  if ((int64_t)arr.ElementLength() != rows) o.fail(name, "must have one entry per row");
   std::vector<uint64_t> out(rows);
   for (int r = 0; r < rows; ++r) {
     double d = arr[r];
     if (!(d >= 0 && d <= 9007199254740991.0) || d != std::floor(d))
-      a.fail(i, std::string("(") + name + ") entry " + std::to_string(r) + " must be an integer in [0, 2^53)");
+      o.fail(name, "entry " + std::to_string(r) + " must be an integer in [0, 2^53)");
     out[r] = (uint64_t)d;
   }
   return out;
-}
-
-[[noreturn]] void throw_row(int status, int row, int index) {
-  std::string where = "sample: logits row " + std::to_string(row);
-  if (status == sampling::kRowNaN) throw Error("ERR_INVALID_ARG", where + " holds NaN at index " + std::to_string(index));
-  if (status == sampling::kRowPosInf)
-    throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
-  throw Error("ERR_INVALID_ARG", where + " is entirely -Infinity (no token can be sampled)");
 }
 
 class SampleJob : public AsyncJob {
  public:
   using AsyncJob::AsyncJob;
   Device device = Device::CPU;
-  const void* logits = nullptr;
+  const void* logits = nullptr;  // the job's copy
   bool is_bf16 = false;
   int rows = 0, vocab = 0;
-  std::vector<float> temperature, top_p, min_p;
-  std::vector<int> top_k;
+  std::vector<sampling::Params> params;
   uint64_t seed = 0;
   std::vector<uint64_t> row_ids, steps;
-  SampleEntry entry = nullptr;
   Napi::Reference<Napi::Int32Array> tokens_ref;
   Napi::Reference<Napi::Float32Array> logprobs_ref, filtered_ref;
-  int32_t* tokens = nullptr;
+  int32_t* tokens = nullptr;  // fresh arrays, unseen by JavaScript until Result(): written in place
   float* logprobs = nullptr;
   float* filtered = nullptr;
 
  protected:
   void Run() override {
-    cancel.throw_if_requested();
-    if (device == Device::CPU) {
-      std::vector<sampling::Params> params(rows);
-      for (int r = 0; r < rows; ++r) params[r] = {temperature[r], top_k[r], top_p[r], min_p[r]};
-      std::vector<sampling::Result> out(rows);
-      const int chunk = 256;  // rows between cancellation checks
-      for (int r0 = 0; r0 < rows; r0 += chunk) {
-        cancel.throw_if_requested();
-        int n = std::min(chunk, rows - r0);
-        try {
-          if (is_bf16)
-            sampling::sample_rows((const bf16*)logits + (size_t)r0 * vocab, n, vocab, params.data() + r0, seed,
-                                  row_ids.data() + r0, steps.data() + r0, out.data() + r0);
-          else
-            sampling::sample_rows((const float*)logits + (size_t)r0 * vocab, n, vocab, params.data() + r0, seed,
-                                  row_ids.data() + r0, steps.data() + r0, out.data() + r0);
-        } catch (const Error& e) {  // the C++ API numbers rows within the chunk: name the caller's row
-          std::string msg = e.what();
-          size_t at = msg.find("row ");
-          if (r0 > 0 && at != std::string::npos) {
-            size_t end = msg.find_first_not_of("0123456789", at + 4);
-            int local = std::stoi(msg.substr(at + 4, end - at - 4));
-            msg = msg.substr(0, at + 4) + std::to_string(local + r0) + msg.substr(end);
-          }
-          throw Error(e.code, msg);
-        }
-      }
-      for (int r = 0; r < rows; ++r) {
-        tokens[r] = out[r].token;
-        logprobs[r] = out[r].logprob;
-        filtered[r] = out[r].filtered_logprob;
-      }
-      return;
+    std::vector<sampling::Result> out(rows);
+    sampling::sample_rows_on(device, logits, is_bf16, rows, vocab, params.data(), seed, row_ids.data(), steps.data(),
+                             out.data(), cancel);
+    for (int r = 0; r < rows; ++r) {
+      tokens[r] = out[r].token;
+      logprobs[r] = out[r].logprob;
+      filtered[r] = out[r].filtered_logprob;
     }
-    std::vector<int32_t> status(rows), bad(rows);
-    char err[512] = {0};
-    int rc = entry(logits, is_bf16 ? 1 : 0, rows, vocab, temperature.data(), top_k.data(), top_p.data(), min_p.data(),
-                   seed, row_ids.data(), steps.data(), tokens, logprobs, filtered, status.data(), bad.data(), err,
-                   sizeof err);
-    check_kernel_status(rc, "sample_rows", err);
-    for (int r = 0; r < rows; ++r)
-      if (status[r] != sampling::kRowOk) throw_row(status[r], r, bad[r]);
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -129,47 +83,47 @@ Napi::Value sample_rows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<SampleJob>(env);
   job->device = parse_device(a, 0);
-  Napi::Value lv = a.at(1);
-  if (!lv.IsTypedArray()) a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
+  Options o(a, 1);
+  Napi::Value lv = o.get("logits");
+  if (!lv.IsTypedArray()) o.fail("logits", "must be a Float32Array or a Uint16Array of bf16 bits");
   auto ta = lv.As<Napi::TypedArray>();
   if (ta.TypedArrayType() != napi_float32_array && ta.TypedArrayType() != napi_uint16_array)
-    a.fail(1, "(logits) must be a Float32Array or a Uint16Array of bf16 bits");
+    o.fail("logits", "must be a Float32Array or a Uint16Array of bf16 bits");
+  if (is_detached(ta)) o.fail("logits", "is detached (its ArrayBuffer was transferred)");
   job->is_bf16 = ta.TypedArrayType() == napi_uint16_array;
-  job->rows = (int)a.integer(2, "rows", 1, 1 << 24);
-  job->vocab = (int)a.integer(3, "vocab", 1, sampling::kMaxVocab);
-  if ((int64_t)ta.ElementLength() != (int64_t)job->rows * job->vocab)
-    a.fail(1, "(logits) must hold rows * vocab = " + std::to_string((int64_t)job->rows * job->vocab) +
-                  " values, got " + std::to_string(ta.ElementLength()));
-  job->logits = (const uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset();
-  int rows = job->rows;
-  auto per_row_f = [&](size_t i, const char* name) {
-    auto arr = a.typed<float>(i, name);
-    if ((int)arr.ElementLength() != rows) a.fail(i, std::string("(") + name + ") must have one entry per row");
-    return std::vector<float>(arr.Data(), arr.Data() + rows);
+  const int rows = job->rows = (int)o.integer("rows", 1, 1 << 24);
+  job->vocab = (int)o.integer("vocab", 1, sampling::kMaxVocab);
+  if ((int64_t)ta.ElementLength() != (int64_t)rows * job->vocab)
+    o.fail("logits", "must hold rows * vocab = " + std::to_string((int64_t)rows * job->vocab) + " values, got " +
+                         std::to_string(ta.ElementLength()));
+  auto per_row = [&](auto typed, const char* name) {
+    if ((int)typed.ElementLength() != rows) o.fail(name, "must have one entry per row");
+    return typed;
   };
-  job->temperature = per_row_f(4, "temperature");
-  auto k = a.typed<int32_t>(5, "topK");
-  if ((int)k.ElementLength() != rows) a.fail(5, "(topK) must have one entry per row");
-  job->top_k.assign(k.Data(), k.Data() + rows);
-  job->top_p = per_row_f(6, "topP");
-  job->min_p = per_row_f(7, "minP");
-  for (int r = 0; r < rows; ++r)
-    sampling::check_params({job->temperature[r], job->top_k[r], job->top_p[r], job->min_p[r]}, r);
-  job->seed = seed_arg(a, 8);
-  job->row_ids = counters_arg(a, 9, "rowIds", rows);
-  job->steps = counters_arg(a, 10, "steps", rows);
-  job->set_cancel(a, 11);
-  if (job->device != Device::CPU) job->entry = Kernels(job->device).sample_rows;
-  auto tokens = Napi::Int32Array::New(env, job->rows);
-  auto logprobs = Napi::Float32Array::New(env, job->rows);
-  auto filtered = Napi::Float32Array::New(env, job->rows);
+  auto temperature = per_row(o.typed<float>("temperature"), "temperature");
+  auto top_k = per_row(o.typed<int32_t>("topK"), "topK");
+  auto top_p = per_row(o.typed<float>("topP"), "topP");
+  auto min_p = per_row(o.typed<float>("minP"), "minP");
+  job->params.resize(rows);
+  for (int r = 0; r < rows; ++r) {
+    job->params[r] = {temperature[r], top_k[r], top_p[r], min_p[r]};
+    sampling::check_params(job->params[r], r);
+  }
+  job->seed = seed_arg(o);
+  job->row_ids = counters_arg(o, "rowIds", rows);
+  job->steps = counters_arg(o, "steps", rows);
+  job->set_cancel(a, 2);
+  job->logits = job->is_bf16 ? (const void*)job->input(lv.As<Napi::Uint16Array>())
+                             : (const void*)job->input(lv.As<Napi::Float32Array>());
+  auto tokens = Napi::Int32Array::New(env, rows);
+  auto logprobs = Napi::Float32Array::New(env, rows);
+  auto filtered = Napi::Float32Array::New(env, rows);
   job->tokens = tokens.Data();
   job->logprobs = logprobs.Data();
   job->filtered = filtered.Data();
   job->tokens_ref = Napi::Persistent(tokens);
   job->logprobs_ref = Napi::Persistent(logprobs);
   job->filtered_ref = Napi::Persistent(filtered);
-  job->keep(info[1]);
   return AsyncJob::queue(std::move(job));
 }
 

@@ -47,6 +47,7 @@ template <class T>
 Napi::TypedArrayOf<T> typed_value(const char* fn, Napi::Value v, const std::string& name, napi_typedarray_type kind,
                                   const char* kind_name) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kind) bad(fn, name + " must be a " + kind_name);
+  if (is_detached(v.As<Napi::TypedArray>())) bad(fn, name + " is detached (its ArrayBuffer was transferred)");
   return v.As<Napi::TypedArrayOf<T>>();
 }
 
@@ -81,7 +82,12 @@ struct AdamWCall {
   std::vector<ParamSlot> slots;
   float grad_scale = 1.0f;
   bool reference = false;
-  std::vector<Napi::Value> pinned;  // the JS arrays whose memory the slots point into
+  // The JS arrays the slots point into, per tensor (bf16 empty when absent).
+  struct Arrays {
+    Napi::Float32Array param, grad, exp_avg, exp_avg_sq;
+    Napi::Uint16Array bf16;
+  };
+  std::vector<Arrays> arrays;
 };
 
 AdamWCall parse_adamw(const Napi::CallbackInfo& info, const char* fn) {
@@ -133,6 +139,7 @@ AdamWCall parse_adamw(const Napi::CallbackInfo& info, const char* fn) {
       bad(fn, "tensor " + idx + ": params, grads, expAvg and expAvgSq must have the same length (" +
                   std::to_string(count) + ")");
     ParamSlot s;
+    Napi::Uint16Array bf16_array;
     s.param = params[i].Data();
     s.grad = grads[i].Data();
     s.exp_avg = m[i].Data();
@@ -149,7 +156,7 @@ AdamWCall parse_adamw(const Napi::CallbackInfo& info, const char* fn) {
         auto arr = typed_value<uint16_t>(fn, b, "options.bf16" + idx, napi_uint16_array, "Uint16Array");
         if ((int64_t)arr.ElementLength() != count) bad(fn, "options.bf16" + idx + " must have " + std::to_string(count) + " elements");
         s.bf16_out = arr.Data();
-        call.pinned.push_back(arr);
+        bf16_array = arr;
       }
     }
     // The four arrays of one tensor must not share memory with each other.
@@ -159,10 +166,7 @@ AdamWCall parse_adamw(const Napi::CallbackInfo& info, const char* fn) {
         if (count > 0 && ptrs[p] < ptrs[q] + count && ptrs[q] < ptrs[p] + count)
           bad(fn, "tensor " + idx + ": params, grads, expAvg and expAvgSq must be distinct buffers");
     call.slots.push_back(s);
-    call.pinned.push_back(params[i]);
-    call.pinned.push_back(grads[i]);
-    call.pinned.push_back(m[i]);
-    call.pinned.push_back(v[i]);
+    call.arrays.push_back({params[i], grads[i], m[i], v[i], bf16_array});
   }
   return call;
 }
@@ -181,10 +185,21 @@ Napi::Value adamw_step_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Updates in place from a worker: each slot points into the job's own copies, copied back on success (AsyncJob).
 class AdamWJob : public AsyncJob {
  public:
-  AdamWJob(Napi::Env env, AdamWCall call) : AsyncJob(env), call_(std::move(call)) {
-    for (Napi::Value v : call_.pinned) keep(v);
+  AdamWJob(Napi::Env env, const char* fn, AdamWCall call) : AsyncJob(env), call_(std::move(call)) {
+    for (size_t i = 0; i < call_.slots.size(); ++i) {
+      ParamSlot& s = call_.slots[i];
+      const AdamWCall::Arrays& a = call_.arrays[i];
+      const std::string idx = "[" + std::to_string(i) + "]";
+      s.param = output(a.param, fn, "params" + idx, true);
+      s.grad = input(a.grad);
+      s.exp_avg = output(a.exp_avg, fn, "expAvg" + idx, true);
+      s.exp_avg_sq = output(a.exp_avg_sq, fn, "expAvgSq" + idx, true);
+      if (s.bf16_out) s.bf16_out = output(a.bf16, fn, "options.bf16" + idx, true);
+    }
+    call_.arrays.clear();
   }
 
  protected:
@@ -200,7 +215,7 @@ class AdamWJob : public AsyncJob {
 
 Napi::Value adamw_step_async(const Napi::CallbackInfo& info) {
   AdamWCall c = parse_adamw(info, "adamwStepAsync");
-  auto job = std::make_unique<AdamWJob>(info.Env(), std::move(c));
+  auto job = std::make_unique<AdamWJob>(info.Env(), "adamwStepAsync", std::move(c));
   Args a{info, "adamwStepAsync"};
   job->set_cancel(a, 6);
   return AsyncJob::queue(std::move(job));

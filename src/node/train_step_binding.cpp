@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "model/train_step.h"
+#include "node/model_handle.h"
 
 namespace recode::model {
 namespace {
@@ -148,11 +149,9 @@ Napi::Value trainer_step(const Napi::CallbackInfo& info) {
   const int64_t total = sequence_counts(a, 1, counts, job->counts);
   if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
   if ((int64_t)weights.ElementLength() != total) a.fail(3, "(weights) must hold one weight per token (sum(counts))");
-  job->tokens = tokens.Data();
-  job->weights = weights.Data();
+  job->tokens = job->input(tokens);  // copies: see AsyncJob
+  job->weights = job->input(weights);
   job->total = (size_t)total;
-  job->keep(tokens);
-  job->keep(weights);
   job->set_cancel(a, 4);
   return AsyncJob::queue(std::move(job));
 }
@@ -188,9 +187,8 @@ Napi::Value trainer_forward(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<ForwardJob>(info.Env(), t);
   const int64_t total = sequence_counts(a, 1, counts, job->counts);
   if ((int64_t)tokens.ElementLength() != total) a.fail(2, "(tokens) must hold sum(counts) ids");
-  job->tokens = tokens.Data();
+  job->tokens = job->input(tokens);  // a copy: see AsyncJob
   job->total = (size_t)total;
-  job->keep(tokens);
   job->set_cancel(a, 3);
   return AsyncJob::queue(std::move(job));
 }
@@ -217,9 +215,8 @@ Napi::Value trainer_backward(const Napi::CallbackInfo& info) {
   auto t = trainer_of(a, 0);
   auto weights = a.typed<float>(1, "weights");
   auto job = std::make_unique<BackwardJob>(info.Env(), t);
-  job->weights = weights.Data();
+  job->weights = job->input(weights);  // a copy: see AsyncJob
   job->total = weights.ElementLength();
-  job->keep(weights);
   job->set_cancel(a, 2);
   return AsyncJob::queue(std::move(job));
 }

@@ -1,8 +1,13 @@
 // GRPO / DAPO advantages and the clipped policy-gradient loss (verl's definitions, TRL's where noted).
-// CPU implementation in src/rl/rl_loss.cpp, CUDA in cuda/rl_loss.cu (same per-token arithmetic, rl_loss_core.h).
+// CPU implementation in src/rl/rl_loss.cpp, CUDA in cuda/rl_loss.cu (same per-token arithmetic, rl_loss_core.h);
+// the *_on functions (rl_loss_device.cpp) run either on a chosen backend.
 #pragma once
 
 #include <cstdint>
+
+namespace recode {
+enum class Device;  // device/kernels.h
+}
 
 namespace recode::rl {
 
@@ -17,6 +22,8 @@ namespace recode::rl {
 enum class Convention { Verl, Trl };
 enum class Scale { Group, Batch, None };
 void grpo_advantages(const float* rewards, int n, int group, Convention convention, Scale scale, float* out);
+void grpo_advantages_on(Device device, const float* rewards, int n, int group, Convention convention, Scale scale,
+                        float* out);
 
 // DAPO dynamic sampling: keep[g] = 1 unless every reward of group g is equal (groups of one are kept, as in
 // verl's filter on std > 0 or a single response).
@@ -80,5 +87,8 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
 
 // Returns the loss and metrics; grad_logp[B*T] receives d loss / d logp.
 LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp);
+// The same on `device`: the CPU code, or the CUDA kernel (on a GPU or emulated), which returns per-row sums that
+// assemble_loss() turns into the metrics.
+LossMetrics policy_loss_on(Device device, const LossInputs& in, const LossConfig& cfg, float* grad_logp);
 
 }  // namespace recode::rl

@@ -16,13 +16,20 @@
 #include <string>
 
 #include "core/cpu_features.h"
-#include "node/napi_util.h"
+#include "core/error.h"
 #include "core/parallel.h"
 #include "sampling_core.h"
 #include "sampling/sampling_cpu.h"
 #include "sampling/sampling_row.h"
 
 namespace recode::sampling {
+
+[[noreturn]] void throw_row_status(int status, int row, int index) {
+  std::string where = "sample: logits row " + std::to_string(row);
+  if (status == kRowNaN) throw Error("ERR_INVALID_ARG", where + " holds NaN at index " + std::to_string(index));
+  if (status == kRowPosInf) throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
+  throw Error("ERR_INVALID_ARG", where + " is entirely -Infinity (no token can be sampled)");
+}
 
 void check_params(const Params& p, int row) {
   auto bad = [&](const std::string& what) {

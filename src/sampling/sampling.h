@@ -33,8 +33,13 @@
 
 #include <cstdint>
 
+#include "core/cancel.h"
 #include "core/numeric.h"
 #include "sampling_core.h"  // kMaxVocab
+
+namespace recode {
+enum class Device;  // device/kernels.h
+}
 
 namespace recode::sampling {
 
@@ -61,7 +66,16 @@ void sample_rows(const float* logits, int rows, int vocab, const Params* per_row
 void sample_rows(const bf16* logits, int rows, int vocab, const Params* per_row, uint64_t seed,
                  const uint64_t* row_ids, const uint64_t* steps, Result* out);
 
+// The same on `device` (sampling_device.cpp), logits fp32 or (is_bf16) bf16: the CPU code in chunks of rows with a
+// cancellation check between them, or the CUDA kernel (on a GPU or emulated). Errors name rows from 0 of the
+// whole batch.
+void sample_rows_on(Device device, const void* logits, bool is_bf16, int rows, int vocab, const Params* per_row,
+                    uint64_t seed, const uint64_t* row_ids, const uint64_t* steps, Result* out,
+                    const CancelFlag& cancel);
+
 // Throws recode::Error (ERR_INVALID_ARG) naming the row when p is out of range.
 void check_params(const Params& p, int row);
+// Throws the error for a row whose scan found `status` (kRowNaN, kRowPosInf, kRowAllNegInf) at `index`.
+[[noreturn]] void throw_row_status(int status, int row, int index);
 
 }  // namespace recode::sampling

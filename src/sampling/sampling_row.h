@@ -11,7 +11,7 @@
 #include <vector>
 #include <type_traits>
 
-#include "node/napi_util.h"
+#include "core/error.h"
 #include "sampling/sampling.h"
 #include "sampling_core.h"
 #include "sampling/sampling_cpu.h"
@@ -25,13 +25,6 @@ struct PortablePasses;
 
 inline float load(const float* x, int i) { return x[i]; }
 inline float load(const bf16* x, int i) { return bf16_to_float(x[i]); }
-
-[[noreturn]] void throw_row_status(int status, int row, int index) {
-  std::string where = "sample: logits row " + std::to_string(row);
-  if (status == kRowNaN) throw Error("ERR_INVALID_ARG", where + " holds NaN at index " + std::to_string(index));
-  if (status == kRowPosInf) throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
-  throw Error("ERR_INVALID_ARG", where + " is entirely -Infinity (no token can be sampled)");
-}
 
 template <class T>
 MaxScan row_max(const T* x, int vocab) {

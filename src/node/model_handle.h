@@ -1,0 +1,14 @@
+// The JavaScript model handle shared by model_binding.cpp (which makes it) and train_step_binding.cpp.
+#pragma once
+
+#include <memory>
+
+#include "model/model.h"
+#include "node/napi_util.h"
+
+namespace recode::model {
+
+// The backend behind a JavaScript model handle (argument i); throws ERR_INVALID_ARG when disposed.
+std::shared_ptr<Backend> backend_from_handle(const Args& a, size_t i);
+
+}  // namespace recode::model
