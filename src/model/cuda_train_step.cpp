@@ -103,10 +103,18 @@ struct LayerIdx {
   int b[cuda_layer::kProjectionCount] = {-1, -1, -1, -1, -1, -1, -1};
 };
 
-// What one layer keeps for its backward ([T, ...] row-major, compute dtype unless noted; see cuda_layer::Acts).
-struct LayerBufs {
-  Buf h1, rstd1 /*f32*/, q_pre, k_pre, q_rstd /*f32*/, k_rstd /*f32*/, q, k, v, att, lse /*f32 [H, T] per seq*/,
-      x_mid, h2, rstd2 /*f32*/, gate, up, act;
+// Device buffers and the decoder layer's view of them (what one layer keeps for its backward, or the backward's
+// scratch).
+template <class View>
+struct Bufs {
+  std::vector<Buf> bufs;
+  View view;
+  // Keeps `b` and returns its pointer for a field of the view.
+  template <class T = void>
+  T* keep(Buf b) {
+    bufs.push_back(std::move(b));
+    return bufs.back().as<T>();
+  }
 };
 
 class CudaTrainer final : public Trainer {
@@ -334,69 +342,28 @@ class CudaTrainer final : public Trainer {
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
-  cuda_layer::Weights layer_weights(int l) const {
+  // Its weights as the kernels read them, and (g) where its gradients go.
+  cuda_layer::Weights layer_params(int l, cuda_layer::Grads* g = nullptr) const {
     const LayerIdx& x = layers_[l];
     cuda_layer::Weights w;
-    w.input_norm = W(x.input_norm);
-    w.post_attention_norm = W(x.post_attention_norm);
-    w.q_norm = x.q_norm < 0 ? nullptr : W(x.q_norm);
-    w.k_norm = x.k_norm < 0 ? nullptr : W(x.k_norm);
-    for (int p = 0; p < cuda_layer::kProjectionCount; ++p)
+    cuda_layer::Grads unused;
+    if (!g) g = &unused;
+    auto norm = [&](int i, const void*& wp, float*& gp) {
+      if (i < 0) return;  // absent (q/k norms of a model without them)
+      wp = W(i);
+      gp = G(i);
+    };
+    norm(x.input_norm, w.input_norm, g->input_norm);
+    norm(x.post_attention_norm, w.post_attention_norm, g->post_attention_norm);
+    norm(x.q_norm, w.q_norm, g->q_norm);
+    norm(x.k_norm, w.k_norm, g->k_norm);
+    for (int p = 0; p < cuda_layer::kProjectionCount; ++p) {
       w.proj[p] = {W(x.w[p]), bias(x.b[p]), dims_.out_of(p), dims_.in_of(p)};
+      g->w[p] = G(x.w[p]);
+      g->b[p] = gbias(x.b[p]);
+    }
     w.inv_freq = P_.inv_freq;
     return w;
-  }
-  cuda_layer::Grads layer_grads(int l) const {
-    const LayerIdx& x = layers_[l];
-    cuda_layer::Grads g;
-    g.input_norm = G(x.input_norm);
-    g.post_attention_norm = G(x.post_attention_norm);
-    g.q_norm = x.q_norm < 0 ? nullptr : G(x.q_norm);
-    g.k_norm = x.k_norm < 0 ? nullptr : G(x.k_norm);
-    for (int p = 0; p < cuda_layer::kProjectionCount; ++p) {
-      g.w[p] = G(x.w[p]);
-      g.b[p] = gbias(x.b[p]);
-    }
-    return g;
-  }
-  cuda_layer::Scratch backward_scratch() const {
-    cuda_layer::Scratch s;
-    s.dh = dh_.as();
-    s.d_act = d_act_.as();
-    s.d_gate = d_gate_.as();
-    s.d_up = d_up_.as();
-    s.d_att = d_att_.as();
-    s.dq = dq_.as();
-    s.dk = dk_.as();
-    s.dv = dv_.as();
-    s.dq_pre = dq_pre_.as();
-    s.dk_pre = dk_pre_.as();
-    s.att = att_scratch_.as<float>();
-    s.norm = norm_scratch_.as<float>();
-    return s;
-  }
-  cuda_layer::Acts layer_acts(int l) const {
-    const LayerBufs& b = acts_[l];
-    cuda_layer::Acts a;
-    a.h1 = b.h1.as();
-    a.q_pre = b.q_pre.as();
-    a.k_pre = b.k_pre.as();
-    a.q = b.q.as();
-    a.k = b.k.as();
-    a.v = b.v.as();
-    a.att = b.att.as();
-    a.x_mid = b.x_mid.as();
-    a.h2 = b.h2.as();
-    a.gate = b.gate.as();
-    a.up = b.up.as();
-    a.act = b.act.as();
-    a.rstd1 = b.rstd1.as<float>();
-    a.rstd2 = b.rstd2.as<float>();
-    a.q_rstd = b.q_rstd.as<float>();
-    a.k_rstd = b.k_rstd.as<float>();
-    a.lse = b.lse.as<float>();
-    a.tmp = tmp_.as();
-    return a;
   }
   // The pending forward's hooks for layer l: causal attention; adapted projections where adapters are on.
   cuda_layer::Hooks layer_hooks(int l) {
@@ -624,26 +591,29 @@ class CudaTrainer final : public Trainer {
     for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
     acts_.clear();
     acts_.resize(cfg.layers);
-    for (LayerBufs& a : acts_) {
-      a.h1 = act(t * C);
-      a.rstd1 = f32(t);
+    tmp_ = act(t * C);
+    for (Bufs<cuda_layer::Acts>& b : acts_) {  // every layer's activations kept
+      cuda_layer::Acts& a = b.view;
+      a.h1 = b.keep(act(t * C));
+      a.rstd1 = b.keep<float>(f32(t));
       if (cfg.qk_norm) {
-        a.q_pre = act(t * qd);
-        a.k_pre = act(t * kd);
-        a.q_rstd = f32(t * H);
-        a.k_rstd = f32(t * Hkv);
+        a.q_pre = b.keep(act(t * qd));
+        a.k_pre = b.keep(act(t * kd));
+        a.q_rstd = b.keep<float>(f32(t * H));
+        a.k_rstd = b.keep<float>(f32(t * Hkv));
       }
-      a.q = act(t * qd);
-      a.k = act(t * kd);
-      a.v = act(t * kd);
-      a.att = act(t * qd);
-      a.lse = f32(t * H);
-      a.x_mid = act(t * C);
-      a.h2 = act(t * C);
-      a.rstd2 = f32(t);
-      a.gate = act(t * F);
-      a.up = act(t * F);
-      a.act = act(t * F);
+      a.q = b.keep(act(t * qd));
+      a.k = b.keep(act(t * kd));
+      a.v = b.keep(act(t * kd));
+      a.att = b.keep(act(t * qd));
+      a.lse = b.keep<float>(f32(t * H));
+      a.x_mid = b.keep(act(t * C));
+      a.h2 = b.keep(act(t * C));
+      a.rstd2 = b.keep<float>(f32(t));
+      a.gate = b.keep(act(t * F));
+      a.up = b.keep(act(t * F));
+      a.act = b.keep(act(t * F));
+      a.tmp = tmp_.as();
     }
     normed_ = act(t * C);
     rstd_final_ = f32(t);
@@ -653,20 +623,23 @@ class CudaTrainer final : public Trainer {
     lse_ = f32(t);
     dlogp_ = f32(t);
     dhid_ = f32(t * C);
-    tmp_ = act(t * C);
     dx_ = act(t * C);
     dh_ = act(t * C);
-    d_act_ = act(t * F);
-    d_gate_ = act(t * F);
-    d_up_ = act(t * F);
-    d_att_ = act(t * qd);
-    dq_ = act(t * qd);
-    dk_ = act(t * kd);
-    dv_ = act(t * kd);
-    dq_pre_ = act(t * qd);
-    dk_pre_ = act(t * kd);
-    att_scratch_ = f32(t * H);
     norm_scratch_ = f32((size_t)RECODE_REDUCE_PARTS * std::max(C, D));
+    scratch_ = {};
+    cuda_layer::Scratch& s = scratch_.view;
+    s.dh = dh_.as();
+    s.d_act = scratch_.keep(act(t * F));
+    s.d_gate = scratch_.keep(act(t * F));
+    s.d_up = scratch_.keep(act(t * F));
+    s.d_att = scratch_.keep(act(t * qd));
+    s.dq = scratch_.keep(act(t * qd));
+    s.dk = scratch_.keep(act(t * kd));
+    s.dv = scratch_.keep(act(t * kd));
+    s.dq_pre = scratch_.keep(act(t * qd));
+    s.dk_pre = scratch_.keep(act(t * kd));
+    s.att = scratch_.keep<float>(f32(t * H));
+    s.norm = norm_scratch_.as<float>();
     if (!adapters_.empty()) ensure_adapter_workspace(T);
     cap_ = T;
   }
@@ -717,7 +690,7 @@ class CudaTrainer final : public Trainer {
     CALL(embedding_forward, T, C, V, d_tokens, W(embed_), xs_[0].as(), dt_, nullptr);
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      cuda_layer::forward(kern_, dims_, layer_weights(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), layer_acts(l),
+      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), acts_[l].view,
                           layer_hooks(l));
     }
     const void* x_final = xs_[cfg.layers].as();
@@ -781,11 +754,12 @@ class CudaTrainer final : public Trainer {
       // final norm: dx = d x_L
       CALL(rmsnorm_backward, T, C, xs_[cfg.layers].as(), W(final_norm_), rstd_final_.as<float>(), dh_.as(), dx_.as(),
            G(final_norm_), norm_scratch_.as<float>(), 0, dt_, nullptr);
-      const cuda_layer::Scratch scratch = backward_scratch();
       for (int l = cfg.layers - 1; l >= 0; --l) {
         cancel.throw_if_requested();
-        cuda_layer::backward(kern_, dims_, layer_weights(l), layer_grads(l), T, d_pos, xs_[l].as(), layer_acts(l),
-                             batches_, layer_hooks(l), scratch, dx_.as());
+        cuda_layer::Grads g;
+        const cuda_layer::Weights w = layer_params(l, &g);
+        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), acts_[l].view, batches_, layer_hooks(l),
+                             scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
       char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
@@ -846,9 +820,9 @@ class CudaTrainer final : public Trainer {
   int cap_ = 0;
   Buf ids_;
   std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
-  std::vector<LayerBufs> acts_;
-  Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, d_act_, d_gate_, d_up_, d_att_, dq_,
-      dk_, dv_, dq_pre_, dk_pre_, att_scratch_, norm_scratch_;
+  std::vector<Bufs<cuda_layer::Acts>> acts_;
+  Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
+  Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
 };
 
 #undef CALL
