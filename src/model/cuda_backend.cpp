@@ -4,10 +4,13 @@
 //
 // Storage type Elem is float32 (dtype 'f32': the SIMT fp32 kernels, the exact counterpart of the CPU backend) or
 // bfloat16 (dtype 'bf16': weights, activations and KV cache in bf16, GEMM and prefill attention on tensor cores,
-// fp32 accumulation; logits within bf16 tolerance of the CPU backend's). Biases and RoPE frequencies stay fp32. Weights are uploaded once; the KV cache is allocated up front as [layers][slots][Hkv][context][D]
+// fp32 accumulation; logits within bf16 tolerance of the CPU backend's). Biases and RoPE frequencies stay fp32.
+// Weights are uploaded once; the KV cache is allocated up front as [layers][slots][Hkv][context][D]
 // (per layer, the [B, Hkv, capacity, D] layout attention_decode reads, with slot s at batch index s).
 //
-// Attention per step, within what the kernels allow:
+// Each decoder layer is cuda_decoder_layer.cpp's, shared with the CUDA trainer; this file supplies its attention
+// hook, which writes the step's keys/values to the KV cache and attends over the cached prefix, within what the
+// kernels allow:
 //   - every sequence starts an empty slot with the same token count (> 1) and the slots are consecutive: one
 //     batched causal attention_forward (it needs query length == key length and equal T per batch);
 //   - otherwise, walking the sequences: a run of one-token sequences in consecutive slots is one batched
@@ -22,6 +25,7 @@
 
 #include "device/kernels.h"
 #include "core/numeric.h"
+#include "model/cuda_decoder_layer.h"
 #include "model/cuda_train_step.h"
 #include "device/device_buffer.h"
 #include "model/model.h"
@@ -107,6 +111,7 @@ class CudaBackend : public Backend {
     std::vector<double> inv_freq64(D / 2);
     ops::rope_inv_freq_ref(inv_freq64.data(), (int)D, cfg.rope_theta, cfg.rope_scaling);
     inv_freq_ = upload(std::vector<float>(inv_freq64.begin(), inv_freq64.end()));
+    dims_ = {(int)C, (int)H, (int)Hkv, (int)D, cfg.intermediate, (float)cfg.eps, cfg.qk_norm, kDtype};
     kv_per_slot_layer_ = (size_t)context * Hkv * D;
     const size_t kv_elems = kv_per_slot_layer_ * cfg.layers * slots;
     k_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
@@ -173,8 +178,7 @@ class CudaBackend : public Backend {
                const CancelFlag& cancel) override {
     std::lock_guard<std::mutex> lk(mu_);
     const ModelConfig& cfg = config_;
-    const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate,
-              V = cfg.vocab;
+    const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, V = cfg.vocab;
     const int S = (int)seqs.size();
     const int T = check_step(seqs, tokens, lengths_, context_, V);
     if (S == 0) return;
@@ -203,37 +207,39 @@ class CudaBackend : public Backend {
     const int32_t* d_pos = ids_.get() + T;
     const int32_t* d_ctx = ids_.get() + 2 * T;
     const int32_t* d_start = ids_.get() + 3 * T;
-    const float scale = 1.0f / std::sqrt((float)D);
+    const float scale = dims_.attention_scale();
     const size_t q_row = (size_t)H * D, kv_row = (size_t)Hkv * D;
 
     Elem* x = x_.get();
     CALL(embedding_forward, T, C, V, d_tokens, embed_.get(), x, kDtype, nullptr);
+    // the layer's activations in a few reused buffers, the residual stream x updated in place; q_pre and k_pre
+    // share attn_ (nothing is kept for a backward)
+    cuda_layer::Acts a;
+    a.h1 = a.h2 = a.tmp = xn_.get();
+    a.q_pre = a.k_pre = a.att = attn_.get();
+    a.q = query_.get();
+    a.k = key_.get();
+    a.v = val_.get();
+    a.lse = lse_.get();
+    a.x_mid = x;
+    a.gate = a.act = gate_.get();
+    a.up = up_.get();
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      const CudaLayer<Elem>& L = layers_[l];
       Elem* k_layer = k_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
       Elem* v_layer = v_cache_.get() + (size_t)l * slots_ * kv_per_slot_layer_;
-      // attention block
-      CALL(rmsnorm_forward, T, C, x, L.input_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
-      linear(L.q, xn_.get(), query_.get(), T);
-      linear(L.k, xn_.get(), key_.get(), T);
-      linear(L.v, xn_.get(), val_.get(), T);
-      if (cfg.qk_norm) {  // per-head RMSNorm of q and k (Qwen3), before RoPE
-        CALL(rmsnorm_forward, T * H, D, query_.get(), L.q_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
-        CALL(copy_device, query_.get(), attn_.get(), (size_t)T * q_row * sizeof(Elem), nullptr);
-        CALL(rmsnorm_forward, T * Hkv, D, key_.get(), L.k_norm.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
-        CALL(copy_device, key_.get(), attn_.get(), (size_t)T * kv_row * sizeof(Elem), nullptr);
-      }
-      CALL(rope_forward, T, H, D, query_.get(), query_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
-      CALL(rope_forward, T, Hkv, D, key_.get(), key_.get(), d_pos, inv_freq_.get(), kDtype, nullptr);
-      if (consecutive && all_fresh && !all_decode) {  // equal fresh prompts: one batched causal prefill
-        const int n = seqs[0].n;
-        Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
-        Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
-        CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
-        CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale, 1,
-             kDtype, nullptr);
-      } else {
+      cuda_layer::Hooks hooks;
+      // keys and values go to the KV cache, and each query attends over its slot's cached prefix
+      hooks.attention = [&](const cuda_layer::Acts&) {
+        if (consecutive && all_fresh && !all_decode) {  // equal fresh prompts: one batched causal prefill
+          const int n = seqs[0].n;
+          Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+          Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
+          CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
+          CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(),
+               scale, 1, kDtype, nullptr);
+          return;
+        }
         for (int i = 0; i < S;) {
           const int n = seqs[i].n, pos0 = idx[(size_t)3 * T + i];
           Elem* kc = k_layer + (size_t)seqs[i].slot * kv_per_slot_layer_;
@@ -266,16 +272,8 @@ class CudaBackend : public Backend {
           }
           ++i;
         }
-      }
-      linear(L.o, attn_.get(), xn_.get(), T);
-      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
-      // MLP block
-      CALL(rmsnorm_forward, T, C, x, L.post_attention_norm.get(), (float)cfg.eps, xn_.get(), nullptr, kDtype, nullptr);
-      linear(L.gate, xn_.get(), gate_.get(), T);
-      linear(L.up, xn_.get(), up_.get(), T);
-      CALL(swiglu_forward, (size_t)T * F, gate_.get(), up_.get(), gate_.get(), kDtype, nullptr);
-      linear(L.down, gate_.get(), xn_.get(), T);
-      CALL(residual_add, (size_t)T * C, x, xn_.get(), x, kDtype, nullptr);
+      };
+      cuda_layer::forward(kern_, dims_, layer_weights(layers_[l]), T, d_pos, x, x, a, hooks);
     }
     // final norm and lm head over the rows whose logits are wanted
     const int R = all_logits ? T : S;
@@ -293,9 +291,18 @@ class CudaBackend : public Backend {
   }
 
  private:
-  void linear(const CudaLinear<Elem>& w, const Elem* in, Elem* out, int M) {
-    CALL(gemm_forward, M, w.N, w.K, in, w.weight.get(), w.bias.size() ? w.bias.get() : nullptr, out, kDtype, kDtype,
-         0, nullptr);
+  // The device arrays of layer L as the shared layer code reads them.
+  cuda_layer::Weights layer_weights(const CudaLayer<Elem>& L) const {
+    cuda_layer::Weights w;
+    w.input_norm = L.input_norm.get();
+    w.post_attention_norm = L.post_attention_norm.get();
+    w.q_norm = L.q_norm.get();
+    w.k_norm = L.k_norm.get();
+    const CudaLinear<Elem>* proj[cuda_layer::kProjectionCount] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    for (int p = 0; p < cuda_layer::kProjectionCount; ++p)
+      w.proj[p] = {proj[p]->weight.get(), proj[p]->bias.get(), proj[p]->N, proj[p]->K};
+    w.inv_freq = inv_freq_.get();
+    return w;
   }
 
   // Activation buffers for a step of T tokens (grown, never shrunk).
@@ -323,6 +330,7 @@ class CudaBackend : public Backend {
 
   Device device_;
   Kernels kern_;
+  cuda_layer::Dims dims_;
   int slots_, context_;
   size_t kv_per_slot_layer_ = 0;
   DeviceArray<Elem> embed_, final_norm_, lm_head_;

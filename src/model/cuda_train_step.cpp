@@ -1,12 +1,15 @@
 // Full fine-tuning step on the CUDA backend (see cuda_train_step.h), the device twin of train_step.cpp:
 //   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept);  h = rmsnorm(x_L)
 //   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32 logits)
-// Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse
-// (decoder_layer.cpp's order), the embedding scatter; a tied head's gradient adds into the embedding's.
+// Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse, the
+// embedding scatter; a tied head's gradient adds into the embedding's.
 // Then AdamW with global-norm clipping on the fp32 masters, writing the backend's inference weights.
-// Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no embedding scatter, no head
-// gradient); adapted projections go through project() / project_backward() (src/ops/adapter_linear.cpp's math on
-// the device); after each update the DoRA norms are recomputed and the merged weights written for generation.
+// The decoder layer's forward and backward are cuda_decoder_layer.cpp's, shared with the inference backend; this
+// file gives it causal attention over the packed sequences, one set of kept activations per layer, and its
+// parameters and gradients. Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no
+// embedding scatter, no head gradient); the layer's projection hooks run adapted projections through
+// adapted_forward() / adapted_backward() (src/ops/adapter_linear.cpp's math on the device); after each update the
+// DoRA norms are recomputed and the merged weights written for generation.
 //
 // Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
 // emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
@@ -18,6 +21,7 @@
 #include <map>
 #include <string>
 
+#include "model/cuda_decoder_layer.h"
 #include "train/adapters.h"
 #include "philox.h"
 #include "device/device_buffer.h"
@@ -43,7 +47,6 @@ struct Param {
 
 // The projections an adapter may wrap (train_step.cpp's kProjections order) and the module holding each.
 constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-enum { kQ, kK, kV, kO, kGate, kUp, kDown };
 const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
 // The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
@@ -93,16 +96,25 @@ struct Adapter {
   uint64_t seed = 0, offset = 0;  // this forward's dropout stream
 };
 
-// Parameter indices of one decoder layer (-1: absent).
+// Parameter indices of one decoder layer (-1: absent); w and b by projection (cuda_layer::kQ ... kDown).
 struct LayerIdx {
-  int input_norm = -1, q = -1, k = -1, v = -1, q_b = -1, k_b = -1, v_b = -1, o = -1, q_norm = -1, k_norm = -1,
-      post_attention_norm = -1, gate = -1, up = -1, down = -1;
+  int input_norm = -1, q_norm = -1, k_norm = -1, post_attention_norm = -1;
+  int w[cuda_layer::kProjectionCount] = {-1, -1, -1, -1, -1, -1, -1};
+  int b[cuda_layer::kProjectionCount] = {-1, -1, -1, -1, -1, -1, -1};
 };
 
-// What one layer keeps for its backward ([T, ...] row-major, compute dtype unless noted).
-struct LayerActs {
-  Buf h1, rstd1 /*f32*/, q_pre, k_pre, q_rstd /*f32*/, k_rstd /*f32*/, q, k, v, att, lse /*f32 [H, T] per seq*/,
-      x_mid, h2, rstd2 /*f32*/, gate, up, act;
+// Device buffers and the decoder layer's view of them (what one layer keeps for its backward, or the backward's
+// scratch).
+template <class View>
+struct Bufs {
+  std::vector<Buf> bufs;
+  View view;
+  // Keeps `b` and returns its pointer for a field of the view.
+  template <class T = void>
+  T* keep(Buf b) {
+    bufs.push_back(std::move(b));
+    return bufs.back().as<T>();
+  }
 };
 
 class CudaTrainer final : public Trainer {
@@ -121,6 +133,7 @@ class CudaTrainer final : public Trainer {
     }
     dt_ = P_.dtype;
     es_ = dt_ == RECODE_BF16 ? sizeof(bf16) : sizeof(float);
+    dims_ = {cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.intermediate, (float)cfg.eps, cfg.qk_norm, dt_};
     std::lock_guard<std::mutex> lk(*P_.mu);
     const int64_t V = cfg.vocab, C = cfg.hidden, qd = (int64_t)cfg.heads * cfg.head_dim,
                   kd = (int64_t)cfg.kv_heads * cfg.head_dim, F = cfg.intermediate, D = cfg.head_dim;
@@ -157,23 +170,23 @@ class CudaTrainer final : public Trainer {
       const CudaLayerParams& L = P_.layers[l];
       LayerIdx& x = layers_[l];
       x.input_norm = add(pre + "input_layernorm.weight", {C}, L.input_norm, sd, false);
-      x.q = add(pre + "self_attn.q_proj.weight", {qd, C}, L.q_w, sd, true);
-      x.k = add(pre + "self_attn.k_proj.weight", {kd, C}, L.k_w, sd, true);
-      x.v = add(pre + "self_attn.v_proj.weight", {kd, C}, L.v_w, sd, true);
+      x.w[cuda_layer::kQ] = add(pre + "self_attn.q_proj.weight", {qd, C}, L.q_w, sd, true);
+      x.w[cuda_layer::kK] = add(pre + "self_attn.k_proj.weight", {kd, C}, L.k_w, sd, true);
+      x.w[cuda_layer::kV] = add(pre + "self_attn.v_proj.weight", {kd, C}, L.v_w, sd, true);
       if (cfg.qkv_bias) {
-        x.q_b = add(pre + "self_attn.q_proj.bias", {qd}, L.q_b, RECODE_F32, false);
-        x.k_b = add(pre + "self_attn.k_proj.bias", {kd}, L.k_b, RECODE_F32, false);
-        x.v_b = add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, RECODE_F32, false);
+        x.b[cuda_layer::kQ] = add(pre + "self_attn.q_proj.bias", {qd}, L.q_b, RECODE_F32, false);
+        x.b[cuda_layer::kK] = add(pre + "self_attn.k_proj.bias", {kd}, L.k_b, RECODE_F32, false);
+        x.b[cuda_layer::kV] = add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, RECODE_F32, false);
       }
-      x.o = add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, sd, true);
+      x.w[cuda_layer::kO] = add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, sd, true);
       if (cfg.qk_norm) {
         x.q_norm = add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, sd, false);
         x.k_norm = add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, sd, false);
       }
       x.post_attention_norm = add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, sd, false);
-      x.gate = add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, sd, true);
-      x.up = add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, sd, true);
-      x.down = add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, sd, true);
+      x.w[cuda_layer::kGate] = add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, sd, true);
+      x.w[cuda_layer::kUp] = add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, sd, true);
+      x.w[cuda_layer::kDown] = add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, sd, true);
     }
     final_norm_ = add("model.norm.weight", {C}, P_.final_norm, sd, false);
     head_ = P_.lm_head ? add("lm_head.weight", {V, C}, P_.lm_head, sd, true) : embed_;  // tied: adds into embed's
@@ -328,14 +341,47 @@ class CudaTrainer final : public Trainer {
     for (int i : train_) CALL(device_memset, params_[i].grad.as(), 0, params_[i].n * sizeof(float), nullptr);
   }
 
-  // y[M, N] = x[M, K] W^T (+ b)
-  void linear(int w, int b, const void* x, void* y, int M, int N, int K) {
-    CALL(gemm_forward, M, N, K, x, W(w), bias(b), y, dt_, dt_, 0, nullptr);
+  // ---- the decoder layer's view of layer l ---------------------------------------------------------------
+  // Its weights as the kernels read them, and (g) where its gradients go.
+  cuda_layer::Weights layer_params(int l, cuda_layer::Grads* g = nullptr) const {
+    const LayerIdx& x = layers_[l];
+    cuda_layer::Weights w;
+    cuda_layer::Grads unused;
+    if (!g) g = &unused;
+    auto norm = [&](int i, const void*& wp, float*& gp) {
+      if (i < 0) return;  // absent (q/k norms of a model without them)
+      wp = W(i);
+      gp = G(i);
+    };
+    norm(x.input_norm, w.input_norm, g->input_norm);
+    norm(x.post_attention_norm, w.post_attention_norm, g->post_attention_norm);
+    norm(x.q_norm, w.q_norm, g->q_norm);
+    norm(x.k_norm, w.k_norm, g->k_norm);
+    for (int p = 0; p < cuda_layer::kProjectionCount; ++p) {
+      w.proj[p] = {W(x.w[p]), bias(x.b[p]), dims_.out_of(p), dims_.in_of(p)};
+      g->w[p] = G(x.w[p]);
+      g->b[p] = gbias(x.b[p]);
+    }
+    w.inv_freq = P_.inv_freq;
+    return w;
   }
-  // dW += dy^T x (db += column sums of dy), dx (+)= dy W
-  void linear_backward(int w, int b, const void* dy, const void* x, void* dx, int accumulate, int M, int N, int K) {
-    if (G(w)) CALL(gemm_backward_weight, M, N, K, dy, x, G(w), gbias(b), dt_, RECODE_F32, 1, nullptr);
-    CALL(gemm_backward_input, M, N, K, dy, W(w), dx, dt_, dt_, accumulate, nullptr);
+  // The pending forward's hooks for layer l: causal attention; adapted projections where adapters are on.
+  cuda_layer::Hooks layer_hooks(int l) {
+    cuda_layer::Hooks h;
+    h.attention = [this](const cuda_layer::Acts& a) { cuda_layer::causal_attention(kern_, dims_, a, batches_); };
+    if (!fwd_adapters_) return h;
+    h.project = [this, l](int p, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+      Adapter* ad = adapter_on(l, p);
+      if (ad) adapted_forward(*ad, L, x, y, M);
+      return ad != nullptr;
+    };
+    h.project_backward = [this, l](int p, const cuda_layer::Linear& L, const void* dy, const void* x, void* dx,
+                                   int accumulate, int M) {
+      Adapter* ad = adapter_on(l, p);
+      if (ad) adapted_backward(*ad, L, dy, x, dx, accumulate, M);
+      return ad != nullptr;
+    };
+    return h;
   }
 
   // ---- adapters ------------------------------------------------------------------------------------------
@@ -348,21 +394,17 @@ class CudaTrainer final : public Trainer {
   void init_adapters() {
     const ModelConfig& cfg = backend_->config();
     const bool dora = spec_.kind == AdapterSpec::Kind::DoRA;
-    const int C = cfg.hidden, qd = cfg.heads * cfg.head_dim, kd = cfg.kv_heads * cfg.head_dim, F = cfg.intermediate;
-    const int dims[7][2] = {{qd, C}, {kd, C}, {kd, C}, {C, qd}, {F, C}, {F, C}, {C, F}};  // [out, in]
     const int r = spec_.rank;
-    adapter_at_.assign(cfg.layers, std::vector<int>(7, -1));
+    adapter_at_.assign(cfg.layers, std::vector<int>(cuda_layer::kProjectionCount, -1));
     for (int l = 0; l < cfg.layers; ++l) {
-      const LayerIdx& x = layers_[l];
-      const int w_of[7] = {x.q, x.k, x.v, x.o, x.gate, x.up, x.down};
-      for (int proj = 0; proj < 7; ++proj) {
+      for (int proj = 0; proj < cuda_layer::kProjectionCount; ++proj) {
         if (std::find(spec_.targets.begin(), spec_.targets.end(), kProjections[proj]) == spec_.targets.end()) continue;
         Adapter ad;
         ad.layer = l;
         ad.proj = proj;
-        ad.N = dims[proj][0];
-        ad.K = dims[proj][1];
-        ad.w = w_of[proj];
+        ad.N = dims_.out_of(proj);
+        ad.K = dims_.in_of(proj);
+        ad.w = layers_[l].w[proj];
         Param& w = params_[ad.w];
         // the frozen base: a copy, since the backend's array will hold the merged weight
         ad.inference = w.storage;
@@ -467,65 +509,55 @@ class CudaTrainer final : public Trainer {
     return i < 0 ? nullptr : &adapters_[i];
   }
 
-  // y[M, N] = x W^T + b through projection `proj` of layer l (adapted: src/ops/adapter_linear.cpp's forward).
-  void project(int l, int proj, int w, int b, const void* x, void* y, int M, int N, int K) {
-    Adapter* ad = adapter_on(l, proj);
-    if (!ad) {
-      linear(w, b, x, y, M, N, K);
-      return;
-    }
-    const int r = spec_.rank;
+  // y[M, N] = x W^T + b through adapter ad on the frozen projection L (src/ops/adapter_linear.cpp's forward).
+  void adapted_forward(Adapter& ad, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+    const int r = spec_.rank, N = L.N, K = L.K;
     const float p = (float)spec_.dropout;
-    const bool dora = ad->m >= 0, drop = p > 0.0f;
+    const bool dora = ad.m >= 0, drop = p > 0.0f;
     const void* xd = x;
     if (drop) {
-      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad->seed, ad->offset, p, dt_, nullptr);
+      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad.seed, ad.offset, p, dt_, nullptr);
       xd = ad_xd_.as();
     }
-    CALL(gemm_forward, M, r, K, xd, lora_a(*ad), nullptr, ad->u.as(), dt_, dt_, 0, nullptr);        // u = drop(x) A^T
-    CALL(gemm_forward, M, N, r, ad->u.as(), lora_b(*ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
-    CALL(gemm_forward, M, N, K, x, W(w), nullptr, y, dt_, dt_, 0, nullptr);                        // x W^T
+    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u.as(), dt_, dt_, 0, nullptr);        // u = drop(x) A^T
+    CALL(gemm_forward, M, N, r, ad.u.as(), lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
+    CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);                         // x W^T
     const void* base_drop = nullptr;
     if (dora && drop) {
-      CALL(gemm_forward, M, N, K, xd, W(w), nullptr, ad_base_drop_.as(), dt_, dt_, 0, nullptr);  // drop(x) W^T
+      CALL(gemm_forward, M, N, K, xd, L.w, nullptr, ad_base_drop_.as(), dt_, dt_, 0, nullptr);  // drop(x) W^T
       base_drop = ad_base_drop_.as();
     }
-    CALL(adapter_forward_combine, M, N, y, base_drop, ad_lora_.as(), dora ? params_[ad->m].master : nullptr,
-         dora ? ad->norm.as<float>() : nullptr, scaling(), bias(b), y, dora ? ad->pre.as<float>() : nullptr, dt_, nullptr);
+    CALL(adapter_forward_combine, M, N, y, base_drop, ad_lora_.as(), dora ? params_[ad.m].master : nullptr,
+         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, dora ? ad.pre.as<float>() : nullptr, dt_, nullptr);
   }
 
-  // The backward of project(): dx (+)= d x; the adapter's gradients added into dA, dB (, dm).
-  void project_backward(int l, int proj, int w, int b, const void* dy, const void* x, void* dx, int accumulate, int M,
-                        int N, int K) {
-    Adapter* ad = adapter_on(l, proj);
-    if (!ad) {
-      linear_backward(w, b, dy, x, dx, accumulate, M, N, K);
-      return;
-    }
-    const int r = spec_.rank;
+  // The backward of adapted_forward(): dx (+)= d x; the adapter's gradients added into dA, dB (, dm).
+  void adapted_backward(Adapter& ad, const cuda_layer::Linear& L, const void* dy, const void* x, void* dx,
+                        int accumulate, int M) {
+    const int r = spec_.rank, N = L.N, K = L.K;
     const float p = (float)spec_.dropout;
-    const bool dora = ad->m >= 0, drop = p > 0.0f;
-    const float* m = dora ? params_[ad->m].master : nullptr;
-    const float* norm = dora ? ad->norm.as<float>() : nullptr;
+    const bool dora = ad.m >= 0, drop = p > 0.0f;
+    const float* m = dora ? params_[ad.m].master : nullptr;
+    const float* norm = dora ? ad.norm.as<float>() : nullptr;
     // the frozen base: dx (+)= dy W
-    CALL(gemm_backward_input, M, N, K, dy, W(w), dx, dt_, dt_, accumulate, nullptr);
+    CALL(gemm_backward_input, M, N, K, dy, L.w, dx, dt_, dt_, accumulate, nullptr);
     // dm += sum_t dy pre / n;  gs = s c dy;  e = (c - 1) dy
-    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad->pre.as<float>(), norm, G(ad->m), dt_, nullptr);
+    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad.pre.as<float>(), norm, G(ad.m), dt_, nullptr);
     CALL(adapter_grad_scale, M, N, dy, m, norm, scaling(), ad_gs_.as(), dora ? ad_e_.as() : nullptr, dt_, nullptr);
     // dB += gs^T u;  du = gs B
-    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad->u.as(), G(ad->b), nullptr, dt_, RECODE_F32, 1, nullptr);
-    CALL(gemm_backward_input, M, N, r, ad_gs_.as(), lora_b(*ad), ad_du_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad.u.as(), G(ad.b), nullptr, dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_input, M, N, r, ad_gs_.as(), lora_b(ad), ad_du_.as(), dt_, dt_, 0, nullptr);
     // dA += du^T drop(x) (the mask drawn again from the same stream)
     const void* xd = x;
     if (drop) {
-      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad->seed, ad->offset, p, dt_, nullptr);
+      CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad.seed, ad.offset, p, dt_, nullptr);
       xd = ad_xd_.as();
     }
-    CALL(gemm_backward_weight, M, r, K, ad_du_.as(), xd, G(ad->a), nullptr, dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_weight, M, r, K, ad_du_.as(), xd, G(ad.a), nullptr, dt_, RECODE_F32, 1, nullptr);
     // dx += mask / (1 - p) ((c - 1) dy W + du A)
-    if (dora) CALL(gemm_backward_input, M, N, K, ad_e_.as(), W(w), ad_dx_.as(), dt_, dt_, 0, nullptr);
-    CALL(gemm_backward_input, M, r, K, ad_du_.as(), lora_a(*ad), ad_dx_.as(), dt_, dt_, dora ? 1 : 0, nullptr);
-    CALL(adapter_dropout_add, (size_t)M * K, dx, ad_dx_.as(), ad->seed, ad->offset, drop ? p : 0.0f, dt_, nullptr);
+    if (dora) CALL(gemm_backward_input, M, N, K, ad_e_.as(), L.w, ad_dx_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_backward_input, M, r, K, ad_du_.as(), lora_a(ad), ad_dx_.as(), dt_, dt_, dora ? 1 : 0, nullptr);
+    CALL(adapter_dropout_add, (size_t)M * K, dx, ad_dx_.as(), ad.seed, ad.offset, drop ? p : 0.0f, dt_, nullptr);
   }
 
   // Adapter scratch for T tokens: per adapter u (and DoRA's pre), shared buffers sized for the widest projection.
@@ -559,26 +591,29 @@ class CudaTrainer final : public Trainer {
     for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
     acts_.clear();
     acts_.resize(cfg.layers);
-    for (LayerActs& a : acts_) {
-      a.h1 = act(t * C);
-      a.rstd1 = f32(t);
+    tmp_ = act(t * C);
+    for (Bufs<cuda_layer::Acts>& b : acts_) {  // every layer's activations kept
+      cuda_layer::Acts& a = b.view;
+      a.h1 = b.keep(act(t * C));
+      a.rstd1 = b.keep<float>(f32(t));
       if (cfg.qk_norm) {
-        a.q_pre = act(t * qd);
-        a.k_pre = act(t * kd);
-        a.q_rstd = f32(t * H);
-        a.k_rstd = f32(t * Hkv);
+        a.q_pre = b.keep(act(t * qd));
+        a.k_pre = b.keep(act(t * kd));
+        a.q_rstd = b.keep<float>(f32(t * H));
+        a.k_rstd = b.keep<float>(f32(t * Hkv));
       }
-      a.q = act(t * qd);
-      a.k = act(t * kd);
-      a.v = act(t * kd);
-      a.att = act(t * qd);
-      a.lse = f32(t * H);
-      a.x_mid = act(t * C);
-      a.h2 = act(t * C);
-      a.rstd2 = f32(t);
-      a.gate = act(t * F);
-      a.up = act(t * F);
-      a.act = act(t * F);
+      a.q = b.keep(act(t * qd));
+      a.k = b.keep(act(t * kd));
+      a.v = b.keep(act(t * kd));
+      a.att = b.keep(act(t * qd));
+      a.lse = b.keep<float>(f32(t * H));
+      a.x_mid = b.keep(act(t * C));
+      a.h2 = b.keep(act(t * C));
+      a.rstd2 = b.keep<float>(f32(t));
+      a.gate = b.keep(act(t * F));
+      a.up = b.keep(act(t * F));
+      a.act = b.keep(act(t * F));
+      a.tmp = tmp_.as();
     }
     normed_ = act(t * C);
     rstd_final_ = f32(t);
@@ -588,43 +623,32 @@ class CudaTrainer final : public Trainer {
     lse_ = f32(t);
     dlogp_ = f32(t);
     dhid_ = f32(t * C);
-    tmp_ = act(t * C);
     dx_ = act(t * C);
     dh_ = act(t * C);
-    d_act_ = act(t * F);
-    d_gate_ = act(t * F);
-    d_up_ = act(t * F);
-    d_att_ = act(t * qd);
-    dq_ = act(t * qd);
-    dk_ = act(t * kd);
-    dv_ = act(t * kd);
-    dq_pre_ = act(t * qd);
-    dk_pre_ = act(t * kd);
-    att_scratch_ = f32(t * H);
     norm_scratch_ = f32((size_t)RECODE_REDUCE_PARTS * std::max(C, D));
+    scratch_ = {};
+    cuda_layer::Scratch& s = scratch_.view;
+    s.dh = dh_.as();
+    s.d_act = scratch_.keep(act(t * F));
+    s.d_gate = scratch_.keep(act(t * F));
+    s.d_up = scratch_.keep(act(t * F));
+    s.d_att = scratch_.keep(act(t * qd));
+    s.dq = scratch_.keep(act(t * qd));
+    s.dk = scratch_.keep(act(t * kd));
+    s.dv = scratch_.keep(act(t * kd));
+    s.dq_pre = scratch_.keep(act(t * qd));
+    s.dk_pre = scratch_.keep(act(t * kd));
+    s.att = scratch_.keep<float>(f32(t * H));
+    s.norm = norm_scratch_.as<float>();
     if (!adapters_.empty()) ensure_adapter_workspace(T);
     cap_ = T;
-  }
-
-  // Causal attention of every sequence (each starts at position 0): one batched call when all have the same
-  // length, else one call per sequence.
-  template <class Fn>
-  void for_each_attention_batch(Fn&& fn) {
-    bool equal = true;
-    for (int n : counts_) equal = equal && n == counts_[0];
-    if (equal) {
-      fn((int)counts_.size(), counts_[0], 0);
-      return;
-    }
-    for (size_t s = 0; s < counts_.size(); ++s) fn(1, counts_[s], t0_[s]);
   }
 
   // ---- forward -------------------------------------------------------------------------------------------
   void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) {
     pending_ = false;
     const ModelConfig& cfg = backend_->config();
-    const int C = cfg.hidden, V = cfg.vocab, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate;
-    const int qd = H * D, kd = Hkv * D;
+    const int C = cfg.hidden, V = cfg.vocab;
     int T = 0;
     for (size_t s = 0; s < counts.size(); ++s) {
       if (counts[s] <= 0) throw Error("ERR_INVALID_ARG", "train step: sequence " + std::to_string(s) + " is empty");
@@ -643,6 +667,7 @@ class CudaTrainer final : public Trainer {
       ++forwards_in_step_;
     }
     counts_ = counts;
+    batches_ = cuda_layer::causal_batches(counts);
     t0_.assign(counts.size(), 0);
     row_of_.clear();
     // ids: tokens [T] | positions [T] | targets [R] (row r predicts token row_of[r] from the row before it)
@@ -661,45 +686,15 @@ class CudaTrainer final : public Trainer {
     const int32_t* d_tokens = ids_.as<int32_t>();
     const int32_t* d_pos = d_tokens + T;
     const int32_t* d_targets = d_tokens + 2 * T;
-    const float scale = 1.0f / std::sqrt((float)D), eps = (float)cfg.eps;
 
     CALL(embedding_forward, T, C, V, d_tokens, W(embed_), xs_[0].as(), dt_, nullptr);
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      const LayerIdx& w = layers_[l];
-      LayerActs& a = acts_[l];
-      const void* x = xs_[l].as();
-      // attention block: x_mid = x + o(attention(rope(norm_q(q)), rope(norm_k(k)), v))
-      CALL(rmsnorm_forward, T, C, x, W(w.input_norm), eps, a.h1.as(), a.rstd1.as<float>(), dt_, nullptr);
-      if (cfg.qk_norm) {
-        project(l, kQ, w.q, w.q_b, a.h1.as(), a.q_pre.as(), T, qd, C);
-        project(l, kK, w.k, w.k_b, a.h1.as(), a.k_pre.as(), T, kd, C);
-        CALL(rmsnorm_forward, T * H, D, a.q_pre.as(), W(w.q_norm), eps, a.q.as(), a.q_rstd.as<float>(), dt_, nullptr);
-        CALL(rmsnorm_forward, T * Hkv, D, a.k_pre.as(), W(w.k_norm), eps, a.k.as(), a.k_rstd.as<float>(), dt_, nullptr);
-      } else {
-        project(l, kQ, w.q, w.q_b, a.h1.as(), a.q.as(), T, qd, C);
-        project(l, kK, w.k, w.k_b, a.h1.as(), a.k.as(), T, kd, C);
-      }
-      project(l, kV, w.v, w.v_b, a.h1.as(), a.v.as(), T, kd, C);
-      CALL(rope_forward, T, H, D, a.q.as(), a.q.as(), d_pos, P_.inv_freq, dt_, nullptr);
-      CALL(rope_forward, T, Hkv, D, a.k.as(), a.k.as(), d_pos, P_.inv_freq, dt_, nullptr);
-      for_each_attention_batch([&](int B, int n, int t0) {
-        CALL(attention_forward, B, n, H, Hkv, D, at(a.q, (size_t)t0 * qd), at(a.k, (size_t)t0 * kd),
-             at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H, scale, 1, dt_,
-             nullptr);
-      });
-      project(l, kO, w.o, -1, a.att.as(), tmp_.as(), T, C, qd);
-      CALL(residual_add, (size_t)T * C, x, tmp_.as(), a.x_mid.as(), dt_, nullptr);
-      // MLP block: x_out = x_mid + down(silu(gate(h2)) * up(h2))
-      CALL(rmsnorm_forward, T, C, a.x_mid.as(), W(w.post_attention_norm), eps, a.h2.as(), a.rstd2.as<float>(), dt_, nullptr);
-      project(l, kGate, w.gate, -1, a.h2.as(), a.gate.as(), T, F, C);
-      project(l, kUp, w.up, -1, a.h2.as(), a.up.as(), T, F, C);
-      CALL(swiglu_forward, (size_t)T * F, a.gate.as(), a.up.as(), a.act.as(), dt_, nullptr);
-      project(l, kDown, w.down, -1, a.act.as(), tmp_.as(), T, C, F);
-      CALL(residual_add, (size_t)T * C, a.x_mid.as(), tmp_.as(), xs_[l + 1].as(), dt_, nullptr);
+      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), acts_[l].view,
+                          layer_hooks(l));
     }
     const void* x_final = xs_[cfg.layers].as();
-    CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), eps, normed_.as(), rstd_final_.as<float>(), dt_, nullptr);
+    CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), dims_.eps, normed_.as(), rstd_final_.as<float>(), dt_, nullptr);
 
     // the rows that predict a token (all but each sequence's last), gathered for the log-prob head
     for (size_t s = 0, r0 = 0; s < counts.size(); r0 += counts[s] - 1, ++s) {
@@ -723,8 +718,7 @@ class CudaTrainer final : public Trainer {
     if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
     pending_ = false;  // consumed whatever happens
     const ModelConfig& cfg = backend_->config();
-    const int C = cfg.hidden, V = cfg.vocab, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, F = cfg.intermediate;
-    const int qd = H * D, kd = Hkv * D, T = T_, R = (int)row_of_.size();
+    const int C = cfg.hidden, V = cfg.vocab, T = T_, R = (int)row_of_.size();
     for (int t0 : t0_)
       if (weights[t0] != 0.0f)
         throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) +
@@ -741,7 +735,6 @@ class CudaTrainer final : public Trainer {
     const int32_t* d_tokens = ids_.as<int32_t>();
     const int32_t* d_pos = d_tokens + T;
     const int32_t* d_targets = d_tokens + 2 * T;
-    const float scale = 1.0f / std::sqrt((float)D);
     if (fwd_adapters_) set_dropout_stream(fwd_index_);
     try {
       // head: dhid [R, C] and dW_head (added into the embedding's gradient when tied); scattered to dnormed
@@ -763,40 +756,10 @@ class CudaTrainer final : public Trainer {
            G(final_norm_), norm_scratch_.as<float>(), 0, dt_, nullptr);
       for (int l = cfg.layers - 1; l >= 0; --l) {
         cancel.throw_if_requested();
-        const LayerIdx& w = layers_[l];
-        const LayerActs& a = acts_[l];
-        // MLP branch; dx holds d x_out, which is also d x_mid through the residual
-        project_backward(l, kDown, w.down, -1, dx_.as(), a.act.as(), d_act_.as(), 0, T, C, F);
-        CALL(swiglu_backward, (size_t)T * F, a.gate.as(), a.up.as(), d_act_.as(), d_gate_.as(), d_up_.as(), dt_, nullptr);
-        project_backward(l, kGate, w.gate, -1, d_gate_.as(), a.h2.as(), dh_.as(), 0, T, F, C);
-        project_backward(l, kUp, w.up, -1, d_up_.as(), a.h2.as(), dh_.as(), 1, T, F, C);
-        CALL(rmsnorm_backward, T, C, a.x_mid.as(), W(w.post_attention_norm), a.rstd2.as<float>(), dh_.as(), dx_.as(),
-             G(w.post_attention_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
-        // attention branch; dx now holds d x_mid, also d x_in through the residual
-        project_backward(l, kO, w.o, -1, dx_.as(), a.att.as(), d_att_.as(), 0, T, C, qd);
-        for_each_attention_batch([&](int B, int n, int t0) {
-          CALL(attention_backward, B, n, H, Hkv, D, at(a.q, (size_t)t0 * qd), at(a.k, (size_t)t0 * kd),
-               at(a.v, (size_t)t0 * kd), at(a.att, (size_t)t0 * qd), a.lse.as<float>() + (size_t)t0 * H,
-               at(d_att_, (size_t)t0 * qd), at(dq_, (size_t)t0 * qd), at(dk_, (size_t)t0 * kd),
-               at(dv_, (size_t)t0 * kd), att_scratch_.as<float>() + (size_t)t0 * H, scale, 1, dt_, nullptr);
-        });
-        CALL(rope_backward, T, H, D, dq_.as(), dq_.as(), d_pos, P_.inv_freq, dt_, nullptr);
-        CALL(rope_backward, T, Hkv, D, dk_.as(), dk_.as(), d_pos, P_.inv_freq, dt_, nullptr);
-        const void* dq = dq_.as();
-        const void* dk = dk_.as();
-        if (cfg.qk_norm) {
-          CALL(rmsnorm_backward, T * H, D, a.q_pre.as(), W(w.q_norm), a.q_rstd.as<float>(), dq_.as(), dq_pre_.as(),
-               G(w.q_norm), norm_scratch_.as<float>(), 0, dt_, nullptr);
-          CALL(rmsnorm_backward, T * Hkv, D, a.k_pre.as(), W(w.k_norm), a.k_rstd.as<float>(), dk_.as(), dk_pre_.as(),
-               G(w.k_norm), norm_scratch_.as<float>(), 0, dt_, nullptr);
-          dq = dq_pre_.as();
-          dk = dk_pre_.as();
-        }
-        project_backward(l, kQ, w.q, w.q_b, dq, a.h1.as(), dh_.as(), 0, T, qd, C);
-        project_backward(l, kK, w.k, w.k_b, dk, a.h1.as(), dh_.as(), 1, T, kd, C);
-        project_backward(l, kV, w.v, w.v_b, dv_.as(), a.h1.as(), dh_.as(), 1, T, kd, C);
-        CALL(rmsnorm_backward, T, C, xs_[l].as(), W(w.input_norm), a.rstd1.as<float>(), dh_.as(), dx_.as(),
-             G(w.input_norm), norm_scratch_.as<float>(), 1, dt_, nullptr);
+        cuda_layer::Grads g;
+        const cuda_layer::Weights w = layer_params(l, &g);
+        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), acts_[l].view, batches_, layer_hooks(l),
+                             scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
       char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
@@ -814,6 +777,7 @@ class CudaTrainer final : public Trainer {
   Kernels kern_;
   int dt_ = RECODE_F32;
   size_t es_ = sizeof(float);
+  cuda_layer::Dims dims_;  // the decoder layer's shapes, in the compute dtype
   // A trainable tensor: `p` (its master set up) gets zeroed gradient and AdamW moments on the device.
   void add_trainable(Param&& p, const std::string& name, std::vector<int64_t> shape, bool decay) {
     p.grad = Buf(&kern_, p.n * sizeof(float));
@@ -850,14 +814,15 @@ class CudaTrainer final : public Trainer {
   bool pending_ = false;
   int T_ = 0;
   std::vector<int> counts_, t0_, row_of_;
+  std::vector<cuda_layer::CausalBatch> batches_;  // its causal attention calls
   std::vector<float> lp_host_;
   // workspace (cap_ tokens)
   int cap_ = 0;
   Buf ids_;
   std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
-  std::vector<LayerActs> acts_;
-  Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, d_act_, d_gate_, d_up_, d_att_, dq_,
-      dk_, dv_, dq_pre_, dk_pre_, att_scratch_, norm_scratch_;
+  std::vector<Bufs<cuda_layer::Acts>> acts_;
+  Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
+  Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
 };
 
 #undef CALL
