@@ -11,7 +11,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng, maxRelError, randomTrainBatch, logSoftmaxAt, randomAdapterTensors } from './helpers.mjs'
 
-const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-lora-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -77,7 +77,7 @@ for (const device of devices) {
       const devModel = await loadModel(v.dir, { device, ...load })
       const seqs = [9, 14, 5].map((n) => Array.from({ length: n }, () => r.int(0, v.vocab - 1)))
       // the base: a full fine-tuning trainer's forward and the model's logits before any adapter
-      const base = new FullFineTuner(devModel)
+      const base = new ModelTrainer(devModel)
       const baseLogp = await base.forward(seqs)
       base.dispose()
       const baseLogits = await devModel.logits(seqs)
@@ -85,7 +85,7 @@ for (const device of devices) {
         const seed = r.int(0, 2 ** 31)
         const label = `${v.name}, ${s.type} on ${s.targets.length === 7 ? 'all' : s.targets.join(',')}, p=${s.dropout}, seed ${seed}`
         const adapter = { type: s.type, r: 4, alpha: 8, dropout: s.dropout, targetModules: s.targets, seed }
-        const cpu = new FullFineTuner(cpuModel, { adapter }); const dev = new FullFineTuner(devModel, { adapter })
+        const cpu = new ModelTrainer(cpuModel, { adapter }); const dev = new ModelTrainer(devModel, { adapter })
         const pa = await cpu.parameters(); const pb = await dev.parameters()
         t.same(pb.map((p) => [p.name, p.shape, p.decay]), pa.map((p) => [p.name, p.shape, p.decay]), `${label}: the same ${pa.length} adapter tensors (names, shapes, decay)`)
         t.ok(pa.every((p, k) => p.data.every((x, j) => Object.is(x, pb[k].data[j]))), `${label}: the same initial values bit for bit (A from Philox, B = 0${s.type === 'dora' ? ', m = ||W||' : ''})`)
@@ -151,7 +151,7 @@ for (const device of devices) {
         // state round trip: a fresh trainer given this state takes the same next step, bit for bit (setting the
         // step count restarts the dropout stream of the update on both: the forwards above drew from it)
         const batch = randomTrainBatch(r, v.vocab, [6, 11])
-        const other = new FullFineTuner(devModel, { adapter })
+        const other = new ModelTrainer(devModel, { adapter })
         const restore = { stepsTaken: sb.stepsTaken, tensors: sb.tensors.map((x) => ({ name: x.name, data: x.data, expAvg: x.expAvg, expAvgSq: x.expAvgSq })) }
         await other.setState(restore)
         await dev.setState(restore)
@@ -179,9 +179,9 @@ for (const device of devices) {
       [{ type: 'lora', r: 4, alpha: 8, targetModules: [] }, /targetModules/],
       [{ type: 'dora', r: 4, alpha: 8, dropout: 1, targetModules: ALL }, /dropout/]
     ]
-    for (const [adapter, message] of bad) t.throws(() => new FullFineTuner(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
+    for (const [adapter, message] of bad) t.throws(() => new ModelTrainer(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
     t.throws(() => native().trainerCreate(m.handle, { adapter: { type: 'lora', r: 0, alpha: 8, dropout: 0, seed: 1, targetModules: ['q_proj'] } }), { code: 'ERR_INVALID_ARG' }, 'rank 0 is refused natively')
-    const tr = new FullFineTuner(m, { adapter: { type: 'dora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
+    const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
     t.equal((await tr.parameters()).length, 3 * 2, 'only v_proj of each layer is adapted (A, B, m per layer)')
     await t.rejects(tr.setState({ tensors: [{ name: 'model.layers.0.self_attn.v_proj.weight', data: new Float32Array(1) }] }), { code: 'ERR_INVALID_ARG', message: /not a parameter/ }, 'the frozen base cannot be set through the trainer')
     t.throws(() => native().trainerSetAdaptersEnabled(tr.handle, 'yes'), { code: 'ERR_INVALID_ARG' }, 'enabled must be a boolean')

@@ -11,7 +11,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng } from './helpers.mjs'
 
-const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -71,7 +71,7 @@ async function pair (v, device, maxBatch = 4) {
   const load = { maxBatch, maxContext: 64, ...(v.dtype ? { dtype: v.dtype } : {}) }
   const cpuModel = await loadModel(v.dir, { device: 'cpu', ...load })
   const devModel = await loadModel(v.dir, { device, ...load })
-  const cpu = new FullFineTuner(cpuModel); const dev = new FullFineTuner(devModel)
+  const cpu = new ModelTrainer(cpuModel); const dev = new ModelTrainer(devModel)
   return { cpu, dev, devModel, dispose: () => { cpu.dispose(); dev.dispose(); cpuModel.dispose(); devModel.dispose() } }
 }
 
@@ -235,7 +235,7 @@ for (const device of devices) {
       // and update then give the same weights
       const state = await dev.state()
       const m2 = await loadModel(v.dir, { device, maxBatch: 4, maxContext: 64, ...(v.dtype ? { dtype: v.dtype } : {}) })
-      const dev2 = new FullFineTuner(m2)
+      const dev2 = new ModelTrainer(m2)
       await dev2.setState(state)
       const s2 = await dev2.state()
       t.equal(s2.stepsTaken, state.stepsTaken, 'stepsTaken restored')
@@ -315,7 +315,7 @@ for (const device of devices) {
     const biasDir = path.join(tmp, 'llama-bias')
     if (!fs.existsSync(biasDir)) initModel({ ...small, arch: 'llama', attentionBias: true, out: biasDir, seed: 1 })
     const mb = await loadModel(biasDir, { device, maxBatch: 1, maxContext: 16 })
-    t.throws(() => new FullFineTuner(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
+    t.throws(() => new ModelTrainer(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
     mb.dispose()
   })
 }

@@ -7,9 +7,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { require } from './helpers.mjs'
 
-const { train, FullFineTuner, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
+const { train, ModelTrainer, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
 const { loadAdapter } = require('../dist/cjs/train/checkpoint.js')
-const { tensorToFloat32 } = require('../dist/cjs/safetensorsWriter.js')
+const { tensorToFloat32 } = require('../dist/cjs/safetensors.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-run-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
@@ -114,7 +114,7 @@ t.test('a DoRA run (dropout, KL against the adapters-off base) resumes exactly a
   t.equal(spec.type, 'dora')
   t.equal(spec.r, 4)
   const base = await loadModel(path.join(full, 'base-model'), { maxBatch: 1, maxContext: 32 })
-  const tr = new FullFineTuner(base, { adapter: { type: 'dora', r: 4, alpha: 8, targetModules: spec.targetModules } })
+  const tr = new ModelTrainer(base, { adapter: { type: 'dora', r: 4, alpha: 8, targetModules: spec.targetModules } })
   const names = (await tr.parameters()).map((p) => p.name)
   t.same(Object.keys(tensors).sort(), [...names].sort(), 'the PEFT file holds exactly the trainer\'s adapter tensors')
   await tr.setState({ tensors: names.map((name) => ({ name, data: tensorToFloat32(tensors[name]) })) })
@@ -135,7 +135,7 @@ t.test('trainer state round-trips and is checked before anything changes', async
   const dir = path.join(tmp, 'state-model')
   initModel({ preset: 'tiny', arch: 'qwen2', out: dir, seed: 5 })
   const model = await loadModel(dir)
-  const trainer = new FullFineTuner(model)
+  const trainer = new ModelTrainer(model)
   t.teardown(() => { trainer.dispose(); model.dispose() })
   const tokens = [1, 5, 9, 13, 17, 21]
   const weights = [0, 0.2, 0.2, 0.2, 0.2, 0.2]

@@ -10,7 +10,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, rng, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
 
-const { loadModel, initModel, FullFineTuner, applyAdamW } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const TORCH_PYTHON = '/usr/bin/python3'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-step-test-'))
@@ -50,7 +50,7 @@ t.test('gradients of every parameter equal torch autograd; logp equals the logit
   const results = []
   for (const [i, v] of variants.entries()) {
     const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64, ...v.load })
-    const tr = new FullFineTuner(m)
+    const tr = new ModelTrainer(m)
     const res = await tr.step(batches[i])
     const grads = await tr.gradients()
     models.push({ m, tr })
@@ -113,7 +113,7 @@ t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows 
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const seqs = Array.from({ length: 4 }, () => Array.from({ length: 24 }, () => r.int(0, v.vocab - 1)))
   const N = seqs.reduce((a, s) => a + s.length - 1, 0)
   const batch = seqs.map((tokens) => ({ tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / N)) }))
@@ -152,7 +152,7 @@ t.test('applyAdamW: clipping by the global norm and one torch-style AdamW update
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const batch = randomTrainBatch(r, v.vocab, [20, 12])
   const hyper = { lr: 3e-3, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm: 0.05 }
   const moments = [] // the reference's AdamW state per tensor, across the two steps
@@ -194,7 +194,7 @@ t.test('forward + backward in two calls equals the one-call step (weights comput
   const batch = randomTrainBatch(r, v.vocab, [5, 30])
   const mA = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const mB = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
-  const A = new FullFineTuner(mA); const B = new FullFineTuner(mB)
+  const A = new ModelTrainer(mA); const B = new ModelTrainer(mB)
   // PPO-like weights that depend on the current logp: w_t = c_t * exp(logp_t) (first token 0)
   const logp = await B.forward(batch.map((s) => s.tokens))
   const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
@@ -217,7 +217,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const batch = randomTrainBatch(r, v.vocab, [40])
   const ac = new AbortController()
   ac.abort()
@@ -249,10 +249,10 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   tr.dispose()
   await t.rejects(tr.step(batch), { code: 'ERR_INVALID_ARG', message: /disposed/ }, 'a disposed trainer is refused')
   m.dispose()
-  t.throws(() => new FullFineTuner(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
+  t.throws(() => new ModelTrainer(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
 
   const mBias = await loadModel(variants[4].dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
-  const biases = new FullFineTuner(mBias)
+  const biases = new ModelTrainer(mBias)
   const names = (await biases.parameters()).map((p) => p.name)
   for (const n of ['self_attn.o_proj.bias', 'mlp.gate_proj.bias', 'mlp.up_proj.bias', 'mlp.down_proj.bias']) t.ok(names.includes(`model.layers.0.${n}`), `${n} is trainable (Llama with attention_bias / mlp_bias)`)
   biases.dispose(); mBias.dispose()
@@ -268,7 +268,7 @@ t.test('activation recomputation gives the same gradients bit for bit (full fine
     const runs = []
     for (const activationRecomputation of [false, true]) {
       const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 3, maxContext: 64 })
-      const tr = new FullFineTuner(m, { ...options, activationRecomputation })
+      const tr = new ModelTrainer(m, { ...options, activationRecomputation })
       const res = []
       for (let step = 0; step < 2; step++) {
         res.push(await tr.step(batch))
@@ -282,6 +282,6 @@ t.test('activation recomputation gives the same gradients bit for bit (full fine
     t.ok(a.grads.length > 0 && a.grads.every((g, k) => g.name === b.grads[k].name && g.grad.every((x, j) => x === b.grads[k].grad[j])), `${label}: identical gradients for all ${a.grads.length} tensors`)
   }
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
-  t.throws(() => new FullFineTuner(m, { activationRecomputation: 'yes' }), { code: 'ERR_INVALID_ARG', message: /activationRecomputation/ }, 'the option must be a boolean')
+  t.throws(() => new ModelTrainer(m, { activationRecomputation: 'yes' }), { code: 'ERR_INVALID_ARG', message: /activationRecomputation/ }, 'the option must be a boolean')
   m.dispose()
 })

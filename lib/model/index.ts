@@ -14,7 +14,7 @@ import { cudaAvailable, resolveDevice, systemInfo } from '../device'
 import { RecodeError, invalidArg } from '../errors'
 import { native } from '../native'
 import { eosIds, parseModelConfig, readJsonFile, weightFiles, type NativeModelConfig } from './config'
-import { readSafetensorsHeader } from './safetensors'
+import { readSafetensorsHeader } from '../safetensors'
 import { loadTokenizer, type ModelTokenizer } from './tokenizer'
 import type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './types'
 
