@@ -18,6 +18,7 @@ import { require, timeAsync } from './lib.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 
 const PEAK_TFLOPS = { f32: 67, bf16: 989 } // H100 SXM5 dense: fp32 non-tensor, bf16 tensor core
 
@@ -73,7 +74,6 @@ export default async function () {
     // so the model FLOPs are 4 x parameters x tokens (forward + activation gradients); the adapters' own products
     // and the DoRA norms / merge after each update are extra work, not counted
     {
-      const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
       const m = await loadModel(dir, { device: 'cuda', dtype: 'bf16', maxBatch: 1, maxContext: S })
       const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 64, alpha: 128, dropout: 0.05, targetModules: ALL, seed: 1 } })
       try {

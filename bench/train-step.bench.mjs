@@ -10,6 +10,7 @@ import * as path from 'path'
 import { require, timeAsync, median } from './lib.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const { native } = require('../dist/cjs/native.js')
 
 /** A model folder's shape from its config.json, and its matrix parameters (layer projections + the head). */
@@ -56,7 +57,7 @@ export default async function () {
     recompute.dispose()
     const rank = 16
     const doraStep = async (dropout) => {
-      const dora = new ModelTrainer(m, { adapter: { type: 'dora', r: rank, alpha: rank, dropout, seed: 1, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] } })
+      const dora = new ModelTrainer(m, { adapter: { type: 'dora', r: rank, alpha: rank, dropout, seed: 1, targetModules: ALL } })
       await dora.step(batch); await dora.zeroGrad()
       const sec = await timeAsync(`train step, DoRA p=${dropout}`, async () => { await dora.step(batch) }, { minSamples: 5, maxTime: 8 })
       const adam = await timeAsync('adamw, DoRA', async () => { await dora.applyAdamW({ lr: 1e-5, weightDecay: 0.01, maxGradNorm: 1 }) }, { minSamples: 5, maxTime: 4 })

@@ -1,5 +1,7 @@
 // Shared test utilities: seeded randomness (the seed is printed so a failure can be replayed with
-// RECODE_TEST_SEED), poisoned output buffers, relative-error checks per dtype, and the backend matrix.
+// RECODE_TEST_SEED), poisoned output buffers, relative-error checks (elementwise and normwise), tolerances per
+// dtype, and the backend matrix.
+import * as fs from 'fs'
 import { createRequire } from 'module'
 import * as path from 'path'
 import { fileURLToPath } from 'url'
@@ -45,6 +47,21 @@ export function maxRelError (actual, expected, floor = 1e-6) {
   return worst
 }
 
+/**
+ * Normwise relative error max|a - e| / max(max|e|, floor) (max|a - e| where that scale is 0): elementwise
+ * relative error is meaningless for outputs that cancel to ~0 (sums of random products), so errors are measured
+ * against the tensor's scale. A NaN or infinite output (a poisoned or unwritten one) gives Infinity.
+ */
+export function relErr (actual, expected, floor = 0) {
+  let err = 0; let mag = floor
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i])
+    if (!Number.isFinite(actual[i]) || Number.isNaN(d)) return Infinity
+    err = Math.max(err, d); mag = Math.max(mag, Math.abs(expected[i]))
+  }
+  return mag === 0 ? err : err / mag
+}
+
 /** Fills a typed array with a value no correct kernel writes, so untouched outputs are caught. */
 export function poison (arr) {
   if (arr instanceof Float32Array || arr instanceof Float64Array) arr.fill(NaN)
@@ -61,7 +78,7 @@ export function backends (t, addon) {
   return list
 }
 
-/** The odd sizes DEVELOPERS.md asks every kernel test to cover. */
+/** The odd sizes every kernel test covers: one element, and lengths off the SIMD-width, warp and block multiples (tails). */
 export const oddSizes = [1, 17, 1000, 4097]
 
 /** A training batch of sequences of the given lengths: random tokens below V, random loss weights (0 on each
@@ -94,4 +111,60 @@ export function randomAdapterTensors (r, params) {
     }
     return { name: p.name, shape: p.shape, data }
   })
+}
+
+/**
+ * train(config(device)) on the cpu and on each device (run folders under `dir`), each run's 3 steps and the file
+ * `written[0]` checked; then each device held to the cpu run: the two warm-start steps' loss within 1e-4 and grad
+ * norm within `gradNormTol` (relative), and its GRPO step (`grpo` names it) finite with a non-zero gradient.
+ */
+export async function trainMatchesCpu (t, { dir, devices, config, written: [file, what], gradNormTol, grpo }) {
+  const { train, readMetrics } = require('../dist/cjs/index.js')
+  const runs = {}
+  for (const device of ['cpu', ...devices]) {
+    const runDir = path.join(dir, `run-${device}`)
+    const res = await train(config(device), { runDir })
+    t.equal(res.summary.steps, 3, `${device}: 3 steps`)
+    t.ok(fs.existsSync(path.join(runDir, file)), `${device}: ${what}`)
+    runs[device] = readMetrics(path.join(runDir, 'metrics.jsonl')).records
+  }
+  for (const device of devices) {
+    const [a, b] = [runs.cpu, runs[device]]
+    for (const k of [0, 1]) {
+      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
+      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= gradNormTol * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
+    }
+    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} ${grpo}: loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
+  }
+}
+
+/** Options of the small models the device-trainer tests train: hidden 64 with 4 heads (head_dim 16, the smallest
+ * the attention kernels take), vocab ~300. */
+export const smallTrainModel = { preset: 'tiny', layers: 2, intermediate: 96, merges: 40 }
+
+/** The device-trainer tests' model variants, written to `dir`/m<i> with seeds `seed` + i; each gets `dir` and `vocab`. */
+export function trainModelVariants (dir, seed) {
+  const { initModel } = require('../dist/cjs/index.js')
+  const small = smallTrainModel
+  const variants = [
+    { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { ...small, arch: 'qwen2' } },
+    { name: 'qwen3 (q/k norm, tied)', opts: { ...small, arch: 'qwen3', tieWordEmbeddings: true } },
+    { name: 'llama (MQA 4:1, untied, 1 layer)', opts: { ...small, arch: 'llama', kvHeads: 1, layers: 1 } },
+    { name: 'qwen2 tied, loaded as bf16', opts: { ...small, arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, dtype: 'bf16' }
+  ]
+  variants.forEach((v, i) => {
+    v.dir = path.join(dir, `m${i}`)
+    initModel({ ...v.opts, out: v.dir, seed: seed + i })
+    v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
+  })
+  return variants
+}
+
+/** The devices the device-trainer tests hold to the cpu: 'emulated', plus 'cuda' when a GPU is usable. */
+export function trainDevices (t) {
+  const info = require('../dist/cjs/index.js').systemInfo()
+  const devices = ['emulated']
+  if (info.cuda.available) devices.push('cuda')
+  else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
+  return devices
 }

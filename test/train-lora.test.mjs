@@ -20,7 +20,7 @@ const addon = native()
 const TORCH_PYTHON = process.env.RECODE_TORCH_PYTHON || '/usr/bin/python3'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-lora-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 
 // ---- the fast adapted linear against the plain reference ---------------------------------------------------
 

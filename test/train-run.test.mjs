@@ -10,6 +10,7 @@ import { require } from './helpers.mjs'
 const { train, ModelTrainer, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
 const { loadAdapter } = require('../dist/cjs/train/checkpoint.js')
 const { tensorToFloat32 } = require('../dist/cjs/safetensors.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-run-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
@@ -93,7 +94,7 @@ t.test('an AbortSignal stops the run with a checkpoint that resumes to the same 
 })
 
 t.test('a DoRA run (dropout, KL against the adapters-off base) resumes exactly and exports PEFT + merged folders', async (t) => {
-  const dora = (extra = {}) => small({ adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, warmStartLearningRate: 1e-2, ...extra })
+  const dora = (extra = {}) => small({ adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ALL }, warmStartLearningRate: 1e-2, ...extra })
   const full = path.join(tmp, 'dora-full')
   const r = await train(dora(), { runDir: full })
   t.equal(r.summary.steps, 7)

@@ -8,10 +8,11 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
+import { require, rng, randomTrainBatch, logSoftmaxAt, relErr } from './helpers.mjs'
 
 const { loadModel, initModel, ModelTrainer, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const TORCH_PYTHON = '/usr/bin/python3'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-step-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -29,16 +30,6 @@ variants.forEach((v, i) => {
   v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
 })
 
-
-/** max |a - b| / max |b|. */
-function relErr (a, b) {
-  let err = 0; let mag = 0
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return mag === 0 ? err : err / mag
-}
 
 
 t.test('gradients of every parameter equal torch autograd; logp equals the logits\' log-softmax', async (t) => {
@@ -262,7 +253,7 @@ t.test('activation recomputation gives the same gradients bit for bit (full fine
   const r = rng(t)
   const v = variants[1]
   const batch = randomTrainBatch(r, v.vocab, [7, 33, 2])
-  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }
+  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ALL }
   for (const options of [{}, { adapter }]) {
     const label = options.adapter ? 'DoRA' : 'full fine-tuning'
     const runs = []
