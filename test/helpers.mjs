@@ -168,3 +168,45 @@ export function trainDevices (t) {
   else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
   return devices
 }
+
+/**
+ * Trainer B's forward then backward, with PPO-like weights that depend on the logp it returned (w_t = c_t *
+ * exp(logp_t), first token 0), held to trainer A's one-call step on the same sequences: the same logp, loss and
+ * gradients to the bit; then a second backward is refused. Returns the weights.
+ */
+export async function twoCallsEqualStep (t, A, B, batch) {
+  const logp = await B.forward(batch.map((s) => s.tokens))
+  const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
+  const lossB = await B.backward(weights)
+  const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
+  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
+  t.equal(lossB, resA.loss, 'same loss')
+  const gA = await A.gradients(); const gB = await B.gradients()
+  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor (deterministic kernels)')
+  await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+  return weights
+}
+
+/**
+ * Aborts on a trainer: an aborted signal rejects before the job; a raised cancel flag stops the native step at a
+ * layer boundary with the gradients accumulated so far untouched, and stops the backward (after the head and
+ * final-norm gradients were added) with all gradients dropped; the trainer stays usable.
+ */
+export async function abortLeavesTrainerUsable (t, tr, batch) {
+  const { native } = require('../dist/cjs/native.js')
+  const ac = new AbortController()
+  ac.abort()
+  await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
+  await tr.step(batch)
+  const before = await tr.gradients()
+  const n = batch[0].tokens.length
+  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), new Int32Array([1])),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
+  const after = await tr.gradients()
+  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
+  await tr.forward(batch.map((s) => s.tokens))
+  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
+  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
+  t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
+}

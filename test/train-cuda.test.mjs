@@ -9,7 +9,7 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, relErr, randomTrainBatch, logSoftmaxAt, trainMatchesCpu, trainModelVariants, trainDevices, smallTrainModel } from './helpers.mjs'
+import { require, rng, relErr, randomTrainBatch, logSoftmaxAt, trainMatchesCpu, trainModelVariants, trainDevices, smallTrainModel, twoCallsEqualStep, abortLeavesTrainerUsable } from './helpers.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
@@ -223,15 +223,7 @@ for (const device of devices) {
     const batch = randomTrainBatch(r, v.vocab, [5, 30])
     const { dev: A, dispose: dispA } = await pair(v, device, 2)
     const { dev: B, dispose: dispB } = await pair(v, device, 2)
-    const logp = await B.forward(batch.map((s) => s.tokens))
-    const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
-    const lossB = await B.backward(weights)
-    const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
-    t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
-    t.equal(lossB, resA.loss, 'same loss')
-    const gA = await A.gradients(); const gB = await B.gradients()
-    t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor (deterministic kernels)')
-    await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+    await twoCallsEqualStep(t, A, B, batch)
     await B.forward(batch.map((s) => s.tokens))
     await t.rejects(native().trainerBackward(B.handle, new Float32Array(3)), { code: 'ERR_INVALID_ARG', message: /one weight per token/ }, 'the native side checks the count')
     await B.applyAdamW({ lr: 1e-3 })
@@ -244,21 +236,7 @@ for (const device of devices) {
     const v = variants[0]
     const { dev: tr, devModel: m, dispose } = await pair(v, device, 1)
     const batch = randomTrainBatch(r, v.vocab, [40])
-    const ac = new AbortController()
-    ac.abort()
-    await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
-    await tr.step(batch)
-    const before = await tr.gradients()
-    const n = batch[0].tokens.length
-    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), new Int32Array([1])),
-      { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
-    const after = await tr.gradients()
-    t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
-    await tr.forward(batch.map((s) => s.tokens))
-    await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
-      { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
-    t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
-    t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
+    await abortLeavesTrainerUsable(t, tr, batch)
 
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
     await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')

@@ -8,7 +8,7 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, randomTrainBatch, logSoftmaxAt, relErr } from './helpers.mjs'
+import { require, rng, randomTrainBatch, logSoftmaxAt, relErr, twoCallsEqualStep, abortLeavesTrainerUsable } from './helpers.mjs'
 
 const { loadModel, initModel, ModelTrainer, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
@@ -186,16 +186,7 @@ t.test('forward + backward in two calls equals the one-call step (weights comput
   const mA = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const mB = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const A = new ModelTrainer(mA); const B = new ModelTrainer(mB)
-  // PPO-like weights that depend on the current logp: w_t = c_t * exp(logp_t) (first token 0)
-  const logp = await B.forward(batch.map((s) => s.tokens))
-  const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
-  const lossB = await B.backward(weights)
-  const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
-  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
-  t.equal(lossB, resA.loss, 'same loss')
-  const gA = await A.gradients(); const gB = await B.gradients()
-  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor')
-  await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+  const weights = await twoCallsEqualStep(t, A, B, batch)
   await B.forward(batch.map((s) => s.tokens))
   await t.rejects(B.backward([weights[0]]), { code: 'ERR_INVALID_ARG' }, 'weights must cover every sequence of the forward')
   await t.rejects(native().trainerBackward(B.handle, new Float32Array(3)), { code: 'ERR_INVALID_ARG', message: /one weight per token/ }, 'the native side checks the count too')
@@ -210,26 +201,7 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
   const tr = new ModelTrainer(m)
   const batch = randomTrainBatch(r, v.vocab, [40])
-  const ac = new AbortController()
-  ac.abort()
-  await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
-  // the native job itself stops at the first layer boundary when its cancel flag is raised (what the
-  // AbortSignal listener sets), leaving the gradients accumulated so far untouched
-  await tr.step(batch)
-  const before = await tr.gradients()
-  const flag = new Int32Array([1])
-  const n = batch[0].tokens.length
-  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), flag),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
-  const after = await tr.gradients()
-  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
-  // an abort inside the backward (after the head and final norm gradients were added) drops all gradients
-  await tr.forward(batch.map((s) => s.tokens))
-  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), new Int32Array([1])),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
-  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
-  const ok = await tr.step(batch)
-  t.ok(Number.isFinite(ok.loss), 'the trainer is usable after an abort')
+  await abortLeavesTrainerUsable(t, tr, batch)
 
   await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
   await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')

@@ -14,6 +14,7 @@ type Check = (value: unknown, field: string, all: Record<string, unknown>) => vo
 function fail (field: string, what: string, value: unknown): never {
   throw new RecodeError('ERR_CONFIG', `config.${field} must be ${what}, got ${show(value)}`)
 }
+/** A value as configuration errors quote it (JSON, cut at 80 characters). */
 export function show (v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v)
   if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v)
@@ -143,6 +144,7 @@ function checkKnown (obj: Record<string, unknown>, known: readonly string[], pre
   }
 }
 
+/** A JSON object (not an array, not null). */
 export function isPlainObject (v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
