@@ -16,8 +16,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, timeAsync } from './lib.mjs'
 
-const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 
 const PEAK_TFLOPS = { f32: 67, bf16: 989 } // H100 SXM5 dense: fp32 non-tensor, bf16 tensor core
 
@@ -51,7 +52,7 @@ export default async function () {
     const lines = []
     for (const dtype of ['bf16', 'f32']) {
       const m = await loadModel(dir, { device: 'cuda', dtype, maxBatch: 1, maxContext: S })
-      const tr = new FullFineTuner(m)
+      const tr = new ModelTrainer(m)
       try {
         await tr.step(batch); await tr.zeroGrad() // warm-up: workspace allocation
         const stepSec = await timeAsync(`train step ${dtype}`, async () => { await tr.step(batch) }, { minSamples: 3, maxTime: 10 })
@@ -73,9 +74,8 @@ export default async function () {
     // so the model FLOPs are 4 x parameters x tokens (forward + activation gradients); the adapters' own products
     // and the DoRA norms / merge after each update are extra work, not counted
     {
-      const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
       const m = await loadModel(dir, { device: 'cuda', dtype: 'bf16', maxBatch: 1, maxContext: S })
-      const tr = new FullFineTuner(m, { adapter: { type: 'dora', r: 64, alpha: 128, dropout: 0.05, targetModules: ALL, seed: 1 } })
+      const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 64, alpha: 128, dropout: 0.05, targetModules: ALL, seed: 1 } })
       try {
         await tr.step(batch); await tr.zeroGrad()
         const stepSec = await timeAsync('dora r64 train step bf16', async () => { await tr.step(batch) }, { minSamples: 3, maxTime: 10 })

@@ -9,7 +9,8 @@ import * as os from 'os'
 import * as path from 'path'
 import { require, timeAsync, median } from './lib.mjs'
 
-const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const { native } = require('../dist/cjs/native.js')
 
 /** A model folder's shape from its config.json, and its matrix parameters (layer projections + the head). */
@@ -41,7 +42,7 @@ export default async function () {
     const { cfg, C, H, Hkv, D, F, V, L, matrixParams } = modelShape(dir)
     const B = 4; const S = 128
     const m = await loadModel(dir, { device: 'cpu', maxBatch: 1, maxContext: S })
-    const tr = new FullFineTuner(m)
+    const tr = new ModelTrainer(m)
     const batch = sftBatch(B, S, V)
     await tr.step(batch); await tr.zeroGrad()
     const stepSec = await timeAsync('train step', async () => { await tr.step(batch) }, { minSamples: 5, maxTime: 8 })
@@ -50,13 +51,13 @@ export default async function () {
     // The same step with activation recomputation, and with the paper's adapter shape (DoRA on every projection,
     // r = 64 scaled to this model: r = 16, dropout 0.01): the base is frozen, so the backward skips dW (about 4
     // instead of 6 FLOPs per matrix parameter and token) and AdamW touches only the adapters.
-    const recompute = new FullFineTuner(m, { activationRecomputation: true })
+    const recompute = new ModelTrainer(m, { activationRecomputation: true })
     await recompute.step(batch); await recompute.zeroGrad()
     const recomputeSec = await timeAsync('train step, recomputation', async () => { await recompute.step(batch) }, { minSamples: 5, maxTime: 8 })
     recompute.dispose()
     const rank = 16
     const doraStep = async (dropout) => {
-      const dora = new FullFineTuner(m, { adapter: { type: 'dora', r: rank, alpha: rank, dropout, seed: 1, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] } })
+      const dora = new ModelTrainer(m, { adapter: { type: 'dora', r: rank, alpha: rank, dropout, seed: 1, targetModules: ALL } })
       await dora.step(batch); await dora.zeroGrad()
       const sec = await timeAsync(`train step, DoRA p=${dropout}`, async () => { await dora.step(batch) }, { minSamples: 5, maxTime: 8 })
       const adam = await timeAsync('adamw, DoRA', async () => { await dora.applyAdamW({ lr: 1e-5, weightDecay: 0.01, maxGradNorm: 1 }) }, { minSamples: 5, maxTime: 4 })
@@ -76,7 +77,7 @@ export default async function () {
     const { H: mH, D: mD, V: mV, matrixParams: midParams } = modelShape(midDir)
     const mB = 4; const mS = 256
     const mm = await loadModel(midDir, { device: 'cpu', maxBatch: 1, maxContext: mS })
-    const mt = new FullFineTuner(mm)
+    const mt = new ModelTrainer(mm)
     const midBatch = sftBatch(mB, mS, mV)
     await mt.step(midBatch); await mt.zeroGrad()
     const midSec = await timeAsync('train step, 0.5B-shaped 4 layers', async () => { await mt.step(midBatch) }, { minSamples: 2, maxTime: 1 })

@@ -1,6 +1,6 @@
 // Float64 references for the transformer kernel tests (test/cudaops_*.test.mjs), written plainly from the
 // definitions, plus bf16 conversions, a normwise error measure and a finite-difference gradient check.
-import { backends } from './helpers.mjs'
+import { backends, relErr } from './helpers.mjs'
 
 /** Devices the CUDA kernels run on here: the SIMT emulation always, a real GPU when one is usable. */
 export function kernelDevices (t, addon) {
@@ -47,22 +47,10 @@ export function valuesOf (out) {
   return Float64Array.from(out)
 }
 
-/**
- * Normwise relative error max|a - e| / max(max|e|, floor): elementwise relative error is meaningless for
- * outputs that cancel to ~0 (sums of random products), so errors are measured against the tensor's scale
- * (or `floor` for tensors that are exactly zero in the reference, such as gradients through a softmax over a
- * single key). NaN (a poisoned or unwritten output) gives Infinity.
- */
+/** helpers.relErr (normwise: errors against the tensor's scale, or `floor` where the reference is exactly zero, as
+ * gradients through a softmax over a single key are), and Infinity where the lengths differ. */
 export function normRelError (actual, expected, floor = 1e-30) {
-  let worst = 0, scale = 0
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]))
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i])
-    if (Number.isNaN(d)) return Infinity
-    worst = Math.max(worst, d)
-  }
-  if (actual.length !== expected.length) return Infinity
-  return worst / Math.max(scale, floor)
+  return actual.length === expected.length ? relErr(actual, expected, floor) : Infinity
 }
 
 /** Per-dtype tolerances for kernels vs the float64 reference (normwise; see normRelError). */

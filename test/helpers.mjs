@@ -1,5 +1,7 @@
 // Shared test utilities: seeded randomness (the seed is printed so a failure can be replayed with
-// RECODE_TEST_SEED), poisoned output buffers, relative-error checks per dtype, and the backend matrix.
+// RECODE_TEST_SEED), poisoned output buffers, relative-error checks (elementwise and normwise), tolerances per
+// dtype, and the backend matrix.
+import * as fs from 'fs'
 import { createRequire } from 'module'
 import * as path from 'path'
 import { fileURLToPath } from 'url'
@@ -45,6 +47,21 @@ export function maxRelError (actual, expected, floor = 1e-6) {
   return worst
 }
 
+/**
+ * Normwise relative error max|a - e| / max(max|e|, floor) (max|a - e| where that scale is 0): elementwise
+ * relative error is meaningless for outputs that cancel to ~0 (sums of random products), so errors are measured
+ * against the tensor's scale. A NaN or infinite output (a poisoned or unwritten one) gives Infinity.
+ */
+export function relErr (actual, expected, floor = 0) {
+  let err = 0; let mag = floor
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i])
+    if (!Number.isFinite(actual[i]) || Number.isNaN(d)) return Infinity
+    err = Math.max(err, d); mag = Math.max(mag, Math.abs(expected[i]))
+  }
+  return mag === 0 ? err : err / mag
+}
+
 /** Fills a typed array with a value no correct kernel writes, so untouched outputs are caught. */
 export function poison (arr) {
   if (arr instanceof Float32Array || arr instanceof Float64Array) arr.fill(NaN)
@@ -61,7 +78,7 @@ export function backends (t, addon) {
   return list
 }
 
-/** The odd sizes DEVELOPERS.md asks every kernel test to cover. */
+/** The odd sizes every kernel test covers: one element, and lengths off the SIMD-width, warp and block multiples (tails). */
 export const oddSizes = [1, 17, 1000, 4097]
 
 /** A training batch of sequences of the given lengths: random tokens below V, random loss weights (0 on each
@@ -94,4 +111,109 @@ export function randomAdapterTensors (r, params) {
     }
     return { name: p.name, shape: p.shape, data }
   })
+}
+
+/**
+ * train(config(device)) on the cpu and on each device (run folders under `dir`), each run's 3 steps and the file
+ * `written[0]` checked; then each device held to the cpu run: the two warm-start steps' loss within 1e-4 and grad
+ * norm within `gradNormTol` (relative), and its GRPO step (`grpo` names it) finite with a non-zero gradient.
+ */
+export async function trainMatchesCpu (t, { dir, devices, config, written: [file, what], gradNormTol, grpo }) {
+  const { train, readMetrics } = require('../dist/cjs/index.js')
+  const runs = {}
+  for (const device of ['cpu', ...devices]) {
+    const runDir = path.join(dir, `run-${device}`)
+    const res = await train(config(device), { runDir })
+    t.equal(res.summary.steps, 3, `${device}: 3 steps`)
+    t.ok(fs.existsSync(path.join(runDir, file)), `${device}: ${what}`)
+    runs[device] = readMetrics(path.join(runDir, 'metrics.jsonl')).records
+  }
+  for (const device of devices) {
+    const [a, b] = [runs.cpu, runs[device]]
+    for (const k of [0, 1]) {
+      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
+      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= gradNormTol * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
+    }
+    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} ${grpo}: loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
+  }
+}
+
+/** Options of the small models the device-trainer tests train: hidden 64 with 4 heads (head_dim 16, the smallest
+ * the attention kernels take), vocab ~300. */
+export const smallTrainModel = { preset: 'tiny', layers: 2, intermediate: 96, merges: 40 }
+
+/** The device-trainer tests' model variants, written to `dir`/m<i> with seeds `seed` + i; each gets `dir` and `vocab`. */
+export function trainModelVariants (dir, seed) {
+  const { initModel } = require('../dist/cjs/index.js')
+  const small = smallTrainModel
+  const variants = [
+    { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { ...small, arch: 'qwen2' } },
+    { name: 'qwen3 (q/k norm, tied)', opts: { ...small, arch: 'qwen3', tieWordEmbeddings: true } },
+    { name: 'llama (MQA 4:1, untied, 1 layer)', opts: { ...small, arch: 'llama', kvHeads: 1, layers: 1 } },
+    { name: 'qwen2 tied, loaded as bf16', opts: { ...small, arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, dtype: 'bf16' }
+  ]
+  variants.forEach((v, i) => {
+    v.dir = path.join(dir, `m${i}`)
+    initModel({ ...v.opts, out: v.dir, seed: seed + i })
+    v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
+  })
+  return variants
+}
+
+/** The devices the device-trainer tests hold to the cpu: 'emulated', plus 'cuda' when a GPU is usable. */
+export function trainDevices (t) {
+  const info = require('../dist/cjs/index.js').systemInfo()
+  const devices = ['emulated']
+  if (info.cuda.available) devices.push('cuda')
+  else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
+  return devices
+}
+
+/**
+ * Trainer B's forward then backward, with PPO-like weights that depend on the logp it returned (w_t = c_t *
+ * exp(logp_t), first token 0), held to trainer A's one-call step on the same sequences: the same logp, loss and
+ * gradients to the bit; then a second backward is refused. Returns the weights.
+ */
+export async function twoCallsEqualStep (t, A, B, batch) {
+  const logp = await B.forward(batch.map((s) => s.tokens))
+  const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
+  const lossB = await B.backward(weights)
+  const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
+  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
+  t.equal(lossB, resA.loss, 'same loss')
+  const gA = await A.gradients(); const gB = await B.gradients()
+  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor (deterministic kernels)')
+  await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+  return weights
+}
+
+/**
+ * Aborts on a trainer: an aborted signal rejects before the job; a raised cancel flag stops the native step at a
+ * layer boundary with the gradients accumulated so far untouched, and stops the backward (after the head and
+ * final-norm gradients were added) with all gradients dropped; the trainer stays usable.
+ */
+/** A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer, which cannot be detached), raised. */
+export function raisedCancelFlag () {
+  const f = new Int32Array(new SharedArrayBuffer(4))
+  f[0] = 1
+  return f
+}
+
+export async function abortLeavesTrainerUsable (t, tr, batch) {
+  const { native } = require('../dist/cjs/native.js')
+  const ac = new AbortController()
+  ac.abort()
+  await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
+  await tr.step(batch)
+  const before = await tr.gradients()
+  const n = batch[0].tokens.length
+  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), raisedCancelFlag()),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
+  const after = await tr.gradients()
+  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
+  await tr.forward(batch.map((s) => s.tokens))
+  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
+    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
+  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
+  t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
 }

@@ -7,7 +7,7 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, tolerance } from './helpers.mjs'
+import { require, rng, tolerance, relErr } from './helpers.mjs'
 
 const { loadModel, initModel, systemInfo } = require('../dist/cjs/index.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-model-cuda-test-'))
@@ -29,16 +29,6 @@ const info = systemInfo()
 const devices = ['emulated']
 if (info.cuda.available) devices.push('cuda')
 else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
-
-/** max |a - b| / max |b|. */
-function relErr (a, b) {
-  let err = 0; let mag = 0
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return err / mag
-}
 
 // dtype 'f32': both backends compute in float32 from the same weights (bound 1e-4, as the issue sets);
 // dtype 'bf16': the CPU rounds weights to bf16 and computes in fp32, the CUDA backend also stores activations

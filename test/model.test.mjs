@@ -7,7 +7,7 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng } from './helpers.mjs'
+import { require, rng, relErr } from './helpers.mjs'
 
 const { loadModel, initModel, setSimdLevel } = require('../dist/cjs/index.js')
 const TORCH_PYTHON = '/usr/bin/python3'
@@ -29,16 +29,6 @@ variants.forEach((v, i) => {
   initModel({ ...v.opts, out: v.dir, seed: 100 + i })
 })
 const base = variants[0].dir
-
-/** max |a - b| / max |b| over one sequence's logits. */
-function relErr (a, b) {
-  let err = 0; let mag = 0
-  for (let i = 0; i < b.length; i++) {
-    if (Number.isNaN(a[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return err / mag
-}
 
 function torchLogits (jobs) {
   execFileSync(TORCH_PYTHON, [new URL('./reference/transformer.py', import.meta.url).pathname], { input: JSON.stringify(jobs), maxBuffer: 1 << 26 })

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
-import { require, rng, poison, oddSizes } from './helpers.mjs'
+import { require, rng, poison, oddSizes, relErr } from './helpers.mjs'
 
 const addon = require('../build/Release/recode.node')
 const TORCH_PYTHON = '/usr/bin/python3'
@@ -13,15 +13,6 @@ function randArray (r, n, scale = 1) {
   const a = new Float32Array(n)
   for (let i = 0; i < n; i++) a[i] = scale * r.normal()
   return a
-}
-/** max |a - b| / max(max |b|, floor): error relative to the reference's magnitude. */
-function relErr (a, b, floor = 0) {
-  let err = 0; let mag = floor
-  for (let i = 0; i < b.length; i++) {
-    if (Number.isNaN(a[i]) || Number.isNaN(b[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return mag === 0 ? err : err / mag
 }
 const LEVELS = ['avx2', 'baseline']
 function eachLevel (t, fn) {

@@ -8,7 +8,7 @@ import * as path from 'path'
 import { require } from './helpers.mjs'
 
 const { loadModel, initModel } = require('../dist/cjs/index.js')
-const { writeSafetensors, readSafetensorsHeader } = require('../dist/cjs/model/safetensors.js')
+const { writeFloat32Safetensors, readSafetensorsHeader } = require('../dist/cjs/safetensors.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-st-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 const good = path.join(tmp, 'good')
@@ -26,7 +26,7 @@ function rawFile (name, header, dataBytes, { lengthOverride } = {}) {
 
 t.test('writer/reader round trip and header fields', async (t) => {
   const file = path.join(tmp, 'rt.safetensors')
-  writeSafetensors(file, [{ name: 'a', shape: [2, 3], data: new Float32Array(6) }, { name: 'b', shape: [5], data: new Float32Array(5) }], 'BF16', { note: 'x' })
+  writeFloat32Safetensors(file, [{ name: 'a', shape: [2, 3], data: new Float32Array(6) }, { name: 'b', shape: [5], data: new Float32Array(5) }], 'BF16', { note: 'x' })
   const h = readSafetensorsHeader(file)
   t.same(h.map((x) => [x.name, x.dtype, x.shape, x.end - x.begin]), [['a', 'BF16', [2, 3], 12], ['b', 'BF16', [5], 10]], '__metadata__ is skipped; sizes match')
   t.notOk(fs.readdirSync(tmp).some((f) => f.includes('.tmp-')), 'no temp file left behind')
@@ -95,7 +95,7 @@ t.test('malformed model folders', async (t) => {
 
   dir = copyGood('missingtensor')
   const keep = readSafetensorsHeader(path.join(good, 'model.safetensors')).filter((x) => x.name !== 'model.norm.weight')
-  writeSafetensors(path.join(dir, 'model.safetensors'), keep.map((x) => ({ name: x.name, shape: x.shape, data: new Float32Array(x.shape.reduce((a, b) => a * b, 1)) })), 'F32')
+  writeFloat32Safetensors(path.join(dir, 'model.safetensors'), keep.map((x) => ({ name: x.name, shape: x.shape, data: new Float32Array(x.shape.reduce((a, b) => a * b, 1)) })), 'F32')
   await t.rejects(loadModel(dir, opts), { code: 'ERR_MODEL', message: /tensor 'model.norm.weight' is missing from .*model.safetensors/ }, 'missing tensor')
 
   dir = copyGood('tokenizer'); fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{}')
@@ -122,7 +122,7 @@ t.test('sharded weights through model.safetensors.index.json', async (t) => {
   for (let s = 0; s < 3; s++) {
     const part = tensors.filter((_, i) => i % 3 === s)
     const name = `model-0000${s + 1}-of-00003.safetensors`
-    writeSafetensors(path.join(dir, name), part, 'F32')
+    writeFloat32Safetensors(path.join(dir, name), part, 'F32')
     for (const p of part) weightMap[p.name] = name
   }
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }))

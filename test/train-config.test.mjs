@@ -5,7 +5,7 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { validateTrainConfig, trainPreset, loadTrainConfigFile, configHash, didYouMean } from '../dist/cjs/train/config.js'
+import { validateTrainConfig, trainPreset, loadTrainConfigFile, configHash, didYouMean } from '../dist/cjs/train/config/index.js'
 import { learningRateAt, lrMultiplier, warmupStepsFor } from '../dist/cjs/train/schedule.js'
 
 const noPaths = { checkPaths: false }
@@ -139,7 +139,7 @@ t.test('schedules match the transformers formulas', async (t) => {
 })
 
 t.test('command-line flags become typed overrides', async (t) => {
-  const { trainFlagsToConfig } = await import('../dist/cjs/train/config.js')
+  const { trainFlagsToConfig } = await import('../dist/cjs/train/config/index.js')
   const raw = trainFlagsToConfig(['--learning-rate', '1e-5', '--steps=20', '--algorithm', 'dapo', '--adapter.r', '8',
     '--adapter.target-modules', 'q_proj, v_proj', '--dynamic-sampling', '--no-activation-recomputation', '--dual-clip', 'off',
     '--synthetic.seed', '9', '--model', 'tiny', '--min-lr-ratio', '-0'])

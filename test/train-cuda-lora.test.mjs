@@ -9,27 +9,15 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, maxRelError, randomTrainBatch, logSoftmaxAt, randomAdapterTensors } from './helpers.mjs'
+import { require, rng, maxRelError, randomTrainBatch, logSoftmaxAt, randomAdapterTensors, trainMatchesCpu, trainModelVariants, trainDevices } from './helpers.mjs'
 
-const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
+const { loadModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-lora-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 
-// hidden 64 with 4 heads: head_dim 16 (the smallest the attention kernels take)
-const small = { preset: 'tiny', layers: 2, intermediate: 96, merges: 40 }
-const variants = [
-  { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { ...small, arch: 'qwen2' } },
-  { name: 'qwen3 (q/k norm, tied)', opts: { ...small, arch: 'qwen3', tieWordEmbeddings: true } },
-  { name: 'llama (MQA 4:1, untied, 1 layer)', opts: { ...small, arch: 'llama', kvHeads: 1, layers: 1 } },
-  { name: 'qwen2 tied, loaded as bf16', opts: { ...small, arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, dtype: 'bf16' }
-]
-variants.forEach((v, i) => {
-  v.dir = path.join(tmp, `m${i}`)
-  initModel({ ...v.opts, out: v.dir, seed: 900 + i })
-  v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
-})
+const variants = trainModelVariants(tmp, 900)
 // adapter settings per variant: every projection and a subset, LoRA and DoRA, with and without dropout
 const settings = [
   { type: 'lora', targets: ALL, dropout: 0 },
@@ -38,10 +26,7 @@ const settings = [
   { type: 'lora', targets: ['k_proj', 'o_proj', 'up_proj'], dropout: 0.3 }
 ]
 
-const info = systemInfo()
-const devices = ['emulated']
-if (info.cuda.available) devices.push('cuda')
-else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
+const devices = trainDevices(t)
 
 // Relative error bounds against the CPU trainer (per tensor, floored at 1% of the largest entry of the model's
 // gradients). fp32: the same math in a different summation order. bf16: the CUDA trainer runs activations and
@@ -77,7 +62,7 @@ for (const device of devices) {
       const devModel = await loadModel(v.dir, { device, ...load })
       const seqs = [9, 14, 5].map((n) => Array.from({ length: n }, () => r.int(0, v.vocab - 1)))
       // the base: a full fine-tuning trainer's forward and the model's logits before any adapter
-      const base = new FullFineTuner(devModel)
+      const base = new ModelTrainer(devModel)
       const baseLogp = await base.forward(seqs)
       base.dispose()
       const baseLogits = await devModel.logits(seqs)
@@ -85,7 +70,7 @@ for (const device of devices) {
         const seed = r.int(0, 2 ** 31)
         const label = `${v.name}, ${s.type} on ${s.targets.length === 7 ? 'all' : s.targets.join(',')}, p=${s.dropout}, seed ${seed}`
         const adapter = { type: s.type, r: 4, alpha: 8, dropout: s.dropout, targetModules: s.targets, seed }
-        const cpu = new FullFineTuner(cpuModel, { adapter }); const dev = new FullFineTuner(devModel, { adapter })
+        const cpu = new ModelTrainer(cpuModel, { adapter }); const dev = new ModelTrainer(devModel, { adapter })
         const pa = await cpu.parameters(); const pb = await dev.parameters()
         t.same(pb.map((p) => [p.name, p.shape, p.decay]), pa.map((p) => [p.name, p.shape, p.decay]), `${label}: the same ${pa.length} adapter tensors (names, shapes, decay)`)
         t.ok(pa.every((p, k) => p.data.every((x, j) => Object.is(x, pb[k].data[j]))), `${label}: the same initial values bit for bit (A from Philox, B = 0${s.type === 'dora' ? ', m = ||W||' : ''})`)
@@ -151,7 +136,7 @@ for (const device of devices) {
         // state round trip: a fresh trainer given this state takes the same next step, bit for bit (setting the
         // step count restarts the dropout stream of the update on both: the forwards above drew from it)
         const batch = randomTrainBatch(r, v.vocab, [6, 11])
-        const other = new FullFineTuner(devModel, { adapter })
+        const other = new ModelTrainer(devModel, { adapter })
         const restore = { stepsTaken: sb.stepsTaken, tensors: sb.tensors.map((x) => ({ name: x.name, data: x.data, expAvg: x.expAvg, expAvgSq: x.expAvgSq })) }
         await other.setState(restore)
         await dev.setState(restore)
@@ -179,9 +164,9 @@ for (const device of devices) {
       [{ type: 'lora', r: 4, alpha: 8, targetModules: [] }, /targetModules/],
       [{ type: 'dora', r: 4, alpha: 8, dropout: 1, targetModules: ALL }, /dropout/]
     ]
-    for (const [adapter, message] of bad) t.throws(() => new FullFineTuner(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
+    for (const [adapter, message] of bad) t.throws(() => new ModelTrainer(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
     t.throws(() => native().trainerCreate(m.handle, { adapter: { type: 'lora', r: 0, alpha: 8, dropout: 0, seed: 1, targetModules: ['q_proj'] } }), { code: 'ERR_INVALID_ARG' }, 'rank 0 is refused natively')
-    const tr = new FullFineTuner(m, { adapter: { type: 'dora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
+    const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
     t.equal((await tr.parameters()).length, 3 * 2, 'only v_proj of each layer is adapted (A, B, m per layer)')
     await t.rejects(tr.setState({ tensors: [{ name: 'model.layers.0.self_attn.v_proj.weight', data: new Float32Array(1) }] }), { code: 'ERR_INVALID_ARG', message: /not a parameter/ }, 'the frozen base cannot be set through the trainer')
     t.throws(() => native().trainerSetAdaptersEnabled(tr.handle, 'yes'), { code: 'ERR_INVALID_ARG' }, 'enabled must be a boolean')
@@ -195,20 +180,5 @@ for (const device of devices) {
 
 t.test('train() with a DoRA adapter on the CUDA trainer: the warm-start losses equal the cpu run', async (t) => {
   const config = (device) => ({ device, adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.1, targetModules: ALL }, warmStartSteps: 2, warmStartLearningRate: 5e-3, steps: 1, warmupSteps: 1, promptsPerStep: 1, samplesPerPrompt: 2, maxCompletionTokens: 8, checkpointEvery: 10, klCoef: 0.001, synthetic: { seed: 3, train: 10, heldOut: 1 } })
-  const runs = {}
-  for (const device of ['cpu', ...devices]) {
-    const dir = path.join(tmp, `run-${device}`)
-    const res = await train(config(device), { runDir: dir })
-    t.equal(res.summary.steps, 3, `${device}: 3 steps`)
-    t.ok(fs.existsSync(path.join(dir, 'adapter', 'adapter_model.safetensors')), `${device}: the adapter folder is written`)
-    runs[device] = readMetrics(path.join(dir, 'metrics.jsonl')).records
-  }
-  for (const device of devices) {
-    const [a, b] = [runs.cpu, runs[device]]
-    for (const k of [0, 1]) {
-      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
-      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= 1e-3 * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
-    }
-    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} GRPO step (KL reference = adapters off): loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
-  }
+  await trainMatchesCpu(t, { dir: tmp, devices, config, written: ['adapter/adapter_model.safetensors', 'the adapter folder is written'], gradNormTol: 1e-3, grpo: 'GRPO step (KL reference = adapters off)' })
 })

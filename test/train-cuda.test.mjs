@@ -9,72 +9,27 @@ import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng } from './helpers.mjs'
+import { require, rng, relErr, randomTrainBatch, logSoftmaxAt, trainMatchesCpu, trainModelVariants, trainDevices, smallTrainModel, twoCallsEqualStep, abortLeavesTrainerUsable } from './helpers.mjs'
 
-// A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer), already raised.
-const raisedCancelFlag = () => { const f = new Int32Array(new SharedArrayBuffer(4)); f[0] = 1; return f }
-
-const { loadModel, initModel, FullFineTuner, systemInfo, train, readMetrics } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-cuda-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-// hidden 64 with 4 heads: head_dim 16 (the smallest the attention kernels take); vocab ~300
-const small = { preset: 'tiny', layers: 2, intermediate: 96, merges: 40 }
-const variants = [
-  { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { ...small, arch: 'qwen2' } },
-  { name: 'qwen3 (q/k norm, tied)', opts: { ...small, arch: 'qwen3', tieWordEmbeddings: true } },
-  { name: 'llama (MQA 4:1, untied, 1 layer)', opts: { ...small, arch: 'llama', kvHeads: 1, layers: 1 } },
-  { name: 'qwen2 tied, loaded as bf16', opts: { ...small, arch: 'qwen2', tieWordEmbeddings: true, dtype: 'bf16' }, dtype: 'bf16' }
-]
-variants.forEach((v, i) => {
-  v.dir = path.join(tmp, `m${i}`)
-  initModel({ ...v.opts, out: v.dir, seed: 500 + i })
-  v.vocab = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
-})
+const variants = trainModelVariants(tmp, 500)
 
-const info = systemInfo()
-const devices = ['emulated']
-if (info.cuda.available) devices.push('cuda')
-else t.comment(`device 'cuda' skipped: ${info.cuda.reason}`)
+const devices = trainDevices(t)
 
 // Relative error bounds against the CPU trainer. fp32: both sides compute in fp32 with different summation
 // orders (measured ~1e-6). bf16: the CUDA trainer computes activations in bf16 (8-bit mantissa) through the
 // whole forward and backward, the CPU one in fp32 on the same bf16-rounded weights (measured ~1-2e-2).
 const tol = { f32: { grad: 1e-4, logp: 1e-4 }, bf16: { grad: 6e-2, logp: 3e-2 } }
 
-/** A batch of sequences of the given lengths with random weights (first of each 0, some others 0). */
-function randomBatch (r, V, lens) {
-  return lens.map((n) => ({
-    tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
-    weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
-  }))
-}
-
-/** max |a - b| / max |b| (Infinity on a non-finite a). */
-function relErr (a, b) {
-  let err = 0; let mag = 0
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return mag === 0 ? err : err / mag
-}
-
-/** log-softmax of row `row` of logits [T x V] at `target`, in float64. */
-function logSoftmaxAt (logits, V, row, target) {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
-  let s = 0
-  for (let v = 0; v < V; v++) s += Math.exp(logits[row * V + v] - max)
-  return logits[row * V + target] - max - Math.log(s)
-}
-
 async function pair (v, device, maxBatch = 4) {
   const load = { maxBatch, maxContext: 64, ...(v.dtype ? { dtype: v.dtype } : {}) }
   const cpuModel = await loadModel(v.dir, { device: 'cpu', ...load })
   const devModel = await loadModel(v.dir, { device, ...load })
-  const cpu = new FullFineTuner(cpuModel); const dev = new FullFineTuner(devModel)
+  const cpu = new ModelTrainer(cpuModel); const dev = new ModelTrainer(devModel)
   return { cpu, dev, devModel, dispose: () => { cpu.dispose(); dev.dispose(); cpuModel.dispose(); devModel.dispose() } }
 }
 
@@ -117,11 +72,11 @@ for (const device of devices) {
       const { cpu, dev, dispose } = await pair(v, device)
       // unequal lengths (per-sequence attention), one of 1 token (no prediction), then equal lengths (one
       // batched attention call), then a single sequence
-      await compareStep(t, `${v.name} [1, 17, 5, 2]`, cpu, dev, randomBatch(r, v.vocab, [1, 17, 5, 2]), tl)
+      await compareStep(t, `${v.name} [1, 17, 5, 2]`, cpu, dev, randomTrainBatch(r, v.vocab, [1, 17, 5, 2]), tl)
       await cpu.zeroGrad(); await dev.zeroGrad()
-      await compareStep(t, `${v.name} [17, 17, 17]`, cpu, dev, randomBatch(r, v.vocab, [17, 17, 17]), tl)
+      await compareStep(t, `${v.name} [17, 17, 17]`, cpu, dev, randomTrainBatch(r, v.vocab, [17, 17, 17]), tl)
       await cpu.zeroGrad(); await dev.zeroGrad()
-      const one = randomBatch(r, v.vocab, [33])
+      const one = randomTrainBatch(r, v.vocab, [33])
       await compareStep(t, `${v.name} [33]`, cpu, dev, one, tl)
       // a second step accumulates
       const before = await dev.gradients()
@@ -133,7 +88,7 @@ for (const device of devices) {
       await dev.zeroGrad()
       t.ok((await dev.gradients()).every((g) => g.grad.every((x) => x === 0)), `${v.name}: zeroGrad clears every gradient`)
       // sequences of one token predict nothing: loss 0, logp 0, no gradient
-      const ones = await dev.step(randomBatch(r, v.vocab, [1, 1]))
+      const ones = await dev.step(randomTrainBatch(r, v.vocab, [1, 1]))
       t.ok(ones.loss === 0 && ones.logp.every((x) => x[0] === 0), `${v.name}: one-token sequences give loss 0 and logp 0`)
       t.ok((await dev.gradients()).every((g) => g.grad.every((x) => x === 0)), `${v.name}: and no gradient`)
       dispose()
@@ -145,7 +100,7 @@ for (const device of devices) {
     for (const v of [variants[0], variants[1], variants[3]]) {
       const tl = tol[v.dtype ?? 'f32']
       const { cpu, dev, dispose } = await pair(v, device)
-      const batch = randomBatch(r, v.vocab, [20, 12])
+      const batch = randomTrainBatch(r, v.vocab, [20, 12])
       const moments = [] // the reference's AdamW state per tensor, across the two steps
       for (const [step, hyper] of [{ lr: 3e-3, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm: 0.05 }, { lr: 1e-3, weightDecay: 0.01 }].entries()) {
         await cpu.step(batch); await dev.step(batch)
@@ -238,7 +193,7 @@ for (const device of devices) {
       // and update then give the same weights
       const state = await dev.state()
       const m2 = await loadModel(v.dir, { device, maxBatch: 4, maxContext: 64, ...(v.dtype ? { dtype: v.dtype } : {}) })
-      const dev2 = new FullFineTuner(m2)
+      const dev2 = new ModelTrainer(m2)
       await dev2.setState(state)
       const s2 = await dev2.state()
       t.equal(s2.stepsTaken, state.stepsTaken, 'stepsTaken restored')
@@ -265,18 +220,10 @@ for (const device of devices) {
   t.test(`${device}: forward + backward in two calls equals the one-call step`, async (t) => {
     const r = rng(t)
     const v = variants[1]
-    const batch = randomBatch(r, v.vocab, [5, 30])
+    const batch = randomTrainBatch(r, v.vocab, [5, 30])
     const { dev: A, dispose: dispA } = await pair(v, device, 2)
     const { dev: B, dispose: dispB } = await pair(v, device, 2)
-    const logp = await B.forward(batch.map((s) => s.tokens))
-    const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
-    const lossB = await B.backward(weights)
-    const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
-    t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
-    t.equal(lossB, resA.loss, 'same loss')
-    const gA = await A.gradients(); const gB = await B.gradients()
-    t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor (deterministic kernels)')
-    await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+    await twoCallsEqualStep(t, A, B, batch)
     await B.forward(batch.map((s) => s.tokens))
     await t.rejects(native().trainerBackward(B.handle, new Float32Array(3)), { code: 'ERR_INVALID_ARG', message: /one weight per token/ }, 'the native side checks the count')
     await B.applyAdamW({ lr: 1e-3 })
@@ -288,26 +235,12 @@ for (const device of devices) {
     const r = rng(t)
     const v = variants[0]
     const { dev: tr, devModel: m, dispose } = await pair(v, device, 1)
-    const batch = randomBatch(r, v.vocab, [40])
-    const ac = new AbortController()
-    ac.abort()
-    await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
-    await tr.step(batch)
-    const before = await tr.gradients()
-    const n = batch[0].tokens.length
-    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), raisedCancelFlag()),
-      { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
-    const after = await tr.gradients()
-    t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
-    await tr.forward(batch.map((s) => s.tokens))
-    await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
-      { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
-    t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
-    t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
+    const batch = randomTrainBatch(r, v.vocab, [40])
+    await abortLeavesTrainerUsable(t, tr, batch)
 
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
     await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')
-    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(2), Int32Array.of(1, -1), Float32Array.of(0, 1), new Int32Array(new SharedArrayBuffer(4))), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'a negative token is refused natively')
+    await t.rejects(native().trainerStep(tr.handle, Int32Array.of(2), Int32Array.of(1, -1), Float32Array.of(0, 1), new Int32Array(1)), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'a negative token is refused natively')
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0] }]), { code: 'ERR_INVALID_ARG' }, 'weights of the wrong length are refused')
     await t.rejects(tr.step([]), { code: 'ERR_INVALID_ARG' }, 'an empty batch is refused')
     await t.rejects(tr.step([{ tokens: [1, 2], weights: [0, NaN] }]), { code: 'ERR_INVALID_ARG', message: /not finite/ }, 'a NaN weight is refused')
@@ -316,9 +249,9 @@ for (const device of devices) {
     dispose()
 
     const biasDir = path.join(tmp, 'llama-bias')
-    if (!fs.existsSync(biasDir)) initModel({ ...small, arch: 'llama', attentionBias: true, out: biasDir, seed: 1 })
+    if (!fs.existsSync(biasDir)) initModel({ ...smallTrainModel, arch: 'llama', attentionBias: true, out: biasDir, seed: 1 })
     const mb = await loadModel(biasDir, { device, maxBatch: 1, maxContext: 16 })
-    t.throws(() => new FullFineTuner(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
+    t.throws(() => new ModelTrainer(mb), { code: 'ERR_UNSUPPORTED', message: /o_proj/ }, 'o_proj bias models are refused with a clear error')
     mb.dispose()
   })
 }
@@ -326,20 +259,5 @@ for (const device of devices) {
 t.test('train() end to end on the CUDA trainer: the warm-start steps equal the cpu run, GRPO runs with the KL reference', async (t) => {
   // the built-in tiny model and synthetic tasks (fixed seeds): 2 SFT warm-start steps then one GRPO step
   const config = (device) => ({ device, warmStartSteps: 2, warmStartLearningRate: 2e-3, steps: 1, warmupSteps: 1, promptsPerStep: 1, samplesPerPrompt: 2, maxCompletionTokens: 8, checkpointEvery: 10, klCoef: 0.001, synthetic: { seed: 3, train: 10, heldOut: 1 } })
-  const runs = {}
-  for (const device of ['cpu', ...devices]) {
-    const dir = path.join(tmp, `run-${device}`)
-    const r = await train(config(device), { runDir: dir })
-    t.equal(r.summary.steps, 3, `${device}: 3 steps`)
-    t.ok(fs.existsSync(path.join(dir, 'model', 'model.safetensors')), `${device}: the trained model is written`)
-    runs[device] = readMetrics(path.join(dir, 'metrics.jsonl')).records
-  }
-  for (const device of devices) {
-    const [a, b] = [runs.cpu, runs[device]]
-    for (const k of [0, 1]) {
-      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
-      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= 1e-4 * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
-    }
-    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} GRPO step: loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
-  }
+  await trainMatchesCpu(t, { dir: tmp, devices, config, written: ['model/model.safetensors', 'the trained model is written'], gradNormTol: 1e-4, grpo: 'GRPO step' })
 })

@@ -11,16 +11,16 @@ import { execFileSync } from 'child_process'
 import { require, rng, maxRelError, oddSizes, root, randomTrainBatch, logSoftmaxAt, randomAdapterTensors } from './helpers.mjs'
 import { torchUnavailable } from './train-torch.mjs'
 
-const { loadModel, initModel, FullFineTuner } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
 const { adapterForward, adapterBackward, doraWeightNorm, mergeAdapter } = require('../dist/cjs/train/adapters.js')
-const { writeSafetensors } = require('../dist/cjs/safetensorsWriter.js')
+const { writeSafetensors } = require('../dist/cjs/safetensors.js')
 
 const addon = native()
 const TORCH_PYTHON = process.env.RECODE_TORCH_PYTHON || '/usr/bin/python3'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-lora-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
-const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 
 // ---- the fast adapted linear against the plain reference ---------------------------------------------------
 
@@ -101,7 +101,7 @@ t.test('adapter gradients of whole models equal torch autograd through PEFT\'s l
   for (const [i, v] of variants.entries()) {
     for (const [type, targets] of [['lora', ALL], ['dora', ALL], ['dora', ['q_proj', 'v_proj', 'down_proj']]]) {
       const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
-      const tr = new FullFineTuner(m, { adapter: { type, r: 4, alpha: 8, targetModules: targets, seed: r.int(0, 1e6) } })
+      const tr = new ModelTrainer(m, { adapter: { type, r: 4, alpha: 8, targetModules: targets, seed: r.int(0, 1e6) } })
       const tensors = await randomizeAdapters(r, tr)
       const batch = randomTrainBatch(r, v.vocab, [1, 9, 17, 30])
       const res = await tr.step(batch)
@@ -148,11 +148,11 @@ t.test('a fresh adapter leaves the model unchanged; merged generation, adapters 
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
   const seqs = Array.from({ length: 3 }, () => Array.from({ length: 20 }, () => r.int(0, v.vocab - 1)))
   const baseLogits = await m.logits(seqs)
-  const full = new FullFineTuner(m)
+  const full = new ModelTrainer(m)
   const baseLogp = await full.forward(seqs)
   full.dispose()
   for (const type of ['lora', 'dora']) {
-    const tr = new FullFineTuner(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
+    const tr = new ModelTrainer(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
     t.same((await tr.forward(seqs)).map((x) => Array.from(x)), baseLogp.map((x) => Array.from(x)), `${type}: a fresh adapter (B = 0${type === 'dora' ? ', m = ||W||' : ''}) gives exactly the base logp`)
     const params = await tr.parameters()
     t.ok(params.every((p) => /\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.test(p.name) && p.name.startsWith('base_model.model.model.layers.')), `${type}: trainable tensors carry PEFT's names`)
@@ -160,7 +160,7 @@ t.test('a fresh adapter leaves the model unchanged; merged generation, adapters 
     const a = params.find((p) => p.name.endsWith('q_proj.lora_A.weight'))
     const bound = 1 / Math.sqrt(a.shape[1])
     t.ok(a.data.every((x) => Math.abs(x) <= bound) && a.data.some((x) => Math.abs(x) > bound / 2), `${type}: A drawn from U(-1/sqrt(in), 1/sqrt(in))`)
-    const again = new FullFineTuner(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
+    const again = new ModelTrainer(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
     t.same(Array.from((await again.parameters())[0].data), Array.from(params[0].data), `${type}: the same seed draws the same A`)
     again.dispose()
 
@@ -203,7 +203,7 @@ t.test('adapter dropout: one mask per forward, replayed by the backward, fixed b
   let tensors
   const run = async () => {
     const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
-    const tr = new FullFineTuner(m, { adapter })
+    const tr = new ModelTrainer(m, { adapter })
     tensors ??= randomAdapterTensors(r, await tr.parameters())
     await tr.setState({ tensors: tensors.map(({ name, data }) => ({ name, data })) })
     const first = await tr.forward(seqs)
@@ -224,7 +224,7 @@ t.test('adapter dropout: one mask per forward, replayed by the backward, fixed b
   t.same([a.first, a.second, a.third].map((x) => Array.from(x[0])), [b.first, b.second, b.third].map((x) => Array.from(x[0])), 'the same seed replays the same masks')
   t.ok(a.g.every((x, k) => x.grad.every((y, j) => y === b.g[k].grad[j])), 'and the same gradients')
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
-  const full = new FullFineTuner(m)
+  const full = new ModelTrainer(m)
   t.same(Array.from(a.off[0]), Array.from((await full.forward(seqs))[0]), 'adapters off: no dropout, the base model')
   full.dispose(); m.dispose()
 })
@@ -242,16 +242,16 @@ t.test('adapter options are checked at the boundary', async (t) => {
     [{ type: 'dora', r: 4, alpha: -1, targetModules: ALL }, /alpha/]
   ]
   for (const [adapter, message] of bad) {
-    t.throws(() => new FullFineTuner(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
+    t.throws(() => new ModelTrainer(m, { adapter }), { code: 'ERR_INVALID_ARG', message }, `refused: ${JSON.stringify(adapter)}`)
   }
-  const tr = new FullFineTuner(m, { adapter: { type: 'lora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
+  const tr = new ModelTrainer(m, { adapter: { type: 'lora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
   t.equal((await tr.parameters()).length, 2 * v.layers, 'only v_proj of each layer is adapted')
   await t.rejects(tr.setState({ tensors: [{ name: 'model.layers.0.self_attn.v_proj.weight', data: new Float32Array(1) }] }), { code: 'ERR_INVALID_ARG', message: /not a parameter/ }, 'the frozen base cannot be set through the trainer')
   t.throws(() => native().trainerSetAdaptersEnabled(tr.handle, 'yes'), { code: 'ERR_INVALID_ARG' }, 'enabled must be a boolean')
   t.throws(() => native().trainerMergedWeight(tr.handle, -1), { code: 'ERR_INVALID_ARG' }, 'a negative module index is refused')
   t.equal(native().trainerMergedWeight(tr.handle, v.layers), undefined, 'past the last module: undefined')
   tr.dispose()
-  const full = new FullFineTuner(m)
+  const full = new ModelTrainer(m)
   t.same(await full.mergedWeights(), [], 'full fine-tuning has no adapters to merge')
   await full.setAdaptersEnabled(false)
   full.dispose()
@@ -263,7 +263,7 @@ t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches name
   const v = variants[2]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 32 })
   const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ['q_proj', 'v_proj', 'up_proj'], seed: 9 }
-  const a = new FullFineTuner(m, { adapter })
+  const a = new ModelTrainer(m, { adapter })
   const tensors = await randomizeAdapters(r, a)
   const dir = path.join(tmp, 'peft-roundtrip')
   await a.saveAdapter(dir, { baseModel: v.dir })
@@ -273,7 +273,7 @@ t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches name
   t.same([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.use_dora, cfg.lora_dropout, cfg.base_model_name_or_path], ['LORA', 4, 8, true, 0.05, v.dir], 'adapter_config.json fields')
   a.dispose()
 
-  const b = new FullFineTuner(m, { adapter: { ...adapter, seed: 10 } })
+  const b = new ModelTrainer(m, { adapter: { ...adapter, seed: 10 } })
   await b.loadAdapter(dir)
   const loaded = await b.parameters()
   t.ok(loaded.every((p, k) => p.name === tensors[k].name && p.data.every((x, j) => x === tensors[k].data[j])), 'every adapter tensor comes back bit for bit')
@@ -281,13 +281,13 @@ t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches name
 
   const before = async (tr) => (await tr.parameters()).map((p) => Array.from(p.data))
   for (const [other, field] of [[{ ...adapter, r: 8 }, /\br is 4/], [{ ...adapter, alpha: 16 }, /lora_alpha/], [{ ...adapter, type: 'lora' }, /use_dora/], [{ ...adapter, targetModules: ['q_proj'] }, /target_modules/]]) {
-    const c = new FullFineTuner(m, { adapter: other })
+    const c = new ModelTrainer(m, { adapter: other })
     const p0 = await before(c)
     await t.rejects(c.loadAdapter(dir), { code: 'ERR_MODEL', message: field }, `a mismatch is named: ${field}`)
     t.same(await before(c), p0, 'and nothing changed')
     c.dispose()
   }
-  const full = new FullFineTuner(m)
+  const full = new ModelTrainer(m)
   await t.rejects(full.saveAdapter(dir), { code: 'ERR_INVALID_ARG' }, 'full fine-tuning has no adapter to save')
   full.dispose(); m.dispose()
 })

@@ -11,6 +11,7 @@ import * as path from 'path'
 import { require, rng } from './helpers.mjs'
 
 const { train } = require('../dist/cjs/index.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-rl-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
@@ -24,7 +25,7 @@ t.before(async () => {
 
 // GRPO and DAPO with full fine-tuning, and GRPO training a DoRA adapter (the paper's parameterisation, at a
 // higher learning rate as adapters take) on every projection of the SFT model.
-const DORA = { adapter: { type: 'dora', r: 8, alpha: 16, dropout: 0.01, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, learningRate: 1e-2 }
+const DORA = { adapter: { type: 'dora', r: 8, alpha: 16, dropout: 0.01, targetModules: ALL }, learningRate: 1e-2 }
 for (const [label, algorithm, extra] of [
   ['grpo', 'grpo', {}],
   ['dapo', 'dapo', { dynamicSampling: true, maxGenerationBatches: 3, clipEpsHigh: 0.28, lossAggregation: 'token-mean', klCoef: 0 }],

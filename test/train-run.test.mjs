@@ -7,9 +7,10 @@ import * as os from 'os'
 import * as path from 'path'
 import { require } from './helpers.mjs'
 
-const { train, FullFineTuner, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
+const { train, ModelTrainer, loadModel, initModel, readMetrics } = require('../dist/cjs/index.js')
 const { loadAdapter } = require('../dist/cjs/train/checkpoint.js')
-const { tensorToFloat32 } = require('../dist/cjs/safetensorsWriter.js')
+const { tensorToFloat32 } = require('../dist/cjs/safetensors.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-run-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
@@ -93,7 +94,7 @@ t.test('an AbortSignal stops the run with a checkpoint that resumes to the same 
 })
 
 t.test('a DoRA run (dropout, KL against the adapters-off base) resumes exactly and exports PEFT + merged folders', async (t) => {
-  const dora = (extra = {}) => small({ adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }, warmStartLearningRate: 1e-2, ...extra })
+  const dora = (extra = {}) => small({ adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05, targetModules: ALL }, warmStartLearningRate: 1e-2, ...extra })
   const full = path.join(tmp, 'dora-full')
   const r = await train(dora(), { runDir: full })
   t.equal(r.summary.steps, 7)
@@ -114,7 +115,7 @@ t.test('a DoRA run (dropout, KL against the adapters-off base) resumes exactly a
   t.equal(spec.type, 'dora')
   t.equal(spec.r, 4)
   const base = await loadModel(path.join(full, 'base-model'), { maxBatch: 1, maxContext: 32 })
-  const tr = new FullFineTuner(base, { adapter: { type: 'dora', r: 4, alpha: 8, targetModules: spec.targetModules } })
+  const tr = new ModelTrainer(base, { adapter: { type: 'dora', r: 4, alpha: 8, targetModules: spec.targetModules } })
   const names = (await tr.parameters()).map((p) => p.name)
   t.same(Object.keys(tensors).sort(), [...names].sort(), 'the PEFT file holds exactly the trainer\'s adapter tensors')
   await tr.setState({ tensors: names.map((name) => ({ name, data: tensorToFloat32(tensors[name]) })) })
@@ -135,7 +136,7 @@ t.test('trainer state round-trips and is checked before anything changes', async
   const dir = path.join(tmp, 'state-model')
   initModel({ preset: 'tiny', arch: 'qwen2', out: dir, seed: 5 })
   const model = await loadModel(dir)
-  const trainer = new FullFineTuner(model)
+  const trainer = new ModelTrainer(model)
   t.teardown(() => { trainer.dispose(); model.dispose() })
   const tokens = [1, 5, 9, 13, 17, 21]
   const weights = [0, 0.2, 0.2, 0.2, 0.2, 0.2]

@@ -8,13 +8,11 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, rng, randomTrainBatch, logSoftmaxAt } from './helpers.mjs'
+import { require, rng, randomTrainBatch, logSoftmaxAt, relErr, twoCallsEqualStep, abortLeavesTrainerUsable } from './helpers.mjs'
 
-// A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer), already raised.
-const raisedCancelFlag = () => { const f = new Int32Array(new SharedArrayBuffer(4)); f[0] = 1; return f }
-
-const { loadModel, initModel, FullFineTuner, applyAdamW } = require('../dist/cjs/index.js')
+const { loadModel, initModel, ModelTrainer, applyAdamW } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
+const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const TORCH_PYTHON = '/usr/bin/python3'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-step-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -33,16 +31,6 @@ variants.forEach((v, i) => {
 })
 
 
-/** max |a - b| / max |b|. */
-function relErr (a, b) {
-  let err = 0; let mag = 0
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity
-    err = Math.max(err, Math.abs(a[i] - b[i])); mag = Math.max(mag, Math.abs(b[i]))
-  }
-  return mag === 0 ? err : err / mag
-}
-
 
 t.test('gradients of every parameter equal torch autograd; logp equals the logits\' log-softmax', async (t) => {
   if (!fs.existsSync(TORCH_PYTHON)) { t.comment(`skipped: ${TORCH_PYTHON} (Debian python3-torch) not found`); return }
@@ -53,7 +41,7 @@ t.test('gradients of every parameter equal torch autograd; logp equals the logit
   const results = []
   for (const [i, v] of variants.entries()) {
     const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64, ...v.load })
-    const tr = new FullFineTuner(m)
+    const tr = new ModelTrainer(m)
     const res = await tr.step(batches[i])
     const grads = await tr.gradients()
     models.push({ m, tr })
@@ -116,7 +104,7 @@ t.test('SFT steps with AdamW lower the loss on a fixed batch; inference follows 
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const seqs = Array.from({ length: 4 }, () => Array.from({ length: 24 }, () => r.int(0, v.vocab - 1)))
   const N = seqs.reduce((a, s) => a + s.length - 1, 0)
   const batch = seqs.map((tokens) => ({ tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / N)) }))
@@ -155,7 +143,7 @@ t.test('applyAdamW: clipping by the global norm and one torch-style AdamW update
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const batch = randomTrainBatch(r, v.vocab, [20, 12])
   const hyper = { lr: 3e-3, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm: 0.05 }
   const moments = [] // the reference's AdamW state per tensor, across the two steps
@@ -197,17 +185,8 @@ t.test('forward + backward in two calls equals the one-call step (weights comput
   const batch = randomTrainBatch(r, v.vocab, [5, 30])
   const mA = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
   const mB = await loadModel(v.dir, { device: 'cpu', maxBatch: 2, maxContext: 64 })
-  const A = new FullFineTuner(mA); const B = new FullFineTuner(mB)
-  // PPO-like weights that depend on the current logp: w_t = c_t * exp(logp_t) (first token 0)
-  const logp = await B.forward(batch.map((s) => s.tokens))
-  const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
-  const lossB = await B.backward(weights)
-  const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
-  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
-  t.equal(lossB, resA.loss, 'same loss')
-  const gA = await A.gradients(); const gB = await B.gradients()
-  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor')
-  await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
+  const A = new ModelTrainer(mA); const B = new ModelTrainer(mB)
+  const weights = await twoCallsEqualStep(t, A, B, batch)
   await B.forward(batch.map((s) => s.tokens))
   await t.rejects(B.backward([weights[0]]), { code: 'ERR_INVALID_ARG' }, 'weights must cover every sequence of the forward')
   await t.rejects(native().trainerBackward(B.handle, new Float32Array(3)), { code: 'ERR_INVALID_ARG', message: /one weight per token/ }, 'the native side checks the count too')
@@ -220,28 +199,9 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   const r = rng(t)
   const v = variants[0]
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
-  const tr = new FullFineTuner(m)
+  const tr = new ModelTrainer(m)
   const batch = randomTrainBatch(r, v.vocab, [40])
-  const ac = new AbortController()
-  ac.abort()
-  await t.rejects(tr.step(batch, { signal: ac.signal }), { code: 'ABORT_ERR' }, 'an aborted signal rejects before the job')
-  // the native job itself stops at the first layer boundary when its cancel flag is raised (what the
-  // AbortSignal listener sets), leaving the gradients accumulated so far untouched
-  await tr.step(batch)
-  const before = await tr.gradients()
-  const flag = raisedCancelFlag()
-  const n = batch[0].tokens.length
-  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), flag),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
-  const after = await tr.gradients()
-  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
-  // an abort inside the backward (after the head and final norm gradients were added) drops all gradients
-  await tr.forward(batch.map((s) => s.tokens))
-  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
-  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
-  const ok = await tr.step(batch)
-  t.ok(Number.isFinite(ok.loss), 'the trainer is usable after an abort')
+  await abortLeavesTrainerUsable(t, tr, batch)
 
   await t.rejects(tr.step([{ tokens: [1, 2], weights: [0.5, 1] }]), { code: 'ERR_INVALID_ARG', message: /first token/ }, 'a weight on a first token is refused')
   await t.rejects(tr.step([{ tokens: [1, v.vocab], weights: [0, 1] }]), { code: 'ERR_INVALID_ARG', message: /vocabulary/ }, 'an out-of-range token is refused')
@@ -252,10 +212,10 @@ t.test('AbortSignal, bad input, unsupported models', async (t) => {
   tr.dispose()
   await t.rejects(tr.step(batch), { code: 'ERR_INVALID_ARG', message: /disposed/ }, 'a disposed trainer is refused')
   m.dispose()
-  t.throws(() => new FullFineTuner(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
+  t.throws(() => new ModelTrainer(m), { code: 'ERR_INVALID_ARG' }, 'a disposed model is refused')
 
   const mBias = await loadModel(variants[4].dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
-  const biases = new FullFineTuner(mBias)
+  const biases = new ModelTrainer(mBias)
   const names = (await biases.parameters()).map((p) => p.name)
   for (const n of ['self_attn.o_proj.bias', 'mlp.gate_proj.bias', 'mlp.up_proj.bias', 'mlp.down_proj.bias']) t.ok(names.includes(`model.layers.0.${n}`), `${n} is trainable (Llama with attention_bias / mlp_bias)`)
   biases.dispose(); mBias.dispose()
@@ -265,13 +225,13 @@ t.test('activation recomputation gives the same gradients bit for bit (full fine
   const r = rng(t)
   const v = variants[1]
   const batch = randomTrainBatch(r, v.vocab, [7, 33, 2])
-  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }
+  const adapter = { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: ALL }
   for (const options of [{}, { adapter }]) {
     const label = options.adapter ? 'DoRA' : 'full fine-tuning'
     const runs = []
     for (const activationRecomputation of [false, true]) {
       const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 3, maxContext: 64 })
-      const tr = new FullFineTuner(m, { ...options, activationRecomputation })
+      const tr = new ModelTrainer(m, { ...options, activationRecomputation })
       const res = []
       for (let step = 0; step < 2; step++) {
         res.push(await tr.step(batch))
@@ -285,6 +245,6 @@ t.test('activation recomputation gives the same gradients bit for bit (full fine
     t.ok(a.grads.length > 0 && a.grads.every((g, k) => g.name === b.grads[k].name && g.grad.every((x, j) => x === b.grads[k].grad[j])), `${label}: identical gradients for all ${a.grads.length} tensors`)
   }
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 16 })
-  t.throws(() => new FullFineTuner(m, { activationRecomputation: 'yes' }), { code: 'ERR_INVALID_ARG', message: /activationRecomputation/ }, 'the option must be a boolean')
+  t.throws(() => new ModelTrainer(m, { activationRecomputation: 'yes' }), { code: 'ERR_INVALID_ARG', message: /activationRecomputation/ }, 'the option must be a boolean')
   m.dispose()
 })

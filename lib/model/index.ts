@@ -15,7 +15,7 @@ import { RecodeError, invalidArg, optionsArg } from '../errors'
 import { temperatureProblem, topKProblem } from '../rl/sampling'
 import { native } from '../native'
 import { eosIds, parseModelConfig, readJsonFile, weightFiles, type NativeModelConfig } from './config'
-import { readSafetensorsHeader } from './safetensors'
+import { readSafetensorsHeader } from '../safetensors'
 import { loadTokenizer, type ModelTokenizer } from './tokenizer'
 import type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './types'
 

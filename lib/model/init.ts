@@ -9,7 +9,7 @@ import { makeDir, writeFileAtomic } from '../atomicFile'
 import { invalidArg, RecodeError } from '../errors'
 import type { Architecture } from './config'
 import { buildByteLevelBpe, PYTHON_CORPUS } from './bpe'
-import { writeSafetensors, type TensorToWrite } from './safetensors'
+import { writeFloat32Safetensors, type TensorToWrite } from '../safetensors'
 
 export type Preset = 'tiny' | 'small' | 'qwen2.5-0.5b-shape' | 'qwen2.5-1.5b-shape'
 
@@ -228,7 +228,7 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
   const generationConfig = { bos_token_id: eot, eos_token_id: [eos, eot], pad_token_id: eot, do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20 }
 
   const writeJson = (name: string, value: unknown): void => { writeFileAtomic(path.join(opts.out, name), JSON.stringify(value, null, 2) + '\n') }
-  writeSafetensors(path.join(opts.out, 'model.safetensors'), tensors, dtype === 'bf16' ? 'BF16' : 'F32')
+  writeFloat32Safetensors(path.join(opts.out, 'model.safetensors'), tensors, dtype === 'bf16' ? 'BF16' : 'F32')
   writeJson('config.json', config)
   writeJson('generation_config.json', generationConfig)
   writeJson('tokenizer.json', tok.tokenizerJson)

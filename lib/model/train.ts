@@ -17,7 +17,7 @@ import { cancelFlag, throwIfAborted } from '../abort'
 import * as fs from 'fs'
 import { RecodeError, invalidArg } from '../errors'
 import { native } from '../native'
-import { tensorToFloat32 } from '../safetensorsWriter'
+import { tensorToFloat32 } from '../safetensors'
 import { loadAdapter, saveAdapter, type AdapterLayerWeights } from '../train/checkpoint'
 import type { Model } from './index'
 
@@ -72,7 +72,8 @@ export interface TrainerAdapterOptions {
   targetModules: string[]
 }
 
-export class FullFineTuner {
+/** Trains a model: every parameter (full fine-tuning) or LoRA / DoRA adapters over the frozen base. */
+export class ModelTrainer {
   private handle: unknown
   private lock: Promise<void> = Promise.resolve()
   private pendingCounts: number[] | undefined
@@ -87,7 +88,7 @@ export class FullFineTuner {
   constructor (model: Model, options: { adapter?: TrainerAdapterOptions, activationRecomputation?: boolean } = {}) {
     // the model's native handle (private to Model; the trainer shares its backend)
     const modelHandle = (model as unknown as { handle: unknown }).handle
-    if (modelHandle === undefined) throw invalidArg('FullFineTuner: the model was disposed')
+    if (modelHandle === undefined) throw invalidArg('ModelTrainer: the model was disposed')
     const adapter = options.adapter
     this.adapter = adapter === undefined ? undefined : { dropout: 0, seed: 0, ...adapter, targetModules: [...adapter.targetModules] }
     this.handle = native().trainerCreate(modelHandle, {
@@ -123,7 +124,7 @@ export class FullFineTuner {
   }
 
   private live (): unknown {
-    if (this.handle === undefined) throw invalidArg('FullFineTuner: the trainer was disposed')
+    if (this.handle === undefined) throw invalidArg('ModelTrainer: the trainer was disposed')
     return this.handle
   }
 
@@ -141,7 +142,7 @@ export class FullFineTuner {
    */
   async saveAdapter (dir: string, options: { baseModel?: string } = {}): Promise<void> {
     const a = this.adapter
-    if (a === undefined) throw invalidArg('FullFineTuner.saveAdapter: this trainer has no adapter (full fine-tuning)')
+    if (a === undefined) throw invalidArg('ModelTrainer.saveAdapter: this trainer has no adapter (full fine-tuning)')
     const layers = new Map<string, AdapterLayerWeights>()
     for (const p of await this.parameters()) {
       const m = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(p.name)
@@ -164,7 +165,7 @@ export class FullFineTuner {
    */
   async loadAdapter (dir: string): Promise<void> {
     const a = this.adapter
-    if (a === undefined) throw invalidArg('FullFineTuner.loadAdapter: this trainer has no adapter (full fine-tuning)')
+    if (a === undefined) throw invalidArg('ModelTrainer.loadAdapter: this trainer has no adapter (full fine-tuning)')
     const { spec, tensors } = loadAdapter(dir)
     const mismatch = (field: string, got: unknown, want: unknown): never => {
       throw new RecodeError('ERR_MODEL', `${dir}: adapter_config.json ${field} is ${JSON.stringify(got)}, this trainer's adapter has ${JSON.stringify(want)}`)
@@ -184,11 +185,11 @@ export class FullFineTuner {
   /** Forward + backward over a batch, adding into the gradients. Honours `signal` between layers: an abort
    * during the forward leaves the gradients as they were; one during the backward zeroes them. */
   async step (batch: TrainSequence[], options: { signal?: AbortSignal } = {}): Promise<TrainStepResult> {
-    if (!Array.isArray(batch) || batch.length === 0) throw invalidArg('FullFineTuner.step: batch must be a non-empty array')
+    if (!Array.isArray(batch) || batch.length === 0) throw invalidArg('ModelTrainer.step: batch must be a non-empty array')
     let total = 0
     for (const [i, s] of batch.entries()) {
-      if (s == null || s.tokens == null || s.tokens.length === 0) throw invalidArg(`FullFineTuner.step: batch[${i}].tokens must be a non-empty array`)
-      if (s.weights == null || s.weights.length !== s.tokens.length) throw invalidArg(`FullFineTuner.step: batch[${i}].weights must have one entry per token (${s.tokens.length})`)
+      if (s == null || s.tokens == null || s.tokens.length === 0) throw invalidArg(`ModelTrainer.step: batch[${i}].tokens must be a non-empty array`)
+      if (s.weights == null || s.weights.length !== s.tokens.length) throw invalidArg(`ModelTrainer.step: batch[${i}].weights must have one entry per token (${s.tokens.length})`)
       total += s.tokens.length
     }
     const counts = Int32Array.from(batch.map((s) => s.tokens.length))
@@ -198,7 +199,7 @@ export class FullFineTuner {
     for (const [i, s] of batch.entries()) {
       for (let t = 0; t < s.tokens.length; t++) {
         const id = s.tokens[t]
-        if (!Number.isInteger(id)) throw invalidArg(`FullFineTuner.step: batch[${i}].tokens[${t}] must be an integer, got ${id}`)
+        if (!Number.isInteger(id)) throw invalidArg(`ModelTrainer.step: batch[${i}].tokens[${t}] must be an integer, got ${id}`)
         tokens[o + t] = id
         weights[o + t] = s.weights[t]
       }
@@ -225,16 +226,16 @@ export class FullFineTuner {
    * applyAdamW drops a pending forward (its activations belong to the old weights).
    */
   async forward (sequences: Array<ArrayLike<number>>, options: { signal?: AbortSignal } = {}): Promise<Float32Array[]> {
-    if (!Array.isArray(sequences) || sequences.length === 0) throw invalidArg('FullFineTuner.forward: sequences must be a non-empty array')
+    if (!Array.isArray(sequences) || sequences.length === 0) throw invalidArg('ModelTrainer.forward: sequences must be a non-empty array')
     const counts = Int32Array.from(sequences.map((s, i) => {
-      if (s == null || s.length === 0) throw invalidArg(`FullFineTuner.forward: sequences[${i}] must be a non-empty array`)
+      if (s == null || s.length === 0) throw invalidArg(`ModelTrainer.forward: sequences[${i}] must be a non-empty array`)
       return s.length
     }))
     const tokens = new Int32Array(counts.reduce((a, b) => a + b, 0))
     let o = 0
     for (const [i, s] of sequences.entries()) {
       for (let t = 0; t < s.length; t++) {
-        if (!Number.isInteger(s[t])) throw invalidArg(`FullFineTuner.forward: sequences[${i}][${t}] must be an integer, got ${s[t]}`)
+        if (!Number.isInteger(s[t])) throw invalidArg(`ModelTrainer.forward: sequences[${i}][${t}] must be an integer, got ${s[t]}`)
         tokens[o++] = s[t]
       }
     }
@@ -255,12 +256,12 @@ export class FullFineTuner {
   async backward (weights: Array<ArrayLike<number>>, options: { signal?: AbortSignal } = {}): Promise<number> {
     return await this.exclusive(async () => {
       const counts = this.pendingCounts
-      if (counts === undefined) throw invalidArg('FullFineTuner.backward: no pending forward (call forward first; each forward takes one backward)')
-      if (!Array.isArray(weights) || weights.length !== counts.length) throw invalidArg(`FullFineTuner.backward: weights must hold one array per sequence of the forward (${counts.length})`)
+      if (counts === undefined) throw invalidArg('ModelTrainer.backward: no pending forward (call forward first; each forward takes one backward)')
+      if (!Array.isArray(weights) || weights.length !== counts.length) throw invalidArg(`ModelTrainer.backward: weights must hold one array per sequence of the forward (${counts.length})`)
       const flat = new Float32Array(counts.reduce((a, b) => a + b, 0))
       let o = 0
       for (const [i, w] of weights.entries()) {
-        if (w == null || w.length !== counts[i]) throw invalidArg(`FullFineTuner.backward: weights[${i}] must have one entry per token (${counts[i]})`)
+        if (w == null || w.length !== counts[i]) throw invalidArg(`ModelTrainer.backward: weights[${i}] must have one entry per token (${counts[i]})`)
         for (let t = 0; t < w.length; t++) flat[o++] = w[t]
       }
       const cancel = cancelFlag(options.signal)
@@ -325,7 +326,12 @@ export class FullFineTuner {
   }
 }
 
-/** Functional form: one AdamW update of the trainer's model (see FullFineTuner.applyAdamW). */
-export async function applyAdamW (trainer: FullFineTuner, options: AdamWOptions): Promise<number> {
+/** Functional form: one AdamW update of the trainer's model (see ModelTrainer.applyAdamW). */
+export async function applyAdamW (trainer: ModelTrainer, options: AdamWOptions): Promise<number> {
   return await trainer.applyAdamW(options)
 }
+
+/** @deprecated The former name of ModelTrainer (it trains adapters too, not only full models). */
+export const FullFineTuner = ModelTrainer
+/** @deprecated The former name of ModelTrainer. */
+export type FullFineTuner = ModelTrainer

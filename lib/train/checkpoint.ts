@@ -21,7 +21,8 @@ import * as path from 'path'
 import { toBf16 } from '../dtype'
 import { RecodeError } from '../errors'
 import { fsyncDir, makeDir, writeFileAtomic } from '../atomicFile'
-import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensorsWriter'
+import { DECODER_PROJECTION_PARENT } from '../model/projections'
+import { readSafetensors, writeSafetensors, type ReadTensor, type TensorData } from '../safetensors'
 
 export const CHECKPOINT_FORMAT = 'recode-checkpoint'
 export const CHECKPOINT_VERSION = 1
@@ -261,11 +262,7 @@ export interface AdapterLayerWeights {
   magnitude?: Float32Array
 }
 
-/** The projections of a Qwen2 / Llama decoder layer and the submodule that holds each. */
-export const DECODER_PROJECTION_PARENT: Record<string, string> = {
-  q_proj: 'self_attn', k_proj: 'self_attn', v_proj: 'self_attn', o_proj: 'self_attn',
-  gate_proj: 'mlp', up_proj: 'mlp', down_proj: 'mlp'
-}
+export { DECODER_PROJECTION_PARENT }
 
 /** transformers module path of a projection in decoder layer i (Qwen2 / Llama naming). */
 export function decoderModulePath (layer: number, projection: string): string {

@@ -4,11 +4,9 @@
  * report page, the trained model and summary.json ({ before, afterWarmStart?, after } held-out scores).
  *
  * A run is: held-out evaluation of the base model -> optional SFT warm start -> `steps` steps of the chosen
- * algorithm -> held-out evaluation -> final checkpoint and model. One RL step: draw promptsPerStep tasks, sample
- * samplesPerPrompt completions each, score them, (DAPO) drop groups with equal rewards and draw again, compute
- * group-relative advantages, then policyUpdatesPerBatch times: per micro-batch a forward that keeps the
- * activations, the clipped policy loss on its log-probs, a backward with the loss's d/dlogp as token weights;
- * then clip + AdamW. Every random choice is a function of (seed, step), and a checkpoint holds the weights,
+ * algorithm -> held-out evaluation -> final checkpoint and model. One RL step is a rollout (rollout.ts: sample,
+ * score, group-relative advantages) and then the policy update on it (policyUpdate.ts: clipped loss, backward,
+ * clip + AdamW). Every random choice is a function of (seed, step), and a checkpoint holds the weights,
  * the AdamW moments and the data cursor, so a resumed run on CPU reproduces the uninterrupted one exactly.
  *
  * The KL term's reference policy is the frozen base: its weights are kept once (as the checkpoint's
@@ -21,20 +19,21 @@ import { RecodeError, abortError, optionsArg } from '../errors'
 import { loadModel, type Model } from '../model/index'
 import { initModel } from '../model/init'
 import { PYTHON_CORPUS } from '../model/bpe'
-import { FullFineTuner, type TrainerState } from '../model/train'
+import { ModelTrainer, type TrainerState } from '../model/train'
 import { buildMessages, RECODE_TRAIN_PROMPT } from '../prompts'
-import { score as rewardComponents, closePythonWorkers } from '../reward'
-import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss } from '../rl/loss'
+import { closePythonWorkers } from '../reward'
 import { loadMigrationData, splitMigrationData } from '../data/recode'
-import { readSafetensors, tensorToFloat32, writeSafetensors as writeTensorFile, type TensorData } from '../safetensorsWriter'
+import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorData } from '../safetensors'
 import { toBf16 } from '../dtype'
 import { makeDir, writeFileAtomic } from '../atomicFile'
 import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
+import { policyUpdate } from './policyUpdate'
 import { writeReport } from './report'
 import { learningRateAt } from './schedule'
+import { rollout, type PromptSource, type RewardFunction, type Sequence } from './rollout'
 import { syntheticTasks, type UpdateTaskRow } from './synthetic'
 
 export type TrainStage = 'warm-start' | 'sft' | 'grpo' | 'dapo'
@@ -56,7 +55,7 @@ export interface TrainOptions {
   /** The run folder (default: <outputDir>/<algorithm>-<time>). */
   runDir?: string
   /** Replaces the configured reward: one number per completion (completions and their rows in order). */
-  rewardFunction?: (completions: string[], rows: UpdateTaskRow[]) => ArrayLike<number> | Promise<ArrayLike<number>>
+  rewardFunction?: RewardFunction
   /** Python for the reward's syntax check (default RECODE_PYTHON or python3). */
   python?: string
   /** Stop after this many steps of the run (the checkpoint and summary are written as at the end); for tests and `--max-steps`. */
@@ -148,9 +147,6 @@ class DataCursor {
 
 // ---- helpers ------------------------------------------------------------------------------------------
 
-const mean = (xs: ArrayLike<number>): number => { let s = 0; for (let i = 0; i < xs.length; i++) s += xs[i]; return xs.length ? s / xs.length : 0 }
-const std = (xs: ArrayLike<number>): number => { const m = mean(xs); let s = 0; for (let i = 0; i < xs.length; i++) s += (xs[i] - m) ** 2; return xs.length > 1 ? Math.sqrt(s / (xs.length - 1)) : 0 }
-
 function abortWith (checkpoint: string | undefined): RecodeError {
   const e = abortError() as RecodeError & { checkpoint?: string }
   if (checkpoint !== undefined) {
@@ -199,14 +195,12 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
     if (options.overBase && base === undefined) throw new RecodeError('ERR_MODEL', `${baseDir}: the base model has no tensor ${w.name} to replace`)
     tensors[w.name] = base?.dtype === 'BF16' ? { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) } : { dtype: 'F32', shape: w.shape, data: w.data }
   }
-  writeTensorFile(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' })
+  writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' })
   fs.rmSync(outDir, { recursive: true, force: true })
   fs.renameSync(tmp, outDir)
 }
 
 // ---- the run --------------------------------------------------------------------------------------------
-
-interface Sequence { tokens: number[], promptLength: number }
 
 export async function train (rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
   options = optionsArg(options, 'train')
@@ -257,10 +251,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   const device = config.device === 'cuda' || config.device === 'emulated' ? config.device : 'cpu'
   const dtype = config.computeDtype === 'bf16' ? 'bf16' : 'f32'
   const model = await loadModel(baseDir, { device, dtype, maxBatch: slots, maxContext: context })
-  let trainer: FullFineTuner | undefined
+  let trainer: ModelTrainer | undefined
   try {
     const a = config.adapter
-    trainer = new FullFineTuner(model, {
+    trainer = new ModelTrainer(model, {
       ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
       activationRecomputation: config.activationRecomputation
     })
@@ -279,7 +273,7 @@ interface RunContext {
   baseDir: string
   data: Dataset
   model: Model
-  trainer: FullFineTuner
+  trainer: ModelTrainer
   emit: (e: TrainEvent) => void
   signal?: AbortSignal
   options: TrainOptions
@@ -344,10 +338,11 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   let baseWeights: Weights | undefined
   if (config.klCoef > 0 && config.algorithm !== 'sft' && trainer.adapter === undefined) {
     const baseModel = await loadModel(baseDir, { device: 'cpu', dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32', maxBatch: 1, maxContext: 2 })
-    const t = new FullFineTuner(baseModel)
+    const t = new ModelTrainer(baseModel)
     try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
   }
 
+  const prompts: PromptSource = { rows: data.train, text: promptText, ids: promptIds, usable, cursor }
   let lastCheckpoint = resumeFrom?.dir ?? ''
   const checkpoint = async (): Promise<string> => {
     const state = await trainer.state()
@@ -377,7 +372,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
       const record = stage === 'warm-start' || stage === 'sft'
         ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
-        : await rlStep(ctx, stage, step - warmSteps, cursor, usable, promptText, promptIds, baseWeights)
+        : await rlStep(ctx, step - warmSteps, prompts, baseWeights)
       step++
       record.step = step
       record.stage = stage
@@ -472,182 +467,26 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
 
 // ---- GRPO / DAPO --------------------------------------------------------------------------------------
 
-async function rlStep (ctx: RunContext, stage: TrainStage, rlStep: number, cursor: DataCursor, usable: number[], promptText: string[], promptIds: number[][], baseWeights: Weights | undefined): Promise<StepMetrics> {
+/** One RL step: rollouts (rollout.ts), then the policy update on them (policyUpdate.ts). */
+async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, baseWeights: Weights | undefined): Promise<StepMetrics> {
   const { config, model, trainer, signal, options, emit } = ctx
-  const n = config.samplesPerPrompt
-  const phase: Record<string, number> = { generation: 0, reward: 0, logprobs: 0, backward: 0, optimizer: 0 }
-  const tick = (name: string, since: number): number => { const now = performance.now(); phase[name] += (now - since) / 1000; return now }
   const tStart = performance.now()
-
-  // Rollouts; DAPO's dynamic sampling keeps only groups whose rewards differ and draws again until the batch is full.
-  const kept: Array<{ row: number, completions: Array<{ ids: number[], text: string }>, rewards: number[], fmt: number[], es: number[], em: number[] }> = []
-  let batches = 0
-  let allRewards: number[] = []
-  let allFmt: number[] = []
-  let allEs: number[] = []
-  let allEm: number[] = []
-  let allLengths: number[] = []
-  let sampledLogpSum = 0
-  let t = performance.now()
-  while (kept.length < config.promptsPerStep && batches < config.maxGenerationBatches) {
-    const rows = cursor.next(config.promptsPerStep).map((k) => usable[k])
-    const gens = await model.generate(rows.map((i) => promptText[i]), {
-      n,
-      maxNewTokens: config.maxCompletionTokens,
-      temperature: config.temperature,
-      topP: config.topP,
-      seed: ((config.seed * 1_000_003) + rlStep * 1009 + batches) % 2 ** 52,
-      signal,
-      onProgress: (p) => emit({ type: 'progress', what: 'generating', done: p.done, total: p.total })
-    })
-    t = tick('generation', t)
-    const flat = gens.flat()
-    const texts = flat.map((g) => g.text)
-    const targetsRows = rows.flatMap((i) => Array(n).fill(ctx.data.train[i]) as UpdateTaskRow[])
-    const comps = await rewardComponents(texts, targetsRows.map((r) => r.new_code), { python: options.python, signal })
-    let r: Float32Array
-    if (options.rewardFunction) {
-      const given = await options.rewardFunction(texts, targetsRows)
-      if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
-      r = Float32Array.from(given)
-      for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
-    } else {
-      r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
-    }
-    const lengths = Int32Array.from(flat, (g) => g.tokenIds.length)
-    if (config.overlongBufferTokens > 0) {
-      const pen = overlongPenalty(lengths, { maxLength: config.maxCompletionTokens, buffer: config.overlongBufferTokens, factor: config.overlongPenalty })
-      for (let k = 0; k < r.length; k++) r[k] += pen[k]
-    }
-    allRewards = allRewards.concat(Array.from(r))
-    allFmt = allFmt.concat(Array.from(comps.format, (f) => (f > 0 ? 1 : 0)))
-    allEs = allEs.concat(Array.from(comps.esStar))
-    allEm = allEm.concat(Array.from(comps.emStar, (e) => (e === 2 ? 1 : 0)))
-    allLengths = allLengths.concat(Array.from(lengths))
-    for (const g of flat) for (const lp of g.logprobs) sampledLogpSum -= lp
-    const keep = config.dynamicSampling ? dapoDynamicMask(r, n) : new Uint8Array(rows.length).fill(1)
-    rows.forEach((row, p) => {
-      if (!keep[p] || kept.length >= config.promptsPerStep) return
-      const slice = (xs: ArrayLike<number>): number[] => Array.from({ length: n }, (_, s) => xs[p * n + s])
-      kept.push({ row, completions: gens[p].map((g) => ({ ids: g.tokenIds, text: g.text })), rewards: slice(r), fmt: slice(comps.format), es: slice(comps.esStar), em: slice(comps.emStar) })
-    })
-    batches++
-    t = tick('reward', t)
-  }
-
-  const record: StepMetrics = {
-    step: rlStep,
-    rewardMean: mean(allRewards),
-    rewardStd: std(allRewards),
-    formatRate: mean(allFmt),
-    esStar: mean(allEs),
-    exactMatch: mean(allEm),
-    responseLength: mean(allLengths),
-    // Monte-Carlo entropy of the rollout policy: the mean of -log p(sampled token).
-    entropy: sampledLogpSum / Math.max(1, allLengths.reduce((a, b) => a + b, 0)),
-    generationBatches: batches,
-    keptGroups: kept.length
-  }
-  const lr = learningRateAt({ kind: config.schedule, learningRate: config.learningRate, totalSteps: config.steps, warmupSteps: config.warmupSteps, warmupRatio: config.warmupRatio, minLrRatio: config.minLrRatio }, rlStep)
+  const batch = await rollout(model, config, step, prompts, {
+    rewardFunction: options.rewardFunction,
+    python: options.python,
+    signal,
+    onProgress: (p) => emit({ type: 'progress', what: 'generating', done: p.done, total: p.total })
+  })
+  const record: StepMetrics = { step, ...batch.metrics }
+  const lr = learningRateAt({ kind: config.schedule, learningRate: config.learningRate, totalSteps: config.steps, warmupSteps: config.warmupSteps, warmupRatio: config.warmupRatio, minLrRatio: config.minLrRatio }, step)
   record.lr = lr
-  if (kept.length === 0) {
-    // Every group had equal rewards in every draw: no gradient this step (verl skips it the same way).
+  if (batch.sequences.length === 0) {
+    // Every group had equal rewards in every draw: no gradient this step.
     record.skipped = true
-    record.phaseSeconds = phase
+    record.phaseSeconds = { ...batch.seconds, logprobs: 0, backward: 0, optimizer: 0 }
     return record
   }
-
-  // Sequences (prompt + completion), advantages per sequence, response masks.
-  const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
-  const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
-  const seqs: Sequence[] = kept.flatMap((g) => g.completions.map((c) => ({ tokens: [...promptIds[g.row], ...c.ids], promptLength: promptIds[g.row].length })))
-  const B = seqs.length
-  const microRows = (config.promptsPerStep / config.gradAccumulation) * n
-  const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
-
-  // Reference log-probs (KL), one forward per micro-batch of the frozen base: adapters switched off, or (full
-  // fine-tuning) the base weights swapped in.
-  const refLogp: Float32Array[] = []
-  if (config.klCoef > 0 && (baseWeights !== undefined || trainer.adapter !== undefined)) {
-    t = performance.now()
-    const current = baseWeights !== undefined ? await trainer.parameters() : undefined
-    if (baseWeights !== undefined) await trainer.setState({ tensors: baseWeights })
-    else await trainer.setAdaptersEnabled(false)
-    try {
-      for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
-    } finally {
-      if (current !== undefined) await trainer.setState({ tensors: current })
-      else await trainer.setAdaptersEnabled(true)
-    }
-    t = tick('logprobs', t)
-  }
-
-  const oldLogp: Float32Array[] = []
-  let lossSum = 0; let klSum = 0; let clipSum = 0; let clipLowSum = 0; let clipHighSum = 0; let gradNorm = 0; let weightSum = 0
-  for (let update = 0; update < config.policyUpdatesPerBatch; update++) {
-    for (let m = 0; m < B; m += microRows) {
-      const mb = seqs.slice(m, m + microRows)
-      t = performance.now()
-      const logp = await trainer.forward(mb.map((s) => s.tokens), { signal })
-      if (update === 0) oldLogp.push(...logp.map((x) => x.slice()))
-      t = tick('logprobs', t)
-      // Pack the response tokens of the micro-batch as [rows x L] for the loss kernel.
-      const L = Math.max(...mb.map((s) => s.tokens.length - s.promptLength))
-      const pack = (arrs: Float32Array[] | undefined): Float32Array | undefined => {
-        if (arrs === undefined) return undefined
-        const out = new Float32Array(mb.length * L)
-        mb.forEach((s, r) => out.set(arrs[r].subarray(s.promptLength), r * L))
-        return out
-      }
-      const mask = new Float32Array(mb.length * L)
-      mb.forEach((s, r) => mask.fill(1, r * L, r * L + s.tokens.length - s.promptLength))
-      const mbMask = mb.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
-      const { grad, metrics } = await policyLoss({
-        batch: mb.length,
-        length: L,
-        logp: pack(logp) as Float32Array,
-        oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
-        refLogp: refLogp.length > 0 ? pack(refLogp.slice(m, m + microRows)) : undefined,
-        advantages: advantages.subarray(m, m + mb.length),
-        mask
-      }, {
-        clipLow: config.clipEpsLow,
-        clipHigh: config.clipEpsHigh,
-        clipRatioC: config.dualClip ?? 0,
-        klCoef: config.klCoef,
-        klEstimator: config.klCoef > 0 ? config.klEstimator : undefined,
-        aggregation: config.lossAggregation,
-        normLength: config.maxCompletionTokens,
-        signal
-      })
-      // The kernel aggregates over this micro-batch; scale to the whole batch (tokens or sequences).
-      const scale = config.lossAggregation === 'token-mean' ? mbMask / totalMask : mb.length / B
-      const weights = mb.map((s, r) => {
-        const w = new Float32Array(s.tokens.length)
-        for (let k = 0; k < s.tokens.length - s.promptLength; k++) w[s.promptLength + k] = -grad[r * L + k] * scale
-        return w
-      })
-      await trainer.backward(weights, { signal })
-      t = tick('backward', t)
-      lossSum += metrics.loss * scale
-      klSum += metrics.klMean * mbMask; clipSum += metrics.clipFrac * mbMask; clipLowSum += metrics.clipFracLow * mbMask; clipHighSum += metrics.clipFracHigh * mbMask; weightSum += mbMask
-    }
-    t = performance.now()
-    gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
-    t = tick('optimizer', t)
-  }
-  const seconds = (performance.now() - tStart) / 1000
-  const trainedTokens = seqs.reduce((a, s) => a + s.tokens.length, 0) * config.policyUpdatesPerBatch
-  Object.assign(record, {
-    loss: lossSum / config.policyUpdatesPerBatch,
-    gradNorm,
-    kl: klSum / weightSum,
-    clipFraction: clipSum / weightSum,
-    clipFractionLow: clipLowSum / weightSum,
-    clipFractionHigh: clipHighSum / weightSum,
-    tokensPerSecond: trainedTokens / Math.max(1e-9, phase.logprobs + phase.backward + phase.optimizer),
-    stepSeconds: seconds,
-    phaseSeconds: phase
-  })
+  const { seconds, ...update } = await policyUpdate(trainer, config, batch, { lr, baseWeights, signal })
+  Object.assign(record, update, { stepSeconds: (performance.now() - tStart) / 1000, phaseSeconds: { ...batch.seconds, ...seconds } })
   return record
 }

@@ -1,6 +1,7 @@
 /**
- * A small safetensors writer (and a reader for the files it writes back: checkpoints, adapters) in
- * TypeScript. Model weights are read by the native reader; this covers what training saves.
+ * safetensors, read and written in one place. TypeScript writes what training saves (checkpoints, adapters,
+ * model folders) and reads those files back; model weights are read by the native reader, which memory-maps
+ * the file and validates every field (ERR_MODEL naming the file and tensor): readSafetensorsHeader.
  *
  * Format (huggingface/safetensors): an 8-byte little-endian header length N, N bytes of JSON
  * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}` padded with spaces
@@ -8,9 +9,10 @@
  * Tensors are written in name order, each one streamed to the file (no copy of the whole payload).
  */
 import * as fs from 'fs'
-import { fromBf16, fromF16 } from './dtype'
+import { fromBf16, fromF16, toBf16 } from './dtype'
 import { RecodeError } from './errors'
 import { writeFileAtomicWith } from './atomicFile'
+import { native } from './native'
 
 export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL'
 
@@ -146,4 +148,41 @@ export function tensorToFloat32 (t: ReadTensor): Float32Array {
   if (t.dtype === 'BF16') return fromBf16(new Uint16Array(bytes.buffer))
   if (t.dtype === 'F16') return fromF16(new Uint16Array(bytes.buffer))
   throw new RecodeError('ERR_INVALID_ARG', `tensorToFloat32: dtype ${t.dtype} is not a floating-point type`)
+}
+
+// ---- model folders ------------------------------------------------------------------------------------
+
+export interface TensorHeader {
+  name: string
+  dtype: 'BF16' | 'F16' | 'F32'
+  shape: number[]
+  /** Byte offsets within the data section. */
+  begin: number
+  end: number
+}
+
+/** The validated header of a safetensors file, through the native reader (the data stays on disk). */
+export function readSafetensorsHeader (file: string): TensorHeader[] {
+  return native().safetensorsHeader(file) as TensorHeader[]
+}
+
+export interface TensorToWrite {
+  name: string
+  shape: number[]
+  /** float32 values, converted to `dtype` on write. */
+  data: Float32Array
+}
+
+/**
+ * Writes float32 tensors as `dtype` to `file` atomically (init-model's random weights): writeSafetensors with
+ * each tensor converted. `metadata` goes to `__metadata__`.
+ */
+export function writeFloat32Safetensors (file: string, tensors: TensorToWrite[], dtype: 'F32' | 'BF16', metadata: Record<string, string> = { format: 'pt' }): void {
+  const data: Record<string, TensorData> = {}
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1)
+    if (n !== t.data.length) throw new Error(`writeFloat32Safetensors: ${t.name} has ${t.data.length} values for shape [${t.shape.join(', ')}]`)
+    data[t.name] = { dtype, shape: t.shape, data: dtype === 'F32' ? t.data : toBf16(t.data) }
+  }
+  writeSafetensors(file, data, metadata)
 }

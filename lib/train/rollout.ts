@@ -1,0 +1,134 @@
+/**
+ * The rollout phase of a GRPO / DAPO step: draw promptsPerStep tasks, sample samplesPerPrompt completions each,
+ * score them, (DAPO) drop groups whose rewards are all equal and draw again until the batch is full, and compute
+ * the group-relative advantages. Its result is plain data, all that the update phase (policyUpdate.ts) reads.
+ */
+import { RecodeError } from '../errors'
+import type { Model } from '../model/index'
+import type { GenerateOptions } from '../model/types'
+import { score as rewardComponents } from '../reward'
+import { grpoAdvantages, dapoDynamicMask, overlongPenalty } from '../rl/loss'
+import type { TrainConfig } from './config'
+import type { StepMetrics } from './metrics'
+import type { UpdateTaskRow } from './synthetic'
+
+/** A prompt and its completion as token ids; the loss sees the tokens from promptLength on. */
+export interface Sequence { tokens: number[], promptLength: number }
+
+/** Replaces the configured reward: one number per completion (completions and their rows in order). */
+export type RewardFunction = (completions: string[], rows: UpdateTaskRow[]) => ArrayLike<number> | Promise<ArrayLike<number>>
+
+/** What rollouts draw from: the training rows, their rendered prompts, the rows whose prompts fit, and the position in their shuffled stream. */
+export interface PromptSource {
+  rows: UpdateTaskRow[]
+  text: string[]
+  ids: number[][]
+  usable: number[]
+  cursor: { next: (count: number) => number[] }
+}
+
+export interface RolloutOptions {
+  rewardFunction?: RewardFunction
+  /** Python for the reward's syntax check. */
+  python?: string
+  signal?: AbortSignal
+  onProgress?: GenerateOptions['onProgress']
+}
+
+/** The rollout statistics a step records, over every drawn sample (kept or not). */
+export type RolloutMetrics = Required<Pick<StepMetrics, 'rewardMean' | 'rewardStd' | 'formatRate' | 'esStar' | 'exactMatch' | 'responseLength' | 'entropy'>> & { generationBatches: number, keptGroups: number }
+
+export interface Rollout {
+  /** Prompt + completion of every kept sample, group after group (samplesPerPrompt each); empty when no group was kept. */
+  sequences: Sequence[]
+  /** One group-relative advantage per sequence. */
+  advantages: Float32Array
+  metrics: RolloutMetrics
+  /** Seconds spent sampling and scoring. */
+  seconds: { generation: number, reward: number }
+}
+
+const mean = (xs: ArrayLike<number>): number => { let s = 0; for (let i = 0; i < xs.length; i++) s += xs[i]; return xs.length ? s / xs.length : 0 }
+const std = (xs: ArrayLike<number>): number => { const m = mean(xs); let s = 0; for (let i = 0; i < xs.length; i++) s += (xs[i] - m) ** 2; return xs.length > 1 ? Math.sqrt(s / (xs.length - 1)) : 0 }
+
+/** Rollouts of RL step `step` (its sampling seeds are a function of (config.seed, step, generation batch)). */
+export async function rollout (model: Model, config: TrainConfig, step: number, prompts: PromptSource, options: RolloutOptions = {}): Promise<Rollout> {
+  const { signal } = options
+  const n = config.samplesPerPrompt
+  const seconds = { generation: 0, reward: 0 }
+  const tick = (name: keyof typeof seconds, since: number): number => { const now = performance.now(); seconds[name] += (now - since) / 1000; return now }
+
+  const kept: Array<{ row: number, completions: number[][], rewards: number[] }> = []
+  let batches = 0
+  let allRewards: number[] = []
+  let allFmt: number[] = []
+  let allEs: number[] = []
+  let allEm: number[] = []
+  let allLengths: number[] = []
+  let sampledLogpSum = 0
+  let t = performance.now()
+  while (kept.length < config.promptsPerStep && batches < config.maxGenerationBatches) {
+    const rows = prompts.cursor.next(config.promptsPerStep).map((k) => prompts.usable[k])
+    const gens = await model.generate(rows.map((i) => prompts.text[i]), {
+      n,
+      maxNewTokens: config.maxCompletionTokens,
+      temperature: config.temperature,
+      topP: config.topP,
+      seed: ((config.seed * 1_000_003) + step * 1009 + batches) % 2 ** 52,
+      signal,
+      onProgress: options.onProgress
+    })
+    t = tick('generation', t)
+    const flat = gens.flat()
+    const texts = flat.map((g) => g.text)
+    const targetsRows = rows.flatMap((i) => Array(n).fill(prompts.rows[i]) as UpdateTaskRow[])
+    const comps = await rewardComponents(texts, targetsRows.map((r) => r.new_code), { python: options.python, signal })
+    let r: Float32Array
+    if (options.rewardFunction) {
+      const given = await options.rewardFunction(texts, targetsRows)
+      if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
+      r = Float32Array.from(given)
+      for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
+    } else {
+      r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
+    }
+    const lengths = Int32Array.from(flat, (g) => g.tokenIds.length)
+    if (config.overlongBufferTokens > 0) {
+      const pen = overlongPenalty(lengths, { maxLength: config.maxCompletionTokens, buffer: config.overlongBufferTokens, factor: config.overlongPenalty })
+      for (let k = 0; k < r.length; k++) r[k] += pen[k]
+    }
+    allRewards = allRewards.concat(Array.from(r))
+    allFmt = allFmt.concat(Array.from(comps.format, (f) => (f > 0 ? 1 : 0)))
+    allEs = allEs.concat(Array.from(comps.esStar))
+    allEm = allEm.concat(Array.from(comps.emStar, (e) => (e === 2 ? 1 : 0)))
+    allLengths = allLengths.concat(Array.from(lengths))
+    for (const g of flat) for (const lp of g.logprobs) sampledLogpSum -= lp
+    const keep = config.dynamicSampling ? dapoDynamicMask(r, n) : new Uint8Array(rows.length).fill(1)
+    rows.forEach((row, p) => {
+      if (!keep[p] || kept.length >= config.promptsPerStep) return
+      kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]) })
+    })
+    batches++
+    t = tick('reward', t)
+  }
+
+  const metrics: RolloutMetrics = {
+    rewardMean: mean(allRewards),
+    rewardStd: std(allRewards),
+    formatRate: mean(allFmt),
+    esStar: mean(allEs),
+    exactMatch: mean(allEm),
+    responseLength: mean(allLengths),
+    // Monte-Carlo entropy of the rollout policy: the mean of -log p(sampled token).
+    entropy: sampledLogpSum / Math.max(1, allLengths.reduce((a, b) => a + b, 0)),
+    generationBatches: batches,
+    keptGroups: kept.length
+  }
+  // Every group had equal rewards in every draw: nothing to learn from (verl skips the step the same way).
+  if (kept.length === 0) return { sequences: [], advantages: new Float32Array(0), metrics, seconds }
+
+  const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
+  const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
+  const sequences = kept.flatMap((g) => g.completions.map((ids) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length })))
+  return { sequences, advantages, metrics, seconds }
+}
