@@ -187,11 +187,6 @@ export async function twoCallsEqualStep (t, A, B, batch) {
   return weights
 }
 
-/**
- * Aborts on a trainer: an aborted signal rejects before the job; a raised cancel flag stops the native step at a
- * layer boundary with the gradients accumulated so far untouched, and stops the backward (after the head and
- * final-norm gradients were added) with all gradients dropped; the trainer stays usable.
- */
 /** A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer, which cannot be detached), raised. */
 export function raisedCancelFlag () {
   const f = new Int32Array(new SharedArrayBuffer(4))
@@ -199,6 +194,11 @@ export function raisedCancelFlag () {
   return f
 }
 
+/**
+ * Aborts on a trainer: an aborted signal rejects before the job; a raised cancel flag stops the native step at a
+ * layer boundary with the gradients accumulated so far untouched, and stops the backward (after the head and
+ * final-norm gradients were added) with all gradients dropped; the trainer stays usable.
+ */
 export async function abortLeavesTrainerUsable (t, tr, batch) {
   const { native } = require('../dist/cjs/native.js')
   const ac = new AbortController()
