@@ -12,7 +12,7 @@ import { timeAsync, timeSync, require, shared } from './lib.mjs'
 
 const lib = require('../dist/cjs/index.js')
 const text = require('../dist/cjs/reward/text.js')
-const { similarities } = require('../dist/cjs/editDistance.js')
+const { similarities } = require('../dist/cjs/editdist.js')
 const N = 4096
 
 // Deterministic edits (mulberry32), so every run scores the same completions.
@@ -134,7 +134,7 @@ export default async function () {
   lib.closePythonWorkers()
   results.coldFirstCallSeconds = cold
   results.loadAverage = os.loadavg()
-  results.note = 'levenshtein: the native batched kernel (lib/editDistance.ts, device auto)'
+  results.note = 'levenshtein: the native batched kernel (lib/editdist.ts, device auto)'
   lines.push(`first call (starting the python workers): ${cold.toFixed(3)} s; load average during the run ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.cpus().length} CPUs`)
   lines.push(results.note)
   return { name: 'reward', results, summary: lines.join('\n') }

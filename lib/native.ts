@@ -8,7 +8,7 @@ import { RecodeError } from './errors'
 /** Root of the installed package (dist/cjs/native.js lives two levels below it). */
 export const packageRoot = path.join(__dirname, '..', '..')
 
-// The addon's functions are typed by the modules that use them (see e.g. editDistance.ts).
+// The addon's functions are typed by the modules that use them (see e.g. editdist.ts).
 export type NativeAddon = Record<string, (...args: any[]) => any>
 
 let addon: NativeAddon | undefined

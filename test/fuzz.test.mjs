@@ -13,7 +13,7 @@ import { require, rng } from './helpers.mjs'
 
 const lib = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
-const { writeSafetensors } = require('../dist/cjs/safetensorsWriter.js')
+const { writeSafetensors } = require('../dist/cjs/safetensors.js')
 const { readJsonl } = require('../dist/cjs/data/jsonl.js')
 const { readMigrationRows } = require('../dist/cjs/data/recode.js')
 const { loadCodeUpdateArena } = require('../dist/cjs/data/codeupdatearena.js')

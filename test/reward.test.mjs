@@ -111,7 +111,7 @@ t.test('documented facts about the data', { skip: noPython || noData }, async (t
   const withOld = rows.filter((row) => row.old_code !== null)
   // recode.md: "Copying the old code unchanged already scores a mean similarity of 0.72 to the target."
   // That figure is the similarity of the raw strings; after the reward's normalisation it is 0.75.
-  const { similarities } = require('../dist/cjs/editDistance.js')
+  const { similarities } = require('../dist/cjs/editdist.js')
   const raw = await similarities(withOld.map((row) => row.old_code), withOld.map((row) => row.new_code))
   const meanRaw = raw.reduce((a, b) => a + b, 0) / raw.length
   t.ok(Math.abs(meanRaw - 0.72) < 0.005, `mean raw similarity of old_code to new_code is ${meanRaw.toFixed(4)} (doc: 0.72)`)

@@ -30,7 +30,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { RecodeError, abortError } from '../errors'
-import { resolvePython } from './python'
+import { exitReason, resolvePython } from './python'
 
 export type IsolationKind = 'bwrap' | 'unshare' | 'rlimits'
 
@@ -276,9 +276,7 @@ const INSTALL_PROBE = [
 
 function describeExit (res: ReturnType<typeof spawnSync>): string {
   if (res.error !== undefined) return res.error.message
-  const err = String(res.stderr ?? '').trim()
-  const how = res.signal !== null ? `was killed by ${res.signal}` : `exited with status ${String(res.status)}`
-  return err === '' ? `it ${how} and printed nothing on stderr` : `it ${how}: ${err.slice(-300)}`
+  return exitReason(res.status, res.signal, String(res.stderr ?? ''))
 }
 
 function findInstallation (python: string): Installation {

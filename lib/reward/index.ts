@@ -4,7 +4,7 @@
  * format + ES* (range [-3, 3]), the reward ReCode trains with.
  */
 import type { Device } from '../device'
-import { similarities } from '../editDistance'
+import { similarities } from '../editdist'
 import { abortError, optionsArg, RecodeError } from '../errors'
 import { pythonParses } from './python'
 import { completionCode, formatOk, normalizeCode } from './text'

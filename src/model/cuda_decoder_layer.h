@@ -19,11 +19,13 @@
 #include <vector>
 
 #include "device/kernels.h"
+#include "model/projections.h"
 
 namespace recode::model::cuda_layer {
 
-// The projections of a layer, in the order of the adapter target names (train_step.cpp's kProjections).
+// The projections of a layer, in the order of model/projections.h's names.
 enum Projection { kQ, kK, kV, kO, kGate, kUp, kDown, kProjectionCount };
+static_assert(kProjectionCount == model::kProjectionCount, "one projection order (model/projections.h)");
 
 struct Dims {
   int C = 0, H = 0, Hkv = 0, D = 0, F = 0;  // hidden, query heads, key/value heads, head dim, MLP width

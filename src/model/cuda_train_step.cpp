@@ -23,6 +23,7 @@
 
 #include "model/cuda_decoder_layer.h"
 #include "train/adapters.h"
+#include "model/projections.h"
 #include "philox.h"
 #include "device/device_buffer.h"
 #include "core/numeric.h"
@@ -45,9 +46,6 @@ struct Param {
   Buf master_own, grad, exp_avg, exp_avg_sq;
 };
 
-// The projections an adapter may wrap (train_step.cpp's kProjections order) and the module holding each.
-constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
 // The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
 // shared by every adapter trainer on that backend (registered by the array's address), since the array itself

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "train/adapters.h"
+#include "model/projections.h"
 #include "philox.h"
 #include "logprob/logprob.h"
 #include "model/cuda_train_step.h"
@@ -19,9 +20,6 @@
 namespace recode::model {
 namespace {
 
-// The projections an adapter may wrap, in PEFT's names, and the module that holds each.
-constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
 // A trainable tensor over `param` with zeroed gradient and AdamW moments.
 TrainTensor trainable(const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {

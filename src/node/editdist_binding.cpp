@@ -1,4 +1,4 @@
-// JavaScript entry points for batched edit distance (lib/editDistance.ts wraps them):
+// JavaScript entry points for batched edit distance (lib/editdist.ts wraps them):
 //   editDistanceBatch(device, a: string[], b: string[], out: Int32Array, cancelFlag?) -> Promise<Int32Array>
 //   editDistanceBatchSync(device, a, b, out) -> Int32Array                      (small batches)
 //   editDistanceEncoded(device, chars: Uint32Array, offsets: Int32Array, out, cancelFlag?) -> Promise<Int32Array>

@@ -56,12 +56,18 @@ double Args::number(size_t i, const char* name) const {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+namespace {
+// Checked on the double, before any conversion: 1e12 must not reach an int and wrap. "" when d is fine.
+std::string integer_problem(double d, int64_t lo, int64_t hi) {
+  if (std::isfinite(d) && d == std::floor(d) && d >= (double)lo && d <= (double)hi) return "";
+  return "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + number_text(d);
+}
+}  // namespace
+
 int64_t Args::integer(size_t i, const char* name, int64_t lo, int64_t hi) const {
   double d = number(i, name);
-  // Checked on the double, before any conversion: 1e12 must not reach an int and wrap.
-  if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
-    fail(i, std::string("(") + name + ") must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "], got " + number_text(d));
+  std::string problem = integer_problem(d, lo, hi);
+  if (!problem.empty()) fail(i, std::string("(") + name + ") " + problem);
   return (int64_t)d;
 }
 
@@ -140,8 +146,8 @@ double Options::number(const char* field) const {
 
 int64_t Options::integer(const char* field, int64_t lo, int64_t hi) const {
   double d = number(field);
-  if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
-    fail(field, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+  std::string problem = integer_problem(d, lo, hi);
+  if (!problem.empty()) fail(field, problem);
   return (int64_t)d;
 }
 

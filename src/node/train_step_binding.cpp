@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "model/projections.h"
 #include "model/train_step.h"
 #include "node/model_handle.h"
 
@@ -64,12 +65,14 @@ AdapterSpec adapter_spec(const Args& a, size_t i) {
   Napi::Value mv = ad.Get("targetModules");
   if (!mv.IsArray() || mv.As<Napi::Array>().Length() == 0) a.fail(i, "(options.adapter.targetModules) must be a non-empty array of projection names");
   Napi::Array mods = mv.As<Napi::Array>();
-  static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   for (uint32_t k = 0; k < mods.Length(); ++k) {
     Napi::Value m = mods.Get(k);
     const std::string name = m.IsString() ? m.As<Napi::String>().Utf8Value() : "";
-    if (std::find(std::begin(known), std::end(known), name) == std::end(known))
-      a.fail(i, "(options.adapter.targetModules[" + std::to_string(k) + "]) must be one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    if (model::projection_index(name.c_str()) < 0) {
+      std::string all;
+      for (const char* p : model::kProjections) all += (all.empty() ? "" : ", ") + std::string(p);
+      a.fail(i, "(options.adapter.targetModules[" + std::to_string(k) + "]) must be one of " + all);
+    }
     if (std::find(spec.targets.begin(), spec.targets.end(), name) == spec.targets.end()) spec.targets.push_back(name);
   }
   return spec;
