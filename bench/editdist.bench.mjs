@@ -77,7 +77,7 @@ function dpDistance (s1, s2) {
     for (let j = 1; j <= b.length; j++) {
       const sub = prev[j - 1] + (ai === b[j - 1] ? 0 : 1)
       const del = prev[j] + 1, ins = cur[j - 1] + 1
-      cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins)
+      cur[j] = Math.min(sub, del, ins)
     }
     const t = prev; prev = cur; cur = t
   }

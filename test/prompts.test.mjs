@@ -38,7 +38,7 @@ t.test('rendered with the Qwen2.5 template, or the ChatML template ReCode passes
   t.equal(p.renderPrompt(m, p.RECODE_CHATML_TEMPLATE), expected, 'same text through the template of ReCode\'s GRPO script')
   // A LanguageModel renders with its own template.
   const calls = []
-  const model = { renderChat: (msgs, opts) => { calls.push(opts); return 'X' } }
+  const model = { renderChat: (_msgs, opts) => { calls.push(opts); return 'X' } }
   t.equal(p.renderPrompt(m, model), 'X')
   t.same(calls, [{ continueFinalMessage: true }])
   t.equal(p.renderPrompt(m.slice(0, 2), qwen).slice(-22), '<|im_start|>assistant\n', 'no prefill: a generation prompt opens the turn')

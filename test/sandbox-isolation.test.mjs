@@ -337,7 +337,7 @@ print(json.dumps({"uid": os.getuid(), "exe": sys.executable, "prefixes": [sys.pr
     ]
     for (const [opt, re] of bad) {
       const err = await s.runPython('pass\n', { python, ...opt }).catch((x) => x)
-      t.equal(err.code, 'ERR_INVALID_ARG', JSON.stringify(opt, (k, v) => typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))
+      t.equal(err.code, 'ERR_INVALID_ARG', JSON.stringify(opt, (_k, v) => typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))
       t.match(err.message, re)
     }
     await t.rejects(s.runPrograms(['pass\n'], { python, concurrency: 0 }), { code: 'ERR_INVALID_ARG', message: /concurrency/ })

@@ -234,7 +234,7 @@ for (const device of devices) {
   t.test(`${device}: abort, bad input, unsupported options`, async (t) => {
     const r = rng(t)
     const v = variants[0]
-    const { dev: tr, devModel: m, dispose } = await pair(v, device, 1)
+    const { dev: tr, dispose } = await pair(v, device, 1)
     const batch = randomTrainBatch(r, v.vocab, [40])
     await abortLeavesTrainerUsable(t, tr, batch)
 

@@ -1,4 +1,3 @@
-import * as fs from 'fs'
 import * as path from 'path'
 import { parseArgs } from 'util'
 import { makeDir, writeFileAtomic } from '../atomicFile'
