@@ -316,6 +316,14 @@ export class ModelTrainer {
     })
   }
 
+  /**
+   * Data parallelism: sums the accumulated gradients over the MPI ranks in place (reduce-scatter + all-gather, the
+   * same bits on every rank). Blocks the main thread; every rank must call it once per update.
+   */
+  async sumGradientsOverRanks (): Promise<void> {
+    await this.exclusive(() => { native().trainerReduceGradients(this.live()) })
+  }
+
   async zeroGrad (): Promise<void> {
     await this.exclusive(() => { native().trainerZeroGrad(this.live()) })
   }

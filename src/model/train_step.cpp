@@ -261,6 +261,7 @@ void FullTrainer::zero_grad() {
 
 void FullTrainer::clear_grads() {
   for (TrainTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+  has_grads_ = false;
 }
 
 // The training layer views: plain float32 weights (the GEMM packs them per call), so the gradients are
@@ -374,6 +375,55 @@ void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* 
 }
 
 double FullTrainer::backward_locked(const float* weights, const CancelFlag& cancel) {
+  if (!has_grads_) {
+    const double loss = backward_into_grads(weights, cancel);
+    has_grads_ = true;
+    return loss;
+  }
+  // A later micro-batch: its gradient is computed on its own and then added, so the step's gradient is the plain
+  // sum of micro-batch gradients -- the same bits as data-parallel ranks each computing one and summing them.
+  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  size_t total = 0;
+  for (const TrainTensor& t : tensors_) total += t.grad.size();
+  accum_.resize(total);
+  size_t o = 0;
+  for (TrainTensor& t : tensors_) {
+    std::copy(t.grad.begin(), t.grad.end(), accum_.begin() + (ptrdiff_t)o);
+    std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+    o += t.grad.size();
+  }
+  const double loss = backward_into_grads(weights, cancel);  // throws with the gradients cleared
+  o = 0;
+  for (TrainTensor& t : tensors_) {
+    float* g = t.grad.data();
+    const float* a = accum_.data() + o;
+    for (size_t i = 0; i < t.grad.size(); ++i) g[i] = a[i] + g[i];
+    o += t.grad.size();
+  }
+  has_grads_ = true;
+  return loss;
+}
+
+void FullTrainer::reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  size_t total = 0;
+  for (const TrainTensor& t : tensors_) total += t.grad.size();
+  accum_.resize(total);
+  size_t o = 0;
+  for (const TrainTensor& t : tensors_) {
+    std::copy(t.grad.begin(), t.grad.end(), accum_.begin() + (ptrdiff_t)o);
+    o += t.grad.size();
+  }
+  sum(accum_.data(), (int64_t)total);
+  o = 0;
+  for (TrainTensor& t : tensors_) {
+    std::copy_n(accum_.data() + o, t.grad.size(), t.grad.data());
+    o += t.grad.size();
+  }
+  has_grads_ = true;
+}
+
+double FullTrainer::backward_into_grads(const float* weights, const CancelFlag& cancel) {
   if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
   std::unique_ptr<Pending> f = std::move(pending_);  // consumed whatever happens
   const ModelConfig& cfg = backend_->config();

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,6 +93,12 @@ class Trainer {
   virtual void set_activation_recomputation(bool on) {
     if (on) throw Error("ERR_UNSUPPORTED", "this trainer does not implement activation recomputation");
   }
+  // Data parallelism: hands every gradient, packed into one float32 buffer, to `sum` (which sums it over ranks in
+  // place) and unpacks the result.
+  virtual void reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
+    (void)sum;
+    throw Error("ERR_UNSUPPORTED", "this trainer cannot sum gradients over ranks (multi-rank training runs on the cpu device)");
+  }
   virtual size_t adapted_modules() const { return 0; }
   virtual std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
     (void)i;
@@ -123,6 +130,7 @@ class FullTrainer final : public Trainer {
   void set_activation_recomputation(bool on) override;
   size_t adapted_modules() const override { return adapters_.size(); }
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override;
+  void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override;
 
  private:
   // What the backward needs from a forward: every layer's activations, the final residual stream and norm
@@ -142,6 +150,7 @@ class FullTrainer final : public Trainer {
   std::vector<ops::LayerWeights> layer_views(bool with_adapters) const;
   void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
   double backward_locked(const float* weights, const CancelFlag& cancel);
+  double backward_into_grads(const float* weights, const CancelFlag& cancel);  // adds into the gradients
   void clear_grads();  // with the lock held
   // One adapted projection of one decoder layer: the frozen base weight (the backend's master array) and the
   // adapter's own arrays; `view` is what the layer ops read (gradient pointers into tensors_).
@@ -160,6 +169,8 @@ class FullTrainer final : public Trainer {
   bool adapters_enabled_ = true;
   int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
   bool recompute_ = false;
+  bool has_grads_ = false;    // a backward added into the gradients since they were last cleared
+  std::vector<float> accum_;  // the earlier micro-batches' gradient while a later one is computed; reduce scratch
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;
   std::vector<TrainTensor> tensors_;

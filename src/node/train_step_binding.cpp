@@ -11,10 +11,13 @@
 //   trainerState(handle) -> { stepsTaken, tensors: [{ name, shape, data, expAvg, expAvgSq, decay }] }  (copies)
 //   trainerSetState(handle, { stepsTaken?, tensors: [{ name, data?, expAvg?, expAvgSq? }] })  (re-packs once)
 //   trainerZeroGrad(handle), trainerDispose(handle)
+//   trainerReduceGradients(handle)   (sums the gradients over MPI ranks in place, the same bits on every rank;
+//                                     synchronous, on the thread that initialised MPI)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "dist/mpi_loader.h"
 #include "model/train_step.h"
 #include "node/model_handle.h"
 
@@ -396,6 +399,14 @@ Napi::Value trainer_dispose(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+Napi::Value trainer_reduce_gradients(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerReduceGradients"};
+  auto t = trainer_of(a, 0);
+  t->reduce_gradients([](float* buf, int64_t n) { mpi::allreduce_sum_identical(buf, n); });
+  return info.Env().Undefined();
+}
+
+RECODE_EXPORT("trainerReduceGradients", trainer_reduce_gradients);
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
 RECODE_EXPORT("trainerForward", trainer_forward);
