@@ -1,0 +1,115 @@
+/* librecode_mpi.so: recode's collectives over the system MPI, behind the tiny C ABI of recode_mpi.h. Built by
+ * CMake only when find_package(MPI) succeeds; the addon opens it with dlopen, so a machine without MPI installs
+ * and trains in one process. Errors are returned, not fatal (MPI_ERRORS_RETURN on the world communicator). */
+#include "recode_mpi.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#define VIS __attribute__((visibility("default")))
+
+static MPI_Comm g_local = MPI_COMM_NULL;
+/* MPI counts are int: big buffers go in pieces of at most this many elements. */
+static const int64_t kChunk = (int64_t)1 << 30;
+
+static MPI_Datatype type_of(int dtype, int64_t* elem) {
+  switch (dtype) {
+    case RECODE_MPI_F32: *elem = 4; return MPI_FLOAT;
+    case RECODE_MPI_F64: *elem = 8; return MPI_DOUBLE;
+    case RECODE_MPI_I64: *elem = 8; return MPI_INT64_T;
+    default: *elem = 1; return MPI_BYTE;
+  }
+}
+
+VIS int recode_mpi_abi_version(void) { return RECODE_MPI_ABI_VERSION; }
+
+VIS int recode_mpi_library_version(char* out, size_t len) {
+  char v[MPI_MAX_LIBRARY_VERSION_STRING];
+  int n = 0;
+  int rc = MPI_Get_library_version(v, &n);
+  if (rc != MPI_SUCCESS) return rc;
+  v[n < (int)sizeof v ? n : (int)sizeof v - 1] = 0;
+  char* nl = strchr(v, '\n');
+  if (nl) *nl = 0;
+  snprintf(out, len, "%s", v);
+  return 0;
+}
+
+VIS int recode_mpi_initialized(void) {
+  int flag = 0;
+  MPI_Initialized(&flag);
+  return flag;
+}
+
+VIS int recode_mpi_init(void) {
+  if (recode_mpi_initialized()) return 0;
+  int provided = 0;
+  int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+  if (rc != MPI_SUCCESS) return rc;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  int world = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world);
+  rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world, MPI_INFO_NULL, &g_local);
+  if (rc == MPI_SUCCESS) MPI_Comm_set_errhandler(g_local, MPI_ERRORS_RETURN);
+  return rc;
+}
+
+VIS int recode_mpi_finalize(void) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized || !recode_mpi_initialized()) return 0;
+  if (g_local != MPI_COMM_NULL) MPI_Comm_free(&g_local);
+  return MPI_Finalize();
+}
+
+VIS int recode_mpi_rank(void) { int r = 0; MPI_Comm_rank(MPI_COMM_WORLD, &r); return r; }
+VIS int recode_mpi_size(void) { int s = 1; MPI_Comm_size(MPI_COMM_WORLD, &s); return s; }
+VIS int recode_mpi_local_rank(void) { int r = 0; if (g_local != MPI_COMM_NULL) MPI_Comm_rank(g_local, &r); return r; }
+VIS int recode_mpi_local_size(void) { int s = 1; if (g_local != MPI_COMM_NULL) MPI_Comm_size(g_local, &s); return s; }
+
+VIS int recode_mpi_allreduce_sum(void* buf, int64_t count, int dtype) {
+  int64_t elem;
+  MPI_Datatype t = type_of(dtype, &elem);
+  for (int64_t at = 0; at < count; at += kChunk) {
+    int n = (int)(count - at < kChunk ? count - at : kChunk);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, (char*)buf + at * elem, n, t, MPI_SUM, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return rc;
+  }
+  return 0;
+}
+
+VIS int recode_mpi_broadcast(void* buf, int64_t bytes, int root) {
+  for (int64_t at = 0; at < bytes; at += kChunk) {
+    int n = (int)(bytes - at < kChunk ? bytes - at : kChunk);
+    int rc = MPI_Bcast((char*)buf + at, n, MPI_BYTE, root, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return rc;
+  }
+  return 0;
+}
+
+VIS int recode_mpi_allgather(const void* send, void* recv, int64_t count, int dtype) {
+  int64_t elem;
+  MPI_Datatype t = type_of(dtype, &elem);
+  if (count > INT_MAX) return MPI_ERR_COUNT;
+  return MPI_Allgather(send, (int)count, t, recv, (int)count, t, MPI_COMM_WORLD);
+}
+
+VIS int recode_mpi_reduce_scatter_sum(const void* send, void* recv, int64_t count, int dtype) {
+  int64_t elem;
+  MPI_Datatype t = type_of(dtype, &elem);
+  if (count > INT_MAX) return MPI_ERR_COUNT;
+  return MPI_Reduce_scatter_block(send, recv, (int)count, t, MPI_SUM, MPI_COMM_WORLD);
+}
+
+VIS int recode_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
+
+VIS void recode_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+VIS void recode_mpi_error_string(int code, char* out, size_t len) {
+  char s[MPI_MAX_ERROR_STRING];
+  int n = 0;
+  if (MPI_Error_string(code, s, &n) != MPI_SUCCESS) snprintf(s, sizeof s, "MPI error %d", code);
+  snprintf(out, len, "%s", s);
+}
