@@ -324,6 +324,14 @@ export class ModelTrainer {
     await this.exclusive(() => { native().trainerReduceGradients(this.live()) })
   }
 
+  /**
+   * Data parallelism: the next training forward draws adapter-dropout stream `index` of this update, the stream
+   * the index-th forward of one process would draw (a rank starts at its first micro-batch's index).
+   */
+  async setForwardIndex (index: number): Promise<void> {
+    await this.exclusive(() => { native().trainerSetForwardIndex(this.live(), index) })
+  }
+
   async zeroGrad (): Promise<void> {
     await this.exclusive(() => { native().trainerZeroGrad(this.live()) })
   }

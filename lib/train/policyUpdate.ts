@@ -84,6 +84,7 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
     for (let m = 0; m < B; m += microRows) {
       if (!mine(m)) continue
       const mb = seqs.slice(m, m + microRows)
+      if (dp !== undefined) await trainer.setForwardIndex(m / microRows)
       t = performance.now()
       const logp = await trainer.forward(mb.map((s) => s.tokens), { signal })
       if (update === 0) logp.forEach((x, i) => { oldLogp[m + i] = x.slice() })

@@ -503,6 +503,7 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
       for (let t = s.promptLength; t < s.tokens.length; t++) w[t] = 1 / targetTokens // mean NLL over every target token of the step
       return { tokens: s.tokens, weights: w }
     })
+    if (dp !== undefined) await trainer.setForwardIndex(m / micro)
     losses[m / micro] = (await trainer.step(batch, { signal })).loss
   }
   dp?.allreduce(losses)

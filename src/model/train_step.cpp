@@ -404,6 +404,12 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
   return loss;
 }
 
+void FullTrainer::set_forward_index(int index) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  if (index < 0) throw Error("ERR_INVALID_ARG", "trainer: forward index must be >= 0");
+  forwards_in_step_ = index;
+}
+
 void FullTrainer::reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   size_t total = 0;

@@ -99,6 +99,12 @@ class Trainer {
     (void)sum;
     throw Error("ERR_UNSUPPORTED", "this trainer cannot sum gradients over ranks (multi-rank training runs on the cpu device)");
   }
+  // Data parallelism: the next training forward draws dropout stream `index` of this update (a rank whose first
+  // micro-batch is the update's k-th must draw what the k-th forward of one process would).
+  virtual void set_forward_index(int index) {
+    (void)index;
+    throw Error("ERR_UNSUPPORTED", "this trainer cannot set its dropout stream (multi-rank training runs on the cpu device)");
+  }
   virtual size_t adapted_modules() const { return 0; }
   virtual std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
     (void)i;
@@ -131,6 +137,7 @@ class FullTrainer final : public Trainer {
   size_t adapted_modules() const override { return adapters_.size(); }
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override;
   void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override;
+  void set_forward_index(int index) override;
 
  private:
   // What the backward needs from a forward: every layer's activations, the final residual stream and norm

@@ -13,6 +13,7 @@
 //   trainerZeroGrad(handle), trainerDispose(handle)
 //   trainerReduceGradients(handle)   (sums the gradients over MPI ranks in place, the same bits on every rank;
 //                                     synchronous, on the thread that initialised MPI)
+//   trainerSetForwardIndex(handle, i) (the next training forward draws dropout stream i of this update)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -406,7 +407,15 @@ Napi::Value trainer_reduce_gradients(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value trainer_set_forward_index(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetForwardIndex"};
+  auto t = trainer_of(a, 0);
+  t->set_forward_index((int)a.integer(1, "index", 0, 1 << 30));
+  return info.Env().Undefined();
+}
+
 RECODE_EXPORT("trainerReduceGradients", trainer_reduce_gradients);
+RECODE_EXPORT("trainerSetForwardIndex", trainer_set_forward_index);
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
 RECODE_EXPORT("trainerForward", trainer_forward);
