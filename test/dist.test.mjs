@@ -159,3 +159,26 @@ t.test('a rank killed mid-run ends the run with an error naming it', { skip: mpi
   const leftovers = fs.readdirSync(path.join(dir, 'checkpoints')).filter((f) => f.includes('tmp'))
   t.same(leftovers, [], 'no half-written checkpoint')
 })
+
+t.test('a rank that stops answering ends the run, named, within the watchdog timeout', { skip: mpiWhy || false }, async (t) => {
+  const dir = path.join(tmp, 'stopped')
+  const config = { ...base, algorithm: 'grpo', steps: 400, checkpointEvery: 1 }
+  const p = spawn('mpirun', [...mpirunArgs(2), process.execPath, child, JSON.stringify(config), dir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RECODE_DIST_TIMEOUT: '10' } })
+  let out = ''
+  p.stdout.on('data', (d) => { out += d })
+  p.stderr.on('data', (d) => { out += d })
+  const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)))
+  for (let i = 0; i < 600 && !/step 2\n/.test(out); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(out, /step 2\n/, 'the run trains')
+  const victim = Number(fs.readFileSync(`${dir}.pid-1`, 'utf8'))
+  const stoppedAt = Date.now()
+  process.kill(victim, 'SIGSTOP') // alive but silent: no exit for mpirun to notice
+  const backstop = setTimeout(() => { p.kill('SIGKILL'); try { process.kill(victim, 'SIGKILL') } catch {} }, 120000)
+  const code = await exited
+  clearTimeout(backstop)
+  const seconds = (Date.now() - stoppedAt) / 1000
+  t.not(code, 0, 'the launcher fails')
+  t.ok(seconds < 60, `the run ended ${seconds.toFixed(1)} s after rank 1 stopped (watchdog 10 s)`)
+  t.match(out, /rank 1 has not answered rank 0/, 'the error names the silent rank')
+  t.same(fs.readdirSync(path.join(dir, 'checkpoints')).filter((f) => f.includes('tmp')), [], 'no half-written checkpoint')
+})

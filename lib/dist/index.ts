@@ -77,10 +77,12 @@ export interface Traffic { bytes: number, calls: number }
 
 /**
  * The processes of one training run. A world of one has no engine and every collective is the identity. Collectives
- * block the main thread (MPI runs FUNNELED: every call from the thread that initialised it).
+ * block the main thread (every call from the thread that initialised MPI).
  */
 export class World {
   readonly traffic: Traffic = { bytes: 0, calls: 0 }
+  /** Whether heartbeats watch the other ranks (RECODE_DIST_TIMEOUT seconds, default 30; needs MPI_THREAD_MULTIPLE). */
+  watchdog = false
   constructor (readonly rank: number, readonly size: number, readonly localRank: number, readonly localSize: number, readonly launcher: LaunchEnvironment['launcher']) {}
   get isRoot (): boolean { return this.rank === 0 }
 
@@ -148,6 +150,10 @@ export function currentWorld (): World {
     const r = native().mpiInit() as { rank: number, size: number, localRank: number, localSize: number }
     if (r.size !== launch.size) throw new RecodeError('ERR_DIST', `MPI reports ${r.size} ranks but the launcher's environment says ${launch.size} (is this recode's MPI the one mpirun belongs to?)`)
     world = new World(r.rank, r.size, r.localRank, r.localSize, launch.launcher)
+    // Heartbeats: a rank that stops answering (stopped, hung, its node gone) ends the run within the timeout, named.
+    const timeout = Number(process.env.RECODE_DIST_TIMEOUT ?? 30)
+    if (!(timeout >= 0)) throw new RecodeError('ERR_CONFIG', `RECODE_DIST_TIMEOUT=${JSON.stringify(process.env.RECODE_DIST_TIMEOUT)} must be a number of seconds (0: no watchdog)`)
+    if (timeout > 0) world.watchdog = native().mpiWatchdog(Math.min(2000, timeout * 250), timeout * 1000) as boolean
     if (process.env.RECODE_NUM_THREADS === undefined) setNumThreads(Math.max(1, Math.floor(systemInfo().hardwareThreads / r.localSize)))
     return world
   }

@@ -16,7 +16,8 @@ struct Shim {
 #define SHIM_FN(name) decltype(&recode_mpi_##name) name = nullptr;
   SHIM_FN(abi_version) SHIM_FN(library_version) SHIM_FN(init) SHIM_FN(initialized) SHIM_FN(finalize) SHIM_FN(rank)
   SHIM_FN(size) SHIM_FN(local_rank) SHIM_FN(local_size) SHIM_FN(allreduce_sum) SHIM_FN(broadcast) SHIM_FN(allgather)
-  SHIM_FN(reduce_scatter_sum) SHIM_FN(barrier) SHIM_FN(abort) SHIM_FN(error_string)
+  SHIM_FN(reduce_scatter_sum) SHIM_FN(barrier) SHIM_FN(abort) SHIM_FN(error_string) SHIM_FN(watchdog_start)
+  SHIM_FN(watchdog_stop)
 #undef SHIM_FN
 };
 
@@ -48,7 +49,8 @@ Status open_shim(const std::string& path, Shim& out, bool keep) {
 #define E(n) {"recode_mpi_" #n, reinterpret_cast<void**>(&out.n)}
   const Entry entries[] = {E(abi_version), E(library_version), E(init), E(initialized), E(finalize), E(rank),
                            E(size), E(local_rank), E(local_size), E(allreduce_sum), E(broadcast), E(allgather),
-                           E(reduce_scatter_sum), E(barrier), E(abort), E(error_string)};
+                           E(reduce_scatter_sum), E(barrier), E(abort), E(error_string),
+                           E(watchdog_start), E(watchdog_stop)};
 #undef E
   for (const Entry& e : entries) {
     *e.slot = dlsym(h, e.name);
@@ -146,6 +148,11 @@ void barrier() {
 void abort(int code) {
   if (initialized()) g_shim.abort(code);
   std::_Exit(code);
+}
+
+bool start_watchdog(int interval_ms, int timeout_ms) {
+  need_init("watchdog");
+  return shim().watchdog_start(interval_ms, timeout_ms) == 0;
 }
 
 void allreduce_sum_identical(float* buf, int64_t count) {

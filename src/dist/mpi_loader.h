@@ -1,6 +1,7 @@
 // The MPI shim (librecode_mpi.so beside the addon, built when CMake found an MPI), opened with dlopen on first
 // use. status() says whether it loaded, from where, the MPI library's version, and why not. The collectives
-// throw recode::Error(ERR_DIST) naming the MPI error; they must be called from the thread that called init().
+// throw recode::Error(ERR_DIST) naming the MPI error; they must be called from the thread that called init() (the watchdog's
+// heartbeats run on a thread of their own, on a communicator of their own).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,9 @@ void allgather(const void* send, void* recv, int64_t count, Type t);
 void reduce_scatter_sum(const void* send, void* recv, int64_t count, Type t);
 void barrier();
 [[noreturn]] void abort(int code);
+// Heartbeats between ranks: a rank silent for timeout_ms ends the run naming it. False when the MPI lacks
+// MPI_THREAD_MULTIPLE (then only mpirun's own handling of a rank that exits remains).
+bool start_watchdog(int interval_ms, int timeout_ms);
 
 // Sum of a float32 buffer over ranks with the same bits on every rank: reduce-scatter (each block summed on one
 // rank) then all-gather, so no rank sums in a different order from another. `scratch` is grown as needed.

@@ -5,12 +5,17 @@
 
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define VIS __attribute__((visibility("default")))
 
 static MPI_Comm g_local = MPI_COMM_NULL;
+static int g_thread_level = MPI_THREAD_SINGLE;
 /* MPI counts are int: big buffers go in pieces of at most this many elements. */
 static const int64_t kChunk = (int64_t)1 << 30;
 
@@ -46,8 +51,9 @@ VIS int recode_mpi_initialized(void) {
 VIS int recode_mpi_init(void) {
   if (recode_mpi_initialized()) return 0;
   int provided = 0;
-  int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+  int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
   if (rc != MPI_SUCCESS) return rc;
+  g_thread_level = provided;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int world = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &world);
@@ -57,6 +63,7 @@ VIS int recode_mpi_init(void) {
 }
 
 VIS int recode_mpi_finalize(void) {
+  recode_mpi_watchdog_stop();
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized || !recode_mpi_initialized()) return 0;
@@ -112,4 +119,83 @@ VIS void recode_mpi_error_string(int code, char* out, size_t len) {
   int n = 0;
   if (MPI_Error_string(code, s, &n) != MPI_SUCCESS) snprintf(s, sizeof s, "MPI error %d", code);
   snprintf(out, len, "%s", s);
+}
+
+/* ---- watchdog ------------------------------------------------------------------------------------------- */
+
+enum { kBeat = 1, kBye = 2 };
+static MPI_Comm g_hb = MPI_COMM_NULL;  /* its own communicator: heartbeats never match recode's messages */
+static pthread_t g_watch;
+static volatile int g_watch_running = 0, g_watch_stop = 0;
+static int g_interval_ms = 2000, g_timeout_ms = 30000;
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void send_all(int size, int me, int tag) {
+  static int payload = 0;
+  for (int k = 0; k < size; ++k) {
+    if (k == me) continue;
+    MPI_Request req;
+    if (MPI_Isend(&payload, 1, MPI_INT, k, tag, g_hb, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+  }
+}
+
+static void* watch(void* arg) {
+  (void)arg;
+  int me = 0, size = 1;
+  MPI_Comm_rank(g_hb, &me);
+  MPI_Comm_size(g_hb, &size);
+  double* seen = calloc((size_t)size, sizeof(double));
+  char* done = calloc((size_t)size, 1);
+  const double start = now_ms();
+  for (int k = 0; k < size; ++k) seen[k] = start;
+  double last_beat = 0;
+  while (!g_watch_stop) {
+    const double t = now_ms();
+    if (t - last_beat >= g_interval_ms) { send_all(size, me, kBeat); last_beat = t; }
+    for (;;) {
+      int flag = 0, payload = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, g_hb, &flag, &st) != MPI_SUCCESS || !flag) break;
+      MPI_Recv(&payload, 1, MPI_INT, st.MPI_SOURCE, st.MPI_TAG, g_hb, MPI_STATUS_IGNORE);
+      seen[st.MPI_SOURCE] = now_ms();
+      if (st.MPI_TAG == kBye) done[st.MPI_SOURCE] = 1;
+    }
+    for (int k = 0; k < size; ++k) {
+      if (k == me || done[k] || now_ms() - seen[k] < g_timeout_ms) continue;
+      fprintf(stderr, "recode: rank %d has not answered rank %d for %.0f s (stopped or hung); ending the run\n", k, me,
+              (now_ms() - seen[k]) / 1e3);
+      fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    usleep(50 * 1000);
+  }
+  send_all(size, me, kBye);
+  free(seen);
+  free(done);
+  return NULL;
+}
+
+VIS int recode_mpi_watchdog_start(int interval_ms, int timeout_ms) {
+  if (g_watch_running) return 0;
+  if (g_thread_level < MPI_THREAD_MULTIPLE) return MPI_ERR_OTHER;
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &g_hb);
+  if (rc != MPI_SUCCESS) return rc;
+  g_interval_ms = interval_ms > 0 ? interval_ms : 2000;
+  g_timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
+  g_watch_stop = 0;
+  if (pthread_create(&g_watch, NULL, watch, NULL) != 0) return MPI_ERR_OTHER;
+  g_watch_running = 1;
+  return 0;
+}
+
+VIS void recode_mpi_watchdog_stop(void) {
+  if (!g_watch_running) return;
+  g_watch_stop = 1;
+  pthread_join(g_watch, NULL);
+  g_watch_running = 0;
 }

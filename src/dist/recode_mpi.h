@@ -13,13 +13,14 @@
 extern "C" {
 #endif
 
-#define RECODE_MPI_ABI_VERSION 1
+#define RECODE_MPI_ABI_VERSION 2
 enum { RECODE_MPI_F32 = 0, RECODE_MPI_F64 = 1, RECODE_MPI_I64 = 2, RECODE_MPI_BYTE = 3 };
 
 int recode_mpi_abi_version(void);
 /* MPI_Get_library_version's text (first line), e.g. "Open MPI v4.1.4, ...". Works before init. */
 int recode_mpi_library_version(char* out, size_t len);
-/* MPI_Init_thread(FUNNELED): every call comes from the thread that called init. */
+/* MPI_Init_thread(MULTIPLE when the MPI has it, for the watchdog; recode's own calls all come from the thread that
+ * called init). */
 int recode_mpi_init(void);
 int recode_mpi_initialized(void);
 int recode_mpi_finalize(void);
@@ -37,6 +38,12 @@ int recode_mpi_reduce_scatter_sum(const void* send, void* recv, int64_t count, i
 int recode_mpi_barrier(void);
 void recode_mpi_abort(int code);
 void recode_mpi_error_string(int code, char* out, size_t len);
+/* A thread that sends every other rank a heartbeat each interval_ms and ends the run (MPI_Abort, after naming the
+ * rank on stderr) when one has sent none for timeout_ms: a stopped or hung rank cannot leave the others waiting in
+ * a collective. Needs MPI_THREAD_MULTIPLE (returns MPI_ERR_OTHER without it). stop() tells the others this rank
+ * finished, so its silence while it finalises is not taken for a hang. */
+int recode_mpi_watchdog_start(int interval_ms, int timeout_ms);
+void recode_mpi_watchdog_stop(void);
 
 #ifdef __cplusplus
 }

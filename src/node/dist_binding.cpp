@@ -8,7 +8,8 @@
 //   mpiAllgather(TypedArray) -> TypedArray of size() blocks     (rank r's block at r * length)
 //   mpiReduceScatter(TypedArray of size() blocks) -> TypedArray (the sum of every rank's block number rank())
 //   mpiBarrier(), mpiAbort(code)
-// The collectives block the calling (main) thread: MPI is initialised FUNNELED, every call from that thread.
+//   mpiWatchdog(intervalMs, timeoutMs) -> started   (heartbeats; a silent rank ends the run, named on stderr)
+// The collectives block the calling (main) thread: every call from the thread that initialised MPI.
 #include "dist/mpi_loader.h"
 #include "dist/nccl_loader.h"
 #include "node/napi_util.h"
@@ -145,6 +146,13 @@ Napi::Value mpi_reduce_scatter(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value mpi_watchdog(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiWatchdog"};
+  const int interval = (int)a.integer(0, "intervalMs", 1, 3600000);
+  const int timeout = (int)a.integer(1, "timeoutMs", 1, 86400000);
+  return Napi::Boolean::New(info.Env(), mpi::start_watchdog(interval, timeout));
+}
+
 Napi::Value mpi_barrier(const Napi::CallbackInfo& info) {
   mpi::barrier();
   return info.Env().Undefined();
@@ -167,5 +175,6 @@ RECODE_EXPORT("mpiAllgather", mpi_allgather);
 RECODE_EXPORT("mpiReduceScatter", mpi_reduce_scatter);
 RECODE_EXPORT("mpiBarrier", mpi_barrier);
 RECODE_EXPORT("mpiAbort", mpi_abort);
+RECODE_EXPORT("mpiWatchdog", mpi_watchdog);
 
 }  // namespace recode
