@@ -110,12 +110,14 @@ export const trainCommand: Command = {
     const onSigint = (): void => {
       interrupts++
       if (interrupts === 1) {
-        process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
+        if (currentWorld().isRoot) process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
         controller.abort()
       } else process.exit(130)
     }
     process.on('SIGINT', onSigint)
     const world = currentWorld()
+    // mpirun forwards SIGUSR1 to every rank: `--nproc` (or `kill -USR1 <mpirun pid>`) asks for a checkpoint and a stop
+    if (world.size > 1) process.on('SIGUSR1', onSigint)
     try {
       const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progressPrinter(), stopAfterStep: maxSteps })
       const s = result.summary
@@ -128,6 +130,7 @@ export const trainCommand: Command = {
     } catch (err) {
       const e = err as RecodeError & { checkpoint?: string }
       if (e.code === 'ABORT_ERR') {
+        if (!world.isRoot) return 130 // rank 0 says where its checkpoint is
         console.log(e.checkpoint !== undefined
           ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
           : 'stopped before the first step finished; nothing to resume')
@@ -141,15 +144,14 @@ export const trainCommand: Command = {
       throw err
     } finally {
       process.removeListener('SIGINT', onSigint)
+      process.removeListener('SIGUSR1', onSigint)
       if (world.size > 1) world.finalize()
     }
   }
 }
 
 /**
- * `--nproc N`: this machine's N ranks through mpirun, each running `recode train` with the other arguments. Ctrl-C
- * reaches every rank (one process group on the terminal), so the ranks stop as one process would and rank 0 saves
- * the checkpoint.
+ * `--nproc N`: this machine's N ranks through mpirun, each running `recode train` with the other arguments.
  */
 async function launchRanks (nproc: number, argv: string[]): Promise<number> {
   if (launchEnvironment().launcher !== 'none') throw new RecodeError('ERR_CONFIG', '--nproc starts mpirun itself; it cannot be given to a process that a launcher started')
@@ -162,16 +164,26 @@ async function launchRanks (nproc: number, argv: string[]): Promise<number> {
   const mpirun = process.env.RECODE_MPIRUN ?? 'mpirun'
   const launcherArgs = ['-np', String(nproc), '--oversubscribe', '--bind-to', 'none']
   if (process.getuid?.() === 0) launcherArgs.push('--allow-run-as-root')
-  const child = spawn(mpirun, [...launcherArgs, process.execPath, require.resolve('../cli'), 'train', ...args], { stdio: 'inherit' })
-  // Ctrl-C reaches the ranks directly (same process group); the launcher only waits for them.
-  const ignore = (): void => {}
-  process.on('SIGINT', ignore)
+  // mpirun in a process group of its own: a terminal's Ctrl-C reaches only this launcher, which turns the first one
+  // into SIGUSR1 (mpirun forwards it to the ranks: they stop at the next step and rank 0 saves a checkpoint) and a
+  // second one into SIGINT (mpirun ends the job at once).
+  const child = spawn(mpirun, [...launcherArgs, process.execPath, require.resolve('../cli'), 'train', ...args], { stdio: 'inherit', detached: true })
+  let interrupts = 0
+  const forward = (): void => {
+    interrupts++
+    if (interrupts === 1) process.stderr.write('\ninterrupted: the ranks finish the current step and save a checkpoint (Ctrl-C again to quit at once)\n')
+    child.kill(interrupts === 1 ? 'SIGUSR1' : 'SIGINT')
+  }
+  const terminate = (): void => { child.kill('SIGTERM') }
+  process.on('SIGINT', forward)
+  process.on('SIGTERM', terminate)
   try {
     return await new Promise<number>((resolve, reject) => {
       child.on('error', (err) => reject(new RecodeError('ERR_DIST', `--nproc: could not start ${mpirun} (${err.message}); install Open MPI (openmpi-bin) or MPICH`)))
       child.on('exit', (code, signal) => resolve(code ?? (signal !== null ? 128 + 2 : 1)))
     })
   } finally {
-    process.removeListener('SIGINT', ignore)
+    process.removeListener('SIGINT', forward)
+    process.removeListener('SIGTERM', terminate)
   }
 }

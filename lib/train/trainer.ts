@@ -270,7 +270,9 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
       ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
       activationRecomputation: config.activationRecomputation
     })
-    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal, options, started, world })
+    // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
+    // collective early would leave the others waiting in it.
+    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal: world.size > 1 ? undefined : signal, options, started, world })
   } finally {
     trainer?.dispose()
     model.dispose()
@@ -408,7 +410,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     }
     const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
     while (step < stopAt) {
-      if (signal?.aborted) throw abortError()
+      if (world.size > 1 ? world.allreduce(Float64Array.of(options.signal?.aborted === true ? 1 : 0))[0] > 0 : signal?.aborted) throw abortError()
       const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
       const record = stage === 'warm-start' || stage === 'sft'
         ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
