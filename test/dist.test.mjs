@@ -182,3 +182,24 @@ t.test('a rank that stops answering ends the run, named, within the watchdog tim
   t.match(out, /rank 1 has not answered rank 0/, 'the error names the silent rank')
   t.same(fs.readdirSync(path.join(dir, 'checkpoints')).filter((f) => f.includes('tmp')), [], 'no half-written checkpoint')
 })
+
+t.test('Ctrl-C on recode train --nproc 2 saves a checkpoint as one process does', { skip: mpiWhy || false }, async (t) => {
+  const dir = path.join(tmp, 'interrupted')
+  const cfg = path.join(tmp, 'interrupted.json')
+  fs.writeFileSync(cfg, JSON.stringify({ ...base, algorithm: 'grpo', steps: 400 }))
+  const p = spawn(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'train', '--nproc', '2', '--config', cfg, '--run-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  p.stdout.on('data', (d) => { out += d })
+  p.stderr.on('data', (d) => { out += d })
+  const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)))
+  for (let i = 0; i < 600 && !/grpo step \d+/.test(out); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(out, /grpo step \d+/, 'the ranks train')
+  p.kill('SIGINT') // what a terminal's Ctrl-C sends the launcher
+  const backstop = setTimeout(() => p.kill('SIGKILL'), 120000)
+  const code = await exited
+  clearTimeout(backstop)
+  t.equal(code, 130, 'exit status 130, as one process')
+  const m = /stopped; checkpoint (\S+)/.exec(out)
+  t.ok(m && fs.existsSync(path.join(m[1], 'manifest.json')), `a complete checkpoint: ${m?.[1]}`)
+  t.equal((out.match(/stopped; checkpoint/g) ?? []).length, 1, 'said once, by rank 0')
+})
