@@ -93,20 +93,25 @@ const metricsOf = (dir) => readMetrics(path.join(dir, 'metrics.jsonl')).records.
 const weights = (dir) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'))
 
 const cases = [
-  ['GRPO, full fine-tuning, KL to the base', { algorithm: 'grpo', klCoef: 0.001 }],
+  ['GRPO, full fine-tuning, KL to the base, ZeRO-1 (default), clipping', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5 }],
+  ['GRPO, full fine-tuning, KL to the base, ZeRO-1 off', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5, zero1: false }],
   ['GRPO, DoRA with dropout', { algorithm: 'grpo', ...dora }],
   ['DAPO with dynamic sampling, full fine-tuning', { algorithm: 'dapo', dynamicSampling: true, maxGenerationBatches: 3 }],
   ['DAPO with dynamic sampling, DoRA', { algorithm: 'dapo', dynamicSampling: true, maxGenerationBatches: 3, ...dora }],
-  ['SFT, full fine-tuning', { algorithm: 'sft' }],
+  ['SFT, full fine-tuning, ZeRO-1', { algorithm: 'sft' }],
+  ['SFT, full fine-tuning, ZeRO-1 off', { algorithm: 'sft', zero1: false }],
   ['SFT, DoRA with dropout', { algorithm: 'sft', ...dora }]
 ]
 for (const [name, extra] of cases) {
   t.test(`mpirun -np 2 equals one process with gradAccumulation 2: ${name}`, { skip: mpiWhy || false }, async (t) => {
     const config = { ...base, ...extra }
-    const one = path.join(tmp, `${config.algorithm}-${config.adapter ? 'dora' : 'full'}-one`)
-    const two = path.join(tmp, `${config.algorithm}-${config.adapter ? 'dora' : 'full'}-two`)
+    const tag = `${config.algorithm}-${config.adapter ? 'dora' : 'full'}-${config.zero1 === false ? 'nozero' : 'zero'}`
+    const one = path.join(tmp, `${tag}-one`)
+    const two = path.join(tmp, `${tag}-two`)
     runRanks(1, config, one)
-    runRanks(2, config, two)
+    const out = runRanks(2, config, two).stdout
+    const zero = config.zero1 ?? !config.adapter
+    t.match(out, new RegExp(`data parallel: 2 ranks \\(mpirun\\), 1 micro-batch\\(es\\) each, ZeRO-1 ${zero ? 'on' : 'off'}`), `ZeRO-1 ${zero ? 'on' : 'off'}`)
     const m1 = metricsOf(one)
     t.equal(m1.length, 5)
     t.ok(m1.some((r) => r.gradNorm > 0 && r.lr > 0), 'the run learns (non-zero gradients at a non-zero learning rate)')
@@ -117,16 +122,17 @@ for (const [name, extra] of cases) {
   })
 }
 
-t.test('a checkpoint resumes on another number of ranks exactly', { skip: mpiWhy || false }, async (t) => {
-  const config = { ...base, algorithm: 'grpo', ...dora }
-  const whole = path.join(tmp, 'resume-whole')
-  runRanks(1, config, whole)
-  for (const [first, second] of [[2, 1], [1, 2]]) {
-    const dir = path.join(tmp, `resume-${first}-${second}`)
-    runRanks(first, config, dir, 3)
-    runRanks(second, undefined, dir, 'resume')
-    t.same(metricsOf(dir), metricsOf(whole), `${first} rank(s) then ${second}: the same metrics`)
-    t.ok(weights(dir).equals(weights(whole)), `${first} rank(s) then ${second}: the same weights`)
+t.test('a checkpoint resumes on another number of ranks exactly (DoRA; full fine-tuning with ZeRO-1)', { skip: mpiWhy || false }, async (t) => {
+  for (const [kind, config] of [['dora', { ...base, algorithm: 'grpo', ...dora }], ['zero1', { ...base, algorithm: 'grpo', gradClip: 0.5 }]]) {
+    const whole = path.join(tmp, `resume-${kind}-whole`)
+    runRanks(1, config, whole)
+    for (const [first, second] of [[2, 1], [1, 2]]) {
+      const dir = path.join(tmp, `resume-${kind}-${first}-${second}`)
+      runRanks(first, config, dir, 3)
+      runRanks(second, undefined, dir, 'resume')
+      t.same(metricsOf(dir), metricsOf(whole), `${kind}, ${first} rank(s) then ${second}: the same metrics`)
+      t.ok(weights(dir).equals(weights(whole)), `${kind}, ${first} rank(s) then ${second}: the same weights`)
+    }
   }
 })
 

@@ -272,6 +272,9 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
     })
     // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
     // collective early would leave the others waiting in it.
+    // ZeRO-1 before any state is loaded (a resume then keeps only this rank's shard of the moments)
+    if (world.size > 1 && (config.zero1 ?? config.adapter.type === 'none')) await trainer.setZero1(true)
+    if (world.size > 1) emit({ type: 'log', message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}` })
     return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal: world.size > 1 ? undefined : signal, options, started, world })
   } finally {
     trainer?.dispose()
@@ -312,6 +315,7 @@ function dataParallel (world: World, trainer: ModelTrainer): DataParallel | unde
     size: world.size,
     allreduce: (a) => world.allreduce(a),
     reduceGradients: async () => {
+      if (trainer.zero1) return // applyAdamW reduce-scatters them itself
       await trainer.sumGradientsOverRanks()
       world.traffic.calls++
     }
@@ -386,7 +390,10 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const prompts: PromptSource = { rows: data.train, text: promptText, ids: promptIds, usable, cursor }
   let lastCheckpoint = resumeFrom?.dir ?? ''
   const checkpoint = async (): Promise<string> => {
-    if (!world.isRoot) return lastCheckpoint // rank 0 writes the single-process checkpoint
+    if (!world.isRoot) {
+      if (trainer.zero1) await trainer.state() // rank 0 gathers the sharded moments: every rank takes part
+      return lastCheckpoint // rank 0 writes the single-process checkpoint
+    }
     const state = await trainer.state()
     const dir = saveCheckpoint(ckptRoot, {
       step,

@@ -17,7 +17,7 @@ struct Shim {
   SHIM_FN(abi_version) SHIM_FN(library_version) SHIM_FN(init) SHIM_FN(initialized) SHIM_FN(finalize) SHIM_FN(rank)
   SHIM_FN(size) SHIM_FN(local_rank) SHIM_FN(local_size) SHIM_FN(allreduce_sum) SHIM_FN(broadcast) SHIM_FN(allgather)
   SHIM_FN(reduce_scatter_sum) SHIM_FN(barrier) SHIM_FN(abort) SHIM_FN(error_string) SHIM_FN(watchdog_start)
-  SHIM_FN(watchdog_stop)
+  SHIM_FN(watchdog_stop) SHIM_FN(reduce_scatterv_sum) SHIM_FN(allgatherv)
 #undef SHIM_FN
 };
 
@@ -50,7 +50,7 @@ Status open_shim(const std::string& path, Shim& out, bool keep) {
   const Entry entries[] = {E(abi_version), E(library_version), E(init), E(initialized), E(finalize), E(rank),
                            E(size), E(local_rank), E(local_size), E(allreduce_sum), E(broadcast), E(allgather),
                            E(reduce_scatter_sum), E(barrier), E(abort), E(error_string),
-                           E(watchdog_start), E(watchdog_stop)};
+                           E(watchdog_start), E(watchdog_stop), E(reduce_scatterv_sum), E(allgatherv)};
 #undef E
   for (const Entry& e : entries) {
     *e.slot = dlsym(h, e.name);
@@ -140,6 +140,14 @@ void allgather(const void* send, void* recv, int64_t count, Type t) {
 void reduce_scatter_sum(const void* send, void* recv, int64_t count, Type t) {
   need_init("reduce-scatter");
   check(shim().reduce_scatter_sum(send, recv, count, (int)t), "reduce-scatter");
+}
+void reduce_scatterv_sum(const void* send, void* recv, const int64_t* counts, Type t) {
+  need_init("reduce-scatter");
+  check(shim().reduce_scatterv_sum(send, recv, counts, (int)t), "reduce-scatter");
+}
+void allgatherv(const void* send, void* recv, const int64_t* counts, Type t) {
+  need_init("allgather");
+  check(shim().allgatherv(send, recv, counts, (int)t), "allgather");
 }
 void barrier() {
   need_init("barrier");

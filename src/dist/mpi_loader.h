@@ -32,6 +32,9 @@ void allreduce_sum(void* buf, int64_t count, Type t);
 void broadcast(void* buf, int64_t bytes, int root);
 void allgather(const void* send, void* recv, int64_t count, Type t);
 void reduce_scatter_sum(const void* send, void* recv, int64_t count, Type t);
+// Variable blocks: counts[r] elements of rank r, one after another (ZeRO shards).
+void reduce_scatterv_sum(const void* send, void* recv, const int64_t* counts, Type t);
+void allgatherv(const void* send, void* recv, const int64_t* counts, Type t);
 void barrier();
 [[noreturn]] void abort(int code);
 // Heartbeats between ranks: a rank silent for timeout_ms ends the run naming it. False when the MPI lacks

@@ -110,6 +110,41 @@ VIS int recode_mpi_reduce_scatter_sum(const void* send, void* recv, int64_t coun
   return MPI_Reduce_scatter_block(send, recv, (int)count, t, MPI_SUM, MPI_COMM_WORLD);
 }
 
+/* int counts and displacements for MPI's v-collectives; MPI_ERR_COUNT when a block or the total is over INT_MAX. */
+static int int_counts(const int64_t* counts, int* out, int* displs) {
+  int size = recode_mpi_size();
+  int64_t at = 0;
+  for (int r = 0; r < size; ++r) {
+    if (counts[r] > INT_MAX || at > INT_MAX) return MPI_ERR_COUNT;
+    out[r] = (int)counts[r];
+    displs[r] = (int)at;
+    at += counts[r];
+  }
+  return 0;
+}
+
+VIS int recode_mpi_reduce_scatterv_sum(const void* send, void* recv, const int64_t* counts, int dtype) {
+  int64_t elem;
+  MPI_Datatype t = type_of(dtype, &elem);
+  int size = recode_mpi_size();
+  int* c = malloc(sizeof(int) * 2 * (size_t)size);
+  int rc = int_counts(counts, c, c + size);
+  if (rc == 0) rc = MPI_Reduce_scatter(send, recv, c, t, MPI_SUM, MPI_COMM_WORLD);
+  free(c);
+  return rc;
+}
+
+VIS int recode_mpi_allgatherv(const void* send, void* recv, const int64_t* counts, int dtype) {
+  int64_t elem;
+  MPI_Datatype t = type_of(dtype, &elem);
+  int size = recode_mpi_size();
+  int* c = malloc(sizeof(int) * 2 * (size_t)size);
+  int rc = int_counts(counts, c, c + size);
+  if (rc == 0) rc = MPI_Allgatherv(send, c[recode_mpi_rank()], t, recv, c, c + size, t, MPI_COMM_WORLD);
+  free(c);
+  return rc;
+}
+
 VIS int recode_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 
 VIS void recode_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }

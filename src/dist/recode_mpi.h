@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-#define RECODE_MPI_ABI_VERSION 2
+#define RECODE_MPI_ABI_VERSION 3
 enum { RECODE_MPI_F32 = 0, RECODE_MPI_F64 = 1, RECODE_MPI_I64 = 2, RECODE_MPI_BYTE = 3 };
 
 int recode_mpi_abi_version(void);
@@ -35,6 +35,9 @@ int recode_mpi_broadcast(void* buf, int64_t bytes, int root);
 int recode_mpi_allgather(const void* send, void* recv, int64_t count, int dtype);
 /* send holds size() blocks of `count` elements; recv gets the sum of every rank's block number rank(). */
 int recode_mpi_reduce_scatter_sum(const void* send, void* recv, int64_t count, int dtype);
+/* Variable blocks (ZeRO shards): counts[r] elements for rank r, laid out one after another. */
+int recode_mpi_reduce_scatterv_sum(const void* send, void* recv, const int64_t* counts, int dtype);
+int recode_mpi_allgatherv(const void* send, void* recv, const int64_t* counts, int dtype);
 int recode_mpi_barrier(void);
 void recode_mpi_abort(int code);
 void recode_mpi_error_string(int code, char* out, size_t len);

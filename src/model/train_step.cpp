@@ -518,6 +518,7 @@ double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, 
 double FullTrainer::apply_adamw(const AdamWOptions& o) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   pending_.reset();  // its activations belong to the old weights
+  if (zero_) return apply_adamw_zero1(o);
   std::vector<float*> grads;
   std::vector<int64_t> sizes;
   for (TrainTensor& t : tensors_) {
@@ -567,6 +568,19 @@ void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t 
     if (u.param) {
       std::copy(u.param, u.param + n, t.param->data());
       weights_changed = true;
+    }
+    if (zero_) {
+      // only this rank's chunks of the given moments
+      int64_t off = 0;
+      for (size_t c = zero_->first; c < zero_->last; ++c) {
+        const Zero1::Chunk& ch = zero_->chunks[c];
+        if (ch.tensor == u.index) {
+          if (u.exp_avg) std::copy(u.exp_avg + ch.begin, u.exp_avg + ch.end, zero_->m.begin() + off);
+          if (u.exp_avg_sq) std::copy(u.exp_avg_sq + ch.begin, u.exp_avg_sq + ch.end, zero_->v.begin() + off);
+        }
+        off += ch.end - ch.begin;
+      }
+      continue;
     }
     if (u.exp_avg) std::copy(u.exp_avg, u.exp_avg + n, t.exp_avg.data());
     if (u.exp_avg_sq) std::copy(u.exp_avg_sq, u.exp_avg_sq + n, t.exp_avg_sq.data());

@@ -14,6 +14,8 @@
 //   trainerReduceGradients(handle)   (sums the gradients over MPI ranks in place, the same bits on every rank;
 //                                     synchronous, on the thread that initialised MPI)
 //   trainerSetForwardIndex(handle, i) (the next training forward draws dropout stream i of this update)
+//   trainerSetZero1(handle, on)       (AdamW moments sharded over the MPI ranks; trainerState then gathers them:
+//                                     every rank must call it)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -306,6 +308,11 @@ Napi::Value trainer_parameters(const Napi::CallbackInfo& info) {
 Napi::Value trainer_state(const Napi::CallbackInfo& info) {
   Args a{info, "trainerState"};
   auto t = trainer_of(a, 0);
+  t->gather_moments();  // ZeRO-1: every rank's shard (a collective); no-op otherwise
+  struct Release {
+    Trainer* t;
+    ~Release() { t->release_moments(); }
+  } release{t.get()};
   const auto& ts = t->tensors();
   Napi::Array list = Napi::Array::New(info.Env(), ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -414,7 +421,15 @@ Napi::Value trainer_set_forward_index(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value trainer_set_zero1(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetZero1"};
+  auto t = trainer_of(a, 0);
+  t->set_zero1(a.boolean(1, "on"));
+  return info.Env().Undefined();
+}
+
 RECODE_EXPORT("trainerReduceGradients", trainer_reduce_gradients);
+RECODE_EXPORT("trainerSetZero1", trainer_set_zero1);
 RECODE_EXPORT("trainerSetForwardIndex", trainer_set_forward_index);
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
