@@ -10,7 +10,7 @@ import * as path from 'path'
 import { spawn, spawnSync } from 'child_process'
 import { require } from './helpers.mjs'
 
-const { distInfo, probeEngine, launchEnvironment, readMetrics } = require('../dist/cjs/index.js')
+const { distInfo, probeEngine, launchEnvironment, readMetrics, rendezvous, ncclUniqueId } = require('../dist/cjs/index.js')
 const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-dist-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -58,6 +58,21 @@ t.test('launch environment: mpirun, torchrun, Slurm, nothing', async (t) => {
   t.same(launchEnvironment({ SLURM_PROCID: '2', SLURM_NTASKS: '4', SLURM_LOCALID: '0' }), { launcher: 'slurm', rank: 2, size: 4, localRank: 0, masterAddr: undefined, masterPort: undefined })
   t.same(launchEnvironment({ OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '2', RANK: '1', WORLD_SIZE: '2' }).launcher, 'mpirun', 'mpirun wins over torchrun variables')
   t.throws(() => launchEnvironment({ RANK: 'x', WORLD_SIZE: '2' }), { code: 'ERR_CONFIG', message: /RANK="x"/ })
+})
+
+t.test('torchrun-style rendezvous: rank 0 hands every rank the same id; a missing rank is named', async (t) => {
+  if (info.nccl.loaded) t.equal(ncclUniqueId().length, 128, 'NCCL gives a 128-byte unique id')
+  else t.throws(() => ncclUniqueId(), { code: 'ERR_NCCL_UNAVAILABLE', message: /NCCL could not be loaded/ }, 'without NCCL: an error saying why')
+  const port = await new Promise((resolve) => { const s = require('net').createServer().listen(0, () => { const p = s.address().port; s.close(() => resolve(p)) }) })
+  const id = Uint8Array.from({ length: 128 }, (_, i) => (i * 37 + 11) & 255)
+  // the other ranks first: they retry until rank 0 listens
+  const others = [1, 2, 3].map((rank) => rendezvous({ rank, size: 4, host: '127.0.0.1', port, timeoutMs: 30000 }))
+  const got = await Promise.all([rendezvous({ rank: 0, size: 4, host: '127.0.0.1', port, payload: id, timeoutMs: 30000 }), ...others])
+  for (const [r, g] of got.entries()) t.same(Array.from(g), Array.from(id), `rank ${r} has rank 0's id`)
+  const late = rendezvous({ rank: 0, size: 3, host: '127.0.0.1', port, payload: id, timeoutMs: 1500 })
+  const one = rendezvous({ rank: 2, size: 3, host: '127.0.0.1', port, timeoutMs: 1500 })
+  await t.rejects(late, { code: 'ERR_DIST', message: /rank\(s\) 1 of 3 did not arrive/ }, 'rank 0 names the rank that never came')
+  await t.rejects(one, { code: 'ERR_DIST' }, 'the waiting rank fails too')
 })
 
 t.test('collectives under mpirun -np 2', { skip: mpiWhy || false }, async (t) => {

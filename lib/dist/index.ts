@@ -72,6 +72,13 @@ export function launchEnvironment (env: NodeJS.ProcessEnv = process.env): Launch
   return { launcher: 'none', rank: 0, size: 1, localRank: 0 }
 }
 
+export { rendezvous, type RendezvousOptions } from './rendezvous'
+
+/** NCCL's unique id (128 bytes) for ncclCommInitRank; ERR_NCCL_UNAVAILABLE, saying why, without NCCL. */
+export function ncclUniqueId (): Uint8Array {
+  return native().ncclUniqueId() as Uint8Array
+}
+
 /** Bytes a world moved through its collectives (the bench reports them per step). */
 export interface Traffic { bytes: number, calls: number }
 

@@ -8,8 +8,12 @@
 //   mpiAllgather(TypedArray) -> TypedArray of size() blocks     (rank r's block at r * length)
 //   mpiReduceScatter(TypedArray of size() blocks) -> TypedArray (the sum of every rank's block number rank())
 //   mpiBarrier(), mpiAbort(code)
+//   ncclUniqueId() -> Uint8Array(128)                    (rank 0's id for the torchrun-style rendezvous)
 //   mpiWatchdog(intervalMs, timeoutMs) -> started   (heartbeats; a silent rank ends the run, named on stderr)
 // The collectives block the calling (main) thread: every call from the thread that initialised MPI.
+#include <cstring>
+
+#include "core/error.h"
 #include "dist/mpi_loader.h"
 #include "dist/nccl_loader.h"
 #include "node/napi_util.h"
@@ -153,6 +157,17 @@ Napi::Value mpi_watchdog(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), mpi::start_watchdog(interval, timeout));
 }
 
+// ncclUniqueId() -> Uint8Array(128): what rank 0 hands every rank at the rendezvous (ERR_NCCL_UNAVAILABLE without NCCL).
+Napi::Value nccl_unique_id(const Napi::CallbackInfo& info) {
+  const nccl::Api& api = nccl::api();
+  nccl::ncclUniqueId id{};
+  nccl::ncclResult_t rc = api.GetUniqueId(&id);
+  if (rc != nccl::ncclSuccess) throw Error("ERR_DIST", std::string("ncclGetUniqueId failed: ") + api.GetErrorString(rc));
+  auto out = Napi::Uint8Array::New(info.Env(), sizeof id.internal);
+  std::memcpy(out.Data(), id.internal, sizeof id.internal);
+  return out;
+}
+
 Napi::Value mpi_barrier(const Napi::CallbackInfo& info) {
   mpi::barrier();
   return info.Env().Undefined();
@@ -176,5 +191,6 @@ RECODE_EXPORT("mpiReduceScatter", mpi_reduce_scatter);
 RECODE_EXPORT("mpiBarrier", mpi_barrier);
 RECODE_EXPORT("mpiAbort", mpi_abort);
 RECODE_EXPORT("mpiWatchdog", mpi_watchdog);
+RECODE_EXPORT("ncclUniqueId", nccl_unique_id);
 
 }  // namespace recode
