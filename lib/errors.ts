@@ -7,7 +7,8 @@
  * malformed), ERR_PYTHON (no usable python3), ERR_CUDA_UNAVAILABLE, ERR_NATIVE_LOAD (the addon did not
  * load), ERR_KERNEL (a native kernel failed), ERR_OUTPUT (an output folder or file cannot be created; names
  * it), ERR_OUTPUT_EXISTS (an output folder holds files and overwriting was not asked for), ABORT_ERR (cancelled
- * through an AbortSignal).
+ * through an AbortSignal), ERR_DIST (a multi-process run cannot start or a collective failed: names the rank),
+ * ERR_NCCL_UNAVAILABLE (NCCL was asked for and could not be loaded; says why).
  */
 export class RecodeError extends Error {
   readonly code: string

@@ -1,5 +1,6 @@
 import { execFileSync } from 'child_process'
 import { systemInfo } from '../device'
+import { distInfo, launchEnvironment } from '../dist'
 import { addonPath } from '../native'
 import type { Command } from './types'
 import { isolationSummary, probeIsolation } from '../eval/sandbox'
@@ -34,6 +35,7 @@ export function doctorReport (): Record<string, unknown> {
     addon: addonPath(),
     cpu: { model: info.cpuModel, hardwareThreads: info.hardwareThreads, threadsUsed: info.threads, simdDetected: info.simdDetected, simdUsed: info.simdActive, compiler: info.compiler },
     cuda: info.cuda,
+    dist: distReport(),
     python3: probe(process.env.RECODE_PYTHON ?? 'python3', ['--version']),
     sandbox: isolationSummary(),
     sandboxProtections: sandboxProtections()
@@ -42,7 +44,7 @@ export function doctorReport (): Record<string, unknown> {
 
 export const doctor: Command = {
   name: 'doctor',
-  summary: 'print what recode found on this machine: CPU, SIMD, CUDA library, driver and devices, python3, which sandbox protections hold',
+  summary: 'print what recode found on this machine: CPU, SIMD, CUDA library, driver and devices, MPI and NCCL, python3, which sandbox protections hold',
   usage: 'recode doctor [--json]',
   async run (argv) {
     const r = doctorReport() as any
@@ -60,10 +62,25 @@ export const doctor: Command = {
     if (r.cuda.driverVersion !== undefined) lines.push(`          driver API ${fmtCuda(r.cuda.driverVersion)}, runtime ${fmtCuda(r.cuda.runtimeVersion)} (linked statically)`)
     for (const d of r.cuda.devices) lines.push(`          device ${d.index}: ${d.name}, compute ${d.computeCapability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs`)
     lines.push(r.cuda.available ? '          GPU backend: available' : `          GPU backend: unavailable: ${r.cuda.reason}; the CPU backend serves`)
+    const d = r.dist
+    lines.push(d.mpi.loaded ? `mpi:      ${d.mpi.version} (shim ${d.mpi.library}); launch: mpirun -np N recode train ..., or recode train --nproc N` : `mpi:      unavailable: ${d.mpi.error}; training runs in one process`)
+    lines.push(d.nccl.loaded ? `nccl:     ${d.nccl.versionString} (${d.nccl.library})` : `nccl:     unavailable: ${d.nccl.error}`)
+    if (d.launch.launcher !== 'none') lines.push(`launch:   started by ${d.launch.launcher} as rank ${d.launch.rank} of ${d.launch.size} (local rank ${d.launch.localRank})`)
     lines.push(`python3:  ${r.python3}`)
     lines.push(`sandbox:  ${r.sandbox}`)
     console.log(lines.join('\n'))
     return 0
+  }
+}
+
+/** The optional collective engines and how this process was launched (nothing is initialised). */
+function distReport (): Record<string, any> {
+  try {
+    const d = distInfo()
+    return { mpi: { loaded: d.mpi.loaded, library: d.mpi.library, version: d.mpi.version, error: d.mpi.error }, nccl: d.nccl, launch: launchEnvironment() }
+  } catch (err) {
+    const why = (err as Error).message
+    return { mpi: { loaded: false, error: why }, nccl: { loaded: false, error: why }, launch: { launcher: 'none' } }
   }
 }
 

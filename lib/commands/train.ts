@@ -4,6 +4,8 @@ import { loadTrainConfigFile, trainFlagsToConfig, validateTrainConfig } from '..
 import { train, type TrainEvent } from '../train/trainer'
 import type { HeldOutScores } from '../train/heldout'
 import type { Command } from './types'
+import { spawn } from 'child_process'
+import { currentWorld, launchEnvironment } from '../dist'
 
 const scoreLine = (s: HeldOutScores): string =>
   `format rate ${(s.formatRate * 100).toFixed(1)}%   ES* ${s.esStar.toFixed(3)}   exact match ${(s.exactMatch * 100).toFixed(1)}%`
@@ -67,12 +69,13 @@ function progressPrinter (): (e: TrainEvent) => void {
 export const trainCommand: Command = {
   name: 'train',
   summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
-  usage: 'recode train [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+  usage: 'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
   async run (argv) {
     let configFile: string | undefined
     let resume: string | undefined
     let runDir: string | undefined
     let maxSteps: number | undefined
+    let nproc: number | undefined
     const rest: string[] = []
     for (let i = 0; i < argv.length; i++) {
       const a = argv[i]
@@ -85,11 +88,16 @@ export const trainCommand: Command = {
       if (flag === '--config') configFile = value()
       else if (flag === '--resume') resume = value()
       else if (flag === '--run-dir') runDir = value()
+      else if (flag === '--nproc') {
+        nproc = Number(value())
+        if (!Number.isInteger(nproc) || nproc < 1) throw new RecodeError('ERR_CONFIG', '--nproc must be a positive integer')
+      }
       else if (flag === '--max-steps') {
         maxSteps = Number(value())
         if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new RecodeError('ERR_CONFIG', '--max-steps must be a positive integer')
       } else rest.push(a)
     }
+    if (nproc !== undefined && nproc > 1) return await launchRanks(nproc, argv)
     const overrides = trainFlagsToConfig(rest)
     let config: unknown
     if (resume !== undefined) {
@@ -102,11 +110,14 @@ export const trainCommand: Command = {
     const onSigint = (): void => {
       interrupts++
       if (interrupts === 1) {
-        process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
+        if (currentWorld().isRoot) process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
         controller.abort()
       } else process.exit(130)
     }
     process.on('SIGINT', onSigint)
+    const world = currentWorld()
+    // mpirun forwards SIGUSR1 to every rank: `--nproc` (or `kill -USR1 <mpirun pid>`) asks for a checkpoint and a stop
+    if (world.size > 1) process.on('SIGUSR1', onSigint)
     try {
       const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progressPrinter(), stopAfterStep: maxSteps })
       const s = result.summary
@@ -119,14 +130,60 @@ export const trainCommand: Command = {
     } catch (err) {
       const e = err as RecodeError & { checkpoint?: string }
       if (e.code === 'ABORT_ERR') {
+        if (!world.isRoot) return 130 // rank 0 says where its checkpoint is
         console.log(e.checkpoint !== undefined
           ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
           : 'stopped before the first step finished; nothing to resume')
         return 130
       }
+      if (world.size > 1) {
+        // one rank failing must not leave the others waiting in a collective: name it and end them all
+        process.stderr.write(`recode train: rank ${world.rank} of ${world.size} failed: ${(err as Error).message}\n`)
+        world.abort(1)
+      }
       throw err
     } finally {
       process.removeListener('SIGINT', onSigint)
+      process.removeListener('SIGUSR1', onSigint)
+      if (world.size > 1) world.finalize()
     }
+  }
+}
+
+/**
+ * `--nproc N`: this machine's N ranks through mpirun, each running `recode train` with the other arguments.
+ */
+async function launchRanks (nproc: number, argv: string[]): Promise<number> {
+  if (launchEnvironment().launcher !== 'none') throw new RecodeError('ERR_CONFIG', '--nproc starts mpirun itself; it cannot be given to a process that a launcher started')
+  const args: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--nproc') { i++; continue }
+    if (argv[i].startsWith('--nproc=')) continue
+    args.push(argv[i])
+  }
+  const mpirun = process.env.RECODE_MPIRUN ?? 'mpirun'
+  const launcherArgs = ['-np', String(nproc), '--oversubscribe', '--bind-to', 'none']
+  if (process.getuid?.() === 0) launcherArgs.push('--allow-run-as-root')
+  // mpirun in a process group of its own: a terminal's Ctrl-C reaches only this launcher, which turns the first one
+  // into SIGUSR1 (mpirun forwards it to the ranks: they stop at the next step and rank 0 saves a checkpoint) and a
+  // second one into SIGINT (mpirun ends the job at once).
+  const child = spawn(mpirun, [...launcherArgs, process.execPath, require.resolve('../cli'), 'train', ...args], { stdio: 'inherit', detached: true })
+  let interrupts = 0
+  const forward = (): void => {
+    interrupts++
+    if (interrupts === 1) process.stderr.write('\ninterrupted: the ranks finish the current step and save a checkpoint (Ctrl-C again to quit at once)\n')
+    child.kill(interrupts === 1 ? 'SIGUSR1' : 'SIGINT')
+  }
+  const terminate = (): void => { child.kill('SIGTERM') }
+  process.on('SIGINT', forward)
+  process.on('SIGTERM', terminate)
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.on('error', (err) => reject(new RecodeError('ERR_DIST', `--nproc: could not start ${mpirun} (${err.message}); install Open MPI (openmpi-bin) or MPICH`)))
+      child.on('exit', (code, signal) => resolve(code ?? (signal !== null ? 128 + 2 : 1)))
+    })
+  } finally {
+    process.removeListener('SIGINT', forward)
+    process.removeListener('SIGTERM', terminate)
   }
 }

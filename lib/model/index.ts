@@ -189,6 +189,8 @@ export class Model implements LanguageModel {
     if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string' || s.length === 0)) throw invalidArg('generate: stop must be an array of non-empty strings')
     const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32)
     if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 53) throw invalidArg(`generate: seed must be an integer in [0, 2^53), got ${seed}`)
+    const firstRow = options.firstRow ?? 0
+    if (!Number.isInteger(firstRow) || firstRow < 0 || firstRow >= 2 ** 40) throw invalidArg(`generate: firstRow must be an integer in [0, 2^40), got ${firstRow}`)
     const signal = options.signal
     throwIfAborted(signal)
 
@@ -204,7 +206,7 @@ export class Model implements LanguageModel {
     })
     const results: Generation[][] = prompts.map(() => new Array<Generation>(n))
     const pending: Job[] = []
-    for (let p = 0; p < prompts.length; p++) for (let s = 0; s < n; s++) pending.push({ prompt: p, sample: s, rowId: p * n + s, input: encoded[p], ids: [], logprobs: [], slot: -1 })
+    for (let p = 0; p < prompts.length; p++) for (let s = 0; s < n; s++) pending.push({ prompt: p, sample: s, rowId: firstRow + p * n + s, input: encoded[p], ids: [], logprobs: [], slot: -1 })
     const total = pending.length
     let done = 0
     let generatedTokens = 0

@@ -316,6 +316,36 @@ export class ModelTrainer {
     })
   }
 
+  /**
+   * Data parallelism: sums the accumulated gradients over the MPI ranks in place (reduce-scatter + all-gather, the
+   * same bits on every rank). Blocks the main thread; every rank must call it once per update.
+   */
+  async sumGradientsOverRanks (): Promise<void> {
+    await this.exclusive(() => { native().trainerReduceGradients(this.live()) })
+  }
+
+  /**
+   * Data parallelism: the next training forward draws adapter-dropout stream `index` of this update, the stream
+   * the index-th forward of one process would draw (a rank starts at its first micro-batch's index).
+   */
+  async setForwardIndex (index: number): Promise<void> {
+    await this.exclusive(() => { native().trainerSetForwardIndex(this.live(), index) })
+  }
+
+  /**
+   * ZeRO-1 over the MPI ranks (full fine-tuning or adapters): each rank keeps the AdamW moments of its shard, and
+   * applyAdamW reduce-scatters the gradients itself (do not also call sumGradientsOverRanks), updates the shard and
+   * all-gathers the parameters -- the same bits as without it. state() then gathers the moments: every rank must call
+   * it. Off gathers them back.
+   */
+  async setZero1 (on: boolean): Promise<void> {
+    await this.exclusive(() => { native().trainerSetZero1(this.live(), on) })
+    this.zero1 = on
+  }
+
+  /** Whether ZeRO-1 shards this trainer's moments (setZero1). */
+  zero1 = false
+
   async zeroGrad (): Promise<void> {
     await this.exclusive(() => { native().trainerZeroGrad(this.live()) })
   }

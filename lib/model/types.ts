@@ -22,6 +22,9 @@ export interface GenerateOptions {
   seed?: number
   /** Samples per prompt (default 1). */
   n?: number
+  /** Sampling stream of the first sample (default 0): sample s of prompt p draws from stream firstRow + p * n + s,
+   * so a batch split into pieces (data-parallel ranks) samples what the whole batch would. */
+  firstRow?: number
   signal?: AbortSignal
   onProgress?: (p: { done: number, total: number, generatedTokens: number }) => void
 }

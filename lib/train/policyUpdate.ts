@@ -14,6 +14,18 @@ export interface PolicyUpdateOptions {
   /** Full fine-tuning with KL: the base weights, swapped in for the reference forward (adapters switch themselves off instead). */
   baseWeights?: Array<{ name: string, data: Float32Array }>
   signal?: AbortSignal
+  /** Data parallelism: this rank trains micro-batches [r G/N, (r+1) G/N) of the G = gradAccumulation. */
+  dataParallel?: DataParallel
+}
+
+/** What the update needs from the process group: sums over ranks of metrics and of the trainer's gradients. */
+export interface DataParallel {
+  rank: number
+  size: number
+  /** Sum over ranks, in place (each entry has one contributing rank: exact). */
+  allreduce: (a: Float64Array) => Float64Array
+  /** Sums the trainer's gradients over ranks, the same bits on every rank. */
+  reduceGradients: () => Promise<void>
 }
 
 export interface PolicyUpdateResult {
@@ -40,18 +52,23 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   const B = seqs.length
   const microRows = (config.promptsPerStep / config.gradAccumulation) * config.samplesPerPrompt
   const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+  const dp = options.dataParallel
+  const G = config.gradAccumulation
+  // micro-batch m / microRows is this rank's when it falls in the rank's contiguous share of the G micro-batches
+  const mine = (m: number): boolean => dp === undefined || Math.floor((m / microRows) * dp.size / G) === dp.rank
   let t: number
 
   // Reference log-probs (KL), one forward per micro-batch of the frozen base: adapters switched off, or (full
   // fine-tuning) the base weights swapped in.
   const refLogp: Float32Array[] = []
+  const withRef = config.klCoef > 0 && (baseWeights !== undefined || trainer.adapter !== undefined)
   if (config.klCoef > 0 && (baseWeights !== undefined || trainer.adapter !== undefined)) {
     t = performance.now()
     const current = baseWeights !== undefined ? await trainer.parameters() : undefined
     if (baseWeights !== undefined) await trainer.setState({ tensors: baseWeights })
     else await trainer.setAdaptersEnabled(false)
     try {
-      for (let m = 0; m < B; m += microRows) refLogp.push(...await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal }))
+      for (let m = 0; m < B; m += microRows) if (mine(m)) (await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal })).forEach((x, i) => { refLogp[m + i] = x })
     } finally {
       if (current !== undefined) await trainer.setState({ tensors: current })
       else await trainer.setAdaptersEnabled(true)
@@ -62,11 +79,15 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   const oldLogp: Float32Array[] = []
   let lossSum = 0; let klSum = 0; let clipSum = 0; let clipLowSum = 0; let clipHighSum = 0; let gradNorm = 0; let weightSum = 0
   for (let update = 0; update < config.policyUpdatesPerBatch; update++) {
+    // per micro-batch: loss, kl, clip, clip low, clip high (each times its weight), and its mask count
+    const parts = new Float64Array(Math.ceil(B / microRows) * 6)
     for (let m = 0; m < B; m += microRows) {
+      if (!mine(m)) continue
       const mb = seqs.slice(m, m + microRows)
+      if (dp !== undefined) await trainer.setForwardIndex(m / microRows)
       t = performance.now()
       const logp = await trainer.forward(mb.map((s) => s.tokens), { signal })
-      if (update === 0) oldLogp.push(...logp.map((x) => x.slice()))
+      if (update === 0) logp.forEach((x, i) => { oldLogp[m + i] = x.slice() })
       t = tick('logprobs', t)
       // Pack the response tokens of the micro-batch as [rows x L] for the loss kernel.
       const L = Math.max(...mb.map((s) => s.tokens.length - s.promptLength))
@@ -84,7 +105,7 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
         length: L,
         logp: pack(logp) as Float32Array,
         oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
-        refLogp: refLogp.length > 0 ? pack(refLogp.slice(m, m + microRows)) : undefined,
+        refLogp: withRef ? pack(refLogp.slice(m, m + microRows)) : undefined,
         advantages: advantages.subarray(m, m + mb.length),
         mask
       }, {
@@ -106,10 +127,16 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       })
       await trainer.backward(weights, { signal })
       t = tick('backward', t)
-      lossSum += metrics.loss * scale
-      klSum += metrics.klMean * mbMask; clipSum += metrics.clipFrac * mbMask; clipLowSum += metrics.clipFracLow * mbMask; clipHighSum += metrics.clipFracHigh * mbMask; weightSum += mbMask
+      parts.set([metrics.loss * scale, metrics.klMean * mbMask, metrics.clipFrac * mbMask, metrics.clipFracLow * mbMask, metrics.clipFracHigh * mbMask, mbMask], (m / microRows) * 6)
+    }
+    // summed in micro-batch order whichever rank computed each: the same numbers on any number of ranks
+    dp?.allreduce(parts)
+    for (let k = 0; k < parts.length; k += 6) {
+      lossSum += parts[k]
+      klSum += parts[k + 1]; clipSum += parts[k + 2]; clipLowSum += parts[k + 3]; clipHighSum += parts[k + 4]; weightSum += parts[k + 5]
     }
     t = performance.now()
+    await dp?.reduceGradients()
     gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
     tick('optimizer', t)
   }

@@ -33,6 +33,16 @@ export interface RolloutOptions {
   python?: string
   signal?: AbortSignal
   onProgress?: GenerateOptions['onProgress']
+  /** Data parallelism: this rank generates and scores its shards of each draw; every rank gets every sample. */
+  world?: RolloutWorld
+}
+
+/** What a rollout needs from the process group (lib/dist World). */
+export interface RolloutWorld {
+  rank: number
+  size: number
+  /** Every rank's array, in rank order. */
+  allgatherv: (a: Float64Array) => Float64Array[]
 }
 
 /** The rollout statistics a step records, over every drawn sample (kept or not). */
@@ -69,29 +79,58 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
   let t = performance.now()
   while (kept.length < config.promptsPerStep && batches < config.maxGenerationBatches) {
     const rows = prompts.cursor.next(config.promptsPerStep).map((k) => prompts.usable[k])
-    const gens = await model.generate(rows.map((i) => prompts.text[i]), {
-      n,
-      maxNewTokens: config.maxCompletionTokens,
-      temperature: config.temperature,
-      topP: config.topP,
-      seed: ((config.seed * 1_000_003) + step * 1009 + batches) % 2 ** 52,
-      signal,
-      onProgress: options.onProgress
-    })
-    t = tick('generation', t)
-    const flat = gens.flat()
-    const texts = flat.map((g) => g.text)
-    const targetsRows = rows.flatMap((i) => Array(n).fill(prompts.rows[i]) as UpdateTaskRow[])
-    const comps = await rewardComponents(texts, targetsRows.map((r) => r.new_code), { python: options.python, signal })
-    let r: Float32Array
-    if (options.rewardFunction) {
-      const given = await options.rewardFunction(texts, targetsRows)
-      if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
-      r = Float32Array.from(given)
-      for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
-    } else {
-      r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
+    // The draw is generated in gradAccumulation shards (one micro-batch's prompts each, sampling streams numbered
+    // as in the whole draw): rank r generates and scores shards [r G/N, (r+1) G/N), so a run gives the same
+    // samples on any number of ranks dividing gradAccumulation.
+    const shards = config.gradAccumulation
+    const per = rows.length / shards
+    const world = options.world ?? { rank: 0, size: 1, allgatherv: (a: Float64Array) => [a] }
+    const packed: number[] = []
+    for (let k = Math.floor(world.rank * shards / world.size); k < Math.floor((world.rank + 1) * shards / world.size); k++) {
+      const shardRows = rows.slice(k * per, (k + 1) * per)
+      const shardGens = await model.generate(shardRows.map((i) => prompts.text[i]), {
+        n,
+        maxNewTokens: config.maxCompletionTokens,
+        temperature: config.temperature,
+        topP: config.topP,
+        seed: ((config.seed * 1_000_003) + step * 1009 + batches) % 2 ** 52,
+        firstRow: k * per * n,
+        signal,
+        onProgress: options.onProgress
+      })
+      t = tick('generation', t)
+      const shardFlat = shardGens.flat()
+      const texts = shardFlat.map((g) => g.text)
+      const targetsRows = shardRows.flatMap((i) => Array(n).fill(prompts.rows[i]) as UpdateTaskRow[])
+      const comps = await rewardComponents(texts, targetsRows.map((r) => r.new_code), { python: options.python, signal })
+      let r: Float32Array
+      if (options.rewardFunction) {
+        const given = await options.rewardFunction(texts, targetsRows)
+        if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
+        r = Float32Array.from(given)
+        for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
+      } else {
+        r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
+      }
+      // per sample: reward, format, ES*, EM*, length, token ids, log-probs (every value exact in float64)
+      shardFlat.forEach((g, k) => packed.push(r[k], comps.format[k], comps.esStar[k], comps.emStar[k], g.tokenIds.length, ...g.tokenIds, ...g.logprobs))
+      t = tick('reward', t)
     }
+    const samples = world.allgatherv(Float64Array.from(packed))
+    const flat: Array<{ tokenIds: number[], logprobs: number[] }> = []
+    const rAll: number[] = []
+    const comps = { format: [] as number[], esStar: [] as number[], emStar: [] as number[] }
+    for (const a of samples) {
+      for (let o = 0; o < a.length;) {
+        rAll.push(a[o]); comps.format.push(a[o + 1]); comps.esStar.push(a[o + 2]); comps.emStar.push(a[o + 3])
+        const len = a[o + 4]
+        flat.push({ tokenIds: Array.from(a.subarray(o + 5, o + 5 + len)), logprobs: Array.from(a.subarray(o + 5 + len, o + 5 + 2 * len)) })
+        o += 5 + 2 * len
+      }
+    }
+    if (flat.length !== rows.length * n) throw new RecodeError('ERR_DIST', `rollout: the ranks returned ${flat.length} samples for ${rows.length * n}`)
+    const gens = rows.map((_, p) => flat.slice(p * n, (p + 1) * n))
+    const r = Float32Array.from(rAll)
     const lengths = Int32Array.from(flat, (g) => g.tokenIds.length)
     if (config.overlongBufferTokens > 0) {
       const pen = overlongPenalty(lengths, { maxLength: config.maxCompletionTokens, buffer: config.overlongBufferTokens, factor: config.overlongPenalty })
@@ -109,7 +148,6 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
       kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]) })
     })
     batches++
-    t = tick('reward', t)
   }
 
   const metrics: RolloutMetrics = {

@@ -35,6 +35,8 @@ import { writeReport } from './report'
 import { learningRateAt } from './schedule'
 import { rollout, type PromptSource, type RewardFunction, type Sequence } from './rollout'
 import { syntheticTasks, type UpdateTaskRow } from './synthetic'
+import { currentWorld, type World } from '../dist'
+import type { DataParallel } from './policyUpdate'
 
 export type TrainStage = 'warm-start' | 'sft' | 'grpo' | 'dapo'
 
@@ -204,7 +206,9 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
 
 export async function train (rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
   options = optionsArg(options, 'train')
-  const emit = (e: TrainEvent): void => { options.onEvent?.(e) }
+  // Data parallelism (mpirun): every rank runs this function; only rank 0 reports and writes files.
+  const world = currentWorld()
+  const emit = (e: TrainEvent): void => { if (world.isRoot) options.onEvent?.(e) }
   const signal = options.signal
   if (signal?.aborted) throw abortError()
 
@@ -222,13 +226,20 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
     config = validateTrainConfig(rawConfig)
     runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
   }
+  if (world.size > 1) {
+    runDir = agreeOn(world, runDir)
+    if (config.gradAccumulation % world.size !== 0) {
+      throw new RecodeError('ERR_CONFIG', `config.gradAccumulation (${config.gradAccumulation}) must be a multiple of the number of ranks (${world.size}): each rank trains gradAccumulation / ranks micro-batches of the step (e.g. --gradAccumulation ${world.size})`)
+    }
+    if (config.device === 'cuda' || config.device === 'emulated') throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}' with ${world.size} ranks: multi-rank training sums gradients of the cpu trainer over MPI; the CUDA trainer has no NCCL path yet`)
+  }
   if (config.activationRecomputation && (config.device === 'cuda' || config.device === 'emulated')) {
     throw new RecodeError('ERR_UNSUPPORTED', `config.activationRecomputation on config.device '${config.device}': the CUDA trainer keeps every layer's activations; recomputation runs on the cpu device`)
   }
   const hash = configHash(config)
   const started = Date.now()
-  makeDir(runDir, 'train')
-  if (options.resume === undefined) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
+  if (world.isRoot) makeDir(runDir, 'train')
+  if (options.resume === undefined && world.isRoot) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
   const data = await loadDataset(config)
   if (data.train.length === 0) throw new RecodeError('ERR_CONFIG', `config.data: ${data.source} gives no training rows`)
@@ -237,13 +248,14 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   let baseDir = config.model
   if (config.model === 'tiny') {
     baseDir = path.join(runDir, 'base-model')
-    if (!fs.existsSync(path.join(baseDir, 'model.safetensors'))) {
+    if (world.isRoot && !fs.existsSync(path.join(baseDir, 'model.safetensors'))) {
       const tmp = `${baseDir}.tmp`
       fs.rmSync(tmp, { recursive: true, force: true })
       initModel({ preset: 'tiny', arch: 'qwen2', out: tmp, seed: config.seed, tokenizerCorpus: tinyTokenizerCorpus(), merges: 800 })
       fs.rmSync(baseDir, { recursive: true, force: true })
       fs.renameSync(tmp, baseDir)
     }
+    world.barrier() // the other ranks load what rank 0 wrote
   }
   const context = config.maxPromptTokens + config.maxCompletionTokens
   const slots = Math.min(64, config.promptsPerStep * config.samplesPerPrompt)
@@ -258,7 +270,12 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
       ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
       activationRecomputation: config.activationRecomputation
     })
-    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal, options, started })
+    // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
+    // collective early would leave the others waiting in it.
+    // ZeRO-1 before any state is loaded (a resume then keeps only this rank's shard of the moments)
+    if (world.size > 1 && (config.zero1 ?? config.adapter.type === 'none')) await trainer.setZero1(true)
+    if (world.size > 1) emit({ type: 'log', message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}` })
+    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal: world.size > 1 ? undefined : signal, options, started, world })
   } finally {
     trainer?.dispose()
     model.dispose()
@@ -278,6 +295,31 @@ interface RunContext {
   signal?: AbortSignal
   options: TrainOptions
   started: number
+  world: World
+}
+
+/** Rank 0's string, on every rank. */
+function agreeOn (world: World, text: string): string {
+  const bytes = Buffer.from(text, 'utf8')
+  const len = world.broadcast(Float64Array.of(bytes.length))[0]
+  const buf = new Uint8Array(len)
+  if (world.isRoot) buf.set(bytes)
+  return Buffer.from(world.broadcast(buf)).toString('utf8')
+}
+
+/** The update's hooks into the process group (undefined in a world of one). */
+function dataParallel (world: World, trainer: ModelTrainer): DataParallel | undefined {
+  if (world.size === 1) return undefined
+  return {
+    rank: world.rank,
+    size: world.size,
+    allreduce: (a) => world.allreduce(a),
+    reduceGradients: async () => {
+      if (trainer.zero1) return // applyAdamW reduce-scatters them itself
+      await trainer.sumGradientsOverRanks()
+      world.traffic.calls++
+    }
+  }
 }
 
 async function runTraining (ctx: RunContext): Promise<TrainResult> {
@@ -331,7 +373,10 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     summaryWarm = extra?.afterWarmStart
   }
   emit({ type: 'start', runDir, config, totalSteps, resumedFrom: resumeFrom ? step : null })
-  const metrics = new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
+  const world = ctx.world
+  const metrics = world.isRoot ? new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 }) : undefined
+  // Held-out evaluations run on rank 0 only (they change no training state); the other ranks see placeholders.
+  const evaluate = async (seed: number): Promise<HeldOutScores> => world.isRoot ? await evaluateHeldOut(model, heldOut, evalOptions(seed)) : { formatRate: 0, esStar: 0, exactMatch: 0 } as unknown as HeldOutScores
 
   // The frozen base for the KL reference: with adapters, the same weights with the adapters switched off; with full
   // fine-tuning, a copy of the base weights swapped in for the reference forward.
@@ -345,6 +390,10 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const prompts: PromptSource = { rows: data.train, text: promptText, ids: promptIds, usable, cursor }
   let lastCheckpoint = resumeFrom?.dir ?? ''
   const checkpoint = async (): Promise<string> => {
+    if (!world.isRoot) {
+      if (trainer.zero1) await trainer.state() // rank 0 gathers the sharded moments: every rank takes part
+      return lastCheckpoint // rank 0 writes the single-process checkpoint
+    }
     const state = await trainer.state()
     const dir = saveCheckpoint(ckptRoot, {
       step,
@@ -363,12 +412,12 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
 
   try {
     if (summaryBefore === undefined) {
-      summaryBefore = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+      summaryBefore = await evaluate(config.seed)
       emit({ type: 'eval', label: 'before', step: 0, scores: summaryBefore })
     }
     const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
     while (step < stopAt) {
-      if (signal?.aborted) throw abortError()
+      if (world.size > 1 ? world.allreduce(Float64Array.of(options.signal?.aborted === true ? 1 : 0))[0] > 0 : signal?.aborted) throw abortError()
       const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
       const record = stage === 'warm-start' || stage === 'sft'
         ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
@@ -378,20 +427,20 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       record.stage = stage
       record.time = Date.now()
       if (step === warmSteps && warmSteps > 0 && summaryWarm === undefined) {
-        summaryWarm = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+        summaryWarm = await evaluate(config.seed)
         record.eval = { formatRate: summaryWarm.formatRate, esStar: summaryWarm.esStar, exactMatch: summaryWarm.exactMatch }
         emit({ type: 'eval', label: 'after-warm-start', step, scores: summaryWarm })
       } else if (config.evalEvery > 0 && step % config.evalEvery === 0 && step < totalSteps) {
-        const s = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+        const s = await evaluate(config.seed)
         record.eval = { formatRate: s.formatRate, esStar: s.esStar, exactMatch: s.exactMatch }
         emit({ type: 'eval', label: 'periodic', step, scores: s })
       }
-      metrics.append(record)
+      metrics?.append(record)
       emit({ type: 'step', stage, step, totalSteps, metrics: record })
       if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step < stopAt) await checkpoint()
     }
   } catch (err) {
-    metrics.close()
+    metrics?.close()
     if ((err as RecodeError).code === 'ABORT_ERR') {
       // The interrupted step left nothing behind (gradients are zeroed); save the last finished one.
       await trainer.zeroGrad()
@@ -400,8 +449,13 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     }
     throw err
   }
-  metrics.close()
+  metrics?.close()
   const ckDir = lastCheckpoint.endsWith(`step-${step}`) ? lastCheckpoint : await checkpoint()
+  if (!world.isRoot) {
+    // the model, summary and report are rank 0's; this rank's weights are the same
+    const modelDir = path.join(runDir, 'model')
+    return { runDir, checkpoint: ckDir, modelDir, summary: { before: summaryBefore, after: summaryBefore, steps: step, algorithm: config.algorithm, heldOutTasks: heldOut.length, seconds: (Date.now() - ctx.started) / 1000, runDir, modelDir } }
+  }
 
   const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
   emit({ type: 'eval', label: 'after', step, scores: after })
@@ -447,16 +501,24 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
     return { tokens: [...promptIds[i], ...completion, eosId], promptLength: promptIds[i].length }
   })
   const targetTokens = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
-  let loss = 0
   const micro = config.promptsPerStep / config.gradAccumulation
+  const dp = dataParallel(ctx.world, trainer)
+  // one loss per micro-batch, summed in order whichever rank computed it
+  const losses = new Float64Array(Math.ceil(seqs.length / micro))
   for (let m = 0; m < seqs.length; m += micro) {
+    if (dp !== undefined && Math.floor((m / micro) * dp.size / config.gradAccumulation) !== dp.rank) continue
     const batch = seqs.slice(m, m + micro).map((s) => {
       const w = new Float32Array(s.tokens.length)
       for (let t = s.promptLength; t < s.tokens.length; t++) w[t] = 1 / targetTokens // mean NLL over every target token of the step
       return { tokens: s.tokens, weights: w }
     })
-    loss += (await trainer.step(batch, { signal })).loss
+    if (dp !== undefined) await trainer.setForwardIndex(m / micro)
+    losses[m / micro] = (await trainer.step(batch, { signal })).loss
   }
+  dp?.allreduce(losses)
+  let loss = 0
+  for (const l of losses) loss += l
+  await dp?.reduceGradients()
   const t1 = performance.now()
   const lr = learningRateAt({ kind: stage === 'warm-start' ? 'constant' : config.schedule, learningRate: stage === 'warm-start' ? config.warmStartLearningRate ?? config.learningRate : config.learningRate, totalSteps: stageSteps, warmupSteps: stage === 'warm-start' ? Math.min(10, stageSteps - 1) : config.warmupSteps, warmupRatio: stage === 'warm-start' ? null : config.warmupRatio, minLrRatio: config.minLrRatio }, stageStep)
   const gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
@@ -472,6 +534,7 @@ async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, bas
   const { config, model, trainer, signal, options, emit } = ctx
   const tStart = performance.now()
   const batch = await rollout(model, config, step, prompts, {
+    ...(ctx.world.size > 1 ? { world: ctx.world } : {}),
     rewardFunction: options.rewardFunction,
     python: options.python,
     signal,
@@ -486,7 +549,7 @@ async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, bas
     record.phaseSeconds = { ...batch.seconds, logprobs: 0, backward: 0, optimizer: 0 }
     return record
   }
-  const { seconds, ...update } = await policyUpdate(trainer, config, batch, { lr, baseWeights, signal })
+  const { seconds, ...update } = await policyUpdate(trainer, config, batch, { lr, baseWeights, signal, dataParallel: dataParallel(ctx.world, trainer) })
   Object.assign(record, update, { stepSeconds: (performance.now() - tStart) / 1000, phaseSeconds: { ...batch.seconds, ...seconds } })
   return record
 }

@@ -259,6 +259,7 @@ void FullTrainer::zero_grad() {
 
 void FullTrainer::clear_grads() {
   for (TrainTensor& t : tensors_) std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+  has_grads_ = false;
 }
 
 // The training layer views: plain float32 weights (the GEMM packs them per call), so the gradients are
@@ -372,6 +373,61 @@ void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* 
 }
 
 double FullTrainer::backward_locked(const float* weights, const CancelFlag& cancel) {
+  if (!has_grads_) {
+    const double loss = backward_into_grads(weights, cancel);
+    has_grads_ = true;
+    return loss;
+  }
+  // A later micro-batch: its gradient is computed on its own and then added, so the step's gradient is the plain
+  // sum of micro-batch gradients -- the same bits as data-parallel ranks each computing one and summing them.
+  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  size_t total = 0;
+  for (const TrainTensor& t : tensors_) total += t.grad.size();
+  accum_.resize(total);
+  size_t o = 0;
+  for (TrainTensor& t : tensors_) {
+    std::copy(t.grad.begin(), t.grad.end(), accum_.begin() + (ptrdiff_t)o);
+    std::fill(t.grad.begin(), t.grad.end(), 0.0f);
+    o += t.grad.size();
+  }
+  const double loss = backward_into_grads(weights, cancel);  // throws with the gradients cleared
+  o = 0;
+  for (TrainTensor& t : tensors_) {
+    float* g = t.grad.data();
+    const float* a = accum_.data() + o;
+    for (size_t i = 0; i < t.grad.size(); ++i) g[i] = a[i] + g[i];
+    o += t.grad.size();
+  }
+  has_grads_ = true;
+  return loss;
+}
+
+void FullTrainer::set_forward_index(int index) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  if (index < 0) throw Error("ERR_INVALID_ARG", "trainer: forward index must be >= 0");
+  forwards_in_step_ = index;
+}
+
+void FullTrainer::reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
+  std::lock_guard<std::mutex> lk(*backend_->train_mutex());
+  size_t total = 0;
+  for (const TrainTensor& t : tensors_) total += t.grad.size();
+  accum_.resize(total);
+  size_t o = 0;
+  for (const TrainTensor& t : tensors_) {
+    std::copy(t.grad.begin(), t.grad.end(), accum_.begin() + (ptrdiff_t)o);
+    o += t.grad.size();
+  }
+  sum(accum_.data(), (int64_t)total);
+  o = 0;
+  for (TrainTensor& t : tensors_) {
+    std::copy_n(accum_.data() + o, t.grad.size(), t.grad.data());
+    o += t.grad.size();
+  }
+  has_grads_ = true;
+}
+
+double FullTrainer::backward_into_grads(const float* weights, const CancelFlag& cancel) {
   if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
   std::unique_ptr<Pending> f = std::move(pending_);  // consumed whatever happens
   const ModelConfig& cfg = backend_->config();
@@ -460,6 +516,7 @@ double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, 
 double FullTrainer::apply_adamw(const AdamWOptions& o) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   pending_.reset();  // its activations belong to the old weights
+  if (zero_) return apply_adamw_zero1(o);
   std::vector<float*> grads;
   std::vector<int64_t> sizes;
   for (TrainTensor& t : tensors_) {
@@ -509,6 +566,19 @@ void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t 
     if (u.param) {
       std::copy(u.param, u.param + n, t.param->data());
       weights_changed = true;
+    }
+    if (zero_) {
+      // only this rank's chunks of the given moments
+      int64_t off = 0;
+      for (size_t c = zero_->first; c < zero_->last; ++c) {
+        const Zero1::Chunk& ch = zero_->chunks[c];
+        if (ch.tensor == u.index) {
+          if (u.exp_avg) std::copy(u.exp_avg + ch.begin, u.exp_avg + ch.end, zero_->m.begin() + off);
+          if (u.exp_avg_sq) std::copy(u.exp_avg_sq + ch.begin, u.exp_avg_sq + ch.end, zero_->v.begin() + off);
+        }
+        off += ch.end - ch.begin;
+      }
+      continue;
     }
     if (u.exp_avg) std::copy(u.exp_avg, u.exp_avg + n, t.exp_avg.data());
     if (u.exp_avg_sq) std::copy(u.exp_avg_sq, u.exp_avg_sq + n, t.exp_avg_sq.data());

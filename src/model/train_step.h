@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,6 +93,27 @@ class Trainer {
   virtual void set_activation_recomputation(bool on) {
     if (on) throw Error("ERR_UNSUPPORTED", "this trainer does not implement activation recomputation");
   }
+  // Data parallelism: hands every gradient, packed into one float32 buffer, to `sum` (which sums it over ranks in
+  // place) and unpacks the result.
+  virtual void reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
+    (void)sum;
+    throw Error("ERR_UNSUPPORTED", "this trainer cannot sum gradients over ranks (multi-rank training runs on the cpu device)");
+  }
+  // Data parallelism: the next training forward draws dropout stream `index` of this update (a rank whose first
+  // micro-batch is the update's k-th must draw what the k-th forward of one process would).
+  virtual void set_forward_index(int index) {
+    (void)index;
+    throw Error("ERR_UNSUPPORTED", "this trainer cannot set its dropout stream (multi-rank training runs on the cpu device)");
+  }
+  // ZeRO-1 over the MPI ranks: each rank keeps the AdamW moments of its shard of the parameters (whole optimizer
+  // chunks, in order); apply_adamw reduce-scatters the gradients, updates its shard and all-gathers the parameters,
+  // with the same bits as every rank updating everything. Every rank must make the same calls.
+  virtual void set_zero1(bool on) {
+    if (on) throw Error("ERR_UNSUPPORTED", "this trainer has no ZeRO-1 (multi-rank training runs on the cpu device)");
+  }
+  // With ZeRO-1, tensors()' moments are empty until gathered (a collective: every rank calls it) and released.
+  virtual void gather_moments() {}
+  virtual void release_moments() {}
   virtual size_t adapted_modules() const { return 0; }
   virtual std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) {
     (void)i;
@@ -123,6 +145,11 @@ class FullTrainer final : public Trainer {
   void set_activation_recomputation(bool on) override;
   size_t adapted_modules() const override { return adapters_.size(); }
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override;
+  void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override;
+  void set_forward_index(int index) override;
+  void set_zero1(bool on) override;
+  void gather_moments() override;
+  void release_moments() override;
 
  private:
   // What the backward needs from a forward: every layer's activations, the final residual stream and norm
@@ -142,6 +169,7 @@ class FullTrainer final : public Trainer {
   std::vector<ops::LayerWeights> layer_views(bool with_adapters) const;
   void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
   double backward_locked(const float* weights, const CancelFlag& cancel);
+  double backward_into_grads(const float* weights, const CancelFlag& cancel);  // adds into the gradients
   void clear_grads();  // with the lock held
   // One adapted projection of one decoder layer: the frozen base weight (the backend's master array) and the
   // adapter's own arrays; `view` is what the layer ops read (gradient pointers into tensors_).
@@ -160,6 +188,19 @@ class FullTrainer final : public Trainer {
   bool adapters_enabled_ = true;
   int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
   bool recompute_ = false;
+  // ZeRO-1: the optimizer chunks of the whole model, which of them are this rank's, and its shard's moments.
+  struct Zero1 {
+    struct Chunk { size_t tensor; int64_t begin, end; };
+    std::vector<Chunk> chunks;
+    std::vector<int64_t> elems, nchunks;  // per rank
+    size_t first = 0, last = 0;           // this rank's chunks
+    int64_t total = 0;
+    std::vector<float> m, v, g;           // this rank's shard, its chunks one after another
+  };
+  std::unique_ptr<Zero1> zero_;
+  double apply_adamw_zero1(const AdamWOptions& o);  // with the lock held
+  bool has_grads_ = false;    // a backward added into the gradients since they were last cleared
+  std::vector<float> accum_;  // the earlier micro-batches' gradient while a later one is computed; reduce scratch
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;
   std::vector<TrainTensor> tensors_;

@@ -11,10 +11,16 @@
 //   trainerState(handle) -> { stepsTaken, tensors: [{ name, shape, data, expAvg, expAvgSq, decay }] }  (copies)
 //   trainerSetState(handle, { stepsTaken?, tensors: [{ name, data?, expAvg?, expAvgSq? }] })  (re-packs once)
 //   trainerZeroGrad(handle), trainerDispose(handle)
+//   trainerReduceGradients(handle)   (sums the gradients over MPI ranks in place, the same bits on every rank;
+//                                     synchronous, on the thread that initialised MPI)
+//   trainerSetForwardIndex(handle, i) (the next training forward draws dropout stream i of this update)
+//   trainerSetZero1(handle, on)       (AdamW moments sharded over the MPI ranks; trainerState then gathers them:
+//                                     every rank must call it)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "dist/mpi_loader.h"
 #include "model/projections.h"
 #include "model/train_step.h"
 #include "node/model_handle.h"
@@ -305,6 +311,11 @@ Napi::Value trainer_parameters(const Napi::CallbackInfo& info) {
 Napi::Value trainer_state(const Napi::CallbackInfo& info) {
   Args a{info, "trainerState"};
   auto t = trainer_of(a, 0);
+  t->gather_moments();  // ZeRO-1: every rank's shard (a collective); no-op otherwise
+  struct Release {
+    Trainer* t;
+    ~Release() { t->release_moments(); }
+  } release{t.get()};
   const auto& ts = t->tensors();
   Napi::Array list = Napi::Array::New(info.Env(), ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
@@ -399,6 +410,30 @@ Napi::Value trainer_dispose(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+Napi::Value trainer_reduce_gradients(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerReduceGradients"};
+  auto t = trainer_of(a, 0);
+  t->reduce_gradients([](float* buf, int64_t n) { mpi::allreduce_sum_identical(buf, n); });
+  return info.Env().Undefined();
+}
+
+Napi::Value trainer_set_forward_index(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetForwardIndex"};
+  auto t = trainer_of(a, 0);
+  t->set_forward_index((int)a.integer(1, "index", 0, 1 << 30));
+  return info.Env().Undefined();
+}
+
+Napi::Value trainer_set_zero1(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerSetZero1"};
+  auto t = trainer_of(a, 0);
+  t->set_zero1(a.boolean(1, "on"));
+  return info.Env().Undefined();
+}
+
+RECODE_EXPORT("trainerReduceGradients", trainer_reduce_gradients);
+RECODE_EXPORT("trainerSetZero1", trainer_set_zero1);
+RECODE_EXPORT("trainerSetForwardIndex", trainer_set_forward_index);
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
 RECODE_EXPORT("trainerForward", trainer_forward);

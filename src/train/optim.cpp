@@ -74,7 +74,7 @@ void adamw_range(const AdamWScalars& s, float* __restrict param, const float* __
     for (int64_t k = begin; k < end; ++k) bf16_out[k] = float_to_bf16(param[k]).bits;
 }
 
-constexpr int64_t kChunk = 1 << 14;
+constexpr int64_t kChunk = kOptimChunk;
 
 // Work items: (slot, begin, end) chunks over all tensors, so one big and many small tensors balance.
 struct Chunk {

@@ -19,6 +19,10 @@ struct AdamWHyper {
 
 // One parameter tensor: master weights, gradient, moments, and an optional bf16 copy of the updated weights
 // (the compute weights of a bf16 model).
+// The grain of adamw_step and grad_norm_sq: each tensor is cut into chunks of this many values, and the norm is the
+// sum, in order, of one double partial per chunk. ZeRO-1 shards whole chunks, so it sums the same partials.
+constexpr int64_t kOptimChunk = 1 << 14;
+
 struct ParamSlot {
   float* param = nullptr;
   const float* grad = nullptr;

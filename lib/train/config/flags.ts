@@ -10,6 +10,8 @@ const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.
 
 /** Fields that may be null (given as `null`, `none` or `off` on the command line). */
 const NULLABLE = new Set(['warmupSteps', 'warmupRatio', 'dualClip'])
+/** true/false fields whose null default means "decide from the rest" (given as `auto` or `null`). */
+const BOOL_OR_AUTO = new Set(['zero1'])
 
 /**
  * Turns command-line flags into raw configuration overrides (for validateTrainConfig or loadTrainConfigFile):
@@ -41,7 +43,9 @@ export function trainFlagsToConfig (argv: readonly string[]): Record<string, unk
     }
     const [top, sub] = key.split('.')
     const current = sub ? (shape[top] as Record<string, unknown>)[sub] : shape[top]
-    if (typeof current === 'boolean') {
+    if (BOOL_OR_AUTO.has(key) && value === undefined && /^(auto|null)$/.test(argv[i + 1] ?? '')) { i++; set(out, top, sub, null); continue }
+    if (BOOL_OR_AUTO.has(key) && value !== undefined && /^(auto|null)$/.test(value)) { set(out, top, sub, null); continue }
+    if (typeof current === 'boolean' || BOOL_OR_AUTO.has(key)) {
       if (value === undefined && argv[i + 1] !== undefined && /^(true|false)$/.test(argv[i + 1])) value = argv[++i]
       if (value !== undefined && !/^(true|false)$/.test(value)) throw new RecodeError('ERR_CONFIG', `option --${name} takes true or false, got ${JSON.stringify(value)}`)
       const b = value === undefined ? true : value === 'true'

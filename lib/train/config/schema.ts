@@ -107,4 +107,6 @@ export interface TrainConfig {
   computeDtype: ComputeDtype
   /** Recompute activations in backward instead of keeping them (less memory, ~1/3 more compute). */
   activationRecomputation: boolean
+  /** ZeRO-1 with several ranks: AdamW moments sharded over the ranks (null: on for full fine-tuning, off for adapters). */
+  zero1: boolean | null
 }

@@ -83,7 +83,8 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   seed: (v, f) => { if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 0xffffffff) fail(f, 'an integer in [0, 4294967295]', v) },
   device: oneOf(['auto', 'cpu', 'cuda', 'emulated']),
   computeDtype: oneOf(['auto', 'fp32', 'bf16']),
-  activationRecomputation: bool
+  activationRecomputation: bool,
+  zero1: (v, f) => { if (v !== null) bool(v, f, {}) }
 }
 
 const adapterChecks: Record<keyof AdapterConfig, Check> = {

@@ -1,0 +1,196 @@
+// JavaScript surface of the optional collectives (lib/dist wraps it):
+//   distInfo() -> { mpi: { loaded, library, version, error, initialized, rank, size, localRank, localSize },
+//                   nccl: { loaded, library, version, versionString, error } }
+//   distProbe('mpi' | 'nccl', path) -> { loaded, library, version, error }   (uncached; tests)
+//   mpiInit() -> { rank, size, localRank, localSize }, mpiFinalize()
+//   mpiAllreduce(Float32Array | Float64Array | BigInt64Array)   sum over ranks, in place
+//   mpiBroadcast(TypedArray, root)                              in place
+//   mpiAllgather(TypedArray) -> TypedArray of size() blocks     (rank r's block at r * length)
+//   mpiReduceScatter(TypedArray of size() blocks) -> TypedArray (the sum of every rank's block number rank())
+//   mpiBarrier(), mpiAbort(code)
+//   ncclUniqueId() -> Uint8Array(128)                    (rank 0's id for the torchrun-style rendezvous)
+//   mpiWatchdog(intervalMs, timeoutMs) -> started   (heartbeats; a silent rank ends the run, named on stderr)
+// The collectives block the calling (main) thread: every call from the thread that initialised MPI.
+#include <cstring>
+
+#include "core/error.h"
+#include "dist/mpi_loader.h"
+#include "dist/nccl_loader.h"
+#include "node/napi_util.h"
+
+namespace recode {
+namespace {
+
+Napi::Object mpi_status_object(Napi::Env env, const mpi::Status& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loaded", s.loaded);
+  o.Set("library", s.library);
+  o.Set("version", s.version);
+  o.Set("error", s.error);
+  return o;
+}
+
+Napi::Object nccl_status_object(Napi::Env env, const nccl::Status& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loaded", s.loaded);
+  o.Set("library", s.library);
+  o.Set("version", s.version);
+  o.Set("versionString", nccl::version_string(s.version));
+  o.Set("error", s.error);
+  return o;
+}
+
+Napi::Object ranks_object(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rank", mpi::rank());
+  o.Set("size", mpi::size());
+  o.Set("localRank", mpi::local_rank());
+  o.Set("localSize", mpi::local_size());
+  return o;
+}
+
+Napi::Value dist_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Object m = mpi_status_object(env, mpi::status());
+  m.Set("initialized", mpi::initialized());
+  Napi::Object r = ranks_object(env);
+  for (const char* k : {"rank", "size", "localRank", "localSize"}) m.Set(k, r.Get(k));
+  o.Set("mpi", m);
+  o.Set("nccl", nccl_status_object(env, nccl::status()));
+  return o;
+}
+
+Napi::Value dist_probe(const Napi::CallbackInfo& info) {
+  Args a{info, "distProbe"};
+  std::string which = a.string(0, "engine");
+  std::string path = a.string(1, "path");
+  if (which == "mpi") return mpi_status_object(info.Env(), mpi::probe_library(path));
+  if (which == "nccl") return nccl_status_object(info.Env(), nccl::probe_library(path));
+  a.fail(0, "(engine) must be 'mpi' or 'nccl'");
+  return info.Env().Undefined();
+}
+
+Napi::Value mpi_init(const Napi::CallbackInfo& info) {
+  mpi::init();
+  return ranks_object(info.Env());
+}
+
+Napi::Value mpi_finalize(const Napi::CallbackInfo& info) {
+  mpi::finalize();
+  return info.Env().Undefined();
+}
+
+// The element type of a typed array, and its size in bytes.
+mpi::Type type_of(const Args& a, size_t i, Napi::TypedArray t, bool bytes_ok) {
+  switch (t.TypedArrayType()) {
+    case napi_float32_array: return mpi::Type::F32;
+    case napi_float64_array: return mpi::Type::F64;
+    case napi_bigint64_array: return mpi::Type::I64;
+    default:
+      if (bytes_ok) return mpi::Type::Byte;
+      a.fail(i, "must be a Float32Array, Float64Array or BigInt64Array");
+  }
+  return mpi::Type::Byte;
+}
+
+Napi::TypedArray typed_arg(const Args& a, size_t i) {
+  Napi::Value v = a.at(i);
+  if (!v.IsTypedArray()) a.fail(i, "must be a typed array");
+  return v.As<Napi::TypedArray>();
+}
+
+void* data_of(Napi::TypedArray t) {
+  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+}
+
+Napi::Value mpi_allreduce(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiAllreduce"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  mpi::allreduce_sum(data_of(t), (int64_t)t.ElementLength(), type_of(a, 0, t, false));
+  return info.Env().Undefined();
+}
+
+Napi::Value mpi_broadcast(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiBroadcast"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  int root = (int)a.integer(1, "root", 0, mpi::size() - 1);
+  mpi::broadcast(data_of(t), (int64_t)t.ByteLength(), root);
+  return info.Env().Undefined();
+}
+
+// A new typed array of the same kind as `like` with `count` elements.
+Napi::TypedArray same_kind(Napi::Env env, Napi::TypedArray like, size_t count) {
+  const size_t elem = like.ElementLength() ? like.ByteLength() / like.ElementLength() : 1;
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, count * elem);
+  napi_value out;
+  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, like.TypedArrayType(), count, buf, 0, &out), Napi::TypedArray());
+  return Napi::TypedArray(env, out);
+}
+
+Napi::Value mpi_allgather(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiAllgather"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  mpi::Type ty = type_of(a, 0, t, true);
+  const size_t n = ty == mpi::Type::Byte ? t.ByteLength() : t.ElementLength();
+  if (ty == mpi::Type::Byte && t.TypedArrayType() != napi_uint8_array) a.fail(0, "must be a Float32Array, Float64Array, BigInt64Array or Uint8Array");
+  Napi::TypedArray out = same_kind(info.Env(), t, t.ElementLength() * (size_t)mpi::size());
+  mpi::allgather(data_of(t), data_of(out), (int64_t)n, ty);
+  return out;
+}
+
+Napi::Value mpi_reduce_scatter(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiReduceScatter"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  mpi::Type ty = type_of(a, 0, t, false);
+  const size_t n = (size_t)mpi::size();
+  if (t.ElementLength() % n != 0) a.fail(0, "must hold size() blocks of equal length (" + std::to_string(t.ElementLength()) + " elements, " + std::to_string(n) + " ranks)");
+  Napi::TypedArray out = same_kind(info.Env(), t, t.ElementLength() / n);
+  mpi::reduce_scatter_sum(data_of(t), data_of(out), (int64_t)(t.ElementLength() / n), ty);
+  return out;
+}
+
+Napi::Value mpi_watchdog(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiWatchdog"};
+  const int interval = (int)a.integer(0, "intervalMs", 1, 3600000);
+  const int timeout = (int)a.integer(1, "timeoutMs", 1, 86400000);
+  return Napi::Boolean::New(info.Env(), mpi::start_watchdog(interval, timeout));
+}
+
+// ncclUniqueId() -> Uint8Array(128): what rank 0 hands every rank at the rendezvous (ERR_NCCL_UNAVAILABLE without NCCL).
+Napi::Value nccl_unique_id(const Napi::CallbackInfo& info) {
+  const nccl::Api& api = nccl::api();
+  nccl::ncclUniqueId id{};
+  nccl::ncclResult_t rc = api.GetUniqueId(&id);
+  if (rc != nccl::ncclSuccess) throw Error("ERR_DIST", std::string("ncclGetUniqueId failed: ") + api.GetErrorString(rc));
+  auto out = Napi::Uint8Array::New(info.Env(), sizeof id.internal);
+  std::memcpy(out.Data(), id.internal, sizeof id.internal);
+  return out;
+}
+
+Napi::Value mpi_barrier(const Napi::CallbackInfo& info) {
+  mpi::barrier();
+  return info.Env().Undefined();
+}
+
+Napi::Value mpi_abort(const Napi::CallbackInfo& info) {
+  Args a{info, "mpiAbort"};
+  mpi::abort((int)a.integer(0, "code", 0, 255));
+}
+
+}  // namespace
+
+RECODE_EXPORT("distInfo", dist_info);
+RECODE_EXPORT("distProbe", dist_probe);
+RECODE_EXPORT("mpiInit", mpi_init);
+RECODE_EXPORT("mpiFinalize", mpi_finalize);
+RECODE_EXPORT("mpiAllreduce", mpi_allreduce);
+RECODE_EXPORT("mpiBroadcast", mpi_broadcast);
+RECODE_EXPORT("mpiAllgather", mpi_allgather);
+RECODE_EXPORT("mpiReduceScatter", mpi_reduce_scatter);
+RECODE_EXPORT("mpiBarrier", mpi_barrier);
+RECODE_EXPORT("mpiAbort", mpi_abort);
+RECODE_EXPORT("mpiWatchdog", mpi_watchdog);
+RECODE_EXPORT("ncclUniqueId", nccl_unique_id);
+
+}  // namespace recode
