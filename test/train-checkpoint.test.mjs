@@ -70,7 +70,7 @@ t.test('extra files written through the write hook are listed and checked', asyn
   t.same(names, ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'])
   t.equal(loadAdapter(path.join(saved, 'adapter')).spec.r, 1)
   fs.truncateSync(path.join(saved, 'adapter', 'adapter_model.safetensors'), 10)
-  t.equal(latestCheckpoint(dir), undefined, 'a damaged hook file makes the checkpoint incomplete')
+  t.throws(() => latestCheckpoint(dir), { code: 'ERR_DATA', message: /adapter\/adapter_model\.safetensors: checkpoint file has 10 bytes/ }, 'a damaged hook file makes the only checkpoint unusable, named')
 })
 
 t.test('incomplete folders are skipped: resume uses the newest complete checkpoint', async (t) => {

@@ -55,7 +55,8 @@ const common: Omit<TrainConfig, 'preset'> = {
   seed: 42,
   device: 'auto',
   computeDtype: 'auto',
-  activationRecomputation: false
+  activationRecomputation: false,
+  divergencePatience: 0
 }
 
 /**

@@ -107,4 +107,9 @@ export interface TrainConfig {
   computeDtype: ComputeDtype
   /** Recompute activations in backward instead of keeping them (less memory, ~1/3 more compute). */
   activationRecomputation: boolean
+  /**
+   * Non-finite steps (loss or gradient norm NaN/Inf) tolerated in a row before the run stops with ERR_DIVERGED
+   * (0: stop at the first). Such a step changes no weights and writes no checkpoint.
+   */
+  divergencePatience: number
 }
