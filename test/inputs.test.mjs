@@ -9,7 +9,7 @@ import { root, require } from './helpers.mjs'
 
 const lib = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
-const { readSafetensors, writeSafetensors } = require('../dist/cjs/safetensorsWriter.js')
+const { readSafetensors, writeSafetensors } = require('../dist/cjs/safetensors.js')
 const { readJsonl } = require('../dist/cjs/data/jsonl.js')
 const { DEFAULT_MAX_REWARD_CHARS } = require('../dist/cjs/reward/index.js')
 const cli = path.join(root, 'dist', 'cjs', 'cli.js')
@@ -357,7 +357,17 @@ t.test('entry points given null options throw a RecodeError with a code', async 
     syntheticTasks: () => lib.syntheticTasks(null),
     evaluateHeldOut: () => lib.evaluateHeldOut(m, [], null),
     renderPrompt: () => lib.renderPrompt(null, 'x'),
-    writeReport: () => lib.writeReport(path.join(tmp, 'r.html'), null)
+    writeReport: () => lib.writeReport(path.join(tmp, 'r.html'), null),
+    runPython: () => lib.runPython('print(1)', null),
+    runPrograms: () => lib.runPrograms(['print(1)'], null),
+    'runPrograms sources': () => lib.runPrograms(null),
+    describeIsolation: () => lib.describeIsolation({ kind: 'rlimits', protections: {} }, null),
+    writeSafetensors: () => lib.writeSafetensors(path.join(tmp, 'n.safetensors'), null),
+    ModelTrainer: () => new lib.ModelTrainer(m, null),
+    'ModelTrainer model': () => new lib.ModelTrainer(null),
+    trainFlagsToConfig: () => lib.trainFlagsToConfig(null),
+    saveCheckpoint: () => lib.saveCheckpoint(path.join(tmp, 'ck'), null),
+    saveAdapter: () => lib.saveAdapter(path.join(tmp, 'ad'), null, [])
   }
   for (const [name, f] of Object.entries(calls)) {
     try {
