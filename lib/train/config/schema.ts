@@ -109,7 +109,8 @@ export interface TrainConfig {
   activationRecomputation: boolean
   /**
    * Non-finite steps (loss or gradient norm NaN/Inf) tolerated in a row before the run stops with ERR_DIVERGED
-   * (0: stop at the first). Such a step changes no weights and writes no checkpoint.
+   * (0: stop at the first). Such a step is recorded but never checkpointed; the optimizer skips an update whose
+   * gradient norm is not finite.
    */
   divergencePatience: number
 }
