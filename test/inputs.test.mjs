@@ -204,14 +204,14 @@ t.test('numbers are range-checked before the native call and printed as given', 
   await rejects(t, () => lib.sample(logits, 1, { topK: 1e12 }), 'ERR_INVALID_ARG', /^(?!.*-727379968)/, 'no wrapped value')
   // The native argument parser checks the double before any conversion and prints it as JavaScript would.
   const addon = native()
-  const call = (rows) => addon.sampleRows('cpu', logits, rows, 4, new Float32Array(1), new Int32Array(1), new Float32Array([1]), new Float32Array(1), 0, new Float64Array(1), new Float64Array(1))
+  const call = (rows) => addon.sampleRows('cpu', { logits, rows, vocab: 4, temperature: new Float32Array(1), topK: new Int32Array(1), topP: new Float32Array([1]), minP: new Float32Array(1), seed: 0, rowIds: new Float64Array(1), steps: new Float64Array(1) })
   for (const [rows, shown] of [[1e12, '1000000000000'], [2 ** 32 + 1, '4294967297'], [1.5, '1.5'], [-3, '-3'], [NaN, 'NaN'], [1e300, '1e+300']]) {
     try {
       await call(rows)
       t.fail(`rows ${rows} accepted`)
     } catch (err) {
       t.equal(err.code, 'ERR_INVALID_ARG')
-      t.match(err.message, `(rows) must be an integer in [1, 16777216], got ${shown}`, `rows ${shown} is reported as given`)
+      t.match(err.message, `(options.rows) must be an integer in [1, 16777216], got ${shown}`, `rows ${shown} is reported as given`)
     }
   }
 })
@@ -224,7 +224,7 @@ t.test('sample: a temperature whose reciprocal overflows float32 is rejected, no
   await rejects(t, () => lib.sample(logits, 1, { temperature: 1e39 }), 'ERR_INVALID_ARG', /beyond float32's range/, 'temperature 1e39')
   // The native check holds for callers that skip the TypeScript one (float32 1e-45 is the subnormal 1.4e-45).
   const addon = native()
-  await rejects(t, () => addon.sampleRows('cpu', logits, 1, 5, new Float32Array([1e-45]), new Int32Array(1), new Float32Array([1]), new Float32Array(1), 0, new Float64Array(1), new Float64Array(1)),
+  await rejects(t, () => addon.sampleRows('cpu', { logits, rows: 1, vocab: 5, temperature: new Float32Array([1e-45]), topK: new Int32Array(1), topP: new Float32Array([1]), minP: new Float32Array(1), seed: 0, rowIds: new Float64Array(1), steps: new Float64Array(1) }),
     'ERR_INVALID_ARG', /temperature 1\.4\d*e-45 is too small/, 'native sampleRows')
   // At the smallest accepted temperature the distribution is a point mass on the first maximum... of its
   // tie: both 3s keep weight 1, so the draw is one of them with log-probability log(1/2).

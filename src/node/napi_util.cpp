@@ -141,7 +141,7 @@ double Options::number(const char* field) const {
 int64_t Options::integer(const char* field, int64_t lo, int64_t hi) const {
   double d = number(field);
   if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
-    fail(field, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+    fail(field, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + number_text(d));
   return (int64_t)d;
 }
 
