@@ -1,6 +1,6 @@
 /**
  * Validation that checks every field of a raw configuration before any work starts, throwing RecodeError
- * ERR_CONFIG with the field's name (`config.learningRate must be a positive number, got -1`) and a did-you-mean
+ * ERR_CONFIG with the field's name (`config.weightDecay must be a number in [0, 1000], got -1`) and a did-you-mean
  * for unknown fields, then the cross-field rules.
  */
 import * as fs from 'fs'
