@@ -10,7 +10,7 @@
  */
 import * as fs from 'fs'
 import { fromBf16, fromF16, toBf16 } from './dtype'
-import { RecodeError } from './errors'
+import { RecodeError, optionsArg } from './errors'
 import { writeFileAtomicWith } from './atomicFile'
 import { native } from './native'
 
@@ -32,6 +32,7 @@ function bytesOf (view: ArrayBufferView): Uint8Array {
 }
 
 function checkTensor (name: string, t: TensorData): void {
+  if (t === null || typeof t !== 'object') throw new RecodeError('ERR_INVALID_ARG', `safetensors: tensor ${name} must be an object { dtype, shape, data }, got ${t === null ? 'null' : typeof t}`)
   if (!(t.dtype in DTYPE_BYTES)) throw new RecodeError('ERR_INVALID_ARG', `safetensors: tensor ${name} has unknown dtype ${JSON.stringify(t.dtype)}`)
   if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new RecodeError('ERR_INVALID_ARG', `safetensors: tensor ${name} has an invalid shape ${JSON.stringify(t.shape)}`)
@@ -45,6 +46,8 @@ function checkTensor (name: string, t: TensorData): void {
 
 /** Builds the padded header for `tensors` (name order) and returns it with the order used. */
 function buildHeader (tensors: Record<string, TensorData>, metadata?: Record<string, string>): { header: Buffer, names: string[] } {
+  if (tensors === null || typeof tensors !== 'object' || Array.isArray(tensors)) throw new RecodeError('ERR_INVALID_ARG', `safetensors: tensors must be an object of name -> { dtype, shape, data }, got ${tensors === null ? 'null' : Array.isArray(tensors) ? 'an array' : typeof tensors}`)
+  if (metadata != null && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new RecodeError('ERR_INVALID_ARG', `safetensors: metadata must be an object of strings or undefined, got ${Array.isArray(metadata) ? 'an array' : typeof metadata}`)
   const names = Object.keys(tensors).sort()
   const json: Record<string, unknown> = {}
   if (metadata && Object.keys(metadata).length > 0) {
@@ -76,17 +79,25 @@ export function encodeSafetensors (tensors: Record<string, TensorData>, metadata
   return Buffer.concat([header, ...names.map((n) => bytesOf(tensors[n].data))])
 }
 
+export interface WriteSafetensorsOptions {
+  /** Sees every chunk as it is written, in file order (checkpoints hash the bytes here, without a second pass). */
+  onBytes?: (bytes: Uint8Array) => void
+}
+
 /**
  * Writes `file` durably: streamed to a temporary name, fsync'd, renamed over `file`. Returns the byte size.
  */
-export function writeSafetensors (file: string, tensors: Record<string, TensorData>, metadata?: Record<string, string>): number {
+export function writeSafetensors (file: string, tensors: Record<string, TensorData>, metadata?: Record<string, string>, options: WriteSafetensorsOptions = {}): number {
+  if (typeof file !== 'string' || file === '') throw new RecodeError('ERR_INVALID_ARG', `writeSafetensors: file must be a non-empty string, got ${file === null ? 'null' : typeof file}`)
   const { header, names } = buildHeader(tensors, metadata)
+  const onBytes = optionsArg(options, 'writeSafetensors').onBytes
   let size = 0
   writeFileAtomicWith(file, (fd) => {
     const writeAll = (bytes: Uint8Array): void => {
       let done = 0
       while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done)
       size += bytes.length
+      onBytes?.(bytes)
     }
     writeAll(header)
     for (const n of names) writeAll(bytesOf(tensors[n].data))

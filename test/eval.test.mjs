@@ -213,3 +213,27 @@ t.test('recode eval', { skip: !shared ? 'shared data not found' : basePick.pytho
   t.equal(usage.status, 1)
   t.match(usage.stderr, /usage: recode eval codeupdatearena\|humaneval/)
 })
+
+t.test('recode eval: SIGTERM (as Ctrl-C) stops the evaluation with status 143 and writes nothing', { skip: basePick.python === null ? `no python3: ${basePick.why}` : false }, async (t) => {
+  const { spawn } = await import('child_process')
+  const dir = fs.mkdtempSync(path.join(tmp, 'sigterm-'))
+  const data = path.join(dir, 'he.jsonl')
+  const n = 40
+  fs.writeFileSync(data, Array.from({ length: n }, (_, i) => JSON.stringify({ task_id: `HumanEval/${i}`, prompt: `def f${i}(x):\n`, canonical_solution: '    return x\n', test: 'def check(candidate):\n    assert candidate(1) == 1\n', entry_point: `f${i}` })).join('\n') + '\n')
+  const comp = path.join(dir, 'completions.jsonl')
+  fs.writeFileSync(comp, Array.from({ length: n }, (_, i) => JSON.stringify({ id: `HumanEval/${i}`, completion: '    import time\n    time.sleep(0.5)\n    return x\n' })).join('\n') + '\n')
+  const out = path.join(dir, 'out', 'result.json')
+  const child = spawn(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'eval', 'humaneval', '--data', data, '--completions', comp, '--output', out, '--python', basePick.python, '--concurrency', '2'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  let sent = false
+  // Sent once the first progress line shows programs running: bounded by what is checked, not by time.
+  child.stderr.on('data', (b) => { stderr += b; if (!sent && new RegExp(`execute: \\d+/${n}`).test(stderr)) { sent = true; child.kill('SIGTERM') } })
+  const backstop = setTimeout(() => child.kill('SIGKILL'), 600_000)
+  const [code, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])))
+  clearTimeout(backstop)
+  t.ok(sent, 'programs were running when the signal came')
+  t.equal(signal, null)
+  t.equal(code, 143, stderr.slice(-300))
+  t.match(stderr, /interrupted \(SIGTERM\); nothing written/)
+  t.notOk(fs.existsSync(out), 'no output file')
+})

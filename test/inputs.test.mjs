@@ -357,7 +357,17 @@ t.test('entry points given null options throw a RecodeError with a code', async 
     syntheticTasks: () => lib.syntheticTasks(null),
     evaluateHeldOut: () => lib.evaluateHeldOut(m, [], null),
     renderPrompt: () => lib.renderPrompt(null, 'x'),
-    writeReport: () => lib.writeReport(path.join(tmp, 'r.html'), null)
+    writeReport: () => lib.writeReport(path.join(tmp, 'r.html'), null),
+    runPython: () => lib.runPython('print(1)', null),
+    runPrograms: () => lib.runPrograms(['print(1)'], null),
+    'runPrograms sources': () => lib.runPrograms(null),
+    describeIsolation: () => lib.describeIsolation({ kind: 'rlimits', protections: {} }, null),
+    writeSafetensors: () => lib.writeSafetensors(path.join(tmp, 'n.safetensors'), null),
+    ModelTrainer: () => new lib.ModelTrainer(m, null),
+    'ModelTrainer model': () => new lib.ModelTrainer(null),
+    trainFlagsToConfig: () => lib.trainFlagsToConfig(null),
+    saveCheckpoint: () => lib.saveCheckpoint(path.join(tmp, 'ck'), null),
+    saveAdapter: () => lib.saveAdapter(path.join(tmp, 'ad'), null, [])
   }
   for (const [name, f] of Object.entries(calls)) {
     try {
@@ -368,4 +378,15 @@ t.test('entry points given null options throw a RecodeError with a code', async 
       t.ok(err instanceof lib.RecodeError, `${name}: a RecodeError`)
     }
   }
+})
+
+t.test('lib/errors.ts lists every error code thrown in lib/ and src/', async (t) => {
+  const doc = fs.readFileSync(path.join(root, 'lib/errors.ts'), 'utf8').split('export class')[0]
+  const walk = (dir) => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)])
+  const used = new Map()
+  for (const file of [...walk(path.join(root, 'lib')), ...walk(path.join(root, 'src'))].filter((f) => /\.(ts|cpp|h)$/.test(f))) {
+    for (const m of fs.readFileSync(file, 'utf8').matchAll(/['"]((?:ERR_[A-Z_]+)|ABORT_ERR)['"]/g)) if (!used.has(m[1])) used.set(m[1], path.relative(root, file))
+  }
+  t.ok(used.size >= 15, `${used.size} codes found`)
+  for (const [code, file] of used) t.ok(new RegExp(`\\b${code}\\b`).test(doc), `${code} (used in ${file}) is listed`)
 })

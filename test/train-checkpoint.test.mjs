@@ -1,10 +1,13 @@
 // Checkpoints (atomic folders, keep-last-K, resume finds the newest complete one, a crash mid-write leaves the
-// previous checkpoint usable), the PEFT adapter folder, the safetensors writer, metrics.jsonl and the report.
+// previous checkpoint usable, checksums with fallback from a corrupt newest one, no NaN checkpoint, nothing pruned
+// before the new one reads back as written), the PEFT adapter folder, the safetensors writer, metrics.jsonl and the report.
 import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { spawnSync } from 'child_process'
+import { createHash } from 'crypto'
+import { createRequire } from 'module'
 import { saveCheckpoint, latestCheckpoint, listCheckpoints, loadCheckpoint, saveAdapter, loadAdapter, peftTensorNames, decoderModulePath } from '../dist/cjs/train/checkpoint.js'
 import { writeSafetensors, readSafetensors, encodeSafetensors, tensorToFloat32 } from '../dist/cjs/safetensors.js'
 import { toBf16, toF16 } from '../dist/cjs/dtype.js'
@@ -70,7 +73,7 @@ t.test('extra files written through the write hook are listed and checked', asyn
   t.same(names, ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'])
   t.equal(loadAdapter(path.join(saved, 'adapter')).spec.r, 1)
   fs.truncateSync(path.join(saved, 'adapter', 'adapter_model.safetensors'), 10)
-  t.equal(latestCheckpoint(dir), undefined, 'a damaged hook file makes the checkpoint incomplete')
+  t.throws(() => latestCheckpoint(dir), { code: 'ERR_DATA', message: /adapter\/adapter_model\.safetensors: checkpoint file has 10 bytes/ }, 'a damaged hook file makes the only checkpoint unusable, named')
 })
 
 t.test('incomplete folders are skipped: resume uses the newest complete checkpoint', async (t) => {
@@ -115,6 +118,105 @@ t.test('a process killed mid-write leaves the previous checkpoint usable', async
   const latest = latestCheckpoint(dir)
   t.equal(latest.manifest.step, 1, 'resume finds the previous checkpoint')
   t.same(tensorToFloat32(loadCheckpoint(latest.dir).tensors['model.safetensors'].w), prev.w, 'with its data intact')
+})
+
+t.test('every file carries its sha256, checked on resume: a corrupt newest checkpoint falls back to the previous good one', async (t) => {
+  const r = rng(t)
+  const sha = (file) => createHash('sha256').update(fs.readFileSync(file)).digest('hex')
+  // Each way a newest checkpoint can be damaged, and the file its message must name.
+  const damages = {
+    'same size, garbage bytes': (d) => { const f = path.join(d, 'model.safetensors'); const b = fs.readFileSync(f); for (let i = 200; i < 260; i++) b[i] ^= 0x5a; fs.writeFileSync(f, b); return /model\.safetensors: checkpoint file is corrupt \(sha256/ },
+    truncated: (d) => { fs.truncateSync(path.join(d, 'model.safetensors'), 100); return /model\.safetensors: checkpoint file has 100 bytes/ },
+    'missing file': (d) => { fs.rmSync(path.join(d, 'trainer.json')); return /trainer\.json: checkpoint file is missing/ },
+    'manifest not JSON': (d) => { fs.writeFileSync(path.join(d, 'manifest.json'), '{"format": "recode-check'); return /manifest\.json: missing or unreadable checkpoint manifest/ },
+    'manifest checksum edited': (d) => { const f = path.join(d, 'manifest.json'); const m = JSON.parse(fs.readFileSync(f)); m.files[0].sha256 = '0'.repeat(64); fs.writeFileSync(f, JSON.stringify(m)); return /checkpoint file is corrupt/ }
+  }
+  for (const [what, damage] of Object.entries(damages)) {
+    const dir = tmpdir(t)
+    const good = save(dir, 1, r)
+    const bad = save(dir, 2, r)
+    const m = JSON.parse(fs.readFileSync(path.join(bad.dir, 'manifest.json')))
+    t.equal(m.version, 2)
+    for (const f of m.files) t.equal(f.sha256, sha(path.join(bad.dir, f.name)), `${what}: manifest sha256 of ${f.name} is the file's`)
+    const pattern = damage(bad.dir)
+    const skipped = []
+    const latest = latestCheckpoint(dir, { onSkip: (d, err) => skipped.push([d, err]) })
+    t.equal(latest.manifest.step, 1, `${what}: falls back to step 1`)
+    t.equal(skipped.length, 1, `${what}: the skipped checkpoint is reported`)
+    t.equal(skipped[0][0], bad.dir)
+    t.equal(skipped[0][1].code, 'ERR_DATA')
+    t.match(skipped[0][1].message, pattern, `${what}: the reason names the file`)
+    t.same(tensorToFloat32(loadCheckpoint(latest.dir).tensors['model.safetensors'].w), good.w, `${what}: the previous checkpoint loads intact`)
+  }
+  // loadCheckpoint checks the bytes it reads, too.
+  const dir = tmpdir(t)
+  const c = save(dir, 1, r)
+  damages['same size, garbage bytes'](c.dir)
+  t.throws(() => loadCheckpoint(c.dir), { code: 'ERR_DATA', message: /step-1\/model\.safetensors: checkpoint file is corrupt/ })
+  // None good: an error naming every folder's bad file.
+  t.throws(() => latestCheckpoint(dir), { code: 'ERR_DATA', message: /no usable checkpoint .*step-1\/model\.safetensors: checkpoint file is corrupt/ })
+  // A version-1 manifest (sizes only) is still read.
+  const old = tmpdir(t)
+  const v1 = save(old, 1, r)
+  const f = path.join(v1.dir, 'manifest.json')
+  const m = JSON.parse(fs.readFileSync(f))
+  m.version = 1
+  for (const e of m.files) delete e.sha256
+  fs.writeFileSync(f, JSON.stringify(m))
+  t.equal(latestCheckpoint(old).manifest.step, 1, 'version 1 checkpoints resume')
+})
+
+t.test('a NaN or Inf tensor is refused before anything is written, and nothing is pruned', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  const good = save(dir, 1, r, 1)
+  const w = Float32Array.from({ length: 1000 }, () => r.normal())
+  w[123] = NaN
+  t.throws(() => saveCheckpoint(dir, { step: 2, configHash: 'abc', rng: null, dataCursor: null, keep: 1, tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [1000], data: w } } } }),
+    { code: 'ERR_DIVERGED', message: /step 2: model\.safetensors tensor w holds a non-finite value at index 123/ })
+  const bf = toBf16(Float32Array.from([1, 2, Infinity, 4]))
+  t.throws(() => saveCheckpoint(dir, { step: 3, configHash: 'abc', rng: null, dataCursor: null, keep: 1, tensors: { 'moments.safetensors': { m: { dtype: 'BF16', shape: [4], data: bf } } } }),
+    { code: 'ERR_DIVERGED', message: /moments\.safetensors tensor m holds a non-finite value at index 2/ })
+  t.same(fs.readdirSync(dir), ['step-1'], 'no new folder, no temporary one, the old one kept (keep = 1)')
+  t.same(tensorToFloat32(loadCheckpoint(latestCheckpoint(dir).dir).tensors['model.safetensors'].w), good.w)
+})
+
+t.test('a checkpoint that does not read back as written is not kept, and prunes nothing', async (t) => {
+  const r = rng(t)
+  const dir = tmpdir(t)
+  save(dir, 1, r, 1)
+  // A faulty disk: the tensor bytes reach the file with one byte changed (the writer hashes what it meant to write).
+  const cjsFs = createRequire(import.meta.url)('fs') // the fs object lib/ calls through (an ESM namespace is read-only)
+  const orig = cjsFs.writeSync
+  cjsFs.writeSync = function (fd, buf, ...rest) {
+    if (ArrayBuffer.isView(buf) && buf.byteLength === 4000) { const copy = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength); const b = Buffer.from(copy); b[17] ^= 1; return orig.call(this, fd, b, ...rest) }
+    return orig.call(this, fd, buf, ...rest)
+  }
+  try {
+    t.throws(() => save(dir, 2, r, 1), { code: 'ERR_DATA', message: /step 2 did not read back as written .*model\.safetensors: checkpoint file is corrupt.*no older checkpoint was removed/ })
+  } finally {
+    cjsFs.writeSync = orig
+  }
+  t.same(fs.readdirSync(dir), ['step-1'], 'the unverified one is gone, the previous one stays')
+  // Pruning counts only checkpoints up to the one saved: newer folders (a run resumed from an older one) stay.
+  save(dir, 3, r, 3)
+  save(dir, 2, r, 1)
+  t.same(fs.readdirSync(dir).sort(), ['step-2', 'step-3'])
+})
+
+t.test('null or malformed arguments are ERR_INVALID_ARG, not TypeErrors', async (t) => {
+  const dir = tmpdir(t)
+  t.throws(() => saveCheckpoint(dir, null), { code: 'ERR_INVALID_ARG', message: /saveCheckpoint: input/ })
+  t.throws(() => saveCheckpoint(null, { step: 1 }), { code: 'ERR_INVALID_ARG', message: /saveCheckpoint: root/ })
+  t.throws(() => saveCheckpoint(dir, { step: 1, tensors: null }), { code: 'ERR_INVALID_ARG', message: /tensors/ })
+  t.throws(() => saveCheckpoint(dir, { step: 1, tensors: { 'a.safetensors': null } }), { code: 'ERR_INVALID_ARG' })
+  t.throws(() => saveAdapter(path.join(dir, 'a'), null, []), { code: 'ERR_INVALID_ARG', message: /saveAdapter: spec/ })
+  t.throws(() => saveAdapter(path.join(dir, 'a'), { type: 'lora', r: 1 }, null), { code: 'ERR_INVALID_ARG', message: /saveAdapter: layers/ })
+  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), null), { code: 'ERR_INVALID_ARG', message: /tensors must be an object/ })
+  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), { w: null }), { code: 'ERR_INVALID_ARG', message: /tensor w must be an object/ })
+  t.throws(() => writeSafetensors(null, {}), { code: 'ERR_INVALID_ARG', message: /writeSafetensors: file/ })
+  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), {}, undefined, null), { code: 'ERR_INVALID_ARG', message: /writeSafetensors: options/ })
+  t.same(fs.readdirSync(dir), [], 'nothing written')
 })
 
 t.test('safetensors writer: format details, dtypes, errors', async (t) => {

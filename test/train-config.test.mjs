@@ -7,6 +7,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { validateTrainConfig, trainPreset, loadTrainConfigFile, configHash, didYouMean } from '../dist/cjs/train/config/index.js'
 import { learningRateAt, lrMultiplier, warmupStepsFor } from '../dist/cjs/train/schedule.js'
+import { require } from './helpers.mjs'
+
+const { initModel, loadModel, ModelTrainer } = require('../dist/cjs/index.js')
 
 const noPaths = { checkPaths: false }
 
@@ -45,12 +48,12 @@ t.test('every field is checked and the error names it', async (t) => {
     lossAggregation: 'sum', advantageEps: 0, advantageScaling: 'global', dynamicSampling: 'yes',
     maxGenerationBatches: 0, overlongBufferTokens: -1, overlongPenalty: -1, warmStartSteps: -1,
     checkpointEvery: 1.5, keepCheckpoints: 0, outputDir: '', seed: -1, device: 'tpu', computeDtype: 'fp8',
-    activationRecomputation: 1
+    activationRecomputation: 1, divergencePatience: -1
   }
   for (const [field, value] of Object.entries(bad)) {
     t.throws(() => validateTrainConfig({ [field]: value }, noPaths), { code: 'ERR_CONFIG', message: new RegExp(`^config\\.${field} `) }, `${field} = ${JSON.stringify(value)}`)
   }
-  t.throws(() => validateTrainConfig({ learningRate: -1 }, noPaths), { message: 'config.learningRate must be a positive number, got -1' })
+  t.throws(() => validateTrainConfig({ learningRate: -1 }, noPaths), { message: 'config.learningRate must be a positive number no greater than 1000 (the optimizer\'s limit), got -1' })
   const adapterBad = { type: 'qlora', r: 0, alpha: -1, dropout: 1, targetModules: [] }
   for (const [field, value] of Object.entries(adapterBad)) {
     t.throws(() => validateTrainConfig({ adapter: { [field]: value } }, noPaths), { code: 'ERR_CONFIG', message: new RegExp(`^config\\.adapter\\.${field} `) }, `adapter.${field}`)
@@ -61,6 +64,42 @@ t.test('every field is checked and the error names it', async (t) => {
   }
   t.throws(() => validateTrainConfig('x'), { code: 'ERR_CONFIG', message: /config must be an object/ })
   t.throws(() => validateTrainConfig({ adapter: 3 }, noPaths), { code: 'ERR_CONFIG', message: /config\.adapter must be an object/ })
+})
+
+t.test('values the optimizer, the sampler or the loss kernel would refuse later are refused up front, naming the field', async (t) => {
+  const refused = {
+    learningRate: 1e4, warmStartLearningRate: 2000, adamBeta1: 0.9999999999, adamBeta2: 1, adamEps: 2, weightDecay: 1e4,
+    gradClip: Infinity, temperature: 1e-45, evalTemperature: 1e-40, topP: 0, evalTopP: 1.5, klCoef: 1e39, dualClip: 1e39,
+    advantageEps: 2, overlongPenalty: 1e39, maxPromptTokens: 2 ** 21, maxCompletionTokens: 1e12, promptsPerStep: 1e12,
+    samplesPerPrompt: 2.5, divergencePatience: 0.5, steps: -3, evalEvery: NaN, checkpointEvery: Infinity
+  }
+  for (const [field, value] of Object.entries(refused)) {
+    t.throws(() => validateTrainConfig({ [field]: value }, noPaths), { code: 'ERR_CONFIG', message: new RegExp(`^config\\.${field} `) }, `${field} = ${value}`)
+  }
+  for (const [field, value] of Object.entries({ alpha: 1e10, dropout: 0.995, r: 1e6 })) {
+    t.throws(() => validateTrainConfig({ adapter: { [field]: value } }, noPaths), { code: 'ERR_CONFIG', message: new RegExp(`^config\\.adapter\\.${field} `) }, `adapter.${field} = ${value}`)
+  }
+  t.equal(validateTrainConfig({}, noPaths).divergencePatience, 0, 'divergencePatience defaults to 0 (stop at the first non-finite step)')
+  t.equal(configHash(validateTrainConfig({ divergencePatience: 3 }, noPaths)), configHash(validateTrainConfig({}, noPaths)), 'and is not part of the configuration hash (a run may resume with another)')
+
+  // The limits are the native AdamW's: the largest accepted values step, one beyond is refused by both.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-config-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  initModel({ preset: 'tiny', arch: 'qwen2', out: dir, seed: 1 })
+  const model = await loadModel(dir, { maxBatch: 1, maxContext: 16 })
+  const trainer = new ModelTrainer(model)
+  t.teardown(() => { trainer.dispose(); model.dispose() })
+  const max = { learningRate: 1000, adamBeta1: 0.999999999, adamBeta2: 0.999999999, adamEps: 1, weightDecay: 1000 }
+  const c = validateTrainConfig(max, noPaths)
+  await trainer.step([{ tokens: [1, 2, 3, 4], weights: [0, 1, 1, 1] }])
+  const norm = await trainer.applyAdamW({ lr: c.learningRate, beta1: c.adamBeta1, beta2: c.adamBeta2, eps: c.adamEps, weightDecay: c.weightDecay, maxGradNorm: c.gradClip })
+  t.ok(Number.isFinite(norm), 'the optimizer takes the largest values the configuration accepts')
+  const native = { learningRate: 'lr', adamBeta1: 'beta1', adamBeta2: 'beta2', adamEps: 'eps', weightDecay: 'weightDecay' }
+  for (const [field, value] of Object.entries(max)) {
+    const over = value < 1 ? (1 + value) / 2 + 5e-10 : value * 1.001
+    t.throws(() => validateTrainConfig({ [field]: over }, noPaths), { code: 'ERR_CONFIG', message: new RegExp(`^config\\.${field} `) }, `config refuses ${field} = ${over}`)
+    await t.rejects(trainer.applyAdamW({ lr: 1e-3, [native[field]]: over }), { code: 'ERR_INVALID_ARG' }, `and so does the optimizer (${native[field]})`)
+  }
 })
 
 t.test('unknown fields are rejected with a did-you-mean', async (t) => {
@@ -96,7 +135,7 @@ t.test('JSON files: file-named errors, relative paths against the file', async (
   fs.writeFileSync(file, '{\n  "steps": 10,\n  "learningRate": ,\n}\n')
   t.throws(() => loadTrainConfigFile(file), { code: 'ERR_CONFIG', message: new RegExp(`^${file.replace(/[.]/g, '\\.')}:3:\\d+: invalid JSON`) })
   fs.writeFileSync(file, JSON.stringify({ steps: 10, learningRate: -1 }))
-  t.throws(() => loadTrainConfigFile(file), { message: `${file}: config.learningRate must be a positive number, got -1` })
+  t.throws(() => loadTrainConfigFile(file), { message: `${file}: config.learningRate must be a positive number no greater than 1000 (the optimizer's limit), got -1` })
   fs.writeFileSync(file, '[1]')
   t.throws(() => loadTrainConfigFile(file), { message: /must be a JSON object/ })
   t.throws(() => loadTrainConfigFile(path.join(dir, 'missing.json')), { code: 'ERR_CONFIG', message: /missing\.json: cannot read/ })

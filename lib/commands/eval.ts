@@ -99,9 +99,12 @@ export const evalCommand: Command = {
     } else {
       options.completions = v.completions
     }
+    // Ctrl-C and SIGTERM stop the evaluation (no output file is written) with the conventional 130 / 143.
     const controller = new AbortController()
-    const onSigint = (): void => controller.abort()
-    process.once('SIGINT', onSigint)
+    let received: NodeJS.Signals | undefined
+    const onSignal = (sig: NodeJS.Signals): void => { received ??= sig; controller.abort() }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
     options.signal = controller.signal
     let lastPrint = 0
     if (v.quiet !== true) {
@@ -122,8 +125,15 @@ export const evalCommand: Command = {
       console.log(formatEvaluation(result))
       if (v.output !== undefined) console.log(`-> ${v.output}`)
       return 0
+    } catch (err) {
+      if (received !== undefined && (err as RecodeError).code === 'ABORT_ERR') {
+        process.stderr.write(`recode eval: interrupted (${received}); nothing written\n`)
+        return received === 'SIGTERM' ? 143 : 130
+      }
+      throw err
     } finally {
-      process.removeListener('SIGINT', onSigint)
+      process.removeListener('SIGINT', onSignal)
+      process.removeListener('SIGTERM', onSignal)
       model?.dispose()
     }
   }

@@ -64,7 +64,8 @@ function progressPrinter (): (e: TrainEvent) => void {
 /**
  * `recode train`: with no arguments, the embedded default (the tiny preset: synthetic API-update tasks, a tiny
  * model warm-started by SFT, then GRPO, about five minutes on two cores). `--config FILE` and flags set any
- * field of the configuration; `--resume RUN_DIR` continues a run. Ctrl-C saves a checkpoint and exits.
+ * field of the configuration; `--resume RUN_DIR` continues a run. Ctrl-C or SIGTERM saves a checkpoint and exits
+ * (130 / 143).
  */
 export const trainCommand: Command = {
   name: 'train',
@@ -105,19 +106,23 @@ export const trainCommand: Command = {
     } else {
       config = configFile !== undefined ? loadTrainConfigFile(configFile, overrides) : validateTrainConfig(overrides)
     }
+    // SIGTERM (schedulers, `docker stop`) is handled as Ctrl-C: a checkpoint of the last finished step, then the
+    // conventional status of the first signal (130 / 143).
     const controller = new AbortController()
-    let interrupts = 0
-    const onSigint = (): void => {
-      interrupts++
-      if (interrupts === 1) {
-        if (currentWorld().isRoot) process.stderr.write('\ninterrupted: finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n')
+    let first: NodeJS.Signals | undefined
+    const statusOf = (sig: NodeJS.Signals): number => (sig === 'SIGTERM' ? 143 : 130)
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (first === undefined) {
+        first = sig
+        if (currentWorld().isRoot) process.stderr.write(`\ninterrupted (${sig}): finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n`)
         controller.abort()
-      } else process.exit(130)
+      } else process.exit(statusOf(first))
     }
-    process.on('SIGINT', onSigint)
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
     const world = currentWorld()
     // mpirun forwards SIGUSR1 to every rank: `--nproc` (or `kill -USR1 <mpirun pid>`) asks for a checkpoint and a stop
-    if (world.size > 1) process.on('SIGUSR1', onSigint)
+    if (world.size > 1) process.on('SIGUSR1', onSignal)
     try {
       const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progressPrinter(), stopAfterStep: maxSteps })
       const s = result.summary
@@ -134,7 +139,7 @@ export const trainCommand: Command = {
         console.log(e.checkpoint !== undefined
           ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
           : 'stopped before the first step finished; nothing to resume')
-        return 130
+        return statusOf(first ?? 'SIGINT')
       }
       if (world.size > 1) {
         // one rank failing must not leave the others waiting in a collective: name it and end them all
@@ -143,8 +148,9 @@ export const trainCommand: Command = {
       }
       throw err
     } finally {
-      process.removeListener('SIGINT', onSigint)
-      process.removeListener('SIGUSR1', onSigint)
+      process.removeListener('SIGINT', onSignal)
+      process.removeListener('SIGTERM', onSignal)
+      process.removeListener('SIGUSR1', onSignal)
       if (world.size > 1) world.finalize()
     }
   }

@@ -17,6 +17,7 @@ export function exitReason (status: number | null, signal: NodeJS.Signals | null
 }
 
 export function resolvePython (python?: string): string {
+  if (python !== undefined && python !== null && typeof python !== 'string') throw new RecodeError('ERR_INVALID_ARG', `python must be a string (an interpreter path or name), got ${typeof python}`)
   return python ?? process.env.RECODE_PYTHON ?? 'python3'
 }
 
@@ -41,7 +42,9 @@ sys.stdout.write(json.dumps(out))
  * the whole list. Rejects with ERR_PYTHON when the interpreter cannot be started.
  */
 export function checkPythonSyntax (sources: string[], python?: string): Promise<Array<string | null>> {
-  const exe = resolvePython(python)
+  if (!Array.isArray(sources) || !sources.every((x) => typeof x === 'string')) return Promise.reject(new RecodeError('ERR_INVALID_ARG', 'checkPythonSyntax: sources must be an array of strings'))
+  let exe: string
+  try { exe = resolvePython(python) } catch (err) { return Promise.reject(err) }
   if (sources.length === 0) return Promise.resolve([])
   return new Promise((resolve, reject) => {
     const child = spawn(exe, ['-c', SYNTAX_CHECK], { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -79,6 +82,7 @@ export interface PythonInfo {
 
 /** Which of `modules` import under `python` (synchronous; one short interpreter run). */
 export function probePython (python?: string, modules: string[] = []): PythonInfo {
+  if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string')) throw new RecodeError('ERR_INVALID_ARG', 'probePython: modules must be an array of module names')
   const exe = resolvePython(python)
   const script = 'import json, sys, importlib\nr = {}\nfor m in sys.argv[1:]:\n    try:\n        mod = importlib.import_module(m)\n        r[m] = str(getattr(mod, "__version__", "?"))\n    except Exception:\n        r[m] = None\nprint(json.dumps({"version": sys.version.split()[0], "modules": r}))'
   const res = spawnSync(exe, ['-c', script, ...modules], { encoding: 'utf8', timeout: 60000 })

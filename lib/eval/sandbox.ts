@@ -29,7 +29,7 @@ import * as crypto from 'crypto'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { RecodeError, abortError } from '../errors'
+import { RecodeError, abortError, optionsArg } from '../errors'
 import { exitReason, resolvePython } from './python'
 
 export type IsolationKind = 'bwrap' | 'unshare' | 'rlimits'
@@ -518,6 +518,7 @@ function mib (b: number): string {
 
 /** One line: which protections hold for this isolation with these options' limits. */
 export function describeIsolation (info: IsolationInfo, options: SandboxOptions = {}): string {
+  options = optionsArg(options, 'describeIsolation')
   const l = limitsOf(options)
   const p = info.protections
   const full = info.kind === 'bwrap'
@@ -691,6 +692,7 @@ export function runPython (source: string, options: SandboxOptions = {}, signal?
   let plan: Plan
   let limits: Limits
   try {
+    options = optionsArg(options, 'runPython')
     limits = limitsOf(options)
     plan = planFor(options.python, options.isolation ?? 'auto', options.allowWeakIsolation === true)
   } catch (err) {
@@ -766,6 +768,8 @@ export interface RunManyOptions extends SandboxOptions {
 
 /** Runs many programs, `concurrency` at a time; results in input order. */
 export async function runPrograms (sources: string[], options: RunManyOptions = {}): Promise<RunResult[]> {
+  if (!Array.isArray(sources)) throw new RecodeError('ERR_INVALID_ARG', `runPrograms: sources must be an array of program sources, got ${sources === null ? 'null' : typeof sources}`)
+  options = optionsArg(options, 'runPrograms')
   const concurrency = checkInt('concurrency', options.concurrency ?? defaultConcurrency(), 1, 4096)
   limitsOf(options)
   const results: RunResult[] = new Array(sources.length)

@@ -15,7 +15,7 @@
  */
 import { cancelFlag, throwIfAborted } from '../abort'
 import * as fs from 'fs'
-import { RecodeError, invalidArg } from '../errors'
+import { RecodeError, invalidArg, optionsArg } from '../errors'
 import { native } from '../native'
 import { tensorToFloat32 } from '../safetensors'
 import { loadAdapter, saveAdapter, type AdapterLayerWeights } from '../train/checkpoint'
@@ -87,9 +87,12 @@ export class ModelTrainer {
    */
   constructor (model: Model, options: { adapter?: TrainerAdapterOptions, activationRecomputation?: boolean } = {}) {
     // the model's native handle (private to Model; the trainer shares its backend)
+    if (model === null || typeof model !== 'object') throw invalidArg(`ModelTrainer: model must be a loaded Model, got ${model === null ? 'null' : typeof model}`)
+    options = optionsArg(options, 'ModelTrainer')
     const modelHandle = (model as unknown as { handle: unknown }).handle
     if (modelHandle === undefined) throw invalidArg('ModelTrainer: the model was disposed')
     const adapter = options.adapter
+    if (adapter !== undefined && (adapter === null || typeof adapter !== 'object' || !Array.isArray(adapter.targetModules))) throw invalidArg('ModelTrainer: options.adapter must be an object { type, r, alpha, targetModules: string[] }')
     this.adapter = adapter === undefined ? undefined : { dropout: 0, seed: 0, ...adapter, targetModules: [...adapter.targetModules] }
     this.handle = native().trainerCreate(modelHandle, {
       ...(this.adapter === undefined ? {} : { adapter: this.adapter }),
@@ -141,6 +144,8 @@ export class ModelTrainer {
    * temporary name then renamed. `baseModel` becomes base_model_name_or_path.
    */
   async saveAdapter (dir: string, options: { baseModel?: string } = {}): Promise<void> {
+    if (typeof dir !== 'string' || dir === '') throw invalidArg(`ModelTrainer.saveAdapter: dir must be a non-empty string, got ${dir === null ? 'null' : typeof dir}`)
+    options = optionsArg(options, 'ModelTrainer.saveAdapter')
     const a = this.adapter
     if (a === undefined) throw invalidArg('ModelTrainer.saveAdapter: this trainer has no adapter (full fine-tuning)')
     const layers = new Map<string, AdapterLayerWeights>()

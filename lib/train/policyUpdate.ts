@@ -4,6 +4,7 @@
  * its log-probs, a backward with the loss's d/dlogp as token weights; then clip + AdamW. The first update's
  * log-probs are the old policy's (the ratio is 1 there and differs from 1 in later updates).
  */
+import { RecodeError } from '../errors'
 import type { ModelTrainer } from '../model/train'
 import { policyLoss } from '../rl/loss'
 import type { TrainConfig } from './config'
@@ -99,6 +100,14 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       }
       const mask = new Float32Array(mb.length * L)
       mb.forEach((s, r) => mask.fill(1, r * L, r * L + s.tokens.length - s.promptLength))
+      // Non-finite log-probabilities mean the model itself has diverged (the loss kernel would refuse them as a bad
+      // argument): the trainer turns ERR_DIVERGED into a stop naming the step.
+      for (let r = 0; r < mb.length; r++) {
+        const lp = logp[r]
+        for (let k = mb[r].promptLength; k < lp.length; k++) {
+          if (!Number.isFinite(lp[k])) throw new RecodeError('ERR_DIVERGED', `the policy's log-probability of response token ${k - mb[r].promptLength} of sequence ${m + r} is ${lp[k]}`)
+        }
+      }
       const mbMask = mb.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
       const { grad, metrics } = await policyLoss({
         batch: mb.length,

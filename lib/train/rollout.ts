@@ -106,9 +106,12 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
       let r: Float32Array
       if (options.rewardFunction) {
         const given = await options.rewardFunction(texts, targetsRows)
-        if (given == null || given.length !== texts.length) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
+        if (given == null || given.length !== texts.length) throw new RecodeError('ERR_REWARD', `train: rewardFunction must return ${texts.length} numbers, got ${given?.length}`)
         r = Float32Array.from(given)
-        for (let k = 0; k < r.length; k++) if (!Number.isFinite(r[k])) throw new RecodeError('ERR_INVALID_ARG', `train: rewardFunction returned ${r[k]} for completion ${k}`)
+        // A bad reward is the reward's fault, not the model's: named here rather than surfacing as a divergence.
+        for (let j = 0; j < r.length; j++) {
+          if (!Number.isFinite(r[j])) throw new RecodeError('ERR_REWARD', `train: rewardFunction returned ${String(given[j])} for completion ${k * per * n + j} (training row ${shardRows[Math.floor(j / n)]}, sample ${j % n}) of RL step ${step + 1}`)
+        }
       } else {
         r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
       }

@@ -21,12 +21,14 @@ import { initModel } from '../model/init'
 import { PYTHON_CORPUS } from '../model/bpe'
 import { ModelTrainer, type TrainerState } from '../model/train'
 import { buildMessages, RECODE_TRAIN_PROMPT } from '../prompts'
-import { closePythonWorkers } from '../reward'
 import { loadMigrationData, splitMigrationData } from '../data/recode'
 import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorData } from '../safetensors'
 import { toBf16 } from '../dtype'
 import { makeDir, writeFileAtomic } from '../atomicFile'
 import { saveCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint'
+import { parseModelConfig, readJsonFile } from '../model/config'
+import { probePython } from '../eval/python'
+import { closePythonWorkers, pythonCommand } from '../reward'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
@@ -149,6 +151,42 @@ class DataCursor {
 
 // ---- helpers ------------------------------------------------------------------------------------------
 
+/**
+ * The Python that the held-out scores and the ES* reward's syntax check run (both parse completions), probed
+ * once up front so that a missing or broken interpreter is an ERR_PYTHON before any work rather than at the
+ * first evaluation.
+ */
+function checkPython (python: string | undefined): void {
+  const { command, from } = pythonCommand({ python })
+  const info = probePython(command)
+  if (info.error !== undefined) throw new RecodeError('ERR_PYTHON', `${command} (${from}) is not a usable Python (${info.error || 'no reason given'}); the reward's syntax check and the held-out scores need one: set --python or RECODE_PYTHON`)
+}
+
+/** What is not finite about a step's loss and gradient norm, or null when both are finite (or absent: a skipped step). */
+function nonFiniteOf (record: StepMetrics): string | null {
+  const bad: string[] = []
+  if (record.loss !== undefined && !Number.isFinite(record.loss)) bad.push(`the loss is ${record.loss}`)
+  if (record.gradNorm !== undefined && !Number.isFinite(record.gradNorm)) bad.push(`the gradient norm is ${record.gradNorm}`)
+  return bad.length > 0 ? bad.join(' and ') : null
+}
+
+/** The run has diverged: ERR_DIVERGED naming the step and stage, with the last good checkpoint (if any) attached. */
+function divergedError (step: number, stage: TrainStage, what: string, checkpoint: string, streak: number, patience: number, cause?: unknown): RecodeError {
+  const e = new RecodeError('ERR_DIVERGED',
+    `training diverged at step ${step} (${stage}): ${what}${streak > 1 ? ` (${streak} non-finite steps in a row; config.divergencePatience is ${patience})` : ''}; ` +
+    (checkpoint !== '' ? `the last good checkpoint is ${checkpoint}` : 'no checkpoint had been written'), { cause }) as RecodeError & { step: number, stage: TrainStage, checkpoint?: string }
+  e.step = step
+  e.stage = stage
+  if (checkpoint !== '') e.checkpoint = checkpoint
+  return e
+}
+
+/** Whether every trained tensor is finite (asked only after a step failed, to tell a diverged model from other faults). */
+async function weightsFinite (trainer: ModelTrainer): Promise<boolean> {
+  for (const t of await trainer.parameters()) for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) return false
+  return true
+}
+
 function abortWith (checkpoint: string | undefined): RecodeError {
   const e = abortError() as RecodeError & { checkpoint?: string }
   if (checkpoint !== undefined) {
@@ -238,11 +276,18 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   }
   const hash = configHash(config)
   const started = Date.now()
-  if (world.isRoot) makeDir(runDir, 'train')
-  if (options.resume === undefined && world.isRoot) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
+  // Everything the inputs can fail on is checked before the run folder exists: a run that cannot start leaves
+  // nothing behind (the data read and validated, the model's config.json parsed, the Python of the reward probed).
   const data = await loadDataset(config)
   if (data.train.length === 0) throw new RecodeError('ERR_CONFIG', `config.data: ${data.source} gives no training rows`)
+  if (config.model !== 'tiny') {
+    const file = path.join(config.model, 'config.json')
+    parseModelConfig(readJsonFile(file), file)
+  }
+  checkPython(options.python)
+  if (world.isRoot) makeDir(runDir, 'train')
+  if (options.resume === undefined && world.isRoot) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
   // Model: the built-in tiny one is written into the run folder once (same seed, same files on resume).
   let baseDir = config.model
@@ -353,10 +398,14 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const cursor = new DataCursor(usable.length, config.seed)
   let summaryBefore: HeldOutScores | undefined
   let summaryWarm: HeldOutScores | undefined
-  const resumeFrom = options.resume !== undefined ? latestCheckpoint(ckptRoot, { expectConfigHash: hash }) : undefined
+  // A newer checkpoint that fails its checksums is skipped (said in a log event) for the one before it; it stays
+  // in place until this run saves that step again.
+  const resumeFrom = options.resume !== undefined
+    ? latestCheckpoint(ckptRoot, { expectConfigHash: hash, onSkip: (dir, err) => emit({ type: 'log', message: `checkpoint ${dir} is unusable (${err.message}); falling back to the previous checkpoint` }) })
+    : undefined
   if (options.resume !== undefined && resumeFrom === undefined) throw new RecodeError('ERR_CONFIG', `resume: ${ckptRoot} holds no complete checkpoint of this configuration`)
   if (resumeFrom !== undefined) {
-    const ck = loadCheckpoint(resumeFrom.dir)
+    const ck = loadCheckpoint(resumeFrom.dir, { verify: false }) // latestCheckpoint has just checksummed it
     const tensors = ck.tensors['trainer.safetensors']
     const names = (await trainer.parameters()).map((t) => t.name)
     await trainer.setState({
@@ -389,13 +438,23 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
 
   const prompts: PromptSource = { rows: data.train, text: promptText, ids: promptIds, usable, cursor }
   let lastCheckpoint = resumeFrom?.dir ?? ''
+  let stage: TrainStage = warmSteps > 0 && step < warmSteps ? 'warm-start' : rlStage
   const checkpoint = async (): Promise<string> => {
     if (!world.isRoot) {
       if (trainer.zero1) await trainer.state() // rank 0 gathers the sharded moments: every rank takes part
       return lastCheckpoint // rank 0 writes the single-process checkpoint
     }
     const state = await trainer.state()
-    const dir = saveCheckpoint(ckptRoot, {
+    const save = (input: Parameters<typeof saveCheckpoint>[1]): string => {
+      try {
+        return saveCheckpoint(ckptRoot, input)
+      } catch (err) {
+        // non-finite weights: the model diverged without a non-finite loss showing it yet
+        if ((err as RecodeError).code === 'ERR_DIVERGED') throw divergedError(step, stage, 'the weights hold a non-finite value', lastCheckpoint, 1, config.divergencePatience, err)
+        throw err
+      }
+    }
+    const dir = save({
       step,
       configHash: hash,
       rng: { seed: config.seed },
@@ -410,6 +469,7 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     return dir
   }
 
+  let nonFinite = 0 // non-finite steps in a row (config.divergencePatience of them are tolerated)
   try {
     if (summaryBefore === undefined) {
       summaryBefore = await evaluate(config.seed)
@@ -418,14 +478,36 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
     while (step < stopAt) {
       if (world.size > 1 ? world.allreduce(Float64Array.of(options.signal?.aborted === true ? 1 : 0))[0] > 0 : signal?.aborted) throw abortError()
-      const stage: TrainStage = step < warmSteps ? 'warm-start' : rlStage
-      const record = stage === 'warm-start' || stage === 'sft'
-        ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
-        : await rlStep(ctx, step - warmSteps, prompts, baseWeights)
+      stage = step < warmSteps ? 'warm-start' : rlStage
+      let record: StepMetrics
+      try {
+        record = stage === 'warm-start' || stage === 'sft'
+          ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
+          : await rlStep(ctx, step - warmSteps, prompts, baseWeights)
+      } catch (err) {
+        const code = (err as RecodeError).code
+        if (code === 'ABORT_ERR') throw err
+        // A step that failed on a model gone non-finite (sampling NaN logits, the loss kernel refusing NaN
+        // log-probabilities) is a divergence at this step, not an argument error.
+        if (code !== 'ERR_DIVERGED' && await weightsFinite(trainer)) throw err
+        await trainer.zeroGrad()
+        throw divergedError(step + 1, stage, code === 'ERR_DIVERGED' ? (err as Error).message : `the weights hold a non-finite value (${(err as Error).message})`, lastCheckpoint, nonFinite + 1, config.divergencePatience, err)
+      }
       step++
       record.step = step
       record.stage = stage
       record.time = Date.now()
+      const bad = nonFiniteOf(record)
+      if (bad !== null) {
+        // Counted, recorded, never checkpointed or evaluated: the last good checkpoint stays the newest.
+        nonFinite++
+        metrics?.append(record)
+        emit({ type: 'step', stage, step, totalSteps, metrics: record })
+        if (nonFinite > config.divergencePatience) throw divergedError(step, stage, bad, lastCheckpoint, nonFinite, config.divergencePatience)
+        emit({ type: 'log', message: `step ${step} (${stage}): ${bad}; tolerated (${nonFinite} of config.divergencePatience ${config.divergencePatience})` })
+        continue
+      }
+      nonFinite = 0
       if (step === warmSteps && warmSteps > 0 && summaryWarm === undefined) {
         summaryWarm = await evaluate(config.seed)
         record.eval = { formatRate: summaryWarm.formatRate, esStar: summaryWarm.esStar, exactMatch: summaryWarm.exactMatch }
@@ -439,12 +521,15 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       emit({ type: 'step', stage, step, totalSteps, metrics: record })
       if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step < stopAt) await checkpoint()
     }
+    // A run does not finish on a non-finite step: patience covers a streak that a finite step ends.
+    if (nonFinite > 0) throw divergedError(step, stage, 'the run ended on a non-finite step', lastCheckpoint, nonFinite, config.divergencePatience)
   } catch (err) {
     metrics?.close()
     if ((err as RecodeError).code === 'ABORT_ERR') {
-      // The interrupted step left nothing behind (gradients are zeroed); save the last finished one.
+      // The interrupted step left nothing behind (gradients are zeroed); save the last finished one (unless it
+      // was a non-finite one: then the last good checkpoint stands).
       await trainer.zeroGrad()
-      const dir = step > 0 && !lastCheckpoint.endsWith(`step-${step}`) ? await checkpoint() : (lastCheckpoint || undefined)
+      const dir = step > 0 && !lastCheckpoint.endsWith(`step-${step}`) && nonFinite === 0 ? await checkpoint() : (lastCheckpoint || undefined)
       throw abortWith(dir)
     }
     throw err

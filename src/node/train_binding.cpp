@@ -31,7 +31,7 @@ double num_prop(const char* fn, Napi::Object o, const char* name, bool required,
   }
   if (!v.IsNumber()) bad(fn, std::string(name) + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d)) bad(fn, std::string(name) + " must be finite, got " + std::to_string(d));
+  if (!std::isfinite(d)) bad(fn, std::string(name) + " must be finite, got " + number_text(d));
   return d;
 }
 
@@ -39,7 +39,7 @@ int64_t int_prop(const char* fn, Napi::Object o, const char* name, int64_t lo, i
   double d = num_prop(fn, o, name, true, 0);
   if (d != std::floor(d) || d < (double)lo || d > (double)hi)
     bad(fn, std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                std::to_string(d));
+                number_text(d));
   return (int64_t)d;
 }
 

@@ -41,7 +41,7 @@ std::shared_ptr<Trainer> trainer_of(const Args& a, size_t i) {
 }
 
 // options.adapter: { type: 'lora' | 'dora', r, alpha, dropout, seed, targetModules: string[] } (absent or
-// type 'none': full fine-tuning). lib/train/config.ts validates the same fields with friendlier messages.
+// type 'none': full fine-tuning). lib/train/config/validate.ts validates the same fields with friendlier messages.
 AdapterSpec adapter_spec(const Args& a, size_t i) {
   AdapterSpec spec;
   if (!a.has(i)) return spec;

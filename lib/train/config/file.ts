@@ -126,6 +126,6 @@ export function canonicalJson (value: unknown): string {
 
 /** Hash of the fields that decide the training trajectory (where and how often it is saved excluded: a run may be moved). */
 export function configHash (config: TrainConfig): string {
-  const { outputDir, checkpointEvery, keepCheckpoints, evalEvery, ...rest } = config
+  const { outputDir, checkpointEvery, keepCheckpoints, evalEvery, divergencePatience, ...rest } = config
   return createHash('sha256').update(canonicalJson(rest)).digest('hex')
 }

@@ -20,6 +20,7 @@ const BOOL_OR_AUTO = new Set(['zero1'])
  * range checks are validateTrainConfig's. Unknown flags are ERR_CONFIG errors with a did-you-mean.
  */
 export function trainFlagsToConfig (argv: readonly string[]): Record<string, unknown> {
+  if (!Array.isArray(argv) || !argv.every((x) => typeof x === 'string')) throw new RecodeError('ERR_INVALID_ARG', `trainFlagsToConfig: argv must be an array of strings, got ${argv === null ? 'null' : Array.isArray(argv) ? 'an array with a non-string' : typeof argv}`)
   const shape = trainPreset('tiny') as unknown as Record<string, unknown>
   const known: string[] = []
   for (const [k, v] of Object.entries(shape)) {

@@ -1,8 +1,8 @@
 /**
  * The training configuration: its type, the presets that reproduce the paper's two settings (recode.md §4)
  * plus the tiny CPU preset of the embedded default, and validation that checks every field before any work
- * starts, throwing RecodeError ERR_CONFIG with the field's name (`config.learningRate must be a positive
- * number, got -1`) and a did-you-mean for unknown fields.
+ * starts, throwing RecodeError ERR_CONFIG with the field's name (`config.weightDecay must be a number in
+ * [0, 1000], got -1`) and a did-you-mean for unknown fields.
  *
  * A raw configuration (a JSON file, CLI flags, a `train()` argument) names a `preset` (default 'tiny') and
  * overrides any of its fields; validateTrainConfig returns the complete, checked configuration.

@@ -56,7 +56,8 @@ const common: Omit<TrainConfig, 'preset'> = {
   device: 'auto',
   computeDtype: 'auto',
   activationRecomputation: false,
-  zero1: null
+  zero1: null,
+  divergencePatience: 0
 }
 
 /**

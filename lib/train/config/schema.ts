@@ -109,4 +109,10 @@ export interface TrainConfig {
   activationRecomputation: boolean
   /** ZeRO-1 with several ranks: AdamW moments sharded over the ranks (null: on for full fine-tuning, off for adapters). */
   zero1: boolean | null
+  /**
+   * Non-finite steps (loss or gradient norm NaN/Inf) tolerated in a row before the run stops with ERR_DIVERGED
+   * (0: stop at the first). Such a step is recorded but never checkpointed; the optimizer skips an update whose
+   * gradient norm is not finite.
+   */
+  divergencePatience: number
 }

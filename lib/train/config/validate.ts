@@ -1,11 +1,12 @@
 /**
  * Validation that checks every field of a raw configuration before any work starts, throwing RecodeError
- * ERR_CONFIG with the field's name (`config.learningRate must be a positive number, got -1`) and a did-you-mean
+ * ERR_CONFIG with the field's name (`config.weightDecay must be a number in [0, 1000], got -1`) and a did-you-mean
  * for unknown fields, then the cross-field rules.
  */
 import * as fs from 'fs'
 import { RecodeError } from '../../errors'
 import { DECODER_PROJECTIONS } from '../../model/projections'
+import { temperatureProblem } from '../../rl/sampling'
 import { trainPreset, trainPresets } from './presets'
 import type { AdapterConfig, PresetName, SyntheticDataConfig, TrainConfig } from './schema'
 
@@ -21,7 +22,6 @@ export function show (v: unknown): string {
   try { return JSON.stringify(v).slice(0, 80) } catch { return typeof v }
 }
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v)
-const positive: Check = (v, f) => { if (!isNum(v) || v <= 0) fail(f, 'a positive number', v) }
 const nonNegative: Check = (v, f) => { if (!isNum(v) || v < 0) fail(f, 'a non-negative number', v) }
 const posInt = (max = 2 ** 31): Check => (v, f) => { if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) fail(f, `an integer in [1, ${max}]`, v) }
 const nonNegInt = (max = 2 ** 31): Check => (v, f) => { if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > max) fail(f, `an integer in [0, ${max}]`, v) }
@@ -32,6 +32,18 @@ const unit = (lo: number, hi: number, loOpen: boolean, hiOpen: boolean): Check =
 const oneOf = (values: readonly string[]): Check => (v, f) => {
   if (typeof v !== 'string' || !values.includes(v)) fail(f, `one of ${values.map((x) => `'${x}'`).join(', ')}`, v)
 }
+/** temperature as the native sampler takes it: 1/T must fit in float32 (lib/rl/sampling.ts). */
+const samplingTemperature = (lo: number, loOpen: boolean): Check => (v, f, all) => {
+  unit(lo, 100, loOpen, false)(v, f, all)
+  const problem = temperatureProblem(v as number)
+  if (problem !== null) throw new RecodeError('ERR_CONFIG', `config.${f} ${problem}`)
+}
+/**
+ * The ranges the native AdamW takes (trainerApplyAdamW in src/node/train_step_binding.cpp): a value outside
+ * them would pass here and then fail at the first step that uses it.
+ */
+export const ADAMW_LIMITS = { lr: 1e3, beta: 0.999999999, eps: 1, weightDecay: 1e3 } as const
+const learningRate: Check = (v, f) => { if (!isNum(v) || v <= 0 || v > ADAMW_LIMITS.lr) fail(f, `a positive number no greater than ${ADAMW_LIMITS.lr} (the optimizer's limit)`, v) }
 const bool: Check = (v, f) => { if (typeof v !== 'boolean') fail(f, 'true or false', v) }
 const nonEmptyString: Check = (v, f) => { if (typeof v !== 'string' || v.length === 0) fail(f, 'a non-empty string', v) }
 
@@ -45,38 +57,39 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   samplesPerPrompt: posInt(1 << 12),
   maxPromptTokens: posInt(1 << 20),
   maxCompletionTokens: posInt(1 << 20),
-  temperature: unit(0, 100, true, false),
+  temperature: samplingTemperature(0, true),
   topP: unit(0, 1, true, false),
-  evalTemperature: unit(0, 100, false, false),
+  evalTemperature: samplingTemperature(0, false),
   evalTopP: unit(0, 1, true, false),
   evalEvery: nonNegInt(),
-  learningRate: positive,
+  learningRate,
   schedule: oneOf(['constant', 'linear', 'cosine']),
   warmupSteps: (v, f) => { if (v !== null) nonNegInt()(v, f, {}) },
   warmupRatio: (v, f) => { if (v !== null) unit(0, 1, false, true)(v, f, {}) },
   minLrRatio: unit(0, 1, false, false),
-  weightDecay: nonNegative,
-  adamBeta1: unit(0, 1, false, true),
-  adamBeta2: unit(0, 1, false, true),
-  adamEps: positive,
+  weightDecay: unit(0, ADAMW_LIMITS.weightDecay, false, false),
+  adamBeta1: unit(0, ADAMW_LIMITS.beta, false, false),
+  adamBeta2: unit(0, ADAMW_LIMITS.beta, false, false),
+  adamEps: unit(0, ADAMW_LIMITS.eps, true, false),
   gradClip: nonNegative,
   gradAccumulation: posInt(1 << 16),
   steps: posInt(),
   policyUpdatesPerBatch: posInt(64),
   clipEpsLow: unit(0, 1, true, true),
   clipEpsHigh: unit(0, 10, true, false),
-  dualClip: (v, f) => { if (v !== null && (!isNum(v) || v <= 1)) fail(f, 'a number greater than 1, or null for off', v) },
-  klCoef: nonNegative,
+  dualClip: (v, f) => { if (v !== null && (!isNum(v) || v <= 1 || v > 1e6)) fail(f, 'a number in (1, 1000000], or null for off', v) },
+  // the loss kernel takes its coefficients as float32
+  klCoef: unit(0, 1e6, false, false),
   klEstimator: oneOf(['k1', 'k2', 'k3']),
   lossAggregation: oneOf(['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm']),
-  advantageEps: positive,
+  advantageEps: unit(0, 1, true, false),
   advantageScaling: oneOf(['group', 'batch', 'none']),
   dynamicSampling: bool,
   maxGenerationBatches: posInt(1000),
   overlongBufferTokens: nonNegInt(),
-  overlongPenalty: nonNegative,
+  overlongPenalty: unit(0, 1e6, false, false),
   warmStartSteps: nonNegInt(),
-  warmStartLearningRate: (v, f) => { if (v !== null) positive(v, f, {}) },
+  warmStartLearningRate: (v, f) => { if (v !== null) learningRate(v, f, {}) },
   checkpointEvery: nonNegInt(),
   keepCheckpoints: posInt(1000),
   outputDir: nonEmptyString,
@@ -84,14 +97,16 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   device: oneOf(['auto', 'cpu', 'cuda', 'emulated']),
   computeDtype: oneOf(['auto', 'fp32', 'bf16']),
   activationRecomputation: bool,
-  zero1: (v, f) => { if (v !== null) bool(v, f, {}) }
+  zero1: (v, f) => { if (v !== null) bool(v, f, {}) },
+  divergencePatience: nonNegInt(1 << 20)
 }
 
 const adapterChecks: Record<keyof AdapterConfig, Check> = {
   type: oneOf(['none', 'lora', 'dora']),
   r: posInt(1 << 14),
-  alpha: positive,
-  dropout: unit(0, 1, false, true),
+  // the native trainer's ranges (adapter_spec in src/node/train_step_binding.cpp)
+  alpha: unit(1e-9, 1e9, false, false),
+  dropout: unit(0, 0.99, false, false),
   targetModules: (v, f) => {
     if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && /^[A-Za-z_][A-Za-z0-9_.]*$/.test(x))) {
       fail(f, 'a non-empty array of module names (e.g. ["q_proj", "v_proj"])', v)
