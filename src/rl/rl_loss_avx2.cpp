@@ -121,7 +121,7 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
   }
   RowSums r{count, pg_sum.total(), kl_sum.total(), clip_low.total(), clip_high.total(), clip_dual.total(),
             neg_lr.total(), ent_sum.total(), ratio_sum.total(), std::numeric_limits<double>::infinity(),
-            -std::numeric_limits<double>::infinity()};
+            -std::numeric_limits<double>::infinity(), 0, 0, 0, 0};
   alignas(32) float lmin[8], lmax[8];
   _mm256_store_ps(lmin, rmin);
   _mm256_store_ps(lmax, rmax);
