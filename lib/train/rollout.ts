@@ -13,7 +13,14 @@ import type { StepMetrics } from './metrics'
 import type { UpdateTaskRow } from './synthetic'
 
 /** A prompt and its completion as token ids; the loss sees the tokens from promptLength on. */
-export interface Sequence { tokens: number[], promptLength: number }
+export interface Sequence {
+  tokens: number[]
+  promptLength: number
+  /** The generator's log-probability of each completion token (the rollout correction compares the trainer's to it). */
+  sampledLogp?: number[]
+  /** The completion hit maxCompletionTokens (finish reason 'length'; maskTruncatedCompletions drops it). */
+  truncated?: boolean
+}
 
 /** Replaces the configured reward: one number per completion (completions and their rows in order). */
 export type RewardFunction = (completions: string[], rows: UpdateTaskRow[]) => ArrayLike<number> | Promise<ArrayLike<number>>
@@ -58,7 +65,7 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
   const seconds = { generation: 0, reward: 0 }
   const tick = (name: keyof typeof seconds, since: number): number => { const now = performance.now(); seconds[name] += (now - since) / 1000; return now }
 
-  const kept: Array<{ row: number, completions: number[][], rewards: number[] }> = []
+  const kept: Array<{ row: number, completions: number[][], rewards: number[], logprobs: number[][], truncated: boolean[] }> = []
   let batches = 0
   let allRewards: number[] = []
   let allFmt: number[] = []
@@ -106,7 +113,7 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
     const keep = config.dynamicSampling ? dapoDynamicMask(r, n) : new Uint8Array(rows.length).fill(1)
     rows.forEach((row, p) => {
       if (!keep[p] || kept.length >= config.promptsPerStep) return
-      kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]) })
+      kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]), logprobs: gens[p].map((g) => g.logprobs), truncated: gens[p].map((g) => g.finishReason === 'length') })
     })
     batches++
     t = tick('reward', t)
@@ -129,6 +136,6 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
 
   const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
   const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
-  const sequences = kept.flatMap((g) => g.completions.map((ids) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length })))
+  const sequences = kept.flatMap((g) => g.completions.map((ids, s) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length, sampledLogp: g.logprobs[s], truncated: g.truncated[s] })))
   return { sequences, advantages, metrics, seconds }
 }

@@ -55,7 +55,17 @@ const common: Omit<TrainConfig, 'preset'> = {
   seed: 42,
   device: 'auto',
   computeDtype: 'auto',
-  activationRecomputation: false
+  activationRecomputation: false,
+  // TRL's objectives (issue 16): off
+  lossType: null,
+  importanceSamplingLevel: 'token',
+  delta: null,
+  sapoTemperaturePos: 1.0,
+  sapoTemperatureNeg: 1.05,
+  maskTruncatedCompletions: false,
+  topEntropyQuantile: 1.0,
+  entropyCoef: 0,
+  rolloutCorrection: null
 }
 
 /**
