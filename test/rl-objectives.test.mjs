@@ -255,6 +255,7 @@ t.test('every TRL objective against the float64 reference: loss, metrics, gradie
 
 t.test('larger batches: cpu, baseline SIMD and emulated CUDA agree', async (t) => {
   const r = rng(t, 'agree')
+  t.comment(`cpu SIMD: ${addon.systemInfo().simdActive} (detected ${addon.systemInfo().simdDetected})`)
   for (const v of variants) {
     const { perToken, withRef, ...opts } = v
     const inp = makeInputs(r, 11, 301, { perToken, withRef })
@@ -262,8 +263,12 @@ t.test('larger batches: cpu, baseline SIMD and emulated CUDA agree', async (t) =
     const want = refLoss(inp, opts)
     t.ok(Math.abs(cpu.metrics.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-3) < 2e-5, `${label(v)}: cpu loss matches the reference`)
     const scale = cpu.grad.reduce((m, g) => Math.max(m, Math.abs(g)), 0)
-    for (const device of backends(t, addon).filter((d) => d !== 'cpu')) {
-      const other = await policyLoss(inp, { ...opts, device })
+    for (const device of ['baseline', ...backends(t, addon).filter((d) => d !== 'cpu')]) {
+      let other
+      if (device === 'baseline') {
+        setSimdLevel('baseline')
+        try { other = await policyLoss(inp, { ...opts, device: 'cpu' }) } finally { setSimdLevel('auto') }
+      } else other = await policyLoss(inp, { ...opts, device })
       t.ok(maxRelError(other.grad, cpu.grad, 1e-3 * scale) < 1e-5 && Math.abs(other.metrics.loss - cpu.metrics.loss) <= 1e-6 * Math.max(1, Math.abs(cpu.metrics.loss)),
         `${device} ${label(v)}: same loss and gradient as cpu`)
     }

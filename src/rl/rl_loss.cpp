@@ -278,9 +278,16 @@ LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad
   for (int b = 0; b < B; ++b) total += rows[b].count;
   if (!cfg.basic()) {
     const ExtArgs a = ext_args(in, cfg);
+    // float compare against the double threshold: H >= thr exactly when H >= the smallest float >= thr
+    float thr_f = (float)a.ent_threshold;
+    if ((double)thr_f < a.ent_threshold) thr_f = std::nextafter(thr_f, INFINITY);
+    const bool avx2 = simd_level() == SimdLevel::AVX2;
     parallel_for(B, 4, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        rows[b] = loss_row_ext(in, cfg, a, (int)b, aggregation_scale(cfg, B, T, rows[b].count, total), grad_logp);
+      for (int64_t b = b0; b < b1; ++b) {
+        const double scale = aggregation_scale(cfg, B, T, rows[b].count, total);
+        rows[b] = avx2 ? loss_row_ext_avx2(in, cfg, a, thr_f, (int)b, scale, grad_logp)
+                       : loss_row_ext(in, cfg, a, (int)b, scale, grad_logp);
+      }
     });
     LossMetrics m = assemble_loss(rows.data(), B, T, cfg);
     if (grad_entropy) {

@@ -122,6 +122,9 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
 ExtArgs ext_args(const LossInputs& in, const LossConfig& cfg);
 RowSums loss_row_ext(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, int b, double scale,
                      float* grad_logp);
+// The same in 8-wide float (rl_loss_avx2.cpp); ent_threshold_f: the smallest float >= a.ent_threshold.
+RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f,
+                          int b, double scale, float* grad_logp);
 // d loss / d entropy of every token: -entropy_coef * mask * keep / D (D: kept tokens, or all with
 // entropy_global_norm; at least 1).
 void entropy_grad(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, double total, double kept,
