@@ -162,7 +162,7 @@ function entropyGrad (inp, o, ref) {
   }
   let kept = 0
   for (let i = 0; i < B * T; i++) if (ref.mask[i] > 0 && inp.entropy[i] >= thr) kept += ref.mask[i]
-  const global = o.lossType === 'dapo' || o.lossType === 'cispo' || o.lossType === undefined
+  const global = o.lossType === 'dapo' || o.lossType === 'cispo'
   const D = Math.max(global ? ref.tokens : kept, 1)
   for (let i = 0; i < B * T; i++) if (ref.mask[i] > 0 && inp.entropy[i] >= thr) g[i] = -o.entropyCoef * ref.mask[i] / D
   return g
@@ -315,7 +315,8 @@ t.test('objective argument checks name the option', async (t) => {
     [{ rolloutCorrection: { mode: 'mask', level: 'row', c: 2 } }, /rolloutCorrection.level/],
     [{ rolloutCorrection: { mode: 'mask', level: 'token', c: 1 } }, /rolloutCorrection.c/],
     [{ maskTruncatedCompletions: 'yes' }, /maskTruncatedCompletions/],
-    [{ sapoTemperatureNeg: 0, lossType: 'sapo' }, /sapoTauNeg|sapoTemperatureNeg/]
+    [{ sapoTemperatureNeg: 0, lossType: 'sapo' }, /sapoTemperatureNeg/],
+    [{ delta: 0 }, /delta/]
   ]
   for (const [opts, re] of bad) await t.rejects(policyLoss(inp, opts), { code: 'ERR_INVALID_ARG', message: re }, JSON.stringify(opts))
   await t.rejects(policyLoss({ ...inp, entropy: undefined }, { entropyCoef: 0.1 }), { code: 'ERR_INVALID_ARG', message: /entropy/ }, 'the bonus needs entropies')

@@ -159,7 +159,8 @@ export interface PolicyLossOptions {
   maskTruncatedCompletions?: boolean
   /** Keep in the policy term only tokens whose entropy reaches this top quantile (TRL's rho; 1 = all). */
   topEntropyQuantile?: number
-  /** Entropy bonus: loss -= entropyCoef * mean entropy of the kept tokens; gradEntropy is returned. */
+  /** Entropy bonus: loss -= entropyCoef * mean entropy of the kept tokens (per token of the batch for lossType
+   * dapo / cispo, as TRL); gradEntropy is returned. */
   entropyCoef?: number
   rolloutCorrection?: RolloutCorrectionOptions
   /** Buffer [B*T] to write the gradient into (reused across steps); default: a new Float32Array. */
@@ -256,6 +257,10 @@ export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossO
   if (lossType !== undefined && !Object.prototype.hasOwnProperty.call(lossTypes, lossType)) throw invalidArg(`policyLoss: lossType must be one of ${Object.keys(lossTypes).join(', ')}, got ${String(lossType)}`)
   if (lossType !== undefined && options.aggregation !== undefined) throw invalidArg('policyLoss: aggregation must be left out with lossType (the loss type sets it)')
   const variant = lossType !== undefined ? lossTypes[lossType] : undefined
+  for (const name of ['delta', 'sapoTemperaturePos', 'sapoTemperatureNeg'] as const) {
+    const v = options[name]
+    if (v !== undefined && !(v > 0)) throw invalidArg(`policyLoss: ${name} must be a positive number, got ${String(v)}`)
+  }
   const level = options.importanceSamplingLevel ?? 'token'
   if (level !== 'token' && level !== 'sequence') throw invalidArg(`policyLoss: importanceSamplingLevel must be 'token' or 'sequence', got ${String(level)}`)
   const rc = options.rolloutCorrection
