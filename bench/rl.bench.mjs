@@ -1,5 +1,6 @@
 // Advantages + policy loss for 512 sequences x 4,096 tokens (DAPO settings: clip 0.2/0.28, dual clip 10,
-// token-mean; and GRPO with a k3 KL term): time per pass and effective bandwidth (bytes the pass must read
+// token-mean; and GRPO with a k3 KL term; TRL's GSPO, CISPO, SAPO, delta with the rollout correction, and the
+// entropy mask with the entropy bonus, issue 16): time per pass and effective bandwidth (bytes the pass must read
 // and write / time) beside the measured copy bandwidth. Target (issue 3): >= 50% of memory bandwidth.
 import { createRequire } from 'module'
 import * as os from 'os'
@@ -38,9 +39,17 @@ export default async function () {
   const refLogp = Float32Array.from(logp, (v) => v + 0.2 * (rand() - 0.5))
   const mask = Float32Array.from({ length: n }, (_, i) => (i % T) < T - (i / T % 1000) ? 1 : 0)
   const rewards = Float32Array.from({ length: B }, () => rand())
+  const entropy = Float32Array.from({ length: n }, () => 4 * rand())
+  const rolloutLogp = Float32Array.from(oldLogp, (v) => v + 0.1 * (rand() - 0.5))
   const configs = [
     { name: 'DAPO (clip 0.2/0.28, dual 10, token-mean)', opts: { clipLow: 0.2, clipHigh: 0.28, clipRatioC: 10 }, withRef: false },
-    { name: 'GRPO + k3 KL (seq-mean-token-mean)', opts: { klCoef: 0.001, klEstimator: 'k3', aggregation: 'seq-mean-token-mean' }, withRef: true }
+    { name: 'GRPO + k3 KL (seq-mean-token-mean)', opts: { klCoef: 0.001, klEstimator: 'k3', aggregation: 'seq-mean-token-mean' }, withRef: true },
+    // TRL's objectives (issue 16): the extended path beside the two above
+    { name: 'GSPO (grpo, sequence-level ratio)', opts: { lossType: 'grpo', importanceSamplingLevel: 'sequence', clipLow: 3e-4, clipHigh: 4e-4 }, withRef: false },
+    { name: 'CISPO (cap 5, token-mean)', opts: { lossType: 'cispo', clipHigh: 5 }, withRef: false },
+    { name: 'SAPO (tau 1.0/1.05)', opts: { lossType: 'sapo' }, withRef: false },
+    { name: 'DAPO + delta 4 + rollout truncate (token, C 2)', opts: { lossType: 'dapo', clipHigh: 0.28, delta: 4, rolloutCorrection: { mode: 'truncate', level: 'token', c: 2 } }, withRef: false, extraBytes: 1 },
+    { name: 'DAPO + top-20% entropy + entropy bonus', opts: { lossType: 'dapo', clipHigh: 0.28, topEntropyQuantile: 0.2, entropyCoef: 0.001 }, withRef: false, extraBytes: 1 }
   ]
   const results = []
   for (const device of devices) {
@@ -48,18 +57,18 @@ export default async function () {
       const gradOut = new Float32Array(n)
       const run = async () => {
         const advantages = grpoAdvantages(rewards, G, { convention: 'verl', scale: 'group', device })
-        return policyLoss({ batch: B, length: T, logp, oldLogp, refLogp: c.withRef ? refLogp : undefined, advantages, mask }, { ...c.opts, device, gradOut })
+        return policyLoss({ batch: B, length: T, logp, oldLogp, refLogp: c.withRef ? refLogp : undefined, advantages, mask, entropy: c.opts.topEntropyQuantile !== undefined ? entropy : undefined, rolloutLogp: c.opts.rolloutCorrection ? rolloutLogp : undefined }, { ...c.opts, device, gradOut })
       }
       const s = await timeAsync(`${device} ${c.name}`, run, { minSamples: 5, maxTime: 3 })
       const cpuSeconds = device === 'cpu' ? await cpuSecondsPerCall(run, 5) : null
       // bytes a pass must move: logp, oldLogp, mask (+ refLogp) read, grad written
-      const bytes = n * 4 * (c.withRef ? 5 : 4)
+      const bytes = n * 4 * ((c.withRef ? 5 : 4) + (c.extraBytes ?? 0))
       results.push({ device, config: c.name, sequences: B, tokens: T, seconds: s, cpuSecondsPerCall: cpuSeconds, tokensPerSecond: n / s, effectiveGBps: bytes / s / 1e9,
         copyGBps: copy / 1e9, fractionOfCopyBandwidth: (bytes / s) / copy })
     }
   }
   const summary = `copy bandwidth ${(copy / 1e9).toFixed(2)} GB/s; threads ${info.threads}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n` + results.map((r) =>
-    `${r.device.padEnd(5)} ${r.config.padEnd(44)}: ${(r.seconds * 1e3).toFixed(2)} ms (cpu time ${r.cpuSecondsPerCall === null ? '-' : (r.cpuSecondsPerCall * 1e3).toFixed(1) + ' ms'}), ${(r.tokensPerSecond / 1e6).toFixed(1)} M tokens/s, ` +
+    `${r.device.padEnd(5)} ${r.config.padEnd(48)}: ${(r.seconds * 1e3).toFixed(2)} ms (cpu time ${r.cpuSecondsPerCall === null ? '-' : (r.cpuSecondsPerCall * 1e3).toFixed(1) + ' ms'}), ${(r.tokensPerSecond / 1e6).toFixed(1)} M tokens/s, ` +
     `${r.effectiveGBps.toFixed(2)} GB/s = ${(100 * r.fractionOfCopyBandwidth).toFixed(0)}% of copy bandwidth`).join('\n')
   return { name: 'rl', results, summary }
 }

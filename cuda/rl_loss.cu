@@ -11,7 +11,7 @@
 
 using namespace recode::rl;
 
-constexpr int kRowSumFields = 11;  // layout of recode::rl::RowSums
+constexpr int kRowSumFields = 15;  // layout of recode::rl::RowSums
 
 // Sums kFields doubles over the block; thread 0 gets the totals in out (min for field `min_field`, max for
 // `max_field`; -1 for none).
@@ -130,8 +130,9 @@ __global__ void policy_loss_kernel(int B, int T, const float* logp, const float*
   const int b = blockIdx.x;
   const size_t off = (size_t)b * T;
   const double scale = agg_scale(agg, B, T, norm_length, counts[b], total);
-  // fields: count, pg, kl, clip_low, clip_high, clip_dual, neg_log_ratio, entropy, ratio_sum, ratio_min, ratio_max
-  double v[kRowSumFields] = {0, 0, 0, 0, 0, 0, 0, 0, 0, INFINITY, -INFINITY};
+  // fields: count, pg, kl, clip_low, clip_high, clip_dual, neg_log_ratio, entropy, ratio_sum, ratio_min, ratio_max,
+  // and the extended path's mis_abs, corrected, kept_entropy, kept (0 here)
+  double v[kRowSumFields] = {0, 0, 0, 0, 0, 0, 0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
   for (int t = threadIdx.x; t < T; t += blockDim.x) {
     const float m = mask[off + t];
     if (m == 0.f) {
@@ -160,10 +161,92 @@ __global__ void policy_loss_kernel(int B, int T, const float* logp, const float*
   }
 }
 
-// row_sums: B x 11 doubles in the layout of recode::rl::RowSums; the host assembles loss and metrics.
+// Extended path, pass 1: per row the mask count, the masked sums of logp - old (sequence-level weight) and of
+// old - rollout (sequence-level correction).
+__global__ void ext_row_pre_kernel(const float* logp, const float* old_logp, const float* rollout_logp,
+                                   const float* mask, int T, double* pre) {
+  __shared__ double scratch[32][3];
+  const size_t off = (size_t)blockIdx.x * T;
+  double v[3] = {0, 0, 0};
+  for (int t = threadIdx.x; t < T; t += blockDim.x) {
+    const float m = mask[off + t];
+    if (m == 0.f) continue;
+    v[0] += m;
+    v[1] += (double)m * (logp[off + t] - old_logp[off + t]);
+    if (rollout_logp) v[2] += (double)m * (old_logp[off + t] - rollout_logp[off + t]);
+  }
+  block_reduce_fields<3>(v, scratch, -1, -1);
+  if (threadIdx.x == 0)
+    for (int f = 0; f < 3; ++f) pre[(size_t)blockIdx.x * 3 + f] = v[f];
+}
+
+// Pass 2: one block per row, the tokens (token_ext); at the sequence level, pass 3 adds the row's coupled
+// gradient once the block has reduced d loss / d (mean log-ratio).
+__global__ void policy_loss_ext_kernel(int B, int T, const float* logp, const float* old_logp, const float* ref_logp,
+                                       const float* rollout_logp, const float* entropy, const float* adv,
+                                       int adv_per_token, const float* mask, ExtArgs a, float kl_coef, int agg,
+                                       float norm_length, const double* pre, double total, float* grad,
+                                       double* row_sums) {
+  __shared__ double scratch[32][kRowSumFields + 1];
+  __shared__ double g_row;
+  const int b = blockIdx.x;
+  const size_t off = (size_t)b * T;
+  const double count = pre[(size_t)b * 3];
+  const double scale = agg_scale(agg, B, T, norm_length, count, total);
+  RowCtx row{(float)(pre[(size_t)b * 3 + 1] / fmax(count, 1.0)), (float)pre[(size_t)b * 3 + 2]};
+  double v[kRowSumFields + 1] = {0, 0, 0, 0, 0, 0, 0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0, 0};
+  for (int t = threadIdx.x; t < T; t += blockDim.x) {
+    const size_t i = off + t;
+    const float m = mask[i];
+    if (m == 0.f) {
+      grad[i] = 0.f;
+      continue;
+    }
+    float A = adv_per_token ? adv[i] : adv[b];
+    TokenExt tk = token_ext(logp[i], old_logp[i], ref_logp ? ref_logp[i] : 0.f, rollout_logp ? rollout_logp[i] : 0.f,
+                            entropy ? entropy[i] : 0.f, A, a, row);
+    const double own = a.seq_level ? (double)tk.dlogp : (double)tk.dlw + tk.dlogp;
+    grad[i] = (float)(m * scale * (own + (double)kl_coef * tk.dkl));
+    v[1] += (double)m * tk.pg;
+    v[2] += (double)m * tk.kl;
+    v[3] += m * tk.clip_low;
+    v[4] += m * tk.clip_high;
+    v[5] += m * tk.clip_dual;
+    v[6] += (double)m * tk.neg_lr;
+    if (entropy) v[7] += (double)m * entropy[i];
+    v[8] += (double)m * tk.ratio;
+    v[9] = fmin(v[9], (double)tk.ratio);
+    v[10] = fmax(v[10], (double)tk.ratio);
+    v[11] += (double)m * tk.mis_abs;
+    v[12] += m * tk.corrected;
+    if (tk.keep) {
+      v[14] += m;
+      if (entropy) v[13] += (double)m * entropy[i];
+    }
+    if (a.seq_level) v[15] += (double)m * tk.dlw;
+  }
+  block_reduce_fields<kRowSumFields + 1>(v, scratch, 9, 10);
+  if (threadIdx.x == 0) {
+    v[0] = count;
+    for (int f = 0; f < kRowSumFields; ++f) row_sums[(size_t)b * kRowSumFields + f] = v[f];
+    g_row = scale * v[15] / fmax(count, 1.0);
+  }
+  __syncthreads();
+  if (a.seq_level && g_row != 0) {
+    const double g = g_row;
+    for (int t = threadIdx.x; t < T; t += blockDim.x) {
+      const float m = mask[off + t];
+      if (m != 0.f) grad[off + t] = (float)((double)grad[off + t] + g * m);
+    }
+  }
+}
+
+// row_sums: B x 15 doubles in the layout of recode::rl::RowSums; the host assembles loss and metrics.
 RECODE_API(policy_loss)(int B, int T, const float* logp, const float* old_logp, const float* ref_logp,
                         const float* adv, int adv_per_token, const float* mask, const float* entropy, float clip_low,
                         float clip_high, float clip_c, float kl_coef, int kl_kind, int agg, float norm_length,
+                        int ext, const float* rollout_logp, int objective, int seq_level, float delta, float sapo_tau_pos,
+                        float sapo_tau_neg, int rc_mode, int rc_seq, float rc_c, int ent_mask, double ent_threshold,
                         float* grad, double* row_sums, char* err, size_t err_len) {
   RECODE_API_TRY
   if (B <= 0 || T <= 0) {
@@ -194,22 +277,70 @@ RECODE_API(policy_loss)(int B, int T, const float* logp, const float* old_logp, 
     RECODE_CUDA_CHECK(cudaMemcpy(d_ent, entropy, n * sizeof(float), cudaMemcpyHostToDevice));
   }
   unsigned threads = T <= 32 ? 32 : T <= 256 ? 128 : 256;
-  SIMT_LAUNCH(row_count_kernel, dim3(B), dim3(threads), 0, 0, d_mask, T, d_counts);
-  RECODE_CUDA_CHECK(cudaGetLastError());
-  double* counts = (double*)malloc(B * sizeof(double));
-  if (!counts) {
-    snprintf(err, err_len, "policy_loss: out of host memory");
-    return 2;
+  if (ext) {  // TRL's variants: the row pre-pass, then the extended kernel
+    if ((rc_mode != 0 && !rollout_logp) || (ent_mask && !entropy)) {
+      snprintf(err, err_len, "policy_loss: the rollout correction needs rollout_logp, the entropy mask entropy");
+      return 1;
+    }
+    float* d_roll = nullptr;
+    double* d_pre;
+    RECODE_CUDA_CHECK(cudaMalloc(&d_pre, (size_t)B * 3 * sizeof(double)));
+    if (rollout_logp) {
+      RECODE_CUDA_CHECK(cudaMalloc(&d_roll, n * sizeof(float)));
+      RECODE_CUDA_CHECK(cudaMemcpy(d_roll, rollout_logp, n * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    SIMT_LAUNCH(ext_row_pre_kernel, dim3(B), dim3(threads), 0, 0, d_logp, d_old, d_roll, d_mask, T, d_pre);
+    RECODE_CUDA_CHECK(cudaGetLastError());
+    double* pre = (double*)malloc((size_t)B * 3 * sizeof(double));
+    if (!pre) {
+      snprintf(err, err_len, "policy_loss: out of host memory");
+      return 2;
+    }
+    RECODE_CUDA_CHECK(cudaMemcpy(pre, d_pre, (size_t)B * 3 * sizeof(double), cudaMemcpyDeviceToHost));
+    double total = 0;
+    for (int b = 0; b < B; ++b) total += pre[(size_t)b * 3];
+    free(pre);
+    ExtArgs a{};
+    a.objective = objective;
+    a.clip_low = clip_low;
+    a.clip_high = clip_high;
+    a.clip_c = clip_c;
+    a.delta = delta;
+    a.tau_pos = sapo_tau_pos;
+    a.tau_neg = sapo_tau_neg;
+    a.kl_kind = kl_kind;
+    a.seq_level = seq_level;
+    a.rc_mode = rc_mode;
+    a.rc_seq = rc_seq;
+    a.rc_c = rc_c;
+    a.rc_log_c = rc_mode != 0 ? logf(rc_c) : 0.f;
+    a.ent_mask = ent_mask;
+    a.ent_threshold = ent_threshold;
+    SIMT_LAUNCH(policy_loss_ext_kernel, dim3(B), dim3(threads), 0, 0, B, T, d_logp, d_old, d_ref, d_roll, d_ent, d_adv,
+                adv_per_token, d_mask, a, kl_coef, agg, norm_length, d_pre, total, d_grad, d_sums);
+    RECODE_CUDA_CHECK(cudaGetLastError());
+    RECODE_CUDA_CHECK(cudaMemcpy(grad, d_grad, n * sizeof(float), cudaMemcpyDeviceToHost));
+    RECODE_CUDA_CHECK(cudaMemcpy(row_sums, d_sums, (size_t)B * kRowSumFields * sizeof(double), cudaMemcpyDeviceToHost));
+    cudaFree(d_pre);
+    if (d_roll) cudaFree(d_roll);
+  } else {
+    SIMT_LAUNCH(row_count_kernel, dim3(B), dim3(threads), 0, 0, d_mask, T, d_counts);
+    RECODE_CUDA_CHECK(cudaGetLastError());
+    double* counts = (double*)malloc(B * sizeof(double));
+    if (!counts) {
+      snprintf(err, err_len, "policy_loss: out of host memory");
+      return 2;
+    }
+    RECODE_CUDA_CHECK(cudaMemcpy(counts, d_counts, B * sizeof(double), cudaMemcpyDeviceToHost));
+    double total = 0;
+    for (int b = 0; b < B; ++b) total += counts[b];
+    free(counts);
+    SIMT_LAUNCH(policy_loss_kernel, dim3(B), dim3(threads), 0, 0, B, T, d_logp, d_old, d_ref, d_adv, adv_per_token, d_mask,
+                d_ent, clip_low, clip_high, clip_c, kl_coef, kl_kind, agg, norm_length, d_counts, total, d_grad, d_sums);
+    RECODE_CUDA_CHECK(cudaGetLastError());
+    RECODE_CUDA_CHECK(cudaMemcpy(grad, d_grad, n * sizeof(float), cudaMemcpyDeviceToHost));
+    RECODE_CUDA_CHECK(cudaMemcpy(row_sums, d_sums, (size_t)B * kRowSumFields * sizeof(double), cudaMemcpyDeviceToHost));
   }
-  RECODE_CUDA_CHECK(cudaMemcpy(counts, d_counts, B * sizeof(double), cudaMemcpyDeviceToHost));
-  double total = 0;
-  for (int b = 0; b < B; ++b) total += counts[b];
-  free(counts);
-  SIMT_LAUNCH(policy_loss_kernel, dim3(B), dim3(threads), 0, 0, B, T, d_logp, d_old, d_ref, d_adv, adv_per_token, d_mask,
-              d_ent, clip_low, clip_high, clip_c, kl_coef, kl_kind, agg, norm_length, d_counts, total, d_grad, d_sums);
-  RECODE_CUDA_CHECK(cudaGetLastError());
-  RECODE_CUDA_CHECK(cudaMemcpy(grad, d_grad, n * sizeof(float), cudaMemcpyDeviceToHost));
-  RECODE_CUDA_CHECK(cudaMemcpy(row_sums, d_sums, (size_t)B * kRowSumFields * sizeof(double), cudaMemcpyDeviceToHost));
   cudaFree(d_logp); cudaFree(d_old); cudaFree(d_adv); cudaFree(d_mask); cudaFree(d_grad); cudaFree(d_counts);
   cudaFree(d_sums);
   if (d_ref) cudaFree(d_ref);

@@ -26,6 +26,10 @@ export interface StepMetrics {
   entropy?: number
   responseLength?: number
   tokensPerSecond?: number
+  /** With config.rolloutCorrection: mean |trainer - generator log-prob| of the sampled tokens, and the fraction of
+   * tokens whose correction weight was truncated or masked. */
+  rolloutLogRatioAbs?: number
+  rolloutCorrectedFraction?: number
   /** Seconds per phase: generation, reward, logprobs, backward, optimizer, ... */
   phaseSeconds?: Record<string, number>
   /** Held-out evaluation, when one ran at this step. */

@@ -6,9 +6,9 @@
  */
 import { RecodeError } from '../errors'
 import type { ModelTrainer } from '../model/train'
-import { policyLoss } from '../rl/loss'
+import { policyLoss, type PolicyLossInputs, type PolicyLossOptions } from '../rl/loss'
 import type { TrainConfig } from './config'
-import type { Rollout } from './rollout'
+import type { Rollout, Sequence } from './rollout'
 
 export interface PolicyUpdateOptions {
   lr: number
@@ -42,6 +42,10 @@ export interface PolicyUpdateResult {
   /** Trained tokens per second of log-prob, backward and optimizer time. */
   tokensPerSecond: number
   seconds: { logprobs: number, backward: number, optimizer: number }
+  /** With config.rolloutCorrection, token-weighted over the updates: mean |trainer - generator log-prob| of the
+   * sampled tokens, and the fraction of tokens whose correction weight was truncated or masked. */
+  rolloutLogRatioAbs?: number
+  rolloutCorrectedFraction?: number
 }
 
 export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, batch: Rollout, options: PolicyUpdateOptions): Promise<PolicyUpdateResult> {
@@ -52,7 +56,8 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   const advantages = batch.advantages
   const B = seqs.length
   const microRows = (config.promptsPerStep / config.gradAccumulation) * config.samplesPerPrompt
-  const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+  const masked = (s: Sequence): boolean => config.maskTruncatedCompletions && s.truncated === true
+  const totalMask = seqs.reduce((a, s) => a + (masked(s) ? 0 : s.tokens.length - s.promptLength), 0)
   const dp = options.dataParallel
   const G = config.gradAccumulation
   // micro-batch m / microRows is this rank's when it falls in the rank's contiguous share of the G micro-batches
@@ -79,9 +84,12 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
 
   const oldLogp: Float32Array[] = []
   let lossSum = 0; let klSum = 0; let clipSum = 0; let clipLowSum = 0; let clipHighSum = 0; let gradNorm = 0; let weightSum = 0
+  let misSum = 0; let correctedSum = 0
   for (let update = 0; update < config.policyUpdatesPerBatch; update++) {
-    // per micro-batch: loss, kl, clip, clip low, clip high (each times its weight), and its mask count
-    const parts = new Float64Array(Math.ceil(B / microRows) * 6)
+    // per micro-batch: loss, kl, clip, clip low, clip high (each times its weight), its mask count, and the rollout
+    // mismatch and corrected fraction (times the mask count)
+    const PARTS = 8
+    const parts = new Float64Array(Math.ceil(B / microRows) * PARTS)
     for (let m = 0; m < B; m += microRows) {
       if (!mine(m)) continue
       const mb = seqs.slice(m, m + microRows)
@@ -108,7 +116,8 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
           if (!Number.isFinite(lp[k])) throw new RecodeError('ERR_DIVERGED', `the policy's log-probability of response token ${k - mb[r].promptLength} of sequence ${m + r} is ${lp[k]}`)
         }
       }
-      const mbMask = mb.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
+      const mbMask = mb.reduce((a, s) => a + (masked(s) ? 0 : s.tokens.length - s.promptLength), 0)
+      const variants = objectiveOptions(config, mb, L)
       const { grad, metrics } = await policyLoss({
         batch: mb.length,
         length: L,
@@ -116,19 +125,21 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
         oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
         refLogp: withRef ? pack(refLogp.slice(m, m + microRows)) : undefined,
         advantages: advantages.subarray(m, m + mb.length),
-        mask
+        mask,
+        ...variants.inputs
       }, {
         clipLow: config.clipEpsLow,
         clipHigh: config.clipEpsHigh,
         clipRatioC: config.dualClip ?? 0,
         klCoef: config.klCoef,
         klEstimator: config.klCoef > 0 ? config.klEstimator : undefined,
-        aggregation: config.lossAggregation,
+        aggregation: config.lossType == null ? config.lossAggregation : undefined,
         normLength: config.maxCompletionTokens,
+        ...variants.options,
         signal
       })
       // The kernel aggregates over this micro-batch; scale to the whole batch (tokens or sequences).
-      const scale = config.lossAggregation === 'token-mean' ? mbMask / totalMask : mb.length / B
+      const scale = tokenMean(config) ? (totalMask > 0 ? mbMask / totalMask : 0) : mb.length / B
       const weights = mb.map((s, r) => {
         const w = new Float32Array(s.tokens.length)
         for (let k = 0; k < s.tokens.length - s.promptLength; k++) w[s.promptLength + k] = -grad[r * L + k] * scale
@@ -136,13 +147,15 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       })
       await trainer.backward(weights, { signal })
       t = tick('backward', t)
-      parts.set([metrics.loss * scale, metrics.klMean * mbMask, metrics.clipFrac * mbMask, metrics.clipFracLow * mbMask, metrics.clipFracHigh * mbMask, mbMask], (m / microRows) * 6)
+      parts.set([metrics.loss * scale, metrics.klMean * mbMask, metrics.clipFrac * mbMask, metrics.clipFracLow * mbMask, metrics.clipFracHigh * mbMask, mbMask,
+        metrics.rolloutLogRatioAbs * mbMask, metrics.rolloutCorrectedFrac * mbMask], (m / microRows) * PARTS)
     }
     // summed in micro-batch order whichever rank computed each: the same numbers on any number of ranks
     dp?.allreduce(parts)
-    for (let k = 0; k < parts.length; k += 6) {
+    for (let k = 0; k < parts.length; k += PARTS) {
       lossSum += parts[k]
       klSum += parts[k + 1]; clipSum += parts[k + 2]; clipLowSum += parts[k + 3]; clipHighSum += parts[k + 4]; weightSum += parts[k + 5]
+      misSum += parts[k + 6]; correctedSum += parts[k + 7]
     }
     t = performance.now()
     await dp?.reduceGradients()
@@ -158,6 +171,44 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
     clipFractionLow: clipLowSum / weightSum,
     clipFractionHigh: clipHighSum / weightSum,
     tokensPerSecond: trainedTokens / Math.max(1e-9, seconds.logprobs + seconds.backward + seconds.optimizer),
-    seconds
+    seconds,
+    ...(config.rolloutCorrection != null ? { rolloutLogRatioAbs: misSum / weightSum, rolloutCorrectedFraction: correctedSum / weightSum } : {})
   }
+}
+
+// ---- TRL's objectives (issue 16) --------------------------------------------------------------------------
+
+/** Whether the loss divides by the batch's token count (so a micro-batch's share is its tokens): verl's
+ * token-mean, TRL's dapo and cispo (num_items_in_batch). TRL's bnpo divides each micro-batch by its own count
+ * and the sum by the accumulation steps, as the sequence means do. */
+function tokenMean (config: TrainConfig): boolean {
+  if (config.lossType == null) return config.lossAggregation === 'token-mean'
+  return config.lossType === 'dapo' || config.lossType === 'cispo'
+}
+
+/** The policyLoss inputs and options of config's TRL settings for micro-batch mb packed as [rows x L]. */
+function objectiveOptions (config: TrainConfig, mb: Sequence[], L: number): { inputs: Partial<PolicyLossInputs>, options: PolicyLossOptions } {
+  const inputs: Partial<PolicyLossInputs> = {}
+  const options: PolicyLossOptions = {
+    lossType: config.lossType ?? undefined,
+    importanceSamplingLevel: config.importanceSamplingLevel,
+    delta: config.delta ?? undefined,
+    sapoTemperaturePos: config.sapoTemperaturePos,
+    sapoTemperatureNeg: config.sapoTemperatureNeg
+  }
+  if (config.maskTruncatedCompletions) {
+    inputs.truncated = mb.map((s) => (s.truncated === true ? 1 : 0))
+    options.maskTruncatedCompletions = true
+  }
+  if (config.rolloutCorrection != null) {
+    const roll = new Float32Array(mb.length * L)
+    mb.forEach((s, r) => {
+      const lp = s.sampledLogp
+      if (lp === undefined || lp.length !== s.tokens.length - s.promptLength) throw new RecodeError('ERR_INVALID_ARG', 'train: rolloutCorrection needs the generator\'s log-probability of every sampled token')
+      roll.set(lp, r * L)
+    })
+    inputs.rolloutLogp = roll
+    options.rolloutCorrection = { ...config.rolloutCorrection }
+  }
+  return { inputs, options }
 }

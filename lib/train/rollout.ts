@@ -13,7 +13,14 @@ import type { StepMetrics } from './metrics'
 import type { UpdateTaskRow } from './synthetic'
 
 /** A prompt and its completion as token ids; the loss sees the tokens from promptLength on. */
-export interface Sequence { tokens: number[], promptLength: number }
+export interface Sequence {
+  tokens: number[]
+  promptLength: number
+  /** The generator's log-probability of each completion token (the rollout correction compares the trainer's to it). */
+  sampledLogp?: number[]
+  /** The completion hit maxCompletionTokens (finish reason 'length'; maskTruncatedCompletions drops it). */
+  truncated?: boolean
+}
 
 /** Replaces the configured reward: one number per completion (completions and their rows in order). */
 export type RewardFunction = (completions: string[], rows: UpdateTaskRow[]) => ArrayLike<number> | Promise<ArrayLike<number>>
@@ -68,7 +75,7 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
   const seconds = { generation: 0, reward: 0 }
   const tick = (name: keyof typeof seconds, since: number): number => { const now = performance.now(); seconds[name] += (now - since) / 1000; return now }
 
-  const kept: Array<{ row: number, completions: number[][], rewards: number[] }> = []
+  const kept: Array<{ row: number, completions: number[][], rewards: number[], logprobs: number[][], truncated: boolean[] }> = []
   let batches = 0
   let allRewards: number[] = []
   let allFmt: number[] = []
@@ -115,20 +122,21 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
       } else {
         r = Float32Array.from(texts, (_, k) => config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k])
       }
-      // per sample: reward, format, ES*, EM*, length, token ids, log-probs (every value exact in float64)
-      shardFlat.forEach((g, k) => packed.push(r[k], comps.format[k], comps.esStar[k], comps.emStar[k], g.tokenIds.length, ...g.tokenIds, ...g.logprobs))
+      // per sample: reward, format, ES*, EM*, truncated (0/1), length, token ids, log-probs (exact in float64)
+      shardFlat.forEach((g, k) => packed.push(r[k], comps.format[k], comps.esStar[k], comps.emStar[k], g.finishReason === 'length' ? 1 : 0, g.tokenIds.length, ...g.tokenIds, ...g.logprobs))
       t = tick('reward', t)
     }
     const samples = world.allgatherv(Float64Array.from(packed))
-    const flat: Array<{ tokenIds: number[], logprobs: number[] }> = []
+    const flat: Array<{ tokenIds: number[], logprobs: number[], finishReason: 'length' | 'other' }> = []
     const rAll: number[] = []
     const comps = { format: [] as number[], esStar: [] as number[], emStar: [] as number[] }
     for (const a of samples) {
       for (let o = 0; o < a.length;) {
         rAll.push(a[o]); comps.format.push(a[o + 1]); comps.esStar.push(a[o + 2]); comps.emStar.push(a[o + 3])
-        const len = a[o + 4]
-        flat.push({ tokenIds: Array.from(a.subarray(o + 5, o + 5 + len)), logprobs: Array.from(a.subarray(o + 5 + len, o + 5 + 2 * len)) })
-        o += 5 + 2 * len
+        const len = a[o + 5]
+        const body = o + 6
+        flat.push({ tokenIds: Array.from(a.subarray(body, body + len)), logprobs: Array.from(a.subarray(body + len, body + 2 * len)), finishReason: a[o + 4] === 1 ? 'length' : 'other' })
+        o = body + 2 * len
       }
     }
     if (flat.length !== rows.length * n) throw new RecodeError('ERR_DIST', `rollout: the ranks returned ${flat.length} samples for ${rows.length * n}`)
@@ -148,7 +156,7 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
     const keep = config.dynamicSampling ? dapoDynamicMask(r, n) : new Uint8Array(rows.length).fill(1)
     rows.forEach((row, p) => {
       if (!keep[p] || kept.length >= config.promptsPerStep) return
-      kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]) })
+      kept.push({ row, completions: gens[p].map((g) => g.tokenIds), rewards: Array.from({ length: n }, (_, s) => r[p * n + s]), logprobs: gens[p].map((g) => g.logprobs), truncated: gens[p].map((g) => g.finishReason === 'length') })
     })
     batches++
   }
@@ -170,6 +178,6 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
 
   const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
   const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
-  const sequences = kept.flatMap((g) => g.completions.map((ids) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length })))
+  const sequences = kept.flatMap((g) => g.completions.map((ids, s) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length, sampledLogp: g.logprobs[s], truncated: g.truncated[s] })))
   return { sequences, advantages, metrics, seconds }
 }

@@ -4,9 +4,12 @@
 //   dapoDynamicMask(rewards: Float32Array, group) -> Uint8Array (one entry per group)
 //   overlongPenalty(lengths: Int32Array, maxLength, buffer, factor) -> Float32Array
 //   policyLoss(device, { batch, length, logp, oldLogp, refLogp?, advantages ([B] or [B*T]), mask: Float32Array,
-//              entropy?, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), aggregation (0-3), normLength,
-//              gradOut?: Float32Array [B*T] }, cancel?)
-//     -> Promise<{ grad: Float32Array, metrics: {...} }>
+//              entropy?, clipLow, clipHigh, clipRatioC, klCoef, klKind (0-3), aggregation (0-4), normLength,
+//              gradOut?: Float32Array [B*T],
+//              TRL's variants, each optional: objective (0 clip | 1 cispo | 2 sapo), seqLevel (0/1), delta (0 = off),
+//              sapoTauPos, sapoTauNeg, entropyCoef, entropyGlobalNorm (0/1), topEntropyQuantile (1 = off),
+//              rolloutCorrection (0 none | 1 truncate | 2 mask), rolloutSeq (0/1), rolloutC, rolloutLogp }, cancel?)
+//     -> Promise<{ grad: Float32Array, gradEntropy?: Float32Array (with entropyCoef), metrics: {...} }>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -72,12 +75,14 @@ class PolicyLossJob : public AsyncJob {
   rl::LossConfig cfg;
   float* grad = nullptr;
   Napi::Reference<Napi::Float32Array> grad_ref;
+  float* grad_entropy = nullptr;
+  Napi::Reference<Napi::Float32Array> grad_entropy_ref;
   rl::LossMetrics metrics{};
 
  protected:
   void Run() override {
     cancel.throw_if_requested();
-    metrics = rl::policy_loss_on(device, in, cfg, grad);
+    metrics = rl::policy_loss_on(device, in, cfg, grad, grad_entropy);
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object m = Napi::Object::New(env);
@@ -95,8 +100,13 @@ class PolicyLossJob : public AsyncJob {
     m.Set("ratioMin", metrics.ratio_min);
     m.Set("ratioMax", metrics.ratio_max);
     m.Set("tokens", metrics.tokens);
+    m.Set("entropyBonus", metrics.entropy_bonus);
+    m.Set("entropyKeptFrac", metrics.kept_frac);
+    m.Set("rolloutLogRatioAbs", metrics.rollout_log_ratio_abs);
+    m.Set("rolloutCorrectedFrac", metrics.rollout_corrected_frac);
     Napi::Object o = Napi::Object::New(env);
     o.Set("grad", grad_ref.Value());
+    if (grad_entropy) o.Set("gradEntropy", grad_entropy_ref.Value());
     o.Set("metrics", m);
     return o;
   }
@@ -135,7 +145,7 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
   c.clip_ratio_c = (float)o.number("clipRatioC");
   c.kl_coef = (float)o.number("klCoef");
   c.kl = (rl::KlEstimator)o.integer("klKind", 0, 3);
-  c.agg = (rl::Aggregation)o.integer("aggregation", 0, 3);
+  c.agg = (rl::Aggregation)o.integer("aggregation", 0, 4);
   c.norm_length = (float)o.number("normLength");
   if (!(c.clip_low >= 0 && c.clip_low < 1)) o.fail("clipLow", "must be in [0, 1)");
   if (!(c.clip_high >= 0 && std::isfinite(c.clip_high))) o.fail("clipHigh", "must be a finite number >= 0");
@@ -144,6 +154,32 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
   if (!std::isfinite(c.kl_coef)) o.fail("klCoef", "must be finite");
   if (c.kl != rl::KlEstimator::None && !job->in.ref_logp) o.fail("refLogp", "is required for a KL penalty");
   if (!(c.norm_length >= 0 && std::isfinite(c.norm_length))) o.fail("normLength", "must be >= 0 (0 = T)");
+  // TRL's variants (absent: the basic objective above)
+  auto opt_number = [&](const char* name, double fallback) { return o.has(name) ? o.number(name) : fallback; };
+  if (o.has("objective")) c.objective = (rl::Objective)o.integer("objective", 0, 2);
+  if (o.has("seqLevel")) c.seq_level = o.integer("seqLevel", 0, 1) != 0;
+  c.delta = (float)opt_number("delta", 0);
+  if (!(c.delta == 0 || (c.delta > 0 && std::isfinite(c.delta)))) o.fail("delta", "must be 0 (off) or a finite number > 0");
+  c.sapo_tau_pos = (float)opt_number("sapoTauPos", 1.0);
+  c.sapo_tau_neg = (float)opt_number("sapoTauNeg", 1.05);
+  if (!(c.sapo_tau_pos > 0 && std::isfinite(c.sapo_tau_pos))) o.fail("sapoTauPos", "must be a finite number > 0");
+  if (!(c.sapo_tau_neg > 0 && std::isfinite(c.sapo_tau_neg))) o.fail("sapoTauNeg", "must be a finite number > 0");
+  if (c.objective == rl::Objective::Cispo && !(c.clip_high > 0)) o.fail("clipHigh", "must be > 0 for CISPO (the weight cap)");
+  c.entropy_coef = (float)opt_number("entropyCoef", 0);
+  if (!std::isfinite(c.entropy_coef)) o.fail("entropyCoef", "must be finite");
+  if (o.has("entropyGlobalNorm")) c.entropy_global_norm = o.integer("entropyGlobalNorm", 0, 1) != 0;
+  c.top_entropy_quantile = opt_number("topEntropyQuantile", 1.0);
+  if (!(c.top_entropy_quantile >= 0 && c.top_entropy_quantile <= 1)) o.fail("topEntropyQuantile", "must be in [0, 1]");
+  if ((c.entropy_coef != 0 || c.top_entropy_quantile < 1) && !job->in.entropy)
+    o.fail("entropy", "is required with entropyCoef or topEntropyQuantile < 1");
+  if (o.has("rolloutCorrection")) c.rc = (rl::RolloutCorrection)o.integer("rolloutCorrection", 0, 2);
+  if (o.has("rolloutSeq")) c.rc_seq = o.integer("rolloutSeq", 0, 1) != 0;
+  if (c.rc != rl::RolloutCorrection::None) {
+    c.rc_c = (float)o.number("rolloutC");
+    if (!(c.rc_c > 1 && std::isfinite(c.rc_c))) o.fail("rolloutC", "must be a finite number > 1");
+    if (!o.has("rolloutLogp")) o.fail("rolloutLogp", "is required for the rollout correction");
+    job->in.rollout_logp = need("rolloutLogp", n);
+  }
   if (o.has("gradOut")) {  // a caller-owned gradient buffer, reused across steps (no fresh 4*B*T bytes per call)
     auto g = o.typed<float>("gradOut");
     if (g.ElementLength() != n) o.fail("gradOut", "must have B * T values");
@@ -153,6 +189,11 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
     auto grad = Napi::Float32Array::New(env, n);  // ours until Result(): written in place
     job->grad = grad.Data();
     job->grad_ref = Napi::Persistent(grad);
+  }
+  if (c.entropy_coef != 0) {
+    auto ge = Napi::Float32Array::New(env, n);  // ours until Result(): written in place
+    job->grad_entropy = ge.Data();
+    job->grad_entropy_ref = Napi::Persistent(ge);
   }
   job->set_cancel(a, 2);
   return AsyncJob::queue(std::move(job));

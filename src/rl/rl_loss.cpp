@@ -78,6 +78,7 @@ LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& c
   double count = 0;
   for (int b = 0; b < B; ++b) count += rows[b].count;
   double pg = 0, kl = 0, kl_raw = 0, cl = 0, ch = 0, cd = 0, nlr = 0, ent = 0, rs = 0;
+  double mis = 0, corrected = 0, kept_ent = 0, kept = 0;
   double rmin = std::numeric_limits<double>::infinity(), rmax = -rmin;
   for (int b = 0; b < B; ++b) {
     const RowSums& r = rows[b];
@@ -93,6 +94,10 @@ LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& c
     rs += r.ratio_sum;
     rmin = std::min(rmin, r.ratio_min);
     rmax = std::max(rmax, r.ratio_max);
+    mis += r.mis_abs;
+    corrected += r.corrected;
+    kept_ent += r.kept_entropy;
+    kept += r.kept;
   }
   const double denom = count + 1e-8;  // verl masked_mean
   m.pg_loss = pg;
@@ -109,6 +114,16 @@ LossMetrics assemble_loss(const RowSums* rows, int B, int T, const LossConfig& c
   m.ratio_min = count > 0 ? rmin : 0.0;
   m.ratio_max = count > 0 ? rmax : 0.0;
   m.tokens = count;
+  m.kept_frac = 1.0;
+  if (!cfg.basic()) {
+    if (cfg.top_entropy_quantile < 1.0) m.kept_frac = kept / denom;
+    m.rollout_log_ratio_abs = mis / denom;
+    m.rollout_corrected_frac = corrected / denom;
+    if (cfg.entropy_coef != 0.f) {
+      m.entropy_bonus = kept_ent / std::max(cfg.entropy_global_norm ? count : kept, 1.0);
+      m.loss -= cfg.entropy_coef * m.entropy_bonus;
+    }
+  }
   return m;
 }
 
@@ -116,7 +131,7 @@ RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scal
   const int T = in.T;
   const size_t off = (size_t)b * T;
   const float* mask = in.mask + off;
-  RowSums r{count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
+  RowSums r{count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(), 0, 0, 0, 0};
   for (int t = 0; t < T; ++t) {
     const float m = mask[t];
     if (m == 0.f) {
@@ -142,7 +157,110 @@ RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scal
   return r;
 }
 
-LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp) {
+ExtArgs ext_args(const LossInputs& in, const LossConfig& cfg) {
+  ExtArgs a{};
+  a.objective = (int)cfg.objective;
+  a.clip_low = cfg.clip_low;
+  a.clip_high = cfg.clip_high;
+  a.clip_c = cfg.clip_ratio_c;
+  a.delta = cfg.delta;
+  a.tau_pos = cfg.sapo_tau_pos;
+  a.tau_neg = cfg.sapo_tau_neg;
+  a.kl_kind = (int)cfg.kl;
+  a.seq_level = cfg.seq_level;
+  a.rc_mode = (int)cfg.rc;
+  a.rc_seq = cfg.rc_seq;
+  a.rc_c = cfg.rc_c;
+  a.rc_log_c = cfg.rc == RolloutCorrection::None ? 0.f : logf(cfg.rc_c);
+  a.ent_mask = cfg.top_entropy_quantile < 1.0;
+  a.ent_threshold = 0;
+  if (a.ent_mask) {  // torch.quantile(entropy[mask > 0], 1 - q), linear interpolation; no tokens: keep none
+    std::vector<float> v;
+    const size_t n = (size_t)in.B * in.T;
+    for (size_t i = 0; i < n; ++i)
+      if (in.mask[i] > 0.f) v.push_back(in.entropy[i]);
+    if (v.empty()) {
+      a.ent_threshold = std::numeric_limits<double>::infinity();
+    } else {
+      const double pos = (1.0 - cfg.top_entropy_quantile) * (double)(v.size() - 1);
+      const size_t lo = (size_t)std::floor(pos);
+      std::nth_element(v.begin(), v.begin() + lo, v.end());
+      const double x_lo = v[lo];
+      const double x_hi = lo + 1 < v.size() ? (double)*std::min_element(v.begin() + lo + 1, v.end()) : x_lo;
+      a.ent_threshold = x_lo + (x_hi - x_lo) * (pos - (double)lo);
+    }
+  }
+  return a;
+}
+
+RowSums loss_row_ext(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, int b, double scale,
+                     float* grad_logp) {
+  const int T = in.T;
+  const size_t off = (size_t)b * T;
+  const float* mask = in.mask + off;
+  RowSums r{};
+  r.ratio_min = std::numeric_limits<double>::infinity();
+  r.ratio_max = -r.ratio_min;
+  double lr_sum = 0, rc_sum = 0;  // pass 1: the row-level log-ratios
+  for (int t = 0; t < T; ++t) {
+    const float m = mask[t];
+    if (m == 0.f) continue;
+    r.count += m;
+    lr_sum += (double)m * (in.logp[off + t] - in.old_logp[off + t]);
+    if (a.rc_mode != 0) rc_sum += (double)m * (in.old_logp[off + t] - in.rollout_logp[off + t]);
+  }
+  RowCtx row{(float)(lr_sum / std::max(r.count, 1.0)), (float)rc_sum};
+  double g_seq = 0;  // pass 2: tokens; d loss / d (row's mean log-ratio) accumulated for the sequence level
+  for (int t = 0; t < T; ++t) {
+    const size_t i = off + t;
+    const float m = mask[t];
+    if (m == 0.f) {
+      grad_logp[i] = 0.f;
+      continue;
+    }
+    float adv = in.advantages_per_token ? in.advantages[i] : in.advantages[b];
+    TokenExt tk = token_ext(in.logp[i], in.old_logp[i], in.ref_logp ? in.ref_logp[i] : 0.f,
+                            in.rollout_logp ? in.rollout_logp[i] : 0.f, in.entropy ? in.entropy[i] : 0.f, adv, a, row);
+    const double own = a.seq_level ? (double)tk.dlogp : (double)tk.dlw + tk.dlogp;
+    grad_logp[i] = (float)(m * scale * (own + (double)cfg.kl_coef * tk.dkl));
+    if (a.seq_level) g_seq += (double)m * tk.dlw;
+    r.pg_sum += (double)m * tk.pg;
+    r.kl_sum += (double)m * tk.kl;
+    r.clip_low += m * tk.clip_low;
+    r.clip_high += m * tk.clip_high;
+    r.clip_dual += m * tk.clip_dual;
+    r.neg_log_ratio += (double)m * tk.neg_lr;
+    if (in.entropy) r.entropy += (double)m * in.entropy[i];
+    r.ratio_sum += (double)m * tk.ratio;
+    r.ratio_min = std::min(r.ratio_min, (double)tk.ratio);
+    r.ratio_max = std::max(r.ratio_max, (double)tk.ratio);
+    r.mis_abs += (double)m * tk.mis_abs;
+    r.corrected += m * tk.corrected;
+    if (tk.keep) {
+      r.kept += m;
+      if (in.entropy) r.kept_entropy += (double)m * in.entropy[i];
+    }
+  }
+  if (a.seq_level && g_seq != 0) {  // pass 3: d (mean log-ratio) / d logp_t = m_t / max(count, 1)
+    const double g = scale * g_seq / std::max(r.count, 1.0);
+    for (int t = 0; t < T; ++t)
+      if (mask[t] != 0.f) grad_logp[off + t] = (float)((double)grad_logp[off + t] + g * mask[t]);
+  }
+  return r;
+}
+
+void entropy_grad(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, double total, double kept,
+                  float* grad_entropy) {
+  const size_t n = (size_t)in.B * in.T;
+  const double d = std::max(cfg.entropy_global_norm ? total : kept, 1.0);
+  for (size_t i = 0; i < n; ++i) {
+    const float m = in.mask[i];
+    const bool keep = m != 0.f && (!a.ent_mask || (double)in.entropy[i] >= a.ent_threshold);
+    grad_entropy[i] = keep ? (float)(-(double)cfg.entropy_coef * m / d) : 0.f;
+  }
+}
+
+LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp, float* grad_entropy) {
   const int B = in.B, T = in.T;
   std::vector<RowSums> rows(B);
   parallel_for(B, 16, [&](int64_t b0, int64_t b1) {  // mask counts: token-mean needs the total first
@@ -158,6 +276,28 @@ LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad
   });
   double total = 0;
   for (int b = 0; b < B; ++b) total += rows[b].count;
+  if (!cfg.basic()) {
+    const ExtArgs a = ext_args(in, cfg);
+    // float compare against the double threshold: H >= thr exactly when H >= the smallest float >= thr
+    float thr_f = (float)a.ent_threshold;
+    if ((double)thr_f < a.ent_threshold) thr_f = std::nextafter(thr_f, INFINITY);
+    const bool avx2 = simd_level() == SimdLevel::AVX2;
+    parallel_for(B, 4, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const double scale = aggregation_scale(cfg, B, T, rows[b].count, total);
+        rows[b] = avx2 ? loss_row_ext_avx2(in, cfg, a, thr_f, (int)b, scale, grad_logp)
+                       : loss_row_ext(in, cfg, a, (int)b, scale, grad_logp);
+      }
+    });
+    LossMetrics m = assemble_loss(rows.data(), B, T, cfg);
+    if (grad_entropy) {
+      double kept = 0;
+      for (int b = 0; b < B; ++b) kept += rows[b].kept;
+      entropy_grad(in, cfg, a, total, kept, grad_entropy);
+    }
+    return m;
+  }
+  if (grad_entropy) std::fill(grad_entropy, grad_entropy + (size_t)B * T, 0.f);
   const bool avx2 = simd_level() == SimdLevel::AVX2;
   parallel_for(B, 4, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {

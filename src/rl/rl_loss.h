@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "rl_loss_core.h"  // ExtArgs
+
 namespace recode {
 enum class Device;  // device/kernels.h
 }
@@ -35,7 +37,11 @@ void overlong_penalty(const int32_t* lengths, int n, int max_length, int buffer,
 
 // ---- policy loss --------------------------------------------------------------------------------------
 enum class KlEstimator { None, K1, K2, K3 };
-enum class Aggregation { TokenMean, SeqMeanTokenSum, SeqMeanTokenMean, SeqMeanTokenSumNorm };
+enum class Aggregation { TokenMean, SeqMeanTokenSum, SeqMeanTokenMean, SeqMeanTokenSumNorm, DrGrpo };
+// TRL GRPOTrainer's per-token objectives: the clipped ratio (grpo, bnpo, dr_grpo, dapo, luspo), CISPO's clipped
+// detached weight times logp, SAPO's sigmoid gate.
+enum class Objective { Clip, Cispo, Sapo };
+enum class RolloutCorrection { None, Truncate, Mask };
 
 struct LossConfig {
   float clip_low = 0.2f;     // ratio lower bound 1 - clip_low
@@ -44,7 +50,25 @@ struct LossConfig {
   float kl_coef = 0.f;       // weight of the KL penalty to the reference policy
   KlEstimator kl = KlEstimator::None;
   Aggregation agg = Aggregation::TokenMean;
-  float norm_length = 0.f;   // divisor of seq-mean-token-sum-norm; 0 = T
+  float norm_length = 0.f;   // divisor of seq-mean-token-sum-norm and dr-grpo; 0 = T
+
+  // ---- TRL's variants (issue 16); the defaults are the basic path above ----
+  Objective objective = Objective::Clip;
+  bool seq_level = false;       // importance_sampling_level="sequence" (GSPO): exp(masked mean log-ratio of the row)
+  float delta = 0.f;            // two-sided clip: coef_1 = min(coef_1, delta); 0 = off
+  float sapo_tau_pos = 1.f, sapo_tau_neg = 1.05f;
+  float entropy_coef = 0.f;     // loss -= entropy_coef * mean entropy of the kept tokens
+  bool entropy_global_norm = false;  // the bonus divides by all tokens (TRL's dapo / cispo) instead of the kept ones
+  double top_entropy_quantile = 1.0;  // < 1: the policy term keeps tokens with entropy >= that quantile's threshold
+  RolloutCorrection rc = RolloutCorrection::None;  // weight exp(old_logp - rollout_logp), truncated / masked at rc_c
+  bool rc_seq = false;          // one weight per sequence from the summed log-ratio
+  float rc_c = 0.f;
+
+  // The settings the basic path (token_loss, AVX2) computes.
+  bool basic() const {
+    return objective == Objective::Clip && !seq_level && delta == 0.f && entropy_coef == 0.f &&
+           top_entropy_quantile >= 1.0 && rc == RolloutCorrection::None;
+  }
 };
 
 // Inputs are [B, T] row-major (advantages [B] or [B, T]); mask is 0/1 (or weights) per token.
@@ -56,14 +80,18 @@ struct LossInputs {
   const float* advantages = nullptr;
   bool advantages_per_token = false;
   const float* mask = nullptr;
-  const float* entropy = nullptr;   // optional, for the entropy metric
+  const float* entropy = nullptr;   // optional, for the entropy metric; required by entropy_coef / top_entropy_quantile
+  const float* rollout_logp = nullptr;  // the generator's log-probabilities, required by the rollout correction
 };
 
 // Per-row sums the loss and every metric are assembled from (masked: each term is weighted by mask).
 struct RowSums {
   double count, pg_sum, kl_sum, clip_low, clip_high, clip_dual, neg_log_ratio, entropy, ratio_sum;
   double ratio_min, ratio_max;  // over tokens with mask > 0 (+inf / -inf when none)
+  double mis_abs, corrected;    // sum of |old - rollout| and of corrected tokens (rollout correction)
+  double kept_entropy, kept;    // sum of entropy and count over tokens the entropy mask keeps (entropy bonus)
 };
+constexpr int kRowSumFields = 15;
 
 struct LossMetrics {
   double loss, pg_loss, kl_loss;
@@ -73,6 +101,10 @@ struct LossMetrics {
   double entropy_mean;  // masked mean of entropy (0 when not given)
   double ratio_mean, ratio_min, ratio_max;
   double tokens;        // sum of the mask
+  double entropy_bonus;   // the mean entropy the bonus rewards (0 without entropy_coef)
+  double kept_frac;       // fraction of tokens the entropy mask keeps (1 without one)
+  double rollout_log_ratio_abs;  // masked mean |old_logp - rollout_logp| (0 without a correction)
+  double rollout_corrected_frac; // fraction of tokens whose correction weight was truncated or masked
 };
 
 // Assembles the loss and the metrics from per-row sums (shared by the CPU and CUDA paths).
@@ -85,10 +117,25 @@ double aggregation_scale(const LossConfig& cfg, int B, int T, double row_count, 
 RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
 RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp);
 
-// Returns the loss and metrics; grad_logp[B*T] receives d loss / d logp.
-LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp);
+// The extended path's per-call settings (entropy threshold from the masked entropies' quantile, as torch.quantile
+// with linear interpolation) and its row with two passes (the sequence-level weight couples a row's tokens).
+ExtArgs ext_args(const LossInputs& in, const LossConfig& cfg);
+RowSums loss_row_ext(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, int b, double scale,
+                     float* grad_logp);
+// The same in 8-wide float (rl_loss_avx2.cpp); ent_threshold_f: the smallest float >= a.ent_threshold.
+RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f,
+                          int b, double scale, float* grad_logp);
+// d loss / d entropy of every token: -entropy_coef * mask * keep / D (D: kept tokens, or all with
+// entropy_global_norm; at least 1).
+void entropy_grad(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, double total, double kept,
+                  float* grad_entropy);
+
+// Returns the loss and metrics; grad_logp[B*T] receives d loss / d logp, grad_entropy[B*T] (optional, with
+// entropy_coef) d loss / d entropy.
+LossMetrics policy_loss(const LossInputs& in, const LossConfig& cfg, float* grad_logp, float* grad_entropy = nullptr);
 // The same on `device`: the CPU code, or the CUDA kernel (on a GPU or emulated), which returns per-row sums that
 // assemble_loss() turns into the metrics.
-LossMetrics policy_loss_on(Device device, const LossInputs& in, const LossConfig& cfg, float* grad_logp);
+LossMetrics policy_loss_on(Device device, const LossInputs& in, const LossConfig& cfg, float* grad_logp,
+                           float* grad_entropy = nullptr);
 
 }  // namespace recode::rl

@@ -127,5 +127,17 @@ export function canonicalJson (value: unknown): string {
 /** Hash of the fields that decide the training trajectory (where and how often it is saved excluded: a run may be moved). */
 export function configHash (config: TrainConfig): string {
   const { outputDir, checkpointEvery, keepCheckpoints, evalEvery, divergencePatience, ...rest } = config
-  return createHash('sha256').update(canonicalJson(rest)).digest('hex')
+  return createHash('sha256').update(canonicalJson(withoutDefaultObjectives(rest))).digest('hex')
+}
+
+/** TRL's objective fields (issue 16) at their defaults leave the hash as it was before they existed, so runs
+ * checkpointed earlier still resume. */
+function withoutDefaultObjectives (c: Record<string, unknown>): Record<string, unknown> {
+  const defaults: Record<string, unknown> = {
+    lossType: null, importanceSamplingLevel: 'token', delta: null, sapoTemperaturePos: 1.0, sapoTemperatureNeg: 1.05,
+    maskTruncatedCompletions: false, topEntropyQuantile: 1.0, entropyCoef: 0, rolloutCorrection: null
+  }
+  const out = { ...c }
+  for (const [k, v] of Object.entries(defaults)) if (out[k] === v) delete out[k]
+  return out
 }

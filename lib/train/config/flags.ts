@@ -9,7 +9,11 @@ const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCas
 const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 
 /** Fields that may be null (given as `null`, `none` or `off` on the command line). */
-const NULLABLE = new Set(['warmupSteps', 'warmupRatio', 'dualClip'])
+const NULLABLE = new Set(['warmupSteps', 'warmupRatio', 'dualClip', 'delta'])
+/** Nullable fields given as text (`--loss-type cispo`, `--loss-type off`). */
+const NULLABLE_TEXT = new Set(['lossType'])
+/** Object fields given as mode,level,c (`--rollout-correction truncate,token,2`; `off` for null). */
+const ROLLOUT_CORRECTION = 'rolloutCorrection'
 /** true/false fields whose null default means "decide from the rest" (given as `auto` or `null`). */
 const BOOL_OR_AUTO = new Set(['zero1'])
 
@@ -59,7 +63,11 @@ export function trainFlagsToConfig (argv: readonly string[]): Record<string, unk
       value = argv[++i]
     }
     let parsed: unknown = value
-    if (NULLABLE.has(key) && /^(null|none|off)$/i.test(value)) parsed = null
+    if ((NULLABLE_TEXT.has(key) || key === ROLLOUT_CORRECTION) && /^(null|none|off)$/i.test(value)) parsed = null
+    else if (key === ROLLOUT_CORRECTION) {
+      const [mode, level, c] = value.split(',').map((x) => x.trim())
+      parsed = { mode, level, c: Number(c) }
+    } else if (NULLABLE.has(key) && /^(null|none|off)$/i.test(value)) parsed = null
     else if (typeof current === 'number' || (current === null && NULLABLE.has(key))) {
       parsed = Number(value)
       if (value.trim() === '' || !Number.isFinite(parsed)) throw new RecodeError('ERR_CONFIG', `option --${name} takes a number, got ${JSON.stringify(value)}`)

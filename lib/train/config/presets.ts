@@ -57,7 +57,17 @@ const common: Omit<TrainConfig, 'preset'> = {
   computeDtype: 'auto',
   activationRecomputation: false,
   zero1: null,
-  divergencePatience: 0
+  divergencePatience: 0,
+  // TRL's objectives (issue 16): off
+  lossType: null,
+  importanceSamplingLevel: 'token',
+  delta: null,
+  sapoTemperaturePos: 1.0,
+  sapoTemperatureNeg: 1.05,
+  maskTruncatedCompletions: false,
+  topEntropyQuantile: 1.0,
+  entropyCoef: 0,
+  rolloutCorrection: null
 }
 
 /**

@@ -14,6 +14,17 @@ export type AdapterType = 'none' | 'lora' | 'dora'
 export type DeviceName = 'auto' | 'cpu' | 'cuda' | 'emulated'
 export type ComputeDtype = 'auto' | 'fp32' | 'bf16'
 export type PresetName = 'grpo-paper' | 'dapo-paper' | 'tiny'
+/** TRL GRPOTrainer's loss_type values (v1.9); lib/rl/README.md states each objective and normalisation. */
+export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'cispo' | 'sapo' | 'luspo'
+/** Importance-sampling correction of the trainer/generator mismatch (TRL's vllm_importance_sampling_mode). */
+export interface RolloutCorrectionConfig {
+  /** 'truncate': weight min(pi_trainer / pi_rollout, c); 'mask': the weight, or 0 outside [1/c, c]. */
+  mode: 'truncate' | 'mask'
+  /** Per token, or one weight per sequence from its summed log-ratio. */
+  level: 'token' | 'sequence'
+  /** The bound C (> 1; TRL's vllm_importance_sampling_clip_max defaults to 3). */
+  c: number
+}
 
 export interface AdapterConfig {
   type: AdapterType
@@ -115,4 +126,24 @@ export interface TrainConfig {
    * gradient norm is not finite.
    */
   divergencePatience: number
+
+  // ---- TRL GRPOTrainer's objectives (issue 16); the defaults keep the objective above ----
+  /** TRL loss_type (TRL's default: 'dapo'); null: the clipped objective with lossAggregation. Sets the aggregation. */
+  lossType: LossType | null
+  /** TRL importance_sampling_level (default 'token'); 'sequence' is GSPO: exp of the mean log-ratio per sequence. */
+  importanceSamplingLevel: 'token' | 'sequence'
+  /** TRL delta (default None = null): two-sided clipping, the unclipped ratio capped at delta (INTELLECT-2). */
+  delta: number | null
+  /** TRL sapo_temperature_pos / _neg (defaults 1.0 and 1.05), for lossType 'sapo'. */
+  sapoTemperaturePos: number
+  sapoTemperatureNeg: number
+  /** TRL mask_truncated_completions (default false): completions cut at maxCompletionTokens leave the loss. */
+  maskTruncatedCompletions: boolean
+  /** TRL top_entropy_quantile (default 1.0): train only on the top quantile of tokens by entropy. */
+  topEntropyQuantile: number
+  /** TRL entropy_coef (default 0.0): loss -= entropyCoef * mean token entropy. */
+  entropyCoef: number
+  /** Rollout-mismatch correction from the generator's recorded log-probabilities; null: off (TRL applies it to
+   * vLLM rollouts by default, sequence mask at 3). */
+  rolloutCorrection: RolloutCorrectionConfig | null
 }

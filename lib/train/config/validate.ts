@@ -43,6 +43,7 @@ const samplingTemperature = (lo: number, loOpen: boolean): Check => (v, f, all) 
  * them would pass here and then fail at the first step that uses it.
  */
 export const ADAMW_LIMITS = { lr: 1e3, beta: 0.999999999, eps: 1, weightDecay: 1e3 } as const
+const positive: Check = (v, f) => { if (!isNum(v) || v <= 0) fail(f, 'a positive number', v) }
 const learningRate: Check = (v, f) => { if (!isNum(v) || v <= 0 || v > ADAMW_LIMITS.lr) fail(f, `a positive number no greater than ${ADAMW_LIMITS.lr} (the optimizer's limit)`, v) }
 const bool: Check = (v, f) => { if (typeof v !== 'boolean') fail(f, 'true or false', v) }
 const nonEmptyString: Check = (v, f) => { if (typeof v !== 'string' || v.length === 0) fail(f, 'a non-empty string', v) }
@@ -98,7 +99,24 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   computeDtype: oneOf(['auto', 'fp32', 'bf16']),
   activationRecomputation: bool,
   zero1: (v, f) => { if (v !== null) bool(v, f, {}) },
-  divergencePatience: nonNegInt(1 << 20)
+  divergencePatience: nonNegInt(1 << 20),
+  // TRL's objectives (issue 16)
+  lossType: (v, f) => { if (v !== null) oneOf(['grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo', 'sapo', 'luspo'])(v, f, {}) },
+  importanceSamplingLevel: oneOf(['token', 'sequence']),
+  delta: (v, f) => { if (v !== null && (!isNum(v) || v <= 0)) fail(f, 'a positive number (TRL advises > 1 + clipEpsHigh), or null for off', v) },
+  sapoTemperaturePos: positive,
+  sapoTemperatureNeg: positive,
+  maskTruncatedCompletions: bool,
+  topEntropyQuantile: unit(0, 1, false, false),
+  entropyCoef: (v, f) => { if (!isNum(v)) fail(f, 'a finite number', v) },
+  rolloutCorrection: (v, f) => {
+    if (v === null) return
+    if (!isPlainObject(v)) fail(f, "null or an object { mode: 'truncate' | 'mask', level: 'token' | 'sequence', c }", v)
+    checkKnown(v, ['mode', 'level', 'c'], `${f}.`)
+    oneOf(['truncate', 'mask'])(v.mode, `${f}.mode`, {})
+    oneOf(['token', 'sequence'])(v.level, `${f}.level`, {})
+    if (!isNum(v.c) || v.c <= 1) fail(`${f}.c`, 'a number greater than 1', v.c)
+  }
 }
 
 const adapterChecks: Record<keyof AdapterConfig, Check> = {
@@ -235,6 +253,13 @@ export function validateTrainConfig (raw: unknown, options: ValidateOptions = {}
     fail('overlongBufferTokens', `smaller than config.maxCompletionTokens (${c.maxCompletionTokens})`, c.overlongBufferTokens)
   }
   if (c.keepCheckpoints < 1) fail('keepCheckpoints', 'at least 1', c.keepCheckpoints)
+  // TRL's objectives (issue 16)
+  if (c.lossType !== null && raw.lossAggregation !== undefined) {
+    fail('lossAggregation', `left out when config.lossType is set ('${c.lossType}' sets the normalisation)`, raw.lossAggregation)
+  }
+  // ModelTrainer's forward returns log-probabilities only: entropy terms would need its per-token entropies.
+  if (c.entropyCoef !== 0) fail('entropyCoef', '0 for now (the trainer does not compute per-token entropies; policyLoss() takes them)', c.entropyCoef)
+  if (c.topEntropyQuantile !== 1) fail('topEntropyQuantile', '1 for now (the trainer does not compute per-token entropies; policyLoss() takes them)', c.topEntropyQuantile)
   if (c.computeDtype === 'bf16' && c.device === 'cpu') fail('computeDtype', "'fp32' or 'auto' on device 'cpu'", c.computeDtype)
   if (options.checkPaths !== false) {
     if (c.model !== 'tiny' && !isDirectory(c.model)) {
