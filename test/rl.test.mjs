@@ -4,7 +4,7 @@
 import t from 'tap'
 import { grpoAdvantages, dapoDynamicMask, overlongPenalty, policyLoss, setSimdLevel } from '../dist/cjs/index.js'
 import { native } from '../dist/cjs/native.js'
-import { rng, backends, maxRelError } from './helpers.mjs'
+import { rng, backends, maxRelError, tolerance } from './helpers.mjs'
 
 const addon = native()
 
