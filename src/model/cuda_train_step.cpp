@@ -25,6 +25,7 @@
 #include "train/adapters.h"
 #include "philox.h"
 #include "device/device_buffer.h"
+#include "device/memory_count.h"
 #include "core/numeric.h"
 
 namespace recode::model {
@@ -154,6 +155,7 @@ class CudaTrainer final : public Trainer {
       if (storage_dtype == RECODE_F32) {
         p.master = static_cast<float*>(storage);
       } else {  // exact: the bf16 values are the loaded ones
+        MemScope scope(MemCategory::Optimizer);  // only the update reads it (ZeRO-1 would shard it)
         p.master_own = Buf(&kern_, p.n * sizeof(float));
         p.master = p.master_own.as<float>();
         CALL(cast_bf16_to_f32, p.n, storage, p.master, nullptr);
@@ -193,6 +195,7 @@ class CudaTrainer final : public Trainer {
     if (adapters) init_adapters();
     host_params_.resize(tensors_.size());
     for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].param = &host_params_[i];
+    MemScope scope(MemCategory::Scratch);
     norm_acc_ = Buf(&kern_, sizeof(float));
     sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
   }
@@ -314,6 +317,7 @@ class CudaTrainer final : public Trainer {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
     Adapter& ad = adapters_[i];
+    MemScope scope(MemCategory::Scratch);
     Buf merged = f32((size_t)ad.N * ad.K);
     low_rank_product(ad);
     CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
@@ -408,6 +412,7 @@ class CudaTrainer final : public Trainer {
         Param& w = params_[ad.w];
         // the frozen base: a copy, since the backend's array will hold the merged weight
         ad.inference = w.storage;
+        MemScope scope(MemCategory::AdapterBase);
         ad.base = shared_base_copy(kern_, P_.mu, w.storage, w.n * es_);
         w.storage = ad.base->copy.as();
         if (w.storage_dtype == RECODE_F32) w.master = ad.base->copy.as<float>();
@@ -416,6 +421,9 @@ class CudaTrainer final : public Trainer {
       }
     }
     if (adapters_.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules match no projection of this model");
+    MemScope scope(MemCategory::Trainable);
+    // the counting device (`recode plan`) allocates as here but computes nothing: no initial values to draw
+    const bool counting = P_.device == Device::Counting;
     auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& init) {
       Param p;
       p.n = init.size();
@@ -433,13 +441,14 @@ class CudaTrainer final : public Trainer {
                                  projection_parent(ad.proj) + "." + kProjections[ad.proj];
       std::vector<float> a((size_t)r * ad.K);
       const double bound = 1.0 / std::sqrt((double)ad.K);
-      for (int64_t j = 0; j < (int64_t)a.size(); ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
+      for (int64_t j = 0; j < (int64_t)a.size() && !counting; ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
       ad.a = add(module + ".lora_A.weight", {r, ad.K}, a);
       ad.b = add(module + ".lora_B.weight", {ad.N, r}, std::vector<float>((size_t)ad.N * r, 0.0f));
       if (dora) {
         // m = ||W|| per row, summed in double in order like the CPU trainer's norm (B = 0: W + s B A = W)
-        std::vector<float> w((size_t)ad.N * ad.K);
-        if (dt_ == RECODE_F32) {
+        std::vector<float> w(counting ? 0 : (size_t)ad.N * ad.K);
+        if (counting) {
+        } else if (dt_ == RECODE_F32) {
           CALL(copy_to_host, w.data(), ad.base->copy.as(), w.size() * sizeof(float));
         } else {
           std::vector<bf16> wb(w.size());
@@ -447,7 +456,7 @@ class CudaTrainer final : public Trainer {
           for (size_t j = 0; j < w.size(); ++j) w[j] = bf16_to_float(wb[j]);
         }
         std::vector<float> m(ad.N);
-        for (int o = 0; o < ad.N; ++o) {
+        for (int o = 0; o < ad.N && !counting; ++o) {
           double sq = 0;
           for (int j = 0; j < ad.K; ++j) sq += (double)w[(size_t)o * ad.K + j] * w[(size_t)o * ad.K + j];
           m[o] = (float)std::sqrt(sq);
@@ -466,6 +475,7 @@ class CudaTrainer final : public Trainer {
   // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
   void low_rank_product(const Adapter& ad) {
     const size_t need = (size_t)ad.N * ad.K * sizeof(float);
+    MemScope scope(MemCategory::Scratch);
     if (ba_.bytes() < need) ba_ = Buf(&kern_, need);
     CALL(gemm_backward_input, ad.N, spec_.rank, ad.K, params_[ad.b].master, params_[ad.a].master, ba_.as(), RECODE_F32,
          RECODE_F32, 0, nullptr);
@@ -562,6 +572,7 @@ class CudaTrainer final : public Trainer {
 
   // Adapter scratch for T tokens: per adapter u (and DoRA's pre), shared buffers sized for the widest projection.
   void ensure_adapter_workspace(int T) {
+    MemScope acts(MemCategory::Activations);
     size_t maxN = 0, maxK = 0;
     for (Adapter& ad : adapters_) {
       ad.u = act((size_t)T * spec_.rank);
@@ -570,6 +581,7 @@ class CudaTrainer final : public Trainer {
       maxK = std::max(maxK, (size_t)ad.K);
     }
     const size_t t = T;
+    MemScope scratch(MemCategory::Scratch);
     ad_xd_ = act(t * maxK);
     ad_dx_ = act(t * maxK);
     ad_lora_ = act(t * maxN);
@@ -586,6 +598,7 @@ class CudaTrainer final : public Trainer {
     const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
                  F = cfg.intermediate, qd = H * D, kd = Hkv * D;
     cap_ = 0;  // an allocation failure below leaves no half-sized workspace marked usable
+    MemScope acts_scope(MemCategory::Activations);
     ids_ = Buf(&kern_, 3 * t * sizeof(int32_t));
     xs_.clear();
     for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
@@ -622,6 +635,7 @@ class CudaTrainer final : public Trainer {
     ent_ = f32(t);
     lse_ = f32(t);
     dlogp_ = f32(t);
+    MemScope scratch_scope(MemCategory::Scratch);
     dhid_ = f32(t * C);
     dx_ = act(t * C);
     dh_ = act(t * C);
@@ -780,7 +794,9 @@ class CudaTrainer final : public Trainer {
   cuda_layer::Dims dims_;  // the decoder layer's shapes, in the compute dtype
   // A trainable tensor: `p` (its master set up) gets zeroed gradient and AdamW moments on the device.
   void add_trainable(Param&& p, const std::string& name, std::vector<int64_t> shape, bool decay) {
+    MemScope trainable(MemCategory::Trainable);
     p.grad = Buf(&kern_, p.n * sizeof(float));
+    MemScope optimizer(MemCategory::Optimizer);
     p.exp_avg = Buf(&kern_, p.n * sizeof(float));
     p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
     CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
