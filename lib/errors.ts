@@ -6,7 +6,8 @@
  * ERR_DATA (a data file is malformed: the message names file and line), ERR_MODEL (a model folder is
  * malformed), ERR_PYTHON (no usable python3), ERR_CUDA_UNAVAILABLE, ERR_NATIVE_LOAD (the addon did not
  * load), ERR_KERNEL (a native kernel failed), ERR_OUTPUT (an output folder or file cannot be created; names
- * it), ERR_OUTPUT_EXISTS (an output folder holds files and overwriting was not asked for), ABORT_ERR (cancelled
+ * it), ERR_OUTPUT_EXISTS (an output folder holds files and overwriting was not asked for), ERR_OUT_OF_MEMORY (a
+ * CUDA run's memory plan exceeds the GPU: the message holds the plan), ABORT_ERR (cancelled
  * through an AbortSignal).
  */
 export class RecodeError extends Error {

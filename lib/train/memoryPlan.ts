@@ -154,3 +154,15 @@ export function formatPlan (plan: MemoryPlan): string {
   for (const n of plan.notes) lines.push(n)
   return lines.join('\n')
 }
+
+/**
+ * `recode train` on 'cuda', before loading anything: plans the run for the first GPU's memory and refuses one
+ * that cannot fit (ERR_OUT_OF_MEMORY, with the plan), rather than failing in cudaMalloc an hour into the run.
+ */
+export function refuseUnfittingCudaRun (modelDir: string, config: TrainConfig, gpuMemoryBytes: number): void {
+  const plan = planMemory(readModelConfigFor(modelDir), config, { gpuMemoryGiB: gpuMemoryBytes / 2 ** 30 })
+  if (!plan.fits) {
+    throw new RecodeError('ERR_OUT_OF_MEMORY', `this run needs ${gb(plan.peakBytes)} of device memory at its peak; the GPU has ${gb(gpuMemoryBytes)}. ` +
+      `Lower maxPromptTokens / maxCompletionTokens / promptsPerStep, raise gradAccumulation, or use adapters.\n${formatPlan(plan)}`)
+  }
+}

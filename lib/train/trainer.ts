@@ -17,6 +17,8 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { RecodeError, abortError, optionsArg } from '../errors'
 import { loadModel, type Model } from '../model/index'
+import { systemInfo } from '../device'
+import { refuseUnfittingCudaRun } from './memoryPlan'
 import { initModel } from '../model/init'
 import { PYTHON_CORPUS } from '../model/bpe'
 import { ModelTrainer, type TrainerState } from '../model/train'
@@ -250,6 +252,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   // 'cuda' / 'emulated': the CUDA backend and its trainer (src/model/cuda_train_step.cpp); 'auto' stays on the cpu
   const device = config.device === 'cuda' || config.device === 'emulated' ? config.device : 'cpu'
   const dtype = config.computeDtype === 'bf16' ? 'bf16' : 'f32'
+  if (device === 'cuda') {
+    const gpu = systemInfo().cuda.devices[0]
+    if (gpu !== undefined) refuseUnfittingCudaRun(baseDir, config, gpu.memoryBytes)
+  }
   const model = await loadModel(baseDir, { device, dtype, maxBatch: slots, maxContext: context })
   let trainer: ModelTrainer | undefined
   try {
