@@ -26,14 +26,15 @@ t.test('the counting device plans exactly the bytes the emulated device allocate
     { name: 'qwen2 full fine-tuning fp32, KL pass', model: { arch: 'qwen2' }, bf16: false, referencePass: true },
     { name: 'qwen2 DoRA bf16 (dropout), KL pass', model: { arch: 'qwen2', dtype: 'bf16' }, bf16: true, referencePass: true, adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: allProjections } },
     { name: 'qwen3 tied LoRA fp32 on q,v', model: { arch: 'qwen3', tieWordEmbeddings: true }, bf16: false, referencePass: false, adapter: { type: 'lora', r: 2, alpha: 4, dropout: 0, seed: 1, targetModules: ['q_proj', 'v_proj'] } },
-    { name: 'llama full fine-tuning bf16', model: { arch: 'llama', kvHeads: 1, dtype: 'bf16' }, bf16: true, referencePass: false }
+    { name: 'llama full fine-tuning bf16', model: { arch: 'llama', kvHeads: 1, dtype: 'bf16' }, bf16: true, referencePass: false },
+    { name: 'qwen2 DoRA fp32, recomputing activations', model: { arch: 'qwen2' }, bf16: false, referencePass: true, recompute: true, adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.1, seed: 3, targetModules: allProjections } }
   ]
   for (const [i, c] of cases.entries()) {
     const dir = path.join(tmp, `m${i}`)
     initModel({ ...smallTrainModel, ...c.model, out: dir, seed: 100 + i })
     const config = readModelConfigFor(dir)
     // prompt 7 in chunks of 3 (three prefill steps, the last shorter), completion 5, micro-batch of 3 rows
-    const opts = { bf16: c.bf16, slots: 3, context: 12, prefillChunk: 3, promptTokens: 7, completionTokens: 5, microRows: 3, referencePass: c.referencePass, activationRecomputation: false, ...(c.adapter ? { adapter: c.adapter } : {}) }
+    const opts = { bf16: c.bf16, slots: 3, context: 12, prefillChunk: 3, promptTokens: 7, completionTokens: 5, microRows: 3, referencePass: c.referencePass, activationRecomputation: c.recompute === true, ...(c.adapter ? { adapter: c.adapter } : {}) }
     const planned = native().memoryPlan(config, { ...opts, device: 'counting' })
     const measured = native().memoryPlan(config, { ...opts, device: 'emulated', files: weightFiles(dir).files })
     t.ok(planned.generation.peakBytes > 0 && planned.training.peakBytes > planned.generation.peakBytes, `${c.name}: training peaks above generation (${planned.generation.peakBytes} < ${planned.training.peakBytes})`)
@@ -43,6 +44,10 @@ t.test('the counting device plans exactly the bytes the emulated device allocate
     t.equal(sum(planned.training.parts), planned.training.peakBytes, `${c.name}: training parts add up to the peak`)
     t.ok(planned.training.parts.logprob > 0 && planned.training.parts.activations > 0, `${c.name}: the log-prob workspace and activations are counted`)
     t.equal(planned.training.parts.adapterBase > 0, c.adapter !== undefined, `${c.name}: a frozen base copy exactly when adapters are on`)
+    if (c.recompute) {
+      const kept = native().memoryPlan(config, { ...opts, device: 'counting', activationRecomputation: false })
+      t.ok(planned.training.parts.activations < kept.training.parts.activations, `${c.name}: fewer activation bytes than keeping them (${planned.training.parts.activations} < ${kept.training.parts.activations})`)
+    }
   }
 })
 

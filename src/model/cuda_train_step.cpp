@@ -1,5 +1,6 @@
 // Full fine-tuning step on the CUDA backend (see cuda_train_step.h), the device twin of train_step.cpp:
-//   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept);  h = rmsnorm(x_L)
+//   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept, or with activation
+//   recomputation only each x_l, layer l's forward redone just before its backward);  h = rmsnorm(x_L)
 //   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32 logits)
 // Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse, the
 // embedding scatter; a tied head's gradient adds into the embedding's.
@@ -93,7 +94,11 @@ struct Adapter {
   std::shared_ptr<BaseCopy> base;  // the frozen base weight
   Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
   Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
-  Buf u, pre;            // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32)
+  // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32): the adapter's own
+  // buffers, or, recomputing activations, one pair per projection shared by every layer (each layer's are
+  // recomputed with its forward just before its backward)
+  void* u = nullptr;
+  float* pre = nullptr;
   uint64_t seed = 0, offset = 0;  // this forward's dropout stream
 };
 
@@ -313,6 +318,16 @@ class CudaTrainer final : public Trainer {
 
   size_t adapted_modules() const override { return adapters_.size(); }
 
+  // Recomputation keeps each layer's input only and redoes one layer's forward before its backward: the same
+  // gradients, bit for bit, for one layer's activations instead of all of them.
+  void set_activation_recomputation(bool on) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (on == recompute_) return;
+    recompute_ = on;
+    pending_ = false;  // its activations are laid out for the other mode
+    cap_ = 0;          // the workspace is laid out again on the next forward
+  }
+
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
@@ -346,6 +361,7 @@ class CudaTrainer final : public Trainer {
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
+  const cuda_layer::Acts& layer_acts(int l) const { return acts_[recompute_ ? 0 : l].view; }
   // Its weights as the kernels read them, and (g) where its gradients go.
   cuda_layer::Weights layer_params(int l, cuda_layer::Grads* g = nullptr) const {
     const LayerIdx& x = layers_[l];
@@ -529,8 +545,8 @@ class CudaTrainer final : public Trainer {
       CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad.seed, ad.offset, p, dt_, nullptr);
       xd = ad_xd_.as();
     }
-    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u.as(), dt_, dt_, 0, nullptr);        // u = drop(x) A^T
-    CALL(gemm_forward, M, N, r, ad.u.as(), lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
+    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u, dt_, dt_, 0, nullptr);        // u = drop(x) A^T
+    CALL(gemm_forward, M, N, r, ad.u, lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
     CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);                         // x W^T
     const void* base_drop = nullptr;
     if (dora && drop) {
@@ -538,7 +554,7 @@ class CudaTrainer final : public Trainer {
       base_drop = ad_base_drop_.as();
     }
     CALL(adapter_forward_combine, M, N, y, base_drop, ad_lora_.as(), dora ? params_[ad.m].master : nullptr,
-         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, dora ? ad.pre.as<float>() : nullptr, dt_, nullptr);
+         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, dora ? ad.pre : nullptr, dt_, nullptr);
   }
 
   // The backward of adapted_forward(): dx (+)= d x; the adapter's gradients added into dA, dB (, dm).
@@ -552,10 +568,10 @@ class CudaTrainer final : public Trainer {
     // the frozen base: dx (+)= dy W
     CALL(gemm_backward_input, M, N, K, dy, L.w, dx, dt_, dt_, accumulate, nullptr);
     // dm += sum_t dy pre / n;  gs = s c dy;  e = (c - 1) dy
-    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad.pre.as<float>(), norm, G(ad.m), dt_, nullptr);
+    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad.pre, norm, G(ad.m), dt_, nullptr);
     CALL(adapter_grad_scale, M, N, dy, m, norm, scaling(), ad_gs_.as(), dora ? ad_e_.as() : nullptr, dt_, nullptr);
     // dB += gs^T u;  du = gs B
-    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad.u.as(), G(ad.b), nullptr, dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad.u, G(ad.b), nullptr, dt_, RECODE_F32, 1, nullptr);
     CALL(gemm_backward_input, M, N, r, ad_gs_.as(), lora_b(ad), ad_du_.as(), dt_, dt_, 0, nullptr);
     // dA += du^T drop(x) (the mask drawn again from the same stream)
     const void* xd = x;
@@ -574,9 +590,20 @@ class CudaTrainer final : public Trainer {
   void ensure_adapter_workspace(int T) {
     MemScope acts(MemCategory::Activations);
     size_t maxN = 0, maxK = 0;
+    adapter_acts_.clear();
+    std::vector<void*> shared_u(cuda_layer::kProjectionCount, nullptr);
+    std::vector<float*> shared_pre(cuda_layer::kProjectionCount, nullptr);
     for (Adapter& ad : adapters_) {
-      ad.u = act((size_t)T * spec_.rank);
-      if (ad.m >= 0) ad.pre = f32((size_t)T * ad.N);
+      if (!recompute_ || !shared_u[ad.proj]) {
+        adapter_acts_.push_back(act((size_t)T * spec_.rank));
+        shared_u[ad.proj] = adapter_acts_.back().as();
+        if (ad.m >= 0) {
+          adapter_acts_.push_back(f32((size_t)T * ad.N));
+          shared_pre[ad.proj] = adapter_acts_.back().as<float>();
+        }
+      }
+      ad.u = shared_u[ad.proj];
+      ad.pre = shared_pre[ad.proj];
       maxN = std::max(maxN, (size_t)ad.N);
       maxK = std::max(maxK, (size_t)ad.K);
     }
@@ -603,9 +630,9 @@ class CudaTrainer final : public Trainer {
     xs_.clear();
     for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
     acts_.clear();
-    acts_.resize(cfg.layers);
+    acts_.resize(recompute_ ? 1 : cfg.layers);  // recomputing: one set, each layer's forward redone before its backward
     tmp_ = act(t * C);
-    for (Bufs<cuda_layer::Acts>& b : acts_) {  // every layer's activations kept
+    for (Bufs<cuda_layer::Acts>& b : acts_) {
       cuda_layer::Acts& a = b.view;
       a.h1 = b.keep(act(t * C));
       a.rstd1 = b.keep<float>(f32(t));
@@ -704,7 +731,7 @@ class CudaTrainer final : public Trainer {
     CALL(embedding_forward, T, C, V, d_tokens, W(embed_), xs_[0].as(), dt_, nullptr);
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), acts_[l].view,
+      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), layer_acts(l),
                           layer_hooks(l));
     }
     const void* x_final = xs_[cfg.layers].as();
@@ -772,7 +799,11 @@ class CudaTrainer final : public Trainer {
         cancel.throw_if_requested();
         cuda_layer::Grads g;
         const cuda_layer::Weights w = layer_params(l, &g);
-        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), acts_[l].view, batches_, layer_hooks(l),
+        // recomputing: layer l's forward again from its kept input, into the one activation set (the kernels are
+        // deterministic, so these are the activations of the forward, bit for bit, and x_out is xs_[l + 1] again)
+        if (recompute_)
+          cuda_layer::forward(kern_, dims_, w, T, d_pos, xs_[l].as(), xs_[l + 1].as(), layer_acts(l), layer_hooks(l));
+        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), layer_acts(l), batches_, layer_hooks(l),
                              scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
@@ -836,7 +867,9 @@ class CudaTrainer final : public Trainer {
   int cap_ = 0;
   Buf ids_;
   std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
-  std::vector<Bufs<cuda_layer::Acts>> acts_;
+  std::vector<Bufs<cuda_layer::Acts>> acts_;  // one set per layer, or (recomputing) one
+  std::vector<Buf> adapter_acts_;             // the adapters' u and pre
+  bool recompute_ = false;
   Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
   Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
 };
