@@ -181,6 +181,10 @@ class CudaBackend : public Backend {
       q.q_b = L.q.bias.get();
       q.k_b = L.k.bias.get();
       q.v_b = L.v.bias.get();
+      q.o_b = L.o.bias.get();
+      q.gate_b = L.gate.bias.get();
+      q.up_b = L.up.bias.get();
+      q.down_b = L.down.bias.get();
       p.layers.push_back(q);
     }
     return p;

@@ -128,8 +128,6 @@ class CudaTrainer final : public Trainer {
   CudaTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec)
       : backend_(std::move(backend)), P_(cuda_train_params(*backend_)), kern_(P_.device) {
     const ModelConfig& cfg = backend_->config();
-    if (cfg.o_bias || cfg.mlp_bias)
-      throw Error("ERR_UNSUPPORTED", "training models with o_proj or MLP biases is not supported by the CUDA trainer");
     spec_ = spec;
     const bool adapters = spec.kind != AdapterSpec::Kind::None;
     if (adapters) {
@@ -186,14 +184,18 @@ class CudaTrainer final : public Trainer {
         x.b[cuda_layer::kV] = add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, RECODE_F32, false);
       }
       x.w[cuda_layer::kO] = add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, sd, true);
+      if (cfg.o_bias) x.b[cuda_layer::kO] = add(pre + "self_attn.o_proj.bias", {C}, L.o_b, RECODE_F32, false);
       if (cfg.qk_norm) {
         x.q_norm = add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, sd, false);
         x.k_norm = add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, sd, false);
       }
       x.post_attention_norm = add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, sd, false);
       x.w[cuda_layer::kGate] = add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kGate] = add(pre + "mlp.gate_proj.bias", {F}, L.gate_b, RECODE_F32, false);
       x.w[cuda_layer::kUp] = add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kUp] = add(pre + "mlp.up_proj.bias", {F}, L.up_b, RECODE_F32, false);
       x.w[cuda_layer::kDown] = add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kDown] = add(pre + "mlp.down_proj.bias", {C}, L.down_b, RECODE_F32, false);
     }
     final_norm_ = add("model.norm.weight", {C}, P_.final_norm, sd, false);
     head_ = P_.lm_head ? add("lm_head.weight", {V, C}, P_.lm_head, sd, true) : embed_;  // tied: adds into embed's

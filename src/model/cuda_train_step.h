@@ -30,7 +30,8 @@ struct CudaLayerParams {
   void *input_norm = nullptr, *post_attention_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   void *q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr, *up_w = nullptr,
        *down_w = nullptr;
-  float *q_b = nullptr, *k_b = nullptr, *v_b = nullptr;
+  float *q_b = nullptr, *k_b = nullptr, *v_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr,
+        *down_b = nullptr;  // null when the model has none
 };
 struct CudaParams {
   Device device = Device::Emulated;
