@@ -43,7 +43,6 @@ t.test('the counting device plans exactly the bytes the emulated device allocate
     t.equal(sum(planned.generation.parts), planned.generation.peakBytes, `${c.name}: generation parts add up to the peak`)
     t.equal(sum(planned.training.parts), planned.training.peakBytes, `${c.name}: training parts add up to the peak`)
     t.ok(planned.training.parts.logprob > 0 && planned.training.parts.activations > 0, `${c.name}: the log-prob workspace and activations are counted`)
-    t.equal(planned.training.parts.adapterBase > 0, c.adapter !== undefined, `${c.name}: a frozen base copy exactly when adapters are on`)
     if (c.recompute) {
       const kept = native().memoryPlan(config, { ...opts, device: 'counting', activationRecomputation: false })
       t.ok(planned.training.parts.activations < kept.training.parts.activations, `${c.name}: fewer activation bytes than keeping them (${planned.training.parts.activations} < ${kept.training.parts.activations})`)

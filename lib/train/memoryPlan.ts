@@ -16,14 +16,12 @@ import type { TrainConfig } from './config'
 export interface MemoryParts {
   /** The model's weights (the inference backend's arrays). */
   weights: number
-  /** The trainer's frozen copies of the adapted matrices (adapters only). */
-  adapterBase: number
   /** Trained tensors and their gradients (adapters: A, B, m, their compute copies and DoRA's row norms). */
   trainable: number
   /** AdamW moments (and the fp32 masters of a bf16 model under full fine-tuning); divided by nproc under ZeRO-1. */
   optimizer: number
   kvCache: number
-  /** The inference backend's per-step buffers (activations of a prefill step, logits). */
+  /** The inference backend's per-step buffers (activations of a prefill step, logits; an adapter trainer's scratch for running the adapters in generation). */
   generation: number
   /** The trainer's activations kept for the backward. */
   activations: number
@@ -89,7 +87,7 @@ export function planWorkload (config: TrainConfig, prefillChunk = 512): MemoryPl
   }
 }
 
-const PART_NAMES: Array<keyof MemoryParts> = ['weights', 'adapterBase', 'trainable', 'optimizer', 'kvCache', 'generation', 'activations', 'logprob', 'scratch']
+const PART_NAMES: Array<keyof MemoryParts> = ['weights', 'trainable', 'optimizer', 'kvCache', 'generation', 'activations', 'logprob', 'scratch']
 
 /** Plans `config`'s run of the model `modelConfig` on `options.nproc` GPUs of `options.gpuMemoryGiB` each. */
 export function planMemory (modelConfig: NativeModelConfig, config: TrainConfig, options: PlanOptions = {}): MemoryPlan {

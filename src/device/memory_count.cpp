@@ -9,7 +9,7 @@
 namespace recode {
 
 const char* mem_category_name(MemCategory c) {
-  static const char* names[kMemCategories] = {"weights",     "adapterBase", "trainable", "optimizer", "kvCache",
+  static const char* names[kMemCategories] = {"weights",    "trainable",   "optimizer", "kvCache",
                                               "generation", "activations", "logprob",   "scratch"};
   return names[(int)c];
 }

@@ -13,7 +13,6 @@ namespace recode {
 
 enum class MemCategory {
   Weights,      // the backend's model weights
-  AdapterBase,  // the trainer's frozen copies of adapted matrices
   Trainable,    // trained tensors (adapters: A, B, m and their compute copies) and their gradients
   Optimizer,    // AdamW moments, and the fp32 masters of a bf16 model under full fine-tuning
   KvCache,      // the backend's KV cache

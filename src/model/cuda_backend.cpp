@@ -165,6 +165,8 @@ class CudaBackend : public Backend {
     p.embed = embed_.get();
     p.final_norm = final_norm_.get();
     p.lm_head = config_.tie_embeddings ? nullptr : lm_head_.get();
+    p.generation_project = &gen_project_;
+    p.generation_owner = &gen_owner_;
     for (CudaLayer<Elem>& L : layers_) {
       CudaLayerParams q;
       q.input_norm = L.input_norm.get();
@@ -289,6 +291,10 @@ class CudaBackend : public Backend {
           ++i;
         }
       };
+      if (gen_project_)  // an adapter trainer's adapted projections
+        hooks.project = [&, l](int p, const cuda_layer::Linear& L, const void* in, void* out, int M) {
+          return gen_project_(l, p, L, in, out, M);
+        };
       cuda_layer::forward(kern_, dims_, layer_weights(layers_[l]), T, d_pos, x, x, a, hooks);
     }
     // final norm and lm head over the rows whose logits are wanted
@@ -365,6 +371,8 @@ class CudaBackend : public Backend {
   DeviceArray<Elem> x_, xn_, query_, key_, val_, attn_, gate_, up_;
   DeviceArray<float> lse_, logits_;
   DeviceArray<int32_t> ids_;
+  CudaParams::Project gen_project_;
+  const void* gen_owner_ = nullptr;
   std::mutex mu_;
 };
 

@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <string>
 
 #include "model/cuda_decoder_layer.h"
@@ -51,47 +50,13 @@ struct Param {
 constexpr const char* kProjections[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 
-// The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
-// shared by every adapter trainer on that backend (registered by the array's address), since the array itself
-// then holds one trainer's merged weight. When the last trainer using it goes, the base is written back, so
-// generation and a later trainer see the base model again.
-struct BaseCopy {
-  Kernels kern;
-  std::mutex* mu = nullptr;
-  void* inference = nullptr;
-  size_t bytes = 0;
-  Buf copy;
-  BaseCopy(const Kernels& k, std::mutex* m, void* array, size_t n) : kern(k), mu(m), inference(array), bytes(n), copy(&kern, n) {
-    char err[512] = {0};
-    check_kernel_status(kern.copy_device(copy.as(), array, n, nullptr, err, sizeof err), "copy_device", err);
-  }
-  ~BaseCopy() {
-    char err[512];
-    std::lock_guard<std::mutex> lk(*mu);
-    kern.copy_device(inference, copy.as(), bytes, nullptr, err, sizeof err);  // nothing useful to do with a failure here
-  }
-};
-
-std::shared_ptr<BaseCopy> shared_base_copy(const Kernels& k, std::mutex* mu, void* array, size_t bytes) {
-  static std::mutex registry_mu;
-  static std::map<void*, std::weak_ptr<BaseCopy>> registry;
-  std::lock_guard<std::mutex> lk(registry_mu);
-  for (auto it = registry.begin(); it != registry.end();) it = it->second.expired() ? registry.erase(it) : std::next(it);
-  if (auto found = registry[array].lock()) return found;
-  auto made = std::make_shared<BaseCopy>(k, mu, array, bytes);
-  registry[array] = made;
-  return made;
-}
-
-// One LoRA / DoRA adapter on one projection of one decoder layer. `base` is the frozen copy of the projection
-// weight (storage dtype) the training forwards read; the backend's own array (`inference`) holds what
-// generation reads: the merged weight with adapters on, the base with them off.
+// One LoRA / DoRA adapter on one projection of one decoder layer. Its base weight is the backend's own array,
+// never changed: training reads it as the frozen base, and generation with adapters on runs the adapter beside it
+// (generation_forward) instead of a merged copy, so no second copy of the adapted matrices exists.
 struct Adapter {
   int layer = 0, proj = 0, N = 0, K = 0;
-  int w = -1;            // params_ index of the frozen base weight (its storage is `base`)
+  int w = -1;            // params_ index of the frozen base weight (the backend's array)
   int a = -1, b = -1, m = -1;  // params_ indices of lora_A [r, K], lora_B [N, r], DoRA's magnitude [N] (-1: LoRA)
-  void* inference = nullptr;
-  std::shared_ptr<BaseCopy> base;  // the frozen base weight
   Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
   Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
   // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32): the adapter's own
@@ -207,6 +172,14 @@ class CudaTrainer final : public Trainer {
     sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
   }
 
+  ~CudaTrainer() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (*P_.generation_owner == this) {  // generation runs the base model again
+      *P_.generation_project = nullptr;
+      *P_.generation_owner = nullptr;
+    }
+  }
+
   double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
               const CancelFlag& cancel) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
@@ -254,7 +227,7 @@ class CudaTrainer final : public Trainer {
              p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
              (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
       }
-      if (!adapters_.empty()) refresh_adapters(true);
+      if (!adapters_.empty()) refresh_adapters();
     }
     forwards_in_step_ = 0;
     clear_grads();
@@ -283,7 +256,7 @@ class CudaTrainer final : public Trainer {
       if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
       if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
     }
-    if (weights_changed && !adapters_.empty()) refresh_adapters(true);
+    if (weights_changed && !adapters_.empty()) refresh_adapters();
     if (steps_taken >= 0) {
       adam_step_ = steps_taken;
       forwards_in_step_ = 0;
@@ -314,8 +287,7 @@ class CudaTrainer final : public Trainer {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (adapters_.empty() || enabled == adapters_enabled_) return;
     pending_ = false;
-    adapters_enabled_ = enabled;
-    refresh_adapters(true);
+    adapters_enabled_ = enabled;  // generation's hook reads it
   }
 
   size_t adapted_modules() const override { return adapters_.size(); }
@@ -337,7 +309,7 @@ class CudaTrainer final : public Trainer {
     MemScope scope(MemCategory::Scratch);
     Buf merged = f32((size_t)ad.N * ad.K);
     low_rank_product(ad);
-    CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
+    CALL(adapter_merge, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
          merged.as(), dt_, RECODE_F32, nullptr);
     out.resize((size_t)ad.N * ad.K);
     CALL(copy_to_host, out.data(), merged.as(), out.size() * sizeof(float));
@@ -427,13 +399,6 @@ class CudaTrainer final : public Trainer {
         ad.N = dims_.out_of(proj);
         ad.K = dims_.in_of(proj);
         ad.w = layers_[l].w[proj];
-        Param& w = params_[ad.w];
-        // the frozen base: a copy, since the backend's array will hold the merged weight
-        ad.inference = w.storage;
-        MemScope scope(MemCategory::AdapterBase);
-        ad.base = shared_base_copy(kern_, P_.mu, w.storage, w.n * es_);
-        w.storage = ad.base->copy.as();
-        if (w.storage_dtype == RECODE_F32) w.master = ad.base->copy.as<float>();
         adapter_at_[l][proj] = (int)adapters_.size();
         adapters_.push_back(std::move(ad));
       }
@@ -467,10 +432,10 @@ class CudaTrainer final : public Trainer {
         std::vector<float> w(counting ? 0 : (size_t)ad.N * ad.K);
         if (counting) {
         } else if (dt_ == RECODE_F32) {
-          CALL(copy_to_host, w.data(), ad.base->copy.as(), w.size() * sizeof(float));
+          CALL(copy_to_host, w.data(), params_[ad.w].storage, w.size() * sizeof(float));
         } else {
           std::vector<bf16> wb(w.size());
-          CALL(copy_to_host, wb.data(), ad.base->copy.as(), wb.size() * sizeof(bf16));
+          CALL(copy_to_host, wb.data(), params_[ad.w].storage, wb.size() * sizeof(bf16));
           for (size_t j = 0; j < w.size(); ++j) w[j] = bf16_to_float(wb[j]);
         }
         std::vector<float> m(ad.N);
@@ -487,7 +452,14 @@ class CudaTrainer final : public Trainer {
         ad.b_c = act((size_t)ad.N * r);
       }
     }
-    refresh_adapters(false);
+    refresh_adapters();
+    // generation runs the adapters through the backend's projection hook while this trainer lives
+    *P_.generation_project = [this](int l, int p, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+      const int i = adapters_enabled_ ? adapter_at_[l][p] : -1;
+      if (i >= 0) generation_forward(adapters_[i], L, x, y, M);
+      return i >= 0;
+    };
+    *P_.generation_owner = this;
   }
 
   // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
@@ -499,25 +471,37 @@ class CudaTrainer final : public Trainer {
          RECODE_F32, 0, nullptr);
   }
 
-  // After A, B or m changed: the bf16 copies, DoRA's row norms, and (repack) the weights generation reads: the
-  // merged weight with adapters on, the base with them off.
-  void refresh_adapters(bool repack) {
+  // After A, B or m changed: the bf16 copies and DoRA's row norms (what training and generation read).
+  void refresh_adapters() {
     for (Adapter& ad : adapters_) {
       if (dt_ == RECODE_BF16) {
         CALL(cast_f32_to_bf16, params_[ad.a].n, params_[ad.a].master, ad.a_c.as(), nullptr);
         CALL(cast_f32_to_bf16, params_[ad.b].n, params_[ad.b].master, ad.b_c.as(), nullptr);
       }
-      const bool dora = ad.m >= 0;
-      if (!dora && !repack) continue;
-      if (dora || adapters_enabled_) low_rank_product(ad);  // B A: for the norms and the merge
-      if (dora) CALL(dora_weight_norm, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
-      if (!repack) continue;
-      if (adapters_enabled_)
-        CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), dora ? params_[ad.m].master : nullptr,
-             ad.inference, dt_, dt_, nullptr);
-      else
-        CALL(copy_device, ad.inference, ad.base->copy.as(), (size_t)ad.N * ad.K * es_, nullptr);
+      if (ad.m < 0) continue;
+      low_rank_product(ad);  // B A, for the norms
+      CALL(dora_weight_norm, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
     }
+  }
+
+  // Generation's adapted projection (adapters on, no dropout): y = x W^T + s (x A^T) B^T, DoRA rescaled per row
+  // by m / ||W + s B A||, + bias: the training forward's arithmetic on the base the backend holds.
+  void generation_forward(const Adapter& ad, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+    const int r = spec_.rank, N = L.N, K = L.K;
+    const bool dora = ad.m >= 0;
+    if (gen_rows_ < M) {  // grown with generation's largest step, like the backend's own buffers
+      MemScope scope(MemCategory::Generation);
+      size_t maxN = 0;
+      for (const Adapter& a : adapters_) maxN = std::max(maxN, (size_t)a.N);
+      gen_u_ = act((size_t)M * r);
+      gen_lora_ = act((size_t)M * maxN);
+      gen_rows_ = M;
+    }
+    CALL(gemm_forward, M, r, K, x, lora_a(ad), nullptr, gen_u_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_forward, M, N, r, gen_u_.as(), lora_b(ad), nullptr, gen_lora_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);
+    CALL(adapter_forward_combine, M, N, y, nullptr, gen_lora_.as(), dora ? params_[ad.m].master : nullptr,
+         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, nullptr, dt_, nullptr);
   }
 
   // Dropout masks are a function of (seed, updates taken, forward within the update, module): the CPU
@@ -857,6 +841,8 @@ class CudaTrainer final : public Trainer {
   int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
   bool fwd_adapters_ = false;  // the pending forward ran with adapters on
   int fwd_index_ = 0;          // and this dropout stream
+  Buf gen_u_, gen_lora_;  // generation_forward's scratch for gen_rows_ tokens
+  int gen_rows_ = 0;
   Buf ba_, ad_xd_, ad_dx_, ad_lora_, ad_base_drop_, ad_gs_, ad_e_, ad_du_;
   Buf norm_acc_, sumsq_scratch_;
   // the pending forward

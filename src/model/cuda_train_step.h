@@ -10,16 +10,19 @@
 //
 // Adapters (AdapterSpec LoRA / DoRA, the CPU trainer's tensors, initial values and dropout masks): only A, B and
 // DoRA's m are trained (fp32 masters, gradients and moments); adapted projections run cuda/adapters.cu plus
-// GEMMs in the compute dtype (bf16: A and B rounded to bf16 copies after each change). Each adapted projection
-// keeps a frozen device copy of its base weight (one extra copy of those matrices in the storage dtype), and the
-// backend's array holds the merged weight (W + s B A, DoRA rescaled) with adapters on, the base with them off.
+// GEMMs in the compute dtype (bf16: A and B rounded to bf16 copies after each change). The backend's arrays stay
+// the base model: generation with adapters on runs them through the backend's projection hook (x W^T + s x A^T
+// B^T, DoRA rescaled), so there is no merged or frozen second copy of the adapted matrices.
 #pragma once
 
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include <functional>
+
 #include "device/kernels.h"
+#include "model/cuda_decoder_layer.h"
 #include "model/train_step.h"
 
 namespace recode::model {
@@ -40,6 +43,11 @@ struct CudaParams {
   const float* inv_freq = nullptr;
   void *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
   std::vector<CudaLayerParams> layers;
+  // Generation's substitute for projection p of layer l (an adapter trainer installs it; empty: the plain
+  // linear), and which trainer installed it. Set and cleared under `mu`.
+  using Project = std::function<bool(int l, int p, const cuda_layer::Linear& L, const void* x, void* y, int M)>;
+  Project* generation_project = nullptr;
+  const void** generation_owner = nullptr;
 };
 // Throws ERR_UNSUPPORTED when `b` is not a CUDA backend.
 CudaParams cuda_train_params(Backend& b);
