@@ -166,7 +166,9 @@ class CudaBackend : public Backend {
     p.final_norm = final_norm_.get();
     p.lm_head = config_.tie_embeddings ? nullptr : lm_head_.get();
     p.generation_project = &gen_project_;
-    p.generation_owner = &gen_owner_;
+    p.release_generation = [this] { release_workspace(); };
+    p.release_training = &train_release_;
+    p.hooks_owner = &hooks_owner_;
     for (CudaLayer<Elem>& L : layers_) {
       CudaLayerParams q;
       q.input_norm = L.input_norm.get();
@@ -199,6 +201,7 @@ class CudaBackend : public Backend {
     const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, V = cfg.vocab;
     const int S = (int)seqs.size();
     const int T = check_step(seqs, tokens, lengths_, context_, V);
+    if (train_release_) train_release_();  // the trainer's workspace makes room (an empty step just hands it over)
     if (S == 0) return;
 
     // host-side index arrays, uploaded in one copy: tokens [T] | positions [T] | context length through each
@@ -327,6 +330,15 @@ class CudaBackend : public Backend {
     return w;
   }
 
+  // Frees the step buffers (a training forward is about to take the memory); the next step allocates them again.
+  void release_workspace() {
+    for (DeviceArray<Elem>* a : {&x_, &xn_, &query_, &key_, &val_, &attn_, &gate_, &up_}) *a = DeviceArray<Elem>();
+    lse_ = DeviceArray<float>();
+    logits_ = DeviceArray<float>();
+    ids_ = DeviceArray<int32_t>();
+    ws_tokens_ = ws_seqs_ = ws_logit_rows_ = 0;
+  }
+
   // Activation buffers for a step of T tokens of S sequences, logits for R rows (grown, never shrunk). The
   // logits are sized by the rows returned (one per sequence while sampling), not by the tokens: a 512-token
   // prefill chunk of 64 sequences would otherwise hold 20 GB of fp32 logits at a 152k vocabulary.
@@ -372,7 +384,8 @@ class CudaBackend : public Backend {
   DeviceArray<float> lse_, logits_;
   DeviceArray<int32_t> ids_;
   CudaParams::Project gen_project_;
-  const void* gen_owner_ = nullptr;
+  std::function<void()> train_release_;
+  const void* hooks_owner_ = nullptr;
   std::mutex mu_;
 };
 

@@ -10,7 +10,8 @@
 // parameters and gradients. Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no
 // embedding scatter, no head gradient); the layer's projection hooks run adapted projections through
 // adapted_forward() / adapted_backward() (src/ops/adapter_linear.cpp's math on the device); after each update the
-// DoRA norms are recomputed and the merged weights written for generation.
+// DoRA norms are recomputed; generation runs the adapters beside the base (generation_forward, through the
+// backend's projection hook).
 //
 // Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
 // emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
@@ -167,6 +168,8 @@ class CudaTrainer final : public Trainer {
     if (adapters) init_adapters();
     host_params_.resize(tensors_.size());
     for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].param = &host_params_[i];
+    *P_.release_training = [this] { release_workspace(); };
+    *P_.hooks_owner = this;
     MemScope scope(MemCategory::Scratch);
     norm_acc_ = Buf(&kern_, sizeof(float));
     sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
@@ -174,9 +177,10 @@ class CudaTrainer final : public Trainer {
 
   ~CudaTrainer() override {
     std::lock_guard<std::mutex> lk(*P_.mu);
-    if (*P_.generation_owner == this) {  // generation runs the base model again
+    if (*P_.hooks_owner == this) {  // generation runs the base model again
       *P_.generation_project = nullptr;
-      *P_.generation_owner = nullptr;
+      *P_.release_training = nullptr;
+      *P_.hooks_owner = nullptr;
     }
   }
 
@@ -459,7 +463,7 @@ class CudaTrainer final : public Trainer {
       if (i >= 0) generation_forward(adapters_[i], L, x, y, M);
       return i >= 0;
     };
-    *P_.generation_owner = this;
+
   }
 
   // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
@@ -604,7 +608,22 @@ class CudaTrainer final : public Trainer {
     ad_du_ = act(t * spec_.rank);
   }
 
-  // Buffers for a batch of T tokens (grown, never shrunk; reused across steps).
+  // Frees the workspace while generation runs (unless a forward's activations await their backward); the next
+  // training forward lays it out again.
+  void release_workspace() {
+    ba_ = Buf();
+    if (pending_ || cap_ == 0) return;
+    cap_ = 0;
+    for (Buf* b : {&ids_, &normed_, &rstd_final_, &hid_, &lp_, &ent_, &lse_, &dlogp_, &dhid_, &tmp_, &dx_, &dh_,
+                   &norm_scratch_, &ad_xd_, &ad_dx_, &ad_lora_, &ad_base_drop_, &ad_gs_, &ad_e_, &ad_du_})
+      *b = Buf();
+    xs_.clear();
+    acts_.clear();
+    adapter_acts_.clear();
+    scratch_ = Bufs<cuda_layer::Scratch>();
+  }
+
+  // Buffers for a batch of T tokens (grown, never shrunk while training; freed while generation runs).
   void ensure_workspace(int T) {
     if (T <= cap_) return;
     const ModelConfig& cfg = backend_->config();
@@ -686,6 +705,10 @@ class CudaTrainer final : public Trainer {
       if (tokens[i] < 0 || tokens[i] >= V)
         throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                            " outside the vocabulary [0, " + std::to_string(V) + ")");
+    P_.release_generation();  // the backend's step buffers, and generation's adapter scratch, make room
+    gen_u_ = Buf();
+    gen_lora_ = Buf();
+    gen_rows_ = 0;
     ensure_workspace(T);
     fwd_adapters_ = !adapters_.empty() && adapters_enabled_;
     fwd_index_ = forwards_in_step_;

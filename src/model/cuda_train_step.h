@@ -47,7 +47,12 @@ struct CudaParams {
   // linear), and which trainer installed it. Set and cleared under `mu`.
   using Project = std::function<bool(int l, int p, const cuda_layer::Linear& L, const void* x, void* y, int M)>;
   Project* generation_project = nullptr;
-  const void** generation_owner = nullptr;
+  // Generation and training take turns, so neither keeps its buffers through the other's peak: the backend frees
+  // its step buffers when a training forward starts (release_generation), and before a generation step calls
+  // what the trainer installed in *release_training (freeing its workspace unless a backward is pending).
+  std::function<void()> release_generation;
+  std::function<void()>* release_training = nullptr;
+  const void** hooks_owner = nullptr;  // the trainer that installed the two hooks
 };
 // Throws ERR_UNSUPPORTED when `b` is not a CUDA backend.
 CudaParams cuda_train_params(Backend& b);

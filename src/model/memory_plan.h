@@ -1,7 +1,8 @@
 // The device memory of a training run, found by running its allocations (`recode plan`). The workload is what
 // lib/train runs on a CUDA model: load the model (weights, KV cache for `slots` x `context`), make the trainer
-// (adapters or full fine-tuning), generate (prefill chunks of every slot at once, then a decode step), then a
-// policy update (a reference forward when KL is on, a forward + backward per micro-batch, AdamW). On the
+// (adapters or full fine-tuning), then two RL steps of generation (prefill chunks of every slot at once, then a
+// decode step) and a policy update (a reference forward when KL is on, a forward + backward of a micro-batch,
+// AdamW): the second of each sees what the other phase left allocated. On the
 // counting device (src/device/memory_count.h) nothing is computed and no weights are needed; on 'emulated' or
 // 'cuda' the same workload runs for real on loaded weights, so the planned and the measured peaks compare.
 #pragma once
@@ -31,7 +32,7 @@ struct PlanPhase {
   size_t parts[kMemCategories] = {};  // by category at that moment (the counting device only)
 };
 struct PlanResult {
-  PlanPhase generation, training;  // training includes what generation leaves allocated
+  PlanPhase generation, training;  // each phase's larger peak of the two steps
 };
 
 // Runs the workload on `device` (Counting: weights may be null; else the weights to load).
