@@ -18,8 +18,10 @@ import { benchDir, root, require, writeResult } from './lib.mjs'
 
 const argv = process.argv.slice(2)
 const flag = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt }
-// `npm run gpu-check --device emulated` hands the flag over as npm_config_device
-const device = flag('--device', process.env.npm_config_device || 'cuda')
+// `npm run gpu-check --device emulated` reaches here as npm_config_device=true plus a bare `emulated`
+const npmDevice = process.env.npm_config_device
+const device = flag('--device', undefined) ?? argv.find((a) => a === 'emulated' || a === 'cuda') ??
+  (npmDevice && npmDevice !== 'true' ? npmDevice : 'cuda')
 if (device !== 'cuda' && device !== 'emulated') { console.error(`gpu-check: --device must be cuda or emulated, got ${device}`); process.exit(2) }
 const emulated = device === 'emulated'
 const budget = Number(flag('--budget', '480')) * 1000
