@@ -80,7 +80,7 @@ export function planWorkload (config: TrainConfig, prefillChunk = 512): MemoryPl
     prefillChunk,
     promptTokens: config.maxPromptTokens,
     completionTokens: config.maxCompletionTokens,
-    microRows: (config.promptsPerStep / config.gradAccumulation) * config.samplesPerPrompt,
+    microRows: (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation,
     referencePass: config.klCoef > 0,
     activationRecomputation: config.activationRecomputation,
     adapter: config.adapter.type === 'none' ? 'none' : `${config.adapter.type} r=${config.adapter.r} on ${config.adapter.targetModules.join(',')}`

@@ -38,7 +38,7 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   const seqs = batch.sequences
   const advantages = batch.advantages
   const B = seqs.length
-  const microRows = (config.promptsPerStep / config.gradAccumulation) * config.samplesPerPrompt
+  const microRows = (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation  // may split a group
   const totalMask = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
   let t: number
 

@@ -454,7 +454,7 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
   })
   const targetTokens = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
   let loss = 0
-  const micro = config.promptsPerStep / config.gradAccumulation
+  const micro = Math.max(1, Math.floor(config.promptsPerStep / config.gradAccumulation))  // RL configs may accumulate finer than a prompt
   for (let m = 0; m < seqs.length; m += micro) {
     const batch = seqs.slice(m, m + micro).map((s) => {
       const w = new Float32Array(s.tokens.length)
