@@ -59,7 +59,7 @@ RECODE_API(device_memory_stats)(size_t* current, size_t* peak, int reset_peak, c
   RECODE_API_TRY
   AllocTracker& t = tracker();
   std::lock_guard<std::mutex> lk(t.mu);
-  if (reset_peak) t.peak = t.current;
+  if (reset_peak) t.peak = reset_peak == 2 ? 0 : t.current;
   if (current) *current = t.current;
   if (peak) *peak = t.peak;
   return 0;

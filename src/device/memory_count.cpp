@@ -60,7 +60,7 @@ int count_free(void* ptr, char*, size_t) {
 }
 
 int count_stats(size_t* current, size_t* peak, int reset_peak, char*, size_t) {
-  if (reset_peak) counting_memory_reset_peak();
+  if (reset_peak) counting_memory_reset_peak(reset_peak == 2);
   MemCount m = counting_memory();
   if (current) *current = m.current.total;
   if (peak) *peak = m.peak.total;
@@ -104,10 +104,10 @@ MemCount counting_memory() {
   return c.count;
 }
 
-void counting_memory_reset_peak() {
+void counting_memory_reset_peak(bool to_zero) {
   Counter& c = counter();
   std::lock_guard<std::mutex> lk(c.mu);
-  c.count.peak = c.count.current;
+  c.count.peak = to_zero ? MemFigures() : c.count.current;
 }
 
 Kernels counting_table() {

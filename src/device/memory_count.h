@@ -47,9 +47,10 @@ struct MemCount {
   MemFigures peak;  // the categories at the moment the total peaked
 };
 
-// The counting device's figures (process-wide), and a restart of its peak at the current figures.
+// The counting device's figures (process-wide), and a restart of its peak at the current figures (or, to_zero,
+// at nothing: the next allocation sets it).
 MemCount counting_memory();
-void counting_memory_reset_peak();
+void counting_memory_reset_peak(bool to_zero = false);
 
 // The counting device's kernel table (Kernels(Device::Counting) returns a copy).
 Kernels counting_table();

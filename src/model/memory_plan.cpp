@@ -9,30 +9,37 @@ namespace recode::model {
 
 namespace {
 
-// The device's allocator figures: total now and peak since the last reset.
+// The device's allocator figures: total now, and the peak since the last reset.
 struct Meter {
   Kernels kern;
   explicit Meter(Device d) : kern(d) {}
-  size_t reset() {
-    size_t cur = 0, peak = 0;
+  void stats(size_t& cur, size_t& peak, int reset) {
     char err[512] = {0};
-    check_kernel_status(kern.device_memory_stats(&cur, &peak, 1, err, sizeof err), "device_memory_stats", err);
-    return cur;
+    check_kernel_status(kern.device_memory_stats(&cur, &peak, reset, err, sizeof err), "device_memory_stats", err);
   }
-  size_t peak() {
+  size_t current() {
     size_t cur = 0, peak = 0;
-    char err[512] = {0};
-    check_kernel_status(kern.device_memory_stats(&cur, &peak, 0, err, sizeof err), "device_memory_stats", err);
-    return peak;
+    stats(cur, peak, 0);
+    return cur;
   }
 };
 
-PlanPhase phase(Device d, Meter& m, size_t baseline) {
+// A phase's peak: the most held after any of its allocations (its first ones come after it freed what the other
+// phase left: that moment is the other phase's), or what it ends with when it allocated nothing.
+void begin_phase(Meter& m) {
+  size_t cur = 0, peak = 0;
+  m.stats(cur, peak, 2);
+}
+PlanPhase end_phase(Device d, Meter& m, size_t baseline) {
+  size_t cur = 0, peak = 0;
+  m.stats(cur, peak, 0);
   PlanPhase p;
-  p.peak = m.peak() - baseline;
+  const bool allocated = peak > 0;
+  p.peak = (allocated ? peak : cur) - baseline;
   if (d == Device::Counting) {
     const MemCount c = counting_memory();
-    for (int i = 0; i < kMemCategories; ++i) p.parts[i] = c.peak.bytes[i];
+    const MemFigures& f = allocated ? c.peak : c.current;
+    for (int i = 0; i < kMemCategories; ++i) p.parts[i] = f.bytes[i];
   }
   return p;
 }
@@ -49,7 +56,7 @@ PlanResult run_plan_workload(Device device, const PlanWorkload& w, const WeightS
   Meter meter(device);
   PlanResult r;
   // a counting device may hold other plans' leftovers (none: each plan frees all); a real one other models
-  const size_t baseline = meter.reset();
+  const size_t baseline = meter.current();
   {
     std::shared_ptr<Backend> backend = device == Device::Counting
                                            ? make_counting_backend(w.cfg, w.slots, w.context, w.bf16)
@@ -64,7 +71,6 @@ PlanResult run_plan_workload(Device device, const PlanWorkload& w, const WeightS
     const int V = w.cfg.vocab;
     std::vector<StepSeq> seqs(w.slots);
     std::vector<float> logits((size_t)w.slots * V);
-    auto handover = [&] { backend->forward({}, nullptr, false, nullptr, never); };  // the trainer frees its workspace
     auto generate = [&] {
       for (int s = 0; s < w.slots; ++s) backend->reset_slot(s);
       for (int fed = 0; fed < w.prompt_tokens;) {
@@ -97,13 +103,12 @@ PlanResult run_plan_workload(Device device, const PlanWorkload& w, const WeightS
     // Two RL steps: the second generation runs after an update (with whatever training left allocated), the
     // second update after a generation.
     auto measure = [&](PlanPhase& into, const std::function<void()>& run) {
-      meter.reset();
+      begin_phase(meter);
       run();
-      PlanPhase p = phase(device, meter, baseline);
+      PlanPhase p = end_phase(device, meter, baseline);
       if (p.peak > into.peak) into = p;
     };
     for (int step = 0; step < 2; ++step) {
-      handover();  // what training left is freed before generation's peak is measured (it is training's)
       measure(r.generation, generate);
       measure(r.training, update);
     }
