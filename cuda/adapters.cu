@@ -48,7 +48,7 @@ __global__ void forward_combine_kernel(int M, int N, const T* y0, const T* base_
     } else {
       const float bd = base_drop ? to_float(base_drop[i]) : base;
       const float p = bd + sl, c = magnitude[o] / norm[o];
-      pre[i] = p;
+      if (pre) pre[i] = p;  // kept for dm's gradient; generation needs none
       out = base_drop ? base + (c * p - bd) : c * p;
     }
     if (bias) out += bias[o];
@@ -170,7 +170,7 @@ RECODE_API(adapter_forward_combine)(int M, int N, const void* y0, const void* ba
   RECODE_REQUIRE_DTYPE(dtype, "adapter_forward_combine");
   RECODE_REQUIRE(M >= 0 && N > 0, "adapter_forward_combine", "bad sizes M=%d N=%d", M, N);
   RECODE_REQUIRE(y0 && lora && y, "adapter_forward_combine", "NULL pointer");
-  RECODE_REQUIRE(!magnitude || (norm && pre), "adapter_forward_combine", "DoRA needs norm and pre");
+  RECODE_REQUIRE(!magnitude || norm, "adapter_forward_combine", "DoRA needs norm");
   if (M == 0) return 0;
   const size_t n = (size_t)M * N;
   RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(forward_combine_kernel<T>, dim3(grid_for(n)), dim3(256), 0,

@@ -145,11 +145,30 @@ static void launch_gemm(int M, int N, int K, const float* A, int lda, int trans_
 }
 
 static unsigned row_threads(int width) { return width <= 256 ? 32 : width <= 4096 ? 128 : 256; }
-static int chunk_width(int T, int V) {
-  int w = (1 << 22) / (T > 0 ? T : 1);  // about 16 MB of fp32 logits per chunk
-  w = w < 256 ? 256 : w;
-  return w > V ? V : w;
-}
+static int chunk_width(int T, int V) { return recode_logprob_chunk_width(T, V); }
+
+// The hidden-state passes' workspace: one device_alloc block of recode_logprob_workspace_bytes (so the
+// allocator's statistics and the counting device of `recode plan` see it), freed on every way out.
+struct HeadWorkspace {
+  char* base = nullptr;
+  size_t used = 0;
+  int take(size_t bytes, char* err, size_t err_len) {
+    void* p = nullptr;
+    int rc = RECODE_SAME_LIBRARY(device_alloc)(bytes, &p, err, err_len);
+    base = (char*)p;
+    return rc;
+  }
+  template <class T>
+  T* carve(size_t bytes) {
+    T* p = (T*)(base + used);
+    used += recode_align256(bytes);
+    return p;
+  }
+  ~HeadWorkspace() {
+    char e[256];
+    if (base) RECODE_SAME_LIBRARY(device_free)(base, e, sizeof e);
+  }
+};
 
 RECODE_API(logprob_logits_forward)(const float* logits, int T, int V, const int32_t* targets, float temperature,
                                    float* logp, float* entropy, float* lse, char* err, size_t err_len) {
@@ -223,12 +242,13 @@ static int hidden_forward_on_device(const void* d_h, const void* d_w, int T, int
   if (check_head_dtype(dtype, temperature, err, err_len)) return 1;
   const size_t es = dtype == RECODE_BF16 ? 2 : 4;
   const int width = chunk_width(T, V);
-  float *d_z, *d_m, *d_s, *d_a, *d_tz;
-  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_m, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_s, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_a, T * sizeof(float)));
-  RECODE_CUDA_CHECK(cudaMalloc(&d_tz, T * sizeof(float)));
+  HeadWorkspace ws;
+  if (int rc = ws.take(recode_logprob_workspace_bytes(T, V, dtype, 0), err, err_len)) return rc;
+  float* d_z = ws.carve<float>((size_t)T * width * sizeof(float));
+  float* d_m = ws.carve<float>(T * sizeof(float));
+  float* d_s = ws.carve<float>(T * sizeof(float));
+  float* d_a = ws.carve<float>(T * sizeof(float));
+  float* d_tz = ws.carve<float>(T * sizeof(float));
   SIMT_LAUNCH(init_state_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a);
   const float inv_t = 1.f / temperature;
   for (int v0 = 0; v0 < V; v0 += width) {
@@ -245,7 +265,6 @@ static int hidden_forward_on_device(const void* d_h, const void* d_w, int T, int
   }
   SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
   RECODE_CUDA_CHECK(cudaGetLastError());
-  cudaFree(d_z); cudaFree(d_m); cudaFree(d_s); cudaFree(d_a); cudaFree(d_tz);
   return 0;
 }
 
@@ -256,10 +275,10 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
   if (check_head_dtype(dtype, temperature, err, err_len)) return 1;
   const size_t es = dtype == RECODE_BF16 ? 2 : 4;
   const int width = chunk_width(T, V);
-  float* d_z;
-  void* d_zb = nullptr;  // bf16: d/dlogits rounded for the tensor-core GEMMs
-  RECODE_CUDA_CHECK(cudaMalloc(&d_z, (size_t)T * width * sizeof(float)));
-  if (dtype == RECODE_BF16) RECODE_CUDA_CHECK(cudaMalloc(&d_zb, (size_t)T * width * 2));
+  HeadWorkspace ws;
+  if (int rc = ws.take(recode_logprob_workspace_bytes(T, V, dtype, 1), err, err_len)) return rc;
+  float* d_z = ws.carve<float>((size_t)T * width * sizeof(float));
+  void* d_zb = dtype == RECODE_BF16 ? ws.carve<void>((size_t)T * width * 2) : nullptr;  // bf16: d/dlogits rounded for the tensor-core GEMMs
   RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
   const float inv_t = 1.f / temperature;
   for (int v0 = 0; v0 < V; v0 += width) {
@@ -292,8 +311,6 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
     }
   }
   RECODE_CUDA_CHECK(cudaGetLastError());
-  cudaFree(d_z);
-  if (d_zb) cudaFree(d_zb);
   return 0;
 }
 

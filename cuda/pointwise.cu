@@ -6,21 +6,62 @@
 #include "recode_cuda.h"
 
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 
 // ---- memory helpers ------------------------------------------------------------------------------------
+
+namespace {
+// What device_alloc handed out, so device_memory_stats can report the footprint and its peak (the requested
+// sizes: the same figures the counting device of `recode plan` adds up).
+struct AllocTracker {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;
+  size_t current = 0, peak = 0;
+};
+AllocTracker& tracker() {
+  static AllocTracker* t = new AllocTracker;  // never destroyed: frees may come from static destructors
+  return *t;
+}
+}  // namespace
 
 RECODE_API(device_alloc)(size_t bytes, void** out, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(out != nullptr, "device_alloc", "out is NULL");
   *out = nullptr;
   RECODE_CUDA_CHECK(cudaMalloc(out, bytes ? bytes : 1));
+  AllocTracker& t = tracker();
+  std::lock_guard<std::mutex> lk(t.mu);
+  t.sizes[*out] = bytes;
+  t.current += bytes;
+  if (t.current > t.peak) t.peak = t.current;
   return 0;
   RECODE_API_CATCH
 }
 
 RECODE_API(device_free)(void* ptr, char* err, size_t err_len) {
   RECODE_API_TRY
-  if (ptr) RECODE_CUDA_CHECK(cudaFree(ptr));
+  if (ptr) {
+    RECODE_CUDA_CHECK(cudaFree(ptr));
+    AllocTracker& t = tracker();
+    std::lock_guard<std::mutex> lk(t.mu);
+    auto it = t.sizes.find(ptr);
+    if (it != t.sizes.end()) {
+      t.current -= it->second;
+      t.sizes.erase(it);
+    }
+  }
+  return 0;
+  RECODE_API_CATCH
+}
+
+RECODE_API(device_memory_stats)(size_t* current, size_t* peak, int reset_peak, char* err, size_t err_len) {
+  RECODE_API_TRY
+  AllocTracker& t = tracker();
+  std::lock_guard<std::mutex> lk(t.mu);
+  if (reset_peak) t.peak = reset_peak == 2 ? 0 : t.current;
+  if (current) *current = t.current;
+  if (peak) *peak = t.peak;
   return 0;
   RECODE_API_CATCH
 }

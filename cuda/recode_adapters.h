@@ -18,7 +18,8 @@ extern "C" {
   /* dx[n] += keep(offset + i) ? adx[i] / (1 - p) : 0  (p = 0: a plain add)                                  */ \
   X(adapter_dropout_add, (size_t n, void* dx, const void* adx, uint64_t seed, uint64_t offset, float p, int dtype,  \
                           void* stream, char* err, size_t err_len))                                              \
-  /* y[M,N] from y0 = x W^T, lora = u B^T (and DoRA: base_drop = drop(x) W^T or NULL, m, n; pre fp32 out)    */ \
+  /* y[M,N] from y0 = x W^T, lora = u B^T (and DoRA: base_drop = drop(x) W^T or NULL, m, n; pre fp32 out,   */ \
+  /* or NULL when no backward follows)                                                                       */ \
   X(adapter_forward_combine, (int M, int N, const void* y0, const void* base_drop, const void* lora,               \
                               const float* magnitude, const float* norm, float scaling, const float* bias, void* y, \
                               float* pre, int dtype, void* stream, char* err, size_t err_len))                   \

@@ -56,6 +56,11 @@ static inline int recode_decode_num_splits(int batch, int kv_heads, int max_cont
   X(copy_device, (void* dst, const void* src, size_t bytes, void* stream, char* err, size_t err_len))         \
   X(device_memset, (void* ptr, int value, size_t bytes, void* stream, char* err, size_t err_len))             \
   X(device_sync, (char* err, size_t err_len))                                                                 \
+  /* Bytes held through device_alloc now and at most since the last reset (reset_peak 1 restarts the peak at   */ \
+  /* the current figure; 2 at zero, so the next allocation sets it: what a phase allocates after freeing what */ \
+  /* the previous one left). Every kernel's own workspace is taken through device_alloc too, so this is the   */ \
+  /* library's whole footprint; `recode plan` compares it with its counting allocator.                        */ \
+  X(device_memory_stats, (size_t* current, size_t* peak, int reset_peak, char* err, size_t err_len))          \
   /* ---- GEMM (gemm.cu): A, B, dC in in_dtype; C/dA/dB in out_dtype; bias/dbias fp32 [N] ------------------ */ \
   /* C[M,N] (+)= A[M,K] . B[N,K]^T + bias                                                                    */ \
   X(gemm_forward, (int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype,   \

@@ -10,6 +10,22 @@
 extern "C" {
 #endif
 
+/* Columns of the vocabulary the hidden-state passes handle per chunk: about 16 MB of fp32 logits. */
+static inline int recode_logprob_chunk_width(int T, int V) {
+  int w = (1 << 22) / (T > 0 ? T : 1);
+  w = w < 256 ? 256 : w;
+  return w > V ? V : w;
+}
+static inline size_t recode_align256(size_t n) { return (n + 255) & ~(size_t)255; }
+/* The one workspace block logprob_hidden_{forward,backward}_device take through device_alloc for T rows and
+ * free before returning: the fp32 logits chunk plus the forward's four running-state rows, or the backward's
+ * bf16 copy of d/dlogits (dtype 1 = RECODE_BF16). The counting device of `recode plan` charges the same. */
+static inline size_t recode_logprob_workspace_bytes(int T, int V, int dtype, int backward) {
+  const size_t z = (size_t)T * recode_logprob_chunk_width(T, V);
+  if (backward) return recode_align256(z * 4) + (dtype == 1 ? recode_align256(z * 2) : 0);
+  return recode_align256(z * 4) + 4 * recode_align256((size_t)T * 4);
+}
+
 #define RECODE_LOGPROB_OPS(X)                                                                                      \
   /* logits [T, V] fp32 -> logp, entropy, lse [T] of the targets at `temperature`                                */ \
   X(logprob_logits_forward, (const float* logits, int T, int V, const int32_t* targets, float temperature,          \

@@ -15,7 +15,8 @@
  * - ERR_OUTPUT: an output folder or file cannot be created (names it); ERR_OUTPUT_EXISTS: an output folder
  *   holds files and overwriting was not asked for.
  * - ERR_UNSUPPORTED: a valid request this build or device does not do. ERR_CUDA_UNAVAILABLE: no CUDA device.
- * - ERR_NATIVE_LOAD: the addon did not load; ERR_KERNEL: a native kernel failed; ERR_OUT_OF_MEMORY; ERR_NATIVE:
+ * - ERR_NATIVE_LOAD: the addon did not load; ERR_KERNEL: a native kernel failed; ERR_OUT_OF_MEMORY: a CUDA run's
+ *   memory plan exceeds the GPU (the message holds the plan); ERR_NATIVE:
  *   an unexpected native exception; ERR_INTERNAL: an internal invariant failed (a bug).
  * - ERR_DIST: a multi-process run cannot start or a collective failed (names the rank); ERR_NCCL_UNAVAILABLE:
  *   NCCL was asked for and could not be loaded (says why).

@@ -113,13 +113,14 @@ for (const device of devices) {
         t.same(mb.map((m) => [m.name, m.shape]), ma.map((m) => [m.name, m.shape]), `${label}: ${ma.length} merged weights under the Hugging Face names`)
         const me = worstTensorError(mb, ma, 'data')
         t.ok(me.worst <= tl.param * 10, `${label}: merged weights within ${tl.param * 10} of the cpu trainer's (worst ${me.worst.toExponential(2)})`)
-        // generation through the same backend runs the merged weights: its logits give the trainer's logp
+        // generation through the same backend runs the adapters beside the base (the trainer's projection hook):
+        // its logits give the trainer's logp
         const lp = await dev.forward(seqs)
         if (s.dropout === 0) {
           const logits = await devModel.logits(seqs)
-          // relative to max(1, |logp|); bf16: generation reads the bf16-rounded merged weight while the trainer adds
-          // the low-rank path separately in bf16 (the cpu backend's own bf16 generation differs from its trainer
-          // by the same order, ~0.2-0.5% of |logp| on these random models whose logp are ~ -40)
+          // relative to max(1, |logp|); bf16: generation and trainer both add the low-rank path in bf16 but the
+          // backend's attention over the KV cache rounds differently (the cpu backend's own bf16 generation differs
+          // from its trainer by ~0.2-0.5% of |logp| on these random models whose logp are ~ -40)
           let err = 0
           for (const [k, tokens] of seqs.entries()) for (let j = 1; j < tokens.length; j++) err = Math.max(err, Math.abs(lp[k][j] - logSoftmaxAt(logits[k], v.vocab, j - 1, tokens[j])) / Math.max(1, Math.abs(lp[k][j])))
           const bound = tl.logp

@@ -55,7 +55,7 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   const seqs = batch.sequences
   const advantages = batch.advantages
   const B = seqs.length
-  const microRows = (config.promptsPerStep / config.gradAccumulation) * config.samplesPerPrompt
+  const microRows = (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation  // may split a group
   const masked = (s: Sequence): boolean => config.maskTruncatedCompletions && s.truncated === true
   const totalMask = seqs.reduce((a, s) => a + (masked(s) ? 0 : s.tokens.length - s.promptLength), 0)
   const dp = options.dataParallel

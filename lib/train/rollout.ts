@@ -86,10 +86,11 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
   let t = performance.now()
   while (kept.length < config.promptsPerStep && batches < config.maxGenerationBatches) {
     const rows = prompts.cursor.next(config.promptsPerStep).map((k) => prompts.usable[k])
-    // The draw is generated in gradAccumulation shards (one micro-batch's prompts each, sampling streams numbered
-    // as in the whole draw): rank r generates and scores shards [r G/N, (r+1) G/N), so a run gives the same
-    // samples on any number of ranks dividing gradAccumulation.
-    const shards = config.gradAccumulation
+    // The draw is generated in shards of whole prompts (gcd(prompts, gradAccumulation) of them: one micro-batch's
+    // prompts each when gradAccumulation divides the prompts; micro-batches may also split a group), with sampling
+    // streams numbered as in the whole draw: rank r generates and scores shards [r S/N, (r+1) S/N), so a run gives
+    // the same samples on any number of ranks.
+    const shards = gcd(rows.length, config.gradAccumulation)
     const per = rows.length / shards
     const world = options.world ?? { rank: 0, size: 1, allgatherv: (a: Float64Array) => [a] }
     const packed: number[] = []
@@ -180,4 +181,9 @@ export async function rollout (model: Model, config: TrainConfig, step: number, 
   const advantages = grpoAdvantages(rewardsKept, n, { convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl', scale: config.advantageScaling })
   const sequences = kept.flatMap((g) => g.completions.map((ids, s) => ({ tokens: [...prompts.ids[g.row], ...ids], promptLength: prompts.ids[g.row].length, sampledLogp: g.logprobs[s], truncated: g.truncated[s] })))
   return { sequences, advantages, metrics, seconds }
+}
+
+function gcd (a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b]
+  return a
 }

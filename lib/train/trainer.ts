@@ -17,6 +17,8 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { RecodeError, abortError, optionsArg } from '../errors'
 import { loadModel, type Model } from '../model/index'
+import { systemInfo } from '../device'
+import { refuseUnfittingCudaRun } from './memoryPlan'
 import { initModel } from '../model/init'
 import { PYTHON_CORPUS } from '../model/bpe'
 import { ModelTrainer, type TrainerState } from '../model/train'
@@ -307,6 +309,10 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   // 'cuda' / 'emulated': the CUDA backend and its trainer (src/model/cuda_train_step.cpp); 'auto' stays on the cpu
   const device = config.device === 'cuda' || config.device === 'emulated' ? config.device : 'cpu'
   const dtype = config.computeDtype === 'bf16' ? 'bf16' : 'f32'
+  if (device === 'cuda') {
+    const gpu = systemInfo().cuda.devices[0]
+    if (gpu !== undefined) refuseUnfittingCudaRun(baseDir, config, gpu.memoryBytes)
+  }
   const model = await loadModel(baseDir, { device, dtype, maxBatch: slots, maxContext: context })
   let trainer: ModelTrainer | undefined
   try {
@@ -586,7 +592,7 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
     return { tokens: [...promptIds[i], ...completion, eosId], promptLength: promptIds[i].length }
   })
   const targetTokens = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
-  const micro = config.promptsPerStep / config.gradAccumulation
+  const micro = Math.max(1, Math.floor(config.promptsPerStep / config.gradAccumulation))  // RL configs may accumulate finer than a prompt
   const dp = dataParallel(ctx.world, trainer)
   // one loss per micro-batch, summed in order whichever rank computed it
   const losses = new Float64Array(Math.ceil(seqs.length / micro))

@@ -1,11 +1,12 @@
 #include "device/kernels.h"
 
 #include "device/cuda_loader.h"
+#include "device/memory_count.h"
 
 namespace recode {
 
 const char* device_name(Device d) {
-  return d == Device::CUDA ? "cuda" : d == Device::Emulated ? "emulated" : "cpu";
+  return d == Device::CUDA ? "cuda" : d == Device::Emulated ? "emulated" : d == Device::Counting ? "counting" : "cpu";
 }
 
 namespace {
@@ -34,6 +35,9 @@ Kernels::Kernels(Device d) {
   if (d == Device::Emulated) {
     static const Kernels emulated = emulated_table();
     *this = emulated;
+  } else if (d == Device::Counting) {
+    static const Kernels counting = counting_table();
+    *this = counting;
   } else if (d == Device::CUDA) {
     static const Kernels gpu = cuda_table();  // a throw leaves it unset: the next call tries again
     *this = gpu;

@@ -12,8 +12,9 @@
 
 namespace recode {
 
-// Where an operation runs: the CPU code (reference and fast paths), librecode_cuda.so, or its emulated twin.
-enum class Device { CPU, CUDA, Emulated };
+// Where an operation runs: the CPU code (reference and fast paths), librecode_cuda.so, its emulated twin, or the
+// counting device of `recode plan` (src/device/memory_count.h: allocations counted, nothing computed).
+enum class Device { CPU, CUDA, Emulated, Counting };
 
 const char* device_name(Device d);
 
@@ -23,7 +24,7 @@ struct Kernels {
 #undef RECODE_KERNEL_POINTER
 
   Kernels() = default;
-  // The table of device 'cuda' or 'emulated' (a copy of one built once per process). Device 'cuda' throws
+  // The table of device 'cuda', 'emulated' or 'counting' (a copy of one built once per process). Device 'cuda' throws
   // ERR_CUDA_UNAVAILABLE saying why when the library or a GPU is missing; Device::CPU is a caller's error.
   explicit Kernels(Device d);
 };

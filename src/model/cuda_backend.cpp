@@ -28,6 +28,7 @@
 #include "model/cuda_decoder_layer.h"
 #include "model/cuda_train_step.h"
 #include "device/device_buffer.h"
+#include "device/memory_count.h"
 #include "model/model.h"
 
 namespace recode::model {
@@ -69,7 +70,8 @@ class CudaBackend : public Backend {
   static constexpr int kDtype = std::is_same<Elem, float>::value ? RECODE_F32 : RECODE_BF16;
 
  public:
-  CudaBackend(Device device, const ModelConfig& cfg, const WeightStore& ws, int slots, int context, bool round_bf16)
+  // ws null: shapes only, every weight allocated and none loaded (the counting device of `recode plan`).
+  CudaBackend(Device device, const ModelConfig& cfg, const WeightStore* ws, int slots, int context, bool round_bf16)
       : device_(device), kern_(device), slots_(slots), context_(context) {
     config_ = cfg;
     const int64_t V = cfg.vocab, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim;
@@ -82,8 +84,15 @@ class CudaBackend : public Backend {
       CALL(copy_to_device, d.get(), host.data(), host.size() * sizeof(E));
       return d;
     };
+    auto elements = [](const std::vector<int64_t>& shape) {
+      size_t n = 1;
+      for (int64_t d : shape) n *= (size_t)d;
+      return n;
+    };
+    MemScope weights_scope(MemCategory::Weights);
     auto vec = [&](const std::string& name, std::vector<int64_t> shape) {  // in the storage type
-      std::vector<float> w = ws.load(name, shape, round_bf16);
+      if (!ws) return DeviceArray<Elem>(&kern_, elements(shape));
+      std::vector<float> w = ws->load(name, shape, round_bf16);
       if constexpr (std::is_same<Elem, float>::value) {
         return upload(w);
       } else {
@@ -93,7 +102,8 @@ class CudaBackend : public Backend {
       }
     };
     auto vec32 = [&](const std::string& name, std::vector<int64_t> shape) {  // biases: fp32
-      return upload(ws.load(name, shape, round_bf16));
+      if (!ws) return DeviceArray<float>(&kern_, elements(shape));
+      return upload(ws->load(name, shape, round_bf16));
     };
     auto linear = [&](const std::string& prefix, int64_t N, int64_t K, bool bias) {
       CudaLinear<Elem> l;
@@ -114,6 +124,7 @@ class CudaBackend : public Backend {
     dims_ = {(int)C, (int)H, (int)Hkv, (int)D, cfg.intermediate, (float)cfg.eps, cfg.qk_norm, kDtype};
     kv_per_slot_layer_ = (size_t)context * Hkv * D;
     const size_t kv_elems = kv_per_slot_layer_ * cfg.layers * slots;
+    MemScope kv_scope(MemCategory::KvCache);
     k_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
     v_cache_ = DeviceArray<Elem>(&kern_, kv_elems);
     // decode scratch for the largest split count any batch size gets (splits shrink as the batch grows)
@@ -122,11 +133,12 @@ class CudaBackend : public Backend {
       int s = recode_decode_num_splits(b, (int)Hkv, context);
       if (s > 1) scratch = std::max(scratch, (size_t)b * H * s * (D + 2));
     }
+    MemScope scratch_scope(MemCategory::Scratch);
     decode_scratch_ = DeviceArray<float>(&kern_, std::max<size_t>(scratch, 1));
     lengths_.assign(slots, 0);
   }
 
-  const char* device() const override { return device_ == Device::CUDA ? "cuda" : "emulated"; }
+  const char* device() const override { return device_name(device_); }
   int slots() const override { return slots_; }
   int context() const override { return context_; }
   int slot_length(int slot) const override { return lengths_.at(slot); }
@@ -153,6 +165,10 @@ class CudaBackend : public Backend {
     p.embed = embed_.get();
     p.final_norm = final_norm_.get();
     p.lm_head = config_.tie_embeddings ? nullptr : lm_head_.get();
+    p.generation_project = &gen_project_;
+    p.release_generation = [this] { release_workspace(); };
+    p.release_training = &train_release_;
+    p.hooks_owner = &hooks_owner_;
     for (CudaLayer<Elem>& L : layers_) {
       CudaLayerParams q;
       q.input_norm = L.input_norm.get();
@@ -169,6 +185,10 @@ class CudaBackend : public Backend {
       q.q_b = L.q.bias.get();
       q.k_b = L.k.bias.get();
       q.v_b = L.v.bias.get();
+      q.o_b = L.o.bias.get();
+      q.gate_b = L.gate.bias.get();
+      q.up_b = L.up.bias.get();
+      q.down_b = L.down.bias.get();
       p.layers.push_back(q);
     }
     return p;
@@ -181,6 +201,7 @@ class CudaBackend : public Backend {
     const int C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim, V = cfg.vocab;
     const int S = (int)seqs.size();
     const int T = check_step(seqs, tokens, lengths_, context_, V);
+    if (train_release_) train_release_();  // the trainer's workspace makes room (an empty step just hands it over)
     if (S == 0) return;
 
     // host-side index arrays, uploaded in one copy: tokens [T] | positions [T] | context length through each
@@ -201,7 +222,7 @@ class CudaBackend : public Backend {
       all_fresh = all_fresh && pos0 == 0 && seqs[i].n == seqs[0].n;
       consecutive = consecutive && seqs[i].slot == seqs[0].slot + i;
     }
-    ensure_workspace(T, S);
+    ensure_workspace(T, S, all_logits ? T : S);
     CALL(copy_to_device, ids_.get(), idx.data(), idx.size() * sizeof(int32_t));
     const int32_t* d_tokens = ids_.get();
     const int32_t* d_pos = ids_.get() + T;
@@ -273,6 +294,10 @@ class CudaBackend : public Backend {
           ++i;
         }
       };
+      if (gen_project_)  // an adapter trainer's adapted projections
+        hooks.project = [&, l](int p, const cuda_layer::Linear& L, const void* in, void* out, int M) {
+          return gen_project_(l, p, L, in, out, M);
+        };
       cuda_layer::forward(kern_, dims_, layer_weights(layers_[l]), T, d_pos, x, x, a, hooks);
     }
     // final norm and lm head over the rows whose logits are wanted
@@ -305,14 +330,30 @@ class CudaBackend : public Backend {
     return w;
   }
 
-  // Activation buffers for a step of T tokens (grown, never shrunk).
-  void ensure_workspace(int T, int S) {
+  // Frees the step buffers (a training forward is about to take the memory); the next step allocates them again.
+  void release_workspace() {
+    for (DeviceArray<Elem>* a : {&x_, &xn_, &query_, &key_, &val_, &attn_, &gate_, &up_}) *a = DeviceArray<Elem>();
+    lse_ = DeviceArray<float>();
+    logits_ = DeviceArray<float>();
+    ids_ = DeviceArray<int32_t>();
+    ws_tokens_ = ws_seqs_ = ws_logit_rows_ = 0;
+  }
+
+  // Activation buffers for a step of T tokens of S sequences, logits for R rows (grown, never shrunk). The
+  // logits are sized by the rows returned (one per sequence while sampling), not by the tokens: a 512-token
+  // prefill chunk of 64 sequences would otherwise hold 20 GB of fp32 logits at a 152k vocabulary.
+  void ensure_workspace(int T, int S, int R) {
+    MemScope scope(MemCategory::Generation);
+    if (R > ws_logit_rows_) {
+      logits_ = DeviceArray<float>(&kern_, (size_t)R * config_.vocab);
+      ws_logit_rows_ = R;
+    }
     if (T <= ws_tokens_ && S <= ws_seqs_) return;
     const ModelConfig& cfg = config_;
     T = std::max(T, ws_tokens_);
     S = std::max(S, ws_seqs_);
     const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
-                 F = cfg.intermediate, V = cfg.vocab;
+                 F = cfg.intermediate;
     x_ = DeviceArray<Elem>(&kern_, t * C);
     xn_ = DeviceArray<Elem>(&kern_, t * C);
     query_ = DeviceArray<Elem>(&kern_, t * H * D);
@@ -322,7 +363,6 @@ class CudaBackend : public Backend {
     gate_ = DeviceArray<Elem>(&kern_, t * F);
     up_ = DeviceArray<Elem>(&kern_, t * F);
     lse_ = DeviceArray<float>(&kern_, t * H);
-    logits_ = DeviceArray<float>(&kern_, t * V);
     ids_ = DeviceArray<int32_t>(&kern_, 3 * t + S);
     ws_tokens_ = T;
     ws_seqs_ = S;
@@ -339,10 +379,13 @@ class CudaBackend : public Backend {
   DeviceArray<Elem> k_cache_, v_cache_;
   DeviceArray<float> decode_scratch_;
   std::vector<int> lengths_;
-  int ws_tokens_ = 0, ws_seqs_ = 0;
+  int ws_tokens_ = 0, ws_seqs_ = 0, ws_logit_rows_ = 0;
   DeviceArray<Elem> x_, xn_, query_, key_, val_, attn_, gate_, up_;
   DeviceArray<float> lse_, logits_;
   DeviceArray<int32_t> ids_;
+  CudaParams::Project gen_project_;
+  std::function<void()> train_release_;
+  const void* hooks_owner_ = nullptr;
   std::mutex mu_;
 };
 
@@ -359,8 +402,13 @@ CudaParams cuda_train_params(Backend& b) {
 std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
                                            int context, bool round_bf16) {
   const Device d = emulated ? Device::Emulated : Device::CUDA;
-  if (round_bf16) return std::make_unique<CudaBackend<bf16>>(d, cfg, weights, slots, context, true);
-  return std::make_unique<CudaBackend<float>>(d, cfg, weights, slots, context, false);
+  if (round_bf16) return std::make_unique<CudaBackend<bf16>>(d, cfg, &weights, slots, context, true);
+  return std::make_unique<CudaBackend<float>>(d, cfg, &weights, slots, context, false);
+}
+
+std::unique_ptr<Backend> make_counting_backend(const ModelConfig& cfg, int slots, int context, bool round_bf16) {
+  if (round_bf16) return std::make_unique<CudaBackend<bf16>>(Device::Counting, cfg, nullptr, slots, context, true);
+  return std::make_unique<CudaBackend<float>>(Device::Counting, cfg, nullptr, slots, context, false);
 }
 
 }  // namespace recode::model

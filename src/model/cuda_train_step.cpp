@@ -1,5 +1,6 @@
 // Full fine-tuning step on the CUDA backend (see cuda_train_step.h), the device twin of train_step.cpp:
-//   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept);  h = rmsnorm(x_L)
+//   x_0 = embed[tokens];  x_{l+1} = layer_l(x_l) (every layer's activations kept, or with activation
+//   recomputation only each x_l, layer l's forward redone just before its backward);  h = rmsnorm(x_L)
 //   logp[t] = log softmax(h[t-1] W_head^T)[tokens[t]]   (fused hidden-state log-prob, fp32 logits)
 // Backward, with d loss / d logp_t = -w_t: the head (dh, dW_head), the final norm, each layer in reverse, the
 // embedding scatter; a tied head's gradient adds into the embedding's.
@@ -9,7 +10,8 @@
 // parameters and gradients. Adapter mode (LoRA / DoRA): every model tensor frozen (no weight-gradient GEMMs, no
 // embedding scatter, no head gradient); the layer's projection hooks run adapted projections through
 // adapted_forward() / adapted_backward() (src/ops/adapter_linear.cpp's math on the device); after each update the
-// DoRA norms are recomputed and the merged weights written for generation.
+// DoRA norms are recomputed; generation runs the adapters beside the base (generation_forward, through the
+// backend's projection hook).
 //
 // Every kernel runs on the device ('cuda': librecode_cuda.so; 'emulated': the same kernels through the SIMT
 // emulation); the host only uploads token ids and weights and reads back logp and the gradient norm.
@@ -18,7 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <string>
 
 #include "model/cuda_decoder_layer.h"
@@ -26,6 +27,7 @@
 #include "model/projections.h"
 #include "philox.h"
 #include "device/device_buffer.h"
+#include "device/memory_count.h"
 #include "core/numeric.h"
 
 namespace recode::model {
@@ -47,50 +49,20 @@ struct Param {
 };
 
 
-// The frozen base of one adapted projection: a device copy of the backend's array taken while it held the base,
-// shared by every adapter trainer on that backend (registered by the array's address), since the array itself
-// then holds one trainer's merged weight. When the last trainer using it goes, the base is written back, so
-// generation and a later trainer see the base model again.
-struct BaseCopy {
-  Kernels kern;
-  std::mutex* mu = nullptr;
-  void* inference = nullptr;
-  size_t bytes = 0;
-  Buf copy;
-  BaseCopy(const Kernels& k, std::mutex* m, void* array, size_t n) : kern(k), mu(m), inference(array), bytes(n), copy(&kern, n) {
-    char err[512] = {0};
-    check_kernel_status(kern.copy_device(copy.as(), array, n, nullptr, err, sizeof err), "copy_device", err);
-  }
-  ~BaseCopy() {
-    char err[512];
-    std::lock_guard<std::mutex> lk(*mu);
-    kern.copy_device(inference, copy.as(), bytes, nullptr, err, sizeof err);  // nothing useful to do with a failure here
-  }
-};
-
-std::shared_ptr<BaseCopy> shared_base_copy(const Kernels& k, std::mutex* mu, void* array, size_t bytes) {
-  static std::mutex registry_mu;
-  static std::map<void*, std::weak_ptr<BaseCopy>> registry;
-  std::lock_guard<std::mutex> lk(registry_mu);
-  for (auto it = registry.begin(); it != registry.end();) it = it->second.expired() ? registry.erase(it) : std::next(it);
-  if (auto found = registry[array].lock()) return found;
-  auto made = std::make_shared<BaseCopy>(k, mu, array, bytes);
-  registry[array] = made;
-  return made;
-}
-
-// One LoRA / DoRA adapter on one projection of one decoder layer. `base` is the frozen copy of the projection
-// weight (storage dtype) the training forwards read; the backend's own array (`inference`) holds what
-// generation reads: the merged weight with adapters on, the base with them off.
+// One LoRA / DoRA adapter on one projection of one decoder layer. Its base weight is the backend's own array,
+// never changed: training reads it as the frozen base, and generation with adapters on runs the adapter beside it
+// (generation_forward) instead of a merged copy, so no second copy of the adapted matrices exists.
 struct Adapter {
   int layer = 0, proj = 0, N = 0, K = 0;
-  int w = -1;            // params_ index of the frozen base weight (its storage is `base`)
+  int w = -1;            // params_ index of the frozen base weight (the backend's array)
   int a = -1, b = -1, m = -1;  // params_ indices of lora_A [r, K], lora_B [N, r], DoRA's magnitude [N] (-1: LoRA)
-  void* inference = nullptr;
-  std::shared_ptr<BaseCopy> base;  // the frozen base weight
   Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
   Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
-  Buf u, pre;            // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32)
+  // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32): the adapter's own
+  // buffers, or, recomputing activations, one pair per projection shared by every layer (each layer's are
+  // recomputed with its forward just before its backward)
+  void* u = nullptr;
+  float* pre = nullptr;
   uint64_t seed = 0, offset = 0;  // this forward's dropout stream
 };
 
@@ -120,8 +92,6 @@ class CudaTrainer final : public Trainer {
   CudaTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec)
       : backend_(std::move(backend)), P_(cuda_train_params(*backend_)), kern_(P_.device) {
     const ModelConfig& cfg = backend_->config();
-    if (cfg.o_bias || cfg.mlp_bias)
-      throw Error("ERR_UNSUPPORTED", "training models with o_proj or MLP biases is not supported by the CUDA trainer");
     spec_ = spec;
     const bool adapters = spec.kind != AdapterSpec::Kind::None;
     if (adapters) {
@@ -152,6 +122,7 @@ class CudaTrainer final : public Trainer {
       if (storage_dtype == RECODE_F32) {
         p.master = static_cast<float*>(storage);
       } else {  // exact: the bf16 values are the loaded ones
+        MemScope scope(MemCategory::Optimizer);  // only the update reads it (ZeRO-1 would shard it)
         p.master_own = Buf(&kern_, p.n * sizeof(float));
         p.master = p.master_own.as<float>();
         CALL(cast_bf16_to_f32, p.n, storage, p.master, nullptr);
@@ -177,22 +148,38 @@ class CudaTrainer final : public Trainer {
         x.b[cuda_layer::kV] = add(pre + "self_attn.v_proj.bias", {kd}, L.v_b, RECODE_F32, false);
       }
       x.w[cuda_layer::kO] = add(pre + "self_attn.o_proj.weight", {C, qd}, L.o_w, sd, true);
+      if (cfg.o_bias) x.b[cuda_layer::kO] = add(pre + "self_attn.o_proj.bias", {C}, L.o_b, RECODE_F32, false);
       if (cfg.qk_norm) {
         x.q_norm = add(pre + "self_attn.q_norm.weight", {D}, L.q_norm, sd, false);
         x.k_norm = add(pre + "self_attn.k_norm.weight", {D}, L.k_norm, sd, false);
       }
       x.post_attention_norm = add(pre + "post_attention_layernorm.weight", {C}, L.post_attention_norm, sd, false);
       x.w[cuda_layer::kGate] = add(pre + "mlp.gate_proj.weight", {F, C}, L.gate_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kGate] = add(pre + "mlp.gate_proj.bias", {F}, L.gate_b, RECODE_F32, false);
       x.w[cuda_layer::kUp] = add(pre + "mlp.up_proj.weight", {F, C}, L.up_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kUp] = add(pre + "mlp.up_proj.bias", {F}, L.up_b, RECODE_F32, false);
       x.w[cuda_layer::kDown] = add(pre + "mlp.down_proj.weight", {C, F}, L.down_w, sd, true);
+      if (cfg.mlp_bias) x.b[cuda_layer::kDown] = add(pre + "mlp.down_proj.bias", {C}, L.down_b, RECODE_F32, false);
     }
     final_norm_ = add("model.norm.weight", {C}, P_.final_norm, sd, false);
     head_ = P_.lm_head ? add("lm_head.weight", {V, C}, P_.lm_head, sd, true) : embed_;  // tied: adds into embed's
     if (adapters) init_adapters();
     host_params_.resize(tensors_.size());
     for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].param = &host_params_[i];
+    *P_.release_training = [this] { release_workspace(); };
+    *P_.hooks_owner = this;
+    MemScope scope(MemCategory::Scratch);
     norm_acc_ = Buf(&kern_, sizeof(float));
     sumsq_scratch_ = Buf(&kern_, RECODE_REDUCE_PARTS * sizeof(float));
+  }
+
+  ~CudaTrainer() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (*P_.hooks_owner == this) {  // generation runs the base model again
+      *P_.generation_project = nullptr;
+      *P_.release_training = nullptr;
+      *P_.hooks_owner = nullptr;
+    }
   }
 
   double step(const std::vector<int>& counts, const int32_t* tokens, const float* weights, float* logp,
@@ -242,7 +229,7 @@ class CudaTrainer final : public Trainer {
              p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
              (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
       }
-      if (!adapters_.empty()) refresh_adapters(true);
+      if (!adapters_.empty()) refresh_adapters();
     }
     forwards_in_step_ = 0;
     clear_grads();
@@ -271,7 +258,7 @@ class CudaTrainer final : public Trainer {
       if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
       if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
     }
-    if (weights_changed && !adapters_.empty()) refresh_adapters(true);
+    if (weights_changed && !adapters_.empty()) refresh_adapters();
     if (steps_taken >= 0) {
       adam_step_ = steps_taken;
       forwards_in_step_ = 0;
@@ -302,19 +289,29 @@ class CudaTrainer final : public Trainer {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (adapters_.empty() || enabled == adapters_enabled_) return;
     pending_ = false;
-    adapters_enabled_ = enabled;
-    refresh_adapters(true);
+    adapters_enabled_ = enabled;  // generation's hook reads it
   }
 
   size_t adapted_modules() const override { return adapters_.size(); }
+
+  // Recomputation keeps each layer's input only and redoes one layer's forward before its backward: the same
+  // gradients, bit for bit, for one layer's activations instead of all of them.
+  void set_activation_recomputation(bool on) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (on == recompute_) return;
+    recompute_ = on;
+    pending_ = false;  // its activations are laid out for the other mode
+    cap_ = 0;          // the workspace is laid out again on the next forward
+  }
 
   std::string merged_weight(size_t i, std::vector<float>& out, std::vector<int64_t>& shape) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (i >= adapters_.size()) throw Error("ERR_INVALID_ARG", "merged weight: module index out of range");
     Adapter& ad = adapters_[i];
+    MemScope scope(MemCategory::Scratch);
     Buf merged = f32((size_t)ad.N * ad.K);
     low_rank_product(ad);
-    CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
+    CALL(adapter_merge, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
          merged.as(), dt_, RECODE_F32, nullptr);
     out.resize((size_t)ad.N * ad.K);
     CALL(copy_to_host, out.data(), merged.as(), out.size() * sizeof(float));
@@ -340,6 +337,7 @@ class CudaTrainer final : public Trainer {
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
+  const cuda_layer::Acts& layer_acts(int l) const { return acts_[recompute_ ? 0 : l].view; }
   // Its weights as the kernels read them, and (g) where its gradients go.
   cuda_layer::Weights layer_params(int l, cuda_layer::Grads* g = nullptr) const {
     const LayerIdx& x = layers_[l];
@@ -403,17 +401,14 @@ class CudaTrainer final : public Trainer {
         ad.N = dims_.out_of(proj);
         ad.K = dims_.in_of(proj);
         ad.w = layers_[l].w[proj];
-        Param& w = params_[ad.w];
-        // the frozen base: a copy, since the backend's array will hold the merged weight
-        ad.inference = w.storage;
-        ad.base = shared_base_copy(kern_, P_.mu, w.storage, w.n * es_);
-        w.storage = ad.base->copy.as();
-        if (w.storage_dtype == RECODE_F32) w.master = ad.base->copy.as<float>();
         adapter_at_[l][proj] = (int)adapters_.size();
         adapters_.push_back(std::move(ad));
       }
     }
     if (adapters_.empty()) throw Error("ERR_INVALID_ARG", "adapter target modules match no projection of this model");
+    MemScope scope(MemCategory::Trainable);
+    // the counting device (`recode plan`) allocates as here but computes nothing: no initial values to draw
+    const bool counting = P_.device == Device::Counting;
     auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& init) {
       Param p;
       p.n = init.size();
@@ -431,21 +426,22 @@ class CudaTrainer final : public Trainer {
                                  projection_parent(ad.proj) + "." + kProjections[ad.proj];
       std::vector<float> a((size_t)r * ad.K);
       const double bound = 1.0 / std::sqrt((double)ad.K);
-      for (int64_t j = 0; j < (int64_t)a.size(); ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
+      for (int64_t j = 0; j < (int64_t)a.size() && !counting; ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
       ad.a = add(module + ".lora_A.weight", {r, ad.K}, a);
       ad.b = add(module + ".lora_B.weight", {ad.N, r}, std::vector<float>((size_t)ad.N * r, 0.0f));
       if (dora) {
         // m = ||W|| per row, summed in double in order like the CPU trainer's norm (B = 0: W + s B A = W)
-        std::vector<float> w((size_t)ad.N * ad.K);
-        if (dt_ == RECODE_F32) {
-          CALL(copy_to_host, w.data(), ad.base->copy.as(), w.size() * sizeof(float));
+        std::vector<float> w(counting ? 0 : (size_t)ad.N * ad.K);
+        if (counting) {
+        } else if (dt_ == RECODE_F32) {
+          CALL(copy_to_host, w.data(), params_[ad.w].storage, w.size() * sizeof(float));
         } else {
           std::vector<bf16> wb(w.size());
-          CALL(copy_to_host, wb.data(), ad.base->copy.as(), wb.size() * sizeof(bf16));
+          CALL(copy_to_host, wb.data(), params_[ad.w].storage, wb.size() * sizeof(bf16));
           for (size_t j = 0; j < w.size(); ++j) w[j] = bf16_to_float(wb[j]);
         }
         std::vector<float> m(ad.N);
-        for (int o = 0; o < ad.N; ++o) {
+        for (int o = 0; o < ad.N && !counting; ++o) {
           double sq = 0;
           for (int j = 0; j < ad.K; ++j) sq += (double)w[(size_t)o * ad.K + j] * w[(size_t)o * ad.K + j];
           m[o] = (float)std::sqrt(sq);
@@ -458,36 +454,56 @@ class CudaTrainer final : public Trainer {
         ad.b_c = act((size_t)ad.N * r);
       }
     }
-    refresh_adapters(false);
+    refresh_adapters();
+    // generation runs the adapters through the backend's projection hook while this trainer lives
+    *P_.generation_project = [this](int l, int p, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+      const int i = adapters_enabled_ ? adapter_at_[l][p] : -1;
+      if (i >= 0) generation_forward(adapters_[i], L, x, y, M);
+      return i >= 0;
+    };
+
   }
 
   // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
   void low_rank_product(const Adapter& ad) {
     const size_t need = (size_t)ad.N * ad.K * sizeof(float);
+    MemScope scope(MemCategory::Scratch);
     if (ba_.bytes() < need) ba_ = Buf(&kern_, need);
     CALL(gemm_backward_input, ad.N, spec_.rank, ad.K, params_[ad.b].master, params_[ad.a].master, ba_.as(), RECODE_F32,
          RECODE_F32, 0, nullptr);
   }
 
-  // After A, B or m changed: the bf16 copies, DoRA's row norms, and (repack) the weights generation reads: the
-  // merged weight with adapters on, the base with them off.
-  void refresh_adapters(bool repack) {
+  // After A, B or m changed: the bf16 copies and DoRA's row norms (what training and generation read).
+  void refresh_adapters() {
     for (Adapter& ad : adapters_) {
       if (dt_ == RECODE_BF16) {
         CALL(cast_f32_to_bf16, params_[ad.a].n, params_[ad.a].master, ad.a_c.as(), nullptr);
         CALL(cast_f32_to_bf16, params_[ad.b].n, params_[ad.b].master, ad.b_c.as(), nullptr);
       }
-      const bool dora = ad.m >= 0;
-      if (!dora && !repack) continue;
-      if (dora || adapters_enabled_) low_rank_product(ad);  // B A: for the norms and the merge
-      if (dora) CALL(dora_weight_norm, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
-      if (!repack) continue;
-      if (adapters_enabled_)
-        CALL(adapter_merge, ad.N, ad.K, ad.base->copy.as(), ba_.as<float>(), scaling(), dora ? params_[ad.m].master : nullptr,
-             ad.inference, dt_, dt_, nullptr);
-      else
-        CALL(copy_device, ad.inference, ad.base->copy.as(), (size_t)ad.N * ad.K * es_, nullptr);
+      if (ad.m < 0) continue;
+      low_rank_product(ad);  // B A, for the norms
+      CALL(dora_weight_norm, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
     }
+  }
+
+  // Generation's adapted projection (adapters on, no dropout): y = x W^T + s (x A^T) B^T, DoRA rescaled per row
+  // by m / ||W + s B A||, + bias: the training forward's arithmetic on the base the backend holds.
+  void generation_forward(const Adapter& ad, const cuda_layer::Linear& L, const void* x, void* y, int M) {
+    const int r = spec_.rank, N = L.N, K = L.K;
+    const bool dora = ad.m >= 0;
+    if (gen_rows_ < M) {  // grown with generation's largest step, like the backend's own buffers
+      MemScope scope(MemCategory::Generation);
+      size_t maxN = 0;
+      for (const Adapter& a : adapters_) maxN = std::max(maxN, (size_t)a.N);
+      gen_u_ = act((size_t)M * r);
+      gen_lora_ = act((size_t)M * maxN);
+      gen_rows_ = M;
+    }
+    CALL(gemm_forward, M, r, K, x, lora_a(ad), nullptr, gen_u_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_forward, M, N, r, gen_u_.as(), lora_b(ad), nullptr, gen_lora_.as(), dt_, dt_, 0, nullptr);
+    CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);
+    CALL(adapter_forward_combine, M, N, y, nullptr, gen_lora_.as(), dora ? params_[ad.m].master : nullptr,
+         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, nullptr, dt_, nullptr);
   }
 
   // Dropout masks are a function of (seed, updates taken, forward within the update, module): the CPU
@@ -517,8 +533,8 @@ class CudaTrainer final : public Trainer {
       CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad.seed, ad.offset, p, dt_, nullptr);
       xd = ad_xd_.as();
     }
-    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u.as(), dt_, dt_, 0, nullptr);        // u = drop(x) A^T
-    CALL(gemm_forward, M, N, r, ad.u.as(), lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
+    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u, dt_, dt_, 0, nullptr);        // u = drop(x) A^T
+    CALL(gemm_forward, M, N, r, ad.u, lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
     CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);                         // x W^T
     const void* base_drop = nullptr;
     if (dora && drop) {
@@ -526,7 +542,7 @@ class CudaTrainer final : public Trainer {
       base_drop = ad_base_drop_.as();
     }
     CALL(adapter_forward_combine, M, N, y, base_drop, ad_lora_.as(), dora ? params_[ad.m].master : nullptr,
-         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, dora ? ad.pre.as<float>() : nullptr, dt_, nullptr);
+         dora ? ad.norm.as<float>() : nullptr, scaling(), L.b, y, dora ? ad.pre : nullptr, dt_, nullptr);
   }
 
   // The backward of adapted_forward(): dx (+)= d x; the adapter's gradients added into dA, dB (, dm).
@@ -540,10 +556,10 @@ class CudaTrainer final : public Trainer {
     // the frozen base: dx (+)= dy W
     CALL(gemm_backward_input, M, N, K, dy, L.w, dx, dt_, dt_, accumulate, nullptr);
     // dm += sum_t dy pre / n;  gs = s c dy;  e = (c - 1) dy
-    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad.pre.as<float>(), norm, G(ad.m), dt_, nullptr);
+    if (dora) CALL(dora_magnitude_grad, M, N, dy, ad.pre, norm, G(ad.m), dt_, nullptr);
     CALL(adapter_grad_scale, M, N, dy, m, norm, scaling(), ad_gs_.as(), dora ? ad_e_.as() : nullptr, dt_, nullptr);
     // dB += gs^T u;  du = gs B
-    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad.u.as(), G(ad.b), nullptr, dt_, RECODE_F32, 1, nullptr);
+    CALL(gemm_backward_weight, M, N, r, ad_gs_.as(), ad.u, G(ad.b), nullptr, dt_, RECODE_F32, 1, nullptr);
     CALL(gemm_backward_input, M, N, r, ad_gs_.as(), lora_b(ad), ad_du_.as(), dt_, dt_, 0, nullptr);
     // dA += du^T drop(x) (the mask drawn again from the same stream)
     const void* xd = x;
@@ -560,14 +576,27 @@ class CudaTrainer final : public Trainer {
 
   // Adapter scratch for T tokens: per adapter u (and DoRA's pre), shared buffers sized for the widest projection.
   void ensure_adapter_workspace(int T) {
+    MemScope acts(MemCategory::Activations);
     size_t maxN = 0, maxK = 0;
+    adapter_acts_.clear();
+    std::vector<void*> shared_u(cuda_layer::kProjectionCount, nullptr);
+    std::vector<float*> shared_pre(cuda_layer::kProjectionCount, nullptr);
     for (Adapter& ad : adapters_) {
-      ad.u = act((size_t)T * spec_.rank);
-      if (ad.m >= 0) ad.pre = f32((size_t)T * ad.N);
+      if (!recompute_ || !shared_u[ad.proj]) {
+        adapter_acts_.push_back(act((size_t)T * spec_.rank));
+        shared_u[ad.proj] = adapter_acts_.back().as();
+        if (ad.m >= 0) {
+          adapter_acts_.push_back(f32((size_t)T * ad.N));
+          shared_pre[ad.proj] = adapter_acts_.back().as<float>();
+        }
+      }
+      ad.u = shared_u[ad.proj];
+      ad.pre = shared_pre[ad.proj];
       maxN = std::max(maxN, (size_t)ad.N);
       maxK = std::max(maxK, (size_t)ad.K);
     }
     const size_t t = T;
+    MemScope scratch(MemCategory::Scratch);
     ad_xd_ = act(t * maxK);
     ad_dx_ = act(t * maxK);
     ad_lora_ = act(t * maxN);
@@ -577,20 +606,36 @@ class CudaTrainer final : public Trainer {
     ad_du_ = act(t * spec_.rank);
   }
 
-  // Buffers for a batch of T tokens (grown, never shrunk; reused across steps).
+  // Frees the workspace while generation runs (unless a forward's activations await their backward); the next
+  // training forward lays it out again.
+  void release_workspace() {
+    ba_ = Buf();
+    if (pending_ || cap_ == 0) return;
+    cap_ = 0;
+    for (Buf* b : {&ids_, &normed_, &rstd_final_, &hid_, &lp_, &ent_, &lse_, &dlogp_, &dhid_, &tmp_, &dx_, &dh_,
+                   &norm_scratch_, &ad_xd_, &ad_dx_, &ad_lora_, &ad_base_drop_, &ad_gs_, &ad_e_, &ad_du_})
+      *b = Buf();
+    xs_.clear();
+    acts_.clear();
+    adapter_acts_.clear();
+    scratch_ = Bufs<cuda_layer::Scratch>();
+  }
+
+  // Buffers for a batch of T tokens (grown, never shrunk while training; freed while generation runs).
   void ensure_workspace(int T) {
     if (T <= cap_) return;
     const ModelConfig& cfg = backend_->config();
     const size_t t = (size_t)T, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim,
                  F = cfg.intermediate, qd = H * D, kd = Hkv * D;
     cap_ = 0;  // an allocation failure below leaves no half-sized workspace marked usable
+    MemScope acts_scope(MemCategory::Activations);
     ids_ = Buf(&kern_, 3 * t * sizeof(int32_t));
     xs_.clear();
     for (int l = 0; l <= cfg.layers; ++l) xs_.push_back(act(t * C));
     acts_.clear();
-    acts_.resize(cfg.layers);
+    acts_.resize(recompute_ ? 1 : cfg.layers);  // recomputing: one set, each layer's forward redone before its backward
     tmp_ = act(t * C);
-    for (Bufs<cuda_layer::Acts>& b : acts_) {  // every layer's activations kept
+    for (Bufs<cuda_layer::Acts>& b : acts_) {
       cuda_layer::Acts& a = b.view;
       a.h1 = b.keep(act(t * C));
       a.rstd1 = b.keep<float>(f32(t));
@@ -620,6 +665,7 @@ class CudaTrainer final : public Trainer {
     ent_ = f32(t);
     lse_ = f32(t);
     dlogp_ = f32(t);
+    MemScope scratch_scope(MemCategory::Scratch);
     dhid_ = f32(t * C);
     dx_ = act(t * C);
     dh_ = act(t * C);
@@ -657,6 +703,10 @@ class CudaTrainer final : public Trainer {
       if (tokens[i] < 0 || tokens[i] >= V)
         throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                            " outside the vocabulary [0, " + std::to_string(V) + ")");
+    P_.release_generation();  // the backend's step buffers, and generation's adapter scratch, make room
+    gen_u_ = Buf();
+    gen_lora_ = Buf();
+    gen_rows_ = 0;
     ensure_workspace(T);
     fwd_adapters_ = !adapters_.empty() && adapters_enabled_;
     fwd_index_ = forwards_in_step_;
@@ -688,7 +738,7 @@ class CudaTrainer final : public Trainer {
     CALL(embedding_forward, T, C, V, d_tokens, W(embed_), xs_[0].as(), dt_, nullptr);
     for (int l = 0; l < cfg.layers; ++l) {
       cancel.throw_if_requested();
-      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), acts_[l].view,
+      cuda_layer::forward(kern_, dims_, layer_params(l), T, d_pos, xs_[l].as(), xs_[l + 1].as(), layer_acts(l),
                           layer_hooks(l));
     }
     const void* x_final = xs_[cfg.layers].as();
@@ -756,7 +806,11 @@ class CudaTrainer final : public Trainer {
         cancel.throw_if_requested();
         cuda_layer::Grads g;
         const cuda_layer::Weights w = layer_params(l, &g);
-        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), acts_[l].view, batches_, layer_hooks(l),
+        // recomputing: layer l's forward again from its kept input, into the one activation set (the kernels are
+        // deterministic, so these are the activations of the forward, bit for bit, and x_out is xs_[l + 1] again)
+        if (recompute_)
+          cuda_layer::forward(kern_, dims_, w, T, d_pos, xs_[l].as(), xs_[l + 1].as(), layer_acts(l), layer_hooks(l));
+        cuda_layer::backward(kern_, dims_, w, g, T, d_pos, xs_[l].as(), layer_acts(l), batches_, layer_hooks(l),
                              scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
@@ -778,7 +832,9 @@ class CudaTrainer final : public Trainer {
   cuda_layer::Dims dims_;  // the decoder layer's shapes, in the compute dtype
   // A trainable tensor: `p` (its master set up) gets zeroed gradient and AdamW moments on the device.
   void add_trainable(Param&& p, const std::string& name, std::vector<int64_t> shape, bool decay) {
+    MemScope trainable(MemCategory::Trainable);
     p.grad = Buf(&kern_, p.n * sizeof(float));
+    MemScope optimizer(MemCategory::Optimizer);
     p.exp_avg = Buf(&kern_, p.n * sizeof(float));
     p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
     CALL(device_memset, p.grad.as(), 0, p.n * sizeof(float), nullptr);
@@ -806,6 +862,8 @@ class CudaTrainer final : public Trainer {
   int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
   bool fwd_adapters_ = false;  // the pending forward ran with adapters on
   int fwd_index_ = 0;          // and this dropout stream
+  Buf gen_u_, gen_lora_;  // generation_forward's scratch for gen_rows_ tokens
+  int gen_rows_ = 0;
   Buf ba_, ad_xd_, ad_dx_, ad_lora_, ad_base_drop_, ad_gs_, ad_e_, ad_du_;
   Buf norm_acc_, sumsq_scratch_;
   // the pending forward
@@ -818,7 +876,9 @@ class CudaTrainer final : public Trainer {
   int cap_ = 0;
   Buf ids_;
   std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
-  std::vector<Bufs<cuda_layer::Acts>> acts_;
+  std::vector<Bufs<cuda_layer::Acts>> acts_;  // one set per layer, or (recomputing) one
+  std::vector<Buf> adapter_acts_;             // the adapters' u and pre
+  bool recompute_ = false;
   Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
   Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
 };

@@ -10,16 +10,19 @@
 //
 // Adapters (AdapterSpec LoRA / DoRA, the CPU trainer's tensors, initial values and dropout masks): only A, B and
 // DoRA's m are trained (fp32 masters, gradients and moments); adapted projections run cuda/adapters.cu plus
-// GEMMs in the compute dtype (bf16: A and B rounded to bf16 copies after each change). Each adapted projection
-// keeps a frozen device copy of its base weight (one extra copy of those matrices in the storage dtype), and the
-// backend's array holds the merged weight (W + s B A, DoRA rescaled) with adapters on, the base with them off.
+// GEMMs in the compute dtype (bf16: A and B rounded to bf16 copies after each change). The backend's arrays stay
+// the base model: generation with adapters on runs them through the backend's projection hook (x W^T + s x A^T
+// B^T, DoRA rescaled), so there is no merged or frozen second copy of the adapted matrices.
 #pragma once
 
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include <functional>
+
 #include "device/kernels.h"
+#include "model/cuda_decoder_layer.h"
 #include "model/train_step.h"
 
 namespace recode::model {
@@ -30,7 +33,8 @@ struct CudaLayerParams {
   void *input_norm = nullptr, *post_attention_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   void *q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr, *up_w = nullptr,
        *down_w = nullptr;
-  float *q_b = nullptr, *k_b = nullptr, *v_b = nullptr;
+  float *q_b = nullptr, *k_b = nullptr, *v_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr,
+        *down_b = nullptr;  // null when the model has none
 };
 struct CudaParams {
   Device device = Device::Emulated;
@@ -39,6 +43,16 @@ struct CudaParams {
   const float* inv_freq = nullptr;
   void *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
   std::vector<CudaLayerParams> layers;
+  // Generation's substitute for projection p of layer l (an adapter trainer installs it; empty: the plain
+  // linear), and which trainer installed it. Set and cleared under `mu`.
+  using Project = std::function<bool(int l, int p, const cuda_layer::Linear& L, const void* x, void* y, int M)>;
+  Project* generation_project = nullptr;
+  // Generation and training take turns, so neither keeps its buffers through the other's peak: the backend frees
+  // its step buffers when a training forward starts (release_generation), and before a generation step calls
+  // what the trainer installed in *release_training (freeing its workspace unless a backward is pending).
+  std::function<void()> release_generation;
+  std::function<void()>* release_training = nullptr;
+  const void** hooks_owner = nullptr;  // the trainer that installed the two hooks
 };
 // Throws ERR_UNSUPPORTED when `b` is not a CUDA backend.
 CudaParams cuda_train_params(Backend& b);

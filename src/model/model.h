@@ -157,6 +157,10 @@ std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const WeightSt
 std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,
                                            int context, bool round_bf16);
 
+// The CUDA backend on the counting device (src/device/memory_count.h), from the shapes alone: every weight, the
+// KV cache and each step's buffers allocated as on a GPU, nothing loaded or computed. `recode plan` runs on it.
+std::unique_ptr<Backend> make_counting_backend(const ModelConfig& cfg, int slots, int context, bool bf16);
+
 // The backend for a device name: "cpu", "cuda" or "emulated". Other names throw ERR_INVALID_ARG.
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelConfig& cfg, const WeightStore& weights,
                                       int slots, int context, bool round_bf16);

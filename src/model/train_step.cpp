@@ -47,7 +47,8 @@ ops::Linear plain_linear(std::vector<float>& w, std::vector<float>& b, int N, in
 
 std::shared_ptr<Trainer> make_trainer(std::shared_ptr<Backend> backend, const AdapterSpec& spec) {
   if (backend->train_mutex()) return std::make_shared<FullTrainer>(std::move(backend), spec);
-  if (std::string(backend->device()) == "cuda" || std::string(backend->device()) == "emulated") return make_cuda_trainer(std::move(backend), spec);
+  const std::string dev = backend->device();
+  if (dev == "cuda" || dev == "emulated" || dev == "counting") return make_cuda_trainer(std::move(backend), spec);
   throw Error("ERR_UNSUPPORTED", std::string("training runs on the cpu backend, not '") + backend->device() + "'");
 }
 

@@ -79,8 +79,9 @@ class LoadJob : public AsyncJob {
   std::shared_ptr<Backend> backend_;
 };
 
-Napi::Value model_load(const Napi::CallbackInfo& info) {
-  Args a{info, "modelLoad"};
+}  // namespace
+
+ModelConfig model_config_arg(const Args& a) {
   Napi::Object c = a.object(0, "config");
   ModelConfig cfg;
   Napi::Value arch = c.Get("arch");
@@ -114,6 +115,14 @@ Napi::Value model_load(const Napi::CallbackInfo& info) {
   } else if (!rs.IsUndefined() && !rs.IsNull()) {
     a.fail(0, "(config.ropeScaling) must be null or an object");
   }
+  return cfg;
+}
+
+namespace {
+
+Napi::Value model_load(const Napi::CallbackInfo& info) {
+  Args a{info, "modelLoad"};
+  ModelConfig cfg = model_config_arg(a);
   Napi::Array fa = a.array(1, "files");
   std::vector<std::string> files;
   for (uint32_t i = 0; i < fa.Length(); ++i) {

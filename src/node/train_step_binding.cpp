@@ -40,6 +40,8 @@ std::shared_ptr<Trainer> trainer_of(const Args& a, size_t i) {
   return h.trainer;
 }
 
+}  // namespace
+
 // options.adapter: { type: 'lora' | 'dora', r, alpha, dropout, seed, targetModules: string[] } (absent or
 // type 'none': full fine-tuning). lib/train/config/validate.ts validates the same fields with friendlier messages.
 AdapterSpec adapter_spec(const Args& a, size_t i) {
@@ -83,6 +85,8 @@ AdapterSpec adapter_spec(const Args& a, size_t i) {
   }
   return spec;
 }
+
+namespace {
 
 Napi::Value trainer_create(const Napi::CallbackInfo& info) {
   Args a{info, "trainerCreate"};

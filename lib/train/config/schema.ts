@@ -82,6 +82,7 @@ export interface TrainConfig {
   adamEps: number
   /** Global gradient-norm clip (0: off). */
   gradClip: number
+  /** Micro-batches per optimizer step: RL splits promptsPerStep x samplesPerPrompt sequences (a micro-batch may be smaller than a group), SFT splits promptsPerStep. */
   gradAccumulation: number
   /** Optimizer steps of the run. */
   steps: number

@@ -239,8 +239,10 @@ export function validateTrainConfig (raw: unknown, options: ValidateOptions = {}
   if (c.algorithm !== 'sft' && c.samplesPerPrompt < 2) {
     fail('samplesPerPrompt', `at least 2 for ${c.algorithm} (group-relative advantages need a group)`, c.samplesPerPrompt)
   }
-  if (c.promptsPerStep % c.gradAccumulation !== 0) {
-    fail('gradAccumulation', `a divisor of config.promptsPerStep (${c.promptsPerStep})`, c.gradAccumulation)
+  // RL micro-batches may split a prompt's group (advantages are per sequence, the loss scaled per micro-batch)
+  const stepRows = c.algorithm === 'sft' ? c.promptsPerStep : c.promptsPerStep * c.samplesPerPrompt
+  if (stepRows % c.gradAccumulation !== 0) {
+    fail('gradAccumulation', `a divisor of ${c.algorithm === 'sft' ? 'config.promptsPerStep' : 'config.promptsPerStep x config.samplesPerPrompt'} (${stepRows})`, c.gradAccumulation)
   }
   if (c.clipEpsHigh < c.clipEpsLow && c.algorithm === 'dapo') {
     fail('clipEpsHigh', `at least config.clipEpsLow (${c.clipEpsLow}) for dapo (clip-higher)`, c.clipEpsHigh)
