@@ -27,13 +27,16 @@ for _ in range(5):
     b.record(); torch.cuda.synchronize(); times.append(a.elapsed_time(b) / 10 / 1000)
 times.sort(); print(times[len(times) // 2])
 `
-function torchSdpaSeconds (B, S, H, D, causal) {
-  const r = spawnSync('python3', ['-c', SDPA_SCRIPT, String(B), String(S), String(H), String(D), causal ? '1' : '0'], { encoding: 'utf8', timeout: 120000 })
+function torchSdpaSeconds(B, S, H, D, causal) {
+  const r = spawnSync('python3', ['-c', SDPA_SCRIPT, String(B), String(S), String(H), String(D), causal ? '1' : '0'], {
+    encoding: 'utf8',
+    timeout: 120000
+  })
   if (r.status !== 0) return { error: (r.error?.message ?? r.stderr ?? '').trim().split('\n').pop() || 'python3 failed' }
   return { seconds: Number(r.stdout.trim()) }
 }
 
-function timeMedian (addon, device, opts, runs = 5) {
+function timeMedian(addon, device, opts, runs = 5) {
   const xs = []
   for (let i = 0; i < runs; i++) xs.push(addon.cudaOpsTime(device, opts))
   return median(xs)
@@ -45,43 +48,87 @@ export default async () => {
   const results = []
   if (info.cuda.available) {
     const gpu = info.cuda.infoJson
-    const B = 4, S = 4096, H = 16, D = 128
+    const B = 4,
+      S = 4096,
+      H = 16,
+      D = 128
     for (const causal of [true, false]) {
-      const sec = timeMedian(addon, 'cuda', { op: 'attention_forward', dtype: 'bf16', B, T: S, Hq: H, Hkv: H, D, causal, iterations: 10, warmup: 2 })
-      const flops = 4 * B * H * S * S * D / (causal ? 2 : 1)
+      const sec = timeMedian(addon, 'cuda', {
+        op: 'attention_forward',
+        dtype: 'bf16',
+        B,
+        T: S,
+        Hq: H,
+        Hkv: H,
+        D,
+        causal,
+        iterations: 10,
+        warmup: 2
+      })
+      const flops = (4 * B * H * S * S * D) / (causal ? 2 : 1)
       const torch = torchSdpaSeconds(B, S, H, D, causal)
       results.push({
         name: `attention forward bf16 B=${B} S=${S} H=${H} d=${D} causal=${causal}`,
         seconds: sec,
         tflops: flops / sec / 1e12,
-        torchSdpa: torch.seconds ? { seconds: torch.seconds, tflops: flops / torch.seconds / 1e12, ratio: torch.seconds / sec } : { unavailable: torch.error }
+        torchSdpa: torch.seconds
+          ? { seconds: torch.seconds, tflops: flops / torch.seconds / 1e12, ratio: torch.seconds / sec }
+          : { unavailable: torch.error }
       })
     }
     {
-      const sec = timeMedian(addon, 'cuda', { op: 'attention_backward', dtype: 'bf16', B, T: S, Hq: H, Hkv: H, D, iterations: 3, warmup: 1 }, 3)
-      const flops = 2.5 * 4 * B * H * S * S * D / 2
+      const sec = timeMedian(
+        addon,
+        'cuda',
+        { op: 'attention_backward', dtype: 'bf16', B, T: S, Hq: H, Hkv: H, D, iterations: 3, warmup: 1 },
+        3
+      )
+      const flops = (2.5 * 4 * B * H * S * S * D) / 2
       results.push({ name: `attention backward bf16 B=${B} S=${S} H=${H} d=${D} causal=true`, seconds: sec, tflops: flops / sec / 1e12 })
     }
-    for (const [M, N, K] of [[4096, 4096, 4096], [8192, 3584, 3584]]) {
+    for (const [M, N, K] of [
+      [4096, 4096, 4096],
+      [8192, 3584, 3584]
+    ]) {
       for (const dtype of ['bf16', 'f32']) {
         const sec = timeMedian(addon, 'cuda', { op: 'gemm_forward', dtype, M, N, K, iterations: 10, warmup: 2 })
-        results.push({ name: `gemm ${dtype} ${M}x${N}x${K}`, seconds: sec, tflops: 2 * M * N * K / sec / 1e12 })
+        results.push({ name: `gemm ${dtype} ${M}x${N}x${K}`, seconds: sec, tflops: (2 * M * N * K) / sec / 1e12 })
       }
     }
     for (const context of [4096, 16384]) {
-      const Bd = 8, Hq = 28, Hkv = 4
-      const sec = timeMedian(addon, 'cuda', { op: 'attention_decode', dtype: 'bf16', B: Bd, Hq, Hkv, D, context, iterations: 20, warmup: 2 })
+      const Bd = 8,
+        Hq = 28,
+        Hkv = 4
+      const sec = timeMedian(addon, 'cuda', {
+        op: 'attention_decode',
+        dtype: 'bf16',
+        B: Bd,
+        Hq,
+        Hkv,
+        D,
+        context,
+        iterations: 20,
+        warmup: 2
+      })
       const bytes = 2 * Bd * Hkv * context * D * 2 // K and V, bf16
-      results.push({ name: `decode bf16 B=${Bd} Hq=${Hq} Hkv=${Hkv} d=${D} context=${context}`, seconds: sec, gbPerSecond: bytes / sec / 1e9 })
+      results.push({
+        name: `decode bf16 B=${Bd} Hq=${Hq} Hkv=${Hkv} d=${D} context=${context}`,
+        seconds: sec,
+        gbPerSecond: bytes / sec / 1e9
+      })
     }
     const causal = results[0]
     return {
       name: 'cudaops',
       results,
-      summary: `GPU ${gpu}: causal attention forward ${causal.tflops.toFixed(1)} TFLOP/s at d=128, seq 4k ` +
+      summary:
+        `GPU ${gpu}: causal attention forward ${causal.tflops.toFixed(1)} TFLOP/s at d=128, seq 4k ` +
         `(target >= ${TARGET_ATTENTION_TFLOPS}; FlashAttention-2 191-335 per anchors.md; torch SDPA ` +
         `${causal.torchSdpa.tflops ? causal.torchSdpa.tflops.toFixed(1) + ' TFLOP/s' : 'unavailable: ' + causal.torchSdpa.unavailable}); ` +
-        results.filter((r) => r.name.startsWith('gemm')).map((r) => `${r.name} ${r.tflops.toFixed(1)} TFLOP/s`).join('; ')
+        results
+          .filter((r) => r.name.startsWith('gemm'))
+          .map((r) => `${r.name} ${r.tflops.toFixed(1)} TFLOP/s`)
+          .join('; ')
     }
   }
   // No GPU: emulated sanity timings on tiny shapes (the emulation runs each CUDA thread as a fiber on the CPU).
@@ -101,7 +148,8 @@ export default async () => {
   return {
     name: 'cudaops',
     results,
-    summary: `skipped GPU measurements: ${reason}. Recorded SIMT-emulation launch timings on tiny shapes only ` +
+    summary:
+      `skipped GPU measurements: ${reason}. Recorded SIMT-emulation launch timings on tiny shapes only ` +
       `(${results.map((r) => `${r.name}: ${(r.seconds * 1e3).toFixed(1)} ms`).join('; ')}); these say nothing about GPU speed.`
   }
 }

@@ -13,19 +13,42 @@ const { distInfo, readMetrics, readSafetensors } = require('../dist/cjs/index.js
 
 const STEPS = 8
 const config = {
-  preset: 'tiny', algorithm: 'sft', steps: STEPS, warmupSteps: 1, promptsPerStep: 8, maxCompletionTokens: 64,
-  gradAccumulation: 2, checkpointEvery: 0, synthetic: { seed: 3, train: 200, heldOut: 2 }
+  preset: 'tiny',
+  algorithm: 'sft',
+  steps: STEPS,
+  warmupSteps: 1,
+  promptsPerStep: 8,
+  maxCompletionTokens: 64,
+  gradAccumulation: 2,
+  checkpointEvery: 0,
+  synthetic: { seed: 3, train: 200, heldOut: 2 }
 }
 
-function run (ranks, threads, dir, cfgFile) {
+function run(ranks, threads, dir, cfgFile) {
   const env = { ...process.env, RECODE_NUM_THREADS: String(threads) }
   const cli = [path.join(root, 'dist/cjs/cli.js'), 'train', '--config', cfgFile, '--run-dir', dir]
-  const r = ranks === 1
-    ? spawnSync(process.execPath, cli, { env, encoding: 'utf8' })
-    : spawnSync('mpirun', ['-np', String(ranks), '--oversubscribe', '--bind-to', 'none', ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []), process.execPath, ...cli], { env, encoding: 'utf8' })
+  const r =
+    ranks === 1
+      ? spawnSync(process.execPath, cli, { env, encoding: 'utf8' })
+      : spawnSync(
+          'mpirun',
+          [
+            '-np',
+            String(ranks),
+            '--oversubscribe',
+            '--bind-to',
+            'none',
+            ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []),
+            process.execPath,
+            ...cli
+          ],
+          { env, encoding: 'utf8' }
+        )
   if (r.status !== 0) throw new Error(`${ranks} rank(s): ${r.stderr.slice(-1000)}`)
   // the first step pays for allocation and warm-up: left out
-  const tps = readMetrics(path.join(dir, 'metrics.jsonl')).records.slice(1).map((m) => m.tokensPerSecond)
+  const tps = readMetrics(path.join(dir, 'metrics.jsonl'))
+    .records.slice(1)
+    .map((m) => m.tokensPerSecond)
   return median(tps)
 }
 
@@ -45,7 +68,7 @@ export default async function () {
     const model = readSafetensors(path.join(tmp, 'two', 'model', 'model.safetensors'))
     const params = Object.values(model.tensors).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0)
     const N = 2
-    const gradientBytes = 2 * (N - 1) / N * 4 * params
+    const gradientBytes = ((2 * (N - 1)) / N) * 4 * params
     const results = {
       mpi: info.mpi.version,
       hardwareThreads: os.cpus().length,
@@ -57,7 +80,8 @@ export default async function () {
     return {
       name: 'dist',
       results,
-      summary: `dist: SFT training phase, tiny model (${(params / 1e6).toFixed(2)} M parameters): 1 rank x 2 threads ${one.toFixed(0)} tok/s, ` +
+      summary:
+        `dist: SFT training phase, tiny model (${(params / 1e6).toFixed(2)} M parameters): 1 rank x 2 threads ${one.toFixed(0)} tok/s, ` +
         `2 ranks x 1 thread ${two.toFixed(0)} tok/s; ${(gradientBytes / 2 ** 20).toFixed(2)} MiB sent (and received) per rank per step`
     }
   } finally {

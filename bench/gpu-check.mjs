@@ -17,12 +17,20 @@ import { spawnSync } from 'child_process'
 import { benchDir, root, require, writeResult } from './lib.mjs'
 
 const argv = process.argv.slice(2)
-const flag = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt }
+const flag = (name, dflt) => {
+  const i = argv.indexOf(name)
+  return i >= 0 ? argv[i + 1] : dflt
+}
 // `npm run gpu-check --device emulated` reaches here as npm_config_device=true plus a bare `emulated`
 const npmDevice = process.env.npm_config_device
-const device = flag('--device', undefined) ?? argv.find((a) => a === 'emulated' || a === 'cuda') ??
+const device =
+  flag('--device', undefined) ??
+  argv.find((a) => a === 'emulated' || a === 'cuda') ??
   (npmDevice && npmDevice !== 'true' ? npmDevice : 'cuda')
-if (device !== 'cuda' && device !== 'emulated') { console.error(`gpu-check: --device must be cuda or emulated, got ${device}`); process.exit(2) }
+if (device !== 'cuda' && device !== 'emulated') {
+  console.error(`gpu-check: --device must be cuda or emulated, got ${device}`)
+  process.exit(2)
+}
 const emulated = device === 'emulated'
 const budget = Number(flag('--budget', '480')) * 1000
 const started = Date.now()
@@ -31,15 +39,24 @@ const log = (s) => console.log(`[gpu-check ${((Date.now() - started) / 1000).toF
 const report = { device, emulated, budgetSeconds: budget / 1000, build: [], tests: [], memory: [], benches: [], skipped: [] }
 
 // 1. build what is missing (node itself may be a carried binary: every step runs through process.execPath)
-function step (what, args, env = {}) {
+function step(what, args, env = {}) {
   log(what)
-  const r = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', env: { ...process.env, ...env }, timeout: Math.max(1000, left()) })
+  const r = spawnSync(process.execPath, args, {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: Math.max(1000, left())
+  })
   report.build.push({ what, status: r.status })
-  if (r.status !== 0) { console.error(r.stdout, r.stderr); throw new Error(`gpu-check: ${what} failed`) }
+  if (r.status !== 0) {
+    console.error(r.stdout, r.stderr)
+    throw new Error(`gpu-check: ${what} failed`)
+  }
 }
 const addon = path.join(root, 'build', 'Release', 'recode.node')
 const cudaLib = path.join(root, 'build', 'Release', 'librecode_cuda.so')
-if (!fs.existsSync(addon) || (!emulated && !fs.existsSync(cudaLib))) step('building the addon and librecode_cuda.so', [path.join(root, 'lib', 'tools', 'install.cjs'), '--force'])
+if (!fs.existsSync(addon) || (!emulated && !fs.existsSync(cudaLib)))
+  step('building the addon and librecode_cuda.so', [path.join(root, 'lib', 'tools', 'install.cjs'), '--force'])
 if (!fs.existsSync(path.join(root, 'dist', 'cjs', 'index.js'))) {
   step('compiling TypeScript', [require.resolve('typescript/bin/tsc'), '-p', root])
   step('writing the ESM entry points', [path.join(root, 'lib', 'tools', 'esm.cjs')])
@@ -56,14 +73,25 @@ if (!emulated && !info.cuda.available) {
 }
 
 // 2. the CUDA test files (emulated: the quick ones; the others are CI's)
-const allCudaTests = fs.readdirSync(path.join(root, 'test')).filter((f) => /(cuda|cudaops_).*\.test\.mjs$/.test(f) || f === 'memory-plan.test.mjs' || f === 'kernel-abi.test.mjs').sort()
+const allCudaTests = fs
+  .readdirSync(path.join(root, 'test'))
+  .filter((f) => /(cuda|cudaops_).*\.test\.mjs$/.test(f) || f === 'memory-plan.test.mjs' || f === 'kernel-abi.test.mjs')
+  .sort()
 const tests = emulated ? ['memory-plan.test.mjs', 'kernel-abi.test.mjs'] : allCudaTests
 for (const f of allCudaTests) if (!tests.includes(f)) report.skipped.push({ what: `test/${f}`, why: 'emulated run: CI runs it' })
 for (const f of tests) {
-  if (left() < 60000) { report.skipped.push({ what: `test/${f}`, why: 'time budget' }); continue }
+  if (left() < 60000) {
+    report.skipped.push({ what: `test/${f}`, why: 'time budget' })
+    continue
+  }
   log(`test/${f}`)
   const t0 = Date.now()
-  const r = spawnSync(process.execPath, [path.join(root, 'test', f)], { cwd: root, encoding: 'utf8', timeout: left() - 30000, maxBuffer: 64 << 20 })
+  const r = spawnSync(process.execPath, [path.join(root, 'test', f)], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: left() - 30000,
+    maxBuffer: 64 << 20
+  })
   const lines = (r.stdout ?? '').split('\n')
   const failed = lines.filter((l) => /^\s*not ok /.test(l) && !/# (SKIP|TODO)/.test(l))
   report.tests.push({ file: f, status: r.status, seconds: (Date.now() - t0) / 1000, failures: failed.slice(0, 20).map((l) => l.trim()) })
@@ -79,19 +107,53 @@ for (const f of tests) {
   try {
     // a GPU: the small preset at real lengths; emulated: the tiny one at a few tokens
     const shapes = emulated
-      ? { model: { preset: 'tiny', arch: 'qwen2', layers: 2, intermediate: 96, merges: 40 }, slots: 4, prompt: 12, completion: 4, chunk: 8, rows: 2 }
+      ? {
+          model: { preset: 'tiny', arch: 'qwen2', layers: 2, intermediate: 96, merges: 40 },
+          slots: 4,
+          prompt: 12,
+          completion: 4,
+          chunk: 8,
+          rows: 2
+        }
       : { model: { preset: 'small', arch: 'qwen2', dtype: 'bf16' }, slots: 64, prompt: 512, completion: 256, chunk: 512, rows: 8 }
     initModel({ ...shapes.model, out: dir, seed: 7 })
     const config = readModelConfigFor(dir)
-    for (const adapter of [undefined, { type: 'dora', r: 16, alpha: 16, dropout: 0.01, seed: 1, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }]) {
+    for (const adapter of [
+      undefined,
+      {
+        type: 'dora',
+        r: 16,
+        alpha: 16,
+        dropout: 0.01,
+        seed: 1,
+        targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+      }
+    ]) {
       for (const recompute of [false, true]) {
-        const opts = { bf16: !emulated, slots: shapes.slots, context: shapes.prompt + shapes.completion, prefillChunk: shapes.chunk, promptTokens: shapes.prompt, completionTokens: shapes.completion, microRows: shapes.rows, referencePass: true, activationRecomputation: recompute, ...(adapter ? { adapter } : {}) }
+        const opts = {
+          bf16: !emulated,
+          slots: shapes.slots,
+          context: shapes.prompt + shapes.completion,
+          prefillChunk: shapes.chunk,
+          promptTokens: shapes.prompt,
+          completionTokens: shapes.completion,
+          microRows: shapes.rows,
+          referencePass: true,
+          activationRecomputation: recompute,
+          ...(adapter ? { adapter } : {})
+        }
         const label = `${adapter ? 'DoRA r=16' : 'full fine-tuning'}${recompute ? ', recomputation' : ''}`
         log(`memory: ${label}`)
         const planned = native().memoryPlan(config, { ...opts, device: 'counting' })
         const measured = native().memoryPlan(config, { ...opts, device, files: weightFiles(dir).files })
-        const agree = planned.generation.peakBytes === measured.generation.peakBytes && planned.training.peakBytes === measured.training.peakBytes
-        report.memory.push({ label, planned, measured: { generation: measured.generation.peakBytes, training: measured.training.peakBytes }, agree })
+        const agree =
+          planned.generation.peakBytes === measured.generation.peakBytes && planned.training.peakBytes === measured.training.peakBytes
+        report.memory.push({
+          label,
+          planned,
+          measured: { generation: measured.generation.peakBytes, training: measured.training.peakBytes },
+          agree
+        })
         if (!agree) log('  planned and measured peaks DIFFER')
       }
     }
@@ -102,9 +164,13 @@ for (const f of tests) {
 
 // 4. the GPU benches (emulated: the cudaops sanity timings on tiny shapes; the rest need a GPU to mean anything)
 const benches = emulated ? ['cudaops'] : ['cudaops', 'sampling', 'editdist', 'train-cuda']
-for (const b of ['cudaops', 'sampling', 'editdist', 'train-cuda']) if (!benches.includes(b)) report.skipped.push({ what: `bench/${b}`, why: 'emulated run: GPU timings only' })
+for (const b of ['cudaops', 'sampling', 'editdist', 'train-cuda'])
+  if (!benches.includes(b)) report.skipped.push({ what: `bench/${b}`, why: 'emulated run: GPU timings only' })
 for (const b of benches) {
-  if (left() < 90000) { report.skipped.push({ what: `bench/${b}`, why: 'time budget' }); continue }
+  if (left() < 90000) {
+    report.skipped.push({ what: `bench/${b}`, why: 'time budget' })
+    continue
+  }
   log(`bench/${b}`)
   const t0 = Date.now()
   try {

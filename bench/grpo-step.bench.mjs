@@ -13,8 +13,13 @@ export default async function () {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-grpo-step-bench-'))
   try {
     const runDir = path.join(tmp, 'run')
-    await train({ warmStartSteps: 1, steps: 9, warmupSteps: 1, checkpointEvery: 0, synthetic: { seed: 1, train: 200, heldOut: 2 } }, { runDir })
-    const records = readMetrics(path.join(runDir, 'metrics.jsonl')).records.filter((r) => r.stage === 'grpo').slice(1)
+    await train(
+      { warmStartSteps: 1, steps: 9, warmupSteps: 1, checkpointEvery: 0, synthetic: { seed: 1, train: 200, heldOut: 2 } },
+      { runDir }
+    )
+    const records = readMetrics(path.join(runDir, 'metrics.jsonl'))
+      .records.filter((r) => r.stage === 'grpo')
+      .slice(1)
     const phases = ['generation', 'reward', 'logprobs', 'backward', 'optimizer']
     const phaseSeconds = Object.fromEntries(phases.map((p) => [p, median(records.map((r) => r.phaseSeconds[p]))]))
     const stepSeconds = median(records.map((r) => r.stepSeconds))
@@ -30,7 +35,7 @@ export default async function () {
     }
     const summary = [
       `GRPO step (tiny preset, 4 x 8 samples, ${os.cpus().length} threads): ${stepSeconds.toFixed(2)} s median;`,
-      '  ' + phases.map((p) => `${p} ${phaseSeconds[p].toFixed(3)} s (${(100 * phaseSeconds[p] / stepSeconds).toFixed(0)}%)`).join(', '),
+      '  ' + phases.map((p) => `${p} ${phaseSeconds[p].toFixed(3)} s (${((100 * phaseSeconds[p]) / stepSeconds).toFixed(0)}%)`).join(', '),
       `  training phases ${results.trainingTokensPerSecond.toFixed(0)} tokens/s; reward scoring ${(100 * results.rewardShare).toFixed(2)}% of the step`
     ].join('\n')
     return { name: 'grpo-step', results, summary, note: 'CPU shared with other processes while measured' }

@@ -12,7 +12,7 @@ const BATCH = 32
 const REPEATS = 3
 const CONCURRENCY = 2
 
-function sharedData () {
+function sharedData() {
   for (const d of [process.env.RECODE_SHARED_DATA, path.join(shared, 'data'), '/work/shared/data'].filter(Boolean)) {
     if (fs.existsSync(path.join(d, 'humaneval', 'HumanEval.jsonl.gz'))) return d
   }
@@ -20,19 +20,26 @@ function sharedData () {
 }
 
 /** The floor: spawn the interpreter on the program file, nothing else. */
-function bareRun (python, source) {
+function bareRun(python, source) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-bench-'))
   fs.writeFileSync(path.join(dir, 'p.py'), source)
   return new Promise((resolve, reject) => {
     const c = spawn(python, ['-B', 'p.py'], { cwd: dir, stdio: 'ignore' })
     c.on('error', reject)
-    c.on('close', (code) => { fs.rmSync(dir, { recursive: true, force: true }); code === 0 ? resolve() : reject(new Error(`exit ${code}`)) })
+    c.on('close', (code) => {
+      fs.rmSync(dir, { recursive: true, force: true })
+      code === 0 ? resolve() : reject(new Error(`exit ${code}`))
+    })
   })
 }
 
-async function pool (items, fn) {
+async function pool(items, fn) {
   let next = 0
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => { while (next < items.length) await fn(items[next++]) }))
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < items.length) await fn(items[next++])
+    })
+  )
 }
 
 export default async function () {
@@ -43,7 +50,9 @@ export default async function () {
   const python = process.env.RECODE_PYTHON ?? (fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3')
   const problems = loadHumanEval(path.join(sharedData(), 'humaneval', 'HumanEval.jsonl.gz'))
   const programs = problems.map((p) => humanEvalProgram(p, p.canonicalSolution, extractCode(p.canonicalSolution)))
-  const batches = Array.from({ length: REPEATS + 1 }, (_, i) => Array.from({ length: BATCH }, (_, j) => programs[(i * BATCH + j) % programs.length]))
+  const batches = Array.from({ length: REPEATS + 1 }, (_, i) =>
+    Array.from({ length: BATCH }, (_, j) => programs[(i * BATCH + j) % programs.length])
+  )
 
   const results = []
   const measure = async (name, runBatch, detail) => {
@@ -67,11 +76,15 @@ export default async function () {
       skipped.push(`${kind}: ${err.message}`)
       continue
     }
-    await measure(`sandbox ${kind}`, async (b) => {
-      const rs = await sandbox.runPrograms(b, { python, concurrency: CONCURRENCY })
-      const bad = rs.find((r) => r.status !== 'ok')
-      if (bad) throw new Error(`a canonical solution failed under ${kind}: ${bad.stderr.slice(-300)}`)
-    }, info.summary)
+    await measure(
+      `sandbox ${kind}`,
+      async (b) => {
+        const rs = await sandbox.runPrograms(b, { python, concurrency: CONCURRENCY })
+        const bad = rs.find((r) => r.status !== 'ok')
+        if (bad) throw new Error(`a canonical solution failed under ${kind}: ${bad.stderr.slice(-300)}`)
+      },
+      info.summary
+    )
   }
   const floor = results[0].programsPerSecond
   for (const r of results) r.ratioToBare = +(r.programsPerSecond / floor).toFixed(3)

@@ -13,7 +13,7 @@ export const root = path.join(benchDir, '..')
 export const shared = path.join(root, '..', 'shared')
 
 /** Median seconds per call of a synchronous fn, measured by benchmark.js. */
-export function timeSync (name, fn, { minSamples = 10, maxTime = 3 } = {}) {
+export function timeSync(name, fn, { minSamples = 10, maxTime = 3 } = {}) {
   const b = new Benchmark(name, fn, { minSamples, maxTime })
   b.run()
   if (b.error) throw b.error
@@ -21,13 +21,15 @@ export function timeSync (name, fn, { minSamples = 10, maxTime = 3 } = {}) {
 }
 
 /** Median seconds per call of an async fn (deferred benchmark.js run). */
-export function timeAsync (name, fn, { minSamples = 5, maxTime = 3 } = {}) {
+export function timeAsync(name, fn, { minSamples = 5, maxTime = 3 } = {}) {
   return new Promise((resolve, reject) => {
     const b = new Benchmark(name, {
       defer: true,
       minSamples,
       maxTime,
-      fn: (deferred) => { fn().then(() => deferred.resolve(), reject) },
+      fn: (deferred) => {
+        fn().then(() => deferred.resolve(), reject)
+      },
       onComplete: () => (b.error ? reject(b.error) : resolve(median(b.stats.sample))),
       onError: (e) => reject(e.target?.error ?? e)
     })
@@ -35,21 +37,32 @@ export function timeAsync (name, fn, { minSamples = 5, maxTime = 3 } = {}) {
   })
 }
 
-export function median (xs) {
+export function median(xs) {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
 /** Machine description stored with every result file. */
-export function machine () {
+export function machine() {
   let doctor = {}
-  try { doctor = require('../dist/cjs/commands/doctor.js').doctorReport() } catch (e) { doctor = { error: String(e) } }
-  return { date: new Date().toISOString(), hostname: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), doctor }
+  try {
+    doctor = require('../dist/cjs/commands/doctor.js').doctorReport()
+  } catch (e) {
+    doctor = { error: String(e) }
+  }
+  return {
+    date: new Date().toISOString(),
+    hostname: os.hostname(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    doctor
+  }
 }
 
-export function writeResult (name, result) {
-  const dir = process.env.RECODE_BENCH_RESULTS || path.join(benchDir, 'results')  // tests write elsewhere
+export function writeResult(name, result) {
+  const dir = process.env.RECODE_BENCH_RESULTS || path.join(benchDir, 'results') // tests write elsewhere
   fs.mkdirSync(dir, { recursive: true })
   const file = path.join(dir, `${name}.json`)
   const tmp = `${file}.tmp-${process.pid}`

@@ -18,7 +18,7 @@ const N = 4096
 // Deterministic edits (mulberry32), so every run scores the same completions.
 const { mulberry32: random } = require('../dist/cjs/random.js')
 
-function edit (next, code) {
+function edit(next, code) {
   const lines = code.split('\n')
   const i = Math.floor(next() * lines.length)
   const kind = Math.floor(next() * 4)
@@ -28,13 +28,17 @@ function edit (next, code) {
   return lines.join('\n')
 }
 
-function completion (reasoning, code) {
+function completion(reasoning, code) {
   return `${reasoning}</think>\n<answer>\n\`\`\`python\n${code}\n\`\`\`\n</answer>`
 }
 
-function buildSets () {
+function buildSets() {
   const dataFile = path.join(process.env.RECODE_SHARED || shared, 'data', 'recode', 'api_update.jsonl')
-  const rows = fs.readFileSync(dataFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const rows = fs
+    .readFileSync(dataFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
   const next = random(1234)
   const answers = { completions: [], targets: [] }
   for (let i = 0; answers.completions.length < N; i++) {
@@ -61,7 +65,7 @@ function buildSets () {
 
 // Median of benchmark.js samples; a call that takes over 3 s on its own is timed once instead (the long
 // set while the edit distance is the TypeScript loop), which keeps the whole run near two minutes.
-async function measure (name, fn, samples = { minSamples: 5, maxTime: 5 }) {
+async function measure(name, fn, samples = { minSamples: 5, maxTime: 5 }) {
   const t0 = performance.now()
   await fn()
   const once = (performance.now() - t0) / 1000
@@ -71,10 +75,15 @@ async function measure (name, fn, samples = { minSamples: 5, maxTime: 5 }) {
 
 // CPU seconds CPython spends in ast.parse on these sources, measured in one plain python3 process: the
 // syntax check's cost independent of how busy the machine is.
-function pythonParseCpuSeconds (sources) {
-  const script = 'import ast, json, sys, time\nsources = json.loads(sys.stdin.buffer.read())\nt = time.process_time()\n' +
+function pythonParseCpuSeconds(sources) {
+  const script =
+    'import ast, json, sys, time\nsources = json.loads(sys.stdin.buffer.read())\nt = time.process_time()\n' +
     'for s in sources:\n    try:\n        ast.parse(s)\n    except Exception:\n        pass\nprint(time.process_time() - t)\n'
-  const r = spawnSync(process.env.RECODE_PYTHON || 'python3', ['-c', script], { input: JSON.stringify(sources), encoding: 'utf8', maxBuffer: 1 << 28 })
+  const r = spawnSync(process.env.RECODE_PYTHON || 'python3', ['-c', script], {
+    input: JSON.stringify(sources),
+    encoding: 'utf8',
+    maxBuffer: 1 << 28
+  })
   return r.status === 0 ? Number(r.stdout.trim()) : NaN
 }
 
@@ -99,11 +108,18 @@ export default async function () {
     const r = await lib.rewards.score(completions, targets)
     const cpu = process.cpuUsage(cpu0)
     // The parts, one at a time (in rewards.recode the python workers and the distances overlap).
-    const textPass = timeSync(`text ${name}`, () => {
-      for (let i = 0; i < N; i++) { text.formatOk(completions[i]); text.completionCode(completions[i]) }
-      const seen = new Map()
-      for (const t of targets) if (!seen.has(t)) seen.set(t, text.normalizeCode(t))
-    }, { minSamples: 5, maxTime: 5 })
+    const textPass = timeSync(
+      `text ${name}`,
+      () => {
+        for (let i = 0; i < N; i++) {
+          text.formatOk(completions[i])
+          text.completionCode(completions[i])
+        }
+        const seen = new Map()
+        for (const t of targets) if (!seen.has(t)) seen.set(t, text.normalizeCode(t))
+      },
+      { minSamples: 5, maxTime: 5 }
+    )
     const codes = completions.map((c) => text.completionCode(c))
     const normTargets = targets.map((t) => text.normalizeCode(t))
     const python = await measure(`python ${name}`, () => lib.pythonParses(codes))
@@ -126,16 +142,23 @@ export default async function () {
       targetSeconds: 2,
       meetsTarget: total.seconds < 2
     }
-    lines.push(`${name}: ${N} completions (${kb(completions).toFixed(2)} KB, code ${kb(codes).toFixed(2)} KB, target ${kb(normTargets).toFixed(2)} KB): ` +
-      `${total.method} ${total.seconds.toFixed(3)} s = ${(N / total.seconds).toFixed(0)} completions/s (target < 2 s: ${total.seconds < 2 ? 'met' : 'NOT met'}); ` +
-      `parts alone: text ${(textPass * 1000).toFixed(0)} ms, python workers ${(python.seconds * 1000).toFixed(0)} ms, levenshtein ${(distance.seconds * 1000).toFixed(0)} ms; ` +
-      `CPU per call: node ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms, ast.parse of the ${uniqueCodes.length} distinct codes ${(pythonCpu * 1000).toFixed(0)} ms in one python3`)
+    lines.push(
+      `${name}: ${N} completions (${kb(completions).toFixed(2)} KB, code ${kb(codes).toFixed(2)} KB, target ${kb(normTargets).toFixed(2)} KB): ` +
+        `${total.method} ${total.seconds.toFixed(3)} s = ${(N / total.seconds).toFixed(0)} completions/s (target < 2 s: ${total.seconds < 2 ? 'met' : 'NOT met'}); ` +
+        `parts alone: text ${(textPass * 1000).toFixed(0)} ms, python workers ${(python.seconds * 1000).toFixed(0)} ms, levenshtein ${(distance.seconds * 1000).toFixed(0)} ms; ` +
+        `CPU per call: node ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms, ast.parse of the ${uniqueCodes.length} distinct codes ${(pythonCpu * 1000).toFixed(0)} ms in one python3`
+    )
   }
   lib.closePythonWorkers()
   results.coldFirstCallSeconds = cold
   results.loadAverage = os.loadavg()
   results.note = 'levenshtein: the native batched kernel (lib/editdist.ts, device auto)'
-  lines.push(`first call (starting the python workers): ${cold.toFixed(3)} s; load average during the run ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.cpus().length} CPUs`)
+  lines.push(
+    `first call (starting the python workers): ${cold.toFixed(3)} s; load average during the run ${os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')} on ${os.cpus().length} CPUs`
+  )
   lines.push(results.note)
   return { name: 'reward', results, summary: lines.join('\n') }
 }

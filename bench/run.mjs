@@ -5,7 +5,10 @@ import * as path from 'path'
 import { benchDir, writeResult } from './lib.mjs'
 
 const wanted = process.argv.slice(2)
-const files = fs.readdirSync(benchDir).filter((f) => f.endsWith('.bench.mjs')).sort()
+const files = fs
+  .readdirSync(benchDir)
+  .filter((f) => f.endsWith('.bench.mjs'))
+  .sort()
   .filter((f) => wanted.length === 0 || wanted.includes(f.replace('.bench.mjs', '')))
 if (files.length === 0) {
   console.error(`no benchmark matches ${wanted.join(', ')}`)

@@ -7,7 +7,7 @@ import { timeAsync, timeSync } from './lib.mjs'
 
 /** Process CPU seconds (all threads) per call, over `n` sequential calls: unlike wall time, it does not grow
  * when other processes compete for the cores. */
-async function cpuSecondsPerCall (fn, n) {
+async function cpuSecondsPerCall(fn, n) {
   await fn()
   const c0 = process.cpuUsage()
   for (let i = 0; i < n; i++) await fn()
@@ -21,7 +21,7 @@ const { sample, systemInfo } = require('../dist/cjs/index.js')
 const VOCAB = 151936
 
 /** Copy bandwidth: bytes copied per second by a large Float32Array.set (each byte read once, written once). */
-function copyBandwidth (bytes) {
+function copyBandwidth(bytes) {
   const src = new Float32Array(bytes / 4).fill(1.5)
   const dst = new Float32Array(bytes / 4)
   const s = timeSync('copy', () => dst.set(src), { minSamples: 5, maxTime: 2 })
@@ -34,7 +34,8 @@ export default async function () {
   const copy = copyBandwidth(256 * VOCAB * 4)
   const logits = new Float32Array(256 * VOCAB)
   let x = 12345
-  for (let i = 0; i < logits.length; i++) { // cheap LCG noise: logits-like spread without Math.random cost
+  for (let i = 0; i < logits.length; i++) {
+    // cheap LCG noise: logits-like spread without Math.random cost
     x = (Math.imul(x, 1103515245) + 12345) >>> 0
     logits[i] = (x / 4294967296) * 8 - 4
   }
@@ -49,22 +50,44 @@ export default async function () {
     for (const mode of modes) {
       for (const batch of [1, 64, 256]) {
         const view = logits.subarray(0, batch * VOCAB)
-        const s = await timeAsync(`${device} ${mode.name} b${batch}`, () => sample(view, batch, { ...mode.opts, seed: 1, step: step++, device }),
-          { minSamples: 5, maxTime: 2 })
-        const cpuSeconds = device === 'cpu' ? await cpuSecondsPerCall(() => sample(view, batch, { ...mode.opts, seed: 2, device }), batch >= 64 ? 2 : 20) : null
+        const s = await timeAsync(
+          `${device} ${mode.name} b${batch}`,
+          () => sample(view, batch, { ...mode.opts, seed: 1, step: step++, device }),
+          { minSamples: 5, maxTime: 2 }
+        )
+        const cpuSeconds =
+          device === 'cpu'
+            ? await cpuSecondsPerCall(() => sample(view, batch, { ...mode.opts, seed: 2, device }), batch >= 64 ? 2 : 20)
+            : null
         const bytes = batch * VOCAB * 4
         const oneRead = bytes / copy // time to copy the logits once: a conservative stand-in for one read
         results.push({
-          device, mode: mode.name, batch, vocab: VOCAB, seconds: s, cpuSecondsPerCall: cpuSeconds, rowsPerSecond: batch / s,
-          effectiveGBps: bytes / s / 1e9, copyGBps: copy / 1e9, ratioToOneCopy: s / oneRead
+          device,
+          mode: mode.name,
+          batch,
+          vocab: VOCAB,
+          seconds: s,
+          cpuSecondsPerCall: cpuSeconds,
+          rowsPerSecond: batch / s,
+          effectiveGBps: bytes / s / 1e9,
+          copyGBps: copy / 1e9,
+          ratioToOneCopy: s / oneRead
         })
       }
     }
   }
-  const lines = results.map((r) => `${r.device.padEnd(5)} ${r.mode.padEnd(36)} batch ${String(r.batch).padStart(3)}: ` +
-    `${(r.seconds * 1e3).toFixed(3)} ms (cpu time ${r.cpuSecondsPerCall === null ? '-' : (r.cpuSecondsPerCall * 1e3).toFixed(2) + ' ms'}), ${r.rowsPerSecond.toFixed(0)} rows/s, ${r.effectiveGBps.toFixed(2)} GB/s ` +
-    `(${r.ratioToOneCopy.toFixed(1)}x the time of one ${(r.batch * VOCAB * 4 / 1e6).toFixed(1)} MB copy)`)
-  const summary = `copy bandwidth ${(copy / 1e9).toFixed(2)} GB/s (Float32Array.set of ${(256 * VOCAB * 4 / 1e6).toFixed(0)} MB); ` +
-    `threads ${info.threads}, SIMD ${info.simdActive}, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n` + lines.join('\n')
+  const lines = results.map(
+    (r) =>
+      `${r.device.padEnd(5)} ${r.mode.padEnd(36)} batch ${String(r.batch).padStart(3)}: ` +
+      `${(r.seconds * 1e3).toFixed(3)} ms (cpu time ${r.cpuSecondsPerCall === null ? '-' : (r.cpuSecondsPerCall * 1e3).toFixed(2) + ' ms'}), ${r.rowsPerSecond.toFixed(0)} rows/s, ${r.effectiveGBps.toFixed(2)} GB/s ` +
+      `(${r.ratioToOneCopy.toFixed(1)}x the time of one ${((r.batch * VOCAB * 4) / 1e6).toFixed(1)} MB copy)`
+  )
+  const summary =
+    `copy bandwidth ${(copy / 1e9).toFixed(2)} GB/s (Float32Array.set of ${((256 * VOCAB * 4) / 1e6).toFixed(0)} MB); ` +
+    `threads ${info.threads}, SIMD ${info.simdActive}, load average ${os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}\n` +
+    lines.join('\n')
   return { name: 'sampling', results, summary }
 }

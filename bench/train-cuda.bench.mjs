@@ -34,12 +34,22 @@ export default async function () {
     const dir = path.join(tmp, 'qwen2.5-1.5b-shape')
     initModel({ preset: 'qwen2.5-1.5b-shape', arch: 'qwen2', out: dir, seed: 1, dtype: 'bf16' })
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json')))
-    const C = cfg.hidden_size; const H = cfg.num_attention_heads; const Hkv = cfg.num_key_value_heads
-    const D = cfg.head_dim ?? C / H; const F = cfg.intermediate_size; const V = cfg.vocab_size; const L = cfg.num_hidden_layers
+    const C = cfg.hidden_size
+    const H = cfg.num_attention_heads
+    const Hkv = cfg.num_key_value_heads
+    const D = cfg.head_dim ?? C / H
+    const F = cfg.intermediate_size
+    const V = cfg.vocab_size
+    const L = cfg.num_hidden_layers
     const params = L * (C * H * D + 2 * C * Hkv * D + H * D * C + 3 * C * F + (H + 2 * Hkv) * D + 2 * C) + V * C + C
-    const B = 4; const S = 512; const tokens = B * S
+    const B = 4
+    const S = 512
+    const tokens = B * S
     let seed = 7
-    const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed }
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0
+      return seed
+    }
     const batch = Array.from({ length: B }, () => {
       const ids = Array.from({ length: S }, () => rand() % V)
       return { tokens: ids, weights: ids.map((_, j) => (j === 0 ? 0 : 1 / (B * (S - 1)))) }
@@ -47,27 +57,56 @@ export default async function () {
     const flops = 6 * params * tokens
     const attnFlops = B * 3 * 2 * S * S * H * D // causal: 4 S^2 H D / 2 forward, twice that backward
     let gpu = {}
-    try { gpu = JSON.parse(info.cuda.infoJson) } catch { gpu = { raw: info.cuda.infoJson } }
-    const results = { gpu, model: { preset: 'qwen2.5-1.5b-shape', hidden: C, layers: L, heads: H, kvHeads: Hkv, headDim: D, intermediate: F, vocab: V, params }, batch: { sequences: B, tokensPerSequence: S }, dtypes: {} }
+    try {
+      gpu = JSON.parse(info.cuda.infoJson)
+    } catch {
+      gpu = { raw: info.cuda.infoJson }
+    }
+    const results = {
+      gpu,
+      model: { preset: 'qwen2.5-1.5b-shape', hidden: C, layers: L, heads: H, kvHeads: Hkv, headDim: D, intermediate: F, vocab: V, params },
+      batch: { sequences: B, tokensPerSequence: S },
+      dtypes: {}
+    }
     const lines = []
     for (const dtype of ['bf16', 'f32']) {
       const m = await loadModel(dir, { device: 'cuda', dtype, maxBatch: 1, maxContext: S })
       const tr = new ModelTrainer(m)
       try {
-        await tr.step(batch); await tr.zeroGrad() // warm-up: workspace allocation
-        const stepSec = await timeAsync(`train step ${dtype}`, async () => { await tr.step(batch) }, { minSamples: 3, maxTime: 10 })
-        const adamSec = await timeAsync(`adamw ${dtype}`, async () => { await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 }) }, { minSamples: 3, maxTime: 5 })
+        await tr.step(batch)
+        await tr.zeroGrad() // warm-up: workspace allocation
+        const stepSec = await timeAsync(
+          `train step ${dtype}`,
+          async () => {
+            await tr.step(batch)
+          },
+          { minSamples: 3, maxTime: 10 }
+        )
+        const adamSec = await timeAsync(
+          `adamw ${dtype}`,
+          async () => {
+            await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 })
+          },
+          { minSamples: 3, maxTime: 5 }
+        )
         const total = stepSec + adamSec
         const tflops = flops / total / 1e12
         results.dtypes[dtype] = {
-          stepSeconds: stepSec, adamwSeconds: adamSec, tokensPerSecond: tokens / total,
-          modelTflops: tflops, peakTflops: PEAK_TFLOPS[dtype], mfu: tflops / PEAK_TFLOPS[dtype],
+          stepSeconds: stepSec,
+          adamwSeconds: adamSec,
+          tokensPerSecond: tokens / total,
+          modelTflops: tflops,
+          peakTflops: PEAK_TFLOPS[dtype],
+          mfu: tflops / PEAK_TFLOPS[dtype],
           attentionTflopsNotCounted: attnFlops / stepSec / 1e12
         }
-        lines.push(`${dtype}: forward+backward ${(stepSec * 1e3).toFixed(0)} ms + AdamW ${(adamSec * 1e3).toFixed(0)} ms = ${(tokens / total).toFixed(0)} tokens/s, ` +
-          `${tflops.toFixed(1)} model TFLOP/s = ${(100 * tflops / PEAK_TFLOPS[dtype]).toFixed(1)}% MFU of the H100's dense ${dtype} peak (${PEAK_TFLOPS[dtype]} TFLOP/s)`)
+        lines.push(
+          `${dtype}: forward+backward ${(stepSec * 1e3).toFixed(0)} ms + AdamW ${(adamSec * 1e3).toFixed(0)} ms = ${(tokens / total).toFixed(0)} tokens/s, ` +
+            `${tflops.toFixed(1)} model TFLOP/s = ${((100 * tflops) / PEAK_TFLOPS[dtype]).toFixed(1)}% MFU of the H100's dense ${dtype} peak (${PEAK_TFLOPS[dtype]} TFLOP/s)`
+        )
       } finally {
-        tr.dispose(); m.dispose()
+        tr.dispose()
+        m.dispose()
       }
     }
     // DoRA r = 64 (alpha 128, dropout 0.05) on every projection, bf16: the base frozen (no weight-gradient GEMMs),
@@ -77,20 +116,46 @@ export default async function () {
       const m = await loadModel(dir, { device: 'cuda', dtype: 'bf16', maxBatch: 1, maxContext: S })
       const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 64, alpha: 128, dropout: 0.05, targetModules: ALL, seed: 1 } })
       try {
-        await tr.step(batch); await tr.zeroGrad()
-        const stepSec = await timeAsync('dora r64 train step bf16', async () => { await tr.step(batch) }, { minSamples: 3, maxTime: 10 })
-        const adamSec = await timeAsync('dora r64 adamw + merge bf16', async () => { await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 }) }, { minSamples: 3, maxTime: 5 })
+        await tr.step(batch)
+        await tr.zeroGrad()
+        const stepSec = await timeAsync(
+          'dora r64 train step bf16',
+          async () => {
+            await tr.step(batch)
+          },
+          { minSamples: 3, maxTime: 10 }
+        )
+        const adamSec = await timeAsync(
+          'dora r64 adamw + merge bf16',
+          async () => {
+            await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 })
+          },
+          { minSamples: 3, maxTime: 5 }
+        )
         const adapterParams = (await tr.parameters()).reduce((n, p) => n + p.data.length, 0)
         const total = stepSec + adamSec
-        const tflops = 4 * params * tokens / total / 1e12
-        results.doraR64 = { dtype: 'bf16', adapterParams, stepSeconds: stepSec, adamwAndMergeSeconds: adamSec, tokensPerSecond: tokens / total, modelTflops4N: tflops, mfu: tflops / PEAK_TFLOPS.bf16 }
-        lines.push(`DoRA r=64 bf16 (${(adapterParams / 1e6).toFixed(1)}M adapter parameters): forward+backward ${(stepSec * 1e3).toFixed(0)} ms + AdamW/norms/merge ${(adamSec * 1e3).toFixed(0)} ms = ${(tokens / total).toFixed(0)} tokens/s, ` +
-          `${tflops.toFixed(1)} TFLOP/s at 4 x params x tokens = ${(100 * tflops / PEAK_TFLOPS.bf16).toFixed(1)}% of the bf16 peak`)
+        const tflops = (4 * params * tokens) / total / 1e12
+        results.doraR64 = {
+          dtype: 'bf16',
+          adapterParams,
+          stepSeconds: stepSec,
+          adamwAndMergeSeconds: adamSec,
+          tokensPerSecond: tokens / total,
+          modelTflops4N: tflops,
+          mfu: tflops / PEAK_TFLOPS.bf16
+        }
+        lines.push(
+          `DoRA r=64 bf16 (${(adapterParams / 1e6).toFixed(1)}M adapter parameters): forward+backward ${(stepSec * 1e3).toFixed(0)} ms + AdamW/norms/merge ${(adamSec * 1e3).toFixed(0)} ms = ${(tokens / total).toFixed(0)} tokens/s, ` +
+            `${tflops.toFixed(1)} TFLOP/s at 4 x params x tokens = ${((100 * tflops) / PEAK_TFLOPS.bf16).toFixed(1)}% of the bf16 peak`
+        )
       } finally {
-        tr.dispose(); m.dispose()
+        tr.dispose()
+        m.dispose()
       }
     }
-    const summary = `training step, Qwen2.5-1.5B-shaped random model (${(params / 1e9).toFixed(2)}B parameters), ${B} x ${S} tokens, forward+backward+AdamW:\n` + lines.join('\n')
+    const summary =
+      `training step, Qwen2.5-1.5B-shaped random model (${(params / 1e9).toFixed(2)}B parameters), ${B} x ${S} tokens, forward+backward+AdamW:\n` +
+      lines.join('\n')
     return { name: 'train-cuda', results, summary }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true })

@@ -7,21 +7,32 @@ import { require, timeSync } from './lib.mjs'
 const { adamwStep, clipGradNorm } = require('../dist/cjs/train/optim.js')
 const { native } = require('../dist/cjs/native.js')
 
-function tensors (sizes) {
+function tensors(sizes) {
   return sizes.map((n) => {
     const param = new Float32Array(n)
     const grad = new Float32Array(n)
-    for (let i = 0; i < n; i++) { param[i] = Math.sin(i) * 0.02; grad[i] = Math.cos(i) * 1e-3 }
+    for (let i = 0; i < n; i++) {
+      param[i] = Math.sin(i) * 0.02
+      grad[i] = Math.cos(i) * 1e-3
+    }
     return { param, grad, expAvg: new Float32Array(n), expAvgSq: new Float32Array(n) }
   })
 }
 
 const SHAPES = {
   'one 16M tensor': [1 << 24],
-  'decoder 4 layers x 7 projections (896 x 4864 MLP)': Array.from({ length: 4 }, () => [896 * 896, 128 * 896, 128 * 896, 896 * 896, 4864 * 896, 4864 * 896, 896 * 4864]).flat()
+  'decoder 4 layers x 7 projections (896 x 4864 MLP)': Array.from({ length: 4 }, () => [
+    896 * 896,
+    128 * 896,
+    128 * 896,
+    896 * 896,
+    4864 * 896,
+    4864 * 896,
+    896 * 4864
+  ]).flat()
 }
 
-function torchTimes (shapes, threads) {
+function torchTimes(shapes, threads) {
   const py = `
 import json, sys, time, torch
 torch.set_num_threads(${threads})
@@ -58,23 +69,41 @@ export default async function () {
     const ts = tensors(sizes)
     const count = sizes.reduce((a, b) => a + b, 0)
     let step = 1
-    const adamw = timeSync(`adamw ${name}`, () => adamwStep(ts, { lr: 1e-3, weightDecay: 0.1, step: step++ }), { minSamples: 5, maxTime: 4 })
+    const adamw = timeSync(`adamw ${name}`, () => adamwStep(ts, { lr: 1e-3, weightDecay: 0.1, step: step++ }), {
+      minSamples: 5,
+      maxTime: 4
+    })
     const grads = ts.map((t) => t.grad)
     const clip = timeSync(`clip ${name}`, () => clipGradNorm(grads, 1e9), { minSamples: 5, maxTime: 3 })
     const peer = torch.error ? undefined : torch[name]
     const peerForeach = torch.error ? undefined : torch[`${name} foreach`]
     const best = peer && peerForeach ? Math.min(peer.adamw, peerForeach.adamw) : undefined
     results.push({
-      shape: name, tensors: sizes.length, params: count, threads,
-      adamwSeconds: adamw, adamwParamsPerSecond: count / adamw,
-      clipSeconds: clip, clipParamsPerSecond: count / clip,
-      torchAdamwSeconds: peer?.adamw, torchForeachAdamwSeconds: peerForeach?.adamw, torchClipSeconds: peer?.clip,
+      shape: name,
+      tensors: sizes.length,
+      params: count,
+      threads,
+      adamwSeconds: adamw,
+      adamwParamsPerSecond: count / adamw,
+      clipSeconds: clip,
+      clipParamsPerSecond: count / clip,
+      torchAdamwSeconds: peer?.adamw,
+      torchForeachAdamwSeconds: peerForeach?.adamw,
+      torchClipSeconds: peer?.clip,
       speedupVsTorchAdamw: best ? best / adamw : undefined,
       speedupVsTorchClip: peer ? peer.clip / clip : undefined
     })
-    lines.push(`${name}: AdamW ${(count / adamw / 1e6).toFixed(0)} Mparam/s (${(adamw * 1e3).toFixed(1)} ms)` +
-      (best ? `, torch ${(count / best / 1e6).toFixed(0)} Mparam/s -> ${(best / adamw).toFixed(2)}x` : ` (torch: ${torch.error})`) +
-      `; clip ${(count / clip / 1e6).toFixed(0)} Mparam/s` + (peer ? ` vs torch ${(count / peer.clip / 1e6).toFixed(0)}` : ''))
+    lines.push(
+      `${name}: AdamW ${(count / adamw / 1e6).toFixed(0)} Mparam/s (${(adamw * 1e3).toFixed(1)} ms)` +
+        (best ? `, torch ${(count / best / 1e6).toFixed(0)} Mparam/s -> ${(best / adamw).toFixed(2)}x` : ` (torch: ${torch.error})`) +
+        `; clip ${(count / clip / 1e6).toFixed(0)} Mparam/s` +
+        (peer ? ` vs torch ${(count / peer.clip / 1e6).toFixed(0)}` : '')
+    )
   }
-  return { name: 'train-optim', torch: torch.torchVersion ?? torch.error, results, summary: [`peer: torch ${torch.torchVersion ?? torch.error}`, ...lines].join('\n') }
+  return {
+    name: 'train-optim',
+    torch: torch.torchVersion ?? torch.error,
+    results,
+    summary: [`peer: torch ${torch.torchVersion ?? torch.error}`, ...lines].join('\n')
+  }
 }

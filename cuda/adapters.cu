@@ -21,7 +21,8 @@ template <class T>
 __global__ void dropout_kernel(size_t n, const T* x, T* out, uint64_t seed, uint64_t offset, double threshold,
                                float keep_scale) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    out[i] = recode::philox::dropout_keep(seed, offset + i, threshold) ? store_as<T>(to_float(x[i]) * keep_scale) : store_as<T>(0.f);
+    out[i] = recode::philox::dropout_keep(seed, offset + i, threshold) ? store_as<T>(to_float(x[i]) * keep_scale)
+                                                                       : store_as<T>(0.f);
 }
 
 // dx[i] += keep(offset + i) ? adx[i] / (1 - p) : 0
@@ -29,15 +30,16 @@ template <class T>
 __global__ void dropout_add_kernel(size_t n, T* dx, const T* adx, uint64_t seed, uint64_t offset, double threshold,
                                    float keep_scale) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    if (recode::philox::dropout_keep(seed, offset + i, threshold)) dx[i] = store_as<T>(to_float(dx[i]) + keep_scale * to_float(adx[i]));
+    if (recode::philox::dropout_keep(seed, offset + i, threshold))
+      dx[i] = store_as<T>(to_float(dx[i]) + keep_scale * to_float(adx[i]));
 }
 
 // y = x W^T (y0) + b + s lora (LoRA), or y0 + b + c pre - base_drop with pre = base_drop + s lora (DoRA;
 // base_drop = drop(x) W^T, NULL without dropout where it equals y0 and y = c pre + b). One thread per element.
 template <class T>
 __global__ void forward_combine_kernel(int M, int N, const T* y0, const T* base_drop, const T* lora,
-                                       const float* magnitude, const float* norm, float scaling, const float* bias, T* y,
-                                       float* pre) {
+                                       const float* magnitude, const float* norm, float scaling, const float* bias,
+                                       T* y, float* pre) {
   const size_t n = (size_t)M * N;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const int o = (int)(i % N);
@@ -135,37 +137,41 @@ unsigned grid_for(size_t n) {
 
 }  // namespace
 
-RECODE_API(adapter_dropout)(size_t n, const void* x, void* out, uint64_t seed, uint64_t offset, float p, int dtype,
-                            void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_dropout)
+(size_t n, const void* x, void* out, uint64_t seed, uint64_t offset, float p, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_dropout");
   RECODE_REQUIRE(p >= 0.0f && p < 1.0f, "adapter_dropout", "p must be in [0, 1), got %g", (double)p);
   RECODE_REQUIRE(n == 0 || (x && out), "adapter_dropout", "NULL pointer");
   if (n == 0) return 0;
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(dropout_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream), n,
-                                           (const T*)x, (T*)out, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
+  RECODE_DISPATCH_DTYPE(
+      dtype, SIMT_LAUNCH(dropout_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream), n, (const T*)x,
+                         (T*)out, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_dropout_add)(size_t n, void* dx, const void* adx, uint64_t seed, uint64_t offset, float p,
-                                int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_dropout_add)
+(size_t n, void* dx, const void* adx, uint64_t seed, uint64_t offset, float p, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_dropout_add");
   RECODE_REQUIRE(p >= 0.0f && p < 1.0f, "adapter_dropout_add", "p must be in [0, 1), got %g", (double)p);
   RECODE_REQUIRE(n == 0 || (dx && adx), "adapter_dropout_add", "NULL pointer");
   if (n == 0) return 0;
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(dropout_add_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream),
-                                           n, (T*)dx, (const T*)adx, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
+  RECODE_DISPATCH_DTYPE(
+      dtype, SIMT_LAUNCH(dropout_add_kernel<T>, dim3(grid_for(n)), dim3(256), 0, RECODE_STREAM(stream), n, (T*)dx,
+                         (const T*)adx, seed, offset, recode::philox::dropout_threshold(p), 1.0f / (1.0f - p)));
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_forward_combine)(int M, int N, const void* y0, const void* base_drop, const void* lora,
-                                    const float* magnitude, const float* norm, float scaling, const float* bias, void* y,
-                                    float* pre, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_forward_combine)
+(int M, int N, const void* y0, const void* base_drop, const void* lora, const float* magnitude, const float* norm,
+ float scaling, const float* bias, void* y, float* pre, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_forward_combine");
   RECODE_REQUIRE(M >= 0 && N > 0, "adapter_forward_combine", "bad sizes M=%d N=%d", M, N);
@@ -181,8 +187,9 @@ RECODE_API(adapter_forward_combine)(int M, int N, const void* y0, const void* ba
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_grad_scale)(int M, int N, const void* dy, const float* magnitude, const float* norm, float scaling,
-                               void* gs, void* e, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_grad_scale)
+(int M, int N, const void* dy, const float* magnitude, const float* norm, float scaling, void* gs, void* e, int dtype,
+ void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_grad_scale");
   RECODE_REQUIRE(M >= 0 && N > 0, "adapter_grad_scale", "bad sizes M=%d N=%d", M, N);
@@ -197,8 +204,9 @@ RECODE_API(adapter_grad_scale)(int M, int N, const void* dy, const float* magnit
   RECODE_API_CATCH
 }
 
-RECODE_API(dora_magnitude_grad)(int M, int N, const void* dy, const float* pre, const float* norm, float* dm,
-                                int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(dora_magnitude_grad)
+(int M, int N, const void* dy, const float* pre, const float* norm, float* dm, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "dora_magnitude_grad");
   RECODE_REQUIRE(M >= 0 && N > 0, "dora_magnitude_grad", "bad sizes M=%d N=%d", M, N);
@@ -211,8 +219,9 @@ RECODE_API(dora_magnitude_grad)(int M, int N, const void* dy, const float* pre, 
   RECODE_API_CATCH
 }
 
-RECODE_API(dora_weight_norm)(int N, int K, const void* W, const float* ba, float scaling, float* norm, int w_dtype,
-                             void* stream, char* err, size_t err_len) {
+RECODE_API(dora_weight_norm)
+(int N, int K, const void* W, const float* ba, float scaling, float* norm, int w_dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(w_dtype, "dora_weight_norm");
   RECODE_REQUIRE(N > 0 && K > 0, "dora_weight_norm", "bad sizes N=%d K=%d", N, K);
@@ -224,8 +233,9 @@ RECODE_API(dora_weight_norm)(int N, int K, const void* W, const float* ba, float
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_merge)(int N, int K, const void* W, const float* ba, float scaling, const float* magnitude,
-                          void* out, int w_dtype, int out_dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_merge)
+(int N, int K, const void* W, const float* ba, float scaling, const float* magnitude, void* out, int w_dtype,
+ int out_dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(w_dtype, "adapter_merge");
   RECODE_REQUIRE_DTYPE(out_dtype, "adapter_merge");

@@ -74,10 +74,10 @@ __global__ void __launch_bounds__(kFwdThreads)
     attention_forward_kernel(int seq, int Hq, int Hkv, const T* q, const T* k, const T* v, T* o, float* lse,
                              float scale, int causal) {
   SIMT_DYNAMIC_SHARED(float, smem);
-  float* Qs = smem;                        // [BQ][D+1], pre-scaled
-  float* Ks = Qs + kFwdBQ * (D + 1);       // [BK][D+1]
-  float* Vs = Ks + kFwdBK * (D + 1);       // [BK][D]
-  float* Ss = Vs + kFwdBK * D;             // [BQ][BK+1] scores, then probabilities
+  float* Qs = smem;                             // [BQ][D+1], pre-scaled
+  float* Ks = Qs + kFwdBQ * (D + 1);            // [BK][D+1]
+  float* Vs = Ks + kFwdBK * (D + 1);            // [BK][D]
+  float* Ss = Vs + kFwdBK * D;                  // [BQ][BK+1] scores, then probabilities
   float* alpha_s = Ss + kFwdBQ * (kFwdBK + 1);  // [BQ] rescale factor of this step
   int tid = threadIdx.x;
   int q0 = blockIdx.x * kFwdBQ, h = blockIdx.y, b = blockIdx.z;
@@ -112,9 +112,8 @@ __global__ void __launch_bounds__(kFwdThreads)
       RECODE_UNROLL
       for (int j = 0; j < 4; ++j) kv[j] = Ks[(tc + 8 * j) * (D + 1) + d];
       RECODE_UNROLL
-      for (int i = 0; i < 4; ++i)
-        RECODE_UNROLL
-        for (int j = 0; j < 4; ++j) s[i][j] += qv[i] * kv[j];
+      for (int i = 0; i < 4; ++i) RECODE_UNROLL
+      for (int j = 0; j < 4; ++j) s[i][j] += qv[i] * kv[j];
     }
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
@@ -189,10 +188,10 @@ constexpr int kTcBQ = 64, kTcBK = 64, kTcThreads = 128;
 
 template <int D>
 struct TcLayout {
-  static constexpr int ldk = D + 8;           // bf16 rows of Q/K/V (multiple of 8 elements)
-  static constexpr int lds = kTcBK + 4;       // fp32 score rows
-  static constexpr int ldp = kTcBK + 8;       // bf16 probability rows
-  static constexpr int ldo = D + 4;           // fp32 output rows
+  static constexpr int ldk = D + 8;      // bf16 rows of Q/K/V (multiple of 8 elements)
+  static constexpr int lds = kTcBK + 4;  // fp32 score rows
+  static constexpr int ldp = kTcBK + 8;  // bf16 probability rows
+  static constexpr int ldo = D + 4;      // fp32 output rows
   static constexpr size_t q_bytes = (size_t)kTcBQ * ldk * 2;
   static constexpr size_t kv_bytes = (size_t)kTcBK * ldk * 2;
   static constexpr size_t s_bytes = (size_t)kTcBQ * lds * 4;
@@ -250,7 +249,7 @@ __global__ void __launch_bounds__(kTcThreads)
     m_s[tid] = kNegInf;
     l_s[tid] = 0.0f;
   }
-  int wr = warp * 16;                     // first row of this warp inside the tile
+  int wr = warp * 16;                        // first row of this warp inside the tile
   int row = wr + lane / 2, half = lane % 2;  // softmax: 2 lanes per row, 32 scores each
   int qi = q0 + row;
   int kv_end = causal ? min(seq, q0 + kTcBQ) : seq;
@@ -396,9 +395,9 @@ __global__ void __launch_bounds__(kBwdThreads)
     attention_backward_dkdv_kernel(int seq, int Hq, int Hkv, const T* q, const T* k, const T* v, const float* lse,
                                    const float* dvec, const T* dout, T* dk, T* dv, float scale, int causal) {
   SIMT_DYNAMIC_SHARED(float, smem);
-  float* Ks = smem;                  // [32][D+1]
-  float* Vs = Ks + kBwdB * (D + 1);  // [32][D+1]
-  float* Qs = Vs + kBwdB * (D + 1);  // [32][D+1]
+  float* Ks = smem;                   // [32][D+1]
+  float* Vs = Ks + kBwdB * (D + 1);   // [32][D+1]
+  float* Qs = Vs + kBwdB * (D + 1);   // [32][D+1]
   float* dOs = Qs + kBwdB * (D + 1);  // [32][D+1]
   float* Ps = dOs + kBwdB * (D + 1);  // [32 q][33]
   float* dSs = Ps + kBwdB * (kBwdB + 1);
@@ -571,7 +570,7 @@ __global__ void __launch_bounds__(kTbThreads)
   bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * L::tile_bytes);
   bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * L::tile_bytes);
   float* St = reinterpret_cast<float*>(smem + 4 * L::tile_bytes);  // S^T [key][query]
-  float* dPt = St + kTbB * L::lds;                                  // dP^T
+  float* dPt = St + kTbB * L::lds;                                 // dP^T
   bf16* Pt = reinterpret_cast<bf16*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes);
   bf16* dSt = Pt + kTbB * L::ldp;
   float* lse_s = reinterpret_cast<float*>(smem + 4 * L::tile_bytes + 2 * L::s_bytes + 2 * L::p_bytes);
@@ -760,7 +759,8 @@ __global__ void __launch_bounds__(kTbThreads)
   bf16* dqb = dq + (size_t)b * seq * Hq * D;
   float* stage = Ss + wr * L::lds;
   RECODE_UNROLL
-  for (int c = 0; c < D / 16; ++c) store_rows_bf16<D>(dq_acc[c], stage, L::lds, scale, dqb, seq, Hq, h, q0 + wr, c * 16);
+  for (int c = 0; c < D / 16; ++c)
+    store_rows_bf16<D>(dq_acc[c], stage, L::lds, scale, dqb, seq, Hq, h, q0 + wr, c * 16);
 }
 
 // ---- KV cache and decode ---------------------------------------------------------------------------------
@@ -807,13 +807,12 @@ constexpr size_t decode_smem_floats() {
 template <class T, int D>
 __global__ void __launch_bounds__(kDecThreads)
     attention_decode_kernel(int Hq, int Hkv, int capacity, const T* q, const T* k_cache, const T* v_cache,
-                            const int* context_lens, T* o, float scale, int num_splits, float* partial,
-                            int vec) {
+                            const int* context_lens, T* o, float scale, int num_splits, float* partial, int vec) {
   SIMT_DYNAMIC_SHARED(float, smem);
-  float* qs = smem;                          // [group][D], pre-scaled
-  float* Ks = qs + kDecMaxGroup * D;         // [BK][D+1]
-  float* Vs = Ks + kDecBK * (D + 1);         // [BK][D]
-  float* ps = Vs + kDecBK * D;               // [warps][BK]
+  float* qs = smem;                   // [group][D], pre-scaled
+  float* Ks = qs + kDecMaxGroup * D;  // [BK][D+1]
+  float* Vs = Ks + kDecBK * (D + 1);  // [BK][D]
+  float* ps = Vs + kDecBK * D;        // [warps][BK]
   int split = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   int group = Hq / Hkv;
   int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -944,24 +943,36 @@ cudaError_t allow_smem(K kernel, size_t bytes) {
 }  // namespace
 
 // Binds HD to the compile-time head dimension.
-#define RECODE_DISPATCH_HEAD_DIM(D, ...)            \
-  do {                                              \
-    switch (D) {                                    \
-      case 16: { constexpr int HD = 16; __VA_ARGS__; } break;   \
-      case 32: { constexpr int HD = 32; __VA_ARGS__; } break;   \
-      case 64: { constexpr int HD = 64; __VA_ARGS__; } break;   \
-      default: { constexpr int HD = 128; __VA_ARGS__; } break;  \
-    }                                               \
+#define RECODE_DISPATCH_HEAD_DIM(D, ...) \
+  do {                                   \
+    switch (D) {                         \
+      case 16: {                         \
+        constexpr int HD = 16;           \
+        __VA_ARGS__;                     \
+      } break;                           \
+      case 32: {                         \
+        constexpr int HD = 32;           \
+        __VA_ARGS__;                     \
+      } break;                           \
+      case 64: {                         \
+        constexpr int HD = 64;           \
+        __VA_ARGS__;                     \
+      } break;                           \
+      default: {                         \
+        constexpr int HD = 128;          \
+        __VA_ARGS__;                     \
+      } break;                           \
+    }                                    \
   } while (0)
 
-#define ATTN_CHECK_SHAPES(op)                                                                                    \
-  RECODE_REQUIRE_DTYPE(dtype, op);                                                                               \
+#define ATTN_CHECK_SHAPES(op)                                                                                       \
+  RECODE_REQUIRE_DTYPE(dtype, op);                                                                                  \
   RECODE_REQUIRE(D == 16 || D == 32 || D == 64 || D == 128, op, "head dim D must be 16, 32, 64 or 128, got %d", D); \
   RECODE_REQUIRE(Hq > 0 && Hkv > 0 && Hq % Hkv == 0, op, "Hq (%d) must be a positive multiple of Hkv (%d)", Hq, Hkv)
 
-RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
-                              void* o, float* lse, float scale, int causal, int dtype, void* stream, char* err,
-                              size_t err_len) {
+RECODE_API(attention_forward)
+(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v, void* o, float* lse, float scale,
+ int causal, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_forward");
   RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_forward", "bad sizes B=%d T=%d Hq=%d", B,
@@ -994,14 +1005,14 @@ RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void
   RECODE_API_CATCH
 }
 
-RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
-                               const void* o, const float* lse, const void* dout, void* dq, void* dk, void* dv,
-                               float* scratch, float scale, int causal, int dtype, void* stream, char* err,
-                               size_t err_len) {
+RECODE_API(attention_backward)
+(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v, const void* o, const float* lse,
+ const void* dout, void* dq, void* dk, void* dv, float* scratch, float scale, int causal, int dtype, void* stream,
+ char* err, size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_backward");
-  RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_backward", "bad sizes B=%d T=%d Hq=%d",
-                 B, seq, Hq);
+  RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_backward", "bad sizes B=%d T=%d Hq=%d", B,
+                 seq, Hq);
   if (B == 0 || seq == 0) return 0;
   RECODE_REQUIRE(q && k && v && o && lse && dout && dq && dk && dv && scratch, "attention_backward", "NULL pointer");
   cudaStream_t s = RECODE_STREAM(stream);
@@ -1050,9 +1061,9 @@ RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const voi
   RECODE_API_CATCH
 }
 
-RECODE_API(kv_cache_write)(int B, int seq, int Hkv, int D, int capacity, const void* k, const void* v,
-                           const int* start, void* k_cache, void* v_cache, int dtype, void* stream, char* err,
-                           size_t err_len) {
+RECODE_API(kv_cache_write)
+(int B, int seq, int Hkv, int D, int capacity, const void* k, const void* v, const int* start, void* k_cache,
+ void* v_cache, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "kv_cache_write");
   RECODE_REQUIRE(B >= 0 && seq >= 0 && Hkv > 0 && D > 0 && capacity > 0, "kv_cache_write",
@@ -1068,9 +1079,10 @@ RECODE_API(kv_cache_write)(int B, int seq, int Hkv, int D, int capacity, const v
   RECODE_API_CATCH
 }
 
-RECODE_API(attention_decode)(int B, int Hq, int Hkv, int D, int capacity, const void* q, const void* k_cache,
-                             const void* v_cache, const int* context_lens, void* o, float scale, int num_splits,
-                             float* scratch, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(attention_decode)
+(int B, int Hq, int Hkv, int D, int capacity, const void* q, const void* k_cache, const void* v_cache,
+ const int* context_lens, void* o, float scale, int num_splits, float* scratch, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_decode");
   RECODE_REQUIRE(Hq / Hkv <= kDecMaxGroup, "attention_decode", "at most %d query heads per kv head, got %d",
@@ -1086,18 +1098,19 @@ RECODE_API(attention_decode)(int B, int Hq, int Hkv, int D, int capacity, const 
   RECODE_UNUSED(s);
   int vec = aligned16(k_cache) && aligned16(v_cache);
   RECODE_DISPATCH_DTYPE(dtype, RECODE_DISPATCH_HEAD_DIM(D, {
-    auto kernel = attention_decode_kernel<T, HD>;
-    size_t bytes = decode_smem_floats<HD>() * sizeof(float);
-    RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
-    SIMT_LAUNCH(kernel, dim3(num_splits, Hkv, B), dim3(kDecThreads), bytes, s, Hq, Hkv, capacity, (const T*)q,
-                (const T*)k_cache, (const T*)v_cache, context_lens, (T*)o, scale, num_splits, scratch, vec);
-    RECODE_LAUNCH_CHECK();
-    if (num_splits > 1) {
-      SIMT_LAUNCH(attention_decode_combine_kernel<T>, dim3(Hq, B), dim3(HD < 128 ? HD : 128), 0, s, Hq, HD, num_splits,
-                  scratch, (T*)o);
-      RECODE_LAUNCH_CHECK();
-    }
-  }));
+                          auto kernel = attention_decode_kernel<T, HD>;
+                          size_t bytes = decode_smem_floats<HD>() * sizeof(float);
+                          RECODE_CUDA_CHECK(allow_smem(kernel, bytes));
+                          SIMT_LAUNCH(kernel, dim3(num_splits, Hkv, B), dim3(kDecThreads), bytes, s, Hq, Hkv, capacity,
+                                      (const T*)q, (const T*)k_cache, (const T*)v_cache, context_lens, (T*)o, scale,
+                                      num_splits, scratch, vec);
+                          RECODE_LAUNCH_CHECK();
+                          if (num_splits > 1) {
+                            SIMT_LAUNCH(attention_decode_combine_kernel<T>, dim3(Hq, B), dim3(HD < 128 ? HD : 128), 0,
+                                        s, Hq, HD, num_splits, scratch, (T*)o);
+                            RECODE_LAUNCH_CHECK();
+                          }
+                        }));
   return 0;
   RECODE_API_CATCH
 }

@@ -19,7 +19,9 @@
 #include <cuda_runtime.h>
 #define RECODE_API(name) extern "C" RECODE_ABI_EXPORT int recode_cuda_##name
 #define SIMT_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
-#define SIMT_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) unsigned char name##_raw_[]; type* name = reinterpret_cast<type*>(name##_raw_)
+#define SIMT_DYNAMIC_SHARED(type, name)                        \
+  extern __shared__ __align__(16) unsigned char name##_raw_[]; \
+  type* name = reinterpret_cast<type*>(name##_raw_)
 using bf16 = __nv_bfloat16;
 using fp16 = __half;
 __device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
@@ -51,23 +53,23 @@ inline void emulated_launch(dim3 grid, dim3 block, size_t smem, const std::funct
 
 // Every entry point returns 0 on success or a non-zero code and writes a message into (err, err_len).
 // RECODE_CUDA_CHECK returns from the entry point on a failed runtime call.
-#define RECODE_CUDA_CHECK(call)                                                                          \
-  do {                                                                                                   \
-    cudaError_t recode_status_ = (call);                                                                 \
-    if (recode_status_ != cudaSuccess) {                                                                 \
+#define RECODE_CUDA_CHECK(call)                                                                        \
+  do {                                                                                                 \
+    cudaError_t recode_status_ = (call);                                                               \
+    if (recode_status_ != cudaSuccess) {                                                               \
       if (err && err_len) snprintf(err, err_len, "%s: %s", #call, cudaGetErrorString(recode_status_)); \
-      return (int)recode_status_;                                                                        \
-    }                                                                                                    \
+      return (int)recode_status_;                                                                      \
+    }                                                                                                  \
   } while (0)
 
 // Turns exceptions thrown by the emulation (invalid launch, deadlock) into the entry point's error code.
 #if defined(RECODE_SIMT_EMULATION)
 #define RECODE_API_TRY try {
-#define RECODE_API_CATCH                                         \
-  }                                                              \
-  catch (const std::exception& e) {                              \
+#define RECODE_API_CATCH                                        \
+  }                                                             \
+  catch (const std::exception& e) {                             \
     if (err && err_len) snprintf(err, err_len, "%s", e.what()); \
-    return 999;                                                  \
+    return 999;                                                 \
   }
 #else
 #define RECODE_API_TRY

@@ -17,11 +17,12 @@ extern "C" int recode_cuda_query(char* json, size_t json_len, int* device_count,
   if (rc != cudaSuccess) {
     out += ",\"devices\":[]}";
     snprintf(json, json_len, "%s", out.c_str());
-    const char* hint = rc == cudaErrorInsufficientDriver
-                           ? (driver == 0 ? " (no NVIDIA driver is installed or loaded)"
-                                          : " (the driver is older than this build's CUDA runtime; CUDA 13 needs driver 580 or newer)")
-                       : rc == cudaErrorNoDevice ? " (no CUDA-capable device is visible; check CUDA_VISIBLE_DEVICES)"
-                                                 : "";
+    const char* hint =
+        rc == cudaErrorInsufficientDriver
+            ? (driver == 0 ? " (no NVIDIA driver is installed or loaded)"
+                           : " (the driver is older than this build's CUDA runtime; CUDA 13 needs driver 580 or newer)")
+        : rc == cudaErrorNoDevice ? " (no CUDA-capable device is visible; check CUDA_VISIBLE_DEVICES)"
+                                  : "";
     snprintf(err, err_len, "cudaGetDeviceCount failed: %s%s", cudaGetErrorString(rc), hint);
     return (int)rc;
   }
@@ -34,9 +35,9 @@ extern "C" int recode_cuda_query(char* json, size_t json_len, int* device_count,
     for (auto& c : name)
       if (c == '"' || c == '\\') c = ' ';
     out += "{\"index\":" + std::to_string(i) + ",\"name\":\"" + name + "\",\"computeCapability\":\"" +
-           std::to_string(p.major) + "." + std::to_string(p.minor) + "\",\"memoryBytes\":" +
-           std::to_string((unsigned long long)p.totalGlobalMem) + ",\"multiprocessors\":" +
-           std::to_string(p.multiProcessorCount) + "}";
+           std::to_string(p.major) + "." + std::to_string(p.minor) +
+           "\",\"memoryBytes\":" + std::to_string((unsigned long long)p.totalGlobalMem) +
+           ",\"multiprocessors\":" + std::to_string(p.multiProcessorCount) + "}";
   }
   out += "]}";
   snprintf(json, json_len, "%s", out.c_str());

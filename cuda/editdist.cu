@@ -169,8 +169,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 // chars: the code points from offsets[0] to offsets[2 * pairs]; offsets: 2 * pairs + 1 ascending positions
 // into chars (offsets[0] need not be 0, so callers may pass a slice of a larger batch); out: pairs distances.
-RECODE_API(edit_distance)(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out, char* err,
-                          size_t err_len) {
+RECODE_API(edit_distance)
+(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out, char* err, size_t err_len) {
   RECODE_API_TRY
   if (pairs < 0 || pairs > (int64_t)1 << 30) {
     snprintf(err, err_len, "edit_distance: pairs %lld out of range", (long long)pairs);
@@ -219,18 +219,21 @@ RECODE_API(edit_distance)(const uint32_t* chars, const int64_t* offsets, int64_t
     RECODE_CUDA_CHECK(cudaMalloc(&d_scratch, (size_t)(scratch_bytes > 0 ? scratch_bytes : 1)));
     if (total > 0)
       RECODE_CUDA_CHECK(cudaMemcpy(d_chars, chars + base, (size_t)total * sizeof(unsigned), cudaMemcpyHostToDevice));
-    RECODE_CUDA_CHECK(cudaMemcpy(d_offsets, rebased, (size_t)(2 * pairs + 1) * sizeof(long long), cudaMemcpyHostToDevice));
+    RECODE_CUDA_CHECK(
+        cudaMemcpy(d_offsets, rebased, (size_t)(2 * pairs + 1) * sizeof(long long), cudaMemcpyHostToDevice));
     if (n_short > 0) {
       RECODE_CUDA_CHECK(cudaMemcpy(d_short, short_index, (size_t)n_short * sizeof(int), cudaMemcpyHostToDevice));
-      SIMT_LAUNCH(edit_distance_short_kernel, dim3(ceil_div((unsigned)n_short, kShortThreads)), dim3(kShortThreads), 0, 0,
-                  d_chars, d_offsets, d_short, n_short, d_out);
+      SIMT_LAUNCH(edit_distance_short_kernel, dim3(ceil_div((unsigned)n_short, kShortThreads)), dim3(kShortThreads), 0,
+                  0, d_chars, d_offsets, d_short, n_short, d_out);
       RECODE_CUDA_CHECK(cudaGetLastError());
     }
     if (n_long > 0) {
       RECODE_CUDA_CHECK(cudaMemcpy(d_long, long_index, (size_t)n_long * sizeof(int), cudaMemcpyHostToDevice));
-      RECODE_CUDA_CHECK(cudaMemcpy(d_scratch_offsets, scratch_offsets, (size_t)n_long * sizeof(long long), cudaMemcpyHostToDevice));
-      SIMT_LAUNCH(edit_distance_warp_kernel, dim3(ceil_div((unsigned)n_long, kWarpsPerBlock)), dim3(kWarpsPerBlock * 32), 0, 0,
-                  d_chars, d_offsets, d_long, n_long, d_scratch, d_scratch_offsets, d_out);
+      RECODE_CUDA_CHECK(
+          cudaMemcpy(d_scratch_offsets, scratch_offsets, (size_t)n_long * sizeof(long long), cudaMemcpyHostToDevice));
+      SIMT_LAUNCH(edit_distance_warp_kernel, dim3(ceil_div((unsigned)n_long, kWarpsPerBlock)),
+                  dim3(kWarpsPerBlock * 32), 0, 0, d_chars, d_offsets, d_long, n_long, d_scratch, d_scratch_offsets,
+                  d_out);
       RECODE_CUDA_CHECK(cudaGetLastError());
     }
     RECODE_CUDA_CHECK(cudaMemcpy(out, d_out, (size_t)pairs * sizeof(int), cudaMemcpyDeviceToHost));

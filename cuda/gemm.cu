@@ -69,8 +69,13 @@ struct Vec8Stage {
   static constexpr int N = ROWS * BK / (8 * THREADS);
   Bits128 v[N];
   __device__ __forceinline__ static void position(const Operand<bf16>& x, int idx, int& r, int& k) {
-    if (x.sk == 1) { r = idx / (BK / 8); k = (idx % (BK / 8)) * 8; }
-    else { k = idx / (ROWS / 8); r = (idx % (ROWS / 8)) * 8; }
+    if (x.sk == 1) {
+      r = idx / (BK / 8);
+      k = (idx % (BK / 8)) * 8;
+    } else {
+      k = idx / (ROWS / 8);
+      r = (idx % (ROWS / 8)) * 8;
+    }
   }
   __device__ __forceinline__ void fetch(const Operand<bf16>& x, int rows, int K, int r0, int k0, int tid) {
     RECODE_UNROLL
@@ -114,8 +119,13 @@ __device__ __forceinline__ void load_tile(const Operand<T>& x, int rows, int K, 
   bool k_contiguous = x.sk == 1;
   for (int idx = tid; idx < ROWS * BK; idx += nthreads) {
     int r, k;
-    if (k_contiguous) { r = idx / BK; k = idx % BK; }
-    else { k = idx / ROWS; r = idx % ROWS; }
+    if (k_contiguous) {
+      r = idx / BK;
+      k = idx % BK;
+    } else {
+      k = idx / ROWS;
+      r = idx % ROWS;
+    }
     int gr = r0 + r, gk = k0 + k;
     float v = (gr < rows && gk < K) ? to_float(x.p[gr * x.sr + gk * x.sk]) : 0.0f;
     tile[r * ld + k] = store_as<S>(v);
@@ -134,8 +144,8 @@ __device__ __forceinline__ void write_out(TO* out, long long idx, float acc, con
 constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 16, kSimtThreads = 256;
 
 template <class TI, class TO>
-__global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(int R, int C, int K, Operand<TI> X, Operand<TI> Y,
-                                                                 TO* out, const float* bias, int accumulate) {
+__global__ void __launch_bounds__(kSimtThreads)
+    gemm_simt_kernel(int R, int C, int K, Operand<TI> X, Operand<TI> Y, TO* out, const float* bias, int accumulate) {
   // Tiles stored [row][k] with padding; each thread reads a column of 4 rows per k.
   __shared__ float Xs[kSimtBM][kSimtBK + 1];
   __shared__ float Ys[kSimtBN][kSimtBK + 1];
@@ -155,9 +165,8 @@ __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(int R, int C, i
       RECODE_UNROLL
       for (int j = 0; j < 4; ++j) yv[j] = Ys[tx + 16 * j][k];
       RECODE_UNROLL
-      for (int i = 0; i < 4; ++i)
-        RECODE_UNROLL
-        for (int j = 0; j < 4; ++j) acc[i][j] += xv[i] * yv[j];
+      for (int i = 0; i < 4; ++i) RECODE_UNROLL
+      for (int j = 0; j < 4; ++j) acc[i][j] += xv[i] * yv[j];
     }
     __syncthreads();
   }
@@ -188,9 +197,8 @@ __device__ __forceinline__ void wmma_tile_product(Acc (&acc)[2][4], const bf16* 
     RECODE_UNROLL
     for (int j = 0; j < 4; ++j) wmma::load_matrix_sync(b[j], Ys + (wc + 16 * j) * kWmmaLd + kk, kWmmaLd);
     RECODE_UNROLL
-    for (int i = 0; i < 2; ++i)
-      RECODE_UNROLL
-      for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    for (int i = 0; i < 2; ++i) RECODE_UNROLL
+    for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
   }
 }
 
@@ -207,9 +215,8 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
   int r0 = blockIdx.y * BM, c0 = blockIdx.x * kWmmaBN;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
   RECODE_UNROLL
-  for (int i = 0; i < 2; ++i)
-    RECODE_UNROLL
-    for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  for (int i = 0; i < 2; ++i) RECODE_UNROLL
+  for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   if (X.vec8 && Y.vec8) {
     // Pipelined: the next tile's global loads are in flight while this tile's MMAs run.
     Vec8Stage<BM, kWmmaBK, kThreads> xn;
@@ -235,10 +242,14 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
     }
   } else {
     for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
-      if (X.vec8) load_tile_vec8<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
-      else load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
-      if (Y.vec8) load_tile_vec8<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
-      else load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+      if (X.vec8)
+        load_tile_vec8<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+      else
+        load_tile<BM, kWmmaBK>(X, R, K, r0, k0, Xs, kWmmaLd, tid, kThreads);
+      if (Y.vec8)
+        load_tile_vec8<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
+      else
+        load_tile<kWmmaBN, kWmmaBK>(Y, C, K, c0, k0, Ys, kWmmaLd, tid, kThreads);
       __syncthreads();
       wmma_tile_product(acc, Xs, Ys, wr, wc);
       __syncthreads();
@@ -247,18 +258,17 @@ __global__ void __launch_bounds__(BM * 2) gemm_wmma_kernel(int R, int C, int K, 
   // Epilogue: each fragment goes through the warp's staging tile, then lanes write rows of 16 outputs.
   float* st = stage[warp];
   RECODE_UNROLL
-  for (int i = 0; i < 2; ++i)
-    RECODE_UNROLL
-    for (int j = 0; j < 4; ++j) {
-      wmma::store_matrix_sync(st, acc[i][j], 20, wmma::mem_row_major);
-      __syncwarp();
-      for (int e = lane; e < 256; e += 32) {
-        int rr = e / 16, cc = e % 16;
-        int r = r0 + wr + 16 * i + rr, c = c0 + wc + 16 * j + cc;
-        if (r < R && c < C) write_out(out, (long long)r * C + c, st[rr * 20 + cc], bias, c, accumulate);
-      }
-      __syncwarp();
+  for (int i = 0; i < 2; ++i) RECODE_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    wmma::store_matrix_sync(st, acc[i][j], 20, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < 256; e += 32) {
+      int rr = e / 16, cc = e % 16;
+      int r = r0 + wr + 16 * i + rr, c = c0 + wc + 16 * j + cc;
+      if (r < R && c < C) write_out(out, (long long)r * C + c, st[rr * 20 + cc], bias, c, accumulate);
     }
+    __syncwarp();
+  }
 }
 
 // dbias[c] += sum over rows of dC[r, c]; one thread per column walking the rows in order (deterministic).
@@ -309,12 +319,13 @@ int gemm_launch(const char* op, int R, int C, int K, const void* x, long long xs
 
 }  // namespace
 
-#define GEMM_CHECK_SIZES(op)                                                                                  \
-  RECODE_REQUIRE(M >= 0 && N >= 0 && K >= 0, op, "sizes must be >= 0 (M=%d N=%d K=%d)", M, N, K);            \
-  RECODE_REQUIRE((long long)M * N * K == 0 || (A_ && B_ && OUT_), op, "NULL pointer")
+#define GEMM_CHECK_SIZES(op)                                                                      \
+  RECODE_REQUIRE(M >= 0 && N >= 0 && K >= 0, op, "sizes must be >= 0 (M=%d N=%d K=%d)", M, N, K); \
+  RECODE_REQUIRE((long long)M* N* K == 0 || (A_ && B_ && OUT_), op, "NULL pointer")
 
-RECODE_API(gemm_forward)(int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype,
-                         int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_forward)
+(int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype, int out_dtype,
+ int accumulate, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = A, *B_ = B;
   void* OUT_ = C;
@@ -327,8 +338,9 @@ RECODE_API(gemm_forward)(int M, int N, int K, const void* A, const void* B, cons
   RECODE_API_CATCH
 }
 
-RECODE_API(gemm_backward_input)(int M, int N, int K, const void* dC, const void* B, void* dA, int in_dtype,
-                                int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_backward_input)
+(int M, int N, int K, const void* dC, const void* B, void* dA, int in_dtype, int out_dtype, int accumulate,
+ void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = dC, *B_ = B;
   void* OUT_ = dA;
@@ -341,8 +353,9 @@ RECODE_API(gemm_backward_input)(int M, int N, int K, const void* dC, const void*
   RECODE_API_CATCH
 }
 
-RECODE_API(gemm_backward_weight)(int M, int N, int K, const void* dC, const void* A, void* dB, float* dbias,
-                                 int in_dtype, int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_backward_weight)
+(int M, int N, int K, const void* dC, const void* A, void* dB, float* dbias, int in_dtype, int out_dtype,
+ int accumulate, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = A, *B_ = dC;
   void* OUT_ = dB;
@@ -359,7 +372,7 @@ RECODE_API(gemm_backward_weight)(int M, int N, int K, const void* dC, const void
   }
   if (dbias && M > 0) {
     RECODE_DISPATCH_DTYPE(in_dtype, SIMT_LAUNCH(column_sum_kernel<T>, dim3(ceil_div((unsigned)N, 128u)), dim3(128), 0,
-                                              s, M, N, (const T*)dC, dbias));
+                                                s, M, N, (const T*)dC, dbias));
     RECODE_LAUNCH_CHECK();
   }
   return 0;

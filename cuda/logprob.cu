@@ -55,8 +55,9 @@ __global__ void logits_forward_kernel(const float* logits, int V, const int32_t*
   }
 }
 
-__global__ void logits_backward_kernel(const float* logits, int V, const int32_t* targets, float inv_t, const float* lse,
-                                       const float* entropy, const float* dlogp, const float* dentropy, float* dlogits) {
+__global__ void logits_backward_kernel(const float* logits, int V, const int32_t* targets, float inv_t,
+                                       const float* lse, const float* entropy, const float* dlogp,
+                                       const float* dentropy, float* dlogits) {
   const int t = blockIdx.x;
   const float* x = logits + (size_t)t * V;
   float* dx = dlogits + (size_t)t * V;
@@ -170,8 +171,9 @@ struct HeadWorkspace {
   }
 };
 
-RECODE_API(logprob_logits_forward)(const float* logits, int T, int V, const int32_t* targets, float temperature,
-                                   float* logp, float* entropy, float* lse, char* err, size_t err_len) {
+RECODE_API(logprob_logits_forward)
+(const float* logits, int T, int V, const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
+ char* err, size_t err_len) {
   RECODE_API_TRY
   size_t n = (size_t)T * V;
   float *d_x, *d_lp, *d_ent, *d_lse;
@@ -183,19 +185,24 @@ RECODE_API(logprob_logits_forward)(const float* logits, int T, int V, const int3
   RECODE_CUDA_CHECK(cudaMalloc(&d_lse, T * sizeof(float)));
   RECODE_CUDA_CHECK(cudaMemcpy(d_x, logits, n * sizeof(float), cudaMemcpyHostToDevice));
   RECODE_CUDA_CHECK(cudaMemcpy(d_tg, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice));
-  SIMT_LAUNCH(logits_forward_kernel, dim3(T), dim3(row_threads(V)), 0, 0, d_x, V, d_tg, 1.f / temperature, d_lp, d_ent, d_lse);
+  SIMT_LAUNCH(logits_forward_kernel, dim3(T), dim3(row_threads(V)), 0, 0, d_x, V, d_tg, 1.f / temperature, d_lp, d_ent,
+              d_lse);
   RECODE_CUDA_CHECK(cudaGetLastError());
   RECODE_CUDA_CHECK(cudaMemcpy(logp, d_lp, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(entropy, d_ent, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(lse, d_lse, T * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_x); cudaFree(d_tg); cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse);
+  cudaFree(d_x);
+  cudaFree(d_tg);
+  cudaFree(d_lp);
+  cudaFree(d_ent);
+  cudaFree(d_lse);
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_logits_backward)(const float* logits, int T, int V, const int32_t* targets, float temperature,
-                                    const float* lse, const float* entropy, const float* dlogp, const float* dentropy,
-                                    float* dlogits, char* err, size_t err_len) {
+RECODE_API(logprob_logits_backward)
+(const float* logits, int T, int V, const int32_t* targets, float temperature, const float* lse, const float* entropy,
+ const float* dlogp, const float* dentropy, float* dlogits, char* err, size_t err_len) {
   RECODE_API_TRY
   size_t n = (size_t)T * V;
   float *d_x, *d_dx, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
@@ -215,11 +222,16 @@ RECODE_API(logprob_logits_backward)(const float* logits, int T, int V, const int
     RECODE_CUDA_CHECK(cudaMalloc(&d_de, T * sizeof(float)));
     RECODE_CUDA_CHECK(cudaMemcpy(d_de, dentropy, T * sizeof(float), cudaMemcpyHostToDevice));
   }
-  SIMT_LAUNCH(logits_backward_kernel, dim3(T), dim3(row_threads(V)), 0, 0, d_x, V, d_tg, 1.f / temperature, d_lse, d_ent,
-              d_dl, d_de, d_dx);
+  SIMT_LAUNCH(logits_backward_kernel, dim3(T), dim3(row_threads(V)), 0, 0, d_x, V, d_tg, 1.f / temperature, d_lse,
+              d_ent, d_dl, d_de, d_dx);
   RECODE_CUDA_CHECK(cudaGetLastError());
   RECODE_CUDA_CHECK(cudaMemcpy(dlogits, d_dx, n * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_x); cudaFree(d_dx); cudaFree(d_tg); cudaFree(d_lse); cudaFree(d_ent); cudaFree(d_dl);
+  cudaFree(d_x);
+  cudaFree(d_dx);
+  cudaFree(d_tg);
+  cudaFree(d_lse);
+  cudaFree(d_ent);
+  cudaFree(d_dl);
   if (d_de) cudaFree(d_de);
   return 0;
   RECODE_API_CATCH
@@ -263,7 +275,8 @@ static int hidden_forward_on_device(const void* d_h, const void* d_w, int T, int
     }
     SIMT_LAUNCH(chunk_fold_kernel, dim3(T), dim3(row_threads(w)), 0, 0, d_z, w, v0, d_tg, d_m, d_s, d_a, d_tz);
   }
-  SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent, d_lse);
+  SIMT_LAUNCH(finish_kernel, dim3(ceil_div((unsigned)T, 256u)), dim3(256), 0, 0, T, d_m, d_s, d_a, d_tz, d_lp, d_ent,
+              d_lse);
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
 }
@@ -278,7 +291,8 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
   HeadWorkspace ws;
   if (int rc = ws.take(recode_logprob_workspace_bytes(T, V, dtype, 1), err, err_len)) return rc;
   float* d_z = ws.carve<float>((size_t)T * width * sizeof(float));
-  void* d_zb = dtype == RECODE_BF16 ? ws.carve<void>((size_t)T * width * 2) : nullptr;  // bf16: d/dlogits rounded for the tensor-core GEMMs
+  void* d_zb = dtype == RECODE_BF16 ? ws.carve<void>((size_t)T * width * 2)
+                                    : nullptr;  // bf16: d/dlogits rounded for the tensor-core GEMMs
   RECODE_CUDA_CHECK(cudaMemset(d_dh, 0, (size_t)T * H * sizeof(float)));
   const float inv_t = 1.f / temperature;
   for (int v0 = 0; v0 < V; v0 += width) {
@@ -314,9 +328,9 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
   return 0;
 }
 
-RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
-                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
-                                   char* err, size_t err_len) {
+RECODE_API(logprob_hidden_forward)
+(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets, float temperature, float* logp,
+ float* entropy, float* lse, char* err, size_t err_len) {
   RECODE_API_TRY
   float *d_h, *d_w, *d_lp, *d_ent, *d_lse;
   int32_t* d_tg;
@@ -334,15 +348,20 @@ RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int
   RECODE_CUDA_CHECK(cudaMemcpy(logp, d_lp, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(entropy, d_ent, T * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(lse, d_lse, T * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_lp); cudaFree(d_ent); cudaFree(d_lse); cudaFree(d_tg);
+  cudaFree(d_h);
+  cudaFree(d_w);
+  cudaFree(d_lp);
+  cudaFree(d_ent);
+  cudaFree(d_lse);
+  cudaFree(d_tg);
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, int T, int H, int V,
-                                    const int32_t* targets, float temperature, const float* lse, const float* entropy,
-                                    const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
-                                    char* err, size_t err_len) {
+RECODE_API(logprob_hidden_backward)
+(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets, float temperature,
+ const float* lse, const float* entropy, const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
+ char* err, size_t err_len) {
   RECODE_API_TRY
   float *d_h, *d_w, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
   int32_t* d_tg;
@@ -369,8 +388,14 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
   if (rc) return rc;
   RECODE_CUDA_CHECK(cudaMemcpy(dhidden, d_dh, (size_t)T * H * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(dweight, d_dw, (size_t)V * H * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_h); cudaFree(d_w); cudaFree(d_dh); cudaFree(d_dw); cudaFree(d_lse); cudaFree(d_ent);
-  cudaFree(d_dl); cudaFree(d_tg);
+  cudaFree(d_h);
+  cudaFree(d_w);
+  cudaFree(d_dh);
+  cudaFree(d_dw);
+  cudaFree(d_lse);
+  cudaFree(d_ent);
+  cudaFree(d_dl);
+  cudaFree(d_tg);
   if (d_de) cudaFree(d_de);
   return 0;
   RECODE_API_CATCH
@@ -379,9 +404,9 @@ RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, in
 // Device-resident variants (every pointer is device memory, e.g. the trainer's activations and weights): the
 // same results without host copies. hidden [T, H] and weight [V, H] in `dtype` (RECODE_F32, or RECODE_BF16 with
 // temperature 1); dhidden fp32 overwritten, dweight fp32 ADDED to (gradient accumulation).
-RECODE_API(logprob_hidden_forward_device)(const void* hidden, const void* weight, int T, int H, int V,
-                                          const int32_t* targets, float temperature, int dtype, float* logp,
-                                          float* entropy, float* lse, char* err, size_t err_len) {
+RECODE_API(logprob_hidden_forward_device)
+(const void* hidden, const void* weight, int T, int H, int V, const int32_t* targets, float temperature, int dtype,
+ float* logp, float* entropy, float* lse, char* err, size_t err_len) {
   RECODE_API_TRY
   if (T <= 0) return 0;
   return hidden_forward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, logp, entropy, lse, err,
@@ -389,13 +414,13 @@ RECODE_API(logprob_hidden_forward_device)(const void* hidden, const void* weight
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_backward_device)(const void* hidden, const void* weight, int T, int H, int V,
-                                           const int32_t* targets, float temperature, int dtype, const float* lse,
-                                           const float* entropy, const float* dlogp, const float* dentropy,
-                                           float* dhidden, float* dweight_accumulate, char* err, size_t err_len) {
+RECODE_API(logprob_hidden_backward_device)
+(const void* hidden, const void* weight, int T, int H, int V, const int32_t* targets, float temperature, int dtype,
+ const float* lse, const float* entropy, const float* dlogp, const float* dentropy, float* dhidden,
+ float* dweight_accumulate, char* err, size_t err_len) {
   RECODE_API_TRY
   if (T <= 0) return 0;
-  return hidden_backward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, lse, entropy, dlogp,
-                                   dentropy, dhidden, dweight_accumulate, 1.f, err, err_len);
+  return hidden_backward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, lse, entropy, dlogp, dentropy,
+                                   dhidden, dweight_accumulate, 1.f, err, err_len);
   RECODE_API_CATCH
 }

@@ -24,7 +24,9 @@ struct Lse {
 };
 
 template <class F>
-RECODE_HD Lse<F> lse_empty() { return Lse<F>{(F)-INFINITY, (F)0, (F)0}; }
+RECODE_HD Lse<F> lse_empty() {
+  return Lse<F>{(F)-INFINITY, (F)0, (F)0};
+}
 
 template <class F>
 RECODE_HD Lse<F> lse_add(Lse<F> st, F z) {
@@ -63,9 +65,13 @@ RECODE_HD Lse<F> lse_merge(Lse<F> x, Lse<F> y) {
 }
 
 template <class F>
-RECODE_HD F lse_value(Lse<F> st) { return st.m + llog(st.s); }
+RECODE_HD F lse_value(Lse<F> st) {
+  return st.m + llog(st.s);
+}
 template <class F>
-RECODE_HD F lse_entropy(Lse<F> st) { return llog(st.s) - st.a / st.s; }
+RECODE_HD F lse_entropy(Lse<F> st) {
+  return llog(st.s) - st.a / st.s;
+}
 
 // d/dz_v of (dlogp * logp + dent * H) for one vocabulary entry.
 RECODE_HD float dz_of(float z, float lse, float entropy, bool is_target, float dlogp, float dent) {

@@ -24,7 +24,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 template <class T>
-__global__ void rmsnorm_forward_kernel(int rows, int dim, const T* x, const T* weight, float eps, T* y, float* rstd_out) {
+__global__ void rmsnorm_forward_kernel(int rows, int dim, const T* x, const T* weight, float eps, T* y,
+                                       float* rstd_out) {
   int row = blockIdx.x * kNormRowsPerBlock + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
   if (row >= rows) return;  // whole warp leaves together
@@ -75,8 +76,10 @@ __global__ void rmsnorm_backward_dw_partial_kernel(int rows, int dim, const T* x
   int r0 = p * chunk, r1 = min(rows, r0 + chunk);
   float s = 0.0f;
   for (int r = r0; r < r1; ++r) s += to_float(dy[(size_t)r * dim + c]) * to_float(x[(size_t)r * dim + c]) * rstd_in[r];
-  if (parts == 1) out[c] += s;
-  else out[(size_t)p * dim + c] = s;
+  if (parts == 1)
+    out[c] += s;
+  else
+    out[(size_t)p * dim + c] = s;
 }
 
 __global__ void reduce_partials_kernel(int dim, int parts, const float* partials, float* dweight) {
@@ -89,8 +92,9 @@ __global__ void reduce_partials_kernel(int dim, int parts, const float* partials
 
 }  // namespace
 
-RECODE_API(rmsnorm_forward)(int rows, int dim, const void* x, const void* weight, float eps, void* y, float* rstd,
-                            int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(rmsnorm_forward)
+(int rows, int dim, const void* x, const void* weight, float eps, void* y, float* rstd, int dtype, void* stream,
+ char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "rmsnorm_forward");
   RECODE_REQUIRE(rows >= 0 && dim > 0 && eps >= 0.0f, "rmsnorm_forward", "bad sizes rows=%d dim=%d eps=%g", rows, dim,
@@ -98,17 +102,17 @@ RECODE_API(rmsnorm_forward)(int rows, int dim, const void* x, const void* weight
   RECODE_REQUIRE(rows == 0 || (x && weight && y), "rmsnorm_forward", "NULL pointer");
   if (rows == 0) return 0;
   dim3 grid(ceil_div((unsigned)rows, (unsigned)kNormRowsPerBlock));
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(rmsnorm_forward_kernel<T>, grid, dim3(32 * kNormRowsPerBlock), 0,
-                                           RECODE_STREAM(stream), rows, dim, (const T*)x, (const T*)weight, eps, (T*)y,
-                                           rstd));
+  RECODE_DISPATCH_DTYPE(
+      dtype, SIMT_LAUNCH(rmsnorm_forward_kernel<T>, grid, dim3(32 * kNormRowsPerBlock), 0, RECODE_STREAM(stream), rows,
+                         dim, (const T*)x, (const T*)weight, eps, (T*)y, rstd));
   RECODE_LAUNCH_CHECK();
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(rmsnorm_backward)(int rows, int dim, const void* x, const void* weight, const float* rstd, const void* dy,
-                             void* dx, float* dweight, float* scratch, int accumulate, int dtype, void* stream,
-                             char* err, size_t err_len) {
+RECODE_API(rmsnorm_backward)
+(int rows, int dim, const void* x, const void* weight, const float* rstd, const void* dy, void* dx, float* dweight,
+ float* scratch, int accumulate, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "rmsnorm_backward");
   RECODE_REQUIRE(rows >= 0 && dim > 0, "rmsnorm_backward", "bad sizes rows=%d dim=%d", rows, dim);
@@ -117,9 +121,9 @@ RECODE_API(rmsnorm_backward)(int rows, int dim, const void* x, const void* weigh
   cudaStream_t s = RECODE_STREAM(stream);
   RECODE_UNUSED(s);
   dim3 grid(ceil_div((unsigned)rows, (unsigned)kNormRowsPerBlock));
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(rmsnorm_backward_dx_kernel<T>, grid, dim3(32 * kNormRowsPerBlock), 0, s,
-                                           rows, dim, (const T*)x, (const T*)weight, rstd, (const T*)dy, (T*)dx,
-                                           accumulate));
+  RECODE_DISPATCH_DTYPE(dtype,
+                        SIMT_LAUNCH(rmsnorm_backward_dx_kernel<T>, grid, dim3(32 * kNormRowsPerBlock), 0, s, rows, dim,
+                                    (const T*)x, (const T*)weight, rstd, (const T*)dy, (T*)dx, accumulate));
   RECODE_LAUNCH_CHECK();
   if (dweight) {
     int parts = scratch ? (rows < RECODE_REDUCE_PARTS ? rows : RECODE_REDUCE_PARTS) : 1;
@@ -170,24 +174,26 @@ static int rope_launch(const char* op, int tokens, int heads, int D, const void*
   RECODE_REQUIRE(tokens == 0 || (x && y && positions && inv_freq), op, "NULL pointer");
   if (tokens == 0) return 0;
   size_t total = (size_t)tokens * heads * (D / 2);
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(rope_kernel<T>, dim3(grid_for(total, 256, 8192)), dim3(256), 0,
-                                           RECODE_STREAM(stream), tokens, heads, D, (const T*)x, (T*)y, positions,
-                                           inv_freq, sign));
+  RECODE_DISPATCH_DTYPE(
+      dtype, SIMT_LAUNCH(rope_kernel<T>, dim3(grid_for(total, 256, 8192)), dim3(256), 0, RECODE_STREAM(stream), tokens,
+                         heads, D, (const T*)x, (T*)y, positions, inv_freq, sign));
   RECODE_LAUNCH_CHECK();
   return 0;
 }
 
 }  // namespace
 
-RECODE_API(rope_forward)(int tokens, int heads, int D, const void* x, void* y, const int* positions,
-                         const float* inv_freq, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(rope_forward)
+(int tokens, int heads, int D, const void* x, void* y, const int* positions, const float* inv_freq, int dtype,
+ void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   return rope_launch("rope_forward", tokens, heads, D, x, y, positions, inv_freq, dtype, stream, 1.0f, err, err_len);
   RECODE_API_CATCH
 }
 
-RECODE_API(rope_backward)(int tokens, int heads, int D, const void* dy, void* dx, const int* positions,
-                          const float* inv_freq, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(rope_backward)
+(int tokens, int heads, int D, const void* dy, void* dx, const int* positions, const float* inv_freq, int dtype,
+ void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   return rope_launch("rope_backward", tokens, heads, D, dy, dx, positions, inv_freq, dtype, stream, -1.0f, err,
                      err_len);

@@ -21,25 +21,29 @@
 template <class T>
 __device__ __forceinline__ T store_as(float v);
 template <>
-__device__ __forceinline__ float store_as<float>(float v) { return v; }
+__device__ __forceinline__ float store_as<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ bf16 store_as<bf16>(float v) { return to_bf16(v); }
+__device__ __forceinline__ bf16 store_as<bf16>(float v) {
+  return to_bf16(v);
+}
 
 // Entry-point argument check: writes "<op>: <message>" and returns 1 from the entry point.
-#define RECODE_REQUIRE(cond, op, ...)                        \
-  do {                                                       \
-    if (!(cond)) {                                           \
-      if (err && err_len) {                                  \
-        int used_ = snprintf(err, err_len, "%s: ", op);      \
-        if (used_ > 0 && (size_t)used_ < err_len)            \
-          snprintf(err + used_, err_len - used_, __VA_ARGS__); \
-      }                                                      \
-      return 1;                                              \
-    }                                                        \
+#define RECODE_REQUIRE(cond, op, ...)                                                                  \
+  do {                                                                                                 \
+    if (!(cond)) {                                                                                     \
+      if (err && err_len) {                                                                            \
+        int used_ = snprintf(err, err_len, "%s: ", op);                                                \
+        if (used_ > 0 && (size_t)used_ < err_len) snprintf(err + used_, err_len - used_, __VA_ARGS__); \
+      }                                                                                                \
+      return 1;                                                                                        \
+    }                                                                                                  \
   } while (0)
 
-#define RECODE_REQUIRE_DTYPE(dtype, op) \
-  RECODE_REQUIRE((dtype) == RECODE_F32 || (dtype) == RECODE_BF16, op, "dtype must be RECODE_F32 (0) or RECODE_BF16 (1), got %d", (int)(dtype))
+#define RECODE_REQUIRE_DTYPE(dtype, op)                               \
+  RECODE_REQUIRE((dtype) == RECODE_F32 || (dtype) == RECODE_BF16, op, \
+                 "dtype must be RECODE_F32 (0) or RECODE_BF16 (1), got %d", (int)(dtype))
 
 // Runs `call` with `T` bound to the storage type named by `dtype`.
 #define RECODE_DISPATCH_DTYPE(dtype, ...) \
@@ -62,9 +66,7 @@ __device__ __forceinline__ bf16 store_as<bf16>(float v) { return to_bf16(v); }
 #define RECODE_LAUNCH_CHECK() RECODE_CUDA_CHECK(cudaGetLastError())
 
 // 16 bytes moved as one vector load/store (8 bf16 or 4 floats) when both addresses are 16-byte aligned.
-struct __align__(16) Bits128 {
-  uint32_t w[4];
-};
+struct __align__(16) Bits128 { uint32_t w[4]; };
 static inline bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
 // Vector load/store; the emulation goes through memcpy so host compilers see no strict-aliasing violation.
 __device__ __forceinline__ Bits128 load128(const void* p) {

@@ -70,7 +70,8 @@ RECODE_HD uint64_t scale64(uint64_t r, uint64_t n) {
 // u * 2^32, is >= p * 2^32. Counter-based, so a backward pass or a resumed run replays the mask exactly.
 RECODE_HD double dropout_threshold(float p) { return p > 0.0f ? (double)p * 4294967296.0 : 0.0; }
 RECODE_HD U32x4 dropout_block(uint64_t seed, uint64_t block) {
-  return philox4x32_10(U32x4{{(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u}}, (uint32_t)seed, (uint32_t)(seed >> 32));
+  return philox4x32_10(U32x4{{(uint32_t)block, (uint32_t)(block >> 32), 0u, 0u}}, (uint32_t)seed,
+                       (uint32_t)(seed >> 32));
 }
 RECODE_HD bool dropout_word_kept(uint32_t word, double threshold) { return (double)word >= threshold; }
 // Initial value of element j of LoRA A for adapter `index`: uniform in [-bound, bound) from the first word of the

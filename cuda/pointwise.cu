@@ -132,8 +132,8 @@ __global__ void swiglu_backward_kernel(size_t n, const T* gate, const T* up, con
 
 }  // namespace
 
-RECODE_API(swiglu_forward)(size_t n, const void* gate, const void* up, void* out, int dtype, void* stream, char* err,
-                           size_t err_len) {
+RECODE_API(swiglu_forward)
+(size_t n, const void* gate, const void* up, void* out, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "swiglu_forward");
   RECODE_REQUIRE(n == 0 || (gate && up && out), "swiglu_forward", "NULL pointer");
@@ -145,15 +145,16 @@ RECODE_API(swiglu_forward)(size_t n, const void* gate, const void* up, void* out
   RECODE_API_CATCH
 }
 
-RECODE_API(swiglu_backward)(size_t n, const void* gate, const void* up, const void* dout, void* dgate, void* dup,
-                            int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(swiglu_backward)
+(size_t n, const void* gate, const void* up, const void* dout, void* dgate, void* dup, int dtype, void* stream,
+ char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "swiglu_backward");
   RECODE_REQUIRE(n == 0 || (gate && up && dout && dgate && dup), "swiglu_backward", "NULL pointer");
   if (n == 0) return 0;
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(swiglu_backward_kernel<T>, dim3(grid_for(n, 256, 8192)), dim3(256), 0,
-                                           RECODE_STREAM(stream), n, (const T*)gate, (const T*)up, (const T*)dout,
-                                           (T*)dgate, (T*)dup));
+  RECODE_DISPATCH_DTYPE(
+      dtype, SIMT_LAUNCH(swiglu_backward_kernel<T>, dim3(grid_for(n, 256, 8192)), dim3(256), 0, RECODE_STREAM(stream),
+                         n, (const T*)gate, (const T*)up, (const T*)dout, (T*)dgate, (T*)dup));
   RECODE_LAUNCH_CHECK();
   return 0;
   RECODE_API_CATCH
@@ -177,7 +178,8 @@ __global__ void embedding_forward_kernel(int tokens, int dim, int vocab, const i
 // tokens in order, so every dtable element is summed in the same order on every run. Reads of dout are
 // coalesced across the threads of a warp; parallelism is `dim` threads, ample for dim >= 1024.
 template <class T>
-__global__ void embedding_backward_kernel(int tokens, int dim, int vocab, const int* ids, const T* dout, float* dtable) {
+__global__ void embedding_backward_kernel(int tokens, int dim, int vocab, const int* ids, const T* dout,
+                                          float* dtable) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= dim) return;
   for (int t = 0; t < tokens; ++t) {
@@ -189,8 +191,9 @@ __global__ void embedding_backward_kernel(int tokens, int dim, int vocab, const 
 
 }  // namespace
 
-RECODE_API(embedding_forward)(int tokens, int dim, int vocab, const int* ids, const void* table, void* out, int dtype,
-                              void* stream, char* err, size_t err_len) {
+RECODE_API(embedding_forward)
+(int tokens, int dim, int vocab, const int* ids, const void* table, void* out, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "embedding_forward");
   RECODE_REQUIRE(tokens >= 0 && tokens <= 65535 * 64 && dim > 0 && vocab > 0, "embedding_forward",
@@ -202,25 +205,24 @@ RECODE_API(embedding_forward)(int tokens, int dim, int vocab, const int* ids, co
     int chunk = tokens - t0 < 65535 ? tokens - t0 : 65535;
     dim3 grid(ceil_div((unsigned)dim, 256u) < 8u ? ceil_div((unsigned)dim, 256u) : 8u, (unsigned)chunk);
     RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(embedding_forward_kernel<T>, grid, dim3(256), 0, RECODE_STREAM(stream),
-                                             chunk, dim, vocab, ids + t0, (const T*)table,
-                                             (T*)out + (size_t)t0 * dim));
+                                             chunk, dim, vocab, ids + t0, (const T*)table, (T*)out + (size_t)t0 * dim));
     RECODE_LAUNCH_CHECK();
   }
   return 0;
   RECODE_API_CATCH
 }
 
-RECODE_API(embedding_backward)(int tokens, int dim, int vocab, const int* ids, const void* dout, float* dtable,
-                               int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(embedding_backward)
+(int tokens, int dim, int vocab, const int* ids, const void* dout, float* dtable, int dtype, void* stream, char* err,
+ size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "embedding_backward");
   RECODE_REQUIRE(tokens >= 0 && dim > 0 && vocab > 0, "embedding_backward", "bad sizes tokens=%d dim=%d vocab=%d",
                  tokens, dim, vocab);
   RECODE_REQUIRE(tokens == 0 || (ids && dout && dtable), "embedding_backward", "NULL pointer");
   if (tokens == 0) return 0;
-  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(embedding_backward_kernel<T>, dim3(ceil_div((unsigned)dim, 128u)),
-                                           dim3(128), 0, RECODE_STREAM(stream), tokens, dim, vocab, ids,
-                                           (const T*)dout, dtable));
+  RECODE_DISPATCH_DTYPE(dtype, SIMT_LAUNCH(embedding_backward_kernel<T>, dim3(ceil_div((unsigned)dim, 128u)), dim3(128),
+                                           0, RECODE_STREAM(stream), tokens, dim, vocab, ids, (const T*)dout, dtable));
   RECODE_LAUNCH_CHECK();
   return 0;
   RECODE_API_CATCH
@@ -248,8 +250,8 @@ __global__ void cast_bf16_to_f32_kernel(size_t n, const bf16* in, float* out) {
 
 }  // namespace
 
-RECODE_API(residual_add)(size_t n, const void* a, const void* b, void* out, int dtype, void* stream, char* err,
-                         size_t err_len) {
+RECODE_API(residual_add)
+(size_t n, const void* a, const void* b, void* out, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "residual_add");
   RECODE_REQUIRE(n == 0 || (a && b && out), "residual_add", "NULL pointer");
@@ -322,8 +324,7 @@ __global__ void sum_squares_final_kernel(int parts, const float* partials, float
 
 }  // namespace
 
-RECODE_API(sum_squares)(size_t n, const float* g, float* out, float* scratch, void* stream, char* err,
-                        size_t err_len) {
+RECODE_API(sum_squares)(size_t n, const float* g, float* out, float* scratch, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(out && scratch && (n == 0 || g), "sum_squares", "NULL pointer");
   if (n == 0) return 0;
@@ -339,9 +340,9 @@ RECODE_API(sum_squares)(size_t n, const float* g, float* out, float* scratch, vo
 namespace {
 
 // AdamW as torch.optim.AdamW: decoupled decay p -= lr*wd*p, then the bias-corrected Adam step.
-__global__ void adamw_kernel(size_t n, float* param, const float* grad, float* m, float* v, bf16* param_bf16,
-                             float lr, float beta1, float beta2, float eps, float weight_decay, float bias1,
-                             float bias2, float grad_scale) {
+__global__ void adamw_kernel(size_t n, float* param, const float* grad, float* m, float* v, bf16* param_bf16, float lr,
+                             float beta1, float beta2, float eps, float weight_decay, float bias1, float bias2,
+                             float grad_scale) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     float g = grad[i] * grad_scale;
     float mi = beta1 * m[i] + (1.0f - beta1) * g;
@@ -357,9 +358,9 @@ __global__ void adamw_kernel(size_t n, float* param, const float* grad, float* m
 
 }  // namespace
 
-RECODE_API(adamw_update)(size_t n, float* param, const float* grad, float* m, float* v, void* param_bf16, float lr,
-                         float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
-                         void* stream, char* err, size_t err_len) {
+RECODE_API(adamw_update)
+(size_t n, float* param, const float* grad, float* m, float* v, void* param_bf16, float lr, float beta1, float beta2,
+ float eps, float weight_decay, int step, float grad_scale, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(n == 0 || (param && grad && m && v), "adamw_update", "NULL pointer");
   RECODE_REQUIRE(step >= 1, "adamw_update", "step must be >= 1, got %d", step);

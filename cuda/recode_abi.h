@@ -20,7 +20,7 @@
 #define RECODE_ABI_EXPORT
 #endif
 
-#define RECODE_ABI_DECLARE(name, params) \
+#define RECODE_ABI_DECLARE(name, params)           \
   RECODE_ABI_EXPORT int recode_cuda_##name params; \
   int recode_emu_##name params;
 

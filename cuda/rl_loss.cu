@@ -64,8 +64,10 @@ __global__ void advantages_kernel(const float* rewards, int group, int conventio
   const double eps = convention == 0 ? 1e-6 : 1e-4;
   if (group == 1) {
     if (threadIdx.x == 0) {
-      if (convention == 1) a[0] = 0.f;  // trl: r - mean = 0
-      else a[0] = (float)((double)r[0] / (scale == 0 ? 1.0 + eps : scale == 1 ? batch_std[0] + eps : 1.0));
+      if (convention == 1)
+        a[0] = 0.f;  // trl: r - mean = 0
+      else
+        a[0] = (float)((double)r[0] / (scale == 0 ? 1.0 + eps : scale == 1 ? batch_std[0] + eps : 1.0));
     }
     return;
   }
@@ -83,8 +85,8 @@ __global__ void advantages_kernel(const float* rewards, int group, int conventio
   for (int i = threadIdx.x; i < group; i += blockDim.x) a[i] = (float)((r[i] - mean) / denom);
 }
 
-RECODE_API(grpo_advantages)(const float* rewards, int n, int group, int convention, int scale, float* out, char* err,
-                            size_t err_len) {
+RECODE_API(grpo_advantages)
+(const float* rewards, int n, int group, int convention, int scale, float* out, char* err, size_t err_len) {
   RECODE_API_TRY
   if (n <= 0 || group <= 0 || n % group != 0) {
     snprintf(err, err_len, "grpo_advantages: n=%d is not a positive multiple of group=%d", n, group);
@@ -105,7 +107,9 @@ RECODE_API(grpo_advantages)(const float* rewards, int n, int group, int conventi
   SIMT_LAUNCH(advantages_kernel, dim3(n / group), dim3(threads), 0, 0, d_r, group, convention, scale, d_std, d_a);
   RECODE_CUDA_CHECK(cudaGetLastError());
   RECODE_CUDA_CHECK(cudaMemcpy(out, d_a, n * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_r); cudaFree(d_a); cudaFree(d_std);
+  cudaFree(d_r);
+  cudaFree(d_a);
+  cudaFree(d_std);
   return 0;
   RECODE_API_CATCH
 }
@@ -242,12 +246,12 @@ __global__ void policy_loss_ext_kernel(int B, int T, const float* logp, const fl
 }
 
 // row_sums: B x 15 doubles in the layout of recode::rl::RowSums; the host assembles loss and metrics.
-RECODE_API(policy_loss)(int B, int T, const float* logp, const float* old_logp, const float* ref_logp,
-                        const float* adv, int adv_per_token, const float* mask, const float* entropy, float clip_low,
-                        float clip_high, float clip_c, float kl_coef, int kl_kind, int agg, float norm_length,
-                        int ext, const float* rollout_logp, int objective, int seq_level, float delta, float sapo_tau_pos,
-                        float sapo_tau_neg, int rc_mode, int rc_seq, float rc_c, int ent_mask, double ent_threshold,
-                        float* grad, double* row_sums, char* err, size_t err_len) {
+RECODE_API(policy_loss)
+(int B, int T, const float* logp, const float* old_logp, const float* ref_logp, const float* adv, int adv_per_token,
+ const float* mask, const float* entropy, float clip_low, float clip_high, float clip_c, float kl_coef, int kl_kind,
+ int agg, float norm_length, int ext, const float* rollout_logp, int objective, int seq_level, float delta,
+ float sapo_tau_pos, float sapo_tau_neg, int rc_mode, int rc_seq, float rc_c, int ent_mask, double ent_threshold,
+ float* grad, double* row_sums, char* err, size_t err_len) {
   RECODE_API_TRY
   if (B <= 0 || T <= 0) {
     snprintf(err, err_len, "policy_loss: bad sizes B=%d T=%d", B, T);
@@ -335,13 +339,19 @@ RECODE_API(policy_loss)(int B, int T, const float* logp, const float* old_logp, 
     double total = 0;
     for (int b = 0; b < B; ++b) total += counts[b];
     free(counts);
-    SIMT_LAUNCH(policy_loss_kernel, dim3(B), dim3(threads), 0, 0, B, T, d_logp, d_old, d_ref, d_adv, adv_per_token, d_mask,
-                d_ent, clip_low, clip_high, clip_c, kl_coef, kl_kind, agg, norm_length, d_counts, total, d_grad, d_sums);
+    SIMT_LAUNCH(policy_loss_kernel, dim3(B), dim3(threads), 0, 0, B, T, d_logp, d_old, d_ref, d_adv, adv_per_token,
+                d_mask, d_ent, clip_low, clip_high, clip_c, kl_coef, kl_kind, agg, norm_length, d_counts, total, d_grad,
+                d_sums);
     RECODE_CUDA_CHECK(cudaGetLastError());
     RECODE_CUDA_CHECK(cudaMemcpy(grad, d_grad, n * sizeof(float), cudaMemcpyDeviceToHost));
     RECODE_CUDA_CHECK(cudaMemcpy(row_sums, d_sums, (size_t)B * kRowSumFields * sizeof(double), cudaMemcpyDeviceToHost));
   }
-  cudaFree(d_logp); cudaFree(d_old); cudaFree(d_adv); cudaFree(d_mask); cudaFree(d_grad); cudaFree(d_counts);
+  cudaFree(d_logp);
+  cudaFree(d_old);
+  cudaFree(d_adv);
+  cudaFree(d_mask);
+  cudaFree(d_grad);
+  cudaFree(d_counts);
   cudaFree(d_sums);
   if (d_ref) cudaFree(d_ref);
   if (d_ent) cudaFree(d_ent);

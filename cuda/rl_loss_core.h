@@ -9,12 +9,12 @@
 namespace recode::rl {
 
 struct TokenLoss {
-  float pg;        // policy-gradient loss of the token
-  float dpg;       // d pg / d logp
-  float kl;        // KL estimator value
-  float dkl;       // d kl / d logp
-  float ratio;     // exp(clamped log-ratio)
-  float neg_lr;    // old_logp - logp, clamped (verl's ppo_kl term)
+  float pg;      // policy-gradient loss of the token
+  float dpg;     // d pg / d logp
+  float kl;      // KL estimator value
+  float dkl;     // d kl / d logp
+  float ratio;   // exp(clamped log-ratio)
+  float neg_lr;  // old_logp - logp, clamped (verl's ppo_kl term)
   int clip_low, clip_high, clip_dual;
 };
 
@@ -90,35 +90,35 @@ namespace recode::rl {
 
 // Settings of token_ext, resolved once per call by the host.
 struct ExtArgs {
-  int objective;         // 0 clip (PPO/GRPO ratio clip, with delta and dual clip), 1 cispo, 2 sapo
+  int objective;  // 0 clip (PPO/GRPO ratio clip, with delta and dual clip), 1 cispo, 2 sapo
   float clip_low, clip_high, clip_c;
-  float delta;           // two-sided clip: coef_1 capped at delta (INTELLECT-2); 0 = off
+  float delta;             // two-sided clip: coef_1 capped at delta (INTELLECT-2); 0 = off
   float tau_pos, tau_neg;  // SAPO temperatures for A > 0 and A <= 0
   int kl_kind;
-  int seq_level;         // importance weight from the row's mean log-ratio (GSPO)
-  int rc_mode;           // rollout correction: 0 none, 1 truncate at C, 2 mask outside [1/C, C]
-  int rc_seq;            // ... from the row's summed log-ratio (else per token)
+  int seq_level;  // importance weight from the row's mean log-ratio (GSPO)
+  int rc_mode;    // rollout correction: 0 none, 1 truncate at C, 2 mask outside [1/C, C]
+  int rc_seq;     // ... from the row's summed log-ratio (else per token)
   float rc_c, rc_log_c;
-  int ent_mask;          // keep only tokens with entropy >= ent_threshold in the policy term
+  int ent_mask;  // keep only tokens with entropy >= ent_threshold in the policy term
   double ent_threshold;
 };
 
 // Row-level values (from the row's pre-pass) that token_ext reads.
 struct RowCtx {
-  float seq_lw;          // mean masked log-ratio of the row (seq_level)
-  float rc_seq_d;        // summed masked old - rollout log-ratio of the row (rc_seq)
+  float seq_lw;    // mean masked log-ratio of the row (seq_level)
+  float rc_seq_d;  // summed masked old - rollout log-ratio of the row (rc_seq)
 };
 
 struct TokenExt {
-  float pg;        // factor * policy term (the factor: rollout correction times entropy keep)
-  float dlw;       // factor * d policy term / d log importance weight
-  float dlogp;     // factor * d policy term / d logp directly (CISPO's logp)
+  float pg;     // factor * policy term (the factor: rollout correction times entropy keep)
+  float dlw;    // factor * d policy term / d log importance weight
+  float dlogp;  // factor * d policy term / d logp directly (CISPO's logp)
   float kl, dkl;
-  float ratio;     // the importance weight exp(clamped log weight)
-  float neg_lr;    // old_logp - logp, clamped (verl's ppo_kl term, always per token)
-  float mis_abs;   // |old - rollout| (0 without a correction)
-  int corrected;   // the correction truncated or masked this token's weight
-  int keep;        // the entropy mask kept the token (1 without one)
+  float ratio;    // the importance weight exp(clamped log weight)
+  float neg_lr;   // old_logp - logp, clamped (verl's ppo_kl term, always per token)
+  float mis_abs;  // |old - rollout| (0 without a correction)
+  int corrected;  // the correction truncated or masked this token's weight
+  int keep;       // the entropy mask kept the token (1 without one)
   int clip_low, clip_high, clip_dual;
 };
 

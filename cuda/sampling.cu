@@ -80,9 +80,9 @@ __device__ __forceinline__ u64 units_of(const T* x, int i, float xmax, float inv
 
 template <class T>
 __global__ void sample_kernel(const T* logits, int vocab, const float* temperature, const int* top_k,
-                              const float* top_p, const float* min_p, u64 seed, const u64* row_ids,
-                              const u64* steps, int32_t* tokens, float* logprobs, float* filtered_logprobs,
-                              int32_t* row_status, int32_t* bad_index) {
+                              const float* top_p, const float* min_p, u64 seed, const u64* row_ids, const u64* steps,
+                              int32_t* tokens, float* logprobs, float* filtered_logprobs, int32_t* row_status,
+                              int32_t* bad_index) {
   __shared__ float f_scratch[32];
   __shared__ int i_scratch[32];
   __shared__ u64 u_scratch[32];
@@ -100,14 +100,20 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
   int first_nan = vocab, first_pinf = vocab;
   for (int i = tid; i < vocab; i += nthreads) {
     float v = load_logit(x, i);
-    if (v != v) first_nan = min(first_nan, i);
-    else if (v == INFINITY) first_pinf = min(first_pinf, i);
-    else local_max = fmaxf(local_max, v);
+    if (v != v)
+      first_nan = min(first_nan, i);
+    else if (v == INFINITY)
+      first_pinf = min(first_pinf, i);
+    else
+      local_max = fmaxf(local_max, v);
   }
   const float xmax = block_max(local_max, f_scratch);
   first_nan = block_min_int(first_nan, i_scratch);
   first_pinf = block_min_int(first_pinf, i_scratch);
-  int status = first_nan < vocab ? kRowNaN : first_pinf < vocab ? kRowPosInf : xmax == -INFINITY ? kRowAllNegInf : kRowOk;
+  int status = first_nan < vocab    ? kRowNaN
+               : first_pinf < vocab ? kRowPosInf
+               : xmax == -INFINITY  ? kRowAllNegInf
+                                    : kRowOk;
   if (status != kRowOk) {
     if (tid == 0) {
       row_status[row] = status;
@@ -142,7 +148,7 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
   const float inv_t = 1.f / temp;
   const int k = top_k[row];
   const float p = top_p[row], mp = min_p[row];
-  const bool need_k = k > 0 && k < vocab, need_p = p < 1.f, need_m = mp > 0.f;
+  const bool need_k = k > 0 && k < vocab, need_p = p<1.f, need_m = mp> 0.f;
 
   // ---- pass 2: top-k threshold (the k-th largest key) ----
   unsigned tau = 0;
@@ -155,7 +161,8 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
       __syncthreads();
       for (int i = tid; i < vocab; i += nthreads) {
         unsigned key = order_key(load_logit(x, i));
-        if (level == 0 || (key >> (shift + 8)) == (prefix >> (shift + 8))) atomicAdd(&count_hist[(key >> shift) & 255u], 1u);
+        if (level == 0 || (key >> (shift + 8)) == (prefix >> (shift + 8)))
+          atomicAdd(&count_hist[(key >> shift) & 255u], 1u);
       }
       __syncthreads();
       if (tid == 0) {
@@ -294,11 +301,10 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
 
 // Launches the kernel on device buffers (no copies): the entry point for callers whose logits already live
 // on the GPU (the generation loop). All pointers are device pointers; runs on `stream`.
-RECODE_API(sample_rows_device)(const void* d_logits, int is_bf16, int rows, int vocab, const float* d_temp,
-                               const int* d_top_k, const float* d_top_p, const float* d_min_p, uint64_t seed,
-                               const uint64_t* d_rows, const uint64_t* d_steps, int32_t* d_tokens, float* d_lp,
-                               float* d_flp, int32_t* d_status, int32_t* d_bad, void* stream, char* err,
-                               size_t err_len) {
+RECODE_API(sample_rows_device)
+(const void* d_logits, int is_bf16, int rows, int vocab, const float* d_temp, const int* d_top_k, const float* d_top_p,
+ const float* d_min_p, uint64_t seed, const uint64_t* d_rows, const uint64_t* d_steps, int32_t* d_tokens, float* d_lp,
+ float* d_flp, int32_t* d_status, int32_t* d_bad, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   if (rows <= 0 || vocab <= 0 || vocab > kMaxVocab) {
     snprintf(err, err_len, "sample_rows_device: bad sizes rows=%d vocab=%d", rows, vocab);
@@ -311,10 +317,12 @@ RECODE_API(sample_rows_device)(const void* d_logits, int is_bf16, int rows, int 
   (void)s;  // unused by the emulation, whose launches are synchronous
   if (is_bf16)
     SIMT_LAUNCH(sample_kernel<bf16>, dim3(rows), dim3(threads), 0, s, (const bf16*)d_logits, vocab, d_temp, d_top_k,
-                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
+                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status,
+                d_bad);
   else
     SIMT_LAUNCH(sample_kernel<float>, dim3(rows), dim3(threads), 0, s, (const float*)d_logits, vocab, d_temp, d_top_k,
-                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status, d_bad);
+                d_top_p, d_min_p, (u64)seed, (const u64*)d_rows, (const u64*)d_steps, d_tokens, d_lp, d_flp, d_status,
+                d_bad);
   RECODE_CUDA_CHECK(cudaGetLastError());
   return 0;
   RECODE_API_CATCH
@@ -322,11 +330,10 @@ RECODE_API(sample_rows_device)(const void* d_logits, int is_bf16, int rows, int 
 
 // logits: rows x vocab, fp32 or bf16 (is_bf16); parameters per row; row_status / bad_index per row
 // (kRowOk, or the first NaN / +inf index, or an all -inf row).
-RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, const float* temperature,
-                        const int* top_k, const float* top_p, const float* min_p, uint64_t seed,
-                        const uint64_t* row_ids, const uint64_t* steps, int32_t* tokens, float* logprobs,
-                        float* filtered_logprobs, int32_t* row_status, int32_t* bad_index, char* err,
-                        size_t err_len) {
+RECODE_API(sample_rows)
+(const void* logits, int is_bf16, int rows, int vocab, const float* temperature, const int* top_k, const float* top_p,
+ const float* min_p, uint64_t seed, const uint64_t* row_ids, const uint64_t* steps, int32_t* tokens, float* logprobs,
+ float* filtered_logprobs, int32_t* row_status, int32_t* bad_index, char* err, size_t err_len) {
   RECODE_API_TRY
   if (rows <= 0 || vocab <= 0 || vocab > kMaxVocab) {
     snprintf(err, err_len, "sample_rows: bad sizes rows=%d vocab=%d", rows, vocab);
@@ -336,7 +343,7 @@ RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, co
   size_t n = (size_t)rows * vocab;
   void* d_logits;
   float *d_temp, *d_top_p, *d_min_p, *d_lp, *d_flp;
-  int *d_top_k;
+  int* d_top_k;
   u64 *d_rows, *d_steps;
   int32_t *d_tokens, *d_status, *d_bad;
   RECODE_CUDA_CHECK(cudaMalloc(&d_logits, n * elem));
@@ -360,8 +367,8 @@ RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, co
   RECODE_CUDA_CHECK(cudaMemcpy(d_steps, steps, rows * sizeof(u64), cudaMemcpyHostToDevice));
   {
     int rc = SAMPLE_ROWS_DEVICE(d_logits, is_bf16, rows, vocab, d_temp, d_top_k, d_top_p, d_min_p, seed,
-                                       (const uint64_t*)d_rows, (const uint64_t*)d_steps, d_tokens, d_lp, d_flp,
-                                       d_status, d_bad, nullptr, err, err_len);
+                                (const uint64_t*)d_rows, (const uint64_t*)d_steps, d_tokens, d_lp, d_flp, d_status,
+                                d_bad, nullptr, err, err_len);
     if (rc != 0) return rc;
   }
   RECODE_CUDA_CHECK(cudaGetLastError());
@@ -370,8 +377,18 @@ RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, co
   RECODE_CUDA_CHECK(cudaMemcpy(filtered_logprobs, d_flp, rows * sizeof(float), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(row_status, d_status, rows * sizeof(int32_t), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(bad_index, d_bad, rows * sizeof(int32_t), cudaMemcpyDeviceToHost));
-  cudaFree(d_logits); cudaFree(d_temp); cudaFree(d_top_p); cudaFree(d_min_p); cudaFree(d_lp); cudaFree(d_flp);
-  cudaFree(d_top_k); cudaFree(d_rows); cudaFree(d_steps); cudaFree(d_tokens); cudaFree(d_status); cudaFree(d_bad);
+  cudaFree(d_logits);
+  cudaFree(d_temp);
+  cudaFree(d_top_p);
+  cudaFree(d_min_p);
+  cudaFree(d_lp);
+  cudaFree(d_flp);
+  cudaFree(d_top_k);
+  cudaFree(d_rows);
+  cudaFree(d_steps);
+  cudaFree(d_tokens);
+  cudaFree(d_status);
+  cudaFree(d_bad);
   return 0;
   RECODE_API_CATCH
 }

@@ -15,7 +15,7 @@ namespace recode::sampling {
 constexpr int kMaxVocab = 1 << 20;
 
 // Weights are accumulated in units of 2^-43 of the top token's weight (which is exactly 1).
-constexpr float kUnitsPerWeight = 8796093022208.f;  // 2^43
+constexpr float kUnitsPerWeight = 8796093022208.f;         // 2^43
 constexpr double kLogUnitsPerWeight = 29.805328215125446;  // 43 * ln 2
 
 // e^t for t <= 0 (t = (x - max) / T). Cody-Waite reduction t = n ln2 + r, |r| <= ln2/2, then the degree-7

@@ -52,8 +52,9 @@ __global__ void reverse_kernel(const float* in, float* out, int n) {
   if (t < count) out[base + t] = tile[count - 1 - t];
 }
 
-RECODE_API(simt_conformance)(const int* in, int n, int block, int* block_sums, int* scan, unsigned* ballots,
-                             int* histogram, int bins, const float* fin, float* fout, char* err, size_t err_len) {
+RECODE_API(simt_conformance)
+(const int* in, int n, int block, int* block_sums, int* scan, unsigned* ballots, int* histogram, int bins,
+ const float* fin, float* fout, char* err, size_t err_len) {
   RECODE_API_TRY
   if (n <= 0 || block <= 0 || block > 1024 || block % 32 != 0 || bins <= 0) {
     snprintf(err, err_len, "simt_conformance: bad arguments");
@@ -82,10 +83,17 @@ RECODE_API(simt_conformance)(const int* in, int n, int block, int* block_sums, i
   RECODE_CUDA_CHECK(cudaGetLastError());
   RECODE_CUDA_CHECK(cudaMemcpy(block_sums, d_sums, grid * sizeof(int), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(scan, d_scan, n * sizeof(int), cudaMemcpyDeviceToHost));
-  RECODE_CUDA_CHECK(cudaMemcpy(ballots, d_ballots, ceil_div((unsigned)n, 32u) * sizeof(unsigned), cudaMemcpyDeviceToHost));
+  RECODE_CUDA_CHECK(
+      cudaMemcpy(ballots, d_ballots, ceil_div((unsigned)n, 32u) * sizeof(unsigned), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(histogram, d_hist, bins * sizeof(int), cudaMemcpyDeviceToHost));
   RECODE_CUDA_CHECK(cudaMemcpy(fout, d_fout, n * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_in); cudaFree(d_sums); cudaFree(d_scan); cudaFree(d_ballots); cudaFree(d_hist); cudaFree(d_fin); cudaFree(d_fout);
+  cudaFree(d_in);
+  cudaFree(d_sums);
+  cudaFree(d_scan);
+  cudaFree(d_ballots);
+  cudaFree(d_hist);
+  cudaFree(d_fin);
+  cudaFree(d_fout);
   return 0;
   RECODE_API_CATCH
 }

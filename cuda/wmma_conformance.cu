@@ -36,18 +36,26 @@ __global__ void wmma_conformance_kernel(const bf16* a, const bf16* b, const floa
   float* d = out + variant * 256;
   int c_col = (variant >> 2) & 1, d_col = (variant >> 3) & 1;
   switch (variant & 3) {
-    case 0: wmma_conformance_case<wmma::row_major, wmma::row_major>(a, b, c, d, c_col, d_col, alpha); break;
-    case 1: wmma_conformance_case<wmma::col_major, wmma::row_major>(a, b, c, d, c_col, d_col, alpha); break;
-    case 2: wmma_conformance_case<wmma::row_major, wmma::col_major>(a, b, c, d, c_col, d_col, alpha); break;
-    default: wmma_conformance_case<wmma::col_major, wmma::col_major>(a, b, c, d, c_col, d_col, alpha); break;
+    case 0:
+      wmma_conformance_case<wmma::row_major, wmma::row_major>(a, b, c, d, c_col, d_col, alpha);
+      break;
+    case 1:
+      wmma_conformance_case<wmma::col_major, wmma::row_major>(a, b, c, d, c_col, d_col, alpha);
+      break;
+    case 2:
+      wmma_conformance_case<wmma::row_major, wmma::col_major>(a, b, c, d, c_col, d_col, alpha);
+      break;
+    default:
+      wmma_conformance_case<wmma::col_major, wmma::col_major>(a, b, c, d, c_col, d_col, alpha);
+      break;
   }
 }
 
 }  // namespace
 
 // a, b: 256 bf16 each; c: 256 floats; out: 16 x 256 floats (one tile per variant). Host pointers.
-RECODE_API(wmma_conformance)(const void* a, const void* b, const float* c, float* out, float alpha, char* err,
-                             size_t err_len) {
+RECODE_API(wmma_conformance)
+(const void* a, const void* b, const float* c, float* out, float alpha, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(a && b && c && out, "wmma_conformance", "NULL pointer");
   bf16 *d_a, *d_b;
@@ -62,7 +70,10 @@ RECODE_API(wmma_conformance)(const void* a, const void* b, const float* c, float
   SIMT_LAUNCH(wmma_conformance_kernel, dim3(16), dim3(32), 0, 0, d_a, d_b, d_c, d_out, alpha);
   RECODE_LAUNCH_CHECK();
   RECODE_CUDA_CHECK(cudaMemcpy(out, d_out, 16 * 256 * sizeof(float), cudaMemcpyDeviceToHost));
-  cudaFree(d_a); cudaFree(d_b); cudaFree(d_c); cudaFree(d_out);
+  cudaFree(d_a);
+  cudaFree(d_b);
+  cudaFree(d_c);
+  cudaFree(d_out);
   return 0;
   RECODE_API_CATCH
 }

@@ -10,15 +10,17 @@ export interface CancelFlag {
   dispose: () => void
 }
 
-export function cancelFlag (signal?: AbortSignal): CancelFlag {
+export function cancelFlag(signal?: AbortSignal): CancelFlag {
   const flag = new Int32Array(new SharedArrayBuffer(4))
   if (!signal) return { flag, dispose: () => {} }
   if (signal.aborted) throw abortError()
-  const onAbort = (): void => { Atomics.store(flag, 0, 1) }
+  const onAbort = (): void => {
+    Atomics.store(flag, 0, 1)
+  }
   signal.addEventListener('abort', onAbort, { once: true })
   return { flag, dispose: () => signal.removeEventListener('abort', onAbort) }
 }
 
-export function throwIfAborted (signal?: AbortSignal): void {
+export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw abortError()
 }

@@ -9,12 +9,12 @@ import { RecodeError } from './errors'
 let counter = 0
 
 /** A temporary name beside `file` that no other writer in this or another process uses. */
-export function tempNameFor (file: string): string {
+export function tempNameFor(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Date.now().toString(36)}-${counter++}`)
 }
 
 /** fsync a folder so that a rename or a new entry in it survives a crash (no-op where folders cannot be opened). */
-export function fsyncDir (dir: string): void {
+export function fsyncDir(dir: string): void {
   let fd: number | undefined
   try {
     fd = fs.openSync(dir, 'r')
@@ -30,7 +30,7 @@ export function fsyncDir (dir: string): void {
  * Creates `file` through `write(fd)` on a temporary name, then fsync, rename over `file` and fsync the folder.
  * On any error the temporary file is removed and `file` is untouched.
  */
-export function writeFileAtomicWith (file: string, write: (fd: number) => void): void {
+export function writeFileAtomicWith(file: string, write: (fd: number) => void): void {
   const tmp = tempNameFor(file)
   const fd = fs.openSync(tmp, 'w')
   try {
@@ -51,8 +51,10 @@ export function writeFileAtomicWith (file: string, write: (fd: number) => void):
   fsyncDir(path.dirname(file))
 }
 
-export function writeFileAtomic (file: string, data: string | Uint8Array): void {
-  writeFileAtomicWith(file, (fd) => { fs.writeFileSync(fd, data) })
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  writeFileAtomicWith(file, (fd) => {
+    fs.writeFileSync(fd, data)
+  })
 }
 
 /**
@@ -60,7 +62,7 @@ export function writeFileAtomic (file: string, data: string | Uint8Array): void 
  * the kernel answers ENOENT for a parent that exists, as under /proc; here each missing folder is created
  * once, top down, and the first refusal is an ERR_OUTPUT naming the folder.
  */
-export function makeDir (dir: string, what = 'mkdir'): void {
+export function makeDir(dir: string, what = 'mkdir'): void {
   const missing: string[] = []
   for (let p = path.resolve(dir); ; p = path.dirname(p)) {
     let st: fs.Stats | undefined
@@ -85,7 +87,7 @@ export function makeDir (dir: string, what = 'mkdir'): void {
   }
 }
 
-function outputError (what: string, p: string, err: unknown): RecodeError {
+function outputError(what: string, p: string, err: unknown): RecodeError {
   const e = err as NodeJS.ErrnoException
   return new RecodeError('ERR_OUTPUT', `${what}: cannot create ${p} (${e.code ?? e.message})`, { cause: err })
 }

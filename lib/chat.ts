@@ -25,17 +25,23 @@ export interface RenderChatOptions {
  * list of `{ name, template }`; `name` picks one from the list (default: the one named "default", else the
  * only one).
  */
-export function loadChatTemplate (tokenizerConfig: Record<string, unknown>, name?: string): string {
-  if (tokenizerConfig === null || typeof tokenizerConfig !== 'object') throw invalidArg('tokenizerConfig must be an object (the parsed tokenizer_config.json)')
+export function loadChatTemplate(tokenizerConfig: Record<string, unknown>, name?: string): string {
+  if (tokenizerConfig === null || typeof tokenizerConfig !== 'object')
+    throw invalidArg('tokenizerConfig must be an object (the parsed tokenizer_config.json)')
   const field = tokenizerConfig.chat_template
   if (field === undefined || field === null) {
-    throw new RecodeError('ERR_MODEL', 'tokenizer_config.json has no chat_template: this model has no chat format (a base model?); pass a template explicitly')
+    throw new RecodeError(
+      'ERR_MODEL',
+      'tokenizer_config.json has no chat_template: this model has no chat format (a base model?); pass a template explicitly'
+    )
   }
   if (typeof field === 'string') {
-    if (name !== undefined && name !== 'default') throw new RecodeError('ERR_MODEL', `tokenizer_config.json has a single chat_template, not one named '${name}'`)
+    if (name !== undefined && name !== 'default')
+      throw new RecodeError('ERR_MODEL', `tokenizer_config.json has a single chat_template, not one named '${name}'`)
     return field
   }
-  if (!Array.isArray(field)) throw new RecodeError('ERR_MODEL', 'tokenizer_config.json chat_template must be a string or a list of {name, template}')
+  if (!Array.isArray(field))
+    throw new RecodeError('ERR_MODEL', 'tokenizer_config.json chat_template must be a string or a list of {name, template}')
   const named = new Map<string, string>()
   for (const [i, entry] of field.entries()) {
     const e = entry as Record<string, unknown>
@@ -47,17 +53,24 @@ export function loadChatTemplate (tokenizerConfig: Record<string, unknown>, name
   const wanted = name ?? (named.has('default') ? 'default' : undefined)
   if (wanted === undefined) {
     if (named.size === 1) return [...named.values()][0]
-    throw new RecodeError('ERR_MODEL', `tokenizer_config.json has several chat templates (${[...named.keys()].join(', ')}) and none named 'default'; pick one by name`)
+    throw new RecodeError(
+      'ERR_MODEL',
+      `tokenizer_config.json has several chat templates (${[...named.keys()].join(', ')}) and none named 'default'; pick one by name`
+    )
   }
   const template = named.get(wanted)
-  if (template === undefined) throw new RecodeError('ERR_MODEL', `tokenizer_config.json has no chat template named '${wanted}' (it has: ${[...named.keys()].join(', ')})`)
+  if (template === undefined)
+    throw new RecodeError(
+      'ERR_MODEL',
+      `tokenizer_config.json has no chat template named '${wanted}' (it has: ${[...named.keys()].join(', ')})`
+    )
   return template
 }
 
 // Parsing a template is the costly part and the same template renders thousands of prompts.
 const parsed = new Map<string, Template>()
 
-function compile (template: string): Template {
+function compile(template: string): Template {
   let t = parsed.get(template)
   if (t === undefined) {
     try {
@@ -72,7 +85,7 @@ function compile (template: string): Template {
 }
 
 /** Renders messages with a chat template (the text of `loadChatTemplate` or a custom one). */
-export function renderChatTemplate (template: string, messages: ChatMessage[], options: RenderChatOptions = {}): string {
+export function renderChatTemplate(template: string, messages: ChatMessage[], options: RenderChatOptions = {}): string {
   if (typeof template !== 'string') throw invalidArg('template must be a string')
   options = optionsArg(options, 'renderChatTemplate')
   if (!Array.isArray(messages) || messages.length === 0) throw invalidArg('messages must be a non-empty array of {role, content}')
@@ -84,10 +97,12 @@ export function renderChatTemplate (template: string, messages: ChatMessage[], o
   const continueFinal = options.continueFinalMessage === true
   const addGenerationPrompt = options.addGenerationPrompt === true
   if (continueFinal && addGenerationPrompt) {
-    throw invalidArg('continueFinalMessage and addGenerationPrompt exclude each other: one continues the last message, the other opens a new turn')
+    throw invalidArg(
+      'continueFinalMessage and addGenerationPrompt exclude each other: one continues the last message, the other opens a new turn'
+    )
   }
   const final = messages[messages.length - 1]
-  if (continueFinal && final.role !== 'assistant') throw invalidArg('continueFinalMessage needs the final message to be the assistant\'s')
+  if (continueFinal && final.role !== 'assistant') throw invalidArg("continueFinalMessage needs the final message to be the assistant's")
 
   // raise_exception and strftime_now are provided by @huggingface/jinja itself.
   const context: Record<string, unknown> = {
@@ -110,7 +125,10 @@ export function renderChatTemplate (template: string, messages: ChatMessage[], o
   const core = content.trim()
   const at = text.lastIndexOf(core)
   if (core.length === 0 || at < 0) {
-    throw new RecodeError('ERR_MODEL', 'continueFinalMessage: the final message does not appear in the rendered chat (the template drops or rewrites it)')
+    throw new RecodeError(
+      'ERR_MODEL',
+      'continueFinalMessage: the final message does not appear in the rendered chat (the template drops or rewrites it)'
+    )
   }
   const leftTrimmed = content.replace(/^\s+/, '')
   if (text.slice(at, at + leftTrimmed.length) === leftTrimmed) return text.slice(0, at + leftTrimmed.length)

@@ -3,12 +3,12 @@
 import { commands } from './commands'
 import { RecodeError } from './errors'
 
-async function main (argv: string[]): Promise<number> {
+async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log('usage: recode <command> [options]\n\ncommands:')
     for (const c of commands) console.log(`  ${c.name.padEnd(12)} ${c.summary}`)
-    console.log('\n`recode <command> --help` shows a command\'s options.')
+    console.log("\n`recode <command> --help` shows a command's options.")
     return name === undefined ? 1 : 0
   }
   if (name === '--version' || name === '-v') {
@@ -32,7 +32,7 @@ async function main (argv: string[]): Promise<number> {
  * would, with its status 141, instead of an unhandled 'error' event's stack trace. Nothing is lost that the
  * reader wanted; files being written elsewhere are temporary names until renamed.
  */
-function isEpipe (err: unknown): boolean {
+function isEpipe(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE'
 }
 process.stdout.on('error', (err) => {
@@ -40,12 +40,17 @@ process.stdout.on('error', (err) => {
   throw err
 })
 
-main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err) => {
-  if (isEpipe(err)) process.exit(141)
-  if (err instanceof RecodeError || (err && typeof err.code === 'string')) {
-    console.error(`recode: ${err.message} [${err.code}]`)
-  } else {
-    console.error(err)
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err) => {
+    if (isEpipe(err)) process.exit(141)
+    if (err instanceof RecodeError || (err && typeof err.code === 'string')) {
+      console.error(`recode: ${err.message} [${err.code}]`)
+    } else {
+      console.error(err)
+    }
+    process.exitCode = 1
   }
-  process.exitCode = 1
-})
+)

@@ -18,7 +18,7 @@ export interface CudaStatus {
   reason: string
   driverVersion?: number
   runtimeVersion?: number
-  devices: Array<{ index: number, name: string, computeCapability: string, memoryBytes: number, multiprocessors: number }>
+  devices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number; multiprocessors: number }>
 }
 
 export interface SystemInfo {
@@ -31,19 +31,23 @@ export interface SystemInfo {
   cuda: CudaStatus
 }
 
-export function systemInfo (): SystemInfo {
+export function systemInfo(): SystemInfo {
   const raw = native().systemInfo()
   let details: any = { devices: [] }
-  try { if (raw.cuda.infoJson) details = JSON.parse(raw.cuda.infoJson) } catch { /* keep defaults */ }
+  try {
+    if (raw.cuda.infoJson) details = JSON.parse(raw.cuda.infoJson)
+  } catch {
+    /* keep defaults */
+  }
   const { infoJson, ...cuda } = raw.cuda
   return { ...raw, cuda: { ...cuda, ...details, devices: details.devices ?? [] } }
 }
 
-export function cudaAvailable (): boolean {
+export function cudaAvailable(): boolean {
   return native().systemInfo().cuda.available as boolean
 }
 
-export function resolveDevice (device: Device | undefined, what: string): ConcreteDevice {
+export function resolveDevice(device: Device | undefined, what: string): ConcreteDevice {
   const d = device ?? 'auto'
   if (d === 'auto') return cudaAvailable() ? 'cuda' : 'cpu'
   if (d !== 'cpu' && d !== 'cuda' && d !== 'emulated') {
@@ -53,11 +57,11 @@ export function resolveDevice (device: Device | undefined, what: string): Concre
 }
 
 /** Threads the CPU kernels use (default: all hardware threads, or RECODE_NUM_THREADS). */
-export function setNumThreads (n: number): number {
+export function setNumThreads(n: number): number {
   return native().setNumThreads(n) as number
 }
 
 /** Highest SIMD level CPU kernels may use: 'baseline' forces the portable paths (tests cover both). */
-export function setSimdLevel (level: 'baseline' | 'avx2' | 'auto'): string {
+export function setSimdLevel(level: 'baseline' | 'avx2' | 'auto'): string {
   return native().setSimdLevel(level) as string
 }

@@ -4,7 +4,15 @@
  */
 import { native } from './native'
 
-export function toBf16 (values: Float32Array): Uint16Array { return native().f32ToBf16(values) }
-export function fromBf16 (bits: Uint16Array): Float32Array { return native().bf16ToF32(bits) }
-export function toF16 (values: Float32Array): Uint16Array { return native().f32ToF16(values) }
-export function fromF16 (bits: Uint16Array): Float32Array { return native().f16ToF32(bits) }
+export function toBf16(values: Float32Array): Uint16Array {
+  return native().f32ToBf16(values)
+}
+export function fromBf16(bits: Uint16Array): Float32Array {
+  return native().bf16ToF32(bits)
+}
+export function toF16(values: Float32Array): Uint16Array {
+  return native().f32ToF16(values)
+}
+export function fromF16(bits: Uint16Array): Float32Array {
+  return native().f16ToF32(bits)
+}

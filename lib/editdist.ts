@@ -30,14 +30,14 @@ interface EditDistanceAddon {
   editDistanceBatchSync: (device: ConcreteDevice, a: string[], b: string[], out: Int32Array) => Int32Array
 }
 
-function addon (): EditDistanceAddon {
+function addon(): EditDistanceAddon {
   return native() as unknown as EditDistanceAddon
 }
 
 // Below this many UTF-16 cells (sum of |a| |b|), a GPU round trip costs more than the CPU needs.
 const GPU_MIN_CELLS = 2e8
 
-function checkPairs (what: string, a: unknown, b: unknown): void {
+function checkPairs(what: string, a: unknown, b: unknown): void {
   if (!Array.isArray(a)) throw new RecodeError('ERR_INVALID_ARG', `${what}: a must be an array of strings`)
   if (!Array.isArray(b)) throw new RecodeError('ERR_INVALID_ARG', `${what}: b must be an array of strings`)
   if (a.length !== b.length) {
@@ -45,7 +45,7 @@ function checkPairs (what: string, a: unknown, b: unknown): void {
   }
 }
 
-function pickDevice (what: string, device: Device | undefined, a: string[], b: string[]): ConcreteDevice {
+function pickDevice(what: string, device: Device | undefined, a: string[], b: string[]): ConcreteDevice {
   if (device !== undefined && device !== 'auto') return resolveDevice(device, what)
   const resolved = resolveDevice('auto', what)
   if (resolved !== 'cuda') return resolved
@@ -54,7 +54,7 @@ function pickDevice (what: string, device: Device | undefined, a: string[], b: s
   return cells >= GPU_MIN_CELLS ? 'cuda' : 'cpu'
 }
 
-function outputFor (what: string, out: Int32Array | undefined, n: number): Int32Array {
+function outputFor(what: string, out: Int32Array | undefined, n: number): Int32Array {
   if (out === undefined) return new Int32Array(n)
   if (!(out instanceof Int32Array) || out.length !== n) {
     throw new RecodeError('ERR_INVALID_ARG', `${what}: out must be an Int32Array of length ${n}`)
@@ -63,7 +63,7 @@ function outputFor (what: string, out: Int32Array | undefined, n: number): Int32
 }
 
 /** Levenshtein distance of each pair (a[i], b[i]) in code points. */
-export async function editDistance (a: string[], b: string[], options: EditDistanceOptions = {}): Promise<Int32Array> {
+export async function editDistance(a: string[], b: string[], options: EditDistanceOptions = {}): Promise<Int32Array> {
   options = optionsArg(options, 'editDistance')
   checkPairs('editDistance', a, b)
   throwIfAborted(options.signal)
@@ -78,7 +78,7 @@ export async function editDistance (a: string[], b: string[], options: EditDista
 }
 
 /** The same on the calling thread, for small batches (it blocks the event loop while it runs). */
-export function editDistanceSync (a: string[], b: string[], options: EditDistanceSyncOptions = {}): Int32Array {
+export function editDistanceSync(a: string[], b: string[], options: EditDistanceSyncOptions = {}): Int32Array {
   options = optionsArg(options, 'editDistanceSync')
   checkPairs('editDistanceSync', a, b)
   const device = pickDevice('editDistanceSync', options.device, a, b)
@@ -87,25 +87,28 @@ export function editDistanceSync (a: string[], b: string[], options: EditDistanc
 }
 
 /** Length in code points (a surrogate pair counts once; a lone surrogate counts as one character). */
-export function codePointLength (s: string): number {
+export function codePointLength(s: string): number {
   let n = s.length
   for (let i = 0; i + 1 < s.length; i++) {
     const u = s.charCodeAt(i)
     if (u >= 0xd800 && u <= 0xdbff) {
       const v = s.charCodeAt(i + 1)
-      if (v >= 0xdc00 && v <= 0xdfff) { n--; i++ }
+      if (v >= 0xdc00 && v <= 0xdfff) {
+        n--
+        i++
+      }
     }
   }
   return n
 }
 
-function similarityOf (d: number, lenA: number, lenB: number): number {
+function similarityOf(d: number, lenA: number, lenB: number): number {
   const longest = Math.max(lenA, lenB)
   return longest === 0 ? 1 : 1 - d / longest
 }
 
 /** 1 - d / max(len_a, len_b) in code points; 1 when both strings are empty. */
-export function similarity (a: string, b: string): number {
+export function similarity(a: string, b: string): number {
   if (typeof a !== 'string' || typeof b !== 'string') {
     throw new RecodeError('ERR_INVALID_ARG', 'similarity: a and b must be strings')
   }
@@ -114,7 +117,7 @@ export function similarity (a: string, b: string): number {
 }
 
 /** similarity() of each pair, computed as one batch. */
-export async function similarities (a: string[], b: string[], options: Omit<EditDistanceOptions, 'out'> = {}): Promise<Float64Array> {
+export async function similarities(a: string[], b: string[], options: Omit<EditDistanceOptions, 'out'> = {}): Promise<Float64Array> {
   options = optionsArg(options, 'similarities')
   const d = await editDistance(a, b, { device: options.device, signal: options.signal })
   const sim = new Float64Array(a.length)

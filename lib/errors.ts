@@ -24,18 +24,18 @@
  */
 export class RecodeError extends Error {
   readonly code: string
-  constructor (code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'RecodeError'
     this.code = code
   }
 }
 
-export function abortError (): RecodeError {
+export function abortError(): RecodeError {
   return new RecodeError('ABORT_ERR', 'the operation was aborted')
 }
 
-export function invalidArg (what: string): RecodeError {
+export function invalidArg(what: string): RecodeError {
   return new RecodeError('ERR_INVALID_ARG', what)
 }
 
@@ -43,10 +43,13 @@ export function invalidArg (what: string): RecodeError {
  * An options argument: undefined gives {}, an object is returned as is, anything else (null included) is
  * an ERR_INVALID_ARG naming the function, rather than a TypeError from reading a field of null.
  */
-export function optionsArg<T extends object> (value: T | null | undefined, fn: string, name = 'options'): T {
+export function optionsArg<T extends object>(value: T | null | undefined, fn: string, name = 'options'): T {
   if (value === undefined) return {} as T
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new RecodeError('ERR_INVALID_ARG', `${fn}: ${name} must be an object or undefined, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `${fn}: ${name} must be an object or undefined, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`
+    )
   }
   return value
 }

@@ -8,7 +8,17 @@ export type { Device, ConcreteDevice, SystemInfo, CudaStatus } from './device'
 export { toBf16, fromBf16, toF16, fromF16 } from './dtype'
 export { editDistance, editDistanceSync, similarity, similarities, codePointLength } from './editdist'
 export type { EditDistanceOptions, EditDistanceSyncOptions } from './editdist'
-export { rewards, score as rewardComponents, formatOk, extractFence, normalizeCode, completionCode, pythonParses, startPythonWorkers, closePythonWorkers } from './reward'
+export {
+  rewards,
+  score as rewardComponents,
+  formatOk,
+  extractFence,
+  normalizeCode,
+  completionCode,
+  pythonParses,
+  startPythonWorkers,
+  closePythonWorkers
+} from './reward'
 export type { RewardOptions, RewardComponents } from './reward'
 export * from './rl'
 export { syntheticTasks, syntheticUpdates, UPDATE_KINDS } from './train/synthetic'
@@ -37,8 +47,31 @@ export type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './
 export { evaluateHeldOut, migrationPrompts, rowFields } from './train/heldout'
 export type { HeldOutScores, HeldOutOptions } from './train/heldout'
 export { loadMigrationData, readMigrationRows, normalizeVersion, splitMigrationData, loadCodeUpdateArena, loadHumanEval } from './data'
-export type { MigrationExample, MigrationQualityReport, LoadMigrationOptions, MigrationData, SplitOptions, CodeUpdateArenaProblem, CodeUpdateArenaUpdate, CodeUpdateArenaData, HumanEvalProblem } from './data'
-export { promptPresets, RECODE_TRAIN_PROMPT, RECODE_CODEUPDATEARENA_PROMPT, HUMANEVAL_PROMPT, RECODE_PREFILL, RECODE_CHATML_TEMPLATE, migrationPrompt, codeUpdateArenaPrompt, humanEvalPrompt, renderPrompt, buildMessages, fillTemplate } from './prompts'
+export type {
+  MigrationExample,
+  MigrationQualityReport,
+  LoadMigrationOptions,
+  MigrationData,
+  SplitOptions,
+  CodeUpdateArenaProblem,
+  CodeUpdateArenaUpdate,
+  CodeUpdateArenaData,
+  HumanEvalProblem
+} from './data'
+export {
+  promptPresets,
+  RECODE_TRAIN_PROMPT,
+  RECODE_CODEUPDATEARENA_PROMPT,
+  HUMANEVAL_PROMPT,
+  RECODE_PREFILL,
+  RECODE_CHATML_TEMPLATE,
+  migrationPrompt,
+  codeUpdateArenaPrompt,
+  humanEvalPrompt,
+  renderPrompt,
+  buildMessages,
+  fillTemplate
+} from './prompts'
 export type { PromptTemplate } from './prompts'
 export { evaluate, formatEvaluation, loadCompletions } from './eval/evaluate'
 export type { EvaluateOptions, EvaluationResult, ProblemRecord, SampleRecord, Completion, Benchmark } from './eval/evaluate'

@@ -14,7 +14,7 @@ export type NativeAddon = Record<string, (...args: any[]) => any>
 let addon: NativeAddon | undefined
 let loadError: RecodeError | undefined
 
-export function native (): NativeAddon {
+export function native(): NativeAddon {
   if (addon) return addon
   if (loadError) throw loadError
   try {
@@ -23,17 +23,20 @@ export function native (): NativeAddon {
     addon = process.env.RECODE_ADDON ? require(path.resolve(process.env.RECODE_ADDON)) : load(packageRoot)
     return addon as NativeAddon
   } catch (err) {
-    loadError = new RecodeError('ERR_NATIVE_LOAD',
+    loadError = new RecodeError(
+      'ERR_NATIVE_LOAD',
       `recode: the native addon could not be loaded (${(err as Error).message.split('\n')[0]}).\n` +
-      `Fixes: run \`npm rebuild recode\` (or \`npm install\` in a checkout) with a C++20 compiler and CMake or\n` +
-      `python3 + make installed; or install on linux-x64, which has prebuilt binaries. \`npx recode doctor\`\n` +
-      `shows what was found.`, { cause: err })
+        `Fixes: run \`npm rebuild recode\` (or \`npm install\` in a checkout) with a C++20 compiler and CMake or\n` +
+        `python3 + make installed; or install on linux-x64, which has prebuilt binaries. \`npx recode doctor\`\n` +
+        `shows what was found.`,
+      { cause: err }
+    )
     throw loadError
   }
 }
 
 /** Where the loaded addon came from (for `recode doctor`). */
-export function addonPath (): string {
+export function addonPath(): string {
   if (process.env.RECODE_ADDON) return path.resolve(process.env.RECODE_ADDON)
   try {
     return require('node-gyp-build').path(packageRoot) as string

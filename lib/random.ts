@@ -2,7 +2,7 @@
  * mulberry32: a small seeded PRNG giving uniform values in [0, 1), identical on every platform, for the
  * library's deterministic choices (data splits, the synthetic task generator).
  */
-export function mulberry32 (seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0

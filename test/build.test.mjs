@@ -10,14 +10,28 @@ const { listSources } = require('../lib/tools/sources.cjs')
 
 t.test('binding.gyp and CMakeLists.txt take the same source list', async (t) => {
   const gyp = execFileSync('node', ['lib/tools/sources.cjs', 'all'], { cwd: root, encoding: 'utf8' }).split(' ').filter(Boolean)
-  const cmake = [...fs.readdirSync(path.join(root, 'src')).filter((f) => f.endsWith('.cpp')).map((f) => `src/${f}`)]
+  const cmake = [
+    ...fs
+      .readdirSync(path.join(root, 'src'))
+      .filter((f) => f.endsWith('.cpp'))
+      .map((f) => `src/${f}`)
+  ]
   for (const d of fs.readdirSync(path.join(root, 'src'), { withFileTypes: true })) {
-    if (d.isDirectory()) cmake.push(...fs.readdirSync(path.join(root, 'src', d.name)).filter((f) => f.endsWith('.cpp')).map((f) => `src/${d.name}/${f}`))
+    if (d.isDirectory())
+      cmake.push(
+        ...fs
+          .readdirSync(path.join(root, 'src', d.name))
+          .filter((f) => f.endsWith('.cpp'))
+          .map((f) => `src/${d.name}/${f}`)
+      )
   }
   t.same(gyp, cmake.sort(), 'glob rules agree')
   t.same(listSources(root), gyp)
   const cmakeText = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8')
-  t.match(cmakeText, /file\(GLOB RECODE_SOURCES CONFIGURE_DEPENDS \$\{CMAKE_SOURCE_DIR\}\/src\/\*\.cpp \$\{CMAKE_SOURCE_DIR\}\/src\/\*\/\*\.cpp\)/)
+  t.match(
+    cmakeText,
+    /file\(GLOB RECODE_SOURCES CONFIGURE_DEPENDS \$\{CMAKE_SOURCE_DIR\}\/src\/\*\.cpp \$\{CMAKE_SOURCE_DIR\}\/src\/\*\/\*\.cpp\)/
+  )
   t.notMatch(cmakeText + fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8'), /march=native|mtune=native/, 'no CPU-specific flags')
 })
 

@@ -7,8 +7,9 @@ import { kernelDevices, randomTensor, valuesOf, normRelError, tol, checkFiniteDi
 
 const addon = native()
 
-function rmsnormRef (x, w, rows, dim, eps) {
-  const y = new Float64Array(rows * dim), rstd = new Float64Array(rows)
+function rmsnormRef(x, w, rows, dim, eps) {
+  const y = new Float64Array(rows * dim),
+    rstd = new Float64Array(rows)
   for (let r = 0; r < rows; r++) {
     let ss = 0
     for (let c = 0; c < dim; c++) ss += x[r * dim + c] ** 2
@@ -18,9 +19,10 @@ function rmsnormRef (x, w, rows, dim, eps) {
   return { y, rstd }
 }
 // dx = rstd * (w dy) - x rstd^3 mean(w dy x);  dw = sum_rows dy x rstd
-function rmsnormBackwardRef (x, w, dy, rows, dim, eps) {
+function rmsnormBackwardRef(x, w, dy, rows, dim, eps) {
   const { rstd } = rmsnormRef(x, w, rows, dim, eps)
-  const dx = new Float64Array(rows * dim), dw = new Float64Array(dim)
+  const dx = new Float64Array(rows * dim),
+    dw = new Float64Array(dim)
   for (let r = 0; r < rows; r++) {
     let m = 0
     for (let c = 0; c < dim; c++) m += w[c] * dy[r * dim + c] * x[r * dim + c]
@@ -34,14 +36,16 @@ function rmsnormBackwardRef (x, w, dy, rows, dim, eps) {
 }
 
 // Rotate-half RoPE; the angle is the fp32 product position * invFreq (as HF computes it), sign -1 = backward.
-function ropeRef (x, tokens, heads, D, positions, invFreq, sign = 1) {
-  const y = new Float64Array(x.length), half = D / 2
+function ropeRef(x, tokens, heads, D, positions, invFreq, sign = 1) {
+  const y = new Float64Array(x.length),
+    half = D / 2
   for (let t = 0; t < tokens; t++) {
     for (let h = 0; h < heads; h++) {
       const base = (t * heads + h) * D
       for (let i = 0; i < half; i++) {
         const a = Math.fround(positions[t] * invFreq[i])
-        const c = Math.cos(a), s = sign * Math.sin(a)
+        const c = Math.cos(a),
+          s = sign * Math.sin(a)
         y[base + i] = x[base + i] * c - x[base + i + half] * s
         y[base + i + half] = x[base + i + half] * c + x[base + i] * s
       }
@@ -52,19 +56,31 @@ function ropeRef (x, tokens, heads, D, positions, invFreq, sign = 1) {
 
 t.test('reference backwards match finite differences', async (t) => {
   const r = rng(t, 'norm fd')
-  const rows = 3, dim = 7, eps = 1e-5
-  const x = Float64Array.from({ length: rows * dim }, r.normal), w = Float64Array.from({ length: dim }, r.normal)
+  const rows = 3,
+    dim = 7,
+    eps = 1e-5
+  const x = Float64Array.from({ length: rows * dim }, r.normal),
+    w = Float64Array.from({ length: dim }, r.normal)
   const W = Float64Array.from({ length: rows * dim }, r.normal)
   const g = rmsnormBackwardRef(x, w, W, rows, dim, eps)
   const loss = () => dot(rmsnormRef(x, w, rows, dim, eps).y, W)
   checkFiniteDifferences(t, 'rmsnorm dx', loss, x, g.dx, r)
   checkFiniteDifferences(t, 'rmsnorm dweight', loss, w, g.dw, r)
-  const tokens = 4, heads = 2, D = 6
-  const pos = [0, 3, 11, 250], inv = Float32Array.from([1, 0.1, 0.01])
+  const tokens = 4,
+    heads = 2,
+    D = 6
+  const pos = [0, 3, 11, 250],
+    inv = Float32Array.from([1, 0.1, 0.01])
   const xr = Float64Array.from({ length: tokens * heads * D }, r.normal)
   const Wr = Float64Array.from({ length: xr.length }, r.normal)
-  checkFiniteDifferences(t, 'rope dx', () => dot(ropeRef(xr, tokens, heads, D, pos, inv), Wr), xr,
-    ropeRef(Wr, tokens, heads, D, pos, inv, -1), r)
+  checkFiniteDifferences(
+    t,
+    'rope dx',
+    () => dot(ropeRef(xr, tokens, heads, D, pos, inv), Wr),
+    xr,
+    ropeRef(Wr, tokens, heads, D, pos, inv, -1),
+    r
+  )
 })
 
 for (const device of kernelDevices(t, addon)) {
@@ -72,10 +88,18 @@ for (const device of kernelDevices(t, addon)) {
     t.test(`rmsnorm forward and backward, ${dtype}, ${device}`, async (t) => {
       const r = rng(t, `${device} ${dtype}`)
       const tl = tol[dtype]
-      for (const [rows, dim] of [[1, 1], [17, 17], [100, 1000], [3, 4097], [70, 64]]) {
+      for (const [rows, dim] of [
+        [1, 1],
+        [17, 17],
+        [100, 1000],
+        [3, 4097],
+        [70, 64]
+      ]) {
         const label = `rows=${rows} dim=${dim}`
         const eps = 1e-6
-        const x = randomTensor(r, rows * dim, dtype), w = randomTensor(r, dim, dtype), dy = randomTensor(r, rows * dim, dtype)
+        const x = randomTensor(r, rows * dim, dtype),
+          w = randomTensor(r, dim, dtype),
+          dy = randomTensor(r, rows * dim, dtype)
         const want = rmsnormRef(x.values, w.values, rows, dim, eps)
         const f = addon.cudaOpsRmsnormForward(device, { rows, dim, dtype, x: x.data, weight: w.data, eps })
         t.ok(normRelError(valuesOf(f.y), want.y) < tl, `y ${label}: ${normRelError(valuesOf(f.y), want.y).toExponential(2)}`)
@@ -84,19 +108,43 @@ for (const device of kernelDevices(t, addon)) {
         // dx is a difference of two terms that cancel almost exactly when dim = 1; its error is measured
         // against the size of the terms, rstd * w * dy.
         let termScale = 0
-        for (let i = 0; i < rows * dim; i++) termScale = Math.max(termScale, Math.abs(want.rstd[Math.floor(i / dim)] * w.values[i % dim] * dy.values[i]))
+        for (let i = 0; i < rows * dim; i++)
+          termScale = Math.max(termScale, Math.abs(want.rstd[Math.floor(i / dim)] * w.values[i % dim] * dy.values[i]))
         for (const twoStage of [true, false]) {
           const dw0 = randomTensor(r, dim, 'f32')
           const b = addon.cudaOpsRmsnormBackward(device, {
-            rows, dim, dtype, x: x.data, weight: w.data, rstd: f.rstd, dy: dy.data, dweight: dw0.data, twoStage
+            rows,
+            dim,
+            dtype,
+            x: x.data,
+            weight: w.data,
+            rstd: f.rstd,
+            dy: dy.data,
+            dweight: dw0.data,
+            twoStage
           })
-          t.ok(normRelError(valuesOf(b.dx), g.dx, termScale) < tl, `dx ${label}: ${normRelError(valuesOf(b.dx), g.dx, termScale).toExponential(2)}`)
+          t.ok(
+            normRelError(valuesOf(b.dx), g.dx, termScale) < tl,
+            `dx ${label}: ${normRelError(valuesOf(b.dx), g.dx, termScale).toExponential(2)}`
+          )
           const wantDw = g.dw.map((v, i) => v + dw0.values[i])
-          t.ok(normRelError(b.dweight, wantDw) < (dtype === 'bf16' ? tl : 1e-5), `dweight (accumulated, twoStage=${twoStage}) ${label}: ${normRelError(b.dweight, wantDw).toExponential(2)}`)
+          t.ok(
+            normRelError(b.dweight, wantDw) < (dtype === 'bf16' ? tl : 1e-5),
+            `dweight (accumulated, twoStage=${twoStage}) ${label}: ${normRelError(b.dweight, wantDw).toExponential(2)}`
+          )
         }
         // dx accumulated into an existing gradient (the residual stream's)
         const dx0 = randomTensor(r, rows * dim, dtype)
-        const b2 = addon.cudaOpsRmsnormBackward(device, { rows, dim, dtype, x: x.data, weight: w.data, rstd: f.rstd, dy: dy.data, dx: dx0.data })
+        const b2 = addon.cudaOpsRmsnormBackward(device, {
+          rows,
+          dim,
+          dtype,
+          x: x.data,
+          weight: w.data,
+          rstd: f.rstd,
+          dy: dy.data,
+          dx: dx0.data
+        })
         const wantDx = g.dx.map((v, i) => v + dx0.values[i])
         t.ok(normRelError(valuesOf(b2.dx), wantDx, termScale) < tl, `dx accumulated ${label}`)
       }
@@ -105,7 +153,12 @@ for (const device of kernelDevices(t, addon)) {
     t.test(`rope forward and backward, ${dtype}, ${device}`, async (t) => {
       const r = rng(t, `${device} ${dtype} rope`)
       const tl = tol[dtype]
-      for (const [tokens, heads, D] of [[1, 1, 2], [17, 3, 16], [100, 2, 128], [5, 4, 64]]) {
+      for (const [tokens, heads, D] of [
+        [1, 1, 2],
+        [17, 3, 16],
+        [100, 2, 128],
+        [5, 4, 64]
+      ]) {
         const label = `tokens=${tokens} heads=${heads} D=${D}`
         const x = randomTensor(r, tokens * heads * D, dtype)
         const positions = Int32Array.from({ length: tokens }, () => r.int(0, 4000))
@@ -126,9 +179,25 @@ for (const device of kernelDevices(t, addon)) {
 
 t.test('bad arguments throw ERR_INVALID_ARG, never crash', async (t) => {
   const x = new Float32Array(6)
-  t.throws(() => addon.cudaOpsRmsnormForward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(2) }), { code: 'ERR_INVALID_ARG', message: /weight/ })
-  t.throws(() => addon.cudaOpsRmsnormForward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(3), eps: -1 }), { code: 'ERR_INVALID_ARG', message: /eps/ })
-  t.throws(() => addon.cudaOpsRmsnormBackward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(3), dy: x }), { code: 'ERR_INVALID_ARG', message: /rstd/ })
-  t.throws(() => addon.cudaOpsRopeForward('emulated', { tokens: 1, heads: 2, D: 3, x, positions: Int32Array.of(0), invFreq: new Float32Array(1) }), { code: 'ERR_INVALID_ARG', message: /even/ })
-  t.throws(() => addon.cudaOpsRopeForward('emulated', { tokens: 1, heads: 3, D: 2, x, positions: Float32Array.of(0), invFreq: new Float32Array(1) }), { code: 'ERR_INVALID_ARG', message: /positions/ })
+  t.throws(() => addon.cudaOpsRmsnormForward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(2) }), {
+    code: 'ERR_INVALID_ARG',
+    message: /weight/
+  })
+  t.throws(() => addon.cudaOpsRmsnormForward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(3), eps: -1 }), {
+    code: 'ERR_INVALID_ARG',
+    message: /eps/
+  })
+  t.throws(() => addon.cudaOpsRmsnormBackward('emulated', { rows: 2, dim: 3, x, weight: new Float32Array(3), dy: x }), {
+    code: 'ERR_INVALID_ARG',
+    message: /rstd/
+  })
+  t.throws(
+    () => addon.cudaOpsRopeForward('emulated', { tokens: 1, heads: 2, D: 3, x, positions: Int32Array.of(0), invFreq: new Float32Array(1) }),
+    { code: 'ERR_INVALID_ARG', message: /even/ }
+  )
+  t.throws(
+    () =>
+      addon.cudaOpsRopeForward('emulated', { tokens: 1, heads: 3, D: 2, x, positions: Float32Array.of(0), invFreq: new Float32Array(1) }),
+    { code: 'ERR_INVALID_ARG', message: /positions/ }
+  )
 })

@@ -3,20 +3,20 @@
 import { backends, relErr } from './helpers.mjs'
 
 /** Devices the CUDA kernels run on here: the SIMT emulation always, a real GPU when one is usable. */
-export function kernelDevices (t, addon) {
+export function kernelDevices(t, addon) {
   return backends(t, addon).filter((d) => d !== 'cpu')
 }
 
 const f32 = new Float32Array(1)
 const u32 = new Uint32Array(f32.buffer)
 /** float -> bf16 bits, round to nearest even (as the kernels and numeric.h do). */
-export function toBf16Bits (x) {
+export function toBf16Bits(x) {
   f32[0] = x
   const u = u32[0]
   if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff
 }
-export function fromBf16Bits (b) {
+export function fromBf16Bits(b) {
   u32[0] = (b & 0xffff) << 16
   return f32[0]
 }
@@ -25,31 +25,34 @@ export function fromBf16Bits (b) {
  * A random tensor in the test's dtype: `data` is what the kernel receives (Float32Array or Uint16Array of
  * bf16 bits) and `values` the same numbers as float64 (after rounding to the dtype) for the reference.
  */
-export function randomTensor (r, n, dtype, scale = 1) {
+export function randomTensor(r, n, dtype, scale = 1) {
   const values = new Float64Array(n)
   for (let i = 0; i < n; i++) values[i] = r.normal() * scale
   return tensorOf(values, dtype)
 }
-export function tensorOf (vals, dtype) {
+export function tensorOf(vals, dtype) {
   const n = vals.length
   if (dtype === 'bf16') {
     const data = new Uint16Array(n)
     const values = new Float64Array(n)
-    for (let i = 0; i < n; i++) { data[i] = toBf16Bits(vals[i]); values[i] = fromBf16Bits(data[i]) }
+    for (let i = 0; i < n; i++) {
+      data[i] = toBf16Bits(vals[i])
+      values[i] = fromBf16Bits(data[i])
+    }
     return { data, values }
   }
   const data = Float32Array.from(vals)
   return { data, values: Float64Array.from(data) }
 }
 /** Kernel output (Float32Array or Uint16Array bf16 bits) as numbers. */
-export function valuesOf (out) {
+export function valuesOf(out) {
   if (out instanceof Uint16Array) return Float64Array.from(out, fromBf16Bits)
   return Float64Array.from(out)
 }
 
 /** helpers.relErr (normwise: errors against the tensor's scale, or `floor` where the reference is exactly zero, as
  * gradients through a softmax over a single key are), and Infinity where the lengths differ. */
-export function normRelError (actual, expected, floor = 1e-30) {
+export function normRelError(actual, expected, floor = 1e-30) {
   return actual.length === expected.length ? relErr(actual, expected, floor) : Infinity
 }
 
@@ -57,7 +60,7 @@ export function normRelError (actual, expected, floor = 1e-30) {
 export const tol = { f32: 2e-5, bf16: 2e-2 }
 
 /** Checks the analytic gradient `grad` of scalar `loss(x)` at a few coordinates by central differences. */
-export function checkFiniteDifferences (t, label, loss, x, grad, r, count = 6, h = 1e-6) {
+export function checkFiniteDifferences(t, label, loss, x, grad, r, count = 6, h = 1e-6) {
   let worst = 0
   for (let c = 0; c < count; c++) {
     const i = r.int(0, x.length - 1)
@@ -74,7 +77,7 @@ export function checkFiniteDifferences (t, label, loss, x, grad, r, count = 6, h
   t.ok(worst < 1e-5, `${label}: reference gradient matches finite differences (worst ${worst.toExponential(2)})`)
 }
 
-export function dot (a, b) {
+export function dot(a, b) {
   let s = 0
   for (let i = 0; i < a.length; i++) s += a[i] * b[i]
   return s
@@ -82,7 +85,7 @@ export function dot (a, b) {
 
 // ---- GEMM -------------------------------------------------------------------------------------------------
 /** C[M,N] = A[M,K] . B[N,K]^T (+ bias) */
-export function gemmRef (A, B, M, N, K, bias) {
+export function gemmRef(A, B, M, N, K, bias) {
   const C = new Float64Array(M * N)
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
@@ -94,8 +97,10 @@ export function gemmRef (A, B, M, N, K, bias) {
   return C
 }
 /** dA = dC . B, dB = dC^T . A, dbias = column sums of dC */
-export function gemmBackwardRef (dC, A, B, M, N, K) {
-  const dA = new Float64Array(M * K), dB = new Float64Array(N * K), dbias = new Float64Array(N)
+export function gemmBackwardRef(dC, A, B, M, N, K) {
+  const dA = new Float64Array(M * K),
+    dB = new Float64Array(N * K),
+    dbias = new Float64Array(N)
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       const g = dC[m * N + n]
@@ -115,22 +120,29 @@ const qi = (s, b, t, h, d) => ((b * s.T + t) * s.Hq + h) * s.D + d
 const ki = (s, b, t, h, d) => ((b * s.T + t) * s.Hkv + h) * s.D + d
 
 /** Probabilities of one (b, h) as a T x T array (reference only). */
-function attentionProbs (s, q, k, b, h) {
+function attentionProbs(s, q, k, b, h) {
   const { T, D, scale, causal } = s
   const hk = Math.floor(h / (s.Hq / s.Hkv))
-  const P = [], lse = []
+  const P = [],
+    lse = []
   for (let t = 0; t < T; t++) {
     const row = new Float64Array(T)
     let mx = -Infinity
     for (let j = 0; j < T; j++) {
-      if (causal && j > t) { row[j] = -Infinity; continue }
+      if (causal && j > t) {
+        row[j] = -Infinity
+        continue
+      }
       let x = 0
       for (let d = 0; d < D; d++) x += q[qi(s, b, t, h, d)] * k[ki(s, b, j, hk, d)]
       row[j] = x * scale
       mx = Math.max(mx, row[j])
     }
     let sum = 0
-    for (let j = 0; j < T; j++) { row[j] = row[j] === -Infinity ? 0 : Math.exp(row[j] - mx); sum += row[j] }
+    for (let j = 0; j < T; j++) {
+      row[j] = row[j] === -Infinity ? 0 : Math.exp(row[j] - mx)
+      sum += row[j]
+    }
     for (let j = 0; j < T; j++) row[j] /= sum
     P.push(row)
     lse.push(mx + Math.log(sum))
@@ -138,9 +150,10 @@ function attentionProbs (s, q, k, b, h) {
   return { P, lse, hk }
 }
 
-export function attentionRef (s, q, k, v) {
+export function attentionRef(s, q, k, v) {
   const { B, T, Hq, D } = s
-  const o = new Float64Array(B * T * Hq * D), lse = new Float64Array(B * Hq * T)
+  const o = new Float64Array(B * T * Hq * D),
+    lse = new Float64Array(B * Hq * T)
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hq; h++) {
       const { P, lse: l, hk } = attentionProbs(s, q, k, b, h)
@@ -158,9 +171,11 @@ export function attentionRef (s, q, k, v) {
 }
 
 /** Softmax-attention backward in float64: dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(dP P)), dQ = scale dS K. */
-export function attentionBackwardRef (s, q, k, v, dout) {
+export function attentionBackwardRef(s, q, k, v, dout) {
   const { B, T, Hq, D, scale } = s
-  const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length)
+  const dq = new Float64Array(q.length),
+    dk = new Float64Array(k.length),
+    dv = new Float64Array(v.length)
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hq; h++) {
       const { P, hk } = attentionProbs(s, q, k, b, h)

@@ -14,5 +14,18 @@ const gathered = w.allgatherv(Float64Array.from({ length: w.rank + 1 }, (_, i) =
 const bcast = w.broadcast(Float64Array.of(w.rank === 1 ? 7 : -1), 1)
 const scattered = addon.mpiReduceScatter(Float32Array.from({ length: 2 * w.size }, (_, i) => i + w.rank))
 w.barrier()
-console.log(JSON.stringify({ rank: w.rank, size: w.size, localRank: w.localRank, launcher: w.launcher, f32: Array.from(f32), f64: Array.from(f64), i64: i64[0].toString(), gathered: gathered.map((a) => Array.from(a)), bcast: bcast[0], scattered: Array.from(scattered) }))
+console.log(
+  JSON.stringify({
+    rank: w.rank,
+    size: w.size,
+    localRank: w.localRank,
+    launcher: w.launcher,
+    f32: Array.from(f32),
+    f64: Array.from(f64),
+    i64: i64[0].toString(),
+    gathered: gathered.map((a) => Array.from(a)),
+    bcast: bcast[0],
+    scattered: Array.from(scattered)
+  })
+)
 w.finalize()

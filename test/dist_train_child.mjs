@@ -7,7 +7,7 @@ import { train, currentWorld } from '../dist/esm/index.mjs'
 const [configJson, runDir, extra] = process.argv.slice(2)
 const world = currentWorld()
 fs.writeFileSync(`${runDir}.pid-${world.rank}`, String(process.pid))
-const rewardFunction = (completions, rows) => completions.map((c, k) => rows[k].new_code.length % 3 === 0 ? 1 : (c.length % 7) / 7)
+const rewardFunction = (completions, rows) => completions.map((c, k) => (rows[k].new_code.length % 3 === 0 ? 1 : (c.length % 7) / 7))
 const onEvent = (e) => {
   if (e.type === 'step') process.stdout.write(`step ${e.step}\n`)
   if (e.type === 'log') process.stdout.write(`${e.message}\n`)

@@ -11,8 +11,9 @@ import { rng, poison, backends, oddSizes, shared } from './helpers.mjs'
 const addon = native()
 
 // Textbook Levenshtein over code points ([...s] splits a string into code points, as Python indexes it).
-function levenshtein (s1, s2) {
-  const a = [...s1], b = [...s2]
+function levenshtein(s1, s2) {
+  const a = [...s1],
+    b = [...s2]
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
   for (let i = 1; i <= a.length; i++) {
     const cur = [i]
@@ -32,14 +33,14 @@ const alphabets = {
   wide: Array.from({ length: 3000 }, (_, i) => String.fromCodePoint(0x4e00 + i)) // more distinct symbols than a word has rows
 }
 
-function randomString (r, n, alphabet) {
+function randomString(r, n, alphabet) {
   let s = ''
   for (let i = 0; i < n; i++) s += r.pick(alphabet)
   return s
 }
 
 // A copy of s with k random single-character edits (so distances are small and prefixes/suffixes shared).
-function mutate (r, s, k, alphabet) {
+function mutate(r, s, k, alphabet) {
   const cps = [...s]
   for (let e = 0; e < k; e++) {
     const at = r.int(0, cps.length)
@@ -52,10 +53,32 @@ function mutate (r, s, k, alphabet) {
 }
 
 // Random pairs over every alphabet at the odd sizes and the word-boundary sizes, half of them near copies.
-function randomPairs (r, { maxLen = 5000, count = 1 } = {}) {
-  const a = [], b = []
-  const lengths = [...oddSizes, 0, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 320, 448, 512, 513, 2047, 2048, 2049, 4096 + 65, 5000]
-    .filter((n) => n <= maxLen)
+function randomPairs(r, { maxLen = 5000, count = 1 } = {}) {
+  const a = [],
+    b = []
+  const lengths = [
+    ...oddSizes,
+    0,
+    2,
+    63,
+    64,
+    65,
+    127,
+    128,
+    129,
+    255,
+    256,
+    257,
+    320,
+    448,
+    512,
+    513,
+    2047,
+    2048,
+    2049,
+    4096 + 65,
+    5000
+  ].filter((n) => n <= maxLen)
   for (const [name, alphabet] of Object.entries(alphabets)) {
     for (const n of lengths) {
       for (let c = 0; c < count; c++) {
@@ -71,9 +94,13 @@ function randomPairs (r, { maxLen = 5000, count = 1 } = {}) {
 
 // Hand-picked cases: empty sides, identical strings, one character, word-boundary lengths, 5,000 code
 // points, astral characters (one unit each), long common prefixes and suffixes.
-function adversarialPairs (r) {
-  const a = [], b = []
-  const add = (x, y) => { a.push(x); b.push(y) }
+function adversarialPairs(r) {
+  const a = [],
+    b = []
+  const add = (x, y) => {
+    a.push(x)
+    b.push(y)
+  }
   add('', '')
   add('', 'abc')
   add('😀😀', '')
@@ -97,7 +124,8 @@ function adversarialPairs (r) {
     add('😀'.repeat(n), '😀'.repeat(n - 1) + 'x')
   }
   const core = randomString(r, 300, alphabets.code)
-  const prefix = randomString(r, 3000, alphabets.code), suffix = randomString(r, 2000, alphabets.code)
+  const prefix = randomString(r, 3000, alphabets.code),
+    suffix = randomString(r, 2000, alphabets.code)
   add(prefix + core + suffix, prefix + randomString(r, 200, alphabets.code) + suffix)
   add(prefix + 'a' + suffix, prefix + suffix)
   add('a'.repeat(4000), 'a'.repeat(3000) + 'b' + 'a'.repeat(999))
@@ -106,17 +134,22 @@ function adversarialPairs (r) {
 
 // The shared data sits beside the repository (../shared); a git worktree one level deeper finds it at ../../shared.
 const codePairsFile = [shared, path.join(shared, '..', '..', 'shared')]
-  .map((d) => path.join(d, 'data', 'recode', 'api_update.jsonl')).find((f) => fs.existsSync(f))
+  .map((d) => path.join(d, 'data', 'recode', 'api_update.jsonl'))
+  .find((f) => fs.existsSync(f))
 
-function loadCodePairs () {
+function loadCodePairs() {
   const file = codePairsFile
-  const rows = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const rows = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
     .filter((r) => typeof r.old_code === 'string' && typeof r.new_code === 'string') // some rows lack old_code
   return { a: rows.map((r) => r.old_code), b: rows.map((r) => r.new_code) }
 }
 
 // Runs `device` (at the current SIMD level) on pairs with a poisoned output and checks every distance.
-async function checkDevice (t, device, { a, b }, want, label) {
+async function checkDevice(t, device, { a, b }, want, label) {
   const out = poison(new Int32Array(a.length))
   const got = await addon.editDistanceBatch(device, a, b, out)
   t.equal(got, out, 'resolves with the output buffer it was given')
@@ -155,7 +188,10 @@ for (const device of devices) {
       // The emulation runs every CUDA thread as a fiber: fewer and shorter random pairs keep it quick.
       const random = randomPairs(r, device === 'emulated' ? { maxLen: 2100, count: 1 } : { maxLen: 5000, count: 2 })
       const adv = adversarialPairs(r)
-      for (const [label, pairs] of [['random', random], ['adversarial', adv]]) {
+      for (const [label, pairs] of [
+        ['random', random],
+        ['adversarial', adv]
+      ]) {
         const want = addon.editDistanceReference(pairs.a, pairs.b, new Int32Array(pairs.a.length))
         await checkDevice(t, device, pairs, want, `${device} ${level} ${label}`)
       }
@@ -167,38 +203,51 @@ t.test('banded block kernel: exact within its band, never below the distance out
   const r = rng(t, 'band')
   const pairs = randomPairs(r, { maxLen: 2100 })
   const adv = adversarialPairs(r)
-  const a = [...pairs.a, ...adv.a], b = [...pairs.b, ...adv.b]
+  const a = [...pairs.a, ...adv.a],
+    b = [...pairs.b, ...adv.b]
   const want = addon.editDistanceReference(a, b, new Int32Array(a.length))
   const bands = Int32Array.from(want, (d) => r.int(0, 2 * d + 2))
   for (const level of ['baseline', 'avx2']) {
     setSimdLevel(level)
     const got = addon.editDistanceWithin(a, b, bands, poison(new Int32Array(a.length)))
-    let inside = 0, outside = 0, bad = 0
+    let inside = 0,
+      outside = 0,
+      bad = 0
     for (let i = 0; i < a.length; i++) {
-      if (want[i] <= bands[i]) { inside++; if (got[i] !== want[i]) bad++ } else { outside++; if (!(got[i] >= want[i] && got[i] > bands[i])) bad++ }
+      if (want[i] <= bands[i]) {
+        inside++
+        if (got[i] !== want[i]) bad++
+      } else {
+        outside++
+        if (!(got[i] >= want[i] && got[i] > bands[i])) bad++
+      }
     }
     t.equal(bad, 0, `${level}: ${inside} pairs within their band exact, ${outside} outside it bounded`)
   }
   setSimdLevel('auto')
 })
 
-t.test('real code pairs from api_update.jsonl (old_code vs new_code)', { skip: codePairsFile ? false : `../shared/data/recode/api_update.jsonl not found from ${shared}` }, async (t) => {
-  const pairs = loadCodePairs()
-  t.ok(pairs.a.length > 1000, `${pairs.a.length} rows`)
-  const want = addon.editDistanceReference(pairs.a, pairs.b, new Int32Array(pairs.a.length))
-  for (const device of devices) {
-    if (device === 'cpu') {
-      for (const level of ['baseline', 'avx2']) {
-        setSimdLevel(level)
-        await checkDevice(t, device, pairs, want, `cpu ${level} api_update`)
+t.test(
+  'real code pairs from api_update.jsonl (old_code vs new_code)',
+  { skip: codePairsFile ? false : `../shared/data/recode/api_update.jsonl not found from ${shared}` },
+  async (t) => {
+    const pairs = loadCodePairs()
+    t.ok(pairs.a.length > 1000, `${pairs.a.length} rows`)
+    const want = addon.editDistanceReference(pairs.a, pairs.b, new Int32Array(pairs.a.length))
+    for (const device of devices) {
+      if (device === 'cpu') {
+        for (const level of ['baseline', 'avx2']) {
+          setSimdLevel(level)
+          await checkDevice(t, device, pairs, want, `cpu ${level} api_update`)
+        }
+        setSimdLevel('auto')
+      } else {
+        const n = pairs.a.length
+        await checkDevice(t, device, { a: pairs.a.slice(0, n), b: pairs.b.slice(0, n) }, want.slice(0, n), `${device} api_update`)
       }
-      setSimdLevel('auto')
-    } else {
-      const n = pairs.a.length
-      await checkDevice(t, device, { a: pairs.a.slice(0, n), b: pairs.b.slice(0, n) }, want.slice(0, n), `${device} api_update`)
     }
   }
-})
+)
 
 t.test('pre-encoded code points give the same distances', async (t) => {
   const r = rng(t, 'encoded')
@@ -264,8 +313,11 @@ t.test('cancellation through an AbortSignal rejects with ABORT_ERR', async (t) =
   await t.rejects(editDistance(a.slice(0, 2), b.slice(0, 2), { device: 'emulated', signal: aborted }), { code: 'ABORT_ERR' })
   const flag = new Int32Array(new SharedArrayBuffer(4)) // as lib/abort.ts makes it
   flag[0] = 1
-  await t.rejects(addon.editDistanceBatch('emulated', a.slice(0, 2), b.slice(0, 2), new Int32Array(2), flag), { code: 'ABORT_ERR' },
-    'the emulated path polls the flag between slices')
+  await t.rejects(
+    addon.editDistanceBatch('emulated', a.slice(0, 2), b.slice(0, 2), new Int32Array(2), flag),
+    { code: 'ABORT_ERR' },
+    'the emulated path polls the flag between slices'
+  )
 })
 
 t.test('bad arguments throw with a code, never crash', async (t) => {
@@ -283,8 +335,12 @@ t.test('bad arguments throw with a code, never crash', async (t) => {
   t.throws(() => addon.editDistanceBatchSync('cpu', ['a', {}], ['b', 'c'], new Int32Array(2)), { code: 'ERR_INVALID_ARG' })
   t.throws(() => addon.editDistanceBatchSync('tpu', ['a'], ['b'], new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
   t.throws(() => addon.editDistanceEncoded('cpu', new Uint32Array(3), Int32Array.of(0, 2), new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
-  t.throws(() => addon.editDistanceEncoded('cpu', new Uint32Array(3), Int32Array.of(0, 2, 1), new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
-  t.throws(() => addon.editDistanceEncoded('cpu', new Uint32Array(3), Int32Array.of(0, 2, 4), new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
+  t.throws(() => addon.editDistanceEncoded('cpu', new Uint32Array(3), Int32Array.of(0, 2, 1), new Int32Array(1)), {
+    code: 'ERR_INVALID_ARG'
+  })
+  t.throws(() => addon.editDistanceEncoded('cpu', new Uint32Array(3), Int32Array.of(0, 2, 4), new Int32Array(1)), {
+    code: 'ERR_INVALID_ARG'
+  })
   t.throws(() => addon.editDistanceEncoded('cpu', [1, 2], Int32Array.of(0, 1, 2), new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
   t.throws(() => addon.editDistanceReference(['a'], ['b', 'c'], new Int32Array(1)), { code: 'ERR_INVALID_ARG' })
   if (!addon.systemInfo().cuda.available) {

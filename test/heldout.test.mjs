@@ -10,11 +10,14 @@ import { root } from './helpers.mjs'
 
 t.teardown(() => closePythonWorkers())
 
-function cannedModel (answers) {
+function cannedModel(answers) {
   const seen = []
   return {
     seen,
-    renderChat: (messages, opts) => { seen.push({ messages, opts }); return messages.map((m) => `${m.role}: ${m.content}`).join('\n') },
+    renderChat: (messages, opts) => {
+      seen.push({ messages, opts })
+      return messages.map((m) => `${m.role}: ${m.content}`).join('\n')
+    },
     generate: async (prompts) => prompts.map((_, i) => [{ text: answers(i), tokenIds: [], logprobs: [], finishReason: 'eos' }]),
     dispose: () => {}
   }
@@ -42,12 +45,19 @@ t.test('a model that answers with the target scores format 1, ES* 2, exact match
 
 t.test('recode demo writes summary.json and names the run folder', async (t) => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-demo-'))
-  const stdout = execFileSync(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'demo', '--out', out, '--tasks', '4', '--max-new-tokens', '12'], { encoding: 'utf8' })
+  const stdout = execFileSync(
+    process.execPath,
+    [path.join(root, 'dist/cjs/cli.js'), 'demo', '--out', out, '--tasks', '4', '--max-new-tokens', '12'],
+    { encoding: 'utf8' }
+  )
   t.match(stdout, `run folder: ${out}`)
   const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'))
   for (const k of ['formatRate', 'esStar', 'exactMatch', 'reward']) t.type(summary.before[k], 'number', `before.${k}`)
   t.equal(summary.tasks, 4)
   t.ok(fs.existsSync(path.join(out, 'model', 'config.json')), 'the tiny model folder is in the run')
-  t.throws(() => execFileSync(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'demo', '--tasks', '0'], { stdio: 'pipe' }), 'bad --tasks is rejected')
+  t.throws(
+    () => execFileSync(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'demo', '--tasks', '0'], { stdio: 'pipe' }),
+    'bad --tasks is rejected'
+  )
   fs.rmSync(out, { recursive: true, force: true })
 })

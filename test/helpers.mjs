@@ -11,7 +11,7 @@ export const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..'
 export const shared = path.join(root, '..', 'shared')
 
 /** Deterministic PRNG (mulberry32) seeded from RECODE_TEST_SEED or fresh; prints the seed. */
-export function rng (t, label = '') {
+export function rng(t, label = '') {
   const seed = process.env.RECODE_TEST_SEED ? Number(process.env.RECODE_TEST_SEED) : (Math.random() * 2 ** 32) >>> 0
   t.comment(`seed ${seed}${label ? ' (' + label + ')' : ''} — replay with RECODE_TEST_SEED=${seed}`)
   let a = seed >>> 0
@@ -44,10 +44,11 @@ export const BF16_TRAIN_LOGP_TOL = 40 * 2 ** -9
 export const tolerance = { f64: 1e-12, f32: 1e-5, bf16: 2e-2, f16: 2e-3 }
 
 /** max |a-b| / max(|b|, floor) over the arrays. */
-export function maxRelError (actual, expected, floor = 1e-6) {
+export function maxRelError(actual, expected, floor = 1e-6) {
   let worst = 0
   for (let i = 0; i < expected.length; i++) {
-    const a = actual[i], e = expected[i]
+    const a = actual[i],
+      e = expected[i]
     if (Number.isNaN(a) !== Number.isNaN(e)) return Infinity
     if (a === e) continue
     const err = Math.abs(a - e) / Math.max(Math.abs(e), floor)
@@ -61,25 +62,27 @@ export function maxRelError (actual, expected, floor = 1e-6) {
  * relative error is meaningless for outputs that cancel to ~0 (sums of random products), so errors are measured
  * against the tensor's scale. A NaN or infinite output (a poisoned or unwritten one) gives Infinity.
  */
-export function relErr (actual, expected, floor = 0) {
-  let err = 0; let mag = floor
+export function relErr(actual, expected, floor = 0) {
+  let err = 0
+  let mag = floor
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(actual[i] - expected[i])
     if (!Number.isFinite(actual[i]) || Number.isNaN(d)) return Infinity
-    err = Math.max(err, d); mag = Math.max(mag, Math.abs(expected[i]))
+    err = Math.max(err, d)
+    mag = Math.max(mag, Math.abs(expected[i]))
   }
   return mag === 0 ? err : err / mag
 }
 
 /** Fills a typed array with a value no correct kernel writes, so untouched outputs are caught. */
-export function poison (arr) {
+export function poison(arr) {
   if (arr instanceof Float32Array || arr instanceof Float64Array) arr.fill(NaN)
   else arr.fill(-0x5eadbeef | 0)
   return arr
 }
 
 /** The backends every kernel test runs: always cpu and emulated, plus cuda when a GPU is usable. */
-export function backends (t, addon) {
+export function backends(t, addon) {
   const info = addon.systemInfo()
   const list = ['cpu', 'emulated']
   if (info.cuda.available) list.push('cuda')
@@ -92,7 +95,7 @@ export const oddSizes = [1, 17, 1000, 4097]
 
 /** A training batch of sequences of the given lengths: random tokens below V, random loss weights (0 on each
  * sequence's first token, which has no prediction, and on about one token in five). */
-export function randomTrainBatch (r, V, lens) {
+export function randomTrainBatch(r, V, lens) {
   return lens.map((n) => ({
     tokens: Array.from({ length: n }, () => r.int(0, V - 1)),
     weights: Array.from({ length: n }, (_, j) => (j === 0 || r.next() < 0.2 ? 0 : r.normal() * 0.5))
@@ -100,7 +103,7 @@ export function randomTrainBatch (r, V, lens) {
 }
 
 /** log-softmax of row `row` of logits [T x V] at `target`, in float64. */
-export function logSoftmaxAt (logits, V, row, target) {
+export function logSoftmaxAt(logits, V, row, target) {
   let max = -Infinity
   for (let v = 0; v < V; v++) max = Math.max(max, logits[row * V + v])
   let s = 0
@@ -110,7 +113,7 @@ export function logSoftmaxAt (logits, V, row, target) {
 
 /** Random adapter tensors for a trainer's `parameters()`: B non-zero (so dA sees it), m near its initial row norms,
  * A as drawn. Returns [{ name, shape, data }]. */
-export function randomAdapterTensors (r, params) {
+export function randomAdapterTensors(r, params) {
   return params.map((p) => {
     const data = new Float32Array(p.data.length)
     for (let i = 0; i < data.length; i++) {
@@ -127,7 +130,7 @@ export function randomAdapterTensors (r, params) {
  * `written[0]` checked; then each device held to the cpu run: the two warm-start steps' loss within 1e-4 and grad
  * norm within `gradNormTol` (relative), and its GRPO step (`grpo` names it) finite with a non-zero gradient.
  */
-export async function trainMatchesCpu (t, { dir, devices, config, written: [file, what], gradNormTol, grpo }) {
+export async function trainMatchesCpu(t, { dir, devices, config, written: [file, what], gradNormTol, grpo }) {
   const { train, readMetrics } = require('../dist/cjs/index.js')
   const runs = {}
   for (const device of ['cpu', ...devices]) {
@@ -140,10 +143,19 @@ export async function trainMatchesCpu (t, { dir, devices, config, written: [file
   for (const device of devices) {
     const [a, b] = [runs.cpu, runs[device]]
     for (const k of [0, 1]) {
-      t.ok(Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss), `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`)
-      t.ok(Math.abs(b[k].gradNorm - a[k].gradNorm) <= gradNormTol * a[k].gradNorm, `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`)
+      t.ok(
+        Math.abs(b[k].loss - a[k].loss) <= 1e-4 * Math.abs(a[k].loss),
+        `${device} warm-start step ${k + 1}: loss ${b[k].loss.toFixed(6)} vs cpu ${a[k].loss.toFixed(6)}`
+      )
+      t.ok(
+        Math.abs(b[k].gradNorm - a[k].gradNorm) <= gradNormTol * a[k].gradNorm,
+        `${device} warm-start step ${k + 1}: grad norm ${b[k].gradNorm.toFixed(6)} vs cpu ${a[k].gradNorm.toFixed(6)}`
+      )
     }
-    t.ok(Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0, `${device} ${grpo}: loss ${b[2].loss} grad norm ${b[2].gradNorm}`)
+    t.ok(
+      Number.isFinite(b[2].loss) && Number.isFinite(b[2].gradNorm) && b[2].gradNorm > 0,
+      `${device} ${grpo}: loss ${b[2].loss} grad norm ${b[2].gradNorm}`
+    )
   }
 }
 
@@ -152,7 +164,7 @@ export async function trainMatchesCpu (t, { dir, devices, config, written: [file
 export const smallTrainModel = { preset: 'tiny', layers: 2, intermediate: 96, merges: 40 }
 
 /** The device-trainer tests' model variants, written to `dir`/m<i> with seeds `seed` + i; each gets `dir` and `vocab`. */
-export function trainModelVariants (dir, seed) {
+export function trainModelVariants(dir, seed) {
   const { initModel } = require('../dist/cjs/index.js')
   const small = smallTrainModel
   const variants = [
@@ -170,7 +182,7 @@ export function trainModelVariants (dir, seed) {
 }
 
 /** The devices the device-trainer tests hold to the cpu: 'emulated', plus 'cuda' when a GPU is usable. */
-export function trainDevices (t) {
+export function trainDevices(t) {
   const info = require('../dist/cjs/index.js').systemInfo()
   const devices = ['emulated']
   if (info.cuda.available) devices.push('cuda')
@@ -183,21 +195,29 @@ export function trainDevices (t) {
  * exp(logp_t), first token 0), held to trainer A's one-call step on the same sequences: the same logp, loss and
  * gradients to the bit; then a second backward is refused. Returns the weights.
  */
-export async function twoCallsEqualStep (t, A, B, batch) {
+export async function twoCallsEqualStep(t, A, B, batch) {
   const logp = await B.forward(batch.map((s) => s.tokens))
   const weights = batch.map((s, i) => s.weights.map((c, j) => (j === 0 ? 0 : c * Math.exp(logp[i][j]))))
   const lossB = await B.backward(weights)
   const resA = await A.step(batch.map((s, i) => ({ tokens: s.tokens, weights: weights[i] })))
-  t.same(logp.map((x) => Array.from(x)), resA.logp.map((x) => Array.from(x)), 'forward returns the logp the step computes')
+  t.same(
+    logp.map((x) => Array.from(x)),
+    resA.logp.map((x) => Array.from(x)),
+    'forward returns the logp the step computes'
+  )
   t.equal(lossB, resA.loss, 'same loss')
-  const gA = await A.gradients(); const gB = await B.gradients()
-  t.ok(gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])), 'identical gradients for every tensor (deterministic kernels)')
+  const gA = await A.gradients()
+  const gB = await B.gradients()
+  t.ok(
+    gA.every((g, k) => g.name === gB[k].name && g.grad.every((x, j) => x === gB[k].grad[j])),
+    'identical gradients for every tensor (deterministic kernels)'
+  )
   await t.rejects(B.backward(weights), { code: 'ERR_INVALID_ARG', message: /no pending forward/ }, 'a forward takes one backward')
   return weights
 }
 
 /** A cancel flag as lib/abort.ts makes it (an Int32Array on a SharedArrayBuffer, which cannot be detached), raised. */
-export function raisedCancelFlag () {
+export function raisedCancelFlag() {
   const f = new Int32Array(new SharedArrayBuffer(4))
   f[0] = 1
   return f
@@ -208,7 +228,7 @@ export function raisedCancelFlag () {
  * layer boundary with the gradients accumulated so far untouched, and stops the backward (after the head and
  * final-norm gradients were added) with all gradients dropped; the trainer stays usable.
  */
-export async function abortLeavesTrainerUsable (t, tr, batch) {
+export async function abortLeavesTrainerUsable(t, tr, batch) {
   const { native } = require('../dist/cjs/native.js')
   const ac = new AbortController()
   ac.abort()
@@ -216,13 +236,31 @@ export async function abortLeavesTrainerUsable (t, tr, batch) {
   await tr.step(batch)
   const before = await tr.gradients()
   const n = batch[0].tokens.length
-  await t.rejects(native().trainerStep(tr.handle, Int32Array.of(n), Int32Array.from(batch[0].tokens), Float32Array.from(batch[0].weights), raisedCancelFlag()),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native step')
+  await t.rejects(
+    native().trainerStep(
+      tr.handle,
+      Int32Array.of(n),
+      Int32Array.from(batch[0].tokens),
+      Float32Array.from(batch[0].weights),
+      raisedCancelFlag()
+    ),
+    { code: 'ABORT_ERR' },
+    'a raised cancel flag stops the native step'
+  )
   const after = await tr.gradients()
-  t.ok(after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])), 'an abort in the forward leaves the gradients as they were')
+  t.ok(
+    after.every((g, k) => g.grad.every((x, j) => x === before[k].grad[j])),
+    'an abort in the forward leaves the gradients as they were'
+  )
   await tr.forward(batch.map((s) => s.tokens))
-  await t.rejects(native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
-    { code: 'ABORT_ERR' }, 'a raised cancel flag stops the native backward')
-  t.ok((await tr.gradients()).every((g) => g.grad.every((x) => x === 0)), 'an abort in the backward leaves no partial gradients')
+  await t.rejects(
+    native().trainerBackward(tr.handle, Float32Array.from(batch[0].weights), raisedCancelFlag()),
+    { code: 'ABORT_ERR' },
+    'a raised cancel flag stops the native backward'
+  )
+  t.ok(
+    (await tr.gradients()).every((g) => g.grad.every((x) => x === 0)),
+    'an abort in the backward leaves no partial gradients'
+  )
   t.ok(Number.isFinite((await tr.step(batch)).loss), 'the trainer is usable after an abort')
 }

@@ -11,11 +11,14 @@ import { spawnSync } from 'child_process'
 import { root } from './helpers.mjs'
 
 const cudaDir = path.join(root, 'cuda')
-const kernelFiles = fs.readdirSync(cudaDir).filter((f) => f.endsWith('.cu')).sort()
+const kernelFiles = fs
+  .readdirSync(cudaDir)
+  .filter((f) => f.endsWith('.cu'))
+  .sort()
 const read = (f) => fs.readFileSync(f, 'utf8')
 
 /** Entry points defined with RECODE_API(name) in each .cu file. */
-function definitions () {
+function definitions() {
   const out = new Map()
   for (const f of kernelFiles) {
     for (const m of read(path.join(cudaDir, f)).matchAll(/^RECODE_API\((\w+)\)/gm)) out.set(m[1], f)
@@ -24,7 +27,7 @@ function definitions () {
 }
 
 /** Entry points listed in the family headers' X-macros (X(name, (params))). */
-function declarations () {
+function declarations() {
   const out = new Set()
   for (const h of fs.readdirSync(cudaDir).filter((f) => /^recode_\w+\.h$/.test(f))) {
     const text = read(path.join(cudaDir, h)).replace(/\/\*[\s\S]*?\*\//g, '')
@@ -70,7 +73,8 @@ t.test('no entry point is declared by hand outside cuda/', async (t) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name)
       if (e.isDirectory()) walk(p)
-      else if (/\.(cpp|h)$/.test(e.name) && /extern\s+"C"[^;{]*\brecode_(cuda|emu)_\w+\s*\(/.test(read(p))) found.push(path.relative(root, p))
+      else if (/\.(cpp|h)$/.test(e.name) && /extern\s+"C"[^;{]*\brecode_(cuda|emu)_\w+\s*\(/.test(read(p)))
+        found.push(path.relative(root, p))
     }
   }
   walk(path.join(root, 'src'))
@@ -79,7 +83,7 @@ t.test('no entry point is declared by hand outside cuda/', async (t) => {
 
 /** Copies cuda/<file> into a temporary folder with one entry point's parameter list changed (an extra leading
  * int), so its definition no longer matches the declaration in the family header. */
-function mutated (file, name) {
+function mutated(file, name) {
   const text = read(path.join(cudaDir, file))
   const needle = `RECODE_API(${name})(`
   if (!text.includes(needle)) throw new Error(`${needle} not in ${file}`)
@@ -88,7 +92,7 @@ function mutated (file, name) {
   return dir
 }
 
-function compilerFor (cmd) {
+function compilerFor(cmd) {
   const r = spawnSync(cmd, ['--version'], { encoding: 'utf8' })
   return r.status === 0 ? cmd : null
 }
@@ -128,7 +132,11 @@ t.test('a definition that disagrees with its declaration does not compile (nvcc)
   // one small file keeps this quick; the header mechanism is the same for every file
   const dir = mutated('editdist.cu', 'edit_distance')
   try {
-    const r = spawnSync(nvcc, ['-std=c++17', '-arch=sm_80', `-I${cudaDir}`, '-c', path.join(dir, 'editdist.cu'), '-o', path.join(dir, 'x.o')], { encoding: 'utf8' })
+    const r = spawnSync(
+      nvcc,
+      ['-std=c++17', '-arch=sm_80', `-I${cudaDir}`, '-c', path.join(dir, 'editdist.cu'), '-o', path.join(dir, 'x.o')],
+      { encoding: 'utf8' }
+    )
     t.not(r.status, 0, 'nvcc rejects the drifted definition')
     t.match(r.stdout + r.stderr, /recode_cuda_edit_distance/, 'the error names recode_cuda_edit_distance')
   } finally {

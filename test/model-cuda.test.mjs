@@ -17,7 +17,10 @@ const llama3 = { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPosi
 const variants = [
   { name: 'qwen2 (qkv bias, untied, GQA 4:2)', opts: { preset: 'tiny', arch: 'qwen2' } },
   { name: 'qwen3 (q/k norm, tied)', opts: { preset: 'tiny', arch: 'qwen3', tieWordEmbeddings: true } },
-  { name: 'llama (llama3 rope scaling, MQA 4:1)', opts: { preset: 'tiny', arch: 'llama', kvHeads: 1, ropeScaling: llama3, ropeTheta: 10000 } },
+  {
+    name: 'llama (llama3 rope scaling, MQA 4:1)',
+    opts: { preset: 'tiny', arch: 'llama', kvHeads: 1, ropeScaling: llama3, ropeTheta: 10000 }
+  },
   { name: 'qwen2 bf16 weights', opts: { preset: 'tiny', arch: 'qwen2', dtype: 'bf16' }, dtype: 'bf16' }
 ]
 variants.forEach((v, i) => {
@@ -52,7 +55,10 @@ for (const device of devices) {
         for (const [i, s] of batch.entries()) {
           t.equal(got[i].length, s.length * V)
           const e = relErr(got[i], want[i])
-          t.ok(e < TOL[opts.dtype], `${v.name}: sequence of ${s.length} tokens (batch ${batch.map((s) => s.length)}) rel err ${e.toExponential(2)}`)
+          t.ok(
+            e < TOL[opts.dtype],
+            `${v.name}: sequence of ${s.length} tokens (batch ${batch.map((s) => s.length)}) rel err ${e.toExponential(2)}`
+          )
         }
       }
       cpu.dispose()
@@ -60,40 +66,48 @@ for (const device of devices) {
     }
   })
 
-  for (const dtype of ['f32', 'bf16']) t.test(`${device} ${dtype}: KV-cache decode equals recomputing the prefix`, async (t) => {
-    const r = rng(t)
-    const v = variants[dtype === 'f32' ? 0 : 3]
-    const V = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
-    // a capacity of 1024 makes decode split the context (recode_decode_num_splits gives 4 here), so the
-    // split-KV path and its scratch are covered; the greedy test below (capacity 40) covers the unsplit one
-    const m = await loadModel(v.dir, { device, dtype, maxBatch: 3, maxContext: 1024 })
-    const seqs = [0, 1, 2].map(() => Array.from({ length: 12 }, () => r.int(0, V - 1)))
-    // the prefix recomputed from scratch on the same device by a second instance (logits() resets its slots)
-    const ref = await loadModel(v.dir, { device, dtype, maxBatch: 1, maxContext: 32 })
-    const lastOf = async (prefix) => { const l = (await ref.logits([prefix]))[0]; return l.slice(l.length - V) }
-    const check = async (got, slotSeq, n, what) => {
-      const e = relErr(got, await lastOf(slotSeq.slice(0, n)))
-      t.ok(e < TOL[dtype], `${what}: after ${n} tokens rel err ${e.toExponential(2)}`)
-    }
-    // prompts of different lengths: 4, 6, 5 tokens
-    const start = [4, 6, 5]
-    const first = await m.step([0, 1, 2].map((s) => ({ slot: s, tokens: seqs[s].slice(0, start[s]), reset: true })))
-    for (const s of [0, 1, 2]) await check(first[s], seqs[s], start[s], `prefill slot ${s}`)
-    // chunked prefill onto a non-empty cache (decode per token inside the chunk)
-    let got = await m.step([{ slot: 0, tokens: seqs[0].slice(4, 7) }])
-    await check(got[0], seqs[0], 7, 'chunk of 3 appended to slot 0')
-    const lens = [7, 6, 5]
-    // decode runs: slots 0..2 in one batch; 2 alone then 0..1 as a run; 1..2 (a run not starting at 0)
-    for (const order of [[0, 1, 2], [2, 0, 1], [1, 2]]) {
-      got = await m.step(order.map((s) => ({ slot: s, tokens: [seqs[s][lens[s]]] })))
-      for (const [i, s] of order.entries()) {
-        lens[s]++
-        await check(got[i], seqs[s], lens[s], `decode slots [${order}], slot ${s}`)
+  for (const dtype of ['f32', 'bf16'])
+    t.test(`${device} ${dtype}: KV-cache decode equals recomputing the prefix`, async (t) => {
+      const r = rng(t)
+      const v = variants[dtype === 'f32' ? 0 : 3]
+      const V = JSON.parse(fs.readFileSync(path.join(v.dir, 'config.json'))).vocab_size
+      // a capacity of 1024 makes decode split the context (recode_decode_num_splits gives 4 here), so the
+      // split-KV path and its scratch are covered; the greedy test below (capacity 40) covers the unsplit one
+      const m = await loadModel(v.dir, { device, dtype, maxBatch: 3, maxContext: 1024 })
+      const seqs = [0, 1, 2].map(() => Array.from({ length: 12 }, () => r.int(0, V - 1)))
+      // the prefix recomputed from scratch on the same device by a second instance (logits() resets its slots)
+      const ref = await loadModel(v.dir, { device, dtype, maxBatch: 1, maxContext: 32 })
+      const lastOf = async (prefix) => {
+        const l = (await ref.logits([prefix]))[0]
+        return l.slice(l.length - V)
       }
-    }
-    m.dispose()
-    ref.dispose()
-  })
+      const check = async (got, slotSeq, n, what) => {
+        const e = relErr(got, await lastOf(slotSeq.slice(0, n)))
+        t.ok(e < TOL[dtype], `${what}: after ${n} tokens rel err ${e.toExponential(2)}`)
+      }
+      // prompts of different lengths: 4, 6, 5 tokens
+      const start = [4, 6, 5]
+      const first = await m.step([0, 1, 2].map((s) => ({ slot: s, tokens: seqs[s].slice(0, start[s]), reset: true })))
+      for (const s of [0, 1, 2]) await check(first[s], seqs[s], start[s], `prefill slot ${s}`)
+      // chunked prefill onto a non-empty cache (decode per token inside the chunk)
+      let got = await m.step([{ slot: 0, tokens: seqs[0].slice(4, 7) }])
+      await check(got[0], seqs[0], 7, 'chunk of 3 appended to slot 0')
+      const lens = [7, 6, 5]
+      // decode runs: slots 0..2 in one batch; 2 alone then 0..1 as a run; 1..2 (a run not starting at 0)
+      for (const order of [
+        [0, 1, 2],
+        [2, 0, 1],
+        [1, 2]
+      ]) {
+        got = await m.step(order.map((s) => ({ slot: s, tokens: [seqs[s][lens[s]]] })))
+        for (const [i, s] of order.entries()) {
+          lens[s]++
+          await check(got[i], seqs[s], lens[s], `decode slots [${order}], slot ${s}`)
+        }
+      }
+      m.dispose()
+      ref.dispose()
+    })
 
   t.test(`${device}: greedy and seeded sampled generation are identical to the cpu backend's`, async (t) => {
     for (const v of [variants[0], variants[1]]) {
@@ -114,7 +128,8 @@ for (const device of devices) {
       const sOpts = { maxNewTokens: 8, temperature: 0.9, topK: 20, seed: 7 }
       const wantS = await cpu.generate(prompts, sOpts)
       const gotS = await dev.generate(prompts, sOpts)
-      for (const [i, p] of prompts.entries()) t.same(gotS[i][0].tokenIds, wantS[i][0].tokenIds, `${v.name}: ${JSON.stringify(p)} sampled tokens (seed 7)`)
+      for (const [i, p] of prompts.entries())
+        t.same(gotS[i][0].tokenIds, wantS[i][0].tokenIds, `${v.name}: ${JSON.stringify(p)} sampled tokens (seed 7)`)
       cpu.dispose()
       dev.dispose()
     }
@@ -131,7 +146,10 @@ t.test('device selection', async (t) => {
   m.dispose()
   const mb = await loadModel(variants[0].dir, { device: 'emulated', dtype: 'bf16', maxBatch: 1, maxContext: 8 })
   t.equal(mb.memory.kvCacheBytes, kvBytes / 2, 'bf16 KV cache: 2 bytes per value')
-  t.ok(mb.memory.weightBytes < f32WeightBytes * 0.6, `bf16 weights on the device: ${mb.memory.weightBytes} bytes vs ${f32WeightBytes} in f32`)
+  t.ok(
+    mb.memory.weightBytes < f32WeightBytes * 0.6,
+    `bf16 weights on the device: ${mb.memory.weightBytes} bytes vs ${f32WeightBytes} in f32`
+  )
   mb.dispose()
   if (!info.cuda.available) {
     await t.rejects(loadModel(variants[0].dir, { device: 'cuda' }), { code: 'ERR_CUDA_UNAVAILABLE' }, 'cuda without a GPU says why')

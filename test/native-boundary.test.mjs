@@ -8,16 +8,22 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { root } from './helpers.mjs'
 
-const seed = Number(process.env.RECODE_TEST_SEED ?? (Date.now() % 1e9))
+const seed = Number(process.env.RECODE_TEST_SEED ?? Date.now() % 1e9)
 t.comment(`seed ${seed} (RECODE_TEST_SEED reproduces it)`)
 
-function runCase (which) {
+function runCase(which) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--expose-gc', path.join(root, 'test', 'native_boundary_child.mjs'), which, String(seed)],
-      { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''; let stderr = ''
-    child.stdout.on('data', (d) => { stdout += d })
-    child.stderr.on('data', (d) => { stderr += d })
+    const child = spawn(process.execPath, ['--expose-gc', path.join(root, 'test', 'native_boundary_child.mjs'), which, String(seed)], {
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.on('data', (d) => {
+      stderr += d
+    })
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
   })
 }
@@ -45,7 +51,11 @@ for (const [which, count] of Object.entries(cases)) {
     t.equal(r.signal, null, `no crash (signal ${r.signal})`)
     t.equal(r.code, 0, `exit code 0${r.stderr ? `; stderr: ${r.stderr.slice(-2000)}` : ''}`)
     let checks = []
-    try { checks = JSON.parse(r.stdout.trim().split('\n').pop() || '[]') } catch { t.fail(`unreadable output: ${r.stdout.slice(-500)}`) }
+    try {
+      checks = JSON.parse(r.stdout.trim().split('\n').pop() || '[]')
+    } catch {
+      t.fail(`unreadable output: ${r.stdout.slice(-500)}`)
+    }
     t.equal(checks.length, count, 'every check of the case ran')
     for (const c of checks) t.ok(c.ok, c.name + (c.ok ? '' : ` (${c.detail})`))
   })

@@ -24,7 +24,7 @@ t.teardown(() => lib.closePythonWorkers())
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-reward-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-function runCli (args, env = {}) {
+function runCli(args, env = {}) {
   return spawnSync(process.execPath, [cli, 'reward', ...args], { encoding: 'utf8', env: { ...process.env, ...env } })
 }
 
@@ -41,8 +41,15 @@ t.test('recode reward scores a good file, to OUT and to stdout', { skip: noPytho
   const output = path.join(tmp, 'good.out.jsonl')
   const r = runCli(['--input', input, '--output', output])
   t.equal(r.status, 0, r.stderr)
-  const lines = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
-  const expected = await rewards.score(goodRows.map((x) => x.completion), goodRows.map((x) => x.target))
+  const lines = fs
+    .readFileSync(output, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+  const expected = await rewards.score(
+    goodRows.map((x) => x.completion),
+    goodRows.map((x) => x.target)
+  )
   t.equal(lines.length, goodRows.length)
   lines.forEach((line, i) => {
     t.equal(line.completion, goodRows[i].completion)
@@ -54,7 +61,11 @@ t.test('recode reward scores a good file, to OUT and to stdout', { skip: noPytho
   })
   t.equal(lines[0].id, 'a', 'other fields are kept')
   t.same([lines[0].reward, lines[2].reward, lines[3].reward], [3, -3, -1])
-  t.same(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temporary file left')
+  t.same(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+    [],
+    'no temporary file left'
+  )
 
   const toStdout = runCli([`--input=${input}`])
   t.equal(toStdout.status, 0, toStdout.stderr)
@@ -64,8 +75,18 @@ t.test('recode reward scores a good file, to OUT and to stdout', { skip: noPytho
 t.test('recode reward reports bad lines with file and line, and leaves nothing at OUT', async (t) => {
   const cases = [
     { name: 'not JSON', lines: [JSON.stringify(goodRows[0]), '{"completion": "x", "target": '], line: 2, match: /not a JSON line/ },
-    { name: 'missing target', lines: [JSON.stringify(goodRows[0]), '', JSON.stringify({ completion: 'x' })], line: 3, match: /field "target" is missing/ },
-    { name: 'completion not a string', lines: [JSON.stringify({ completion: null, target: 'x' })], line: 1, match: /field "completion" must be a string, got null/ },
+    {
+      name: 'missing target',
+      lines: [JSON.stringify(goodRows[0]), '', JSON.stringify({ completion: 'x' })],
+      line: 3,
+      match: /field "target" is missing/
+    },
+    {
+      name: 'completion not a string',
+      lines: [JSON.stringify({ completion: null, target: 'x' })],
+      line: 1,
+      match: /field "completion" must be a string, got null/
+    },
     { name: 'not an object', lines: [JSON.stringify(goodRows[0]), '[1, 2]'], line: 2, match: /expected a JSON object/ }
   ]
   for (const c of cases) {
@@ -78,7 +99,11 @@ t.test('recode reward reports bad lines with file and line, and leaves nothing a
     t.match(r.stderr, c.match, `${c.name}: and what is wrong`)
     t.match(r.stderr, /ERR_DATA/)
     t.notOk(fs.existsSync(output), `${c.name}: nothing at OUT`)
-    t.same(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], `${c.name}: no temporary file`)
+    t.same(
+      fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+      [],
+      `${c.name}: no temporary file`
+    )
   }
   const missing = runCli(['--input', path.join(tmp, 'does-not-exist.jsonl')])
   t.not(missing.status, 0)
@@ -118,7 +143,7 @@ t.test('a missing interpreter is ERR_PYTHON naming what was tried', async (t) =>
   t.notOk(fs.existsSync(output), 'nothing written')
 
   // The format reward needs no Python at all.
-  t.same([...await rewards.format(['a</think><answer>b</answer>', 'x'])], [1, -1])
+  t.same([...(await rewards.format(['a</think><answer>b</answer>', 'x']))], [1, -1])
 })
 
 t.test('an interpreter that is not Python 3 is reported, not hung on', async (t) => {
@@ -131,7 +156,11 @@ t.test('an interpreter that is not Python 3 is reported, not hung on', async (t)
 
 t.test('a worker that never answers times out; one that prints something else is refused', { skip: noPython }, async (t) => {
   const silent = path.join(tmp, 'silent-python')
-  fs.writeFileSync(silent, `#!/bin/sh\nexec ${JSON.stringify(python)} -c "import time; print('ready 3.0.0', flush=True); time.sleep(60)"\n`, { mode: 0o755 })
+  fs.writeFileSync(
+    silent,
+    `#!/bin/sh\nexec ${JSON.stringify(python)} -c "import time; print('ready 3.0.0', flush=True); time.sleep(60)"\n`,
+    { mode: 0o755 }
+  )
   const started = Date.now()
   const err = await lib.pythonParses(['x = 1'], { python: silent, timeoutMs: 500 }).catch((e) => e)
   t.equal(err.code, 'ERR_PYTHON')
@@ -149,7 +178,9 @@ t.test('a worker that dies on one source: that source is invalid, the rest are a
   // crash on a pathological input would.
   const wrapper = path.join(tmp, 'crashing-python')
   const patch = "import ast, os; _parse = ast.parse; ast.parse = lambda s, *a, **k: os._exit(9) if 'CRASH_ME' in s else _parse(s, *a, **k)"
-  fs.writeFileSync(wrapper, `#!/bin/sh\n# args: -I -S -c SOURCE\nexec ${JSON.stringify(python)} "$1" "$2" "$3" "${patch}\n$4"\n`, { mode: 0o755 })
+  fs.writeFileSync(wrapper, `#!/bin/sh\n# args: -I -S -c SOURCE\nexec ${JSON.stringify(python)} "$1" "$2" "$3" "${patch}\n$4"\n`, {
+    mode: 0o755
+  })
   const sources = []
   const expected = []
   for (let i = 0; i < 150; i++) {
@@ -166,10 +197,13 @@ t.test('a worker that dies on one source: that source is invalid, the rest are a
 
 t.test('syntax checks: duplicates, empty batches, concurrency and abort', { skip: noPython }, async (t) => {
   t.match(await lib.startPythonWorkers(), /^3\.\d+\.\d+$/, 'workers start ahead of use and report their version')
-  t.same([...await lib.pythonParses([])], [])
+  t.same([...(await lib.pythonParses([]))], [])
   const sources = Array.from({ length: 500 }, (_, i) => (i % 3 === 0 ? 'x = (' : `x = ${i % 10}`))
   const results = await Promise.all([lib.pythonParses(sources), lib.pythonParses(sources.slice(7)), lib.pythonParses(['pass'])])
-  t.same([...results[0]], sources.map((s) => (s === 'x = (' ? 0 : 1)))
+  t.same(
+    [...results[0]],
+    sources.map((s) => (s === 'x = (' ? 0 : 1))
+  )
   t.same([...results[1]], [...results[0]].slice(7))
   t.same([...results[2]], [1])
   const controller = new AbortController()
@@ -177,7 +211,13 @@ t.test('syntax checks: duplicates, empty batches, concurrency and abort', { skip
   const aborted = await rewards.recode([wrap('x = 1')], ['x = 1'], { signal: controller.signal }).catch((e) => e)
   t.equal(aborted.code, 'ABORT_ERR')
   const late = new AbortController()
-  const pending = rewards.recode(Array(200).fill(0).map((_, i) => wrap(`x = ${i}`)), Array(200).fill('x = 1'), { signal: late.signal })
+  const pending = rewards.recode(
+    Array(200)
+      .fill(0)
+      .map((_, i) => wrap(`x = ${i}`)),
+    Array(200).fill('x = 1'),
+    { signal: late.signal }
+  )
   late.abort()
   t.equal((await pending.catch((e) => e)).code, 'ABORT_ERR', 'an abort during the call stops it')
 })
@@ -198,7 +238,7 @@ t.test('argument checks', async (t) => {
   await t.rejects(rewards.emStar(['a', 3], ['a', 'b']), { code: 'ERR_INVALID_ARG', message: /completions\[1\]/ })
   await t.rejects(rewards.format([null]), { code: 'ERR_INVALID_ARG' })
   await t.rejects(rewards.recode(['a'], ['a'], { device: 'tpu' }), { code: 'ERR_INVALID_ARG' })
-  t.same([...await rewards.recode([], [])], [])
+  t.same([...(await rewards.recode([], []))], [])
 })
 
 t.test('one-pass placeholder restoration equals the sequential str.replace loop', async (t) => {
@@ -208,7 +248,21 @@ t.test('one-pass placeholder restoration equals the sequential str.replace loop'
     // Codes with many short literals (so indices pass 10) and placeholder-like text around them.
     let code = ''
     const parts = r.int(0, 40)
-    for (let k = 0; k < parts; k++) code += r.pick(["'a'", '"b"', "'STRING_PLACEHOLDER_1'", 'STRING_PLACEHOLDER_', 'STRING_PLACEHOLDER_12', '0', '7', ' ', '#', '\n', "'''c'''", randomText(r, 2)])
+    for (let k = 0; k < parts; k++)
+      code += r.pick([
+        "'a'",
+        '"b"',
+        "'STRING_PLACEHOLDER_1'",
+        'STRING_PLACEHOLDER_',
+        'STRING_PLACEHOLDER_12',
+        '0',
+        '7',
+        ' ',
+        '#',
+        '\n',
+        "'''c'''",
+        randomText(r, 2)
+      ])
     const { text: withPlaceholders, literals } = text.replaceStrings(code)
     const stripped = text.removeComments(withPlaceholders)
     const fast = text.restoreStrings(stripped, literals)
@@ -220,5 +274,9 @@ t.test('one-pass placeholder restoration equals the sequential str.replace loop'
     checked++
   }
   t.equal(checked, 3000, 'all agree')
-  t.equal(text.restoreStrings('STRING_PLACEHOLDER_10 STRING_PLACEHOLDER_1', ['"a"', '"b"', '"c"']), '"b"0 "b"', 'placeholder 1 takes the front of placeholder 10')
+  t.equal(
+    text.restoreStrings('STRING_PLACEHOLDER_10 STRING_PLACEHOLDER_1', ['"a"', '"b"', '"c"']),
+    '"b"0 "b"',
+    'placeholder 1 takes the front of placeholder 10'
+  )
 })

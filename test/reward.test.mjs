@@ -25,11 +25,14 @@ if (noData) t.comment(`skipping the data-file checks: ${noData}`)
 t.teardown(() => lib.closePythonWorkers())
 
 /** Runs the Python reference over the cases (one process, JSON lines in and out). */
-function reference (cases) {
+function reference(cases) {
   const input = cases.map((c) => JSON.stringify({ completion: c.completion, target: c.target })).join('\n') + '\n'
   const r = spawnSync(python, [referenceScript], { input, encoding: 'utf8', maxBuffer: 1 << 30 })
   if (r.status !== 0) throw new Error(`reference failed: ${r.stderr}`)
-  const out = r.stdout.trim().split('\n').map((l) => JSON.parse(l))
+  const out = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
   if (out.length !== cases.length) throw new Error(`reference gave ${out.length} results for ${cases.length} cases`)
   return out
 }
@@ -37,9 +40,12 @@ function reference (cases) {
 const show = (s) => (s === null ? 'null' : JSON.stringify(s.length > 300 ? s.slice(0, 300) + '…' : s))
 
 /** Compares rewards.score and the text helpers with the reference; reports the first mismatches in detail. */
-async function compareWithReference (t, cases) {
+async function compareWithReference(t, cases) {
   const expected = reference(cases)
-  const got = await rewards.score(cases.map((c) => c.completion), cases.map((c) => c.target))
+  const got = await rewards.score(
+    cases.map((c) => c.completion),
+    cases.map((c) => c.target)
+  )
   const problems = []
   for (let i = 0; i < cases.length; i++) {
     const e = expected[i]
@@ -84,8 +90,16 @@ t.test('hand-written tricky completions match the Python reference', { skip: noP
   const emoji = byName('emoji count as one character each')
   t.equal(expected[emoji].distance, 1, 'the reference counts an emoji as one character')
   t.ok(Math.abs(got.similarity[emoji] - (1 - 1 / 8)) < 1e-15, 'and so do we (8 code points against 7)')
-  t.equal(text.completionCode(handWritten[byName('eleven and more strings: placeholder 1 prefixes placeholder 10')].completion).split('\n')[10], "s10 = 'v1'0", 'literal 10 comes back as literal 1 + "0"')
-  t.equal(text.completionCode(handWritten[byName('apostrophes in comments start a "string"')].completion), 'x = 1  \nz = 3', 'the apostrophe quirk eats a line')
+  t.equal(
+    text.completionCode(handWritten[byName('eleven and more strings: placeholder 1 prefixes placeholder 10')].completion).split('\n')[10],
+    "s10 = 'v1'0",
+    'literal 10 comes back as literal 1 + "0"'
+  )
+  t.equal(
+    text.completionCode(handWritten[byName('apostrophes in comments start a "string"')].completion),
+    'x = 1  \nz = 3',
+    'the apostrophe quirk eats a line'
+  )
 })
 
 t.test('random token soups match the Python reference', { skip: noPython }, async (t) => {
@@ -94,7 +108,11 @@ t.test('random token soups match the Python reference', { skip: noPython }, asyn
 
 t.test('every row of the ReCode data matches the Python reference', { skip: noPython || noData }, async (t) => {
   const r = rng(t, 'perturbations')
-  const rows = fs.readFileSync(dataFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const rows = fs
+    .readFileSync(dataFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
   const cases = []
   rows.forEach((row, i) => {
     cases.push({ name: `row ${i + 1} new_code`, completion: wrap(row.new_code), target: row.new_code })
@@ -107,18 +125,32 @@ t.test('every row of the ReCode data matches the Python reference', { skip: noPy
 })
 
 t.test('documented facts about the data', { skip: noPython || noData }, async (t) => {
-  const rows = fs.readFileSync(dataFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const rows = fs
+    .readFileSync(dataFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
   const withOld = rows.filter((row) => row.old_code !== null)
   // recode.md: "Copying the old code unchanged already scores a mean similarity of 0.72 to the target."
   // That figure is the similarity of the raw strings; after the reward's normalisation it is 0.75.
   const { similarities } = require('../dist/cjs/editdist.js')
-  const raw = await similarities(withOld.map((row) => row.old_code), withOld.map((row) => row.new_code))
+  const raw = await similarities(
+    withOld.map((row) => row.old_code),
+    withOld.map((row) => row.new_code)
+  )
   const meanRaw = raw.reduce((a, b) => a + b, 0) / raw.length
   t.ok(Math.abs(meanRaw - 0.72) < 0.005, `mean raw similarity of old_code to new_code is ${meanRaw.toFixed(4)} (doc: 0.72)`)
-  const copies = await rewards.score(withOld.map((row) => wrap(row.old_code)), withOld.map((row) => row.new_code))
+  const copies = await rewards.score(
+    withOld.map((row) => wrap(row.old_code)),
+    withOld.map((row) => row.new_code)
+  )
   let sum = 0
   let valid = 0
-  for (let i = 0; i < withOld.length; i++) if (copies.validPython[i]) { sum += copies.similarity[i]; valid++ }
+  for (let i = 0; i < withOld.length; i++)
+    if (copies.validPython[i]) {
+      sum += copies.similarity[i]
+      valid++
+    }
   t.comment(`copying old_code: ${valid}/${withOld.length} parse after normalisation, mean reward similarity ${(sum / valid).toFixed(4)}`)
   t.ok(Math.abs(sum / valid - 0.752) < 0.01, 'the normalised similarity of the copies is about 0.75')
 
@@ -126,7 +158,16 @@ t.test('documented facts about the data', { skip: noPython || noData }, async (t
   const parses = await lib.pythonParses(rows.map((row) => row.new_code))
   const invalid = rows.filter((_, i) => parses[i] === 0)
   t.equal(invalid.length, 50, '50 targets do not parse')
-  const scored = await rewards.score(invalid.map((row) => wrap(row.new_code)), invalid.map((row) => row.new_code))
-  t.ok(scored.esStar.every((x) => x === -2), 'each scores ES* = -2 when copied verbatim')
-  t.ok(scored.reward.every((x) => x === -1), 'and reward -1 with a good format')
+  const scored = await rewards.score(
+    invalid.map((row) => wrap(row.new_code)),
+    invalid.map((row) => row.new_code)
+  )
+  t.ok(
+    scored.esStar.every((x) => x === -2),
+    'each scores ES* = -2 when copied verbatim'
+  )
+  t.ok(
+    scored.reward.every((x) => x === -1),
+    'and reward -1 with a good format'
+  )
 })

@@ -13,10 +13,11 @@ const addon = native()
 const sigmoid = (x) => 1 / (1 + Math.exp(-x))
 
 /** torch.quantile(x, q) with linear interpolation. */
-function quantile (xs, q) {
+function quantile(xs, q) {
   const s = [...xs].sort((a, b) => a - b)
   const pos = q * (s.length - 1)
-  const lo = Math.floor(pos), hi = Math.min(lo + 1, s.length - 1)
+  const lo = Math.floor(pos),
+    hi = Math.min(lo + 1, s.length - 1)
   return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 }
 
@@ -24,14 +25,19 @@ function quantile (xs, q) {
  * TRL v1.9 GRPOTrainer._compute_loss in float64. `lp` is the differentiated log-probability, `lp0` its detached
  * value (CISPO's weight); entropy masks and correction weights depend on no log-probability of the policy.
  */
-function refLoss (inp, o, lp = inp.logp, lp0 = inp.logp) {
+function refLoss(inp, o, lp = inp.logp, lp0 = inp.logp) {
   const { batch: B, length: T } = inp
   const lossType = o.lossType ?? 'dapo'
-  const epsLow = o.clipLow ?? 0.2, epsHigh = o.clipHigh ?? 0.2
+  const epsLow = o.clipLow ?? 0.2,
+    epsHigh = o.clipHigh ?? 0.2
   const mask = Float64Array.from(inp.mask)
   if (o.maskTruncatedCompletions) for (let b = 0; b < B; b++) if (inp.truncated[b]) mask.fill(0, b * T, (b + 1) * T)
-  const adv = (b, t) => inp.advantages.length === B ? inp.advantages[b] : inp.advantages[b * T + t]
-  const rowCount = (b) => { let s = 0; for (let t = 0; t < T; t++) s += mask[b * T + t]; return s }
+  const adv = (b, t) => (inp.advantages.length === B ? inp.advantages[b] : inp.advantages[b * T + t])
+  const rowCount = (b) => {
+    let s = 0
+    for (let t = 0; t < T; t++) s += mask[b * T + t]
+    return s
+  }
   // importance weights
   const logW = (b, t, x) => {
     if (o.importanceSamplingLevel !== 'sequence') return x[b * T + t] - inp.oldLogp[b * T + t]
@@ -75,7 +81,7 @@ function refLoss (inp, o, lp = inp.logp, lp0 = inp.logp) {
         l = -Math.min(Math.exp(logW(b, t, lp0)), epsHigh) * A * lp[i]
       } else if (lossType === 'sapo') {
         const tau = A > 0 ? (o.sapoTemperaturePos ?? 1) : (o.sapoTemperatureNeg ?? 1.05)
-        l = -sigmoid(tau * (coef1 - 1)) * 4 / tau * A
+        l = ((-sigmoid(tau * (coef1 - 1)) * 4) / tau) * A
       } else {
         const coef2 = Math.min(Math.max(coef1, 1 - epsLow), 1 + epsHigh)
         const c1 = o.delta !== undefined ? Math.min(coef1, o.delta) : coef1
@@ -90,8 +96,12 @@ function refLoss (inp, o, lp = inp.logp, lp0 = inp.logp) {
       ptl[i] = l
     }
   }
-  let sum = 0, N = 0
-  for (let i = 0; i < B * T; i++) { sum += ptl[i] * mask[i]; N += mask[i] }
+  let sum = 0,
+    N = 0
+  for (let i = 0; i < B * T; i++) {
+    sum += ptl[i] * mask[i]
+    N += mask[i]
+  }
   let loss
   if (lossType === 'grpo' || lossType === 'sapo') {
     loss = 0
@@ -105,17 +115,25 @@ function refLoss (inp, o, lp = inp.logp, lp0 = inp.logp) {
     loss = sum / Math.max(N, 1)
   } else if (lossType === 'dr_grpo') {
     loss = sum / (B * (o.normLength ?? T))
-  } else { // luspo: each sequence's loss times its length, averaged over sequences (masked)
+  } else {
+    // luspo: each sequence's loss times its length, averaged over sequences (masked)
     loss = sum / B
   }
   let bonus = 0
   if (o.entropyCoef) {
-    let hs = 0, kept = 0
-    for (let i = 0; i < B * T; i++) { const e = mask[i] * keep(i); hs += inp.entropy[i] * e; kept += e }
+    let hs = 0,
+      kept = 0
+    for (let i = 0; i < B * T; i++) {
+      const e = mask[i] * keep(i)
+      hs += inp.entropy[i] * e
+      kept += e
+    }
     bonus = hs / Math.max(lossType === 'dapo' || lossType === 'cispo' ? N : kept, 1)
     loss -= o.entropyCoef * bonus
   }
-  let mis = 0, corrected = 0, kept = 0
+  let mis = 0,
+    corrected = 0,
+    kept = 0
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const i = b * T + t
@@ -129,19 +147,33 @@ function refLoss (inp, o, lp = inp.logp, lp0 = inp.logp) {
       }
     }
   }
-  function seqSum (b) { let s = 0; for (let u = 0; u < T; u++) s += (inp.oldLogp[b * T + u] - inp.rolloutLogp[b * T + u]) * mask[b * T + u]; return s }
+  function seqSum(b) {
+    let s = 0
+    for (let u = 0; u < T; u++) s += (inp.oldLogp[b * T + u] - inp.rolloutLogp[b * T + u]) * mask[b * T + u]
+    return s
+  }
   const d = N + 1e-8
-  return { loss, tokens: N, entropyBonus: bonus, entropyKeptFrac: (o.topEntropyQuantile ?? 1) < 1 ? kept / d : 1, rolloutLogRatioAbs: rc ? mis / d : 0, rolloutCorrectedFrac: rc ? corrected / d : 0, mask }
+  return {
+    loss,
+    tokens: N,
+    entropyBonus: bonus,
+    entropyKeptFrac: (o.topEntropyQuantile ?? 1) < 1 ? kept / d : 1,
+    rolloutLogRatioAbs: rc ? mis / d : 0,
+    rolloutCorrectedFrac: rc ? corrected / d : 0,
+    mask
+  }
 }
 
-function fdGrad (inp, o) {
+function fdGrad(inp, o) {
   const h = 1e-6
   const x = Float64Array.from(inp.logp)
   const g = new Float64Array(x.length)
   for (let i = 0; i < x.length; i++) {
     const v = x[i]
-    x[i] = v + h; const up = refLoss(inp, o, x).loss
-    x[i] = v - h; const down = refLoss(inp, o, x).loss
+    x[i] = v + h
+    const up = refLoss(inp, o, x).loss
+    x[i] = v - h
+    const down = refLoss(inp, o, x).loss
     x[i] = v
     g[i] = (up - down) / (2 * h)
   }
@@ -149,7 +181,7 @@ function fdGrad (inp, o) {
 }
 
 /** d loss / d entropy of the bonus (the entropy mask is a step function: it carries no gradient). */
-function entropyGrad (inp, o, ref) {
+function entropyGrad(inp, o, ref) {
   const { batch: B, length: T } = inp
   const g = new Float64Array(B * T)
   if (!o.entropyCoef) return g
@@ -164,13 +196,13 @@ function entropyGrad (inp, o, ref) {
   for (let i = 0; i < B * T; i++) if (ref.mask[i] > 0 && inp.entropy[i] >= thr) kept += ref.mask[i]
   const global = o.lossType === 'dapo' || o.lossType === 'cispo'
   const D = Math.max(global ? ref.tokens : kept, 1)
-  for (let i = 0; i < B * T; i++) if (ref.mask[i] > 0 && inp.entropy[i] >= thr) g[i] = -o.entropyCoef * ref.mask[i] / D
+  for (let i = 0; i < B * T; i++) if (ref.mask[i] > 0 && inp.entropy[i] >= thr) g[i] = (-o.entropyCoef * ref.mask[i]) / D
   return g
 }
 
 /** Random batch: log-ratios inside ±20 (TRL does not clamp them), some padding, an empty completion, rollout
  * log-probabilities off by generator noise (a few far off, so corrections engage). */
-function makeInputs (r, B, T, { perToken = false, withRef = false } = {}) {
+function makeInputs(r, B, T, { perToken = false, withRef = false } = {}) {
   const n = B * T
   const logp = Float32Array.from({ length: n }, () => -Math.abs(r.normal()) - 0.01)
   const oldLogp = Float32Array.from(logp, (x) => x + 0.3 * r.normal())
@@ -220,7 +252,12 @@ t.test('every TRL objective against the float64 reference: loss, metrics, gradie
   const devs = backends(t, addon)
   for (const v of variants) {
     const { perToken, withRef, ...opts } = v
-    for (const [B, T] of [[1, 1], [3, 5], [7, 13], [5, 33]]) {
+    for (const [B, T] of [
+      [1, 1],
+      [3, 5],
+      [7, 13],
+      [5, 33]
+    ]) {
       const inp = makeInputs(r, B, T, { perToken, withRef })
       const want = refLoss(inp, opts)
       const fd = fdGrad(inp, opts)
@@ -229,7 +266,11 @@ t.test('every TRL objective against the float64 reference: loss, metrics, gradie
         for (const simd of device === 'cpu' ? ['auto', 'baseline'] : ['auto']) {
           setSimdLevel(simd)
           let got
-          try { got = await policyLoss(inp, { ...opts, device }) } finally { setSimdLevel('auto') }
+          try {
+            got = await policyLoss(inp, { ...opts, device })
+          } finally {
+            setSimdLevel('auto')
+          }
           const where = `${device}${simd === 'baseline' ? ' (baseline SIMD)' : ''} ${label(v)} ${B}x${T}`
           const lossErr = Math.abs(got.metrics.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-3)
           t.ok(lossErr < 2e-5, `${where}: loss ${got.metrics.loss} vs ${want.loss} (rel err ${lossErr.toExponential(2)})`)
@@ -267,18 +308,30 @@ t.test('larger batches: cpu, baseline SIMD and emulated CUDA agree', async (t) =
       let other
       if (device === 'baseline') {
         setSimdLevel('baseline')
-        try { other = await policyLoss(inp, { ...opts, device: 'cpu' }) } finally { setSimdLevel('auto') }
+        try {
+          other = await policyLoss(inp, { ...opts, device: 'cpu' })
+        } finally {
+          setSimdLevel('auto')
+        }
       } else other = await policyLoss(inp, { ...opts, device })
-      t.ok(maxRelError(other.grad, cpu.grad, 1e-3 * scale) < 1e-5 && Math.abs(other.metrics.loss - cpu.metrics.loss) <= 1e-6 * Math.max(1, Math.abs(cpu.metrics.loss)),
-        `${device} ${label(v)}: same loss and gradient as cpu`)
+      t.ok(
+        maxRelError(other.grad, cpu.grad, 1e-3 * scale) < 1e-5 &&
+          Math.abs(other.metrics.loss - cpu.metrics.loss) <= 1e-6 * Math.max(1, Math.abs(cpu.metrics.loss)),
+        `${device} ${label(v)}: same loss and gradient as cpu`
+      )
     }
   }
 })
 
-t.test('defaults are today\'s objective: lossType dapo equals token-mean, grpo seq-mean-token-mean', async (t) => {
+t.test("defaults are today's objective: lossType dapo equals token-mean, grpo seq-mean-token-mean", async (t) => {
   const r = rng(t, 'defaults')
   const inp = makeInputs(r, 5, 17)
-  for (const [lossType, aggregation] of [['dapo', 'token-mean'], ['bnpo', 'token-mean'], ['grpo', 'seq-mean-token-mean'], ['luspo', 'seq-mean-token-sum']]) {
+  for (const [lossType, aggregation] of [
+    ['dapo', 'token-mean'],
+    ['bnpo', 'token-mean'],
+    ['grpo', 'seq-mean-token-mean'],
+    ['luspo', 'seq-mean-token-sum']
+  ]) {
     const a = await policyLoss(inp, { lossType, clipHigh: 0.28, device: 'cpu' })
     const b = await policyLoss(inp, { aggregation, clipHigh: 0.28, device: 'cpu' })
     t.same(Array.from(a.grad), Array.from(b.grad), `${lossType}: the same gradient as aggregation ${aggregation}`)
@@ -286,12 +339,22 @@ t.test('defaults are today\'s objective: lossType dapo equals token-mean, grpo s
   }
 })
 
-t.test('hand-made tokens: GSPO couples a sequence, CISPO keeps clipped tokens\' gradient, delta caps the ratio', async (t) => {
+t.test("hand-made tokens: GSPO couples a sequence, CISPO keeps clipped tokens' gradient, delta caps the ratio", async (t) => {
   // one sequence, two tokens with log-ratios 0.1 and 0.3: GSPO's ratio is e^0.2 for both
-  const inp = { batch: 1, length: 2, logp: Float32Array.from([-1, -1]), oldLogp: Float32Array.from([-1.1, -1.3]), advantages: Float32Array.from([1]), mask: Float32Array.from([1, 1]) }
+  const inp = {
+    batch: 1,
+    length: 2,
+    logp: Float32Array.from([-1, -1]),
+    oldLogp: Float32Array.from([-1.1, -1.3]),
+    advantages: Float32Array.from([1]),
+    mask: Float32Array.from([1, 1])
+  }
   const gspo = await policyLoss(inp, { lossType: 'grpo', importanceSamplingLevel: 'sequence', clipHigh: 0.5, device: 'cpu' })
   t.ok(Math.abs(gspo.metrics.ratioMean - Math.exp(0.2)) < 1e-6, 'one ratio per sequence: exp(mean log-ratio)')
-  t.ok(Math.abs(gspo.grad[0] - gspo.grad[1]) < 1e-7 && Math.abs(gspo.grad[0] + Math.exp(0.2) / 2) < 1e-6, 'each token gets -A ratio / length')
+  t.ok(
+    Math.abs(gspo.grad[0] - gspo.grad[1]) < 1e-7 && Math.abs(gspo.grad[0] + Math.exp(0.2) / 2) < 1e-6,
+    'each token gets -A ratio / length'
+  )
   const cispo = await policyLoss(inp, { lossType: 'cispo', clipHigh: 1.05, device: 'cpu' })
   t.ok(Math.abs(cispo.grad[1] + 1.05 / 2) < 1e-6, 'CISPO: a capped token still gets -min(ratio, cap) A / tokens')
   t.ok(Math.abs(cispo.metrics.clipFracHigh - 1) < 1e-6, 'both tokens exceed the cap (ratios e^0.1, e^0.3 > 1.05)')
@@ -319,11 +382,23 @@ t.test('objective argument checks name the option', async (t) => {
     [{ delta: 0 }, /delta/]
   ]
   for (const [opts, re] of bad) await t.rejects(policyLoss(inp, opts), { code: 'ERR_INVALID_ARG', message: re }, JSON.stringify(opts))
-  await t.rejects(policyLoss({ ...inp, entropy: undefined }, { entropyCoef: 0.1 }), { code: 'ERR_INVALID_ARG', message: /entropy/ }, 'the bonus needs entropies')
-  await t.rejects(policyLoss({ ...inp, rolloutLogp: undefined }, { rolloutCorrection: { mode: 'mask', level: 'token', c: 2 } }), { code: 'ERR_INVALID_ARG', message: /rolloutLogp/ }, 'the correction needs rollout log-probs')
-  await t.rejects(policyLoss({ ...inp, truncated: undefined }, { maskTruncatedCompletions: true }), { code: 'ERR_INVALID_ARG', message: /truncated/ }, 'masking needs the flags')
+  await t.rejects(
+    policyLoss({ ...inp, entropy: undefined }, { entropyCoef: 0.1 }),
+    { code: 'ERR_INVALID_ARG', message: /entropy/ },
+    'the bonus needs entropies'
+  )
+  await t.rejects(
+    policyLoss({ ...inp, rolloutLogp: undefined }, { rolloutCorrection: { mode: 'mask', level: 'token', c: 2 } }),
+    { code: 'ERR_INVALID_ARG', message: /rolloutLogp/ },
+    'the correction needs rollout log-probs'
+  )
+  await t.rejects(
+    policyLoss({ ...inp, truncated: undefined }, { maskTruncatedCompletions: true }),
+    { code: 'ERR_INVALID_ARG', message: /truncated/ },
+    'masking needs the flags'
+  )
   const before = Float32Array.from(inp.mask)
   const m = { ...inp, mask: Float32Array.from(inp.mask), truncated: [1, 1] }
   await policyLoss(m, { maskTruncatedCompletions: true })
-  t.same(Array.from(m.mask), Array.from(before), 'the caller\'s mask is left as it was')
+  t.same(Array.from(m.mask), Array.from(before), "the caller's mask is left as it was")
 })

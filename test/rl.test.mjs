@@ -10,13 +10,15 @@ const addon = native()
 
 // ---- float64 references ------------------------------------------------------------------------------
 
-function mean (xs) { return xs.reduce((a, b) => a + b, 0) / xs.length }
-function stdUnbiased (xs) {
+function mean(xs) {
+  return xs.reduce((a, b) => a + b, 0) / xs.length
+}
+function stdUnbiased(xs) {
   const m = mean(xs)
   return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1))
 }
 
-function refAdvantages (rewards, G, convention, scale) {
+function refAdvantages(rewards, G, convention, scale) {
   const r = Array.from(rewards)
   const eps = convention === 'verl' ? 1e-6 : 1e-4
   const batchStd = r.length > 1 ? stdUnbiased(r) : 0
@@ -25,10 +27,15 @@ function refAdvantages (rewards, G, convention, scale) {
     const grp = r.slice(g * G, (g + 1) * G)
     let m, s
     if (G === 1) {
-      if (convention === 'trl') { out.push(0); continue }
-      m = 0; s = 1 // verl: a group of one has mean 0 and std 1
+      if (convention === 'trl') {
+        out.push(0)
+        continue
+      }
+      m = 0
+      s = 1 // verl: a group of one has mean 0 and std 1
     } else {
-      m = mean(grp); s = stdUnbiased(grp)
+      m = mean(grp)
+      s = stdUnbiased(grp)
     }
     const denom = scale === 'group' ? s + eps : scale === 'batch' ? batchStd + eps : 1
     for (const x of grp) out.push((x - m) / denom)
@@ -39,14 +46,17 @@ function refAdvantages (rewards, G, convention, scale) {
 const clamp = (x, lo, hi) => Math.min(Math.max(x, lo), hi)
 
 /** verl compute_policy_loss (vanilla) + kl_penalty + agg_loss, in float64. Returns loss and metrics. */
-function refLoss (inp, opts, logpOverride) {
+function refLoss(inp, opts, logpOverride) {
   const { batch: B, length: T } = inp
   const logp = logpOverride ?? inp.logp
-  const lo = 1 - (opts.clipLow ?? 0.2), hi = 1 + (opts.clipHigh ?? 0.2), c = opts.clipRatioC ?? 0
+  const lo = 1 - (opts.clipLow ?? 0.2),
+    hi = 1 + (opts.clipHigh ?? 0.2),
+    c = opts.clipRatioC ?? 0
   const klCoef = opts.klCoef ?? 0
   const est = opts.klEstimator ?? (klCoef !== 0 ? 'k3' : undefined)
   const agg = opts.aggregation ?? 'token-mean'
-  const pg = new Float64Array(B * T), kl = new Float64Array(B * T)
+  const pg = new Float64Array(B * T),
+    kl = new Float64Array(B * T)
   const m = { clipLow: 0, clipHigh: 0, dual: 0, negLr: 0, ratio: 0, ratioMin: Infinity, ratioMax: -Infinity, ent: 0, count: 0, kl: 0 }
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
@@ -55,9 +65,13 @@ function refLoss (inp, opts, logpOverride) {
       const A = inp.advantages.length === B ? inp.advantages[b] : inp.advantages[i]
       const lr = clamp(logp[i] - inp.oldLogp[i], -20, 20)
       const ratio = Math.exp(lr)
-      const pg1 = -A * ratio, pg2 = -A * clamp(ratio, lo, hi)
+      const pg1 = -A * ratio,
+        pg2 = -A * clamp(ratio, lo, hi)
       let loss = Math.max(pg1, pg2)
-      if (c > 0 && A < 0 && loss > -A * c) { loss = -A * c; if (w) m.dual += w }
+      if (c > 0 && A < 0 && loss > -A * c) {
+        loss = -A * c
+        if (w) m.dual += w
+      }
       pg[i] = loss
       if (est === 'k1') kl[i] = logp[i] - inp.refLogp[i]
       else if (est === 'k2') kl[i] = 0.5 * (logp[i] - inp.refLogp[i]) ** 2
@@ -78,12 +92,32 @@ function refLoss (inp, opts, logpOverride) {
     }
   }
   const aggregate = (mat) => {
-    const rowSum = (b) => { let s = 0; for (let t = 0; t < T; t++) s += mat[b * T + t] * inp.mask[b * T + t]; return s }
-    const rowCount = (b) => { let s = 0; for (let t = 0; t < T; t++) s += inp.mask[b * T + t]; return s }
+    const rowSum = (b) => {
+      let s = 0
+      for (let t = 0; t < T; t++) s += mat[b * T + t] * inp.mask[b * T + t]
+      return s
+    }
+    const rowCount = (b) => {
+      let s = 0
+      for (let t = 0; t < T; t++) s += inp.mask[b * T + t]
+      return s
+    }
     let s = 0
-    if (agg === 'token-mean') { for (let b = 0; b < B; b++) s += rowSum(b); return s / (m.count + 1e-8) }
-    if (agg === 'seq-mean-token-sum') { for (let b = 0; b < B; b++) s += rowSum(b); return s / B }
-    if (agg === 'seq-mean-token-mean') { for (let b = 0; b < B; b++) { const n = rowCount(b); s += n > 0 ? rowSum(b) / n : 0 } return s / B }
+    if (agg === 'token-mean') {
+      for (let b = 0; b < B; b++) s += rowSum(b)
+      return s / (m.count + 1e-8)
+    }
+    if (agg === 'seq-mean-token-sum') {
+      for (let b = 0; b < B; b++) s += rowSum(b)
+      return s / B
+    }
+    if (agg === 'seq-mean-token-mean') {
+      for (let b = 0; b < B; b++) {
+        const n = rowCount(b)
+        s += n > 0 ? rowSum(b) / n : 0
+      }
+      return s / B
+    }
     for (let b = 0; b < B; b++) s += rowSum(b)
     return s / (opts.normLength || T)
   }
@@ -109,7 +143,7 @@ function refLoss (inp, opts, logpOverride) {
 }
 
 /** Central finite differences of the reference loss with respect to each logp. */
-function fdGrad (inp, opts) {
+function fdGrad(inp, opts) {
   const h = 1e-6
   const base = Float64Array.from(inp.logp)
   const g = new Float64Array(base.length)
@@ -125,13 +159,16 @@ function fdGrad (inp, opts) {
   return g
 }
 
-function makeInputs (r, B, T, { perToken = false, withRef = true, withEntropy = true, emptyRow = false, bigRatio = false } = {}) {
+function makeInputs(r, B, T, { perToken = false, withRef = true, withEntropy = true, emptyRow = false, bigRatio = false } = {}) {
   const n = B * T
   const logp = Float32Array.from({ length: n }, () => -Math.abs(r.normal()) - 0.01)
   const oldLogp = Float32Array.from(logp, (x) => x + 0.35 * r.normal())
   // beyond the ±20 log-ratio clamp; a ratio of e^20 only with a dual clip, which bounds its loss (otherwise a
   // 5e8 loss term would swamp the finite differences of every other token)
-  if (n > 3) { oldLogp[0] = logp[0] + 25; oldLogp[1] = logp[1] + (bigRatio ? -25 : 25) }
+  if (n > 3) {
+    oldLogp[0] = logp[0] + 25
+    oldLogp[1] = logp[1] + (bigRatio ? -25 : 25)
+  }
   const refLogp = withRef ? Float32Array.from(logp, (x) => x + 0.5 * r.normal()) : undefined
   if (withRef && n > 3) refLogp[2] = logp[2] + 30 // k3 clamps
   const advantages = Float32Array.from({ length: perToken ? n : B }, () => 1.5 * r.normal())
@@ -161,8 +198,11 @@ t.test('GRPO advantages: verl and TRL conventions, group / batch / none scaling'
       }
     }
   }
-  t.same(Array.from(grpoAdvantages(Float32Array.from([2, -1]), 1, { convention: 'verl' })), [Math.fround(2 / (1 + 1e-6)), Math.fround(-1 / (1 + 1e-6))],
-    'verl: a group of one uses mean 0 and std 1')
+  t.same(
+    Array.from(grpoAdvantages(Float32Array.from([2, -1]), 1, { convention: 'verl' })),
+    [Math.fround(2 / (1 + 1e-6)), Math.fround(-1 / (1 + 1e-6))],
+    'verl: a group of one uses mean 0 and std 1'
+  )
   t.same(Array.from(grpoAdvantages(Float32Array.from([2, -1]), 1, { convention: 'trl' })), [0, 0], 'trl: a group of one gives 0')
   t.throws(() => grpoAdvantages(new Float32Array(5), 2), { code: 'ERR_INVALID_ARG' })
   t.throws(() => grpoAdvantages(new Float32Array(4), 2, { convention: 'x' }), { code: 'ERR_INVALID_ARG' })
@@ -176,10 +216,17 @@ t.test('DAPO dynamic-sampling mask and overlong reward shaping', async (t) => {
   t.same(Array.from(dapoDynamicMask(rewards, 1)), new Array(12).fill(1), 'groups of one are kept')
   const lengths = [0, 3000, 3072, 3500, 4096, 5000]
   const got = overlongPenalty(lengths, { maxLength: 4096, buffer: 1024, factor: 1 })
-  const want = lengths.map((L) => L <= 3072 ? 0 : L <= 4096 ? -(L - 3072) / 1024 : -1)
+  const want = lengths.map((L) => (L <= 3072 ? 0 : L <= 4096 ? -(L - 3072) / 1024 : -1))
   t.ok(maxRelError(got, want, 1e-6) < 1e-6, 'DAPO overlong shaping: 0, linear ramp to -factor, then -factor')
   const half = overlongPenalty(Int32Array.from(lengths), { maxLength: 4096, buffer: 1024, factor: 0.5 })
-  t.ok(maxRelError(half, want.map((x) => x * 0.5), 1e-6) < 1e-6, 'penalty factor scales the shaping')
+  t.ok(
+    maxRelError(
+      half,
+      want.map((x) => x * 0.5),
+      1e-6
+    ) < 1e-6,
+    'penalty factor scales the shaping'
+  )
   t.throws(() => overlongPenalty([1], { maxLength: 10, buffer: 11 }), { code: 'ERR_INVALID_ARG' })
   t.throws(() => overlongPenalty([-1], { maxLength: 10, buffer: 2 }), { code: 'ERR_INVALID_ARG' })
   t.throws(() => dapoDynamicMask(new Float32Array(3), 2), { code: 'ERR_INVALID_ARG' })
@@ -193,13 +240,27 @@ const configs = [
   { clipLow: 0.2, clipHigh: 0.2, klCoef: 0.1, klEstimator: 'k2', aggregation: 'seq-mean-token-sum-norm' },
   { clipLow: 0.2, clipHigh: 0.2, aggregation: 'seq-mean-token-sum-norm', normLength: 4096 }
 ]
-const metricNames = ['loss', 'pgLoss', 'klLoss', 'clipFrac', 'clipFracLow', 'clipFracHigh', 'clipFracDual', 'approxKl', 'klMean',
-  'entropyMean', 'ratioMean', 'ratioMin', 'ratioMax', 'tokens']
+const metricNames = [
+  'loss',
+  'pgLoss',
+  'klLoss',
+  'clipFrac',
+  'clipFracLow',
+  'clipFracHigh',
+  'clipFracDual',
+  'approxKl',
+  'klMean',
+  'entropyMean',
+  'ratioMean',
+  'ratioMin',
+  'ratioMax',
+  'tokens'
+]
 
 /** Relative error of one metric (floored at 1e-3). A clip fraction may differ by two tokens whose ratio sits on the
  * clip boundary (fp32 against float64, or two exp implementations, decide them differently; the loss is continuous
  * there, so only the counts see it). */
-function metricError (name, got, want, tokens) {
+function metricError(name, got, want, tokens) {
   const slack = name.startsWith('clipFrac') ? 2 / Math.max(tokens, 1) : 0
   return Math.max(0, Math.abs(got - want) - slack) / Math.max(Math.abs(want), 1e-3)
 }
@@ -208,8 +269,19 @@ t.test('policy loss, metrics and gradient against the float64 reference and fini
   const r = rng(t, 'policy loss')
   const devs = backends(t, addon)
   for (const [ci, opts] of configs.entries()) {
-    for (const [B, T] of [[1, 1], [17, 17], [3, 1000], [1, 4097], [4097, 3]]) {
-      const inp = makeInputs(r, B, T, { perToken: ci % 2 === 1, emptyRow: ci === 2, withRef: opts.klEstimator !== undefined, bigRatio: (opts.clipRatioC ?? 0) > 0 })
+    for (const [B, T] of [
+      [1, 1],
+      [17, 17],
+      [3, 1000],
+      [1, 4097],
+      [4097, 3]
+    ]) {
+      const inp = makeInputs(r, B, T, {
+        perToken: ci % 2 === 1,
+        emptyRow: ci === 2,
+        withRef: opts.klEstimator !== undefined,
+        bigRatio: (opts.clipRatioC ?? 0) > 0
+      })
       const want = refLoss(inp, opts)
       const small = B * T <= 400
       const fd = small ? fdGrad(inp, opts) : null
@@ -219,15 +291,23 @@ t.test('policy loss, metrics and gradient against the float64 reference and fini
         const label = `${device} cfg ${ci} ${B}x${T}`
         // The KL estimators are fp32 functions of exp(log-ratio): with the large ratios of these inputs and a single
         // token (no averaging) they carry ~1e-5 relative error; everything else is held to 1e-5 absolutely.
-        const errs = metricNames.map((k) => metricError(k, got.metrics[k], want[k], want.tokens) / (k === 'klLoss' || k === 'klMean' ? 10 : 1))
+        const errs = metricNames.map(
+          (k) => metricError(k, got.metrics[k], want[k], want.tokens) / (k === 'klLoss' || k === 'klMean' ? 10 : 1)
+        )
         const worst = Math.max(...errs)
-        t.ok(worst < 1e-5, `${label}: loss and metrics match (worst scaled rel err ${worst.toExponential(2)} in ${metricNames[errs.indexOf(worst)]})`)
+        t.ok(
+          worst < 1e-5,
+          `${label}: loss and metrics match (worst scaled rel err ${worst.toExponential(2)} in ${metricNames[errs.indexOf(worst)]})`
+        )
         if (fd) {
           const floor = 1e-3 * Math.max(...fd.map(Math.abs), 1e-6)
           const err = maxRelError(got.grad, fd, floor)
           let at = 0
           for (let i = 0; i < fd.length; i++) if (Math.abs(got.grad[i] - fd[i]) > Math.abs(got.grad[at] - fd[at])) at = i
-          t.ok(err < 1e-3, `${label}: gradient matches finite differences (rel err ${err.toExponential(2)}; worst at ${at}: ${got.grad[at]} vs ${fd[at]})`)
+          t.ok(
+            err < 1e-3,
+            `${label}: gradient matches finite differences (rel err ${err.toExponential(2)}; worst at ${at}: ${got.grad[at]} vs ${fd[at]})`
+          )
         }
         // every masked-out token has gradient 0
         let leak = 0
@@ -254,11 +334,19 @@ t.test('gradient of large shapes: cpu and emulated agree', async (t) => {
 t.test('the portable CPU loss (baseline SIMD) matches the AVX2 one', async (t) => {
   const r = rng(t, 'simd')
   for (const [ci, opts] of configs.entries()) {
-    const inp = makeInputs(r, 9, 203, { perToken: ci % 2 === 1, withRef: opts.klEstimator !== undefined, bigRatio: (opts.clipRatioC ?? 0) > 0 })
+    const inp = makeInputs(r, 9, 203, {
+      perToken: ci % 2 === 1,
+      withRef: opts.klEstimator !== undefined,
+      bigRatio: (opts.clipRatioC ?? 0) > 0
+    })
     const gradOut = new Float32Array(9 * 203)
     setSimdLevel('baseline')
     let base
-    try { base = await policyLoss(inp, { ...opts, device: 'cpu' }) } finally { setSimdLevel('auto') }
+    try {
+      base = await policyLoss(inp, { ...opts, device: 'cpu' })
+    } finally {
+      setSimdLevel('auto')
+    }
     const fast = await policyLoss(inp, { ...opts, device: 'cpu', gradOut })
     t.equal(fast.grad, gradOut, `cfg ${ci}: the gradient is written into gradOut`)
     // relative to the gradient's scale: the two exp implementations differ in the last bits, and single entries
@@ -276,7 +364,8 @@ t.test('clip and dual-clip behaviour on hand-made tokens', async (t) => {
   // (clipped low); token 2: A < 0, ratio e^3 → dual clip at c = 10? -A*ratio = 20.1 > -A*c = 10: dual-clipped;
   // token 3: inside the trust region.
   const inp = {
-    batch: 1, length: 4,
+    batch: 1,
+    length: 4,
     logp: Float32Array.from([-1, -1, -1, -1]),
     oldLogp: Float32Array.from([-1.5, -0.5, -4, -1.1]),
     advantages: Float32Array.from([1, -1, -1, 2]),
@@ -287,7 +376,7 @@ t.test('clip and dual-clip behaviour on hand-made tokens', async (t) => {
   t.ok(Math.abs(got.metrics.clipFracLow - 0.25) < 1e-8, 'one clipped low')
   t.ok(Math.abs(got.metrics.clipFracDual - 0.25) < 1e-8, 'one dual-clipped')
   t.same(Array.from(got.grad.subarray(0, 3)), [0, 0, 0], 'clipped tokens carry no gradient')
-  t.ok(Math.abs(got.grad[3] - (-2 * Math.exp(0.1) / 4)) < 1e-6, 'the free token: -A ratio / tokens')
+  t.ok(Math.abs(got.grad[3] - (-2 * Math.exp(0.1)) / 4) < 1e-6, 'the free token: -A ratio / tokens')
 })
 
 t.test('policy loss argument checks', async (t) => {

@@ -14,10 +14,11 @@ const ALPHA = 1e-4 // significance level of the goodness-of-fit tests: false ala
 // ---- the float64 reference, from the definitions in src/sampling/sampling.h ------------------------------------
 
 /** Unfiltered tempered probabilities and the filtered, renormalised ones. */
-function reference (x, opts) {
+function reference(x, opts) {
   const V = x.length
   const T = opts.temperature ?? 1
-  if (T === 0) { // greedy: point mass on the first argmax; logprob under T = 1
+  if (T === 0) {
+    // greedy: point mass on the first argmax; logprob under T = 1
     let arg = 0
     for (let i = 1; i < V; i++) if (x[i] > x[arg]) arg = i
     const full = softmax(x, 1)
@@ -28,7 +29,7 @@ function reference (x, opts) {
   const full = softmax(x, T)
   let max = -Infinity
   for (const v of x) max = Math.max(max, v)
-  const w = Array.from(x, (v) => v === -Infinity ? 0 : Math.exp((v - max) / T))
+  const w = Array.from(x, (v) => (v === -Infinity ? 0 : Math.exp((v - max) / T)))
   const keep = new Array(V).fill(true)
   const sorted = Array.from(x).sort((a, b) => b - a)
   const k = opts.topK ?? 0
@@ -41,10 +42,15 @@ function reference (x, opts) {
     let zk = 0
     for (let i = 0; i < V; i++) if (keep[i]) zk += w[i]
     const values = [...new Set(x.filter((_, i) => keep[i]))].sort((a, b) => b - a)
-    let cum = 0, thr = values[values.length - 1]
-    for (const v of values) { // whole tie groups, largest first
+    let cum = 0,
+      thr = values[values.length - 1]
+    for (const v of values) {
+      // whole tie groups, largest first
       for (let i = 0; i < V; i++) if (keep[i] && x[i] === v) cum += w[i] / zk
-      if (cum >= p) { thr = v; break }
+      if (cum >= p) {
+        thr = v
+        break
+      }
     }
     for (let i = 0; i < V; i++) keep[i] = keep[i] && x[i] >= thr
   }
@@ -52,41 +58,46 @@ function reference (x, opts) {
   if (minP > 0) for (let i = 0; i < V; i++) keep[i] = keep[i] && w[i] >= minP
   let zs = 0
   for (let i = 0; i < V; i++) if (keep[i]) zs += w[i]
-  const filtered = Float64Array.from(w, (wi, i) => keep[i] ? wi / zs : 0)
+  const filtered = Float64Array.from(w, (wi, i) => (keep[i] ? wi / zs : 0))
   return { full, filtered }
 }
 
-function softmax (x, T) {
+function softmax(x, T) {
   let max = -Infinity
   for (const v of x) max = Math.max(max, v)
-  const w = Array.from(x, (v) => v === -Infinity ? 0 : Math.exp((v - max) / T))
+  const w = Array.from(x, (v) => (v === -Infinity ? 0 : Math.exp((v - max) / T)))
   const z = w.reduce((a, b) => a + b, 0)
   return Float64Array.from(w, (v) => v / z)
 }
 
-function toBf16 (f32) {
+function toBf16(f32) {
   const u = new Uint32Array(Float32Array.from(f32).buffer)
   return Uint16Array.from(u, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16)
 }
-function fromBf16 (bits) {
+function fromBf16(bits) {
   return new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer)
 }
 
-function repeatRows (row, rows) {
-  const out = new (row.constructor)(row.length * rows)
+function repeatRows(row, rows) {
+  const out = new row.constructor(row.length * rows)
   for (let r = 0; r < rows; r++) out.set(row, r * row.length)
   return out
 }
 
 /** Checks every draw against the reference: kept set, log-probabilities; returns the token counts. */
-function checkDraws (t, got, refs, rows, label) {
+function checkDraws(t, got, refs, rows, label) {
   const V = refs[0].filtered.length
   const counts = new Float64Array(V)
-  let worstLp = 0, worstFlp = 0, outside = 0
+  let worstLp = 0,
+    worstFlp = 0,
+    outside = 0
   for (let r = 0; r < rows; r++) {
     const ref = refs[refs.length === 1 ? 0 : r]
     const tok = got.tokens[r]
-    if (!(tok >= 0 && tok < V) || ref.filtered[tok] === 0) { outside++; continue }
+    if (!(tok >= 0 && tok < V) || ref.filtered[tok] === 0) {
+      outside++
+      continue
+    }
     counts[tok]++
     worstLp = Math.max(worstLp, Math.abs(got.logprobs[r] - Math.log(ref.full[tok])))
     worstFlp = Math.max(worstFlp, Math.abs(got.filteredLogprobs[r] - Math.log(ref.filtered[tok])))
@@ -97,7 +108,7 @@ function checkDraws (t, got, refs, rows, label) {
   return counts
 }
 
-function goodnessOfFit (t, counts, probs, draws, label) {
+function goodnessOfFit(t, counts, probs, draws, label) {
   const c = chiSquare(counts, probs, draws)
   t.comment(`${label}: chi2 ${c.stat.toFixed(1)}, df ${c.df}, p ${c.p.toExponential(2)} (${draws} draws)`)
   t.equal(c.outside, 0, `${label}: no draw outside the filtered support`)
@@ -116,14 +127,24 @@ const modes = [
 t.test('Philox-4x32-10 known answers (Random123 test vectors)', async (t) => {
   const hex = (a) => Array.from(a, (v) => v.toString(16).padStart(8, '0'))
   t.same(hex(philox4x32(new Uint32Array(4), new Uint32Array(2))), ['6627e8d5', 'e169c58d', 'bc57ac4c', '9b00dbd8'])
-  t.same(hex(philox4x32(new Uint32Array(4).fill(0xffffffff), new Uint32Array(2).fill(0xffffffff))), ['408f276d', '41c83b0e', 'a20bc7c6', '6d5451fd'])
-  t.same(hex(philox4x32(new Uint32Array([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344]), new Uint32Array([0xa4093822, 0x299f31d0]))),
-    ['d16cfe09', '94fdcceb', '5001e420', '24126ea1'])
+  t.same(hex(philox4x32(new Uint32Array(4).fill(0xffffffff), new Uint32Array(2).fill(0xffffffff))), [
+    '408f276d',
+    '41c83b0e',
+    'a20bc7c6',
+    '6d5451fd'
+  ])
+  t.same(hex(philox4x32(new Uint32Array([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344]), new Uint32Array([0xa4093822, 0x299f31d0]))), [
+    'd16cfe09',
+    '94fdcceb',
+    '5001e420',
+    '24126ea1'
+  ])
 })
 
 t.test('each mode on the CPU: exact kept set, log-probabilities and chi-square fit', async (t) => {
   const r = rng(t, 'cpu modes')
-  const V = 64, draws = 40000
+  const V = 64,
+    draws = 40000
   for (const mode of modes) {
     const row = Float32Array.from({ length: V }, () => 2 * r.normal())
     const seed = r.int(0, 2 ** 31)
@@ -137,7 +158,8 @@ t.test('each mode on the CPU: exact kept set, log-probabilities and chi-square f
 
 t.test('bf16 logits', async (t) => {
   const r = rng(t, 'bf16')
-  const V = 50, draws = 30000
+  const V = 50,
+    draws = 30000
   const bits = toBf16(Float32Array.from({ length: V }, () => 2 * r.normal()))
   const opts = { topP: 0.9, temperature: 0.9 }
   const ref = reference(Array.from(fromBf16(bits)), opts)
@@ -163,7 +185,11 @@ t.test('ties at the top-k and top-p boundaries, all-equal logits, -inf entries',
   const z = w.reduce((a, b) => a + b)
   const topP = (w[0] + 1.5 * w[1]) / z // reached half-way through the group of 1s
   ref = reference(Array.from(tiedP), { topP })
-  t.same(Array.from(ref.filtered, (p) => p > 0), [true, true, true, true, false, false], 'reference keeps the tie group whole')
+  t.same(
+    Array.from(ref.filtered, (p) => p > 0),
+    [true, true, true, true, false, false],
+    'reference keeps the tie group whole'
+  )
   got = await sample(repeatRows(tiedP, draws), draws, { topP, seed: 12, device: 'cpu' })
   goodnessOfFit(t, checkDraws(t, got, [ref], draws, 'top-p tie'), ref.filtered, draws, 'top-p tie')
   // all-equal logits: every filter keeps everything (one tie group), uniform draws
@@ -171,7 +197,13 @@ t.test('ties at the top-k and top-p boundaries, all-equal logits, -inf entries',
   for (const opts of [{}, { topK: 3 }, { topP: 0.3 }, { minP: 0.9 }]) {
     ref = reference(Array.from(flat), opts)
     got = await sample(repeatRows(flat, draws), draws, { ...opts, seed: 13, device: 'cpu' })
-    goodnessOfFit(t, checkDraws(t, got, [ref], draws, `all equal ${JSON.stringify(opts)}`), ref.filtered, draws, `all equal ${JSON.stringify(opts)}`)
+    goodnessOfFit(
+      t,
+      checkDraws(t, got, [ref], draws, `all equal ${JSON.stringify(opts)}`),
+      ref.filtered,
+      draws,
+      `all equal ${JSON.stringify(opts)}`
+    )
   }
   // -inf entries are never drawn, with and without top-k larger than the finite count
   const withInf = Float32Array.from([-Infinity, 0.3, -Infinity, 1, -0.5, -Infinity])
@@ -185,9 +217,11 @@ t.test('ties at the top-k and top-p boundaries, all-equal logits, -inf entries',
 t.test('greedy (temperature 0)', async (t) => {
   const r = rng(t, 'greedy')
   for (const device of backends(t, addon)) {
-    const V = 33, rows = 17
+    const V = 33,
+      rows = 17
     const logits = Float32Array.from({ length: V * rows }, () => r.normal())
-    logits[5 * V + 3] = 10; logits[5 * V + 7] = 10 // a tie: the first index wins
+    logits[5 * V + 3] = 10
+    logits[5 * V + 7] = 10 // a tie: the first index wins
     const got = await sample(logits, rows, { temperature: 0, topK: 3, topP: 0.5, seed: 1, device })
     for (let row = 0; row < rows; row++) {
       const x = Array.from(logits.subarray(row * V, (row + 1) * V))
@@ -205,24 +239,40 @@ t.test('per-row parameters and odd row counts (CPU)', async (t) => {
     const V = r.pick([1, 17, 100])
     const logits = Float32Array.from({ length: rows * V }, () => 1.5 * r.normal())
     const params = Array.from({ length: rows }, () => ({
-      temperature: r.pick([0, 0.5, 1, 1.7]), topK: r.pick([0, 1, 3, 20]), topP: r.pick([1, 0.9, 0.5]), minP: r.pick([0, 0.05, 0.3])
+      temperature: r.pick([0, 0.5, 1, 1.7]),
+      topK: r.pick([0, 1, 3, 20]),
+      topP: r.pick([1, 0.9, 0.5]),
+      minP: r.pick([0, 0.05, 0.3])
     }))
     const options = {
-      temperature: params.map((p) => p.temperature), topK: params.map((p) => p.topK), topP: params.map((p) => p.topP),
-      minP: params.map((p) => p.minP), seed: r.int(0, 1e9), step: 3
+      temperature: params.map((p) => p.temperature),
+      topK: params.map((p) => p.topK),
+      topP: params.map((p) => p.topP),
+      minP: params.map((p) => p.minP),
+      seed: r.int(0, 1e9),
+      step: 3
     }
     const got = await sample(logits, rows, { ...options, device: 'cpu' })
     const refs = params.map((p, row) => reference(Array.from(logits.subarray(row * V, (row + 1) * V)), p))
     const greedyRows = params.map((p) => p.temperature === 0)
     let bad = 0
     for (let row = 0; row < rows; row++) {
-      const ref = refs[row], tok = got.tokens[row]
-      if (greedyRows[row]) { if (tok !== ref.greedy) bad++; continue }
-      if (ref.filtered[tok] === 0 || Math.abs(got.filteredLogprobs[row] - Math.log(ref.filtered[tok])) > 2e-4 ||
-          Math.abs(got.logprobs[row] - Math.log(ref.full[tok])) > 2e-4) bad++
+      const ref = refs[row],
+        tok = got.tokens[row]
+      if (greedyRows[row]) {
+        if (tok !== ref.greedy) bad++
+        continue
+      }
+      if (
+        ref.filtered[tok] === 0 ||
+        Math.abs(got.filteredLogprobs[row] - Math.log(ref.filtered[tok])) > 2e-4 ||
+        Math.abs(got.logprobs[row] - Math.log(ref.full[tok])) > 2e-4
+      )
+        bad++
     }
     t.equal(bad, 0, `${rows} rows x vocab ${V}: every row follows its own parameters`)
-    if (rows <= 1000) { // the kernel reads the same per-row parameters
+    if (rows <= 1000) {
+      // the kernel reads the same per-row parameters
       for (const device of backends(t, addon).filter((d) => d !== 'cpu')) {
         const other = await sample(logits, rows, { ...options, device })
         t.same(Array.from(other.tokens), Array.from(got.tokens), `${device}: ${rows} rows with per-row parameters pick the CPU tokens`)
@@ -235,14 +285,22 @@ t.test('CPU, emulated CUDA (and CUDA) pick identical tokens for the same seed', 
   const r = rng(t, 'cross-backend')
   const devs = backends(t, addon)
   const cases = [
-    { rows: 300, V: 40 }, { rows: 17, V: 1000 }, { rows: 3, V: 4097 }, { rows: 1, V: 17 }, { rows: 2, V: 151936 }
+    { rows: 300, V: 40 },
+    { rows: 17, V: 1000 },
+    { rows: 3, V: 4097 },
+    { rows: 1, V: 17 },
+    { rows: 2, V: 151936 }
   ]
   for (const { rows, V } of cases) {
     const logits = Float32Array.from({ length: rows * V }, () => 3 * r.normal())
     // top-k 1500 takes the radix-select path on the CPU (small k uses a heap): both must agree with the kernel
-    const extra = [{ name: 'greedy', opts: { temperature: 0 } }, { name: 'top-k 1500 + top-p 0.9', opts: { topK: 1500, topP: 0.9 } }]
+    const extra = [
+      { name: 'greedy', opts: { temperature: 0 } },
+      { name: 'top-k 1500 + top-p 0.9', opts: { topK: 1500, topP: 0.9 } }
+    ]
     for (const mode of [...modes, ...extra]) {
-      if (V === 151936 && !['top-k 10 + top-p 0.8 + min-p 0.05, T 0.8', 'temperature 1', 'top-k 1500 + top-p 0.9'].includes(mode.name)) continue
+      if (V === 151936 && !['top-k 10 + top-p 0.8 + min-p 0.05, T 0.8', 'temperature 1', 'top-k 1500 + top-p 0.9'].includes(mode.name))
+        continue
       const seed = r.int(0, 2 ** 31)
       const cpu = await sample(logits, rows, { ...mode.opts, seed, step: 9, device: 'cpu' })
       for (const device of devs.filter((d) => d !== 'cpu')) {
@@ -250,11 +308,16 @@ t.test('CPU, emulated CUDA (and CUDA) pick identical tokens for the same seed', 
         t.same(Array.from(other.tokens), Array.from(cpu.tokens), `${device} vs cpu, ${rows} x ${V}, ${mode.name}: same tokens`)
         let worst = 0
         for (let i = 0; i < rows; i++) {
-          worst = Math.max(worst, Math.abs(other.logprobs[i] - cpu.logprobs[i]), Math.abs(other.filteredLogprobs[i] - cpu.filteredLogprobs[i]))
+          worst = Math.max(
+            worst,
+            Math.abs(other.logprobs[i] - cpu.logprobs[i]),
+            Math.abs(other.filteredLogprobs[i] - cpu.filteredLogprobs[i])
+          )
         }
         t.ok(worst < 1e-5, `${device} vs cpu, ${rows} x ${V}, ${mode.name}: same log-probabilities (worst ${worst.toExponential(2)})`)
       }
-      if (rows <= 17) { // hold these rows to the reference as well (big vocabularies included)
+      if (rows <= 17) {
+        // hold these rows to the reference as well (big vocabularies included)
         const refs = Array.from({ length: rows }, (_, i) => reference(Array.from(logits.subarray(i * V, (i + 1) * V)), mode.opts))
         if (mode.name !== 'greedy') checkDraws(t, cpu, refs, rows, `${rows} x ${V} ${mode.name} vs reference`)
       }
@@ -264,7 +327,8 @@ t.test('CPU, emulated CUDA (and CUDA) pick identical tokens for the same seed', 
 
 t.test('emulated CUDA fits the exact distribution directly', async (t) => {
   const r = rng(t, 'emulated fit')
-  const V = 24, draws = 3000
+  const V = 24,
+    draws = 3000
   const row = Float32Array.from({ length: V }, () => 1.5 * r.normal())
   const opts = { topK: 12, topP: 0.9, minP: 0.02, temperature: 0.9 }
   const ref = reference(Array.from(row), opts)
@@ -274,13 +338,18 @@ t.test('emulated CUDA fits the exact distribution directly', async (t) => {
 
 t.test('the portable CPU path (baseline SIMD) matches the AVX2 path token for token', async (t) => {
   const r = rng(t, 'simd')
-  const rows = 64, V = 5003
+  const rows = 64,
+    V = 5003
   const logits = Float32Array.from({ length: rows * V }, () => 2 * r.normal())
   for (const mode of [...modes, { name: 'top-k 1500', opts: { topK: 1500 } }]) {
     const seed = r.int(0, 1e9)
     setSimdLevel('baseline')
     let base
-    try { base = await sample(logits, rows, { ...mode.opts, seed, device: 'cpu' }) } finally { setSimdLevel('auto') }
+    try {
+      base = await sample(logits, rows, { ...mode.opts, seed, device: 'cpu' })
+    } finally {
+      setSimdLevel('auto')
+    }
     const fast = await sample(logits, rows, { ...mode.opts, seed, device: 'cpu' })
     t.same(Array.from(fast.tokens), Array.from(base.tokens), `${mode.name}: identical tokens`)
     t.same(Array.from(fast.logprobs), Array.from(base.logprobs), `${mode.name}: identical logprobs`)
@@ -288,7 +357,8 @@ t.test('the portable CPU path (baseline SIMD) matches the AVX2 path token for to
 })
 
 t.test('seeds, steps and row ids select independent streams', async (t) => {
-  const V = 1000, rows = 200
+  const V = 1000,
+    rows = 200
   const logits = new Float32Array(rows * V) // uniform rows
   const a = await sample(logits, rows, { seed: 1, device: 'cpu' })
   const b = await sample(logits, rows, { seed: 1, device: 'cpu' })
@@ -308,13 +378,25 @@ t.test('invalid input is rejected with a code', async (t) => {
   for (const device of backends(t, addon)) {
     const nan = Float32Array.from([0, 1, NaN, 2])
     await t.rejects(sample(nan, 1, { device }), { code: 'ERR_INVALID_ARG', message: /NaN at index 2/ }, `${device}: NaN`)
-    await t.rejects(sample(Float32Array.from([0, Infinity]), 1, { device }), { code: 'ERR_INVALID_ARG', message: /\+Infinity/ }, `${device}: +inf`)
+    await t.rejects(
+      sample(Float32Array.from([0, Infinity]), 1, { device }),
+      { code: 'ERR_INVALID_ARG', message: /\+Infinity/ },
+      `${device}: +inf`
+    )
     const rows2 = Float32Array.from([0, 1, -Infinity, -Infinity])
-    await t.rejects(sample(rows2, 2, { device }), { code: 'ERR_INVALID_ARG', message: /row 1 is entirely -Infinity/ }, `${device}: all -inf row`)
+    await t.rejects(
+      sample(rows2, 2, { device }),
+      { code: 'ERR_INVALID_ARG', message: /row 1 is entirely -Infinity/ },
+      `${device}: all -inf row`
+    )
   }
   const late = new Float32Array(600 * 10)
   late[599 * 10 + 3] = NaN
-  await t.rejects(sample(late, 600, { device: 'cpu' }), { code: 'ERR_INVALID_ARG', message: /row 599 holds NaN at index 3/ }, 'the error names the row past the first chunk')
+  await t.rejects(
+    sample(late, 600, { device: 'cpu' }),
+    { code: 'ERR_INVALID_ARG', message: /row 599 holds NaN at index 3/ },
+    'the error names the row past the first chunk'
+  )
   const ac = new AbortController()
   const pending = sample(new Float32Array(3000 * 20000), 3000, { topP: 0.9, signal: ac.signal, device: 'cpu' })
   setTimeout(() => ac.abort(), 20)

@@ -1,10 +1,12 @@
 // Statistics for the sampling tests: the chi-square goodness-of-fit p-value, written from the textbook
 // definitions (regularised incomplete gamma by its series and continued fraction, log-gamma by Lanczos).
 
-const lanczos = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
-  -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7]
+const lanczos = [
+  0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+  -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7
+]
 
-export function logGamma (z) {
+export function logGamma(z) {
   if (z < 0.5) return Math.log(Math.PI / Math.abs(Math.sin(Math.PI * z))) - logGamma(1 - z)
   z -= 1
   let x = lanczos[0]
@@ -14,11 +16,14 @@ export function logGamma (z) {
 }
 
 /** Q(a, x) = Γ(a, x) / Γ(a), the upper regularised incomplete gamma function. */
-export function gammaQ (a, x) {
+export function gammaQ(a, x) {
   if (x <= 0) return 1
   const front = Math.exp(-x + a * Math.log(x) - logGamma(a))
-  if (x < a + 1) { // series for P
-    let ap = a, del = 1 / a, sum = del
+  if (x < a + 1) {
+    // series for P
+    let ap = a,
+      del = 1 / a,
+      sum = del
     for (let i = 0; i < 10000; i++) {
       ap += 1
       del *= x / ap
@@ -29,7 +34,10 @@ export function gammaQ (a, x) {
   }
   // continued fraction for Q (modified Lentz)
   const tiny = 1e-300
-  let b = x + 1 - a, c = 1 / tiny, d = 1 / b, h = d
+  let b = x + 1 - a,
+    c = 1 / tiny,
+    d = 1 / b,
+    h = d
   for (let i = 1; i < 10000; i++) {
     const an = -i * (i - a)
     b += 2
@@ -50,12 +58,23 @@ export function gammaQ (a, x) {
  * pooled into one cell. Returns { stat, df, p, outside } where `outside` counts draws of cells whose
  * probability is 0 (an exact filter must never produce them).
  */
-export function chiSquare (counts, probs, draws) {
-  let stat = 0, df = -1, pooledObs = 0, pooledExp = 0, outside = 0
+export function chiSquare(counts, probs, draws) {
+  let stat = 0,
+    df = -1,
+    pooledObs = 0,
+    pooledExp = 0,
+    outside = 0
   for (let i = 0; i < probs.length; i++) {
     const e = probs[i] * draws
-    if (probs[i] === 0) { outside += counts[i]; continue }
-    if (e < 5) { pooledObs += counts[i]; pooledExp += e; continue }
+    if (probs[i] === 0) {
+      outside += counts[i]
+      continue
+    }
+    if (e < 5) {
+      pooledObs += counts[i]
+      pooledExp += e
+      continue
+    }
     stat += (counts[i] - e) ** 2 / e
     df++
   }

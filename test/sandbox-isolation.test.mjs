@@ -21,10 +21,12 @@ const isRoot = process.getuid() === 0
 const picked = pickPython(probePython, [])
 
 /** Runs one program and parses the JSON it prints last. */
-async function report (source, options = {}) {
+async function report(source, options = {}) {
   const r = await s.runPython(source, { python, timeoutMs: 20000, ...options })
   let parsed = null
-  try { parsed = JSON.parse(r.stdout.trim().split('\n').pop()) } catch {}
+  try {
+    parsed = JSON.parse(r.stdout.trim().split('\n').pop())
+  } catch {}
   return { r, out: parsed }
 }
 
@@ -91,7 +93,16 @@ print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), 
     // A host Unix socket (path and abstract) that must not be reachable.
     let connections = 0
     const sockPath = path.join(tmp, 'host.sock')
-    const servers = [net.createServer((c) => { connections++; c.destroy() }), net.createServer((c) => { connections++; c.destroy() })]
+    const servers = [
+      net.createServer((c) => {
+        connections++
+        c.destroy()
+      }),
+      net.createServer((c) => {
+        connections++
+        c.destroy()
+      })
+    ]
     await new Promise((resolve) => servers[0].listen(sockPath, resolve))
     await new Promise((resolve) => servers[1].listen(`\0${mark}`, resolve))
     t.teardown(() => servers.forEach((srv) => srv.close()))
@@ -147,7 +158,11 @@ print(json.dumps(res))
     for (const k of ['root', 'repo', 'home', 'secret', 'shadow', 'run', 'remount', 'remountCli', 'socket', 'abstract']) {
       t.match(out[k], /^failed/, `${k}: ${out[k]}`)
     }
-    if (Array.isArray(out.rootList)) t.ok(out.rootList.every((x) => info.python.startsWith(`/root/${x}/`)), `/root shows only the way to the interpreter: ${JSON.stringify(out.rootList)}`)
+    if (Array.isArray(out.rootList))
+      t.ok(
+        out.rootList.every((x) => info.python.startsWith(`/root/${x}/`)),
+        `/root shows only the way to the interpreter: ${JSON.stringify(out.rootList)}`
+      )
     else t.match(out.rootList, /^failed/, '/root is not there at all')
     if (out.nested !== 'ok') t.match(out.nested, /^failed/)
     for (const f of [hostTmpFile, repoFile, homeFile, `/${mark}`]) t.notOk(fs.existsSync(f), `${f} does not exist on the host`)
@@ -156,7 +171,8 @@ print(json.dumps(res))
   })
 
   t.test('the fork limit holds for the program (not root), quickly', async (t) => {
-    const { r, out } = await report(`
+    const { r, out } = await report(
+      `
 import json, os
 rd, wr = os.pipe()
 n = 0
@@ -174,7 +190,9 @@ os.close(wr)
 for i in range(n):
     os.wait()
 print(json.dumps({"forks": n}))
-`, { maxProcesses: 16 })
+`,
+      { maxProcesses: 16 }
+    )
     t.equal(r.status, 'ok', r.stderr)
     t.ok(out.forks < 16, `forking stopped at ${out.forks} children under a limit of 16 processes`)
     t.ok(out.forks >= 8, 'forks below the limit work')
@@ -182,7 +200,8 @@ print(json.dumps({"forks": n}))
 
   t.test('memory: /tmp, /dev/shm and the heap together stay within memoryBytes', async (t) => {
     const memoryBytes = 256 * 2 ** 20
-    const { r, out } = await report(`
+    const { r, out } = await report(
+      `
 import json, os
 res = {}
 chunk = b"x" * (1 << 20)
@@ -218,7 +237,9 @@ except MemoryError:
     pass
 res["heap"] = len(blocks) * 16
 print(json.dumps(res))
-`, { memoryBytes, maxFileBytes: 2 ** 30 })
+`,
+      { memoryBytes, maxFileBytes: 2 ** 30 }
+    )
     t.equal(r.status, 'ok', r.stderr)
     t.comment(JSON.stringify(out))
     const tmpfs = memoryBytes / 8
@@ -229,8 +250,8 @@ print(json.dumps(res))
       t.equal(out[`${d} error`], 'OSError', `${d}: the write failed with ENOSPC`)
       t.ok(out[d] >= 8, `${d} is usable (${out[d]} MiB)`)
     }
-    t.ok(out.heap < memoryBytes / 2 ** 20 * 0.75, `heap stopped at ${out.heap} MiB`)
-    t.ok(out.heap + 2 * tmpfs / 2 ** 20 <= memoryBytes / 2 ** 20, 'heap and both tmpfs within memoryBytes')
+    t.ok(out.heap < (memoryBytes / 2 ** 20) * 0.75, `heap stopped at ${out.heap} MiB`)
+    t.ok(out.heap + (2 * tmpfs) / 2 ** 20 <= memoryBytes / 2 ** 20, 'heap and both tmpfs within memoryBytes')
   })
 
   t.test('a file larger than maxFileBytes cannot be written', async (t) => {
@@ -256,9 +277,13 @@ print(json.dumps(res))
       complete: 'x = sum(range(10))\nassert x == 45\n'
     }
     const names = Object.keys(cases)
-    const results = await s.runPrograms(names.map((n) => cases[n]), { python, timeoutMs: 20000, concurrency: 2 })
+    const results = await s.runPrograms(
+      names.map((n) => cases[n]),
+      { python, timeoutMs: 20000, concurrency: 2 }
+    )
     const r = Object.fromEntries(names.map((n, i) => [n, results[i]]))
-    for (const n of names) t.comment(`${n}: ${r[n].status}, exit ${r[n].exitCode}, completed ${r[n].completed}: ${JSON.stringify(m.classifyRun(r[n]))}`)
+    for (const n of names)
+      t.comment(`${n}: ${r[n].status}, exit ${r[n].exitCode}, completed ${r[n].completed}: ${JSON.stringify(m.classifyRun(r[n]))}`)
     for (const n of ['osExit', 'sysExit', 'systemExit', 'exitBuiltin', 'marker', 'forgedFd', 'thread']) {
       t.equal(r[n].exitCode, 0, `${n} exits with status 0`)
       t.equal(r[n].status, 'error', `${n} is not a pass`)
@@ -275,51 +300,81 @@ print(json.dumps(res))
     t.equal(r.complete.completed, true)
 
     // Through evaluate: a HumanEval completion that exits early scores 0.
-    const problem = { taskId: 'T/0', prompt: 'def add(a, b):\n', entryPoint: 'add', canonicalSolution: '    return a + b\n', test: 'def check(f):\n    assert f(1, 2) == 3\n', source: { file: 'x', line: 1 } }
+    const problem = {
+      taskId: 'T/0',
+      prompt: 'def add(a, b):\n',
+      entryPoint: 'add',
+      canonicalSolution: '    return a + b\n',
+      test: 'def check(f):\n    assert f(1, 2) == 3\n',
+      source: { file: 'x', line: 1 }
+    }
     const ev = await e.evaluate({
       benchmark: 'humaneval',
       data: [problem],
-      completions: [{ id: 'T/0', completion: '    import os\n    os._exit(0)\n' }, { id: 'T/0', completion: '    return a + b\n' }, { id: 'T/0', completion: '    pass\nimport sys\nsys.exit(0)\n' }],
+      completions: [
+        { id: 'T/0', completion: '    import os\n    os._exit(0)\n' },
+        { id: 'T/0', completion: '    return a + b\n' },
+        { id: 'T/0', completion: '    pass\nimport sys\nsys.exit(0)\n' }
+      ],
       k: [1],
       sandbox: { python, concurrency: 2 }
     })
-    t.same(ev.records[0].samples.map((x) => x.passed), [false, true, false], 'only the real solution passes')
+    t.same(
+      ev.records[0].samples.map((x) => x.passed),
+      [false, true, false],
+      'only the real solution passes'
+    )
     t.equal(ev.records[0].samples[2].errorType, 'incomplete')
     t.match(e.formatEvaluation(ev), /sandbox: bwrap \(full isolation\); uid \d+/, 'the summary states the protections')
   })
 
-  t.test('an interpreter only root can reach works, without running as root', { skip: isRoot ? false : 'needs root (a folder only root can enter)' }, async (t) => {
-    const exe = JSON.parse(spawnSync(python, ['-c', 'import json, os, sys; print(json.dumps(os.path.realpath(sys.executable)))'], { encoding: 'utf8' }).stdout)
-    const home = fs.mkdtempSync(path.join(os.homedir(), '.recode-isolation-test-'))
-    t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
-    fs.chmodSync(home, 0o700)
-    const secret = path.join(home, 'secret.txt')
-    fs.writeFileSync(secret, 'root only')
-    const copy = path.join(home, 'bin', 'python3')
-    fs.mkdirSync(path.dirname(copy))
-    fs.copyFileSync(exe, copy)
-    fs.chmodSync(copy, 0o755)
-    // A venv on top of it too, where the venv module is there.
-    const venv = path.join(home, 'venv')
-    const made = spawnSync(copy, ['-m', 'venv', '--without-pip', venv], { encoding: 'utf8' })
-    const interpreters = [copy, ...(made.status === 0 ? [path.join(venv, 'bin', 'python3')] : [])]
-    if (made.status !== 0) t.comment(`no venv checked: ${made.stderr.trim().split('\n').pop()}`)
-    for (const py of interpreters) {
-      // The finding: uid 65534 cannot even start it on the host.
-      const asNobody = spawnSync(py, ['-c', 'pass'], { uid: 65534, gid: 65534, encoding: 'utf8' })
-      t.ok(asNobody.error !== undefined || asNobody.status !== 0, `uid 65534 cannot run ${py} on the host (${asNobody.error?.code ?? asNobody.status})`)
-      const { r, out } = await report(`import json, os, sys
+  t.test(
+    'an interpreter only root can reach works, without running as root',
+    { skip: isRoot ? false : 'needs root (a folder only root can enter)' },
+    async (t) => {
+      const exe = JSON.parse(
+        spawnSync(python, ['-c', 'import json, os, sys; print(json.dumps(os.path.realpath(sys.executable)))'], { encoding: 'utf8' }).stdout
+      )
+      const home = fs.mkdtempSync(path.join(os.homedir(), '.recode-isolation-test-'))
+      t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
+      fs.chmodSync(home, 0o700)
+      const secret = path.join(home, 'secret.txt')
+      fs.writeFileSync(secret, 'root only')
+      const copy = path.join(home, 'bin', 'python3')
+      fs.mkdirSync(path.dirname(copy))
+      fs.copyFileSync(exe, copy)
+      fs.chmodSync(copy, 0o755)
+      // A venv on top of it too, where the venv module is there.
+      const venv = path.join(home, 'venv')
+      const made = spawnSync(copy, ['-m', 'venv', '--without-pip', venv], { encoding: 'utf8' })
+      const interpreters = [copy, ...(made.status === 0 ? [path.join(venv, 'bin', 'python3')] : [])]
+      if (made.status !== 0) t.comment(`no venv checked: ${made.stderr.trim().split('\n').pop()}`)
+      for (const py of interpreters) {
+        // The finding: uid 65534 cannot even start it on the host.
+        const asNobody = spawnSync(py, ['-c', 'pass'], { uid: 65534, gid: 65534, encoding: 'utf8' })
+        t.ok(
+          asNobody.error !== undefined || asNobody.status !== 0,
+          `uid 65534 cannot run ${py} on the host (${asNobody.error?.code ?? asNobody.status})`
+        )
+        const { r, out } = await report(
+          `import json, os, sys
 print(json.dumps({"uid": os.getuid(), "exe": sys.executable, "prefixes": [sys.prefix, sys.base_prefix],
   "root": sorted(os.listdir("/root")), "secret": os.path.exists(${JSON.stringify(secret)})}))
-`, { python: py })
-      t.equal(r.status, 'ok', r.stderr)
-      t.not(out.uid, 0, `${py} ran as uid ${out.uid}`)
-      t.equal(out.exe, py)
-      const ways = [out.exe, ...out.prefixes].filter((p) => p.startsWith('/root/')).map((p) => p.split('/')[2])
-      t.ok(out.root.every((x) => ways.includes(x)), `/root shows only folders leading to the interpreter: ${JSON.stringify(out.root)}`)
-      t.equal(out.secret, false, 'a file next to the interpreter is not visible')
+`,
+          { python: py }
+        )
+        t.equal(r.status, 'ok', r.stderr)
+        t.not(out.uid, 0, `${py} ran as uid ${out.uid}`)
+        t.equal(out.exe, py)
+        const ways = [out.exe, ...out.prefixes].filter((p) => p.startsWith('/root/')).map((p) => p.split('/')[2])
+        t.ok(
+          out.root.every((x) => ways.includes(x)),
+          `/root shows only folders leading to the interpreter: ${JSON.stringify(out.root)}`
+        )
+        t.equal(out.secret, false, 'a file next to the interpreter is not visible')
+      }
     }
-  })
+  )
 
   t.test('limits are range-checked, never switched off', async (t) => {
     const bad = [
@@ -337,7 +392,11 @@ print(json.dumps({"uid": os.getuid(), "exe": sys.executable, "prefixes": [sys.pr
     ]
     for (const [opt, re] of bad) {
       const err = await s.runPython('pass\n', { python, ...opt }).catch((x) => x)
-      t.equal(err.code, 'ERR_INVALID_ARG', JSON.stringify(opt, (_k, v) => typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))
+      t.equal(
+        err.code,
+        'ERR_INVALID_ARG',
+        JSON.stringify(opt, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))
+      )
       t.match(err.message, re)
     }
     await t.rejects(s.runPrograms(['pass\n'], { python, concurrency: 0 }), { code: 'ERR_INVALID_ARG', message: /concurrency/ })
@@ -345,31 +404,83 @@ print(json.dumps({"uid": os.getuid(), "exe": sys.executable, "prefixes": [sys.pr
     t.equal(big.status, 'ok', 'the largest timeout does not fire early')
 
     const data = path.join(tmp, 'he.jsonl')
-    fs.writeFileSync(data, JSON.stringify({ task_id: 'T/0', prompt: 'def f():\n', entry_point: 'f', canonical_solution: '    return 1\n', test: 'def check(c):\n    assert c() == 1\n' }) + '\n')
+    fs.writeFileSync(
+      data,
+      JSON.stringify({
+        task_id: 'T/0',
+        prompt: 'def f():\n',
+        entry_point: 'f',
+        canonical_solution: '    return 1\n',
+        test: 'def check(c):\n    assert c() == 1\n'
+      }) + '\n'
+    )
     const comp = path.join(tmp, 'c.jsonl')
     fs.writeFileSync(comp, JSON.stringify({ id: 'T/0', completion: '    return 1\n' }) + '\n')
-    const evalCli = (...extra) => spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--completions', comp, '--quiet', '--python', python, ...extra], { encoding: 'utf8' })
-    for (const [flag, value] of [['--memory-mb', '-5'], ['--timeout', '1e12'], ['--timeout', 'Infinity'], ['--timeout', '0'], ['--concurrency', '0']]) {
+    const evalCli = (...extra) =>
+      spawnSync(
+        process.execPath,
+        [cli, 'eval', 'humaneval', '--data', data, '--completions', comp, '--quiet', '--python', python, ...extra],
+        { encoding: 'utf8' }
+      )
+    for (const [flag, value] of [
+      ['--memory-mb', '-5'],
+      ['--timeout', '1e12'],
+      ['--timeout', 'Infinity'],
+      ['--timeout', '0'],
+      ['--concurrency', '0']
+    ]) {
       const res = evalCli(`${flag}=${value}`)
       t.equal(res.status, 1, `${flag} ${value} is refused`)
       t.match(res.stderr, new RegExp(`${flag}.*\\[ERR_INVALID_ARG\\]`))
     }
-    const falsePython = spawnSync(process.execPath, [cli, 'eval', 'humaneval', '--data', data, '--completions', comp, '--quiet', '--python', '/bin/false'], { encoding: 'utf8' })
+    const falsePython = spawnSync(
+      process.execPath,
+      [cli, 'eval', 'humaneval', '--data', data, '--completions', comp, '--quiet', '--python', '/bin/false'],
+      { encoding: 'utf8' }
+    )
     t.equal(falsePython.status, 1)
     t.match(falsePython.stderr, /\/bin\/false': exited with status 1, no message \[ERR_PYTHON\]/, 'a reason, not an empty string')
     const ok = evalCli('--timeout', '30', '--memory-mb', '512')
     t.equal(ok.status, 0, ok.stderr)
-    t.match(ok.stdout, /sandbox: bwrap \(full isolation\).*private \/tmp and \/dev\/shm of 64 MiB each; address space 384 MiB \(512 MiB in all\)/)
+    t.match(
+      ok.stdout,
+      /sandbox: bwrap \(full isolation\).*private \/tmp and \/dev\/shm of 64 MiB each; address space 384 MiB \(512 MiB in all\)/
+    )
   })
 
   t.test('weaker isolation is refused unless allowed, and then stated', async (t) => {
     const reachable = ['/usr/bin/python3'].find((p) => fs.existsSync(p)) ?? python
-    const refused = (() => { try { s.probeIsolation(reachable, 'rlimits') } catch (err) { return err } })()
+    const refused = (() => {
+      try {
+        s.probeIsolation(reachable, 'rlimits')
+      } catch (err) {
+        return err
+      }
+    })()
     t.equal(refused?.code, 'ERR_SANDBOX_WEAK')
     t.match(refused?.message, /allowWeakIsolation/)
-    await t.rejects(e.evaluate({ benchmark: 'humaneval', data: [{ taskId: 'T/0', prompt: 'def f():\n', entryPoint: 'f', canonicalSolution: '', test: 'def check(c):\n    pass\n', source: { file: 'x', line: 1 } }], completions: [{ id: 'T/0', completion: '    return 1\n' }], sandbox: { python: reachable, isolation: 'rlimits' } }), { code: 'ERR_SANDBOX_WEAK' })
+    await t.rejects(
+      e.evaluate({
+        benchmark: 'humaneval',
+        data: [
+          {
+            taskId: 'T/0',
+            prompt: 'def f():\n',
+            entryPoint: 'f',
+            canonicalSolution: '',
+            test: 'def check(c):\n    pass\n',
+            source: { file: 'x', line: 1 }
+          }
+        ],
+        completions: [{ id: 'T/0', completion: '    return 1\n' }],
+        sandbox: { python: reachable, isolation: 'rlimits' }
+      }),
+      { code: 'ERR_SANDBOX_WEAK' }
+    )
     let weak
-    try { weak = s.probeIsolation(reachable, 'rlimits', true) } catch (err) {
+    try {
+      weak = s.probeIsolation(reachable, 'rlimits', true)
+    } catch (err) {
       t.equal(err.code, 'ERR_SANDBOX', `rlimits cannot run ${reachable} here: ${err.message}`)
       return
     }
@@ -387,8 +498,19 @@ print(json.dumps({"uid": os.getuid(), "exe": sys.executable, "prefixes": [sys.pr
     const res = spawnSync(process.execPath, [cli, 'doctor', '--json'], { encoding: 'utf8', env: { ...process.env, RECODE_PYTHON: python } })
     t.equal(res.status, 0, res.stderr)
     const rep = JSON.parse(res.stdout)
-    t.match(rep.sandbox, /bwrap \(full isolation\); uid \d+ \(host uid \d+\); no capabilities; no_new_privs; network isolated; own pid namespace/)
-    t.match(rep.sandboxProtections, { kind: 'bwrap', full: true, missing: [], noCapabilities: true, networkIsolated: true, processLimit: true, memoryLimit: true })
+    t.match(
+      rep.sandbox,
+      /bwrap \(full isolation\); uid \d+ \(host uid \d+\); no capabilities; no_new_privs; network isolated; own pid namespace/
+    )
+    t.match(rep.sandboxProtections, {
+      kind: 'bwrap',
+      full: true,
+      missing: [],
+      noCapabilities: true,
+      networkIsolated: true,
+      processLimit: true,
+      memoryLimit: true
+    })
     t.not(rep.sandboxProtections.uid, 0)
   })
 }

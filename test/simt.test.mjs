@@ -7,7 +7,7 @@ import { rng, oddSizes, backends } from './helpers.mjs'
 
 const addon = native()
 
-function expected (input, block, bins, floats) {
+function expected(input, block, bins, floats) {
   const n = input.length
   const grid = Math.ceil(n / block)
   const blockSums = []
@@ -25,14 +25,15 @@ function expected (input, block, bins, floats) {
   const ballots = []
   for (let w = 0; w < Math.ceil(n / 32); w++) {
     let bits = 0
-    for (let l = 0; l < 32; l++) if (w * 32 + l < n && (input[w * 32 + l] & 1)) bits |= 1 << l
+    for (let l = 0; l < 32; l++) if (w * 32 + l < n && input[w * 32 + l] & 1) bits |= 1 << l
     ballots.push(bits >>> 0)
   }
   const histogram = new Array(bins).fill(0)
   for (const v of input) histogram[((v % bins) + bins) % bins]++
   const reversed = []
   for (let b = 0; b < grid; b++) {
-    const lo = b * block, count = Math.min(block, n - lo)
+    const lo = b * block,
+      count = Math.min(block, n - lo)
     for (let k = 0; k < count; k++) reversed.push(floats[lo + count - 1 - k])
   }
   return { blockSums, scan, ballots, histogram, reversed }

@@ -14,7 +14,7 @@ const { bytesToUnicode, learnMerges } = require('../dist/cjs/model/bpe.js')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-tok-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-t.test('byte map is GPT-2\'s: 256 distinct printable characters, printable bytes map to themselves', async (t) => {
+t.test("byte map is GPT-2's: 256 distinct printable characters, printable bytes map to themselves", async (t) => {
   const m = bytesToUnicode()
   t.equal(new Set(m).size, 256)
   t.equal(m[65], 'A')
@@ -39,7 +39,8 @@ t.test('round trip of arbitrary text; special tokens are single ids', async (t) 
     const n = r.int(1, 40)
     for (let j = 0; j < n; j++) {
       const kind = r.int(0, 3)
-      const cp = kind === 0 ? r.int(32, 126) : kind === 1 ? r.int(0x80, 0x7ff) : kind === 2 ? r.int(0x800, 0xd7ff) : r.int(0x10000, 0x10ffff)
+      const cp =
+        kind === 0 ? r.int(32, 126) : kind === 1 ? r.int(0x80, 0x7ff) : kind === 2 ? r.int(0x800, 0xd7ff) : r.int(0x10000, 0x10ffff)
       s += String.fromCodePoint(cp)
     }
     samples.push(s)
@@ -61,16 +62,28 @@ t.test('round trip of arbitrary text; special tokens are single ids', async (t) 
 t.test('recode init-model writes a complete folder; bad options are clear errors', async (t) => {
   const out = path.join(tmp, 'cli')
   const cli = path.join(root, 'dist', 'cjs', 'cli.js')
-  const text = execFileSync('node', [cli, 'init-model', '--preset', 'tiny', '--arch', 'qwen3', '--out', out, '--seed', '5', '--dtype', 'bf16'], { encoding: 'utf8' })
+  const text = execFileSync(
+    'node',
+    [cli, 'init-model', '--preset', 'tiny', '--arch', 'qwen3', '--out', out, '--seed', '5', '--dtype', 'bf16'],
+    { encoding: 'utf8' }
+  )
   t.match(text, /parameters/)
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) t.ok(fs.existsSync(path.join(out, f)), f)
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
+    t.ok(fs.existsSync(path.join(out, f)), f)
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'config.json')))
   t.same(cfg.architectures, ['Qwen3ForCausalLM'])
   t.equal(cfg.torch_dtype, 'bfloat16')
   const again = path.join(tmp, 'cli2')
   execFileSync('node', [cli, 'init-model', '--preset', 'tiny', '--arch', 'qwen3', '--out', again, '--seed', '5', '--dtype', 'bf16'])
-  t.ok(fs.readFileSync(path.join(out, 'model.safetensors')).equals(fs.readFileSync(path.join(again, 'model.safetensors'))), 'the same seed writes the same weights')
+  t.ok(
+    fs.readFileSync(path.join(out, 'model.safetensors')).equals(fs.readFileSync(path.join(again, 'model.safetensors'))),
+    'the same seed writes the same weights'
+  )
   let err = ''
-  try { execFileSync('node', [cli, 'init-model', '--preset', 'huge', '--out', path.join(tmp, 'x')], { encoding: 'utf8', stdio: 'pipe' }) } catch (e) { err = e.stderr }
+  try {
+    execFileSync('node', [cli, 'init-model', '--preset', 'huge', '--out', path.join(tmp, 'x')], { encoding: 'utf8', stdio: 'pipe' })
+  } catch (e) {
+    err = e.stderr
+  }
   t.match(err, /preset must be one of tiny, small/)
 })

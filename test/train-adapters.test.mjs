@@ -3,7 +3,15 @@
 // Philox dropout mask against the Random123 known answers.
 import t from 'tap'
 import { native } from '../dist/cjs/native.js'
-import { adapterForward, adapterBackward, adapterSavedBuffers, doraWeightNorm, mergeAdapter, dropoutMask, philox4x32 } from '../dist/cjs/train/adapters.js'
+import {
+  adapterForward,
+  adapterBackward,
+  adapterSavedBuffers,
+  doraWeightNorm,
+  mergeAdapter,
+  dropoutMask,
+  philox4x32
+} from '../dist/cjs/train/adapters.js'
 import { rng, poison, maxRelError } from './helpers.mjs'
 import { torchUnavailable, runTorch } from './train-torch.mjs'
 
@@ -11,12 +19,28 @@ const addon = native()
 
 t.test('Philox4x32-10 matches the Random123 known-answer vectors', async (t) => {
   const kat = [
-    [[0, 0, 0, 0], [0, 0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]],
-    [[0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]],
-    [[0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]]
+    [
+      [0, 0, 0, 0],
+      [0, 0],
+      [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    ],
+    [
+      [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff],
+      [0xffffffff, 0xffffffff],
+      [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+    ],
+    [
+      [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+      [0xa4093822, 0x299f31d0],
+      [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
+    ]
   ]
   for (const [ctr, key, want] of kat) {
-    t.same(Array.from(philox4x32(Uint32Array.from(ctr), Uint32Array.from(key))), want, `counter ${ctr.map((x) => x.toString(16)).join(' ')}`)
+    t.same(
+      Array.from(philox4x32(Uint32Array.from(ctr), Uint32Array.from(key))),
+      want,
+      `counter ${ctr.map((x) => x.toString(16)).join(' ')}`
+    )
   }
 })
 
@@ -35,10 +59,13 @@ t.test('dropout mask: deterministic, counter-addressed, keeps about 1 - p', asyn
     const other = dropoutMask(n, p, seed + 1, 0)
     t.not(Buffer.from(other).equals(Buffer.from(a)), 'another seed gives another mask')
   }
-  t.ok(dropoutMask(1000, 0, seed, 0).every((x) => x === 1), 'p = 0 keeps everything')
+  t.ok(
+    dropoutMask(1000, 0, seed, 0).every((x) => x === 1),
+    'p = 0 keeps everything'
+  )
 })
 
-function randomLayer (r, dims, { dora, bias, dropout }) {
+function randomLayer(r, dims, { dora, bias, dropout }) {
   const rand = (n, s = 1) => Float32Array.from({ length: n }, () => r.normal() * s)
   const layer = {
     weight: rand(dims.out * dims.in, 1 / Math.sqrt(dims.in)),
@@ -54,7 +81,7 @@ function randomLayer (r, dims, { dora, bias, dropout }) {
   return layer
 }
 
-function poisonedRun (x, dy, dims, layer) {
+function poisonedRun(x, dy, dims, layer) {
   const dora = layer.magnitude !== undefined
   const y = poison(new Float32Array(dims.rows * dims.out))
   const saved = adapterSavedBuffers(dims, dora)
@@ -83,7 +110,7 @@ const VARIANTS = [
   { dora: true, bias: true, dropout: 0.25 }
 ]
 
-t.test('forward and backward agree with torch autograd on PEFT\'s definitions', { skip: torchUnavailable() }, async (t) => {
+t.test("forward and backward agree with torch autograd on PEFT's definitions", { skip: torchUnavailable() }, async (t) => {
   const r = rng(t)
   const cases = []
   for (const dims of SHAPES) {
@@ -94,7 +121,9 @@ t.test('forward and backward agree with torch autograd on PEFT\'s definitions', 
       const got = poisonedRun(x, dy, dims, layer)
       const mask = v.dropout > 0 ? Array.from(dropoutMask(dims.rows * dims.in, v.dropout, layer.seed, layer.offset)) : null
       cases.push({
-        dims, v, got,
+        dims,
+        v,
+        got,
         job: {
           ...dims,
           x: Array.from(x),
@@ -111,7 +140,10 @@ t.test('forward and backward agree with torch autograd on PEFT\'s definitions', 
       })
     }
   }
-  const refs = runTorch('train_adapters.py', cases.map((c) => c.job))
+  const refs = runTorch(
+    'train_adapters.py',
+    cases.map((c) => c.job)
+  )
   cases.forEach(({ dims, v, got }, k) => {
     const ref = refs[k]
     const label = `${v.dora ? 'DoRA' : 'LoRA'} p=${v.dropout} ${dims.rows}x${dims.in}->${dims.out} r=${dims.rank}`
@@ -133,7 +165,7 @@ t.test('forward and backward agree with torch autograd on PEFT\'s definitions', 
 })
 
 // L(theta) = sum(y * dy) computed from our fp32 forward; central differences in float64.
-function lossOf (x, dy, dims, layer) {
+function lossOf(x, dy, dims, layer) {
   const { y } = adapterForward(x, dims, layer)
   let s = 0
   for (let i = 0; i < y.length; i++) s += y[i] * dy[i]
@@ -151,7 +183,10 @@ t.test('gradients agree with finite differences of the forward', async (t) => {
     const g = adapterBackward(x, dy, dims, layer, saved)
     // DoRA treats the weight norm as a constant in backward (PEFT's detach), so its dA and dB are not the
     // derivatives of the forward: only dm and dx are checked against finite differences there.
-    const targets = [['x', x, g.input], ['magnitude', layer.magnitude, g.magnitude]]
+    const targets = [
+      ['x', x, g.input],
+      ['magnitude', layer.magnitude, g.magnitude]
+    ]
     if (!v.dora) targets.push(['loraA', layer.loraA, g.loraA], ['loraB', layer.loraB, g.loraB])
     for (const [name, arr, grad] of targets) {
       if (!arr) continue
@@ -200,14 +235,36 @@ t.test('DoRA: fresh magnitude = weight norm makes the layer equal the base layer
   const dy = Float32Array.from({ length: dims.rows * dims.out }, () => r.normal())
   const { saved } = adapterForward(x, dims, layer)
   const once = adapterBackward(x, dy, dims, layer, saved)
-  const acc = adapterBackward(x, dy, dims, layer, saved, { loraA: once.loraA.slice(), loraB: once.loraB.slice(), magnitude: once.magnitude.slice(), accumulate: true })
-  t.ok(maxRelError(acc.loraA, once.loraA.map((v) => 2 * v), 1e-6) < 1e-6, 'accumulate adds dA')
-  t.ok(maxRelError(acc.magnitude, once.magnitude.map((v) => 2 * v), 1e-6) < 1e-6, 'accumulate adds dm')
+  const acc = adapterBackward(x, dy, dims, layer, saved, {
+    loraA: once.loraA.slice(),
+    loraB: once.loraB.slice(),
+    magnitude: once.magnitude.slice(),
+    accumulate: true
+  })
+  t.ok(
+    maxRelError(
+      acc.loraA,
+      once.loraA.map((v) => 2 * v),
+      1e-6
+    ) < 1e-6,
+    'accumulate adds dA'
+  )
+  t.ok(
+    maxRelError(
+      acc.magnitude,
+      once.magnitude.map((v) => 2 * v),
+      1e-6
+    ) < 1e-6,
+    'accumulate adds dm'
+  )
 })
 
 t.test('merged weights compute what the adapter layer computes (inference)', async (t) => {
   const r = rng(t)
-  for (const dims of [{ rows: 17, in: 17, out: 13, rank: 4 }, { rows: 1, in: 1000, out: 3, rank: 8 }]) {
+  for (const dims of [
+    { rows: 17, in: 17, out: 13, rank: 4 },
+    { rows: 1, in: 1000, out: 3, rank: 8 }
+  ]) {
     for (const dora of [false, true]) {
       const layer = randomLayer(r, dims, { dora, bias: true, dropout: 0 })
       const x = Float32Array.from({ length: dims.rows * dims.in }, () => r.normal())
@@ -240,7 +297,8 @@ t.test('results do not depend on the thread count', async (t) => {
   addon.setNumThreads(Math.max(2, hw))
   const b = poisonedRun(x, dy, dims, layer)
   addon.setNumThreads(hw)
-  for (const k of ['input', 'loraA', 'loraB', 'magnitude']) t.ok(Buffer.from(a.grads[k].buffer).equals(Buffer.from(b.grads[k].buffer)), `d${k} identical`)
+  for (const k of ['input', 'loraA', 'loraB', 'magnitude'])
+    t.ok(Buffer.from(a.grads[k].buffer).equals(Buffer.from(b.grads[k].buffer)), `d${k} identical`)
   t.ok(Buffer.from(a.y.buffer).equals(Buffer.from(b.y.buffer)), 'y identical')
 })
 
@@ -252,8 +310,14 @@ t.test('bad arguments are errors, not crashes', async (t) => {
   t.throws(() => adapterForward(x, dims, { ...layer, loraB: new Float32Array(7) }), { code: 'ERR_INVALID_ARG', message: /loraB/ })
   t.throws(() => adapterForward(x, dims, { ...layer, dropout: 1 }), { code: 'ERR_INVALID_ARG', message: /dropout/ })
   t.throws(() => adapterForward(x, { ...dims, rank: 0 }, layer), { code: 'ERR_INVALID_ARG', message: /rank/ })
-  t.throws(() => adapterForward(x, dims, { ...layer, magnitude: new Float32Array(4) }, undefined, adapterSavedBuffers(dims, false)), { code: 'ERR_INVALID_ARG', message: /weightNorm/ })
-  t.throws(() => addon.adapterBackward(x, new Float32Array(8), dims, layer, adapterSavedBuffers(dims, false), {}), { code: 'ERR_INVALID_ARG', message: /loraA/ })
+  t.throws(() => adapterForward(x, dims, { ...layer, magnitude: new Float32Array(4) }, undefined, adapterSavedBuffers(dims, false)), {
+    code: 'ERR_INVALID_ARG',
+    message: /weightNorm/
+  })
+  t.throws(() => addon.adapterBackward(x, new Float32Array(8), dims, layer, adapterSavedBuffers(dims, false), {}), {
+    code: 'ERR_INVALID_ARG',
+    message: /loraA/
+  })
   t.throws(() => dropoutMask(10, 1.5, 0, 0), { code: 'ERR_INVALID_ARG' })
   t.throws(() => philox4x32(new Uint32Array(3), new Uint32Array(2)), { code: 'ERR_INVALID_ARG' })
 })

@@ -8,7 +8,16 @@ import * as path from 'path'
 import { spawnSync } from 'child_process'
 import { createHash } from 'crypto'
 import { createRequire } from 'module'
-import { saveCheckpoint, latestCheckpoint, listCheckpoints, loadCheckpoint, saveAdapter, loadAdapter, peftTensorNames, decoderModulePath } from '../dist/cjs/train/checkpoint.js'
+import {
+  saveCheckpoint,
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  saveAdapter,
+  loadAdapter,
+  peftTensorNames,
+  decoderModulePath
+} from '../dist/cjs/train/checkpoint.js'
 import { writeSafetensors, readSafetensors, encodeSafetensors, tensorToFloat32 } from '../dist/cjs/safetensors.js'
 import { toBf16, toF16 } from '../dist/cjs/dtype.js'
 import { MetricsWriter, readMetrics } from '../dist/cjs/train/metrics.js'
@@ -17,18 +26,21 @@ import { writeFileAtomic } from '../dist/cjs/atomicFile.js'
 import { rng, root } from './helpers.mjs'
 import { torchUnavailable } from './train-torch.mjs'
 
-function tmpdir (t) {
+function tmpdir(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-train-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   return dir
 }
 
-function save (root, step, r, keep = 3) {
+function save(root, step, r, keep = 3) {
   const w = Float32Array.from({ length: 1000 }, () => r.normal())
   return {
     w,
     dir: saveCheckpoint(root, {
-      step, configHash: 'abc', rng: { state: [step, 7] }, dataCursor: { index: step * 8 },
+      step,
+      configHash: 'abc',
+      rng: { state: [step, 7] },
+      dataCursor: { index: step * 8 },
       tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [10, 100], data: w } } },
       json: { 'trainer.json': { step } },
       keep
@@ -42,14 +54,21 @@ t.test('save, keep the last K, find and load the newest', async (t) => {
   t.equal(latestCheckpoint(dir), undefined, 'nothing yet')
   let last
   for (let step = 1; step <= 5; step++) last = save(dir, step * 10, r)
-  t.same(listCheckpoints(dir).map((c) => c.step), [50, 40, 30], 'the newest three remain')
+  t.same(
+    listCheckpoints(dir).map((c) => c.step),
+    [50, 40, 30],
+    'the newest three remain'
+  )
   const latest = latestCheckpoint(dir)
   t.equal(latest.manifest.step, 50)
   t.same(latest.manifest.rng, { state: [50, 7] })
   t.same(latest.manifest.dataCursor, { index: 400 })
   t.equal(latest.manifest.configHash, 'abc')
   t.equal(latestCheckpoint(dir, { expectConfigHash: 'abc' }).manifest.step, 50, 'same configuration: resumable')
-  t.throws(() => latestCheckpoint(dir, { expectConfigHash: 'def' }), { code: 'ERR_CONFIG', message: /step-50: this checkpoint was written with a different training configuration/ })
+  t.throws(() => latestCheckpoint(dir, { expectConfigHash: 'def' }), {
+    code: 'ERR_CONFIG',
+    message: /step-50: this checkpoint was written with a different training configuration/
+  })
   const loaded = loadCheckpoint(latest.dir)
   t.same(tensorToFloat32(loaded.tensors['model.safetensors'].w), last.w, 'tensor round trip')
   t.same(loaded.tensors['model.safetensors'].w.shape, [10, 100])
@@ -66,14 +85,26 @@ t.test('extra files written through the write hook are listed and checked', asyn
   const dir = tmpdir(t)
   const spec = { type: 'lora', r: 1, alpha: 1, dropout: 0, targetModules: ['q_proj'], baseModel: 'x' }
   const saved = saveCheckpoint(dir, {
-    step: 3, configHash: 'h', rng: null, dataCursor: null,
-    write: (d) => saveAdapter(path.join(d, 'adapter'), spec, [{ module: decoderModulePath(0, 'q_proj'), inFeatures: 2, outFeatures: 2, loraA: new Float32Array(2), loraB: new Float32Array(2) }])
+    step: 3,
+    configHash: 'h',
+    rng: null,
+    dataCursor: null,
+    write: (d) =>
+      saveAdapter(path.join(d, 'adapter'), spec, [
+        { module: decoderModulePath(0, 'q_proj'), inFeatures: 2, outFeatures: 2, loraA: new Float32Array(2), loraB: new Float32Array(2) }
+      ])
   })
-  const names = latestCheckpoint(dir).manifest.files.map((f) => f.name).sort()
+  const names = latestCheckpoint(dir)
+    .manifest.files.map((f) => f.name)
+    .sort()
   t.same(names, ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'])
   t.equal(loadAdapter(path.join(saved, 'adapter')).spec.r, 1)
   fs.truncateSync(path.join(saved, 'adapter', 'adapter_model.safetensors'), 10)
-  t.throws(() => latestCheckpoint(dir), { code: 'ERR_DATA', message: /adapter\/adapter_model\.safetensors: checkpoint file has 10 bytes/ }, 'a damaged hook file makes the only checkpoint unusable, named')
+  t.throws(
+    () => latestCheckpoint(dir),
+    { code: 'ERR_DATA', message: /adapter\/adapter_model\.safetensors: checkpoint file has 10 bytes/ },
+    'a damaged hook file makes the only checkpoint unusable, named'
+  )
 })
 
 t.test('incomplete folders are skipped: resume uses the newest complete checkpoint', async (t) => {
@@ -125,11 +156,32 @@ t.test('every file carries its sha256, checked on resume: a corrupt newest check
   const sha = (file) => createHash('sha256').update(fs.readFileSync(file)).digest('hex')
   // Each way a newest checkpoint can be damaged, and the file its message must name.
   const damages = {
-    'same size, garbage bytes': (d) => { const f = path.join(d, 'model.safetensors'); const b = fs.readFileSync(f); for (let i = 200; i < 260; i++) b[i] ^= 0x5a; fs.writeFileSync(f, b); return /model\.safetensors: checkpoint file is corrupt \(sha256/ },
-    truncated: (d) => { fs.truncateSync(path.join(d, 'model.safetensors'), 100); return /model\.safetensors: checkpoint file has 100 bytes/ },
-    'missing file': (d) => { fs.rmSync(path.join(d, 'trainer.json')); return /trainer\.json: checkpoint file is missing/ },
-    'manifest not JSON': (d) => { fs.writeFileSync(path.join(d, 'manifest.json'), '{"format": "recode-check'); return /manifest\.json: missing or unreadable checkpoint manifest/ },
-    'manifest checksum edited': (d) => { const f = path.join(d, 'manifest.json'); const m = JSON.parse(fs.readFileSync(f)); m.files[0].sha256 = '0'.repeat(64); fs.writeFileSync(f, JSON.stringify(m)); return /checkpoint file is corrupt/ }
+    'same size, garbage bytes': (d) => {
+      const f = path.join(d, 'model.safetensors')
+      const b = fs.readFileSync(f)
+      for (let i = 200; i < 260; i++) b[i] ^= 0x5a
+      fs.writeFileSync(f, b)
+      return /model\.safetensors: checkpoint file is corrupt \(sha256/
+    },
+    truncated: (d) => {
+      fs.truncateSync(path.join(d, 'model.safetensors'), 100)
+      return /model\.safetensors: checkpoint file has 100 bytes/
+    },
+    'missing file': (d) => {
+      fs.rmSync(path.join(d, 'trainer.json'))
+      return /trainer\.json: checkpoint file is missing/
+    },
+    'manifest not JSON': (d) => {
+      fs.writeFileSync(path.join(d, 'manifest.json'), '{"format": "recode-check')
+      return /manifest\.json: missing or unreadable checkpoint manifest/
+    },
+    'manifest checksum edited': (d) => {
+      const f = path.join(d, 'manifest.json')
+      const m = JSON.parse(fs.readFileSync(f))
+      m.files[0].sha256 = '0'.repeat(64)
+      fs.writeFileSync(f, JSON.stringify(m))
+      return /checkpoint file is corrupt/
+    }
   }
   for (const [what, damage] of Object.entries(damages)) {
     const dir = tmpdir(t)
@@ -146,7 +198,11 @@ t.test('every file carries its sha256, checked on resume: a corrupt newest check
     t.equal(skipped[0][0], bad.dir)
     t.equal(skipped[0][1].code, 'ERR_DATA')
     t.match(skipped[0][1].message, pattern, `${what}: the reason names the file`)
-    t.same(tensorToFloat32(loadCheckpoint(latest.dir).tensors['model.safetensors'].w), good.w, `${what}: the previous checkpoint loads intact`)
+    t.same(
+      tensorToFloat32(loadCheckpoint(latest.dir).tensors['model.safetensors'].w),
+      good.w,
+      `${what}: the previous checkpoint loads intact`
+    )
   }
   // loadCheckpoint checks the bytes it reads, too.
   const dir = tmpdir(t)
@@ -154,7 +210,10 @@ t.test('every file carries its sha256, checked on resume: a corrupt newest check
   damages['same size, garbage bytes'](c.dir)
   t.throws(() => loadCheckpoint(c.dir), { code: 'ERR_DATA', message: /step-1\/model\.safetensors: checkpoint file is corrupt/ })
   // None good: an error naming every folder's bad file.
-  t.throws(() => latestCheckpoint(dir), { code: 'ERR_DATA', message: /no usable checkpoint .*step-1\/model\.safetensors: checkpoint file is corrupt/ })
+  t.throws(() => latestCheckpoint(dir), {
+    code: 'ERR_DATA',
+    message: /no usable checkpoint .*step-1\/model\.safetensors: checkpoint file is corrupt/
+  })
   // A version-1 manifest (sizes only) is still read.
   const old = tmpdir(t)
   const v1 = save(old, 1, r)
@@ -172,11 +231,31 @@ t.test('a NaN or Inf tensor is refused before anything is written, and nothing i
   const good = save(dir, 1, r, 1)
   const w = Float32Array.from({ length: 1000 }, () => r.normal())
   w[123] = NaN
-  t.throws(() => saveCheckpoint(dir, { step: 2, configHash: 'abc', rng: null, dataCursor: null, keep: 1, tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [1000], data: w } } } }),
-    { code: 'ERR_DIVERGED', message: /step 2: model\.safetensors tensor w holds a non-finite value at index 123/ })
+  t.throws(
+    () =>
+      saveCheckpoint(dir, {
+        step: 2,
+        configHash: 'abc',
+        rng: null,
+        dataCursor: null,
+        keep: 1,
+        tensors: { 'model.safetensors': { w: { dtype: 'F32', shape: [1000], data: w } } }
+      }),
+    { code: 'ERR_DIVERGED', message: /step 2: model\.safetensors tensor w holds a non-finite value at index 123/ }
+  )
   const bf = toBf16(Float32Array.from([1, 2, Infinity, 4]))
-  t.throws(() => saveCheckpoint(dir, { step: 3, configHash: 'abc', rng: null, dataCursor: null, keep: 1, tensors: { 'moments.safetensors': { m: { dtype: 'BF16', shape: [4], data: bf } } } }),
-    { code: 'ERR_DIVERGED', message: /moments\.safetensors tensor m holds a non-finite value at index 2/ })
+  t.throws(
+    () =>
+      saveCheckpoint(dir, {
+        step: 3,
+        configHash: 'abc',
+        rng: null,
+        dataCursor: null,
+        keep: 1,
+        tensors: { 'moments.safetensors': { m: { dtype: 'BF16', shape: [4], data: bf } } }
+      }),
+    { code: 'ERR_DIVERGED', message: /moments\.safetensors tensor m holds a non-finite value at index 2/ }
+  )
   t.same(fs.readdirSync(dir), ['step-1'], 'no new folder, no temporary one, the old one kept (keep = 1)')
   t.same(tensorToFloat32(loadCheckpoint(latestCheckpoint(dir).dir).tensors['model.safetensors'].w), good.w)
 })
@@ -189,11 +268,19 @@ t.test('a checkpoint that does not read back as written is not kept, and prunes 
   const cjsFs = createRequire(import.meta.url)('fs') // the fs object lib/ calls through (an ESM namespace is read-only)
   const orig = cjsFs.writeSync
   cjsFs.writeSync = function (fd, buf, ...rest) {
-    if (ArrayBuffer.isView(buf) && buf.byteLength === 4000) { const copy = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength); const b = Buffer.from(copy); b[17] ^= 1; return orig.call(this, fd, b, ...rest) }
+    if (ArrayBuffer.isView(buf) && buf.byteLength === 4000) {
+      const copy = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
+      const b = Buffer.from(copy)
+      b[17] ^= 1
+      return orig.call(this, fd, b, ...rest)
+    }
     return orig.call(this, fd, buf, ...rest)
   }
   try {
-    t.throws(() => save(dir, 2, r, 1), { code: 'ERR_DATA', message: /step 2 did not read back as written .*model\.safetensors: checkpoint file is corrupt.*no older checkpoint was removed/ })
+    t.throws(() => save(dir, 2, r, 1), {
+      code: 'ERR_DATA',
+      message: /step 2 did not read back as written .*model\.safetensors: checkpoint file is corrupt.*no older checkpoint was removed/
+    })
   } finally {
     cjsFs.writeSync = orig
   }
@@ -211,18 +298,30 @@ t.test('null or malformed arguments are ERR_INVALID_ARG, not TypeErrors', async 
   t.throws(() => saveCheckpoint(dir, { step: 1, tensors: null }), { code: 'ERR_INVALID_ARG', message: /tensors/ })
   t.throws(() => saveCheckpoint(dir, { step: 1, tensors: { 'a.safetensors': null } }), { code: 'ERR_INVALID_ARG' })
   t.throws(() => saveAdapter(path.join(dir, 'a'), null, []), { code: 'ERR_INVALID_ARG', message: /saveAdapter: spec/ })
-  t.throws(() => saveAdapter(path.join(dir, 'a'), { type: 'lora', r: 1 }, null), { code: 'ERR_INVALID_ARG', message: /saveAdapter: layers/ })
+  t.throws(() => saveAdapter(path.join(dir, 'a'), { type: 'lora', r: 1 }, null), {
+    code: 'ERR_INVALID_ARG',
+    message: /saveAdapter: layers/
+  })
   t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), null), { code: 'ERR_INVALID_ARG', message: /tensors must be an object/ })
-  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), { w: null }), { code: 'ERR_INVALID_ARG', message: /tensor w must be an object/ })
+  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), { w: null }), {
+    code: 'ERR_INVALID_ARG',
+    message: /tensor w must be an object/
+  })
   t.throws(() => writeSafetensors(null, {}), { code: 'ERR_INVALID_ARG', message: /writeSafetensors: file/ })
-  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), {}, undefined, null), { code: 'ERR_INVALID_ARG', message: /writeSafetensors: options/ })
+  t.throws(() => writeSafetensors(path.join(dir, 'x.safetensors'), {}, undefined, null), {
+    code: 'ERR_INVALID_ARG',
+    message: /writeSafetensors: options/
+  })
   t.same(fs.readdirSync(dir), [], 'nothing written')
 })
 
 t.test('safetensors writer: format details, dtypes, errors', async (t) => {
   const dir = tmpdir(t)
   const f32 = Float32Array.from([1, -2.5, 3.25, 0])
-  const buf = encodeSafetensors({ b: { dtype: 'F32', shape: [2, 2], data: f32 }, a: { dtype: 'I32', shape: [3], data: Int32Array.from([1, 2, 3]) } }, { format: 'pt' })
+  const buf = encodeSafetensors(
+    { b: { dtype: 'F32', shape: [2, 2], data: f32 }, a: { dtype: 'I32', shape: [3], data: Int32Array.from([1, 2, 3]) } },
+    { format: 'pt' }
+  )
   const n = Number(buf.readBigUInt64LE(0))
   t.equal(n % 8, 0, 'header padded to 8 bytes')
   const header = JSON.parse(buf.subarray(8, 8 + n).toString())
@@ -231,7 +330,11 @@ t.test('safetensors writer: format details, dtypes, errors', async (t) => {
   t.same(header.b, { dtype: 'F32', shape: [2, 2], data_offsets: [12, 28] })
   t.equal(buf.length, 8 + n + 28)
   const file = path.join(dir, 'x.safetensors')
-  writeSafetensors(file, { w: { dtype: 'BF16', shape: [4], data: toBf16(f32) }, h: { dtype: 'F16', shape: [4], data: toF16(f32) }, i: { dtype: 'U8', shape: [1], data: Uint8Array.of(7) } })
+  writeSafetensors(file, {
+    w: { dtype: 'BF16', shape: [4], data: toBf16(f32) },
+    h: { dtype: 'F16', shape: [4], data: toF16(f32) },
+    i: { dtype: 'U8', shape: [1], data: Uint8Array.of(7) }
+  })
   const back = readSafetensors(file).tensors
   t.same(tensorToFloat32(back.w), f32, 'bf16 round trip of exactly representable values (stored at an odd offset)')
   t.same(tensorToFloat32(back.h), f32, 'f16 round trip')
@@ -240,7 +343,10 @@ t.test('safetensors writer: format details, dtypes, errors', async (t) => {
   t.throws(() => encodeSafetensors({ w: { dtype: 'F32', shape: [3], data: f32 } }), { code: 'ERR_INVALID_ARG', message: /needs 12 bytes/ })
   t.throws(() => encodeSafetensors({ w: { dtype: 'F8', shape: [4], data: f32 } }), { code: 'ERR_INVALID_ARG', message: /dtype/ })
   fs.writeFileSync(path.join(dir, 'bad.safetensors'), Buffer.from([255, 0, 0, 0, 0, 0, 0, 0, 1]))
-  t.throws(() => readSafetensors(path.join(dir, 'bad.safetensors')), { code: 'ERR_DATA', message: /bad\.safetensors: not a valid safetensors file/ })
+  t.throws(() => readSafetensors(path.join(dir, 'bad.safetensors')), {
+    code: 'ERR_DATA',
+    message: /bad\.safetensors: not a valid safetensors file/
+  })
 })
 
 t.test('PEFT adapter folder: config and tensor names', async (t) => {
@@ -253,7 +359,9 @@ t.test('PEFT adapter folder: config and tensor names', async (t) => {
       const inF = proj === 'q_proj' ? 16 : 24
       const outF = proj === 'q_proj' ? 16 : 16
       layers.push({
-        module: decoderModulePath(i, proj), inFeatures: inF, outFeatures: outF,
+        module: decoderModulePath(i, proj),
+        inFeatures: inF,
+        outFeatures: outF,
         loraA: Float32Array.from({ length: rank * inF }, () => r.normal()),
         loraB: Float32Array.from({ length: outF * rank }, () => r.normal()),
         magnitude: Float32Array.from({ length: outF }, () => 1 + r.next())
@@ -267,11 +375,29 @@ t.test('PEFT adapter folder: config and tensor names', async (t) => {
     loraB: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight',
     magnitude: 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector'
   })
-  const spec = { type: 'dora', r: rank, alpha: 8, dropout: 0.01, targetModules: ['q_proj', 'down_proj'], baseModel: 'Qwen/Qwen2.5-Coder-7B-Instruct' }
+  const spec = {
+    type: 'dora',
+    r: rank,
+    alpha: 8,
+    dropout: 0.01,
+    targetModules: ['q_proj', 'down_proj'],
+    baseModel: 'Qwen/Qwen2.5-Coder-7B-Instruct'
+  }
   saveAdapter(dir, spec, layers)
   t.same(fs.readdirSync(dir).sort(), ['adapter_config.json', 'adapter_model.safetensors'])
   const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json')))
-  t.match(cfg, { peft_type: 'LORA', task_type: 'CAUSAL_LM', use_dora: true, r: 4, lora_alpha: 8, lora_dropout: 0.01, target_modules: ['q_proj', 'down_proj'], base_model_name_or_path: 'Qwen/Qwen2.5-Coder-7B-Instruct', fan_in_fan_out: false, bias: 'none' })
+  t.match(cfg, {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    use_dora: true,
+    r: 4,
+    lora_alpha: 8,
+    lora_dropout: 0.01,
+    target_modules: ['q_proj', 'down_proj'],
+    base_model_name_or_path: 'Qwen/Qwen2.5-Coder-7B-Instruct',
+    fan_in_fan_out: false,
+    bias: 'none'
+  })
   const { spec: back, tensors } = loadAdapter(dir)
   t.same(back, spec, 'config round trip')
   t.equal(Object.keys(tensors).length, 12, '3 tensors per DoRA module')
@@ -282,7 +408,12 @@ t.test('PEFT adapter folder: config and tensor names', async (t) => {
   t.same(tensorToFloat32(tensors[names.loraB]), layers[3].loraB)
   // LoRA (no magnitude), stored as bf16.
   const loraDir = path.join(dir, 'lora')
-  saveAdapter(loraDir, { ...spec, type: 'lora' }, layers.map(({ magnitude, ...l }) => l), 'BF16')
+  saveAdapter(
+    loraDir,
+    { ...spec, type: 'lora' },
+    layers.map(({ magnitude, ...l }) => l),
+    'BF16'
+  )
   const lora = loadAdapter(loraDir)
   t.equal(lora.spec.type, 'lora')
   t.equal(Object.keys(lora.tensors).length, 8, 'no magnitude for LoRA')
@@ -298,8 +429,9 @@ t.test('the adapter file reads in torch exactly as written', { skip: torchUnavai
   const dir = tmpdir(t)
   const loraA = Float32Array.from({ length: 2 * 3 }, () => r.normal())
   const loraB = Float32Array.from({ length: 5 * 2 }, () => r.normal())
-  saveAdapter(dir, { type: 'lora', r: 2, alpha: 4, dropout: 0, targetModules: ['v_proj'], baseModel: 'x' },
-    [{ module: decoderModulePath(0, 'v_proj'), inFeatures: 3, outFeatures: 5, loraA, loraB }])
+  saveAdapter(dir, { type: 'lora', r: 2, alpha: 4, dropout: 0, targetModules: ['v_proj'], baseModel: 'x' }, [
+    { module: decoderModulePath(0, 'v_proj'), inFeatures: 3, outFeatures: 5, loraA, loraB }
+  ])
   // An independent parser of the safetensors layout (struct + json), values through torch.frombuffer.
   const py = `
 import json, struct, sys, torch
@@ -343,13 +475,26 @@ t.test('metrics.jsonl: appended records, torn last line, resume truncation', asy
   w.append({ step: 6, rewardMean: 0.6 })
   w.close()
   read = readMetrics(file)
-  t.same(read.records.map((x) => x.step), [1, 2, 3, 4, 5, 6], 'the writer continues after cutting the torn line')
+  t.same(
+    read.records.map((x) => x.step),
+    [1, 2, 3, 4, 5, 6],
+    'the writer continues after cutting the torn line'
+  )
   t.notOk(read.tornTail)
   // Resuming from the checkpoint of step 4 drops the records of steps 5 and 6.
   w = new MetricsWriter(file, { resumeFromStep: 4 })
   w.append({ step: 5, rewardMean: 0.55 })
   w.close()
-  t.same(readMetrics(file).records.map((x) => [x.step, x.rewardMean]), [[1, 0.1], [2, 0.2], [3, 0.3], [4, 0.4], [5, 0.55]])
+  t.same(
+    readMetrics(file).records.map((x) => [x.step, x.rewardMean]),
+    [
+      [1, 0.1],
+      [2, 0.2],
+      [3, 0.3],
+      [4, 0.4],
+      [5, 0.55]
+    ]
+  )
   fs.writeFileSync(file, '{"step":1}\nnot json\n{"step":2}\n')
   t.throws(() => readMetrics(file), { code: 'ERR_DATA', message: /metrics\.jsonl:2: not a metrics record/ })
   t.same(readMetrics(path.join(dir, 'none.jsonl')).records, [], 'missing file reads as empty')
@@ -360,8 +505,17 @@ t.test('report: self-contained HTML with a chart per recorded metric, written at
   const r = rng(t)
   const dir = tmpdir(t)
   const records = Array.from({ length: 40 }, (_, i) => ({
-    step: i + 1, rewardMean: -1 + i / 20 + r.normal() * 0.05, rewardStd: 0.5, formatRate: Math.min(1, i / 30), esStar: i / 40,
-    kl: 0.001 * i, clipFraction: 0.05, clipFractionHigh: 0.02, entropy: 2 - i / 40, responseLength: 80 + i, lr: 1e-3,
+    step: i + 1,
+    rewardMean: -1 + i / 20 + r.normal() * 0.05,
+    rewardStd: 0.5,
+    formatRate: Math.min(1, i / 30),
+    esStar: i / 40,
+    kl: 0.001 * i,
+    clipFraction: 0.05,
+    clipFractionHigh: 0.02,
+    entropy: 2 - i / 40,
+    responseLength: 80 + i,
+    lr: 1e-3,
     phaseSeconds: { generation: 1 + r.next(), reward: 0.01, backward: 0.5, optimizer: 0.05 },
     ...(i % 10 === 0 ? { eval: { formatRate: i / 40, esStar: i / 50, exactMatch: i / 80 } } : {})
   }))
@@ -370,7 +524,19 @@ t.test('report: self-contained HTML with a chart per recorded metric, written at
   writeReport(file, records, { title: 'run <1> & "x"', facts: { preset: 'tiny', runFolder: dir } })
   const html = fs.readFileSync(file, 'utf8')
   t.match(html, /^<!DOCTYPE html>/)
-  for (const id of ['reward', 'reward-std', 'format-rate', 'es-star', 'kl', 'clip-fraction', 'entropy', 'response-length', 'lr', 'held-out', 'phase-seconds']) {
+  for (const id of [
+    'reward',
+    'reward-std',
+    'format-rate',
+    'es-star',
+    'kl',
+    'clip-fraction',
+    'entropy',
+    'response-length',
+    'lr',
+    'held-out',
+    'phase-seconds'
+  ]) {
     t.match(html, new RegExp(`<svg[^>]*data-chart="${id}"`), `chart ${id}`)
   }
   t.notMatch(html, /data-chart="loss"/, 'no chart for a metric never recorded')

@@ -86,20 +86,22 @@ variants.forEach((v, i) => {
   v.layers = cfg.num_hidden_layers
 })
 
-
 /** Replaces every adapter tensor with random values (B non-zero, m near the row norms), so gradients of A see B. */
-async function randomizeAdapters (r, tr) {
+async function randomizeAdapters(r, tr) {
   const tensors = randomAdapterTensors(r, await tr.parameters())
   await tr.setState({ tensors: tensors.map(({ name, data }) => ({ name, data })) })
   return tensors
 }
 
-
-t.test('adapter gradients of whole models equal torch autograd through PEFT\'s layers', { skip: torchUnavailable() }, async (t) => {
+t.test("adapter gradients of whole models equal torch autograd through PEFT's layers", { skip: torchUnavailable() }, async (t) => {
   const r = rng(t)
   const cases = []
   for (const [i, v] of variants.entries()) {
-    for (const [type, targets] of [['lora', ALL], ['dora', ALL], ['dora', ['q_proj', 'v_proj', 'down_proj']]]) {
+    for (const [type, targets] of [
+      ['lora', ALL],
+      ['dora', ALL],
+      ['dora', ['q_proj', 'v_proj', 'down_proj']]
+    ]) {
       const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 4, maxContext: 64 })
       const tr = new ModelTrainer(m, { adapter: { type, r: 4, alpha: 8, targetModules: targets, seed: r.int(0, 1e6) } })
       const tensors = await randomizeAdapters(r, tr)
@@ -109,33 +111,59 @@ t.test('adapter gradients of whole models equal torch autograd through PEFT\'s l
       const file = path.join(tmp, `adapter-${i}-${cases.length}.safetensors`)
       writeSafetensors(file, Object.fromEntries(tensors.map((x) => [x.name, { dtype: 'F32', shape: x.shape, data: x.data }])))
       cases.push({
-        label: `${v.name}, ${type} on ${targets.join(',')}`, res, grads, targets, layers: v.layers,
-        job: { dir: v.dir, ids: batch.map((s) => s.tokens), weights: batch.map((s) => s.weights), names: grads.map((g) => g.name), out: path.join(tmp, `ref-${cases.length}.f64`), adapter: { file, type, scaling: 2 } }
+        label: `${v.name}, ${type} on ${targets.join(',')}`,
+        res,
+        grads,
+        targets,
+        layers: v.layers,
+        job: {
+          dir: v.dir,
+          ids: batch.map((s) => s.tokens),
+          weights: batch.map((s) => s.weights),
+          names: grads.map((g) => g.name),
+          out: path.join(tmp, `ref-${cases.length}.f64`),
+          adapter: { file, type, scaling: 2 }
+        }
       })
-      tr.dispose(); m.dispose()
+      tr.dispose()
+      m.dispose()
     }
   }
-  execFileSync(TORCH_PYTHON, [path.join(root, 'test', 'reference', 'train_step.py')], { input: JSON.stringify(cases.map((c) => c.job)), maxBuffer: 1 << 26 })
+  execFileSync(TORCH_PYTHON, [path.join(root, 'test', 'reference', 'train_step.py')], {
+    input: JSON.stringify(cases.map((c) => c.job)),
+    maxBuffer: 1 << 26
+  })
   for (const c of cases) {
     const ref = new Float64Array(fs.readFileSync(c.job.out).buffer.slice(0))
     let o = 0
     const refLoss = ref[o++]
-    t.ok(Math.abs(c.res.loss - refLoss) <= 1e-4 * Math.max(1, Math.abs(refLoss)), `${c.label}: loss ${c.res.loss.toFixed(6)} vs torch ${refLoss.toFixed(6)}`)
+    t.ok(
+      Math.abs(c.res.loss - refLoss) <= 1e-4 * Math.max(1, Math.abs(refLoss)),
+      `${c.label}: loss ${c.res.loss.toFixed(6)} vs torch ${refLoss.toFixed(6)}`
+    )
     let lpErr = 0
-    for (const [s, ids] of c.job.ids.entries()) for (let j = 0; j < ids.length; j++) lpErr = Math.max(lpErr, Math.abs(c.res.logp[s][j] - ref[o++]))
+    for (const [s, ids] of c.job.ids.entries())
+      for (let j = 0; j < ids.length; j++) lpErr = Math.max(lpErr, Math.abs(c.res.logp[s][j] - ref[o++]))
     t.ok(lpErr < 1e-4, `${c.label}: logp vs torch max abs err ${lpErr.toExponential(2)}`)
     const perModule = c.job.adapter.type === 'dora' ? 3 : 2
     t.equal(c.grads.length, perModule * c.targets.length * c.layers, `${c.label}: only adapter tensors are trainable (${c.grads.length})`)
-    let worst = 0; let worstName = ''
+    let worst = 0
+    let worstName = ''
     for (const g of c.grads) {
       const n = g.grad.length
       const refG = ref.subarray(o, o + n)
       o += n
       let mag = 0
       for (const x of refG) mag = Math.max(mag, Math.abs(x))
-      if (mag === 0) { t.fail(`${c.label}: torch gradient of ${g.name} is zero: the test would not see an error`); continue }
+      if (mag === 0) {
+        t.fail(`${c.label}: torch gradient of ${g.name} is zero: the test would not see an error`)
+        continue
+      }
       const e = maxRelError(g.grad, refG, 1e-2 * mag)
-      if (e > worst) { worst = e; worstName = g.name }
+      if (e > worst) {
+        worst = e
+        worstName = g.name
+      }
     }
     t.equal(o, ref.length, `${c.label}: the reference holds exactly the ${c.grads.length} adapter gradients`)
     t.ok(worst < 1e-3, `${c.label}: every adapter gradient within 1e-3 of torch (worst ${worst.toExponential(2)} in ${worstName})`)
@@ -153,13 +181,29 @@ t.test('a fresh adapter leaves the model unchanged; merged generation, adapters 
   full.dispose()
   for (const type of ['lora', 'dora']) {
     const tr = new ModelTrainer(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
-    t.same((await tr.forward(seqs)).map((x) => Array.from(x)), baseLogp.map((x) => Array.from(x)), `${type}: a fresh adapter (B = 0${type === 'dora' ? ', m = ||W||' : ''}) gives exactly the base logp`)
+    t.same(
+      (await tr.forward(seqs)).map((x) => Array.from(x)),
+      baseLogp.map((x) => Array.from(x)),
+      `${type}: a fresh adapter (B = 0${type === 'dora' ? ', m = ||W||' : ''}) gives exactly the base logp`
+    )
     const params = await tr.parameters()
-    t.ok(params.every((p) => /\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.test(p.name) && p.name.startsWith('base_model.model.model.layers.')), `${type}: trainable tensors carry PEFT's names`)
-    t.ok(params.filter((p) => p.name.endsWith('lora_B.weight')).every((p) => p.data.every((x) => x === 0)), `${type}: B starts at 0`)
+    t.ok(
+      params.every(
+        (p) =>
+          /\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.test(p.name) && p.name.startsWith('base_model.model.model.layers.')
+      ),
+      `${type}: trainable tensors carry PEFT's names`
+    )
+    t.ok(
+      params.filter((p) => p.name.endsWith('lora_B.weight')).every((p) => p.data.every((x) => x === 0)),
+      `${type}: B starts at 0`
+    )
     const a = params.find((p) => p.name.endsWith('q_proj.lora_A.weight'))
     const bound = 1 / Math.sqrt(a.shape[1])
-    t.ok(a.data.every((x) => Math.abs(x) <= bound) && a.data.some((x) => Math.abs(x) > bound / 2), `${type}: A drawn from U(-1/sqrt(in), 1/sqrt(in))`)
+    t.ok(
+      a.data.every((x) => Math.abs(x) <= bound) && a.data.some((x) => Math.abs(x) > bound / 2),
+      `${type}: A drawn from U(-1/sqrt(in), 1/sqrt(in))`
+    )
     const again = new ModelTrainer(m, { adapter: { type, r: 8, alpha: 16, targetModules: ALL, seed: 11 } })
     t.same(Array.from((await again.parameters())[0].data), Array.from(params[0].data), `${type}: the same seed draws the same A`)
     again.dispose()
@@ -176,16 +220,28 @@ t.test('a fresh adapter leaves the model unchanged; merged generation, adapters 
     t.ok(res.loss < 0.5 * losses[0], `${type}: loss ${losses[0].toFixed(3)} -> ${res.loss.toFixed(3)} on a fixed batch`)
     const logits = await m.logits(seqs)
     let err = 0
-    for (const [s, tokens] of seqs.entries()) for (let j = 1; j < tokens.length; j++) err = Math.max(err, Math.abs(res.logp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, tokens[j])))
+    for (const [s, tokens] of seqs.entries())
+      for (let j = 1; j < tokens.length; j++)
+        err = Math.max(err, Math.abs(res.logp[s][j] - logSoftmaxAt(logits[s], v.vocab, j - 1, tokens[j])))
     t.ok(err < 1e-4, `${type}: inference (merged weights) gives the trainer's logp (max abs err ${err.toExponential(2)})`)
 
     await tr.setAdaptersEnabled(false)
-    t.same((await tr.forward(seqs)).map((x) => Array.from(x)), baseLogp.map((x) => Array.from(x)), `${type}: adapters off: the trainer's forward is the base model exactly`)
+    t.same(
+      (await tr.forward(seqs)).map((x) => Array.from(x)),
+      baseLogp.map((x) => Array.from(x)),
+      `${type}: adapters off: the trainer's forward is the base model exactly`
+    )
     const offLogits = await m.logits(seqs)
-    t.ok(offLogits.every((l, s) => l.every((x, k) => x === baseLogits[s][k])), `${type}: adapters off: generation runs the base weights`)
+    t.ok(
+      offLogits.every((l, s) => l.every((x, k) => x === baseLogits[s][k])),
+      `${type}: adapters off: generation runs the base weights`
+    )
     await tr.setAdaptersEnabled(true)
     const onLogits = await m.logits(seqs)
-    t.ok(onLogits.every((l, s) => l.every((x, k) => x === logits[s][k])), `${type}: adapters on again: back to the merged weights`)
+    t.ok(
+      onLogits.every((l, s) => l.every((x, k) => x === logits[s][k])),
+      `${type}: adapters on again: back to the merged weights`
+    )
 
     const merged = await tr.mergedWeights()
     t.equal(merged.length, ALL.length * 3, `${type}: one merged weight per adapted module`)
@@ -214,19 +270,28 @@ t.test('adapter dropout: one mask per forward, replayed by the backward, fixed b
     const third = await tr.forward(seqs)
     await tr.setAdaptersEnabled(false)
     const off = await tr.forward(seqs)
-    tr.dispose(); m.dispose()
+    tr.dispose()
+    m.dispose()
     return { first, second, third, off, g }
   }
   const a = await run()
   const b = await run()
   t.notSame(Array.from(a.first[0]), Array.from(a.second[0]), 'two forwards in one update draw different masks')
   t.notSame(Array.from(a.third[0]), Array.from(a.first[0]), 'the next update draws new masks')
-  t.same([a.first, a.second, a.third].map((x) => Array.from(x[0])), [b.first, b.second, b.third].map((x) => Array.from(x[0])), 'the same seed replays the same masks')
-  t.ok(a.g.every((x, k) => x.grad.every((y, j) => y === b.g[k].grad[j])), 'and the same gradients')
+  t.same(
+    [a.first, a.second, a.third].map((x) => Array.from(x[0])),
+    [b.first, b.second, b.third].map((x) => Array.from(x[0])),
+    'the same seed replays the same masks'
+  )
+  t.ok(
+    a.g.every((x, k) => x.grad.every((y, j) => y === b.g[k].grad[j])),
+    'and the same gradients'
+  )
   const m = await loadModel(v.dir, { device: 'cpu', maxBatch: 1, maxContext: 64 })
   const full = new ModelTrainer(m)
   t.same(Array.from(a.off[0]), Array.from((await full.forward(seqs))[0]), 'adapters off: no dropout, the base model')
-  full.dispose(); m.dispose()
+  full.dispose()
+  m.dispose()
 })
 
 t.test('adapter options are checked at the boundary', async (t) => {
@@ -246,7 +311,11 @@ t.test('adapter options are checked at the boundary', async (t) => {
   }
   const tr = new ModelTrainer(m, { adapter: { type: 'lora', r: 2, alpha: 2, targetModules: ['v_proj'] } })
   t.equal((await tr.parameters()).length, 2 * v.layers, 'only v_proj of each layer is adapted')
-  await t.rejects(tr.setState({ tensors: [{ name: 'model.layers.0.self_attn.v_proj.weight', data: new Float32Array(1) }] }), { code: 'ERR_INVALID_ARG', message: /not a parameter/ }, 'the frozen base cannot be set through the trainer')
+  await t.rejects(
+    tr.setState({ tensors: [{ name: 'model.layers.0.self_attn.v_proj.weight', data: new Float32Array(1) }] }),
+    { code: 'ERR_INVALID_ARG', message: /not a parameter/ },
+    'the frozen base cannot be set through the trainer'
+  )
   t.throws(() => native().trainerSetAdaptersEnabled(tr.handle, 'yes'), { code: 'ERR_INVALID_ARG' }, 'enabled must be a boolean')
   t.throws(() => native().trainerMergedWeight(tr.handle, -1), { code: 'ERR_INVALID_ARG' }, 'a negative module index is refused')
   t.equal(native().trainerMergedWeight(tr.handle, v.layers), undefined, 'past the last module: undefined')
@@ -267,20 +336,35 @@ t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches name
   const tensors = await randomizeAdapters(r, a)
   const dir = path.join(tmp, 'peft-roundtrip')
   await a.saveAdapter(dir, { baseModel: v.dir })
-  t.ok(fs.existsSync(path.join(dir, 'adapter_config.json')) && fs.existsSync(path.join(dir, 'adapter_model.safetensors')), 'PEFT files written')
+  t.ok(
+    fs.existsSync(path.join(dir, 'adapter_config.json')) && fs.existsSync(path.join(dir, 'adapter_model.safetensors')),
+    'PEFT files written'
+  )
   t.notOk(fs.existsSync(`${dir}.tmp`), 'no temporary folder left')
   const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'))
-  t.same([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.use_dora, cfg.lora_dropout, cfg.base_model_name_or_path], ['LORA', 4, 8, true, 0.05, v.dir], 'adapter_config.json fields')
+  t.same(
+    [cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.use_dora, cfg.lora_dropout, cfg.base_model_name_or_path],
+    ['LORA', 4, 8, true, 0.05, v.dir],
+    'adapter_config.json fields'
+  )
   a.dispose()
 
   const b = new ModelTrainer(m, { adapter: { ...adapter, seed: 10 } })
   await b.loadAdapter(dir)
   const loaded = await b.parameters()
-  t.ok(loaded.every((p, k) => p.name === tensors[k].name && p.data.every((x, j) => x === tensors[k].data[j])), 'every adapter tensor comes back bit for bit')
+  t.ok(
+    loaded.every((p, k) => p.name === tensors[k].name && p.data.every((x, j) => x === tensors[k].data[j])),
+    'every adapter tensor comes back bit for bit'
+  )
   b.dispose()
 
   const before = async (tr) => (await tr.parameters()).map((p) => Array.from(p.data))
-  for (const [other, field] of [[{ ...adapter, r: 8 }, /\br is 4/], [{ ...adapter, alpha: 16 }, /lora_alpha/], [{ ...adapter, type: 'lora' }, /use_dora/], [{ ...adapter, targetModules: ['q_proj'] }, /target_modules/]]) {
+  for (const [other, field] of [
+    [{ ...adapter, r: 8 }, /\br is 4/],
+    [{ ...adapter, alpha: 16 }, /lora_alpha/],
+    [{ ...adapter, type: 'lora' }, /use_dora/],
+    [{ ...adapter, targetModules: ['q_proj'] }, /target_modules/]
+  ]) {
     const c = new ModelTrainer(m, { adapter: other })
     const p0 = await before(c)
     await t.rejects(c.loadAdapter(dir), { code: 'ERR_MODEL', message: field }, `a mismatch is named: ${field}`)
@@ -289,5 +373,6 @@ t.test('saveAdapter / loadAdapter: a PEFT folder round trip, and mismatches name
   }
   const full = new ModelTrainer(m)
   await t.rejects(full.saveAdapter(dir), { code: 'ERR_INVALID_ARG' }, 'full fine-tuning has no adapter to save')
-  full.dispose(); m.dispose()
+  full.dispose()
+  m.dispose()
 })

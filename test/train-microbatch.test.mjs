@@ -22,27 +22,44 @@ t.test('micro-batches smaller than a group give the whole-batch update', async (
   const sequences = []
   for (let p = 0; p < 2; p++) {
     const prompt = Array.from({ length: 5 + 2 * p }, () => r.int(0, vocab - 1))
-    for (let s = 0; s < 4; s++) sequences.push({ tokens: [...prompt, ...Array.from({ length: r.int(2, 9) }, () => r.int(0, vocab - 1))], promptLength: prompt.length })
+    for (let s = 0; s < 4; s++)
+      sequences.push({
+        tokens: [...prompt, ...Array.from({ length: r.int(2, 9) }, () => r.int(0, vocab - 1))],
+        promptLength: prompt.length
+      })
   }
   const advantages = Float32Array.from(sequences, () => r.normal())
   const rollout = { sequences, advantages, metrics: {}, seconds: { generation: 0, reward: 0 } }
   for (const lossAggregation of ['token-mean', 'seq-mean-token-mean']) {
     const runs = []
-    for (const gradAccumulation of [1, 2, 8]) {  // 8, 4 (a group) and 1 sequence per micro-batch
-      const config = validateTrainConfig({ promptsPerStep: 2, samplesPerPrompt: 4, gradAccumulation, lossAggregation, klCoef: 0.05, maxCompletionTokens: 16 }, { checkPaths: false })
+    for (const gradAccumulation of [1, 2, 8]) {
+      // 8, 4 (a group) and 1 sequence per micro-batch
+      const config = validateTrainConfig(
+        { promptsPerStep: 2, samplesPerPrompt: 4, gradAccumulation, lossAggregation, klCoef: 0.05, maxCompletionTokens: 16 },
+        { checkPaths: false }
+      )
       const model = await loadModel(dir, { device: 'cpu', maxBatch: 1, maxContext: 32 })
-      const trainer = new ModelTrainer(model, { adapter: { type: 'lora', r: 2, alpha: 4, dropout: 0, seed: 2, targetModules: ['q_proj', 'v_proj', 'down_proj'] } })
+      const trainer = new ModelTrainer(model, {
+        adapter: { type: 'lora', r: 2, alpha: 4, dropout: 0, seed: 2, targetModules: ['q_proj', 'v_proj', 'down_proj'] }
+      })
       await trainer.step([{ tokens: sequences[0].tokens, weights: sequences[0].tokens.map((_, j) => (j === 0 ? 0 : 0.1)) }])
-      await trainer.applyAdamW({ lr: 1e-2 })  // B != 0, so the policy differs from the KL reference
+      await trainer.applyAdamW({ lr: 1e-2 }) // B != 0, so the policy differs from the KL reference
       const res = await policyUpdate(trainer, config, rollout, { lr: 1e-2 })
       runs.push({ gradAccumulation, res, params: await trainer.parameters() })
-      trainer.dispose(); model.dispose()
+      trainer.dispose()
+      model.dispose()
     }
     const [one, ...split] = runs
     for (const s of split) {
       const label = `${lossAggregation}, ${8 / s.gradAccumulation} sequence(s) per micro-batch`
-      t.ok(Math.abs(s.res.loss - one.res.loss) <= 1e-5 * Math.max(1, Math.abs(one.res.loss)), `${label}: loss ${s.res.loss} vs ${one.res.loss}`)
-      t.ok(Math.abs(s.res.gradNorm - one.res.gradNorm) <= 1e-5 * one.res.gradNorm && one.res.gradNorm > 0, `${label}: grad norm ${s.res.gradNorm} vs ${one.res.gradNorm}`)
+      t.ok(
+        Math.abs(s.res.loss - one.res.loss) <= 1e-5 * Math.max(1, Math.abs(one.res.loss)),
+        `${label}: loss ${s.res.loss} vs ${one.res.loss}`
+      )
+      t.ok(
+        Math.abs(s.res.gradNorm - one.res.gradNorm) <= 1e-5 * one.res.gradNorm && one.res.gradNorm > 0,
+        `${label}: grad norm ${s.res.gradNorm} vs ${one.res.gradNorm}`
+      )
       let worst = 0
       for (const [k, p] of one.params.entries()) worst = Math.max(worst, relErr(s.params[k].data, p.data))
       t.ok(worst <= 1e-5, `${label}: the updated parameters agree (worst rel err ${worst.toExponential(2)})`)

@@ -8,12 +8,12 @@ import { torchUnavailable, runTorch } from './train-torch.mjs'
 
 const addon = native()
 
-function randomTensors (r, sizes, scale = 1) {
+function randomTensors(r, sizes, scale = 1) {
   return sizes.map((n) => Float32Array.from({ length: n }, () => r.normal() * scale))
 }
 
 // Plain float64 AdamW, the formulas of torch.optim.AdamW.
-function adamwReference (p, g, m, v, h, decay, gradScale) {
+function adamwReference(p, g, m, v, h, decay, gradScale) {
   const bc1 = 1 - h.beta1 ** h.step
   const bc2 = 1 - h.beta2 ** h.step
   for (let i = 0; i < p.length; i++) {
@@ -25,7 +25,7 @@ function adamwReference (p, g, m, v, h, decay, gradScale) {
   }
 }
 
-function bf16Bits (x) {
+function bf16Bits(x) {
   const f = new Float32Array([x])
   const u = new Uint32Array(f.buffer)[0]
   if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff
@@ -47,7 +47,11 @@ t.test('AdamW over many tensors matches a float64 reference over several steps',
     const grads = randomTensors(r, sizes, 0.1 * step)
     const h = { lr: 1e-2 / step, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step }
     const gradScale = step === 3 ? 0.5 : 1
-    adamwStep(sizes.map((_, i) => ({ param: params[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i], decay: decay[i], bf16: bf16[i] })), h, { gradScale })
+    adamwStep(
+      sizes.map((_, i) => ({ param: params[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i], decay: decay[i], bf16: bf16[i] })),
+      h,
+      { gradScale }
+    )
     sizes.forEach((_, i) => adamwReference(refP[i], grads[i], refM[i], refV[i], h, decay[i], gradScale))
   }
   // Relative errors, floored at 5% of the tensor's largest value (moments near zero carry cancellation).
@@ -57,7 +61,11 @@ t.test('AdamW over many tensors matches a float64 reference over several steps',
     t.ok(maxRelError(m[i], refM[i], floor(refM[i])) < tolerance.f32, `exp_avg, n=${n} (${maxRelError(m[i], refM[i], floor(refM[i]))})`)
     t.ok(maxRelError(v[i], refV[i], floor(refV[i])) < tolerance.f32, `exp_avg_sq, n=${n} (${maxRelError(v[i], refV[i], floor(refV[i]))})`)
     let same = true
-    for (let k = 0; k < n; k++) if (bf16[i][k] !== bf16Bits(params[i][k])) { same = false; break }
+    for (let k = 0; k < n; k++)
+      if (bf16[i][k] !== bf16Bits(params[i][k])) {
+        same = false
+        break
+      }
     t.ok(same, `bf16 copy is the rounded master weight, n=${n}`)
   })
 })
@@ -72,7 +80,11 @@ t.test('the multi-threaded path equals the plain reference loop bit for bit, for
     const p = start.map((x) => x.slice())
     const m = sizes.map((n) => new Float32Array(n).fill(0.01))
     const v = sizes.map((n) => new Float32Array(n).fill(0.02))
-    adamwStep(sizes.map((_, i) => ({ param: p[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i] })), { lr: 1e-3, weightDecay: 0.01, step: 7 }, options)
+    adamwStep(
+      sizes.map((_, i) => ({ param: p[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i] })),
+      { lr: 1e-3, weightDecay: 0.01, step: 7 },
+      options
+    )
     return [p, m, v]
   }
   const hw = addon.systemInfo().hardwareThreads
@@ -82,7 +94,12 @@ t.test('the multi-threaded path equals the plain reference loop bit for bit, for
     for (const threads of [1, 2, 3]) {
       const fast = run({}, threads)
       for (let k = 0; k < 3; k++) {
-        sizes.forEach((n, i) => t.ok(Buffer.from(fast[k][i].buffer).equals(Buffer.from(ref[k][i].buffer)), `${['param', 'exp_avg', 'exp_avg_sq'][k]} n=${n}, ${active}, ${threads} threads`))
+        sizes.forEach((n, i) =>
+          t.ok(
+            Buffer.from(fast[k][i].buffer).equals(Buffer.from(ref[k][i].buffer)),
+            `${['param', 'exp_avg', 'exp_avg_sq'][k]} n=${n}, ${active}, ${threads} threads`
+          )
+        )
       }
     }
   }
@@ -102,13 +119,21 @@ t.test('AdamW agrees with torch.optim.AdamW (python3-torch)', { skip: torchUnava
   for (let s = 0; s < 3; s++) {
     const grads = randomTensors(r, sizes, 0.5)
     allGrads.push(grads.map((g) => Array.from(g)))
-    adamwStep(sizes.map((_, i) => ({ param: params[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i], decay: decay[i] })),
-      { lr: lrs[s], beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: s + 1 })
+    adamwStep(
+      sizes.map((_, i) => ({ param: params[i], grad: grads[i], expAvg: m[i], expAvgSq: v[i], decay: decay[i] })),
+      { lr: lrs[s], beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: s + 1 }
+    )
   }
-  const [ref] = runTorch('train_optim.py', [{ op: 'adamw', params: start, grads: allGrads, lrs, decay, lr: lrs[0], beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 }])
+  const [ref] = runTorch('train_optim.py', [
+    { op: 'adamw', params: start, grads: allGrads, lrs, decay, lr: lrs[0], beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 }
+  ])
   const floor = (x) => 0.05 * Math.max(...x.map(Math.abs))
   sizes.forEach((n, i) => {
-    const e = [maxRelError(params[i], ref.params[i], 1e-3), maxRelError(m[i], ref.expAvg[i], floor(ref.expAvg[i])), maxRelError(v[i], ref.expAvgSq[i], floor(ref.expAvgSq[i]))]
+    const e = [
+      maxRelError(params[i], ref.params[i], 1e-3),
+      maxRelError(m[i], ref.expAvg[i], floor(ref.expAvg[i])),
+      maxRelError(v[i], ref.expAvgSq[i], floor(ref.expAvgSq[i]))
+    ]
     t.ok(e[0] < 1e-5, `params n=${n}: ${e[0]}`)
     t.ok(e[1] < 1e-5, `exp_avg n=${n}: ${e[1]}`)
     t.ok(e[2] < 1e-5, `exp_avg_sq n=${n}: ${e[2]}`)
@@ -167,11 +192,17 @@ t.test('async AdamW equals the synchronous one and honours AbortSignal', async (
 t.test('bad arguments are errors, not crashes', async (t) => {
   const a = new Float32Array(4)
   const ok = () => ({ param: new Float32Array(4), grad: new Float32Array(4), expAvg: new Float32Array(4), expAvgSq: new Float32Array(4) })
-  t.throws(() => adamwStep([{ ...ok(), grad: new Float32Array(3) }], { lr: 1, step: 1 }), { code: 'ERR_INVALID_ARG', message: /same length/ })
+  t.throws(() => adamwStep([{ ...ok(), grad: new Float32Array(3) }], { lr: 1, step: 1 }), {
+    code: 'ERR_INVALID_ARG',
+    message: /same length/
+  })
   t.throws(() => adamwStep([{ ...ok(), grad: a, expAvg: a }], { lr: 1, step: 1 }), { code: 'ERR_INVALID_ARG', message: /distinct/ })
   t.throws(() => adamwStep([ok()], { lr: 1, step: 0 }), { code: 'ERR_INVALID_ARG', message: /step/ })
   t.throws(() => adamwStep([ok()], { lr: 1, step: 1, beta2: 1 }), { code: 'ERR_INVALID_ARG', message: /beta2/ })
-  t.throws(() => adamwStep([{ ...ok(), param: new Float64Array(4) }], { lr: 1, step: 1 }), { code: 'ERR_INVALID_ARG', message: /Float32Array/ })
+  t.throws(() => adamwStep([{ ...ok(), param: new Float64Array(4) }], { lr: 1, step: 1 }), {
+    code: 'ERR_INVALID_ARG',
+    message: /Float32Array/
+  })
   t.throws(() => adamwStep([{ ...ok(), bf16: new Uint16Array(2) }], { lr: 1, step: 1 }), { code: 'ERR_INVALID_ARG', message: /bf16/ })
   t.throws(() => clipGradNorm([a], -1), { code: 'ERR_INVALID_ARG' })
   t.throws(() => addon.gradNormSq('x'), { code: 'ERR_INVALID_ARG' })

@@ -13,10 +13,17 @@ import { rng, root, maxRelError } from './helpers.mjs'
 
 const PYTHON = process.env.RECODE_PEFT_PYTHON || '/usr/bin/python3'
 const probe = spawnSync(PYTHON, ['-c', 'import peft, transformers, torch'], { encoding: 'utf8' })
-const unavailable = probe.status === 0 ? undefined : `${PYTHON} cannot import peft/transformers (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()}); set RECODE_PEFT_PYTHON`
+const unavailable =
+  probe.status === 0
+    ? undefined
+    : `${PYTHON} cannot import peft/transformers (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()}); set RECODE_PEFT_PYTHON`
 
-function runPeft (jobs) {
-  const r = spawnSync(PYTHON, [path.join(root, 'test', 'reference', 'train_peft.py')], { input: JSON.stringify(jobs), encoding: 'utf8', maxBuffer: 1 << 28 })
+function runPeft(jobs) {
+  const r = spawnSync(PYTHON, [path.join(root, 'test', 'reference', 'train_peft.py')], {
+    input: JSON.stringify(jobs),
+    encoding: 'utf8',
+    maxBuffer: 1 << 28
+  })
   if (r.status !== 0) throw new Error(`train_peft.py failed: ${r.stderr}`)
   return JSON.parse(r.stdout)
 }
@@ -28,7 +35,9 @@ t.test('PEFT loads our LoRA and DoRA folders and computes what we compute', { sk
   const baseDir = path.join(dir, 'base')
   const [{ shapes }] = runPeft([{ op: 'base', dir: baseDir }])
   const targets = ['q_proj', 'v_proj', 'down_proj']
-  const modules = Object.keys(shapes).filter((m) => targets.includes(m.split('.').pop())).sort()
+  const modules = Object.keys(shapes)
+    .filter((m) => targets.includes(m.split('.').pop()))
+    .sort()
   t.equal(modules.length, 6, 'three projections in two layers')
   for (const type of ['lora', 'dora']) {
     const rank = 4
@@ -36,7 +45,9 @@ t.test('PEFT loads our LoRA and DoRA folders and computes what we compute', { sk
     const layers = modules.map((module) => {
       const [out, inF] = shapes[module]
       return {
-        module, inFeatures: inF, outFeatures: out,
+        module,
+        inFeatures: inF,
+        outFeatures: out,
         loraA: Float32Array.from({ length: rank * inF }, () => r.normal() * 0.2),
         loraB: Float32Array.from({ length: out * rank }, () => r.normal() * 0.2),
         ...(type === 'dora' ? { magnitude: Float32Array.from({ length: out }, () => 0.5 + r.next()) } : {})
@@ -60,8 +71,13 @@ t.test('PEFT loads our LoRA and DoRA folders and computes what we compute', { sk
       t.equal(p.scaling, 2, `${label}: scaling alpha / r`)
       const dims = { rows: 3, in: l.inFeatures, out: l.outFeatures, rank }
       const layer = {
-        weight: Float32Array.from(p.weight), ...(p.bias ? { bias: Float32Array.from(p.bias) } : {}),
-        loraA: l.loraA, loraB: l.loraB, ...(l.magnitude ? { magnitude: l.magnitude } : {}), scaling: p.scaling, dropout: 0
+        weight: Float32Array.from(p.weight),
+        ...(p.bias ? { bias: Float32Array.from(p.bias) } : {}),
+        loraA: l.loraA,
+        loraB: l.loraB,
+        ...(l.magnitude ? { magnitude: l.magnitude } : {}),
+        scaling: p.scaling,
+        dropout: 0
       }
       const xs = Float32Array.from(x[l.module].flat())
       const { y: ours, saved } = adapterForward(xs, dims, layer)
@@ -80,7 +96,10 @@ t.test('PEFT loads our LoRA and DoRA folders and computes what we compute', { sk
       if (type === 'dora') close(g.magnitude, p.dm, 'same dm as PEFT autograd (weight norm detached)')
       const merged = mergeAdapter(dims, layer)
       const mfloor = 0.01 * Math.max(...p.merged.map(Math.abs))
-      t.ok(maxRelError(merged, p.merged, mfloor) < 5e-5, `${label}: same merged weight as merge_and_unload (${maxRelError(merged, p.merged, mfloor).toExponential(2)})`)
+      t.ok(
+        maxRelError(merged, p.merged, mfloor) < 5e-5,
+        `${label}: same merged weight as merge_and_unload (${maxRelError(merged, p.merged, mfloor).toExponential(2)})`
+      )
     }
   }
 })

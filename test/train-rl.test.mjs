@@ -20,7 +20,10 @@ const MARGIN = 0.1 // reward units (format alone is worth 2 between -1 and +1)
 
 let sft
 t.before(async () => {
-  sft = await train({ ...base, algorithm: 'sft', steps: 150, learningRate: 2e-3, schedule: 'constant', warmupSteps: 2 }, { runDir: path.join(tmp, 'sft') })
+  sft = await train(
+    { ...base, algorithm: 'sft', steps: 150, learningRate: 2e-3, schedule: 'constant', warmupSteps: 2 },
+    { runDir: path.join(tmp, 'sft') }
+  )
 })
 
 // GRPO and DAPO with full fine-tuning, and GRPO training a DoRA adapter (the paper's parameterisation, at a
@@ -36,10 +39,26 @@ for (const [label, algorithm, extra] of [
     const gains = []
     for (let k = 0; k < 3; k++) {
       const seed = r ? r.int(0, 2 ** 31) : k + 1
-      const run = await train({ ...base, algorithm, model: sft.modelDir, warmStartSteps: 0, steps: 12, seed, promptsPerStep: 4, samplesPerPrompt: 4, learningRate: 1e-3, warmupSteps: 1, ...extra },
-        { runDir: path.join(tmp, `${label.replace(/ /g, '-')}-${k}`) })
+      const run = await train(
+        {
+          ...base,
+          algorithm,
+          model: sft.modelDir,
+          warmStartSteps: 0,
+          steps: 12,
+          seed,
+          promptsPerStep: 4,
+          samplesPerPrompt: 4,
+          learningRate: 1e-3,
+          warmupSteps: 1,
+          ...extra
+        },
+        { runDir: path.join(tmp, `${label.replace(/ /g, '-')}-${k}`) }
+      )
       const gain = run.summary.after.reward - run.summary.before.reward
-      t.comment(`seed ${seed}: held-out reward ${run.summary.before.reward.toFixed(3)} -> ${run.summary.after.reward.toFixed(3)} (format ${run.summary.before.formatRate} -> ${run.summary.after.formatRate})`)
+      t.comment(
+        `seed ${seed}: held-out reward ${run.summary.before.reward.toFixed(3)} -> ${run.summary.after.reward.toFixed(3)} (format ${run.summary.before.formatRate} -> ${run.summary.after.formatRate})`
+      )
       gains.push(gain)
     }
     const mean = gains.reduce((a, b) => a + b, 0) / gains.length

@@ -9,24 +9,49 @@ import type { Command } from './types'
 
 const usage = 'recode data check FILE [--json] [--python P] [--no-syntax]'
 
-function lineList (lines: number[], max = 12): string {
+function lineList(lines: number[], max = 12): string {
   if (lines.length === 0) return ''
   return ` (lines ${lines.slice(0, max).join(', ')}${lines.length > max ? `, … ${lines.length - max} more` : ''})`
 }
 
 /** The quality report as text. */
-export function formatMigrationReport (r: MigrationQualityReport): string {
+export function formatMigrationReport(r: MigrationQualityReport): string {
   const out = [
     `${r.file}: ${r.rows} rows, ReCode migration pairs`,
-    `libraries: ${Object.entries(r.libraries).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-    `null fields:            ${r.nullFields.rows} rows${r.nullFields.rows > 0 ? ' [' + Object.entries(r.nullFields.byField).map(([k, v]) => `${k} ${v}`).join(', ') + ']' : ''}${lineList(r.nullFields.lines)}`,
+    `libraries: ${Object.entries(r.libraries)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+    `null fields:            ${r.nullFields.rows} rows${
+      r.nullFields.rows > 0
+        ? ' [' +
+          Object.entries(r.nullFields.byField)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ') +
+          ']'
+        : ''
+    }${lineList(r.nullFields.lines)}`,
     `old_code == new_code:   ${r.oldEqualsNew.rows} rows${lineList(r.oldEqualsNew.lines)}`,
     `duplicate pairs:        ${r.duplicatePairs.rows} repeated rows of ${r.duplicatePairs.distinctPairs} distinct pairs${lineList(r.duplicatePairs.lines)}`,
-    `version without '==':   ${r.versionWithoutEq.rows} rows [${Object.entries(r.versionWithoutEq.values).map(([k, v]) => `'${k}' ${v}`).join(', ')}]${lineList(r.versionWithoutEq.lines)} — the version number is used as written (the original's new_version[2:] would cut it)`,
+    `version without '==':   ${r.versionWithoutEq.rows} rows [${Object.entries(r.versionWithoutEq.values)
+      .map(([k, v]) => `'${k}' ${v}`)
+      .join(
+        ', '
+      )}]${lineList(r.versionWithoutEq.lines)} — the version number is used as written (the original's new_version[2:] would cut it)`,
     r.invalidPythonTarget.checked
       ? `new_code not valid Python: ${r.invalidPythonTarget.rows} rows${lineList(r.invalidPythonTarget.lines)}`
       : `new_code not valid Python: not checked (${r.invalidPythonTarget.reason ?? 'no python3'})`,
-    `library spellings:      ${Object.keys(r.librarySpellings.groups).length === 0 ? 'consistent' : Object.entries(r.librarySpellings.groups).map(([name, s]) => `${name} <- ${Object.entries(s).map(([k, v]) => `'${k}' ${v}`).join(' / ')}`).join('; ')}`
+    `library spellings:      ${
+      Object.keys(r.librarySpellings.groups).length === 0
+        ? 'consistent'
+        : Object.entries(r.librarySpellings.groups)
+            .map(
+              ([name, s]) =>
+                `${name} <- ${Object.entries(s)
+                  .map(([k, v]) => `'${k}' ${v}`)
+                  .join(' / ')}`
+            )
+            .join('; ')
+    }`
   ]
   if (r.invalidPythonTarget.checked && r.invalidPythonTarget.rows > 0) {
     out.push('', 'invalid targets (first 10):')
@@ -39,10 +64,14 @@ export const data: Command = {
   name: 'data',
   summary: 'check a data file (ReCode migration pairs, CodeUpdateArena, HumanEval) and print its quality report',
   usage,
-  async run (argv) {
+  async run(argv) {
     let parsed
     try {
-      parsed = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, python: { type: 'string' }, 'no-syntax': { type: 'boolean' } } })
+      parsed = parseArgs({
+        args: argv,
+        allowPositionals: true,
+        options: { json: { type: 'boolean' }, python: { type: 'string' }, 'no-syntax': { type: 'boolean' } }
+      })
     } catch (err) {
       throw new RecodeError('ERR_INVALID_ARG', `${(err as Error).message}; usage: ${usage}`)
     }
@@ -60,16 +89,38 @@ export const data: Command = {
       const packages: Record<string, number> = {}
       for (const p of d.problems) packages[p.update.package] = (packages[p.update.package] ?? 0) + 1
       const tests = d.problems.reduce((s, p) => s + p.unitTests.length, 0)
-      const summary = { file, benchmark: 'codeupdatearena', format: d.format, updates: d.updates, problems: d.problems.length, unitTests: tests, packages }
-      console.log(parsed.values.json === true ? JSON.stringify(summary, null, 2)
-        : `${file}: CodeUpdateArena (${d.format}), ${d.updates} updates, ${d.problems.length} problems, ${tests} unit tests\npackages: ${Object.entries(packages).map(([k, v]) => `${k} ${v}`).join(', ')}`)
+      const summary = {
+        file,
+        benchmark: 'codeupdatearena',
+        format: d.format,
+        updates: d.updates,
+        problems: d.problems.length,
+        unitTests: tests,
+        packages
+      }
+      console.log(
+        parsed.values.json === true
+          ? JSON.stringify(summary, null, 2)
+          : `${file}: CodeUpdateArena (${d.format}), ${d.updates} updates, ${d.problems.length} problems, ${tests} unit tests\npackages: ${Object.entries(
+              packages
+            )
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}`
+      )
       return 0
     }
     if (keys.includes('task_id') && keys.includes('entry_point')) {
       const probs = loadHumanEval(file)
-      console.log(parsed.values.json === true ? JSON.stringify({ file, benchmark: 'humaneval', problems: probs.length }, null, 2) : `${file}: HumanEval format, ${probs.length} problems, all fields present`)
+      console.log(
+        parsed.values.json === true
+          ? JSON.stringify({ file, benchmark: 'humaneval', problems: probs.length }, null, 2)
+          : `${file}: HumanEval format, ${probs.length} problems, all fields present`
+      )
       return 0
     }
-    throw new RecodeError('ERR_DATA', `${file}:${first?.line ?? 1}: not a known format (fields: ${keys.join(', ') || 'none'}); expected ReCode migration pairs, CodeUpdateArena or HumanEval`)
+    throw new RecodeError(
+      'ERR_DATA',
+      `${file}:${first?.line ?? 1}: not a known format (fields: ${keys.join(', ') || 'none'}); expected ReCode migration pairs, CodeUpdateArena or HumanEval`
+    )
   }
 }

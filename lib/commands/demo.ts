@@ -17,7 +17,7 @@ export const demo: Command = {
   name: 'demo',
   summary: 'embedded default: score a tiny model on held-out synthetic API-update tasks with the ReCode reward',
   usage: 'recode demo [--model DIR] [--out RUN_DIR] [--tasks N] [--seed S] [--max-new-tokens N]',
-  async run (argv) {
+  async run(argv) {
     const { values } = parseArgs({
       args: argv,
       options: {
@@ -31,7 +31,11 @@ export const demo: Command = {
     const seed = Number(values.seed)
     const tasks = Number(values.tasks)
     const maxNewTokens = Number(values['max-new-tokens'])
-    for (const [name, v] of [['--seed', seed], ['--tasks', tasks], ['--max-new-tokens', maxNewTokens]] as const) {
+    for (const [name, v] of [
+      ['--seed', seed],
+      ['--tasks', tasks],
+      ['--max-new-tokens', maxNewTokens]
+    ] as const) {
       if (!Number.isInteger(v) || v < (name === '--seed' ? 0 : 1)) throw new Error(`recode demo: ${name} must be a positive integer`)
     }
     const runDir = path.resolve(values.out ?? path.join('runs', `demo-${new Date().toISOString().replace(/[:.]/g, '-')}`))
@@ -40,7 +44,9 @@ export const demo: Command = {
     if (modelDir === undefined) {
       modelDir = path.join(runDir, 'model')
       const made = initModel({ preset: 'tiny', arch: 'qwen2', out: modelDir, seed })
-      console.log(`model:    tiny qwen2-architecture model with random weights (${made.parameters.toLocaleString()} parameters) in ${modelDir}`)
+      console.log(
+        `model:    tiny qwen2-architecture model with random weights (${made.parameters.toLocaleString()} parameters) in ${modelDir}`
+      )
     } else {
       console.log(`model:    ${modelDir}`)
     }
@@ -51,13 +57,17 @@ export const demo: Command = {
       const started = Date.now()
       const before = await evaluateHeldOut(model, heldOut, {
         maxNewTokens,
-        onProgress: (p) => { if (process.stderr.isTTY) process.stderr.write(`\rgenerating ${p.done}/${p.total} (${p.generatedTokens} tokens)`) }
+        onProgress: (p) => {
+          if (process.stderr.isTTY) process.stderr.write(`\rgenerating ${p.done}/${p.total} (${p.generatedTokens} tokens)`)
+        }
       })
       if (process.stderr.isTTY) process.stderr.write('\n')
       const summary = { before, tasks: heldOut.length, seed, model: modelDir, seconds: (Date.now() - started) / 1000 }
       const file = path.join(runDir, 'summary.json')
       writeFileAtomic(file, JSON.stringify(summary, null, 2) + '\n')
-      console.log(`format rate ${(before.formatRate * 100).toFixed(1)}%   ES* ${before.esStar.toFixed(3)}   exact match ${(before.exactMatch * 100).toFixed(1)}%   reward ${before.reward.toFixed(3)}`)
+      console.log(
+        `format rate ${(before.formatRate * 100).toFixed(1)}%   ES* ${before.esStar.toFixed(3)}   exact match ${(before.exactMatch * 100).toFixed(1)}%   reward ${before.reward.toFixed(3)}`
+      )
       console.log(`run folder: ${runDir} (summary.json)`)
     } finally {
       model.dispose()

@@ -10,21 +10,24 @@ import type { LanguageModel } from '../model/types'
 import { loadModel } from '../model/index'
 import type { Command } from './types'
 
-const usage = 'recode eval codeupdatearena|humaneval --data FILE (--completions FILE.jsonl | --model DIR) [--output OUT.json] ' +
+const usage =
+  'recode eval codeupdatearena|humaneval --data FILE (--completions FILE.jsonl | --model DIR) [--output OUT.json] ' +
   '[--python P] [--k 1,5] [--samples N] [--temperature T] [--top-p P] [--max-new-tokens N] [--timeout SECONDS] ' +
   '[--concurrency N] [--memory-mb N] [--isolation auto|bwrap|unshare|rlimits] [--allow-weak-isolation] [--limit N] [--no-upass] [--quiet]'
 
-function num (v: string | undefined, name: string, integer = false): number | undefined {
+function num(v: string | undefined, name: string, integer = false): number | undefined {
   if (v === undefined) return undefined
   const x = Number(v)
-  if (v.trim() === '' || !Number.isFinite(x) || (integer && !Number.isInteger(x))) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
+  if (v.trim() === '' || !Number.isFinite(x) || (integer && !Number.isInteger(x)))
+    throw new RecodeError('ERR_INVALID_ARG', `--${name} must be a${integer ? 'n integer' : ' number'}, got '${v}'`)
   return x
 }
 
 /** A number in [min, max], so that no value switches a limit off or overflows it. */
-function bounded (v: string | undefined, name: string, min: number, max: number, integer = false): number | undefined {
+function bounded(v: string | undefined, name: string, min: number, max: number, integer = false): number | undefined {
   const x = num(v, name, integer)
-  if (x !== undefined && (x < min || x > max)) throw new RecodeError('ERR_INVALID_ARG', `--${name} must be from ${min} to ${max}, got '${v as string}'`)
+  if (x !== undefined && (x < min || x > max))
+    throw new RecodeError('ERR_INVALID_ARG', `--${name} must be from ${min} to ${max}, got '${v as string}'`)
   return x
 }
 
@@ -32,7 +35,7 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'score completions (or a model) on CodeUpdateArena (pass@k, UPass@k) or HumanEval (pass@k) in a sandbox',
   usage,
-  async run (argv) {
+  async run(argv) {
     let parsed
     try {
       parsed = parseArgs({
@@ -64,11 +67,14 @@ export const evalCommand: Command = {
     }
     const v = parsed.values
     const [benchmark, ...extra] = parsed.positionals
-    if ((benchmark !== 'codeupdatearena' && benchmark !== 'humaneval') || extra.length > 0) throw new RecodeError('ERR_INVALID_ARG', `usage: ${usage}`)
+    if ((benchmark !== 'codeupdatearena' && benchmark !== 'humaneval') || extra.length > 0)
+      throw new RecodeError('ERR_INVALID_ARG', `usage: ${usage}`)
     if (v.data === undefined) throw new RecodeError('ERR_INVALID_ARG', `--data FILE is required; usage: ${usage}`)
-    if ((v.completions === undefined) === (v.model === undefined)) throw new RecodeError('ERR_INVALID_ARG', 'give exactly one of --completions FILE.jsonl and --model DIR')
+    if ((v.completions === undefined) === (v.model === undefined))
+      throw new RecodeError('ERR_INVALID_ARG', 'give exactly one of --completions FILE.jsonl and --model DIR')
     const isolation = v.isolation ?? 'auto'
-    if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(isolation)) throw new RecodeError('ERR_INVALID_ARG', `--isolation must be auto, bwrap, unshare or rlimits, got '${isolation}'`)
+    if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(isolation))
+      throw new RecodeError('ERR_INVALID_ARG', `--isolation must be auto, bwrap, unshare or rlimits, got '${isolation}'`)
     const k = v.k === undefined ? [1, 5] : v.k.split(',').map((s) => num(s.trim(), 'k', true) as number)
     // The sandbox checks its options too; here the message names the flag.
     const timeout = bounded(v.timeout, 'timeout', 0.001, Math.floor((2 ** 31 - 1) / 1000))
@@ -102,7 +108,10 @@ export const evalCommand: Command = {
     // Ctrl-C and SIGTERM stop the evaluation (no output file is written) with the conventional 130 / 143.
     const controller = new AbortController()
     let received: NodeJS.Signals | undefined
-    const onSignal = (sig: NodeJS.Signals): void => { received ??= sig; controller.abort() }
+    const onSignal = (sig: NodeJS.Signals): void => {
+      received ??= sig
+      controller.abort()
+    }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     options.signal = controller.signal

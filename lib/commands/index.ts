@@ -9,13 +9,4 @@ import { trainCommand } from './train'
 import { planCommand } from './plan'
 
 /** Every `recode` subcommand, in the order `recode --help` lists them. */
-export const commands: Command[] = [
-  trainCommand,
-  planCommand,
-  doctor,
-  reward,
-  data,
-  evalCommand,
-  initModelCommand,
-  demo,
-]
+export const commands: Command[] = [trainCommand, planCommand, doctor, reward, data, evalCommand, initModelCommand, demo]

@@ -9,9 +9,9 @@ import type { Command } from './types'
  */
 export const planCommand: Command = {
   name: 'plan',
-  summary: 'plan the GPU memory of a training run from the model\'s config.json (no weights needed)',
+  summary: "plan the GPU memory of a training run from the model's config.json (no weights needed)",
   usage: 'recode plan --model DIR_OR_CONFIG_JSON [--preset P] [--<field> VALUE ...] [--gpu-memory GiB] [--nproc N] [--json]',
-  async run (argv) {
+  async run(argv) {
     let model: string | undefined
     let gpuMemoryGiB: number | undefined
     let nproc: number | undefined

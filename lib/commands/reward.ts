@@ -19,9 +19,14 @@ interface RewardRow {
   target: string
 }
 
-interface RewardArgs { input: string, output?: string, python?: string, maxChars: number }
+interface RewardArgs {
+  input: string
+  output?: string
+  python?: string
+  maxChars: number
+}
 
-function parseArgs (argv: string[]): RewardArgs {
+function parseArgs(argv: string[]): RewardArgs {
   const values: Record<string, string> = {}
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
@@ -50,7 +55,7 @@ function parseArgs (argv: string[]): RewardArgs {
  * Every non-blank line of a JSONL file as {completion, target}; the first bad line (invalid UTF-8, not JSON,
  * wrong fields, a completion or target longer than maxChars) is an ERR_DATA naming file:line.
  */
-export function readRewardRows (file: string, maxChars = DEFAULT_MAX_REWARD_CHARS): RewardRow[] {
+export function readRewardRows(file: string, maxChars = DEFAULT_MAX_REWARD_CHARS): RewardRow[] {
   let bytes: Buffer
   try {
     bytes = fs.readFileSync(file)
@@ -75,9 +80,17 @@ export function readRewardRows (file: string, maxChars = DEFAULT_MAX_REWARD_CHAR
     const fields = value as Record<string, unknown>
     for (const name of ['completion', 'target']) {
       if (!(name in fields)) throw new RecodeError('ERR_DATA', `${where}: field "${name}" is missing`)
-      if (typeof fields[name] !== 'string') throw new RecodeError('ERR_DATA', `${where}: field "${name}" must be a string, got ${fields[name] === null ? 'null' : typeof fields[name]}`)
+      if (typeof fields[name] !== 'string')
+        throw new RecodeError(
+          'ERR_DATA',
+          `${where}: field "${name}" must be a string, got ${fields[name] === null ? 'null' : typeof fields[name]}`
+        )
       const n = (fields[name] as string).length
-      if (n > maxChars) throw new RecodeError('ERR_DATA', `${where}: field "${name}" is ${n} characters, above the cap of ${maxChars} (--max-chars; the edit distance grows with the product of the lengths)`)
+      if (n > maxChars)
+        throw new RecodeError(
+          'ERR_DATA',
+          `${where}: field "${name}" is ${n} characters, above the cap of ${maxChars} (--max-chars; the edit distance grows with the product of the lengths)`
+        )
     }
     // The line is written back with the scores added: a value JSON.stringify cannot write (nesting deeper
     // than the stack) is refused now, naming the line, rather than as a RangeError after the scoring.
@@ -101,7 +114,7 @@ const PROGRESS_CELLS = 2e10
  * Ctrl-C (SIGINT) and SIGTERM abort the scoring instead of killing the process in the middle of a write:
  * the command then removes its temporary file and exits with the usual 130 / 143.
  */
-function abortOnSignals (): { signal: AbortSignal, received: () => NodeJS.Signals | null, dispose: () => void } {
+function abortOnSignals(): { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void } {
   const controller = new AbortController()
   let received: NodeJS.Signals | null = null
   const handler = (sig: NodeJS.Signals): void => {
@@ -115,7 +128,10 @@ function abortOnSignals (): { signal: AbortSignal, received: () => NodeJS.Signal
   return {
     signal: controller.signal,
     received: () => received,
-    dispose: () => { process.off('SIGINT', handler); process.off('SIGTERM', handler) }
+    dispose: () => {
+      process.off('SIGINT', handler)
+      process.off('SIGTERM', handler)
+    }
   }
 }
 
@@ -123,7 +139,7 @@ export const reward: Command = {
   name: 'reward',
   summary: 'score completions against targets with the ReCode reward (format, ES*, EM*)',
   usage: 'recode reward --input IN.jsonl [--output OUT.jsonl] [--python P] [--max-chars N|inf]',
-  async run (argv) {
+  async run(argv) {
     const args = parseArgs(argv)
     const rows = readRewardRows(args.input, args.maxChars)
     const signals = abortOnSignals()
@@ -145,20 +161,30 @@ export const reward: Command = {
       }
       let done = 0
       let doneCells = 0
-      for (let start = 0; start < rows.length;) {
+      for (let start = 0; start < rows.length; ) {
         // A batch ends at BATCH rows or BATCH_CELLS of edit-distance work, so that progress and Ctrl-C are
         // seen between batches even when single pairs are long.
         let end = start
         let cells = 0
-        while (end < rows.length && end - start < BATCH && (end === start || cells + rows[end].completion.length * rows[end].target.length <= BATCH_CELLS)) {
+        while (
+          end < rows.length &&
+          end - start < BATCH &&
+          (end === start || cells + rows[end].completion.length * rows[end].target.length <= BATCH_CELLS)
+        ) {
           cells += rows[end].completion.length * rows[end].target.length
           end++
         }
         const batch = rows.slice(start, end)
-        const r = await score(batch.map((x) => x.completion), batch.map((x) => x.target), { python: args.python, signal: signals.signal, maxChars: args.maxChars })
+        const r = await score(
+          batch.map((x) => x.completion),
+          batch.map((x) => x.target),
+          { python: args.python, signal: signals.signal, maxChars: args.maxChars }
+        )
         const lines: string[] = new Array(batch.length)
         for (let k = 0; k < batch.length; k++) {
-          lines[k] = JSON.stringify({ ...batch[k].fields, format: r.format[k], es_star: r.esStar[k], em_star: r.emStar[k], reward: r.reward[k] }) + '\n'
+          lines[k] =
+            JSON.stringify({ ...batch[k].fields, format: r.format[k], es_star: r.esStar[k], em_star: r.emStar[k], reward: r.reward[k] }) +
+            '\n'
         }
         const text = lines.join('')
         if (fd !== undefined) fs.writeSync(fd, text)
@@ -167,7 +193,7 @@ export const reward: Command = {
         doneCells += cells
         start = end
         if (showProgress) {
-          const pct = totalCells > 0 ? ` (${(100 * doneCells / totalCells).toFixed(0)}% of the edit-distance work)` : ''
+          const pct = totalCells > 0 ? ` (${((100 * doneCells) / totalCells).toFixed(0)}% of the edit-distance work)` : ''
           process.stderr.write(`recode reward: ${done}/${rows.length} scored${pct}\n`)
         }
       }
@@ -184,7 +210,9 @@ export const reward: Command = {
     } catch (err) {
       const sig = signals.received()
       if (sig !== null && (err as { code?: string }).code === 'ABORT_ERR') {
-        process.stderr.write(`recode reward: interrupted; ${args.output === undefined ? 'the lines written so far are complete' : `nothing written to ${args.output}`}\n`)
+        process.stderr.write(
+          `recode reward: interrupted; ${args.output === undefined ? 'the lines written so far are complete' : `nothing written to ${args.output}`}\n`
+        )
         return sig === 'SIGINT' ? 130 : 143
       }
       throw err
@@ -197,6 +225,6 @@ export const reward: Command = {
 }
 
 /** Writes to stdout and waits for it to drain (a slow reader slows the scoring rather than filling memory). */
-async function writeStdout (text: string): Promise<void> {
+async function writeStdout(text: string): Promise<void> {
   await new Promise<void>((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
 }

@@ -11,7 +11,7 @@ const scoreLine = (s: HeldOutScores): string =>
   `format rate ${(s.formatRate * 100).toFixed(1)}%   ES* ${s.esStar.toFixed(3)}   exact match ${(s.exactMatch * 100).toFixed(1)}%`
 
 /** A one-line progress bar on stderr (a TTY redraws it in place; otherwise a line every few seconds). */
-function progressPrinter (): (e: TrainEvent) => void {
+function progressPrinter(): (e: TrainEvent) => void {
   const tty = process.stderr.isTTY === true
   let last = 0
   let open = false
@@ -24,18 +24,30 @@ function progressPrinter (): (e: TrainEvent) => void {
     const now = Date.now()
     if (!force && now - last < (tty ? 200 : 5000)) return
     last = now
-    if (tty) { process.stderr.write(`\r\x1b[K${text}`); open = true } else process.stderr.write(text + '\n')
+    if (tty) {
+      process.stderr.write(`\r\x1b[K${text}`)
+      open = true
+    } else process.stderr.write(text + '\n')
   }
-  const newline = (): void => { if (open) { process.stderr.write('\n'); open = false } }
+  const newline = (): void => {
+    if (open) {
+      process.stderr.write('\n')
+      open = false
+    }
+  }
   return (e) => {
     switch (e.type) {
       case 'start':
         console.log(`run folder: ${e.runDir}${e.resumedFrom !== null ? ` (resuming after step ${e.resumedFrom})` : ''}`)
-        console.log(`training:   ${e.config.algorithm}, ${e.totalSteps} steps${e.config.warmStartSteps > 0 && e.config.algorithm !== 'sft' ? ` (${e.config.warmStartSteps} of them SFT warm start)` : ''}, model ${e.config.model}, data ${e.config.data}`)
+        console.log(
+          `training:   ${e.config.algorithm}, ${e.totalSteps} steps${e.config.warmStartSteps > 0 && e.config.algorithm !== 'sft' ? ` (${e.config.warmStartSteps} of them SFT warm start)` : ''}, model ${e.config.model}, data ${e.config.data}`
+        )
         break
       case 'eval':
         newline()
-        console.log(`held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`)
+        console.log(
+          `held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`
+        )
         break
       case 'progress': // within-phase progress only redraws a terminal; logs get the step lines
         if (tty) line(`${e.what} ${bar(e.done, e.total)} ${e.done}/${e.total}`, e.done === e.total)
@@ -70,8 +82,9 @@ function progressPrinter (): (e: TrainEvent) => void {
 export const trainCommand: Command = {
   name: 'train',
   summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
-  usage: 'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
-  async run (argv) {
+  usage:
+    'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+  async run(argv) {
     let configFile: string | undefined
     let resume: string | undefined
     let runDir: string | undefined
@@ -92,8 +105,7 @@ export const trainCommand: Command = {
       else if (flag === '--nproc') {
         nproc = Number(value())
         if (!Number.isInteger(nproc) || nproc < 1) throw new RecodeError('ERR_CONFIG', '--nproc must be a positive integer')
-      }
-      else if (flag === '--max-steps') {
+      } else if (flag === '--max-steps') {
         maxSteps = Number(value())
         if (!Number.isInteger(maxSteps) || maxSteps < 1) throw new RecodeError('ERR_CONFIG', '--max-steps must be a positive integer')
       } else rest.push(a)
@@ -102,7 +114,11 @@ export const trainCommand: Command = {
     const overrides = trainFlagsToConfig(rest)
     let config: unknown
     if (resume !== undefined) {
-      if (configFile !== undefined || rest.length > 0) throw new RecodeError('ERR_CONFIG', 'recode train --resume continues a run with its saved config.json; give no --config or field flags with it')
+      if (configFile !== undefined || rest.length > 0)
+        throw new RecodeError(
+          'ERR_CONFIG',
+          'recode train --resume continues a run with its saved config.json; give no --config or field flags with it'
+        )
     } else {
       config = configFile !== undefined ? loadTrainConfigFile(configFile, overrides) : validateTrainConfig(overrides)
     }
@@ -114,7 +130,10 @@ export const trainCommand: Command = {
     const onSignal = (sig: NodeJS.Signals): void => {
       if (first === undefined) {
         first = sig
-        if (currentWorld().isRoot) process.stderr.write(`\ninterrupted (${sig}): finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n`)
+        if (currentWorld().isRoot)
+          process.stderr.write(
+            `\ninterrupted (${sig}): finishing the current phase and saving a checkpoint (Ctrl-C again to quit at once)\n`
+          )
         controller.abort()
       } else process.exit(statusOf(first))
     }
@@ -130,15 +149,19 @@ export const trainCommand: Command = {
       console.log(`before:  ${scoreLine(s.before)}`)
       if (s.afterWarmStart) console.log(`warm:    ${scoreLine(s.afterWarmStart)}  (after the SFT warm start)`)
       console.log(`after:   ${scoreLine(s.after)}`)
-      console.log(`run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, ${s.adapterDir !== undefined ? 'adapter/, ' : ''}checkpoints/) in ${s.seconds.toFixed(0)} s`)
+      console.log(
+        `run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, ${s.adapterDir !== undefined ? 'adapter/, ' : ''}checkpoints/) in ${s.seconds.toFixed(0)} s`
+      )
       return 0
     } catch (err) {
       const e = err as RecodeError & { checkpoint?: string }
       if (e.code === 'ABORT_ERR') {
         if (!world.isRoot) return 130 // rank 0 says where its checkpoint is
-        console.log(e.checkpoint !== undefined
-          ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
-          : 'stopped before the first step finished; nothing to resume')
+        console.log(
+          e.checkpoint !== undefined
+            ? `stopped; checkpoint ${e.checkpoint}\ncontinue with: recode train --resume ${path.dirname(path.dirname(e.checkpoint))}`
+            : 'stopped before the first step finished; nothing to resume'
+        )
         return statusOf(first ?? 'SIGINT')
       }
       if (world.size > 1) {
@@ -159,11 +182,15 @@ export const trainCommand: Command = {
 /**
  * `--nproc N`: this machine's N ranks through mpirun, each running `recode train` with the other arguments.
  */
-async function launchRanks (nproc: number, argv: string[]): Promise<number> {
-  if (launchEnvironment().launcher !== 'none') throw new RecodeError('ERR_CONFIG', '--nproc starts mpirun itself; it cannot be given to a process that a launcher started')
+async function launchRanks(nproc: number, argv: string[]): Promise<number> {
+  if (launchEnvironment().launcher !== 'none')
+    throw new RecodeError('ERR_CONFIG', '--nproc starts mpirun itself; it cannot be given to a process that a launcher started')
   const args: string[] = []
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--nproc') { i++; continue }
+    if (argv[i] === '--nproc') {
+      i++
+      continue
+    }
     if (argv[i].startsWith('--nproc=')) continue
     args.push(argv[i])
   }
@@ -173,19 +200,27 @@ async function launchRanks (nproc: number, argv: string[]): Promise<number> {
   // mpirun in a process group of its own: a terminal's Ctrl-C reaches only this launcher, which turns the first one
   // into SIGUSR1 (mpirun forwards it to the ranks: they stop at the next step and rank 0 saves a checkpoint) and a
   // second one into SIGINT (mpirun ends the job at once).
-  const child = spawn(mpirun, [...launcherArgs, process.execPath, require.resolve('../cli'), 'train', ...args], { stdio: 'inherit', detached: true })
+  const child = spawn(mpirun, [...launcherArgs, process.execPath, require.resolve('../cli'), 'train', ...args], {
+    stdio: 'inherit',
+    detached: true
+  })
   let interrupts = 0
   const forward = (): void => {
     interrupts++
-    if (interrupts === 1) process.stderr.write('\ninterrupted: the ranks finish the current step and save a checkpoint (Ctrl-C again to quit at once)\n')
+    if (interrupts === 1)
+      process.stderr.write('\ninterrupted: the ranks finish the current step and save a checkpoint (Ctrl-C again to quit at once)\n')
     child.kill(interrupts === 1 ? 'SIGUSR1' : 'SIGINT')
   }
-  const terminate = (): void => { child.kill('SIGTERM') }
+  const terminate = (): void => {
+    child.kill('SIGTERM')
+  }
   process.on('SIGINT', forward)
   process.on('SIGTERM', terminate)
   try {
     return await new Promise<number>((resolve, reject) => {
-      child.on('error', (err) => reject(new RecodeError('ERR_DIST', `--nproc: could not start ${mpirun} (${err.message}); install Open MPI (openmpi-bin) or MPICH`)))
+      child.on('error', (err) =>
+        reject(new RecodeError('ERR_DIST', `--nproc: could not start ${mpirun} (${err.message}); install Open MPI (openmpi-bin) or MPICH`))
+      )
       child.on('exit', (code, signal) => resolve(code ?? (signal !== null ? 128 + 2 : 1)))
     })
   } finally {

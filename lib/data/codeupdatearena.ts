@@ -39,7 +39,7 @@ export interface CodeUpdateArenaProblem {
   imports: string
   refSolution: string
   /** Where the problem came from (for messages). */
-  source: { file: string, line: number }
+  source: { file: string; line: number }
 }
 
 export interface CodeUpdateArenaData {
@@ -51,25 +51,38 @@ export interface CodeUpdateArenaData {
 }
 
 const UPDATE_FIELDS: Array<[keyof CodeUpdateArenaUpdate, string]> = [
-  ['description', 'description'], ['rationale', 'rationale'], ['docstring', 'docstring'], ['signature', 'signature'],
-  ['imports', 'imports'], ['implementation', 'implementation'], ['updateType', 'update_type'],
-  ['functionPath', 'function_path'], ['package', 'package'], ['updateId', 'update_id']
+  ['description', 'description'],
+  ['rationale', 'rationale'],
+  ['docstring', 'docstring'],
+  ['signature', 'signature'],
+  ['imports', 'imports'],
+  ['implementation', 'implementation'],
+  ['updateType', 'update_type'],
+  ['functionPath', 'function_path'],
+  ['package', 'package'],
+  ['updateId', 'update_id']
 ]
 
-function readUpdate (obj: Record<string, unknown>, where: string): CodeUpdateArenaUpdate {
+function readUpdate(obj: Record<string, unknown>, where: string): CodeUpdateArenaUpdate {
   const u: Partial<CodeUpdateArenaUpdate> = {}
   for (const [key, field] of UPDATE_FIELDS) u[key] = textField(obj, field, where)
   return u as CodeUpdateArenaUpdate
 }
 
 /** A text field that may also be stored as a list of lines (imports in some copies). */
-function textField (obj: Record<string, unknown>, key: string, where: string): string {
+function textField(obj: Record<string, unknown>, key: string, where: string): string {
   const v = obj[key]
   if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v.join('\n')
   return stringField(obj, key, where) as string
 }
 
-function readProblem (obj: Record<string, unknown>, update: CodeUpdateArenaUpdate, where: string, file: string, line: number): CodeUpdateArenaProblem {
+function readProblem(
+  obj: Record<string, unknown>,
+  update: CodeUpdateArenaUpdate,
+  where: string,
+  file: string,
+  line: number
+): CodeUpdateArenaProblem {
   const id = stringField(obj, 'prog_syn_id', where) as string
   const unitTests = parseUnitTests(obj.unit_tests, `${where} (prog_syn_id ${id})`)
   return {
@@ -90,7 +103,7 @@ function readProblem (obj: Record<string, unknown>, update: CodeUpdateArenaUpdat
  * blank lines. Test bodies may themselves contain blank lines, so a test starts only at a blank line
  * followed by an unindented line, and leading comment/decorator blocks join the test that follows them.
  */
-export function parseUnitTests (value: unknown, where: string): string[] {
+export function parseUnitTests(value: unknown, where: string): string[] {
   let tests: string[]
   if (Array.isArray(value)) {
     if (!value.every((x) => typeof x === 'string')) throw new RecodeError('ERR_DATA', `${where}: unit_tests must be strings`)
@@ -99,9 +112,13 @@ export function parseUnitTests (value: unknown, where: string): string[] {
     const trimmed = value.trim()
     let asList: unknown
     if (trimmed.startsWith('[')) {
-      try { asList = JSON.parse(trimmed) } catch { asList = undefined }
+      try {
+        asList = JSON.parse(trimmed)
+      } catch {
+        asList = undefined
+      }
     }
-    tests = Array.isArray(asList) && asList.every((x) => typeof x === 'string') ? asList as string[] : splitUnitTests(value)
+    tests = Array.isArray(asList) && asList.every((x) => typeof x === 'string') ? (asList as string[]) : splitUnitTests(value)
   } else {
     throw new RecodeError('ERR_DATA', `${where}: field 'unit_tests' must be a string or a list of strings`)
   }
@@ -113,7 +130,7 @@ export function parseUnitTests (value: unknown, where: string): string[] {
   return tests
 }
 
-function splitUnitTests (text: string): string[] {
+function splitUnitTests(text: string): string[] {
   const lines = text.split('\n')
   const blocks: string[][] = [[]]
   for (let i = 0; i < lines.length; i++) {
@@ -142,13 +159,13 @@ function splitUnitTests (text: string): string[] {
 }
 
 /** The name of the first top-level function a unit test defines (the one the harness calls). */
-export function testFunctionName (source: string): string | null {
+export function testFunctionName(source: string): string | null {
   const m = /^(?:async\s+)?def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(/m.exec(source)
   return m ? m[1] : null
 }
 
 /** Loads either layout; the format is detected per line. */
-export function loadCodeUpdateArena (file: string): CodeUpdateArenaData {
+export function loadCodeUpdateArena(file: string): CodeUpdateArenaData {
   const problems: CodeUpdateArenaProblem[] = []
   const formats = new Set<'grouped' | 'ungrouped'>()
   const seen = new Map<string, string>()
@@ -157,11 +174,13 @@ export function loadCodeUpdateArena (file: string): CodeUpdateArenaData {
     const where = `${file}:${rec.line}`
     if ('prog_syn_examples' in obj || ('update' in obj && typeof obj.update === 'object')) {
       formats.add('grouped')
-      if (obj.update === null || typeof obj.update !== 'object' || Array.isArray(obj.update)) throw new RecodeError('ERR_DATA', `${where}: field 'update' must be an object`)
+      if (obj.update === null || typeof obj.update !== 'object' || Array.isArray(obj.update))
+        throw new RecodeError('ERR_DATA', `${where}: field 'update' must be an object`)
       const update = readUpdate(obj.update as Record<string, unknown>, `${where} update`)
       if (!Array.isArray(obj.prog_syn_examples)) throw new RecodeError('ERR_DATA', `${where}: field 'prog_syn_examples' must be a list`)
       for (const [i, ex] of (obj.prog_syn_examples as unknown[]).entries()) {
-        if (ex === null || typeof ex !== 'object' || Array.isArray(ex)) throw new RecodeError('ERR_DATA', `${where}: prog_syn_examples[${i}] must be an object`)
+        if (ex === null || typeof ex !== 'object' || Array.isArray(ex))
+          throw new RecodeError('ERR_DATA', `${where}: prog_syn_examples[${i}] must be an object`)
         problems.push(readProblem(ex as Record<string, unknown>, update, `${where} prog_syn_examples[${i}]`, file, rec.line))
       }
     } else {

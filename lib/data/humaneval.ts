@@ -12,10 +12,10 @@ export interface HumanEvalProblem {
   canonicalSolution: string
   /** Defines `check(candidate)`. */
   test: string
-  source: { file: string, line: number }
+  source: { file: string; line: number }
 }
 
-export function loadHumanEval (file: string): HumanEvalProblem[] {
+export function loadHumanEval(file: string): HumanEvalProblem[] {
   const out: HumanEvalProblem[] = []
   const seen = new Set<string>()
   for (const rec of readJsonl(file)) {
@@ -29,7 +29,8 @@ export function loadHumanEval (file: string): HumanEvalProblem[] {
       test: stringField(obj, 'test', where) as string,
       source: { file, line: rec.line }
     }
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(p.entryPoint)) throw new RecodeError('ERR_DATA', `${where}: entry_point '${p.entryPoint}' is not a Python identifier`)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(p.entryPoint))
+      throw new RecodeError('ERR_DATA', `${where}: entry_point '${p.entryPoint}' is not a Python identifier`)
     if (seen.has(p.taskId)) throw new RecodeError('ERR_DATA', `${where}: task_id '${p.taskId}' appears twice`)
     seen.add(p.taskId)
     out.push(p)

@@ -13,7 +13,7 @@ export interface JsonlRecord {
 }
 
 /** Reads a whole file as text, gunzipping when it is gzip (by magic bytes, whatever its name). */
-export function readTextFile (file: string): string {
+export function readTextFile(file: string): string {
   let bytes: Buffer
   try {
     bytes = fs.readFileSync(file)
@@ -37,20 +37,21 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
  * word, changing the data). The error names the file, the 1-based line and the byte offset. A leading BOM is
  * dropped, as JSON readers do.
  */
-export function decodeUtf8 (bytes: Uint8Array, file: string): string {
+export function decodeUtf8(bytes: Uint8Array, file: string): string {
   try {
     return strictUtf8.decode(bytes)
   } catch {
     const off = firstInvalidUtf8(bytes)
     let line = 1
     for (let k = bytes.indexOf(0x0a); k >= 0 && k < off; k = bytes.indexOf(0x0a, k + 1)) line++
-    const what = off < bytes.length ? `byte 0x${bytes[off].toString(16).padStart(2, '0')} at offset ${off}` : 'truncated sequence at the end'
+    const what =
+      off < bytes.length ? `byte 0x${bytes[off].toString(16).padStart(2, '0')} at offset ${off}` : 'truncated sequence at the end'
     throw new RecodeError('ERR_DATA', `${file}:${line}: invalid UTF-8 (${what}); the file must be UTF-8 text`)
   }
 }
 
 /** Offset of the first byte that starts or continues an invalid UTF-8 sequence (RFC 3629), or bytes.length. */
-function firstInvalidUtf8 (bytes: Uint8Array): number {
+function firstInvalidUtf8(bytes: Uint8Array): number {
   let i = 0
   while (i < bytes.length) {
     const b = bytes[i]
@@ -70,7 +71,7 @@ function firstInvalidUtf8 (bytes: Uint8Array): number {
 }
 
 /** Parses JSON lines; a line that is not valid JSON is an ERR_DATA error naming file and line. */
-export function parseJsonl (text: string, file: string): JsonlRecord[] {
+export function parseJsonl(text: string, file: string): JsonlRecord[] {
   const out: JsonlRecord[] = []
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {
@@ -87,28 +88,32 @@ export function parseJsonl (text: string, file: string): JsonlRecord[] {
   return out
 }
 
-export function readJsonl (file: string): JsonlRecord[] {
+export function readJsonl(file: string): JsonlRecord[] {
   return parseJsonl(readTextFile(file), file)
 }
 
 /** Checks that a record is an object; returns it typed. */
-export function expectObject (rec: JsonlRecord, file: string): Record<string, unknown> {
+export function expectObject(rec: JsonlRecord, file: string): Record<string, unknown> {
   const v = rec.value
   if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-    throw new RecodeError('ERR_DATA', `${file}:${rec.line}: expected a JSON object, got ${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v}`)
+    throw new RecodeError(
+      'ERR_DATA',
+      `${file}:${rec.line}: expected a JSON object, got ${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v}`
+    )
   }
   return v as Record<string, unknown>
 }
 
 /** A required string field (null allowed only when `nullable`). */
-export function stringField (obj: Record<string, unknown>, key: string, where: string, nullable = false): string | null {
+export function stringField(obj: Record<string, unknown>, key: string, where: string, nullable = false): string | null {
   const v = obj[key]
   if (v === undefined) throw new RecodeError('ERR_DATA', `${where}: missing field '${key}'`)
   if (v === null) {
     if (nullable) return null
     throw new RecodeError('ERR_DATA', `${where}: field '${key}' is null`)
   }
-  if (typeof v !== 'string') throw new RecodeError('ERR_DATA', `${where}: field '${key}' must be a string, got ${Array.isArray(v) ? 'an array' : typeof v}`)
+  if (typeof v !== 'string')
+    throw new RecodeError('ERR_DATA', `${where}: field '${key}' must be a string, got ${Array.isArray(v) ? 'an array' : typeof v}`)
   return v
 }
 

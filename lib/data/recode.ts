@@ -30,22 +30,28 @@ export interface MigrationExample {
 
 export const MIGRATION_FIELDS = ['dependency', 'new_version', 'description', 'update_info', 'old_code', 'new_code'] as const
 
-export type MigrationIssueKind = 'nullField' | 'oldEqualsNew' | 'duplicatePair' | 'versionWithoutEq' | 'invalidPythonTarget' | 'librarySpelling'
+export type MigrationIssueKind =
+  | 'nullField'
+  | 'oldEqualsNew'
+  | 'duplicatePair'
+  | 'versionWithoutEq'
+  | 'invalidPythonTarget'
+  | 'librarySpelling'
 
 export interface MigrationQualityReport {
   file: string
   rows: number
   /** Rows per merged library name. */
   libraries: Record<string, number>
-  nullFields: { rows: number, byField: Record<string, number>, lines: number[] }
-  oldEqualsNew: { rows: number, lines: number[] }
+  nullFields: { rows: number; byField: Record<string, number>; lines: number[] }
+  oldEqualsNew: { rows: number; lines: number[] }
   /** Rows whose (old_code, new_code) pair already appeared earlier; `lines` are the repeats, the first copy is kept. */
-  duplicatePairs: { rows: number, distinctPairs: number, lines: number[] }
-  versionWithoutEq: { rows: number, lines: number[], values: Record<string, number> }
+  duplicatePairs: { rows: number; distinctPairs: number; lines: number[] }
+  versionWithoutEq: { rows: number; lines: number[]; values: Record<string, number> }
   /** `new_code` that CPython's `ast.parse` rejects (checked only when a python3 was usable). */
-  invalidPythonTarget: { checked: boolean, reason?: string, rows: number, lines: number[], messages: Record<number, string> }
+  invalidPythonTarget: { checked: boolean; reason?: string; rows: number; lines: number[]; messages: Record<number, string> }
   /** Library names written in more than one spelling: merged name -> spelling -> rows. */
-  librarySpellings: { rowsNotCanonical: number, groups: Record<string, Record<string, number>> }
+  librarySpellings: { rowsNotCanonical: number; groups: Record<string, Record<string, number>> }
 }
 
 export interface LoadMigrationOptions {
@@ -74,19 +80,23 @@ export interface MigrationData {
 }
 
 /** `==2.0.0` -> `2.0.0`, `2.0.0` -> `2.0.0`, `>=1.2` -> `1.2`: the version number, whatever the prefix. */
-export function normalizeVersion (v: string | null): string {
+export function normalizeVersion(v: string | null): string {
   if (v === null) return ''
-  return v.trim().replace(/^(===|==|>=|<=|~=|!=|>|<|=)\s*/, '').trim()
+  return v
+    .trim()
+    .replace(/^(===|==|>=|<=|~=|!=|>|<|=)\s*/, '')
+    .trim()
 }
 
 /** Reads and validates the file (every row must be an object with the six fields, strings or null). */
-export function readMigrationRows (file: string): MigrationExample[] {
+export function readMigrationRows(file: string): MigrationExample[] {
   const rows: MigrationExample[] = []
   for (const rec of readJsonl(file)) {
     const obj = expectObject(rec, file)
     const where = `${file}:${rec.line}`
     for (const key of Object.keys(obj)) {
-      if (!(MIGRATION_FIELDS as readonly string[]).includes(key)) throw new RecodeError('ERR_DATA', `${where}: unknown field '${key}' (expected ${MIGRATION_FIELDS.join(', ')})`)
+      if (!(MIGRATION_FIELDS as readonly string[]).includes(key))
+        throw new RecodeError('ERR_DATA', `${where}: unknown field '${key}' (expected ${MIGRATION_FIELDS.join(', ')})`)
     }
     const dependency = stringField(obj, 'dependency', where) as string
     if (dependency.trim() === '') throw new RecodeError('ERR_DATA', `${where}: field 'dependency' is empty`)
@@ -108,7 +118,7 @@ export function readMigrationRows (file: string): MigrationExample[] {
 }
 
 /** Loads the file, writes the quality report, applies the drop options. */
-export async function loadMigrationData (file: string, options: LoadMigrationOptions = {}): Promise<MigrationData> {
+export async function loadMigrationData(file: string, options: LoadMigrationOptions = {}): Promise<MigrationData> {
   options = optionsArg(options, 'loadMigrationData')
   const rows = readMigrationRows(file)
 
@@ -124,7 +134,11 @@ export async function loadMigrationData (file: string, options: LoadMigrationOpt
   for (const [key, m] of spellings) {
     let best = ''
     let bestCount = -1
-    for (const [name, count] of m) if (count > bestCount) { best = name; bestCount = count }
+    for (const [name, count] of m)
+      if (count > bestCount) {
+        best = name
+        bestCount = count
+      }
     canonical.set(key, best)
   }
   const spellingGroups: Record<string, Record<string, number>> = {}
@@ -147,8 +161,17 @@ export async function loadMigrationData (file: string, options: LoadMigrationOpt
   const libraries: Record<string, number> = {}
   for (const r of rows) {
     libraries[r.library] = (libraries[r.library] ?? 0) + 1
-    const nulls = ([['new_version', r.newVersion], ['description', r.description], ['update_info', r.updateInfo], ['old_code', r.oldCode], ['new_code', r.newCode]] as Array<[string, string | null]>)
-      .filter(([, v]) => v === null).map(([k]) => k)
+    const nulls = (
+      [
+        ['new_version', r.newVersion],
+        ['description', r.description],
+        ['update_info', r.updateInfo],
+        ['old_code', r.oldCode],
+        ['new_code', r.newCode]
+      ] as Array<[string, string | null]>
+    )
+      .filter(([, v]) => v === null)
+      .map(([k]) => k)
     if (nulls.length > 0) nullLines.push(r.line)
     for (const k of nulls) byField[k] = (byField[k] ?? 0) + 1
     if (r.oldCode !== null && r.oldCode === r.newCode) oldEqNewLines.push(r.line)
@@ -188,7 +211,16 @@ export async function loadMigrationData (file: string, options: LoadMigrationOpt
     libraries,
     nullFields: { rows: nullLines.length, byField, lines: nullLines },
     oldEqualsNew: { rows: oldEqNewLines.length, lines: oldEqNewLines },
-    duplicatePairs: { rows: dupLines.length, distinctPairs: new Set(dupLines.map((l) => { const r = rows.find((x) => x.line === l) as MigrationExample; return JSON.stringify([r.oldCode, r.newCode]) })).size, lines: dupLines },
+    duplicatePairs: {
+      rows: dupLines.length,
+      distinctPairs: new Set(
+        dupLines.map((l) => {
+          const r = rows.find((x) => x.line === l) as MigrationExample
+          return JSON.stringify([r.oldCode, r.newCode])
+        })
+      ).size,
+      lines: dupLines
+    },
     versionWithoutEq: { rows: versionLines.length, lines: versionLines, values: versionValues },
     invalidPythonTarget: invalid,
     librarySpellings: { rowsNotCanonical, groups: spellingGroups }
@@ -228,12 +260,20 @@ export interface SplitOptions {
  * Deterministic train/test split. By seed: identical (old_code, new_code) pairs go to the same side, so
  * duplicates never leak across. By libraries: every row of the named libraries is test data.
  */
-export function splitMigrationData (examples: MigrationExample[], options: SplitOptions = {}): { train: MigrationExample[], test: MigrationExample[] } {
+export function splitMigrationData(
+  examples: MigrationExample[],
+  options: SplitOptions = {}
+): { train: MigrationExample[]; test: MigrationExample[] } {
   options = optionsArg(options, 'splitMigrationData')
   if (options.holdOutLibraries !== undefined) {
     const held = new Set(options.holdOutLibraries.map((l) => l.toLowerCase()))
     const known = new Set(examples.map((e) => e.library.toLowerCase()))
-    for (const l of held) if (!known.has(l)) throw new RecodeError('ERR_INVALID_ARG', `holdOutLibraries: no rows for library '${l}' (libraries: ${[...new Set(examples.map((e) => e.library))].join(', ')})`)
+    for (const l of held)
+      if (!known.has(l))
+        throw new RecodeError(
+          'ERR_INVALID_ARG',
+          `holdOutLibraries: no rows for library '${l}' (libraries: ${[...new Set(examples.map((e) => e.library))].join(', ')})`
+        )
     return {
       train: examples.filter((e) => !held.has(e.library.toLowerCase())),
       test: examples.filter((e) => held.has(e.library.toLowerCase()))
@@ -252,7 +292,9 @@ export function splitMigrationData (examples: MigrationExample[], options: Split
   const random = mulberry32(options.seed ?? 0)
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1))
-    const t = order[i]; order[i] = order[j]; order[j] = t
+    const t = order[i]
+    order[i] = order[j]
+    order[j] = t
   }
   const testTarget = Math.round(examples.length * fraction)
   const test: MigrationExample[] = []
@@ -261,4 +303,3 @@ export function splitMigrationData (examples: MigrationExample[], options: Split
   const byLine = (a: MigrationExample, b: MigrationExample): number => a.line - b.line
   return { train: train.sort(byLine), test: test.sort(byLine) }
 }
-

@@ -19,17 +19,17 @@ export interface EngineStatus {
 }
 
 export interface DistInfo {
-  mpi: EngineStatus & { initialized: boolean, rank: number, size: number, localRank: number, localSize: number }
+  mpi: EngineStatus & { initialized: boolean; rank: number; size: number; localRank: number; localSize: number }
   nccl: EngineStatus & { versionString: string }
 }
 
 /** What the optional engines are on this machine (probes once, loads nothing else). */
-export function distInfo (): DistInfo {
+export function distInfo(): DistInfo {
   return native().distInfo() as DistInfo
 }
 
 /** Probes a given library as the MPI shim or as NCCL, uncached (tests; `recode doctor` uses distInfo). */
-export function probeEngine (engine: 'mpi' | 'nccl', library: string): EngineStatus {
+export function probeEngine(engine: 'mpi' | 'nccl', library: string): EngineStatus {
   return native().distProbe(engine, library) as EngineStatus
 }
 
@@ -48,7 +48,8 @@ const intEnv = (env: NodeJS.ProcessEnv, name: string): number | undefined => {
   const v = env[name]
   if (v === undefined || v === '') return undefined
   const n = Number(v)
-  if (!Number.isInteger(n) || n < 0) throw new RecodeError('ERR_CONFIG', `environment variable ${name}=${JSON.stringify(v)} is not a non-negative integer`)
+  if (!Number.isInteger(n) || n < 0)
+    throw new RecodeError('ERR_CONFIG', `environment variable ${name}=${JSON.stringify(v)} is not a non-negative integer`)
   return n
 }
 
@@ -57,30 +58,60 @@ const intEnv = (env: NodeJS.ProcessEnv, name: string): number | undefined => {
  * PMIX_RANK mean mpirun; RANK / WORLD_SIZE / LOCAL_RANK (+ MASTER_ADDR / MASTER_PORT) torchrun; SLURM_PROCID /
  * SLURM_NTASKS / SLURM_LOCALID srun. mpirun wins when both are set (srun --mpi=pmix sets both).
  */
-export function launchEnvironment (env: NodeJS.ProcessEnv = process.env): LaunchEnvironment {
+export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): LaunchEnvironment {
   const ompi = intEnv(env, 'OMPI_COMM_WORLD_RANK')
-  if (ompi !== undefined) return { launcher: 'mpirun', rank: ompi, size: intEnv(env, 'OMPI_COMM_WORLD_SIZE') ?? 1, localRank: intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK') ?? 0 }
+  if (ompi !== undefined)
+    return {
+      launcher: 'mpirun',
+      rank: ompi,
+      size: intEnv(env, 'OMPI_COMM_WORLD_SIZE') ?? 1,
+      localRank: intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK') ?? 0
+    }
   const pmi = intEnv(env, 'PMI_RANK') ?? intEnv(env, 'PMIX_RANK')
-  if (pmi !== undefined) return { launcher: 'mpirun', rank: pmi, size: intEnv(env, 'PMI_SIZE') ?? intEnv(env, 'MPI_LOCALNRANKS') ?? 1, localRank: intEnv(env, 'MPI_LOCALRANKID') ?? 0 }
+  if (pmi !== undefined)
+    return {
+      launcher: 'mpirun',
+      rank: pmi,
+      size: intEnv(env, 'PMI_SIZE') ?? intEnv(env, 'MPI_LOCALNRANKS') ?? 1,
+      localRank: intEnv(env, 'MPI_LOCALRANKID') ?? 0
+    }
   const rank = intEnv(env, 'RANK')
   const world = intEnv(env, 'WORLD_SIZE')
   if (rank !== undefined && world !== undefined) {
-    return { launcher: 'torchrun', rank, size: world, localRank: intEnv(env, 'LOCAL_RANK') ?? 0, masterAddr: env.MASTER_ADDR, masterPort: intEnv(env, 'MASTER_PORT') }
+    return {
+      launcher: 'torchrun',
+      rank,
+      size: world,
+      localRank: intEnv(env, 'LOCAL_RANK') ?? 0,
+      masterAddr: env.MASTER_ADDR,
+      masterPort: intEnv(env, 'MASTER_PORT')
+    }
   }
   const procid = intEnv(env, 'SLURM_PROCID')
-  if (procid !== undefined) return { launcher: 'slurm', rank: procid, size: intEnv(env, 'SLURM_NTASKS') ?? 1, localRank: intEnv(env, 'SLURM_LOCALID') ?? 0, masterAddr: env.MASTER_ADDR, masterPort: intEnv(env, 'MASTER_PORT') }
+  if (procid !== undefined)
+    return {
+      launcher: 'slurm',
+      rank: procid,
+      size: intEnv(env, 'SLURM_NTASKS') ?? 1,
+      localRank: intEnv(env, 'SLURM_LOCALID') ?? 0,
+      masterAddr: env.MASTER_ADDR,
+      masterPort: intEnv(env, 'MASTER_PORT')
+    }
   return { launcher: 'none', rank: 0, size: 1, localRank: 0 }
 }
 
 export { rendezvous, type RendezvousOptions } from './rendezvous'
 
 /** NCCL's unique id (128 bytes) for ncclCommInitRank; ERR_NCCL_UNAVAILABLE, saying why, without NCCL. */
-export function ncclUniqueId (): Uint8Array {
+export function ncclUniqueId(): Uint8Array {
   return native().ncclUniqueId() as Uint8Array
 }
 
 /** Bytes a world moved through its collectives (the bench reports them per step). */
-export interface Traffic { bytes: number, calls: number }
+export interface Traffic {
+  bytes: number
+  calls: number
+}
 
 /**
  * The processes of one training run. A world of one has no engine and every collective is the identity. Collectives
@@ -90,19 +121,33 @@ export class World {
   readonly traffic: Traffic = { bytes: 0, calls: 0 }
   /** Whether heartbeats watch the other ranks (RECODE_DIST_TIMEOUT seconds, default 30; needs MPI_THREAD_MULTIPLE). */
   watchdog = false
-  constructor (readonly rank: number, readonly size: number, readonly localRank: number, readonly localSize: number, readonly launcher: LaunchEnvironment['launcher']) {}
-  get isRoot (): boolean { return this.rank === 0 }
+  constructor(
+    readonly rank: number,
+    readonly size: number,
+    readonly localRank: number,
+    readonly localSize: number,
+    readonly launcher: LaunchEnvironment['launcher']
+  ) {}
+  get isRoot(): boolean {
+    return this.rank === 0
+  }
 
-  private count (bytes: number): void { this.traffic.bytes += bytes; this.traffic.calls++ }
+  private count(bytes: number): void {
+    this.traffic.bytes += bytes
+    this.traffic.calls++
+  }
 
   /** Sum over ranks, in place. Float64: exact when at most one rank contributes a non-zero per entry. */
-  allreduce (a: Float64Array): Float64Array {
-    if (this.size > 1) { native().mpiAllreduce(a); this.count(a.byteLength) }
+  allreduce(a: Float64Array): Float64Array {
+    if (this.size > 1) {
+      native().mpiAllreduce(a)
+      this.count(a.byteLength)
+    }
     return a
   }
 
   /** Every rank's array (any lengths), in rank order. */
-  allgatherv (a: Float64Array): Float64Array[] {
+  allgatherv(a: Float64Array): Float64Array[] {
     if (this.size === 1) return [a]
     const lengths = native().mpiAllgather(Float64Array.of(a.length)) as Float64Array
     const max = Math.max(...lengths)
@@ -114,27 +159,34 @@ export class World {
   }
 
   broadcast<T extends ArrayBufferView>(a: T, root = 0): T {
-    if (this.size > 1) { native().mpiBroadcast(a, root); this.count(a.byteLength) }
+    if (this.size > 1) {
+      native().mpiBroadcast(a, root)
+      this.count(a.byteLength)
+    }
     return a
   }
 
-  barrier (): void { if (this.size > 1) native().mpiBarrier() }
+  barrier(): void {
+    if (this.size > 1) native().mpiBarrier()
+  }
 
   /** Sums a trainer's gradients over ranks (the same bits everywhere); `gradientBytes` counts the traffic. */
-  reduceGradients (trainerHandle: unknown, gradientBytes: number): void {
+  reduceGradients(trainerHandle: unknown, gradientBytes: number): void {
     if (this.size === 1) return
     native().trainerReduceGradients(trainerHandle)
     // reduce-scatter + all-gather: each rank sends and receives (size - 1) / size of the buffer twice
-    this.count(2 * gradientBytes * (this.size - 1) / this.size)
+    this.count((2 * gradientBytes * (this.size - 1)) / this.size)
   }
 
   /** Ends every process of the run (MPI_Abort): a rank that failed must not leave the others waiting. */
-  abort (code = 1): never {
+  abort(code = 1): never {
     if (this.size > 1) native().mpiAbort(code)
     process.exit(code)
   }
 
-  finalize (): void { if (this.size > 1) native().mpiFinalize() }
+  finalize(): void {
+    if (this.size > 1) native().mpiFinalize()
+  }
 }
 
 let world: World | undefined
@@ -144,7 +196,7 @@ let world: World | undefined
  * node for its kernels (unless RECODE_NUM_THREADS says otherwise); otherwise one process. torchrun / Slurm without
  * MPI launch NCCL worlds for GPU tensors, which the CPU trainer cannot use: that is an error saying so.
  */
-export function currentWorld (): World {
+export function currentWorld(): World {
   if (world !== undefined) return world
   const launch = launchEnvironment()
   if (launch.launcher === 'none' || launch.size === 1) {
@@ -153,17 +205,32 @@ export function currentWorld (): World {
   }
   const info = distInfo()
   if (launch.launcher === 'mpirun' || info.mpi.loaded) {
-    if (!info.mpi.loaded) throw new RecodeError('ERR_DIST', `started by ${launch.launcher} as rank ${launch.rank} of ${launch.size}, but MPI is unavailable: ${info.mpi.error}`)
-    const r = native().mpiInit() as { rank: number, size: number, localRank: number, localSize: number }
-    if (r.size !== launch.size) throw new RecodeError('ERR_DIST', `MPI reports ${r.size} ranks but the launcher's environment says ${launch.size} (is this recode's MPI the one mpirun belongs to?)`)
+    if (!info.mpi.loaded)
+      throw new RecodeError(
+        'ERR_DIST',
+        `started by ${launch.launcher} as rank ${launch.rank} of ${launch.size}, but MPI is unavailable: ${info.mpi.error}`
+      )
+    const r = native().mpiInit() as { rank: number; size: number; localRank: number; localSize: number }
+    if (r.size !== launch.size)
+      throw new RecodeError(
+        'ERR_DIST',
+        `MPI reports ${r.size} ranks but the launcher's environment says ${launch.size} (is this recode's MPI the one mpirun belongs to?)`
+      )
     world = new World(r.rank, r.size, r.localRank, r.localSize, launch.launcher)
     // Heartbeats: a rank that stops answering (stopped, hung, its node gone) ends the run within the timeout, named.
     const timeout = Number(process.env.RECODE_DIST_TIMEOUT ?? 30)
-    if (!(timeout >= 0)) throw new RecodeError('ERR_CONFIG', `RECODE_DIST_TIMEOUT=${JSON.stringify(process.env.RECODE_DIST_TIMEOUT)} must be a number of seconds (0: no watchdog)`)
+    if (!(timeout >= 0))
+      throw new RecodeError(
+        'ERR_CONFIG',
+        `RECODE_DIST_TIMEOUT=${JSON.stringify(process.env.RECODE_DIST_TIMEOUT)} must be a number of seconds (0: no watchdog)`
+      )
     if (timeout > 0) world.watchdog = native().mpiWatchdog(Math.min(2000, timeout * 250), timeout * 1000) as boolean
     if (process.env.RECODE_NUM_THREADS === undefined) setNumThreads(Math.max(1, Math.floor(systemInfo().hardwareThreads / r.localSize)))
     return world
   }
-  throw new RecodeError('ERR_DIST', `started by ${launch.launcher} as rank ${launch.rank} of ${launch.size}: CPU training sums gradients over MPI, which is unavailable (${info.mpi.error}); ` +
-    `NCCL (${info.nccl.loaded ? `found, ${info.nccl.versionString}` : `not found: ${info.nccl.error}`}) carries GPU tensors only. Launch with mpirun instead`)
+  throw new RecodeError(
+    'ERR_DIST',
+    `started by ${launch.launcher} as rank ${launch.rank} of ${launch.size}: CPU training sums gradients over MPI, which is unavailable (${info.mpi.error}); ` +
+      `NCCL (${info.nccl.loaded ? `found, ${info.nccl.versionString}` : `not found: ${info.nccl.error}`}) carries GPU tensors only. Launch with mpirun instead`
+  )
 }

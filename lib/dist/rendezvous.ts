@@ -20,14 +20,14 @@ export interface RendezvousOptions {
 }
 
 /** Rank 0's payload, on every rank. */
-export async function rendezvous (o: RendezvousOptions): Promise<Uint8Array> {
+export async function rendezvous(o: RendezvousOptions): Promise<Uint8Array> {
   const timeoutMs = o.timeoutMs ?? 60000
   if (o.size === 1) return o.payload ?? new Uint8Array(0)
   if (o.rank === 0) return await serve(o, timeoutMs)
   return await fetchPayload(o, timeoutMs)
 }
 
-async function serve (o: RendezvousOptions, timeoutMs: number): Promise<Uint8Array> {
+async function serve(o: RendezvousOptions, timeoutMs: number): Promise<Uint8Array> {
   const payload = o.payload ?? new Uint8Array(0)
   const frame = Buffer.alloc(4 + payload.length)
   frame.writeUInt32BE(payload.length, 0)
@@ -40,7 +40,10 @@ async function serve (o: RendezvousOptions, timeoutMs: number): Promise<Uint8Arr
         got = Buffer.concat([got, d])
         if (got.length < 4) return
         const r = got.readUInt32BE(0)
-        if (r < 1 || r >= o.size || waiting.has(r)) { socket.destroy(); return }
+        if (r < 1 || r >= o.size || waiting.has(r)) {
+          socket.destroy()
+          return
+        }
         waiting.set(r, socket)
         if (waiting.size === o.size - 1) {
           for (const s of waiting.values()) s.end(frame)
@@ -55,38 +58,65 @@ async function serve (o: RendezvousOptions, timeoutMs: number): Promise<Uint8Arr
       const missing = Array.from({ length: o.size - 1 }, (_, k) => k + 1).filter((r) => !waiting.has(r))
       for (const s of waiting.values()) s.destroy()
       server.close()
-      reject(new RecodeError('ERR_DIST', `rendezvous on port ${o.port}: rank(s) ${missing.join(', ')} of ${o.size} did not arrive within ${timeoutMs / 1000} s`))
+      reject(
+        new RecodeError(
+          'ERR_DIST',
+          `rendezvous on port ${o.port}: rank(s) ${missing.join(', ')} of ${o.size} did not arrive within ${timeoutMs / 1000} s`
+        )
+      )
     }, timeoutMs)
-    server.on('error', (err) => { clearTimeout(timer); reject(new RecodeError('ERR_DIST', `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message}`)) })
+    server.on('error', (err) => {
+      clearTimeout(timer)
+      reject(new RecodeError('ERR_DIST', `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message}`))
+    })
     server.listen(o.port)
   })
 }
 
-async function fetchPayload (o: RendezvousOptions, timeoutMs: number): Promise<Uint8Array> {
+async function fetchPayload(o: RendezvousOptions, timeoutMs: number): Promise<Uint8Array> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     try {
       return await once(o, deadline)
     } catch (err) {
       // rank 0 may not listen yet: try again until the deadline
-      if (Date.now() >= deadline) throw new RecodeError('ERR_DIST', `rendezvous: rank ${o.rank} could not get the id from rank 0 at ${o.host}:${o.port} within ${timeoutMs / 1000} s (${(err as Error).message})`)
+      if (Date.now() >= deadline)
+        throw new RecodeError(
+          'ERR_DIST',
+          `rendezvous: rank ${o.rank} could not get the id from rank 0 at ${o.host}:${o.port} within ${timeoutMs / 1000} s (${(err as Error).message})`
+        )
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
   }
 }
 
-async function once (o: RendezvousOptions, deadline: number): Promise<Uint8Array> {
+async function once(o: RendezvousOptions, deadline: number): Promise<Uint8Array> {
   return await new Promise<Uint8Array>((resolve, reject) => {
     const socket = net.connect({ host: o.host, port: o.port })
     let got = Buffer.alloc(0)
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error('timed out')) }, Math.max(1, deadline - Date.now()))
-    socket.on('connect', () => { const b = Buffer.alloc(4); b.writeUInt32BE(o.rank, 0); socket.write(b) })
-    socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]) })
+    const timer = setTimeout(
+      () => {
+        socket.destroy()
+        reject(new Error('timed out'))
+      },
+      Math.max(1, deadline - Date.now())
+    )
+    socket.on('connect', () => {
+      const b = Buffer.alloc(4)
+      b.writeUInt32BE(o.rank, 0)
+      socket.write(b)
+    })
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d])
+    })
     socket.on('end', () => {
       clearTimeout(timer)
       if (got.length >= 4 && got.length === 4 + got.readUInt32BE(0)) resolve(new Uint8Array(got.subarray(4)))
       else reject(new Error('rank 0 closed the connection early'))
     })
-    socket.on('error', (err) => { clearTimeout(timer); reject(err) })
+    socket.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
   })
 }

@@ -31,10 +31,39 @@ export type Benchmark = 'codeupdatearena' | 'humaneval'
  * standard library is loaded: numpy, pandas and torch (also loaded there) cost too much per program.
  */
 export const CODEUPDATEARENA_PREIMPORT = [
-  'abc', 'bisect', 'collections', 'contextlib', 'copy', 'dataclasses', 'datetime', 'decimal', 'enum', 'fractions',
-  'functools', 'hashlib', 'heapq', 'inspect', 'itertools', 'json', 'linecache', 'math', 'numbers', 'operator',
-  'pickle', 'random', 're', 'secrets', 'statistics', 'string', 'struct', 'textwrap', 'tokenize', 'types', 'typing',
-  'warnings', 'weakref'
+  'abc',
+  'bisect',
+  'collections',
+  'contextlib',
+  'copy',
+  'dataclasses',
+  'datetime',
+  'decimal',
+  'enum',
+  'fractions',
+  'functools',
+  'hashlib',
+  'heapq',
+  'inspect',
+  'itertools',
+  'json',
+  'linecache',
+  'math',
+  'numbers',
+  'operator',
+  'pickle',
+  'random',
+  're',
+  'secrets',
+  'statistics',
+  'string',
+  'struct',
+  'textwrap',
+  'tokenize',
+  'types',
+  'typing',
+  'warnings',
+  'weakref'
 ]
 
 export interface Completion {
@@ -119,20 +148,20 @@ export interface EvaluationResult {
   problems: number
   /** Problems of the data with no completion (left out of every score). */
   missing: number
-  samplesPerProblem: { min: number, max: number }
+  samplesPerProblem: { min: number; max: number }
   k: number[]
   passAtK: Record<string, number | null>
   upassAtK?: Record<string, number | null>
-  perPackage?: Record<string, { problems: number, passAtK: Record<string, number | null>, upassAtK: Record<string, number | null> }>
+  perPackage?: Record<string, { problems: number; passAtK: Record<string, number | null>; upassAtK: Record<string, number | null> }>
   failures: Record<FailureCategory, number>
   programsRun: number
   isolation: IsolationInfo
-  seconds: { generate: number, execute: number }
+  seconds: { generate: number; execute: number }
   records: ProblemRecord[]
 }
 
 /** Reads a completions file: one JSON object per line with `id` (or `task_id` / `prog_syn_id`) and `completion`. */
-export function loadCompletions (file: string): Completion[] {
+export function loadCompletions(file: string): Completion[] {
   return readJsonl(file).map((rec) => {
     const obj = expectObject(rec, file)
     const where = `${file}:${rec.line}`
@@ -141,18 +170,24 @@ export function loadCompletions (file: string): Completion[] {
   })
 }
 
-interface Item { id: string, package?: string, updateType?: string, arena?: CodeUpdateArenaProblem, human?: HumanEvalProblem }
+interface Item {
+  id: string
+  package?: string
+  updateType?: string
+  arena?: CodeUpdateArenaProblem
+  human?: HumanEvalProblem
+}
 
-function loadItems (options: EvaluateOptions): { items: Item[], dataName: string } {
+function loadItems(options: EvaluateOptions): { items: Item[]; dataName: string } {
   const { benchmark, data } = options
   let items: Item[]
   let dataName: string
   if (benchmark === 'codeupdatearena') {
-    const problems = typeof data === 'string' ? loadCodeUpdateArena(data).problems : data as CodeUpdateArenaProblem[]
+    const problems = typeof data === 'string' ? loadCodeUpdateArena(data).problems : (data as CodeUpdateArenaProblem[])
     dataName = typeof data === 'string' ? data : '(problems given)'
     items = problems.map((p) => ({ id: p.id, package: p.update.package, updateType: p.update.updateType, arena: p }))
   } else if (benchmark === 'humaneval') {
-    const problems = typeof data === 'string' ? loadHumanEval(data) : data as HumanEvalProblem[]
+    const problems = typeof data === 'string' ? loadHumanEval(data) : (data as HumanEvalProblem[])
     dataName = typeof data === 'string' ? data : '(problems given)'
     items = problems.map((p) => ({ id: p.taskId, human: p }))
   } else {
@@ -167,7 +202,7 @@ function loadItems (options: EvaluateOptions): { items: Item[], dataName: string
   return { items, dataName }
 }
 
-async function generateSamples (model: LanguageModel, items: Item[], options: EvaluateOptions): Promise<Map<string, string[]>> {
+async function generateSamples(model: LanguageModel, items: Item[], options: EvaluateOptions): Promise<Map<string, string[]>> {
   const n = options.samples ?? 1
   if (!Number.isInteger(n) || n < 1) throw invalidArg(`samples must be a positive integer, got ${n}`)
   const batchSize = Math.max(1, options.batchSize ?? 8)
@@ -175,9 +210,14 @@ async function generateSamples (model: LanguageModel, items: Item[], options: Ev
   for (let start = 0; start < items.length; start += batchSize) {
     if (options.signal?.aborted === true) throw abortError()
     const batch = items.slice(start, start + batchSize)
-    const prompts = batch.map((it) => renderPrompt(
-      it.arena !== undefined ? codeUpdateArenaPrompt(it.arena, options.prompt) : humanEvalPrompt(it.human as HumanEvalProblem, options.prompt),
-      model))
+    const prompts = batch.map((it) =>
+      renderPrompt(
+        it.arena !== undefined
+          ? codeUpdateArenaPrompt(it.arena, options.prompt)
+          : humanEvalPrompt(it.human as HumanEvalProblem, options.prompt),
+        model
+      )
+    )
     const gens = await model.generate(prompts, {
       n,
       temperature: options.temperature ?? 0.8,
@@ -186,14 +226,23 @@ async function generateSamples (model: LanguageModel, items: Item[], options: Ev
       seed: options.seed,
       signal: options.signal
     })
-    if (!Array.isArray(gens) || gens.length !== batch.length) throw new RecodeError('ERR_MODEL', `generate() returned ${Array.isArray(gens) ? gens.length : 'no'} results for ${batch.length} prompts`)
-    batch.forEach((it, i) => out.set(it.id, gens[i].map((g) => g.text)))
+    if (!Array.isArray(gens) || gens.length !== batch.length)
+      throw new RecodeError(
+        'ERR_MODEL',
+        `generate() returned ${Array.isArray(gens) ? gens.length : 'no'} results for ${batch.length} prompts`
+      )
+    batch.forEach((it, i) =>
+      out.set(
+        it.id,
+        gens[i].map((g) => g.text)
+      )
+    )
     options.onProgress?.({ phase: 'generate', done: Math.min(items.length, start + batch.length), total: items.length })
   }
   return out
 }
 
-function groupCompletions (list: Completion[], items: Item[], source: string): Map<string, string[]> {
+function groupCompletions(list: Completion[], items: Item[], source: string): Map<string, string[]> {
   const known = new Set(items.map((i) => i.id))
   const out = new Map<string, string[]>()
   for (const [i, c] of list.entries()) {
@@ -209,10 +258,11 @@ function groupCompletions (list: Completion[], items: Item[], source: string): M
 }
 
 /** Scores samples on a benchmark. */
-export async function evaluate (options: EvaluateOptions): Promise<EvaluationResult> {
+export async function evaluate(options: EvaluateOptions): Promise<EvaluationResult> {
   if (options === null || typeof options !== 'object') throw invalidArg('evaluate needs an options object')
   if (options.sandbox !== undefined) optionsArg(options.sandbox, 'evaluate', 'options.sandbox')
-  if ((options.model === undefined) === (options.completions === undefined)) throw invalidArg('evaluate needs exactly one of model and completions')
+  if ((options.model === undefined) === (options.completions === undefined))
+    throw invalidArg('evaluate needs exactly one of model and completions')
   const ks = options.k ?? [1, 5]
   for (const k of ks) if (!Number.isInteger(k) || k < 1) throw invalidArg(`k values must be positive integers, got ${k}`)
   if (options.signal?.aborted === true) throw abortError()
@@ -225,14 +275,17 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   // Refuses (ERR_SANDBOX_WEAK) before any work where isolation is weaker than full and not allowed; the
   // summary states the protections measured here with this run's limits.
   const probed = probeIsolation(sandbox.python, sandbox.isolation ?? 'auto', sandbox.allowWeakIsolation === true)
-  const isolation: IsolationInfo = { ...probed, summary: describeIsolation(probed, sandbox) + (probed.missing.length > 0 ? `; missing: ${probed.missing.join(', ')}` : '') }
+  const isolation: IsolationInfo = {
+    ...probed,
+    summary: describeIsolation(probed, sandbox) + (probed.missing.length > 0 ? `; missing: ${probed.missing.join(', ')}` : '')
+  }
 
   const t0 = Date.now()
   let samples: Map<string, string[]>
   if (options.model !== undefined) {
     samples = await generateSamples(options.model, items, options)
   } else {
-    const list = typeof options.completions === 'string' ? loadCompletions(options.completions) : options.completions as Completion[]
+    const list = typeof options.completions === 'string' ? loadCompletions(options.completions) : (options.completions as Completion[])
     if (!Array.isArray(list)) throw invalidArg('completions must be a file path or a list of {id, completion}')
     const allIds = new Set(items.map((i) => i.id))
     if (options.ids === undefined && options.limit === undefined) {
@@ -247,12 +300,25 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   if (scored.length === 0) throw new RecodeError('ERR_DATA', 'no problem has a completion')
 
   // Pass 1: every sample's programs (with the update for CodeUpdateArena).
-  interface Job { record: SampleRecord, item: Item, code: string | null, programs: string[] }
+  interface Job {
+    record: SampleRecord
+    item: Item
+    code: string | null
+    programs: string[]
+  }
   const jobs: Job[] = []
   const records: ProblemRecord[] = []
   for (const it of scored) {
     const texts = samples.get(it.id) as string[]
-    const rec: ProblemRecord = { id: it.id, package: it.package, updateType: it.updateType, n: texts.length, c: 0, passAtK: {}, samples: [] }
+    const rec: ProblemRecord = {
+      id: it.id,
+      package: it.package,
+      updateType: it.updateType,
+      n: texts.length,
+      c: 0,
+      passAtK: {},
+      samples: []
+    }
     for (const [index, text] of texts.entries()) {
       const ex = extractCode(text)
       const testsTotal = it.arena !== undefined ? it.arena.unitTests.length : 1
@@ -263,9 +329,10 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
         record.message = 'no code block found in the output'
         continue
       }
-      const programs = it.arena !== undefined
-        ? codeUpdateArenaPrograms(it.arena, ex.code, true).map((p) => p.source)
-        : [humanEvalProgram(it.human as HumanEvalProblem, text, ex)]
+      const programs =
+        it.arena !== undefined
+          ? codeUpdateArenaPrograms(it.arena, ex.code, true).map((p) => p.source)
+          : [humanEvalProgram(it.human as HumanEvalProblem, text, ex)]
       jobs.push({ record, item: it, code: ex.code, programs })
     }
     records.push(rec)
@@ -310,7 +377,9 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
   const upass = options.benchmark === 'codeupdatearena' && options.upass !== false
   if (upass) {
     const passing = jobs.filter((j) => j.record.passed)
-    const woPrograms = passing.map((j) => codeUpdateArenaPrograms(j.item.arena as CodeUpdateArenaProblem, j.code as string, false).map((p) => p.source))
+    const woPrograms = passing.map((j) =>
+      codeUpdateArenaPrograms(j.item.arena as CodeUpdateArenaProblem, j.code as string, false).map((p) => p.source)
+    )
     progressBase.total += woPrograms.reduce((s, p) => s + p.length, 0)
     const woResults = await runAll(woPrograms.flat())
     let k = 0
@@ -338,7 +407,15 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
     }
   }
   const aggregate = (recs: ProblemRecord[], field: 'c' | 'u'): Record<string, number | null> =>
-    Object.fromEntries(ks.map((k) => [String(k), meanPassAtK(recs.map((r) => ({ n: r.n, c: (r[field] ?? 0) })), k)]))
+    Object.fromEntries(
+      ks.map((k) => [
+        String(k),
+        meanPassAtK(
+          recs.map((r) => ({ n: r.n, c: r[field] ?? 0 })),
+          k
+        )
+      ])
+    )
 
   const result: EvaluationResult = {
     benchmark: options.benchmark,
@@ -362,34 +439,49 @@ export async function evaluate (options: EvaluateOptions): Promise<EvaluationRes
       list.push(r)
       byPkg.set(r.package ?? '?', list)
     }
-    result.perPackage = Object.fromEntries([...byPkg.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([pkg, recs]) => [pkg, {
-      problems: recs.length,
-      passAtK: aggregate(recs, 'c'),
-      upassAtK: upass ? aggregate(recs, 'u') : {}
-    }]))
+    result.perPackage = Object.fromEntries(
+      [...byPkg.entries()]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([pkg, recs]) => [
+          pkg,
+          {
+            problems: recs.length,
+            passAtK: aggregate(recs, 'c'),
+            upassAtK: upass ? aggregate(recs, 'u') : {}
+          }
+        ])
+    )
   }
   return result
 }
 
 /** The Markdown table `recode eval` prints: overall and per package, then failure counts. */
-export function formatEvaluation (r: EvaluationResult): string {
-  const pct = (v: number | null | undefined): string => v === null || v === undefined ? 'n/a' : (100 * v).toFixed(1)
-  const cols = r.k.flatMap((k) => r.upassAtK !== undefined ? [`pass@${k}`, `UPass@${k}`] : [`pass@${k}`])
+export function formatEvaluation(r: EvaluationResult): string {
+  const pct = (v: number | null | undefined): string => (v === null || v === undefined ? 'n/a' : (100 * v).toFixed(1))
+  const cols = r.k.flatMap((k) => (r.upassAtK !== undefined ? [`pass@${k}`, `UPass@${k}`] : [`pass@${k}`]))
   const row = (name: string, problems: number, pass: Record<string, number | null>, up?: Record<string, number | null>): string =>
-    `| ${name} | ${problems} | ` + r.k.flatMap((k) => up !== undefined ? [pct(pass[String(k)]), pct(up[String(k)])] : [pct(pass[String(k)])]).join(' | ') + ' |'
+    `| ${name} | ${problems} | ` +
+    r.k.flatMap((k) => (up !== undefined ? [pct(pass[String(k)]), pct(up[String(k)])] : [pct(pass[String(k)])])).join(' | ') +
+    ' |'
   const lines = [
     `| ${r.benchmark === 'codeupdatearena' ? 'package' : 'benchmark'} | problems | ${cols.join(' | ')} |`,
     `|---|---:|${cols.map(() => '---:').join('|')}|`
   ]
   if (r.perPackage !== undefined) {
-    for (const [pkg, s] of Object.entries(r.perPackage)) lines.push(row(pkg, s.problems, s.passAtK, r.upassAtK !== undefined ? s.upassAtK : undefined))
+    for (const [pkg, s] of Object.entries(r.perPackage))
+      lines.push(row(pkg, s.problems, s.passAtK, r.upassAtK !== undefined ? s.upassAtK : undefined))
   }
   lines.push(row(r.perPackage !== undefined ? '**all**' : r.benchmark, r.problems, r.passAtK, r.upassAtK))
   const f = r.failures
-  lines.push('', `failed samples: ${f.syntax_error} syntax error, ${f.exception} exception, ${f.assertion} assertion, ${f.timeout} timeout, ${f.no_code} no code` +
-    ` (${r.programsRun} programs in ${r.seconds.execute.toFixed(1)} s)`, `sandbox: ${r.isolation.summary}`)
+  lines.push(
+    '',
+    `failed samples: ${f.syntax_error} syntax error, ${f.exception} exception, ${f.assertion} assertion, ${f.timeout} timeout, ${f.no_code} no code` +
+      ` (${r.programsRun} programs in ${r.seconds.execute.toFixed(1)} s)`,
+    `sandbox: ${r.isolation.summary}`
+  )
   if (r.missing > 0) lines.push(`${r.missing} problem(s) had no completion and are not scored`)
   const undefinedK = r.k.filter((k) => r.passAtK[String(k)] === null)
-  if (undefinedK.length > 0) lines.push(`pass@k for k = ${undefinedK.join(', ')} is not reported: more than the ${r.samplesPerProblem.max} sample(s) per problem`)
+  if (undefinedK.length > 0)
+    lines.push(`pass@k for k = ${undefinedK.join(', ')} is not reported: more than the ${r.samplesPerProblem.max} sample(s) per problem`)
   return lines.join('\n')
 }

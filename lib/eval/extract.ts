@@ -15,17 +15,17 @@ export interface ExtractedCode {
 const PYTHON_FENCE = /```[ \t]*(?:python3?|py)[ \t]*\r?\n([\s\S]*?)```/i
 const ANY_FENCE = /```[^\n`]*\r?\n([\s\S]*?)```/
 
-function fenced (text: string): string | null {
+function fenced(text: string): string | null {
   const m = PYTHON_FENCE.exec(text) ?? ANY_FENCE.exec(text)
   return m === null ? null : trimBlank(m[1])
 }
 
 /** Removes blank lines at both ends, keeping the indentation of the first code line. */
-function trimBlank (code: string): string {
+function trimBlank(code: string): string {
   return code.replace(/^(?:[ \t]*\r?\n)+/, '').replace(/\s+$/, '') + '\n'
 }
 
-export function extractCode (output: string): ExtractedCode {
+export function extractCode(output: string): ExtractedCode {
   if (typeof output !== 'string') return { code: null, method: 'none' }
   // Only look after the reasoning: a model may quote tags while thinking.
   const thinkEnd = output.lastIndexOf('</think>')

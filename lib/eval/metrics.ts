@@ -10,7 +10,7 @@ import type { RunResult } from './sandbox'
  * there (the usual code returns 1.0 whenever n - c < k, which would score a problem nobody solved as
  * solved when k > n).
  */
-export function passAtK (n: number, c: number, k: number): number | null {
+export function passAtK(n: number, c: number, k: number): number | null {
   if (!Number.isInteger(n) || !Number.isInteger(c) || !Number.isInteger(k) || n < 0 || c < 0 || c > n || k < 1) {
     throw new RangeError(`passAtK needs integers 0 <= c <= n and k >= 1 (n=${n}, c=${c}, k=${k})`)
   }
@@ -22,7 +22,7 @@ export function passAtK (n: number, c: number, k: number): number | null {
 }
 
 /** Mean pass@k over problems; problems where it is undefined (k > n) are left out; null when none is left. */
-export function meanPassAtK (counts: Array<{ n: number, c: number }>, k: number): number | null {
+export function meanPassAtK(counts: Array<{ n: number; c: number }>, k: number): number | null {
   let sum = 0
   let m = 0
   for (const { n, c } of counts) {
@@ -45,28 +45,39 @@ export interface Failure {
 }
 
 /** Why a run failed; null when it passed. */
-export function classifyRun (r: RunResult): Failure | null {
+export function classifyRun(r: RunResult): Failure | null {
   if (r.status === 'ok') return null
-  if (r.status === 'timeout') return { category: 'timeout', errorType: 'timeout', message: `killed at the wall-clock limit after ${Math.round(r.durationMs)} ms` }
+  if (r.status === 'timeout')
+    return { category: 'timeout', errorType: 'timeout', message: `killed at the wall-clock limit after ${Math.round(r.durationMs)} ms` }
   const lines = r.stderr.replace(/\s+$/, '').split('\n')
   // The exception line is the last unindented line of the traceback.
   let last = ''
   for (let i = lines.length - 1; i >= 0; i--) {
-    if (/^[A-Za-z_][\w.]*(:|$)/.test(lines[i])) { last = lines[i]; break }
+    if (/^[A-Za-z_][\w.]*(:|$)/.test(lines[i])) {
+      last = lines[i]
+      break
+    }
   }
   const m = /^([A-Za-z_][\w.]*)(?::|$)/.exec(last)
   const tail = lines.slice(-3).join('\n').slice(-600)
   if (m === null) {
     // Exit status 0 without the launcher's token: the program left early (os._exit(0), sys.exit(0)).
     if (r.exitCode === 0 && r.completed === false) {
-      return { category: 'exception', errorType: 'incomplete', message: 'the program exited with status 0 before it ran to its end (os._exit, sys.exit or SystemExit)' }
+      return {
+        category: 'exception',
+        errorType: 'incomplete',
+        message: 'the program exited with status 0 before it ran to its end (os._exit, sys.exit or SystemExit)'
+      }
     }
     const how = r.signal !== null ? `signal ${r.signal}` : `exit status ${String(r.exitCode)}`
     return { category: 'exception', errorType: how, message: tail === '' ? `the program ended with ${how} and no traceback` : tail }
   }
   const name = m[1].split('.').pop() as string
-  const category: FailureCategory = name === 'SyntaxError' || name === 'IndentationError' || name === 'TabError'
-    ? 'syntax_error'
-    : name === 'AssertionError' ? 'assertion' : 'exception'
-  return { category, errorType: name, message: last.length > 600 ? last.slice(0, 600) + '…' : (category === 'syntax_error' ? tail : last) }
+  const category: FailureCategory =
+    name === 'SyntaxError' || name === 'IndentationError' || name === 'TabError'
+      ? 'syntax_error'
+      : name === 'AssertionError'
+        ? 'assertion'
+        : 'exception'
+  return { category, errorType: name, message: last.length > 600 ? last.slice(0, 600) + '…' : category === 'syntax_error' ? tail : last }
 }

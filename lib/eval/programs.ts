@@ -14,25 +14,28 @@ import { testFunctionName } from '../data/codeupdatearena'
 import type { HumanEvalProblem } from '../data/humaneval'
 import type { ExtractedCode } from './extract'
 
-function section (code: string, title: string): string {
+function section(code: string, title: string): string {
   const bar = '#'.repeat(10)
   return `${bar} Start: ${title} ${bar}\n${code}\n${bar}  End : ${title} ${bar}`
 }
 
 /** Top-level function names defined in a source text, in order. */
-function topLevelDefs (source: string): string[] {
+function topLevelDefs(source: string): string[] {
   return [...source.matchAll(/^(?:async\s+)?def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(/gm)].map((m) => m[1])
 }
 
 /** The name the update gives the function: from the new signature, checked against the implementation. */
-export function updatedFunctionName (update: CodeUpdateArenaUpdate): string {
+export function updatedFunctionName(update: CodeUpdateArenaUpdate): string {
   const defs = topLevelDefs(update.implementation)
   const sig = /^\s*(?:def\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*\(/.exec(update.signature)
-  const fromSignature = sig === null ? null : sig[1].split('.').pop() as string
+  const fromSignature = sig === null ? null : (sig[1].split('.').pop() as string)
   if (fromSignature !== null && defs.includes(fromSignature)) return fromSignature
   if (defs.length === 1) return defs[0]
   if (fromSignature !== null) return fromSignature
-  throw new RecodeError('ERR_DATA', `update ${update.updateId}: cannot tell which function the implementation defines (signature '${update.signature}')`)
+  throw new RecodeError(
+    'ERR_DATA',
+    `update ${update.updateId}: cannot tell which function the implementation defines (signature '${update.signature}')`
+  )
 }
 
 /**
@@ -40,12 +43,13 @@ export function updatedFunctionName (update: CodeUpdateArenaUpdate): string {
  * package attribute is replaced (`math.sin = sin`); a rename deletes the old attribute and sets the new
  * one; an added function is set on the parent.
  */
-export function updateInstallStatements (update: CodeUpdateArenaUpdate): string[] {
+export function updateInstallStatements(update: CodeUpdateArenaUpdate): string[] {
   const parts = update.updateType.split('-')
   const [action, place] = parts
   const aspect = parts.slice(2).join('-') || 'null'
   const pathParts = update.functionPath.split('.')
-  if (pathParts.length < 2) throw new RecodeError('ERR_DATA', `update ${update.updateId}: function_path '${update.functionPath}' has no package part`)
+  if (pathParts.length < 2)
+    throw new RecodeError('ERR_DATA', `update ${update.updateId}: function_path '${update.functionPath}' has no package part`)
   const parent = pathParts.slice(0, -1).join('.')
   const oldName = pathParts[pathParts.length - 1]
   const newName = updatedFunctionName(update)
@@ -72,7 +76,7 @@ export interface ArenaProgram {
 }
 
 /** One program per unit test, with (default) or without the update installed. */
-export function codeUpdateArenaPrograms (problem: CodeUpdateArenaProblem, solution: string, withUpdate = true): ArenaProgram[] {
+export function codeUpdateArenaPrograms(problem: CodeUpdateArenaProblem, solution: string, withUpdate = true): ArenaProgram[] {
   const install = updateInstallStatements(problem.update).join('\n')
   return problem.unitTests.map((test, testIndex) => {
     const testName = testFunctionName(test)
@@ -94,7 +98,7 @@ export function codeUpdateArenaPrograms (problem: CodeUpdateArenaProblem, soluti
  * extracted from a fenced answer that defines the entry point is appended after the prompt, so the
  * prompt's imports and helper functions stay available and the answer's definition wins.
  */
-export function humanEvalProgram (problem: HumanEvalProblem, completion: string, extracted: ExtractedCode): string {
+export function humanEvalProgram(problem: HumanEvalProblem, completion: string, extracted: ExtractedCode): string {
   let body: string
   if (extracted.method === 'bare') {
     body = problem.prompt + completion

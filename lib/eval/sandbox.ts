@@ -137,9 +137,28 @@ const DEFAULT_OUTPUT = 64 * 1024
 const NOBODY = 65534
 const PROBE_NPROC = 8
 const SYSTEM_ROOTS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']
-const ETC_FILES = ['passwd', 'group', 'hosts', 'nsswitch.conf', 'host.conf', 'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d',
-  'localtime', 'timezone', 'alternatives', 'mime.types', 'protocols', 'services', 'os-release',
-  'debian_version', 'matplotlibrc', 'fonts', 'gai.conf', 'locale.alias']
+const ETC_FILES = [
+  'passwd',
+  'group',
+  'hosts',
+  'nsswitch.conf',
+  'host.conf',
+  'ld.so.cache',
+  'ld.so.conf',
+  'ld.so.conf.d',
+  'localtime',
+  'timezone',
+  'alternatives',
+  'mime.types',
+  'protocols',
+  'services',
+  'os-release',
+  'debian_version',
+  'matplotlibrc',
+  'fonts',
+  'gai.conf',
+  'locale.alias'
+]
 
 // Stdin carries one JSON line (token, limits, modules to preimport) and then the program, which the
 // launcher writes to program.py in its working folder. The token is written to fd 3 only after the
@@ -206,7 +225,7 @@ interface Plan {
 
 const plans = new Map<string, Plan>()
 
-function which (cmd: string): string | null {
+function which(cmd: string): string | null {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(path.delimiter)) {
     if (dir === '') continue
     const p = path.join(dir, cmd)
@@ -222,19 +241,22 @@ function which (cmd: string): string | null {
   return null
 }
 
-function isUnder (p: string, root: string): boolean {
+function isUnder(p: string, root: string): boolean {
   return p === root || p.startsWith(root === '/' ? '/' : root + '/')
 }
 
-function checkInt (name: string, v: unknown, min: number, max: number, integer = true): number {
+function checkInt(name: string, v: unknown, min: number, max: number, integer = true): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min || v > max) {
-    throw new RecodeError('ERR_INVALID_ARG', `sandbox option ${name} must be a${integer ? 'n integer' : ' number'} from ${min} to ${max}, got ${String(v)}`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `sandbox option ${name} must be a${integer ? 'n integer' : ' number'} from ${min} to ${max}, got ${String(v)}`
+    )
   }
   return v
 }
 
 /** The limits of one run, range-checked (a bad value never switches a limit off). */
-function limitsOf (options: SandboxOptions): Limits {
+function limitsOf(options: SandboxOptions): Limits {
   return {
     timeoutMs: checkInt('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1, MAX_TIMEOUT_MS, false),
     memory: checkInt('memoryBytes', options.memoryBytes ?? DEFAULT_MEMORY, MIN_MEMORY, Number.MAX_SAFE_INTEGER),
@@ -245,12 +267,12 @@ function limitsOf (options: SandboxOptions): Limits {
 }
 
 /** Bytes of each private tmpfs (/tmp, /dev/shm): an eighth of the memory budget, whole pages. */
-function tmpfsBytes (memory: number): number {
+function tmpfsBytes(memory: number): number {
   return Math.max(4096, Math.floor(memory / 8 / 4096) * 4096)
 }
 
 /** RLIMIT_AS: what is left of the memory budget after both tmpfs. */
-function addressSpace (memory: number, full: boolean): number {
+function addressSpace(memory: number, full: boolean): number {
   return full ? memory - 2 * tmpfsBytes(memory) : memory
 }
 
@@ -274,12 +296,12 @@ const INSTALL_PROBE = [
   '    "path": sys.path, "paths": [v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")], "maps": sorted(maps)}))'
 ].join('\n')
 
-function describeExit (res: ReturnType<typeof spawnSync>): string {
+function describeExit(res: ReturnType<typeof spawnSync>): string {
   if (res.error !== undefined) return res.error.message
   return exitReason(res.status, res.signal, String(res.stderr ?? ''))
 }
 
-function findInstallation (python: string): Installation {
+function findInstallation(python: string): Installation {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-probe-'))
   let res
   try {
@@ -289,9 +311,11 @@ function findInstallation (python: string): Installation {
   } finally {
     removeDir(home)
   }
-  let parsed: { executable: string, prefixes: string[], path: string[], paths: string[], maps: string[] } | undefined
+  let parsed: { executable: string; prefixes: string[]; path: string[]; paths: string[]; maps: string[] } | undefined
   if (res.error === undefined && res.status === 0) {
-    try { parsed = JSON.parse(res.stdout.trim().split('\n').pop() ?? '') } catch {}
+    try {
+      parsed = JSON.parse(res.stdout.trim().split('\n').pop() ?? '')
+    } catch {}
   }
   if (parsed === undefined || typeof parsed.executable !== 'string') {
     const why = res.error === undefined && res.status === 0 ? `it printed ${JSON.stringify(res.stdout.slice(0, 200))}` : describeExit(res)
@@ -299,8 +323,16 @@ function findInstallation (python: string): Installation {
   }
   const executable = parsed.executable !== '' ? parsed.executable : python
   // Folders too broad to show whole (they hold more than the installation): their parts are bound instead.
-  const broad = (p: string): boolean => p === '/' || p === '/tmp' || p === os.homedir() || isUnder(process.cwd(), p) ||
-    isUnder(p, '/proc') || isUnder(p, '/dev') || isUnder(p, '/sys') || isUnder(p, '/run') || isUnder(p, '/etc')
+  const broad = (p: string): boolean =>
+    p === '/' ||
+    p === '/tmp' ||
+    p === os.homedir() ||
+    isUnder(process.cwd(), p) ||
+    isUnder(p, '/proc') ||
+    isUnder(p, '/dev') ||
+    isUnder(p, '/sys') ||
+    isUnder(p, '/run') ||
+    isUnder(p, '/etc')
   const visible = (p: string): boolean => SYSTEM_ROOTS.some((r) => isUnder(p, r))
   const prefixes = [...new Set(parsed.prefixes.filter((p) => typeof p === 'string' && path.isAbsolute(p) && !broad(p)))]
   const wanted = new Set<string>(prefixes)
@@ -309,7 +341,11 @@ function findInstallation (python: string): Installation {
   for (let i = 0; i < 40; i++) {
     wanted.add(path.dirname(hop))
     let target: string
-    try { target = fs.readlinkSync(hop) } catch { break }
+    try {
+      target = fs.readlinkSync(hop)
+    } catch {
+      break
+    }
     hop = path.resolve(path.dirname(hop), target)
   }
   wanted.add(path.dirname(fs.realpathSync(executable)))
@@ -331,18 +367,28 @@ function findInstallation (python: string): Installation {
 // ---------------------------------------------------------------------------------------------------
 // Plans: how to start the interpreter for each kind of isolation.
 
-function bwrapPlanArgs (bwrap: string, inst: Installation, asRoot: { setpriv: string, unshare: string } | null): (limits: Limits) => string[] {
+function bwrapPlanArgs(
+  bwrap: string,
+  inst: Installation,
+  asRoot: { setpriv: string; unshare: string } | null
+): (limits: Limits) => string[] {
   const fixed: string[] = []
   for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
     const p = '/' + name
     let st
-    try { st = fs.lstatSync(p) } catch { continue }
+    try {
+      st = fs.lstatSync(p)
+    } catch {
+      continue
+    }
     if (st.isSymbolicLink()) fixed.push('--symlink', fs.readlinkSync(p), p)
     else if (st.isDirectory()) fixed.push('--ro-bind', p, p)
   }
   fixed.push('--ro-bind', '/usr', '/usr', '--perms', '0755', '--dir', '/etc')
   const etc = [...ETC_FILES]
-  try { for (const e of fs.readdirSync('/etc')) if (/^python3/.test(e)) etc.push(e) } catch {}
+  try {
+    for (const e of fs.readdirSync('/etc')) if (/^python3/.test(e)) etc.push(e)
+  } catch {}
   for (const e of etc) fixed.push('--ro-bind-try', `/etc/${e}`, `/etc/${e}`)
   fixed.push('--proc', '/proc', '--dev', '/dev', '--ro-bind-try', '/sys/devices/system/cpu', '/sys/devices/system/cpu')
   // The installation at its own path, after the private /tmp (an interpreter may live under /tmp); the
@@ -359,25 +405,70 @@ function bwrapPlanArgs (bwrap: string, inst: Installation, asRoot: { setpriv: st
     }
     install.push('--ro-bind', b, b)
   }
-  const namespaces = asRoot === null
-    ? ['--unshare-all', '--unshare-user', '--disable-userns']
-    : ['--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try']
-  const tail = asRoot === null
-    ? []
-    : [asRoot.setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--bounding-set=-all', '--inh-caps=-all', '--no-new-privs', '--',
-        asRoot.unshare, '--user', `--map-user=${NOBODY}`, `--map-group=${NOBODY}`, '--']
+  const namespaces =
+    asRoot === null
+      ? ['--unshare-all', '--unshare-user', '--disable-userns']
+      : ['--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--unshare-cgroup-try']
+  const tail =
+    asRoot === null
+      ? []
+      : [
+          asRoot.setpriv,
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          '--clear-groups',
+          '--bounding-set=-all',
+          '--inh-caps=-all',
+          '--no-new-privs',
+          '--',
+          asRoot.unshare,
+          '--user',
+          `--map-user=${NOBODY}`,
+          `--map-group=${NOBODY}`,
+          '--'
+        ]
   return (limits) => {
     const size = String(tmpfsBytes(limits.memory))
-    return [bwrap, ...namespaces, '--die-with-parent', '--new-session', ...fixed,
-      '--perms', '1777', '--size', size, '--tmpfs', '/tmp',
-      '--perms', '1777', '--size', size, '--tmpfs', '/dev/shm',
+    return [
+      bwrap,
+      ...namespaces,
+      '--die-with-parent',
+      '--new-session',
+      ...fixed,
+      '--perms',
+      '1777',
+      '--size',
+      size,
+      '--tmpfs',
+      '/tmp',
+      '--perms',
+      '1777',
+      '--size',
+      size,
+      '--tmpfs',
+      '/dev/shm',
       ...install,
-      '--remount-ro', '/', '--chdir', '/tmp', '--', ...tail]
+      '--remount-ro',
+      '/',
+      '--chdir',
+      '/tmp',
+      '--',
+      ...tail
+    ]
   }
 }
 
-function dropArgs (setpriv: string): string[] {
-  return [setpriv, `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--bounding-set=-all', '--inh-caps=-all', '--no-new-privs', '--']
+function dropArgs(setpriv: string): string[] {
+  return [
+    setpriv,
+    `--reuid=${NOBODY}`,
+    `--regid=${NOBODY}`,
+    '--clear-groups',
+    '--bounding-set=-all',
+    '--inh-caps=-all',
+    '--no-new-privs',
+    '--'
+  ]
 }
 
 const PROBE_SOURCE = (hidden: string[]): string => `
@@ -436,12 +527,15 @@ print(json.dumps(r))
 `
 
 /** Host paths the program must not see: a fresh file in the host's temp folder, shadow, root's and the working folder's files. */
-function hiddenPaths (inst: Installation, marker: string): string[] {
+function hiddenPaths(inst: Installation, marker: string): string[] {
   const out = [marker, '/etc/shadow', '/run', '/var']
   const exposed = (p: string): boolean => inst.binds.some((b) => isUnder(b, p) || isUnder(p, b))
   for (const dir of [os.homedir(), process.cwd()]) {
     try {
-      const entry = fs.readdirSync(dir).map((e) => path.join(dir, e)).find((p) => !exposed(p))
+      const entry = fs
+        .readdirSync(dir)
+        .map((e) => path.join(dir, e))
+        .find((p) => !exposed(p))
       if (entry !== undefined) out.push(entry)
     } catch {}
   }
@@ -449,7 +543,7 @@ function hiddenPaths (inst: Installation, marker: string): string[] {
 }
 
 /** Runs the probe under a plan; the measured protections, or why the plan does not work here. */
-function tryPlan (plan: Plan, inst: Installation): { protections: Protections } | { failure: string } {
+function tryPlan(plan: Plan, inst: Installation): { protections: Protections } | { failure: string } {
   const marker = path.join(os.tmpdir(), `recode-probe-${process.pid}-${crypto.randomBytes(6).toString('hex')}`)
   fs.writeFileSync(marker, '')
   const dir = plan.hostDir ? makePrivateDir(plan.dirOwner) : null
@@ -458,7 +552,14 @@ function tryPlan (plan: Plan, inst: Installation): { protections: Protections } 
     const token = crypto.randomBytes(24).toString('hex')
     const input = launcherInput(token, limits, [], PROBE_SOURCE(hiddenPaths(inst, marker)), plan.kind === 'bwrap')
     const argv = [...plan.prefix(limits, dir), plan.python, '-B', '-c', LAUNCHER]
-    const res = spawnSync(argv[0], argv.slice(1), { cwd: dir ?? '/', env: baseEnv(dir, {}, plan), input, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], encoding: 'utf8', timeout: 60000 })
+    const res = spawnSync(argv[0], argv.slice(1), {
+      cwd: dir ?? '/',
+      env: baseEnv(dir, {}, plan),
+      input,
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+      encoding: 'utf8',
+      timeout: 60000
+    })
     if (res.error !== undefined) return { failure: res.error.message }
     const completed = String(res.output[3] ?? '') === token
     if (res.status !== 0 || !completed) {
@@ -466,14 +567,19 @@ function tryPlan (plan: Plan, inst: Installation): { protections: Protections } 
       return { failure: out !== '' ? out : `exit status ${String(res.status)}${completed ? '' : ', no completion token'}` }
     }
     let r: any
-    try { r = JSON.parse(String(res.stdout).trim().split('\n').pop() ?? '') } catch { return { failure: `unreadable probe output ${JSON.stringify(String(res.stdout).slice(0, 200))}` } }
+    try {
+      r = JSON.parse(String(res.stdout).trim().split('\n').pop() ?? '')
+    } catch {
+      return { failure: `unreadable probe output ${JSON.stringify(String(res.stdout).slice(0, 200))}` }
+    }
     // uid_map names the uid in the parent namespace. As root that is the host (setpriv, then one user
     // namespace); otherwise bwrap may nest namespaces, but an unprivileged caller can only map itself.
     const map = Array.isArray(r.uidMap) && r.uidMap.length === 3 ? r.uidMap.map(Number) : null
     const outside = map !== null && r.uid >= map[0] && r.uid < map[0] + map[2] ? map[1] + r.uid - map[0] : null
     const caller = typeof process.getuid === 'function' ? process.getuid() : null
     const hostUid = caller === 0 ? outside : caller
-    const tmpfs = (v: unknown): number | null => typeof v === 'number' && plan.kind === 'bwrap' && v > 0 && v <= tmpfsBytes(limits.memory) + 8192 ? v : null
+    const tmpfs = (v: unknown): number | null =>
+      typeof v === 'number' && plan.kind === 'bwrap' && v > 0 && v <= tmpfsBytes(limits.memory) + 8192 ? v : null
     return {
       protections: {
         uid: r.uid,
@@ -497,7 +603,7 @@ function tryPlan (plan: Plan, inst: Installation): { protections: Protections } 
 }
 
 /** The protections of the full sandbox that `p` lacks, in words. */
-function missingOf (p: Protections): string[] {
+function missingOf(p: Protections): string[] {
   const m: string[] = []
   if (p.hostUid === null || p.hostUid === 0) m.push('an unprivileged host uid')
   if (!p.noNewPrivileges) m.push('no_new_privs')
@@ -512,12 +618,12 @@ function missingOf (p: Protections): string[] {
   return m
 }
 
-function mib (b: number): string {
+function mib(b: number): string {
   return b >= 2 ** 30 && b % 2 ** 30 === 0 ? `${b / 2 ** 30} GiB` : `${Math.round(b / 2 ** 20)} MiB`
 }
 
 /** One line: which protections hold for this isolation with these options' limits. */
-export function describeIsolation (info: IsolationInfo, options: SandboxOptions = {}): string {
+export function describeIsolation(info: IsolationInfo, options: SandboxOptions = {}): string {
   options = optionsArg(options, 'describeIsolation')
   const l = limitsOf(options)
   const p = info.protections
@@ -530,7 +636,9 @@ export function describeIsolation (info: IsolationInfo, options: SandboxOptions 
     p.networkIsolated ? 'network isolated' : 'network NOT isolated',
     p.pidNamespace ? 'own pid namespace' : 'host pids visible',
     p.minimalFilesystem ? 'filesystem: system folders, minimal /etc and the interpreter, read-only' : 'host filesystem visible',
-    p.tmpBytes !== null && p.shmBytes !== null ? `private /tmp and /dev/shm of ${mib(tmpfsBytes(l.memory))} each` : 'host /tmp and /dev/shm shared, not size-limited',
+    p.tmpBytes !== null && p.shmBytes !== null
+      ? `private /tmp and /dev/shm of ${mib(tmpfsBytes(l.memory))} each`
+      : 'host /tmp and /dev/shm shared, not size-limited',
     `address space ${mib(addressSpace(l.memory, full))}${full ? ` (${mib(l.memory)} in all)` : ''}${p.memoryLimit ? '' : ' NOT enforced'}`,
     `${l.nproc} processes${p.processLimit ? '' : ' (NOT enforced)'}`,
     `files up to ${mib(l.fsize)}`,
@@ -545,12 +653,13 @@ export function describeIsolation (info: IsolationInfo, options: SandboxOptions 
  * allowed, ERR_SANDBOX when nothing works without uid 0 or capabilities, ERR_PYTHON when the
  * interpreter does not start.
  */
-export function probeIsolation (python?: string, requested: 'auto' | IsolationKind = 'auto', allowWeakIsolation = false): IsolationInfo {
+export function probeIsolation(python?: string, requested: 'auto' | IsolationKind = 'auto', allowWeakIsolation = false): IsolationInfo {
   return planFor(python, requested, allowWeakIsolation).info
 }
 
-function planFor (python: string | undefined, requested: 'auto' | IsolationKind, allowWeak: boolean): Plan {
-  if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(requested)) throw new RecodeError('ERR_INVALID_ARG', `sandbox option isolation must be auto, bwrap, unshare or rlimits, got '${String(requested)}'`)
+function planFor(python: string | undefined, requested: 'auto' | IsolationKind, allowWeak: boolean): Plan {
+  if (!['auto', 'bwrap', 'unshare', 'rlimits'].includes(requested))
+    throw new RecodeError('ERR_INVALID_ARG', `sandbox option isolation must be auto, bwrap, unshare or rlimits, got '${String(requested)}'`)
   const exe = resolvePython(python)
   const key = `${exe}\0${requested}\0${allowWeak ? 1 : 0}`
   const cached = plans.get(key)
@@ -561,29 +670,54 @@ function planFor (python: string | undefined, requested: 'auto' | IsolationKind,
   const unshare = which('unshare')
   const setpriv = which('setpriv')
   const fallbacks: string[] = []
-  const candidates: Array<{ kind: IsolationKind, prefix: Plan['prefix'], hostDir: boolean }> = []
+  const candidates: Array<{ kind: IsolationKind; prefix: Plan['prefix']; hostDir: boolean }> = []
   const want = (k: IsolationKind): boolean => requested === 'auto' || requested === k
   if (want('bwrap')) {
     if (bwrap === null) fallbacks.push('bwrap not found on PATH')
-    else if (isRoot && (setpriv === null || unshare === null)) fallbacks.push('running as root, bwrap needs setpriv and unshare (util-linux) to drop to uid 65534')
+    else if (isRoot && (setpriv === null || unshare === null))
+      fallbacks.push('running as root, bwrap needs setpriv and unshare (util-linux) to drop to uid 65534')
     else {
       const args = bwrapPlanArgs(bwrap, inst, isRoot ? { setpriv: setpriv as string, unshare: unshare as string } : null)
       candidates.push({ kind: 'bwrap', prefix: (l) => args(l), hostDir: false })
     }
   }
   const drop = isRoot && setpriv !== null ? dropArgs(setpriv) : []
-  if (isRoot && setpriv === null && (want('unshare') || want('rlimits'))) fallbacks.push('running as root and setpriv not found: cannot drop to an unprivileged uid')
-  const uid = isRoot ? NOBODY : (typeof process.getuid === 'function' ? process.getuid() : 0)
-  const gid = isRoot ? NOBODY : (typeof process.getgid === 'function' ? process.getgid() : 0)
+  if (isRoot && setpriv === null && (want('unshare') || want('rlimits')))
+    fallbacks.push('running as root and setpriv not found: cannot drop to an unprivileged uid')
+  const uid = isRoot ? NOBODY : typeof process.getuid === 'function' ? process.getuid() : 0
+  const gid = isRoot ? NOBODY : typeof process.getgid === 'function' ? process.getgid() : 0
   if (want('unshare') && (!isRoot || setpriv !== null)) {
     if (unshare === null) fallbacks.push('unshare not found on PATH')
-    else candidates.push({ kind: 'unshare', prefix: () => [...drop, unshare, '--user', `--map-user=${uid}`, `--map-group=${gid}`, '--net', '--pid', '--fork', '--kill-child', '--'], hostDir: true })
+    else
+      candidates.push({
+        kind: 'unshare',
+        prefix: () => [
+          ...drop,
+          unshare,
+          '--user',
+          `--map-user=${uid}`,
+          `--map-group=${gid}`,
+          '--net',
+          '--pid',
+          '--fork',
+          '--kill-child',
+          '--'
+        ],
+        hostDir: true
+      })
   }
   if (want('rlimits') && (!isRoot || setpriv !== null)) candidates.push({ kind: 'rlimits', prefix: () => drop, hostDir: true })
 
   let weakest: string | null = null
   for (const c of candidates) {
-    const plan: Plan = { kind: c.kind, prefix: c.prefix, hostDir: c.hostDir, dirOwner: isRoot ? NOBODY : null, python: inst.executable, info: undefined as unknown as IsolationInfo }
+    const plan: Plan = {
+      kind: c.kind,
+      prefix: c.prefix,
+      hostDir: c.hostDir,
+      dirOwner: isRoot ? NOBODY : null,
+      python: inst.executable,
+      info: undefined as unknown as IsolationInfo
+    }
     const res = tryPlan(plan, inst)
     if ('failure' in res) {
       fallbacks.push(`${c.kind} does not work here: ${res.failure}`)
@@ -599,7 +733,9 @@ function planFor (python: string | undefined, requested: 'auto' | IsolationKind,
       kind: c.kind,
       python: inst.executable,
       network: p.networkIsolated ? 'isolated' : 'host',
-      filesystem: p.minimalFilesystem ? 'minimal read-only view; private /tmp and /dev/shm' : 'host filesystem, writable where the uid may write',
+      filesystem: p.minimalFilesystem
+        ? 'minimal read-only view; private /tmp and /dev/shm'
+        : 'host filesystem, writable where the uid may write',
       processLimit: p.processLimit,
       uid: p.uid,
       protections: p,
@@ -618,14 +754,20 @@ function planFor (python: string | undefined, requested: 'auto' | IsolationKind,
     return plan
   }
   if (weakest !== null) {
-    throw new RecodeError('ERR_SANDBOX_WEAK', `the sandbox for ${inst.executable} would be weaker than full isolation here (${fallbacks.join('; ')}); ` +
-      'pass allowWeakIsolation (recode eval --allow-weak-isolation) to run programs anyway')
+    throw new RecodeError(
+      'ERR_SANDBOX_WEAK',
+      `the sandbox for ${inst.executable} would be weaker than full isolation here (${fallbacks.join('; ')}); ` +
+        'pass allowWeakIsolation (recode eval --allow-weak-isolation) to run programs anyway'
+    )
   }
-  throw new RecodeError('ERR_SANDBOX', `no usable sandbox for ${inst.executable}${requested !== 'auto' ? ` with isolation '${requested}'` : ''}: ${fallbacks.join('; ')}`)
+  throw new RecodeError(
+    'ERR_SANDBOX',
+    `no usable sandbox for ${inst.executable}${requested !== 'auto' ? ` with isolation '${requested}'` : ''}: ${fallbacks.join('; ')}`
+  )
 }
 
 /** Environment of a sandboxed program: nothing of the caller's but PYTHONPATH, and `extra`. */
-function baseEnv (dir: string | null, extra: Record<string, string>, plan: Plan | null): NodeJS.ProcessEnv {
+function baseEnv(dir: string | null, extra: Record<string, string>, plan: Plan | null): NodeJS.ProcessEnv {
   const home = plan !== null && !plan.hostDir ? '/tmp' : (dir ?? '/tmp')
   const env: NodeJS.ProcessEnv = {
     PATH: '/usr/local/bin:/usr/bin:/bin',
@@ -651,18 +793,22 @@ function baseEnv (dir: string | null, extra: Record<string, string>, plan: Plan 
   return { ...env, ...extra }
 }
 
-function launcherInput (token: string, l: Limits, preimport: string[], source: string, full: boolean): Buffer {
-  const head = JSON.stringify({ token, limits: [addressSpace(l.memory, full), l.nproc, l.fsize, Math.ceil(l.timeoutMs / 1000) + 1], preimport })
+function launcherInput(token: string, l: Limits, preimport: string[], source: string, full: boolean): Buffer {
+  const head = JSON.stringify({
+    token,
+    limits: [addressSpace(l.memory, full), l.nproc, l.fsize, Math.ceil(l.timeoutMs / 1000) + 1],
+    preimport
+  })
   return Buffer.concat([Buffer.from(head + '\n'), Buffer.from(source, 'utf8')])
 }
 
-function makePrivateDir (owner: number | null): string {
+function makePrivateDir(owner: number | null): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-sandbox-'))
   if (owner !== null) fs.chownSync(dir, owner, owner)
   return dir
 }
 
-function removeDir (dir: string): void {
+function removeDir(dir: string): void {
   try {
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
   } catch {}
@@ -672,21 +818,21 @@ function removeDir (dir: string): void {
 class Tail {
   private chunks: Buffer[] = []
   private size = 0
-  constructor (private readonly limit: number) {}
-  push (b: Buffer): void {
+  constructor(private readonly limit: number) {}
+  push(b: Buffer): void {
     this.chunks.push(b)
     this.size += b.length
     while (this.size - this.chunks[0].length >= this.limit) this.size -= (this.chunks.shift() as Buffer).length
   }
 
-  text (): string {
+  text(): string {
     const all = Buffer.concat(this.chunks)
     return all.subarray(Math.max(0, all.length - this.limit)).toString('utf8')
   }
 }
 
 /** Runs one program (Python source) in a fresh sandboxed interpreter. */
-export function runPython (source: string, options: SandboxOptions = {}, signal?: AbortSignal): Promise<RunResult> {
+export function runPython(source: string, options: SandboxOptions = {}, signal?: AbortSignal): Promise<RunResult> {
   if (typeof source !== 'string') return Promise.reject(new RecodeError('ERR_INVALID_ARG', 'program source must be a string'))
   if (signal?.aborted === true) return Promise.reject(abortError())
   let plan: Plan
@@ -699,13 +845,20 @@ export function runPython (source: string, options: SandboxOptions = {}, signal?
     return Promise.reject(err)
   }
   const preimport = options.preimport ?? []
-  for (const m of preimport) if (typeof m !== 'string' || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(m)) return Promise.reject(new RecodeError('ERR_INVALID_ARG', `preimport: '${String(m)}' is not a module name`))
+  for (const m of preimport)
+    if (typeof m !== 'string' || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(m))
+      return Promise.reject(new RecodeError('ERR_INVALID_ARG', `preimport: '${String(m)}' is not a module name`))
   const dir = plan.hostDir ? makePrivateDir(plan.dirOwner) : null
   const token = crypto.randomBytes(24).toString('hex')
   const argv = [...plan.prefix(limits, dir), plan.python, '-B', '-c', LAUNCHER]
   const started = process.hrtime.bigint()
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { cwd: dir ?? '/', env: baseEnv(dir, options.env ?? {}, plan), stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true })
+    const child = spawn(argv[0], argv.slice(1), {
+      cwd: dir ?? '/',
+      env: baseEnv(dir, options.env ?? {}, plan),
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+      detached: true
+    })
     const stdout = new Tail(limits.output)
     const stderr = new Tail(limits.output)
     let report = Buffer.alloc(0)
@@ -714,17 +867,29 @@ export function runPython (source: string, options: SandboxOptions = {}, signal?
     // The child leads its own process group: killing the group takes every descendant that stayed in it;
     // with namespaces, the pid namespace dies with its first process, taking the rest.
     const killTree = (): void => {
-      try { if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL') } catch {}
-      try { child.kill('SIGKILL') } catch {}
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+      } catch {}
+      try {
+        child.kill('SIGKILL')
+      } catch {}
     }
-    const timer = setTimeout(() => { timedOut = true; killTree() }, limits.timeoutMs)
-    const onAbort = (): void => { aborted = true; killTree() }
+    const timer = setTimeout(() => {
+      timedOut = true
+      killTree()
+    }, limits.timeoutMs)
+    const onAbort = (): void => {
+      aborted = true
+      killTree()
+    }
     signal?.addEventListener('abort', onAbort, { once: true })
     child.stdout?.on('data', (b: Buffer) => stdout.push(b))
     child.stderr?.on('data', (b: Buffer) => stderr.push(b))
     const channel = child.stdio[3] as NodeJS.ReadableStream | null
     // Only the token counts; a program that writes more there can only fail its own run.
-    channel?.on('data', (b: Buffer) => { if (report.length <= 256) report = Buffer.concat([report, b]) })
+    channel?.on('data', (b: Buffer) => {
+      if (report.length <= 256) report = Buffer.concat([report, b])
+    })
     channel?.on('error', () => {})
     child.stdin?.on('error', () => {}) // a sandbox that failed to start; the exit status reports it
     child.stdin?.end(launcherInput(token, limits, preimport, source, plan.kind === 'bwrap'))
@@ -754,8 +919,18 @@ export function runPython (source: string, options: SandboxOptions = {}, signal?
       })
     }
     let done = false
-    child.on('error', (err) => { if (!done) { done = true; finish(null, null, err) } })
-    child.on('close', (code, sig) => { if (!done) { done = true; finish(code, sig) } })
+    child.on('error', (err) => {
+      if (!done) {
+        done = true
+        finish(null, null, err)
+      }
+    })
+    child.on('close', (code, sig) => {
+      if (!done) {
+        done = true
+        finish(code, sig)
+      }
+    })
   })
 }
 
@@ -763,12 +938,16 @@ export interface RunManyOptions extends SandboxOptions {
   /** Programs run at once (default: the number of CPU cores). */
   concurrency?: number
   signal?: AbortSignal
-  onProgress?: (p: { done: number, total: number }) => void
+  onProgress?: (p: { done: number; total: number }) => void
 }
 
 /** Runs many programs, `concurrency` at a time; results in input order. */
-export async function runPrograms (sources: string[], options: RunManyOptions = {}): Promise<RunResult[]> {
-  if (!Array.isArray(sources)) throw new RecodeError('ERR_INVALID_ARG', `runPrograms: sources must be an array of program sources, got ${sources === null ? 'null' : typeof sources}`)
+export async function runPrograms(sources: string[], options: RunManyOptions = {}): Promise<RunResult[]> {
+  if (!Array.isArray(sources))
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `runPrograms: sources must be an array of program sources, got ${sources === null ? 'null' : typeof sources}`
+    )
   options = optionsArg(options, 'runPrograms')
   const concurrency = checkInt('concurrency', options.concurrency ?? defaultConcurrency(), 1, 4096)
   limitsOf(options)
@@ -788,7 +967,7 @@ export async function runPrograms (sources: string[], options: RunManyOptions = 
   return results
 }
 
-export function defaultConcurrency (): number {
+export function defaultConcurrency(): number {
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
 }
 
@@ -796,7 +975,7 @@ export function defaultConcurrency (): number {
  * The line `recode doctor` prints about program isolation: what holds here, and whether evaluation
  * would refuse to run without allowWeakIsolation.
  */
-export function isolationSummary (python?: string): string {
+export function isolationSummary(python?: string): string {
   try {
     const info = probeIsolation(python, 'auto', true)
     if (info.full) return info.summary

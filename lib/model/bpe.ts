@@ -6,7 +6,7 @@
  */
 
 /** GPT-2's reversible byte -> printable character map (bytes that are printable map to themselves). */
-export function bytesToUnicode (): string[] {
+export function bytesToUnicode(): string[] {
   const printable: number[] = []
   for (let b = 33; b <= 126; b++) printable.push(b)
   for (let b = 161; b <= 172; b++) printable.push(b)
@@ -25,7 +25,7 @@ const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+
 export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
 
 /** Learns `numMerges` merges (most frequent adjacent pair first, ties broken by first occurrence). */
-export function learnMerges (corpus: string, numMerges: number): Array<[string, string]> {
+export function learnMerges(corpus: string, numMerges: number): Array<[string, string]> {
   const byteMap = bytesToUnicode()
   const enc = new TextEncoder()
   const counts = new Map<string, number>()
@@ -45,14 +45,21 @@ export function learnMerges (corpus: string, numMerges: number): Array<[string, 
     }
     let best = ''
     let bestCount = 1 // a pair seen once is not worth a token
-    for (const [k, c] of pairs) if (c > bestCount) { best = k; bestCount = c }
+    for (const [k, c] of pairs)
+      if (c > bestCount) {
+        best = k
+        bestCount = c
+      }
     if (best === '') break
     const [a, b] = best.split('\u0000')
     merges.push([a, b])
     words = words.map((w) => {
       const out: string[] = []
       for (let i = 0; i < w.syms.length; i++) {
-        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) { out.push(a + b); i++ } else out.push(w.syms[i])
+        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
+          out.push(a + b)
+          i++
+        } else out.push(w.syms[i])
       }
       return { syms: out, count: w.count }
     })
@@ -66,10 +73,12 @@ export interface BuiltTokenizer {
   specialIds: Record<string, number>
 }
 
-export function buildByteLevelBpe (corpus: string, numMerges: number): BuiltTokenizer {
+export function buildByteLevelBpe(corpus: string, numMerges: number): BuiltTokenizer {
   const byteMap = bytesToUnicode()
   const vocab: Record<string, number> = {}
-  byteMap.forEach((ch, b) => { vocab[ch] = b })
+  byteMap.forEach((ch, b) => {
+    vocab[ch] = b
+  })
   const merges = learnMerges(corpus, numMerges)
   for (const [a, b] of merges) if (vocab[a + b] === undefined) vocab[a + b] = Object.keys(vocab).length
   let next = Object.keys(vocab).length

@@ -21,7 +21,7 @@ export interface NativeModelConfig {
   intermediate: number
   eps: number
   ropeTheta: number
-  ropeScaling: null | { factor: number, lowFreqFactor: number, highFreqFactor: number, originalMaxPosition: number }
+  ropeScaling: null | { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPosition: number }
   tieEmbeddings: boolean
   qkvBias: boolean
   oBias: boolean
@@ -47,12 +47,12 @@ const LIMITS: Record<string, number> = {
   max_position_embeddings: 1 << 24
 }
 
-function modelError (file: string, what: string): RecodeError {
+function modelError(file: string, what: string): RecodeError {
   return new RecodeError('ERR_MODEL', `${file}: ${what}`)
 }
 
 /** Reads and parses a JSON file; missing file or bad JSON -> ERR_MODEL naming the file. */
-export function readJsonFile (file: string): any {
+export function readJsonFile(file: string): any {
   let text: string
   try {
     text = fs.readFileSync(file, 'utf8')
@@ -66,25 +66,34 @@ export function readJsonFile (file: string): any {
   }
 }
 
-export function parseModelConfig (raw: any, file = 'config.json'): NativeModelConfig {
+export function parseModelConfig(raw: any, file = 'config.json'): NativeModelConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw modelError(file, 'must be a JSON object')
   const archs = raw.architectures
-  if (!Array.isArray(archs) || archs.length === 0 || typeof archs[0] !== 'string') throw modelError(file, '"architectures" must be a non-empty list of names')
+  if (!Array.isArray(archs) || archs.length === 0 || typeof archs[0] !== 'string')
+    throw modelError(file, '"architectures" must be a non-empty list of names')
   const arch = ARCHITECTURES[archs[0]]
   if (arch === undefined) {
-    throw modelError(file, `architecture ${JSON.stringify(archs[0])} is not supported (recode runs ${Object.keys(ARCHITECTURES).join(', ')})`)
+    throw modelError(
+      file,
+      `architecture ${JSON.stringify(archs[0])} is not supported (recode runs ${Object.keys(ARCHITECTURES).join(', ')})`
+    )
   }
   // Upper bounds are what the native model accepts (src/node/model_binding.cpp), far above any released
   // model: a value beyond them is a corrupt config.json and is reported against it, not as a bad argument.
   const int = (name: string, fallback?: number): number => {
     const v = raw[name] ?? fallback
     const max = LIMITS[name] ?? Number.MAX_SAFE_INTEGER
-    if (!Number.isInteger(v) || v <= 0 || v > max) throw modelError(file, `"${name}" must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}, got ${JSON.stringify(raw[name])}`)
+    if (!Number.isInteger(v) || v <= 0 || v > max)
+      throw modelError(
+        file,
+        `"${name}" must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}, got ${JSON.stringify(raw[name])}`
+      )
     return v
   }
   const num = (name: string, fallback?: number): number => {
     const v = raw[name] ?? fallback
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw modelError(file, `"${name}" must be a positive number, got ${JSON.stringify(raw[name])}`)
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw modelError(file, `"${name}" must be a positive number, got ${JSON.stringify(raw[name])}`)
     return v
   }
   const bool = (name: string, fallback: boolean): boolean => {
@@ -97,9 +106,11 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
   const hidden = int('hidden_size')
   const heads = int('num_attention_heads')
   const kvHeads = int('num_key_value_heads', heads)
-  if (heads % kvHeads !== 0) throw modelError(file, `"num_attention_heads" (${heads}) must be a multiple of "num_key_value_heads" (${kvHeads})`)
+  if (heads % kvHeads !== 0)
+    throw modelError(file, `"num_attention_heads" (${heads}) must be a multiple of "num_key_value_heads" (${kvHeads})`)
   const headDim = raw.head_dim == null ? hidden / heads : int('head_dim')
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0 || headDim > LIMITS.head_dim) throw modelError(file, `head dim ${headDim} must be an even integer (hidden_size / num_attention_heads, or "head_dim")`)
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0 || headDim > LIMITS.head_dim)
+    throw modelError(file, `head dim ${headDim} must be an even integer (hidden_size / num_attention_heads, or "head_dim")`)
   let ropeScaling: NativeModelConfig['ropeScaling'] = null
   const rs = raw.rope_scaling
   if (rs != null) {
@@ -109,11 +120,18 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
       ropeScaling = null
     } else if (type === 'llama3') {
       const f = (k: string): number => {
-        if (typeof rs[k] !== 'number' || !(rs[k] > 0) || !Number.isFinite(rs[k])) throw modelError(file, `"rope_scaling.${k}" must be a positive number`)
+        if (typeof rs[k] !== 'number' || !(rs[k] > 0) || !Number.isFinite(rs[k]))
+          throw modelError(file, `"rope_scaling.${k}" must be a positive number`)
         return rs[k]
       }
-      ropeScaling = { factor: f('factor'), lowFreqFactor: f('low_freq_factor'), highFreqFactor: f('high_freq_factor'), originalMaxPosition: f('original_max_position_embeddings') }
-      if (ropeScaling.highFreqFactor <= ropeScaling.lowFreqFactor) throw modelError(file, '"rope_scaling.high_freq_factor" must exceed low_freq_factor')
+      ropeScaling = {
+        factor: f('factor'),
+        lowFreqFactor: f('low_freq_factor'),
+        highFreqFactor: f('high_freq_factor'),
+        originalMaxPosition: f('original_max_position_embeddings')
+      }
+      if (ropeScaling.highFreqFactor <= ropeScaling.lowFreqFactor)
+        throw modelError(file, '"rope_scaling.high_freq_factor" must exceed low_freq_factor')
     } else {
       throw modelError(file, `"rope_scaling" type ${JSON.stringify(type)} is not supported (null or llama3)`)
     }
@@ -142,7 +160,7 @@ export function parseModelConfig (raw: any, file = 'config.json'): NativeModelCo
 }
 
 /** EOS ids from generation_config.json (int or list), falling back to config.json's eos_token_id. */
-export function eosIds (dir: string, config: any): number[] {
+export function eosIds(dir: string, config: any): number[] {
   const file = path.join(dir, 'generation_config.json')
   let v: unknown
   if (fs.existsSync(file)) {
@@ -155,20 +173,24 @@ export function eosIds (dir: string, config: any): number[] {
   }
   if (v == null) return []
   const list = Array.isArray(v) ? v : [v]
-  for (const id of list) if (!Number.isInteger(id) || id < 0) throw modelError(file, `eos_token_id must be an integer or a list of integers, got ${JSON.stringify(v)}`)
+  for (const id of list)
+    if (!Number.isInteger(id) || id < 0)
+      throw modelError(file, `eos_token_id must be an integer or a list of integers, got ${JSON.stringify(v)}`)
   return list as number[]
 }
 
 /** The safetensors files of a folder: the shards named by model.safetensors.index.json, else model.safetensors. */
-export function weightFiles (dir: string): { files: string[], weightMap: Map<string, string> | null } {
+export function weightFiles(dir: string): { files: string[]; weightMap: Map<string, string> | null } {
   const index = path.join(dir, 'model.safetensors.index.json')
   if (fs.existsSync(index)) {
     const j = readJsonFile(index)
     const map = j?.weight_map
-    if (map === null || typeof map !== 'object' || Array.isArray(map)) throw modelError(index, '"weight_map" must be an object of tensor name -> file')
+    if (map === null || typeof map !== 'object' || Array.isArray(map))
+      throw modelError(index, '"weight_map" must be an object of tensor name -> file')
     const weightMap = new Map<string, string>()
     for (const [name, f] of Object.entries(map)) {
-      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || !f.endsWith('.safetensors')) throw modelError(index, `weight_map["${name}"] must be a .safetensors file name in the folder, got ${JSON.stringify(f)}`)
+      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || !f.endsWith('.safetensors'))
+        throw modelError(index, `weight_map["${name}"] must be a .safetensors file name in the folder, got ${JSON.stringify(f)}`)
       weightMap.set(name, f)
     }
     const files = [...new Set(weightMap.values())].sort().map((f) => path.join(dir, f))

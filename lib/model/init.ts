@@ -13,22 +13,52 @@ import { writeFloat32Safetensors, type TensorToWrite } from '../safetensors'
 
 export type Preset = 'tiny' | 'small' | 'qwen2.5-0.5b-shape' | 'qwen2.5-1.5b-shape'
 
-interface Dims { hidden: number, layers: number, heads: number, kvHeads: number, headDim: number, intermediate: number, merges: number, vocab?: number, tie: boolean }
+interface Dims {
+  hidden: number
+  layers: number
+  heads: number
+  kvHeads: number
+  headDim: number
+  intermediate: number
+  merges: number
+  vocab?: number
+  tie: boolean
+}
 
 /** tiny: ~0.2M parameters (fast tests); small: ~5M; qwen2.5-0.5b-shape / qwen2.5-1.5b-shape: those models' dimensions (benchmarks). */
 export const PRESETS: Record<Preset, Dims> = {
   tiny: { hidden: 64, layers: 3, heads: 4, kvHeads: 2, headDim: 16, intermediate: 160, merges: 160, tie: false },
   small: { hidden: 256, layers: 6, heads: 8, kvHeads: 2, headDim: 32, intermediate: 768, merges: 4096, tie: false },
-  'qwen2.5-0.5b-shape': { hidden: 896, layers: 24, heads: 14, kvHeads: 2, headDim: 64, intermediate: 4864, merges: 4096, vocab: 151936, tie: true },
-  'qwen2.5-1.5b-shape': { hidden: 1536, layers: 28, heads: 12, kvHeads: 2, headDim: 128, intermediate: 8960, merges: 4096, vocab: 151936, tie: true }
+  'qwen2.5-0.5b-shape': {
+    hidden: 896,
+    layers: 24,
+    heads: 14,
+    kvHeads: 2,
+    headDim: 64,
+    intermediate: 4864,
+    merges: 4096,
+    vocab: 151936,
+    tie: true
+  },
+  'qwen2.5-1.5b-shape': {
+    hidden: 1536,
+    layers: 28,
+    heads: 12,
+    kvHeads: 2,
+    headDim: 128,
+    intermediate: 8960,
+    merges: 4096,
+    vocab: 151936,
+    tie: true
+  }
 }
 
 /** ChatML, as Qwen's templates write it (default system prompt when the conversation has none). */
 export const CHATML_TEMPLATE =
-  "{%- for message in messages %}" +
+  '{%- for message in messages %}' +
   "{%- if loop.first and message['role'] != 'system' %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}" +
   "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}" +
-  "{%- endfor %}" +
+  '{%- endfor %}' +
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 
 export interface InitModelOptions {
@@ -45,7 +75,7 @@ export interface InitModelOptions {
   attentionBias?: boolean
   /** Llama only: biases on gate/up/down (config mlp_bias). */
   mlpBias?: boolean
-  ropeScaling?: null | { factor: number, lowFreqFactor: number, highFreqFactor: number, originalMaxPosition: number }
+  ropeScaling?: null | { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPosition: number }
   ropeTheta?: number
   /** Text the tokenizer's merges are learned from (default: the embedded Python corpus) and how many merges. */
   tokenizerCorpus?: string
@@ -60,7 +90,7 @@ export interface InitModelOptions {
  * A fast reproducible stream of uniform values in [-1, 1) (xorshift128 seeded through splitmix32): weights
  * are uniform with the variance asked for, which keeps writing a 0.5B-parameter model to seconds.
  */
-function uniformStream (seed: number): () => number {
+function uniformStream(seed: number): () => number {
   let s = seed >>> 0
   const split = (): number => {
     s = (s + 0x9e3779b9) >>> 0
@@ -69,10 +99,15 @@ function uniformStream (seed: number): () => number {
     z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0
     return (z ^ (z >>> 16)) >>> 0
   }
-  let x = split() | 1; let y = split(); let z = split(); let w = split()
+  let x = split() | 1
+  let y = split()
+  let z = split()
+  let w = split()
   return () => {
     const t = x ^ (x << 11)
-    x = y; y = z; z = w
+    x = y
+    y = z
+    z = w
     w = (w ^ (w >>> 19) ^ (t ^ (t >>> 8))) >>> 0
     return w / 2147483648 - 1
   }
@@ -82,7 +117,7 @@ function uniformStream (seed: number): () => number {
  * Creates `out` (failing fast where it cannot be created) and refuses one that already holds files unless
  * `force`: init-model writes config.json and model.safetensors, and would otherwise replace a trained model.
  */
-function prepareOutput (out: string, force: boolean): void {
+function prepareOutput(out: string, force: boolean): void {
   let entries: string[] = []
   try {
     entries = fs.readdirSync(out)
@@ -92,17 +127,23 @@ function prepareOutput (out: string, force: boolean): void {
     if (code !== 'ENOENT') throw new RecodeError('ERR_OUTPUT', `init-model: cannot read ${out} (${code ?? (err as Error).message})`)
   }
   if (entries.length > 0 && !force) {
-    throw new RecodeError('ERR_OUTPUT_EXISTS', `init-model: ${out} is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, e.g. ${entries[0]}); choose an empty folder or pass --force (force: true) to overwrite`)
+    throw new RecodeError(
+      'ERR_OUTPUT_EXISTS',
+      `init-model: ${out} is not empty (${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}, e.g. ${entries[0]}); choose an empty folder or pass --force (force: true) to overwrite`
+    )
   }
   makeDir(out, 'init-model')
 }
 
-export function initModel (opts: InitModelOptions): { dir: string, parameters: number, vocabSize: number } {
+export function initModel(opts: InitModelOptions): { dir: string; parameters: number; vocabSize: number } {
   if (opts === null || typeof opts !== 'object') throw invalidArg('initModel: options { preset, arch, out } are required')
-  if (typeof opts.out !== 'string' || opts.out === '') throw invalidArg(`initModel: out must be a folder path, got ${JSON.stringify(opts.out)}`)
+  if (typeof opts.out !== 'string' || opts.out === '')
+    throw invalidArg(`initModel: out must be a folder path, got ${JSON.stringify(opts.out)}`)
   const preset = PRESETS[opts.preset]
-  if (preset === undefined) throw invalidArg(`init-model: preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`)
-  if (!['qwen2', 'llama', 'qwen3'].includes(opts.arch)) throw invalidArg(`init-model: arch must be qwen2, llama or qwen3, got ${JSON.stringify(opts.arch)}`)
+  if (preset === undefined)
+    throw invalidArg(`init-model: preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`)
+  if (!['qwen2', 'llama', 'qwen3'].includes(opts.arch))
+    throw invalidArg(`init-model: arch must be qwen2, llama or qwen3, got ${JSON.stringify(opts.arch)}`)
   const dtype = opts.dtype ?? 'f32'
   if (dtype !== 'f32' && dtype !== 'bf16') throw invalidArg(`init-model: dtype must be bf16 or f32, got ${JSON.stringify(opts.dtype)}`)
   const seed = opts.seed ?? 0
@@ -120,7 +161,8 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
     dims[k] = v
   }
   if (dims.hidden !== preset.hidden && dims.heads * dims.headDim !== dims.hidden) dims.headDim = dims.hidden / dims.heads
-  if (!Number.isInteger(dims.headDim) || dims.headDim % 2 !== 0) throw invalidArg(`init-model: hidden ${dims.hidden} must split into ${dims.heads} heads of an even size`)
+  if (!Number.isInteger(dims.headDim) || dims.headDim % 2 !== 0)
+    throw invalidArg(`init-model: hidden ${dims.hidden} must split into ${dims.heads} heads of an even size`)
   const tok = buildByteLevelBpe(opts.tokenizerCorpus ?? PYTHON_CORPUS, dims.merges)
   const V = Math.max(dims.vocab ?? tok.vocabSize, tok.vocabSize)
   const C = dims.hidden
@@ -195,7 +237,13 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
     rms_norm_eps: 1e-6,
     rope_theta: opts.ropeTheta ?? (opts.arch === 'llama' ? 500000 : 1000000),
     rope_scaling: opts.ropeScaling
-      ? { rope_type: 'llama3', factor: opts.ropeScaling.factor, low_freq_factor: opts.ropeScaling.lowFreqFactor, high_freq_factor: opts.ropeScaling.highFreqFactor, original_max_position_embeddings: opts.ropeScaling.originalMaxPosition }
+      ? {
+          rope_type: 'llama3',
+          factor: opts.ropeScaling.factor,
+          low_freq_factor: opts.ropeScaling.lowFreqFactor,
+          high_freq_factor: opts.ropeScaling.highFreqFactor,
+          original_max_position_embeddings: opts.ropeScaling.originalMaxPosition
+        }
       : null,
     tie_word_embeddings: tie,
     bos_token_id: eot,
@@ -225,9 +273,19 @@ export function initModel (opts: InitModelOptions): { dir: string, parameters: n
     tokenizer_class: 'Qwen2Tokenizer',
     unk_token: null
   }
-  const generationConfig = { bos_token_id: eot, eos_token_id: [eos, eot], pad_token_id: eot, do_sample: true, temperature: 0.7, top_p: 0.8, top_k: 20 }
+  const generationConfig = {
+    bos_token_id: eot,
+    eos_token_id: [eos, eot],
+    pad_token_id: eot,
+    do_sample: true,
+    temperature: 0.7,
+    top_p: 0.8,
+    top_k: 20
+  }
 
-  const writeJson = (name: string, value: unknown): void => { writeFileAtomic(path.join(opts.out, name), JSON.stringify(value, null, 2) + '\n') }
+  const writeJson = (name: string, value: unknown): void => {
+    writeFileAtomic(path.join(opts.out, name), JSON.stringify(value, null, 2) + '\n')
+  }
   writeFloat32Safetensors(path.join(opts.out, 'model.safetensors'), tensors, dtype === 'bf16' ? 'BF16' : 'F32')
   writeJson('config.json', config)
   writeJson('generation_config.json', generationConfig)

@@ -4,8 +4,13 @@
  * The native trainer, which refuses other names, keeps the C++ list.
  */
 export const DECODER_PROJECTION_PARENT: Readonly<Record<string, 'self_attn' | 'mlp'>> = {
-  q_proj: 'self_attn', k_proj: 'self_attn', v_proj: 'self_attn', o_proj: 'self_attn',
-  gate_proj: 'mlp', up_proj: 'mlp', down_proj: 'mlp'
+  q_proj: 'self_attn',
+  k_proj: 'self_attn',
+  v_proj: 'self_attn',
+  o_proj: 'self_attn',
+  gate_proj: 'mlp',
+  up_proj: 'mlp',
+  down_proj: 'mlp'
 }
 
 /** Every decoder projection, in layer order (attention, then MLP). */

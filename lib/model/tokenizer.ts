@@ -19,12 +19,13 @@ export interface ModelTokenizer {
   size: number
 }
 
-export function loadTokenizer (dir: string): ModelTokenizer {
+export function loadTokenizer(dir: string): ModelTokenizer {
   const jsonFile = path.join(dir, 'tokenizer.json')
   const configFile = path.join(dir, 'tokenizer_config.json')
   const tokJson = readJsonFile(jsonFile)
   const tokConfig = readJsonFile(configFile)
-  if (tokJson === null || typeof tokJson !== 'object' || typeof tokJson.model !== 'object') throw new RecodeError('ERR_MODEL', `${jsonFile}: has no "model" section`)
+  if (tokJson === null || typeof tokJson !== 'object' || typeof tokJson.model !== 'object')
+    throw new RecodeError('ERR_MODEL', `${jsonFile}: has no "model" section`)
   let tok: Tokenizer
   try {
     tok = new Tokenizer(tokJson, tokConfig)
@@ -39,7 +40,9 @@ export function loadTokenizer (dir: string): ModelTokenizer {
     // ids the tokenizer lacks (a model's vocab_size may exceed the tokenizer's, as Qwen's does) decode to nothing
     decode: (ids, options = {}) => {
       const known = ids.filter((id) => id < size)
-      return known.length === 0 ? '' : tok.decode(known, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false })
+      return known.length === 0
+        ? ''
+        : tok.decode(known, { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false })
     },
     tokenToId: (t) => tok.token_to_id(t),
     config: tokConfig,

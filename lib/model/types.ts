@@ -26,7 +26,7 @@ export interface GenerateOptions {
    * so a batch split into pieces (data-parallel ranks) samples what the whole batch would. */
   firstRow?: number
   signal?: AbortSignal
-  onProgress?: (p: { done: number, total: number, generatedTokens: number }) => void
+  onProgress?: (p: { done: number; total: number; generatedTokens: number }) => void
 }
 
 export interface Generation {
@@ -40,7 +40,7 @@ export interface Generation {
 
 export interface LanguageModel {
   /** Renders chat messages with the model's chat template; with continueFinalMessage the text ends inside the last (assistant) message, ready to be continued. */
-  renderChat: (messages: ChatMessage[], options?: { continueFinalMessage?: boolean, addGenerationPrompt?: boolean }) => string
+  renderChat: (messages: ChatMessage[], options?: { continueFinalMessage?: boolean; addGenerationPrompt?: boolean }) => string
   /** One entry per prompt, each with `n` samples. Prompts are already-rendered text. */
   generate: (prompts: string[], options?: GenerateOptions) => Promise<Generation[][]>
   dispose: () => void

@@ -33,7 +33,7 @@ export interface RewardOptions {
 export const DEFAULT_MAX_REWARD_CHARS = 1 << 20
 
 /** The cap from options (validated), for callers that check their inputs before scoring. */
-export function rewardMaxChars (options: RewardOptions, what: string): number {
+export function rewardMaxChars(options: RewardOptions, what: string): number {
   const cap = options.maxChars ?? DEFAULT_MAX_REWARD_CHARS
   if (typeof cap !== 'number' || !(cap === Infinity || (Number.isInteger(cap) && cap >= 1))) {
     throw new RecodeError('ERR_INVALID_ARG', `${what}: maxChars must be a positive integer or Infinity, got ${String(cap)}`)
@@ -41,11 +41,14 @@ export function rewardMaxChars (options: RewardOptions, what: string): number {
   return cap
 }
 
-function checkLengths (xs: string[], name: string, cap: number, what: string): void {
+function checkLengths(xs: string[], name: string, cap: number, what: string): void {
   if (cap === Infinity) return
   for (let i = 0; i < xs.length; i++) {
     if (xs[i].length > cap) {
-      throw new RecodeError('ERR_INVALID_ARG', `${what}: ${name}[${i}] is ${xs[i].length} characters, above the cap of ${cap} (maxChars; the edit distance grows with the product of the lengths)`)
+      throw new RecodeError(
+        'ERR_INVALID_ARG',
+        `${what}: ${name}[${i}] is ${xs[i].length} characters, above the cap of ${cap} (maxChars; the edit distance grows with the product of the lengths)`
+      )
     }
   }
 }
@@ -72,27 +75,30 @@ const NO_CODE = -2.0
 /** Completions normalised between two hand-offs to the python workers. */
 const TEXT_CHUNK = 256
 
-function checkStrings (xs: unknown, name: string, what: string): asserts xs is string[] {
+function checkStrings(xs: unknown, name: string, what: string): asserts xs is string[] {
   if (!Array.isArray(xs)) throw new RecodeError('ERR_INVALID_ARG', `${what}: ${name} must be an array of strings`)
   for (let i = 0; i < xs.length; i++) {
     if (typeof xs[i] !== 'string') throw new RecodeError('ERR_INVALID_ARG', `${what}: ${name}[${i}] is not a string (got ${typeof xs[i]})`)
   }
 }
 
-function checkPairs (completions: unknown, targets: unknown, what: string): void {
+function checkPairs(completions: unknown, targets: unknown, what: string): void {
   checkStrings(completions, 'completions', what)
   checkStrings(targets, 'targets', what)
   if ((completions as string[]).length !== (targets as string[]).length) {
-    throw new RecodeError('ERR_INVALID_ARG', `${what}: ${(completions as string[]).length} completions but ${(targets as string[]).length} targets`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `${what}: ${(completions as string[]).length} completions but ${(targets as string[]).length} targets`
+    )
   }
 }
 
 /** Format reward per completion: +1 / -1 ('<think>' is prepended: the prompt ended inside it). */
-export async function format (completions: string[]): Promise<Float64Array> {
+export async function format(completions: string[]): Promise<Float64Array> {
   return formatSync(completions)
 }
 
-export function formatSync (completions: string[]): Float64Array {
+export function formatSync(completions: string[]): Float64Array {
   checkStrings(completions, 'completions', 'rewards.format')
   const out = new Float64Array(completions.length)
   for (let i = 0; i < completions.length; i++) out[i] = formatOk(completions[i]) ? 1 : -1
@@ -103,11 +109,17 @@ export function formatSync (completions: string[]): Float64Array {
  * All components for each (completion, target) pair. The syntax checks (python workers) and the edit
  * distances run at the same time; targets repeated across a group are normalised once.
  */
-export async function score (completions: string[], targets: string[], options: RewardOptions = {}): Promise<RewardComponents> {
+export async function score(completions: string[], targets: string[], options: RewardOptions = {}): Promise<RewardComponents> {
   return await scoreComponents(completions, targets, options, 'rewards.score', true)
 }
 
-async function scoreComponents (completions: string[], targets: string[], options: RewardOptions, what: string, needSimilarity: boolean): Promise<RewardComponents> {
+async function scoreComponents(
+  completions: string[],
+  targets: string[],
+  options: RewardOptions,
+  what: string,
+  needSimilarity: boolean
+): Promise<RewardComponents> {
   options = optionsArg(options, what)
   checkPairs(completions, targets, what)
   const cap = rewardMaxChars(options, what)
@@ -166,16 +178,26 @@ async function scoreComponents (completions: string[], targets: string[], option
   const parsing = Promise.all(parseJobs)
   let sims: Promise<Float64Array | null> = Promise.resolve(null)
   try {
-    if (needSimilarity) sims = similarities(withCode.map((i) => codes[i] as string), withCode.map((i) => normalizedTargets[i]), { device: options.device, signal: options.signal })
+    if (needSimilarity)
+      sims = similarities(
+        withCode.map((i) => codes[i] as string),
+        withCode.map((i) => normalizedTargets[i]),
+        { device: options.device, signal: options.signal }
+      )
   } catch (err) {
-    parsing.catch(() => { /* the first error is the one reported */ })
+    parsing.catch(() => {
+      /* the first error is the one reported */
+    })
     throw err
   }
   // The syntax checks and the distances run at the same time; Promise.all observes both.
   const [parsedChunks, sim] = await Promise.all([parsing, sims])
   const uniqueParses = new Uint8Array(uniqueCodes.length)
   let offset = 0
-  for (const chunk of parsedChunks) { uniqueParses.set(chunk, offset); offset += chunk.length }
+  for (const chunk of parsedChunks) {
+    uniqueParses.set(chunk, offset)
+    offset += chunk.length
+  }
   const parses = withCode.map((i) => uniqueParses[slotOf[i]])
 
   const esStar = new Float64Array(n).fill(NO_CODE)
@@ -198,17 +220,17 @@ async function scoreComponents (completions: string[], targets: string[], option
 }
 
 /** ES* per (completion, target) pair, in [-1.5, 2], or -2 (no python block / does not parse). */
-export async function esStar (completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
+export async function esStar(completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
   return (await scoreComponents(completions, targets, options, 'rewards.esStar', true)).esStar
 }
 
 /** EM* per pair: +2 normalised code equals normalised target, -1.5 parses but differs, -2 otherwise. */
-export async function emStar (completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
+export async function emStar(completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
   return (await scoreComponents(completions, targets, options, 'rewards.emStar', false)).emStar
 }
 
 /** ReCode's reward: format + ES*, in [-3, 3]. */
-export async function recode (completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
+export async function recode(completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
   return (await scoreComponents(completions, targets, options, 'rewards.recode', true)).reward
 }
 

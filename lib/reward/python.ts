@@ -47,7 +47,7 @@ export interface PythonOptions {
 }
 
 /** The interpreter an options object selects, and where the choice came from (for error messages). */
-export function pythonCommand (options: PythonOptions = {}): { command: string, from: string } {
+export function pythonCommand(options: PythonOptions = {}): { command: string; from: string } {
   options = optionsArg(options, 'pythonCommand')
   if (options.python !== undefined && options.python !== '') return { command: options.python, from: 'the `python` option' }
   const env = process.env.RECODE_PYTHON
@@ -57,7 +57,12 @@ export function pythonCommand (options: PythonOptions = {}): { command: string, 
 
 /** The worker process ended before answering; `culprit` when this request was the one it was parsing. */
 class WorkerDied extends Error {
-  constructor (message: string, readonly culprit = false) { super(message) }
+  constructor(
+    message: string,
+    readonly culprit = false
+  ) {
+    super(message)
+  }
 }
 
 interface Pending {
@@ -77,12 +82,20 @@ class Worker {
   dead = false
   readonly ready: Promise<string>
 
-  constructor (private readonly command: string, private readonly from: string, private readonly onExit: (w: Worker) => void) {
+  constructor(
+    private readonly command: string,
+    private readonly from: string,
+    private readonly onExit: (w: Worker) => void
+  ) {
     this.child = spawn(command, ['-I', '-S', '-c', WORKER_SOURCE], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
     this.child.stdout!.setEncoding('latin1')
     this.child.stderr!.setEncoding('utf8')
-    this.child.stdin!.on('error', () => { /* a dead worker's EPIPE; the exit handler reports it */ })
-    this.child.stderr!.on('data', (chunk: string) => { this.stderrTail = (this.stderrTail + chunk).slice(-2000) })
+    this.child.stdin!.on('error', () => {
+      /* a dead worker's EPIPE; the exit handler reports it */
+    })
+    this.child.stderr!.on('data', (chunk: string) => {
+      this.stderrTail = (this.stderrTail + chunk).slice(-2000)
+    })
     this.ready = new Promise<string>((resolve, reject) => {
       const startTimer = setTimeout(() => {
         this.kill()
@@ -117,7 +130,8 @@ class Worker {
         this.failPending(err.message)
         this.onExit(this)
       })
-      this.child.on('close', (code, signal) => { // after stdio closed: stderr is complete
+      this.child.on('close', (code, signal) => {
+        // after stdio closed: stderr is complete
         clearTimeout(startTimer)
         this.dead = true
         const why = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`
@@ -126,35 +140,51 @@ class Worker {
         this.onExit(this)
       })
     })
-    this.ready.catch(() => { /* reported to whoever awaits it */ })
+    this.ready.catch(() => {
+      /* reported to whoever awaits it */
+    })
     this.updateRef()
   }
 
-  private failure (why: string): RecodeError {
-    return new RecodeError('ERR_PYTHON',
+  private failure(why: string): RecodeError {
+    return new RecodeError(
+      'ERR_PYTHON',
       `could not run the Python syntax checker with '${this.command}' (from ${this.from}): ${why}. ` +
-      'Install Python 3, or name an interpreter with the `python` option, --python or RECODE_PYTHON.')
+        'Install Python 3, or name an interpreter with the `python` option, --python or RECODE_PYTHON.'
+    )
   }
 
   /** Requests the pool has handed to this worker and not yet got back (counted before it is ready). */
   assigned = 0
 
   /** One '1'/'0' per source, in order. Rejects with WorkerDied if the process dies first. */
-  check (sources: string[], timeoutMs: number, signal?: AbortSignal): Promise<string> {
+  check(sources: string[], timeoutMs: number, signal?: AbortSignal): Promise<string> {
     return new Promise<string>((resolve, reject) => {
-      if (this.dead) { reject(new WorkerDied('worker is not running')); return }
+      if (this.dead) {
+        reject(new WorkerDied('worker is not running'))
+        return
+      }
       const request: Pending = { count: sources.length, settled: false, resolve, reject }
       request.timer = setTimeout(() => {
-        settle(request, new RecodeError('ERR_PYTHON', `the Python syntax check did not answer within ${timeoutMs / 1000} s; its worker was stopped`))
+        settle(
+          request,
+          new RecodeError('ERR_PYTHON', `the Python syntax check did not answer within ${timeoutMs / 1000} s; its worker was stopped`)
+        )
         this.kill()
       }, timeoutMs)
       if (signal) {
         const onAbort = (): void => settle(request, abortError())
         signal.addEventListener('abort', onAbort, { once: true })
         const done = request.resolve
-        request.resolve = (flags) => { signal.removeEventListener('abort', onAbort); done(flags) }
+        request.resolve = (flags) => {
+          signal.removeEventListener('abort', onAbort)
+          done(flags)
+        }
         const failed = request.reject
-        request.reject = (err) => { signal.removeEventListener('abort', onAbort); failed(err) }
+        request.reject = (err) => {
+          signal.removeEventListener('abort', onAbort)
+          failed(err)
+        }
       }
       this.pending.push(request)
       this.updateRef()
@@ -162,25 +192,28 @@ class Worker {
     })
   }
 
-  private reply (line: string): void {
+  private reply(line: string): void {
     const request = this.pending.shift()
     this.updateRef()
     if (!request) return
     if (line.length !== request.count) {
-      settle(request, new RecodeError('ERR_PYTHON', `the Python syntax checker answered ${line.length} results for ${request.count} sources`))
+      settle(
+        request,
+        new RecodeError('ERR_PYTHON', `the Python syntax checker answered ${line.length} results for ${request.count} sources`)
+      )
       this.kill()
       return
     }
     settle(request, line)
   }
 
-  private failPending (why: string): void {
+  private failPending(why: string): void {
     // Python answers requests in order, so the first one pending is the one it was working on.
     this.pending.splice(0).forEach((request, i) => settle(request, new WorkerDied(why, i === 0)))
   }
 
   /** Starting and busy workers keep Node alive (a request is waiting on them); idle ones do not. */
-  private updateRef (): void {
+  private updateRef(): void {
     const busy = (this.pending.length > 0 || !this.started) && !this.dead
     const handles: any[] = [this.child, this.child.stdin, this.child.stdout, this.child.stderr]
     for (const h of handles) {
@@ -190,13 +223,13 @@ class Worker {
     }
   }
 
-  kill (): void {
+  kill(): void {
     if (!this.dead) this.child.kill('SIGKILL')
     this.dead = true
   }
 }
 
-function settle (request: Pending, result: string | Error): void {
+function settle(request: Pending, result: string | Error): void {
   if (request.settled) return
   request.settled = true
   if (request.timer) clearTimeout(request.timer)
@@ -209,22 +242,28 @@ const MAX_SOURCES_PER_REQUEST = 64
 class Pool {
   private workers: Worker[] = []
 
-  constructor (private readonly command: string, private readonly from: string, private readonly size: number) {}
+  constructor(
+    private readonly command: string,
+    private readonly from: string,
+    private readonly size: number
+  ) {}
 
   /** A running worker with the fewest requests in flight (starting one while the pool is not full). */
-  private worker (): Worker {
+  private worker(): Worker {
     this.workers = this.workers.filter((w) => !w.dead)
     let best: Worker | undefined
     for (const w of this.workers) if (!best || w.assigned < best.assigned) best = w
     if (!best || (best.assigned > 0 && this.workers.length < this.size)) {
-      best = new Worker(this.command, this.from, (dead) => { this.workers = this.workers.filter((w) => w !== dead) })
+      best = new Worker(this.command, this.from, (dead) => {
+        this.workers = this.workers.filter((w) => w !== dead)
+      })
       this.workers.push(best)
     }
     best.assigned++
     return best
   }
 
-  async check (sources: string[], timeoutMs: number, signal?: AbortSignal): Promise<string> {
+  async check(sources: string[], timeoutMs: number, signal?: AbortSignal): Promise<string> {
     const w = this.worker()
     try {
       // A running worker gets the request now, synchronously, so that it parses while the caller goes on.
@@ -237,7 +276,10 @@ class Pool {
       // The process died parsing this request: bisect to find the source that kills the parser.
       if (sources.length === 1) return '0'
       const half = sources.length >> 1
-      const [a, b] = await Promise.all([this.check(sources.slice(0, half), timeoutMs, signal), this.check(sources.slice(half), timeoutMs, signal)])
+      const [a, b] = await Promise.all([
+        this.check(sources.slice(0, half), timeoutMs, signal),
+        this.check(sources.slice(half), timeoutMs, signal)
+      ])
       return a + b
     } finally {
       w.assigned--
@@ -245,16 +287,20 @@ class Pool {
   }
 
   /** Starts every worker now; resolves with the interpreter's version. */
-  async start (): Promise<string> {
+  async start(): Promise<string> {
     this.workers = this.workers.filter((w) => !w.dead)
     while (this.workers.length < this.size) {
-      this.workers.push(new Worker(this.command, this.from, (dead) => { this.workers = this.workers.filter((w) => w !== dead) }))
+      this.workers.push(
+        new Worker(this.command, this.from, (dead) => {
+          this.workers = this.workers.filter((w) => w !== dead)
+        })
+      )
     }
     const versions = await Promise.all(this.workers.map((w) => w.ready))
     return versions[0]
   }
 
-  close (): void {
+  close(): void {
     for (const w of this.workers) w.kill()
     this.workers = []
   }
@@ -262,11 +308,11 @@ class Pool {
 
 const pools = new Map<string, Pool>()
 
-function poolSize (): number {
+function poolSize(): number {
   return Math.max(1, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length)
 }
 
-function poolFor (options: PythonOptions): Pool {
+function poolFor(options: PythonOptions): Pool {
   const { command, from } = pythonCommand(options)
   let pool = pools.get(command)
   if (!pool) {
@@ -280,7 +326,7 @@ function poolFor (options: PythonOptions): Pool {
  * Starts the syntax-check workers ahead of the first reward (a training loop calls this once at start-up,
  * so that the first step does not wait for interpreters); resolves with the Python version they run.
  */
-export async function startPythonWorkers (options: PythonOptions = {}): Promise<string> {
+export async function startPythonWorkers(options: PythonOptions = {}): Promise<string> {
   options = optionsArg(options, 'startPythonWorkers')
   return await poolFor(options).start()
 }
@@ -289,7 +335,7 @@ export async function startPythonWorkers (options: PythonOptions = {}): Promise<
  * For each source, whether `ast.parse(source)` returns (1) or raises (0) in CPython. Duplicate sources
  * are parsed once; requests are spread over the pool's workers.
  */
-export async function pythonParses (sources: string[], options: PythonOptions = {}): Promise<Uint8Array> {
+export async function pythonParses(sources: string[], options: PythonOptions = {}): Promise<Uint8Array> {
   options = optionsArg(options, 'pythonParses')
   if (options.signal?.aborted) throw abortError()
   const result = new Uint8Array(sources.length)
@@ -318,12 +364,12 @@ export async function pythonParses (sources: string[], options: PythonOptions = 
 }
 
 /** Whether CPython's ast.parse accepts one source. */
-export async function pythonParsesOne (source: string, options: PythonOptions = {}): Promise<boolean> {
+export async function pythonParsesOne(source: string, options: PythonOptions = {}): Promise<boolean> {
   return (await pythonParses([source], options))[0] === 1
 }
 
 /** Stops every syntax-check worker (they also end by themselves when Node exits). */
-export function closePythonWorkers (): void {
+export function closePythonWorkers(): void {
   for (const pool of pools.values()) pool.close()
   pools.clear()
 }

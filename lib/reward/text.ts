@@ -20,15 +20,24 @@
  */
 
 /** str.isspace(): exactly the characters Python's `\s` matches in a str pattern and str.strip() removes. */
-export function isPythonSpace (c: number): boolean {
+export function isPythonSpace(c: number): boolean {
   if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)
   if (c < 0x85) return false
-  return c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000
+  return (
+    c === 0x85 ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000
+  )
 }
 
 /** Python's str.strip() with no argument. */
-export function pythonStrip (s: string): string {
+export function pythonStrip(s: string): string {
   let start = 0
   let end = s.length
   while (start < end && isPythonSpace(s.charCodeAt(start))) start++
@@ -43,7 +52,7 @@ export function pythonStrip (s: string): string {
  * with trailing whitespace removed, ends with `</answer>` after the `<answer>` (`$` may also match before
  * a final \n, but `\s*` already reaches the end).
  */
-export function formatOk (completion: string): boolean {
+export function formatOk(completion: string): boolean {
   const close = completion.indexOf('</think>')
   if (close < 0) return false
   const open = completion.indexOf('<think>')
@@ -65,7 +74,7 @@ const FENCE_CLOSE = '\n```'
  * leftmost match starts at the first opening; if that opening has no closing after it, no later one has.
  * The body may be empty, so the closing is searched from the body's first character.
  */
-export function extractFence (completion: string): string | null {
+export function extractFence(completion: string): string | null {
   const open = completion.indexOf(FENCE_OPEN)
   if (open < 0) return null
   const bodyStart = open + FENCE_OPEN.length
@@ -82,7 +91,7 @@ export const PLACEHOLDER = 'STRING_PLACEHOLDER_'
  * scan resumes after a match, or one character further when nothing matched there. A `'''` without a
  * closing `'''` falls through to `'(.*?)'`, which matches the empty string literal `''`.
  */
-export function replaceStrings (code: string): { text: string, literals: string[] } {
+export function replaceStrings(code: string): { text: string; literals: string[] } {
   const literals: string[] = []
   let text = ''
   let copied = 0
@@ -131,7 +140,7 @@ export function replaceStrings (code: string): { text: string, literals: string[
  * `'''` with a closing triple after it removes the whole span (after replaceStrings this can only happen
  * in contrived input, but it is reproduced anyway).
  */
-export function removeComments (text: string): string {
+export function removeComments(text: string): string {
   let out = ''
   let copied = 0
   const n = text.length
@@ -179,7 +188,7 @@ export function removeComments (text: string): string {
  * the placeholder text never contains). That gives the one-pass loop below; when a literal does contain
  * the placeholder text, the sequential replacement is done literally.
  */
-export function restoreStrings (text: string, literals: string[]): string {
+export function restoreStrings(text: string, literals: string[]): string {
   if (literals.length === 0) return text
   for (const literal of literals) {
     if (literal.includes(PLACEHOLDER)) return restoreStringsSequentially(text, literals)
@@ -202,7 +211,7 @@ export function restoreStrings (text: string, literals: string[]): string {
 }
 
 /** The reference's loop as written: str.replace (all occurrences, no `$` expansion) per placeholder. */
-export function restoreStringsSequentially (text: string, literals: string[]): string {
+export function restoreStringsSequentially(text: string, literals: string[]): string {
   for (let i = 0; i < literals.length; i++) text = text.split(PLACEHOLDER + String(i)).join(literals[i])
   return text
 }
@@ -211,7 +220,7 @@ export function restoreStringsSequentially (text: string, literals: string[]): s
  * re.sub(\n\s*\n, \n, s): from a \n, greedy `\s*` takes the whole whitespace run after it and backs off
  * to the last \n in that run; the match (first \n to last \n) becomes one \n. No second \n: no match.
  */
-export function collapseBlankLines (s: string): string {
+export function collapseBlankLines(s: string): string {
   let out = ''
   let copied = 0
   const n = s.length
@@ -238,7 +247,7 @@ export function collapseBlankLines (s: string): string {
  * `\s*` takes the whitespace run and backs off to its last \n, where `$\n` matches; the run up to and
  * including that \n is removed. The scan resumes after it, which is again a line start.
  */
-export function dropWhitespaceLines (s: string): string {
+export function dropWhitespaceLines(s: string): string {
   let out = ''
   let copied = 0
   const n = s.length
@@ -264,14 +273,14 @@ export function dropWhitespaceLines (s: string): string {
 }
 
 /** The reference's comment and blank-line normalisation of a code string. */
-export function normalizeCode (code: string): string {
+export function normalizeCode(code: string): string {
   const { text, literals } = replaceStrings(code)
   const restored = restoreStrings(removeComments(text), literals)
   return dropWhitespaceLines(pythonStrip(collapseBlankLines(restored)))
 }
 
 /** The completion's code as the reward sees it: the first fence's body, stripped, normalised; null if none. */
-export function completionCode (completion: string): string | null {
+export function completionCode(completion: string): string | null {
   const body = extractFence(completion)
   return body === null ? null : normalizeCode(pythonStrip(body))
 }

@@ -50,12 +50,13 @@ export interface TokenLogprobGrads {
   dentropy?: Float32Array
 }
 
-function isHidden (input: LogitsInput | HiddenInput): input is HiddenInput {
+function isHidden(input: LogitsInput | HiddenInput): input is HiddenInput {
   return (input as HiddenInput).hidden !== undefined
 }
 
-function checkCommon (fn: string, input: LogitsInput | HiddenInput, targets: Int32Array): void {
-  if (!input || typeof input !== 'object') throw invalidArg(`${fn}: input must be { logits, positions, vocab } or { hidden, weight, positions, hiddenSize, vocab }`)
+function checkCommon(fn: string, input: LogitsInput | HiddenInput, targets: Int32Array): void {
+  if (!input || typeof input !== 'object')
+    throw invalidArg(`${fn}: input must be { logits, positions, vocab } or { hidden, weight, positions, hiddenSize, vocab }`)
   if (!(targets instanceof Int32Array)) throw invalidArg(`${fn}: targets must be an Int32Array`)
   if (targets.length !== input.positions) throw invalidArg(`${fn}: targets has ${targets.length} entries for ${input.positions} positions`)
 }
@@ -64,7 +65,11 @@ function checkCommon (fn: string, input: LogitsInput | HiddenInput, targets: Int
  * Target log-probabilities and entropies from logits or from hidden states and the output projection.
  * @param targets the target token of each position, in [0, vocab).
  */
-export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: Int32Array, options: TokenLogprobOptions = {}): Promise<TokenLogprobResult> {
+export async function tokenLogprobs(
+  input: LogitsInput | HiddenInput,
+  targets: Int32Array,
+  options: TokenLogprobOptions = {}
+): Promise<TokenLogprobResult> {
   options = optionsArg(options, 'tokenLogprobs')
   checkCommon('tokenLogprobs', input, targets)
   const device = resolveDevice(options.device, 'tokenLogprobs')
@@ -73,10 +78,14 @@ export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: 
   try {
     if (isHidden(input)) {
       const { hidden, weight, positions, hiddenSize, vocab } = input
-      return await native().logprobHidden(device, { hidden, weight, positions, hiddenSize, vocab, targets, temperature }, cancel.flag) as TokenLogprobResult
+      return (await native().logprobHidden(
+        device,
+        { hidden, weight, positions, hiddenSize, vocab, targets, temperature },
+        cancel.flag
+      )) as TokenLogprobResult
     }
     const { logits, positions, vocab } = input
-    return await native().logprobLogits(device, { logits, positions, vocab, targets, temperature }, cancel.flag) as TokenLogprobResult
+    return (await native().logprobLogits(device, { logits, positions, vocab, targets, temperature }, cancel.flag)) as TokenLogprobResult
   } finally {
     cancel.dispose()
   }
@@ -86,9 +95,27 @@ export async function tokenLogprobs (input: LogitsInput | HiddenInput, targets: 
  * Backward pass of {@link tokenLogprobs}: gradients with respect to the logits, or to the hidden states and
  * the projection weight, given the forward result and the upstream gradients.
  */
-export async function tokenLogprobsBackward (input: LogitsInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options?: TokenLogprobOptions): Promise<{ dlogits: Float32Array }>
-export async function tokenLogprobsBackward (input: HiddenInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options?: TokenLogprobOptions): Promise<{ dhidden: Float32Array, dweight: Float32Array }>
-export async function tokenLogprobsBackward (input: LogitsInput | HiddenInput, targets: Int32Array, forward: TokenLogprobResult, grads: TokenLogprobGrads, options: TokenLogprobOptions = {}): Promise<{ dlogits: Float32Array } | { dhidden: Float32Array, dweight: Float32Array }> {
+export async function tokenLogprobsBackward(
+  input: LogitsInput,
+  targets: Int32Array,
+  forward: TokenLogprobResult,
+  grads: TokenLogprobGrads,
+  options?: TokenLogprobOptions
+): Promise<{ dlogits: Float32Array }>
+export async function tokenLogprobsBackward(
+  input: HiddenInput,
+  targets: Int32Array,
+  forward: TokenLogprobResult,
+  grads: TokenLogprobGrads,
+  options?: TokenLogprobOptions
+): Promise<{ dhidden: Float32Array; dweight: Float32Array }>
+export async function tokenLogprobsBackward(
+  input: LogitsInput | HiddenInput,
+  targets: Int32Array,
+  forward: TokenLogprobResult,
+  grads: TokenLogprobGrads,
+  options: TokenLogprobOptions = {}
+): Promise<{ dlogits: Float32Array } | { dhidden: Float32Array; dweight: Float32Array }> {
   options = optionsArg(options, 'tokenLogprobsBackward')
   checkCommon('tokenLogprobsBackward', input, targets)
   if (!forward || !(forward.lse instanceof Float32Array) || !(forward.entropy instanceof Float32Array)) {
@@ -105,7 +132,7 @@ export async function tokenLogprobsBackward (input: LogitsInput | HiddenInput, t
       return await native().logprobHiddenBackward(device, { hidden, weight, positions, hiddenSize, vocab, ...upstream }, cancel.flag)
     }
     const { logits, positions, vocab } = input
-    const dlogits = await native().logprobLogitsBackward(device, { logits, positions, vocab, ...upstream }, cancel.flag) as Float32Array
+    const dlogits = (await native().logprobLogitsBackward(device, { logits, positions, vocab, ...upstream }, cancel.flag)) as Float32Array
     return { dlogits }
   } finally {
     cancel.dispose()

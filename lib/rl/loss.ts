@@ -25,14 +25,14 @@ export interface AdvantageOptions {
  * of NaN rewards compares unequal to itself and survives DAPO's filter. Checked here, in one pass over
  * values the kernel reads anyway, so every backend gets the same error.
  */
-function checkFinite (fn: string, name: string, values: Float32Array): void {
+function checkFinite(fn: string, name: string, values: Float32Array): void {
   for (let i = 0; i < values.length; i++) {
     const v = values[i]
     if (v - v !== 0) throw invalidArg(`${fn}: ${name}[${i}] is ${String(v)} (every value must be finite)`)
   }
 }
 
-function checkRewards (fn: string, rewards: Float32Array, groupSize: number): void {
+function checkRewards(fn: string, rewards: Float32Array, groupSize: number): void {
   if (!(rewards instanceof Float32Array) || rewards.length === 0) throw invalidArg(`${fn}: rewards must be a non-empty Float32Array`)
   if (!Number.isInteger(groupSize) || groupSize < 1 || rewards.length % groupSize !== 0) {
     throw invalidArg(`${fn}: groupSize must be a positive integer dividing rewards.length (${rewards.length}), got ${groupSize}`)
@@ -44,22 +44,30 @@ function checkRewards (fn: string, rewards: Float32Array, groupSize: number): vo
  * GRPO advantages for rewards laid out as consecutive groups of `groupSize` responses per prompt.
  * @returns one advantage per reward.
  */
-export function grpoAdvantages (rewards: Float32Array, groupSize: number, options: AdvantageOptions = {}): Float32Array {
+export function grpoAdvantages(rewards: Float32Array, groupSize: number, options: AdvantageOptions = {}): Float32Array {
   options = optionsArg(options, 'grpoAdvantages')
   checkRewards('grpoAdvantages', rewards, groupSize)
   const convention = options.convention ?? 'verl'
   const scale = options.scale ?? 'group'
-  if (convention !== 'verl' && convention !== 'trl') throw invalidArg(`grpoAdvantages: convention must be 'verl' or 'trl', got ${String(convention)}`)
-  if (scale !== 'group' && scale !== 'batch' && scale !== 'none') throw invalidArg(`grpoAdvantages: scale must be 'group', 'batch' or 'none', got ${String(scale)}`)
+  if (convention !== 'verl' && convention !== 'trl')
+    throw invalidArg(`grpoAdvantages: convention must be 'verl' or 'trl', got ${String(convention)}`)
+  if (scale !== 'group' && scale !== 'batch' && scale !== 'none')
+    throw invalidArg(`grpoAdvantages: scale must be 'group', 'batch' or 'none', got ${String(scale)}`)
   const device = resolveDevice(options.device, 'grpoAdvantages')
-  return native().grpoAdvantages(device, rewards, groupSize, convention === 'trl' ? 1 : 0, scale === 'group' ? 0 : scale === 'batch' ? 1 : 2) as Float32Array
+  return native().grpoAdvantages(
+    device,
+    rewards,
+    groupSize,
+    convention === 'trl' ? 1 : 0,
+    scale === 'group' ? 0 : scale === 'batch' ? 1 : 2
+  ) as Float32Array
 }
 
 /**
  * DAPO dynamic sampling: 1 for each group to keep, 0 for groups whose rewards are all equal (they carry no
  * gradient). Groups of one are kept.
  */
-export function dapoDynamicMask (rewards: Float32Array, groupSize: number): Uint8Array {
+export function dapoDynamicMask(rewards: Float32Array, groupSize: number): Uint8Array {
   checkRewards('dapoDynamicMask', rewards, groupSize)
   return native().dapoDynamicMask(rewards, groupSize) as Uint8Array
 }
@@ -77,10 +85,14 @@ export interface OverlongOptions {
  * DAPO overlong reward shaping, added to the rewards: 0 up to L_max - buffer, then falling linearly to
  * -factor at L_max, and -factor beyond.
  */
-export function overlongPenalty (lengths: Int32Array | ArrayLike<number>, options: OverlongOptions): Float32Array {
+export function overlongPenalty(lengths: Int32Array | ArrayLike<number>, options: OverlongOptions): Float32Array {
   const l = lengths instanceof Int32Array ? lengths : Int32Array.from(lengths as ArrayLike<number>)
   if (!options || typeof options !== 'object') throw invalidArg('overlongPenalty: options { maxLength, buffer } are required')
-  for (const [name, v] of [['maxLength', options.maxLength], ['buffer', options.buffer], ['factor', options.factor ?? 1]] as const) {
+  for (const [name, v] of [
+    ['maxLength', options.maxLength],
+    ['buffer', options.buffer],
+    ['factor', options.factor ?? 1]
+  ] as const) {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw invalidArg(`overlongPenalty: ${name} must be a finite number, got ${String(v)}`)
   }
   return native().overlongPenalty(l, options.maxLength, options.buffer, options.factor ?? 1) as Float32Array
@@ -210,7 +222,7 @@ export interface PolicyLossResult {
 const aggregations: LossAggregation[] = ['token-mean', 'seq-mean-token-sum', 'seq-mean-token-mean', 'seq-mean-token-sum-norm', 'dr-grpo']
 
 /** TRL v1.9 _compute_loss: each loss_type's per-token objective (0 clip, 1 cispo, 2 sapo) and normalisation. */
-const lossTypes: Record<LossType, { objective: number, aggregation: LossAggregation, entropyGlobalNorm: boolean }> = {
+const lossTypes: Record<LossType, { objective: number; aggregation: LossAggregation; entropyGlobalNorm: boolean }> = {
   grpo: { objective: 0, aggregation: 'seq-mean-token-mean', entropyGlobalNorm: false },
   bnpo: { objective: 0, aggregation: 'token-mean', entropyGlobalNorm: false },
   dr_grpo: { objective: 0, aggregation: 'dr-grpo', entropyGlobalNorm: false },
@@ -228,16 +240,28 @@ const lossTypes: Record<LossType, { objective: number, aggregation: LossAggregat
  * follow its GRPOTrainer._compute_loss (v1.9); lib/rl/README.md states each.
  * @returns the gradient with respect to logp and the loss with its metrics.
  */
-export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossOptions = {}): Promise<PolicyLossResult> {
+export async function policyLoss(inputs: PolicyLossInputs, options: PolicyLossOptions = {}): Promise<PolicyLossResult> {
   if (!inputs || typeof inputs !== 'object') throw invalidArg('policyLoss: inputs are required')
   options = optionsArg(options, 'policyLoss')
   for (const name of ['logp', 'oldLogp', 'refLogp', 'advantages', 'mask', 'entropy', 'rolloutLogp'] as const) {
     const v = inputs[name]
     if (v instanceof Float32Array) checkFinite('policyLoss', name, v)
   }
-  for (const name of ['clipLow', 'clipHigh', 'clipRatioC', 'klCoef', 'normLength', 'delta', 'sapoTemperaturePos', 'sapoTemperatureNeg', 'topEntropyQuantile', 'entropyCoef'] as const) {
+  for (const name of [
+    'clipLow',
+    'clipHigh',
+    'clipRatioC',
+    'klCoef',
+    'normLength',
+    'delta',
+    'sapoTemperaturePos',
+    'sapoTemperatureNeg',
+    'topEntropyQuantile',
+    'entropyCoef'
+  ] as const) {
     const v = options[name]
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw invalidArg(`policyLoss: ${name} must be a finite number, got ${String(v)}`)
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v)))
+      throw invalidArg(`policyLoss: ${name} must be a finite number, got ${String(v)}`)
   }
   const { batch, length } = inputs
   if (!Number.isInteger(batch) || batch < 1) throw invalidArg(`policyLoss: batch must be a positive integer, got ${batch}`)
@@ -247,29 +271,37 @@ export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossO
   else if (!(mask instanceof Float32Array)) throw invalidArg('policyLoss: mask must be a Float32Array or a Uint8Array')
   if (options.maskTruncatedCompletions === true) {
     const tr = inputs.truncated
-    if (tr == null || tr.length !== batch) throw invalidArg(`policyLoss: inputs.truncated must hold one flag per sequence (${batch}) with maskTruncatedCompletions`)
+    if (tr == null || tr.length !== batch)
+      throw invalidArg(`policyLoss: inputs.truncated must hold one flag per sequence (${batch}) with maskTruncatedCompletions`)
     if (mask === inputs.mask) mask = mask.slice() // the caller's array stays as it was
     for (let b = 0; b < batch; b++) if (tr[b]) mask.fill(0, b * length, (b + 1) * length)
   } else if (options.maskTruncatedCompletions !== undefined && options.maskTruncatedCompletions !== false) {
     throw invalidArg(`policyLoss: maskTruncatedCompletions must be a boolean, got ${String(options.maskTruncatedCompletions)}`)
   }
   const lossType = options.lossType
-  if (lossType !== undefined && !Object.prototype.hasOwnProperty.call(lossTypes, lossType)) throw invalidArg(`policyLoss: lossType must be one of ${Object.keys(lossTypes).join(', ')}, got ${String(lossType)}`)
-  if (lossType !== undefined && options.aggregation !== undefined) throw invalidArg('policyLoss: aggregation must be left out with lossType (the loss type sets it)')
+  if (lossType !== undefined && !Object.hasOwn(lossTypes, lossType))
+    throw invalidArg(`policyLoss: lossType must be one of ${Object.keys(lossTypes).join(', ')}, got ${String(lossType)}`)
+  if (lossType !== undefined && options.aggregation !== undefined)
+    throw invalidArg('policyLoss: aggregation must be left out with lossType (the loss type sets it)')
   const variant = lossType !== undefined ? lossTypes[lossType] : undefined
   for (const name of ['delta', 'sapoTemperaturePos', 'sapoTemperatureNeg'] as const) {
     const v = options[name]
     if (v !== undefined && !(v > 0)) throw invalidArg(`policyLoss: ${name} must be a positive number, got ${String(v)}`)
   }
   const level = options.importanceSamplingLevel ?? 'token'
-  if (level !== 'token' && level !== 'sequence') throw invalidArg(`policyLoss: importanceSamplingLevel must be 'token' or 'sequence', got ${String(level)}`)
+  if (level !== 'token' && level !== 'sequence')
+    throw invalidArg(`policyLoss: importanceSamplingLevel must be 'token' or 'sequence', got ${String(level)}`)
   const rc = options.rolloutCorrection
   if (rc !== undefined) {
     if (rc === null || typeof rc !== 'object') throw invalidArg('policyLoss: rolloutCorrection must be { mode, level, c }')
-    if (rc.mode !== 'truncate' && rc.mode !== 'mask') throw invalidArg(`policyLoss: rolloutCorrection.mode must be 'truncate' or 'mask', got ${String(rc.mode)}`)
-    if (rc.level !== 'token' && rc.level !== 'sequence') throw invalidArg(`policyLoss: rolloutCorrection.level must be 'token' or 'sequence', got ${String(rc.level)}`)
-    if (typeof rc.c !== 'number' || !Number.isFinite(rc.c) || rc.c <= 1) throw invalidArg(`policyLoss: rolloutCorrection.c must be a finite number > 1, got ${String(rc.c)}`)
-    if (!(inputs.rolloutLogp instanceof Float32Array)) throw invalidArg('policyLoss: inputs.rolloutLogp (Float32Array) is required with rolloutCorrection')
+    if (rc.mode !== 'truncate' && rc.mode !== 'mask')
+      throw invalidArg(`policyLoss: rolloutCorrection.mode must be 'truncate' or 'mask', got ${String(rc.mode)}`)
+    if (rc.level !== 'token' && rc.level !== 'sequence')
+      throw invalidArg(`policyLoss: rolloutCorrection.level must be 'token' or 'sequence', got ${String(rc.level)}`)
+    if (typeof rc.c !== 'number' || !Number.isFinite(rc.c) || rc.c <= 1)
+      throw invalidArg(`policyLoss: rolloutCorrection.c must be a finite number > 1, got ${String(rc.c)}`)
+    if (!(inputs.rolloutLogp instanceof Float32Array))
+      throw invalidArg('policyLoss: inputs.rolloutLogp (Float32Array) is required with rolloutCorrection')
   }
   if (((options.entropyCoef ?? 0) !== 0 || (options.topEntropyQuantile ?? 1) < 1) && !(inputs.entropy instanceof Float32Array)) {
     throw invalidArg('policyLoss: inputs.entropy (Float32Array) is required with entropyCoef or topEntropyQuantile < 1')
@@ -278,41 +310,46 @@ export async function policyLoss (inputs: PolicyLossInputs, options: PolicyLossO
   if (agg < 0) throw invalidArg(`policyLoss: aggregation must be one of ${aggregations.join(', ')}, got ${String(options.aggregation)}`)
   const klCoef = options.klCoef ?? 0
   const est = options.klEstimator
-  if (est !== undefined && est !== 'k1' && est !== 'k2' && est !== 'k3') throw invalidArg(`policyLoss: klEstimator must be 'k1', 'k2' or 'k3', got ${String(est)}`)
+  if (est !== undefined && est !== 'k1' && est !== 'k2' && est !== 'k3')
+    throw invalidArg(`policyLoss: klEstimator must be 'k1', 'k2' or 'k3', got ${String(est)}`)
   const klKind = klCoef !== 0 || est !== undefined ? ({ k1: 1, k2: 2, k3: 3 } as const)[est ?? 'k3'] : 0
   const device = resolveDevice(options.device, 'policyLoss')
   const cancel = cancelFlag(options.signal)
   try {
-    return await native().policyLoss(device, {
-      batch,
-      length,
-      logp: inputs.logp,
-      oldLogp: inputs.oldLogp,
-      refLogp: inputs.refLogp,
-      advantages: inputs.advantages,
-      mask,
-      entropy: inputs.entropy,
-      clipLow: options.clipLow ?? 0.2,
-      clipHigh: options.clipHigh ?? 0.2,
-      clipRatioC: options.clipRatioC ?? 0,
-      klCoef,
-      klKind,
-      aggregation: agg,
-      normLength: options.normLength ?? 0,
-      gradOut: options.gradOut,
-      objective: variant?.objective ?? 0,
-      seqLevel: level === 'sequence' ? 1 : 0,
-      delta: options.delta ?? 0,
-      sapoTauPos: options.sapoTemperaturePos ?? 1.0,
-      sapoTauNeg: options.sapoTemperatureNeg ?? 1.05,
-      entropyCoef: options.entropyCoef ?? 0,
-      entropyGlobalNorm: variant?.entropyGlobalNorm === true ? 1 : 0,
-      topEntropyQuantile: options.topEntropyQuantile ?? 1,
-      rolloutCorrection: rc === undefined ? 0 : rc.mode === 'truncate' ? 1 : 2,
-      rolloutSeq: rc?.level === 'sequence' ? 1 : 0,
-      rolloutC: rc?.c ?? 0,
-      rolloutLogp: rc !== undefined ? inputs.rolloutLogp : undefined
-    }, cancel.flag) as PolicyLossResult
+    return (await native().policyLoss(
+      device,
+      {
+        batch,
+        length,
+        logp: inputs.logp,
+        oldLogp: inputs.oldLogp,
+        refLogp: inputs.refLogp,
+        advantages: inputs.advantages,
+        mask,
+        entropy: inputs.entropy,
+        clipLow: options.clipLow ?? 0.2,
+        clipHigh: options.clipHigh ?? 0.2,
+        clipRatioC: options.clipRatioC ?? 0,
+        klCoef,
+        klKind,
+        aggregation: agg,
+        normLength: options.normLength ?? 0,
+        gradOut: options.gradOut,
+        objective: variant?.objective ?? 0,
+        seqLevel: level === 'sequence' ? 1 : 0,
+        delta: options.delta ?? 0,
+        sapoTauPos: options.sapoTemperaturePos ?? 1.0,
+        sapoTauNeg: options.sapoTemperatureNeg ?? 1.05,
+        entropyCoef: options.entropyCoef ?? 0,
+        entropyGlobalNorm: variant?.entropyGlobalNorm === true ? 1 : 0,
+        topEntropyQuantile: options.topEntropyQuantile ?? 1,
+        rolloutCorrection: rc === undefined ? 0 : rc.mode === 'truncate' ? 1 : 2,
+        rolloutSeq: rc?.level === 'sequence' ? 1 : 0,
+        rolloutC: rc?.c ?? 0,
+        rolloutLogp: rc !== undefined ? inputs.rolloutLogp : undefined
+      },
+      cancel.flag
+    )) as PolicyLossResult
   } finally {
     cancel.dispose()
   }

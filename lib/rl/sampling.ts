@@ -58,27 +58,29 @@ const INT32_MAX = 2 ** 31 - 1
  * into greedy decoding. Both are rejected; T = 0 asks for greedy explicitly. Above float32's range T would
  * become Infinity.
  */
-export function temperatureProblem (t: number): string | null {
+export function temperatureProblem(t: number): string | null {
   if (typeof t !== 'number' || !Number.isFinite(t) || t < 0) return `must be a finite number >= 0 (0 = greedy), got ${String(t)}`
-  if (t > 0 && t < FLOAT32_MIN_NORMAL) return `${t} is too small: 1/T overflows float32 (use 0 for greedy decoding, or a value >= 2^-126 = ${FLOAT32_MIN_NORMAL})`
+  if (t > 0 && t < FLOAT32_MIN_NORMAL)
+    return `${t} is too small: 1/T overflows float32 (use 0 for greedy decoding, or a value >= 2^-126 = ${FLOAT32_MIN_NORMAL})`
   if (t > 3.4028234663852886e38) return `${t} is beyond float32's range`
   return null
 }
 
 /** Why a top-k value cannot be used, or null: the native sampler takes a 32-bit count. */
-export function topKProblem (k: number): string | null {
-  if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k > INT32_MAX) return `must be an integer in [0, ${INT32_MAX}] (0 = off), got ${String(k)}`
+export function topKProblem(k: number): string | null {
+  if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k > INT32_MAX)
+    return `must be an integer in [0, ${INT32_MAX}] (0 = off), got ${String(k)}`
   return null
 }
 
-function checkEach (name: string, values: number[], problem: (v: number) => string | null): void {
+function checkEach(name: string, values: number[], problem: (v: number) => string | null): void {
   for (let r = 0; r < values.length; r++) {
     const why = problem(values[r])
     if (why !== null) throw invalidArg(`sample: ${name}${values.length > 1 ? `[${r}]` : ''} ${why}`)
   }
 }
 
-function perRow (name: string, value: PerRow | undefined, fallback: number, rows: number, integer: boolean): number[] {
+function perRow(name: string, value: PerRow | undefined, fallback: number, rows: number, integer: boolean): number[] {
   const out = new Array<number>(rows)
   if (value === undefined || typeof value === 'number') {
     const v = value ?? fallback
@@ -107,7 +109,7 @@ function perRow (name: string, value: PerRow | undefined, fallback: number, rows
  * @param rows number of rows (vocab = logits.length / rows).
  * @returns tokens and their log-probabilities (unfiltered and filtered).
  */
-export async function sample (logits: Float32Array | Uint16Array, rows: number, options: SampleOptions = {}): Promise<SampleResult> {
+export async function sample(logits: Float32Array | Uint16Array, rows: number, options: SampleOptions = {}): Promise<SampleResult> {
   options = optionsArg(options, 'sample')
   if (!(logits instanceof Float32Array) && !(logits instanceof Uint16Array)) {
     throw invalidArg('sample: logits must be a Float32Array or a Uint16Array of bf16 bits')
@@ -134,25 +136,29 @@ export async function sample (logits: Float32Array | Uint16Array, rows: number, 
   const device = resolveDevice(options.device, 'sample')
   const cancel = cancelFlag(options.signal)
   try {
-    return await native().sampleRows(device, {
-      logits,
-      rows,
-      vocab,
-      temperature: Float32Array.from(temperature),
-      topK: Int32Array.from(topK),
-      topP: Float32Array.from(topP),
-      minP: Float32Array.from(minP),
-      seed,
-      rowIds: Float64Array.from(rowIds),
-      steps: Float64Array.from(step)
-    }, cancel.flag) as SampleResult
+    return (await native().sampleRows(
+      device,
+      {
+        logits,
+        rows,
+        vocab,
+        temperature: Float32Array.from(temperature),
+        topK: Int32Array.from(topK),
+        topP: Float32Array.from(topP),
+        minP: Float32Array.from(minP),
+        seed,
+        rowIds: Float64Array.from(rowIds),
+        steps: Float64Array.from(step)
+      },
+      cancel.flag
+    )) as SampleResult
   } finally {
     cancel.dispose()
   }
 }
 
 /** The raw Philox-4x32-10 block for a counter and key (for known-answer tests and reproducing draws). */
-export function philox4x32 (counter: Uint32Array, key: Uint32Array): Uint32Array {
+export function philox4x32(counter: Uint32Array, key: Uint32Array): Uint32Array {
   if (!(counter instanceof Uint32Array) || counter.length !== 4 || !(key instanceof Uint32Array) || key.length !== 2) {
     throw invalidArg('philox4x32: counter must be a Uint32Array(4) and key a Uint32Array(2)')
   }

@@ -9,20 +9,20 @@ const path = require('path')
 const fs = require('fs')
 
 const root = path.join(__dirname, '..', '..')
-const force = process.argv.includes('--force') || process.env.RECODE_BUILD_FROM_SOURCE === '1' ||
-  process.env.npm_config_build_from_source === 'true'
+const force =
+  process.argv.includes('--force') || process.env.RECODE_BUILD_FROM_SOURCE === '1' || process.env.npm_config_build_from_source === 'true'
 
-function run (cmd, args) {
+function run(cmd, args) {
   console.error(`[recode] ${cmd} ${args.join(' ')}`)
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' })
   return r.status === 0
 }
 
-function have (cmd) {
+function have(cmd) {
   return spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0
 }
 
-function prebuildLoads () {
+function prebuildLoads() {
   try {
     const p = require('node-gyp-build').path(root)
     if (!p.includes(`${path.sep}prebuilds${path.sep}`)) return false

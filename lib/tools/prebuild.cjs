@@ -17,12 +17,14 @@ const r = spawnSync(path.join(root, 'node_modules', '.bin', 'cmake-js'), args, {
 if (r.status !== 0) process.exit(r.status ?? 1)
 
 fs.mkdirSync(dest, { recursive: true })
-function place (from, name) {
+function place(from, name) {
   const tmp = path.join(dest, `.${name}.tmp`)
   fs.copyFileSync(from, tmp)
   spawnSync('strip', ['--strip-unneeded', tmp], { stdio: 'inherit' })
   fs.renameSync(tmp, path.join(dest, name))
-  console.log(`[recode] ${path.relative(root, path.join(dest, name))} (${(fs.statSync(path.join(dest, name)).size / 2 ** 20).toFixed(1)} MiB)`)
+  console.log(
+    `[recode] ${path.relative(root, path.join(dest, name))} (${(fs.statSync(path.join(dest, name)).size / 2 ** 20).toFixed(1)} MiB)`
+  )
 }
 place(path.join(out, 'Release', 'recode.node'), 'node.napi.node')
 const cudaLib = path.join(out, 'Release', 'librecode_cuda.so')

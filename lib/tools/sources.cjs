@@ -5,7 +5,7 @@
 const fs = require('fs')
 const path = require('path')
 
-function listSources (root) {
+function listSources(root) {
   const src = path.join(root, 'src')
   const out = []
   for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
@@ -24,7 +24,7 @@ module.exports = { listSources }
 if (require.main === module) {
   const group = process.argv[2] || 'all'
   const all = listSources(path.join(__dirname, '..', '..'))
-  const pick = group === 'avx2' ? all.filter((f) => f.endsWith('_avx2.cpp'))
-    : group === 'base' ? all.filter((f) => !f.endsWith('_avx2.cpp')) : all
+  const pick =
+    group === 'avx2' ? all.filter((f) => f.endsWith('_avx2.cpp')) : group === 'base' ? all.filter((f) => !f.endsWith('_avx2.cpp')) : all
   process.stdout.write(pick.join(' '))
 }

@@ -61,7 +61,7 @@ interface AdapterAddon {
 const addon = (): AdapterAddon => native() as unknown as AdapterAddon
 
 /** Buffers forward must fill for backward. */
-export function adapterSavedBuffers (dims: AdapterDims, dora: boolean): AdapterSaved {
+export function adapterSavedBuffers(dims: AdapterDims, dora: boolean): AdapterSaved {
   return {
     loraHidden: new Float32Array(dims.rows * dims.rank),
     ...(dora ? { weightNorm: new Float32Array(dims.out), droppedBase: new Float32Array(dims.rows * dims.out) } : {})
@@ -69,7 +69,13 @@ export function adapterSavedBuffers (dims: AdapterDims, dora: boolean): AdapterS
 }
 
 /** y = the adapted layer applied to x [rows, in]; fills `saved` (allocated when not given). */
-export function adapterForward (x: Float32Array, dims: AdapterDims, layer: AdapterLayer, y?: Float32Array, saved?: AdapterSaved): { y: Float32Array, saved: AdapterSaved } {
+export function adapterForward(
+  x: Float32Array,
+  dims: AdapterDims,
+  layer: AdapterLayer,
+  y?: Float32Array,
+  saved?: AdapterSaved
+): { y: Float32Array; saved: AdapterSaved } {
   const out = y ?? new Float32Array(dims.rows * dims.out)
   const s = saved ?? adapterSavedBuffers(dims, layer.magnitude !== undefined)
   addon().adapterForward(x, dims, layer, out, s)
@@ -77,7 +83,14 @@ export function adapterForward (x: Float32Array, dims: AdapterDims, layer: Adapt
 }
 
 /** Gradients of A, B (and m for DoRA) and of x, given dy [rows, out] and what forward saved. */
-export function adapterBackward (x: Float32Array, dy: Float32Array, dims: AdapterDims, layer: AdapterLayer, saved: AdapterSaved, grads?: Partial<AdapterGrads>): AdapterGrads {
+export function adapterBackward(
+  x: Float32Array,
+  dy: Float32Array,
+  dims: AdapterDims,
+  layer: AdapterLayer,
+  saved: AdapterSaved,
+  grads?: Partial<AdapterGrads>
+): AdapterGrads {
   const g: AdapterGrads = {
     input: grads?.input ?? new Float32Array(dims.rows * dims.in),
     loraA: grads?.loraA ?? new Float32Array(dims.rank * dims.in),
@@ -90,7 +103,7 @@ export function adapterBackward (x: Float32Array, dy: Float32Array, dims: Adapte
 }
 
 /** PEFT's DoRA weight norm ||W + s B A|| per output row; also the initial magnitude of a fresh DoRA adapter. */
-export function doraWeightNorm (dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
+export function doraWeightNorm(dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
   const out = new Float32Array(dims.out)
   addon().doraWeightNorm({ rows: 1, ...dims }, layer, out)
   return out
@@ -100,25 +113,26 @@ export function doraWeightNorm (dims: Omit<AdapterDims, 'rows'>, layer: AdapterL
  * The merged weight [out, in] of an adapted layer, as PEFT's merge_and_unload computes it (LoRA: W + s B A;
  * DoRA: each row of W + s B A scaled to its magnitude), for writing a full Hugging Face model folder.
  */
-export function mergeAdapter (dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
+export function mergeAdapter(dims: Omit<AdapterDims, 'rows'>, layer: AdapterLayer): Float32Array {
   const out = new Float32Array(dims.out * dims.in)
   addon().adapterMerge({ rows: 1, ...dims }, layer, out)
   return out
 }
 
 /** The dropout keep mask (1 = kept) for `count` elements starting at counter `offset`. */
-export function dropoutMask (count: number, p: number, seed: number, offset = 0): Uint8Array {
+export function dropoutMask(count: number, p: number, seed: number, offset = 0): Uint8Array {
   return addon().dropoutMask(count, p, seed, offset)
 }
 
 /** Philox4x32-10 of one counter block (exposed for known-answer tests). */
-export function philox4x32 (counter: Uint32Array, key: Uint32Array): Uint32Array {
+export function philox4x32(counter: Uint32Array, key: Uint32Array): Uint32Array {
   return addon().philox4x32(counter, key)
 }
 
 /** PEFT's default initialisation: A ~ kaiming-uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. */
-export function initLora (dims: Omit<AdapterDims, 'rows'>, random: () => number): { loraA: Float32Array, loraB: Float32Array } {
-  if (!(dims.in > 0 && dims.rank > 0 && dims.out > 0)) throw new RecodeError('ERR_INVALID_ARG', 'initLora: in, out and rank must be positive')
+export function initLora(dims: Omit<AdapterDims, 'rows'>, random: () => number): { loraA: Float32Array; loraB: Float32Array } {
+  if (!(dims.in > 0 && dims.rank > 0 && dims.out > 0))
+    throw new RecodeError('ERR_INVALID_ARG', 'initLora: in, out and rank must be positive')
   const bound = 1 / Math.sqrt(dims.in)
   const loraA = Float32Array.from({ length: dims.rank * dims.in }, () => (2 * random() - 1) * bound)
   return { loraA, loraB: new Float32Array(dims.out * dims.rank) }

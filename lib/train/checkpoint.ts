@@ -42,7 +42,7 @@ export interface CheckpointManifest {
   dataCursor: unknown
   createdAt: string
   /** sha256: hex digest of the file's bytes (absent in version 1 manifests). */
-  files: Array<{ name: string, bytes: number, sha256?: string }>
+  files: Array<{ name: string; bytes: number; sha256?: string }>
   /** Anything else the trainer wants back (opaque JSON). */
   extra?: unknown
 }
@@ -68,13 +68,16 @@ export interface SaveCheckpointInput {
 
 const STEP_DIR = /^step-(\d+)$/
 
-function checkFileName (name: string): void {
+function checkFileName(name: string): void {
   if (!/^[A-Za-z0-9_.-]+$/.test(name) || name === 'manifest.json' || name.startsWith('.')) {
-    throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: invalid file name ${JSON.stringify(name)} (letters, digits, _ . -; not manifest.json)`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `saveCheckpoint: invalid file name ${JSON.stringify(name)} (letters, digits, _ . -; not manifest.json)`
+    )
   }
 }
 
-function writeDurable (file: string, data: string | Uint8Array): number {
+function writeDurable(file: string, data: string | Uint8Array): number {
   const fd = fs.openSync(file, 'w')
   try {
     fs.writeFileSync(fd, data)
@@ -88,12 +91,12 @@ function writeDurable (file: string, data: string | Uint8Array): number {
 const HASH_CHUNK = 4 << 20
 
 /** sha256 of a file, read in 4 MiB chunks (checkpoints of large models do not fit in one Buffer). */
-export function fileSha256 (file: string): string {
+export function fileSha256(file: string): string {
   const h = createHash('sha256')
   const buf = Buffer.allocUnsafe(HASH_CHUNK)
   const fd = fs.openSync(file, 'r')
   try {
-    for (let n; (n = fs.readSync(fd, buf, 0, HASH_CHUNK, null)) > 0;) h.update(buf.subarray(0, n))
+    for (let n; (n = fs.readSync(fd, buf, 0, HASH_CHUNK, null)) > 0; ) h.update(buf.subarray(0, n))
   } finally {
     fs.closeSync(fd)
   }
@@ -104,12 +107,13 @@ export function fileSha256 (file: string): string {
  * Index of the first NaN or infinite value of a floating-point tensor, or -1 (also for integer dtypes). Reads
  * the exponent bits, so it costs one pass over memory that is about to be written anyway.
  */
-export function firstNonFinite (t: TensorData): number {
+export function firstNonFinite(t: TensorData): number {
   const v = t.data
   // Element views need an aligned offset; a misaligned one (a slice of a file buffer) is copied first.
-  const elems = <T>(Ctor: new (b: ArrayBufferLike, o?: number, n?: number) => T, k: number): T => v.byteOffset % k === 0
-    ? new Ctor(v.buffer, v.byteOffset, Math.floor(v.byteLength / k))
-    : new Ctor(new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice().buffer, 0, Math.floor(v.byteLength / k))
+  const elems = <T>(Ctor: new (b: ArrayBufferLike, o?: number, n?: number) => T, k: number): T =>
+    v.byteOffset % k === 0
+      ? new Ctor(v.buffer, v.byteOffset, Math.floor(v.byteLength / k))
+      : new Ctor(new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice().buffer, 0, Math.floor(v.byteLength / k))
   if (t.dtype === 'F32') {
     const a = elems(Uint32Array, 4)
     for (let i = 0; i < a.length; i++) if ((a[i] & 0x7f800000) === 0x7f800000) return i
@@ -129,22 +133,41 @@ export function firstNonFinite (t: TensorData): number {
  * only then prunes old ones; returns the folder. A tensor holding NaN or Inf is an ERR_DIVERGED error and
  * nothing is written or pruned.
  */
-export function saveCheckpoint (root: string, input: SaveCheckpointInput): string {
-  if (typeof root !== 'string' || root === '') throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: root must be a non-empty string, got ${root === null ? 'null' : typeof root}`)
-  if (input === null || typeof input !== 'object') throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: input must be an object { step, configHash, ... }, got ${input === null ? 'null' : typeof input}`)
-  if (!Number.isInteger(input.step) || input.step < 0) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: step must be a non-negative integer, got ${input.step}`)
+export function saveCheckpoint(root: string, input: SaveCheckpointInput): string {
+  if (typeof root !== 'string' || root === '')
+    throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: root must be a non-empty string, got ${root === null ? 'null' : typeof root}`)
+  if (input === null || typeof input !== 'object')
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `saveCheckpoint: input must be an object { step, configHash, ... }, got ${input === null ? 'null' : typeof input}`
+    )
+  if (!Number.isInteger(input.step) || input.step < 0)
+    throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: step must be a non-negative integer, got ${input.step}`)
   const keep = input.keep ?? 3
-  if (!Number.isInteger(keep) || keep < 1) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: keep must be a positive integer, got ${keep}`)
-  for (const [what, v] of [['tensors', input.tensors], ['json', input.json]] as const) {
-    if (v !== undefined && (v === null || typeof v !== 'object' || Array.isArray(v))) throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: ${what} must be an object of file name -> contents, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`)
+  if (!Number.isInteger(keep) || keep < 1)
+    throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: keep must be a positive integer, got ${keep}`)
+  for (const [what, v] of [
+    ['tensors', input.tensors],
+    ['json', input.json]
+  ] as const) {
+    if (v !== undefined && (v === null || typeof v !== 'object' || Array.isArray(v)))
+      throw new RecodeError(
+        'ERR_INVALID_ARG',
+        `saveCheckpoint: ${what} must be an object of file name -> contents, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`
+      )
   }
   // Non-finite values are refused before the folder exists: a NaN checkpoint must never replace a good one.
   for (const [name, tensors] of Object.entries(input.tensors ?? {})) {
     checkFileName(name)
-    if (tensors === null || typeof tensors !== 'object') throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: tensors[${JSON.stringify(name)}] must be an object of tensors`)
+    if (tensors === null || typeof tensors !== 'object')
+      throw new RecodeError('ERR_INVALID_ARG', `saveCheckpoint: tensors[${JSON.stringify(name)}] must be an object of tensors`)
     for (const [tname, t] of Object.entries(tensors)) {
       const i = t !== null && typeof t === 'object' && ArrayBuffer.isView(t.data) ? firstNonFinite(t) : -1
-      if (i >= 0) throw new RecodeError('ERR_DIVERGED', `saveCheckpoint: step ${input.step}: ${name} tensor ${tname} holds a non-finite value at index ${i}; the checkpoint was not written and no older one was removed`)
+      if (i >= 0)
+        throw new RecodeError(
+          'ERR_DIVERGED',
+          `saveCheckpoint: step ${input.step}: ${name} tensor ${tname} holds a non-finite value at index ${i}; the checkpoint was not written and no older one was removed`
+        )
     }
   }
   makeDir(root, 'saveCheckpoint')
@@ -157,7 +180,11 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
     for (const [name, tensors] of Object.entries(input.tensors ?? {})) {
       // writeSafetensors renames its own temp file into place inside tmp/ (and fsyncs it); the hash sees the bytes as written.
       const h = createHash('sha256')
-      const bytes = writeSafetensors(path.join(tmp, name), tensors, undefined, { onBytes: (b) => { h.update(b) } })
+      const bytes = writeSafetensors(path.join(tmp, name), tensors, undefined, {
+        onBytes: (b) => {
+          h.update(b)
+        }
+      })
       files.push({ name, bytes, sha256: h.digest('hex') })
     }
     for (const [name, value] of Object.entries(input.json ?? {})) {
@@ -172,7 +199,11 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
         if (listed.has(name) || name === 'manifest.json') continue
         const file = path.join(tmp, name)
         const fd = fs.openSync(file, 'r+')
-        try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+        try {
+          fs.fsyncSync(fd)
+        } finally {
+          fs.closeSync(fd)
+        }
         files.push({ name, bytes: fs.statSync(file).size, sha256: fileSha256(file) })
       }
       for (const d of walkDirs(tmp)) fsyncDir(d)
@@ -194,7 +225,10 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
     try {
       verifyCheckpoint(tmp)
     } catch (err) {
-      throw new RecodeError('ERR_DATA', `saveCheckpoint: step ${input.step} did not read back as written (${(err as Error).message}); it was not kept and no older checkpoint was removed`)
+      throw new RecodeError(
+        'ERR_DATA',
+        `saveCheckpoint: step ${input.step} did not read back as written (${(err as Error).message}); it was not kept and no older checkpoint was removed`
+      )
     }
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true })
@@ -216,7 +250,7 @@ export function saveCheckpoint (root: string, input: SaveCheckpointInput): strin
 }
 
 /** Files under dir, as '/'-separated relative paths, sorted. */
-function walkFiles (dir: string, prefix = ''): string[] {
+function walkFiles(dir: string, prefix = ''): string[] {
   const out: string[] = []
   for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
     if (e.isDirectory()) out.push(...walkFiles(path.join(dir, e.name), `${prefix}${e.name}/`))
@@ -225,14 +259,14 @@ function walkFiles (dir: string, prefix = ''): string[] {
   return out
 }
 
-function walkDirs (dir: string): string[] {
+function walkDirs(dir: string): string[] {
   const out = [dir]
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...walkDirs(path.join(dir, e.name)))
   return out
 }
 
 /** Complete checkpoint folders under root, newest first. */
-export function listCheckpoints (root: string): Array<{ step: number, dir: string }> {
+export function listCheckpoints(root: string): Array<{ step: number; dir: string }> {
   let entries: fs.Dirent[]
   try {
     entries = fs.readdirSync(root, { withFileTypes: true })
@@ -250,7 +284,7 @@ export function listCheckpoints (root: string): Array<{ step: number, dir: strin
  * `upTo` (the step just saved), only checkpoints at or before it count: newer folders belong to a run that was
  * resumed from an older checkpoint (a corrupt newest one) and are left for that step's next save to replace.
  */
-export function pruneCheckpoints (root: string, keep: number, upTo = Infinity): void {
+export function pruneCheckpoints(root: string, keep: number, upTo = Infinity): void {
   const all = listCheckpoints(root).filter((c) => c.step <= upTo)
   for (const c of all.slice(keep)) fs.rmSync(c.dir, { recursive: true, force: true })
   for (const e of fs.readdirSync(root, { withFileTypes: true })) {
@@ -259,7 +293,7 @@ export function pruneCheckpoints (root: string, keep: number, upTo = Infinity): 
 }
 
 /** Reads and checks a checkpoint's manifest and file sizes; throws ERR_DATA naming the folder and file when it is incomplete. */
-export function readCheckpointManifest (dir: string): CheckpointManifest {
+export function readCheckpointManifest(dir: string): CheckpointManifest {
   const file = path.join(dir, 'manifest.json')
   let m: CheckpointManifest
   try {
@@ -270,15 +304,28 @@ export function readCheckpointManifest (dir: string): CheckpointManifest {
   if (m?.format !== CHECKPOINT_FORMAT || !Number.isInteger(m.step) || !Array.isArray(m.files)) {
     throw new RecodeError('ERR_DATA', `${file}: not a recode checkpoint manifest`)
   }
-  if (m.version > CHECKPOINT_VERSION) throw new RecodeError('ERR_DATA', `${file}: checkpoint version ${m.version} is newer than this recode (${CHECKPOINT_VERSION})`)
+  if (m.version > CHECKPOINT_VERSION)
+    throw new RecodeError('ERR_DATA', `${file}: checkpoint version ${m.version} is newer than this recode (${CHECKPOINT_VERSION})`)
   for (const f of m.files) {
-    if (f === null || typeof f !== 'object' || typeof f.name !== 'string' || !Number.isInteger(f.bytes) || (f.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(f.sha256)) || f.name.split('/').some((p) => p === '..' || p === '')) {
+    if (
+      f === null ||
+      typeof f !== 'object' ||
+      typeof f.name !== 'string' ||
+      !Number.isInteger(f.bytes) ||
+      (f.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(f.sha256)) ||
+      f.name.split('/').some((p) => p === '..' || p === '')
+    ) {
       throw new RecodeError('ERR_DATA', `${file}: malformed file entry ${JSON.stringify(f)?.slice(0, 120)}`)
     }
     if (m.version >= 2 && f.sha256 === undefined) throw new RecodeError('ERR_DATA', `${file}: file entry ${f.name} has no sha256`)
     let size: number
-    try { size = fs.statSync(path.join(dir, f.name)).size } catch { throw new RecodeError('ERR_DATA', `${path.join(dir, f.name)}: checkpoint file is missing`) }
-    if (size !== f.bytes) throw new RecodeError('ERR_DATA', `${path.join(dir, f.name)}: checkpoint file has ${size} bytes, the manifest says ${f.bytes}`)
+    try {
+      size = fs.statSync(path.join(dir, f.name)).size
+    } catch {
+      throw new RecodeError('ERR_DATA', `${path.join(dir, f.name)}: checkpoint file is missing`)
+    }
+    if (size !== f.bytes)
+      throw new RecodeError('ERR_DATA', `${path.join(dir, f.name)}: checkpoint file has ${size} bytes, the manifest says ${f.bytes}`)
   }
   return m
 }
@@ -287,13 +334,17 @@ export function readCheckpointManifest (dir: string): CheckpointManifest {
  * readCheckpointManifest, then every file's sha256 against the manifest (streamed): throws ERR_DATA naming the
  * first file whose bytes changed (a same-size corruption that the sizes alone do not show).
  */
-export function verifyCheckpoint (dir: string): CheckpointManifest {
+export function verifyCheckpoint(dir: string): CheckpointManifest {
   const m = readCheckpointManifest(dir)
   for (const f of m.files) {
     if (f.sha256 === undefined) continue
     const file = path.join(dir, f.name)
     const got = fileSha256(file)
-    if (got !== f.sha256) throw new RecodeError('ERR_DATA', `${file}: checkpoint file is corrupt (sha256 ${got.slice(0, 12)}..., the manifest says ${f.sha256.slice(0, 12)}...)`)
+    if (got !== f.sha256)
+      throw new RecodeError(
+        'ERR_DATA',
+        `${file}: checkpoint file is corrupt (sha256 ${got.slice(0, 12)}..., the manifest says ${f.sha256.slice(0, 12)}...)`
+      )
   }
   return m
 }
@@ -310,14 +361,18 @@ export interface LatestCheckpointOptions {
  * when root holds no checkpoint folder. Newer folders that fail the check are skipped (reported through
  * `onSkip`); when every folder fails, an ERR_DATA error lists each one's reason.
  */
-export function latestCheckpoint (root: string, options: LatestCheckpointOptions = {}): { dir: string, manifest: CheckpointManifest } | undefined {
+export function latestCheckpoint(
+  root: string,
+  options: LatestCheckpointOptions = {}
+): { dir: string; manifest: CheckpointManifest } | undefined {
   const all = listCheckpoints(root)
   const reasons: string[] = []
   for (const c of all) {
     let manifest: CheckpointManifest
     try {
       manifest = verifyCheckpoint(c.dir)
-      if (manifest.step !== c.step) throw new RecodeError('ERR_DATA', `${path.join(c.dir, 'manifest.json')}: the manifest is for step ${manifest.step}, not ${c.step}`)
+      if (manifest.step !== c.step)
+        throw new RecodeError('ERR_DATA', `${path.join(c.dir, 'manifest.json')}: the manifest is for step ${manifest.step}, not ${c.step}`)
     } catch (err) {
       if (!(err instanceof RecodeError)) throw err
       reasons.push(err.message)
@@ -325,7 +380,10 @@ export function latestCheckpoint (root: string, options: LatestCheckpointOptions
       continue // try the next older one
     }
     if (options.expectConfigHash !== undefined && manifest.configHash !== options.expectConfigHash) {
-      throw new RecodeError('ERR_CONFIG', `${c.dir}: this checkpoint was written with a different training configuration (hash ${String(manifest.configHash).slice(0, 12)}, now ${options.expectConfigHash.slice(0, 12)}); use a new output folder or the original configuration`)
+      throw new RecodeError(
+        'ERR_CONFIG',
+        `${c.dir}: this checkpoint was written with a different training configuration (hash ${String(manifest.configHash).slice(0, 12)}, now ${options.expectConfigHash.slice(0, 12)}); use a new output folder or the original configuration`
+      )
     }
     return { dir: c.dir, manifest }
   }
@@ -338,7 +396,10 @@ export function latestCheckpoint (root: string, options: LatestCheckpointOptions
  * bytes are checked against the manifest's sha256 as they are read (`verify: false` skips that, for a folder
  * that latestCheckpoint has just verified).
  */
-export function loadCheckpoint (dir: string, options: { verify?: boolean } = {}): { manifest: CheckpointManifest, tensors: Record<string, Record<string, ReadTensor>>, json: Record<string, unknown> } {
+export function loadCheckpoint(
+  dir: string,
+  options: { verify?: boolean } = {}
+): { manifest: CheckpointManifest; tensors: Record<string, Record<string, ReadTensor>>; json: Record<string, unknown> } {
   const manifest = readCheckpointManifest(dir)
   const verify = options?.verify !== false
   const tensors: Record<string, Record<string, ReadTensor>> = {}
@@ -347,13 +408,21 @@ export function loadCheckpoint (dir: string, options: { verify?: boolean } = {})
     const file = path.join(dir, f.name)
     if (!f.name.endsWith('.safetensors') && !f.name.endsWith('.json')) continue
     let buf: Buffer
-    try { buf = fs.readFileSync(file) } catch (err) { throw new RecodeError('ERR_DATA', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`) }
+    try {
+      buf = fs.readFileSync(file)
+    } catch (err) {
+      throw new RecodeError('ERR_DATA', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    }
     if (verify && f.sha256 !== undefined && createHash('sha256').update(buf).digest('hex') !== f.sha256) {
       throw new RecodeError('ERR_DATA', `${file}: checkpoint file is corrupt (its sha256 differs from the manifest's)`)
     }
     if (f.name.endsWith('.safetensors')) tensors[f.name] = decodeSafetensors(buf, file).tensors
     else {
-      try { json[f.name] = JSON.parse(buf.toString('utf8')) } catch (err) { throw new RecodeError('ERR_DATA', `${file}: ${(err as Error).message}`) }
+      try {
+        json[f.name] = JSON.parse(buf.toString('utf8'))
+      } catch (err) {
+        throw new RecodeError('ERR_DATA', `${file}: ${(err as Error).message}`)
+      }
     }
   }
   return { manifest, tensors, json }
@@ -387,20 +456,24 @@ export interface AdapterLayerWeights {
 export { DECODER_PROJECTION_PARENT }
 
 /** transformers module path of a projection in decoder layer i (Qwen2 / Llama naming). */
-export function decoderModulePath (layer: number, projection: string): string {
+export function decoderModulePath(layer: number, projection: string): string {
   const parent = DECODER_PROJECTION_PARENT[projection]
-  if (!parent) throw new RecodeError('ERR_INVALID_ARG', `decoderModulePath: unknown projection ${JSON.stringify(projection)} (${Object.keys(DECODER_PROJECTION_PARENT).join(', ')})`)
+  if (!parent)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `decoderModulePath: unknown projection ${JSON.stringify(projection)} (${Object.keys(DECODER_PROJECTION_PARENT).join(', ')})`
+    )
   return `model.layers.${layer}.${parent}.${projection}`
 }
 
 /** PEFT's saved tensor names for one adapted module. */
-export function peftTensorNames (module: string): { loraA: string, loraB: string, magnitude: string } {
+export function peftTensorNames(module: string): { loraA: string; loraB: string; magnitude: string } {
   const base = `base_model.model.${module}`
   return { loraA: `${base}.lora_A.weight`, loraB: `${base}.lora_B.weight`, magnitude: `${base}.lora_magnitude_vector` }
 }
 
 /** adapter_config.json as PEFT writes it for a LoRA / DoRA adapter on a causal LM. */
-export function peftAdapterConfig (spec: AdapterSpec): Record<string, unknown> {
+export function peftAdapterConfig(spec: AdapterSpec): Record<string, unknown> {
   return {
     peft_type: 'LORA',
     task_type: 'CAUSAL_LM',
@@ -428,21 +501,41 @@ export function peftAdapterConfig (spec: AdapterSpec): Record<string, unknown> {
  * Writes a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), each file atomically.
  * `dtype` 'F32' (default) or 'BF16' for the stored tensors.
  */
-export function saveAdapter (dir: string, spec: AdapterSpec, layers: AdapterLayerWeights[], dtype: 'F32' | 'BF16' = 'F32'): void {
-  if (typeof dir !== 'string' || dir === '') throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: dir must be a non-empty string, got ${dir === null ? 'null' : typeof dir}`)
-  if (spec === null || typeof spec !== 'object') throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: spec must be an object { type, r, alpha, dropout, targetModules, baseModel }, got ${spec === null ? 'null' : typeof spec}`)
-  if (!Array.isArray(layers) || !layers.every((l) => l !== null && typeof l === 'object')) throw new RecodeError('ERR_INVALID_ARG', 'saveAdapter: layers must be an array of { module, inFeatures, outFeatures, loraA, loraB } objects')
-  if (dtype !== 'F32' && dtype !== 'BF16') throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: dtype must be 'F32' or 'BF16', got ${String(dtype)}`)
+export function saveAdapter(dir: string, spec: AdapterSpec, layers: AdapterLayerWeights[], dtype: 'F32' | 'BF16' = 'F32'): void {
+  if (typeof dir !== 'string' || dir === '')
+    throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: dir must be a non-empty string, got ${dir === null ? 'null' : typeof dir}`)
+  if (spec === null || typeof spec !== 'object')
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `saveAdapter: spec must be an object { type, r, alpha, dropout, targetModules, baseModel }, got ${spec === null ? 'null' : typeof spec}`
+    )
+  if (!Array.isArray(layers) || !layers.every((l) => l !== null && typeof l === 'object'))
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      'saveAdapter: layers must be an array of { module, inFeatures, outFeatures, loraA, loraB } objects'
+    )
+  if (dtype !== 'F32' && dtype !== 'BF16')
+    throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: dtype must be 'F32' or 'BF16', got ${String(dtype)}`)
   const tensors: Record<string, TensorData> = {}
-  const store = (v: Float32Array, shape: number[]): TensorData => (dtype === 'BF16' ? { dtype: 'BF16', shape, data: toBf16(v) } : { dtype: 'F32', shape, data: v })
+  const store = (v: Float32Array, shape: number[]): TensorData =>
+    dtype === 'BF16' ? { dtype: 'BF16', shape, data: toBf16(v) } : { dtype: 'F32', shape, data: v }
   for (const l of layers) {
     const n = peftTensorNames(l.module)
-    if (l.loraA.length !== spec.r * l.inFeatures) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} lora_A must have r*in = ${spec.r * l.inFeatures} values, got ${l.loraA.length}`)
-    if (l.loraB.length !== l.outFeatures * spec.r) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} lora_B must have out*r = ${l.outFeatures * spec.r} values, got ${l.loraB.length}`)
+    if (l.loraA.length !== spec.r * l.inFeatures)
+      throw new RecodeError(
+        'ERR_INVALID_ARG',
+        `saveAdapter: ${l.module} lora_A must have r*in = ${spec.r * l.inFeatures} values, got ${l.loraA.length}`
+      )
+    if (l.loraB.length !== l.outFeatures * spec.r)
+      throw new RecodeError(
+        'ERR_INVALID_ARG',
+        `saveAdapter: ${l.module} lora_B must have out*r = ${l.outFeatures * spec.r} values, got ${l.loraB.length}`
+      )
     tensors[n.loraA] = store(l.loraA, [spec.r, l.inFeatures])
     tensors[n.loraB] = store(l.loraB, [l.outFeatures, spec.r])
     if (spec.type === 'dora') {
-      if (!l.magnitude || l.magnitude.length !== l.outFeatures) throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} needs a DoRA magnitude of ${l.outFeatures} values`)
+      if (!l.magnitude || l.magnitude.length !== l.outFeatures)
+        throw new RecodeError('ERR_INVALID_ARG', `saveAdapter: ${l.module} needs a DoRA magnitude of ${l.outFeatures} values`)
       tensors[n.magnitude] = store(l.magnitude, [l.outFeatures])
     }
   }
@@ -452,13 +545,22 @@ export function saveAdapter (dir: string, spec: AdapterSpec, layers: AdapterLaye
 }
 
 /** Reads a PEFT LoRA/DoRA adapter folder back (errors name the file). */
-export function loadAdapter (dir: string): { spec: AdapterSpec, tensors: Record<string, ReadTensor> } {
+export function loadAdapter(dir: string): { spec: AdapterSpec; tensors: Record<string, ReadTensor> } {
   const cfgFile = path.join(dir, 'adapter_config.json')
   let cfg: any
-  try { cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) } catch (err) { throw new RecodeError('ERR_MODEL', `${cfgFile}: ${(err as Error).message}`) }
-  if (cfg.peft_type !== 'LORA') throw new RecodeError('ERR_MODEL', `${cfgFile}: peft_type must be "LORA", got ${JSON.stringify(cfg.peft_type)}`)
+  try {
+    cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'))
+  } catch (err) {
+    throw new RecodeError('ERR_MODEL', `${cfgFile}: ${(err as Error).message}`)
+  }
+  if (cfg.peft_type !== 'LORA')
+    throw new RecodeError('ERR_MODEL', `${cfgFile}: peft_type must be "LORA", got ${JSON.stringify(cfg.peft_type)}`)
   if (cfg.use_rslora) throw new RecodeError('ERR_MODEL', `${cfgFile}: use_rslora adapters are not supported (scaling alpha/sqrt(r))`)
-  const targets = Array.isArray(cfg.target_modules) ? cfg.target_modules : typeof cfg.target_modules === 'string' ? [cfg.target_modules] : []
+  const targets = Array.isArray(cfg.target_modules)
+    ? cfg.target_modules
+    : typeof cfg.target_modules === 'string'
+      ? [cfg.target_modules]
+      : []
   const spec: AdapterSpec = {
     type: cfg.use_dora ? 'dora' : 'lora',
     r: cfg.r,

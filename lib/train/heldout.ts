@@ -27,11 +27,11 @@ export interface HeldOutOptions {
   seed?: number
   python?: string
   signal?: AbortSignal
-  onProgress?: (p: { done: number, total: number, generatedTokens: number }) => void
+  onProgress?: (p: { done: number; total: number; generatedTokens: number }) => void
 }
 
 /** The prompt fields of a ReCode-format row (`new_version` may carry the `==` prefix; the version number is used). */
-export function rowFields (row: UpdateTaskRow): Record<string, string> {
+export function rowFields(row: UpdateTaskRow): Record<string, string> {
   const version = row.new_version.startsWith('==') ? row.new_version.slice(2) : row.new_version
   return {
     dependency: row.dependency,
@@ -45,11 +45,11 @@ export function rowFields (row: UpdateTaskRow): Record<string, string> {
 }
 
 /** Renders each row with ReCode's training prompt through the model's chat template (prefill continued). */
-export function migrationPrompts (model: Pick<LanguageModel, 'renderChat'>, rows: UpdateTaskRow[]): string[] {
+export function migrationPrompts(model: Pick<LanguageModel, 'renderChat'>, rows: UpdateTaskRow[]): string[] {
   return rows.map((row) => renderPrompt(buildMessages(RECODE_TRAIN_PROMPT, rowFields(row)), model))
 }
 
-export async function evaluateHeldOut (model: LanguageModel, rows: UpdateTaskRow[], options: HeldOutOptions = {}): Promise<HeldOutScores> {
+export async function evaluateHeldOut(model: LanguageModel, rows: UpdateTaskRow[], options: HeldOutOptions = {}): Promise<HeldOutScores> {
   options = optionsArg(options, 'evaluateHeldOut')
   const prompts = migrationPrompts(model, rows)
   const generations = await model.generate(prompts, {
@@ -61,7 +61,11 @@ export async function evaluateHeldOut (model: LanguageModel, rows: UpdateTaskRow
     onProgress: options.onProgress
   })
   const completions = generations.map((g) => g[0].text)
-  const scores = await rewards.score(completions, rows.map((r) => r.new_code), { python: options.python, signal: options.signal })
+  const scores = await rewards.score(
+    completions,
+    rows.map((r) => r.new_code),
+    { python: options.python, signal: options.signal }
+  )
   const n = completions.length
   const mean = (xs: Float64Array): number => (n === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / n)
   return {

@@ -31,7 +31,10 @@ export interface MemoryParts {
   scratch: number
 }
 
-export interface PhasePlan { peakBytes: number, parts: MemoryParts }
+export interface PhasePlan {
+  peakBytes: number
+  parts: MemoryParts
+}
 
 export interface MemoryPlan {
   /** The larger of the two phases' peaks, per GPU. */
@@ -47,7 +50,18 @@ export interface MemoryPlan {
   /** Training includes what generation leaves allocated (the backend keeps its buffers). */
   training: PhasePlan
   /** The shapes planned for. */
-  workload: { dtype: 'bf16' | 'f32', slots: number, context: number, prefillChunk: number, promptTokens: number, completionTokens: number, microRows: number, referencePass: boolean, activationRecomputation: boolean, adapter: string }
+  workload: {
+    dtype: 'bf16' | 'f32'
+    slots: number
+    context: number
+    prefillChunk: number
+    promptTokens: number
+    completionTokens: number
+    microRows: number
+    referencePass: boolean
+    activationRecomputation: boolean
+    adapter: string
+  }
   notes: string[]
 }
 
@@ -61,7 +75,7 @@ export interface PlanOptions {
 }
 
 /** config.json of a model folder, or a config.json file itself. */
-export function readModelConfigFor (model: string): NativeModelConfig {
+export function readModelConfigFor(model: string): NativeModelConfig {
   let file = model
   try {
     if (fs.statSync(model).isDirectory()) file = path.join(model, 'config.json')
@@ -72,7 +86,7 @@ export function readModelConfigFor (model: string): NativeModelConfig {
 }
 
 /** The native workload options for a run of `config` (the shapes lib/train/trainer.ts loads the model with). */
-export function planWorkload (config: TrainConfig, prefillChunk = 512): MemoryPlan['workload'] {
+export function planWorkload(config: TrainConfig, prefillChunk = 512): MemoryPlan['workload'] {
   return {
     dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32',
     slots: Math.min(64, config.promptsPerStep * config.samplesPerPrompt),
@@ -83,21 +97,33 @@ export function planWorkload (config: TrainConfig, prefillChunk = 512): MemoryPl
     microRows: (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation,
     referencePass: config.klCoef > 0,
     activationRecomputation: config.activationRecomputation,
-    adapter: config.adapter.type === 'none' ? 'none' : `${config.adapter.type} r=${config.adapter.r} on ${config.adapter.targetModules.join(',')}`
+    adapter:
+      config.adapter.type === 'none' ? 'none' : `${config.adapter.type} r=${config.adapter.r} on ${config.adapter.targetModules.join(',')}`
   }
 }
 
-const PART_NAMES: Array<keyof MemoryParts> = ['weights', 'trainable', 'optimizer', 'kvCache', 'generation', 'activations', 'logprob', 'scratch']
+const PART_NAMES: Array<keyof MemoryParts> = [
+  'weights',
+  'trainable',
+  'optimizer',
+  'kvCache',
+  'generation',
+  'activations',
+  'logprob',
+  'scratch'
+]
 
 /** Plans `config`'s run of the model `modelConfig` on `options.nproc` GPUs of `options.gpuMemoryGiB` each. */
-export function planMemory (modelConfig: NativeModelConfig, config: TrainConfig, options: PlanOptions = {}): MemoryPlan {
+export function planMemory(modelConfig: NativeModelConfig, config: TrainConfig, options: PlanOptions = {}): MemoryPlan {
   const gib = options.gpuMemoryGiB ?? 80
-  if (!(gib > 0 && Number.isFinite(gib))) throw new RecodeError('ERR_CONFIG', `plan: --gpu-memory must be a positive number of GiB, got ${String(options.gpuMemoryGiB)}`)
+  if (!(gib > 0 && Number.isFinite(gib)))
+    throw new RecodeError('ERR_CONFIG', `plan: --gpu-memory must be a positive number of GiB, got ${String(options.gpuMemoryGiB)}`)
   const nproc = options.nproc ?? 1
-  if (!Number.isInteger(nproc) || nproc < 1) throw new RecodeError('ERR_CONFIG', `plan: --nproc must be a positive integer, got ${String(options.nproc)}`)
+  if (!Number.isInteger(nproc) || nproc < 1)
+    throw new RecodeError('ERR_CONFIG', `plan: --nproc must be a positive integer, got ${String(options.nproc)}`)
   const workload = planWorkload(config, options.prefillChunk)
   const a = config.adapter
-  let raw: { generation: PhasePlan, training: PhasePlan }
+  let raw: { generation: PhasePlan; training: PhasePlan }
   try {
     raw = native().memoryPlan(modelConfig, {
       device: 'counting',
@@ -110,7 +136,9 @@ export function planMemory (modelConfig: NativeModelConfig, config: TrainConfig,
       microRows: workload.microRows,
       referencePass: workload.referencePass,
       activationRecomputation: workload.activationRecomputation,
-      ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } })
+      ...(a.type === 'none'
+        ? {}
+        : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } })
     })
   } catch (err) {
     const e = err as RecodeError
@@ -133,22 +161,36 @@ export function planMemory (modelConfig: NativeModelConfig, config: TrainConfig,
     'Counted: every allocation of the CUDA backend and trainer (requested sizes); not counted: the CUDA context and allocator rounding (about 0.5-1 GiB on a GPU).'
   ]
   if (nproc > 1) notes.push(`ZeRO-1 over ${nproc} processes: the optimizer state is planned as its bytes / ${nproc} per process.`)
-  return { peakBytes: top.peakBytes, fits: top.peakBytes <= gpuMemoryBytes, gpuMemoryBytes, nproc, peakPhase, parts: top.parts, generation, training, workload, notes }
+  return {
+    peakBytes: top.peakBytes,
+    fits: top.peakBytes <= gpuMemoryBytes,
+    gpuMemoryBytes,
+    nproc,
+    peakPhase,
+    parts: top.parts,
+    generation,
+    training,
+    workload,
+    notes
+  }
 }
 
 const gb = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`
 
 /** The plan as the lines `recode plan` prints. */
-export function formatPlan (plan: MemoryPlan): string {
+export function formatPlan(plan: MemoryPlan): string {
   const w = plan.workload
   const lines = [
     `workload: ${w.dtype}, ${w.slots} slots x ${w.context} tokens, prefill chunk ${w.prefillChunk}, training micro-batch ${w.microRows} x ${w.promptTokens + w.completionTokens} tokens` +
       `${w.referencePass ? ', KL reference pass' : ''}${w.activationRecomputation ? ', activation recomputation' : ''}, adapter ${w.adapter}`,
     `${'part'.padEnd(12)} ${'generation'.padStart(12)} ${'training'.padStart(12)}`
   ]
-  for (const k of PART_NAMES) lines.push(`${k.padEnd(12)} ${gb(plan.generation.parts[k]).padStart(12)} ${gb(plan.training.parts[k]).padStart(12)}`)
+  for (const k of PART_NAMES)
+    lines.push(`${k.padEnd(12)} ${gb(plan.generation.parts[k]).padStart(12)} ${gb(plan.training.parts[k]).padStart(12)}`)
   lines.push(`${'peak'.padEnd(12)} ${gb(plan.generation.peakBytes).padStart(12)} ${gb(plan.training.peakBytes).padStart(12)}`)
-  lines.push(`peak ${gb(plan.peakBytes)} (${plan.peakPhase}) per GPU of ${gb(plan.gpuMemoryBytes)}${plan.nproc > 1 ? ` x ${plan.nproc}` : ''}: ${plan.fits ? 'fits' : 'DOES NOT FIT'}`)
+  lines.push(
+    `peak ${gb(plan.peakBytes)} (${plan.peakPhase}) per GPU of ${gb(plan.gpuMemoryBytes)}${plan.nproc > 1 ? ` x ${plan.nproc}` : ''}: ${plan.fits ? 'fits' : 'DOES NOT FIT'}`
+  )
   for (const n of plan.notes) lines.push(n)
   return lines.join('\n')
 }
@@ -157,10 +199,13 @@ export function formatPlan (plan: MemoryPlan): string {
  * `recode train` on 'cuda', before loading anything: plans the run for the first GPU's memory and refuses one
  * that cannot fit (ERR_OUT_OF_MEMORY, with the plan), rather than failing in cudaMalloc an hour into the run.
  */
-export function refuseUnfittingCudaRun (modelDir: string, config: TrainConfig, gpuMemoryBytes: number): void {
+export function refuseUnfittingCudaRun(modelDir: string, config: TrainConfig, gpuMemoryBytes: number): void {
   const plan = planMemory(readModelConfigFor(modelDir), config, { gpuMemoryGiB: gpuMemoryBytes / 2 ** 30 })
   if (!plan.fits) {
-    throw new RecodeError('ERR_OUT_OF_MEMORY', `this run needs ${gb(plan.peakBytes)} of device memory at its peak; the GPU has ${gb(gpuMemoryBytes)}. ` +
-      `Lower maxPromptTokens / maxCompletionTokens / promptsPerStep, raise gradAccumulation, or use adapters.\n${formatPlan(plan)}`)
+    throw new RecodeError(
+      'ERR_OUT_OF_MEMORY',
+      `this run needs ${gb(plan.peakBytes)} of device memory at its peak; the GPU has ${gb(gpuMemoryBytes)}. ` +
+        `Lower maxPromptTokens / maxCompletionTokens / promptsPerStep, raise gradAccumulation, or use adapters.\n${formatPlan(plan)}`
+    )
   }
 }

@@ -33,7 +33,7 @@ export interface StepMetrics {
   /** Seconds per phase: generation, reward, logprobs, backward, optimizer, ... */
   phaseSeconds?: Record<string, number>
   /** Held-out evaluation, when one ran at this step. */
-  eval?: { formatRate?: number, esStar?: number, exactMatch?: number }
+  eval?: { formatRate?: number; esStar?: number; exactMatch?: number }
   [key: string]: unknown
 }
 
@@ -49,7 +49,7 @@ export interface ReadMetricsResult {
  * Reads metrics.jsonl. A torn last line is ignored (reported in `tornTail`); a malformed line elsewhere is an
  * error naming file and line. A missing file reads as empty.
  */
-export function readMetrics (file: string): ReadMetricsResult {
+export function readMetrics(file: string): ReadMetricsResult {
   let buf: Buffer
   try {
     buf = fs.readFileSync(file)
@@ -89,7 +89,7 @@ export class MetricsWriter {
    * Opens `file` for appending. With `resumeFromStep` (the step of the checkpoint being resumed), records of
    * later steps and a torn last line are cut off first; without it a torn last line is cut off only.
    */
-  constructor (file: string, options: { resumeFromStep?: number } = {}) {
+  constructor(file: string, options: { resumeFromStep?: number } = {}) {
     this.file = file
     const { validBytes, tornTail } = readMetrics(file)
     let keepBytes = validBytes
@@ -112,16 +112,17 @@ export class MetricsWriter {
   }
 
   /** Appends one record and fsyncs it. */
-  append (record: StepMetrics): void {
+  append(record: StepMetrics): void {
     if (this.fd === undefined) throw new RecodeError('ERR_INVALID_ARG', `MetricsWriter(${this.file}): append after close`)
-    if (!Number.isInteger(record.step)) throw new RecodeError('ERR_INVALID_ARG', `MetricsWriter: record.step must be an integer, got ${record.step}`)
+    if (!Number.isInteger(record.step))
+      throw new RecodeError('ERR_INVALID_ARG', `MetricsWriter: record.step must be an integer, got ${record.step}`)
     const line = Buffer.from(JSON.stringify(record, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)) + '\n')
     let done = 0
     while (done < line.length) done += fs.writeSync(this.fd, line, done, line.length - done)
     fs.fsyncSync(this.fd)
   }
 
-  close (): void {
+  close(): void {
     if (this.fd !== undefined) fs.closeSync(this.fd)
     this.fd = undefined
   }

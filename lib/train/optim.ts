@@ -38,17 +38,28 @@ export interface AdamWOptions {
 
 interface OptimAddon {
   adamwStep: (p: Float32Array[], g: Float32Array[], m: Float32Array[], v: Float32Array[], h: AdamWHyper, o?: object) => void
-  adamwStepAsync: (p: Float32Array[], g: Float32Array[], m: Float32Array[], v: Float32Array[], h: AdamWHyper, o: object, cancel: Int32Array) => Promise<void>
+  adamwStepAsync: (
+    p: Float32Array[],
+    g: Float32Array[],
+    m: Float32Array[],
+    v: Float32Array[],
+    h: AdamWHyper,
+    o: object,
+    cancel: Int32Array
+  ) => Promise<void>
   gradNormSq: (g: Float32Array[]) => number
   clipGradNorm: (g: Float32Array[], maxNorm: number) => number
 }
 
 const addon = (): OptimAddon => native() as unknown as OptimAddon
 
-function split (tensors: AdamWTensor[], options: AdamWOptions): [Float32Array[], Float32Array[], Float32Array[], Float32Array[], object] {
+function split(tensors: AdamWTensor[], options: AdamWOptions): [Float32Array[], Float32Array[], Float32Array[], Float32Array[], object] {
   if (!Array.isArray(tensors)) throw new RecodeError('ERR_INVALID_ARG', 'adamwStep: tensors must be an array')
   return [
-    tensors.map((t) => t.param), tensors.map((t) => t.grad), tensors.map((t) => t.expAvg), tensors.map((t) => t.expAvgSq),
+    tensors.map((t) => t.param),
+    tensors.map((t) => t.grad),
+    tensors.map((t) => t.expAvg),
+    tensors.map((t) => t.expAvgSq),
     {
       gradScale: options.gradScale ?? 1,
       reference: options.reference ?? false,
@@ -59,13 +70,13 @@ function split (tensors: AdamWTensor[], options: AdamWOptions): [Float32Array[],
 }
 
 /** One AdamW update of every tensor, in place (synchronous: small models and tests). */
-export function adamwStep (tensors: AdamWTensor[], hyper: AdamWHyper, options: AdamWOptions = {}): void {
+export function adamwStep(tensors: AdamWTensor[], hyper: AdamWHyper, options: AdamWOptions = {}): void {
   const [p, g, m, v, o] = split(tensors, options)
   addon().adamwStep(p, g, m, v, hyper, o)
 }
 
 /** The same update on a worker thread (large models); stops before starting when `signal` is aborted. */
-export async function adamwStepAsync (tensors: AdamWTensor[], hyper: AdamWHyper, options: AdamWOptions = {}): Promise<void> {
+export async function adamwStepAsync(tensors: AdamWTensor[], hyper: AdamWHyper, options: AdamWOptions = {}): Promise<void> {
   const [p, g, m, v, o] = split(tensors, options)
   const cancel = cancelFlag(options.signal)
   try {
@@ -76,7 +87,7 @@ export async function adamwStepAsync (tensors: AdamWTensor[], hyper: AdamWHyper,
 }
 
 /** sqrt of the sum of squares of all gradients (accumulated in float64, deterministic). */
-export function gradNorm (grads: Float32Array[]): number {
+export function gradNorm(grads: Float32Array[]): number {
   return Math.sqrt(addon().gradNormSq(grads))
 }
 
@@ -84,11 +95,11 @@ export function gradNorm (grads: Float32Array[]): number {
  * Clips the global gradient norm to `maxNorm` in place (coefficient maxNorm / (norm + 1e-6) when below 1) and
  * returns the norm before clipping. A non-finite norm leaves the gradients as they are: skip that step.
  */
-export function clipGradNorm (grads: Float32Array[], maxNorm: number): number {
+export function clipGradNorm(grads: Float32Array[], maxNorm: number): number {
   return addon().clipGradNorm(grads, maxNorm)
 }
 
 /** Fresh zeroed AdamW state for parameter tensors. */
-export function adamwState (params: Float32Array[]): Array<{ expAvg: Float32Array, expAvgSq: Float32Array }> {
+export function adamwState(params: Float32Array[]): Array<{ expAvg: Float32Array; expAvgSq: Float32Array }> {
   return params.map((p) => ({ expAvg: new Float32Array(p.length), expAvgSq: new Float32Array(p.length) }))
 }

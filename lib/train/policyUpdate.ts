@@ -13,7 +13,7 @@ import type { Rollout, Sequence } from './rollout'
 export interface PolicyUpdateOptions {
   lr: number
   /** Full fine-tuning with KL: the base weights, swapped in for the reference forward (adapters switch themselves off instead). */
-  baseWeights?: Array<{ name: string, data: Float32Array }>
+  baseWeights?: Array<{ name: string; data: Float32Array }>
   signal?: AbortSignal
   /** Data parallelism: this rank trains micro-batches [r G/N, (r+1) G/N) of the G = gradAccumulation. */
   dataParallel?: DataParallel
@@ -41,27 +41,36 @@ export interface PolicyUpdateResult {
   clipFractionHigh: number
   /** Trained tokens per second of log-prob, backward and optimizer time. */
   tokensPerSecond: number
-  seconds: { logprobs: number, backward: number, optimizer: number }
+  seconds: { logprobs: number; backward: number; optimizer: number }
   /** With config.rolloutCorrection, token-weighted over the updates: mean |trainer - generator log-prob| of the
    * sampled tokens, and the fraction of tokens whose correction weight was truncated or masked. */
   rolloutLogRatioAbs?: number
   rolloutCorrectedFraction?: number
 }
 
-export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, batch: Rollout, options: PolicyUpdateOptions): Promise<PolicyUpdateResult> {
+export async function policyUpdate(
+  trainer: ModelTrainer,
+  config: TrainConfig,
+  batch: Rollout,
+  options: PolicyUpdateOptions
+): Promise<PolicyUpdateResult> {
   const { lr, baseWeights, signal } = options
   const seconds = { logprobs: 0, backward: 0, optimizer: 0 }
-  const tick = (name: keyof typeof seconds, since: number): number => { const now = performance.now(); seconds[name] += (now - since) / 1000; return now }
+  const tick = (name: keyof typeof seconds, since: number): number => {
+    const now = performance.now()
+    seconds[name] += (now - since) / 1000
+    return now
+  }
   const seqs = batch.sequences
   const advantages = batch.advantages
   const B = seqs.length
-  const microRows = (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation  // may split a group
+  const microRows = (config.promptsPerStep * config.samplesPerPrompt) / config.gradAccumulation // may split a group
   const masked = (s: Sequence): boolean => config.maskTruncatedCompletions && s.truncated === true
   const totalMask = seqs.reduce((a, s) => a + (masked(s) ? 0 : s.tokens.length - s.promptLength), 0)
   const dp = options.dataParallel
   const G = config.gradAccumulation
   // micro-batch m / microRows is this rank's when it falls in the rank's contiguous share of the G micro-batches
-  const mine = (m: number): boolean => dp === undefined || Math.floor((m / microRows) * dp.size / G) === dp.rank
+  const mine = (m: number): boolean => dp === undefined || Math.floor(((m / microRows) * dp.size) / G) === dp.rank
   let t: number
 
   // Reference log-probs (KL), one forward per micro-batch of the frozen base: adapters switched off, or (full
@@ -74,7 +83,16 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
     if (baseWeights !== undefined) await trainer.setState({ tensors: baseWeights })
     else await trainer.setAdaptersEnabled(false)
     try {
-      for (let m = 0; m < B; m += microRows) if (mine(m)) (await trainer.forward(seqs.slice(m, m + microRows).map((s) => s.tokens), { signal })).forEach((x, i) => { refLogp[m + i] = x })
+      for (let m = 0; m < B; m += microRows)
+        if (mine(m))
+          (
+            await trainer.forward(
+              seqs.slice(m, m + microRows).map((s) => s.tokens),
+              { signal }
+            )
+          ).forEach((x, i) => {
+            refLogp[m + i] = x
+          })
     } finally {
       if (current !== undefined) await trainer.setState({ tensors: current })
       else await trainer.setAdaptersEnabled(true)
@@ -83,8 +101,15 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
   }
 
   const oldLogp: Float32Array[] = []
-  let lossSum = 0; let klSum = 0; let clipSum = 0; let clipLowSum = 0; let clipHighSum = 0; let gradNorm = 0; let weightSum = 0
-  let misSum = 0; let correctedSum = 0
+  let lossSum = 0
+  let klSum = 0
+  let clipSum = 0
+  let clipLowSum = 0
+  let clipHighSum = 0
+  let gradNorm = 0
+  let weightSum = 0
+  let misSum = 0
+  let correctedSum = 0
   for (let update = 0; update < config.policyUpdatesPerBatch; update++) {
     // per micro-batch: loss, kl, clip, clip low, clip high (each times its weight), its mask count, and the rollout
     // mismatch and corrected fraction (times the mask count)
@@ -95,8 +120,14 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       const mb = seqs.slice(m, m + microRows)
       if (dp !== undefined) await trainer.setForwardIndex(m / microRows)
       t = performance.now()
-      const logp = await trainer.forward(mb.map((s) => s.tokens), { signal })
-      if (update === 0) logp.forEach((x, i) => { oldLogp[m + i] = x.slice() })
+      const logp = await trainer.forward(
+        mb.map((s) => s.tokens),
+        { signal }
+      )
+      if (update === 0)
+        logp.forEach((x, i) => {
+          oldLogp[m + i] = x.slice()
+        })
       t = tick('logprobs', t)
       // Pack the response tokens of the micro-batch as [rows x L] for the loss kernel.
       const L = Math.max(...mb.map((s) => s.tokens.length - s.promptLength))
@@ -113,31 +144,38 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       for (let r = 0; r < mb.length; r++) {
         const lp = logp[r]
         for (let k = mb[r].promptLength; k < lp.length; k++) {
-          if (!Number.isFinite(lp[k])) throw new RecodeError('ERR_DIVERGED', `the policy's log-probability of response token ${k - mb[r].promptLength} of sequence ${m + r} is ${lp[k]}`)
+          if (!Number.isFinite(lp[k]))
+            throw new RecodeError(
+              'ERR_DIVERGED',
+              `the policy's log-probability of response token ${k - mb[r].promptLength} of sequence ${m + r} is ${lp[k]}`
+            )
         }
       }
       const mbMask = mb.reduce((a, s) => a + (masked(s) ? 0 : s.tokens.length - s.promptLength), 0)
       const variants = objectiveOptions(config, mb, L)
-      const { grad, metrics } = await policyLoss({
-        batch: mb.length,
-        length: L,
-        logp: pack(logp) as Float32Array,
-        oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
-        refLogp: withRef ? pack(refLogp.slice(m, m + microRows)) : undefined,
-        advantages: advantages.subarray(m, m + mb.length),
-        mask,
-        ...variants.inputs
-      }, {
-        clipLow: config.clipEpsLow,
-        clipHigh: config.clipEpsHigh,
-        clipRatioC: config.dualClip ?? 0,
-        klCoef: config.klCoef,
-        klEstimator: config.klCoef > 0 ? config.klEstimator : undefined,
-        aggregation: config.lossType == null ? config.lossAggregation : undefined,
-        normLength: config.maxCompletionTokens,
-        ...variants.options,
-        signal
-      })
+      const { grad, metrics } = await policyLoss(
+        {
+          batch: mb.length,
+          length: L,
+          logp: pack(logp) as Float32Array,
+          oldLogp: pack(oldLogp.slice(m, m + microRows)) as Float32Array,
+          refLogp: withRef ? pack(refLogp.slice(m, m + microRows)) : undefined,
+          advantages: advantages.subarray(m, m + mb.length),
+          mask,
+          ...variants.inputs
+        },
+        {
+          clipLow: config.clipEpsLow,
+          clipHigh: config.clipEpsHigh,
+          clipRatioC: config.dualClip ?? 0,
+          klCoef: config.klCoef,
+          klEstimator: config.klCoef > 0 ? config.klEstimator : undefined,
+          aggregation: config.lossType == null ? config.lossAggregation : undefined,
+          normLength: config.maxCompletionTokens,
+          ...variants.options,
+          signal
+        }
+      )
       // The kernel aggregates over this micro-batch; scale to the whole batch (tokens or sequences).
       const scale = tokenMean(config) ? (totalMask > 0 ? mbMask / totalMask : 0) : mb.length / B
       const weights = mb.map((s, r) => {
@@ -147,19 +185,42 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
       })
       await trainer.backward(weights, { signal })
       t = tick('backward', t)
-      parts.set([metrics.loss * scale, metrics.klMean * mbMask, metrics.clipFrac * mbMask, metrics.clipFracLow * mbMask, metrics.clipFracHigh * mbMask, mbMask,
-        metrics.rolloutLogRatioAbs * mbMask, metrics.rolloutCorrectedFrac * mbMask], (m / microRows) * PARTS)
+      parts.set(
+        [
+          metrics.loss * scale,
+          metrics.klMean * mbMask,
+          metrics.clipFrac * mbMask,
+          metrics.clipFracLow * mbMask,
+          metrics.clipFracHigh * mbMask,
+          mbMask,
+          metrics.rolloutLogRatioAbs * mbMask,
+          metrics.rolloutCorrectedFrac * mbMask
+        ],
+        (m / microRows) * PARTS
+      )
     }
     // summed in micro-batch order whichever rank computed each: the same numbers on any number of ranks
     dp?.allreduce(parts)
     for (let k = 0; k < parts.length; k += PARTS) {
       lossSum += parts[k]
-      klSum += parts[k + 1]; clipSum += parts[k + 2]; clipLowSum += parts[k + 3]; clipHighSum += parts[k + 4]; weightSum += parts[k + 5]
-      misSum += parts[k + 6]; correctedSum += parts[k + 7]
+      klSum += parts[k + 1]
+      clipSum += parts[k + 2]
+      clipLowSum += parts[k + 3]
+      clipHighSum += parts[k + 4]
+      weightSum += parts[k + 5]
+      misSum += parts[k + 6]
+      correctedSum += parts[k + 7]
     }
     t = performance.now()
     await dp?.reduceGradients()
-    gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
+    gradNorm = await trainer.applyAdamW({
+      lr,
+      beta1: config.adamBeta1,
+      beta2: config.adamBeta2,
+      eps: config.adamEps,
+      weightDecay: config.weightDecay,
+      maxGradNorm: config.gradClip
+    })
     tick('optimizer', t)
   }
   const trainedTokens = seqs.reduce((a, s) => a + s.tokens.length, 0) * config.policyUpdatesPerBatch
@@ -172,7 +233,9 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
     clipFractionHigh: clipHighSum / weightSum,
     tokensPerSecond: trainedTokens / Math.max(1e-9, seconds.logprobs + seconds.backward + seconds.optimizer),
     seconds,
-    ...(config.rolloutCorrection != null ? { rolloutLogRatioAbs: misSum / weightSum, rolloutCorrectedFraction: correctedSum / weightSum } : {})
+    ...(config.rolloutCorrection != null
+      ? { rolloutLogRatioAbs: misSum / weightSum, rolloutCorrectedFraction: correctedSum / weightSum }
+      : {})
   }
 }
 
@@ -181,13 +244,17 @@ export async function policyUpdate (trainer: ModelTrainer, config: TrainConfig, 
 /** Whether the loss divides by the batch's token count (so a micro-batch's share is its tokens): verl's
  * token-mean, TRL's dapo and cispo (num_items_in_batch). TRL's bnpo divides each micro-batch by its own count
  * and the sum by the accumulation steps, as the sequence means do. */
-function tokenMean (config: TrainConfig): boolean {
+function tokenMean(config: TrainConfig): boolean {
   if (config.lossType == null) return config.lossAggregation === 'token-mean'
   return config.lossType === 'dapo' || config.lossType === 'cispo'
 }
 
 /** The policyLoss inputs and options of config's TRL settings for micro-batch mb packed as [rows x L]. */
-function objectiveOptions (config: TrainConfig, mb: Sequence[], L: number): { inputs: Partial<PolicyLossInputs>, options: PolicyLossOptions } {
+function objectiveOptions(
+  config: TrainConfig,
+  mb: Sequence[],
+  L: number
+): { inputs: Partial<PolicyLossInputs>; options: PolicyLossOptions } {
   const inputs: Partial<PolicyLossInputs> = {}
   const options: PolicyLossOptions = {
     lossType: config.lossType ?? undefined,
@@ -204,7 +271,8 @@ function objectiveOptions (config: TrainConfig, mb: Sequence[], L: number): { in
     const roll = new Float32Array(mb.length * L)
     mb.forEach((s, r) => {
       const lp = s.sampledLogp
-      if (lp === undefined || lp.length !== s.tokens.length - s.promptLength) throw new RecodeError('ERR_INVALID_ARG', 'train: rolloutCorrection needs the generator\'s log-probability of every sampled token')
+      if (lp === undefined || lp.length !== s.tokens.length - s.promptLength)
+        throw new RecodeError('ERR_INVALID_ARG', "train: rolloutCorrection needs the generator's log-probability of every sampled token")
       roll.set(lp, r * L)
     })
     inputs.rolloutLogp = roll

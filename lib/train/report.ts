@@ -37,7 +37,14 @@ export const REPORT_CHARTS: ChartSpec[] = [
   },
   { id: 'reward-std', title: 'Reward std', series: [{ label: 'reward std', get: field('rewardStd') }] },
   { id: 'format-rate', title: 'Format rate', series: [{ label: 'format rate', get: field('formatRate') }] },
-  { id: 'es-star', title: 'ES*', series: [{ label: 'ES*', get: field('esStar') }, { label: 'exact match', get: field('exactMatch') }] },
+  {
+    id: 'es-star',
+    title: 'ES*',
+    series: [
+      { label: 'ES*', get: field('esStar') },
+      { label: 'exact match', get: field('exactMatch') }
+    ]
+  },
   { id: 'kl', title: 'KL to the reference policy', series: [{ label: 'KL', get: field('kl') }] },
   {
     id: 'clip-fraction',
@@ -67,12 +74,12 @@ export const REPORT_CHARTS: ChartSpec[] = [
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e']
 
-export function escapeHtml (s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c] as string))
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string)
 }
 
 /** Round numbers for axis ticks: about `count` ticks covering [lo, hi]. */
-function ticks (lo: number, hi: number, count = 5): number[] {
+function ticks(lo: number, hi: number, count = 5): number[] {
   if (lo === hi) return [lo]
   const raw = (hi - lo) / count
   const mag = 10 ** Math.floor(Math.log10(raw))
@@ -82,7 +89,7 @@ function ticks (lo: number, hi: number, count = 5): number[] {
   return out
 }
 
-function fmt (v: number): string {
+function fmt(v: number): string {
   if (v === 0) return '0'
   const a = Math.abs(v)
   if (a >= 1e4 || a < 1e-3) return v.toExponential(1)
@@ -90,40 +97,63 @@ function fmt (v: number): string {
 }
 
 /** One chart as inline SVG, or '' when no record has a value for it. */
-export function renderChart (spec: ChartSpec, records: StepMetrics[]): string {
+export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
   const W = 560
   const H = 240
   const m = { left: 60, right: 16, top: 12, bottom: 40 }
-  const points = spec.series.map((s) => records.map((r) => [r.step, s.get(r)] as const).filter((p): p is readonly [number, number] => p[1] !== undefined))
-  const bands = spec.band ? records.map((r) => [r.step, spec.band!(r)] as const).filter((p): p is readonly [number, [number, number]] => p[1] !== undefined) : []
+  const points = spec.series.map((s) =>
+    records.map((r) => [r.step, s.get(r)] as const).filter((p): p is readonly [number, number] => p[1] !== undefined)
+  )
+  const bands = spec.band
+    ? records.map((r) => [r.step, spec.band!(r)] as const).filter((p): p is readonly [number, [number, number]] => p[1] !== undefined)
+    : []
   const all = points.flat()
   if (all.length === 0) return ''
   const xs = all.map((p) => p[0])
   const ys = [...all.map((p) => p[1]), ...bands.flatMap((b) => b[1])]
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)]
   let [y0, y1] = [Math.min(...ys), Math.max(...ys)]
-  if (x0 === x1) { x0 -= 1; x1 += 1 }
-  if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d }
+  if (x0 === x1) {
+    x0 -= 1
+    x1 += 1
+  }
+  if (y0 === y1) {
+    const d = Math.abs(y0) * 0.1 || 1
+    y0 -= d
+    y1 += d
+  }
   const pad = (y1 - y0) * 0.05
-  y0 -= pad; y1 += pad
+  y0 -= pad
+  y1 += pad
   const px = (x: number): number => m.left + ((x - x0) / (x1 - x0)) * (W - m.left - m.right)
   const py = (y: number): number => H - m.bottom - ((y - y0) / (y1 - y0)) * (H - m.top - m.bottom)
   const parts: string[] = []
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeHtml(spec.title)}" data-chart="${spec.id}">`)
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${escapeHtml(spec.title)}" data-chart="${spec.id}">`
+  )
   parts.push(`<title>${escapeHtml(spec.title)}</title>`)
-  parts.push(`<rect x="${m.left}" y="${m.top}" width="${W - m.left - m.right}" height="${H - m.top - m.bottom}" fill="#fff" stroke="#ccc"/>`)
+  parts.push(
+    `<rect x="${m.left}" y="${m.top}" width="${W - m.left - m.right}" height="${H - m.top - m.bottom}" fill="#fff" stroke="#ccc"/>`
+  )
   for (const t of ticks(y0, y1)) {
     const y = py(t).toFixed(1)
-    parts.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${y}" y2="${y}" stroke="#eee"/><text x="${m.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle" class="tick">${fmt(t)}</text>`)
+    parts.push(
+      `<line x1="${m.left}" x2="${W - m.right}" y1="${y}" y2="${y}" stroke="#eee"/><text x="${m.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle" class="tick">${fmt(t)}</text>`
+    )
   }
   for (const t of ticks(x0, x1).filter((v) => Number.isInteger(v))) {
     const x = px(t).toFixed(1)
-    parts.push(`<line x1="${x}" x2="${x}" y1="${H - m.bottom}" y2="${H - m.bottom + 4}" stroke="#888"/><text x="${x}" y="${H - m.bottom + 16}" text-anchor="middle" class="tick">${t}</text>`)
+    parts.push(
+      `<line x1="${x}" x2="${x}" y1="${H - m.bottom}" y2="${H - m.bottom + 4}" stroke="#888"/><text x="${x}" y="${H - m.bottom + 16}" text-anchor="middle" class="tick">${t}</text>`
+    )
   }
   parts.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 6}" text-anchor="middle" class="axis">step</text>`)
   if (bands.length > 1) {
     const upper = bands.map((b) => `${px(b[0]).toFixed(1)},${py(b[1][1]).toFixed(1)}`)
-    const lower = bands.slice().reverse().map((b) => `${px(b[0]).toFixed(1)},${py(b[1][0]).toFixed(1)}`)
+    const lower = bands
+      .slice()
+      .reverse()
+      .map((b) => `${px(b[0]).toFixed(1)},${py(b[1][0]).toFixed(1)}`)
     parts.push(`<polygon points="${[...upper, ...lower].join(' ')}" fill="${COLORS[0]}" fill-opacity="0.15" stroke="none" class="band"/>`)
   }
   points.forEach((pts, i) => {
@@ -131,13 +161,18 @@ export function renderChart (spec: ChartSpec, records: StepMetrics[]): string {
     const color = COLORS[i % COLORS.length]
     const coords = pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')
     if (pts.length === 1) parts.push(`<circle cx="${px(pts[0][0]).toFixed(1)}" cy="${py(pts[0][1]).toFixed(1)}" r="3" fill="${color}"/>`)
-    else parts.push(`<polyline points="${coords}" fill="none" stroke="${color}" stroke-width="1.5" data-series="${escapeHtml(spec.series[i].label)}"/>`)
+    else
+      parts.push(
+        `<polyline points="${coords}" fill="none" stroke="${color}" stroke-width="1.5" data-series="${escapeHtml(spec.series[i].label)}"/>`
+      )
   })
   const legend = spec.series.map((s, i) => ({ s, i })).filter(({ i }) => points[i].length > 0)
   const legendStep = Math.max(70, Math.floor((W - m.left - m.right - 16) / Math.max(1, legend.length)))
   legend.forEach(({ s, i }, k) => {
     const x = m.left + 8 + k * legendStep
-    parts.push(`<rect x="${x}" y="${m.top + 6}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${x + 14}" y="${m.top + 15}" class="legend">${escapeHtml(s.label)}</text>`)
+    parts.push(
+      `<rect x="${x}" y="${m.top + 6}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${x + 14}" y="${m.top + 15}" class="legend">${escapeHtml(s.label)}</text>`
+    )
   })
   parts.push('</svg>')
   return `<figure id="${spec.id}"><figcaption>${escapeHtml(spec.title)}</figcaption>${parts.join('')}</figure>`
@@ -149,7 +184,7 @@ export interface ReportOptions {
   facts?: Record<string, string | number | boolean>
 }
 
-export function renderReport (records: StepMetrics[], options: ReportOptions = {}): string {
+export function renderReport(records: StepMetrics[], options: ReportOptions = {}): string {
   options = optionsArg(options, 'renderReport')
   if (!Array.isArray(records)) throw new RecodeError('ERR_INVALID_ARG', 'renderReport: records must be an array of step metrics')
   const title = options.title ?? 'recode training report'
@@ -163,7 +198,8 @@ export function renderReport (records: StepMetrics[], options: ReportOptions = {
   }
   const charts = [...REPORT_CHARTS, phaseChart].map((c) => renderChart(c, sorted)).filter((s) => s !== '')
   const facts = Object.entries(options.facts ?? {})
-    .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`).join('')
+    .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
+    .join('')
   const last = sorted[sorted.length - 1]
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
@@ -182,6 +218,6 @@ ${facts ? `<table>${facts}</table>` : ''}
 }
 
 /** Renders and writes the report atomically. */
-export function writeReport (file: string, records: StepMetrics[], options: ReportOptions = {}): void {
+export function writeReport(file: string, records: StepMetrics[], options: ReportOptions = {}): void {
   writeFileAtomic(file, renderReport(records, options))
 }

@@ -30,17 +30,19 @@ export interface ScheduleOptions {
   cycles?: number
 }
 
-export function warmupStepsFor (totalSteps: number, warmupSteps?: number | null, warmupRatio?: number | null): number {
+export function warmupStepsFor(totalSteps: number, warmupSteps?: number | null, warmupRatio?: number | null): number {
   if (warmupSteps != null && warmupSteps > 0) return warmupSteps
   if (warmupRatio != null && warmupRatio > 0) return Math.ceil(totalSteps * warmupRatio)
   return 0
 }
 
 /** The multiplier f(step) of the peak learning rate. */
-export function lrMultiplier (options: ScheduleOptions, step: number): number {
+export function lrMultiplier(options: ScheduleOptions, step: number): number {
   const { kind, totalSteps } = options
-  if (!Number.isInteger(step) || step < 0) throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: step must be a non-negative integer, got ${step}`)
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: totalSteps must be a positive integer, got ${totalSteps}`)
+  if (!Number.isInteger(step) || step < 0)
+    throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: step must be a non-negative integer, got ${step}`)
+  if (!Number.isInteger(totalSteps) || totalSteps < 1)
+    throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: totalSteps must be a positive integer, got ${totalSteps}`)
   if (kind !== 'constant' && kind !== 'linear' && kind !== 'cosine') {
     throw new RecodeError('ERR_INVALID_ARG', `lrMultiplier: unknown schedule ${JSON.stringify(kind)} (constant, linear or cosine)`)
   }
@@ -51,7 +53,8 @@ export function lrMultiplier (options: ScheduleOptions, step: number): number {
       return 1
     case 'linear':
       return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmup))
-    default: { // cosine
+    default: {
+      // cosine
       const minRatio = options.minLrRatio ?? 0
       const cycles = options.cycles ?? 0.5
       const progress = (step - warmup) / Math.max(1, totalSteps - warmup)
@@ -62,6 +65,6 @@ export function lrMultiplier (options: ScheduleOptions, step: number): number {
 }
 
 /** Learning rate for the update that follows `step` completed updates. */
-export function learningRateAt (options: ScheduleOptions, step: number): number {
+export function learningRateAt(options: ScheduleOptions, step: number): number {
   return options.learningRate * lrMultiplier(options, step)
 }

@@ -16,12 +16,26 @@ import { RecodeError, optionsArg } from '../errors'
 import { mulberry32 } from '../random'
 
 export type UpdateKind =
-  | 'rename_function' | 'rename_argument' | 'reorder_arguments' | 'add_default' | 'keyword_only'
-  | 'positional_only' | 'to_method' | 'move_module' | 'deprecate_replace'
+  | 'rename_function'
+  | 'rename_argument'
+  | 'reorder_arguments'
+  | 'add_default'
+  | 'keyword_only'
+  | 'positional_only'
+  | 'to_method'
+  | 'move_module'
+  | 'deprecate_replace'
 
 export const UPDATE_KINDS: readonly UpdateKind[] = [
-  'rename_function', 'rename_argument', 'reorder_arguments', 'add_default', 'keyword_only',
-  'positional_only', 'to_method', 'move_module', 'deprecate_replace'
+  'rename_function',
+  'rename_argument',
+  'reorder_arguments',
+  'add_default',
+  'keyword_only',
+  'positional_only',
+  'to_method',
+  'move_module',
+  'deprecate_replace'
 ]
 
 /** A ReCode row (recode.md §1). */
@@ -65,7 +79,7 @@ interface FunctionSpec {
 interface ModuleSpec {
   name: string
   /** The module's class: instances are the first argument of functions whose first parameter is 'obj'. */
-  cls: { name: string, ctorArgs: string[], variable: string }
+  cls: { name: string; ctorArgs: string[]; variable: string }
   functions: FunctionSpec[]
 }
 
@@ -76,51 +90,203 @@ const MODULES: ModuleSpec[] = [
     name: 'text',
     cls: { name: 'Doc', ctorArgs: ["'the quick fox'", "'hello world'", "'a b c'"], variable: 'doc' },
     functions: [
-      { name: 'tokenize', params: [['line', 'str'], ['sep', 'char']], purpose: 'split a line of text into tokens', result: 'tokens' },
-      { name: 'pad', params: [['line', 'str'], ['width', 'int'], ['fill', 'char']], purpose: 'pad a string to a fixed width', result: 'padded' },
-      { name: 'count_chars', params: [['line', 'str'], ['ch', 'char']], purpose: 'count a character in a string', result: 'count' },
+      {
+        name: 'tokenize',
+        params: [
+          ['line', 'str'],
+          ['sep', 'char']
+        ],
+        purpose: 'split a line of text into tokens',
+        result: 'tokens'
+      },
+      {
+        name: 'pad',
+        params: [
+          ['line', 'str'],
+          ['width', 'int'],
+          ['fill', 'char']
+        ],
+        purpose: 'pad a string to a fixed width',
+        result: 'padded'
+      },
+      {
+        name: 'count_chars',
+        params: [
+          ['line', 'str'],
+          ['ch', 'char']
+        ],
+        purpose: 'count a character in a string',
+        result: 'count'
+      },
       { name: 'word_count', params: [['doc', 'obj']], purpose: 'count the words of a document', result: 'words' },
-      { name: 'summarize', params: [['doc', 'obj'], ['limit', 'int'], ['style', 'mode']], purpose: 'summarize a document', result: 'summary' }
+      {
+        name: 'summarize',
+        params: [
+          ['doc', 'obj'],
+          ['limit', 'int'],
+          ['style', 'mode']
+        ],
+        purpose: 'summarize a document',
+        result: 'summary'
+      }
     ]
   },
   {
     name: 'calc',
     cls: { name: 'Vector', ctorArgs: ['[1, 2, 3]', '[0.5, 1.5]', '[4, 0, 2]'], variable: 'vec' },
     functions: [
-      { name: 'scale', params: [['values', 'list'], ['factor', 'int']], purpose: 'scale a list of numbers', result: 'scaled' },
-      { name: 'clamp', params: [['x', 'int'], ['low', 'int'], ['high', 'int']], purpose: 'clamp a number into a range', result: 'bounded' },
-      { name: 'power', params: [['base', 'int'], ['exp', 'int']], purpose: 'raise a number to a power', result: 'result' },
+      {
+        name: 'scale',
+        params: [
+          ['values', 'list'],
+          ['factor', 'int']
+        ],
+        purpose: 'scale a list of numbers',
+        result: 'scaled'
+      },
+      {
+        name: 'clamp',
+        params: [
+          ['x', 'int'],
+          ['low', 'int'],
+          ['high', 'int']
+        ],
+        purpose: 'clamp a number into a range',
+        result: 'bounded'
+      },
+      {
+        name: 'power',
+        params: [
+          ['base', 'int'],
+          ['exp', 'int']
+        ],
+        purpose: 'raise a number to a power',
+        result: 'result'
+      },
       { name: 'norm', params: [['vec', 'obj']], purpose: 'compute the length of a vector', result: 'length' },
-      { name: 'dot', params: [['vec', 'obj'], ['other', 'list']], purpose: 'compute a dot product', result: 'product' }
+      {
+        name: 'dot',
+        params: [
+          ['vec', 'obj'],
+          ['other', 'list']
+        ],
+        purpose: 'compute a dot product',
+        result: 'product'
+      }
     ]
   },
   {
     name: 'files',
     cls: { name: 'Folder', ctorArgs: ["'data'", "'logs'", "'out/tmp'"], variable: 'folder' },
     functions: [
-      { name: 'read_text', params: [['path', 'path'], ['encoding', 'enc']], purpose: 'read a text file', result: 'content' },
-      { name: 'write_text', params: [['path', 'path'], ['data', 'str'], ['mode', 'mode']], purpose: 'write text to a file', result: 'written' },
-      { name: 'copy_file', params: [['src', 'path'], ['dst', 'path']], purpose: 'copy a file', result: 'copied' },
-      { name: 'list_dir', params: [['folder', 'obj'], ['pattern', 'glob']], purpose: 'list the files of a folder', result: 'names' }
+      {
+        name: 'read_text',
+        params: [
+          ['path', 'path'],
+          ['encoding', 'enc']
+        ],
+        purpose: 'read a text file',
+        result: 'content'
+      },
+      {
+        name: 'write_text',
+        params: [
+          ['path', 'path'],
+          ['data', 'str'],
+          ['mode', 'mode']
+        ],
+        purpose: 'write text to a file',
+        result: 'written'
+      },
+      {
+        name: 'copy_file',
+        params: [
+          ['src', 'path'],
+          ['dst', 'path']
+        ],
+        purpose: 'copy a file',
+        result: 'copied'
+      },
+      {
+        name: 'list_dir',
+        params: [
+          ['folder', 'obj'],
+          ['pattern', 'glob']
+        ],
+        purpose: 'list the files of a folder',
+        result: 'names'
+      }
     ]
   },
   {
     name: 'grid',
     cls: { name: 'Grid', ctorArgs: ['3, 4', '2, 2', '5, 1'], variable: 'g' },
     functions: [
-      { name: 'fill', params: [['g', 'obj'], ['value', 'int'], ['rows', 'int']], purpose: 'fill rows of a grid with a value', result: 'filled' },
-      { name: 'resize', params: [['g', 'obj'], ['width', 'int'], ['height', 'int']], purpose: 'resize a grid', result: 'resized' },
+      {
+        name: 'fill',
+        params: [
+          ['g', 'obj'],
+          ['value', 'int'],
+          ['rows', 'int']
+        ],
+        purpose: 'fill rows of a grid with a value',
+        result: 'filled'
+      },
+      {
+        name: 'resize',
+        params: [
+          ['g', 'obj'],
+          ['width', 'int'],
+          ['height', 'int']
+        ],
+        purpose: 'resize a grid',
+        result: 'resized'
+      },
       { name: 'transpose', params: [['g', 'obj']], purpose: 'transpose a grid', result: 'flipped' },
-      { name: 'get_cell', params: [['g', 'obj'], ['row', 'int'], ['col', 'int']], purpose: 'read one cell of a grid', result: 'cell' }
+      {
+        name: 'get_cell',
+        params: [
+          ['g', 'obj'],
+          ['row', 'int'],
+          ['col', 'int']
+        ],
+        purpose: 'read one cell of a grid',
+        result: 'cell'
+      }
     ]
   },
   {
     name: 'net',
     cls: { name: 'Session', ctorArgs: ["'http://example.com'", "'http://localhost:8080'", "'https://api.test'"], variable: 'session' },
     functions: [
-      { name: 'fetch', params: [['url', 'url'], ['timeout', 'int']], purpose: 'download a web page', result: 'page' },
-      { name: 'post', params: [['url', 'url'], ['payload', 'dict'], ['retries', 'int']], purpose: 'send data to a server', result: 'reply' },
-      { name: 'ping', params: [['host', 'str'], ['count', 'int']], purpose: 'check that a host answers', result: 'alive' },
+      {
+        name: 'fetch',
+        params: [
+          ['url', 'url'],
+          ['timeout', 'int']
+        ],
+        purpose: 'download a web page',
+        result: 'page'
+      },
+      {
+        name: 'post',
+        params: [
+          ['url', 'url'],
+          ['payload', 'dict'],
+          ['retries', 'int']
+        ],
+        purpose: 'send data to a server',
+        result: 'reply'
+      },
+      {
+        name: 'ping',
+        params: [
+          ['host', 'str'],
+          ['count', 'int']
+        ],
+        purpose: 'check that a host answers',
+        result: 'alive'
+      },
       { name: 'close', params: [['session', 'obj']], purpose: 'close a network session', result: 'closed' }
     ]
   }
@@ -151,16 +317,34 @@ const ARG_VARIABLES: Partial<Record<ArgType, string[]>> = {
 
 const NEW_VERBS = ['split', 'make', 'build', 'compute', 'get', 'load', 'apply', 'scan', 'parse', 'merge', 'fetch', 'emit', 'take', 'find']
 const NEW_NOUNS = ['tokens', 'words', 'items', 'data', 'values', 'text', 'cells', 'result', 'range', 'chunk', 'block', 'entry']
-const NEW_PARAMS = ['size', 'count', 'amount', 'ratio', 'target', 'source', 'step', 'span', 'key', 'level', 'limit', 'item', 'unit', 'depth', 'scale', 'char', 'value', 'text']
+const NEW_PARAMS = [
+  'size',
+  'count',
+  'amount',
+  'ratio',
+  'target',
+  'source',
+  'step',
+  'span',
+  'key',
+  'level',
+  'limit',
+  'item',
+  'unit',
+  'depth',
+  'scale',
+  'char',
+  'value',
+  'text'
+]
 const NEW_MODULES = ['io', 'core', 'util', 'ops', 'tools', 'base', 'extra', 'compat']
 const GENERIC_FUNCTIONS = ['process', 'transform', 'run_op', 'convert', 'dispatch', 'execute']
 const SELECTOR_KEYWORDS = ['op', 'kind', 'action', 'method', 'how']
 
 // ---- randomness -----------------------------------------------------------------------------------------
 
-
 /** A stream seeded by (seed, label), so that changing one part of the generator does not shift the others. */
-function stream (seed: number, label: string): Rng {
+function stream(seed: number, label: string): Rng {
   let h = 2166136261 ^ seed
   for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 16777619)
   const next = mulberry32(h ^ Math.imul(seed, 0x9e3779b1))
@@ -200,7 +384,7 @@ interface Update {
   selector?: string
 }
 
-function applicableKinds (fn: FunctionSpec): UpdateKind[] {
+function applicableKinds(fn: FunctionSpec): UpdateKind[] {
   const n = fn.params.length
   const kinds: UpdateKind[] = ['rename_function', 'move_module', 'deprecate_replace']
   if (n >= 2) kinds.push('rename_argument', 'add_default', 'keyword_only', 'positional_only')
@@ -210,7 +394,7 @@ function applicableKinds (fn: FunctionSpec): UpdateKind[] {
 }
 
 /** Every update of the library for this seed: each applicable kind of each function, in a few variants. */
-function enumerateUpdates (seed: number): Update[] {
+function enumerateUpdates(seed: number): Update[] {
   const out: Update[] = []
   const r = stream(seed, 'updates')
   const variants = 3
@@ -285,11 +469,11 @@ function enumerateUpdates (seed: number): Update[] {
 
 // ---- notes ----------------------------------------------------------------------------------------------
 
-function signature (fn: FunctionSpec, params = fn.params.map((p) => p[0])): string {
+function signature(fn: FunctionSpec, params = fn.params.map((p) => p[0])): string {
   return `${fn.name}(${params.join(', ')})`
 }
 
-function updateNote (u: Update, r: Rng): string {
+function updateNote(u: Update, r: Rng): string {
   const q = `${LIBRARY}.${u.module.name}.${u.fn.name}`
   const params = u.fn.params.map((p) => p[0])
   switch (u.kind) {
@@ -336,7 +520,11 @@ function updateNote (u: Update, r: Rng): string {
 
 type ImportStyle = 'module' | 'names' | 'package'
 
-interface Arg { name: string, value: string, keyword: boolean }
+interface Arg {
+  name: string
+  value: string
+  keyword: boolean
+}
 
 interface CallSite {
   module: string
@@ -348,14 +536,14 @@ interface CallSite {
   /** Whether the class constructor is used in the setup lines (import it in 'names' style). */
 }
 
-function renderCall (c: CallSite, style: ImportStyle): string {
+function renderCall(c: CallSite, style: ImportStyle): string {
   const args = c.args.map((a) => (a.keyword ? `${a.name}=${a.value}` : a.value)).join(', ')
   if (c.receiver) return `${c.receiver}.${c.name}(${args})`
   const callee = style === 'module' ? `${c.module}.${c.name}` : style === 'names' ? c.name : `${LIBRARY}.${c.module}.${c.name}`
   return `${callee}(${args})`
 }
 
-function renderImports (style: ImportStyle, uses: Array<[string, string]>): string[] {
+function renderImports(style: ImportStyle, uses: Array<[string, string]>): string[] {
   if (style === 'package') return [`import ${LIBRARY}`]
   const byModule = new Map<string, string[]>()
   for (const [m, name] of uses) {
@@ -367,20 +555,20 @@ function renderImports (style: ImportStyle, uses: Array<[string, string]>): stri
   return [...byModule.entries()].map(([m, names]) => `from ${LIBRARY}.${m} import ${names.join(', ')}`)
 }
 
-function renderClass (module: string, cls: string, style: ImportStyle): string {
+function renderClass(module: string, cls: string, style: ImportStyle): string {
   return style === 'module' ? `${module}.${cls}` : style === 'names' ? cls : `${LIBRARY}.${module}.${cls}`
 }
 
 interface Snippet {
   style: ImportStyle
   wrapped: boolean
-  setup: Array<{ variable: string, value: string, isObject: boolean }>
+  setup: Array<{ variable: string; value: string; isObject: boolean }>
   args: Arg[]
   resultVar: string
 }
 
 /** Chooses the concrete arguments, the import style and the layout of one task. */
-function makeSnippet (u: Update, r: Rng): Snippet {
+function makeSnippet(u: Update, r: Rng): Snippet {
   const style = r.pick<ImportStyle>(['module', 'module', 'names', 'package'])
   const wrapped = r.next() < 0.3
   const setup: Snippet['setup'] = []
@@ -428,7 +616,7 @@ function makeSnippet (u: Update, r: Rng): Snippet {
 }
 
 /** Renders the old (before the update) or new (after) code of a snippet. */
-function renderCode (u: Update, s: Snippet, after: boolean): string {
+function renderCode(u: Update, s: Snippet, after: boolean): string {
   const m = u.module
   let call: CallSite = { module: m.name, name: u.fn.name, args: s.args.map((a) => ({ ...a })) }
   const uses: Array<[string, string]> = []
@@ -472,7 +660,8 @@ function renderCode (u: Update, s: Snippet, after: boolean): string {
   const imports = renderImports(s.style, uses)
   const callText = renderCall(call, s.style)
   const lines: string[] = [...imports, '']
-  const objectSetup = s.setup.filter((st) => st.isObject)
+  const objectSetup = s.setup
+    .filter((st) => st.isObject)
     .map((st) => `${st.variable} = ${renderClass(m.name, m.cls.name, s.style)}(${st.value})`)
   if (s.wrapped) {
     const inputs = s.setup.filter((st) => !st.isObject).map((st) => st.variable)
@@ -486,12 +675,12 @@ function renderCode (u: Update, s: Snippet, after: boolean): string {
   return lines.join('\n')
 }
 
-function describe (u: Update): string {
+function describe(u: Update): string {
   const where = u.kind === 'move_module' ? `${LIBRARY}.${u.newModule}` : `${LIBRARY}.${u.module.name}`
   return `The code demonstrates how to ${u.fn.purpose} with ${where} after the API update.`
 }
 
-function makeTask (u: Update, r: Rng): SyntheticTask {
+function makeTask(u: Update, r: Rng): SyntheticTask {
   const s = makeSnippet(u, r)
   const oldCode = renderCode(u, s, false)
   const newCode = renderCode(u, s, true)
@@ -511,12 +700,12 @@ function makeTask (u: Update, r: Rng): SyntheticTask {
 // ---- the split ------------------------------------------------------------------------------------------
 
 /** Updates of the library for a seed, split into training and held-out updates (~20% of every kind held out). */
-export function syntheticUpdates (seed = 1): { train: string[], heldOut: string[] } {
+export function syntheticUpdates(seed = 1): { train: string[]; heldOut: string[] } {
   const { train, heldOut } = splitUpdates(seed)
   return { train: train.map((u) => u.id), heldOut: heldOut.map((u) => u.id) }
 }
 
-function splitUpdates (seed: number): { train: Update[], heldOut: Update[] } {
+function splitUpdates(seed: number): { train: Update[]; heldOut: Update[] } {
   const all = enumerateUpdates(seed)
   const r = stream(seed, 'split')
   const train: Update[] = []
@@ -535,7 +724,7 @@ function splitUpdates (seed: number): { train: Update[], heldOut: Update[] } {
   return { train, heldOut }
 }
 
-function sampleTasks (updates: Update[], count: number, r: Rng): SyntheticTask[] {
+function sampleTasks(updates: Update[], count: number, r: Rng): SyntheticTask[] {
   const out: SyntheticTask[] = []
   const seen = new Set<string>()
   // Cycle through the kinds so that every kind is represented even in small sets, then pick an update of
@@ -560,18 +749,26 @@ function sampleTasks (updates: Update[], count: number, r: Rng): SyntheticTask[]
  * Generates `train` training tasks and `heldOut` held-out tasks (defaults 2000 and 200) for `seed`
  * (default 1). Same options, same tasks. Held-out tasks use only updates that no training task uses.
  */
-export function syntheticTasks (options: SyntheticOptions = {}): { train: SyntheticTask[], heldOut: SyntheticTask[] } {
+export function syntheticTasks(options: SyntheticOptions = {}): { train: SyntheticTask[]; heldOut: SyntheticTask[] } {
   options = optionsArg(options, 'syntheticTasks')
   const seed = options.seed ?? 1
   const trainCount = options.train ?? 2000
   const heldOutCount = options.heldOut ?? 200
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: seed must be an integer in [0, 4294967295], got ${seed}`)
-  for (const [name, v] of [['train', trainCount], ['heldOut', heldOutCount]] as const) {
-    if (!Number.isInteger(v) || v < 0 || v > 1 << 20) throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: ${name} must be an integer in [0, 1048576], got ${v}`)
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: seed must be an integer in [0, 4294967295], got ${seed}`)
+  for (const [name, v] of [
+    ['train', trainCount],
+    ['heldOut', heldOutCount]
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 1 << 20)
+      throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: ${name} must be an integer in [0, 1048576], got ${v}`)
   }
   const kinds = options.kinds ?? UPDATE_KINDS
   if (!Array.isArray(kinds) || kinds.length === 0 || !kinds.every((k) => UPDATE_KINDS.includes(k))) {
-    throw new RecodeError('ERR_INVALID_ARG', `syntheticTasks: kinds must be a non-empty array of ${UPDATE_KINDS.join(', ')}, got ${JSON.stringify(options.kinds)}`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `syntheticTasks: kinds must be a non-empty array of ${UPDATE_KINDS.join(', ')}, got ${JSON.stringify(options.kinds)}`
+    )
   }
   const split = splitUpdates(seed)
   const train = split.train.filter((u) => kinds.includes(u.kind))

@@ -45,12 +45,12 @@ import type { DataParallel } from './policyUpdate'
 export type TrainStage = 'warm-start' | 'sft' | 'grpo' | 'dapo'
 
 export type TrainEvent =
-  | { type: 'start', runDir: string, config: TrainConfig, totalSteps: number, resumedFrom: number | null }
-  | { type: 'eval', label: 'before' | 'after-warm-start' | 'after' | 'periodic', step: number, scores: HeldOutScores }
-  | { type: 'progress', what: string, done: number, total: number }
-  | { type: 'step', stage: TrainStage, step: number, totalSteps: number, metrics: StepMetrics }
-  | { type: 'checkpoint', step: number, dir: string }
-  | { type: 'log', message: string }
+  | { type: 'start'; runDir: string; config: TrainConfig; totalSteps: number; resumedFrom: number | null }
+  | { type: 'eval'; label: 'before' | 'after-warm-start' | 'after' | 'periodic'; step: number; scores: HeldOutScores }
+  | { type: 'progress'; what: string; done: number; total: number }
+  | { type: 'step'; stage: TrainStage; step: number; totalSteps: number; metrics: StepMetrics }
+  | { type: 'checkpoint'; step: number; dir: string }
+  | { type: 'log'; message: string }
 
 export interface TrainOptions {
   /** Aborting stops at the next safe point, writes a checkpoint of the last finished step and rejects with ABORT_ERR (the error's `checkpoint` names it). */
@@ -93,57 +93,88 @@ export interface TrainResult {
 }
 
 /** The completion an SFT step teaches (and the warm start): short reasoning, then the new code in the answer format. */
-export function sftCompletion (row: UpdateTaskRow): string {
+export function sftCompletion(row: UpdateTaskRow): string {
   return ` ${row.update_info.trim()}</think>\n<answer>\n\`\`\`python\n${row.new_code}\n\`\`\`\n</answer>`
 }
 
 // ---- data ---------------------------------------------------------------------------------------------
 
-interface Dataset { train: UpdateTaskRow[], heldOut: UpdateTaskRow[], source: string }
+interface Dataset {
+  train: UpdateTaskRow[]
+  heldOut: UpdateTaskRow[]
+  source: string
+}
 
-async function loadDataset (config: TrainConfig): Promise<Dataset> {
+async function loadDataset(config: TrainConfig): Promise<Dataset> {
   if (config.data === 'synthetic') {
-    const { train, heldOut } = syntheticTasks({ seed: config.synthetic.seed, train: config.synthetic.train, heldOut: config.synthetic.heldOut })
+    const { train, heldOut } = syntheticTasks({
+      seed: config.synthetic.seed,
+      train: config.synthetic.train,
+      heldOut: config.synthetic.heldOut
+    })
     return { train, heldOut, source: `synthetic (seed ${config.synthetic.seed})` }
   }
   const data = await loadMigrationData(config.data, { dropNullFields: true, dropOldEqualsNew: true })
   const { train, test } = splitMigrationData(data.examples, { seed: config.seed, testFraction: 0.1 })
   const toRow = (e: (typeof data.examples)[number]): UpdateTaskRow => ({
-    dependency: e.dependency, new_version: e.newVersion ?? e.version, description: e.description ?? '', update_info: e.updateInfo ?? '', old_code: e.oldCode ?? '', new_code: e.newCode ?? ''
+    dependency: e.dependency,
+    new_version: e.newVersion ?? e.version,
+    description: e.description ?? '',
+    update_info: e.updateInfo ?? '',
+    old_code: e.oldCode ?? '',
+    new_code: e.newCode ?? ''
   })
   return { train: train.map(toRow), heldOut: test.slice(0, config.synthetic.heldOut).map(toRow), source: config.data }
 }
 
 /** Tokenizer corpus of the built-in tiny model: Python code plus ReCode prompts of tasks from an unrelated generator seed. */
-function tinyTokenizerCorpus (): string {
+function tinyTokenizerCorpus(): string {
   const { train } = syntheticTasks({ seed: 0x7e57, train: 400, heldOut: 0 })
-  const texts = train.map((r) => buildMessages(RECODE_TRAIN_PROMPT, rowFields(r)).map((m) => m.content).join('\n') + sftCompletion(r))
+  const texts = train.map(
+    (r) =>
+      buildMessages(RECODE_TRAIN_PROMPT, rowFields(r))
+        .map((m) => m.content)
+        .join('\n') + sftCompletion(r)
+  )
   return PYTHON_CORPUS + '\n' + texts.join('\n')
 }
 
 /** Deterministic permutation of [0, n) for an epoch (xorshift-seeded Fisher-Yates). */
-function permutation (n: number, seed: number, epoch: number): Uint32Array {
+function permutation(n: number, seed: number, epoch: number): Uint32Array {
   const p = new Uint32Array(n)
   for (let i = 0; i < n; i++) p[i] = i
   let s = (Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(epoch + 1, 0xc2b2ae35)) >>> 0 || 1
   for (let i = n - 1; i > 0; i--) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
     const j = s % (i + 1)
-    const t = p[i]; p[i] = p[j]; p[j] = t
+    const t = p[i]
+    p[i] = p[j]
+    p[j] = t
   }
   return p
 }
 
 /** Position in the endless shuffled stream of training rows (what a checkpoint saves). */
 class DataCursor {
-  constructor (readonly size: number, readonly seed: number, public consumed = 0) {}
+  constructor(
+    readonly size: number,
+    readonly seed: number,
+    public consumed = 0
+  ) {}
   private epoch = -1
   private order: Uint32Array = new Uint32Array(0)
-  next (count: number): number[] {
+  next(count: number): number[] {
     const out: number[] = []
     for (let k = 0; k < count; k++) {
       const e = Math.floor(this.consumed / this.size)
-      if (e !== this.epoch) { this.epoch = e; this.order = permutation(this.size, this.seed, e) }
+      if (e !== this.epoch) {
+        this.epoch = e
+        this.order = permutation(this.size, this.seed, e)
+      }
       out.push(this.order[this.consumed % this.size])
       this.consumed++
     }
@@ -158,14 +189,18 @@ class DataCursor {
  * once up front so that a missing or broken interpreter is an ERR_PYTHON before any work rather than at the
  * first evaluation.
  */
-function checkPython (python: string | undefined): void {
+function checkPython(python: string | undefined): void {
   const { command, from } = pythonCommand({ python })
   const info = probePython(command)
-  if (info.error !== undefined) throw new RecodeError('ERR_PYTHON', `${command} (${from}) is not a usable Python (${info.error || 'no reason given'}); the reward's syntax check and the held-out scores need one: set --python or RECODE_PYTHON`)
+  if (info.error !== undefined)
+    throw new RecodeError(
+      'ERR_PYTHON',
+      `${command} (${from}) is not a usable Python (${info.error || 'no reason given'}); the reward's syntax check and the held-out scores need one: set --python or RECODE_PYTHON`
+    )
 }
 
 /** What is not finite about a step's loss and gradient norm, or null when both are finite (or absent: a skipped step). */
-function nonFiniteOf (record: StepMetrics): string | null {
+function nonFiniteOf(record: StepMetrics): string | null {
   const bad: string[] = []
   if (record.loss !== undefined && !Number.isFinite(record.loss)) bad.push(`the loss is ${record.loss}`)
   if (record.gradNorm !== undefined && !Number.isFinite(record.gradNorm)) bad.push(`the gradient norm is ${record.gradNorm}`)
@@ -173,10 +208,21 @@ function nonFiniteOf (record: StepMetrics): string | null {
 }
 
 /** The run has diverged: ERR_DIVERGED naming the step and stage, with the last good checkpoint (if any) attached. */
-function divergedError (step: number, stage: TrainStage, what: string, checkpoint: string, streak: number, patience: number, cause?: unknown): RecodeError {
-  const e = new RecodeError('ERR_DIVERGED',
+function divergedError(
+  step: number,
+  stage: TrainStage,
+  what: string,
+  checkpoint: string,
+  streak: number,
+  patience: number,
+  cause?: unknown
+): RecodeError {
+  const e = new RecodeError(
+    'ERR_DIVERGED',
     `training diverged at step ${step} (${stage}): ${what}${streak > 1 ? ` (${streak} non-finite steps in a row; config.divergencePatience is ${patience})` : ''}; ` +
-    (checkpoint !== '' ? `the last good checkpoint is ${checkpoint}` : 'no checkpoint had been written'), { cause }) as RecodeError & { step: number, stage: TrainStage, checkpoint?: string }
+      (checkpoint !== '' ? `the last good checkpoint is ${checkpoint}` : 'no checkpoint had been written'),
+    { cause }
+  ) as RecodeError & { step: number; stage: TrainStage; checkpoint?: string }
   e.step = step
   e.stage = stage
   if (checkpoint !== '') e.checkpoint = checkpoint
@@ -184,12 +230,12 @@ function divergedError (step: number, stage: TrainStage, what: string, checkpoin
 }
 
 /** Whether every trained tensor is finite (asked only after a step failed, to tell a diverged model from other faults). */
-async function weightsFinite (trainer: ModelTrainer): Promise<boolean> {
+async function weightsFinite(trainer: ModelTrainer): Promise<boolean> {
   for (const t of await trainer.parameters()) for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) return false
   return true
 }
 
-function abortWith (checkpoint: string | undefined): RecodeError {
+function abortWith(checkpoint: string | undefined): RecodeError {
   const e = abortError() as RecodeError & { checkpoint?: string }
   if (checkpoint !== undefined) {
     e.checkpoint = checkpoint
@@ -198,10 +244,10 @@ function abortWith (checkpoint: string | undefined): RecodeError {
   return e
 }
 
-type Weights = Array<{ name: string, shape: number[], data: Float32Array }>
+type Weights = Array<{ name: string; shape: number[]; data: Float32Array }>
 
 /** Weights (and, from a full state, the AdamW moments as `<name>.exp_avg` / `<name>.exp_avg_sq`) as safetensors tensors. */
-function tensorsOf (weights: Weights | TrainerState['tensors']): Record<string, TensorData> {
+function tensorsOf(weights: Weights | TrainerState['tensors']): Record<string, TensorData> {
   const out: Record<string, TensorData> = {}
   for (const t of weights) {
     out[t.name] = { dtype: 'F32', shape: t.shape, data: t.data }
@@ -218,7 +264,7 @@ function tensorsOf (weights: Weights | TrainerState['tensors']): Record<string, 
  * weights (full fine-tuning: every tensor), or with `overBase` the base folder's tensors with the given ones
  * replaced (adapters: the merged projections, stored in the base tensor's dtype).
  */
-function writeModelFolder (baseDir: string, outDir: string, weights: Weights, options: { overBase?: boolean } = {}): void {
+function writeModelFolder(baseDir: string, outDir: string, weights: Weights, options: { overBase?: boolean } = {}): void {
   const tmp = `${outDir}.tmp`
   fs.rmSync(tmp, { recursive: true, force: true })
   fs.mkdirSync(tmp, { recursive: true })
@@ -226,7 +272,9 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
   for (const f of fs.readdirSync(baseDir)) {
     const src = path.join(baseDir, f)
     if (f.endsWith('.safetensors')) {
-      if (options.overBase) for (const [name, t] of Object.entries(readSafetensors(src).tensors)) tensors[name] = { dtype: t.dtype, shape: t.shape, data: t.bytes }
+      if (options.overBase)
+        for (const [name, t] of Object.entries(readSafetensors(src).tensors))
+          tensors[name] = { dtype: t.dtype, shape: t.shape, data: t.bytes }
       continue
     }
     if (f === 'model.safetensors.index.json') continue
@@ -234,8 +282,10 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
   }
   for (const w of weights) {
     const base = tensors[w.name]
-    if (options.overBase && base === undefined) throw new RecodeError('ERR_MODEL', `${baseDir}: the base model has no tensor ${w.name} to replace`)
-    tensors[w.name] = base?.dtype === 'BF16' ? { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) } : { dtype: 'F32', shape: w.shape, data: w.data }
+    if (options.overBase && base === undefined)
+      throw new RecodeError('ERR_MODEL', `${baseDir}: the base model has no tensor ${w.name} to replace`)
+    tensors[w.name] =
+      base?.dtype === 'BF16' ? { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) } : { dtype: 'F32', shape: w.shape, data: w.data }
   }
   writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' })
   fs.rmSync(outDir, { recursive: true, force: true })
@@ -244,11 +294,13 @@ function writeModelFolder (baseDir: string, outDir: string, weights: Weights, op
 
 // ---- the run --------------------------------------------------------------------------------------------
 
-export async function train (rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
+export async function train(rawConfig: unknown = {}, options: TrainOptions = {}): Promise<TrainResult> {
   options = optionsArg(options, 'train')
   // Data parallelism (mpirun): every rank runs this function; only rank 0 reports and writes files.
   const world = currentWorld()
-  const emit = (e: TrainEvent): void => { if (world.isRoot) options.onEvent?.(e) }
+  const emit = (e: TrainEvent): void => {
+    if (world.isRoot) options.onEvent?.(e)
+  }
   const signal = options.signal
   if (signal?.aborted) throw abortError()
 
@@ -260,21 +312,37 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
     const file = path.join(runDir, 'config.json')
     if (!fs.existsSync(file)) throw new RecodeError('ERR_CONFIG', `resume: ${file} does not exist (not a run folder)`)
     let saved: unknown
-    try { saved = JSON.parse(fs.readFileSync(file, 'utf8')) } catch (err) { throw new RecodeError('ERR_CONFIG', `${file}: ${(err as Error).message}`) }
+    try {
+      saved = JSON.parse(fs.readFileSync(file, 'utf8'))
+    } catch (err) {
+      throw new RecodeError('ERR_CONFIG', `${file}: ${(err as Error).message}`)
+    }
     config = validateTrainConfig(saved)
   } else {
     config = validateTrainConfig(rawConfig)
-    runDir = path.resolve(options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`))
+    runDir = path.resolve(
+      options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`)
+    )
   }
   if (world.size > 1) {
     runDir = agreeOn(world, runDir)
     if (config.gradAccumulation % world.size !== 0) {
-      throw new RecodeError('ERR_CONFIG', `config.gradAccumulation (${config.gradAccumulation}) must be a multiple of the number of ranks (${world.size}): each rank trains gradAccumulation / ranks micro-batches of the step (e.g. --gradAccumulation ${world.size})`)
+      throw new RecodeError(
+        'ERR_CONFIG',
+        `config.gradAccumulation (${config.gradAccumulation}) must be a multiple of the number of ranks (${world.size}): each rank trains gradAccumulation / ranks micro-batches of the step (e.g. --gradAccumulation ${world.size})`
+      )
     }
-    if (config.device === 'cuda' || config.device === 'emulated') throw new RecodeError('ERR_UNSUPPORTED', `config.device '${config.device}' with ${world.size} ranks: multi-rank training sums gradients of the cpu trainer over MPI; the CUDA trainer has no NCCL path yet`)
+    if (config.device === 'cuda' || config.device === 'emulated')
+      throw new RecodeError(
+        'ERR_UNSUPPORTED',
+        `config.device '${config.device}' with ${world.size} ranks: multi-rank training sums gradients of the cpu trainer over MPI; the CUDA trainer has no NCCL path yet`
+      )
   }
   if (config.activationRecomputation && (config.device === 'cuda' || config.device === 'emulated')) {
-    throw new RecodeError('ERR_UNSUPPORTED', `config.activationRecomputation on config.device '${config.device}': the CUDA trainer keeps every layer's activations; recomputation runs on the cpu device`)
+    throw new RecodeError(
+      'ERR_UNSUPPORTED',
+      `config.activationRecomputation on config.device '${config.device}': the CUDA trainer keeps every layer's activations; recomputation runs on the cpu device`
+    )
   }
   const hash = configHash(config)
   const started = Date.now()
@@ -289,7 +357,8 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   }
   checkPython(options.python)
   if (world.isRoot) makeDir(runDir, 'train')
-  if (options.resume === undefined && world.isRoot) writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
+  if (options.resume === undefined && world.isRoot)
+    writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
   // Model: the built-in tiny one is written into the run folder once (same seed, same files on resume).
   let baseDir = config.model
@@ -318,15 +387,34 @@ export async function train (rawConfig: unknown = {}, options: TrainOptions = {}
   try {
     const a = config.adapter
     trainer = new ModelTrainer(model, {
-      ...(a.type === 'none' ? {} : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
+      ...(a.type === 'none'
+        ? {}
+        : { adapter: { type: a.type, r: a.r, alpha: a.alpha, dropout: a.dropout, targetModules: a.targetModules, seed: config.seed } }),
       activationRecomputation: config.activationRecomputation
     })
     // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
     // collective early would leave the others waiting in it.
     // ZeRO-1 before any state is loaded (a resume then keeps only this rank's shard of the moments)
     if (world.size > 1 && (config.zero1 ?? config.adapter.type === 'none')) await trainer.setZero1(true)
-    if (world.size > 1) emit({ type: 'log', message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}` })
-    return await runTraining({ config, hash, runDir, baseDir, data, model, trainer, emit, signal: world.size > 1 ? undefined : signal, options, started, world })
+    if (world.size > 1)
+      emit({
+        type: 'log',
+        message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}`
+      })
+    return await runTraining({
+      config,
+      hash,
+      runDir,
+      baseDir,
+      data,
+      model,
+      trainer,
+      emit,
+      signal: world.size > 1 ? undefined : signal,
+      options,
+      started,
+      world
+    })
   } finally {
     trainer?.dispose()
     model.dispose()
@@ -350,7 +438,7 @@ interface RunContext {
 }
 
 /** Rank 0's string, on every rank. */
-function agreeOn (world: World, text: string): string {
+function agreeOn(world: World, text: string): string {
   const bytes = Buffer.from(text, 'utf8')
   const len = world.broadcast(Float64Array.of(bytes.length))[0]
   const buf = new Uint8Array(len)
@@ -359,7 +447,7 @@ function agreeOn (world: World, text: string): string {
 }
 
 /** The update's hooks into the process group (undefined in a world of one). */
-function dataParallel (world: World, trainer: ModelTrainer): DataParallel | undefined {
+function dataParallel(world: World, trainer: ModelTrainer): DataParallel | undefined {
   if (world.size === 1) return undefined
   return {
     rank: world.rank,
@@ -373,7 +461,7 @@ function dataParallel (world: World, trainer: ModelTrainer): DataParallel | unde
   }
 }
 
-async function runTraining (ctx: RunContext): Promise<TrainResult> {
+async function runTraining(ctx: RunContext): Promise<TrainResult> {
   const { config, hash, runDir, baseDir, data, model, trainer, emit, signal, options } = ctx
   const ckptRoot = path.join(runDir, 'checkpoints')
   const tokenizer = model.tokenizer
@@ -383,8 +471,13 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const promptText = migrationPrompts(model, data.train)
   const promptIds = promptText.map((p) => tokenizer.encode(p))
   const usable = data.train.map((_, i) => i).filter((i) => promptIds[i].length <= config.maxPromptTokens)
-  if (usable.length === 0) throw new RecodeError('ERR_CONFIG', `config.maxPromptTokens: every training prompt is longer than ${config.maxPromptTokens} tokens`)
-  if (usable.length < data.train.length) emit({ type: 'log', message: `${data.train.length - usable.length} of ${data.train.length} training rows have prompts over ${config.maxPromptTokens} tokens and are left out` })
+  if (usable.length === 0)
+    throw new RecodeError('ERR_CONFIG', `config.maxPromptTokens: every training prompt is longer than ${config.maxPromptTokens} tokens`)
+  if (usable.length < data.train.length)
+    emit({
+      type: 'log',
+      message: `${data.train.length - usable.length} of ${data.train.length} training rows have prompts over ${config.maxPromptTokens} tokens and are left out`
+    })
   const heldOut = data.heldOut.filter((r) => tokenizer.encode(migrationPrompts(model, [r])[0]).length <= config.maxPromptTokens)
 
   const warmSteps = config.algorithm === 'sft' ? 0 : config.warmStartSteps
@@ -406,10 +499,16 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   let summaryWarm: HeldOutScores | undefined
   // A newer checkpoint that fails its checksums is skipped (said in a log event) for the one before it; it stays
   // in place until this run saves that step again.
-  const resumeFrom = options.resume !== undefined
-    ? latestCheckpoint(ckptRoot, { expectConfigHash: hash, onSkip: (dir, err) => emit({ type: 'log', message: `checkpoint ${dir} is unusable (${err.message}); falling back to the previous checkpoint` }) })
-    : undefined
-  if (options.resume !== undefined && resumeFrom === undefined) throw new RecodeError('ERR_CONFIG', `resume: ${ckptRoot} holds no complete checkpoint of this configuration`)
+  const resumeFrom =
+    options.resume !== undefined
+      ? latestCheckpoint(ckptRoot, {
+          expectConfigHash: hash,
+          onSkip: (dir, err) =>
+            emit({ type: 'log', message: `checkpoint ${dir} is unusable (${err.message}); falling back to the previous checkpoint` })
+        })
+      : undefined
+  if (options.resume !== undefined && resumeFrom === undefined)
+    throw new RecodeError('ERR_CONFIG', `resume: ${ckptRoot} holds no complete checkpoint of this configuration`)
   if (resumeFrom !== undefined) {
     const ck = loadCheckpoint(resumeFrom.dir, { verify: false }) // latestCheckpoint has just checksummed it
     const tensors = ck.tensors['trainer.safetensors']
@@ -417,29 +516,50 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     await trainer.setState({
       stepsTaken: (ck.json['trainer.json'] as { stepsTaken: number }).stepsTaken,
       tensors: names.map((name) => {
-        for (const k of [name, `${name}.exp_avg`, `${name}.exp_avg_sq`]) if (tensors[k] === undefined) throw new RecodeError('ERR_DATA', `${resumeFrom.dir}: trainer.safetensors lacks ${k}`)
-        return { name, data: tensorToFloat32(tensors[name]), expAvg: tensorToFloat32(tensors[`${name}.exp_avg`]), expAvgSq: tensorToFloat32(tensors[`${name}.exp_avg_sq`]) }
+        for (const k of [name, `${name}.exp_avg`, `${name}.exp_avg_sq`])
+          if (tensors[k] === undefined) throw new RecodeError('ERR_DATA', `${resumeFrom.dir}: trainer.safetensors lacks ${k}`)
+        return {
+          name,
+          data: tensorToFloat32(tensors[name]),
+          expAvg: tensorToFloat32(tensors[`${name}.exp_avg`]),
+          expAvgSq: tensorToFloat32(tensors[`${name}.exp_avg_sq`])
+        }
       })
     })
     step = resumeFrom.manifest.step
     cursor.consumed = (resumeFrom.manifest.dataCursor as { consumed: number }).consumed
-    const extra = resumeFrom.manifest.extra as { before?: HeldOutScores, afterWarmStart?: HeldOutScores } | undefined
+    const extra = resumeFrom.manifest.extra as { before?: HeldOutScores; afterWarmStart?: HeldOutScores } | undefined
     summaryBefore = extra?.before
     summaryWarm = extra?.afterWarmStart
   }
   emit({ type: 'start', runDir, config, totalSteps, resumedFrom: resumeFrom ? step : null })
   const world = ctx.world
-  const metrics = world.isRoot ? new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 }) : undefined
+  const metrics = world.isRoot
+    ? new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
+    : undefined
   // Held-out evaluations run on rank 0 only (they change no training state); the other ranks see placeholders.
-  const evaluate = async (seed: number): Promise<HeldOutScores> => world.isRoot ? await evaluateHeldOut(model, heldOut, evalOptions(seed)) : { formatRate: 0, esStar: 0, exactMatch: 0 } as unknown as HeldOutScores
+  const evaluate = async (seed: number): Promise<HeldOutScores> =>
+    world.isRoot
+      ? await evaluateHeldOut(model, heldOut, evalOptions(seed))
+      : ({ formatRate: 0, esStar: 0, exactMatch: 0 } as unknown as HeldOutScores)
 
   // The frozen base for the KL reference: with adapters, the same weights with the adapters switched off; with full
   // fine-tuning, a copy of the base weights swapped in for the reference forward.
   let baseWeights: Weights | undefined
   if (config.klCoef > 0 && config.algorithm !== 'sft' && trainer.adapter === undefined) {
-    const baseModel = await loadModel(baseDir, { device: 'cpu', dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32', maxBatch: 1, maxContext: 2 })
+    const baseModel = await loadModel(baseDir, {
+      device: 'cpu',
+      dtype: config.computeDtype === 'bf16' ? 'bf16' : 'f32',
+      maxBatch: 1,
+      maxContext: 2
+    })
     const t = new ModelTrainer(baseModel)
-    try { baseWeights = await t.parameters() } finally { t.dispose(); baseModel.dispose() }
+    try {
+      baseWeights = await t.parameters()
+    } finally {
+      t.dispose()
+      baseModel.dispose()
+    }
   }
 
   const prompts: PromptSource = { rows: data.train, text: promptText, ids: promptIds, usable, cursor }
@@ -456,7 +576,8 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
         return saveCheckpoint(ckptRoot, input)
       } catch (err) {
         // non-finite weights: the model diverged without a non-finite loss showing it yet
-        if ((err as RecodeError).code === 'ERR_DIVERGED') throw divergedError(step, stage, 'the weights hold a non-finite value', lastCheckpoint, 1, config.divergencePatience, err)
+        if ((err as RecodeError).code === 'ERR_DIVERGED')
+          throw divergedError(step, stage, 'the weights hold a non-finite value', lastCheckpoint, 1, config.divergencePatience, err)
         throw err
       }
     }
@@ -483,21 +604,41 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
     }
     const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
     while (step < stopAt) {
-      if (world.size > 1 ? world.allreduce(Float64Array.of(options.signal?.aborted === true ? 1 : 0))[0] > 0 : signal?.aborted) throw abortError()
+      if (world.size > 1 ? world.allreduce(Float64Array.of(options.signal?.aborted === true ? 1 : 0))[0] > 0 : signal?.aborted)
+        throw abortError()
       stage = step < warmSteps ? 'warm-start' : rlStage
       let record: StepMetrics
       try {
-        record = stage === 'warm-start' || stage === 'sft'
-          ? await sftStep(ctx, stage, step, stage === 'warm-start' ? warmSteps : config.steps, stage === 'warm-start' ? step : step - warmSteps, cursor, usable, promptIds, eosId)
-          : await rlStep(ctx, step - warmSteps, prompts, baseWeights)
+        record =
+          stage === 'warm-start' || stage === 'sft'
+            ? await sftStep(
+                ctx,
+                stage,
+                step,
+                stage === 'warm-start' ? warmSteps : config.steps,
+                stage === 'warm-start' ? step : step - warmSteps,
+                cursor,
+                usable,
+                promptIds,
+                eosId
+              )
+            : await rlStep(ctx, step - warmSteps, prompts, baseWeights)
       } catch (err) {
         const code = (err as RecodeError).code
         if (code === 'ABORT_ERR') throw err
         // A step that failed on a model gone non-finite (sampling NaN logits, the loss kernel refusing NaN
         // log-probabilities) is a divergence at this step, not an argument error.
-        if (code !== 'ERR_DIVERGED' && await weightsFinite(trainer)) throw err
+        if (code !== 'ERR_DIVERGED' && (await weightsFinite(trainer))) throw err
         await trainer.zeroGrad()
-        throw divergedError(step + 1, stage, code === 'ERR_DIVERGED' ? (err as Error).message : `the weights hold a non-finite value (${(err as Error).message})`, lastCheckpoint, nonFinite + 1, config.divergencePatience, err)
+        throw divergedError(
+          step + 1,
+          stage,
+          code === 'ERR_DIVERGED' ? (err as Error).message : `the weights hold a non-finite value (${(err as Error).message})`,
+          lastCheckpoint,
+          nonFinite + 1,
+          config.divergencePatience,
+          err
+        )
       }
       step++
       record.step = step
@@ -509,8 +650,12 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
         nonFinite++
         metrics?.append(record)
         emit({ type: 'step', stage, step, totalSteps, metrics: record })
-        if (nonFinite > config.divergencePatience) throw divergedError(step, stage, bad, lastCheckpoint, nonFinite, config.divergencePatience)
-        emit({ type: 'log', message: `step ${step} (${stage}): ${bad}; tolerated (${nonFinite} of config.divergencePatience ${config.divergencePatience})` })
+        if (nonFinite > config.divergencePatience)
+          throw divergedError(step, stage, bad, lastCheckpoint, nonFinite, config.divergencePatience)
+        emit({
+          type: 'log',
+          message: `step ${step} (${stage}): ${bad}; tolerated (${nonFinite} of config.divergencePatience ${config.divergencePatience})`
+        })
         continue
       }
       nonFinite = 0
@@ -528,14 +673,15 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
       if (config.checkpointEvery > 0 && step % config.checkpointEvery === 0 && step < stopAt) await checkpoint()
     }
     // A run does not finish on a non-finite step: patience covers a streak that a finite step ends.
-    if (nonFinite > 0) throw divergedError(step, stage, 'the run ended on a non-finite step', lastCheckpoint, nonFinite, config.divergencePatience)
+    if (nonFinite > 0)
+      throw divergedError(step, stage, 'the run ended on a non-finite step', lastCheckpoint, nonFinite, config.divergencePatience)
   } catch (err) {
     metrics?.close()
     if ((err as RecodeError).code === 'ABORT_ERR') {
       // The interrupted step left nothing behind (gradients are zeroed); save the last finished one (unless it
       // was a non-finite one: then the last good checkpoint stands).
       await trainer.zeroGrad()
-      const dir = step > 0 && !lastCheckpoint.endsWith(`step-${step}`) && nonFinite === 0 ? await checkpoint() : (lastCheckpoint || undefined)
+      const dir = step > 0 && !lastCheckpoint.endsWith(`step-${step}`) && nonFinite === 0 ? await checkpoint() : lastCheckpoint || undefined
       throw abortWith(dir)
     }
     throw err
@@ -545,7 +691,21 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   if (!world.isRoot) {
     // the model, summary and report are rank 0's; this rank's weights are the same
     const modelDir = path.join(runDir, 'model')
-    return { runDir, checkpoint: ckDir, modelDir, summary: { before: summaryBefore, after: summaryBefore, steps: step, algorithm: config.algorithm, heldOutTasks: heldOut.length, seconds: (Date.now() - ctx.started) / 1000, runDir, modelDir } }
+    return {
+      runDir,
+      checkpoint: ckDir,
+      modelDir,
+      summary: {
+        before: summaryBefore,
+        after: summaryBefore,
+        steps: step,
+        algorithm: config.algorithm,
+        heldOutTasks: heldOut.length,
+        seconds: (Date.now() - ctx.started) / 1000,
+        runDir,
+        modelDir
+      }
+    }
   }
 
   const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
@@ -576,14 +736,30 @@ async function runTraining (ctx: RunContext): Promise<TrainResult> {
   const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
   writeReport(path.join(runDir, 'report.html'), records, {
     title: `recode ${config.algorithm} run`,
-    facts: { algorithm: config.algorithm, data: data.source, steps: step, 'held-out before (ES*)': summaryBefore.esStar.toFixed(3), 'held-out after (ES*)': after.esStar.toFixed(3) }
+    facts: {
+      algorithm: config.algorithm,
+      data: data.source,
+      steps: step,
+      'held-out before (ES*)': summaryBefore.esStar.toFixed(3),
+      'held-out after (ES*)': after.esStar.toFixed(3)
+    }
   })
   return { runDir, summary, checkpoint: ckDir, modelDir }
 }
 
 // ---- SFT ----------------------------------------------------------------------------------------------
 
-async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageSteps: number, stageStep: number, cursor: DataCursor, usable: number[], promptIds: number[][], eosId: number): Promise<StepMetrics> {
+async function sftStep(
+  ctx: RunContext,
+  stage: TrainStage,
+  step: number,
+  stageSteps: number,
+  stageStep: number,
+  cursor: DataCursor,
+  usable: number[],
+  promptIds: number[][],
+  eosId: number
+): Promise<StepMetrics> {
   const { config, model, trainer, signal } = ctx
   const t0 = performance.now()
   const rows = cursor.next(config.promptsPerStep).map((k) => usable[k])
@@ -592,12 +768,12 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
     return { tokens: [...promptIds[i], ...completion, eosId], promptLength: promptIds[i].length }
   })
   const targetTokens = seqs.reduce((a, s) => a + s.tokens.length - s.promptLength, 0)
-  const micro = Math.max(1, Math.floor(config.promptsPerStep / config.gradAccumulation))  // RL configs may accumulate finer than a prompt
+  const micro = Math.max(1, Math.floor(config.promptsPerStep / config.gradAccumulation)) // RL configs may accumulate finer than a prompt
   const dp = dataParallel(ctx.world, trainer)
   // one loss per micro-batch, summed in order whichever rank computed it
   const losses = new Float64Array(Math.ceil(seqs.length / micro))
   for (let m = 0; m < seqs.length; m += micro) {
-    if (dp !== undefined && Math.floor((m / micro) * dp.size / config.gradAccumulation) !== dp.rank) continue
+    if (dp !== undefined && Math.floor(((m / micro) * dp.size) / config.gradAccumulation) !== dp.rank) continue
     const batch = seqs.slice(m, m + micro).map((s) => {
       const w = new Float32Array(s.tokens.length)
       for (let t = s.promptLength; t < s.tokens.length; t++) w[t] = 1 / targetTokens // mean NLL over every target token of the step
@@ -611,17 +787,42 @@ async function sftStep (ctx: RunContext, stage: TrainStage, step: number, stageS
   for (const l of losses) loss += l
   await dp?.reduceGradients()
   const t1 = performance.now()
-  const lr = learningRateAt({ kind: stage === 'warm-start' ? 'constant' : config.schedule, learningRate: stage === 'warm-start' ? config.warmStartLearningRate ?? config.learningRate : config.learningRate, totalSteps: stageSteps, warmupSteps: stage === 'warm-start' ? Math.min(10, stageSteps - 1) : config.warmupSteps, warmupRatio: stage === 'warm-start' ? null : config.warmupRatio, minLrRatio: config.minLrRatio }, stageStep)
-  const gradNorm = await trainer.applyAdamW({ lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay, maxGradNorm: config.gradClip })
+  const lr = learningRateAt(
+    {
+      kind: stage === 'warm-start' ? 'constant' : config.schedule,
+      learningRate: stage === 'warm-start' ? (config.warmStartLearningRate ?? config.learningRate) : config.learningRate,
+      totalSteps: stageSteps,
+      warmupSteps: stage === 'warm-start' ? Math.min(10, stageSteps - 1) : config.warmupSteps,
+      warmupRatio: stage === 'warm-start' ? null : config.warmupRatio,
+      minLrRatio: config.minLrRatio
+    },
+    stageStep
+  )
+  const gradNorm = await trainer.applyAdamW({
+    lr,
+    beta1: config.adamBeta1,
+    beta2: config.adamBeta2,
+    eps: config.adamEps,
+    weightDecay: config.weightDecay,
+    maxGradNorm: config.gradClip
+  })
   const t2 = performance.now()
   const tokens = seqs.reduce((a, s) => a + s.tokens.length, 0)
-  return { step, lr, loss, gradNorm, tokensPerSecond: tokens / ((t2 - t0) / 1000), responseLength: targetTokens / seqs.length, phaseSeconds: { backward: (t1 - t0) / 1000, optimizer: (t2 - t1) / 1000 } }
+  return {
+    step,
+    lr,
+    loss,
+    gradNorm,
+    tokensPerSecond: tokens / ((t2 - t0) / 1000),
+    responseLength: targetTokens / seqs.length,
+    phaseSeconds: { backward: (t1 - t0) / 1000, optimizer: (t2 - t1) / 1000 }
+  }
 }
 
 // ---- GRPO / DAPO --------------------------------------------------------------------------------------
 
 /** One RL step: rollouts (rollout.ts), then the policy update on them (policyUpdate.ts). */
-async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, baseWeights: Weights | undefined): Promise<StepMetrics> {
+async function rlStep(ctx: RunContext, step: number, prompts: PromptSource, baseWeights: Weights | undefined): Promise<StepMetrics> {
   const { config, model, trainer, signal, options, emit } = ctx
   const tStart = performance.now()
   const batch = await rollout(model, config, step, prompts, {
@@ -632,7 +833,17 @@ async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, bas
     onProgress: (p) => emit({ type: 'progress', what: 'generating', done: p.done, total: p.total })
   })
   const record: StepMetrics = { step, ...batch.metrics }
-  const lr = learningRateAt({ kind: config.schedule, learningRate: config.learningRate, totalSteps: config.steps, warmupSteps: config.warmupSteps, warmupRatio: config.warmupRatio, minLrRatio: config.minLrRatio }, step)
+  const lr = learningRateAt(
+    {
+      kind: config.schedule,
+      learningRate: config.learningRate,
+      totalSteps: config.steps,
+      warmupSteps: config.warmupSteps,
+      warmupRatio: config.warmupRatio,
+      minLrRatio: config.minLrRatio
+    },
+    step
+  )
   record.lr = lr
   if (batch.sequences.length === 0) {
     // Every group had equal rewards in every draw: no gradient this step.
@@ -640,7 +851,12 @@ async function rlStep (ctx: RunContext, step: number, prompts: PromptSource, bas
     record.phaseSeconds = { ...batch.seconds, logprobs: 0, backward: 0, optimizer: 0 }
     return record
   }
-  const { seconds, ...update } = await policyUpdate(trainer, config, batch, { lr, baseWeights, signal, dataParallel: dataParallel(ctx.world, trainer) })
+  const { seconds, ...update } = await policyUpdate(trainer, config, batch, {
+    lr,
+    baseWeights,
+    signal,
+    dataParallel: dataParallel(ctx.world, trainer)
+  })
   Object.assign(record, update, { stepSeconds: (performance.now() - tStart) / 1000, phaseSeconds: { ...batch.seconds, ...seconds } })
   return record
 }

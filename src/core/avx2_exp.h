@@ -9,7 +9,8 @@
 namespace recode::avx2 {
 
 inline __m256 exp_round_n(__m256 x) {
-  return _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 inline __m256 exp_from_n(__m256 x, __m256 n) {

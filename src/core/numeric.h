@@ -62,7 +62,7 @@ inline fp16 float_to_fp16(float f) {
   uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return fp16{(uint16_t)(sign | 0x7e00u)};
   if (abs >= 0x477ff000u) return fp16{(uint16_t)(sign | 0x7c00u)};  // rounds to infinity
-  if (abs < 0x38800000u) {                                           // subnormal or zero in fp16
+  if (abs < 0x38800000u) {                                          // subnormal or zero in fp16
     if (abs < 0x33000000u) return fp16{(uint16_t)sign};
     uint32_t e = abs >> 23;
     uint32_t m = (abs & 0x7fffffu) | 0x800000u;

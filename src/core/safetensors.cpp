@@ -117,7 +117,10 @@ class JsonReader {
     unsigned v = 0;
     for (int k = 0; k < 4; ++k) {
       char c = s_[p_ + k];
-      unsigned d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 16;
+      unsigned d = c >= '0' && c <= '9'   ? c - '0'
+                   : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                   : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                          : 16;
       if (d == 16) err("bad \\u escape (needs 4 hex digits)");
       v = v * 16 + d;
     }
@@ -140,14 +143,30 @@ class JsonReader {
       if (p_ >= s_.size()) err("unterminated escape");
       char e = s_[p_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           unsigned cp = hex4();
           if (cp >= 0xDC00 && cp < 0xE000) err("unpaired low surrogate in \\u escape");
@@ -158,16 +177,20 @@ class JsonReader {
             if (lo < 0xDC00 || lo >= 0xE000) err("unpaired high surrogate in \\u escape");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           }
-          if (cp < 0x80) out += (char)cp;
-          else if (cp < 0x800) out += (char)(0xC0 | (cp >> 6)), out += (char)(0x80 | (cp & 0x3F));
+          if (cp < 0x80)
+            out += (char)cp;
+          else if (cp < 0x800)
+            out += (char)(0xC0 | (cp >> 6)), out += (char)(0x80 | (cp & 0x3F));
           else if (cp < 0x10000)
-            out += (char)(0xE0 | (cp >> 12)), out += (char)(0x80 | ((cp >> 6) & 0x3F)), out += (char)(0x80 | (cp & 0x3F));
+            out += (char)(0xE0 | (cp >> 12)), out += (char)(0x80 | ((cp >> 6) & 0x3F)),
+                out += (char)(0x80 | (cp & 0x3F));
           else
             out += (char)(0xF0 | (cp >> 18)), out += (char)(0x80 | ((cp >> 12) & 0x3F)),
                 out += (char)(0x80 | ((cp >> 6) & 0x3F)), out += (char)(0x80 | (cp & 0x3F));
           break;
         }
-        default: err("bad escape");
+        default:
+          err("bad escape");
       }
     }
     return out;
@@ -198,9 +221,12 @@ std::vector<TensorInfo> parse_safetensors_header(const std::string& text, uint64
     if (v.kind != Json::Object) fail(file, where + ": entry must be an object");
     const Json *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
     for (const auto& [k, f] : v.fields) {
-      if (k == "dtype") dtype = &f;
-      else if (k == "shape") shape = &f;
-      else if (k == "data_offsets") offsets = &f;
+      if (k == "dtype")
+        dtype = &f;
+      else if (k == "shape")
+        shape = &f;
+      else if (k == "data_offsets")
+        offsets = &f;
     }
     if (!dtype || dtype->kind != Json::String) fail(file, where + ": missing or non-string 'dtype'");
     if (!shape || shape->kind != Json::Array) fail(file, where + ": missing or non-array 'shape'");
@@ -208,10 +234,14 @@ std::vector<TensorInfo> parse_safetensors_header(const std::string& text, uint64
       fail(file, where + ": 'data_offsets' must be an array [begin, end]");
     TensorInfo t;
     t.name = name;
-    if (dtype->text == "BF16") t.dtype = DType::BF16;
-    else if (dtype->text == "F16") t.dtype = DType::F16;
-    else if (dtype->text == "F32") t.dtype = DType::F32;
-    else fail(file, where + ": dtype '" + dtype->text + "' is not supported (recode reads BF16, F16 and F32)");
+    if (dtype->text == "BF16")
+      t.dtype = DType::BF16;
+    else if (dtype->text == "F16")
+      t.dtype = DType::F16;
+    else if (dtype->text == "F32")
+      t.dtype = DType::F32;
+    else
+      fail(file, where + ": dtype '" + dtype->text + "' is not supported (recode reads BF16, F16 and F32)");
     uint64_t numel = 1;
     for (const Json& d : shape->items) {
       uint64_t n;
@@ -222,13 +252,14 @@ std::vector<TensorInfo> parse_safetensors_header(const std::string& text, uint64
     }
     if (!as_count(offsets->items[0], t.begin) || !as_count(offsets->items[1], t.end))
       fail(file, where + ": data_offsets must be non-negative integers");
-    if (t.begin > t.end) fail(file, where + ": data_offsets begin " + std::to_string(t.begin) + " > end " + std::to_string(t.end));
+    if (t.begin > t.end)
+      fail(file, where + ": data_offsets begin " + std::to_string(t.begin) + " > end " + std::to_string(t.end));
     if (t.end > data_size)
       fail(file, where + ": data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
                      ") run past the data section (" + std::to_string(data_size) + " bytes; truncated file?)");
     if (t.end - t.begin != numel * dtype_size(t.dtype))
-      fail(file, where + ": " + std::to_string(t.end - t.begin) + " bytes but dtype " + dtype->text + " x shape needs " +
-                     std::to_string(numel * dtype_size(t.dtype)));
+      fail(file, where + ": " + std::to_string(t.end - t.begin) + " bytes but dtype " + dtype->text +
+                     " x shape needs " + std::to_string(numel * dtype_size(t.dtype)));
     out.push_back(std::move(t));
   }
   std::vector<const TensorInfo*> by_offset;
@@ -264,7 +295,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     if (header_len > size_ - 8)
       fail(path, "header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(size_) +
                      " (truncated or not a safetensors file)");
-    if (header_len > (100ull << 20)) fail(path, "header length " + std::to_string(header_len) + " is implausibly large");
+    if (header_len > (100ull << 20))
+      fail(path, "header length " + std::to_string(header_len) + " is implausibly large");
     data_ = map_ + 8 + header_len;
     tensors_ = parse_safetensors_header(std::string((const char*)map_ + 8, header_len), size_ - 8 - header_len, path);
     for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;

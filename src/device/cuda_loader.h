@@ -12,12 +12,12 @@ struct Status {
   std::string library_path;  // where it was looked for / found
   std::string error;         // why the library or the devices are unavailable ("" when usable)
   int device_count = 0;
-  std::string info_json;     // driver, runtime and device details from recode_cuda_query
+  std::string info_json;  // driver, runtime and device details from recode_cuda_query
 };
 
-const Status& status();                // probes once
-bool available();                      // library loaded and at least one device
-void* symbol(const char* name);        // nullptr when the library is not loaded or lacks it
+const Status& status();          // probes once
+bool available();                // library loaded and at least one device
+void* symbol(const char* name);  // nullptr when the library is not loaded or lacks it
 
 // Resolves `recode_cuda_<name>` or throws recode::Error(ERR_CUDA_UNAVAILABLE) saying why.
 void* require_symbol(const char* name);

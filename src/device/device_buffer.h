@@ -34,7 +34,9 @@ class DeviceBuffer {
   }
   ~DeviceBuffer() { release(); }
   template <class T = void>
-  T* as() const { return static_cast<T*>(ptr_); }
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
   size_t bytes() const { return bytes_; }
 
  private:

@@ -13,11 +13,27 @@ namespace recode::mpi {
 namespace {
 
 struct Shim {
-#define SHIM_FN(name) decltype(&recode_mpi_##name) name = nullptr;
-  SHIM_FN(abi_version) SHIM_FN(library_version) SHIM_FN(init) SHIM_FN(initialized) SHIM_FN(finalize) SHIM_FN(rank)
-  SHIM_FN(size) SHIM_FN(local_rank) SHIM_FN(local_size) SHIM_FN(allreduce_sum) SHIM_FN(broadcast) SHIM_FN(allgather)
-  SHIM_FN(reduce_scatter_sum) SHIM_FN(barrier) SHIM_FN(abort) SHIM_FN(error_string) SHIM_FN(watchdog_start)
-  SHIM_FN(watchdog_stop) SHIM_FN(reduce_scatterv_sum) SHIM_FN(allgatherv)
+#define SHIM_FN(name) decltype(&recode_mpi_##name) name = nullptr
+  SHIM_FN(abi_version);
+  SHIM_FN(library_version);
+  SHIM_FN(init);
+  SHIM_FN(initialized);
+  SHIM_FN(finalize);
+  SHIM_FN(rank);
+  SHIM_FN(size);
+  SHIM_FN(local_rank);
+  SHIM_FN(local_size);
+  SHIM_FN(allreduce_sum);
+  SHIM_FN(broadcast);
+  SHIM_FN(allgather);
+  SHIM_FN(reduce_scatter_sum);
+  SHIM_FN(barrier);
+  SHIM_FN(abort);
+  SHIM_FN(error_string);
+  SHIM_FN(watchdog_start);
+  SHIM_FN(watchdog_stop);
+  SHIM_FN(reduce_scatterv_sum);
+  SHIM_FN(allgatherv);
 #undef SHIM_FN
 };
 
@@ -45,12 +61,32 @@ Status open_shim(const std::string& path, Shim& out, bool keep) {
               "reinstall recode)";
     return s;
   }
-  struct Entry { const char* name; void** slot; };
-#define E(n) {"recode_mpi_" #n, reinterpret_cast<void**>(&out.n)}
-  const Entry entries[] = {E(abi_version), E(library_version), E(init), E(initialized), E(finalize), E(rank),
-                           E(size), E(local_rank), E(local_size), E(allreduce_sum), E(broadcast), E(allgather),
-                           E(reduce_scatter_sum), E(barrier), E(abort), E(error_string),
-                           E(watchdog_start), E(watchdog_stop), E(reduce_scatterv_sum), E(allgatherv)};
+  struct Entry {
+    const char* name;
+    void** slot;
+  };
+#define E(n) \
+  { "recode_mpi_" #n, reinterpret_cast<void**>(&out.n) }
+  const Entry entries[] = {E(abi_version),
+                           E(library_version),
+                           E(init),
+                           E(initialized),
+                           E(finalize),
+                           E(rank),
+                           E(size),
+                           E(local_rank),
+                           E(local_size),
+                           E(allreduce_sum),
+                           E(broadcast),
+                           E(allgather),
+                           E(reduce_scatter_sum),
+                           E(barrier),
+                           E(abort),
+                           E(error_string),
+                           E(watchdog_start),
+                           E(watchdog_stop),
+                           E(reduce_scatterv_sum),
+                           E(allgatherv)};
 #undef E
   for (const Entry& e : entries) {
     *e.slot = dlsym(h, e.name);
@@ -90,8 +126,8 @@ void check(int rc, const char* what) {
 const Status& status() {
   static Status s = [] {
     const char* override_path = std::getenv("RECODE_MPI_LIBRARY");
-    return open_shim(override_path && *override_path ? override_path : addon_directory() + "/librecode_mpi.so",
-                     g_shim, true);
+    return open_shim(override_path && *override_path ? override_path : addon_directory() + "/librecode_mpi.so", g_shim,
+                     true);
   }();
   return s;
 }

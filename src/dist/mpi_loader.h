@@ -1,7 +1,7 @@
 // The MPI shim (librecode_mpi.so beside the addon, built when CMake found an MPI), opened with dlopen on first
 // use. status() says whether it loaded, from where, the MPI library's version, and why not. The collectives
-// throw recode::Error(ERR_DIST) naming the MPI error; they must be called from the thread that called init() (the watchdog's
-// heartbeats run on a thread of their own, on a communicator of their own).
+// throw recode::Error(ERR_DIST) naming the MPI error; they must be called from the thread that called init() (the
+// watchdog's heartbeats run on a thread of their own, on a communicator of their own).
 #pragma once
 
 #include <cstdint>
@@ -16,7 +16,7 @@ struct Status {
   std::string error;    // why MPI is unavailable ("" when usable)
 };
 
-const Status& status();  // probes once (RECODE_MPI_LIBRARY overrides the path)
+const Status& status();                         // probes once (RECODE_MPI_LIBRARY overrides the path)
 Status probe_library(const std::string& path);  // uncached, for tests
 
 void init();  // MPI_Init_thread once; throws ERR_DIST when MPI is unavailable

@@ -9,7 +9,9 @@ namespace recode::nccl {
 
 using ncclComm_t = struct ncclComm*;
 using cudaStream_t = struct CUstream_st*;
-struct ncclUniqueId { char internal[128]; };
+struct ncclUniqueId {
+  char internal[128];
+};
 enum ncclResult_t { ncclSuccess = 0 };
 enum ncclDataType_t { ncclInt64 = 4, ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 };
 enum ncclRedOp_t { ncclSum = 0 };

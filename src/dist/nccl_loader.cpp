@@ -21,7 +21,10 @@ Status open_library(const std::string& library, Api& out, bool keep) {
               "); install NCCL (libnccl2) or set RECODE_NCCL_LIBRARY to its path";
     return s;
   }
-  struct Entry { const char* name; void** slot; };
+  struct Entry {
+    const char* name;
+    void** slot;
+  };
   const Entry entries[] = {
       {"ncclGetVersion", reinterpret_cast<void**>(&out.GetVersion)},
       {"ncclGetUniqueId", reinterpret_cast<void**>(&out.GetUniqueId)},

@@ -164,8 +164,10 @@ static void stripe_baseline(const uint64_t* peq, const uint32_t* text, int64_t n
     hn = (hn << 1) | hn_in;
     vp[r] = hn | (~d0 & not_hp);
     vn[r] = d0 & ~not_hp;
-    if (r == R - 1) carry[c] = (uint8_t)out;
-    else h[r] = out;
+    if (r == R - 1)
+      carry[c] = (uint8_t)out;
+    else
+      h[r] = out;
   };
 
   // Lanes run from the bottom up within a step, so lane r reads h[r-1] before lane r-1 overwrites it.
@@ -192,10 +194,18 @@ static void stripe_baseline_lanes(const uint64_t* peq, const uint32_t* text, int
     peq += 4, out_shift += 4, lanes -= 4;
   }
   switch (lanes) {
-    case 4: stripe_baseline<4>(peq, text, n, carry, out_shift); break;
-    case 3: stripe_baseline<3>(peq, text, n, carry, out_shift); break;
-    case 2: stripe_baseline<2>(peq, text, n, carry, out_shift); break;
-    default: stripe_baseline<1>(peq, text, n, carry, out_shift); break;
+    case 4:
+      stripe_baseline<4>(peq, text, n, carry, out_shift);
+      break;
+    case 3:
+      stripe_baseline<3>(peq, text, n, carry, out_shift);
+      break;
+    case 2:
+      stripe_baseline<2>(peq, text, n, carry, out_shift);
+      break;
+    default:
+      stripe_baseline<1>(peq, text, n, carry, out_shift);
+      break;
   }
 }
 
@@ -243,8 +253,10 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
       if (hi == m) out_shift[r] = (int)((m - 1) & 63);
     }
     const uint32_t* text = s.text_ids.data() + col0;
-    if (avx2) stripe_avx2(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
-    else stripe_baseline_lanes(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
+    if (avx2)
+      stripe_avx2(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
+    else
+      stripe_baseline_lanes(peq.data(), text, col1 - col0 + 1, carry.data() + col0, out_shift, lanes);
     for (int r = 0; r < lanes; ++r) {
       int64_t lo = (w + r) * 64, hi = std::min(m, lo + 64);
       for (int64_t i = lo; i < hi; ++i) peq[(int64_t)s.pattern_ids[i] * R + r] = 0;
@@ -268,8 +280,10 @@ static int64_t count_bound(const Symbols& s, int64_t m, int64_t n) {
   for (int64_t j = 0; j < n; ++j) --balance[s.text_ids[j]];
   int64_t pattern_excess = 0, text_excess = 0;
   for (int64_t id = 0; id < s.alphabet; ++id) {
-    if (balance[id] > 0) pattern_excess += balance[id];
-    else text_excess -= balance[id];
+    if (balance[id] > 0)
+      pattern_excess += balance[id];
+    else
+      text_excess -= balance[id];
   }
   return std::max(pattern_excess, text_excess);
 }

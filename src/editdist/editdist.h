@@ -83,7 +83,6 @@ int64_t blocks_within(const Symbols& s, int64_t m, int64_t n, int64_t k, bool av
 // One stripe of `lanes` (1..kStripeWords) words over text columns [0, n): match words
 // peq[id * kStripeWords + r], horizontal deltas in and out through carry[0, n) (bit 0: +1, bit 1: -1),
 // lane r's outgoing delta read at bit out_shift[r].
-void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift,
-                 int lanes);
+void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift, int lanes);
 
 }  // namespace recode::editdist

@@ -70,7 +70,7 @@ void vector_steps(StripeState& st, const uint64_t* peq, const uint32_t* text, in
   }
   alignas(32) uint64_t out_lanes[4 * V];
 
-  auto step = [&](int64_t t, __m256i (&out_same_parity)[V]) __attribute__((always_inline)) {
+  auto step = [&](int64_t t, __m256i(&out_same_parity)[V]) __attribute__((always_inline)) {
     __m256i in[V];
     shift_lanes_up<V>(out_same_parity, in, carry[t]);
     for (int v = 0; v < V; ++v) {
@@ -151,8 +151,10 @@ void stripe_lanes(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t*
   int64_t t = 0;
   for (; t < std::min(full_begin, steps); ++t) masked_step(t);
   if (t < n) {
-    if (tail) vector_steps<V, true>(st, peq, text, t, n, carry, out_shift, out_lane);
-    else vector_steps<V, false>(st, peq, text, t, n, carry, out_shift, out_lane);
+    if (tail)
+      vector_steps<V, true>(st, peq, text, t, n, carry, out_shift, out_lane);
+    else
+      vector_steps<V, false>(st, peq, text, t, n, carry, out_shift, out_lane);
     t = n;
   }
   for (; t < steps; ++t) masked_step(t);
@@ -163,8 +165,10 @@ void stripe_lanes(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t*
 // One stripe of `lanes` (1..8) words; peq[id * kStripeWords + r]. Up to four words take one vector.
 void stripe_avx2(const uint64_t* peq, const uint32_t* text, int64_t n, uint8_t* carry, const int* out_shift,
                  int lanes) {
-  if (lanes <= 4) stripe_lanes<1>(peq, text, n, carry, out_shift, lanes);
-  else stripe_lanes<2>(peq, text, n, carry, out_shift, lanes);
+  if (lanes <= 4)
+    stripe_lanes<1>(peq, text, n, carry, out_shift, lanes);
+  else
+    stripe_lanes<2>(peq, text, n, carry, out_shift, lanes);
 }
 
 }  // namespace recode::editdist

@@ -18,7 +18,7 @@ namespace recode::logprob {
 
 namespace {
 
-constexpr int kRowTile = 8;     // rows of hidden states sharing each loaded row of W
+constexpr int kRowTile = 8;  // rows of hidden states sharing each loaded row of W
 constexpr int kVocabChunk = 512;
 // From this vocabulary size on, the hidden-state variant forms its logits chunk by chunk with the blocked GEMM
 // (W streamed once per pass instead of once per tile of 8 rows: a 151,936 x 896 head is 544 MB); below it the
@@ -173,7 +173,8 @@ void backward_hidden(const float* hidden, const float* weight, int T, int H, int
                      const float* dentropy, float* dhidden, float* dweight) {
   const float inv_t = 1.f / temperature;
   if (V >= kGemmVocab)
-    return backward_hidden_gemm(hidden, weight, T, H, V, targets, inv_t, lse, entropy, dlogp, dentropy, dhidden, dweight);
+    return backward_hidden_gemm(hidden, weight, T, H, V, targets, inv_t, lse, entropy, dlogp, dentropy, dhidden,
+                                dweight);
   auto dlogit = [&](int t, int v) {  // d loss / d (hidden_t . W_v), recomputing the logit
     float z = dot(hidden + (size_t)t * H, weight + (size_t)v * H, H) * inv_t;
     return dz_of(z, lse[t], entropy[t], v == targets[t], dlogp[t], dentropy ? dentropy[t] : 0.f) * inv_t;

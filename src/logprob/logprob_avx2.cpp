@@ -34,7 +34,8 @@ inline double hsum(__m256d v) {
 }
 
 inline void add_wide(__m256d& acc, __m256 v) {
-  acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+  acc = _mm256_add_pd(
+      acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
 
 }  // namespace
@@ -58,7 +59,8 @@ bool forward_logits_row_avx2(const float* x, int V, int target, float inv_t, flo
     __m256 d = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv), vmz);
     __m256 e = exp8_neg(d);
     add_wide(s, e);
-    add_wide(a, _mm256_and_ps(_mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_mul_ps(e, d)));  // 0 * -inf -> 0
+    add_wide(a,
+             _mm256_and_ps(_mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_mul_ps(e, d)));  // 0 * -inf -> 0
   }
   double ss = hsum(s), aa = hsum(a);
   for (; i < V; ++i) {

@@ -76,8 +76,10 @@ class CudaBackend : public Backend {
     config_ = cfg;
     const int64_t V = cfg.vocab, C = cfg.hidden, H = cfg.heads, Hkv = cfg.kv_heads, D = cfg.head_dim;
     if (D != 16 && D != 32 && D != 64 && D != 128)
-      throw Error("ERR_MODEL", "the CUDA model backend needs head_dim 16, 32, 64 or 128 (the attention kernels' sizes); "
-                               "this model has " + std::to_string(D));
+      throw Error("ERR_MODEL",
+                  "the CUDA model backend needs head_dim 16, 32, 64 or 128 (the attention kernels' sizes); "
+                  "this model has " +
+                      std::to_string(D));
     auto upload = [&](const auto& host) {
       using E = typename std::decay_t<decltype(host)>::value_type;
       DeviceArray<E> d(&kern_, host.size());
@@ -257,8 +259,8 @@ class CudaBackend : public Backend {
           Elem* kc = k_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
           Elem* vc = v_layer + (size_t)seqs[0].slot * kv_per_slot_layer_;
           CALL(kv_cache_write, S, n, Hkv, D, context_, key_.get(), val_.get(), d_start, kc, vc, kDtype, nullptr);
-          CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(),
-               scale, 1, kDtype, nullptr);
+          CALL(attention_forward, S, n, H, Hkv, D, query_.get(), key_.get(), val_.get(), attn_.get(), lse_.get(), scale,
+               1, kDtype, nullptr);
           return;
         }
         for (int i = 0; i < S;) {
@@ -288,8 +290,8 @@ class CudaBackend : public Backend {
           } else {  // chunk appended to a cache: attention_forward needs query length == key length, so decode
             const int splits = recode_decode_num_splits(1, Hkv, context_);  // each token over its own prefix
             for (int r = 0; r < n; ++r)
-              CALL(attention_decode, 1, H, Hkv, D, context_, q + r * q_row, kc, vc, d_ctx + t0[i] + r,
-                   o + r * q_row, scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
+              CALL(attention_decode, 1, H, Hkv, D, context_, q + r * q_row, kc, vc, d_ctx + t0[i] + r, o + r * q_row,
+                   scale, splits, splits > 1 ? decode_scratch_.get() : nullptr, kDtype, nullptr);
           }
           ++i;
         }
@@ -305,7 +307,8 @@ class CudaBackend : public Backend {
     const Elem* rows = x;
     if (!all_logits) {
       for (int i = 0; i < S; ++i)
-        CALL(copy_device, xn_.get() + (size_t)i * C, x + (size_t)(t0[i] + seqs[i].n - 1) * C, sizeof(Elem) * C, nullptr);
+        CALL(copy_device, xn_.get() + (size_t)i * C, x + (size_t)(t0[i] + seqs[i].n - 1) * C, sizeof(Elem) * C,
+             nullptr);
       rows = xn_.get();
     }
     CALL(rmsnorm_forward, R, C, rows, final_norm_.get(), (float)cfg.eps, attn_.get(), nullptr, kDtype, nullptr);
@@ -396,7 +399,8 @@ class CudaBackend : public Backend {
 CudaParams cuda_train_params(Backend& b) {
   if (auto* f = dynamic_cast<CudaBackend<float>*>(&b)) return f->train_params_device();
   if (auto* h = dynamic_cast<CudaBackend<bf16>*>(&b)) return h->train_params_device();
-  throw Error("ERR_UNSUPPORTED", std::string("the CUDA trainer needs a 'cuda' or 'emulated' model, not '") + b.device() + "'");
+  throw Error("ERR_UNSUPPORTED",
+              std::string("the CUDA trainer needs a 'cuda' or 'emulated' model, not '") + b.device() + "'");
 }
 
 std::unique_ptr<Backend> make_cuda_backend(bool emulated, const ModelConfig& cfg, const WeightStore& weights, int slots,

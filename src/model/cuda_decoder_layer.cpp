@@ -39,8 +39,8 @@ void causal_attention(const Kernels& kern, const Dims& d, const Acts& a, const s
   const size_t qd = (size_t)d.H * d.D, kd = (size_t)d.Hkv * d.D;
   for (const CausalBatch& b : batches)
     CALL(attention_forward, b.B, b.n, d.H, d.Hkv, d.D, at(a.q, b.t0 * qd, d.dtype), at(a.k, b.t0 * kd, d.dtype),
-         at(a.v, b.t0 * kd, d.dtype), at(a.att, b.t0 * qd, d.dtype), a.lse + (size_t)b.t0 * d.H,
-         d.attention_scale(), 1, d.dtype, nullptr);
+         at(a.v, b.t0 * kd, d.dtype), at(a.att, b.t0 * qd, d.dtype), a.lse + (size_t)b.t0 * d.H, d.attention_scale(), 1,
+         d.dtype, nullptr);
 }
 
 void forward(const Kernels& kern, const Dims& d, const Weights& w, int T, const int32_t* pos, const void* x_in,
@@ -105,8 +105,7 @@ void backward(const Kernels& kern, const Dims& d, const Weights& w, const Grads&
   const void* dq = s.dq;
   const void* dk = s.dk;
   if (d.qk_norm) {
-    CALL(rmsnorm_backward, T * d.H, d.D, a.q_pre, w.q_norm, a.q_rstd, s.dq, s.dq_pre, g.q_norm, s.norm, 0, dt,
-         nullptr);
+    CALL(rmsnorm_backward, T * d.H, d.D, a.q_pre, w.q_norm, a.q_rstd, s.dq, s.dq_pre, g.q_norm, s.norm, 0, dt, nullptr);
     CALL(rmsnorm_backward, T * d.Hkv, d.D, a.k_pre, w.k_norm, a.k_rstd, s.dk, s.dk_pre, g.k_norm, s.norm, 0, dt,
          nullptr);
     dq = s.dq_pre;

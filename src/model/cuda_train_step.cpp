@@ -48,16 +48,15 @@ struct Param {
   Buf master_own, grad, exp_avg, exp_avg_sq;
 };
 
-
 // One LoRA / DoRA adapter on one projection of one decoder layer. Its base weight is the backend's own array,
 // never changed: training reads it as the frozen base, and generation with adapters on runs the adapter beside it
 // (generation_forward) instead of a merged copy, so no second copy of the adapted matrices exists.
 struct Adapter {
   int layer = 0, proj = 0, N = 0, K = 0;
-  int w = -1;            // params_ index of the frozen base weight (the backend's array)
+  int w = -1;                  // params_ index of the frozen base weight (the backend's array)
   int a = -1, b = -1, m = -1;  // params_ indices of lora_A [r, K], lora_B [N, r], DoRA's magnitude [N] (-1: LoRA)
-  Buf a_c, b_c;          // bf16 compute: A and B rounded to bf16 after every change
-  Buf norm;              // DoRA: ||W + s B A|| per row (fp32 [N])
+  Buf a_c, b_c;                // bf16 compute: A and B rounded to bf16 after every change
+  Buf norm;                    // DoRA: ||W + s B A|| per row (fp32 [N])
   // the pending forward's drop(x) A^T [T, r] (compute dtype) and DoRA's pre [T, N] (fp32): the adapter's own
   // buffers, or, recomputing activations, one pair per projection shared by every layer (each layer's are
   // recomputed with its forward just before its backward)
@@ -121,7 +120,7 @@ class CudaTrainer final : public Trainer {
       }
       if (storage_dtype == RECODE_F32) {
         p.master = static_cast<float*>(storage);
-      } else {  // exact: the bf16 values are the loaded ones
+      } else {                                   // exact: the bf16 values are the loaded ones
         MemScope scope(MemCategory::Optimizer);  // only the update reads it (ZeRO-1 would shard it)
         p.master_own = Buf(&kern_, p.n * sizeof(float));
         p.master = p.master_own.as<float>();
@@ -188,8 +187,9 @@ class CudaTrainer final : public Trainer {
     // the weights are checked before any work
     for (size_t s = 0, t0 = 0; s < counts.size(); t0 += std::max(counts[s], 0), ++s)
       if (counts[s] > 0 && weights[t0] != 0.0f)
-        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) + "] belongs to the first token of sequence " +
-                                           std::to_string(s) + ", which has no prediction; it must be 0");
+        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) +
+                                           "] belongs to the first token of sequence " + std::to_string(s) +
+                                           ", which has no prediction; it must be 0");
     forward_locked(counts, tokens, logp, cancel);
     return backward_locked(weights, cancel);
   }
@@ -201,7 +201,9 @@ class CudaTrainer final : public Trainer {
 
   double backward(const float* weights, size_t count, const CancelFlag& cancel) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
-    if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+    if (!pending_)
+      throw Error("ERR_INVALID_ARG",
+                  "train backward: no pending forward (call forward first; each forward takes one backward)");
     if (count != (size_t)T_)
       throw Error("ERR_INVALID_ARG", "train backward: weights must hold one weight per token of the pending forward (" +
                                          std::to_string(T_) + "), got " + std::to_string(count));
@@ -214,7 +216,8 @@ class CudaTrainer final : public Trainer {
     // global norm: one deterministic sum of squares over every gradient into one device float
     CALL(device_memset, norm_acc_.as(), 0, sizeof(float), nullptr);
     for (int i : train_)
-      CALL(sum_squares, params_[i].n, params_[i].grad.as<float>(), norm_acc_.as<float>(), sumsq_scratch_.as<float>(), nullptr);
+      CALL(sum_squares, params_[i].n, params_[i].grad.as<float>(), norm_acc_.as<float>(), sumsq_scratch_.as<float>(),
+           nullptr);
     float sumsq = 0;
     CALL(copy_to_host, &sumsq, norm_acc_.as(), sizeof(float));
     const double norm = std::sqrt((double)sumsq);
@@ -253,7 +256,8 @@ class CudaTrainer final : public Trainer {
       if (u.param) {
         weights_changed = true;
         CALL(copy_to_device, p.master, u.param, bytes);
-        if (p.storage_dtype == RECODE_BF16) CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
+        if (p.storage_dtype == RECODE_BF16)
+          CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
       }
       if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
       if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
@@ -311,8 +315,8 @@ class CudaTrainer final : public Trainer {
     MemScope scope(MemCategory::Scratch);
     Buf merged = f32((size_t)ad.N * ad.K);
     low_rank_product(ad);
-    CALL(adapter_merge, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.m >= 0 ? params_[ad.m].master : nullptr,
-         merged.as(), dt_, RECODE_F32, nullptr);
+    CALL(adapter_merge, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(),
+         ad.m >= 0 ? params_[ad.m].master : nullptr, merged.as(), dt_, RECODE_F32, nullptr);
     out.resize((size_t)ad.N * ad.K);
     CALL(copy_to_host, out.data(), merged.as(), out.size() * sizeof(float));
     shape = {ad.N, ad.K};
@@ -382,8 +386,12 @@ class CudaTrainer final : public Trainer {
 
   // ---- adapters ------------------------------------------------------------------------------------------
   float scaling() const { return (float)(spec_.alpha / spec_.rank); }
-  const void* lora_a(const Adapter& ad) const { return dt_ == RECODE_F32 ? (const void*)params_[ad.a].master : ad.a_c.as(); }
-  const void* lora_b(const Adapter& ad) const { return dt_ == RECODE_F32 ? (const void*)params_[ad.b].master : ad.b_c.as(); }
+  const void* lora_a(const Adapter& ad) const {
+    return dt_ == RECODE_F32 ? (const void*)params_[ad.a].master : ad.a_c.as();
+  }
+  const void* lora_b(const Adapter& ad) const {
+    return dt_ == RECODE_F32 ? (const void*)params_[ad.b].master : ad.b_c.as();
+  }
 
   // PEFT's initialisation, bit for bit the CPU trainer's (train_step.cpp init_adapters): A from Philox keyed by
   // the seed (one stream per module, computed on the host), B = 0, DoRA m = ||W|| per row (host, in order).
@@ -426,7 +434,8 @@ class CudaTrainer final : public Trainer {
                                  projection_parent(ad.proj) + "." + kProjections[ad.proj];
       std::vector<float> a((size_t)r * ad.K);
       const double bound = 1.0 / std::sqrt((double)ad.K);
-      for (int64_t j = 0; j < (int64_t)a.size() && !counting; ++j) a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
+      for (int64_t j = 0; j < (int64_t)a.size() && !counting; ++j)
+        a[j] = philox::lora_a_init(spec_.seed, (uint32_t)i, (uint64_t)j, bound);
       ad.a = add(module + ".lora_A.weight", {r, ad.K}, a);
       ad.b = add(module + ".lora_B.weight", {ad.N, r}, std::vector<float>((size_t)ad.N * r, 0.0f));
       if (dora) {
@@ -461,7 +470,6 @@ class CudaTrainer final : public Trainer {
       if (i >= 0) generation_forward(adapters_[i], L, x, y, M);
       return i >= 0;
     };
-
   }
 
   // ba_ = B A (fp32 [N, K]) of one adapter: dA[M=N, K] = dC[N, r] . B[r, K] with dC = lora_B, B = lora_A.
@@ -482,7 +490,8 @@ class CudaTrainer final : public Trainer {
       }
       if (ad.m < 0) continue;
       low_rank_product(ad);  // B A, for the norms
-      CALL(dora_weight_norm, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_, nullptr);
+      CALL(dora_weight_norm, ad.N, ad.K, params_[ad.w].storage, ba_.as<float>(), scaling(), ad.norm.as<float>(), dt_,
+           nullptr);
     }
   }
 
@@ -533,9 +542,9 @@ class CudaTrainer final : public Trainer {
       CALL(adapter_dropout, (size_t)M * K, x, ad_xd_.as(), ad.seed, ad.offset, p, dt_, nullptr);
       xd = ad_xd_.as();
     }
-    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u, dt_, dt_, 0, nullptr);        // u = drop(x) A^T
+    CALL(gemm_forward, M, r, K, xd, lora_a(ad), nullptr, ad.u, dt_, dt_, 0, nullptr);             // u = drop(x) A^T
     CALL(gemm_forward, M, N, r, ad.u, lora_b(ad), nullptr, ad_lora_.as(), dt_, dt_, 0, nullptr);  // u B^T
-    CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);                         // x W^T
+    CALL(gemm_forward, M, N, K, x, L.w, nullptr, y, dt_, dt_, 0, nullptr);                        // x W^T
     const void* base_drop = nullptr;
     if (dora && drop) {
       CALL(gemm_forward, M, N, K, xd, L.w, nullptr, ad_base_drop_.as(), dt_, dt_, 0, nullptr);  // drop(x) W^T
@@ -612,8 +621,9 @@ class CudaTrainer final : public Trainer {
     ba_ = Buf();
     if (pending_ || cap_ == 0) return;
     cap_ = 0;
-    for (Buf* b : {&ids_, &normed_, &rstd_final_, &hid_, &lp_, &ent_, &lse_, &dlogp_, &dhid_, &tmp_, &dx_, &dh_,
-                   &norm_scratch_, &ad_xd_, &ad_dx_, &ad_lora_, &ad_base_drop_, &ad_gs_, &ad_e_, &ad_du_})
+    for (Buf* b :
+         {&ids_, &normed_, &rstd_final_,   &hid_,   &lp_,    &ent_,     &lse_,          &dlogp_, &dhid_, &tmp_,
+          &dx_,  &dh_,     &norm_scratch_, &ad_xd_, &ad_dx_, &ad_lora_, &ad_base_drop_, &ad_gs_, &ad_e_, &ad_du_})
       *b = Buf();
     xs_.clear();
     acts_.clear();
@@ -701,8 +711,9 @@ class CudaTrainer final : public Trainer {
     if (T == 0) throw Error("ERR_INVALID_ARG", "train step: the batch holds no sequence");
     for (int i = 0; i < T; ++i)
       if (tokens[i] < 0 || tokens[i] >= V)
-        throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                           " outside the vocabulary [0, " + std::to_string(V) + ")");
+        throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " +
+                                           std::to_string(i) + " outside the vocabulary [0, " + std::to_string(V) +
+                                           ")");
     P_.release_generation();  // the backend's step buffers, and generation's adapter scratch, make room
     gen_u_ = Buf();
     gen_lora_ = Buf();
@@ -742,7 +753,8 @@ class CudaTrainer final : public Trainer {
                           layer_hooks(l));
     }
     const void* x_final = xs_[cfg.layers].as();
-    CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), dims_.eps, normed_.as(), rstd_final_.as<float>(), dt_, nullptr);
+    CALL(rmsnorm_forward, T, C, x_final, W(final_norm_), dims_.eps, normed_.as(), rstd_final_.as<float>(), dt_,
+         nullptr);
 
     // the rows that predict a token (all but each sequence's last), gathered for the log-prob head
     for (size_t s = 0, r0 = 0; s < counts.size(); r0 += counts[s] - 1, ++s) {
@@ -763,14 +775,17 @@ class CudaTrainer final : public Trainer {
 
   // ---- backward ------------------------------------------------------------------------------------------
   double backward_locked(const float* weights, const CancelFlag& cancel) {
-    if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+    if (!pending_)
+      throw Error("ERR_INVALID_ARG",
+                  "train backward: no pending forward (call forward first; each forward takes one backward)");
     pending_ = false;  // consumed whatever happens
     const ModelConfig& cfg = backend_->config();
     const int C = cfg.hidden, V = cfg.vocab, T = T_, R = (int)row_of_.size();
     for (int t0 : t0_)
       if (weights[t0] != 0.0f)
-        throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) +
-                                           "] belongs to the first token of a sequence, which has no prediction; it must be 0");
+        throw Error("ERR_INVALID_ARG",
+                    "train step: weights[" + std::to_string(t0) +
+                        "] belongs to the first token of a sequence, which has no prediction; it must be 0");
     for (int i = 0; i < T; ++i)
       if (!std::isfinite(weights[i]))
         throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
@@ -795,8 +810,10 @@ class CudaTrainer final : public Trainer {
           const size_t n = (size_t)(counts_[s] - 1) * C;
           if (n == 0) continue;
           const float* src = dhid_.as<float>() + r0 * C;
-          if (dt_ == RECODE_F32) CALL(copy_device, at(dh_, (size_t)t0_[s] * C), src, n * sizeof(float), nullptr);
-          else CALL(cast_f32_to_bf16, n, src, at(dh_, (size_t)t0_[s] * C), nullptr);
+          if (dt_ == RECODE_F32)
+            CALL(copy_device, at(dh_, (size_t)t0_[s] * C), src, n * sizeof(float), nullptr);
+          else
+            CALL(cast_f32_to_bf16, n, src, at(dh_, (size_t)t0_[s] * C), nullptr);
         }
       }
       // final norm: dx = d x_L
@@ -859,10 +876,10 @@ class CudaTrainer final : public Trainer {
   std::vector<Adapter> adapters_;
   std::vector<std::vector<int>> adapter_at_;  // [layer][projection] -> adapters_ index or -1
   bool adapters_enabled_ = true;
-  int forwards_in_step_ = 0;  // training forwards since the last update (the dropout stream's counter)
+  int forwards_in_step_ = 0;   // training forwards since the last update (the dropout stream's counter)
   bool fwd_adapters_ = false;  // the pending forward ran with adapters on
   int fwd_index_ = 0;          // and this dropout stream
-  Buf gen_u_, gen_lora_;  // generation_forward's scratch for gen_rows_ tokens
+  Buf gen_u_, gen_lora_;       // generation_forward's scratch for gen_rows_ tokens
   int gen_rows_ = 0;
   Buf ba_, ad_xd_, ad_dx_, ad_lora_, ad_base_drop_, ad_gs_, ad_e_, ad_du_;
   Buf norm_acc_, sumsq_scratch_;
@@ -875,7 +892,7 @@ class CudaTrainer final : public Trainer {
   // workspace (cap_ tokens)
   int cap_ = 0;
   Buf ids_;
-  std::vector<Buf> xs_;  // the residual stream entering each layer; xs_[layers] is the final one
+  std::vector<Buf> xs_;                       // the residual stream entering each layer; xs_[layers] is the final one
   std::vector<Bufs<cuda_layer::Acts>> acts_;  // one set per layer, or (recomputing) one
   std::vector<Buf> adapter_acts_;             // the adapters' u and pre
   bool recompute_ = false;

@@ -38,8 +38,8 @@ struct CudaLayerParams {
 };
 struct CudaParams {
   Device device = Device::Emulated;
-  int dtype = 0;              // RECODE_F32 or RECODE_BF16: the storage type of the arrays below
-  std::mutex* mu = nullptr;   // the backend's lock: training and generation never overlap
+  int dtype = 0;             // RECODE_F32 or RECODE_BF16: the storage type of the arrays below
+  std::mutex* mu = nullptr;  // the backend's lock: training and generation never overlap
   const float* inv_freq = nullptr;
   void *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
   std::vector<CudaLayerParams> layers;

@@ -48,9 +48,12 @@ PlanPhase end_phase(Device d, Meter& m, size_t baseline) {
 
 PlanResult run_plan_workload(Device device, const PlanWorkload& w, const WeightStore* weights) {
   if (device == Device::CPU) throw Error("ERR_INVALID_ARG", "memory plan: device 'cpu' has no device memory to plan");
-  if (device != Device::Counting && !weights) throw Error("ERR_INVALID_ARG", "memory plan: a real device needs the model's weights");
+  if (device != Device::Counting && !weights)
+    throw Error("ERR_INVALID_ARG", "memory plan: a real device needs the model's weights");
   if (w.slots < 1 || w.prefill_chunk < 1 || w.prompt_tokens < 1 || w.completion_tokens < 1 || w.micro_rows < 1)
-    throw Error("ERR_INVALID_ARG", "memory plan: slots, prefill chunk, prompt and completion tokens and micro-batch rows must be positive");
+    throw Error(
+        "ERR_INVALID_ARG",
+        "memory plan: slots, prefill chunk, prompt and completion tokens and micro-batch rows must be positive");
   if (w.context < w.prompt_tokens + w.completion_tokens)
     throw Error("ERR_INVALID_ARG", "memory plan: the context must hold the prompt and completion tokens");
   Meter meter(device);
@@ -58,10 +61,10 @@ PlanResult run_plan_workload(Device device, const PlanWorkload& w, const WeightS
   // a counting device may hold other plans' leftovers (none: each plan frees all); a real one other models
   const size_t baseline = meter.current();
   {
-    std::shared_ptr<Backend> backend = device == Device::Counting
-                                           ? make_counting_backend(w.cfg, w.slots, w.context, w.bf16)
-                                           : make_cuda_backend(device == Device::Emulated, w.cfg, *weights, w.slots,
-                                                               w.context, w.bf16);
+    std::shared_ptr<Backend> backend =
+        device == Device::Counting
+            ? make_counting_backend(w.cfg, w.slots, w.context, w.bf16)
+            : make_cuda_backend(device == Device::Emulated, w.cfg, *weights, w.slots, w.context, w.bf16);
     std::shared_ptr<Trainer> trainer = make_trainer(backend, w.adapter);
     if (w.recompute) trainer->set_activation_recomputation(true);
     const CancelFlag never;

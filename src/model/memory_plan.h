@@ -28,7 +28,7 @@ struct PlanWorkload {
 };
 
 struct PlanPhase {
-  size_t peak = 0;                   // bytes held at the phase's peak (over the baseline before loading)
+  size_t peak = 0;                    // bytes held at the phase's peak (over the baseline before loading)
   size_t parts[kMemCategories] = {};  // by category at that moment (the counting device only)
 };
 struct PlanResult {

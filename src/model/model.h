@@ -77,20 +77,22 @@ inline int check_step(const std::vector<StepSeq>& seqs, const int32_t* tokens, c
   int T = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const StepSeq& s = seqs[i];
-    if (s.slot < 0 || s.slot >= slots) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
+    if (s.slot < 0 || s.slot >= slots)
+      throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " out of range");
     if (s.n <= 0) throw Error("ERR_INVALID_ARG", "model step: every sequence needs at least one token");
     if (lengths[s.slot] + s.n > context)
       throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " would hold " +
                                          std::to_string(lengths[s.slot] + s.n) + " tokens, over the context of " +
                                          std::to_string(context));
     for (size_t j = 0; j < i; ++j)
-      if (s.slot == seqs[j].slot) throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " appears twice");
+      if (s.slot == seqs[j].slot)
+        throw Error("ERR_INVALID_ARG", "model step: slot " + std::to_string(s.slot) + " appears twice");
     T += s.n;
   }
   for (int i = 0; i < T; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
-      throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                         std::to_string(vocab) + ")");
+      throw Error("ERR_INVALID_ARG", "model step: token id " + std::to_string(tokens[i]) +
+                                         " outside the vocabulary [0, " + std::to_string(vocab) + ")");
   return T;
 }
 
@@ -100,8 +102,8 @@ inline int check_step(const std::vector<StepSeq>& seqs, const int32_t* tokens, c
 // Training and inference share the backend's lock `mu`.
 struct TrainLayerParams {
   std::vector<float>*input_norm = nullptr, *post_attention_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
-  std::vector<float>*q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr,
-  *up_w = nullptr, *down_w = nullptr;
+  std::vector<float>*q_w = nullptr, *k_w = nullptr, *v_w = nullptr, *o_w = nullptr, *gate_w = nullptr, *up_w = nullptr,
+  *down_w = nullptr;
   std::vector<float>*q_b = nullptr, *k_b = nullptr, *v_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr,
   *down_b = nullptr;  // empty vectors when the model has none
 };

@@ -8,8 +8,8 @@
 namespace recode::model {
 
 inline constexpr int kProjectionCount = 7;
-inline constexpr const char* kProjections[kProjectionCount] = {"q_proj",    "k_proj", "v_proj",   "o_proj",
-                                                                "gate_proj", "up_proj", "down_proj"};
+inline constexpr const char* kProjections[kProjectionCount] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"};
 // The module holding projection p: the first four are attention's, the rest the MLP's.
 inline const char* projection_parent(int proj) { return proj < 4 ? "self_attn" : "mlp"; }
 // Index of a projection name, or -1.

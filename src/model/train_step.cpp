@@ -20,7 +20,6 @@
 namespace recode::model {
 namespace {
 
-
 // A trainable tensor over `param` with zeroed gradient and AdamW moments.
 TrainTensor trainable(const std::string& name, std::vector<int64_t> shape, std::vector<float>* param, bool decay) {
   TrainTensor t;
@@ -56,7 +55,9 @@ FullTrainer::FullTrainer(std::shared_ptr<Backend> backend, const AdapterSpec& sp
     : spec_(spec), backend_(std::move(backend)) {
   const ModelConfig& cfg = backend_->config();
   std::mutex* mu = backend_->train_mutex();
-  if (!mu) throw Error("ERR_UNSUPPORTED", std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
+  if (!mu)
+    throw Error("ERR_UNSUPPORTED",
+                std::string("full fine-tuning runs on the cpu backend, not '") + backend_->device() + "'");
   std::lock_guard<std::mutex> lk(*mu);
   p_ = backend_->train_params();
   if (spec.kind != AdapterSpec::Kind::None) {
@@ -199,7 +200,8 @@ void FullTrainer::init_adapters(const AdapterSpec& spec) {
     v.dropout = (float)spec.dropout;
   }
   refresh_adapters(false);
-  for (auto& s : adapters_) std::copy(s->norm.begin(), s->norm.end(), s->magnitude.begin());  // DoRA: m = ||W + s B A|| = ||W|| (B = 0)
+  for (auto& s : adapters_)
+    std::copy(s->norm.begin(), s->norm.end(), s->magnitude.begin());  // DoRA: m = ||W + s B A|| = ||W|| (B = 0)
 }
 
 // After A, B or m changed: DoRA's row norms, and (repack) the inference weights generation uses: the merged
@@ -242,7 +244,8 @@ std::string FullTrainer::merged_weight(size_t i, std::vector<float>& out, std::v
   out.resize((size_t)s.N * s.K);
   ops::adapter_merged_weight(out.data(), nullptr, s.base->data(), s.view, s.N, s.K);
   shape = {s.N, s.K};
-  return "model.layers." + std::to_string(s.layer) + "." + projection_parent(s.proj) + "." + kProjections[s.proj] + ".weight";
+  return "model.layers." + std::to_string(s.layer) + "." + projection_parent(s.proj) + "." + kProjections[s.proj] +
+         ".weight";
 }
 
 void FullTrainer::set_adapters_enabled(bool enabled) {
@@ -306,8 +309,8 @@ void FullTrainer::forward_locked(const std::vector<int>& counts, const int32_t* 
   }
   for (int i = 0; i < T; ++i)
     if (tokens[i] < 0 || tokens[i] >= V)
-      throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                         " outside the vocabulary [0, " + std::to_string(V) + ")");
+      throw Error("ERR_INVALID_ARG", "train step: token id " + std::to_string(tokens[i]) + " at index " +
+                                         std::to_string(i) + " outside the vocabulary [0, " + std::to_string(V) + ")");
   f->T = T;
   f->tokens.assign(tokens, tokens + T);
   // whole sequences from position 0; attention reads each slice's own keys/values (no cache)
@@ -381,7 +384,9 @@ double FullTrainer::backward_locked(const float* weights, const CancelFlag& canc
   }
   // A later micro-batch: its gradient is computed on its own and then added, so the step's gradient is the plain
   // sum of micro-batch gradients -- the same bits as data-parallel ranks each computing one and summing them.
-  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  if (!pending_)
+    throw Error("ERR_INVALID_ARG",
+                "train backward: no pending forward (call forward first; each forward takes one backward)");
   size_t total = 0;
   for (const TrainTensor& t : tensors_) total += t.grad.size();
   accum_.resize(total);
@@ -429,15 +434,18 @@ void FullTrainer::reduce_gradients(const std::function<void(float*, int64_t)>& s
 }
 
 double FullTrainer::backward_into_grads(const float* weights, const CancelFlag& cancel) {
-  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  if (!pending_)
+    throw Error("ERR_INVALID_ARG",
+                "train backward: no pending forward (call forward first; each forward takes one backward)");
   std::unique_ptr<Pending> f = std::move(pending_);  // consumed whatever happens
   const ModelConfig& cfg = backend_->config();
   const ops::LayerDims& d = p_->dims;
   const int C = cfg.hidden, V = cfg.vocab, T = f->T;
   for (const ops::AttnSeq& s : f->seqs)
     if (weights[s.t0] != 0.0f)
-      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(s.t0) +
-                                         "] belongs to the first token of a sequence, which has no prediction; it must be 0");
+      throw Error("ERR_INVALID_ARG",
+                  "train step: weights[" + std::to_string(s.t0) +
+                      "] belongs to the first token of a sequence, which has no prediction; it must be 0");
   for (int i = 0; i < T; ++i)
     if (!std::isfinite(weights[i]))
       throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(i) + "] is not finite");
@@ -476,8 +484,7 @@ double FullTrainer::backward_into_grads(const float* weights, const CancelFlag& 
         std::vector<float>().swap(x);
       }
       const ops::LayerActs& acts = recompute_ ? f->acts[0] : f->acts[l];
-      ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, acts, p_->inv_freq,
-                                  g_layers_[l]);
+      ops::decoder_layer_backward(dx.data(), lw[l], d, f->pos.data(), T, f->seqs, acts, p_->inv_freq, g_layers_[l]);
     }
     if (g_embed_) ops::embedding_backward(g_embed_, dx.data(), f->tokens.data(), T, C);
     return loss;
@@ -488,14 +495,17 @@ double FullTrainer::backward_into_grads(const float* weights, const CancelFlag& 
   }
 }
 
-void FullTrainer::forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) {
+void FullTrainer::forward(const std::vector<int>& counts, const int32_t* tokens, float* logp,
+                          const CancelFlag& cancel) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   forward_locked(counts, tokens, logp, cancel);
 }
 
 double FullTrainer::backward(const float* weights, size_t count, const CancelFlag& cancel) {
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
-  if (!pending_) throw Error("ERR_INVALID_ARG", "train backward: no pending forward (call forward first; each forward takes one backward)");
+  if (!pending_)
+    throw Error("ERR_INVALID_ARG",
+                "train backward: no pending forward (call forward first; each forward takes one backward)");
   if (count != (size_t)pending_->T)
     throw Error("ERR_INVALID_ARG", "train backward: weights must hold one weight per token of the pending forward (" +
                                        std::to_string(pending_->T) + "), got " + std::to_string(count));
@@ -508,8 +518,9 @@ double FullTrainer::step(const std::vector<int>& counts, const int32_t* tokens, 
   // the weights are checked before any work
   for (size_t s = 0, t0 = 0; s < counts.size(); t0 += std::max(counts[s], 0), ++s)
     if (counts[s] > 0 && weights[t0] != 0.0f)
-      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) + "] belongs to the first token of sequence " +
-                                         std::to_string(s) + ", which has no prediction; it must be 0");
+      throw Error("ERR_INVALID_ARG", "train step: weights[" + std::to_string(t0) +
+                                         "] belongs to the first token of sequence " + std::to_string(s) +
+                                         ", which has no prediction; it must be 0");
   forward_locked(counts, tokens, logp, cancel);
   return backward_locked(weights, cancel);
 }
@@ -547,8 +558,10 @@ double FullTrainer::apply_adamw(const AdamWOptions& o) {
       slots.push_back(s);
     }
     adamw_step(h, slots, 1.0f);
-    if (adapters_.empty()) backend_->sync_train_params();
-    else refresh_adapters(true);
+    if (adapters_.empty())
+      backend_->sync_train_params();
+    else
+      refresh_adapters(true);
   }
   forwards_in_step_ = 0;
   clear_grads();
@@ -585,8 +598,10 @@ void FullTrainer::set_tensors(const std::vector<TensorUpdate>& updates, int64_t 
     if (u.exp_avg_sq) std::copy(u.exp_avg_sq, u.exp_avg_sq + n, t.exp_avg_sq.data());
   }
   if (weights_changed) {
-    if (adapters_.empty()) backend_->sync_train_params();
-    else refresh_adapters(true);
+    if (adapters_.empty())
+      backend_->sync_train_params();
+    else
+      refresh_adapters(true);
   }
   if (steps_taken >= 0) {
     adam_step_ = steps_taken;

@@ -20,11 +20,11 @@
 namespace recode::model {
 
 struct TrainTensor {
-  std::string name;              // Hugging Face tensor name
+  std::string name;  // Hugging Face tensor name
   std::vector<int64_t> shape;
-  std::vector<float>* param;     // the master weights (owned by the backend)
+  std::vector<float>* param;  // the master weights (owned by the backend)
   std::vector<float> grad, exp_avg, exp_avg_sq;
-  bool decay;                    // weight decay on matrices only (not on norms and biases)
+  bool decay;  // weight decay on matrices only (not on norms and biases)
 };
 
 struct AdamWOptions {
@@ -38,9 +38,9 @@ struct AdapterSpec {
   enum class Kind { None, LoRA, DoRA };
   Kind kind = Kind::None;
   int rank = 8;
-  double alpha = 16;    // scaling = alpha / rank
-  double dropout = 0;   // on the adapter's input path, training forwards only
-  uint64_t seed = 0;    // A's initialisation and the dropout stream
+  double alpha = 16;                 // scaling = alpha / rank
+  double dropout = 0;                // on the adapter's input path, training forwards only
+  uint64_t seed = 0;                 // A's initialisation and the dropout stream
   std::vector<std::string> targets;  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
 };
 
@@ -67,7 +67,8 @@ class Trainer {
   // The same step in two calls, for losses whose weights depend on the current logp (PPO-style ratios):
   // forward() writes logp and keeps the activations (replacing any pending forward); backward() consumes
   // them with the weights and returns the loss. apply_adamw() drops a pending forward (its weights changed).
-  virtual void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel) = 0;
+  virtual void forward(const std::vector<int>& counts, const int32_t* tokens, float* logp,
+                       const CancelFlag& cancel) = 0;
   virtual double backward(const float* weights, size_t count, const CancelFlag& cancel) = 0;  // one per pending token
   // Clip, AdamW, re-pack, zero the gradients. Returns the gradient norm before clipping; a non-finite norm
   // skips the update (gradients are still zeroed).
@@ -97,13 +98,15 @@ class Trainer {
   // place) and unpacks the result.
   virtual void reduce_gradients(const std::function<void(float*, int64_t)>& sum) {
     (void)sum;
-    throw Error("ERR_UNSUPPORTED", "this trainer cannot sum gradients over ranks (multi-rank training runs on the cpu device)");
+    throw Error("ERR_UNSUPPORTED",
+                "this trainer cannot sum gradients over ranks (multi-rank training runs on the cpu device)");
   }
   // Data parallelism: the next training forward draws dropout stream `index` of this update (a rank whose first
   // micro-batch is the update's k-th must draw what the k-th forward of one process would).
   virtual void set_forward_index(int index) {
     (void)index;
-    throw Error("ERR_UNSUPPORTED", "this trainer cannot set its dropout stream (multi-rank training runs on the cpu device)");
+    throw Error("ERR_UNSUPPORTED",
+                "this trainer cannot set its dropout stream (multi-rank training runs on the cpu device)");
   }
   // ZeRO-1 over the MPI ranks: each rank keeps the AdamW moments of its shard of the parameters (whole optimizer
   // chunks, in order); apply_adamw reduce-scatters the gradients, updates its shard and all-gathers the parameters,
@@ -158,7 +161,7 @@ class FullTrainer final : public Trainer {
     int T = 0;
     std::vector<int32_t> tokens, pos, targets;
     std::vector<ops::AttnSeq> seqs;
-    std::vector<ops::LayerActs> acts;             // every layer's activations, or (recomputing) none
+    std::vector<ops::LayerActs> acts;              // every layer's activations, or (recomputing) none
     std::vector<std::vector<float>> layer_inputs;  // recomputing: each layer's input
     std::vector<float> x, rstd, hid, lp, ent, lse;
     std::vector<int> row_of;  // token index predicted by each log-prob row
@@ -170,7 +173,7 @@ class FullTrainer final : public Trainer {
   void forward_locked(const std::vector<int>& counts, const int32_t* tokens, float* logp, const CancelFlag& cancel);
   double backward_locked(const float* weights, const CancelFlag& cancel);
   double backward_into_grads(const float* weights, const CancelFlag& cancel);  // adds into the gradients
-  void clear_grads();  // with the lock held
+  void clear_grads();                                                          // with the lock held
   // One adapted projection of one decoder layer: the frozen base weight (the backend's master array) and the
   // adapter's own arrays; `view` is what the layer ops read (gradient pointers into tensors_).
   struct AdapterSlot {
@@ -190,16 +193,19 @@ class FullTrainer final : public Trainer {
   bool recompute_ = false;
   // ZeRO-1: the optimizer chunks of the whole model, which of them are this rank's, and its shard's moments.
   struct Zero1 {
-    struct Chunk { size_t tensor; int64_t begin, end; };
+    struct Chunk {
+      size_t tensor;
+      int64_t begin, end;
+    };
     std::vector<Chunk> chunks;
     std::vector<int64_t> elems, nchunks;  // per rank
     size_t first = 0, last = 0;           // this rank's chunks
     int64_t total = 0;
-    std::vector<float> m, v, g;           // this rank's shard, its chunks one after another
+    std::vector<float> m, v, g;  // this rank's shard, its chunks one after another
   };
   std::unique_ptr<Zero1> zero_;
   double apply_adamw_zero1(const AdamWOptions& o);  // with the lock held
-  bool has_grads_ = false;    // a backward added into the gradients since they were last cleared
+  bool has_grads_ = false;                          // a backward added into the gradients since they were last cleared
   std::vector<float> accum_;  // the earlier micro-batches' gradient while a later one is computed; reduce scratch
   std::shared_ptr<Backend> backend_;
   TrainParams* p_;

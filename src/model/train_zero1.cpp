@@ -22,7 +22,8 @@ void FullTrainer::set_zero1(bool on) {
     return;
   }
   if (zero_) return;
-  if (!mpi::initialized() || mpi::size() < 2) throw Error("ERR_DIST", "ZeRO-1 needs several MPI ranks (launch with mpirun)");
+  if (!mpi::initialized() || mpi::size() < 2)
+    throw Error("ERR_DIST", "ZeRO-1 needs several MPI ranks (launch with mpirun)");
   std::lock_guard<std::mutex> lk(*backend_->train_mutex());
   auto z = std::make_unique<Zero1>();
   for (size_t t = 0; t < tensors_.size(); ++t) {
@@ -113,8 +114,9 @@ double FullTrainer::apply_adamw_zero1(const AdamWOptions& o) {
   const double norm = std::sqrt(total);
 
   if (std::isfinite(norm)) {
-    const double max_norm =
-        o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm) ? o.max_grad_norm : std::numeric_limits<double>::infinity();
+    const double max_norm = o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)
+                                ? o.max_grad_norm
+                                : std::numeric_limits<double>::infinity();
     const double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) {
       const float f = (float)coef;
@@ -158,8 +160,10 @@ double FullTrainer::apply_adamw_zero1(const AdamWOptions& o) {
       std::copy(accum_.begin() + off, accum_.begin() + off + (int64_t)t.grad.size(), t.param->begin());
       off += (int64_t)t.grad.size();
     }
-    if (adapters_.empty()) backend_->sync_train_params();
-    else refresh_adapters(true);
+    if (adapters_.empty())
+      backend_->sync_train_params();
+    else
+      refresh_adapters(true);
   }
   forwards_in_step_ = 0;
   clear_grads();

@@ -37,10 +37,12 @@ WeightStore::~WeightStore() = default;
 
 bool WeightStore::has(const std::string& name) const { return impl_->index.count(name) != 0; }
 
-std::vector<float> WeightStore::load(const std::string& name, const std::vector<int64_t>& shape, bool round_bf16) const {
+std::vector<float> WeightStore::load(const std::string& name, const std::vector<int64_t>& shape,
+                                     bool round_bf16) const {
   auto it = impl_->index.find(name);
   if (it == impl_->index.end()) {
-    std::string where = paths_.size() == 1 ? paths_[0] : std::to_string(paths_.size()) + " shards (" + paths_[0] + ", ...)";
+    std::string where =
+        paths_.size() == 1 ? paths_[0] : std::to_string(paths_.size()) + " shards (" + paths_[0] + ", ...)";
     throw Error("ERR_MODEL", "tensor '" + name + "' is missing from " + where);
   }
   const auto [file, t] = it->second;
@@ -49,8 +51,9 @@ std::vector<float> WeightStore::load(const std::string& name, const std::vector<
                                  " but config.json implies " + shape_str(shape));
   std::vector<float> out((size_t)t->numel());
   if (int64_t bad = file->to_float(*t, out.data()); bad >= 0)
-    throw Error("ERR_MODEL", file->path() + ": tensor '" + name + "' holds " + (std::isnan(out[bad]) ? "NaN" : "an infinite value") +
-                                 " at index " + std::to_string(bad) + " (a corrupt or diverged checkpoint)");
+    throw Error("ERR_MODEL", file->path() + ": tensor '" + name + "' holds " +
+                                 (std::isnan(out[bad]) ? "NaN" : "an infinite value") + " at index " +
+                                 std::to_string(bad) + " (a corrupt or diverged checkpoint)");
   if (round_bf16 && t->dtype != DType::BF16)
     for (float& v : out) v = bf16_to_float(float_to_bf16(v));
   return out;

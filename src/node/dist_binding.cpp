@@ -84,9 +84,12 @@ Napi::Value mpi_finalize(const Napi::CallbackInfo& info) {
 // The element type of a typed array, and its size in bytes.
 mpi::Type type_of(const Args& a, size_t i, Napi::TypedArray t, bool bytes_ok) {
   switch (t.TypedArrayType()) {
-    case napi_float32_array: return mpi::Type::F32;
-    case napi_float64_array: return mpi::Type::F64;
-    case napi_bigint64_array: return mpi::Type::I64;
+    case napi_float32_array:
+      return mpi::Type::F32;
+    case napi_float64_array:
+      return mpi::Type::F64;
+    case napi_bigint64_array:
+      return mpi::Type::I64;
     default:
       if (bytes_ok) return mpi::Type::Byte;
       a.fail(i, "must be a Float32Array, Float64Array or BigInt64Array");
@@ -100,9 +103,7 @@ Napi::TypedArray typed_arg(const Args& a, size_t i) {
   return v.As<Napi::TypedArray>();
 }
 
-void* data_of(Napi::TypedArray t) {
-  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
-}
+void* data_of(Napi::TypedArray t) { return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(); }
 
 Napi::Value mpi_allreduce(const Napi::CallbackInfo& info) {
   Args a{info, "mpiAllreduce"};
@@ -124,7 +125,8 @@ Napi::TypedArray same_kind(Napi::Env env, Napi::TypedArray like, size_t count) {
   const size_t elem = like.ElementLength() ? like.ByteLength() / like.ElementLength() : 1;
   Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, count * elem);
   napi_value out;
-  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, like.TypedArrayType(), count, buf, 0, &out), Napi::TypedArray());
+  NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, like.TypedArrayType(), count, buf, 0, &out),
+                       Napi::TypedArray());
   return Napi::TypedArray(env, out);
 }
 
@@ -133,7 +135,8 @@ Napi::Value mpi_allgather(const Napi::CallbackInfo& info) {
   Napi::TypedArray t = typed_arg(a, 0);
   mpi::Type ty = type_of(a, 0, t, true);
   const size_t n = ty == mpi::Type::Byte ? t.ByteLength() : t.ElementLength();
-  if (ty == mpi::Type::Byte && t.TypedArrayType() != napi_uint8_array) a.fail(0, "must be a Float32Array, Float64Array, BigInt64Array or Uint8Array");
+  if (ty == mpi::Type::Byte && t.TypedArrayType() != napi_uint8_array)
+    a.fail(0, "must be a Float32Array, Float64Array, BigInt64Array or Uint8Array");
   Napi::TypedArray out = same_kind(info.Env(), t, t.ElementLength() * (size_t)mpi::size());
   mpi::allgather(data_of(t), data_of(out), (int64_t)n, ty);
   return out;
@@ -144,7 +147,9 @@ Napi::Value mpi_reduce_scatter(const Napi::CallbackInfo& info) {
   Napi::TypedArray t = typed_arg(a, 0);
   mpi::Type ty = type_of(a, 0, t, false);
   const size_t n = (size_t)mpi::size();
-  if (t.ElementLength() % n != 0) a.fail(0, "must hold size() blocks of equal length (" + std::to_string(t.ElementLength()) + " elements, " + std::to_string(n) + " ranks)");
+  if (t.ElementLength() % n != 0)
+    a.fail(0, "must hold size() blocks of equal length (" + std::to_string(t.ElementLength()) + " elements, " +
+                  std::to_string(n) + " ranks)");
   Napi::TypedArray out = same_kind(info.Env(), t, t.ElementLength() / n);
   mpi::reduce_scatter_sum(data_of(t), data_of(out), (int64_t)(t.ElementLength() / n), ty);
   return out;
@@ -157,12 +162,14 @@ Napi::Value mpi_watchdog(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), mpi::start_watchdog(interval, timeout));
 }
 
-// ncclUniqueId() -> Uint8Array(128): what rank 0 hands every rank at the rendezvous (ERR_NCCL_UNAVAILABLE without NCCL).
+// ncclUniqueId() -> Uint8Array(128): what rank 0 hands every rank at the rendezvous (ERR_NCCL_UNAVAILABLE without
+// NCCL).
 Napi::Value nccl_unique_id(const Napi::CallbackInfo& info) {
   const nccl::Api& api = nccl::api();
   nccl::ncclUniqueId id{};
   nccl::ncclResult_t rc = api.GetUniqueId(&id);
-  if (rc != nccl::ncclSuccess) throw Error("ERR_DIST", std::string("ncclGetUniqueId failed: ") + api.GetErrorString(rc));
+  if (rc != nccl::ncclSuccess)
+    throw Error("ERR_DIST", std::string("ncclGetUniqueId failed: ") + api.GetErrorString(rc));
   auto out = Napi::Uint8Array::New(info.Env(), sizeof id.internal);
   std::memcpy(out.Data(), id.internal, sizeof id.internal);
   return out;

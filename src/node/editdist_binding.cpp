@@ -33,7 +33,8 @@ void append_string(const Args& args, size_t arg, const char* name, int64_t index
   size_t at = batch.used;
   if (batch.units.size() - at < 4096) batch.units.resize(std::max<size_t>(2 * batch.units.size(), at + 65536));
   size_t room = batch.units.size() - at, copied = 0;
-  if (napi_get_value_string_utf16(env, v, reinterpret_cast<char16_t*>(batch.units.data() + at), room, &copied) != napi_ok)
+  if (napi_get_value_string_utf16(env, v, reinterpret_cast<char16_t*>(batch.units.data() + at), room, &copied) !=
+      napi_ok)
     args.fail(arg, std::string("(") + name + ") element " + std::to_string(index) + " could not be read");
   if (copied + 1 >= room) {
     size_t length = 0;
@@ -83,7 +84,10 @@ class EditDistanceJob : public AsyncJob {
   // Pre-encoded input: chars is copied (input()), offsets were converted already.
   EditDistanceJob(Napi::Env env, const char* fn, Device device, Napi::Uint32Array chars, std::vector<int64_t> offsets,
                   Napi::Int32Array out)
-      : AsyncJob(env), device_(device), encoded_chars_(input(chars)), encoded_offsets_(std::move(offsets)),
+      : AsyncJob(env),
+        device_(device),
+        encoded_chars_(input(chars)),
+        encoded_offsets_(std::move(offsets)),
         out_(output(out, fn, "out")) {
     out_value_ = Napi::Persistent(out);
   }

@@ -170,8 +170,8 @@ Napi::Value logprob_hidden_backward(const Napi::CallbackInfo& info) {
   float* dh = job->add_output(info.Env(), "dhidden", (size_t)c.T * c.H);
   float* dw = job->add_output(info.Env(), "dweight", (size_t)c.V * c.H);
   job->work = [=] {
-    logprob::backward_hidden_on(c.device, c.hidden, c.weight, c.T, c.H, c.V, c.targets, c.temperature, u.lse,
-                                u.entropy, u.dlogp, u.dentropy, dh, dw);
+    logprob::backward_hidden_on(c.device, c.hidden, c.weight, c.T, c.H, c.V, c.targets, c.temperature, u.lse, u.entropy,
+                                u.dlogp, u.dentropy, dh, dw);
   };
   return AsyncJob::queue(std::move(job));
 }

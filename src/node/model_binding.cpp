@@ -38,7 +38,8 @@ int int_field(const Args& a, Napi::Object o, const char* name, int lo, int hi) {
   if (!v.IsNumber()) a.fail(0, std::string("(config.") + name + ") must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
   if (d != std::floor(d) || d < lo || d > hi)
-    a.fail(0, std::string("(config.") + name + ") must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    a.fail(0, std::string("(config.") + name + ") must be an integer in [" + std::to_string(lo) + ", " +
+                  std::to_string(hi) + "]");
   return (int)d;
 }
 double num_field(const Args& a, Napi::Object o, const char* name) {
@@ -57,8 +58,13 @@ class LoadJob : public AsyncJob {
  public:
   LoadJob(Napi::Env env, std::string device, ModelConfig cfg, std::vector<std::string> files, int slots, int context,
           bool bf16)
-      : AsyncJob(env), device_(std::move(device)), cfg_(std::move(cfg)), files_(std::move(files)), slots_(slots),
-        context_(context), bf16_(bf16) {}
+      : AsyncJob(env),
+        device_(std::move(device)),
+        cfg_(std::move(cfg)),
+        files_(std::move(files)),
+        slots_(slots),
+        context_(context),
+        bf16_(bf16) {}
 
  protected:
   void Run() override {
@@ -87,7 +93,8 @@ ModelConfig model_config_arg(const Args& a) {
   Napi::Value arch = c.Get("arch");
   if (!arch.IsString()) a.fail(0, "(config.arch) must be a string");
   cfg.arch = arch.As<Napi::String>().Utf8Value();
-  if (cfg.arch != "qwen2" && cfg.arch != "llama" && cfg.arch != "qwen3") a.fail(0, "(config.arch) must be qwen2, llama or qwen3");
+  if (cfg.arch != "qwen2" && cfg.arch != "llama" && cfg.arch != "qwen3")
+    a.fail(0, "(config.arch) must be qwen2, llama or qwen3");
   cfg.vocab = int_field(a, c, "vocab", 1, 1 << 24);
   cfg.hidden = int_field(a, c, "hidden", 1, 1 << 16);
   cfg.layers = int_field(a, c, "layers", 1, 1024);
@@ -136,7 +143,8 @@ Napi::Value model_load(const Napi::CallbackInfo& info) {
   bool bf16 = bool_field(a, opt, "roundBf16");
   Napi::Value dev = opt.Get("device");
   std::string device = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "cpu";
-  auto job = std::make_unique<LoadJob>(info.Env(), std::move(device), std::move(cfg), std::move(files), slots, context, bf16);
+  auto job =
+      std::make_unique<LoadJob>(info.Env(), std::move(device), std::move(cfg), std::move(files), slots, context, bf16);
   return AsyncJob::queue(std::move(job));
 }
 
@@ -224,10 +232,14 @@ Napi::Value model_step(const Napi::CallbackInfo& info) {
   }
   if ((int64_t)tokens.ElementLength() != total) a.fail(3, "(tokens) must hold sum(counts) ids");
   job->tokens = job->input(tokens);  // a copy: see AsyncJob
-  if (mode == "last") job->mode = Mode::Last;
-  else if (mode == "all") job->mode = Mode::All;
-  else if (mode == "sample") job->mode = Mode::Sample;
-  else a.fail(4, "(mode) must be 'last', 'all' or 'sample'");
+  if (mode == "last")
+    job->mode = Mode::Last;
+  else if (mode == "all")
+    job->mode = Mode::All;
+  else if (mode == "sample")
+    job->mode = Mode::Sample;
+  else
+    a.fail(4, "(mode) must be 'last', 'all' or 'sample'");
   if (job->mode == Mode::Sample) {
     Napi::Object s = a.object(5, "sampling");
     Napi::Value pv = s.Get("params"), rv = s.Get("rowIds"), sv = s.Get("steps"), seed = s.Get("seed");
@@ -242,7 +254,8 @@ Napi::Value model_step(const Napi::CallbackInfo& info) {
       a.fail(5, "(sampling.steps) must be a Float64Array with one entry per row");
     if (!seed.IsNumber()) a.fail(5, "(sampling.seed) must be a number");
     double sd = seed.As<Napi::Number>().DoubleValue();
-    if (!(sd >= 0 && sd < 9007199254740992.0) || sd != std::floor(sd)) a.fail(5, "(sampling.seed) must be an integer in [0, 2^53)");
+    if (!(sd >= 0 && sd < 9007199254740992.0) || sd != std::floor(sd))
+      a.fail(5, "(sampling.seed) must be an integer in [0, 2^53)");
     job->seed = (uint64_t)sd;
     auto P = pv.As<Napi::Float32Array>();
     auto R = rv.As<Napi::Float64Array>();

@@ -34,10 +34,15 @@ std::string number_text(double d) {
   int k = (int)digits.size();
   int n = std::stoi(sci.substr(e_at + 1)) + 1;  // the decimal point sits after n digits
   std::string out = d < 0 ? "-" : "";
-  if (k <= n && n <= 21) out += digits + std::string(n - k, '0');
-  else if (0 < n && n <= 21) out += digits.substr(0, n) + "." + digits.substr(n);
-  else if (-6 < n && n <= 0) out += "0." + std::string(-n, '0') + digits;
-  else out += digits.substr(0, 1) + (k > 1 ? "." + digits.substr(1) : "") + "e" + (n - 1 >= 0 ? "+" : "-") + std::to_string(std::abs(n - 1));
+  if (k <= n && n <= 21)
+    out += digits + std::string(n - k, '0');
+  else if (0 < n && n <= 21)
+    out += digits.substr(0, n) + "." + digits.substr(n);
+  else if (-6 < n && n <= 0)
+    out += "0." + std::string(-n, '0') + digits;
+  else
+    out += digits.substr(0, 1) + (k > 1 ? "." + digits.substr(1) : "") + "e" + (n - 1 >= 0 ? "+" : "-") +
+           std::to_string(std::abs(n - 1));
   return out;
 }
 
@@ -103,21 +108,45 @@ Napi::Function Args::function(size_t i, const char* name) const {
 
 template <class T>
 static constexpr napi_typedarray_type typed_array_kind();
-template <> constexpr napi_typedarray_type typed_array_kind<float>() { return napi_float32_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<double>() { return napi_float64_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<int32_t>() { return napi_int32_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<uint32_t>() { return napi_uint32_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<uint16_t>() { return napi_uint16_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<uint8_t>() { return napi_uint8_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<int8_t>() { return napi_int8_array; }
-template <> constexpr napi_typedarray_type typed_array_kind<int64_t>() { return napi_bigint64_array; }
+template <>
+constexpr napi_typedarray_type typed_array_kind<float>() {
+  return napi_float32_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<double>() {
+  return napi_float64_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<int32_t>() {
+  return napi_int32_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<uint32_t>() {
+  return napi_uint32_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<uint16_t>() {
+  return napi_uint16_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<uint8_t>() {
+  return napi_uint8_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<int8_t>() {
+  return napi_int8_array;
+}
+template <>
+constexpr napi_typedarray_type typed_array_kind<int64_t>() {
+  return napi_bigint64_array;
+}
 
 // Checks that v is a typed array of T on an attached buffer; `fail` receives what is wrong.
 template <class T, class Fail>
 static Napi::TypedArrayOf<T> checked_typed(Napi::Value v, Fail&& fail) {
-  static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
-                                "Int32Array", "Uint32Array", "Float32Array", "Float64Array", "BigInt64Array",
-                                "BigUint64Array"};
+  static const char* names[] = {"Int8Array",    "Uint8Array",    "Uint8ClampedArray", "Int16Array",
+                                "Uint16Array",  "Int32Array",    "Uint32Array",       "Float32Array",
+                                "Float64Array", "BigInt64Array", "BigUint64Array"};
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != typed_array_kind<T>())
     fail(std::string("must be a ") + names[typed_array_kind<T>()]);
   if (is_detached(v.As<Napi::TypedArray>())) fail("is detached (its ArrayBuffer was transferred)");
@@ -251,8 +280,10 @@ void AsyncJob::OnOK() {
   for (const WriteBack& w : write_backs_) {
     Napi::TypedArray a = w.array.Value().As<Napi::TypedArray>();
     if (is_detached(a) || bytes_of(a).second != w.bytes) {
-      deferred_.Reject(make_js_error(env, "ERR_INVALID_ARG", w.what + " was detached (its ArrayBuffer transferred) "
-                                                             "or resized while the operation ran; it holds no result").Value());
+      deferred_.Reject(make_js_error(env, "ERR_INVALID_ARG",
+                                     w.what + " was detached (its ArrayBuffer transferred) "
+                                              "or resized while the operation ran; it holds no result")
+                           .Value());
       return;
     }
   }

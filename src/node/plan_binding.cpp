@@ -77,7 +77,8 @@ Napi::Value device_memory_stats(const Napi::CallbackInfo& info) {
   Kernels kern(device);
   size_t current = 0, peak = 0;
   char err[512] = {0};
-  check_kernel_status(kern.device_memory_stats(&current, &peak, reset ? 1 : 0, err, sizeof err), "device_memory_stats", err);
+  check_kernel_status(kern.device_memory_stats(&current, &peak, reset ? 1 : 0, err, sizeof err), "device_memory_stats",
+                      err);
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("currentBytes", (double)current);
   out.Set("peakBytes", (double)peak);

@@ -36,7 +36,10 @@ Napi::Value grpo_advantages(const Napi::CallbackInfo& info) {
     if (!std::isfinite(rewards[i])) a.fail(1, "(rewards) entry " + std::to_string(i) + " is not finite");
   auto out = Napi::Float32Array::New(info.Env(), n);
   rl::grpo_advantages_on(d, rewards.Data(), n, group, convention ? rl::Convention::Trl : rl::Convention::Verl,
-                         scale == 0 ? rl::Scale::Group : scale == 1 ? rl::Scale::Batch : rl::Scale::None, out.Data());
+                         scale == 0   ? rl::Scale::Group
+                         : scale == 1 ? rl::Scale::Batch
+                                      : rl::Scale::None,
+                         out.Data());
   return out;
 }
 
@@ -159,12 +162,14 @@ Napi::Value policy_loss(const Napi::CallbackInfo& info) {
   if (o.has("objective")) c.objective = (rl::Objective)o.integer("objective", 0, 2);
   if (o.has("seqLevel")) c.seq_level = o.integer("seqLevel", 0, 1) != 0;
   c.delta = (float)opt_number("delta", 0);
-  if (!(c.delta == 0 || (c.delta > 0 && std::isfinite(c.delta)))) o.fail("delta", "must be 0 (off) or a finite number > 0");
+  if (!(c.delta == 0 || (c.delta > 0 && std::isfinite(c.delta))))
+    o.fail("delta", "must be 0 (off) or a finite number > 0");
   c.sapo_tau_pos = (float)opt_number("sapoTauPos", 1.0);
   c.sapo_tau_neg = (float)opt_number("sapoTauNeg", 1.05);
   if (!(c.sapo_tau_pos > 0 && std::isfinite(c.sapo_tau_pos))) o.fail("sapoTauPos", "must be a finite number > 0");
   if (!(c.sapo_tau_neg > 0 && std::isfinite(c.sapo_tau_neg))) o.fail("sapoTauNeg", "must be a finite number > 0");
-  if (c.objective == rl::Objective::Cispo && !(c.clip_high > 0)) o.fail("clipHigh", "must be > 0 for CISPO (the weight cap)");
+  if (c.objective == rl::Objective::Cispo && !(c.clip_high > 0))
+    o.fail("clipHigh", "must be > 0 for CISPO (the weight cap)");
   c.entropy_coef = (float)opt_number("entropyCoef", 0);
   if (!std::isfinite(c.entropy_coef)) o.fail("entropyCoef", "must be finite");
   if (o.has("entropyGlobalNorm")) c.entropy_global_norm = o.integer("entropyGlobalNorm", 0, 1) != 0;

@@ -41,9 +41,12 @@ Napi::Value set_threads(const Napi::CallbackInfo& info) {
 Napi::Value set_simd(const Napi::CallbackInfo& info) {
   Args a{info, "setSimdLevel"};
   std::string level = a.string(0, "level");
-  if (level == "baseline") set_simd_level(SimdLevel::Baseline);
-  else if (level == "avx2" || level == "auto") set_simd_level(SimdLevel::AVX2);
-  else a.fail(0, "(level) must be 'baseline', 'avx2' or 'auto'");
+  if (level == "baseline")
+    set_simd_level(SimdLevel::Baseline);
+  else if (level == "avx2" || level == "auto")
+    set_simd_level(SimdLevel::AVX2);
+  else
+    a.fail(0, "(level) must be 'baseline', 'avx2' or 'auto'");
   return Napi::String::New(info.Env(), simd_level_name(simd_level()));
 }
 

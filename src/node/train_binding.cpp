@@ -14,7 +14,9 @@
 namespace recode {
 namespace {
 
-[[noreturn]] void bad(const char* fn, const std::string& what) { throw Error("ERR_INVALID_ARG", std::string(fn) + ": " + what); }
+[[noreturn]] void bad(const char* fn, const std::string& what) {
+  throw Error("ERR_INVALID_ARG", std::string(fn) + ": " + what);
+}
 
 Napi::Value get(Napi::Object o, const char* name) { return o.Get(name); }
 
@@ -38,8 +40,8 @@ double num_prop(const char* fn, Napi::Object o, const char* name, bool required,
 int64_t int_prop(const char* fn, Napi::Object o, const char* name, int64_t lo, int64_t hi) {
   double d = num_prop(fn, o, name, true, 0);
   if (d != std::floor(d) || d < (double)lo || d > (double)hi)
-    bad(fn, std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                number_text(d));
+    bad(fn, std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                "], got " + number_text(d));
   return (int64_t)d;
 }
 
@@ -154,7 +156,8 @@ AdamWCall parse_adamw(const Napi::CallbackInfo& info, const char* fn) {
       Napi::Value b = bf16.Get((uint32_t)i);
       if (!b.IsNull() && !b.IsUndefined()) {
         auto arr = typed_value<uint16_t>(fn, b, "options.bf16" + idx, napi_uint16_array, "Uint16Array");
-        if ((int64_t)arr.ElementLength() != count) bad(fn, "options.bf16" + idx + " must have " + std::to_string(count) + " elements");
+        if ((int64_t)arr.ElementLength() != count)
+          bad(fn, "options.bf16" + idx + " must have " + std::to_string(count) + " elements");
         s.bf16_out = arr.Data();
         bf16_array = arr;
       }
@@ -257,7 +260,8 @@ AdapterShape parse_shape(const char* fn, Napi::Object d) {
   sh.in = int_prop(fn, d, "in", 1, (int64_t)1 << 20);
   sh.out = int_prop(fn, d, "out", 1, (int64_t)1 << 20);
   sh.rank = int_prop(fn, d, "rank", 1, (int64_t)1 << 14);
-  if (sh.rows * sh.in > ((int64_t)1 << 32) || sh.rows * sh.out > ((int64_t)1 << 32)) bad(fn, "rows x features is too large");
+  if (sh.rows * sh.in > ((int64_t)1 << 32) || sh.rows * sh.out > ((int64_t)1 << 32))
+    bad(fn, "rows x features is too large");
   return sh;
 }
 
@@ -272,8 +276,10 @@ AdapterWeights parse_weights(const char* fn, const AdapterShape& sh, Napi::Objec
   w.dropout = (float)num_prop(fn, o, "dropout", false, 0.0);
   if (!(w.dropout >= 0.0f && w.dropout < 1.0f)) bad(fn, "dropout must be in [0, 1)");
   double seed = num_prop(fn, o, "seed", false, 0), offset = num_prop(fn, o, "offset", false, 0);
-  if (seed < 0 || seed != std::floor(seed) || seed > 9007199254740991.0) bad(fn, "seed must be an integer in [0, 2^53)");
-  if (offset < 0 || offset != std::floor(offset) || offset > 9007199254740991.0) bad(fn, "offset must be an integer in [0, 2^53)");
+  if (seed < 0 || seed != std::floor(seed) || seed > 9007199254740991.0)
+    bad(fn, "seed must be an integer in [0, 2^53)");
+  if (offset < 0 || offset != std::floor(offset) || offset > 9007199254740991.0)
+    bad(fn, "offset must be an integer in [0, 2^53)");
   w.seed = (uint64_t)seed;
   w.offset = (uint64_t)offset;
   return w;
@@ -410,7 +416,8 @@ Napi::Value dropout_mask_js(const Napi::CallbackInfo& info) {
   int64_t offset = a.integer(3, "offset", 0, ((int64_t)1 << 53) - 1);
   auto mask = Napi::Uint8Array::New(info.Env(), (size_t)count);
   uint8_t* bits = mask.Data();
-  for (int64_t i = 0; i < count; ++i) bits[i] = dropout_keep((uint64_t)seed, (uint64_t)offset + (uint64_t)i, (float)p) ? 1 : 0;
+  for (int64_t i = 0; i < count; ++i)
+    bits[i] = dropout_keep((uint64_t)seed, (uint64_t)offset + (uint64_t)i, (float)p) ? 1 : 0;
   return mask;
 }
 

@@ -1,8 +1,8 @@
 // JavaScript surface of full fine-tuning (lib/model/train.ts wraps it):
-//   trainerCreate(model, { adapter?, activationRecomputation? }) -> handle           (float32 master weights or adapters, gradients, moments)
-//   trainerSetAdaptersEnabled(handle, enabled)             (off: the frozen base, for the KL reference)
-//   trainerMergedWeight(handle, i) -> { name, shape, data } | undefined   (adapter i merged into its base weight)
-//   trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
+//   trainerCreate(model, { adapter?, activationRecomputation? }) -> handle           (float32 master weights or
+//   adapters, gradients, moments) trainerSetAdaptersEnabled(handle, enabled)             (off: the frozen base, for the
+//   KL reference) trainerMergedWeight(handle, i) -> { name, shape, data } | undefined   (adapter i merged into its base
+//   weight) trainerStep(handle, counts, tokens, weights, cancel?) -> Promise<{ logp: Float32Array, loss }>  (ONE job)
 //   trainerForward(handle, counts, tokens, cancel?) -> Promise<Float32Array logp>   (keeps the activations)
 //   trainerBackward(handle, weights, cancel?) -> Promise<loss>                     (consumes them)
 //   trainerApplyAdamW(handle, { lr, beta1, beta2, eps, weightDecay, maxGradNorm }) -> Promise<gradNorm>
@@ -55,9 +55,12 @@ AdapterSpec adapter_spec(const Args& a, size_t i) {
   Napi::Value tv = ad.Get("type");
   const std::string type = tv.IsString() ? tv.As<Napi::String>().Utf8Value() : "";
   if (type == "none") return spec;
-  if (type == "lora") spec.kind = AdapterSpec::Kind::LoRA;
-  else if (type == "dora") spec.kind = AdapterSpec::Kind::DoRA;
-  else a.fail(i, "(options.adapter.type) must be 'none', 'lora' or 'dora'");
+  if (type == "lora")
+    spec.kind = AdapterSpec::Kind::LoRA;
+  else if (type == "dora")
+    spec.kind = AdapterSpec::Kind::DoRA;
+  else
+    a.fail(i, "(options.adapter.type) must be 'none', 'lora' or 'dora'");
   auto number = [&](const char* name, double lo, double hi, bool integer) {
     Napi::Value v = ad.Get(name);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
@@ -71,7 +74,8 @@ AdapterSpec adapter_spec(const Args& a, size_t i) {
   spec.dropout = number("dropout", 0, 0.99, false);
   spec.seed = (uint64_t)number("seed", 0, 9007199254740991.0, true);
   Napi::Value mv = ad.Get("targetModules");
-  if (!mv.IsArray() || mv.As<Napi::Array>().Length() == 0) a.fail(i, "(options.adapter.targetModules) must be a non-empty array of projection names");
+  if (!mv.IsArray() || mv.As<Napi::Array>().Length() == 0)
+    a.fail(i, "(options.adapter.targetModules) must be a non-empty array of projection names");
   Napi::Array mods = mv.As<Napi::Array>();
   for (uint32_t k = 0; k < mods.Length(); ++k) {
     Napi::Value m = mods.Get(k);
@@ -213,9 +217,7 @@ class BackwardJob : public AsyncJob {
   size_t total = 0;
 
  protected:
-  void Run() override {
-    loss_ = trainer_->backward(weights, total, cancel);
-  }
+  void Run() override { loss_ = trainer_->backward(weights, total, cancel); }
   Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, loss_); }
 
  private:
@@ -257,7 +259,8 @@ Napi::Value trainer_apply_adamw(const Napi::CallbackInfo& info) {
     Napi::Value v = o.Get(name);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
     if (!(d >= lo && d <= hi) || (!inf_ok && !std::isfinite(d)))
-      a.fail(1, std::string("(options.") + name + ") must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      a.fail(1, std::string("(options.") + name + ") must be a number in [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
     return d;
   };
   AdamWOptions opts;
@@ -323,7 +326,8 @@ Napi::Value trainer_state(const Napi::CallbackInfo& info) {
   const auto& ts = t->tensors();
   Napi::Array list = Napi::Array::New(info.Env(), ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
-    Napi::Object o = tensor_object(info.Env(), ts[i], {{"data", ts[i].param}, {"expAvg", &ts[i].exp_avg}, {"expAvgSq", &ts[i].exp_avg_sq}});
+    Napi::Object o = tensor_object(
+        info.Env(), ts[i], {{"data", ts[i].param}, {"expAvg", &ts[i].exp_avg}, {"expAvgSq", &ts[i].exp_avg_sq}});
     o.Set("decay", ts[i].decay);
     list.Set(i, o);
   }
@@ -360,7 +364,8 @@ Napi::Value trainer_set_state(const Napi::CallbackInfo& info) {
     size_t index = ts.size();
     for (size_t k = 0; k < ts.size(); ++k)
       if (ts[k].name == name) index = k;
-    if (index == ts.size()) a.fail(1, "(state.tensors[" + std::to_string(i) + "].name) is not a parameter of this model: " + name);
+    if (index == ts.size())
+      a.fail(1, "(state.tensors[" + std::to_string(i) + "].name) is not a parameter of this model: " + name);
     auto array = [&](const char* field) -> const float* {
       Napi::Value v = e.Get(field);
       if (v.IsUndefined()) return nullptr;

@@ -69,8 +69,10 @@ void adapter_linear_forward(float* y, const float* x, const Linear& L, int M, Ad
     for (size_t i = 0; i < lora.size(); ++i) y[i] += ad.scaling * lora[i];
   } else {
     acts.pre.resize((size_t)M * N);
-    if (drop) gemm(acts.pre.data(), N, xd, K, 1, L.w, K, 1, M, N, K, false);
-    else std::memcpy(acts.pre.data(), y, sizeof(float) * M * N);
+    if (drop)
+      gemm(acts.pre.data(), N, xd, K, 1, L.w, K, 1, M, N, K, false);
+    else
+      std::memcpy(acts.pre.data(), y, sizeof(float) * M * N);
     for (size_t i = 0; i < lora.size(); ++i) acts.pre[i] += ad.scaling * lora[i];
     const std::vector<float> c = dora_scale(ad, N);
     for (int64_t t = 0; t < M; ++t) {

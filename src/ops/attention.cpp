@@ -15,19 +15,25 @@ void attention_backward_avx2(float*, float*, float*, const float*, const float*,
 static bool use_avx2() { return simd_level() == SimdLevel::AVX2; }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
-  if (use_avx2()) attention_forward_avx2(out, lse, q, k, v, s);
-  else baseline::forward(out, lse, q, k, v, s);
+  if (use_avx2())
+    attention_forward_avx2(out, lse, q, k, v, s);
+  else
+    baseline::forward(out, lse, q, k, v, s);
 }
 
 void attention_decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
-  if (use_avx2()) attention_decode_avx2(out, lse, q, k, v, s);
-  else baseline::decode(out, lse, q, k, v, s);
+  if (use_avx2())
+    attention_decode_avx2(out, lse, q, k, v, s);
+  else
+    baseline::decode(out, lse, q, k, v, s);
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttnShape& s) {
-  if (use_avx2()) attention_backward_avx2(dq, dk, dv, dout, q, k, v, out, lse, s);
-  else baseline::backward(dq, dk, dv, dout, q, k, v, out, lse, s);
+  if (use_avx2())
+    attention_backward_avx2(dq, dk, dv, dout, q, k, v, out, lse, s);
+  else
+    baseline::backward(dq, dk, dv, dout, q, k, v, out, lse, s);
 }
 
 // Row i of head h: p = softmax(scale * q_i . k_j for j <= q_pos0 + i); out_i = sum_j p_j v_j.
@@ -49,8 +55,7 @@ static void ref_probs(std::vector<double>& p, double& lse, const float* q, const
   lse = last > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
 }
 
-void attention_forward_ref(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const AttnShape& s) {
+void attention_forward_ref(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
   std::vector<double> p;
   for (int h = 0; h < s.H; ++h)
     for (int i = 0; i < s.T; ++i) {

@@ -7,8 +7,7 @@ void attention_forward_avx2(float* out, float* lse, const float* q, const float*
                             const AttnShape& s) {
   avx2::forward(out, lse, q, k, v, s);
 }
-void attention_decode_avx2(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const AttnShape& s) {
+void attention_decode_avx2(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
   avx2::decode(out, lse, q, k, v, s);
 }
 void attention_backward_avx2(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

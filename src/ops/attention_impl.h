@@ -50,7 +50,8 @@ inline void zero(float* y, int64_t n) {
 
 constexpr int kBr = 16;  // query rows per task
 
-constexpr int kBc = 64;  // keys per tile (scores_full_tile is written for 64) (a 64 x 128 fp32 K tile is 32 KiB: L1-resident across the rows)
+constexpr int kBc = 64;  // keys per tile (scores_full_tile is written for 64) (a 64 x 128 fp32 K tile is 32 KiB:
+                         // L1-resident across the rows)
 
 // Online-softmax state of one query row.
 struct RowState {
@@ -93,8 +94,8 @@ inline void scores_full_tile(float* scores, const float* qi, const float* kt, in
 
 // a[0..64) += sum_j p[j] * v_j[0..64) over cnt keys (rows of v `stride` floats apart).
 inline void pv_block64(float* a, const float* p, const float* v, int64_t stride, int cnt) {
-  v8f a0 = load8(a), a1 = load8(a + 8), a2 = load8(a + 16), a3 = load8(a + 24), a4 = load8(a + 32),
-      a5 = load8(a + 40), a6 = load8(a + 48), a7 = load8(a + 56);
+  v8f a0 = load8(a), a1 = load8(a + 8), a2 = load8(a + 16), a3 = load8(a + 24), a4 = load8(a + 32), a5 = load8(a + 40),
+      a6 = load8(a + 48), a7 = load8(a + 56);
   for (int j = 0; j < cnt; ++j) {
     const float pj = p[j];
     const float* vj = v + j * stride;
@@ -253,7 +254,8 @@ inline void decode(float* out, float* lse, const float* q, const float* k, const
       for (int j0 = c0; j0 < c1; j0 += kBc)
         for (int h = g * group; h < (g + 1) * group; ++h) {
           KMode mode = !share ? KMode::Dot : h == g * group ? KMode::Transpose : KMode::Transposed;
-          attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc), part_state.data() + ((int64_t)h * splits + sp) * T,
+          attend_tile(q, k, v, s, h, 0, T, j0, std::min(c1, j0 + kBc),
+                      part_state.data() + ((int64_t)h * splits + sp) * T,
                       part_acc.data() + ((int64_t)h * splits + sp) * T * D, scores.data(), kt.data(), mode);
         }
     }
@@ -281,8 +283,8 @@ inline void decode(float* out, float* lse, const float* q, const float* k, const
 
 // FlashAttention-2-style backward: probabilities are recomputed from lse one row at a time. One task per
 // kv head owns dk/dv of that head and dq of its query heads, so tasks never write the same memory.
-inline void backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                     const float* v, const float* out, const float* lse, const AttnShape& s) {
+inline void backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                     const float* out, const float* lse, const AttnShape& s) {
   const int D = s.D, group = s.H / s.Hkv;
   const int64_t kv_stride = (int64_t)s.Hkv * D;
   parallel_for(s.Hkv, 1, [&](int64_t g0, int64_t g1) {

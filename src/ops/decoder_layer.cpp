@@ -54,13 +54,17 @@ static AttnShape seq_shape(const LayerDims& d, const AttnSeq& sq) {
 // A linear layer of a training forward/backward: the plain op, or the adapted one when the layer has an adapter
 // (then W and the bias are frozen and dW, db are not produced).
 static void train_linear_forward(float* y, const float* x, const Linear& L, int T, AdapterActs& ad) {
-  if (L.adapter) adapter_linear_forward(y, x, L, T, ad);
-  else linear_forward(y, x, L, T);
+  if (L.adapter)
+    adapter_linear_forward(y, x, L, T, ad);
+  else
+    linear_forward(y, x, L, T);
 }
 static void train_linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const Linear& L,
                                   int T, const AdapterActs& ad) {
-  if (L.adapter) adapter_linear_backward(dx, dy, x, L, T, ad);
-  else linear_backward(dx, dW, db, dy, x, L.w, T, L.N, L.K);
+  if (L.adapter)
+    adapter_linear_backward(dx, dy, x, L, T, ad);
+  else
+    linear_backward(dx, dW, db, dy, x, L.w, T, L.N, L.K);
 }
 
 void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, const int32_t* pos, int T,
@@ -98,8 +102,10 @@ void decoder_layer_forward(float* x, const LayerWeights& w, const LayerDims& d, 
     float* out = a.att.data() + (int64_t)sq.t0 * qd;
     float* lse = a.lse.data() + (int64_t)sq.t0 * d.H;
     const float* qq = a.q.data() + (int64_t)sq.t0 * qd;
-    if (sq.t <= 4) attention_decode(out, lse, qq, kk, vv, s);
-    else attention_forward(out, lse, qq, kk, vv, s);
+    if (sq.t <= 4)
+      attention_decode(out, lse, qq, kk, vv, s);
+    else
+      attention_forward(out, lse, qq, kk, vv, s);
   }
 
   train_linear_forward(a.tmp.data(), a.att.data(), w.o, T, a.ad_o);

@@ -85,8 +85,8 @@ void pack_b(float* dst, const float* B, int64_t b_rs, int64_t b_cs, int N, int K
 
 // C[M, N] (+)= A(m, k) * Bpacked(n, k); BT is float or bfloat16 bits.
 template <class BT>
-void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const BT* Bp, int M, int N,
-                 int K, bool accumulate) {
+void gemm_driver(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const BT* Bp, int M, int N, int K,
+                 bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -164,8 +164,8 @@ void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs,
     }
 }
 
-void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
-          int64_t b_cs, int M, int N, int K, bool accumulate) {
+void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs, int64_t b_cs,
+          int M, int N, int K, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   AlignedFloats bp((size_t)((N + kPanel - 1) / kPanel) * std::max(K, 0) * kPanel);
   if (K > 0) pack_b(bp.data(), B, b_rs, b_cs, N, K);
@@ -187,8 +187,10 @@ PackedWeight pack_weight(const float* W, int N, int K, bool bf16) {
 }
 
 void gemm_packed(float* C, int64_t ldc, const float* A, int64_t lda, const PackedWeight& W, int M, bool accumulate) {
-  if (W.is_bf16()) gemm_driver(C, ldc, A, lda, 1, W.panels_bf16.data(), M, W.N, W.K, accumulate);
-  else gemm_driver(C, ldc, A, lda, 1, W.panels.data(), M, W.N, W.K, accumulate);
+  if (W.is_bf16())
+    gemm_driver(C, ldc, A, lda, 1, W.panels_bf16.data(), M, W.N, W.K, accumulate);
+  else
+    gemm_driver(C, ldc, A, lda, 1, W.panels.data(), M, W.N, W.K, accumulate);
 }
 
 static void fill_bias(float* y, const float* b, int M, int N) {
@@ -206,8 +208,10 @@ void linear_forward_packed(float* y, const float* x, const PackedWeight& W, cons
 }
 
 void linear_forward(float* y, const float* x, const Linear& L, int M) {
-  if (L.packed) linear_forward_packed(y, x, *L.packed, L.bias, M);
-  else linear_forward(y, x, L.w, L.bias, M, L.N, L.K);
+  if (L.packed)
+    linear_forward_packed(y, x, *L.packed, L.bias, M);
+  else
+    linear_forward(y, x, L.w, L.bias, M, L.N, L.K);
 }
 
 void linear_forward_ref(float* y, const float* x, const float* W, const float* b, int M, int N, int K) {
@@ -230,8 +234,8 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
       for (int n = 0; n < N; ++n) db[n] += dy[(int64_t)m * N + n];
 }
 
-void linear_backward_ref(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M,
-                         int N, int K) {
+void linear_backward_ref(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M, int N,
+                         int K) {
   if (dx)
     for (int m = 0; m < M; ++m)
       for (int k = 0; k < K; ++k) {

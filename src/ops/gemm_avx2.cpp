@@ -30,13 +30,20 @@ static void tile(int nr, int kc, const float* a, const BT* b, float* c, int64_t 
   for (int k = 0; k < kc; ++k) {
     __m256 b0, b1, av;
     load_b(b, b0, b1);
-#define RECODE_ROW(r)                          \
-  if constexpr (MR > r) {                      \
-    av = _mm256_broadcast_ss(a + r);           \
-    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); \
-    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1); \
-  }
-    RECODE_ROW(0) RECODE_ROW(1) RECODE_ROW(2) RECODE_ROW(3) RECODE_ROW(4) RECODE_ROW(5)
+#define RECODE_ROW(r)                             \
+  do {                                            \
+    if constexpr (MR > r) {                       \
+      av = _mm256_broadcast_ss(a + r);            \
+      c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); \
+      c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1); \
+    }                                             \
+  } while (0)
+    RECODE_ROW(0);
+    RECODE_ROW(1);
+    RECODE_ROW(2);
+    RECODE_ROW(3);
+    RECODE_ROW(4);
+    RECODE_ROW(5);
 #undef RECODE_ROW
     a += kMR;
     b += kPanel;
@@ -67,17 +74,28 @@ static void tile(int nr, int kc, const float* a, const BT* b, float* c, int64_t 
 template <class BT>
 static void dispatch(int mr, int nr, int kc, const float* a, const BT* b, float* c, int64_t ldc, bool accumulate) {
   switch (mr) {
-    case 6: tile<6>(nr, kc, a, b, c, ldc, accumulate); break;
-    case 5: tile<5>(nr, kc, a, b, c, ldc, accumulate); break;
-    case 4: tile<4>(nr, kc, a, b, c, ldc, accumulate); break;
-    case 3: tile<3>(nr, kc, a, b, c, ldc, accumulate); break;
-    case 2: tile<2>(nr, kc, a, b, c, ldc, accumulate); break;
-    default: tile<1>(nr, kc, a, b, c, ldc, accumulate); break;
+    case 6:
+      tile<6>(nr, kc, a, b, c, ldc, accumulate);
+      break;
+    case 5:
+      tile<5>(nr, kc, a, b, c, ldc, accumulate);
+      break;
+    case 4:
+      tile<4>(nr, kc, a, b, c, ldc, accumulate);
+      break;
+    case 3:
+      tile<3>(nr, kc, a, b, c, ldc, accumulate);
+      break;
+    case 2:
+      tile<2>(nr, kc, a, b, c, ldc, accumulate);
+      break;
+    default:
+      tile<1>(nr, kc, a, b, c, ldc, accumulate);
+      break;
   }
 }
 
-void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
-                      bool accumulate) {
+void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
   dispatch(mr, nr, kc, a, b, c, ldc, accumulate);
 }
 

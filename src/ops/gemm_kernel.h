@@ -11,8 +11,7 @@ constexpr int kMR = 6;  // rows per micro-tile: 6 x 16 fp32 = 12 AVX2 accumulato
 
 using GemmKernel = void (*)(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
                             bool accumulate);
-void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc,
-                      bool accumulate);
+void gemm_kernel_avx2(int mr, int nr, int kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
 // The same with B panels of bfloat16 bits.
 using GemmKernelBf16 = void (*)(int mr, int nr, int kc, const float* a, const uint16_t* b, float* c, int64_t ldc,
                                 bool accumulate);

@@ -25,8 +25,8 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
 // for the backward. Qwen3's per-head q/k norm is this op over rows of head_dim.
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
 void rmsnorm_forward_ref(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
-void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
-                      int N, int C);
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                      int C);
 void rmsnorm_backward_ref(float* dx, float* dw, const float* dout, const float* x, const float* w, int N, int C,
                           float eps);
 
@@ -51,8 +51,8 @@ void rope_backward(float* dx, const int32_t* pos, const double* inv_freq, int T,
 // B(n, k) = B[n*b_rs + k*b_cs]; C is row-major with leading dimension ldc. Strides express transposes, so
 // one routine serves the forward (x W^T) and both backward products. Blocked, packed, multi-threaded; the
 // micro-kernel is AVX2+FMA when the run-time SIMD level allows, else portable C++.
-void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
-          int64_t b_cs, int M, int N, int K, bool accumulate);
+void gemm(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs, int64_t b_cs,
+          int M, int N, int K, bool accumulate);
 void gemm_ref(float* C, int64_t ldc, const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t b_rs,
               int64_t b_cs, int M, int N, int K, bool accumulate);
 
@@ -71,12 +71,14 @@ struct CacheAligned {
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
   void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
   template <class U>
-  bool operator==(const CacheAligned<U>&) const { return true; }
+  bool operator==(const CacheAligned<U>&) const {
+    return true;
+  }
 };
 using AlignedFloats = std::vector<float, CacheAligned<float>>;
 struct PackedWeight {
   int N = 0, K = 0;
-  AlignedFloats panels;  // [ceil(N / kPanel)][K][kPanel], zero padded
+  AlignedFloats panels;                                       // [ceil(N / kPanel)][K][kPanel], zero padded
   std::vector<uint16_t, CacheAligned<uint16_t>> panels_bf16;  // the same layout as bfloat16 bits
   bool is_bf16() const { return !panels_bf16.empty(); }
   size_t bytes() const { return panels.size() * sizeof(float) + panels_bf16.size() * sizeof(uint16_t); }
@@ -93,8 +95,8 @@ void linear_forward_ref(float* y, const float* x, const float* W, const float* b
 // dx += dy W, dW += dy^T x, db += sum over rows of dy (each output may be null).
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M, int N,
                      int K);
-void linear_backward_ref(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M,
-                         int N, int K);
+void linear_backward_ref(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, int M, int N,
+                         int K);
 
 // ---- SwiGLU (swiglu.cpp) -------------------------------------------------------------------------------
 // out = silu(gate) * up, elementwise over n values.
@@ -119,8 +121,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 // Few queries (decode) over a long context: the context is split in chunks processed in parallel, then
 // their partial softmax states are merged.
 void attention_decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
-void attention_forward_ref(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const AttnShape& s);
+void attention_forward_ref(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
 // dq += ..., dk += ..., dv += ... from dout, recomputing probabilities from lse (never T x S).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttnShape& s);
@@ -141,24 +142,24 @@ struct LayerDims {
 // A LoRA / DoRA adapter on a frozen linear layer (formulas and the plain reference: src/train/adapters.h). The
 // trainer owns the arrays; `weight_norm` (DoRA) is ||W + s B A|| per output row, computed once per update.
 struct LinearAdapter {
-  const float* a = nullptr;            // A [rank, K]
-  const float* b = nullptr;            // B [N, rank]
-  const float* magnitude = nullptr;    // m [N] (DoRA), null for LoRA
-  const float* weight_norm = nullptr;  // n [N] (DoRA)
+  const float* a = nullptr;                                               // A [rank, K]
+  const float* b = nullptr;                                               // B [N, rank]
+  const float* magnitude = nullptr;                                       // m [N] (DoRA), null for LoRA
+  const float* weight_norm = nullptr;                                     // n [N] (DoRA)
   float *grad_a = nullptr, *grad_b = nullptr, *grad_magnitude = nullptr;  // accumulated by the backward
   int rank = 0;
-  float scaling = 1;    // alpha / rank
-  float dropout = 0;    // on the adapter's input; mask from (seed, offset + flat index), see adapters.h
+  float scaling = 1;  // alpha / rank
+  float dropout = 0;  // on the adapter's input; mask from (seed, offset + flat index), see adapters.h
   uint64_t seed = 0, offset = 0;
 };
 
 // A linear layer as the layer sees it: packed weight for inference, or plain [N, K] for training.
 struct Linear {
-  const float* w = nullptr;               // [N, K] row-major, or null when only `packed` is kept
-  const PackedWeight* packed = nullptr;   // preferred when present
-  const float* bias = nullptr;            // [N] or null
+  const float* w = nullptr;              // [N, K] row-major, or null when only `packed` is kept
+  const PackedWeight* packed = nullptr;  // preferred when present
+  const float* bias = nullptr;           // [N] or null
   int N = 0, K = 0;
-  const LinearAdapter* adapter = nullptr; // training with adapters: w frozen, gradients go to the adapter
+  const LinearAdapter* adapter = nullptr;  // training with adapters: w frozen, gradients go to the adapter
 };
 void linear_forward(float* y, const float* x, const Linear& L, int M);
 
@@ -171,7 +172,8 @@ struct AdapterActs {
 // y = the adapted layer of x (L.adapter set, L.w plain); fills `acts`.
 void adapter_linear_forward(float* y, const float* x, const Linear& L, int M, AdapterActs& acts);
 // dx += d x (may be null); the adapter's gradients accumulate; W and the bias are frozen.
-void adapter_linear_backward(float* dx, const float* dy, const float* x, const Linear& L, int M, const AdapterActs& acts);
+void adapter_linear_backward(float* dx, const float* dy, const float* x, const Linear& L, int M,
+                             const AdapterActs& acts);
 // The merged weight [N, K] the adapted layer equals at inference (LoRA: W + s B A; DoRA: (m / n) (W + s B A)
 // row-wise) and/or DoRA's n [N] = ||W + s B A|| per row (either output may be null; one pass over the rows of
 // W + s B A, formed block by block through the GEMM).
@@ -179,12 +181,12 @@ void adapter_merged_weight(float* merged, float* norm, const float* W, const Lin
 void adapter_weight_norm(float* norm, const float* W, const LinearAdapter& ad, int N, int K);  // merged = null
 
 struct LayerWeights {
-  const float* input_norm = nullptr;          // [C]
-  Linear q, k, v, o;                          // q [H*D, C], k/v [Hkv*D, C], o [C, H*D]
-  const float* q_norm = nullptr;              // [D] (qk_norm only)
-  const float* k_norm = nullptr;              // [D]
-  const float* post_attention_norm = nullptr; // [C]
-  Linear gate, up, down;                      // gate/up [F, C], down [C, F]
+  const float* input_norm = nullptr;           // [C]
+  Linear q, k, v, o;                           // q [H*D, C], k/v [Hkv*D, C], o [C, H*D]
+  const float* q_norm = nullptr;               // [D] (qk_norm only)
+  const float* k_norm = nullptr;               // [D]
+  const float* post_attention_norm = nullptr;  // [C]
+  Linear gate, up, down;                       // gate/up [F, C], down [C, F]
 };
 
 // One sequence's slice of a batch of tokens: rows [t0, t0 + t) of the batch, appended at positions
@@ -198,8 +200,8 @@ struct AttnSeq {
 
 // Activations a layer keeps for its backward (all [T, ...] row-major), or scratch for inference.
 struct LayerActs {
-  std::vector<float> x_in, h1, rstd1, q, k, v, q_rstd, k_rstd, q_pre, k_pre, att, lse, x_mid, h2, rstd2, gate, up,
-      act, tmp;
+  std::vector<float> x_in, h1, rstd1, q, k, v, q_rstd, k_rstd, q_pre, k_pre, att, lse, x_mid, h2, rstd2, gate, up, act,
+      tmp;
   AdapterActs ad_q, ad_k, ad_v, ad_o, ad_gate, ad_up, ad_down;  // adapted linears only
   void resize(int T, const LayerDims& d, bool for_backward);
 };

@@ -32,8 +32,8 @@ void rmsnorm_forward_ref(float* out, float* rstd, const float* x, const float* w
 }
 
 // With xhat = x * rstd: dw += sum_n dout * xhat; dx = rstd * (dout*w - xhat * mean(dout*w*xhat)).
-void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
-                      int N, int C) {
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                      int C) {
   for (int n = 0; n < N; ++n) {
     const float* xr = x + (int64_t)n * C;
     const float* g = dout + (int64_t)n * C;

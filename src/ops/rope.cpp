@@ -19,8 +19,8 @@ void rope_inv_freq_ref(double* inv_freq, int D, double theta, const RopeScaling&
       if (wavelen > low_freq_wavelen) {
         f = f / sc.factor;
       } else if (wavelen >= high_freq_wavelen) {  // medium band: interpolate
-        double smooth = (sc.original_max_position / wavelen - sc.low_freq_factor) /
-                        (sc.high_freq_factor - sc.low_freq_factor);
+        double smooth =
+            (sc.original_max_position / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
         f = (1 - smooth) * f / sc.factor + smooth * f;
       }
     }

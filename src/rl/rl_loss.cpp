@@ -63,9 +63,12 @@ void overlong_penalty(const int32_t* lengths, int n, int max_length, int buffer,
   const int expected = max_length - buffer;
   for (int i = 0; i < n; ++i) {
     int len = lengths[i];
-    if (len <= expected) out[i] = 0.f;
-    else if (len <= max_length) out[i] = (float)(-(double)(len - expected) / buffer * factor);
-    else out[i] = -factor;
+    if (len <= expected)
+      out[i] = 0.f;
+    else if (len <= max_length)
+      out[i] = (float)(-(double)(len - expected) / buffer * factor);
+    else
+      out[i] = -factor;
   }
 }
 
@@ -131,7 +134,9 @@ RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scal
   const int T = in.T;
   const size_t off = (size_t)b * T;
   const float* mask = in.mask + off;
-  RowSums r{count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(), 0, 0, 0, 0};
+  RowSums r{
+      count, 0, 0, 0, 0, 0, 0, 0, 0, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+      0,     0, 0, 0};
   for (int t = 0; t < T; ++t) {
     const float m = mask[t];
     if (m == 0.f) {

@@ -50,18 +50,18 @@ struct LossConfig {
   float kl_coef = 0.f;       // weight of the KL penalty to the reference policy
   KlEstimator kl = KlEstimator::None;
   Aggregation agg = Aggregation::TokenMean;
-  float norm_length = 0.f;   // divisor of seq-mean-token-sum-norm and dr-grpo; 0 = T
+  float norm_length = 0.f;  // divisor of seq-mean-token-sum-norm and dr-grpo; 0 = T
 
   // ---- TRL's variants (issue 16); the defaults are the basic path above ----
   Objective objective = Objective::Clip;
-  bool seq_level = false;       // importance_sampling_level="sequence" (GSPO): exp(masked mean log-ratio of the row)
-  float delta = 0.f;            // two-sided clip: coef_1 = min(coef_1, delta); 0 = off
+  bool seq_level = false;  // importance_sampling_level="sequence" (GSPO): exp(masked mean log-ratio of the row)
+  float delta = 0.f;       // two-sided clip: coef_1 = min(coef_1, delta); 0 = off
   float sapo_tau_pos = 1.f, sapo_tau_neg = 1.05f;
-  float entropy_coef = 0.f;     // loss -= entropy_coef * mean entropy of the kept tokens
-  bool entropy_global_norm = false;  // the bonus divides by all tokens (TRL's dapo / cispo) instead of the kept ones
+  float entropy_coef = 0.f;           // loss -= entropy_coef * mean entropy of the kept tokens
+  bool entropy_global_norm = false;   // the bonus divides by all tokens (TRL's dapo / cispo) instead of the kept ones
   double top_entropy_quantile = 1.0;  // < 1: the policy term keeps tokens with entropy >= that quantile's threshold
   RolloutCorrection rc = RolloutCorrection::None;  // weight exp(old_logp - rollout_logp), truncated / masked at rc_c
-  bool rc_seq = false;          // one weight per sequence from the summed log-ratio
+  bool rc_seq = false;                             // one weight per sequence from the summed log-ratio
   float rc_c = 0.f;
 
   // The settings the basic path (token_loss, AVX2) computes.
@@ -80,7 +80,7 @@ struct LossInputs {
   const float* advantages = nullptr;
   bool advantages_per_token = false;
   const float* mask = nullptr;
-  const float* entropy = nullptr;   // optional, for the entropy metric; required by entropy_coef / top_entropy_quantile
+  const float* entropy = nullptr;  // optional, for the entropy metric; required by entropy_coef / top_entropy_quantile
   const float* rollout_logp = nullptr;  // the generator's log-probabilities, required by the rollout correction
 };
 
@@ -100,11 +100,11 @@ struct LossMetrics {
   double kl_mean;       // masked mean of the KL estimator (0 without a reference)
   double entropy_mean;  // masked mean of entropy (0 when not given)
   double ratio_mean, ratio_min, ratio_max;
-  double tokens;        // sum of the mask
-  double entropy_bonus;   // the mean entropy the bonus rewards (0 without entropy_coef)
-  double kept_frac;       // fraction of tokens the entropy mask keeps (1 without one)
-  double rollout_log_ratio_abs;  // masked mean |old_logp - rollout_logp| (0 without a correction)
-  double rollout_corrected_frac; // fraction of tokens whose correction weight was truncated or masked
+  double tokens;                  // sum of the mask
+  double entropy_bonus;           // the mean entropy the bonus rewards (0 without entropy_coef)
+  double kept_frac;               // fraction of tokens the entropy mask keeps (1 without one)
+  double rollout_log_ratio_abs;   // masked mean |old_logp - rollout_logp| (0 without a correction)
+  double rollout_corrected_frac;  // fraction of tokens whose correction weight was truncated or masked
 };
 
 // Assembles the loss and the metrics from per-row sums (shared by the CPU and CUDA paths).
@@ -123,8 +123,8 @@ ExtArgs ext_args(const LossInputs& in, const LossConfig& cfg);
 RowSums loss_row_ext(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, int b, double scale,
                      float* grad_logp);
 // The same in 8-wide float (rl_loss_avx2.cpp); ent_threshold_f: the smallest float >= a.ent_threshold.
-RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f,
-                          int b, double scale, float* grad_logp);
+RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f, int b,
+                          double scale, float* grad_logp);
 // d loss / d entropy of every token: -entropy_coef * mask * keep / D (D: kept tokens, or all with
 // entropy_global_norm; at least 1).
 void entropy_grad(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, double total, double kept,

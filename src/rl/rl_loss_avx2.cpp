@@ -26,7 +26,8 @@ inline __m256 clamp8(__m256 x, float lo, float hi) {
   return _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
 }
 inline __m256 in_range8(__m256 x, float lo, float hi) {
-  return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ), _mm256_cmp_ps(x, _mm256_set1_ps(hi), _CMP_LE_OQ));
+  return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ),
+                       _mm256_cmp_ps(x, _mm256_set1_ps(hi), _CMP_LE_OQ));
 }
 
 // Double accumulator for eight float lanes.
@@ -45,7 +46,8 @@ struct Acc {
 
 }  // namespace
 
-RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count, float* grad_logp) {
+RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double scale, double count,
+                      float* grad_logp) {
   const int T = in.T;
   const size_t off = (size_t)b * T;
   const float* logp = in.logp + off;
@@ -119,9 +121,21 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
     rmin = _mm256_min_ps(rmin, _mm256_blendv_ps(_mm256_set1_ps(INFINITY), ratio, live));
     rmax = _mm256_max_ps(rmax, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), ratio, live));
   }
-  RowSums r{count, pg_sum.total(), kl_sum.total(), clip_low.total(), clip_high.total(), clip_dual.total(),
-            neg_lr.total(), ent_sum.total(), ratio_sum.total(), std::numeric_limits<double>::infinity(),
-            -std::numeric_limits<double>::infinity(), 0, 0, 0, 0};
+  RowSums r{count,
+            pg_sum.total(),
+            kl_sum.total(),
+            clip_low.total(),
+            clip_high.total(),
+            clip_dual.total(),
+            neg_lr.total(),
+            ent_sum.total(),
+            ratio_sum.total(),
+            std::numeric_limits<double>::infinity(),
+            -std::numeric_limits<double>::infinity(),
+            0,
+            0,
+            0,
+            0};
   alignas(32) float lmin[8], lmax[8];
   _mm256_store_ps(lmin, rmin);
   _mm256_store_ps(lmax, rmax);
@@ -136,7 +150,8 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
       continue;
     }
     float adv = in.advantages_per_token ? in.advantages[off + t] : in.advantages[b];
-    TokenLoss tl = token_loss(logp[t], old[t], ref ? ref[t] : 0.f, adv, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c, kl_kind);
+    TokenLoss tl =
+        token_loss(logp[t], old[t], ref ? ref[t] : 0.f, adv, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c, kl_kind);
     grad[t] = (float)(m * scale * ((double)tl.dpg + (double)cfg.kl_coef * tl.dkl));
     r.pg_sum += (double)m * tl.pg;
     r.kl_sum += (double)m * tl.kl;
@@ -156,8 +171,8 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
 // (row log-ratio sums, tokens, the sequence-level coupling), token_ext's branches as masks and blends. The SAPO
 // gate and the correction weight take e^x on [-80, 80] (their arguments are not clamped to +-20; beyond 80 the
 // float result is 0, 1 or the cap either way).
-RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f,
-                          int b, double scale, float* grad_logp) {
+RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const ExtArgs& a, float ent_threshold_f, int b,
+                          double scale, float* grad_logp) {
   const int T = in.T;
   const size_t off = (size_t)b * T;
   const float* logp = in.logp + off;
@@ -188,7 +203,10 @@ RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const Ext
   const __m256 rc_c = _mm256_set1_ps(a.rc_c), rc_log_c = _mm256_set1_ps(a.rc_log_c);
   const __m256 thr = _mm256_set1_ps(ent_threshold_f);
   const __m256 tau_pos = _mm256_set1_ps(a.tau_pos), tau_neg = _mm256_set1_ps(a.tau_neg);
-  auto wide_exp = [](__m256 x) { x = clamp8(x, -80.f, 80.f); return avx2::exp_from_n(x, avx2::exp_round_n(x)); };
+  auto wide_exp = [](__m256 x) {
+    x = clamp8(x, -80.f, 80.f);
+    return avx2::exp_from_n(x, avx2::exp_round_n(x));
+  };
   Acc pg_sum, kl_sum, clip_low, clip_high, clip_dual, neg_lr, ent_sum, ratio_sum, mis, corrected, kept_ent, kept, g_seq;
   __m256 rmin = _mm256_set1_ps(INFINITY), rmax = _mm256_set1_ps(-INFINITY);
   int t = 0;
@@ -214,7 +232,8 @@ RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const Ext
       const __m256 e = wide_exp(_mm256_mul_ps(_mm256_sub_ps(zero, tau), _mm256_sub_ps(coef, one)));
       const __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, e));
       pg = _mm256_mul_ps(_mm256_div_ps(_mm256_mul_ps(_mm256_sub_ps(zero, sg), _mm256_set1_ps(4.f)), tau), A);
-      const __m256 d = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-4.f), A), sg), _mm256_sub_ps(one, sg)), coef);
+      const __m256 d = _mm256_mul_ps(
+          _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-4.f), A), sg), _mm256_sub_ps(one, sg)), coef);
       dlw = _mm256_and_ps(free, d);
     } else {  // clipped ratio, delta, dual clip
       const __m256 capped = a.delta > 0.f ? _mm256_cmp_ps(coef, delta, _CMP_GT_OQ) : zero;
@@ -250,7 +269,8 @@ RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const Ext
         corr = _mm256_cmp_ps(dw, rc_log_c, _CMP_GT_OQ);
         w = _mm256_blendv_ps(ew, rc_c, corr);
       } else {
-        corr = _mm256_or_ps(_mm256_cmp_ps(dw, rc_log_c, _CMP_GT_OQ), _mm256_cmp_ps(dw, _mm256_sub_ps(zero, rc_log_c), _CMP_LT_OQ));
+        corr = _mm256_or_ps(_mm256_cmp_ps(dw, rc_log_c, _CMP_GT_OQ),
+                            _mm256_cmp_ps(dw, _mm256_sub_ps(zero, rc_log_c), _CMP_LT_OQ));
         w = _mm256_andnot_ps(corr, ew);
       }
       factor = _mm256_mul_ps(factor, w);

@@ -27,7 +27,8 @@ namespace recode::sampling {
 [[noreturn]] void throw_row_status(int status, int row, int index) {
   std::string where = "sample: logits row " + std::to_string(row);
   if (status == kRowNaN) throw Error("ERR_INVALID_ARG", where + " holds NaN at index " + std::to_string(index));
-  if (status == kRowPosInf) throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
+  if (status == kRowPosInf)
+    throw Error("ERR_INVALID_ARG", where + " holds +Infinity at index " + std::to_string(index));
   throw Error("ERR_INVALID_ARG", where + " is entirely -Infinity (no token can be sampled)");
 }
 
@@ -43,7 +44,8 @@ void check_params(const Params& p, int row) {
   if (p.temperature > 0.f && p.temperature < std::numeric_limits<float>::min()) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%g", (double)p.temperature);
-    bad(std::string("temperature ") + buf + " is too small (1/T overflows float32): use 0 for greedy or a value >= 1.2e-38");
+    bad(std::string("temperature ") + buf +
+        " is too small (1/T overflows float32): use 0 for greedy or a value >= 1.2e-38");
   }
   if (p.top_k < 0) bad("topK must be an integer >= 0 (0 = off), got " + std::to_string(p.top_k));
   if (!(p.top_p > 0.f && p.top_p <= 1.f)) bad("topP must be in (0, 1], got " + std::to_string(p.top_p));
@@ -79,8 +81,8 @@ void sample_rows(const float* logits, int rows, int vocab, const Params* per_row
                  const uint64_t* row_ids, const uint64_t* steps, Result* out) {
   sample_many(logits, rows, vocab, per_row, seed, row_ids, steps, out);
 }
-void sample_rows(const bf16* logits, int rows, int vocab, const Params* per_row, uint64_t seed,
-                 const uint64_t* row_ids, const uint64_t* steps, Result* out) {
+void sample_rows(const bf16* logits, int rows, int vocab, const Params* per_row, uint64_t seed, const uint64_t* row_ids,
+                 const uint64_t* steps, Result* out) {
   sample_many(logits, rows, vocab, per_row, seed, row_ids, steps, out);
 }
 

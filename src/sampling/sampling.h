@@ -27,8 +27,8 @@
 // recode_cuda_sample_rows_device (device buffers, a stream, no copies: for logits already on the GPU); see
 // cuda/sampling.cu for their signatures. Reach them through the kernel table of src/device/kernels.h.
 // Errors (recode::Error, code ERR_INVALID_ARG): a NaN or +inf logit, a row whose logits are all -inf,
-// parameters out of range (temperature < 0, not finite, or positive below 2^-126 where 1/T overflows, top_k < 0, top_p outside (0, 1], min_p outside
-// [0, 1]). -inf logits are allowed (weight 0).
+// parameters out of range (temperature < 0, not finite, or positive below 2^-126 where 1/T overflows, top_k < 0, top_p
+// outside (0, 1], min_p outside [0, 1]). -inf logits are allowed (weight 0).
 #pragma once
 
 #include <cstdint>
@@ -63,8 +63,8 @@ Result sample_row(const bf16* logits, int vocab, const Params& p, uint64_t seed,
 // rows x vocab logits (row-major), parallel over rows. per_row[r], row_ids[r] and steps[r] belong to row r.
 void sample_rows(const float* logits, int rows, int vocab, const Params* per_row, uint64_t seed,
                  const uint64_t* row_ids, const uint64_t* steps, Result* out);
-void sample_rows(const bf16* logits, int rows, int vocab, const Params* per_row, uint64_t seed,
-                 const uint64_t* row_ids, const uint64_t* steps, Result* out);
+void sample_rows(const bf16* logits, int rows, int vocab, const Params* per_row, uint64_t seed, const uint64_t* row_ids,
+                 const uint64_t* steps, Result* out);
 
 // The same on `device` (sampling_device.cpp), logits fp32 or (is_bf16) bf16: the CPU code in chunks of rows with a
 // cancellation check between them, or the CUDA kernel (on a GPU or emulated). Errors name rows from 0 of the

@@ -30,7 +30,8 @@ inline __m256 weights8(__m256 x, __m256 xmax, __m256 inv_t) {
 }
 
 inline Units8 to_units8(__m256 w) {
-  __m256 v = _mm256_round_ps(_mm256_mul_ps(w, _mm256_set1_ps(kUnitsPerWeight)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 v =
+      _mm256_round_ps(_mm256_mul_ps(w, _mm256_set1_ps(kUnitsPerWeight)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   // Integral doubles below 2^52 become int64 by adding 2^52 and subtracting its bit pattern.
   const __m256d magic = _mm256_set1_pd(4503599627370496.0);
   __m256d dlo = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), magic);
@@ -45,8 +46,9 @@ inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) { return to_units8(wei
 inline Units8 kept_units8(__m256 x, __m256 xmax, __m256 inv_t, __m256i tau_signed, float min_p) {
   __m256 w = weights8(x, xmax, inv_t);
   __m256i bits = _mm256_castps_si256(_mm256_add_ps(x, _mm256_setzero_ps()));  // -0 becomes +0
-  __m256i folded = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bits),
-      _mm256_castsi256_ps(_mm256_xor_si256(bits, _mm256_set1_epi32(0x7fffffff))), _mm256_castsi256_ps(bits)));
+  __m256i folded = _mm256_castps_si256(_mm256_blendv_ps(
+      _mm256_castsi256_ps(bits), _mm256_castsi256_ps(_mm256_xor_si256(bits, _mm256_set1_epi32(0x7fffffff))),
+      _mm256_castsi256_ps(bits)));
   __m256 keep = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(tau_signed, folded), _mm256_set1_epi32(-1)));
   if (min_p > 0.f) keep = _mm256_and_ps(keep, _mm256_cmp_ps(w, _mm256_set1_ps(min_p), _CMP_GE_OQ));
   return to_units8(_mm256_and_ps(w, keep));
@@ -197,7 +199,9 @@ namespace {
 struct Avx2Passes {
   static MaxScan max(const float* x, int vocab) { return row_max_avx2(x, vocab); }
   static MaxScan max(const bf16* x, int vocab) { return row_max(x, vocab); }
-  static uint64_t units(const float* x, int vocab, float xmax, float inv_t) { return row_units_avx2(x, vocab, xmax, inv_t); }
+  static uint64_t units(const float* x, int vocab, float xmax, float inv_t) {
+    return row_units_avx2(x, vocab, xmax, inv_t);
+  }
   static uint64_t units(const bf16* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
   static uint64_t units_hist(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
                              uint64_t* topk_total) {
@@ -222,10 +226,12 @@ struct Avx2Passes {
 };
 }  // namespace
 
-Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
+Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step,
+                       int row) {
   return sample_one<Avx2Passes>(x, vocab, p, seed, row_id, step, row);
 }
-Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
+Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step,
+                       int row) {
   return sample_one<Avx2Passes>(x, vocab, p, seed, row_id, step, row);
 }
 

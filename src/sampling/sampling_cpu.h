@@ -10,9 +10,9 @@ namespace recode::sampling::cpu {
 
 struct MaxScan {
   float max;
-  int argmax;      // first index holding the maximum
-  int status;      // RowStatus
-  int bad_index;   // first offending index when status != kRowOk
+  int argmax;     // first index holding the maximum
+  int status;     // RowStatus
+  int bad_index;  // first offending index when status != kRowOk
 };
 
 MaxScan row_max_avx2(const float* x, int vocab);
@@ -27,7 +27,9 @@ uint64_t kept_units_avx2(const float* x, int vocab, float xmax, float inv_t, uin
 int pick_kept_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p, uint64_t target);
 
 // The whole per-row algorithm compiled for AVX2 + FMA (sampling_row.h instantiated in sampling_avx2.cpp).
-Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row);
-Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row);
+Result sample_one_avx2(const float* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step,
+                       int row);
+Result sample_one_avx2(const bf16* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step,
+                       int row);
 
 }  // namespace recode::sampling::cpu

@@ -22,7 +22,6 @@ namespace {  // internal linkage: the baseline and the AVX2 translation units ea
 // Passes used when no vectorised variant applies.
 struct PortablePasses;
 
-
 inline float load(const float* x, int i) { return x[i]; }
 inline float load(const bf16* x, int i) { return bf16_to_float(x[i]); }
 
@@ -226,8 +225,10 @@ Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_
     kept_known = !need_m;  // the selection already summed the mass of {key >= tau}
   }
   const float min_p = need_m ? p.min_p : 0.f;
-  if (!need_k && !need_p && !need_m) kept_total = total;
-  else if (!kept_known) kept_total = P::kept_units(x, vocab, xmax, inv_t, tau, min_p);
+  if (!need_k && !need_p && !need_m)
+    kept_total = total;
+  else if (!kept_known)
+    kept_total = P::kept_units(x, vocab, xmax, inv_t, tau, min_p);
 
   const uint64_t target = philox::scale64(philox::random64(seed, row_id, step), kept_total);
   int token = P::pick(x, vocab, xmax, inv_t, tau, min_p, target);
@@ -238,9 +239,13 @@ Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_
 
 struct PortablePasses {
   template <class T>
-  static MaxScan max(const T* x, int vocab) { return row_max(x, vocab); }
+  static MaxScan max(const T* x, int vocab) {
+    return row_max(x, vocab);
+  }
   template <class T>
-  static uint64_t units(const T* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
+  static uint64_t units(const T* x, int vocab, float xmax, float inv_t) {
+    return row_units(x, vocab, xmax, inv_t);
+  }
   template <class T>
   static uint64_t units_hist(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
                              uint64_t* topk_total) {

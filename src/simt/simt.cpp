@@ -41,7 +41,7 @@ struct Warp {
   unsigned required = 0;  // lanes the current collective waits for
   unsigned exited = 0;    // lanes that returned
   uint64_t generation = 0;
-  uint64_t slots[2][32];  // exchanged values, double-buffered by generation parity
+  uint64_t slots[2][32];              // exchanged values, double-buffered by generation parity
   unsigned participants[2] = {0, 0};  // lanes that took part, by generation parity
 };
 
@@ -182,9 +182,9 @@ void prepare_fiber(Fiber& f) {
   // Initial frame popped by recode_simt_switch: mxcsr/x87 control words, six registers, return address.
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15);
   uint64_t* sp = reinterpret_cast<uint64_t*>(top);
-  *--sp = 0;                                                          // fake return address of the entry
+  *--sp = 0;                                                     // fake return address of the entry
   *--sp = reinterpret_cast<uint64_t>(&recode_simt_fiber_entry);  // `ret` lands here, rsp % 16 == 8
-  for (int i = 0; i < 6; ++i) *--sp = 0;                              // rbp rbx r12 r13 r14 r15
+  for (int i = 0; i < 6; ++i) *--sp = 0;                         // rbp rbx r12 r13 r14 r15
   uint32_t csr[2];
   asm volatile("stmxcsr %0" : "=m"(csr[0]));
   asm volatile("fnstcw %0" : "=m"(csr[1]));
@@ -252,8 +252,8 @@ void run_block(Block& b, dim3 grid, dim3 block, dim3 block_idx) {
       }
       tl_block = outer_block;
       throw std::runtime_error("simt: deadlock in block (" + std::to_string(block_idx.x) + "," +
-                               std::to_string(block_idx.y) + "," + std::to_string(block_idx.z) + "): " +
-                               std::to_string(at_block) + " threads wait at __syncthreads, " +
+                               std::to_string(block_idx.y) + "," + std::to_string(block_idx.z) +
+                               "): " + std::to_string(at_block) + " threads wait at __syncthreads, " +
                                std::to_string(at_warp) + " at a warp collective");
     }
   }
@@ -330,9 +330,8 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::funct
     last_error() = cudaErrorInvalidConfiguration;
     throw std::runtime_error("simt: invalid launch configuration (grid " + std::to_string(grid.x) + "x" +
                              std::to_string(grid.y) + "x" + std::to_string(grid.z) + ", block " +
-                             std::to_string(block.x) + "x" + std::to_string(block.y) + "x" +
-                             std::to_string(block.z) + ", " + std::to_string(dynamic_shared_bytes) +
-                             " bytes of dynamic shared memory)");
+                             std::to_string(block.x) + "x" + std::to_string(block.y) + "x" + std::to_string(block.z) +
+                             ", " + std::to_string(dynamic_shared_bytes) + " bytes of dynamic shared memory)");
   }
   int64_t nblocks = (int64_t)grid.x * grid.y * grid.z;
   recode::parallel_for(nblocks, 1, [&](int64_t begin, int64_t end) {

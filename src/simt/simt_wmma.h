@@ -51,13 +51,21 @@ inline float as_float(recode::fp16 v) { return recode::fp16_to_float(v); }
 template <class T>
 inline T from_float(float v);
 template <>
-inline float from_float<float>(float v) { return v; }
+inline float from_float<float>(float v) {
+  return v;
+}
 template <>
-inline recode::bf16 from_float<recode::bf16>(float v) { return recode::float_to_bf16(v); }
+inline recode::bf16 from_float<recode::bf16>(float v) {
+  return recode::float_to_bf16(v);
+}
 template <>
-inline recode::fp16 from_float<recode::fp16>(float v) { return recode::float_to_fp16(v); }
+inline recode::fp16 from_float<recode::fp16>(float v) {
+  return recode::float_to_fp16(v);
+}
 template <class Layout>
-constexpr bool is_col_major() { return std::is_same_v<Layout, col_major>; }
+constexpr bool is_col_major() {
+  return std::is_same_v<Layout, col_major>;
+}
 }  // namespace detail
 
 template <class Use, int M, int N, int K, class T, class Layout = void>
@@ -100,8 +108,10 @@ inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, 
   simt::syncwarp(0xffffffffu);
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) {
-      if (layout == mem_col_major) p[(size_t)c * ldm + r] = f.x[r * N + c];
-      else p[(size_t)r * ldm + c] = f.x[r * N + c];
+      if (layout == mem_col_major)
+        p[(size_t)c * ldm + r] = f.x[r * N + c];
+      else
+        p[(size_t)r * ldm + c] = f.x[r * N + c];
     }
   simt::syncwarp(0xffffffffu);
 }

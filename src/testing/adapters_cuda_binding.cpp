@@ -45,10 +45,13 @@ class AdapterCall {
   [[noreturn]] void fail(const std::string& field, const std::string& what) const {
     throw Error("ERR_INVALID_ARG", "cudaAdapterKernel: (options." + field + ") " + what);
   }
-  bool has(const char* name) const { return opt_.Has(name) && !opt_.Get(name).IsUndefined() && !opt_.Get(name).IsNull(); }
+  bool has(const char* name) const {
+    return opt_.Has(name) && !opt_.Get(name).IsUndefined() && !opt_.Get(name).IsNull();
+  }
   double number(const char* name, double lo, double hi) const {
     const double d = has(name) && opt_.Get(name).IsNumber() ? opt_.Get(name).As<Napi::Number>().DoubleValue() : NAN;
-    if (!(d >= lo && d <= hi)) fail(name, "must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    if (!(d >= lo && d <= hi))
+      fail(name, "must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     return d;
   }
   int64_t integer(const char* name, double lo, double hi) const {
@@ -63,9 +66,11 @@ class AdapterCall {
       fail(name, "is missing");
     }
     Napi::Value v = opt_.Get(name);
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) fail(name, "must be a Float32Array");
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      fail(name, "must be a Float32Array");
     auto a = v.As<Napi::Float32Array>();
-    if (a.ElementLength() != n) fail(name, "must hold " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
+    if (a.ElementLength() != n)
+      fail(name, "must hold " + std::to_string(n) + " values, got " + std::to_string(a.ElementLength()));
     float* d = device_buffer(n);
     char err[512] = {0};
     check_kernel_status(kern_.copy_to_device(d, a.Data(), n * sizeof(float), err, sizeof err), "copy_to_device", err);
@@ -74,11 +79,13 @@ class AdapterCall {
   float* device_buffer(size_t n) {
     void* p = nullptr;
     char err[512] = {0};
-    check_kernel_status(kern_.device_alloc(std::max<size_t>(n, 1) * sizeof(float), &p, err, sizeof err), "device_alloc", err);
+    check_kernel_status(kern_.device_alloc(std::max<size_t>(n, 1) * sizeof(float), &p, err, sizeof err), "device_alloc",
+                        err);
     owned_.push_back(p);
     // poisoned: an output element the kernel does not write comes back NaN
     const std::vector<float> nan(std::max<size_t>(n, 1), std::nanf(""));
-    check_kernel_status(kern_.copy_to_device(p, nan.data(), nan.size() * sizeof(float), err, sizeof err), "copy_to_device", err);
+    check_kernel_status(kern_.copy_to_device(p, nan.data(), nan.size() * sizeof(float), err, sizeof err),
+                        "copy_to_device", err);
     return static_cast<float*>(p);
   }
   Napi::Float32Array output(const float* d, size_t n) {
@@ -98,9 +105,9 @@ class AdapterCall {
   std::vector<void*> owned_;
 };
 
-#define RUN(name, ...)                                                                                 \
-  do {                                                                                                 \
-    char err_[512] = {0};                                                                              \
+#define RUN(name, ...)                                                                  \
+  do {                                                                                  \
+    char err_[512] = {0};                                                               \
     check_kernel_status(c.kernels().name(__VA_ARGS__, err_, sizeof err_), #name, err_); \
   } while (0)
 
@@ -111,7 +118,8 @@ Napi::Value cuda_adapter_kernel(const Napi::CallbackInfo& info) {
   AdapterCall c(info);
   const std::string& op = c.op();
   if (op == "dropout" || op == "dropoutAdd") {
-    const uint64_t seed = (uint64_t)c.integer("seed", 0, kMaxCounter), offset = (uint64_t)c.integer("offset", 0, kMaxCounter);
+    const uint64_t seed = (uint64_t)c.integer("seed", 0, kMaxCounter),
+                   offset = (uint64_t)c.integer("offset", 0, kMaxCounter);
     const float p = (float)c.number("p", 0, 0.999999);
     const char* first = op == "dropout" ? "x" : "dx";
     if (!c.has(first) || !info[2].As<Napi::Object>().Get(first).IsTypedArray()) c.fail(first, "must be a Float32Array");
@@ -157,7 +165,8 @@ Napi::Value cuda_adapter_kernel(const Napi::CallbackInfo& info) {
     float* bias = c.input("bias", N, true);
     float* y = c.device_buffer(mn);
     float* pre = magnitude ? c.device_buffer(mn) : nullptr;
-    RUN(adapter_forward_combine, M, N, y0, base_drop, lora, magnitude, norm, scaling, bias, y, pre, RECODE_F32, nullptr);
+    RUN(adapter_forward_combine, M, N, y0, base_drop, lora, magnitude, norm, scaling, bias, y, pre, RECODE_F32,
+        nullptr);
     Napi::Object o = Napi::Object::New(c.env());
     o.Set("y", c.output(y, mn));
     if (pre) o.Set("pre", c.output(pre, mn));
@@ -179,8 +188,10 @@ Napi::Value cuda_adapter_kernel(const Napi::CallbackInfo& info) {
     RUN(adapter_merge, N, K, W, ba, scaling, magnitude, out, RECODE_F32, RECODE_F32, nullptr);
     return c.output(out, nk);
   }
-  throw Error("ERR_INVALID_ARG", "cudaAdapterKernel: (op) must be one of dropout, dropoutAdd, combine, gradScale, "
-                                 "magnitudeGrad, weightNorm, merge; got '" + op + "'");
+  throw Error("ERR_INVALID_ARG",
+              "cudaAdapterKernel: (op) must be one of dropout, dropoutAdd, combine, gradScale, "
+              "magnitudeGrad, weightNorm, merge; got '" +
+                  op + "'");
 }
 
 #undef RUN

@@ -35,7 +35,8 @@ class OpCall {
  public:
   OpCall(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn), args_{info, fn} {
     device_ = parse_device(args_, 0);
-    if (device_ == Device::CPU) args_.fail(0, "(device) must be 'emulated' or 'cuda' (the CPU kernels live in the model code)");
+    if (device_ == Device::CPU)
+      args_.fail(0, "(device) must be 'emulated' or 'cuda' (the CPU kernels live in the model code)");
     opt_ = args_.object(1, "options");
     kern_ = Kernels(device_);
     set_misalign();
@@ -97,7 +98,7 @@ class OpCall {
   Napi::TypedArray array(const char* name, ElemType t, size_t n) const {
     if (!has(name)) fail(name, "is missing");
     Napi::Value v = opt_.Get(name);
-    napi_typedarray_type want = t == ElemType::F32 ? napi_float32_array
+    napi_typedarray_type want = t == ElemType::F32    ? napi_float32_array
                                 : t == ElemType::BF16 ? napi_uint16_array
                                                       : napi_int32_array;
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != want)
@@ -117,9 +118,7 @@ class OpCall {
     if (n > kMaxElements) fail(name, "has more than 2^31 elements");
     return n;
   }
-  static void* data(Napi::TypedArray a) {
-    return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-  }
+  static void* data(Napi::TypedArray a) { return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(); }
 
   void* alloc(size_t bytes) {
     void* p = nullptr;
@@ -146,7 +145,8 @@ class OpCall {
     if (name && has(name)) return input(name, t, n);
     void* p = alloc(n * elem_bytes(t));
     char err[512] = {0};
-    check_kernel_status(kern_.device_memset(p, zero ? 0 : 0xff, n * elem_bytes(t), nullptr, err, sizeof err), "device_memset", err);
+    check_kernel_status(kern_.device_memset(p, zero ? 0 : 0xff, n * elem_bytes(t), nullptr, err, sizeof err),
+                        "device_memset", err);
     return p;
   }
   // Host typed array holding a device buffer's contents.
@@ -193,11 +193,11 @@ size_t checked_product(OpCall& c, const char* what, std::initializer_list<int64_
   return n;
 }
 
-#define RUN_KERNEL(c, name, ...)                                                     \
-  do {                                                                               \
-    char err_[1024] = {0};                                                           \
-    auto fn_ = (c).kernels().name;                                 \
-    check_kernel_status(fn_(__VA_ARGS__, err_, sizeof err_), #name, err_);           \
+#define RUN_KERNEL(c, name, ...)                                           \
+  do {                                                                     \
+    char err_[1024] = {0};                                                 \
+    auto fn_ = (c).kernels().name;                                         \
+    check_kernel_status(fn_(__VA_ARGS__, err_, sizeof err_), #name, err_); \
   } while (0)
 
 // ---- GEMM ---------------------------------------------------------------------------------------------------
@@ -208,7 +208,8 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   int M = (int)c.integer("M", 0, kMaxDim), N = (int)c.integer("N", 0, kMaxDim), K = (int)c.integer("K", 0, kMaxDim);
   int dt = c.dtype(), odt = c.dtype("outDtype");
   auto in = OpCall::elem_of(dt), out_t = OpCall::elem_of(odt);
-  size_t nA = checked_product(c, "M", {M, K}), nB = checked_product(c, "N", {N, K}), nC = checked_product(c, "M", {M, N});
+  size_t nA = checked_product(c, "M", {M, K}), nB = checked_product(c, "N", {N, K}),
+         nC = checked_product(c, "M", {M, N});
   void* A = c.input("a", in, nA);
   void* B = c.input("b", in, nB);
   float* bias = c.has("bias") ? (float*)c.input("bias", ElemType::F32, N) : nullptr;
@@ -224,7 +225,8 @@ Napi::Value gemm_backward_input(const Napi::CallbackInfo& info) {
   int M = (int)c.integer("M", 0, kMaxDim), N = (int)c.integer("N", 0, kMaxDim), K = (int)c.integer("K", 0, kMaxDim);
   int dt = c.dtype(), odt = c.dtype("outDtype");
   auto in = OpCall::elem_of(dt), out_t = OpCall::elem_of(odt);
-  size_t nC = checked_product(c, "M", {M, N}), nB = checked_product(c, "N", {N, K}), nA = checked_product(c, "M", {M, K});
+  size_t nC = checked_product(c, "M", {M, N}), nB = checked_product(c, "N", {N, K}),
+         nA = checked_product(c, "M", {M, K});
   void* dC = c.input("dC", in, nC);
   void* B = c.input("b", in, nB);
   bool acc = c.has("out");
@@ -240,7 +242,8 @@ Napi::Value gemm_backward_weight(const Napi::CallbackInfo& info) {
   int M = (int)c.integer("M", 0, kMaxDim), N = (int)c.integer("N", 0, kMaxDim), K = (int)c.integer("K", 0, kMaxDim);
   int dt = c.dtype(), odt = c.dtype("outDtype");
   auto in = OpCall::elem_of(dt), out_t = OpCall::elem_of(odt);
-  size_t nC = checked_product(c, "M", {M, N}), nA = checked_product(c, "M", {M, K}), nB = checked_product(c, "N", {N, K});
+  size_t nC = checked_product(c, "M", {M, N}), nA = checked_product(c, "M", {M, K}),
+         nB = checked_product(c, "N", {N, K});
   void* dC = c.input("dC", in, nC);
   void* A = c.input("a", in, nA);
   bool acc = c.has("out");
@@ -336,7 +339,8 @@ Napi::Value kv_cache_write(const Napi::CallbackInfo& info) {
   Napi::TypedArray start_arr = c.array("start", ElemType::I32, B);
   const int32_t* st = static_cast<const int32_t*>(OpCall::data(start_arr));
   for (int b = 0; b < B; ++b)
-    if (st[b] < 0 || (int64_t)st[b] + T > cap) c.fail("start", "entry " + std::to_string(b) + " puts tokens outside the cache capacity");
+    if (st[b] < 0 || (int64_t)st[b] + T > cap)
+      c.fail("start", "entry " + std::to_string(b) + " puts tokens outside the cache capacity");
   void* k = c.input("k", et, nk);
   void* v = c.input("v", et, nk);
   int* start = (int*)c.input("start", ElemType::I32, B);
@@ -438,8 +442,10 @@ Napi::Value rope(const Napi::CallbackInfo& info, const char* fn, bool backward) 
   float* inv = (float*)c.input("invFreq", ElemType::F32, D / 2);
   bool in_place = c.flag("inPlace", false);
   void* y = in_place ? x : c.output(nullptr, et, n);
-  if (backward) RUN_KERNEL(c, rope_backward, tokens, heads, D, x, y, pos, inv, dt, nullptr);
-  else RUN_KERNEL(c, rope_forward, tokens, heads, D, x, y, pos, inv, dt, nullptr);
+  if (backward)
+    RUN_KERNEL(c, rope_backward, tokens, heads, D, x, y, pos, inv, dt, nullptr);
+  else
+    RUN_KERNEL(c, rope_forward, tokens, heads, D, x, y, pos, inv, dt, nullptr);
   return c.fetch(y, et, n);
 }
 // cudaOpsRopeForward / cudaOpsRopeBackward(device, {tokens, heads, D, dtype, x, positions Int32Array [tokens],
@@ -546,8 +552,10 @@ Napi::Value cast(const Napi::CallbackInfo& info) {
   size_t n = c.length("x", src);
   void* x = c.input("x", src, n);
   void* y = c.output(nullptr, dst, n);
-  if (from_f32) RUN_KERNEL(c, cast_f32_to_bf16, n, (const float*)x, y, nullptr);
-  else RUN_KERNEL(c, cast_bf16_to_f32, n, x, (float*)y, nullptr);
+  if (from_f32)
+    RUN_KERNEL(c, cast_f32_to_bf16, n, (const float*)x, y, nullptr);
+  else
+    RUN_KERNEL(c, cast_bf16_to_f32, n, x, (float*)y, nullptr);
   return c.fetch(y, dst, n);
 }
 
@@ -605,7 +613,8 @@ void* random_device(OpCall& c, ElemType t, size_t n, uint32_t seed) {
     x ^= x >> 17;
     x ^= x << 5;
     float v = (float)(x >> 8) / (float)(1u << 23) - 1.0f;
-    if (t == ElemType::F32) std::memcpy(&host[i * 4], &v, 4);
+    if (t == ElemType::F32)
+      std::memcpy(&host[i * 4], &v, 4);
     else {
       uint16_t b = float_to_bf16(v).bits;
       std::memcpy(&host[i * 2], &b, 2);
@@ -651,8 +660,8 @@ Napi::Value time_op(const Napi::CallbackInfo& info) {
     float* scratch = (float*)c.output(nullptr, ElemType::F32, s.nl);
     RUN_KERNEL(c, attention_forward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, scale, 1, dt, nullptr);
     run = [&c, s, q, k, v, o, lse, dout, dq, dk, dv, scratch, scale, dt] {
-      RUN_KERNEL(c, attention_backward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, dout, dq, dk, dv, scratch, scale, 1,
-                 dt, nullptr);
+      RUN_KERNEL(c, attention_backward, s.B, s.T, s.Hq, s.Hkv, s.D, q, k, v, o, lse, dout, dq, dk, dv, scratch, scale,
+                 1, dt, nullptr);
     };
   } else if (op == "gemm_forward") {
     int M = (int)c.integer("M", 1, kMaxDim), N = (int)c.integer("N", 1, kMaxDim), K = (int)c.integer("K", 1, kMaxDim);
@@ -667,7 +676,8 @@ Napi::Value time_op(const Napi::CallbackInfo& info) {
     if (Hq % Hkv || Hq / Hkv > 16) c.fail("Hq", "must be a multiple of Hkv, at most 16 times it");
     int splits = (int)c.integer_or("numSplits", 1, 1024, recode_decode_num_splits(B, Hkv, ctx));
     size_t nc = checked_product(c, "context", {B, Hkv, ctx, D});
-    void *q = random_device(c, et, (size_t)B * Hq * D, 7), *kc = random_device(c, et, nc, 8), *vc = random_device(c, et, nc, 9);
+    void *q = random_device(c, et, (size_t)B * Hq * D, 7), *kc = random_device(c, et, nc, 8),
+         *vc = random_device(c, et, nc, 9);
     std::vector<int32_t> lens(B, ctx);
     int* d_lens = (int*)c.alloc(B * sizeof(int32_t));
     char err[512] = {0};

@@ -2,12 +2,12 @@
 // are checked here, so a wrong call is an ERR_INVALID_ARG, never a stray write). Synchronous: these are for
 // small test inputs and for timing the kernels themselves.
 //   opGemm(variant, C, A, B, M, N, K, transA, transB, accumulate)   C[M,N] (+)= op(A) op(B)^T
-//   opLinearForward(variant, y, x, W, b|null, M, N, K, packed?: 'f32'|'bf16')     opLinearBackward(variant, dx, dW, db, dy, x, W, M, N, K)
-//   opRmsnormForward(variant, out, rstd, x, w, N, C, eps)   opRmsnormBackward(variant, dx, dw, dout, x, w, rstd, N, C, eps)
-//   opRopeForward(variant, out, x, pos, T, H, D, theta, scaling|null)   opRopeBackward(dx, pos, T, H, D, theta, scaling|null)
-//   opSwigluForward(variant, out, gate, up)                 opSwigluBackward(variant, dgate, dup, dout, gate, up)
-//   opEmbeddingForward(out, ids, table, T, C)               opEmbeddingBackward(dtable, dout, ids, T, C)
-//   opAttentionForward(variant 'ref'|'flash'|'decode', out, lse, q, k, v, shape)
+//   opLinearForward(variant, y, x, W, b|null, M, N, K, packed?: 'f32'|'bf16')     opLinearBackward(variant, dx, dW, db,
+//   dy, x, W, M, N, K) opRmsnormForward(variant, out, rstd, x, w, N, C, eps)   opRmsnormBackward(variant, dx, dw, dout,
+//   x, w, rstd, N, C, eps) opRopeForward(variant, out, x, pos, T, H, D, theta, scaling|null)   opRopeBackward(dx, pos,
+//   T, H, D, theta, scaling|null) opSwigluForward(variant, out, gate, up)                 opSwigluBackward(variant,
+//   dgate, dup, dout, gate, up) opEmbeddingForward(out, ids, table, T, C)               opEmbeddingBackward(dtable,
+//   dout, ids, T, C) opAttentionForward(variant 'ref'|'flash'|'decode', out, lse, q, k, v, shape)
 //   opAttentionBackward(variant, dq, dk, dv, dout, q, k, v, out, lse, shape)
 //   opDecoderLayer(dims, weights, x, pos, dy|null) -> { y, dx, grads }     (forward + backward, one sequence)
 #include <cmath>
@@ -28,7 +28,8 @@ namespace {
 float* f32(const Args& a, size_t i, const char* name, int64_t n) {
   auto arr = a.typed<float>(i, name);
   if ((int64_t)arr.ElementLength() != n)
-    a.fail(i, std::string("(") + name + ") must have " + std::to_string(n) + " elements, got " + std::to_string(arr.ElementLength()));
+    a.fail(i, std::string("(") + name + ") must have " + std::to_string(n) + " elements, got " +
+                  std::to_string(arr.ElementLength()));
   return arr.Data();
 }
 float* f32_opt(const Args& a, size_t i, const char* name, int64_t n) { return a.has(i) ? f32(a, i, name, n) : nullptr; }
@@ -260,10 +261,14 @@ Napi::Value op_attention_forward(const Napi::CallbackInfo& info) {
   const float* q = f32(a, 3, "q", qn);
   const float* k = f32(a, 4, "k", kn);
   const float* v = f32(a, 5, "v", kn);
-  if (variant == "ref") attention_forward_ref(out, lse, q, k, v, s);
-  else if (variant == "flash") attention_forward(out, lse, q, k, v, s);
-  else if (variant == "decode") attention_decode(out, lse, q, k, v, s);
-  else a.fail(0, "(variant) must be 'ref', 'flash' or 'decode'");
+  if (variant == "ref")
+    attention_forward_ref(out, lse, q, k, v, s);
+  else if (variant == "flash")
+    attention_forward(out, lse, q, k, v, s);
+  else if (variant == "decode")
+    attention_decode(out, lse, q, k, v, s);
+  else
+    a.fail(0, "(variant) must be 'ref', 'flash' or 'decode'");
   return info.Env().Undefined();
 }
 
@@ -295,7 +300,8 @@ Napi::Value op_decoder_layer(const Napi::CallbackInfo& info) {
   Napi::Object o = a.object(0, "dims");
   auto geti = [&](const char* k) {
     Napi::Value v = o.Get(k);
-    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) a.fail(0, std::string("(dims.") + k + ") must be a non-negative number");
+    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0)
+      a.fail(0, std::string("(dims.") + k + ") must be a non-negative number");
     return v.As<Napi::Number>().Int32Value();
   };
   LayerDims d;
@@ -307,7 +313,8 @@ Napi::Value op_decoder_layer(const Napi::CallbackInfo& info) {
   d.eps = o.Get("eps").As<Napi::Number>().FloatValue();
   d.qk_norm = o.Get("qkNorm").ToBoolean();
   double theta = o.Get("theta").As<Napi::Number>().DoubleValue();
-  if (d.C < 1 || d.H < 1 || d.Hkv < 1 || d.D < 2 || d.F < 1 || d.H % d.Hkv || d.D % 2) a.fail(0, "(dims) are inconsistent");
+  if (d.C < 1 || d.H < 1 || d.Hkv < 1 || d.D < 2 || d.F < 1 || d.H % d.Hkv || d.D % 2)
+    a.fail(0, "(dims) are inconsistent");
   Napi::Object wo = a.object(1, "weights");
   auto wt = [&](const char* k, int64_t n, bool required) -> float* {
     Napi::Value v = wo.Get(k);

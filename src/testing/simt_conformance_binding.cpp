@@ -25,8 +25,8 @@ Napi::Value simt_conformance(const Napi::CallbackInfo& info) {
   auto fout = Napi::Float32Array::New(env, n);
   auto fn = Kernels(d).simt_conformance;
   char err[512] = {0};
-  int rc = fn(in.Data(), n, block, sums.Data(), scan.Data(), ballots.Data(), hist.Data(), bins, fin.Data(),
-              fout.Data(), err, sizeof err);
+  int rc = fn(in.Data(), n, block, sums.Data(), scan.Data(), ballots.Data(), hist.Data(), bins, fin.Data(), fout.Data(),
+              err, sizeof err);
   check_kernel_status(rc, "simt_conformance", err);
   Napi::Object o = Napi::Object::New(env);
   o.Set("blockSums", sums);

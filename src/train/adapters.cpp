@@ -23,7 +23,8 @@ void dropout_keep_range(uint64_t seed, uint64_t first, int64_t n, float p, uint8
   while (i < n) {  // one Philox block serves four consecutive counters
     const uint64_t c = first + (uint64_t)i;
     const philox::U32x4 r = philox::dropout_block(seed, c >> 2);
-    for (uint64_t lane = c & 3; lane < 4 && i < n; ++lane, ++i) keep[i] = philox::dropout_word_kept(r.v[lane], threshold);
+    for (uint64_t lane = c & 3; lane < 4 && i < n; ++lane, ++i)
+      keep[i] = philox::dropout_word_kept(r.v[lane], threshold);
   }
 }
 
@@ -182,7 +183,8 @@ void adapter_backward(const AdapterShape& sh, const AdapterWeights& w, const flo
           }
           for (int64_t j = 0; j < r; ++j) adapter += du[t * r + j] * (double)w.lora_a[j * in + i];
           int64_t idx = t * in + i;
-          double mask = w.dropout > 0.0f ? (dropout_keep(w.seed, w.offset + (uint64_t)idx, w.dropout) ? keep_scale : 0.0) : 1.0;
+          double mask =
+              w.dropout > 0.0f ? (dropout_keep(w.seed, w.offset + (uint64_t)idx, w.dropout) ? keep_scale : 0.0) : 1.0;
           grads.input[idx] = (float)(base + mask * adapter);
         }
     });

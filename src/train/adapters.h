@@ -52,7 +52,6 @@ struct AdapterGrads {
   bool accumulate = false;     // add into dA, dB, dm instead of overwriting (gradient accumulation)
 };
 
-
 // Dropout keep decision for counter c (= offset + flat element index): word c % 4 of the Philox4x32-10 block
 // with block counter c / 4 under key `seed`, kept when >= p * 2^32 (one block serves four consecutive elements).
 bool dropout_keep(uint64_t seed, uint64_t counter, float p);

@@ -29,8 +29,8 @@ struct ParamSlot {
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
   int64_t count = 0;
-  bool decay = true;               // apply weight decay to this tensor (norm weights and biases usually not)
-  uint16_t* bf16_out = nullptr;    // optional
+  bool decay = true;             // apply weight decay to this tensor (norm weights and biases usually not)
+  uint16_t* bf16_out = nullptr;  // optional
 };
 
 // Plain, single-threaded AdamW on one tensor: the reference the fast path is tested against.

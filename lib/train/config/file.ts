@@ -13,12 +13,15 @@ import { isPlainObject, show, validateTrainConfig, type ValidateOptions } from '
  * Reads a JSON configuration file and validates it. Errors name the file (and line:column for JSON syntax
  * errors). Relative `model`, `data` and `outputDir` paths are resolved against the file's folder.
  */
-export function loadTrainConfigFile (file: string, overrides: Record<string, unknown> = {}, options: ValidateOptions = {}): TrainConfig {
+export function loadTrainConfigFile(file: string, overrides: Record<string, unknown> = {}, options: ValidateOptions = {}): TrainConfig {
   let text: string
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new RecodeError('ERR_CONFIG', `${file}: cannot read the configuration file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+    throw new RecodeError(
+      'ERR_CONFIG',
+      `${file}: cannot read the configuration file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`
+    )
   }
   let raw: unknown
   try {
@@ -40,8 +43,15 @@ export function loadTrainConfigFile (file: string, overrides: Record<string, unk
   const merged: Record<string, unknown> = { ...raw, ...overrides }
   for (const key of ['model', 'data', 'outputDir']) {
     const v = merged[key]
-    if (typeof v === 'string' && v !== '' && key in raw && !(key in overrides) && !path.isAbsolute(v) &&
-        !(key === 'model' && v === 'tiny') && !(key === 'data' && v === 'synthetic')) {
+    if (
+      typeof v === 'string' &&
+      v !== '' &&
+      key in raw &&
+      !(key in overrides) &&
+      !path.isAbsolute(v) &&
+      !(key === 'model' && v === 'tiny') &&
+      !(key === 'data' && v === 'synthetic')
+    ) {
       merged[key] = path.join(dir, v)
     }
   }
@@ -57,11 +67,18 @@ export function loadTrainConfigFile (file: string, overrides: Record<string, unk
  * Offset of the first character at which `text` stops being JSON (for line:column in errors; some Node
  * versions do not report a position). A small recursive-descent scan of the JSON grammar.
  */
-export function jsonErrorOffset (text: string): number | undefined {
+export function jsonErrorOffset(text: string): number | undefined {
   let i = 0
-  const ws = (): void => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++ }
-  const fail = (): never => { throw i }
-  const literal = (word: string): void => { if (text.startsWith(word, i)) i += word.length; else fail() }
+  const ws = (): void => {
+    while (i < text.length && ' \t\n\r'.includes(text[i])) i++
+  }
+  const fail = (): never => {
+    throw i
+  }
+  const literal = (word: string): void => {
+    if (text.startsWith(word, i)) i += word.length
+    else fail()
+  }
   const str = (): void => {
     if (text[i] !== '"') fail()
     i++
@@ -82,23 +99,48 @@ export function jsonErrorOffset (text: string): number | undefined {
     ws()
     const c = text[i]
     if (c === '{') {
-      i++; ws()
-      if (text[i] === '}') { i++; return }
+      i++
+      ws()
+      if (text[i] === '}') {
+        i++
+        return
+      }
       for (;;) {
-        ws(); str(); ws()
+        ws()
+        str()
+        ws()
         if (text[i] !== ':') fail()
-        i++; value(); ws()
-        if (text[i] === ',') { i++; continue }
-        if (text[i] === '}') { i++; return }
+        i++
+        value()
+        ws()
+        if (text[i] === ',') {
+          i++
+          continue
+        }
+        if (text[i] === '}') {
+          i++
+          return
+        }
         fail()
       }
     } else if (c === '[') {
-      i++; ws()
-      if (text[i] === ']') { i++; return }
+      i++
+      ws()
+      if (text[i] === ']') {
+        i++
+        return
+      }
       for (;;) {
-        value(); ws()
-        if (text[i] === ',') { i++; continue }
-        if (text[i] === ']') { i++; return }
+        value()
+        ws()
+        if (text[i] === ',') {
+          i++
+          continue
+        }
+        if (text[i] === ']') {
+          i++
+          return
+        }
         fail()
       }
     } else if (c === '"') str()
@@ -108,7 +150,8 @@ export function jsonErrorOffset (text: string): number | undefined {
     else number()
   }
   try {
-    value(); ws()
+    value()
+    ws()
     return i < text.length ? i : undefined
   } catch (at) {
     return typeof at === 'number' ? Math.min(at, text.length) : undefined
@@ -116,26 +159,38 @@ export function jsonErrorOffset (text: string): number | undefined {
 }
 
 /** Canonical JSON of the configuration (sorted keys) and its SHA-256, stored in checkpoint manifests. */
-export function canonicalJson (value: unknown): string {
+export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
   if (isPlainObject(value)) {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`)
+      .join(',')}}`
   }
   return JSON.stringify(value) ?? 'null'
 }
 
 /** Hash of the fields that decide the training trajectory (where and how often it is saved excluded: a run may be moved). */
-export function configHash (config: TrainConfig): string {
+export function configHash(config: TrainConfig): string {
   const { outputDir, checkpointEvery, keepCheckpoints, evalEvery, divergencePatience, ...rest } = config
-  return createHash('sha256').update(canonicalJson(withoutDefaultObjectives(rest))).digest('hex')
+  return createHash('sha256')
+    .update(canonicalJson(withoutDefaultObjectives(rest)))
+    .digest('hex')
 }
 
 /** TRL's objective fields (issue 16) at their defaults leave the hash as it was before they existed, so runs
  * checkpointed earlier still resume. */
-function withoutDefaultObjectives (c: Record<string, unknown>): Record<string, unknown> {
+function withoutDefaultObjectives(c: Record<string, unknown>): Record<string, unknown> {
   const defaults: Record<string, unknown> = {
-    lossType: null, importanceSamplingLevel: 'token', delta: null, sapoTemperaturePos: 1.0, sapoTemperatureNeg: 1.05,
-    maskTruncatedCompletions: false, topEntropyQuantile: 1.0, entropyCoef: 0, rolloutCorrection: null
+    lossType: null,
+    importanceSamplingLevel: 'token',
+    delta: null,
+    sapoTemperaturePos: 1.0,
+    sapoTemperatureNeg: 1.05,
+    maskTruncatedCompletions: false,
+    topEntropyQuantile: 1.0,
+    entropyCoef: 0,
+    rolloutCorrection: null
   }
   const out = { ...c }
   for (const [k, v] of Object.entries(defaults)) if (out[k] === v) delete out[k]

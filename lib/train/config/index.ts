@@ -10,7 +10,21 @@
  * By concern: schema.ts (the type), presets.ts, validate.ts (field and cross-field checks), file.ts (JSON files,
  * the configuration hash), flags.ts (command-line flags).
  */
-export type { Algorithm, ScheduleName, KlEstimator, LossAggregation, AdvantageScaling, RewardName, AdapterType, DeviceName, ComputeDtype, PresetName, AdapterConfig, SyntheticDataConfig, TrainConfig } from './schema'
+export type {
+  Algorithm,
+  ScheduleName,
+  KlEstimator,
+  LossAggregation,
+  AdvantageScaling,
+  RewardName,
+  AdapterType,
+  DeviceName,
+  ComputeDtype,
+  PresetName,
+  AdapterConfig,
+  SyntheticDataConfig,
+  TrainConfig
+} from './schema'
 export { trainPresets, trainPreset } from './presets'
 export { validateTrainConfig, didYouMean } from './validate'
 export type { ValidateOptions } from './validate'

@@ -138,7 +138,7 @@ export const trainPresets: Record<PresetName, TrainConfig> = {
   }
 }
 
-export function trainPreset (name: PresetName): TrainConfig {
+export function trainPreset(name: PresetName): TrainConfig {
   const p = trainPresets[name]
   if (!p) throw new RecodeError('ERR_CONFIG', `unknown preset ${JSON.stringify(name)} (${Object.keys(trainPresets).join(', ')})`)
   return structuredClone(p)
