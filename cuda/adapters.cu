@@ -137,9 +137,8 @@ unsigned grid_for(size_t n) {
 
 }  // namespace
 
-RECODE_API(adapter_dropout)
-(size_t n, const void* x, void* out, uint64_t seed, uint64_t offset, float p, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(adapter_dropout)(size_t n, const void* x, void* out, uint64_t seed, uint64_t offset, float p, int dtype,
+                            void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_dropout");
   RECODE_REQUIRE(p >= 0.0f && p < 1.0f, "adapter_dropout", "p must be in [0, 1), got %g", (double)p);
@@ -153,9 +152,8 @@ RECODE_API(adapter_dropout)
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_dropout_add)
-(size_t n, void* dx, const void* adx, uint64_t seed, uint64_t offset, float p, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(adapter_dropout_add)(size_t n, void* dx, const void* adx, uint64_t seed, uint64_t offset, float p, int dtype,
+                                void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_dropout_add");
   RECODE_REQUIRE(p >= 0.0f && p < 1.0f, "adapter_dropout_add", "p must be in [0, 1), got %g", (double)p);
@@ -169,9 +167,9 @@ RECODE_API(adapter_dropout_add)
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_forward_combine)
-(int M, int N, const void* y0, const void* base_drop, const void* lora, const float* magnitude, const float* norm,
- float scaling, const float* bias, void* y, float* pre, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_forward_combine)(int M, int N, const void* y0, const void* base_drop, const void* lora,
+                                    const float* magnitude, const float* norm, float scaling, const float* bias,
+                                    void* y, float* pre, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_forward_combine");
   RECODE_REQUIRE(M >= 0 && N > 0, "adapter_forward_combine", "bad sizes M=%d N=%d", M, N);
@@ -187,9 +185,8 @@ RECODE_API(adapter_forward_combine)
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_grad_scale)
-(int M, int N, const void* dy, const float* magnitude, const float* norm, float scaling, void* gs, void* e, int dtype,
- void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_grad_scale)(int M, int N, const void* dy, const float* magnitude, const float* norm, float scaling,
+                               void* gs, void* e, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "adapter_grad_scale");
   RECODE_REQUIRE(M >= 0 && N > 0, "adapter_grad_scale", "bad sizes M=%d N=%d", M, N);
@@ -204,9 +201,8 @@ RECODE_API(adapter_grad_scale)
   RECODE_API_CATCH
 }
 
-RECODE_API(dora_magnitude_grad)
-(int M, int N, const void* dy, const float* pre, const float* norm, float* dm, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(dora_magnitude_grad)(int M, int N, const void* dy, const float* pre, const float* norm, float* dm, int dtype,
+                                void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "dora_magnitude_grad");
   RECODE_REQUIRE(M >= 0 && N > 0, "dora_magnitude_grad", "bad sizes M=%d N=%d", M, N);
@@ -219,9 +215,8 @@ RECODE_API(dora_magnitude_grad)
   RECODE_API_CATCH
 }
 
-RECODE_API(dora_weight_norm)
-(int N, int K, const void* W, const float* ba, float scaling, float* norm, int w_dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(dora_weight_norm)(int N, int K, const void* W, const float* ba, float scaling, float* norm, int w_dtype,
+                             void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(w_dtype, "dora_weight_norm");
   RECODE_REQUIRE(N > 0 && K > 0, "dora_weight_norm", "bad sizes N=%d K=%d", N, K);
@@ -233,9 +228,8 @@ RECODE_API(dora_weight_norm)
   RECODE_API_CATCH
 }
 
-RECODE_API(adapter_merge)
-(int N, int K, const void* W, const float* ba, float scaling, const float* magnitude, void* out, int w_dtype,
- int out_dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(adapter_merge)(int N, int K, const void* W, const float* ba, float scaling, const float* magnitude,
+                          void* out, int w_dtype, int out_dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(w_dtype, "adapter_merge");
   RECODE_REQUIRE_DTYPE(out_dtype, "adapter_merge");

@@ -970,9 +970,9 @@ cudaError_t allow_smem(K kernel, size_t bytes) {
   RECODE_REQUIRE(D == 16 || D == 32 || D == 64 || D == 128, op, "head dim D must be 16, 32, 64 or 128, got %d", D); \
   RECODE_REQUIRE(Hq > 0 && Hkv > 0 && Hq % Hkv == 0, op, "Hq (%d) must be a positive multiple of Hkv (%d)", Hq, Hkv)
 
-RECODE_API(attention_forward)
-(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v, void* o, float* lse, float scale,
- int causal, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(attention_forward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
+                              void* o, float* lse, float scale, int causal, int dtype, void* stream, char* err,
+                              size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_forward");
   RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_forward", "bad sizes B=%d T=%d Hq=%d", B,
@@ -1005,10 +1005,10 @@ RECODE_API(attention_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(attention_backward)
-(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v, const void* o, const float* lse,
- const void* dout, void* dq, void* dk, void* dv, float* scratch, float scale, int causal, int dtype, void* stream,
- char* err, size_t err_len) {
+RECODE_API(attention_backward)(int B, int seq, int Hq, int Hkv, int D, const void* q, const void* k, const void* v,
+                               const void* o, const float* lse, const void* dout, void* dq, void* dk, void* dv,
+                               float* scratch, float scale, int causal, int dtype, void* stream, char* err,
+                               size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_backward");
   RECODE_REQUIRE(B >= 0 && seq >= 0 && B <= 65535 && Hq <= 65535, "attention_backward", "bad sizes B=%d T=%d Hq=%d", B,
@@ -1061,9 +1061,8 @@ RECODE_API(attention_backward)
   RECODE_API_CATCH
 }
 
-RECODE_API(kv_cache_write)
-(int B, int seq, int Hkv, int D, int capacity, const void* k, const void* v, const int* start, void* k_cache,
- void* v_cache, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(kv_cache_write)(int B, int seq, int Hkv, int D, int capacity, const void* k, const void* v, const int* start,
+                           void* k_cache, void* v_cache, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "kv_cache_write");
   RECODE_REQUIRE(B >= 0 && seq >= 0 && Hkv > 0 && D > 0 && capacity > 0, "kv_cache_write",
@@ -1079,10 +1078,9 @@ RECODE_API(kv_cache_write)
   RECODE_API_CATCH
 }
 
-RECODE_API(attention_decode)
-(int B, int Hq, int Hkv, int D, int capacity, const void* q, const void* k_cache, const void* v_cache,
- const int* context_lens, void* o, float scale, int num_splits, float* scratch, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(attention_decode)(int B, int Hq, int Hkv, int D, int capacity, const void* q, const void* k_cache,
+                             const void* v_cache, const int* context_lens, void* o, float scale, int num_splits,
+                             float* scratch, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   ATTN_CHECK_SHAPES("attention_decode");
   RECODE_REQUIRE(Hq / Hkv <= kDecMaxGroup, "attention_decode", "at most %d query heads per kv head, got %d",

@@ -169,8 +169,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 // chars: the code points from offsets[0] to offsets[2 * pairs]; offsets: 2 * pairs + 1 ascending positions
 // into chars (offsets[0] need not be 0, so callers may pass a slice of a larger batch); out: pairs distances.
-RECODE_API(edit_distance)
-(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out, char* err, size_t err_len) {
+RECODE_API(edit_distance)(const uint32_t* chars, const int64_t* offsets, int64_t pairs, int32_t* out, char* err,
+                          size_t err_len) {
   RECODE_API_TRY
   if (pairs < 0 || pairs > (int64_t)1 << 30) {
     snprintf(err, err_len, "edit_distance: pairs %lld out of range", (long long)pairs);

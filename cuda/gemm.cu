@@ -323,9 +323,8 @@ int gemm_launch(const char* op, int R, int C, int K, const void* x, long long xs
   RECODE_REQUIRE(M >= 0 && N >= 0 && K >= 0, op, "sizes must be >= 0 (M=%d N=%d K=%d)", M, N, K); \
   RECODE_REQUIRE((long long)M* N* K == 0 || (A_ && B_ && OUT_), op, "NULL pointer")
 
-RECODE_API(gemm_forward)
-(int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype, int out_dtype,
- int accumulate, void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_forward)(int M, int N, int K, const void* A, const void* B, const float* bias, void* C, int in_dtype,
+                         int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = A, *B_ = B;
   void* OUT_ = C;
@@ -338,9 +337,8 @@ RECODE_API(gemm_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(gemm_backward_input)
-(int M, int N, int K, const void* dC, const void* B, void* dA, int in_dtype, int out_dtype, int accumulate,
- void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_backward_input)(int M, int N, int K, const void* dC, const void* B, void* dA, int in_dtype,
+                                int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = dC, *B_ = B;
   void* OUT_ = dA;
@@ -353,9 +351,8 @@ RECODE_API(gemm_backward_input)
   RECODE_API_CATCH
 }
 
-RECODE_API(gemm_backward_weight)
-(int M, int N, int K, const void* dC, const void* A, void* dB, float* dbias, int in_dtype, int out_dtype,
- int accumulate, void* stream, char* err, size_t err_len) {
+RECODE_API(gemm_backward_weight)(int M, int N, int K, const void* dC, const void* A, void* dB, float* dbias,
+                                 int in_dtype, int out_dtype, int accumulate, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   const void *A_ = A, *B_ = dC;
   void* OUT_ = dB;

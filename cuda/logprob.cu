@@ -171,9 +171,8 @@ struct HeadWorkspace {
   }
 };
 
-RECODE_API(logprob_logits_forward)
-(const float* logits, int T, int V, const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
- char* err, size_t err_len) {
+RECODE_API(logprob_logits_forward)(const float* logits, int T, int V, const int32_t* targets, float temperature,
+                                   float* logp, float* entropy, float* lse, char* err, size_t err_len) {
   RECODE_API_TRY
   size_t n = (size_t)T * V;
   float *d_x, *d_lp, *d_ent, *d_lse;
@@ -200,9 +199,9 @@ RECODE_API(logprob_logits_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_logits_backward)
-(const float* logits, int T, int V, const int32_t* targets, float temperature, const float* lse, const float* entropy,
- const float* dlogp, const float* dentropy, float* dlogits, char* err, size_t err_len) {
+RECODE_API(logprob_logits_backward)(const float* logits, int T, int V, const int32_t* targets, float temperature,
+                                    const float* lse, const float* entropy, const float* dlogp, const float* dentropy,
+                                    float* dlogits, char* err, size_t err_len) {
   RECODE_API_TRY
   size_t n = (size_t)T * V;
   float *d_x, *d_dx, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
@@ -328,9 +327,9 @@ static int hidden_backward_on_device(const void* d_h, const void* d_w, int T, in
   return 0;
 }
 
-RECODE_API(logprob_hidden_forward)
-(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets, float temperature, float* logp,
- float* entropy, float* lse, char* err, size_t err_len) {
+RECODE_API(logprob_hidden_forward)(const float* hidden, const float* weight, int T, int H, int V,
+                                   const int32_t* targets, float temperature, float* logp, float* entropy, float* lse,
+                                   char* err, size_t err_len) {
   RECODE_API_TRY
   float *d_h, *d_w, *d_lp, *d_ent, *d_lse;
   int32_t* d_tg;
@@ -358,10 +357,10 @@ RECODE_API(logprob_hidden_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_backward)
-(const float* hidden, const float* weight, int T, int H, int V, const int32_t* targets, float temperature,
- const float* lse, const float* entropy, const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
- char* err, size_t err_len) {
+RECODE_API(logprob_hidden_backward)(const float* hidden, const float* weight, int T, int H, int V,
+                                    const int32_t* targets, float temperature, const float* lse, const float* entropy,
+                                    const float* dlogp, const float* dentropy, float* dhidden, float* dweight,
+                                    char* err, size_t err_len) {
   RECODE_API_TRY
   float *d_h, *d_w, *d_dh, *d_dw, *d_lse, *d_ent, *d_dl, *d_de = nullptr;
   int32_t* d_tg;
@@ -404,9 +403,9 @@ RECODE_API(logprob_hidden_backward)
 // Device-resident variants (every pointer is device memory, e.g. the trainer's activations and weights): the
 // same results without host copies. hidden [T, H] and weight [V, H] in `dtype` (RECODE_F32, or RECODE_BF16 with
 // temperature 1); dhidden fp32 overwritten, dweight fp32 ADDED to (gradient accumulation).
-RECODE_API(logprob_hidden_forward_device)
-(const void* hidden, const void* weight, int T, int H, int V, const int32_t* targets, float temperature, int dtype,
- float* logp, float* entropy, float* lse, char* err, size_t err_len) {
+RECODE_API(logprob_hidden_forward_device)(const void* hidden, const void* weight, int T, int H, int V,
+                                          const int32_t* targets, float temperature, int dtype, float* logp,
+                                          float* entropy, float* lse, char* err, size_t err_len) {
   RECODE_API_TRY
   if (T <= 0) return 0;
   return hidden_forward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, logp, entropy, lse, err,
@@ -414,10 +413,10 @@ RECODE_API(logprob_hidden_forward_device)
   RECODE_API_CATCH
 }
 
-RECODE_API(logprob_hidden_backward_device)
-(const void* hidden, const void* weight, int T, int H, int V, const int32_t* targets, float temperature, int dtype,
- const float* lse, const float* entropy, const float* dlogp, const float* dentropy, float* dhidden,
- float* dweight_accumulate, char* err, size_t err_len) {
+RECODE_API(logprob_hidden_backward_device)(const void* hidden, const void* weight, int T, int H, int V,
+                                           const int32_t* targets, float temperature, int dtype, const float* lse,
+                                           const float* entropy, const float* dlogp, const float* dentropy,
+                                           float* dhidden, float* dweight_accumulate, char* err, size_t err_len) {
   RECODE_API_TRY
   if (T <= 0) return 0;
   return hidden_backward_on_device(hidden, weight, T, H, V, targets, temperature, dtype, lse, entropy, dlogp, dentropy,

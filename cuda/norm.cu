@@ -92,9 +92,8 @@ __global__ void reduce_partials_kernel(int dim, int parts, const float* partials
 
 }  // namespace
 
-RECODE_API(rmsnorm_forward)
-(int rows, int dim, const void* x, const void* weight, float eps, void* y, float* rstd, int dtype, void* stream,
- char* err, size_t err_len) {
+RECODE_API(rmsnorm_forward)(int rows, int dim, const void* x, const void* weight, float eps, void* y, float* rstd,
+                            int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "rmsnorm_forward");
   RECODE_REQUIRE(rows >= 0 && dim > 0 && eps >= 0.0f, "rmsnorm_forward", "bad sizes rows=%d dim=%d eps=%g", rows, dim,
@@ -110,9 +109,9 @@ RECODE_API(rmsnorm_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(rmsnorm_backward)
-(int rows, int dim, const void* x, const void* weight, const float* rstd, const void* dy, void* dx, float* dweight,
- float* scratch, int accumulate, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(rmsnorm_backward)(int rows, int dim, const void* x, const void* weight, const float* rstd, const void* dy,
+                             void* dx, float* dweight, float* scratch, int accumulate, int dtype, void* stream,
+                             char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "rmsnorm_backward");
   RECODE_REQUIRE(rows >= 0 && dim > 0, "rmsnorm_backward", "bad sizes rows=%d dim=%d", rows, dim);
@@ -183,17 +182,15 @@ static int rope_launch(const char* op, int tokens, int heads, int D, const void*
 
 }  // namespace
 
-RECODE_API(rope_forward)
-(int tokens, int heads, int D, const void* x, void* y, const int* positions, const float* inv_freq, int dtype,
- void* stream, char* err, size_t err_len) {
+RECODE_API(rope_forward)(int tokens, int heads, int D, const void* x, void* y, const int* positions,
+                         const float* inv_freq, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   return rope_launch("rope_forward", tokens, heads, D, x, y, positions, inv_freq, dtype, stream, 1.0f, err, err_len);
   RECODE_API_CATCH
 }
 
-RECODE_API(rope_backward)
-(int tokens, int heads, int D, const void* dy, void* dx, const int* positions, const float* inv_freq, int dtype,
- void* stream, char* err, size_t err_len) {
+RECODE_API(rope_backward)(int tokens, int heads, int D, const void* dy, void* dx, const int* positions,
+                          const float* inv_freq, int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   return rope_launch("rope_backward", tokens, heads, D, dy, dx, positions, inv_freq, dtype, stream, -1.0f, err,
                      err_len);

@@ -132,8 +132,8 @@ __global__ void swiglu_backward_kernel(size_t n, const T* gate, const T* up, con
 
 }  // namespace
 
-RECODE_API(swiglu_forward)
-(size_t n, const void* gate, const void* up, void* out, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(swiglu_forward)(size_t n, const void* gate, const void* up, void* out, int dtype, void* stream, char* err,
+                           size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "swiglu_forward");
   RECODE_REQUIRE(n == 0 || (gate && up && out), "swiglu_forward", "NULL pointer");
@@ -145,9 +145,8 @@ RECODE_API(swiglu_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(swiglu_backward)
-(size_t n, const void* gate, const void* up, const void* dout, void* dgate, void* dup, int dtype, void* stream,
- char* err, size_t err_len) {
+RECODE_API(swiglu_backward)(size_t n, const void* gate, const void* up, const void* dout, void* dgate, void* dup,
+                            int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "swiglu_backward");
   RECODE_REQUIRE(n == 0 || (gate && up && dout && dgate && dup), "swiglu_backward", "NULL pointer");
@@ -191,9 +190,8 @@ __global__ void embedding_backward_kernel(int tokens, int dim, int vocab, const 
 
 }  // namespace
 
-RECODE_API(embedding_forward)
-(int tokens, int dim, int vocab, const int* ids, const void* table, void* out, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(embedding_forward)(int tokens, int dim, int vocab, const int* ids, const void* table, void* out, int dtype,
+                              void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "embedding_forward");
   RECODE_REQUIRE(tokens >= 0 && tokens <= 65535 * 64 && dim > 0 && vocab > 0, "embedding_forward",
@@ -212,9 +210,8 @@ RECODE_API(embedding_forward)
   RECODE_API_CATCH
 }
 
-RECODE_API(embedding_backward)
-(int tokens, int dim, int vocab, const int* ids, const void* dout, float* dtable, int dtype, void* stream, char* err,
- size_t err_len) {
+RECODE_API(embedding_backward)(int tokens, int dim, int vocab, const int* ids, const void* dout, float* dtable,
+                               int dtype, void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "embedding_backward");
   RECODE_REQUIRE(tokens >= 0 && dim > 0 && vocab > 0, "embedding_backward", "bad sizes tokens=%d dim=%d vocab=%d",
@@ -250,8 +247,8 @@ __global__ void cast_bf16_to_f32_kernel(size_t n, const bf16* in, float* out) {
 
 }  // namespace
 
-RECODE_API(residual_add)
-(size_t n, const void* a, const void* b, void* out, int dtype, void* stream, char* err, size_t err_len) {
+RECODE_API(residual_add)(size_t n, const void* a, const void* b, void* out, int dtype, void* stream, char* err,
+                         size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE_DTYPE(dtype, "residual_add");
   RECODE_REQUIRE(n == 0 || (a && b && out), "residual_add", "NULL pointer");
@@ -358,9 +355,9 @@ __global__ void adamw_kernel(size_t n, float* param, const float* grad, float* m
 
 }  // namespace
 
-RECODE_API(adamw_update)
-(size_t n, float* param, const float* grad, float* m, float* v, void* param_bf16, float lr, float beta1, float beta2,
- float eps, float weight_decay, int step, float grad_scale, void* stream, char* err, size_t err_len) {
+RECODE_API(adamw_update)(size_t n, float* param, const float* grad, float* m, float* v, void* param_bf16, float lr,
+                         float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
+                         void* stream, char* err, size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(n == 0 || (param && grad && m && v), "adamw_update", "NULL pointer");
   RECODE_REQUIRE(step >= 1, "adamw_update", "step must be >= 1, got %d", step);

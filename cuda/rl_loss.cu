@@ -85,8 +85,8 @@ __global__ void advantages_kernel(const float* rewards, int group, int conventio
   for (int i = threadIdx.x; i < group; i += blockDim.x) a[i] = (float)((r[i] - mean) / denom);
 }
 
-RECODE_API(grpo_advantages)
-(const float* rewards, int n, int group, int convention, int scale, float* out, char* err, size_t err_len) {
+RECODE_API(grpo_advantages)(const float* rewards, int n, int group, int convention, int scale, float* out, char* err,
+                            size_t err_len) {
   RECODE_API_TRY
   if (n <= 0 || group <= 0 || n % group != 0) {
     snprintf(err, err_len, "grpo_advantages: n=%d is not a positive multiple of group=%d", n, group);
@@ -246,12 +246,12 @@ __global__ void policy_loss_ext_kernel(int B, int T, const float* logp, const fl
 }
 
 // row_sums: B x 15 doubles in the layout of recode::rl::RowSums; the host assembles loss and metrics.
-RECODE_API(policy_loss)
-(int B, int T, const float* logp, const float* old_logp, const float* ref_logp, const float* adv, int adv_per_token,
- const float* mask, const float* entropy, float clip_low, float clip_high, float clip_c, float kl_coef, int kl_kind,
- int agg, float norm_length, int ext, const float* rollout_logp, int objective, int seq_level, float delta,
- float sapo_tau_pos, float sapo_tau_neg, int rc_mode, int rc_seq, float rc_c, int ent_mask, double ent_threshold,
- float* grad, double* row_sums, char* err, size_t err_len) {
+RECODE_API(policy_loss)(int B, int T, const float* logp, const float* old_logp, const float* ref_logp, const float* adv,
+                        int adv_per_token, const float* mask, const float* entropy, float clip_low, float clip_high,
+                        float clip_c, float kl_coef, int kl_kind, int agg, float norm_length, int ext,
+                        const float* rollout_logp, int objective, int seq_level, float delta, float sapo_tau_pos,
+                        float sapo_tau_neg, int rc_mode, int rc_seq, float rc_c, int ent_mask, double ent_threshold,
+                        float* grad, double* row_sums, char* err, size_t err_len) {
   RECODE_API_TRY
   if (B <= 0 || T <= 0) {
     snprintf(err, err_len, "policy_loss: bad sizes B=%d T=%d", B, T);

@@ -301,10 +301,11 @@ __global__ void sample_kernel(const T* logits, int vocab, const float* temperatu
 
 // Launches the kernel on device buffers (no copies): the entry point for callers whose logits already live
 // on the GPU (the generation loop). All pointers are device pointers; runs on `stream`.
-RECODE_API(sample_rows_device)
-(const void* d_logits, int is_bf16, int rows, int vocab, const float* d_temp, const int* d_top_k, const float* d_top_p,
- const float* d_min_p, uint64_t seed, const uint64_t* d_rows, const uint64_t* d_steps, int32_t* d_tokens, float* d_lp,
- float* d_flp, int32_t* d_status, int32_t* d_bad, void* stream, char* err, size_t err_len) {
+RECODE_API(sample_rows_device)(const void* d_logits, int is_bf16, int rows, int vocab, const float* d_temp,
+                               const int* d_top_k, const float* d_top_p, const float* d_min_p, uint64_t seed,
+                               const uint64_t* d_rows, const uint64_t* d_steps, int32_t* d_tokens, float* d_lp,
+                               float* d_flp, int32_t* d_status, int32_t* d_bad, void* stream, char* err,
+                               size_t err_len) {
   RECODE_API_TRY
   if (rows <= 0 || vocab <= 0 || vocab > kMaxVocab) {
     snprintf(err, err_len, "sample_rows_device: bad sizes rows=%d vocab=%d", rows, vocab);
@@ -330,10 +331,10 @@ RECODE_API(sample_rows_device)
 
 // logits: rows x vocab, fp32 or bf16 (is_bf16); parameters per row; row_status / bad_index per row
 // (kRowOk, or the first NaN / +inf index, or an all -inf row).
-RECODE_API(sample_rows)
-(const void* logits, int is_bf16, int rows, int vocab, const float* temperature, const int* top_k, const float* top_p,
- const float* min_p, uint64_t seed, const uint64_t* row_ids, const uint64_t* steps, int32_t* tokens, float* logprobs,
- float* filtered_logprobs, int32_t* row_status, int32_t* bad_index, char* err, size_t err_len) {
+RECODE_API(sample_rows)(const void* logits, int is_bf16, int rows, int vocab, const float* temperature,
+                        const int* top_k, const float* top_p, const float* min_p, uint64_t seed,
+                        const uint64_t* row_ids, const uint64_t* steps, int32_t* tokens, float* logprobs,
+                        float* filtered_logprobs, int32_t* row_status, int32_t* bad_index, char* err, size_t err_len) {
   RECODE_API_TRY
   if (rows <= 0 || vocab <= 0 || vocab > kMaxVocab) {
     snprintf(err, err_len, "sample_rows: bad sizes rows=%d vocab=%d", rows, vocab);

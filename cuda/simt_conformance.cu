@@ -52,9 +52,8 @@ __global__ void reverse_kernel(const float* in, float* out, int n) {
   if (t < count) out[base + t] = tile[count - 1 - t];
 }
 
-RECODE_API(simt_conformance)
-(const int* in, int n, int block, int* block_sums, int* scan, unsigned* ballots, int* histogram, int bins,
- const float* fin, float* fout, char* err, size_t err_len) {
+RECODE_API(simt_conformance)(const int* in, int n, int block, int* block_sums, int* scan, unsigned* ballots,
+                             int* histogram, int bins, const float* fin, float* fout, char* err, size_t err_len) {
   RECODE_API_TRY
   if (n <= 0 || block <= 0 || block > 1024 || block % 32 != 0 || bins <= 0) {
     snprintf(err, err_len, "simt_conformance: bad arguments");

@@ -54,8 +54,8 @@ __global__ void wmma_conformance_kernel(const bf16* a, const bf16* b, const floa
 }  // namespace
 
 // a, b: 256 bf16 each; c: 256 floats; out: 16 x 256 floats (one tile per variant). Host pointers.
-RECODE_API(wmma_conformance)
-(const void* a, const void* b, const float* c, float* out, float alpha, char* err, size_t err_len) {
+RECODE_API(wmma_conformance)(const void* a, const void* b, const float* c, float* out, float alpha, char* err,
+                             size_t err_len) {
   RECODE_API_TRY
   RECODE_REQUIRE(a && b && c && out, "wmma_conformance", "NULL pointer");
   bf16 *d_a, *d_b;

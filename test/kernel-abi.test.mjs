@@ -31,7 +31,7 @@ function declarations() {
   const out = new Set()
   for (const h of fs.readdirSync(cudaDir).filter((f) => /^recode_\w+\.h$/.test(f))) {
     const text = read(path.join(cudaDir, h)).replace(/\/\*[\s\S]*?\*\//g, '')
-    for (const m of text.matchAll(/\bX\((\w+),\s*\(/g)) out.add(m[1])
+    for (const m of text.matchAll(/\bX\((\w+),[\s\\]*\(/g)) out.add(m[1])
   }
   return out
 }
@@ -61,7 +61,7 @@ t.test('each kernel file includes the header that declares its entry points', as
     t.ok(includes.length > 0, `cuda/${f} includes a family header`)
     const declared = new Set()
     for (const h of includes) {
-      for (const m of read(path.join(cudaDir, h)).matchAll(/\bX\((\w+),\s*\(/g)) declared.add(m[1])
+      for (const m of read(path.join(cudaDir, h)).matchAll(/\bX\((\w+),[\s\\]*\(/g)) declared.add(m[1])
     }
     for (const n of names) t.ok(declared.has(n), `cuda/${f}: ${n} is declared by a header it includes`)
   }
