@@ -82,11 +82,26 @@ const common: Omit<TrainConfig, 'preset'> = {
  * 0.7: the tiny model's samples at 1.0 rarely parse, which leaves ES* no signal), no KL, full fine-tuning.
  */
 export const trainPresets: Record<PresetName, TrainConfig> = {
-  'grpo-paper': { ...common, preset: 'grpo-paper', model: '', data: '' },
+  // The paper's runs are 7B in bf16 on 80 GB GPUs: bf16 compute, activations recomputed in the backward and one
+  // prompt's group per micro-batch (the update is the whole batch's, up to summation order), which is what
+  // `recode plan` needs to fit them (README: Memory).
+  'grpo-paper': {
+    ...common,
+    preset: 'grpo-paper',
+    model: '',
+    data: '',
+    computeDtype: 'bf16',
+    activationRecomputation: true,
+    gradAccumulation: 8
+  },
   'dapo-paper': {
     ...common,
     preset: 'dapo-paper',
     algorithm: 'dapo',
+    // full fine-tuning of 7B over 8 GPUs with ZeRO-1: one sequence per micro-batch keeps training below generation's peak
+    computeDtype: 'bf16',
+    activationRecomputation: true,
+    gradAccumulation: 64,
     model: '',
     data: '',
     learningRate: 1e-6,
