@@ -70,3 +70,27 @@ export function writeResult(name, result) {
   fs.renameSync(tmp, file)
   return file
 }
+
+/**
+ * A trainer's step and its AdamW update, timed separately after one warm-up step (workspace allocation, packing):
+ * [step seconds, AdamW seconds], medians as timeAsync gives them.
+ */
+export async function timeTrainerStep(tr, batch, { label, lr, minSamples, stepTime, adamTime }) {
+  await tr.step(batch)
+  await tr.zeroGrad()
+  const stepSec = await timeAsync(
+    `${label} step`,
+    async () => {
+      await tr.step(batch)
+    },
+    { minSamples, maxTime: stepTime }
+  )
+  const adamSec = await timeAsync(
+    `${label} adamw`,
+    async () => {
+      await tr.applyAdamW({ lr, weightDecay: 0.01, maxGradNorm: 1 })
+    },
+    { minSamples, maxTime: adamTime }
+  )
+  return [stepSec, adamSec]
+}

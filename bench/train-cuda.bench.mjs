@@ -14,7 +14,7 @@
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, timeAsync } from './lib.mjs'
+import { require, timeTrainerStep } from './lib.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { native } = require('../dist/cjs/native.js')
@@ -73,22 +73,7 @@ export default async function () {
       const m = await loadModel(dir, { device: 'cuda', dtype, maxBatch: 1, maxContext: S })
       const tr = new ModelTrainer(m)
       try {
-        await tr.step(batch)
-        await tr.zeroGrad() // warm-up: workspace allocation
-        const stepSec = await timeAsync(
-          `train step ${dtype}`,
-          async () => {
-            await tr.step(batch)
-          },
-          { minSamples: 3, maxTime: 10 }
-        )
-        const adamSec = await timeAsync(
-          `adamw ${dtype}`,
-          async () => {
-            await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 })
-          },
-          { minSamples: 3, maxTime: 5 }
-        )
+        const [stepSec, adamSec] = await timeTrainerStep(tr, batch, { label: dtype, lr: 1e-6, minSamples: 3, stepTime: 10, adamTime: 5 })
         const total = stepSec + adamSec
         const tflops = flops / total / 1e12
         results.dtypes[dtype] = {
@@ -116,22 +101,13 @@ export default async function () {
       const m = await loadModel(dir, { device: 'cuda', dtype: 'bf16', maxBatch: 1, maxContext: S })
       const tr = new ModelTrainer(m, { adapter: { type: 'dora', r: 64, alpha: 128, dropout: 0.05, targetModules: ALL, seed: 1 } })
       try {
-        await tr.step(batch)
-        await tr.zeroGrad()
-        const stepSec = await timeAsync(
-          'dora r64 train step bf16',
-          async () => {
-            await tr.step(batch)
-          },
-          { minSamples: 3, maxTime: 10 }
-        )
-        const adamSec = await timeAsync(
-          'dora r64 adamw + merge bf16',
-          async () => {
-            await tr.applyAdamW({ lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1 })
-          },
-          { minSamples: 3, maxTime: 5 }
-        )
+        const [stepSec, adamSec] = await timeTrainerStep(tr, batch, {
+          label: 'dora r64 bf16',
+          lr: 1e-6,
+          minSamples: 3,
+          stepTime: 10,
+          adamTime: 5
+        })
         const adapterParams = (await tr.parameters()).reduce((n, p) => n + p.data.length, 0)
         const total = stepSec + adamSec
         const tflops = (4 * params * tokens) / total / 1e12

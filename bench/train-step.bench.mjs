@@ -7,7 +7,7 @@
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, timeAsync, median } from './lib.mjs'
+import { require, timeAsync, timeTrainerStep, median } from './lib.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
@@ -53,22 +53,7 @@ export default async function () {
     const m = await loadModel(dir, { device: 'cpu', maxBatch: 1, maxContext: S })
     const tr = new ModelTrainer(m)
     const batch = sftBatch(B, S, V)
-    await tr.step(batch)
-    await tr.zeroGrad()
-    const stepSec = await timeAsync(
-      'train step',
-      async () => {
-        await tr.step(batch)
-      },
-      { minSamples: 5, maxTime: 8 }
-    )
-    const adamSec = await timeAsync(
-      'adamw',
-      async () => {
-        await tr.applyAdamW({ lr: 1e-5, weightDecay: 0.01, maxGradNorm: 1 })
-      },
-      { minSamples: 5, maxTime: 4 }
-    )
+    const [stepSec, adamSec] = await timeTrainerStep(tr, batch, { label: 'train', lr: 1e-5, minSamples: 5, stepTime: 8, adamTime: 4 })
     tr.dispose()
     // The same step with activation recomputation, and with the paper's adapter shape (DoRA on every projection,
     // r = 64 scaled to this model: r = 16, dropout 0.01): the base is frozen, so the backward skips dW (about 4
