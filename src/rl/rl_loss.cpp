@@ -148,16 +148,7 @@ RowSums loss_row(const LossInputs& in, const LossConfig& cfg, int b, double scal
     TokenLoss tl = token_loss(in.logp[off + t], in.old_logp[off + t], ref, adv, cfg.clip_low, cfg.clip_high,
                               cfg.clip_ratio_c, (int)cfg.kl);
     grad_logp[off + t] = (float)(m * scale * ((double)tl.dpg + (double)cfg.kl_coef * tl.dkl));
-    r.pg_sum += (double)m * tl.pg;
-    r.kl_sum += (double)m * tl.kl;
-    r.clip_low += m * tl.clip_low;
-    r.clip_high += m * tl.clip_high;
-    r.clip_dual += m * tl.clip_dual;
-    r.neg_log_ratio += (double)m * tl.neg_lr;
-    if (in.entropy) r.entropy += (double)m * in.entropy[off + t];
-    r.ratio_sum += (double)m * tl.ratio;
-    r.ratio_min = std::min(r.ratio_min, (double)tl.ratio);
-    r.ratio_max = std::max(r.ratio_max, (double)tl.ratio);
+    add_token(r, m, tl, in.entropy ? &in.entropy[off + t] : nullptr);
   }
   return r;
 }
@@ -229,22 +220,7 @@ RowSums loss_row_ext(const LossInputs& in, const LossConfig& cfg, const ExtArgs&
     const double own = a.seq_level ? (double)tk.dlogp : (double)tk.dlw + tk.dlogp;
     grad_logp[i] = (float)(m * scale * (own + (double)cfg.kl_coef * tk.dkl));
     if (a.seq_level) g_seq += (double)m * tk.dlw;
-    r.pg_sum += (double)m * tk.pg;
-    r.kl_sum += (double)m * tk.kl;
-    r.clip_low += m * tk.clip_low;
-    r.clip_high += m * tk.clip_high;
-    r.clip_dual += m * tk.clip_dual;
-    r.neg_log_ratio += (double)m * tk.neg_lr;
-    if (in.entropy) r.entropy += (double)m * in.entropy[i];
-    r.ratio_sum += (double)m * tk.ratio;
-    r.ratio_min = std::min(r.ratio_min, (double)tk.ratio);
-    r.ratio_max = std::max(r.ratio_max, (double)tk.ratio);
-    r.mis_abs += (double)m * tk.mis_abs;
-    r.corrected += m * tk.corrected;
-    if (tk.keep) {
-      r.kept += m;
-      if (in.entropy) r.kept_entropy += (double)m * in.entropy[i];
-    }
+    add_token_ext(r, m, tk, in.entropy ? &in.entropy[i] : nullptr);
   }
   if (a.seq_level && g_seq != 0) {  // pass 3: d (mean log-ratio) / d logp_t = m_t / max(count, 1)
     const double g = scale * g_seq / std::max(r.count, 1.0);

@@ -3,6 +3,8 @@
 // the *_on functions (rl_loss_device.cpp) run either on a chosen backend.
 #pragma once
 
+#include <algorithm>
+
 #include <cstdint>
 
 #include "rl_loss_core.h"  // ExtArgs
@@ -92,6 +94,34 @@ struct RowSums {
   double kept_entropy, kept;    // sum of entropy and count over tokens the entropy mask keeps (entropy bonus)
 };
 constexpr int kRowSumFields = 15;
+
+// One masked token's terms (mask m) added to its row's sums, for the scalar and AVX2 rows alike. Tok is TokenLoss (the
+// clipped objective) or TokenExt (TRL's objectives); entropy points at the token's entropy or is NULL. static: the AVX2
+// file (compiled with FMA) keeps its own copy rather than sharing the baseline one at link time.
+template <class Tok>
+static inline void add_token(RowSums& r, float m, const Tok& tk, const float* entropy) {
+  r.pg_sum += (double)m * tk.pg;
+  r.kl_sum += (double)m * tk.kl;
+  r.clip_low += m * tk.clip_low;
+  r.clip_high += m * tk.clip_high;
+  r.clip_dual += m * tk.clip_dual;
+  r.neg_log_ratio += (double)m * tk.neg_lr;
+  if (entropy) r.entropy += (double)m * *entropy;
+  r.ratio_sum += (double)m * tk.ratio;
+  r.ratio_min = std::min(r.ratio_min, (double)tk.ratio);
+  r.ratio_max = std::max(r.ratio_max, (double)tk.ratio);
+}
+// The same plus the rollout-correction and entropy-mask sums of TokenExt.
+template <class Tok>
+static inline void add_token_ext(RowSums& r, float m, const Tok& tk, const float* entropy) {
+  add_token(r, m, tk, entropy);
+  r.mis_abs += (double)m * tk.mis_abs;
+  r.corrected += m * tk.corrected;
+  if (tk.keep) {
+    r.kept += m;
+    if (entropy) r.kept_entropy += (double)m * *entropy;
+  }
+}
 
 struct LossMetrics {
   double loss, pg_loss, kl_loss;

@@ -153,16 +153,7 @@ RowSums loss_row_avx2(const LossInputs& in, const LossConfig& cfg, int b, double
     TokenLoss tl =
         token_loss(logp[t], old[t], ref ? ref[t] : 0.f, adv, cfg.clip_low, cfg.clip_high, cfg.clip_ratio_c, kl_kind);
     grad[t] = (float)(m * scale * ((double)tl.dpg + (double)cfg.kl_coef * tl.dkl));
-    r.pg_sum += (double)m * tl.pg;
-    r.kl_sum += (double)m * tl.kl;
-    r.clip_low += m * tl.clip_low;
-    r.clip_high += m * tl.clip_high;
-    r.clip_dual += m * tl.clip_dual;
-    r.neg_log_ratio += (double)m * tl.neg_lr;
-    if (ent) r.entropy += (double)m * ent[t];
-    r.ratio_sum += (double)m * tl.ratio;
-    r.ratio_min = std::min(r.ratio_min, (double)tl.ratio);
-    r.ratio_max = std::max(r.ratio_max, (double)tl.ratio);
+    add_token(r, m, tl, ent ? &ent[t] : nullptr);
   }
   return r;
 }
@@ -349,22 +340,7 @@ RowSums loss_row_ext_avx2(const LossInputs& in, const LossConfig& cfg, const Ext
     const double own = a.seq_level ? (double)tk.dlogp : (double)tk.dlw + tk.dlogp;
     grad[t] = (float)(m * scale * (own + (double)cfg.kl_coef * tk.dkl));
     if (a.seq_level) gs += (double)m * tk.dlw;
-    r.pg_sum += (double)m * tk.pg;
-    r.kl_sum += (double)m * tk.kl;
-    r.clip_low += m * tk.clip_low;
-    r.clip_high += m * tk.clip_high;
-    r.clip_dual += m * tk.clip_dual;
-    r.neg_log_ratio += (double)m * tk.neg_lr;
-    if (ent) r.entropy += (double)m * ent[t];
-    r.ratio_sum += (double)m * tk.ratio;
-    r.ratio_min = std::min(r.ratio_min, (double)tk.ratio);
-    r.ratio_max = std::max(r.ratio_max, (double)tk.ratio);
-    r.mis_abs += (double)m * tk.mis_abs;
-    r.corrected += m * tk.corrected;
-    if (tk.keep) {
-      r.kept += m;
-      if (ent) r.kept_entropy += (double)m * ent[t];
-    }
+    add_token_ext(r, m, tk, ent ? &ent[t] : nullptr);
   }
   if (a.seq_level && gs != 0) {  // pass 3: the sequence-level coupling, d (mean log-ratio) / d logp_t = m_t / count
     const __m256d g = _mm256_set1_pd(scale * gs / std::max(r.count, 1.0));
