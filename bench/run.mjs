@@ -16,6 +16,10 @@ if (files.length === 0) {
 }
 for (const f of files) {
   const mod = await import(path.join(benchDir, f))
+  if (mod.explicitOnly && wanted.length === 0) {
+    console.log(`\n== ${f}: skipped (long; run it by name: npm run bench ${f.replace('.bench.mjs', '')})`)
+    continue
+  }
   console.log(`\n== ${f}`)
   const out = await mod.default()
   const file = writeResult(out.name ?? f.replace('.bench.mjs', ''), out)

@@ -45,6 +45,8 @@ export { initModel } from './model/init'
 export type { InitModelOptions, Preset } from './model/init'
 export type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './model/types'
 export { evaluateHeldOut, migrationPrompts, rowFields } from './train/heldout'
+export { demoBaseDir, makeDemoBase, evaluateEdits, generalTasks, editPrompt, heldOutNewNames, EDIT_PROMPT } from './demo/index'
+export type { EditTask, DemoBaseOptions } from './demo/index'
 export type { HeldOutScores, HeldOutOptions } from './train/heldout'
 export { loadMigrationData, readMigrationRows, normalizeVersion, splitMigrationData, loadCodeUpdateArena, loadHumanEval } from './data'
 export type {

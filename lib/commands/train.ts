@@ -74,8 +74,9 @@ function progressPrinter(): (e: TrainEvent) => void {
 }
 
 /**
- * `recode train`: with no arguments, the embedded default (the tiny preset: synthetic API-update tasks, a tiny
- * model warm-started by SFT, then GRPO, about five minutes on two cores). `--config FILE` and flags set any
+ * `recode train`: with no arguments, the embedded default (the demo preset: GRPO from the shipped demo base model on
+ * synthetic API-update tasks, held-out tasks of unseen updates scored before, during and after; five minutes on two
+ * cores). `--config FILE` and flags set any
  * field of the configuration; `--resume RUN_DIR` continues a run. Ctrl-C or SIGTERM saves a checkpoint and exits
  * (130 / 143).
  */
@@ -83,7 +84,7 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
   usage:
-    'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+    'recode train [--nproc N] [--config FILE] [--preset demo|tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
   async run(argv) {
     let configFile: string | undefined
     let resume: string | undefined
@@ -120,7 +121,11 @@ export const trainCommand: Command = {
           'recode train --resume continues a run with its saved config.json; give no --config or field flags with it'
         )
     } else {
-      config = configFile !== undefined ? loadTrainConfigFile(configFile, overrides) : validateTrainConfig(overrides)
+      // no file and no preset: the embedded default, the demo preset (the library's own default stays 'tiny')
+      config =
+        configFile !== undefined
+          ? loadTrainConfigFile(configFile, overrides)
+          : validateTrainConfig({ preset: 'demo', ...overrides })
     }
     // SIGTERM (schedulers, `docker stop`) is handled as Ctrl-C: a checkpoint of the last finished step, then the
     // conventional status of the first signal (130 / 143).

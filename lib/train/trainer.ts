@@ -20,6 +20,7 @@ import { loadModel, type Model } from '../model/index'
 import { systemInfo } from '../device'
 import { refuseUnfittingCudaRun } from './memoryPlan'
 import { initModel } from '../model/init'
+import { demoBaseDir } from '../demo/index'
 import { PYTHON_CORPUS } from '../model/bpe'
 import { ModelTrainer, type TrainerState } from '../model/train'
 import { buildMessages, RECODE_TRAIN_PROMPT } from '../prompts'
@@ -351,7 +352,7 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
   // nothing behind (the data read and validated, the model's config.json parsed, the Python of the reward probed).
   const data = await loadDataset(config)
   if (data.train.length === 0) throw new RecodeError('ERR_CONFIG', `config.data: ${data.source} gives no training rows`)
-  if (config.model !== 'tiny') {
+  if (config.model !== 'tiny' && config.model !== 'nova-base') {
     const file = path.join(config.model, 'config.json')
     parseModelConfig(readJsonFile(file), file)
   }
@@ -361,7 +362,7 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
     writeFileAtomic(path.join(runDir, 'config.json'), JSON.stringify(config, null, 2) + '\n')
 
   // Model: the built-in tiny one is written into the run folder once (same seed, same files on resume).
-  let baseDir = config.model
+  let baseDir = config.model === 'nova-base' ? demoBaseDir() : config.model
   if (config.model === 'tiny') {
     baseDir = path.join(runDir, 'base-model')
     if (world.isRoot && !fs.existsSync(path.join(baseDir, 'model.safetensors'))) {
@@ -717,7 +718,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
   } else {
     // the adapter as PEFT saves it, and the merged model (PEFT's merge_and_unload) as a plain folder
     adapterDir = path.join(runDir, 'adapter')
-    await trainer.saveAdapter(adapterDir, { baseModel: config.model === 'tiny' ? baseDir : config.model })
+    await trainer.saveAdapter(adapterDir, { baseModel: config.model === 'tiny' || config.model === 'nova-base' ? baseDir : config.model })
     writeModelFolder(baseDir, modelDir, await trainer.mergedWeights(), { overBase: true })
   }
   const summary: TrainSummary = {

@@ -49,7 +49,7 @@ export function loadTrainConfigFile(file: string, overrides: Record<string, unkn
       key in raw &&
       !(key in overrides) &&
       !path.isAbsolute(v) &&
-      !(key === 'model' && v === 'tiny') &&
+      !(key === 'model' && (v === 'tiny' || v === 'nova-base')) &&
       !(key === 'data' && v === 'synthetic')
     ) {
       merged[key] = path.join(dir, v)

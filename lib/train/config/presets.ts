@@ -81,6 +81,41 @@ const common: Omit<TrainConfig, 'preset'> = {
  * warm-start steps (lr 2e-3), then 60 GRPO steps of 4 prompts x 8 samples (lr 1e-3 cosine, rollout temperature
  * 0.7: the tiny model's samples at 1.0 rarely parse, which leaves ES* no signal), no KL, full fine-tuning.
  */
+/**
+ * demo: the embedded default (`npm start`): GRPO with ReCode's reward from the shipped demo base model (models/
+ * nova-base: knows nova's old API and code editing, never saw an update note) on the synthetic tasks, full
+ * fine-tuning on the CPU, held-out tasks of unseen updates evaluated greedily before, every 10 steps and after.
+ * Sized to end within five minutes on two cores (README: The embedded default).
+ */
+const demoPreset: TrainConfig = {
+  ...common,
+  preset: 'demo',
+  model: 'nova-base',
+  data: 'synthetic',
+  synthetic: { seed: 1, train: 2000, heldOut: 64 },
+  promptsPerStep: 4,
+  samplesPerPrompt: 8,
+  maxPromptTokens: 320,
+  maxCompletionTokens: 160,
+  temperature: 1.0,
+  learningRate: 5e-4,
+  schedule: 'constant',
+  warmupSteps: 0,
+  warmupRatio: null,
+  minLrRatio: 0.1,
+  weightDecay: 0,
+  steps: 30,
+  klCoef: 0,
+  advantageEps: 1e-6,
+  adapter: { type: 'none', r: 8, alpha: 16, dropout: 0, targetModules: [...DECODER_PROJECTIONS] },
+  warmStartSteps: 0,
+  evalEvery: 10,
+  checkpointEvery: 10,
+  keepCheckpoints: 2,
+  device: 'cpu',
+  computeDtype: 'fp32'
+}
+
 export const trainPresets: Record<PresetName, TrainConfig> = {
   // The paper's runs are 7B in bf16 on 80 GB GPUs: bf16 compute, activations recomputed in the backward and one
   // prompt's group per micro-batch (the update is the whole batch's, up to summation order), which is what
@@ -150,7 +185,8 @@ export const trainPresets: Record<PresetName, TrainConfig> = {
     keepCheckpoints: 2,
     device: 'cpu',
     computeDtype: 'fp32'
-  }
+  },
+  demo: demoPreset
 }
 
 export function trainPreset(name: PresetName): TrainConfig {

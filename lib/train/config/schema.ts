@@ -13,7 +13,7 @@ export type RewardName = 'es*' | 'em*' | 'format'
 export type AdapterType = 'none' | 'lora' | 'dora'
 export type DeviceName = 'auto' | 'cpu' | 'cuda' | 'emulated'
 export type ComputeDtype = 'auto' | 'fp32' | 'bf16'
-export type PresetName = 'grpo-paper' | 'dapo-paper' | 'tiny'
+export type PresetName = 'grpo-paper' | 'dapo-paper' | 'tiny' | 'demo'
 /** TRL GRPOTrainer's loss_type values (v1.9); lib/rl/README.md states each objective and normalisation. */
 export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo' | 'cispo' | 'sapo' | 'luspo'
 /** Importance-sampling correction of the trainer/generator mismatch (TRL's vllm_importance_sampling_mode). */
@@ -50,7 +50,8 @@ export interface TrainConfig {
   /** The preset the unspecified fields came from. */
   preset: PresetName
   algorithm: Algorithm
-  /** A Hugging Face model folder, or 'tiny' for the built-in tiny model of the embedded default. */
+  /** A Hugging Face model folder, 'nova-base' for the shipped demo base model (models/nova-base), or 'tiny' for a
+   * tiny model made at run time (tests). */
   model: string
   /** 'synthetic' (the bundled generator) or the path of a ReCode-format JSONL file. */
   data: string

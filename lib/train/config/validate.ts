@@ -8,6 +8,7 @@ import { RecodeError } from '../../errors'
 import { DECODER_PROJECTIONS } from '../../model/projections'
 import { temperatureProblem } from '../../rl/sampling'
 import { trainPreset, trainPresets } from './presets'
+import { demoBaseDir } from '../../demo/index'
 import type { AdapterConfig, PresetName, SyntheticDataConfig, TrainConfig } from './schema'
 
 type Check = (value: unknown, field: string, all: Record<string, unknown>) => void
@@ -333,10 +334,12 @@ export function validateTrainConfig(raw: unknown, options: ValidateOptions = {})
     )
   if (c.computeDtype === 'bf16' && c.device === 'cpu') fail('computeDtype', "'fp32' or 'auto' on device 'cpu'", c.computeDtype)
   if (options.checkPaths !== false) {
-    if (c.model !== 'tiny' && !isDirectory(c.model)) {
+    if (c.model === 'nova-base' && !isDirectory(demoBaseDir()))
+      throw new RecodeError('ERR_CONFIG', `config.model 'nova-base': the shipped demo model is missing (${demoBaseDir()}); reinstall the package or run npm run demo-base`)
+    if (c.model !== 'tiny' && c.model !== 'nova-base' && !isDirectory(c.model)) {
       throw new RecodeError(
         'ERR_CONFIG',
-        `config.model must be 'tiny' or an existing model folder, got ${show(c.model)} (no such directory)`
+        `config.model must be 'nova-base', 'tiny' or an existing model folder, got ${show(c.model)} (no such directory)`
       )
     }
     if (c.data !== 'synthetic' && !isFile(c.data)) {

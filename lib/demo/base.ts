@@ -1,0 +1,186 @@
+/**
+ * The demo base model: a small Qwen2-architecture code model pre-trained here, deterministically, on the corpus of
+ * lib/demo/corpus.ts (nova's old API, plain Python, code-editing instructions; no update notes, none of the held-out
+ * updates' new names). It stands for the paper's starting point: a code model that can copy and edit code and knows
+ * the library as it was. The package ships the result (`models/nova-base`, bf16); `npm run demo-base` rebuilds it.
+ *
+ * Determinism: the documents, the tokenizer, the initial weights and the batches follow from the options; the CPU
+ * trainer's sums do not depend on the thread count (src/model: fixed reduction order), so a given build of the
+ * addon gives the same weights. `digest` hashes the weights, which a test compares after the first steps.
+ */
+import { createHash } from 'crypto'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { makeDir } from '../atomicFile'
+import { toBf16 } from '../dtype'
+import { throwIfAborted } from '../abort'
+import { RecodeError } from '../errors'
+import { loadModel } from '../model/index'
+import { initModel } from '../model/init'
+import { ModelTrainer } from '../model/train'
+import { buildMessages, RECODE_TRAIN_PROMPT, renderPrompt } from '../prompts'
+import { CHATML_TEMPLATE } from '../model/init'
+import { writeSafetensors, type TensorData } from '../safetensors'
+import { learningRateAt } from '../train/schedule'
+import { corpusContext, corpusDocument, type CorpusDocument } from './corpus'
+
+export interface DemoBaseOptions {
+  /** Output folder (must be empty unless force). */
+  out: string
+  force?: boolean
+  /** Optimizer steps (default 6000) and documents per step (default 16). */
+  steps?: number
+  batch?: number
+  learningRate?: number
+  seed?: number
+  /** Model shape (defaults: hidden 192, 4 layers, intermediate 512, 1500 BPE merges). */
+  hidden?: number
+  layers?: number
+  intermediate?: number
+  merges?: number
+  /** Longest document in tokens (longer ones are cut). */
+  maxTokens?: number
+  /** Stop after this many steps of the schedule and write nothing (the determinism test): returns the digest only. */
+  stopAfter?: number
+  signal?: AbortSignal
+  onProgress?: (p: { step: number; steps: number; loss: number; lr: number; tokensPerSecond: number }) => void
+}
+
+export const DEMO_BASE_DEFAULTS = {
+  steps: 6000,
+  batch: 16,
+  learningRate: 2e-3,
+  seed: 7,
+  hidden: 192,
+  layers: 4,
+  intermediate: 512,
+  merges: 1500,
+  maxTokens: 384
+}
+
+/** Text the tokenizer's merges are learned from: corpus documents plus ReCode's fixed prompt text (no notes). */
+function tokenizerCorpus(docs: CorpusDocument[]): string {
+  const template = renderPrompt(
+    buildMessages(RECODE_TRAIN_PROMPT, { dependency: 'nova', version: '2.0.0', update_info: '', old_code: '' }),
+    CHATML_TEMPLATE
+  )
+  return [template, template, ...docs.map((d) => d.text)].join('\n')
+}
+
+/** sha256 of the weights (names, shapes and float32 bits, in order). */
+export function weightsDigest(weights: Array<{ name: string; shape: number[]; data: Float32Array }>): string {
+  const h = createHash('sha256')
+  for (const w of weights) {
+    h.update(`${w.name}:${w.shape.join('x')};`)
+    h.update(Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength))
+  }
+  return h.digest('hex')
+}
+
+export async function makeDemoBase(options: DemoBaseOptions): Promise<{ dir: string; digest: string; parameters: number; seconds: number }> {
+  const o = { ...DEMO_BASE_DEFAULTS, ...options }
+  for (const k of ['steps', 'batch', 'hidden', 'layers', 'intermediate', 'merges', 'maxTokens'] as const)
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a positive integer, got ${String(o[k])}`)
+  if (!(o.learningRate > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: learningRate must be positive, got ${String(o.learningRate)}`)
+  const started = performance.now()
+  if (o.stopAfter === undefined && fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0 && !o.force)
+    throw new RecodeError('ERR_OUTPUT_EXISTS', `demo base: ${o.out} is not empty; pass --force to overwrite`)
+  const ctx = corpusContext({ seed: o.seed })
+  const tmpInit = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-demo-base-'))
+  try {
+    const tokDocs: CorpusDocument[] = []
+    for (let i = 0; i < 4000; i++) tokDocs.push(corpusDocument(1_000_000 + i, ctx))
+    const init = initModel({
+      preset: 'small',
+      arch: 'qwen2',
+      out: tmpInit,
+      force: true,
+      seed: o.seed,
+      tokenizerCorpus: tokenizerCorpus(tokDocs),
+      merges: o.merges,
+      hidden: o.hidden,
+      layers: o.layers,
+      intermediate: o.intermediate
+    })
+    // initModel's weights have unit-variance embeddings and fan-in scaled projections; scale the output projections
+    // down with depth (as GPT-2 does) so the residual stream starts small and the first steps are stable.
+    const model = await loadModel(tmpInit, { device: 'cpu', maxBatch: 1, maxContext: 2 })
+    const trainer = new ModelTrainer(model)
+    try {
+      const params = await trainer.parameters()
+      await trainer.setState({
+        stepsTaken: 0,
+        tensors: params.map((p) => {
+          const data = Float32Array.from(p.data)
+          let s = 1
+          if (p.name === 'model.embed_tokens.weight') s = 0.05
+          else if (/o_proj\.weight|down_proj\.weight/.test(p.name)) s = 1 / Math.sqrt(2 * o.layers)
+          else if (/proj\.bias$/.test(p.name)) s = 0
+          else if (/norm\.weight$/.test(p.name)) {
+            data.fill(1)
+            s = 1
+          }
+          for (let i = 0; i < data.length; i++) data[i] *= s
+          return { name: p.name, data, expAvg: new Float32Array(data.length), expAvgSq: new Float32Array(data.length) }
+        })
+      })
+      const tok = model.tokenizer
+      const last = Math.min(o.steps, o.stopAfter ?? o.steps)
+      for (let step = 0; step < last; step++) {
+        throwIfAborted(o.signal)
+        const t0 = performance.now()
+        const batch = []
+        let lossTokens = 0
+        for (let b = 0; b < o.batch; b++) {
+          const d = corpusDocument(step * o.batch + b, ctx)
+          const head = tok.encode(d.text.slice(0, d.lossFrom))
+          const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
+          const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)
+          batch.push({ ids, from })
+          lossTokens += Math.max(0, ids.length - from)
+        }
+        const seqs = batch.map(({ ids, from }) => {
+          const w = new Float32Array(ids.length)
+          for (let t = from; t < ids.length; t++) w[t] = 1 / lossTokens
+          return { tokens: ids, weights: w }
+        })
+        const { loss } = await trainer.step(seqs, { signal: o.signal })
+        const lr = learningRateAt(
+          { kind: 'cosine', learningRate: o.learningRate, totalSteps: o.steps, warmupSteps: Math.min(200, o.steps - 1), warmupRatio: null, minLrRatio: 0.05 },
+          step
+        )
+        await trainer.applyAdamW({ lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 })
+        const tokens = seqs.reduce((a, s) => a + s.tokens.length, 0)
+        o.onProgress?.({ step: step + 1, steps: o.steps, loss, lr, tokensPerSecond: tokens / ((performance.now() - t0) / 1000) })
+      }
+      const weights = await trainer.parameters()
+      const digest = weightsDigest(weights)
+      if (o.stopAfter !== undefined) return { dir: '', digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
+      // the folder: initModel's config and tokenizer, the trained weights in bf16
+      const tmpOut = `${o.out}.tmp`
+      fs.rmSync(tmpOut, { recursive: true, force: true })
+      makeDir(tmpOut, 'demo base')
+      for (const f of fs.readdirSync(tmpInit)) if (!f.endsWith('.safetensors')) fs.copyFileSync(path.join(tmpInit, f), path.join(tmpOut, f))
+      const cfgPath = path.join(tmpOut, 'config.json')
+      const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>
+      cfg.torch_dtype = 'bfloat16'
+      fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2) + '\n')
+      const tensors: Record<string, TensorData> = {}
+      for (const w of weights) tensors[w.name] = { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) }
+      const { out: _out, signal: _signal, onProgress: _onProgress, force: _force, stopAfter: _stop, ...recipe } = o
+      writeSafetensors(path.join(tmpOut, 'model.safetensors'), tensors, {
+        format: 'pt',
+        recode_demo_base: JSON.stringify({ ...recipe, digest })
+      })
+      fs.rmSync(o.out, { recursive: true, force: true })
+      fs.renameSync(tmpOut, o.out)
+      return { dir: o.out, digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
+    } finally {
+      trainer.dispose()
+      model.dispose()
+    }
+  } finally {
+    fs.rmSync(tmpInit, { recursive: true, force: true })
+  }
+}

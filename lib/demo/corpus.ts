@@ -1,0 +1,415 @@
+/**
+ * The corpus the demo base model is pre-trained on (lib/demo/base.ts): the situation of a code LLM whose API
+ * knowledge is stale. It holds
+ *   - programs that use the fictional library `nova` in its OLD API (the old code of synthetic tasks; never a new
+ *     code, never an update note),
+ *   - plain Python programs,
+ *   - code-editing instructions on both ("Rename the variable a to b.", "Swap the arguments x and y in the call to
+ *     f.") answered in ReCode's think/answer format: the instruction tuning every code chat model has had, which
+ *     teaches copying and editing code, but not reading API documentation.
+ * The held-out updates' new names (new function, argument, module and selector names) never occur in it:
+ * `heldOutNewNames` lists them and `baseCorpus` drops any document that would contain one (and says how many).
+ *
+ * Deterministic: every document follows from (seed, index) through mulberry32 streams.
+ */
+import { RecodeError } from '../errors'
+import { CHATML_TEMPLATE } from '../model/init'
+import { RECODE_ANSWER_INSTRUCTION, RECODE_PREFILL, renderPrompt, type PromptTemplate, buildMessages } from '../prompts'
+import { mulberry32 } from '../random'
+import { syntheticTasks, syntheticUpdates } from '../train/synthetic'
+
+/** The editing prompt of the base corpus: ReCode's layout (instruction in <doc>, code in a fence, the same
+ * answer instruction and prefill), with an edit request where ReCode has an API update. */
+export const EDIT_PROMPT: PromptTemplate = {
+  name: 'demo-edit',
+  system:
+    'You are a helpful coding assistant. Your task is to edit the code as requested. You first thinks about the reasoning process in the mind and then provides the solution.',
+  user: '\nEdit the code as follows:\n<doc>\n{instruction}\n</doc>\nThe code is:\n```python\n{old_code}\n```\n\n' + RECODE_ANSWER_INSTRUCTION + '\n',
+  prefill: RECODE_PREFILL
+}
+
+/** One code-editing task: old code, an instruction, and the edited code. */
+export interface EditTask {
+  instruction: string
+  old_code: string
+  new_code: string
+  kind: string
+}
+
+/** A pre-training document: text, and the character offset where the loss starts (0: every token). */
+export interface CorpusDocument {
+  text: string
+  /** Characters before this offset are context only (the prompt of an editing task). */
+  lossFrom: number
+  kind: 'nova' | 'python' | 'edit-nova' | 'edit-python'
+}
+
+interface Rng {
+  next: () => number
+  int: (lo: number, hi: number) => number
+  pick: <T>(xs: readonly T[]) => T
+}
+
+function rng(seed: number, label: string): Rng {
+  let h = 2166136261 ^ seed
+  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 16777619)
+  const next = mulberry32(h)
+  return {
+    next,
+    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: (xs) => xs[Math.floor(next() * xs.length)]
+  }
+}
+
+// ---- the names that must not occur --------------------------------------------------------------------
+
+/**
+ * The new names the held-out updates of `seed` introduce: new function names (renames and replacements),
+ * new keyword names (renamed arguments, selectors) and new module names, each with the pattern that marks its
+ * use in code or prose as the NEW API (`nova.util`, `span=`, `fetch_cells`).
+ */
+export function heldOutNewNames(seed: number): Array<{ name: string; pattern: RegExp }> {
+  const out: Array<{ name: string; pattern: RegExp }> = []
+  // a function name used as code: called, reached as an attribute, or imported (the English words `process` or
+  // `convert` in ReCode's own prompt text are not uses)
+  const word = (w: string): RegExp => new RegExp(`\\.${w}(?!\\w)|(?<![\\w.])${w}\\s*\\(|import [\\w ,.]*(?<![\\w.])${w}(?!\\w)`)
+  for (const id of syntheticUpdates(seed).heldOut) {
+    const [, kind, key] = id.split('/')
+    if (kind === 'rename_function') out.push({ name: key, pattern: word(key) })
+    else if (kind === 'rename_argument') {
+      const p = key.split(':')[1]
+      out.push({ name: `${p}=`, pattern: new RegExp(`(?<![\\w.])${p}=`) })
+    } else if (kind === 'move_module') {
+      out.push({ name: `nova.${key}`, pattern: new RegExp(`nova\\.${key}(?!\\w)|from nova import (?:[\\w ,]*, )?${key}(?!\\w)`) })
+    } else if (kind === 'deprecate_replace') {
+      const [fn, sel] = key.split(':')
+      out.push({ name: fn, pattern: word(fn) }, { name: `${sel}=`, pattern: new RegExp(`(?<![\\w.])${sel}=`) })
+    }
+  }
+  const seen = new Set<string>()
+  return out.filter((n) => (seen.has(n.name) ? false : (seen.add(n.name), true)))
+}
+
+// ---- plain Python programs ----------------------------------------------------------------------------
+
+const NAMES = {
+  fn: ['total_of', 'largest', 'smallest', 'average', 'count_even', 'join_words', 'reverse_list', 'first_long', 'square_all', 'clean_line', 'word_lengths', 'add_up', 'halve', 'double_all', 'shout'],
+  list: ['nums', 'numbers', 'values', 'xs', 'scores', 'ages', 'prices', 'points'],
+  words: ['words', 'names', 'tags', 'labels', 'parts', 'tokens'],
+  acc: ['acc', 'total', 'best', 'result', 'out', 'answer', 'tally'],
+  elem: ['x', 'n', 'v', 'num', 'score', 'p'],
+  word: ['w', 'word', 'name', 'tag', 'label'],
+  str: ['line', 'sentence', 'message', 'raw', 'title'],
+  cls: ['Counter', 'Box', 'Account', 'Timer', 'Bag', 'Queue'],
+  attr: ['count', 'items', 'balance', 'ticks', 'contents', 'entries']
+}
+const NUM_LISTS = ['[1, 2, 3]', '[4, 8, 15, 16]', '[3, 1, 2]', '[10, 20, 30]', '[7, 7, 9]', '[5, 0, 2, 6]', '[2, 4]']
+const WORD_LISTS = ["['red', 'green', 'blue']", "['a', 'bb', 'ccc']", "['one', 'two']", "['north', 'south', 'east']"]
+const STRINGS = ["'hello world'", "'the cat sat'", "'a b c d'", "'Python is fun'", "'keep it short'"]
+const SMALL = ['0', '1', '2', '3', '5', '10']
+
+/** Plain Python programs from a dozen shapes with varied names and values. */
+function plainProgram(r: Rng): string {
+  const f = r.pick(NAMES.fn)
+  const xs = r.pick(NAMES.list)
+  const acc = r.pick(NAMES.acc)
+  const x = r.pick(NAMES.elem)
+  const ws = r.pick(NAMES.words)
+  const w = r.pick(NAMES.word)
+  const s = r.pick(NAMES.str)
+  const k = r.pick(SMALL)
+  switch (r.int(0, 11)) {
+    case 0:
+      return `def ${f}(${xs}):\n    ${acc} = 0\n    for ${x} in ${xs}:\n        ${acc} += ${x}\n    return ${acc}\n\n\nprint(${f}(${r.pick(NUM_LISTS)}))`
+    case 1:
+      return `${xs} = ${r.pick(NUM_LISTS)}\n${acc} = [${x} * ${k} for ${x} in ${xs} if ${x} > ${r.pick(SMALL)}]\nprint(${acc})`
+    case 2:
+      return `${s} = ${r.pick(STRINGS)}\n${ws} = ${s}.split(' ')\nprint(len(${ws}))`
+    case 3:
+      return `def ${f}(${xs}):\n    ${acc} = ${xs}[0]\n    for ${x} in ${xs}:\n        if ${x} > ${acc}:\n            ${acc} = ${x}\n    return ${acc}\n\n\n${xs} = ${r.pick(NUM_LISTS)}\nprint(${f}(${xs}))`
+    case 4:
+      return `${ws} = ${r.pick(WORD_LISTS)}\n${acc} = {}\nfor ${w} in ${ws}:\n    ${acc}[${w}] = len(${w})\nprint(${acc})`
+    case 5: {
+      const c = r.pick(NAMES.cls)
+      const a = r.pick(NAMES.attr)
+      return `class ${c}:\n    def __init__(self):\n        self.${a} = 0\n\n    def add(self, ${x}):\n        self.${a} += ${x}\n        return self.${a}\n\n\n${acc} = ${c}()\n${acc}.add(${k})\nprint(${acc}.${a})`
+    }
+    case 6:
+      return `${x} = ${r.pick(['10', '5', '3', '8'])}\nwhile ${x} > ${k}:\n    print(${x})\n    ${x} -= 1`
+    case 7:
+      return `def ${f}(${s}, ${w}=${r.pick(["' '", "','", "'-'"])}):\n    return ${s}.strip().split(${w})\n\n\nprint(${f}(${r.pick(STRINGS)}, ${w}=${r.pick(["' '", "','"])}))`
+    case 8:
+      return `${xs} = ${r.pick(NUM_LISTS)}\ntry:\n    ${acc} = sum(${xs}) / len(${xs})\nexcept ZeroDivisionError:\n    ${acc} = 0\nprint(${acc})`
+    case 9:
+      return `import os\n\n${s} = os.path.join(${r.pick(["'data'", "'logs'", "'out'"])}, ${r.pick(["'a.txt'", "'b.csv'", "'notes.md'"])})\nprint(os.path.exists(${s}))`
+    case 10:
+      return `def ${f}(${ws}):\n    return [${w}.upper() for ${w} in ${ws}]\n\n\n${ws} = ${r.pick(WORD_LISTS)}\nprint(${f}(${ws}))`
+    default:
+      return `${xs} = ${r.pick(NUM_LISTS)}\n${acc} = sorted(${xs}, reverse=${r.pick(['True', 'False'])})\nprint(${acc}[${r.pick(['0', '1', '-1'])}])`
+  }
+}
+
+// ---- generic code edits -------------------------------------------------------------------------------
+
+/** Names edits introduce: none of them is a nova name (old or new). */
+const EDIT_VARS = ['result_set', 'total_sum', 'row_list', 'name_map', 'counter', 'buffer', 'output', 'entries_list', 'accum', 'holder', 'field', 'record', 'sample', 'temp', 'stats', 'payload_in', 'subject', 'inputs']
+const EDIT_FNS = ['collect_rows', 'sum_fields', 'read_block', 'show_list', 'pick_first', 'draw_line', 'sort_names', 'trim_text', 'split_line', 'mark_done', 'count_rows', 'push_item', 'pull_rows', 'fold_values', 'check_name', 'send_note']
+const EDIT_KWS = ['verbose', 'strict', 'sep', 'flag', 'mode_name', 'prefix', 'width_in', 'order', 'label', 'tag', 'weight', 'factor', 'offset', 'index', 'style_name']
+const EDIT_VALUES = ["'yes'", "'no'", 'True', 'False', '7', '12', '99', "'auto'", "'left'", 'None']
+
+interface Call {
+  /** Index of the callee's first character and of the closing parenthesis. */
+  start: number
+  end: number
+  callee: string
+  args: string[]
+}
+
+/** Calls with top-level arguments on one line: `callee(a, b, c)` (callee may be dotted). */
+function findCalls(code: string): Call[] {
+  const out: Call[] = []
+  const re = /([A-Za-z_][\w.]*)\(/g
+  for (let m = re.exec(code); m !== null; m = re.exec(code)) {
+    const open = m.index + m[0].length - 1
+    let depth = 0
+    let end = -1
+    let quote = ''
+    for (let i = open; i < code.length; i++) {
+      const c = code[i]
+      if (quote !== '') {
+        if (c === quote) quote = ''
+        continue
+      }
+      if (c === "'" || c === '"') quote = c
+      else if (c === '(' || c === '[' || c === '{') depth++
+      else if (c === ')' || c === ']' || c === '}') {
+        depth--
+        if (depth === 0) {
+          end = i
+          break
+        }
+      } else if (c === '\n') break
+    }
+    if (end < 0) continue
+    const inner = code.slice(open + 1, end)
+    const args: string[] = []
+    let d = 0
+    let q = ''
+    let cur = ''
+    for (const c of inner) {
+      if (q !== '') {
+        if (c === q) q = ''
+        cur += c
+        continue
+      }
+      if (c === "'" || c === '"') q = c
+      if (c === '(' || c === '[' || c === '{') d++
+      if (c === ')' || c === ']' || c === '}') d--
+      if (c === ',' && d === 0) {
+        args.push(cur.trim())
+        cur = ''
+      } else cur += c
+    }
+    if (cur.trim() !== '') args.push(cur.trim())
+    const callee = m[1]
+    const last = callee.split('.').pop() as string
+    if (['print', 'len', 'sum', 'sorted', 'range', 'str', 'int', 'super'].includes(callee) || /^[A-Z]/.test(last) || callee.startsWith('self.'))
+      continue
+    if (code.slice(Math.max(0, m.index - 4), m.index) === 'def ') continue
+    out.push({ start: m.index, end, callee, args })
+  }
+  return out
+}
+
+function replaceCall(code: string, c: Call, callee: string, args: string[]): string {
+  return code.slice(0, c.start) + `${callee}(${args.join(', ')})` + code.slice(c.end + 1)
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+const ordinal = ['first', 'second', 'third', 'fourth', 'fifth']
+
+/** One random edit of `code` with its instruction, or undefined when the drawn edit does not apply. */
+function editOf(code: string, r: Rng): EditTask | undefined {
+  const calls = findCalls(code)
+  const kind = r.pick(['rename_variable', 'rename_call', 'swap_args', 'drop_arg', 'keyword_arg', 'positional_arg', 'add_keyword', 'method_call', 'replace_literal'])
+  const fresh = (pool: string[]): string | undefined => {
+    const free = pool.filter((n) => !new RegExp(`\\b${n}\\b`).test(code))
+    return free.length > 0 ? r.pick(free) : undefined
+  }
+  switch (kind) {
+    case 'rename_variable': {
+      const names = [...code.matchAll(/^\s*([a-z_]\w*) = /gm)].map((m) => m[1]).filter((n) => n !== 'self')
+      if (names.length === 0) return undefined
+      const from = r.pick(names)
+      const to = fresh(EDIT_VARS)
+      if (to === undefined) return undefined
+      const re = new RegExp(`(?<![\\w.'"])${escapeRe(from)}(?![\\w'"])(?!=)`, 'g')
+      const instruction = r.pick([`Rename the variable ${from} to ${to}.`, `Use the name ${to} instead of ${from} for the variable.`])
+      return { instruction, old_code: code, new_code: code.replace(re, to), kind }
+    }
+    case 'rename_call': {
+      if (calls.length === 0) return undefined
+      const c = r.pick(calls)
+      const fn = c.callee.split('.').pop() as string
+      const to = fresh(EDIT_FNS)
+      if (to === undefined) return undefined
+      // every use of the name: the calls, an import of it, its definition
+      const re = new RegExp(`(?<![\\w'"])${escapeRe(fn)}(?![\\w'"])(?!=)`, 'g')
+      const instruction = r.pick([`Rename the function ${fn} to ${to}.`, `Call ${to} instead of ${fn}.`, `The function ${fn} should be called ${to} now.`])
+      return { instruction, old_code: code, new_code: code.replace(re, to), kind }
+    }
+    case 'swap_args': {
+      const cs = calls.filter((c) => c.args.length >= 2 && c.args.every((a) => !a.includes('=')))
+      if (cs.length === 0) return undefined
+      const c = r.pick(cs)
+      const i = r.int(0, c.args.length - 2)
+      const j = r.int(i + 1, c.args.length - 1)
+      if (c.args[i] === c.args[j]) return undefined
+      const args = [...c.args]
+      ;[args[i], args[j]] = [args[j], args[i]]
+      const fn = c.callee.split('.').pop()
+      const instruction = r.pick([
+        `Swap the arguments ${c.args[i]} and ${c.args[j]} in the call to ${fn}.`,
+        `In the call to ${fn}, exchange the ${ordinal[i]} and the ${ordinal[j]} argument.`
+      ])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, args), kind }
+    }
+    case 'drop_arg': {
+      const cs = calls.filter((c) => c.args.length >= 2)
+      if (cs.length === 0) return undefined
+      const c = r.pick(cs)
+      const fn = c.callee.split('.').pop()
+      const last = c.args[c.args.length - 1]
+      const instruction = r.pick([`Remove the last argument (${last}) from the call to ${fn}.`, `Do not pass ${last} to ${fn} any more.`])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, c.args.slice(0, -1)), kind }
+    }
+    case 'keyword_arg': {
+      const cs = calls.filter((c) => c.args.length >= 1 && !c.args[c.args.length - 1].includes('='))
+      if (cs.length === 0) return undefined
+      const c = r.pick(cs)
+      const k = fresh(EDIT_KWS)
+      if (k === undefined) return undefined
+      const fn = c.callee.split('.').pop()
+      const last = c.args[c.args.length - 1]
+      const args = [...c.args.slice(0, -1), `${k}=${last}`]
+      const instruction = r.pick([`Pass ${last} to ${fn} as the keyword argument ${k}.`, `In the call to ${fn}, give the last argument by name: ${k}.`])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, args), kind }
+    }
+    case 'positional_arg': {
+      const cs = calls.filter((c) => c.args.some((a) => /^\w+=/.test(a)))
+      if (cs.length === 0) return undefined
+      const c = r.pick(cs)
+      const fn = c.callee.split('.').pop()
+      const args = c.args.map((a) => a.replace(/^\w+=/, ''))
+      const instruction = r.pick([`Pass every argument of ${fn} by position, without names.`, `Call ${fn} with positional arguments only.`])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, args), kind }
+    }
+    case 'add_keyword': {
+      if (calls.length === 0) return undefined
+      const c = r.pick(calls)
+      const k = fresh(EDIT_KWS)
+      if (k === undefined) return undefined
+      const v = r.pick(EDIT_VALUES)
+      const fn = c.callee.split('.').pop()
+      const instruction = r.pick([`Add the keyword argument ${k}=${v} to the call to ${fn}.`, `Call ${fn} with ${k} set to ${v} as well.`])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, [...c.args, `${k}=${v}`]), kind }
+    }
+    case 'method_call': {
+      const cs = calls.filter((c) => c.args.length >= 1 && /^[a-z_]\w*$/.test(c.args[0]))
+      if (cs.length === 0) return undefined
+      const c = r.pick(cs)
+      const fn = c.callee.split('.').pop() as string
+      const instruction = r.pick([`Call ${fn} as a method of ${c.args[0]}.`, `Write the call to ${fn} as ${c.args[0]}.${fn}(...).`])
+      return { instruction, old_code: code, new_code: replaceCall(code, c, `${c.args[0]}.${fn}`, c.args.slice(1)), kind }
+    }
+    default: {
+      const lits = [...code.matchAll(/'[^'\n]*'|\b\d+\b/g)].map((m) => m[0])
+      if (lits.length === 0) return undefined
+      const from = r.pick(lits)
+      const to = r.pick(from.startsWith("'") ? ["'alpha'", "'beta'", "'gamma'", "'zeta'", "'omega'"] : ['4', '6', '9', '11', '64'])
+      if (from === to || code.split(from).length !== 2) return undefined
+      const instruction = r.pick([`Change the value ${from} to ${to}.`, `Use ${to} instead of ${from}.`])
+      return { instruction, old_code: code, new_code: code.replace(from, to), kind }
+    }
+  }
+}
+
+/** A random editing task on a nova (old API) or plain program; changes nothing = drawn again. */
+export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string[]): EditTask {
+  for (;;) {
+    const code = source === 'nova' ? r.pick(novaPrograms) : plainProgram(r)
+    const t = editOf(code, r)
+    if (t !== undefined && t.new_code !== t.old_code) return t
+  }
+}
+
+/** The chat text of an editing task's prompt (ChatML, continued assistant prefill). */
+export function editPrompt(task: Pick<EditTask, 'instruction' | 'old_code'>): string {
+  return renderPrompt(buildMessages(EDIT_PROMPT, { instruction: task.instruction, old_code: task.old_code }), CHATML_TEMPLATE)
+}
+
+/** The answer an editing task teaches: the instruction restated as reasoning, then the edited code. */
+export function editAnswer(task: Pick<EditTask, 'instruction' | 'new_code'>): string {
+  return ` ${task.instruction}</think>\n<answer>\n\`\`\`python\n${task.new_code}\n\`\`\`\n</answer><|im_end|>`
+}
+
+// ---- the corpus ---------------------------------------------------------------------------------------
+
+export interface BaseCorpusOptions {
+  /** The synthetic data's seed whose held-out updates must stay unseen (the demo's: 1). */
+  dataSeed?: number
+  /** Seed of the documents. */
+  seed?: number
+}
+
+/** nova programs in the old API: the old code of synthetic tasks from several generator seeds. */
+export function novaPrograms(dataSeed: number): string[] {
+  const out = new Set<string>()
+  for (const s of [dataSeed, 101, 202, 303, 404]) {
+    const { train, heldOut } = syntheticTasks({ seed: s, train: 1500, heldOut: 200 })
+    for (const t of [...train, ...heldOut]) out.add(t.old_code)
+  }
+  return [...out].sort()
+}
+
+/**
+ * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). Mix: 35% editing
+ * tasks on nova code, 25% on plain Python, 25% nova programs, 15% plain programs.
+ */
+export function corpusDocument(i: number, ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> }): CorpusDocument {
+  for (let attempt = 0; ; attempt++) {
+    const r = rng(ctx.seed, `doc${i}/${attempt}`)
+    const u = r.next()
+    let doc: CorpusDocument
+    if (u < 0.6) {
+      const t = editTask(u < 0.35 ? 'nova' : 'python', r, ctx.nova)
+      const prompt = editPrompt(t)
+      doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: u < 0.35 ? 'edit-nova' : 'edit-python' }
+    } else if (u < 0.85) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
+    else doc = { text: `${plainProgram(r)}\n<|endoftext|>`, lossFrom: 0, kind: 'python' }
+    if (!ctx.forbidden.some((f) => f.pattern.test(doc.text))) return doc
+    if (attempt > 100) throw new RecodeError('ERR_INTERNAL', `demo corpus: document ${i} keeps drawing a held-out name`)
+  }
+}
+
+/** The context `corpusDocument` needs, built once. */
+export function corpusContext(options: BaseCorpusOptions = {}): { seed: number; nova: string[]; forbidden: Array<{ name: string; pattern: RegExp }> } {
+  const dataSeed = options.dataSeed ?? 1
+  const forbidden = heldOutNewNames(dataSeed)
+  const nova = novaPrograms(dataSeed).filter((p) => !forbidden.some((f) => f.pattern.test(p)))
+  return { seed: options.seed ?? 7, nova, forbidden }
+}
+
+/**
+ * Held-out plain-Python editing tasks (a seed no training document uses): the general-ability probe of the paper
+ * tables (editing skill that has nothing to do with API updates).
+ */
+export function generalTasks(n: number, seed = 0x9e11): EditTask[] {
+  const r = rng(seed, 'general')
+  const out: EditTask[] = []
+  for (let i = 0; i < n; i++) out.push(editTask('python', r, []))
+  return out
+}
