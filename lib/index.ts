@@ -11,6 +11,8 @@ export type { EditDistanceOptions, EditDistanceSyncOptions } from './editdist'
 export {
   rewards,
   score as rewardComponents,
+  trainingReward,
+  TRAINING_REWARDS,
   formatOk,
   extractFence,
   normalizeCode,
@@ -19,7 +21,7 @@ export {
   startPythonWorkers,
   closePythonWorkers
 } from './reward'
-export type { RewardOptions, RewardComponents } from './reward'
+export type { RewardOptions, RewardComponents, TrainingRewardName } from './reward'
 export * from './rl'
 export { syntheticTasks, syntheticUpdates, UPDATE_KINDS } from './train/synthetic'
 export type { SyntheticTask, SyntheticOptions, UpdateKind, UpdateTaskRow } from './train/synthetic'

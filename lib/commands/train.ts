@@ -83,7 +83,8 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
   usage:
-    'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+    'recode train [--nproc N] [--config FILE] [--preset tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]\n' +
+    '  --reward es*|es|em*|em|format   format + ES* (ReCode), + plain similarity, + EM*, + plain exact match (1/0), or format alone',
   async run(argv) {
     let configFile: string | undefined
     let resume: string | undefined
