@@ -267,10 +267,13 @@ export type TrainingRewardName = (typeof TRAINING_REWARDS)[number]
 export function trainingReward(name: TrainingRewardName, c: RewardComponents): Float64Array {
   const n = c.format.length
   const out = new Float64Array(n)
-  const part =
-    name === 'es*' ? c.esStar : name === 'es' ? c.es : name === 'em*' ? c.emStar : name === 'em' ? c.em : name === 'format' ? null : undefined
+  const parts: Record<TrainingRewardName, Float64Array | null> = { 'es*': c.esStar, es: c.es, 'em*': c.emStar, em: c.em, format: null }
+  const part = Object.hasOwn(parts, name) ? parts[name] : undefined
   if (part === undefined)
-    throw new RecodeError('ERR_INVALID_ARG', `trainingReward: unknown reward ${JSON.stringify(name)} (one of ${TRAINING_REWARDS.join(', ')})`)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `trainingReward: unknown reward ${JSON.stringify(name)} (one of ${TRAINING_REWARDS.join(', ')})`
+    )
   for (let i = 0; i < n; i++) out[i] = c.format[i] + (part === null ? 0 : part[i])
   return out
 }
