@@ -86,7 +86,7 @@ t.test('recode demo writes summary.json and names the run folder', async (t) => 
   t.same(s2.before, summary.before, 'and as in the first run')
   t.equal(s2.examples.length, 2)
   t.equal(s2.examples[0].answers.after.completion, s2.examples[0].answers.before.completion, 'both answers shown')
-  t.match(stdout2, /answer before training[^]*answer after training/, 'side by side in the output')
+  t.match(stdout2, /answer before training[\s\S]*answer after training/, 'side by side in the output')
   t.match(stdout2, /^after: {2}format rate/m, 'after line')
   t.throws(
     () => execFileSync(process.execPath, [path.join(root, 'dist/cjs/cli.js'), 'demo', '--tasks', '0'], { stdio: 'pipe' }),
