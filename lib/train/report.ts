@@ -173,7 +173,7 @@ function fmt(v: number): string {
 }
 
 /** One chart as inline SVG, or '' when no record has a value for it. */
-export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
+export function renderChart(spec: ChartSpec, records: StepMetrics[], marks: ReadonlyArray<{ step: number; label: string }> = []): string {
   const W = 560
   const H = 240
   const m = { left: 60, right: 16, top: 12, bottom: 40 }
@@ -224,6 +224,14 @@ export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
     )
   }
   parts.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 6}" text-anchor="middle" class="axis">step</text>`)
+  // Phase boundaries (the end of the warm start) as dashed verticals, where they fall inside the chart.
+  for (const mark of marks) {
+    if (mark.step <= x0 || mark.step >= x1) continue
+    const x = px(mark.step).toFixed(1)
+    parts.push(
+      `<line x1="${x}" x2="${x}" y1="${m.top}" y2="${H - m.bottom}" stroke="#999" stroke-dasharray="4 3" class="mark"/><text x="${x}" y="${H - m.bottom - 4}" text-anchor="start" dx="3" class="tick">${escapeHtml(mark.label)}</text>`
+    )
+  }
   if (bands.length > 1) {
     const upper = bands.map((b) => `${px(b[0]).toFixed(1)},${py(b[1][1]).toFixed(1)}`)
     const lower = bands
@@ -365,12 +373,15 @@ export function renderReport(records: StepMetrics[], options: ReportOptions = {}
       markers: true
     }
   ]
-  const heldOutCharts = evalRecords.length > 0 ? evalCharts.map((c) => renderChart(c, evalRecords)).filter((x) => x !== '') : []
+  // The RL phase starts after the last warm-start step: marked on the charts that span both.
+  const lastWarm = sorted.filter((r) => r.stage === 'warm-start').at(-1)?.step
+  const marks = lastWarm !== undefined && sorted.some((r) => r.step > lastWarm) ? [{ step: lastWarm, label: 'RL starts' }] : []
+  const heldOutCharts = evalRecords.length > 0 ? evalCharts.map((c) => renderChart(c, evalRecords, marks)).filter((x) => x !== '') : []
   const offNotes: string[] = []
   const charts: string[] = []
   for (const c of [...REPORT_CHARTS, phaseChart]) {
     if (c.id === 'held-out' && heldOutCharts.length > 0) continue
-    const html = renderChart(c, sorted)
+    const html = renderChart(c, sorted, marks)
     if (html === '') continue
     const off = c.off?.(config, sorted)
     if (off !== undefined) {
