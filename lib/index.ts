@@ -34,6 +34,7 @@ export { distInfo, probeEngine, launchEnvironment, currentWorld, World, rendezvo
 export type { DistInfo, EngineStatus, LaunchEnvironment, RendezvousOptions } from './dist'
 export type { StepMetrics } from './train/metrics'
 export { writeReport, renderReport } from './train/report'
+export type { ReportOptions, ReportConfig } from './train/report'
 export { saveCheckpoint, latestCheckpoint, loadCheckpoint, saveAdapter, loadAdapter } from './train/checkpoint'
 export type { CheckpointManifest, AdapterSpec, AdapterLayerWeights } from './train/checkpoint'
 export { writeSafetensors, readSafetensors } from './safetensors'
@@ -46,8 +47,8 @@ export type { LoadModelOptions, ModelMemory, StepEntry } from './model/index'
 export { initModel } from './model/init'
 export type { InitModelOptions, Preset } from './model/init'
 export type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './model/types'
-export { evaluateHeldOut, migrationPrompts, rowFields } from './train/heldout'
-export type { HeldOutScores, HeldOutOptions } from './train/heldout'
+export { evaluateHeldOut, evaluateHeldOutDetailed, pickExamples, examplesText, migrationPrompts, rowFields } from './train/heldout'
+export type { HeldOutScores, HeldOutOptions, HeldOutAnswer, HeldOutDetail, HeldOutExample, EvaluationPoint } from './train/heldout'
 export { loadMigrationData, readMigrationRows, normalizeVersion, splitMigrationData, loadCodeUpdateArena, loadHumanEval } from './data'
 export type {
   MigrationExample,
