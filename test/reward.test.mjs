@@ -228,4 +228,5 @@ t.test('each training reward name is format + its component, with the documented
   t.same(Array.from(await rewards.em(completions, targets)), Array.from(c.em), 'rewards.em = score().em')
   t.same(Array.from(await rewards.es(completions, targets)), Array.from(c.es), 'rewards.es = score().es')
   t.throws(() => lib.trainingReward('bleu', c), { code: 'ERR_INVALID_ARG' }, 'an unknown name is refused')
+  t.throws(() => lib.trainingReward('es', null), { code: 'ERR_INVALID_ARG' }, 'components that are not a score are refused')
 })

@@ -265,6 +265,8 @@ export type TrainingRewardName = (typeof TRAINING_REWARDS)[number]
 
 /** The training reward `name` of each completion from its components. */
 export function trainingReward(name: TrainingRewardName, c: RewardComponents): Float64Array {
+  if (typeof c !== 'object' || c === null || !(c.format instanceof Float64Array))
+    throw new RecodeError('ERR_INVALID_ARG', 'trainingReward: components must be what rewards.score returns')
   const n = c.format.length
   const out = new Float64Array(n)
   const parts: Record<TrainingRewardName, Float64Array | null> = { 'es*': c.esStar, es: c.es, 'em*': c.emStar, em: c.em, format: null }
