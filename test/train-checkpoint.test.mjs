@@ -612,8 +612,8 @@ t.test(
     t.equal((rates.match(/class="marker"/g) ?? []).length, 8, 'format rate and exact match: a marker per evaluation each')
     t.equal(/<polyline points="([^"]+)"/.exec(rates)[1].split(' ').length, 4, 'the points connected')
     t.match(chart('held-out-es-star'), /step 60: 1\.1/, 'the after point is at the last step')
-  t.match(chart('held-out-es-star'), /class="mark"\/><text[^>]*>RL starts</, 'the end of the warm start is marked')
-  t.notMatch(renderReport(rl, { evaluations }), /class="mark"/, 'no mark without a warm start')
+    t.match(chart('held-out-es-star'), /class="mark"\/><text[^>]*>RL starts</, 'the end of the warm start is marked')
+    t.notMatch(renderReport(rl, { evaluations }), /class="mark"/, 'no mark without a warm start')
     t.notMatch(html, /data-chart="held-out"/, 'no second held-out chart from the metrics')
     // smoothed over faint raw values
     const reward = chart('reward')
