@@ -11,6 +11,8 @@ export type { EditDistanceOptions, EditDistanceSyncOptions } from './editdist'
 export {
   rewards,
   score as rewardComponents,
+  trainingReward,
+  TRAINING_REWARDS,
   formatOk,
   extractFence,
   normalizeCode,
@@ -19,7 +21,7 @@ export {
   startPythonWorkers,
   closePythonWorkers
 } from './reward'
-export type { RewardOptions, RewardComponents } from './reward'
+export type { RewardOptions, RewardComponents, TrainingRewardName } from './reward'
 export * from './rl'
 export { syntheticTasks, syntheticUpdates, UPDATE_KINDS } from './train/synthetic'
 export type { SyntheticTask, SyntheticOptions, UpdateKind, UpdateTaskRow } from './train/synthetic'
@@ -32,6 +34,7 @@ export { distInfo, probeEngine, launchEnvironment, currentWorld, World, rendezvo
 export type { DistInfo, EngineStatus, LaunchEnvironment, RendezvousOptions } from './dist'
 export type { StepMetrics } from './train/metrics'
 export { writeReport, renderReport } from './train/report'
+export type { ReportOptions, ReportConfig } from './train/report'
 export { saveCheckpoint, latestCheckpoint, loadCheckpoint, saveAdapter, loadAdapter } from './train/checkpoint'
 export type { CheckpointManifest, AdapterSpec, AdapterLayerWeights } from './train/checkpoint'
 export { writeSafetensors, readSafetensors } from './safetensors'
@@ -44,10 +47,10 @@ export type { LoadModelOptions, ModelMemory, StepEntry } from './model/index'
 export { initModel } from './model/init'
 export type { InitModelOptions, Preset } from './model/init'
 export type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './model/types'
-export { evaluateHeldOut, migrationPrompts, rowFields } from './train/heldout'
+export { evaluateHeldOut, evaluateHeldOutDetailed, pickExamples, examplesText, migrationPrompts, rowFields } from './train/heldout'
+export type { HeldOutScores, HeldOutOptions, HeldOutAnswer, HeldOutDetail, HeldOutExample, EvaluationPoint } from './train/heldout'
 export { demoBaseDir, makeDemoBase, evaluateEdits, generalTasks, editPrompt, heldOutNewNames, EDIT_PROMPT } from './demo/index'
 export type { EditTask, DemoBaseOptions } from './demo/index'
-export type { HeldOutScores, HeldOutOptions } from './train/heldout'
 export { loadMigrationData, readMigrationRows, normalizeVersion, splitMigrationData, loadCodeUpdateArena, loadHumanEval } from './data'
 export type {
   MigrationExample,

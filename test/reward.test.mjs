@@ -171,3 +171,62 @@ t.test('documented facts about the data', { skip: noPython || noData }, async (t
     'and reward -1 with a good format'
   )
 })
+
+/** Plain code-point Levenshtein distance (the reference for the ES components below). */
+function levenshtein(a, b) {
+  const x = [...a]
+  const y = [...b]
+  let prev = Array.from({ length: y.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= x.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= y.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[y.length]
+}
+
+t.test('each training reward name is format + its component, with the documented values', { skip: noPython }, async (t) => {
+  const target = 'import nova\nx = nova.load_v2(path)\nprint(x)'
+  const near = 'import nova\nx = nova.load(path)\nprint(x)'
+  const answer = (code, close = '</answer>') => ` I use the new name.</think>\n<answer>\n\`\`\`python\n${code}\n\`\`\`\n${close}`
+  const cases = [
+    { name: 'exact, good format', completion: answer(target) },
+    { name: 'near, good format', completion: answer(near) },
+    { name: 'exact, broken format', completion: answer(target, '') },
+    { name: 'no python block', completion: ' hm</think>\n<answer>\nnothing here\n</answer>' },
+    { name: 'code that does not parse', completion: answer('def f(:\n  pass') }
+  ]
+  const completions = cases.map((c) => c.completion)
+  const targets = cases.map(() => target)
+  const c = await rewards.score(completions, targets)
+  const nt = text.normalizeCode(target)
+  const nn = text.normalizeCode(near)
+  const sim = 1 - levenshtein(nn, nt) / Math.max([...nn].length, [...nt].length)
+  t.ok(sim > 0.5 && sim < 1, `the near miss has a similarity strictly inside (0.5, 1): ${sim}`)
+  // [format, es*, es, em*, em] per case, as the reward module documents them
+  const expected = [
+    [1, 2, 1, 2, 1],
+    [1, 3.5 * sim - 1.5, sim, -1.5, 0],
+    [-1, 2, 1, 2, 1],
+    [1, -2, 0, -2, 0],
+    [1, -2, 0, -2, 0]
+  ]
+  const close = (a, b) => Math.abs(a - b) < 1e-12
+  cases.forEach((k, i) => {
+    const [f, esS, es, emS, em] = expected[i]
+    t.ok(close(c.format[i], f), `${k.name}: format ${c.format[i]} = ${f}`)
+    t.ok(close(c.esStar[i], esS), `${k.name}: ES* ${c.esStar[i]} = ${esS}`)
+    t.ok(close(c.es[i], es), `${k.name}: ES ${c.es[i]} = ${es}`)
+    t.ok(close(c.emStar[i], emS), `${k.name}: EM* ${c.emStar[i]} = ${emS}`)
+    t.ok(close(c.em[i], em), `${k.name}: EM ${c.em[i]} = ${em}`)
+    const byName = { 'es*': f + esS, es: f + es, 'em*': f + emS, em: f + em, format: f }
+    for (const name of lib.TRAINING_REWARDS) {
+      t.ok(close(lib.trainingReward(name, c)[i], byName[name]), `${k.name}: reward '${name}' = ${byName[name]}`)
+    }
+  })
+  t.same([...lib.TRAINING_REWARDS].sort(), ['em', 'em*', 'es', 'es*', 'format'], 'the five reward names')
+  t.same(Array.from(await rewards.em(completions, targets)), Array.from(c.em), 'rewards.em = score().em')
+  t.same(Array.from(await rewards.es(completions, targets)), Array.from(c.es), 'rewards.es = score().es')
+  t.throws(() => lib.trainingReward('bleu', c), { code: 'ERR_INVALID_ARG' }, 'an unknown name is refused')
+  t.throws(() => lib.trainingReward('es', null), { code: 'ERR_INVALID_ARG' }, 'components that are not a score are refused')
+})

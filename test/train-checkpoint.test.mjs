@@ -551,3 +551,111 @@ t.test('report: self-contained HTML with a chart per recorded metric, written at
   t.throws(() => writeFileAtomic(path.join(dir, 'no', 'such', 'dir', 'x.html'), 'x'), { code: 'ENOENT' })
   t.same(fs.readdirSync(dir), ['report.html'], 'a failed write leaves nothing behind')
 })
+
+t.test(
+  'report at a glance: before/after table, held-out points, smoothed curves, switched-off series in words, examples escaped',
+  async (t) => {
+    const r = rng(t)
+    const dir = tmpdir(t)
+    const warm = Array.from({ length: 30 }, (_, i) => ({ step: i + 1, stage: 'warm-start', loss: 3 - i / 15 + r.normal() * 0.1, lr: 2e-3 }))
+    const rl = Array.from({ length: 30 }, (_, i) => ({
+      step: 31 + i,
+      stage: 'grpo',
+      loss: r.normal() * 0.01,
+      rewardMean: -1 + i / 15 + r.normal() * 0.3,
+      rewardStd: 0.5,
+      kl: 0,
+      clipFraction: 0,
+      clipFractionLow: 0,
+      clipFractionHigh: 0,
+      entropy: 1 + r.normal() * 0.1,
+      lr: 1e-3
+    }))
+    const evaluations = [
+      { step: 0, label: 'before', formatRate: 0, esStar: -2, exactMatch: 0 },
+      { step: 30, label: 'after-warm-start', formatRate: 0.75, esStar: -1.25, exactMatch: 0.0625 },
+      { step: 45, label: 'periodic', formatRate: 0.9, esStar: 0.5, exactMatch: 0.25 },
+      { step: 60, label: 'after', formatRate: 0.97, esStar: 1.1, exactMatch: 0.4375 }
+    ]
+    const answer = (completion, esStar, exact) => ({ completion, format: true, esStar, exact })
+    const examples = [
+      {
+        task: 2,
+        dependency: 'nova<&>',
+        updateInfo: 'load() was renamed to <load_v2> & "kept"',
+        oldCode: "x = nova.load('<script>alert(1)</script>')",
+        target: 'x = nova.load_v2(p)',
+        answers: { before: answer(' hm</think>', -2, false), after: answer(' </think><answer>x = nova.load_v2(p)</answer>', 2, true) }
+      }
+    ]
+    const file = path.join(dir, 'report.html')
+    writeReport(file, [...warm, ...rl], {
+      config: { klCoef: 0, policyUpdatesPerBatch: 1, entropyCoef: 0, algorithm: 'grpo' },
+      evaluations,
+      scores: {
+        before: evaluations[0],
+        afterWarmStart: evaluations[1],
+        after: evaluations[3]
+      },
+      examples
+    })
+    const html = fs.readFileSync(file, 'utf8')
+    const chart = (id) => new RegExp(`<figure id="${id}"[^>]*>.*?</figure>`, 's').exec(html)?.[0] ?? ''
+    // the table: one column per model, the three scores in each
+    const table = /<table class="scores".*?<\/table>/s.exec(html)?.[0] ?? ''
+    t.match(table, /base model.*after the SFT warm start.*after GRPO/s, 'a column per model')
+    t.match(table, /format rate<\/th><td>0\.0%<\/td><td>75\.0%<\/td><td>97\.0%<\/td>/, 'format rates')
+    t.match(table, /exact match<\/th><td>0\.0%<\/td><td>6\.3%<\/td><td>43\.8%<\/td>/, 'exact match')
+    t.match(table, /<td>-2\.000<\/td><td>-1\.250<\/td><td>1\.100<\/td>/, 'ES*')
+    // held-out evaluations: a marker at each evaluation, connected in step order
+    const rates = chart('held-out-rates')
+    t.equal((rates.match(/class="marker"/g) ?? []).length, 8, 'format rate and exact match: a marker per evaluation each')
+    t.equal(/<polyline points="([^"]+)"/.exec(rates)[1].split(' ').length, 4, 'the points connected')
+    t.match(chart('held-out-es-star'), /step 60: 1\.1/, 'the after point is at the last step')
+    t.match(chart('held-out-es-star'), /class="mark"\/><text[^>]*>RL starts</, 'the end of the warm start is marked')
+    t.notMatch(renderReport(rl, { evaluations }), /class="mark"/, 'no mark without a warm start')
+    t.notMatch(html, /data-chart="held-out"/, 'no second held-out chart from the metrics')
+    // smoothed over faint raw values
+    const reward = chart('reward')
+    const raw = /<polyline points="([^"]+)"[^>]*class="raw"/.exec(reward)?.[1].split(' ')
+    const smooth = /<polyline points="([^"]+)"[^>]*class="smoothed"/.exec(reward)?.[1].split(' ')
+    t.equal(raw?.length, 30, 'raw reward: a point per RL step')
+    t.equal(smooth?.length, 30, 'smoothed reward: as many points')
+    t.not(raw.join(' '), smooth.join(' '), 'the smoothed line differs from the raw one')
+    t.match(reward, /stroke-opacity="0\.25" class="raw"/, 'the raw series is faint')
+    // the warm-start loss is its own chart; the policy loss another
+    t.equal(
+      /<polyline points="([^"]+)"[^>]*class="raw"/.exec(chart('sft-loss'))?.[1].split(' ').length,
+      30,
+      'SFT loss: the 30 warm-start steps'
+    )
+    t.equal(/<polyline points="([^"]+)"[^>]*class="raw"/.exec(chart('loss'))?.[1].split(' ').length, 30, 'policy loss: the 30 RL steps')
+    // switched off: said in words, not drawn flat
+    t.notMatch(html, /<svg[^>]*data-chart="kl"/, 'no flat KL chart')
+    t.match(chart('kl'), /klCoef is 0/, 'KL off, said why')
+    t.notMatch(html, /<svg[^>]*data-chart="clip-fraction"/, 'no flat clip chart')
+    t.match(chart('clip-fraction'), /one policy update per batch.*ratio is exactly 1/, 'clipping off, said why')
+    t.match(html, /Entropy bonus: off \(entropyCoef 0\)/, 'the entropy bonus is said to be off')
+    t.match(html, /<svg[^>]*data-chart="entropy"/, 'the measured entropy is still drawn')
+    // examples side by side, escaped
+    const ex = /<table class="examples".*?<\/table>/s.exec(html)?.[0] ?? ''
+    t.match(ex, /old code<\/th><th>update note<\/th><th>target<\/th><th>answer base model<\/th><th>answer after training<\/th>/, 'columns')
+    t.match(ex, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/, 'old code escaped')
+    t.match(ex, /&lt;load_v2&gt; &amp; &quot;kept&quot;/, 'update note escaped')
+    t.match(ex, /nova&lt;&amp;&gt;/, 'dependency escaped')
+    t.match(ex, /&lt;think&gt; hm&lt;\/think&gt;/, 'the answer shown with its <think> prefill, escaped')
+    t.match(ex, /<td class="exact">.*ES\* 2\.00, exact match/s, 'the exact answer is marked')
+    t.notMatch(html, /<script|<link|src=|href=|url\(/i, 'still no scripts or external assets')
+
+    // with the KL term on and non-zero values, the chart is drawn
+    const on = renderReport(
+      rl.map((x, i) => ({ ...x, kl: 0.001 * (i + 1), clipFraction: 0.01 })),
+      { config: { klCoef: 0.001, policyUpdatesPerBatch: 2 } }
+    )
+    t.match(on, /<svg[^>]*data-chart="kl"/, 'KL drawn when on')
+    t.match(on, /<svg[^>]*data-chart="clip-fraction"/, 'clip fraction drawn when there is clipping')
+    t.notMatch(on, /Switched off/, 'nothing said to be off')
+    // without a configuration, an all-zero series is still said in words
+    t.match(renderReport(rl), /data-off="kl"[\s\S]*0 at every step/, 'an all-zero KL without a config')
+  }
+)

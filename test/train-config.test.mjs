@@ -381,3 +381,14 @@ t.test('command-line flags become typed overrides', async (t) => {
   t.throws(() => trainFlagsToConfig(['steps']), { code: 'ERR_CONFIG', message: /unexpected argument/ })
   t.same(trainFlagsToConfig(['--warmup-steps', 'none', '--warmup-ratio', '0.1']), { warmupSteps: null, warmupRatio: 0.1 })
 })
+
+t.test('the reward names of the ablation (format + ES*, ES, EM*, EM, format alone) are accepted, others are not', async (t) => {
+  const { trainFlagsToConfig } = await import('../dist/cjs/train/config/index.js')
+  const { TRAINING_REWARDS } = require('../dist/cjs/index.js')
+  for (const reward of ['es*', 'es', 'em*', 'em', 'format']) {
+    t.equal(validateTrainConfig({ reward }).reward, reward, `reward '${reward}'`)
+    t.equal(validateTrainConfig(trainFlagsToConfig(['--reward', reward])).reward, reward, `--reward ${reward}`)
+    t.ok(TRAINING_REWARDS.includes(reward), `'${reward}' is one the trainer computes`)
+  }
+  t.throws(() => validateTrainConfig({ reward: 'es**' }), { code: 'ERR_CONFIG', message: /reward/ })
+})

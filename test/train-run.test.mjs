@@ -52,7 +52,7 @@ t.test('configuration errors name the field and come before any work', async (t)
 t.test('a run writes its folder; resuming from a checkpoint reproduces the uninterrupted run exactly', async (t) => {
   const full = path.join(tmp, 'full')
   const events = []
-  const r = await train(small(), { runDir: full, onEvent: (e) => events.push(e) })
+  const r = await train(small({ evalEvery: 2 }), { runDir: full, onEvent: (e) => events.push(e) })
   t.equal(r.summary.steps, 7)
   for (const f of [
     'config.json',
@@ -67,6 +67,41 @@ t.test('a run writes its folder; resuming from a checkpoint reproduces the unint
   const summary = JSON.parse(fs.readFileSync(path.join(full, 'summary.json'), 'utf8'))
   for (const k of ['before', 'after', 'afterWarmStart'])
     for (const f of ['formatRate', 'esStar', 'exactMatch']) t.type(summary[k][f], 'number', `${k}.${f}`)
+  // held-out evaluations: before, every evalEvery (2) steps, after the warm start (step 3), after
+  t.same(
+    summary.evaluations.map((e) => [e.step, e.label]),
+    [
+      [0, 'before'],
+      [2, 'periodic'],
+      [3, 'after-warm-start'],
+      [4, 'periodic'],
+      [6, 'periodic'],
+      [7, 'after']
+    ]
+  )
+  t.same(summary.evaluations[0], {
+    step: 0,
+    label: 'before',
+    formatRate: summary.before.formatRate,
+    esStar: summary.before.esStar,
+    exactMatch: summary.before.exactMatch
+  })
+  t.same(summary.evaluations[5].esStar, summary.after.esStar, 'the last point is the after score')
+  t.same(
+    events.filter((e) => e.type === 'eval').map((e) => e.step),
+    [0, 2, 3, 4, 6, 7],
+    'an eval event for each'
+  )
+  t.equal(summary.examples.length, 4, 'four held-out tasks side by side')
+  for (const ex of summary.examples) {
+    for (const k of ['before', 'afterWarmStart', 'after']) t.type(ex.answers[k]?.completion, 'string', `task ${ex.task}: answer ${k}`)
+    t.type(ex.oldCode, 'string')
+    t.type(ex.target, 'string')
+  }
+  const html = fs.readFileSync(path.join(full, 'report.html'), 'utf8')
+  t.match(html, /data-chart="held-out-rates"/, 'the report plots the held-out points')
+  t.match(html, /<table class="examples"/, 'and shows the examples')
+  t.match(html, /klCoef|KL to the reference/, 'and the KL')
   const records = readMetrics(path.join(full, 'metrics.jsonl')).records
   t.same(
     records.map((x) => x.step),
@@ -101,7 +136,7 @@ t.test('a run writes its folder; resuming from a checkpoint reproduces the unint
 
   // The same run stopped after step 5 (checkpoints at 2, 4 and 5), then resumed.
   const split = path.join(tmp, 'split')
-  const first = await train(small(), { runDir: split, stopAfterStep: 5 })
+  const first = await train(small({ evalEvery: 2 }), { runDir: split, stopAfterStep: 5 })
   t.equal(first.summary.steps, 5)
   const resumed = await train(undefined, { resume: split })
   t.equal(resumed.summary.steps, 7)
@@ -112,6 +147,8 @@ t.test('a run writes its folder; resuming from a checkpoint reproduces the unint
   t.same(metricsWithoutTime(split), metricsWithoutTime(full), 'metrics.jsonl continues exactly (rewards, losses, KL, clip fractions)')
   t.same(resumed.summary.after, r.summary.after, 'held-out scores after training are equal')
   t.same(resumed.summary.before, r.summary.before, 'the before scores come back from the checkpoint')
+  t.same(resumed.summary.evaluations, r.summary.evaluations, 'so do the evaluations over the run')
+  t.same(resumed.summary.examples, r.summary.examples, 'and the examples (the base answers come from the checkpoint)')
 })
 
 t.test('an AbortSignal stops the run with a checkpoint that resumes to the same result', async (t) => {

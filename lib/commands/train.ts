@@ -1,77 +1,11 @@
 import * as path from 'path'
 import { RecodeError } from '../errors'
 import { loadTrainConfigFile, trainFlagsToConfig, validateTrainConfig } from '../train/config'
-import { train, type TrainEvent } from '../train/trainer'
-import type { HeldOutScores } from '../train/heldout'
+import { train } from '../train/trainer'
+import { progressPrinter, scoreLine } from './progress'
 import type { Command } from './types'
 import { spawn } from 'child_process'
 import { currentWorld, launchEnvironment } from '../dist'
-
-const scoreLine = (s: HeldOutScores): string =>
-  `format rate ${(s.formatRate * 100).toFixed(1)}%   ES* ${s.esStar.toFixed(3)}   exact match ${(s.exactMatch * 100).toFixed(1)}%`
-
-/** A one-line progress bar on stderr (a TTY redraws it in place; otherwise a line every few seconds). */
-function progressPrinter(): (e: TrainEvent) => void {
-  const tty = process.stderr.isTTY === true
-  let last = 0
-  let open = false
-  const bar = (done: number, total: number): string => {
-    const width = 24
-    const filled = Math.round((done / Math.max(1, total)) * width)
-    return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`
-  }
-  const line = (text: string, force: boolean): void => {
-    const now = Date.now()
-    if (!force && now - last < (tty ? 200 : 5000)) return
-    last = now
-    if (tty) {
-      process.stderr.write(`\r\x1b[K${text}`)
-      open = true
-    } else process.stderr.write(text + '\n')
-  }
-  const newline = (): void => {
-    if (open) {
-      process.stderr.write('\n')
-      open = false
-    }
-  }
-  return (e) => {
-    switch (e.type) {
-      case 'start':
-        console.log(`run folder: ${e.runDir}${e.resumedFrom !== null ? ` (resuming after step ${e.resumedFrom})` : ''}`)
-        console.log(
-          `training:   ${e.config.algorithm}, ${e.totalSteps} steps${e.config.warmStartSteps > 0 && e.config.algorithm !== 'sft' ? ` (${e.config.warmStartSteps} of them SFT warm start)` : ''}, model ${e.config.model}, data ${e.config.data}`
-        )
-        break
-      case 'eval':
-        newline()
-        console.log(
-          `held-out ${e.label === 'before' ? 'before training' : e.label === 'after' ? 'after training' : e.label === 'after-warm-start' ? 'after warm start' : `at step ${e.step}`}: ${scoreLine(e.scores)}`
-        )
-        break
-      case 'progress': // within-phase progress only redraws a terminal; logs get the step lines
-        if (tty) line(`${e.what} ${bar(e.done, e.total)} ${e.done}/${e.total}`, e.done === e.total)
-        break
-      case 'step': {
-        const m = e.metrics
-        const parts = [`${e.stage} step ${e.step}/${e.totalSteps} ${bar(e.step, e.totalSteps)}`]
-        if (m.loss !== undefined) parts.push(`loss ${m.loss.toFixed(4)}`)
-        if (m.rewardMean !== undefined) parts.push(`reward ${m.rewardMean.toFixed(3)}`)
-        if (m.formatRate !== undefined) parts.push(`format ${(m.formatRate * 100).toFixed(0)}%`)
-        if (m.tokensPerSecond !== undefined) parts.push(`${Math.round(m.tokensPerSecond)} tok/s`)
-        line(parts.join('  '), e.step === e.totalSteps)
-        break
-      }
-      case 'checkpoint':
-        if (!tty) console.log(`checkpoint: ${e.dir}`)
-        break
-      case 'log':
-        newline()
-        console.log(e.message)
-        break
-    }
-  }
-}
 
 /**
  * `recode train`: with no arguments, the embedded default (the demo preset: GRPO from the shipped demo base model on
@@ -84,7 +18,8 @@ export const trainCommand: Command = {
   name: 'train',
   summary: 'train with GRPO, DAPO or SFT (no arguments: the embedded default on synthetic tasks)',
   usage:
-    'recode train [--nproc N] [--config FILE] [--preset demo|tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]',
+    'recode train [--nproc N] [--config FILE] [--preset demo|tiny|grpo-paper|dapo-paper] [--<field> VALUE ...] [--run-dir DIR] [--resume RUN_DIR] [--max-steps N]\n' +
+    '  --reward es*|es|em*|em|format   format + ES* (ReCode), + plain similarity, + EM*, + plain exact match (1/0), or format alone',
   async run(argv) {
     let configFile: string | undefined
     let resume: string | undefined
@@ -147,8 +82,10 @@ export const trainCommand: Command = {
     const world = currentWorld()
     // mpirun forwards SIGUSR1 to every rank: `--nproc` (or `kill -USR1 <mpirun pid>`) asks for a checkpoint and a stop
     if (world.size > 1) process.on('SIGUSR1', onSignal)
+    const progress = progressPrinter()
     try {
-      const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progressPrinter(), stopAfterStep: maxSteps })
+      const result = await train(config, { resume, runDir, signal: controller.signal, onEvent: progress.onEvent, stopAfterStep: maxSteps })
+      progress.finish()
       const s = result.summary
       console.log('')
       console.log(`before:  ${scoreLine(s.before)}`)
@@ -159,6 +96,7 @@ export const trainCommand: Command = {
       )
       return 0
     } catch (err) {
+      progress.finish()
       const e = err as RecodeError & { checkpoint?: string }
       if (e.code === 'ABORT_ERR') {
         if (!world.isRoot) return 130 // rank 0 says where its checkpoint is

@@ -1,7 +1,8 @@
 /**
  * The ReCode reward (recode.md section 3), batched: format (+1/-1), ES* (3.5 * sim - 1.5, or -2 with no
  * ```python block or code CPython cannot parse), EM* (+2 equal / -1.5 different / -2), and their sum
- * format + ES* (range [-3, 3]), the reward ReCode trains with.
+ * format + ES* (range [-3, 3]), the reward ReCode trains with. The plain components of the paper's reward
+ * ablation (Table 2) come with them: EM (1 equal / 0) and ES (the similarity, 0 without valid code).
  */
 import type { Device } from '../device'
 import { similarities } from '../editdist'
@@ -63,6 +64,11 @@ export interface RewardComponents {
   emStar: Float64Array
   /** format + esStar: ReCode's training reward. */
   reward: Float64Array
+  /** Plain EM: 1 when the completion has a python block whose normalised code equals the normalised target, else 0
+   * (no penalty for missing or invalid code). */
+  em: Float64Array
+  /** Plain ES: the similarity in [0, 1] where the code parses, else 0. */
+  es: Float64Array
   /** Code-point Levenshtein similarity of the normalised code and target (NaN where ES* is -2). */
   similarity: Float64Array
   /** 1 when the completion has a ```python fenced block. */
@@ -215,8 +221,14 @@ async function scoreComponents(
     }
   }
   const reward = new Float64Array(n)
-  for (let i = 0; i < n; i++) reward[i] = format[i] + esStar[i]
-  return { format, esStar, emStar, reward, similarity, hasBlock, validPython }
+  const em = new Float64Array(n)
+  const es = new Float64Array(n)
+  for (let i = 0; i < n; i++) {
+    reward[i] = format[i] + esStar[i]
+    em[i] = codes[i] !== null && codes[i] === normalizedTargets[i] ? 1 : 0
+    es[i] = Number.isNaN(similarity[i]) ? 0 : similarity[i]
+  }
+  return { format, esStar, emStar, reward, em, es, similarity, hasBlock, validPython }
 }
 
 /** ES* per (completion, target) pair, in [-1.5, 2], or -2 (no python block / does not parse). */
@@ -234,5 +246,39 @@ export async function recode(completions: string[], targets: string[], options: 
   return (await scoreComponents(completions, targets, options, 'rewards.recode', true)).reward
 }
 
+/** Plain EM per pair: 1 when the normalised code equals the normalised target, else 0. */
+export async function em(completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
+  return (await scoreComponents(completions, targets, options, 'rewards.em', false)).em
+}
+
+/** Plain ES per pair: the similarity in [0, 1], or 0 without a python block or with code that does not parse. */
+export async function es(completions: string[], targets: string[], options: RewardOptions = {}): Promise<Float64Array> {
+  return (await scoreComponents(completions, targets, options, 'rewards.es', true)).es
+}
+
+/**
+ * The training rewards a run can choose (config.reward), each "format + that component": 'es*' (ReCode's),
+ * 'es', 'em*', 'em', and 'format' alone. The reward ablation of the paper (Table 2) compares them.
+ */
+export const TRAINING_REWARDS = ['es*', 'es', 'em*', 'em', 'format'] as const
+export type TrainingRewardName = (typeof TRAINING_REWARDS)[number]
+
+/** The training reward `name` of each completion from its components. */
+export function trainingReward(name: TrainingRewardName, c: RewardComponents): Float64Array {
+  if (typeof c !== 'object' || c === null || !(c.format instanceof Float64Array))
+    throw new RecodeError('ERR_INVALID_ARG', 'trainingReward: components must be what rewards.score returns')
+  const n = c.format.length
+  const out = new Float64Array(n)
+  const parts: Record<TrainingRewardName, Float64Array | null> = { 'es*': c.esStar, es: c.es, 'em*': c.emStar, em: c.em, format: null }
+  const part = Object.hasOwn(parts, name) ? parts[name] : undefined
+  if (part === undefined)
+    throw new RecodeError(
+      'ERR_INVALID_ARG',
+      `trainingReward: unknown reward ${JSON.stringify(name)} (one of ${TRAINING_REWARDS.join(', ')})`
+    )
+  for (let i = 0; i < n; i++) out[i] = c.format[i] + (part === null ? 0 : part[i])
+  return out
+}
+
 /** The reward functions as one namespace: `rewards.recode(completions, targets)`. */
-export const rewards = { format, esStar, emStar, recode, score }
+export const rewards = { format, esStar, emStar, recode, score, em, es }

@@ -50,6 +50,29 @@ export function migrationPrompts(model: Pick<LanguageModel, 'renderChat'>, rows:
 }
 
 export async function evaluateHeldOut(model: LanguageModel, rows: UpdateTaskRow[], options: HeldOutOptions = {}): Promise<HeldOutScores> {
+  return (await evaluateHeldOutDetailed(model, rows, optionsArg(options, 'evaluateHeldOut'))).scores
+}
+
+/** One model's answer to one held-out task, scored. */
+export interface HeldOutAnswer {
+  completion: string
+  format: boolean
+  esStar: number
+  exact: boolean
+}
+
+export interface HeldOutDetail {
+  scores: HeldOutScores
+  /** Per task, in the order of the rows. */
+  answers: HeldOutAnswer[]
+}
+
+/** evaluateHeldOut with each task's completion and scores (for the examples a report shows). */
+export async function evaluateHeldOutDetailed(
+  model: LanguageModel,
+  rows: UpdateTaskRow[],
+  options: HeldOutOptions = {}
+): Promise<HeldOutDetail> {
   options = optionsArg(options, 'evaluateHeldOut')
   const prompts = migrationPrompts(model, rows)
   const generations = await model.generate(prompts, {
@@ -69,10 +92,102 @@ export async function evaluateHeldOut(model: LanguageModel, rows: UpdateTaskRow[
   const n = completions.length
   const mean = (xs: Float64Array): number => (n === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / n)
   return {
-    formatRate: n === 0 ? 0 : scores.format.filter((f) => f > 0).length / n,
-    esStar: mean(scores.esStar),
-    exactMatch: n === 0 ? 0 : scores.emStar.filter((e) => e === 2).length / n,
-    reward: mean(scores.reward),
-    completions: n
+    scores: {
+      formatRate: n === 0 ? 0 : scores.format.filter((f) => f > 0).length / n,
+      esStar: mean(scores.esStar),
+      exactMatch: n === 0 ? 0 : scores.emStar.filter((e) => e === 2).length / n,
+      reward: mean(scores.reward),
+      completions: n
+    },
+    answers: completions.map((completion, i) => ({
+      completion,
+      format: scores.format[i] > 0,
+      esStar: scores.esStar[i],
+      exact: scores.emStar[i] === 2
+    }))
   }
+}
+
+/** One held-out evaluation of a run (summary.json `evaluations`). */
+export interface EvaluationPoint {
+  step: number
+  label: 'before' | 'after-warm-start' | 'periodic' | 'after'
+  formatRate: number
+  esStar: number
+  exactMatch: number
+}
+
+/** A held-out task shown side by side: the task, and each evaluated model's answer ('before', 'afterWarmStart', 'after'). */
+export interface HeldOutExample {
+  /** Index among the held-out tasks. */
+  task: number
+  dependency: string
+  updateInfo: string
+  oldCode: string
+  target: string
+  answers: Partial<Record<'before' | 'afterWarmStart' | 'after', HeldOutAnswer>>
+}
+
+/**
+ * `count` held-out tasks to show: those whose answer became exact from the model RL started with (the warm start,
+ * else the base) to the final one first, then the largest ES* gains, then task order; listed in task order.
+ */
+export function pickExamples(
+  rows: UpdateTaskRow[],
+  answers: Partial<Record<'before' | 'afterWarmStart' | 'after', HeldOutAnswer[]>>,
+  count: number
+): HeldOutExample[] {
+  const start = answers.afterWarmStart ?? answers.before
+  const end = answers.after
+  const gain = (i: number): number =>
+    start === undefined || end === undefined ? 0 : (end[i].exact && !start[i].exact ? 100 : 0) + end[i].esStar - start[i].esStar
+  const order = rows.map((_, i) => i).sort((a, b) => gain(b) - gain(a) || a - b)
+  return order
+    .slice(0, Math.max(0, count))
+    .sort((a, b) => a - b)
+    .map((i) => {
+      const row = rows[i]
+      const picked: HeldOutExample['answers'] = {}
+      for (const k of ['before', 'afterWarmStart', 'after'] as const) {
+        const a = answers[k]?.[i]
+        if (a !== undefined) picked[k] = a
+      }
+      return {
+        task: i,
+        dependency: row.dependency,
+        updateInfo: row.update_info,
+        oldCode: row.old_code,
+        target: row.new_code,
+        answers: picked
+      }
+    })
+}
+
+const ANSWER_TITLES = { before: 'before training', afterWarmStart: 'after the warm start', after: 'after training' } as const
+
+/** One line of scores for an answer: format, ES*, exact or not. */
+export function answerBadge(a: HeldOutAnswer): string {
+  return `format ${a.format ? 'ok' : 'wrong'}, ES* ${a.esStar.toFixed(2)}${a.exact ? ', exact match' : ''}`
+}
+
+/** The examples as plain text for a terminal: each task's old code, update note and target, then each answer. */
+export function examplesText(examples: HeldOutExample[]): string {
+  const indent = (text: string): string =>
+    text
+      .trimEnd()
+      .split('\n')
+      .map((l) => `    ${l}`)
+      .join('\n')
+  const out: string[] = []
+  for (const e of examples) {
+    out.push(`--- held-out task ${e.task + 1} (${e.dependency}) ---`)
+    out.push(`  update note:\n${indent(e.updateInfo)}`)
+    out.push(`  old code:\n${indent(e.oldCode)}`)
+    out.push(`  target:\n${indent(e.target)}`)
+    for (const k of ['before', 'afterWarmStart', 'after'] as const) {
+      const a = e.answers[k]
+      if (a !== undefined) out.push(`  answer ${ANSWER_TITLES[k]} (${answerBadge(a)}):\n${indent(`<think>${a.completion}`)}`)
+    }
+  }
+  return out.join('\n')
 }

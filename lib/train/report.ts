@@ -1,11 +1,16 @@
 /**
- * The run's report page: one self-contained HTML file (inline CSS and SVG, no scripts or external assets) with
- * a line chart per metric over steps (reward mean with a +-std band, reward std, format rate, ES*, KL, clip
- * fractions, entropy, response length, and loss, gradient norm, learning rate, throughput and held-out
- * evaluation when recorded). Written atomically, so a viewer never sees half a page.
+ * The run's report page: one self-contained HTML file (inline CSS and SVG, no scripts or external assets) meant to
+ * be read at a glance: a table of the held-out scores before and after (base, after the warm start, after RL), the
+ * held-out scores over the run (a point per evaluation), a line chart per metric over steps (reward mean with a
+ * +-std band, reward std, format rate, ES*, KL, clip fractions, entropy, response length, SFT and policy loss,
+ * gradient norm, learning rate, throughput), noisy series smoothed (EMA) over their raw values drawn faint, a
+ * series that is switched off said in words instead of drawn flat, and a few held-out tasks side by side with the
+ * models' answers. Written atomically, so a viewer never sees half a page.
  */
 import { writeFileAtomic } from '../atomicFile'
 import { RecodeError, optionsArg } from '../errors'
+import type { TrainConfig } from './config'
+import { answerBadge, type EvaluationPoint, type HeldOutExample, type HeldOutScores } from './heldout'
 import type { StepMetrics } from './metrics'
 
 interface Series {
@@ -19,10 +24,25 @@ export interface ChartSpec {
   series: Series[]
   /** Shade mean +- std of the first series. */
   band?: (r: StepMetrics) => [number, number] | undefined
+  /** Draw an EMA of each series over its raw values (faint). */
+  smooth?: boolean
+  /** A dot at every point (sparse series such as the held-out evaluations). */
+  markers?: boolean
+  /** Y axis label. */
+  unit?: string
+  /** Why the series is off for this run (said in words instead of a flat chart), or undefined when it is on. */
+  off?: (config: ReportConfig, records: StepMetrics[]) => string | undefined
 }
+
+/** The configuration fields the report reads (to say which series are off and why). */
+export type ReportConfig = Partial<Pick<TrainConfig, 'klCoef' | 'policyUpdatesPerBatch' | 'entropyCoef' | 'algorithm' | 'reward'>>
+
+const isSft = (r: StepMetrics): boolean => r.stage === 'warm-start' || r.stage === 'sft'
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
 const field = (key: string) => (r: StepMetrics) => num(r[key])
+/** Whether a recorded series is zero at every step where it is recorded (a metric of a switched-off term). */
+const allZero = (records: StepMetrics[], key: string): boolean => records.every((r) => num(r[key]) === undefined || num(r[key]) === 0)
 
 export const REPORT_CHARTS: ChartSpec[] = [
   {
@@ -33,19 +53,32 @@ export const REPORT_CHARTS: ChartSpec[] = [
       const m = num(r.rewardMean)
       const s = num(r.rewardStd)
       return m !== undefined && s !== undefined ? [m - s, m + s] : undefined
-    }
+    },
+    smooth: true
   },
-  { id: 'reward-std', title: 'Reward std', series: [{ label: 'reward std', get: field('rewardStd') }] },
-  { id: 'format-rate', title: 'Format rate', series: [{ label: 'format rate', get: field('formatRate') }] },
+  { id: 'reward-std', title: 'Reward std', series: [{ label: 'reward std', get: field('rewardStd') }], smooth: true },
+  { id: 'format-rate', title: 'Format rate (rollouts)', series: [{ label: 'format rate', get: field('formatRate') }], smooth: true },
   {
     id: 'es-star',
-    title: 'ES*',
+    title: 'ES* and exact match (rollouts)',
     series: [
       { label: 'ES*', get: field('esStar') },
       { label: 'exact match', get: field('exactMatch') }
-    ]
+    ],
+    smooth: true
   },
-  { id: 'kl', title: 'KL to the reference policy', series: [{ label: 'KL', get: field('kl') }] },
+  {
+    id: 'kl',
+    title: 'KL to the reference policy',
+    series: [{ label: 'KL', get: field('kl') }],
+    smooth: true,
+    off: (c, rs) =>
+      c.klCoef === 0
+        ? 'off: klCoef is 0, so the loss has no KL term and no reference log-probabilities are computed'
+        : allZero(rs, 'kl')
+          ? '0 at every step'
+          : undefined
+  },
   {
     id: 'clip-fraction',
     title: 'Clip fraction',
@@ -53,14 +86,37 @@ export const REPORT_CHARTS: ChartSpec[] = [
       { label: 'clipped', get: field('clipFraction') },
       { label: 'low', get: field('clipFractionLow') },
       { label: 'high', get: field('clipFractionHigh') }
-    ]
+    ],
+    smooth: true,
+    off: (c, rs) =>
+      !['clipFraction', 'clipFractionLow', 'clipFractionHigh'].every((k) => allZero(rs, k))
+        ? undefined
+        : c.policyUpdatesPerBatch === 1
+          ? 'off: one policy update per batch (policyUpdatesPerBatch 1), so the probability ratio is exactly 1 and nothing is clipped'
+          : '0 at every step'
   },
-  { id: 'entropy', title: 'Entropy (nats / token)', series: [{ label: 'entropy', get: field('entropy') }] },
-  { id: 'response-length', title: 'Response length (tokens)', series: [{ label: 'length', get: field('responseLength') }] },
-  { id: 'loss', title: 'Loss', series: [{ label: 'loss', get: field('loss') }] },
-  { id: 'grad-norm', title: 'Gradient norm (before clipping)', series: [{ label: 'grad norm', get: field('gradNorm') }] },
+  { id: 'entropy', title: 'Entropy of the rollouts (nats / token)', series: [{ label: 'entropy', get: field('entropy') }], smooth: true },
+  { id: 'response-length', title: 'Response length (tokens)', series: [{ label: 'length', get: field('responseLength') }], smooth: true },
+  {
+    id: 'sft-loss',
+    title: 'SFT loss (warm start: mean NLL per target token)',
+    series: [{ label: 'SFT loss', get: (r) => (isSft(r) ? num(r.loss) : undefined) }],
+    smooth: true
+  },
+  {
+    id: 'loss',
+    title: 'Policy loss',
+    series: [{ label: 'loss', get: (r) => (isSft(r) ? undefined : num(r.loss)) }],
+    smooth: true
+  },
+  { id: 'grad-norm', title: 'Gradient norm (before clipping)', series: [{ label: 'grad norm', get: field('gradNorm') }], smooth: true },
   { id: 'lr', title: 'Learning rate', series: [{ label: 'lr', get: field('lr') }] },
-  { id: 'tokens-per-second', title: 'Throughput (tokens / s)', series: [{ label: 'tokens/s', get: field('tokensPerSecond') }] },
+  {
+    id: 'tokens-per-second',
+    title: 'Throughput (tokens / s)',
+    series: [{ label: 'tokens/s', get: field('tokensPerSecond') }],
+    smooth: true
+  },
   {
     id: 'held-out',
     title: 'Held-out evaluation',
@@ -73,6 +129,26 @@ export const REPORT_CHARTS: ChartSpec[] = [
 ]
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e']
+/** Series shorter than this are drawn raw only (an average of a handful of points hides more than it shows). */
+const SMOOTH_MIN_POINTS = 8
+
+/**
+ * Exponential moving average with a span of about a tenth of the series (2..50 points), debiased at the start as
+ * TensorBoard's smoothing is, so the first points are not pulled towards 0.
+ */
+export function emaSmooth(ys: readonly number[]): number[] {
+  const span = Math.min(50, Math.max(2, Math.round(ys.length / 10)))
+  const alpha = 2 / (span + 1)
+  const out: number[] = []
+  let acc = 0
+  let weight = 0
+  for (const y of ys) {
+    acc = (1 - alpha) * acc + alpha * y
+    weight = (1 - alpha) * weight + alpha
+    out.push(acc / weight)
+  }
+  return out
+}
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string)
@@ -97,7 +173,7 @@ function fmt(v: number): string {
 }
 
 /** One chart as inline SVG, or '' when no record has a value for it. */
-export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
+export function renderChart(spec: ChartSpec, records: StepMetrics[], marks: ReadonlyArray<{ step: number; label: string }> = []): string {
   const W = 560
   const H = 240
   const m = { left: 60, right: 16, top: 12, bottom: 40 }
@@ -148,6 +224,14 @@ export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
     )
   }
   parts.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 6}" text-anchor="middle" class="axis">step</text>`)
+  // Phase boundaries (the end of the warm start) as dashed verticals, where they fall inside the chart.
+  for (const mark of marks) {
+    if (mark.step <= x0 || mark.step >= x1) continue
+    const x = px(mark.step).toFixed(1)
+    parts.push(
+      `<line x1="${x}" x2="${x}" y1="${m.top}" y2="${H - m.bottom}" stroke="#999" stroke-dasharray="4 3" class="mark"/><text x="${x}" y="${H - m.bottom - 4}" text-anchor="start" dx="3" class="tick">${escapeHtml(mark.label)}</text>`
+    )
+  }
   if (bands.length > 1) {
     const upper = bands.map((b) => `${px(b[0]).toFixed(1)},${py(b[1][1]).toFixed(1)}`)
     const lower = bands
@@ -156,16 +240,32 @@ export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
       .map((b) => `${px(b[0]).toFixed(1)},${py(b[1][0]).toFixed(1)}`)
     parts.push(`<polygon points="${[...upper, ...lower].join(' ')}" fill="${COLORS[0]}" fill-opacity="0.15" stroke="none" class="band"/>`)
   }
+  let smoothed = false
   points.forEach((pts, i) => {
     if (pts.length === 0) return
     const color = COLORS[i % COLORS.length]
-    const coords = pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')
+    const coords = (ps: ReadonlyArray<readonly [number, number]>): string =>
+      ps.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')
+    const series = `data-series="${escapeHtml(spec.series[i].label)}"`
     if (pts.length === 1) parts.push(`<circle cx="${px(pts[0][0]).toFixed(1)}" cy="${py(pts[0][1]).toFixed(1)}" r="3" fill="${color}"/>`)
-    else
+    else if (spec.smooth === true && pts.length >= SMOOTH_MIN_POINTS) {
+      smoothed = true
+      const ema = emaSmooth(pts.map((p) => p[1]))
+      parts.push(`<polyline points="${coords(pts)}" fill="none" stroke="${color}" stroke-width="1" stroke-opacity="0.25" class="raw"/>`)
       parts.push(
-        `<polyline points="${coords}" fill="none" stroke="${color}" stroke-width="1.5" data-series="${escapeHtml(spec.series[i].label)}"/>`
+        `<polyline points="${coords(pts.map((p, k) => [p[0], ema[k]] as const))}" fill="none" stroke="${color}" stroke-width="1.75" class="smoothed" ${series}/>`
       )
+    } else parts.push(`<polyline points="${coords(pts)}" fill="none" stroke="${color}" stroke-width="1.5" ${series}/>`)
+    if (spec.markers === true && pts.length > 1)
+      for (const p of pts)
+        parts.push(
+          `<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${color}" class="marker"><title>step ${p[0]}: ${fmt(p[1])}</title></circle>`
+        )
   })
+  if (spec.unit !== undefined)
+    parts.push(
+      `<text x="12" y="${(m.top + H - m.bottom) / 2}" text-anchor="middle" class="axis" transform="rotate(-90 12 ${(m.top + H - m.bottom) / 2})">${escapeHtml(spec.unit)}</text>`
+    )
   const legend = spec.series.map((s, i) => ({ s, i })).filter(({ i }) => points[i].length > 0)
   const legendStep = Math.max(70, Math.floor((W - m.left - m.right - 16) / Math.max(1, legend.length)))
   legend.forEach(({ s, i }, k) => {
@@ -175,19 +275,70 @@ export function renderChart(spec: ChartSpec, records: StepMetrics[]): string {
     )
   })
   parts.push('</svg>')
-  return `<figure id="${spec.id}"><figcaption>${escapeHtml(spec.title)}</figcaption>${parts.join('')}</figure>`
+  const note = smoothed ? ' <span class="note">(moving average; raw values faint)</span>' : ''
+  return `<figure id="${spec.id}"><figcaption>${escapeHtml(spec.title)}${note}</figcaption>${parts.join('')}</figure>`
 }
 
 export interface ReportOptions {
   title?: string
   /** Extra key/value facts shown above the charts (configuration, before/after summary, run folder). */
   facts?: Record<string, string | number | boolean>
+  /** The run's configuration: which series are off (KL at klCoef 0, clipping with one update per batch, ...). */
+  config?: ReportConfig
+  /** The run's held-out evaluations (before, periodic, after): plotted a point per evaluation. */
+  evaluations?: EvaluationPoint[]
+  /** Held-out scores for the before / after table. */
+  scores?: Partial<Record<'before' | 'afterWarmStart' | 'after', Pick<HeldOutScores, 'formatRate' | 'esStar' | 'exactMatch'>>>
+  /** Held-out tasks with the models' answers, shown side by side. */
+  examples?: HeldOutExample[]
+}
+
+const SCORE_COLUMNS = [
+  ['before', 'base model'],
+  ['afterWarmStart', 'after the SFT warm start'],
+  ['after', 'after training']
+] as const
+
+function scoresTable(scores: NonNullable<ReportOptions['scores']>, algorithm: string | undefined): string {
+  const cols = SCORE_COLUMNS.filter(([k]) => scores[k] !== undefined)
+  if (cols.length === 0) return ''
+  const title = (k: (typeof SCORE_COLUMNS)[number][0], t: string): string =>
+    k === 'after' && algorithm !== undefined ? `after ${algorithm === 'sft' ? 'SFT' : `${algorithm.toUpperCase()}`}` : t
+  const pct = (v: number): string => `${(v * 100).toFixed(1)}%`
+  const rows: Array<[string, (s: Pick<HeldOutScores, 'formatRate' | 'esStar' | 'exactMatch'>) => string]> = [
+    ['format rate', (s) => pct(s.formatRate)],
+    ['ES* (−2 … 2)', (s) => s.esStar.toFixed(3)],
+    ['exact match', (s) => pct(s.exactMatch)]
+  ]
+  const head = `<tr><th>held-out (greedy)</th>${cols.map(([k, t]) => `<th>${escapeHtml(title(k, t))}</th>`).join('')}</tr>`
+  const body = rows
+    .map(([name, f]) => `<tr><th>${escapeHtml(name)}</th>${cols.map(([k]) => `<td>${escapeHtml(f(scores[k]!))}</td>`).join('')}</tr>`)
+    .join('')
+  return `<table class="scores" id="scores">${head}${body}</table>`
+}
+
+function examplesSection(examples: HeldOutExample[]): string {
+  if (examples.length === 0) return ''
+  const kinds = SCORE_COLUMNS.filter(([k]) => examples.some((e) => e.answers[k] !== undefined))
+  const pre = (text: string): string => `<pre>${escapeHtml(text)}</pre>`
+  const head = `<tr><th>old code</th><th>update note</th><th>target</th>${kinds.map(([, t]) => `<th>answer ${escapeHtml(t)}</th>`).join('')}</tr>`
+  const rows = examples.map((e) => {
+    const answers = kinds.map(([k]) => {
+      const a = e.answers[k]
+      return a === undefined
+        ? '<td></td>'
+        : `<td class="${a.exact ? 'exact' : ''}"><div class="badge">${escapeHtml(answerBadge(a))}</div>${pre(`<think>${a.completion}`)}</td>`
+    })
+    return `<tr><td><div class="badge">task ${e.task + 1} · ${escapeHtml(e.dependency)}</div>${pre(e.oldCode)}</td><td>${pre(e.updateInfo)}</td><td>${pre(e.target)}</td>${answers.join('')}</tr>`
+  })
+  return `<h2>Held-out tasks side by side</h2><table class="examples" id="examples">${head}${rows.join('')}</table>`
 }
 
 export function renderReport(records: StepMetrics[], options: ReportOptions = {}): string {
   options = optionsArg(options, 'renderReport')
   if (!Array.isArray(records)) throw new RecodeError('ERR_INVALID_ARG', 'renderReport: records must be an array of step metrics')
   const title = options.title ?? 'recode training report'
+  const config: ReportConfig = options.config ?? {}
   const sorted = [...records].sort((a, b) => a.step - b.step)
   // Time per phase: one series per phase name found in the records.
   const phases = [...new Set(sorted.flatMap((r) => Object.keys(r.phaseSeconds ?? {})))]
@@ -196,23 +347,78 @@ export function renderReport(records: StepMetrics[], options: ReportOptions = {}
     title: 'Seconds per phase',
     series: phases.map((name) => ({ label: name, get: (r: StepMetrics) => num(r.phaseSeconds?.[name]) }))
   }
-  const charts = [...REPORT_CHARTS, phaseChart].map((c) => renderChart(c, sorted)).filter((s) => s !== '')
+  // The held-out evaluations of the run, a point each (before at step 0, after at the last step), when given;
+  // else those recorded in the metrics.
+  const evaluations = options.evaluations ?? []
+  const evalRecords: StepMetrics[] = evaluations.map((e) => ({
+    step: e.step,
+    formatRate: e.formatRate,
+    esStar: e.esStar,
+    exactMatch: e.exactMatch
+  }))
+  const evalCharts: ChartSpec[] = [
+    {
+      id: 'held-out-rates',
+      title: 'Held-out format rate and exact match (greedy, each evaluation)',
+      series: [
+        { label: 'format rate', get: field('formatRate') },
+        { label: 'exact match', get: field('exactMatch') }
+      ],
+      markers: true
+    },
+    {
+      id: 'held-out-es-star',
+      title: 'Held-out ES* (greedy, each evaluation)',
+      series: [{ label: 'ES*', get: field('esStar') }],
+      markers: true
+    }
+  ]
+  // The RL phase starts after the last warm-start step: marked on the charts that span both.
+  const lastWarm = sorted.filter((r) => r.stage === 'warm-start').at(-1)?.step
+  const marks = lastWarm !== undefined && sorted.some((r) => r.step > lastWarm) ? [{ step: lastWarm, label: 'RL starts' }] : []
+  const heldOutCharts = evalRecords.length > 0 ? evalCharts.map((c) => renderChart(c, evalRecords, marks)).filter((x) => x !== '') : []
+  const offNotes: string[] = []
+  const charts: string[] = []
+  for (const c of [...REPORT_CHARTS, phaseChart]) {
+    if (c.id === 'held-out' && heldOutCharts.length > 0) continue
+    const html = renderChart(c, sorted, marks)
+    if (html === '') continue
+    const off = c.off?.(config, sorted)
+    if (off !== undefined) {
+      // A switched-off term would be a flat line: said in words in its place.
+      charts.push(
+        `<figure id="${c.id}" class="off" data-off="${c.id}"><figcaption>${escapeHtml(c.title)}</figcaption><p>${escapeHtml(off)}</p></figure>`
+      )
+      offNotes.push(`${c.title}: ${off}`)
+    } else charts.push(html)
+  }
+  if (config.entropyCoef === 0 && config.algorithm !== 'sft')
+    offNotes.push("Entropy bonus: off (entropyCoef 0); the entropy chart is the rollouts' measured entropy")
   const facts = Object.entries(options.facts ?? {})
     .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
     .join('')
   const last = sorted[sorted.length - 1]
+  const table = options.scores !== undefined ? scoresTable(options.scores, config.algorithm) : ''
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:20px} table{border-collapse:collapse;margin-bottom:16px} th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #ddd;font-size:13px}
+h1{font-size:20px} h2{font-size:16px;margin-top:24px} table{border-collapse:collapse;margin-bottom:16px} th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #ddd;font-size:13px;vertical-align:top}
+table.scores td{font-variant-numeric:tabular-nums;text-align:right} table.scores{font-size:15px}
 .charts{display:flex;flex-wrap:wrap;gap:16px} figure{margin:0;background:#fff;border:1px solid #ddd;padding:8px}
-figcaption{font-size:14px;font-weight:600;margin-bottom:4px} .tick{font-size:10px;fill:#555} .axis{font-size:11px;fill:#333} .legend{font-size:11px;fill:#333}
+figure.off{width:544px;color:#666} figure.off p{font-size:13px}
+figcaption{font-size:14px;font-weight:600;margin-bottom:4px} .note{font-weight:400;color:#777;font-size:12px} .tick{font-size:10px;fill:#555} .axis{font-size:11px;fill:#333} .legend{font-size:11px;fill:#333}
+table.examples pre{margin:0;font-size:11px;white-space:pre-wrap;max-width:340px} .badge{font-size:11px;color:#555;margin-bottom:2px} td.exact{background:#eefbe9}
 </style></head>
 <body><h1>${escapeHtml(title)}</h1>
 <p>${sorted.length} steps recorded${last ? `, last step ${last.step}` : ''}.</p>
+${table}
 ${facts ? `<table>${facts}</table>` : ''}
+${heldOutCharts.length > 0 ? `<h2>Held-out scores over the run</h2><div class="charts">${heldOutCharts.join('\n')}</div>` : ''}
+${offNotes.length > 0 ? `<h2>Switched off in this run</h2><ul class="off">${offNotes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul>` : ''}
+<h2>Training</h2>
 <div class="charts">${charts.join('\n')}</div>
+${examplesSection(options.examples ?? [])}
 </body></html>
 `
 }

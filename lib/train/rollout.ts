@@ -6,7 +6,7 @@
 import { RecodeError } from '../errors'
 import type { Model } from '../model/index'
 import type { GenerateOptions } from '../model/types'
-import { score as rewardComponents } from '../reward'
+import { score as rewardComponents, trainingReward } from '../reward'
 import { grpoAdvantages, dapoDynamicMask, overlongPenalty } from '../rl/loss'
 import type { TrainConfig } from './config'
 import type { StepMetrics } from './metrics'
@@ -154,9 +154,7 @@ export async function rollout(
             )
         }
       } else {
-        r = Float32Array.from(texts, (_, k) =>
-          config.reward === 'es*' ? comps.reward[k] : config.reward === 'em*' ? comps.format[k] + comps.emStar[k] : comps.format[k]
-        )
+        r = Float32Array.from(trainingReward(config.reward, comps))
       }
       // per sample: reward, format, ES*, EM*, truncated (0/1), length, token ids, log-probs (exact in float64)
       shardFlat.forEach((g, k) =>

@@ -33,7 +33,9 @@ import { parseModelConfig, readJsonFile } from '../model/config'
 import { probePython } from '../eval/python'
 import { closePythonWorkers, pythonCommand } from '../reward'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
-import { evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
+import { type evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
+import { evaluateHeldOutDetailed, pickExamples, type EvaluationPoint, type HeldOutAnswer, type HeldOutExample } from './heldout'
+export type { EvaluationPoint, HeldOutExample } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
 import { policyUpdate } from './policyUpdate'
 import { writeReport } from './report'
@@ -82,7 +84,14 @@ export interface TrainSummary {
   modelDir: string
   /** Adapters: the PEFT adapter folder (adapter_config.json + adapter_model.safetensors). */
   adapterDir?: string
+  /** Every held-out evaluation of the run in step order: before (step 0), after the warm start, every evalEvery steps, after. */
+  evaluations?: EvaluationPoint[]
+  /** A few held-out tasks with the answers of the base, the warm-started and the trained model (pickExamples). */
+  examples?: HeldOutExample[]
 }
+
+/** Held-out tasks the report and summary.json show side by side. */
+const EXAMPLE_TASKS = 4
 
 export interface TrainResult {
   runDir: string
@@ -498,6 +507,8 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
   const cursor = new DataCursor(usable.length, config.seed)
   let summaryBefore: HeldOutScores | undefined
   let summaryWarm: HeldOutScores | undefined
+  // Each task's answer before training and after the warm start (kept in checkpoints for the examples of the summary).
+  const heldOutAnswers: Partial<Record<'before' | 'afterWarmStart' | 'after', HeldOutAnswer[]>> = {}
   // A newer checkpoint that fails its checksums is skipped (said in a log event) for the one before it; it stays
   // in place until this run saves that step again.
   const resumeFrom =
@@ -529,9 +540,12 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     })
     step = resumeFrom.manifest.step
     cursor.consumed = (resumeFrom.manifest.dataCursor as { consumed: number }).consumed
-    const extra = resumeFrom.manifest.extra as { before?: HeldOutScores; afterWarmStart?: HeldOutScores } | undefined
+    const extra = resumeFrom.manifest.extra as
+      | { before?: HeldOutScores; afterWarmStart?: HeldOutScores; heldOutAnswers?: typeof heldOutAnswers }
+      | undefined
     summaryBefore = extra?.before
     summaryWarm = extra?.afterWarmStart
+    Object.assign(heldOutAnswers, extra?.heldOutAnswers ?? {})
   }
   emit({ type: 'start', runDir, config, totalSteps, resumedFrom: resumeFrom ? step : null })
   const world = ctx.world
@@ -539,10 +553,12 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     ? new MetricsWriter(path.join(runDir, 'metrics.jsonl'), { resumeFromStep: resumeFrom ? step : 0 })
     : undefined
   // Held-out evaluations run on rank 0 only (they change no training state); the other ranks see placeholders.
-  const evaluate = async (seed: number): Promise<HeldOutScores> =>
-    world.isRoot
-      ? await evaluateHeldOut(model, heldOut, evalOptions(seed))
-      : ({ formatRate: 0, esStar: 0, exactMatch: 0 } as unknown as HeldOutScores)
+  const evaluate = async (seed: number, keep?: 'before' | 'afterWarmStart'): Promise<HeldOutScores> => {
+    if (!world.isRoot) return { formatRate: 0, esStar: 0, exactMatch: 0 } as unknown as HeldOutScores
+    const d = await evaluateHeldOutDetailed(model, heldOut, evalOptions(seed))
+    if (keep !== undefined) heldOutAnswers[keep] = d.answers
+    return d.scores
+  }
 
   // The frozen base for the KL reference: with adapters, the same weights with the adapters switched off; with full
   // fine-tuning, a copy of the base weights swapped in for the reference forward.
@@ -589,7 +605,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
       dataCursor: { consumed: cursor.consumed },
       tensors: { 'trainer.safetensors': tensorsOf(state.tensors) },
       json: { 'trainer.json': { stepsTaken: state.stepsTaken } },
-      extra: { before: summaryBefore, afterWarmStart: summaryWarm },
+      extra: { before: summaryBefore, afterWarmStart: summaryWarm, heldOutAnswers },
       keep: config.keepCheckpoints
     })
     lastCheckpoint = dir
@@ -600,7 +616,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
   let nonFinite = 0 // non-finite steps in a row (config.divergencePatience of them are tolerated)
   try {
     if (summaryBefore === undefined) {
-      summaryBefore = await evaluate(config.seed)
+      summaryBefore = await evaluate(config.seed, 'before')
       emit({ type: 'eval', label: 'before', step: 0, scores: summaryBefore })
     }
     const stopAt = Math.min(totalSteps, options.stopAfterStep ?? totalSteps)
@@ -661,7 +677,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
       }
       nonFinite = 0
       if (step === warmSteps && warmSteps > 0 && summaryWarm === undefined) {
-        summaryWarm = await evaluate(config.seed)
+        summaryWarm = await evaluate(config.seed, 'afterWarmStart')
         record.eval = { formatRate: summaryWarm.formatRate, esStar: summaryWarm.esStar, exactMatch: summaryWarm.exactMatch }
         emit({ type: 'eval', label: 'after-warm-start', step, scores: summaryWarm })
       } else if (config.evalEvery > 0 && step % config.evalEvery === 0 && step < totalSteps) {
@@ -709,8 +725,13 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     }
   }
 
-  const after = await evaluateHeldOut(model, heldOut, evalOptions(config.seed))
+  const afterDetail = await evaluateHeldOutDetailed(model, heldOut, evalOptions(config.seed))
+  const after = afterDetail.scores
+  heldOutAnswers.after = afterDetail.answers
   emit({ type: 'eval', label: 'after', step, scores: after })
+  const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
+  const evaluations = evaluationPoints(records, summaryBefore, after, step, warmSteps)
+  const examples = heldOutAnswers.before !== undefined ? pickExamples(heldOut, heldOutAnswers, EXAMPLE_TASKS) : undefined
   const modelDir = path.join(runDir, 'model')
   let adapterDir: string | undefined
   if (trainer.adapter === undefined) {
@@ -731,11 +752,16 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     seconds: (Date.now() - ctx.started) / 1000,
     runDir,
     modelDir,
-    ...(adapterDir !== undefined ? { adapterDir } : {})
+    ...(adapterDir !== undefined ? { adapterDir } : {}),
+    evaluations,
+    ...(examples !== undefined ? { examples } : {})
   }
   writeFileAtomic(path.join(runDir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n')
-  const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
   writeReport(path.join(runDir, 'report.html'), records, {
+    config,
+    evaluations,
+    scores: { before: summaryBefore, ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}), after },
+    examples,
     title: `recode ${config.algorithm} run`,
     facts: {
       algorithm: config.algorithm,
@@ -746,6 +772,33 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     }
   })
   return { runDir, summary, checkpoint: ckDir, modelDir }
+}
+
+/** The run's held-out evaluations in step order: before, those recorded in the metrics, after. */
+function evaluationPoints(
+  records: StepMetrics[],
+  before: HeldOutScores,
+  after: HeldOutScores,
+  lastStep: number,
+  warmSteps: number
+): EvaluationPoint[] {
+  const point = (
+    step: number,
+    label: EvaluationPoint['label'],
+    s: { formatRate?: number; esStar?: number; exactMatch?: number }
+  ): EvaluationPoint => ({
+    step,
+    label,
+    formatRate: s.formatRate ?? NaN,
+    esStar: s.esStar ?? NaN,
+    exactMatch: s.exactMatch ?? NaN
+  })
+  const out = [point(0, 'before', before)]
+  for (const r of records)
+    if (r.eval !== undefined && r.step < lastStep)
+      out.push(point(r.step, r.step === warmSteps && warmSteps > 0 ? 'after-warm-start' : 'periodic', r.eval))
+  out.push(point(lastStep, 'after', after))
+  return out
 }
 
 // ---- SFT ----------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ export type KlEstimator = 'k1' | 'k2' | 'k3'
 export type LossAggregation = 'token-mean' | 'seq-mean-token-mean' | 'seq-mean-token-sum' | 'seq-mean-token-sum-norm'
 /** Advantage normalisation: per group (GRPO), over the batch, or none (Dr. GRPO: r - group mean only). */
 export type AdvantageScaling = 'group' | 'batch' | 'none'
-export type RewardName = 'es*' | 'em*' | 'format'
+/** Each is format + that component (lib/reward trainingReward); 'format' is format alone. */
+export type RewardName = 'es*' | 'es' | 'em*' | 'em' | 'format'
 export type AdapterType = 'none' | 'lora' | 'dora'
 export type DeviceName = 'auto' | 'cpu' | 'cuda' | 'emulated'
 export type ComputeDtype = 'auto' | 'fp32' | 'bf16'

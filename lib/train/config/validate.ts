@@ -82,7 +82,7 @@ const topLevelChecks: Record<keyof Omit<TrainConfig, 'adapter' | 'synthetic'>, C
   algorithm: oneOf(['grpo', 'dapo', 'sft']),
   model: nonEmptyString,
   data: nonEmptyString,
-  reward: oneOf(['es*', 'em*', 'format']),
+  reward: oneOf(['es*', 'es', 'em*', 'em', 'format']),
   promptsPerStep: posInt(1 << 16),
   samplesPerPrompt: posInt(1 << 12),
   maxPromptTokens: posInt(1 << 20),
