@@ -2,22 +2,22 @@ import * as path from 'path'
 import { parseArgs } from 'util'
 import { makeDir, writeFileAtomic } from '../atomicFile'
 import { loadModel } from '../model/index'
-import { initModel } from '../model/init'
+import { demoBaseDir } from '../demo/index'
 import { closePythonWorkers } from '../reward'
 import { evaluateHeldOutDetailed, examplesText, pickExamples } from '../train/heldout'
 import { syntheticTasks } from '../train/synthetic'
 import type { Command } from './types'
 
 /**
- * The embedded default's evaluation on a fresh machine: a tiny model (made here, or --model DIR), the
- * bundled synthetic API-update tasks, ReCode's prompt, batched generation and the ReCode reward. With --trained DIR
+ * The embedded default's evaluation on a fresh machine: the shipped demo base model (or --model DIR), the
+ * held-out synthetic API-update tasks of the demo preset (updates absent from training), ReCode's prompt, batched generation and the ReCode reward. With --trained DIR
  * a trained model (a run's model/ folder) is scored on the same tasks as "after". Prints a few tasks side by side
  * (old code, update note, target, each model's answer) and writes <run>/summary.json as
  * {"before": {formatRate, esStar, exactMatch, reward}, "after"?: {...}, "examples": [...]} and says where the run is.
  */
 export const demo: Command = {
   name: 'demo',
-  summary: 'embedded default: score a tiny model on held-out synthetic API-update tasks with the ReCode reward',
+  summary: 'embedded default: score the demo base model (and --trained DIR) on held-out API-update tasks, side by side',
   usage: 'recode demo [--model DIR] [--trained DIR] [--out RUN_DIR] [--tasks N] [--examples N] [--seed S] [--max-new-tokens N]',
   async run(argv) {
     const { values } = parseArgs({
@@ -27,7 +27,7 @@ export const demo: Command = {
         trained: { type: 'string' },
         out: { type: 'string' },
         examples: { type: 'string', default: '3' },
-        tasks: { type: 'string', default: '48' },
+        tasks: { type: 'string', default: '64' },
         seed: { type: 'string', default: '1' },
         'max-new-tokens': { type: 'string', default: '160' }
       }
@@ -49,16 +49,8 @@ export const demo: Command = {
     }
     const runDir = path.resolve(values.out ?? path.join('runs', `demo-${new Date().toISOString().replace(/[:.]/g, '-')}`))
     makeDir(runDir, 'recode demo')
-    let modelDir = values.model
-    if (modelDir === undefined) {
-      modelDir = path.join(runDir, 'model')
-      const made = initModel({ preset: 'tiny', arch: 'qwen2', out: modelDir, seed })
-      console.log(
-        `model:    tiny qwen2-architecture model with random weights (${made.parameters.toLocaleString()} parameters) in ${modelDir}`
-      )
-    } else {
-      console.log(`model:    ${modelDir}`)
-    }
+    const modelDir = values.model ?? demoBaseDir()
+    console.log(`model:    ${modelDir}${values.model === undefined ? ' (the shipped demo base model: old nova API, code editing, no update notes)' : ''}`)
     const { heldOut } = syntheticTasks({ seed, train: 0, heldOut: tasks })
     console.log(`tasks:    ${heldOut.length} held-out synthetic API updates (seed ${seed})`)
     const started = Date.now()

@@ -41,6 +41,8 @@ export interface DemoBaseOptions {
   merges?: number
   /** Longest document in tokens (longer ones are cut). */
   maxTokens?: number
+  /** Also write the model every this many steps to `<out>.step-<n>` (to look at a run before it ends). */
+  snapshotEvery?: number
   /** Stop after this many steps of the schedule and write nothing (the determinism test): returns the digest only. */
   stopAfter?: number
   signal?: AbortSignal
@@ -76,6 +78,28 @@ export function weightsDigest(weights: Array<{ name: string; shape: number[]; da
     h.update(Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength))
   }
   return h.digest('hex')
+}
+
+function recipeOf(o: DemoBaseOptions & typeof DEMO_BASE_DEFAULTS): Record<string, unknown> {
+  const { out: _out, signal: _signal, onProgress: _onProgress, force: _force, stopAfter: _stop, snapshotEvery: _snap, ...recipe } = o
+  return recipe
+}
+
+/** A Hugging Face folder: initModel's config and tokenizer files, the weights in bf16, the recipe in the metadata. */
+function writeFolder(initDir: string, out: string, weights: Array<{ name: string; shape: number[]; data: Float32Array }>, recipe: Record<string, unknown>): void {
+  const tmpOut = `${out}.tmp`
+  fs.rmSync(tmpOut, { recursive: true, force: true })
+  makeDir(tmpOut, 'demo base')
+  for (const f of fs.readdirSync(initDir)) if (!f.endsWith('.safetensors')) fs.copyFileSync(path.join(initDir, f), path.join(tmpOut, f))
+  const cfgPath = path.join(tmpOut, 'config.json')
+  const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>
+  cfg.torch_dtype = 'bfloat16'
+  fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2) + '\n')
+  const tensors: Record<string, TensorData> = {}
+  for (const w of weights) tensors[w.name] = { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) }
+  writeSafetensors(path.join(tmpOut, 'model.safetensors'), tensors, { format: 'pt', recode_demo_base: JSON.stringify(recipe) })
+  fs.rmSync(out, { recursive: true, force: true })
+  fs.renameSync(tmpOut, out)
 }
 
 export async function makeDemoBase(options: DemoBaseOptions): Promise<{ dir: string; digest: string; parameters: number; seconds: number }> {
@@ -152,29 +176,16 @@ export async function makeDemoBase(options: DemoBaseOptions): Promise<{ dir: str
         )
         await trainer.applyAdamW({ lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 })
         const tokens = seqs.reduce((a, s) => a + s.tokens.length, 0)
+        if (o.snapshotEvery !== undefined && (step + 1) % o.snapshotEvery === 0 && step + 1 < last) {
+          const w = await trainer.parameters()
+          writeFolder(tmpInit, `${o.out}.step-${step + 1}`, w, { ...recipeOf(o), step: step + 1, digest: weightsDigest(w) })
+        }
         o.onProgress?.({ step: step + 1, steps: o.steps, loss, lr, tokensPerSecond: tokens / ((performance.now() - t0) / 1000) })
       }
       const weights = await trainer.parameters()
       const digest = weightsDigest(weights)
       if (o.stopAfter !== undefined) return { dir: '', digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
-      // the folder: initModel's config and tokenizer, the trained weights in bf16
-      const tmpOut = `${o.out}.tmp`
-      fs.rmSync(tmpOut, { recursive: true, force: true })
-      makeDir(tmpOut, 'demo base')
-      for (const f of fs.readdirSync(tmpInit)) if (!f.endsWith('.safetensors')) fs.copyFileSync(path.join(tmpInit, f), path.join(tmpOut, f))
-      const cfgPath = path.join(tmpOut, 'config.json')
-      const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>
-      cfg.torch_dtype = 'bfloat16'
-      fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2) + '\n')
-      const tensors: Record<string, TensorData> = {}
-      for (const w of weights) tensors[w.name] = { dtype: 'BF16', shape: w.shape, data: toBf16(w.data) }
-      const { out: _out, signal: _signal, onProgress: _onProgress, force: _force, stopAfter: _stop, ...recipe } = o
-      writeSafetensors(path.join(tmpOut, 'model.safetensors'), tensors, {
-        format: 'pt',
-        recode_demo_base: JSON.stringify({ ...recipe, digest })
-      })
-      fs.rmSync(o.out, { recursive: true, force: true })
-      fs.renameSync(tmpOut, o.out)
+      writeFolder(tmpInit, o.out, weights, { ...recipeOf(o), digest })
       return { dir: o.out, digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
     } finally {
       trainer.dispose()

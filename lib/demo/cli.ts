@@ -13,7 +13,7 @@ async function main(argv: string[]): Promise<void> {
     const a = argv[i]
     if (a === '--out') out = argv[++i]
     else if (a === '--force') force = true
-    else if (a.startsWith('--') && a.slice(2) in DEMO_BASE_DEFAULTS) {
+    else if (a.startsWith('--') && (a.slice(2) in DEMO_BASE_DEFAULTS || a === '--snapshotEvery')) {
       const v = Number(argv[++i])
       if (!Number.isFinite(v)) throw new RecodeError('ERR_INVALID_ARG', `demo-base: ${a} needs a number, got ${argv[i]}`)
       opts[a.slice(2)] = v

@@ -1,0 +1,90 @@
+// The demo base model (issue 12): its corpus never shows the held-out updates' new names or an update note, the
+// script is deterministic (its first steps reproduce a recorded digest), and the shipped folder is what the script
+// writes (bf16 Hugging Face folder, at most 16 MB, its recipe and weights digest in the safetensors metadata).
+import * as fs from 'fs'
+import * as path from 'path'
+import { createHash } from 'crypto'
+import t from 'tap'
+import { require, root } from './helpers.mjs'
+
+const corpus = require('../dist/cjs/demo/corpus.js')
+const { makeDemoBase, demoBaseDir, heldOutNewNames } = require('../dist/cjs/demo/index.js')
+const { syntheticTasks } = require('../dist/cjs/train/synthetic.js')
+const { readSafetensors } = require('../dist/cjs/safetensors.js')
+const { systemInfo } = require('../dist/cjs/device.js')
+
+// Recorded from the script (lib/demo/base.ts defaults). Documents are plain JavaScript (exact); the weights after two
+// steps are the CPU trainer's float32 sums, whose order does not depend on the thread count but does on the SIMD
+// path (the AVX2 kernels fuse multiply-adds), hence one digest per path.
+const CORPUS_DIGEST_300 = 'fa0f44c4df0e2be02fe4973e33483841ff3171b1a319b7bfe1b5c7ed40726602'
+const WEIGHTS_AFTER_2_STEPS = {
+  avx2: '27b91805221d70a3aa9b3d7715bd7ac0aeb073a2021c3bcde9ec5af309d01113',
+  baseline: 'f38dc653827ccfe6bf5cd73290629964b80bde6450e407fe33fb0e62137469b0'
+}
+
+t.test('the corpus is deterministic and holds no held-out new name and no update note', async (t) => {
+  const ctx = corpus.corpusContext()
+  const h = createHash('sha256')
+  for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(i, ctx).text + '\u0000')
+  t.equal(h.digest('hex'), CORPUS_DIGEST_300, 'the first 300 documents hash to the recorded digest')
+
+  const names = heldOutNewNames(1)
+  t.ok(names.length >= 20, `the held-out updates introduce ${names.length} new names`)
+  const { heldOut, train } = syntheticTasks({ seed: 1, train: 2000, heldOut: 64 })
+  // every held-out task's new code uses at least one listed name or changes no name (reorders, defaults, call styles)
+  const named = heldOut.filter((r) => names.some((n) => n.pattern.test(r.new_code)))
+  t.ok(named.length > 10, `${named.length} of 64 held-out targets use a held-out new name`)
+  const notes = new Set([...train, ...heldOut].map((r) => r.update_info))
+  const kinds = {}
+  for (let i = 0; i < 3000; i++) {
+    const d = corpus.corpusDocument(i, ctx)
+    kinds[d.kind] = (kinds[d.kind] ?? 0) + 1
+    const hit = names.find((n) => n.pattern.test(d.text))
+    if (hit) return t.fail(`document ${i} uses the held-out name ${hit.name}`)
+    if (d.text.includes('performed an API update') || d.text.includes('<doc>\nnova.')) return t.fail(`document ${i} is an update note`)
+    for (const n of notes) if (d.text.includes(n)) return t.fail(`document ${i} contains a note: ${n}`)
+  }
+  t.pass('3000 documents: no held-out new name, no update note')
+  t.ok(kinds['edit-nova'] > 500 && kinds['edit-python'] > 300 && kinds.nova > 300 && kinds.python > 150, `mix ${JSON.stringify(kinds)}`)
+})
+
+t.test('the editing tasks are real edits with answers in the ReCode format', async (t) => {
+  const tasks = corpus.generalTasks(50)
+  for (const task of tasks) {
+    t.not(task.new_code, task.old_code, `${task.kind}: the edit changes the code`)
+    const answer = corpus.editAnswer(task)
+    t.match(answer, /^ .*<\/think>\n<answer>\n```python\n[\s\S]*\n```\n<\/answer><\|im_end\|>$/, 'answer format')
+  }
+  t.same(
+    corpus.generalTasks(5).map((x) => x.new_code),
+    corpus.generalTasks(5).map((x) => x.new_code),
+    'same seed, same tasks'
+  )
+})
+
+t.test('the base-model script reproduces its recorded first steps', async (t) => {
+  const simd = systemInfo().cpu.simdUsed
+  const want = WEIGHTS_AFTER_2_STEPS[simd]
+  if (want === undefined) {
+    t.comment(`skip: no digest recorded for the ${simd} SIMD path`)
+    return t.pass('nothing to compare on this SIMD path')
+  }
+  const r = await makeDemoBase({ out: '', stopAfter: 2 })
+  t.equal(r.digest, want, `weights after 2 steps (${simd}) match the recorded digest`)
+})
+
+t.test('the shipped base model is the script output: bf16, at most 16 MB, with its recipe', async (t) => {
+  const dir = demoBaseDir()
+  t.equal(dir, path.join(root, 'models', 'nova-base'))
+  const file = path.join(dir, 'model.safetensors')
+  const size = fs.statSync(file).size
+  t.ok(size <= 16 * 1024 * 1024, `model.safetensors is ${(size / 2 ** 20).toFixed(2)} MiB`)
+  const st = readSafetensors(file)
+  const dtypes = new Set(Object.values(st.tensors).map((x) => x.dtype))
+  t.same([...dtypes], ['BF16'], 'every tensor is bf16')
+  const recipe = JSON.parse(st.metadata.recode_demo_base)
+  t.match(recipe.digest, /^[0-9a-f]{64}$/, 'the recipe records the weights digest')
+  t.ok(recipe.steps > 0 && recipe.hidden > 0, `recipe: ${recipe.steps} steps, hidden ${recipe.hidden}, ${recipe.layers} layers`)
+  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
+    t.ok(fs.existsSync(path.join(dir, f)), `${f} is shipped`)
+})
