@@ -28,6 +28,8 @@
 #include "philox.h"
 #include "device/device_buffer.h"
 #include "device/memory_count.h"
+#include "dist/nccl_comm.h"
+#include "dist/nccl_loader.h"
 #include "core/numeric.h"
 
 namespace recode::model {
@@ -289,6 +291,48 @@ class CudaTrainer final : public Trainer {
   }
 
   int64_t steps_taken() const override { return adam_step_; }
+
+  // ---- data parallelism: gradients summed on the device through NCCL ---------------------------------------
+  void set_forward_index(int index) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (index < 0) throw Error("ERR_INVALID_ARG", "trainer: forward index must be >= 0");
+    forwards_in_step_ = index;
+  }
+
+  void init_nccl(const void* unique_id, int rank, int size) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    const nccl::Status& s = nccl::status();
+    if (!s.loaded) throw Error("ERR_NCCL_UNAVAILABLE", "NCCL is unavailable: " + s.error);
+    // 'emulated' arrays live in host memory and 'cuda' arrays on the GPU: each needs the library that reads them
+    if (P_.device == Device::Emulated && !s.host_memory)
+      throw Error("ERR_UNSUPPORTED", "device 'emulated' keeps its arrays in host memory, which " + s.library +
+                                         " (NCCL: GPU memory) cannot reduce; the emulated device runs data parallel "
+                                         "with recode's test NCCL over MPI (test/fixtures/nccl_mpi.c)");
+    if (P_.device == Device::CUDA && s.host_memory)
+      throw Error("ERR_UNSUPPORTED", s.library +
+                                         " is recode's test NCCL, which reduces host memory: device 'cuda' needs "
+                                         "NCCL itself (libnccl.so.2)");
+    if (P_.device != Device::CUDA && P_.device != Device::Emulated)
+      throw Error("ERR_UNSUPPORTED", std::string("an NCCL communicator on device '") + device_name(P_.device) + "'");
+    comm_.reset();
+    comm_ = std::make_unique<nccl::Comm>(unique_id, rank, size);
+  }
+
+  // Every trainable gradient buffer summed in place, one grouped ncclAllReduce each, on the stream the kernels
+  // use (the default one): clipping and AdamW then see the same sum on every rank, so every rank keeps the same
+  // weights. `sum` (the host MPI path of the CPU trainer) is not used.
+  void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override {
+    (void)sum;
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (!comm_)
+      throw Error("ERR_DIST",
+                  "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
+    std::vector<std::pair<float*, size_t>> bufs;
+    for (int i : train_) bufs.emplace_back(G(i), params_[i].n);
+    comm_->allreduce_sum_f32(bufs, nullptr);
+    grads_zero_ = false;
+  }
+
   void set_adapters_enabled(bool enabled) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (adapters_.empty() || enabled == adapters_enabled_) return;
@@ -338,6 +382,7 @@ class CudaTrainer final : public Trainer {
 
   void clear_grads() {
     for (int i : train_) CALL(device_memset, params_[i].grad.as(), 0, params_[i].n * sizeof(float), nullptr);
+    grads_zero_ = true;
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
@@ -741,6 +786,11 @@ class CudaTrainer final : public Trainer {
     }
     const int R = (int)row_of_.size();
     for (int r = 0; r < R; ++r) ids[(size_t)2 * T + r] = tokens[row_of_[r]];
+    if (G(embed_)) {  // the embedding rows the backward's scatter touches (see backward_locked)
+      fwd_rows_.assign(tokens, tokens + T);
+      std::sort(fwd_rows_.begin(), fwd_rows_.end());
+      fwd_rows_.erase(std::unique(fwd_rows_.begin(), fwd_rows_.end()), fwd_rows_.end());
+    }
     CALL(copy_to_device, ids_.as(), ids.data(), ids.size() * sizeof(int32_t));
     const int32_t* d_tokens = ids_.as<int32_t>();
     const int32_t* d_pos = d_tokens + T;
@@ -799,6 +849,26 @@ class CudaTrainer final : public Trainer {
     const int32_t* d_pos = d_tokens + T;
     const int32_t* d_targets = d_tokens + 2 * T;
     if (fwd_adapters_) set_dropout_stream(fwd_index_);
+    // Gradient accumulation adds this backward's gradient to the earlier ones once per element, as the sum over
+    // ranks does, so gradAccumulation n in one process and n ranks of one micro-batch each agree bit for bit. Every
+    // tensor but the embedding gets one add per element already; the embedding's rows of this batch's tokens get the
+    // (tied) head's and the scatter's (g + h + e, not g + (h + e)), so those rows are set aside on the host and
+    // zeroed, take h and e, and get the earlier sum added back once. The first backward of an update skips this.
+    const bool set_aside = G(embed_) && !grads_zero_;
+    std::vector<float> earlier;
+    auto each_run = [&](auto&& f) {  // runs of consecutive row ids: one copy and one memset each
+      for (size_t u0 = 0, u1; u0 < fwd_rows_.size(); u0 = u1) {
+        for (u1 = u0 + 1; u1 < fwd_rows_.size() && fwd_rows_[u1] == fwd_rows_[u1 - 1] + 1;) ++u1;
+        f(u0, u1 - u0, G(embed_) + (size_t)fwd_rows_[u0] * C);
+      }
+    };
+    if (set_aside) {
+      earlier.resize(fwd_rows_.size() * (size_t)C);
+      each_run([&](size_t u0, size_t n, float* g) {
+        CALL(copy_to_host, earlier.data() + u0 * C, g, n * C * sizeof(float));
+        CALL(device_memset, g, 0, n * C * sizeof(float), nullptr);
+      });
+    }
     try {
       // head: dhid [R, C] and dW_head (added into the embedding's gradient when tied); scattered to dnormed
       CALL(device_memset, dh_.as(), 0, (size_t)T * C * es_, nullptr);
@@ -831,8 +901,16 @@ class CudaTrainer final : public Trainer {
                              scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
+      if (set_aside) {
+        // the earlier sum back, one add per element (ids_ and dhid_ are free now: U <= T rows fit both)
+        const int U = (int)fwd_rows_.size();
+        CALL(copy_to_device, ids_.as(), fwd_rows_.data(), (size_t)U * sizeof(int32_t));
+        CALL(copy_to_device, dhid_.as(), earlier.data(), earlier.size() * sizeof(float));
+        CALL(embedding_backward, U, C, V, ids_.as<int32_t>(), dhid_.as(), G(embed_), RECODE_F32, nullptr);
+      }
       char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
       check_kernel_status(kern_.device_sync(err, sizeof err), "device_sync", err);
+      grads_zero_ = false;
       return loss;
     } catch (...) {
       // an interrupted backward leaves partial sums: drop them rather than apply a half gradient
@@ -898,6 +976,9 @@ class CudaTrainer final : public Trainer {
   bool recompute_ = false;
   Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
   Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
+  std::unique_ptr<nccl::Comm> comm_;   // data parallelism (init_nccl), null in a world of one
+  bool grads_zero_ = true;             // no backward has added into the gradients since they were zeroed
+  std::vector<int32_t> fwd_rows_;      // full fine-tuning: the pending forward's distinct token ids, sorted
 };
 
 #undef CALL

@@ -1,0 +1,133 @@
+// Data parallelism of the CUDA trainer: gradients summed on the device through NCCL. This machine has neither a GPU
+// nor NCCL, so the path runs on device 'emulated' (the CUDA kernels through the SIMT emulation, on host memory) with
+// recode's test NCCL (test/fixtures/nccl_mpi.c: NCCL's C API over MPI on host memory, built here with mpicc and
+// loaded through RECODE_NCCL_LIBRARY): `mpirun -np 2` must give bit for bit the weights and per-step metrics of one
+// process running the same global batch with gradAccumulation 2. The same trainer code on a real GPU through real
+// NCCL is checked by `npm run gpu-check` (bench/gpu-check.mjs: a world of one, and two ranks on two GPUs).
+import t from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { spawnSync } from 'child_process'
+import { require } from './helpers.mjs'
+
+const { distInfo, probeEngine, readMetrics } = require('../dist/cjs/index.js')
+const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..')
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-dist-cuda-test-'))
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+const info = distInfo()
+const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
+const haveMpicc = spawnSync('mpicc', ['--version'], { stdio: 'ignore' }).status === 0
+const why = !info.mpi.loaded
+  ? `the MPI shim is not loaded: ${info.mpi.error}`
+  : !haveMpirun
+    ? 'mpirun is not on PATH'
+    : !haveMpicc
+      ? 'mpicc is not on PATH (it builds the test NCCL)'
+      : ''
+if (why) t.comment(`skipping the multi-rank tests: ${why}`)
+
+// the test NCCL, built once for this run
+const testNccl = path.join(tmp, 'libnccl-test.so')
+if (!why) {
+  const r = spawnSync(
+    'mpicc',
+    ['-shared', '-fPIC', '-O2', '-fvisibility=hidden', '-o', testNccl, path.join(root, 'test/fixtures/nccl_mpi.c')],
+    { encoding: 'utf8' }
+  )
+  if (r.status !== 0) throw new Error(`mpicc failed: ${r.stderr}`)
+}
+
+const mpirunArgs = (n) => [
+  '-np',
+  String(n),
+  '--oversubscribe',
+  '--bind-to',
+  'none',
+  ...(process.getuid() === 0 ? ['--allow-run-as-root'] : [])
+]
+const child = path.join(root, 'test/dist_train_child.mjs')
+function runRanks(ranks, config, dir, ncclLibrary = testNccl) {
+  const args = [child, JSON.stringify(config), dir]
+  const env = { ...process.env, RECODE_NCCL_LIBRARY: ncclLibrary }
+  return ranks === 1
+    ? spawnSync(process.execPath, args, { encoding: 'utf8', env, timeout: 600000 })
+    : spawnSync('mpirun', [...mpirunArgs(ranks), '-x', 'RECODE_NCCL_LIBRARY', process.execPath, ...args], {
+        encoding: 'utf8',
+        env,
+        timeout: 600000
+      })
+}
+function mustRun(ranks, config, dir) {
+  const r = runRanks(ranks, config, dir)
+  if (r.status !== 0) throw new Error(`${ranks} rank(s) failed (${r.status}): ${r.stderr.slice(-2000)}`)
+  return r
+}
+const metricsOf = (dir) =>
+  readMetrics(path.join(dir, 'metrics.jsonl')).records.map((r) => {
+    const { time, tokensPerSecond, phaseSeconds, stepSeconds, ...rest } = r
+    return rest
+  })
+const weights = (dir) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'))
+
+// small enough for the emulation on a loaded 2-core machine, still several updates with clipping
+const base = {
+  preset: 'tiny',
+  device: 'emulated',
+  warmStartSteps: 0,
+  steps: 3,
+  warmupSteps: 1,
+  promptsPerStep: 2,
+  samplesPerPrompt: 2,
+  maxCompletionTokens: 8,
+  checkpointEvery: 0,
+  gradAccumulation: 2,
+  synthetic: { seed: 5, train: 20, heldOut: 2 }
+}
+
+t.test('the test NCCL loads as NCCL and says it reduces host memory', { skip: why || false }, async (t) => {
+  const s = probeEngine('nccl', testNccl)
+  t.equal(s.loaded, true, s.error)
+  t.equal(s.versionString, '2.18.0')
+  t.equal(s.hostMemory, true, 'marked: host memory (device emulated only)')
+  t.equal(typeof info.nccl.hostMemory, 'boolean', 'distInfo reports hostMemory too')
+})
+
+const cases = [
+  ['GRPO, full fine-tuning, KL to the base, clipping', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5 }],
+  ['GRPO, DoRA with dropout', { algorithm: 'grpo', adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05 } }],
+  ['SFT, full fine-tuning', { algorithm: 'sft' }]
+]
+for (const [name, extra] of cases) {
+  t.test(`emulated: mpirun -np 2 through NCCL equals one process with gradAccumulation 2: ${name}`, { skip: why || false }, async (t) => {
+    const config = { ...base, ...extra }
+    const tag = `${config.algorithm}-${config.adapter ? 'dora' : 'full'}`
+    const one = path.join(tmp, `${tag}-one`)
+    const two = path.join(tmp, `${tag}-two`)
+    mustRun(1, config, one)
+    const out = mustRun(2, config, two).stdout
+    t.match(out, /data parallel: 2 ranks \(mpirun\), 1 micro-batch\(es\) each, ZeRO-1 off, gradients through NCCL/)
+    const m1 = metricsOf(one)
+    t.equal(m1.length, base.steps)
+    t.ok(
+      m1.some((r) => r.gradNorm > 0 && r.lr > 0),
+      'the run learns (non-zero gradients at a non-zero learning rate)'
+    )
+    t.same(metricsOf(two), m1, 'per-step metrics are identical')
+    t.ok(weights(two).equals(weights(one)), 'the trained weights are identical, bit for bit')
+  })
+}
+
+t.test('emulated with several ranks: a clear error without NCCL, and for ZeRO-1', { skip: why || false }, async (t) => {
+  const config = { ...base, algorithm: 'sft', steps: 1 }
+  const missing = runRanks(2, config, path.join(tmp, 'no-nccl'), path.join(tmp, 'no-such-libnccl.so.2'))
+  t.not(missing.status, 0)
+  t.match(
+    missing.stderr,
+    /ERR_NCCL_UNAVAILABLE config\.device 'emulated' with 2 ranks: the CUDA trainer sums gradients through NCCL, which is unavailable: NCCL could not be loaded/
+  )
+  const zero = runRanks(2, { ...config, zero1: true }, path.join(tmp, 'zero1'))
+  t.not(zero.status, 0)
+  t.match(zero.stderr, /ERR_UNSUPPORTED config\.zero1 on config\.device 'emulated'/)
+})
