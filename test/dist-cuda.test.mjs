@@ -94,6 +94,43 @@ t.test('the test NCCL loads as NCCL and says it reduces host memory', { skip: wh
   t.equal(typeof info.nccl.hostMemory, 'boolean', 'distInfo reports hostMemory too')
 })
 
+t.test(
+  "gpu-check's NCCL world of one, on device emulated through the test NCCL; a bad id is ERR_NCCL",
+  { skip: why || false },
+  async (t) => {
+    // a child process: NCCL is probed once per process, and this one has already probed it without the override
+    const script = `
+    import { worldOfOne } from ${JSON.stringify(path.join(root, 'bench/nccl-check.mjs'))}
+    import { createRequire } from 'module'
+    const require = createRequire(import.meta.url)
+    const { initModel, loadModel, ModelTrainer } = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))})
+    const result = await worldOfOne('emulated', process.argv[1])
+    initModel({ preset: 'tiny', arch: 'qwen2', out: process.argv[1] + '/bad', seed: 1 })
+    const model = await loadModel(process.argv[1] + '/bad', { device: 'emulated', maxBatch: 1, maxContext: 16 })
+    const trainer = new ModelTrainer(model)
+    let bad
+    try { await trainer.initNccl(new Uint8Array(128), 0, 1) } catch (err) { bad = { code: err.code, message: err.message } }
+    console.log(JSON.stringify({ result, bad }))
+    trainer.dispose()
+    model.dispose()`
+    const dir = fs.mkdtempSync(path.join(tmp, 'one-'))
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, dir], {
+      encoding: 'utf8',
+      env: { ...process.env, RECODE_NCCL_LIBRARY: testNccl },
+      timeout: 300000
+    })
+    t.equal(r.status, 0, r.stderr.slice(-2000))
+    const { result, bad } = JSON.parse(r.stdout.trim().split('\n').pop())
+    t.equal(result.gradientsUnchanged, true, 'the sum over a world of one leaves the gradients as they were, bit for bit')
+    t.ok(result.ok && result.gradNorm > 0, `an update from them (gradNorm ${result.gradNorm})`)
+    t.match(
+      bad,
+      { code: 'ERR_NCCL', message: /^ncclCommInitRank failed on rank 0: test NCCL: invalid usage .*\(ncclResult_t 5\)/ },
+      'an NCCL failure names the call, the rank and ncclGetErrorString'
+    )
+  }
+)
+
 const cases = [
   ['GRPO, full fine-tuning, KL to the base, clipping', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5 }],
   ['GRPO, DoRA with dropout', { algorithm: 'grpo', adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05 } }],

@@ -116,7 +116,10 @@ export function ncclIdOfWorld(world: World): Uint8Array {
   if (world.size === 1) return ncclUniqueId()
   const info = distInfo().nccl
   if (!info.loaded)
-    throw new RecodeError('ERR_NCCL_UNAVAILABLE', `rank ${world.rank}: the CUDA trainer sums gradients through NCCL, which is unavailable: ${info.error}`)
+    throw new RecodeError(
+      'ERR_NCCL_UNAVAILABLE',
+      `rank ${world.rank}: the CUDA trainer sums gradients through NCCL, which is unavailable: ${info.error}`
+    )
   // every rank learns whether rank 0 could make one, so none waits in the broadcast for an id that never comes
   let id: Uint8Array = new Uint8Array(128)
   let failure: unknown

@@ -325,8 +325,9 @@ class CudaTrainer final : public Trainer {
     (void)sum;
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (!comm_)
-      throw Error("ERR_DIST",
-                  "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
+      throw Error(
+          "ERR_DIST",
+          "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
     std::vector<std::pair<float*, size_t>> bufs;
     for (int i : train_) bufs.emplace_back(G(i), params_[i].n);
     comm_->allreduce_sum_f32(bufs, nullptr);
