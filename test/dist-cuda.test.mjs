@@ -134,6 +134,7 @@ t.test(
 const cases = [
   ['GRPO, full fine-tuning, KL to the base, clipping', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5 }],
   ['GRPO, DoRA with dropout', { algorithm: 'grpo', adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05 } }],
+  ['DAPO with dynamic sampling, full fine-tuning', { algorithm: 'dapo', dynamicSampling: true, maxGenerationBatches: 3 }],
   ['SFT, full fine-tuning', { algorithm: 'sft' }]
 ]
 for (const [name, extra] of cases) {
