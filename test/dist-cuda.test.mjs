@@ -86,6 +86,65 @@ const base = {
   synthetic: { seed: 5, train: 20, heldOut: 2 }
 }
 
+t.test('emulated: accumulation adds each micro-batch gradient once per element, as the sum over ranks does', async (t) => {
+  // what makes gradAccumulation 2 in one process and 2 ranks agree: after micro-batches A then B every gradient is
+  // exactly fround(g_A + g_B), the tied embedding's rows of repeated tokens included (head + scatter added once)
+  const { initModel, loadModel, ModelTrainer } = require('../dist/cjs/index.js')
+  const seed = Number(process.env.RECODE_TEST_SEED ?? Date.now() % 1e9)
+  t.comment(`seed ${seed} (RECODE_TEST_SEED reproduces it)`)
+  let state = seed >>> 0
+  const rand = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+    return state / 2 ** 32
+  }
+  for (const [tie, dtype] of [
+    [false, 'f32'],
+    [true, 'f32'],
+    [true, 'bf16']
+  ]) {
+    const dir = path.join(tmp, `accumulate-${tie ? 'tied' : 'untied'}-${dtype}`)
+    initModel({ preset: 'tiny', arch: 'qwen2', out: dir, seed: seed % 1000, tieWordEmbeddings: tie })
+    const model = await loadModel(dir, { device: 'emulated', dtype, maxBatch: 2, maxContext: 64 })
+    const trainer = new ModelTrainer(model)
+    try {
+      // few distinct ids, so rows repeat within and across the micro-batches; odd lengths
+      const batch = (lengths) =>
+        lengths.map((n) => {
+          const tokens = Array.from({ length: n }, () => 3 + Math.floor(rand() * 29))
+          return { tokens, weights: tokens.map((_, i) => (i === 0 ? 0 : rand() - 0.4)) }
+        })
+      const A = batch([13, 7])
+      const B = batch([11])
+      const grads = async () => (await trainer.gradients()).map((g) => g.grad.slice())
+      await trainer.step(A)
+      const gA = await grads()
+      await trainer.zeroGrad()
+      await trainer.step(B)
+      const gB = await grads()
+      await trainer.zeroGrad()
+      await trainer.step(A)
+      await trainer.step(B)
+      const gAB = await grads()
+      const names = (await trainer.gradients()).map((g) => g.name)
+      const off = []
+      for (const [k, g] of gAB.entries()) {
+        let n = 0
+        for (let i = 0; i < g.length; i++) if (g[i] !== Math.fround(gA[k][i] + gB[k][i])) n++
+        if (n > 0) off.push(`${names[k]}: ${n} of ${g.length}`)
+      }
+      const label = `${tie ? 'tied' : 'untied'} head, ${dtype}`
+      t.same(off, [], `${label}: every element of ${names.length} gradients is fround(g_A + g_B)`)
+      t.ok(
+        gB.some((g) => g.some((x) => x !== 0)),
+        `${label}: the micro-batches have gradients`
+      )
+    } finally {
+      trainer.dispose()
+      model.dispose()
+    }
+  }
+})
+
 t.test('the test NCCL loads as NCCL and says it reduces host memory', { skip: why || false }, async (t) => {
   const s = probeEngine('nccl', testNccl)
   t.equal(s.loaded, true, s.error)
