@@ -391,9 +391,9 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
     // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
     // collective early would leave the others waiting in it.
     // ZeRO-1 before any state is loaded (a resume then keeps only this rank's shard of the moments)
-    if (world.size > 1 && (config.zero1 ?? (config.adapter.type === 'none' && device === 'cpu'))) await trainer.setZero1(true)
-    // the CUDA trainer sums its gradients through NCCL; rank 0's unique id reaches the others over MPI
+    // the CUDA trainer sums its gradients (and shards ZeRO-1) through NCCL; rank 0's unique id reaches the others over MPI
     if (world.size > 1 && device !== 'cpu') await trainer.initNccl(ncclIdOfWorld(world), world.rank, world.size)
+    if (world.size > 1 && (config.zero1 ?? config.adapter.type === 'none')) await trainer.setZero1(true)
     if (world.size > 1)
       emit({
         type: 'log',
@@ -435,18 +435,13 @@ interface RunContext {
   world: World
 }
 
-/** What the CUDA trainer needs to run on several ranks: NCCL, and no ZeRO-1 (not implemented there). */
+/** What the CUDA trainer needs to run on several ranks: NCCL. */
 function checkCudaDataParallel(config: TrainConfig, world: World): void {
   const nccl = distInfo().nccl
   if (!nccl.loaded)
     throw new RecodeError(
       'ERR_NCCL_UNAVAILABLE',
       `config.device '${config.device}' with ${world.size} ranks: the CUDA trainer sums gradients through NCCL, which is unavailable: ${nccl.error}`
-    )
-  if (config.zero1 === true)
-    throw new RecodeError(
-      'ERR_UNSUPPORTED',
-      `config.zero1 on config.device '${config.device}': ZeRO-1 shards the optimizer of the cpu trainer only; the CUDA trainer keeps every rank's moments whole (set zero1 false)`
     )
 }
 

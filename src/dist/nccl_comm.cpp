@@ -44,4 +44,18 @@ void Comm::allreduce_sum_f32(const std::vector<std::pair<float*, size_t>>& bufs,
   check(end, "ncclGroupEnd", rank_);
 }
 
+void Comm::broadcast(const std::vector<Broadcast>& bufs, cudaStream_t stream) {
+  const Api& a = api();
+  check(a.GroupStart(), "ncclGroupStart", rank_);
+  ncclResult_t first = ncclSuccess;
+  for (const Broadcast& b : bufs) {
+    if (b.bytes == 0) continue;
+    first = a.Broadcast(b.buf, b.buf, b.bytes, ncclUint8, b.root, comm_, stream);
+    if (first != ncclSuccess) break;
+  }
+  const ncclResult_t end = a.GroupEnd();
+  check(first, "ncclBroadcast", rank_);
+  check(end, "ncclGroupEnd", rank_);
+}
+
 }  // namespace recode::nccl

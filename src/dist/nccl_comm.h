@@ -26,6 +26,13 @@ class Comm {
   // Sums each float32 buffer over the ranks in place: one ncclAllReduce per buffer, grouped so NCCL may fuse
   // them, queued on `stream` (nullptr: the default stream the trainer's kernels run on).
   void allreduce_sum_f32(const std::vector<std::pair<float*, size_t>>& bufs, cudaStream_t stream);
+  // Each buffer in place from its root rank (`bytes` bytes), one ncclBroadcast each inside one group.
+  struct Broadcast {
+    void* buf;
+    size_t bytes;
+    int root;
+  };
+  void broadcast(const std::vector<Broadcast>& bufs, cudaStream_t stream);
 
  private:
   ncclComm_t comm_ = nullptr;

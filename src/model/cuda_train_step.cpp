@@ -214,7 +214,8 @@ class CudaTrainer final : public Trainer {
 
   double apply_adamw(const AdamWOptions& o) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
-    pending_ = false;  // its activations belong to the old weights
+    pending_ = false;            // its activations belong to the old weights
+    if (zero_) reduce_locked();  // ZeRO-1 sums the gradients itself, as the cpu trainer's does
     // global norm: one deterministic sum of squares over every gradient into one device float
     CALL(device_memset, norm_acc_.as(), 0, sizeof(float), nullptr);
     for (int i : train_)
@@ -229,11 +230,13 @@ class CudaTrainer final : public Trainer {
       if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) scale = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
       const int step = (int)++adam_step_;
       for (size_t i = 0; i < train_.size(); ++i) {
+        if (zero_ && owner_[i] != comm_->rank()) continue;  // ZeRO-1: its owner updates it and sends it below
         Param& p = params_[train_[i]];
         CALL(adamw_update, p.n, p.master, p.grad.as<float>(), p.exp_avg.as<float>(), p.exp_avg_sq.as<float>(),
              p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
              (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
       }
+      if (zero_) share_updated();
       if (!adapters_.empty()) refresh_adapters();
     }
     forwards_in_step_ = 0;
@@ -261,8 +264,9 @@ class CudaTrainer final : public Trainer {
         if (p.storage_dtype == RECODE_BF16)
           CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
       }
-      if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
-      if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
+      // ZeRO-1: a rank keeps the moments of its own tensors only
+      if (u.exp_avg && p.exp_avg.as()) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
+      if (u.exp_avg_sq && p.exp_avg_sq.as()) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
     }
     if (weights_changed && !adapters_.empty()) refresh_adapters();
     if (steps_taken >= 0) {
@@ -280,10 +284,15 @@ class CudaTrainer final : public Trainer {
       const size_t bytes = p.n * sizeof(float);
       host_params_[i].resize(p.n);
       t.grad.resize(p.n);
-      t.exp_avg.resize(p.n);
-      t.exp_avg_sq.resize(p.n);
       CALL(copy_to_host, host_params_[i].data(), p.master, bytes);
       CALL(copy_to_host, t.grad.data(), p.grad.as(), bytes);
+      if (!p.exp_avg.as()) {  // ZeRO-1: another rank's tensor, not gathered
+        t.exp_avg.clear();
+        t.exp_avg_sq.clear();
+        continue;
+      }
+      t.exp_avg.resize(p.n);
+      t.exp_avg_sq.resize(p.n);
       CALL(copy_to_host, t.exp_avg.data(), p.exp_avg.as(), bytes);
       CALL(copy_to_host, t.exp_avg_sq.data(), p.exp_avg_sq.as(), bytes);
     }
@@ -324,14 +333,41 @@ class CudaTrainer final : public Trainer {
   void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override {
     (void)sum;
     std::lock_guard<std::mutex> lk(*P_.mu);
-    if (!comm_)
-      throw Error(
-          "ERR_DIST",
-          "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
-    std::vector<std::pair<float*, size_t>> bufs;
-    for (int i : train_) bufs.emplace_back(G(i), params_[i].n);
-    comm_->allreduce_sum_f32(bufs, nullptr);
-    grads_zero_ = false;
+    reduce_locked();
+  }
+
+  // ZeRO-1: the AdamW moments sharded by whole tensors, rank r owning those whose first value falls in its 1/N of the
+  // trainable values. apply_adamw all-reduces the gradients itself (do not also call reduce_gradients: every rank
+  // then computes the same global norm, in the same order as without sharding); each rank updates its own tensors and
+  // broadcasts them, so the weights are the bits of the unsharded update, with about 1/N of the moment memory per rank
+  // (whole tensors: the embedding's owner holds more).
+  void set_zero1(bool on) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (on == zero_) return;
+    if (!comm_) throw Error("ERR_DIST", "ZeRO-1 on the CUDA trainer shards over its NCCL communicator: join one first");
+    if (!on) {
+      gather_locked();  // whole moments on every rank again (a collective)
+      zero_ = false;
+      return;
+    }
+    const size_t N = (size_t)comm_->size();
+    size_t total = 0, at = 0;
+    for (int i : train_) total += params_[i].n;
+    owner_.assign(train_.size(), 0);
+    for (size_t k = 0; k < train_.size(); ++k) {
+      owner_[k] = (int)std::min(N - 1, at * N / std::max<size_t>(1, total));
+      at += params_[train_[k]].n;
+    }
+    zero_ = true;
+    release_locked();
+  }
+  void gather_moments() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    gather_locked();
+  }
+  void release_moments() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    release_locked();
   }
 
   void set_adapters_enabled(bool enabled) override {
@@ -384,6 +420,54 @@ class CudaTrainer final : public Trainer {
   void clear_grads() {
     for (int i : train_) CALL(device_memset, params_[i].grad.as(), 0, params_[i].n * sizeof(float), nullptr);
     grads_zero_ = true;
+  }
+
+  void reduce_locked() {
+    if (!comm_)
+      throw Error(
+          "ERR_DIST",
+          "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
+    std::vector<std::pair<float*, size_t>> bufs;
+    for (int i : train_) bufs.emplace_back(G(i), params_[i].n);
+    comm_->allreduce_sum_f32(bufs, nullptr);
+    grads_zero_ = false;
+  }
+
+  // ---- ZeRO-1 (set_zero1) ------------------------------------------------------------------------------------
+  bool owns(size_t k) const { return !zero_ || owner_[k] == comm_->rank(); }
+  // Every rank receives each tensor its owner updated: the fp32 master, and the bf16 copy the kernels read.
+  void share_updated() {
+    std::vector<nccl::Comm::Broadcast> b;
+    for (size_t k = 0; k < train_.size(); ++k) {
+      Param& p = params_[train_[k]];
+      b.push_back({p.master, p.n * sizeof(float), owner_[k]});
+      if (p.storage_dtype == RECODE_BF16) b.push_back({p.storage, p.n * sizeof(bf16), owner_[k]});
+    }
+    comm_->broadcast(b, nullptr);
+  }
+  // Moments of the other ranks' tensors, from their owners (a collective), until release_locked.
+  void gather_locked() {
+    if (!zero_) return;
+    MemScope optimizer(MemCategory::Optimizer);
+    std::vector<nccl::Comm::Broadcast> b;
+    for (size_t k = 0; k < train_.size(); ++k) {
+      Param& p = params_[train_[k]];
+      if (!p.exp_avg.as()) {
+        p.exp_avg = Buf(&kern_, p.n * sizeof(float));
+        p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
+      }
+      b.push_back({p.exp_avg.as(), p.n * sizeof(float), owner_[k]});
+      b.push_back({p.exp_avg_sq.as(), p.n * sizeof(float), owner_[k]});
+    }
+    comm_->broadcast(b, nullptr);
+  }
+  void release_locked() {
+    if (!zero_) return;
+    for (size_t k = 0; k < train_.size(); ++k)
+      if (!owns(k)) {
+        params_[train_[k]].exp_avg = Buf();
+        params_[train_[k]].exp_avg_sq = Buf();
+      }
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
@@ -978,6 +1062,8 @@ class CudaTrainer final : public Trainer {
   Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
   Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
   std::unique_ptr<nccl::Comm> comm_;   // data parallelism (init_nccl), null in a world of one
+  bool zero_ = false;                  // ZeRO-1 (set_zero1)
+  std::vector<int> owner_;             // ZeRO-1: the rank that owns each trainable tensor's moments
   bool grads_zero_ = true;             // no backward has added into the gradients since they were zeroed
   std::vector<int32_t> fwd_rows_;      // full fine-tuning: the pending forward's distinct token ids, sorted
 };
