@@ -5,7 +5,9 @@
 //      usable);
 //   3. planned versus measured peak memory: the memory plan's workload (src/model/memory_plan.cpp) on the counting
 //      device and for real on the device, which must agree to the byte;
-//   4. the GPU benches: attention forward/backward, decode and GEMM (cudaops), sampling, edit distance, and a
+//   4. NCCL (bench/nccl-check.mjs): the CUDA trainer's gradient sum through NCCL itself -- a world of one, and
+//      two ranks where the machine has two GPUs -- or, printed, why it is skipped (no NCCL found, one GPU, emulated);
+//   5. the GPU benches: attention forward/backward, decode and GEMM (cudaops), sampling, edit distance, and a
 //      training step of the Qwen2.5-1.5B shape with DoRA r = 64 (train-cuda).
 // Results: bench/results/gpu-check.json (the summary) beside each bench's own bench/results/<name>.json. With
 // --device emulated (no GPU: CI, this repository's sessions) the same files are written from the SIMT emulation on
@@ -162,7 +164,15 @@ for (const f of tests) {
   }
 }
 
-// 4. the GPU benches (emulated: the cudaops sanity timings on tiny shapes; the rest need a GPU to mean anything)
+// 4. NCCL on the device (a world of one; two ranks on two GPUs)
+{
+  const { default: ncclCheck } = await import(path.join(benchDir, 'nccl-check.mjs'))
+  const r = await ncclCheck({ emulated, log, left })
+  report.nccl = r.checks
+  report.skipped.push(...r.skipped)
+}
+
+// 5. the GPU benches (emulated: the cudaops sanity timings on tiny shapes; the rest need a GPU to mean anything)
 const benches = emulated ? ['cudaops'] : ['cudaops', 'sampling', 'editdist', 'train-cuda']
 for (const b of ['cudaops', 'sampling', 'editdist', 'train-cuda'])
   if (!benches.includes(b)) report.skipped.push({ what: `bench/${b}`, why: 'emulated run: GPU timings only' })
@@ -184,7 +194,11 @@ for (const b of benches) {
 }
 
 report.seconds = (Date.now() - started) / 1000
-report.ok = report.tests.every((t) => t.status === 0) && report.memory.every((m) => m.agree) && report.benches.every((b) => !b.error)
+report.ok =
+  report.tests.every((t) => t.status === 0) &&
+  report.memory.every((m) => m.agree) &&
+  report.nccl.every((c) => c.ok) &&
+  report.benches.every((b) => !b.error)
 const file = writeResult('gpu-check', report)
 log(`${report.ok ? 'all checks passed' : 'SOME CHECKS FAILED'}; ${path.relative(process.cwd(), file)}`)
 process.exit(report.ok ? 0 : 1)

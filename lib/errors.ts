@@ -19,7 +19,8 @@
  *   memory plan exceeds the GPU (the message holds the plan); ERR_NATIVE:
  *   an unexpected native exception; ERR_INTERNAL: an internal invariant failed (a bug).
  * - ERR_DIST: a multi-process run cannot start or a collective failed (names the rank); ERR_NCCL_UNAVAILABLE:
- *   NCCL was asked for and could not be loaded (says why).
+ *   NCCL was asked for and could not be loaded (says why); ERR_NCCL: an NCCL call failed (names the call, the rank and
+ *   ncclGetErrorString's reason).
  * - ABORT_ERR: cancelled through an AbortSignal (training's carries the `checkpoint` it saved).
  */
 export class RecodeError extends Error {

@@ -84,7 +84,13 @@ export const doctor: Command = {
         ? `mpi:      ${d.mpi.version} (shim ${d.mpi.library}); launch: mpirun -np N recode train ..., or recode train --nproc N`
         : `mpi:      unavailable: ${d.mpi.error}; training runs in one process`
     )
-    lines.push(d.nccl.loaded ? `nccl:     ${d.nccl.versionString} (${d.nccl.library})` : `nccl:     unavailable: ${d.nccl.error}`)
+    lines.push(
+      d.nccl.loaded
+        ? d.nccl.hostMemory
+          ? `nccl:     ${d.nccl.library} is recode's test NCCL over MPI (host memory: device emulated only)`
+          : `nccl:     ${d.nccl.versionString} (${d.nccl.library}); device cuda with several ranks sums gradients through it`
+        : `nccl:     unavailable: ${d.nccl.error}; device cuda trains in one process`
+    )
     if (d.launch.launcher !== 'none')
       lines.push(
         `launch:   started by ${d.launch.launcher} as rank ${d.launch.rank} of ${d.launch.size} (local rank ${d.launch.localRank})`

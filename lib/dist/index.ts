@@ -20,7 +20,8 @@ export interface EngineStatus {
 
 export interface DistInfo {
   mpi: EngineStatus & { initialized: boolean; rank: number; size: number; localRank: number; localSize: number }
-  nccl: EngineStatus & { versionString: string }
+  /** hostMemory: the library reduces host memory (recode's test NCCL over MPI, for device 'emulated'), not GPU memory. */
+  nccl: EngineStatus & { versionString: string; hostMemory: boolean }
 }
 
 /** What the optional engines are on this machine (probes once, loads nothing else). */
@@ -105,6 +106,48 @@ export { rendezvous, type RendezvousOptions } from './rendezvous'
 /** NCCL's unique id (128 bytes) for ncclCommInitRank; ERR_NCCL_UNAVAILABLE, saying why, without NCCL. */
 export function ncclUniqueId(): Uint8Array {
   return native().ncclUniqueId() as Uint8Array
+}
+
+/**
+ * The NCCL unique id of a world, on every rank: rank 0 makes it and hands it to the others over MPI (mpirun). A
+ * world of one makes its own. ERR_NCCL_UNAVAILABLE, saying why, without NCCL.
+ */
+export function ncclIdOfWorld(world: World): Uint8Array {
+  if (world.size === 1) return ncclUniqueId()
+  const info = distInfo().nccl
+  if (!info.loaded)
+    throw new RecodeError(
+      'ERR_NCCL_UNAVAILABLE',
+      `rank ${world.rank}: the CUDA trainer sums gradients through NCCL, which is unavailable: ${info.error}`
+    )
+  // every rank learns whether rank 0 could make one, so none waits in the broadcast for an id that never comes
+  let id: Uint8Array = new Uint8Array(128)
+  let failure: unknown
+  if (world.isRoot) {
+    try {
+      id = ncclUniqueId()
+    } catch (err) {
+      failure = err
+    }
+  }
+  const ok = world.broadcast(Float64Array.of(failure === undefined ? 1 : 0))[0] === 1
+  if (failure !== undefined) throw failure
+  if (!ok) throw new RecodeError('ERR_NCCL', `rank ${world.rank}: rank 0 could not make the NCCL unique id (see its error)`)
+  return world.broadcast(id)
+}
+
+/**
+ * Each rank of a node takes its own GPU: CUDA_VISIBLE_DEVICES becomes entry `localRank` of its list (or the number
+ * `localRank` when unset). Must run before CUDA starts in this process; a list of one (a launcher that already
+ * narrowed it, e.g. Slurm's --gpus-per-task) is kept.
+ */
+export function selectLocalGpu(localRank: number, env: NodeJS.ProcessEnv = process.env): void {
+  const list = env.CUDA_VISIBLE_DEVICES
+  if (list === undefined || list === '') env.CUDA_VISIBLE_DEVICES = String(localRank)
+  else {
+    const entries = list.split(',')
+    if (entries.length > 1 && localRank < entries.length) env.CUDA_VISIBLE_DEVICES = entries[localRank]
+  }
 }
 
 /** Bytes a world moved through its collectives (the bench reports them per step). */
@@ -217,6 +260,7 @@ export function currentWorld(): World {
         `MPI reports ${r.size} ranks but the launcher's environment says ${launch.size} (is this recode's MPI the one mpirun belongs to?)`
       )
     world = new World(r.rank, r.size, r.localRank, r.localSize, launch.launcher)
+    if (r.localSize > 1) selectLocalGpu(r.localRank) // before systemInfo below starts CUDA
     // Heartbeats: a rank that stops answering (stopped, hung, its node gone) ends the run within the timeout, named.
     const timeout = Number(process.env.RECODE_DIST_TIMEOUT ?? 30)
     if (!(timeout >= 0))

@@ -373,12 +373,24 @@ export class ModelTrainer {
   }
 
   /**
-   * Data parallelism: sums the accumulated gradients over the MPI ranks in place (reduce-scatter + all-gather, the
-   * same bits on every rank). Blocks the main thread; every rank must call it once per update.
+   * Data parallelism: sums the accumulated gradients over the ranks in place, the same bits on every rank (cpu: over
+   * MPI, reduce-scatter + all-gather; cuda / emulated: ncclAllReduce on the device, after initNccl). Blocks the main
+   * thread; every rank must call it once per update.
    */
   async sumGradientsOverRanks(): Promise<void> {
     await this.exclusive(() => {
       native().trainerReduceGradients(this.live())
+    })
+  }
+
+  /**
+   * Data parallelism on the CUDA trainer: joins the NCCL communicator of `size` ranks named by rank 0's unique id
+   * (lib/dist ncclUniqueId, shared by the launcher's bootstrap); sumGradientsOverRanks then sums the device gradients
+   * with ncclAllReduce. Every rank calls it; it returns once all have joined.
+   */
+  async initNccl(uniqueId: Uint8Array, rank: number, size: number): Promise<void> {
+    await this.exclusive(() => {
+      native().trainerInitNccl(this.live(), uniqueId, rank, size)
     })
   }
 

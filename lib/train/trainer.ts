@@ -42,7 +42,7 @@ import { writeReport } from './report'
 import { learningRateAt } from './schedule'
 import { rollout, type PromptSource, type RewardFunction, type Sequence } from './rollout'
 import { syntheticTasks, type UpdateTaskRow } from './synthetic'
-import { currentWorld, type World } from '../dist'
+import { currentWorld, distInfo, ncclIdOfWorld, type World } from '../dist'
 import type { DataParallel } from './policyUpdate'
 
 export type TrainStage = 'warm-start' | 'sft' | 'grpo' | 'dapo'
@@ -342,11 +342,7 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
         `config.gradAccumulation (${config.gradAccumulation}) must be a multiple of the number of ranks (${world.size}): each rank trains gradAccumulation / ranks micro-batches of the step (e.g. --gradAccumulation ${world.size})`
       )
     }
-    if (config.device === 'cuda' || config.device === 'emulated')
-      throw new RecodeError(
-        'ERR_UNSUPPORTED',
-        `config.device '${config.device}' with ${world.size} ranks: multi-rank training sums gradients of the cpu trainer over MPI; the CUDA trainer has no NCCL path yet`
-      )
+    if (config.device === 'cuda' || config.device === 'emulated') checkCudaDataParallel(config, world)
   }
   if (config.activationRecomputation && (config.device === 'cuda' || config.device === 'emulated')) {
     throw new RecodeError(
@@ -405,11 +401,13 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
     // Several ranks stop together at a step boundary (see runTraining), never inside a phase: one rank leaving a
     // collective early would leave the others waiting in it.
     // ZeRO-1 before any state is loaded (a resume then keeps only this rank's shard of the moments)
+    // the CUDA trainer sums its gradients (and shards ZeRO-1) through NCCL; rank 0's unique id reaches the others over MPI
+    if (world.size > 1 && device !== 'cpu') await trainer.initNccl(ncclIdOfWorld(world), world.rank, world.size)
     if (world.size > 1 && (config.zero1 ?? config.adapter.type === 'none')) await trainer.setZero1(true)
     if (world.size > 1)
       emit({
         type: 'log',
-        message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}`
+        message: `data parallel: ${world.size} ranks (${world.launcher}), ${config.gradAccumulation / world.size} micro-batch(es) each, ZeRO-1 ${trainer.zero1 ? 'on' : 'off'}${device === 'cpu' ? '' : ', gradients through NCCL'}`
       })
     return await runTraining({
       config,
@@ -445,6 +443,16 @@ interface RunContext {
   options: TrainOptions
   started: number
   world: World
+}
+
+/** What the CUDA trainer needs to run on several ranks: NCCL. */
+function checkCudaDataParallel(config: TrainConfig, world: World): void {
+  const nccl = distInfo().nccl
+  if (!nccl.loaded)
+    throw new RecodeError(
+      'ERR_NCCL_UNAVAILABLE',
+      `config.device '${config.device}' with ${world.size} ranks: the CUDA trainer sums gradients through NCCL, which is unavailable: ${nccl.error}`
+    )
 }
 
 /** Rank 0's string, on every rank. */

@@ -12,8 +12,8 @@ using cudaStream_t = struct CUstream_st*;
 struct ncclUniqueId {
   char internal[128];
 };
-enum ncclResult_t { ncclSuccess = 0 };
-enum ncclDataType_t { ncclInt64 = 4, ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 };
+enum ncclResult_t { ncclSuccess = 0, ncclInvalidArgument = 4, ncclInvalidUsage = 5 };
+enum ncclDataType_t { ncclUint8 = 1, ncclInt64 = 4, ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 };
 enum ncclRedOp_t { ncclSum = 0 };
 
 // One function-pointer type per entry point, named as NCCL names the function.
@@ -30,5 +30,7 @@ using ncclAllGather_t = ncclResult_t (*)(const void* send, void* recv, size_t se
 using ncclBroadcast_t = ncclResult_t (*)(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                                          ncclComm_t comm, cudaStream_t stream);
 using ncclGetErrorString_t = const char* (*)(ncclResult_t result);
+using ncclGroupStart_t = ncclResult_t (*)();
+using ncclGroupEnd_t = ncclResult_t (*)();
 
 }  // namespace recode::nccl

@@ -35,6 +35,8 @@ Status open_library(const std::string& library, Api& out, bool keep) {
       {"ncclAllGather", reinterpret_cast<void**>(&out.AllGather)},
       {"ncclBroadcast", reinterpret_cast<void**>(&out.Broadcast)},
       {"ncclGetErrorString", reinterpret_cast<void**>(&out.GetErrorString)},
+      {"ncclGroupStart", reinterpret_cast<void**>(&out.GroupStart)},
+      {"ncclGroupEnd", reinterpret_cast<void**>(&out.GroupEnd)},
   };
   for (const Entry& e : entries) {
     *e.slot = dlsym(h, e.name);
@@ -54,6 +56,7 @@ Status open_library(const std::string& library, Api& out, bool keep) {
   }
   s.loaded = true;
   s.version = v;
+  s.host_memory = dlsym(h, "recode_nccl_host_memory") != nullptr;
   if (!keep) dlclose(h);
   return s;
 }

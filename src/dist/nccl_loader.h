@@ -18,6 +18,8 @@ struct Api {
   ncclAllGather_t AllGather;
   ncclBroadcast_t Broadcast;
   ncclGetErrorString_t GetErrorString;
+  ncclGroupStart_t GroupStart;
+  ncclGroupEnd_t GroupEnd;
 };
 
 struct Status {
@@ -25,6 +27,9 @@ struct Status {
   std::string library;  // the name or path given to dlopen
   int version = 0;      // ncclGetVersion's code (major * 10000 + minor * 100 + patch since 2.9)
   std::string error;    // why NCCL is unavailable ("" when usable)
+  // The library reduces host memory, not GPU memory: recode's test NCCL over MPI (test/fixtures/nccl_mpi.c, marked
+  // by its symbol recode_nccl_host_memory), for device 'emulated' whose "device" arrays live on the host.
+  bool host_memory = false;
 };
 
 const Status& status();  // probes once (RECODE_NCCL_LIBRARY overrides the library name)

@@ -28,6 +28,8 @@
 #include "philox.h"
 #include "device/device_buffer.h"
 #include "device/memory_count.h"
+#include "dist/nccl_comm.h"
+#include "dist/nccl_loader.h"
 #include "core/numeric.h"
 
 namespace recode::model {
@@ -212,7 +214,8 @@ class CudaTrainer final : public Trainer {
 
   double apply_adamw(const AdamWOptions& o) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
-    pending_ = false;  // its activations belong to the old weights
+    pending_ = false;            // its activations belong to the old weights
+    if (zero_) reduce_locked();  // ZeRO-1 sums the gradients itself, as the cpu trainer's does
     // global norm: one deterministic sum of squares over every gradient into one device float
     CALL(device_memset, norm_acc_.as(), 0, sizeof(float), nullptr);
     for (int i : train_)
@@ -227,11 +230,13 @@ class CudaTrainer final : public Trainer {
       if (o.max_grad_norm > 0 && std::isfinite(o.max_grad_norm)) scale = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
       const int step = (int)++adam_step_;
       for (size_t i = 0; i < train_.size(); ++i) {
+        if (zero_ && owner_[i] != comm_->rank()) continue;  // ZeRO-1: its owner updates it and sends it below
         Param& p = params_[train_[i]];
         CALL(adamw_update, p.n, p.master, p.grad.as<float>(), p.exp_avg.as<float>(), p.exp_avg_sq.as<float>(),
              p.storage_dtype == RECODE_BF16 ? p.storage : nullptr, (float)o.lr, (float)o.beta1, (float)o.beta2,
              (float)o.eps, tensors_[i].decay ? (float)o.weight_decay : 0.0f, step, (float)scale, nullptr);
       }
+      if (zero_) share_updated();
       if (!adapters_.empty()) refresh_adapters();
     }
     forwards_in_step_ = 0;
@@ -259,8 +264,9 @@ class CudaTrainer final : public Trainer {
         if (p.storage_dtype == RECODE_BF16)
           CALL(cast_f32_to_bf16, p.n, p.master, p.storage, nullptr);  // inference copy
       }
-      if (u.exp_avg) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
-      if (u.exp_avg_sq) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
+      // ZeRO-1: a rank keeps the moments of its own tensors only
+      if (u.exp_avg && p.exp_avg.as()) CALL(copy_to_device, p.exp_avg.as(), u.exp_avg, bytes);
+      if (u.exp_avg_sq && p.exp_avg_sq.as()) CALL(copy_to_device, p.exp_avg_sq.as(), u.exp_avg_sq, bytes);
     }
     if (weights_changed && !adapters_.empty()) refresh_adapters();
     if (steps_taken >= 0) {
@@ -278,10 +284,15 @@ class CudaTrainer final : public Trainer {
       const size_t bytes = p.n * sizeof(float);
       host_params_[i].resize(p.n);
       t.grad.resize(p.n);
-      t.exp_avg.resize(p.n);
-      t.exp_avg_sq.resize(p.n);
       CALL(copy_to_host, host_params_[i].data(), p.master, bytes);
       CALL(copy_to_host, t.grad.data(), p.grad.as(), bytes);
+      if (!p.exp_avg.as()) {  // ZeRO-1: another rank's tensor, not gathered
+        t.exp_avg.clear();
+        t.exp_avg_sq.clear();
+        continue;
+      }
+      t.exp_avg.resize(p.n);
+      t.exp_avg_sq.resize(p.n);
       CALL(copy_to_host, t.exp_avg.data(), p.exp_avg.as(), bytes);
       CALL(copy_to_host, t.exp_avg_sq.data(), p.exp_avg_sq.as(), bytes);
     }
@@ -289,6 +300,76 @@ class CudaTrainer final : public Trainer {
   }
 
   int64_t steps_taken() const override { return adam_step_; }
+
+  // ---- data parallelism: gradients summed on the device through NCCL ---------------------------------------
+  void set_forward_index(int index) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (index < 0) throw Error("ERR_INVALID_ARG", "trainer: forward index must be >= 0");
+    forwards_in_step_ = index;
+  }
+
+  void init_nccl(const void* unique_id, int rank, int size) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    const nccl::Status& s = nccl::status();
+    if (!s.loaded) throw Error("ERR_NCCL_UNAVAILABLE", "NCCL is unavailable: " + s.error);
+    // 'emulated' arrays live in host memory and 'cuda' arrays on the GPU: each needs the library that reads them
+    if (P_.device == Device::Emulated && !s.host_memory)
+      throw Error("ERR_UNSUPPORTED", "device 'emulated' keeps its arrays in host memory, which " + s.library +
+                                         " (NCCL: GPU memory) cannot reduce; the emulated device runs data parallel "
+                                         "with recode's test NCCL over MPI (test/fixtures/nccl_mpi.c)");
+    if (P_.device == Device::CUDA && s.host_memory)
+      throw Error("ERR_UNSUPPORTED", s.library +
+                                         " is recode's test NCCL, which reduces host memory: device 'cuda' needs "
+                                         "NCCL itself (libnccl.so.2)");
+    if (P_.device != Device::CUDA && P_.device != Device::Emulated)
+      throw Error("ERR_UNSUPPORTED", std::string("an NCCL communicator on device '") + device_name(P_.device) + "'");
+    comm_.reset();
+    comm_ = std::make_unique<nccl::Comm>(unique_id, rank, size);
+  }
+
+  // Every trainable gradient buffer summed in place, one grouped ncclAllReduce each, on the stream the kernels
+  // use (the default one): clipping and AdamW then see the same sum on every rank, so every rank keeps the same
+  // weights. `sum` (the host MPI path of the CPU trainer) is not used.
+  void reduce_gradients(const std::function<void(float*, int64_t)>& sum) override {
+    (void)sum;
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    reduce_locked();
+  }
+
+  // ZeRO-1: the AdamW moments sharded by whole tensors, rank r owning those whose first value falls in its 1/N of the
+  // trainable values. apply_adamw all-reduces the gradients itself (do not also call reduce_gradients: every rank
+  // then computes the same global norm, in the same order as without sharding); each rank updates its own tensors and
+  // broadcasts them, so the weights are the bits of the unsharded update, with about 1/N of the moment memory per rank
+  // (whole tensors: the embedding's owner holds more).
+  void set_zero1(bool on) override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    if (on == zero_) return;
+    if (!comm_) throw Error("ERR_DIST", "ZeRO-1 on the CUDA trainer shards over its NCCL communicator: join one first");
+    if (!on) {
+      gather_locked();  // whole moments on every rank again (a collective)
+      zero_ = false;
+      return;
+    }
+    const size_t N = (size_t)comm_->size();
+    size_t total = 0, at = 0;
+    for (int i : train_) total += params_[i].n;
+    owner_.assign(train_.size(), 0);
+    for (size_t k = 0; k < train_.size(); ++k) {
+      owner_[k] = (int)std::min(N - 1, at * N / std::max<size_t>(1, total));
+      at += params_[train_[k]].n;
+    }
+    zero_ = true;
+    release_locked();
+  }
+  void gather_moments() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    gather_locked();
+  }
+  void release_moments() override {
+    std::lock_guard<std::mutex> lk(*P_.mu);
+    release_locked();
+  }
+
   void set_adapters_enabled(bool enabled) override {
     std::lock_guard<std::mutex> lk(*P_.mu);
     if (adapters_.empty() || enabled == adapters_enabled_) return;
@@ -338,6 +419,55 @@ class CudaTrainer final : public Trainer {
 
   void clear_grads() {
     for (int i : train_) CALL(device_memset, params_[i].grad.as(), 0, params_[i].n * sizeof(float), nullptr);
+    grads_zero_ = true;
+  }
+
+  void reduce_locked() {
+    if (!comm_)
+      throw Error(
+          "ERR_DIST",
+          "the CUDA trainer sums gradients over ranks through NCCL: join a communicator first (trainerInitNccl)");
+    std::vector<std::pair<float*, size_t>> bufs;
+    for (int i : train_) bufs.emplace_back(G(i), params_[i].n);
+    comm_->allreduce_sum_f32(bufs, nullptr);
+    grads_zero_ = false;
+  }
+
+  // ---- ZeRO-1 (set_zero1) ------------------------------------------------------------------------------------
+  bool owns(size_t k) const { return !zero_ || owner_[k] == comm_->rank(); }
+  // Every rank receives each tensor its owner updated: the fp32 master, and the bf16 copy the kernels read.
+  void share_updated() {
+    std::vector<nccl::Comm::Broadcast> b;
+    for (size_t k = 0; k < train_.size(); ++k) {
+      Param& p = params_[train_[k]];
+      b.push_back({p.master, p.n * sizeof(float), owner_[k]});
+      if (p.storage_dtype == RECODE_BF16) b.push_back({p.storage, p.n * sizeof(bf16), owner_[k]});
+    }
+    comm_->broadcast(b, nullptr);
+  }
+  // Moments of the other ranks' tensors, from their owners (a collective), until release_locked.
+  void gather_locked() {
+    if (!zero_) return;
+    MemScope optimizer(MemCategory::Optimizer);
+    std::vector<nccl::Comm::Broadcast> b;
+    for (size_t k = 0; k < train_.size(); ++k) {
+      Param& p = params_[train_[k]];
+      if (!p.exp_avg.as()) {
+        p.exp_avg = Buf(&kern_, p.n * sizeof(float));
+        p.exp_avg_sq = Buf(&kern_, p.n * sizeof(float));
+      }
+      b.push_back({p.exp_avg.as(), p.n * sizeof(float), owner_[k]});
+      b.push_back({p.exp_avg_sq.as(), p.n * sizeof(float), owner_[k]});
+    }
+    comm_->broadcast(b, nullptr);
+  }
+  void release_locked() {
+    if (!zero_) return;
+    for (size_t k = 0; k < train_.size(); ++k)
+      if (!owns(k)) {
+        params_[train_[k]].exp_avg = Buf();
+        params_[train_[k]].exp_avg_sq = Buf();
+      }
   }
 
   // ---- the decoder layer's view of layer l ---------------------------------------------------------------
@@ -741,6 +871,11 @@ class CudaTrainer final : public Trainer {
     }
     const int R = (int)row_of_.size();
     for (int r = 0; r < R; ++r) ids[(size_t)2 * T + r] = tokens[row_of_[r]];
+    if (G(embed_)) {  // the embedding rows the backward's scatter touches (see backward_locked)
+      fwd_rows_.assign(tokens, tokens + T);
+      std::sort(fwd_rows_.begin(), fwd_rows_.end());
+      fwd_rows_.erase(std::unique(fwd_rows_.begin(), fwd_rows_.end()), fwd_rows_.end());
+    }
     CALL(copy_to_device, ids_.as(), ids.data(), ids.size() * sizeof(int32_t));
     const int32_t* d_tokens = ids_.as<int32_t>();
     const int32_t* d_pos = d_tokens + T;
@@ -799,6 +934,26 @@ class CudaTrainer final : public Trainer {
     const int32_t* d_pos = d_tokens + T;
     const int32_t* d_targets = d_tokens + 2 * T;
     if (fwd_adapters_) set_dropout_stream(fwd_index_);
+    // Gradient accumulation adds this backward's gradient to the earlier ones once per element, as the sum over
+    // ranks does, so gradAccumulation n in one process and n ranks of one micro-batch each agree bit for bit. Every
+    // tensor but the embedding gets one add per element already; the embedding's rows of this batch's tokens get the
+    // (tied) head's and the scatter's (g + h + e, not g + (h + e)), so those rows are set aside on the host and
+    // zeroed, take h and e, and get the earlier sum added back once. The first backward of an update skips this.
+    const bool set_aside = G(embed_) && !grads_zero_;
+    std::vector<float> earlier;
+    auto each_run = [&](auto&& f) {  // runs of consecutive row ids: one copy and one memset each
+      for (size_t u0 = 0, u1; u0 < fwd_rows_.size(); u0 = u1) {
+        for (u1 = u0 + 1; u1 < fwd_rows_.size() && fwd_rows_[u1] == fwd_rows_[u1 - 1] + 1;) ++u1;
+        f(u0, u1 - u0, G(embed_) + (size_t)fwd_rows_[u0] * C);
+      }
+    };
+    if (set_aside) {
+      earlier.resize(fwd_rows_.size() * (size_t)C);
+      each_run([&](size_t u0, size_t n, float* g) {
+        CALL(copy_to_host, earlier.data() + u0 * C, g, n * C * sizeof(float));
+        CALL(device_memset, g, 0, n * C * sizeof(float), nullptr);
+      });
+    }
     try {
       // head: dhid [R, C] and dW_head (added into the embedding's gradient when tied); scattered to dnormed
       CALL(device_memset, dh_.as(), 0, (size_t)T * C * es_, nullptr);
@@ -831,8 +986,16 @@ class CudaTrainer final : public Trainer {
                              scratch_.view, dx_.as());
       }
       if (G(embed_)) CALL(embedding_backward, T, C, V, d_tokens, dx_.as(), G(embed_), dt_, nullptr);
+      if (set_aside) {
+        // the earlier sum back, one add per element (ids_ and dhid_ are free now: U <= T rows fit both)
+        const int U = (int)fwd_rows_.size();
+        CALL(copy_to_device, ids_.as(), fwd_rows_.data(), (size_t)U * sizeof(int32_t));
+        CALL(copy_to_device, dhid_.as(), earlier.data(), earlier.size() * sizeof(float));
+        CALL(embedding_backward, U, C, V, ids_.as<int32_t>(), dhid_.as(), G(embed_), RECODE_F32, nullptr);
+      }
       char err[512] = {0};  // a kernel failure surfaces here, inside the step that caused it
       check_kernel_status(kern_.device_sync(err, sizeof err), "device_sync", err);
+      grads_zero_ = false;
       return loss;
     } catch (...) {
       // an interrupted backward leaves partial sums: drop them rather than apply a half gradient
@@ -898,6 +1061,11 @@ class CudaTrainer final : public Trainer {
   bool recompute_ = false;
   Buf normed_, rstd_final_, hid_, lp_, ent_, lse_, dlogp_, dhid_, tmp_, dx_, dh_, norm_scratch_;
   Bufs<cuda_layer::Scratch> scratch_;  // the layer backward's
+  std::unique_ptr<nccl::Comm> comm_;   // data parallelism (init_nccl), null in a world of one
+  bool zero_ = false;                  // ZeRO-1 (set_zero1)
+  std::vector<int> owner_;             // ZeRO-1: the rank that owns each trainable tensor's moments
+  bool grads_zero_ = true;             // no backward has added into the gradients since they were zeroed
+  std::vector<int32_t> fwd_rows_;      // full fine-tuning: the pending forward's distinct token ids, sorted
 };
 
 #undef CALL

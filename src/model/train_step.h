@@ -114,6 +114,15 @@ class Trainer {
   virtual void set_zero1(bool on) {
     if (on) throw Error("ERR_UNSUPPORTED", "this trainer has no ZeRO-1 (multi-rank training runs on the cpu device)");
   }
+  // Data parallelism on the device (the CUDA trainer): joins an NCCL communicator of `size` ranks from rank 0's
+  // 128-byte unique id (every rank calls it; it blocks until all have); reduce_gradients then sums the device
+  // gradients through it with ncclAllReduce on the trainer's stream and ignores `sum`.
+  virtual void init_nccl(const void* unique_id, int rank, int size) {
+    (void)unique_id;
+    (void)rank;
+    (void)size;
+    throw Error("ERR_UNSUPPORTED", "this trainer sums gradients over MPI on the host, not through NCCL");
+  }
   // With ZeRO-1, tensors()' moments are empty until gathered (a collective: every rank calls it) and released.
   virtual void gather_moments() {}
   virtual void release_moments() {}

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "dist/mpi_loader.h"
+#include "dist/nccl_comm.h"
 #include "dist/nccl_loader.h"
 #include "node/napi_util.h"
 
@@ -37,6 +38,7 @@ Napi::Object nccl_status_object(Napi::Env env, const nccl::Status& s) {
   o.Set("version", s.version);
   o.Set("versionString", nccl::version_string(s.version));
   o.Set("error", s.error);
+  o.Set("hostMemory", s.host_memory);
   return o;
 }
 
@@ -167,9 +169,7 @@ Napi::Value mpi_watchdog(const Napi::CallbackInfo& info) {
 Napi::Value nccl_unique_id(const Napi::CallbackInfo& info) {
   const nccl::Api& api = nccl::api();
   nccl::ncclUniqueId id{};
-  nccl::ncclResult_t rc = api.GetUniqueId(&id);
-  if (rc != nccl::ncclSuccess)
-    throw Error("ERR_DIST", std::string("ncclGetUniqueId failed: ") + api.GetErrorString(rc));
+  nccl::check(api.GetUniqueId(&id), "ncclGetUniqueId", 0);
   auto out = Napi::Uint8Array::New(info.Env(), sizeof id.internal);
   std::memcpy(out.Data(), id.internal, sizeof id.internal);
   return out;

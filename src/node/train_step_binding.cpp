@@ -13,6 +13,8 @@
 //   trainerZeroGrad(handle), trainerDispose(handle)
 //   trainerReduceGradients(handle)   (sums the gradients over MPI ranks in place, the same bits on every rank;
 //                                     synchronous, on the thread that initialised MPI)
+//   trainerInitNccl(handle, uniqueId: Uint8Array(128), rank, size)  (the CUDA trainer joins an NCCL communicator;
+//                                     trainerReduceGradients then sums its device gradients through NCCL)
 //   trainerSetForwardIndex(handle, i) (the next training forward draws dropout stream i of this update)
 //   trainerSetZero1(handle, on)       (AdamW moments sharded over the MPI ranks; trainerState then gathers them:
 //                                     every rank must call it)
@@ -426,6 +428,19 @@ Napi::Value trainer_reduce_gradients(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value trainer_init_nccl(const Napi::CallbackInfo& info) {
+  Args a{info, "trainerInitNccl"};
+  auto t = trainer_of(a, 0);
+  Napi::Value v = a.at(1);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      v.As<Napi::Uint8Array>().ElementLength() != 128)
+    a.fail(1, "(uniqueId) must be a Uint8Array of 128 bytes (ncclUniqueId)");
+  const int size = (int)a.integer(3, "size", 1, 1 << 20);
+  const int rank = (int)a.integer(2, "rank", 0, size - 1);
+  t->init_nccl(v.As<Napi::Uint8Array>().Data(), rank, size);
+  return info.Env().Undefined();
+}
+
 Napi::Value trainer_set_forward_index(const Napi::CallbackInfo& info) {
   Args a{info, "trainerSetForwardIndex"};
   auto t = trainer_of(a, 0);
@@ -443,6 +458,7 @@ Napi::Value trainer_set_zero1(const Napi::CallbackInfo& info) {
 RECODE_EXPORT("trainerReduceGradients", trainer_reduce_gradients);
 RECODE_EXPORT("trainerSetZero1", trainer_set_zero1);
 RECODE_EXPORT("trainerSetForwardIndex", trainer_set_forward_index);
+RECODE_EXPORT("trainerInitNccl", trainer_init_nccl);
 RECODE_EXPORT("trainerCreate", trainer_create);
 RECODE_EXPORT("trainerStep", trainer_step);
 RECODE_EXPORT("trainerForward", trainer_forward);

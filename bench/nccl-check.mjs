@@ -1,0 +1,128 @@
+// The real-NCCL part of `npm run gpu-check`: the CUDA trainer's gradient sum through NCCL itself on GPU memory,
+// which no test can run without a GPU (test/dist-cuda.test.mjs runs the same trainer path on device 'emulated'
+// through recode's test NCCL over MPI).
+//   1. a world of one: a training step of the tiny model, the gradients summed through ncclAllReduce (the identity
+//      for one rank: the same bits after as before), then an AdamW update from them;
+//   2. two ranks where the machine has two GPUs (and mpirun): `mpirun -np 2` training on device cuda gives the
+//      weights and per-step metrics of one process with gradAccumulation 2, bit for bit.
+// Each part says why it is skipped (no NCCL, the test NCCL, one GPU, no mpirun).
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { spawnSync } from 'child_process'
+import { root, require } from './lib.mjs'
+
+/**
+ * A world of one on `device` (test/dist-cuda.test.mjs runs it on 'emulated' through the test NCCL): a training step
+ * of the tiny model, its gradients summed through NCCL -- which must leave them bit for bit as they were -- and an
+ * AdamW update from them.
+ */
+export async function worldOfOne(device, dir) {
+  const { initModel, loadModel, ModelTrainer, ncclUniqueId } = require('../dist/cjs/index.js')
+  initModel({ preset: 'tiny', arch: 'qwen2', out: path.join(dir, 'model'), seed: 11 })
+  const model = await loadModel(path.join(dir, 'model'), { device, dtype: 'f32', maxBatch: 2, maxContext: 64 })
+  const trainer = new ModelTrainer(model)
+  try {
+    const tokens = Array.from({ length: 24 }, (_, i) => (i * 7919 + 13) % 200)
+    const weights = tokens.map((_, i) => (i === 0 ? 0 : 1 / 23))
+    await trainer.step([{ tokens, weights }])
+    const before = await trainer.gradients()
+    await trainer.initNccl(ncclUniqueId(), 0, 1)
+    await trainer.sumGradientsOverRanks()
+    const after = await trainer.gradients()
+    const gradientsUnchanged = before.every((g, k) =>
+      Buffer.from(g.grad.buffer, g.grad.byteOffset, g.grad.byteLength).equals(
+        Buffer.from(after[k].grad.buffer, after[k].grad.byteOffset, after[k].grad.byteLength)
+      )
+    )
+    const gradNorm = await trainer.applyAdamW({ lr: 1e-3, maxGradNorm: 1 })
+    return { ok: gradientsUnchanged && Number.isFinite(gradNorm) && gradNorm > 0, gradientsUnchanged, gradNorm }
+  } finally {
+    trainer.dispose()
+    model.dispose()
+  }
+}
+
+export default async function ncclCheck({ emulated, log, left }) {
+  const out = { checks: [], skipped: [] }
+  const skip = (what, why) => {
+    log(`${what}: skipped: ${why}`)
+    out.skipped.push({ what, why })
+  }
+  if (emulated) {
+    skip('nccl', "emulated run: NCCL reduces GPU memory (test/dist-cuda.test.mjs covers device 'emulated' through the test NCCL)")
+    return out
+  }
+  const { distInfo, systemInfo, readMetrics } = require('../dist/cjs/index.js')
+  const nccl = distInfo().nccl
+  if (!nccl.loaded) {
+    skip('nccl', `NCCL not found: ${nccl.error}`)
+    return out
+  }
+  if (nccl.hostMemory) {
+    skip('nccl', `${nccl.library} is recode's test NCCL (host memory), not NCCL: unset RECODE_NCCL_LIBRARY`)
+    return out
+  }
+  log(`nccl: NCCL ${nccl.versionString} (${nccl.library})`)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-nccl-check-'))
+  try {
+    // 1. a world of one
+    const one = await worldOfOne('cuda', dir)
+    log(`nccl world of one: gradients ${one.gradientsUnchanged ? 'unchanged' : 'CHANGED'} by the sum, gradNorm ${one.gradNorm}`)
+    out.checks.push({ what: 'nccl world of one', ...one, version: nccl.versionString })
+
+    // 2. two ranks on two GPUs
+    const gpus = systemInfo().cuda.devices.length
+    const mpi = distInfo().mpi
+    const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
+    if (gpus < 2) skip('nccl two ranks', `one GPU (${gpus} visible)`)
+    else if (!mpi.loaded || !haveMpirun) skip('nccl two ranks', mpi.loaded ? 'mpirun is not on PATH' : `MPI: ${mpi.error}`)
+    else if (left() < 120000) skip('nccl two ranks', 'time budget')
+    else {
+      const config = {
+        preset: 'tiny',
+        device: 'cuda',
+        computeDtype: 'fp32',
+        warmStartSteps: 0,
+        steps: 3,
+        warmupSteps: 1,
+        promptsPerStep: 2,
+        samplesPerPrompt: 4,
+        maxCompletionTokens: 16,
+        checkpointEvery: 0,
+        gradAccumulation: 2,
+        algorithm: 'grpo',
+        gradClip: 0.5,
+        synthetic: { seed: 3, train: 40, heldOut: 2 }
+      }
+      const child = path.join(root, 'test/dist_train_child.mjs')
+      const run = (cmd, args, runDir) => {
+        const r = spawnSync(cmd, [...args, child, JSON.stringify(config), runDir], {
+          encoding: 'utf8',
+          timeout: Math.max(1000, left() - 30000)
+        })
+        if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${(r.stderr ?? '').slice(-1500)}`)
+      }
+      const one = path.join(dir, 'one')
+      const two = path.join(dir, 'two')
+      run(process.execPath, [], one)
+      run('mpirun', ['-np', '2', '--bind-to', 'none', ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []), process.execPath], two)
+      const metrics = (d) =>
+        readMetrics(path.join(d, 'metrics.jsonl')).records.map(({ time, tokensPerSecond, phaseSeconds, stepSeconds, ...r }) =>
+          JSON.stringify(r)
+        )
+      const sameMetrics = JSON.stringify(metrics(one)) === JSON.stringify(metrics(two))
+      const sameWeights = fs
+        .readFileSync(path.join(one, 'model', 'model.safetensors'))
+        .equals(fs.readFileSync(path.join(two, 'model', 'model.safetensors')))
+      log(`nccl two ranks: metrics ${sameMetrics ? 'identical' : 'DIFFER'}, weights ${sameWeights ? 'identical' : 'DIFFER'}`)
+      out.checks.push({ what: 'nccl two ranks', ok: sameMetrics && sameWeights, sameMetrics, sameWeights })
+    }
+  } catch (err) {
+    log(`nccl: FAILED: ${err?.message ?? err}`)
+    out.checks.push({ what: 'nccl', ok: false, error: String(err?.message ?? err) })
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  return out
+}
