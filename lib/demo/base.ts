@@ -13,7 +13,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { makeDir } from '../atomicFile'
-import { toBf16 } from '../dtype'
+import { fromBf16, toBf16 } from '../dtype'
 import { throwIfAborted } from '../abort'
 import { RecodeError } from '../errors'
 import { loadModel } from '../model/index'
@@ -29,10 +29,19 @@ export interface DemoBaseOptions {
   /** Output folder (must be empty unless force). */
   out: string
   force?: boolean
-  /** Optimizer steps (default 6000) and documents per step (default 16). */
+  /** Stage 1: optimizer steps and peak learning rate (cosine), on the corpus mix with 60% editing tasks. */
   steps?: number
-  batch?: number
   learningRate?: number
+  /** Stage 2 (0 steps: none): more steps on a mix richer in editing tasks, from stage 1's weights rounded to bf16
+   * with a fresh optimizer (so that stage 2 can also start from a stage-1 folder: fromStage 2, initFrom DIR). */
+  stage2Steps?: number
+  stage2LearningRate?: number
+  stage2EditShare?: number
+  /** Documents per step. */
+  batch?: number
+  /** Start at this stage (1 or 2) from the folder `initFrom` (a stage-1 output). */
+  fromStage?: number
+  initFrom?: string
   seed?: number
   /** Model shape (defaults: hidden 192, 4 layers, intermediate 512, 1500 BPE merges). */
   hidden?: number
@@ -46,13 +55,16 @@ export interface DemoBaseOptions {
   /** Stop after this many steps of the schedule and write nothing (the determinism test): returns the digest only. */
   stopAfter?: number
   signal?: AbortSignal
-  onProgress?: (p: { step: number; steps: number; loss: number; lr: number; tokensPerSecond: number }) => void
+  onProgress?: (p: { stage: number; step: number; steps: number; loss: number; lr: number; tokensPerSecond: number }) => void
 }
 
 export const DEMO_BASE_DEFAULTS = {
-  steps: 6000,
+  steps: 1100,
+  learningRate: 3e-3,
+  stage2Steps: 1000,
+  stage2LearningRate: 1.5e-3,
+  stage2EditShare: 0.9,
   batch: 16,
-  learningRate: 2e-3,
   seed: 7,
   hidden: 192,
   layers: 4,
@@ -81,7 +93,7 @@ export function weightsDigest(weights: Array<{ name: string; shape: number[]; da
 }
 
 function recipeOf(o: DemoBaseOptions & typeof DEMO_BASE_DEFAULTS): Record<string, unknown> {
-  const { out: _out, signal: _signal, onProgress: _onProgress, force: _force, stopAfter: _stop, snapshotEvery: _snap, ...recipe } = o
+  const { out: _out, signal: _signal, onProgress: _onProgress, force: _force, stopAfter: _stop, snapshotEvery: _snap, fromStage: _from, initFrom: _init, ...recipe } = o
   return recipe
 }
 
@@ -106,87 +118,133 @@ export async function makeDemoBase(options: DemoBaseOptions): Promise<{ dir: str
   const o = { ...DEMO_BASE_DEFAULTS, ...options }
   for (const k of ['steps', 'batch', 'hidden', 'layers', 'intermediate', 'merges', 'maxTokens'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 1) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a positive integer, got ${String(o[k])}`)
-  if (!(o.learningRate > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: learningRate must be positive, got ${String(o.learningRate)}`)
+  if (!Number.isInteger(o.stage2Steps) || o.stage2Steps < 0)
+    throw new RecodeError('ERR_INVALID_ARG', `demo base: stage2Steps must be a non-negative integer, got ${String(o.stage2Steps)}`)
+  for (const k of ['learningRate', 'stage2LearningRate'] as const)
+    if (!(o[k] > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be positive, got ${String(o[k])}`)
+  if (!(o.stage2EditShare >= 0 && o.stage2EditShare <= 1))
+    throw new RecodeError('ERR_INVALID_ARG', `demo base: stage2EditShare must be in [0, 1], got ${String(o.stage2EditShare)}`)
+  const fromStage = o.fromStage ?? 1
+  if (fromStage !== 1 && fromStage !== 2) throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 or 2, got ${String(fromStage)}`)
+  if (fromStage === 2 && o.initFrom === undefined) throw new RecodeError('ERR_INVALID_ARG', 'demo base: fromStage 2 needs initFrom (a stage-1 folder)')
   const started = performance.now()
   if (o.stopAfter === undefined && fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0 && !o.force)
     throw new RecodeError('ERR_OUTPUT_EXISTS', `demo base: ${o.out} is not empty; pass --force to overwrite`)
   const ctx = corpusContext({ seed: o.seed })
+  const stages = [
+    { steps: o.steps, learningRate: o.learningRate, editShare: 0.6, warmupSteps: 200 },
+    { steps: o.stage2Steps, learningRate: o.stage2LearningRate, editShare: o.stage2EditShare, warmupSteps: 50 }
+  ].filter((st) => st.steps > 0)
   const tmpInit = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-demo-base-'))
   try {
-    const tokDocs: CorpusDocument[] = []
-    for (let i = 0; i < 4000; i++) tokDocs.push(corpusDocument(1_000_000 + i, ctx))
-    const init = initModel({
-      preset: 'small',
-      arch: 'qwen2',
-      out: tmpInit,
-      force: true,
-      seed: o.seed,
-      tokenizerCorpus: tokenizerCorpus(tokDocs),
-      merges: o.merges,
-      hidden: o.hidden,
-      layers: o.layers,
-      intermediate: o.intermediate
-    })
-    // initModel's weights have unit-variance embeddings and fan-in scaled projections; scale the output projections
-    // down with depth (as GPT-2 does) so the residual stream starts small and the first steps are stable.
+    let parameters: number
+    if (o.initFrom !== undefined) {
+      for (const f of fs.readdirSync(o.initFrom)) fs.copyFileSync(path.join(o.initFrom, f), path.join(tmpInit, f))
+      parameters = 0
+    } else {
+      const tokDocs: CorpusDocument[] = []
+      for (let i = 0; i < 4000; i++) tokDocs.push(corpusDocument(1_000_000 + i, ctx))
+      parameters = initModel({
+        preset: 'small',
+        arch: 'qwen2',
+        out: tmpInit,
+        force: true,
+        seed: o.seed,
+        tokenizerCorpus: tokenizerCorpus(tokDocs),
+        merges: o.merges,
+        hidden: o.hidden,
+        layers: o.layers,
+        intermediate: o.intermediate
+      }).parameters
+    }
     const model = await loadModel(tmpInit, { device: 'cpu', maxBatch: 1, maxContext: 2 })
     const trainer = new ModelTrainer(model)
     try {
       const params = await trainer.parameters()
-      await trainer.setState({
-        stepsTaken: 0,
-        tensors: params.map((p) => {
-          const data = Float32Array.from(p.data)
-          let s = 1
-          if (p.name === 'model.embed_tokens.weight') s = 0.05
-          else if (/o_proj\.weight|down_proj\.weight/.test(p.name)) s = 1 / Math.sqrt(2 * o.layers)
-          else if (/proj\.bias$/.test(p.name)) s = 0
-          else if (/norm\.weight$/.test(p.name)) {
-            data.fill(1)
-            s = 1
-          }
-          for (let i = 0; i < data.length; i++) data[i] *= s
-          return { name: p.name, data, expAvg: new Float32Array(data.length), expAvgSq: new Float32Array(data.length) }
+      if (o.initFrom === undefined) {
+        // initModel's weights have unit-variance embeddings and fan-in scaled projections; scale the output
+        // projections down with depth (as GPT-2 does) so the residual stream starts small and the first steps are stable.
+        await trainer.setState({
+          stepsTaken: 0,
+          tensors: params.map((p) => {
+            const data = Float32Array.from(p.data)
+            let s = 1
+            if (p.name === 'model.embed_tokens.weight') s = 0.05
+            else if (/o_proj\.weight|down_proj\.weight/.test(p.name)) s = 1 / Math.sqrt(2 * o.layers)
+            else if (/proj\.bias$/.test(p.name)) s = 0
+            else if (/norm\.weight$/.test(p.name)) {
+              data.fill(1)
+              s = 1
+            }
+            for (let i = 0; i < data.length; i++) data[i] *= s
+            return { name: p.name, data, expAvg: new Float32Array(data.length), expAvgSq: new Float32Array(data.length) }
+          })
         })
-      })
+      }
+      parameters ||= params.reduce((a, p) => a + p.data.length, 0)
       const tok = model.tokenizer
-      const last = Math.min(o.steps, o.stopAfter ?? o.steps)
-      for (let step = 0; step < last; step++) {
-        throwIfAborted(o.signal)
-        const t0 = performance.now()
-        const batch = []
-        let lossTokens = 0
-        for (let b = 0; b < o.batch; b++) {
-          const d = corpusDocument(step * o.batch + b, ctx)
-          const head = tok.encode(d.text.slice(0, d.lossFrom))
-          const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
-          const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)
-          batch.push({ ids, from })
-          lossTokens += Math.max(0, ids.length - from)
+      let docIndex = 0
+      let stepsRun = 0
+      const budget = o.stopAfter ?? Infinity
+      for (const [k, st] of stages.entries()) {
+        if (k + 1 < fromStage) {
+          docIndex += st.steps * o.batch // the documents that stage saw
+          continue
         }
-        const seqs = batch.map(({ ids, from }) => {
-          const w = new Float32Array(ids.length)
-          for (let t = from; t < ids.length; t++) w[t] = 1 / lossTokens
-          return { tokens: ids, weights: w }
-        })
-        const { loss } = await trainer.step(seqs, { signal: o.signal })
-        const lr = learningRateAt(
-          { kind: 'cosine', learningRate: o.learningRate, totalSteps: o.steps, warmupSteps: Math.min(200, o.steps - 1), warmupRatio: null, minLrRatio: 0.05 },
-          step
-        )
-        await trainer.applyAdamW({ lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 })
-        const tokens = seqs.reduce((a, s) => a + s.tokens.length, 0)
-        if (o.snapshotEvery !== undefined && (step + 1) % o.snapshotEvery === 0 && step + 1 < last) {
+        if (k + 1 > fromStage) {
+          // stage boundary: the weights as a bf16 folder would hold them, a fresh optimizer
           const w = await trainer.parameters()
-          writeFolder(tmpInit, `${o.out}.step-${step + 1}`, w, { ...recipeOf(o), step: step + 1, digest: weightsDigest(w) })
+          await trainer.setState({
+            stepsTaken: 0,
+            tensors: w.map((p) => ({ name: p.name, data: fromBf16(toBf16(p.data)), expAvg: new Float32Array(p.data.length), expAvgSq: new Float32Array(p.data.length) }))
+          })
+          if (o.snapshotEvery !== undefined) writeFolder(tmpInit, `${o.out}.stage-${k}`, w, { ...recipeOf(o), stage: k, digest: weightsDigest(w) })
         }
-        o.onProgress?.({ step: step + 1, steps: o.steps, loss, lr, tokensPerSecond: tokens / ((performance.now() - t0) / 1000) })
+        for (let step = 0; step < st.steps && stepsRun < budget; step++, stepsRun++) {
+          throwIfAborted(o.signal)
+          const t0 = performance.now()
+          const batch = []
+          let lossTokens = 0
+          for (let b = 0; b < o.batch; b++) {
+            const d = corpusDocument(docIndex++, ctx, st.editShare)
+            const head = tok.encode(d.text.slice(0, d.lossFrom))
+            const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
+            const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)
+            batch.push({ ids, from })
+            lossTokens += Math.max(0, ids.length - from)
+          }
+          // mean next-token loss over the step's loss tokens (answers of editing tasks, every token of programs)
+          const seqs = batch.map(({ ids, from }) => {
+            const w = new Float32Array(ids.length)
+            for (let t = from; t < ids.length; t++) w[t] = 1 / lossTokens
+            return { tokens: ids, weights: w }
+          })
+          const { loss } = await trainer.step(seqs, { signal: o.signal })
+          const lr = learningRateAt(
+            {
+              kind: 'cosine',
+              learningRate: st.learningRate,
+              totalSteps: st.steps,
+              warmupSteps: Math.min(st.warmupSteps, st.steps - 1),
+              warmupRatio: null,
+              minLrRatio: 0.05
+            },
+            step
+          )
+          await trainer.applyAdamW({ lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 })
+          const tokens = seqs.reduce((a, q) => a + q.tokens.length, 0)
+          if (o.snapshotEvery !== undefined && (step + 1) % o.snapshotEvery === 0 && step + 1 < st.steps) {
+            const w = await trainer.parameters()
+            writeFolder(tmpInit, `${o.out}.stage-${k + 1}-step-${step + 1}`, w, { ...recipeOf(o), stage: k + 1, step: step + 1, digest: weightsDigest(w) })
+          }
+          o.onProgress?.({ stage: k + 1, step: step + 1, steps: st.steps, loss, lr, tokensPerSecond: tokens / ((performance.now() - t0) / 1000) })
+        }
       }
       const weights = await trainer.parameters()
       const digest = weightsDigest(weights)
-      if (o.stopAfter !== undefined) return { dir: '', digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
+      if (o.stopAfter !== undefined) return { dir: '', digest, parameters, seconds: (performance.now() - started) / 1000 }
       writeFolder(tmpInit, o.out, weights, { ...recipeOf(o), digest })
-      return { dir: o.out, digest, parameters: init.parameters, seconds: (performance.now() - started) / 1000 }
+      return { dir: o.out, digest, parameters, seconds: (performance.now() - started) / 1000 }
     } finally {
       trainer.dispose()
       model.dispose()

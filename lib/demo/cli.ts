@@ -8,12 +8,14 @@ import { RecodeError } from '../errors'
 async function main(argv: string[]): Promise<void> {
   let out = 'models/nova-base'
   let force = false
+  let initFrom: string | undefined
   const opts: Record<string, number> = {}
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--out') out = argv[++i]
+    else if (a === '--initFrom') initFrom = argv[++i]
     else if (a === '--force') force = true
-    else if (a.startsWith('--') && (a.slice(2) in DEMO_BASE_DEFAULTS || a === '--snapshotEvery')) {
+    else if (a.startsWith('--') && (a.slice(2) in DEMO_BASE_DEFAULTS || a === '--snapshotEvery' || a === '--fromStage')) {
       const v = Number(argv[++i])
       if (!Number.isFinite(v)) throw new RecodeError('ERR_INVALID_ARG', `demo-base: ${a} needs a number, got ${argv[i]}`)
       opts[a.slice(2)] = v
@@ -28,11 +30,12 @@ async function main(argv: string[]): Promise<void> {
     ...opts,
     out,
     force,
+    initFrom,
     signal: ac.signal,
     onProgress: (p) => {
       lossEma = Number.isNaN(lossEma) ? p.loss : 0.98 * lossEma + 0.02 * p.loss
       if (p.step % 50 === 0 || p.step === p.steps)
-        console.log(`step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} (avg ${lossEma.toFixed(4)}) lr ${p.lr.toExponential(2)} ${p.tokensPerSecond.toFixed(0)} tok/s`)
+        console.log(`stage ${p.stage} step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} (avg ${lossEma.toFixed(4)}) lr ${p.lr.toExponential(2)} ${p.tokensPerSecond.toFixed(0)} tok/s`)
     }
   })
   console.log(`wrote ${r.dir}: ${r.parameters} parameters, weights sha256 ${r.digest}, ${(r.seconds / 60).toFixed(1)} minutes`)

@@ -376,19 +376,25 @@ export function novaPrograms(dataSeed: number): string[] {
 }
 
 /**
- * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). Mix: 35% editing
- * tasks on nova code, 25% on plain Python, 25% nova programs, 15% plain programs.
+ * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). `editShare` of
+ * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain).
  */
-export function corpusDocument(i: number, ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> }): CorpusDocument {
+export function corpusDocument(
+  i: number,
+  ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> },
+  editShare = 0.6
+): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
     const u = r.next()
     let doc: CorpusDocument
-    if (u < 0.6) {
-      const t = editTask(u < 0.35 ? 'nova' : 'python', r, ctx.nova)
+    // editing tasks on nova : on plain Python = 7 : 5; nova programs : plain programs = 5 : 3
+    if (u < editShare) {
+      const onNova = u < (editShare * 7) / 12
+      const t = editTask(onNova ? 'nova' : 'python', r, ctx.nova)
       const prompt = editPrompt(t)
-      doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: u < 0.35 ? 'edit-nova' : 'edit-python' }
-    } else if (u < 0.85) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
+      doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: onNova ? 'edit-nova' : 'edit-python' }
+    } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
     else doc = { text: `${plainProgram(r)}\n<|endoftext|>`, lossFrom: 0, kind: 'python' }
     if (!ctx.forbidden.some((f) => f.pattern.test(doc.text))) return doc
     if (attempt > 100) throw new RecodeError('ERR_INTERNAL', `demo corpus: document ${i} keeps drawing a held-out name`)
