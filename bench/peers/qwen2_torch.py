@@ -8,8 +8,8 @@ usage: /usr/bin/python3 qwen2_torch.py < JOB_JSON, prints one JSON result.
     {"op": "logits", "ids": [[ids], ...], "out32": FILE, "out64": FILE}
         writes the logits of every position of every sequence, computed in float32 and in float64
         ([sum T, V] little-endian float32 / float64), for the agreement check;
-    {"op": "train", "batch": B, "seq": S, "reps": R, "seed": s}
-        forward + backward (no optimizer) of the weighted next-token loss over B random sequences of S tokens;
+    {"op": "train", "ids": [[S ids] x B], "reps": R}
+        forward + backward (no optimizer) of the next-token loss averaged over the B x (S - 1) predicted tokens;
         median seconds of R steps after one warm-up step, and the loss;
     {"op": "decode", "batch": B, "prompt": P, "steps": N}
         greedy-free decode with a KV cache: a prompt of P tokens per row, then N one-token steps for B rows;
@@ -141,10 +141,9 @@ def run_logits(model_dir, task):
 
 
 def run_train(m, V, task):
-    g = torch.Generator().manual_seed(task.get("seed", 1))
-    B, S = task["batch"], task["seq"]
-    ids = torch.randint(0, V, (B, S), generator=g)
-    # the bench's SFT weights: every predicted token, mean over the batch
+    ids = torch.tensor(task["ids"])
+    B, S = ids.shape
+    # the bench's SFT weights (bench/lib.mjs sftBatch): every predicted token, mean over the batch
     weight = 1.0 / (B * (S - 1))
     for t in m.params():
         t.requires_grad_(True)
