@@ -144,7 +144,13 @@ export function openblasSgemmSeconds(shapes, threads, budgetSeconds = 2) {
   return JSON.parse(
     execFileSync(
       '/usr/bin/python3',
-      ['-c', OPENBLAS_PY, String(threads), JSON.stringify(shapes.map(([M, N, K, ta = false, tb = false]) => [M, N, K, ta ? 1 : 0, tb ? 1 : 0])), String(budgetSeconds)],
+      [
+        '-c',
+        OPENBLAS_PY,
+        String(threads),
+        JSON.stringify(shapes.map(([M, N, K, ta = false, tb = false]) => [M, N, K, ta ? 1 : 0, tb ? 1 : 0])),
+        String(budgetSeconds)
+      ],
       { encoding: 'utf8', env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) } }
     )
   )

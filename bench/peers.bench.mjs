@@ -23,7 +23,15 @@ const { native } = require('../dist/cjs/native.js')
 const THREADS = 2
 const QUICK = process.env.RECODE_BENCH_QUICK === '1'
 const VOCAB = 151936
-const TARGETS = { trainVsTorch: 2, trainPeakShare: 0.35, gemmVsOpenblas: 1, decodeVsTorch: 3, attentionBandwidthShare: 0.5, samplingCopies: 3, grpoSpeedup: 1.5 }
+const TARGETS = {
+  trainVsTorch: 2,
+  trainPeakShare: 0.35,
+  gemmVsOpenblas: 1,
+  decodeVsTorch: 3,
+  attentionBandwidthShare: 0.5,
+  samplingCopies: 3,
+  grpoSpeedup: 1.5
+}
 const GRPO_BASELINE_SECONDS = 2.38 // bench/results/grpo-step.json when issue 15 was filed
 
 /** Median seconds of fn over at least minReps calls (after one warm-up), more while under budget seconds. */
@@ -107,7 +115,15 @@ export default async function () {
   )
   const noTorch = torchUnavailable()
   if (noTorch) lines.push(`PyTorch peer not run: ${noTorch}`)
-  const results = { threads: THREADS, quick: QUICK, measuredFmaPeakGflops: peak, copyGBps: copyBps / 1e9, memoryTrafficGBps: memBps / 1e9, models: [], gemm: [] }
+  const results = {
+    threads: THREADS,
+    quick: QUICK,
+    measuredFmaPeakGflops: peak,
+    copyGBps: copyBps / 1e9,
+    memoryTrafficGBps: memBps / 1e9,
+    models: [],
+    gemm: []
+  }
 
   // ---- training step and decode, recode vs the eager PyTorch peer ---------------------------------------
   for (const spec of models()) {
@@ -128,9 +144,12 @@ export default async function () {
     const batch = sftBatch(spec.B, spec.S, V)
     const tr = new ModelTrainer(m)
     let loss = NaN
-    const stepSec = await timeRepsAsync(async () => {
-      loss = (await tr.step(batch)).loss // gradients accumulate; the peer's are reset (grad = None), both free
-    }, spec.B * spec.S > 300 ? 5 : 3)
+    const stepSec = await timeRepsAsync(
+      async () => {
+        loss = (await tr.step(batch)).loss // gradients accumulate; the peer's are reset (grad = None), both free
+      },
+      spec.B * spec.S > 300 ? 5 : 3
+    )
     tr.dispose()
     const flops = 6 * sh.matrixParams * spec.B * spec.S + spec.B * 3 * 2 * spec.S * spec.S * sh.H * sh.D
     row.recode = { stepSeconds: stepSec, loss, stepGflops: flops / stepSec / 1e9, peakShare: flops / stepSec / 1e9 / peak }
@@ -138,7 +157,11 @@ export default async function () {
     // decode: recode (prompt of 32 tokens per row, then one-token steps)
     row.recode.decode = {}
     for (const b of [1, 8]) {
-      const entries = Array.from({ length: b }, (_, s) => ({ slot: s, tokens: Array.from({ length: 32 }, (_, i) => (i * 7919 + s) % Math.min(V, 400)), reset: true }))
+      const entries = Array.from({ length: b }, (_, s) => ({
+        slot: s,
+        tokens: Array.from({ length: 32 }, (_, i) => (i * 7919 + s) % Math.min(V, 400)),
+        reset: true
+      }))
       const rates = []
       for (let rep = 0; rep < (QUICK ? 1 : 3); rep++) {
         await m.step(entries)
@@ -160,7 +183,13 @@ export default async function () {
       ]
       const peer = runPeer({ dir: spec.dir, threads: THREADS, tasks })
       const [t, d1, d8] = peer.results
-      row.torch = { version: peer.torch, threads: peer.threads, stepSeconds: t.seconds, loss: t.loss, decode: { batch1TokensPerS: d1.tokensPerSecond, batch8TokensPerS: d8.tokensPerSecond } }
+      row.torch = {
+        version: peer.torch,
+        threads: peer.threads,
+        stepSeconds: t.seconds,
+        loss: t.loss,
+        decode: { batch1TokensPerS: d1.tokensPerSecond, batch8TokensPerS: d8.tokensPerSecond }
+      }
       row.lossAgreement = Math.abs(t.loss - loss) / Math.abs(t.loss)
     }
     results.models.push(row)
@@ -170,7 +199,11 @@ export default async function () {
     for (const b of [1, 8]) {
       const ours = row.recode.decode[`batch${b}TokensPerS`]
       const theirs = row.torch?.decode[`batch${b}TokensPerS`]
-      ratio(`decode batch ${b}, ${spec.name}: recode tokens/s / eager PyTorch with KV cache`, theirs ? ours / theirs : null, TARGETS.decodeVsTorch)
+      ratio(
+        `decode batch ${b}, ${spec.name}: recode tokens/s / eager PyTorch with KV cache`,
+        theirs ? ours / theirs : null,
+        TARGETS.decodeVsTorch
+      )
     }
     lines.push(
       `${spec.name}, ${spec.B} x ${spec.S} tokens: training step recode ${fmt(stepSec * 1e3, 1)} ms (${fmt(100 * row.recode.peakShare, 0)}% of peak, loss ${fmt(loss, 4)})` +
@@ -211,7 +244,10 @@ export default async function () {
       if (r.ratio !== null && (worst === null || r.ratio < worst.ratio)) worst = r
       ratio(`GEMM ${spec.name} ${g.what} ${g.use} (${g.M}x${g.N}x${g.K}): recode / OpenBLAS`, r.ratio, TARGETS.gemmVsOpenblas)
     }
-    if (worst) lines.push(`GEMM on ${spec.name}'s ${shapes.length} products: worst recode/OpenBLAS ${fmt(worst.ratio)} (${worst.what}, ${worst.use})`)
+    if (worst)
+      lines.push(
+        `GEMM on ${spec.name}'s ${shapes.length} products: worst recode/OpenBLAS ${fmt(worst.ratio)} (${worst.what}, ${worst.use})`
+      )
   }
 
   // ---- decode attention at 16k context vs memory bandwidth ----------------------------------------------
@@ -226,8 +262,14 @@ export default async function () {
     const sec = timeReps(() => addon.opAttentionForward('decode', out, lse, q, k, v, s), { minReps: 5, budget: 0.5 })
     const kvBytes = 2 * s.S * s.Hkv * s.D * 4
     results.decodeAttention16k = { ...s, seconds: sec, kvGBps: kvBytes / sec / 1e9, bandwidthShare: kvBytes / sec / memBps }
-    ratio('decode attention at 16k context: KV read rate / measured memory traffic rate', kvBytes / sec / memBps, TARGETS.attentionBandwidthShare)
-    lines.push(`decode attention S=16384 H=14/2 D=64: ${fmt((sec * 1e6), 0)} us, KV cache read at ${fmt(kvBytes / sec / 1e9)} GB/s = ${fmt((100 * kvBytes) / sec / memBps, 0)}% of the copy's traffic rate`)
+    ratio(
+      'decode attention at 16k context: KV read rate / measured memory traffic rate',
+      kvBytes / sec / memBps,
+      TARGETS.attentionBandwidthShare
+    )
+    lines.push(
+      `decode attention S=16384 H=14/2 D=64: ${fmt(sec * 1e6, 0)} us, KV cache read at ${fmt(kvBytes / sec / 1e9)} GB/s = ${fmt((100 * kvBytes) / sec / memBps, 0)}% of the copy's traffic rate`
+    )
   }
 
   // ---- sampling over 151,936 logits ------------------------------------------------------------------
@@ -279,7 +321,8 @@ export default async function () {
       : 'machine idle apart from this run'
   results.simd = systemInfo().simdActive
   const table = ratios.map(
-    (r) => `  ${r.met === null ? '  -    ' : r.met ? '  met  ' : 'not met'}  ${fmt(r.value).padStart(7)} (target ${r.better === 'higher' ? '>=' : '<='} ${r.target})  ${r.what}`
+    (r) =>
+      `  ${r.met === null ? '  -    ' : r.met ? '  met  ' : 'not met'}  ${fmt(r.value).padStart(7)} (target ${r.better === 'higher' ? '>=' : '<='} ${r.target})  ${r.what}`
   )
   const summary = [...lines, `ratios vs targets (${results.machineNote}):`, ...table].join('\n')
   return { name: 'peers', results, summary }

@@ -241,7 +241,8 @@ uint32_t top_k_heap_avx2(const float* x, int vocab, int k) {
   for (; i < vocab && (int)heap.size() < k; ++i) offer(order_key(x[i]));
   __m256i floor_s = _mm256_set1_epi32((int32_t)(heap.front() ^ 0x80000000u));
   for (; i + 8 <= vocab; i += 8) {
-    int above = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(signed_keys8(_mm256_loadu_ps(x + i)), floor_s)));
+    int above =
+        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(signed_keys8(_mm256_loadu_ps(x + i)), floor_s)));
     if (above == 0) continue;
     for (int j = 0; j < 8; ++j)
       if (above >> j & 1) offer(order_key(x[i + j]));
@@ -258,7 +259,8 @@ int gather_avx2(const float* x, const float* w, int vocab, uint32_t floor_key, u
   int i = 0, n = 0;
   for (; i + 8 <= vocab; i += 8) {
     __m256i k = signed_keys8(_mm256_loadu_ps(x + i));
-    __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(floor_s, k), _mm256_cmpeq_epi32(_mm256_srai_epi32(k, 24), bucket_s));
+    __m256i in =
+        _mm256_andnot_si256(_mm256_cmpgt_epi32(floor_s, k), _mm256_cmpeq_epi32(_mm256_srai_epi32(k, 24), bucket_s));
     int mask = _mm256_movemask_ps(_mm256_castsi256_ps(in));
     if (mask == 0) continue;
     Units8 u = to_units8(_mm256_loadu_ps(w + i));

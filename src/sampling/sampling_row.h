@@ -298,7 +298,8 @@ Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_
     uint64_t cum = 0;
     int c = 0;
     while (c < chunks - 1 && cum + chunk_mass[c] <= target) cum += chunk_mass[c++];
-    int at = P::pick(x + (size_t)c * kChunk, std::min(kChunk, vocab - c * kChunk), xmax, inv_t, tau, min_p, target - cum);
+    int at =
+        P::pick(x + (size_t)c * kChunk, std::min(kChunk, vocab - c * kChunk), xmax, inv_t, tau, min_p, target - cum);
     if (at >= 0) token = c * kChunk + at;
   } else {
     token = P::pick_stored(x, weights.data(), vocab, tau, target);  // top-p without min-p
