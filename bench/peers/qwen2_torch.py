@@ -10,7 +10,7 @@ usage: /usr/bin/python3 qwen2_torch.py < JOB_JSON, prints one JSON result.
         ([sum T, V] little-endian float32 / float64), for the agreement check;
     {"op": "train", "ids": [[S ids] x B], "reps": R}
         forward + backward (no optimizer) of the next-token loss averaged over the B x (S - 1) predicted tokens;
-        median seconds of R steps after one warm-up step, and the loss;
+        median wall and process CPU seconds of R steps after one warm-up step, and the loss;
     {"op": "decode", "batch": B, "prompt": P, "steps": N}
         greedy-free decode with a KV cache: a prompt of P tokens per row, then N one-token steps for B rows;
         decode tokens/s (B * N / seconds of the N steps), median over 3 runs.
@@ -158,15 +158,16 @@ def run_train(m, V, task):
         return float(loss)
 
     loss = step()
-    times = []
+    times, cpu = [], []
     for _ in range(task["reps"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     for t in m.params():
         t.requires_grad_(False)
         t.grad = None
-    return {"op": "train", "seconds": median(times), "samples": times, "loss": loss}
+    return {"op": "train", "seconds": median(times), "cpuSeconds": median(cpu), "samples": times, "loss": loss}
 
 
 def run_decode(m, V, task):
