@@ -134,6 +134,9 @@ uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uin
   __m256i acc = _mm256_setzero_si256();
   alignas(32) uint64_t q[8];
   alignas(32) uint32_t top[8];
+  // Four histograms, by lane: neighbouring tokens mostly share a bucket, and one histogram would chain every
+  // update on the previous one's store.
+  uint64_t sub[4][256] = {};
   int i = 0;
   for (; i + 8 <= vocab; i += 8) {
     __m256 v = _mm256_loadu_ps(x + i);
@@ -149,11 +152,12 @@ uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uin
     _mm256_store_si256((__m256i*)top, _mm256_srli_epi32(_mm256_xor_si256(k, _mm256_set1_epi32(INT32_MIN)), 24));
     for (; in != 0; in &= in - 1) {  // the histogram scatter stays scalar
       int j = __builtin_ctz(in);
-      hist0[top[j]] += q[j];
+      sub[j & 3][top[j]] += q[j];
       topk += q[j];
     }
   }
   total = hsum64(acc);
+  for (int b = 0; b < 256; ++b) hist0[b] += (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
   for (; i < vocab; ++i) {
     w[i] = sampling_weight((x[i] - xmax) * inv_t);
     uint64_t qi = weight_units(w[i]);
