@@ -200,9 +200,18 @@ export default async function () {
         stepSeconds: t.seconds,
         stepCpuSeconds: t.cpuSeconds,
         loss: t.loss,
-        decode: { batch1TokensPerS: d1.tokensPerSecond, batch8TokensPerS: d8.tokensPerSecond }
+        decode: {
+          batch1TokensPerS: d1.tokensPerSecond,
+          batch8TokensPerS: d8.tokensPerSecond,
+          cacheError: Math.max(d1.cacheError, d8.cacheError)
+        }
       }
       row.lossAgreement = Math.abs(t.loss - loss) / Math.abs(t.loss)
+      // the peer's cached decode must compute what its checked uncached forward computes, else it is not counted
+      if (!(row.torch.decode.cacheError <= row.check.tolerance)) {
+        lines.push(`${spec.name}: the peer's cached decode differs from its forward by ${row.torch.decode.cacheError}: decode not compared`)
+        row.torch.decode = { refused: true, cacheError: row.torch.decode.cacheError }
+      }
     }
     results.models.push(row)
     const vsTorch = row.torch ? row.torch.stepSeconds / stepSec : null

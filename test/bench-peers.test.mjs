@@ -1,6 +1,7 @@
 // The eager PyTorch peer of bench/peers.bench.mjs (bench/peers/qwen2_torch.py) must keep computing the model
 // recode computes: logits on the same weights within the bench's derived fp32 tolerance, the same training loss,
-// a decode that runs; and the check must reject a peer that computes something else (a different rope base).
+// a cached decode that matches its uncached forward; and the check must reject a peer that computes something
+// else (a different rope base).
 // Skips, saying why, only when Debian's python3-torch cannot be imported.
 import t from 'tap'
 import * as fs from 'fs'
@@ -77,5 +78,9 @@ if (why) {
     )
     t.ok(train.seconds > 0 && Number.isFinite(train.seconds), 'the training step was timed')
     t.ok(decode.tokensPerSecond > 0 && Number.isFinite(decode.tokensPerSecond), 'the cached decode ran')
+    t.ok(
+      decode.cacheError <= c.tolerance,
+      `the cached decode computes the uncached forward's logits (|diff| ${decode.cacheError.toExponential(2)} <= ${c.tolerance.toExponential(2)})`
+    )
   })
 }

@@ -12,8 +12,9 @@ usage: /usr/bin/python3 qwen2_torch.py < JOB_JSON, prints one JSON result.
         forward + backward (no optimizer) of the next-token loss averaged over the B x (S - 1) predicted tokens;
         median wall and process CPU seconds of R steps after one warm-up step, and the loss;
     {"op": "decode", "batch": B, "prompt": P, "steps": N}
-        greedy-free decode with a KV cache: a prompt of P tokens per row, then N one-token steps for B rows;
-        decode tokens/s (B * N / seconds of the N steps), median over 3 runs.
+        greedy decode with a KV cache: a prompt of P tokens per row, then N one-token steps for B rows;
+        decode tokens/s (B * N / seconds of the N steps), median over 3 runs, and cacheError: max |difference| of
+        the last step's logits from one uncached forward over the whole sequence.
 Reads safetensors itself (torch 1.13 has no reader).
 """
 import json
@@ -182,12 +183,17 @@ def run_decode(m, V, task):
             ]
             logits = m.forward(prompt, cache, 0)
             tok = logits[:, -1].argmax(-1, keepdim=True)
+            fed = [tok]
             t0 = time.perf_counter()
             for s in range(N):
                 logits = m.forward(tok, cache, P + s)
                 tok = logits[:, -1].argmax(-1, keepdim=True)
+                fed.append(tok)
             rates.append(B * N / (time.perf_counter() - t0))
-    return {"op": "decode", "tokensPerSecond": median(rates), "samples": rates}
+        # the cached path against one forward over the whole sequence (the last step's logits)
+        full = m.forward(torch.cat([prompt] + fed[:-1], 1))[:, -1]
+        cache_error = float((full - logits[:, -1]).abs().max())
+    return {"op": "decode", "tokensPerSecond": median(rates), "samples": rates, "cacheError": cache_error}
 
 
 def main():
