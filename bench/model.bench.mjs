@@ -2,11 +2,10 @@
 // OpenBLAS (Debian's libopenblas through ctypes); causal attention GFLOP/s (prefill and split-context
 // decode); prefill and decode tokens/s of the tiny and small presets and of a random model with
 // Qwen2.5-0.5B's dimensions (written to a temp dir on first use, kept for reruns).
-import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, timeSync, timeAsync, median } from './lib.mjs'
+import { require, timeSync, timeAsync, measuredFmaPeak, openblasSgemmSeconds } from './lib.mjs'
 
 const addon = require('../build/Release/recode.node')
 const { loadModel, initModel } = require('../dist/cjs/index.js')
@@ -22,27 +21,6 @@ function clockGHz() {
   return m ? Number(m[1]) / 1000 : NaN
 }
 
-const OPENBLAS_PY = `
-import ctypes, json, sys, time
-import numpy as np
-lib = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/libopenblas.so.0")
-lib.openblas_set_num_threads(int(sys.argv[1]))
-I, F, P = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-lib.cblas_sgemm.argtypes = [I, I, I, I, I, I, F, P, I, P, I, F, P, I]
-out = []
-for M, N, K in json.loads(sys.argv[2]):
-    A = np.random.rand(M, K).astype(np.float32); B = np.random.rand(N, K).astype(np.float32); C = np.zeros((M, N), np.float32)
-    f = lambda: lib.cblas_sgemm(101, 111, 112, M, N, K, 1.0, A.ctypes.data, K, B.ctypes.data, K, 0.0, C.ctypes.data, N)
-    f()
-    times = []
-    deadline = time.time() + 2.0
-    while len(times) < 5 or (time.time() < deadline and len(times) < 200):
-        t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
-    times.sort()
-    out.append(times[len(times) // 2])
-print(json.dumps(out))
-`
-
 export default async function () {
   const results = {}
   const lines = []
@@ -52,7 +30,7 @@ export default async function () {
   // ---- peak ----------------------------------------------------------------------------------------
   const ghz = clockGHz()
   const clockPeak = threads * 2 * 8 * 2 * ghz // cores x FMA pipes x fp32 lanes x 2 flops x GHz
-  const measuredPeak = median([0, 1, 2].map(() => addon.opFmaPeak(3e7, threads)))
+  const measuredPeak = measuredFmaPeak(addon, threads)
   results.peak = { clockGHz: ghz, cores: threads, clockPeakGflops: clockPeak, measuredFmaPeakGflops: measuredPeak }
   lines.push(
     `fp32 FMA peak: ${clockPeak.toFixed(1)} GFLOP/s from the clock (${threads} cores x 2 FMA pipes x 8 lanes x 2 flops x ${ghz.toFixed(3)} GHz, /proc/cpuinfo);` +
@@ -68,12 +46,7 @@ export default async function () {
   ]
   let blas = null
   try {
-    blas = JSON.parse(
-      execFileSync('/usr/bin/python3', ['-c', OPENBLAS_PY, String(threads), JSON.stringify(shapes)], {
-        encoding: 'utf8',
-        env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) }
-      })
-    )
+    blas = openblasSgemmSeconds(shapes, threads)
   } catch (e) {
     lines.push(`OpenBLAS comparison skipped: ${String(e.message).split('\n')[0]}`)
   }

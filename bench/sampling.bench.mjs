@@ -3,7 +3,7 @@
 // read of the logits; on an H100 within 3x of the HBM floor (~46 us for 256 rows fp32).
 import { createRequire } from 'module'
 import * as os from 'os'
-import { timeAsync, timeSync } from './lib.mjs'
+import { timeAsync, copyBandwidth } from './lib.mjs'
 
 /** Process CPU seconds (all threads) per call, over `n` sequential calls: unlike wall time, it does not grow
  * when other processes compete for the cores. */
@@ -19,14 +19,6 @@ const require = createRequire(import.meta.url)
 const { sample, systemInfo } = require('../dist/cjs/index.js')
 
 const VOCAB = 151936
-
-/** Copy bandwidth: bytes copied per second by a large Float32Array.set (each byte read once, written once). */
-function copyBandwidth(bytes) {
-  const src = new Float32Array(bytes / 4).fill(1.5)
-  const dst = new Float32Array(bytes / 4)
-  const s = timeSync('copy', () => dst.set(src), { minSamples: 5, maxTime: 2 })
-  return bytes / s
-}
 
 export default async function () {
   const info = systemInfo()

@@ -7,37 +7,11 @@
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { require, timeAsync, timeTrainerStep, median } from './lib.mjs'
+import { require, timeAsync, timeTrainerStep, measuredFmaPeak, modelShape, sftBatch } from './lib.mjs'
 
 const { loadModel, initModel, ModelTrainer } = require('../dist/cjs/index.js')
 const { DECODER_PROJECTIONS: ALL } = require('../dist/cjs/model/projections.js')
 const { native } = require('../dist/cjs/native.js')
-
-/** A model folder's shape from its config.json, and its matrix parameters (layer projections + the head). */
-function modelShape(dir) {
-  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json')))
-  const C = cfg.hidden_size
-  const H = cfg.num_attention_heads
-  const Hkv = cfg.num_key_value_heads
-  const D = cfg.head_dim ?? C / H
-  const F = cfg.intermediate_size
-  const V = cfg.vocab_size
-  const L = cfg.num_hidden_layers
-  return { cfg, C, H, Hkv, D, F, V, L, matrixParams: L * (C * H * D + 2 * C * Hkv * D + H * D * C + 3 * C * F) + V * C }
-}
-
-let seed = 7
-const rand = () => {
-  seed = (seed * 1103515245 + 12345) >>> 0
-  return seed
-}
-/** B sequences of S pseudo-random tokens below V, SFT weights (mean over the predicted tokens). */
-function sftBatch(B, S, V) {
-  return Array.from({ length: B }, () => {
-    const tokens = Array.from({ length: S }, () => rand() % V)
-    return { tokens, weights: tokens.map((_, j) => (j === 0 ? 0 : 1 / (B * (S - 1)))) }
-  })
-}
 
 export default async function () {
   const addon = native()
@@ -121,7 +95,7 @@ export default async function () {
     const midFlops = 6 * midParams * mB * mS + mB * 3 * 2 * mS * mS * mH * mD
     const tokens = B * S
     const flops = 6 * matrixParams * tokens + B * 3 * 2 * S * S * H * D
-    const peak = median([0, 1, 2].map(() => addon.opFmaPeak(3e7, threads)))
+    const peak = measuredFmaPeak(addon, threads)
     const gflops = flops / stepSec / 1e9
     // DoRA: forward 2P + input gradient 2P over the frozen layer matrices and the head, the adapters' own products
     // (forward u = x A^T and u B^T, backward dB, du, dA, du A: 2 r (in + out) each, 6 in all) per token, attention.

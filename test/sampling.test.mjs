@@ -296,7 +296,9 @@ t.test('CPU, emulated CUDA (and CUDA) pick identical tokens for the same seed', 
     // top-k 1500 takes the radix-select path on the CPU (small k uses a heap): both must agree with the kernel
     const extra = [
       { name: 'greedy', opts: { temperature: 0 } },
-      { name: 'top-k 1500 + top-p 0.9', opts: { topK: 1500, topP: 0.9 } }
+      { name: 'top-k 1500 + top-p 0.9', opts: { topK: 1500, topP: 0.9 } },
+      // top-k and top-p without min-p: the CPU picks from the weights its top-p pass stored
+      { name: 'top-k 50 + top-p 0.95', opts: { topK: 50, topP: 0.95 } }
     ]
     for (const mode of [...modes, ...extra]) {
       if (V === 151936 && !['top-k 10 + top-p 0.8 + min-p 0.05, T 0.8', 'temperature 1', 'top-k 1500 + top-p 0.9'].includes(mode.name))
@@ -341,7 +343,14 @@ t.test('the portable CPU path (baseline SIMD) matches the AVX2 path token for to
   const rows = 64,
     V = 5003
   const logits = Float32Array.from({ length: rows * V }, () => 2 * r.normal())
-  for (const mode of [...modes, { name: 'top-k 1500', opts: { topK: 1500 } }]) {
+  // beyond `modes`: the radix top-k, a heap top-k near its 1024 limit with min-p (kept mass chunk by chunk), and
+  // top-k + top-p without min-p (the pick over the weights stored by the top-p pass)
+  const extra = [
+    { name: 'top-k 1500', opts: { topK: 1500 } },
+    { name: 'top-k 1000 + min-p 0.01', opts: { topK: 1000, minP: 0.01 } },
+    { name: 'top-k 50 + top-p 0.95', opts: { topK: 50, topP: 0.95 } }
+  ]
+  for (const mode of [...modes, ...extra]) {
     const seed = r.int(0, 1e9)
     setSimdLevel('baseline')
     let base

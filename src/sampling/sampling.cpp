@@ -1,13 +1,17 @@
 // CPU sampler: one row at a time, rows in parallel. The definition is in sampling.h, the shared arithmetic in
 // sampling_core.h, the per-row algorithm in sampling_row.h. Passes over a row:
 //   1. max (and NaN / +inf / all -inf checks);
-//   2. top-k threshold: for k <= 1024 one pass with a min-heap of keys, else a radix select on the ordered
-//      32-bit keys (8 bits a level; the chosen level-0 bucket is gathered once and refined in memory);
-//   3. total mass in units (and, for top-p, the level-0 mass histogram over the top-k set);
-//   4. top-p threshold: the chosen bucket's tokens gathered with their units, levels 1-3 on them;
-//   5. kept mass (known from step 4 unless min-p is on), then the inverse-CDF pick in index order.
-// Unfiltered rows (the RL rollout default) only run 1, 3 and 5. The portable instantiation here is the plain
-// code; sampling_avx2.cpp instantiates the same algorithm with 8-wide passes for fp32 (identical results).
+//   2. top-k threshold: for k <= 1024 one pass with a min-heap of keys (AVX2 skips blocks of eight below the
+//      heap's minimum), else a radix select on the ordered 32-bit keys (8 bits a level; the chosen level-0
+//      bucket is gathered once and refined in memory);
+//   3. total mass in units (for top-p also the level-0 mass histogram over the top-k set, and every weight kept
+//      in a per-thread buffer so that later passes do not recompute e^t);
+//   4. top-p threshold: the chosen bucket's tokens gathered with their units, levels 1-3 on the survivors;
+//   5. kept mass (known from step 4 unless min-p is on), then the inverse-CDF pick in index order. Where a pass
+//      sums the kept mass anyway (unfiltered, top-k, min-p) it does so per chunk of 2048 tokens and the pick reads
+//      only the chunk holding the target; blocks with no token at or above the threshold are skipped.
+// Unfiltered rows (the RL rollout default) only run 1 and 3 over the whole row. The portable instantiation here is
+// the plain code; sampling_avx2.cpp instantiates the same algorithm with 8-wide passes for fp32 (identical results).
 #include "sampling/sampling.h"
 
 #include <cmath>

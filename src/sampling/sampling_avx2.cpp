@@ -42,14 +42,22 @@ inline Units8 to_units8(__m256 w) {
 
 inline Units8 units8(__m256 x, __m256 xmax, __m256 inv_t) { return to_units8(weights8(x, xmax, inv_t)); }
 
-// Kept lanes: order_key(x) >= tau (as a signed comparison of the sign-folded bits) and w >= min_p when min_p > 0.
-inline Units8 kept_units8(__m256 x, __m256 xmax, __m256 inv_t, __m256i tau_signed, float min_p) {
-  __m256 w = weights8(x, xmax, inv_t);
+// order_key(x) ^ 0x80000000 as int32 for eight lanes: keys compare as signed integers.
+inline __m256i signed_keys8(__m256 x) {
   __m256i bits = _mm256_castps_si256(_mm256_add_ps(x, _mm256_setzero_ps()));  // -0 becomes +0
-  __m256i folded = _mm256_castps_si256(_mm256_blendv_ps(
+  return _mm256_castps_si256(_mm256_blendv_ps(
       _mm256_castsi256_ps(bits), _mm256_castsi256_ps(_mm256_xor_si256(bits, _mm256_set1_epi32(0x7fffffff))),
       _mm256_castsi256_ps(bits)));
-  __m256 keep = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(tau_signed, folded), _mm256_set1_epi32(-1)));
+}
+
+// Lanes with order_key(x) >= tau.
+inline __m256 key_keep8(__m256 x, __m256i tau_signed) {
+  return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(tau_signed, signed_keys8(x)), _mm256_set1_epi32(-1)));
+}
+
+// Kept lanes: order_key(x) >= tau (key_keep, computed by the caller) and w >= min_p when min_p > 0.
+inline Units8 kept_units8(__m256 x, __m256 keep, __m256 xmax, __m256 inv_t, float min_p) {
+  __m256 w = weights8(x, xmax, inv_t);
   if (min_p > 0.f) keep = _mm256_and_ps(keep, _mm256_cmp_ps(w, _mm256_set1_ps(min_p), _CMP_GE_OQ));
   return to_units8(_mm256_and_ps(w, keep));
 }
@@ -119,26 +127,40 @@ uint64_t row_units_avx2(const float* x, int vocab, float xmax, float inv_t) {
 }
 
 uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                         uint64_t* topk_total) {
+                         uint64_t* topk_total, float* w) {
   const __m256 vmax = _mm256_set1_ps(xmax), vinv = _mm256_set1_ps(inv_t);
+  const __m256i floor_s = _mm256_set1_epi32((int32_t)(floor_key ^ 0x80000000u));
   uint64_t total = 0, topk = 0;
+  __m256i acc = _mm256_setzero_si256();
   alignas(32) uint64_t q[8];
+  alignas(32) uint32_t top[8];
+  // Four histograms, by lane: neighbouring tokens mostly share a bucket, and one histogram would chain every
+  // update on the previous one's store.
+  uint64_t sub[4][256] = {};
   int i = 0;
   for (; i + 8 <= vocab; i += 8) {
-    Units8 u = units8(_mm256_loadu_ps(x + i), vmax, vinv);
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 wv = weights8(v, vmax, vinv);
+    _mm256_storeu_ps(w + i, wv);
+    Units8 u = to_units8(wv);
+    acc = _mm256_add_epi64(acc, _mm256_add_epi64(u.lo, u.hi));
+    __m256i k = signed_keys8(v);
+    int in = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(floor_s, k))) ^ 0xff;  // key >= floor_key
+    if (in == 0) continue;  // top-k: most blocks hold no token of the top-k set
     _mm256_store_si256((__m256i*)q, u.lo);
     _mm256_store_si256((__m256i*)(q + 4), u.hi);
-    for (int j = 0; j < 8; ++j) {  // the histogram scatter stays scalar
-      total += q[j];
-      uint32_t key = order_key(x[i + j]);
-      if (key >= floor_key) {
-        hist0[key >> 24] += q[j];
-        topk += q[j];
-      }
+    _mm256_store_si256((__m256i*)top, _mm256_srli_epi32(_mm256_xor_si256(k, _mm256_set1_epi32(INT32_MIN)), 24));
+    for (; in != 0; in &= in - 1) {  // the histogram scatter stays scalar
+      int j = __builtin_ctz(in);
+      sub[j & 3][top[j]] += q[j];
+      topk += q[j];
     }
   }
+  total = hsum64(acc);
+  for (int b = 0; b < 256; ++b) hist0[b] += (sub[0][b] + sub[1][b]) + (sub[2][b] + sub[3][b]);
   for (; i < vocab; ++i) {
-    uint64_t qi = scalar_units(x[i], xmax, inv_t);
+    w[i] = sampling_weight((x[i] - xmax) * inv_t);
+    uint64_t qi = weight_units(w[i]);
     total += qi;
     uint32_t key = order_key(x[i]);
     if (key >= floor_key) {
@@ -156,7 +178,10 @@ uint64_t kept_units_avx2(const float* x, int vocab, float xmax, float inv_t, uin
   __m256i acc = _mm256_setzero_si256();
   int i = 0;
   for (; i + 8 <= vocab; i += 8) {
-    Units8 u = kept_units8(_mm256_loadu_ps(x + i), vmax, vinv, tau_s, min_p);
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 keep = key_keep8(v, tau_s);
+    if (_mm256_testz_ps(keep, keep)) continue;  // no lane at or above the threshold: nothing to add (top-k)
+    Units8 u = kept_units8(v, keep, vmax, vinv, min_p);
     acc = _mm256_add_epi64(acc, _mm256_add_epi64(u.lo, u.hi));
   }
   uint64_t total = hsum64(acc);
@@ -173,7 +198,10 @@ int pick_kept_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t 
   uint64_t cum = 0;
   int i = 0;
   for (; i + 8 <= vocab; i += 8) {
-    Units8 u = kept_units8(_mm256_loadu_ps(x + i), vmax, vinv, tau_s, min_p);
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 keep = key_keep8(v, tau_s);
+    if (_mm256_testz_ps(keep, keep)) continue;
+    Units8 u = kept_units8(v, keep, vmax, vinv, min_p);
     uint64_t block = hsum64(_mm256_add_epi64(u.lo, u.hi));
     if (cum + block > target) {
       alignas(32) uint64_t q[8];
@@ -196,7 +224,113 @@ int pick_kept_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t 
 }
 
 namespace {
+
+// The k-th largest key (k <= 1024), as select_top_k_heap: a min-heap of the k largest keys so far, where
+// blocks of eight with no key above the heap's minimum are skipped with one comparison. The k-th largest key
+// does not depend on the order keys are offered in, so the result is the portable one.
+uint32_t top_k_heap_avx2(const float* x, int vocab, int k) {
+  std::vector<uint32_t> heap;
+  heap.reserve(k);
+  auto offer = [&](uint32_t key) {
+    if ((int)heap.size() < k) {
+      heap.push_back(key);
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+    } else if (key > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+      heap.back() = key;
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint32_t>());
+    }
+  };
+  int i = 0;
+  for (; i < vocab && (int)heap.size() < k; ++i) offer(order_key(x[i]));
+  __m256i floor_s = _mm256_set1_epi32((int32_t)(heap.front() ^ 0x80000000u));
+  for (; i + 8 <= vocab; i += 8) {
+    int above =
+        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(signed_keys8(_mm256_loadu_ps(x + i)), floor_s)));
+    if (above == 0) continue;
+    for (int j = 0; j < 8; ++j)
+      if (above >> j & 1) offer(order_key(x[i + j]));
+    floor_s = _mm256_set1_epi32((int32_t)(heap.front() ^ 0x80000000u));
+  }
+  for (; i < vocab; ++i) offer(order_key(x[i]));
+  return heap.front();
+}
+
+// gather_portable for fp32: keys eight at a time, the matching lanes appended in index order.
+int gather_avx2(const float* x, const float* w, int vocab, uint32_t floor_key, uint32_t bucket, Candidate* out) {
+  const __m256i floor_s = _mm256_set1_epi32((int32_t)(floor_key ^ 0x80000000u));
+  const __m256i bucket_s = _mm256_set1_epi32((int32_t)((bucket ^ 0x80u) << 24) >> 24);  // top byte of a signed key
+  int i = 0, n = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    __m256i k = signed_keys8(_mm256_loadu_ps(x + i));
+    __m256i in =
+        _mm256_andnot_si256(_mm256_cmpgt_epi32(floor_s, k), _mm256_cmpeq_epi32(_mm256_srai_epi32(k, 24), bucket_s));
+    int mask = _mm256_movemask_ps(_mm256_castsi256_ps(in));
+    if (mask == 0) continue;
+    Units8 u = to_units8(_mm256_loadu_ps(w + i));
+    alignas(32) uint64_t q[8];
+    alignas(32) int32_t keys[8];
+    _mm256_store_si256((__m256i*)q, u.lo);
+    _mm256_store_si256((__m256i*)(q + 4), u.hi);
+    _mm256_store_si256((__m256i*)keys, k);
+    for (int j = 0; j < 8; ++j) {  // branch-free compaction: every lane is written, the matching ones kept
+      out[n] = {(uint32_t)keys[j] ^ 0x80000000u, q[j]};
+      n += mask >> j & 1;
+    }
+  }
+  for (; i < vocab; ++i) {
+    uint32_t key = order_key(x[i]);
+    if (key >= floor_key && (key >> 24) == bucket) out[n++] = {key, weight_units(w[i])};
+  }
+  return n;
+}
+
+// pick_stored_portable for fp32.
+int pick_stored_avx2(const float* x, const float* w, int vocab, uint32_t tau, uint64_t target) {
+  const __m256i tau_s = _mm256_set1_epi32((int32_t)(tau ^ 0x80000000u));
+  uint64_t cum = 0;
+  int i = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    __m256 keep = key_keep8(_mm256_loadu_ps(x + i), tau_s);
+    if (_mm256_testz_ps(keep, keep)) continue;
+    Units8 u = to_units8(_mm256_and_ps(_mm256_loadu_ps(w + i), keep));
+    uint64_t block = hsum64(_mm256_add_epi64(u.lo, u.hi));
+    if (cum + block > target) {
+      alignas(32) uint64_t q[8];
+      _mm256_store_si256((__m256i*)q, u.lo);
+      _mm256_store_si256((__m256i*)(q + 4), u.hi);
+      for (int j = 0; j < 8; ++j) {
+        cum += q[j];
+        if (cum > target) return i + j;
+      }
+    }
+    cum += block;
+  }
+  for (; i < vocab; ++i) {
+    if (order_key(x[i]) < tau) continue;
+    cum += weight_units(w[i]);
+    if (cum > target) return i;
+  }
+  return -1;
+}
+
 struct Avx2Passes {
+  static uint32_t top_k(const float* x, int vocab, int64_t k) {
+    return k <= 1024 ? top_k_heap_avx2(x, vocab, (int)k) : select_top_k(x, vocab, k);
+  }
+  static uint32_t top_k(const bf16* x, int vocab, int64_t k) { return select_top_k(x, vocab, k); }
+  static int gather(const float* x, const float* w, int vocab, uint32_t floor_key, uint32_t bucket, Candidate* out) {
+    return gather_avx2(x, w, vocab, floor_key, bucket, out);
+  }
+  static int gather(const bf16* x, const float* w, int vocab, uint32_t floor_key, uint32_t bucket, Candidate* out) {
+    return gather_portable(x, w, vocab, floor_key, bucket, out);
+  }
+  static int pick_stored(const float* x, const float* w, int vocab, uint32_t tau, uint64_t target) {
+    return pick_stored_avx2(x, w, vocab, tau, target);
+  }
+  static int pick_stored(const bf16* x, const float* w, int vocab, uint32_t tau, uint64_t target) {
+    return pick_stored_portable(x, w, vocab, tau, target);
+  }
   static MaxScan max(const float* x, int vocab) { return row_max_avx2(x, vocab); }
   static MaxScan max(const bf16* x, int vocab) { return row_max(x, vocab); }
   static uint64_t units(const float* x, int vocab, float xmax, float inv_t) {
@@ -204,12 +338,12 @@ struct Avx2Passes {
   }
   static uint64_t units(const bf16* x, int vocab, float xmax, float inv_t) { return row_units(x, vocab, xmax, inv_t); }
   static uint64_t units_hist(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                             uint64_t* topk_total) {
-    return units_hist_avx2(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
+                             uint64_t* topk_total, float* w) {
+    return units_hist_avx2(x, vocab, xmax, inv_t, floor_key, hist0, topk_total, w);
   }
   static uint64_t units_hist(const bf16* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                             uint64_t* topk_total) {
-    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
+                             uint64_t* topk_total, float* w) {
+    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total, w);
   }
   static uint64_t kept_units(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
     return kept_units_avx2(x, vocab, xmax, inv_t, tau, min_p);

@@ -18,9 +18,10 @@ struct MaxScan {
 MaxScan row_max_avx2(const float* x, int vocab);
 // Sum over the row of weight_units(sampling_weight((x_i - xmax) * inv_t)).
 uint64_t row_units_avx2(const float* x, int vocab, float xmax, float inv_t);
-// Total mass, plus the level-0 top-p histogram over tokens with key >= floor_key and their mass.
+// Total mass, plus the level-0 top-p histogram over tokens with key >= floor_key and their mass; every weight is
+// stored in w.
 uint64_t units_hist_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                         uint64_t* topk_total);
+                         uint64_t* topk_total, float* w);
 // Mass of the kept set {key >= tau, w >= min_p (when min_p > 0)}.
 uint64_t kept_units_avx2(const float* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p);
 // First kept index whose inclusive running mass exceeds target; -1 if none.

@@ -95,8 +95,13 @@ uint32_t select_top_k(const T* x, int vocab, int64_t k) {
   for (int level = 1; level < 4; ++level) {
     int shift = 24 - 8 * level;
     int64_t h[256] = {0};
+    size_t kept = 0;  // drop the keys outside the chosen prefix: later levels scan only the survivors
     for (uint32_t key : candidates)
-      if ((key >> (shift + 8)) == (prefix >> (shift + 8))) h[(key >> shift) & 255u]++;
+      if ((key >> (shift + 8)) == (prefix >> (shift + 8))) {
+        h[(key >> shift) & 255u]++;
+        candidates[kept++] = key;
+      }
+    candidates.resize(kept);
     b = 255;
     for (; b > 0; --b) {
       if (above + h[b] >= k) break;
@@ -107,17 +112,32 @@ uint32_t select_top_k(const T* x, int vocab, int64_t k) {
   return prefix;
 }
 
+// A token of the top-p bucket: its key and its weight in units.
+struct Candidate {
+  uint32_t key;
+  uint64_t units;
+};
+
+// Appends {key, units} of every token with key >= floor_key whose key's top byte is `bucket`, in index order;
+// w holds the row's weights (stored by the units_hist pass).
+// out has room for vocab entries; returns the count.
+template <class T>
+int gather_portable(const T* x, const float* w, int vocab, uint32_t floor_key, uint32_t bucket, Candidate* out) {
+  int n = 0;
+  for (int i = 0; i < vocab; ++i) {
+    uint32_t key = order_key(load(x, i));
+    if (key >= floor_key && (key >> 24) == bucket) out[n++] = {key, weight_units(w[i])};
+  }
+  return n;
+}
+
 // Largest key tau >= floor_key such that the mass of {key >= tau, key >= floor_key} reaches target.
 // hist0 is the level-0 mass histogram over the tokens with key >= floor_key (computed with the total). After
 // level 0 the tokens of the chosen bucket are gathered once with their units, and levels 1-3 run on them only.
 // *kept_mass receives the mass of {key >= tau} within the top-k set.
-template <class T>
-uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, const uint64_t* hist0,
-                      double target, uint64_t* kept_mass) {
-  struct Candidate {
-    uint32_t key;
-    uint64_t units;
-  };
+template <class T, class Gather>
+uint32_t select_top_p(const T* x, const float* w, int vocab, uint32_t floor_key, const uint64_t* hist0, double target,
+                      uint64_t* kept_mass, Gather gather) {
   uint64_t above = 0;
   int b = 255;
   for (; b > 0; --b) {
@@ -125,17 +145,20 @@ uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t f
     above += hist0[b];
   }
   uint32_t prefix = (uint32_t)b << 24;
-  thread_local std::vector<Candidate> candidates;
-  candidates.clear();
-  for (int i = 0; i < vocab; ++i) {
-    uint32_t key = order_key(load(x, i));
-    if (key >= floor_key && (key >> 24) == (uint32_t)b) candidates.push_back({key, units_at(x, i, xmax, inv_t)});
-  }
+  thread_local std::vector<Candidate> buffer;
+  if ((int)buffer.size() < vocab) buffer.resize(vocab);
+  Candidate* cand = buffer.data();
+  int n = gather(x, w, vocab, floor_key, (uint32_t)b, cand);
   for (int level = 1; level < 4; ++level) {
     int shift = 24 - 8 * level;
     uint64_t hist[256] = {0};
-    for (const Candidate& c : candidates)
-      if ((c.key >> (shift + 8)) == (prefix >> (shift + 8))) hist[(c.key >> shift) & 255u] += c.units;
+    int kept = 0;  // drop the tokens outside the chosen prefix: later levels scan only the survivors
+    for (int i = 0; i < n; ++i)
+      if ((cand[i].key >> (shift + 8)) == (prefix >> (shift + 8))) {
+        hist[(cand[i].key >> shift) & 255u] += cand[i].units;
+        cand[kept++] = cand[i];
+      }
+    n = kept;
     b = 255;
     for (; b > 0; --b) {
       if ((double)(above + hist[b]) >= target) break;
@@ -148,13 +171,15 @@ uint32_t select_top_p(const T* x, int vocab, float xmax, float inv_t, uint32_t f
 }
 
 // Portable full-row passes with a threshold: kept(i) = key_i >= tau and (min_p == 0 or w_i >= min_p).
+// Also stores every weight in w (the top-p gather and pick read them instead of recomputing e^t).
 template <class T>
 uint64_t units_hist_portable(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                             uint64_t* topk_total) {
+                             uint64_t* topk_total, float* w) {
   uint64_t total = 0, topk = 0;
   for (int i = 0; i < vocab; ++i) {
     float v = load(x, i);
-    uint64_t q = weight_units(sampling_weight((v - xmax) * inv_t));
+    w[i] = sampling_weight((v - xmax) * inv_t);
+    uint64_t q = weight_units(w[i]);
     total += q;
     uint32_t key = order_key(v);
     if (key >= floor_key) {
@@ -193,8 +218,22 @@ int pick_portable(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, 
   return -1;
 }
 
-// Passes (each for float and bf16): P::max, P::units (total mass), P::units_hist (total + level-0 top-p
-// histogram), P::kept_units (mass of the kept set) and P::pick (the inverse-CDF pick over the kept set).
+// pick_portable over the tokens with key >= tau, their weights read from w.
+template <class T>
+int pick_stored_portable(const T* x, const float* w, int vocab, uint32_t tau, uint64_t target) {
+  uint64_t cum = 0;
+  for (int i = 0; i < vocab; ++i) {
+    if (order_key(load(x, i)) < tau) continue;
+    cum += weight_units(w[i]);
+    if (cum > target) return i;
+  }
+  return -1;
+}
+
+// Passes (each for float and bf16): P::max, P::top_k (the k-th largest key), P::units (total mass),
+// P::units_hist (total + level-0 top-p histogram, storing the weights), P::gather (the top-p bucket's tokens),
+// P::kept_units (mass of the kept set), P::pick (the inverse-CDF pick over the kept set) and P::pick_stored (the
+// same with tau only, from the stored weights).
 template <class P, class T>
 Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_t row_id, uint64_t step, int row) {
   check_params(p, row);
@@ -212,26 +251,59 @@ Result sample_one(const T* x, int vocab, const Params& p, uint64_t seed, uint64_
   const bool need_m = p.min_p > 0.f;
 
   uint32_t tau = 0;  // every key is >= 0: keep all
-  if (need_k) tau = select_top_k(x, vocab, p.top_k);
+  if (need_k) tau = P::top_k(x, vocab, p.top_k);
 
+  // The kept mass chunk by chunk where a pass computes it anyway: the pick then reads one chunk instead of
+  // running over the row again (same integer sums, so the same token).
+  constexpr int kChunk = 2048;
+  const int chunks = (vocab + kChunk - 1) / kChunk;
+  thread_local std::vector<uint64_t> chunk_mass;
+  thread_local std::vector<float> weights;  // top-p: the row's weights, computed once
+  bool chunked = false;
+  const float min_p = need_m ? p.min_p : 0.f;
   uint64_t total = 0, kept_total = 0;
-  bool kept_known = false;
   if (!need_p) {
-    total = P::units(x, vocab, xmax, inv_t);
+    // unfiltered: the total is the kept mass; else the kept set is summed after the total
+    chunk_mass.assign(chunks, 0);
+    chunked = true;
+    for (int c = 0; c < chunks; ++c) {
+      int n = std::min(kChunk, vocab - c * kChunk);
+      uint64_t u = P::units(x + (size_t)c * kChunk, n, xmax, inv_t);
+      total += u;
+      if (!need_k && !need_m) chunk_mass[c] = u;
+    }
+    if (!need_k && !need_m) kept_total = total;
   } else {
     uint64_t hist0[256] = {0}, topk_total = 0;
-    total = P::units_hist(x, vocab, xmax, inv_t, tau, hist0, &topk_total);
-    tau = select_top_p(x, vocab, xmax, inv_t, tau, hist0, (double)p.top_p * (double)topk_total, &kept_total);
-    kept_known = !need_m;  // the selection already summed the mass of {key >= tau}
+    weights.resize(vocab);
+    total = P::units_hist(x, vocab, xmax, inv_t, tau, hist0, &topk_total, weights.data());
+    tau = select_top_p(x, weights.data(), vocab, tau, hist0, (double)p.top_p * (double)topk_total, &kept_total,
+                       [](auto&&... a) { return P::gather(a...); });
+    // without min-p the selection already summed the mass of {key >= tau}; the pick then runs in index order
   }
-  const float min_p = need_m ? p.min_p : 0.f;
-  if (!need_k && !need_p && !need_m)
-    kept_total = total;
-  else if (!kept_known)
-    kept_total = P::kept_units(x, vocab, xmax, inv_t, tau, min_p);
+  if (need_m || (need_k && !need_p)) {
+    chunk_mass.assign(chunks, 0);
+    chunked = true;
+    kept_total = 0;
+    for (int c = 0; c < chunks; ++c) {
+      int n = std::min(kChunk, vocab - c * kChunk);
+      chunk_mass[c] = P::kept_units(x + (size_t)c * kChunk, n, xmax, inv_t, tau, min_p);
+      kept_total += chunk_mass[c];
+    }
+  }
 
   const uint64_t target = philox::scale64(philox::random64(seed, row_id, step), kept_total);
-  int token = P::pick(x, vocab, xmax, inv_t, tau, min_p, target);
+  int token = -1;
+  if (chunked) {
+    uint64_t cum = 0;
+    int c = 0;
+    while (c < chunks - 1 && cum + chunk_mass[c] <= target) cum += chunk_mass[c++];
+    int at =
+        P::pick(x + (size_t)c * kChunk, std::min(kChunk, vocab - c * kChunk), xmax, inv_t, tau, min_p, target - cum);
+    if (at >= 0) token = c * kChunk + at;
+  } else {
+    token = P::pick_stored(x, weights.data(), vocab, tau, target);  // top-p without min-p
+  }
   if (token < 0) token = s.argmax;  // unreachable: target < kept_total
   double t_tok = (double)((load(x, token) - xmax) * inv_t);
   return {token, (float)(t_tok - log_mass(total)), (float)(t_tok - log_mass(kept_total))};
@@ -243,13 +315,25 @@ struct PortablePasses {
     return row_max(x, vocab);
   }
   template <class T>
+  static uint32_t top_k(const T* x, int vocab, int64_t k) {
+    return select_top_k(x, vocab, k);
+  }
+  template <class T>
+  static int gather(const T* x, const float* w, int vocab, uint32_t floor_key, uint32_t bucket, Candidate* out) {
+    return gather_portable(x, w, vocab, floor_key, bucket, out);
+  }
+  template <class T>
+  static int pick_stored(const T* x, const float* w, int vocab, uint32_t tau, uint64_t target) {
+    return pick_stored_portable(x, w, vocab, tau, target);
+  }
+  template <class T>
   static uint64_t units(const T* x, int vocab, float xmax, float inv_t) {
     return row_units(x, vocab, xmax, inv_t);
   }
   template <class T>
   static uint64_t units_hist(const T* x, int vocab, float xmax, float inv_t, uint32_t floor_key, uint64_t* hist0,
-                             uint64_t* topk_total) {
-    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total);
+                             uint64_t* topk_total, float* w) {
+    return units_hist_portable(x, vocab, xmax, inv_t, floor_key, hist0, topk_total, w);
   }
   template <class T>
   static uint64_t kept_units(const T* x, int vocab, float xmax, float inv_t, uint32_t tau, float min_p) {
