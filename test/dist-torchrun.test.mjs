@@ -9,7 +9,7 @@ import * as fs from 'fs'
 import * as net from 'net'
 import * as os from 'os'
 import * as path from 'path'
-import { spawnSync } from 'child_process'
+import { spawn, spawnSync } from 'child_process'
 import { require } from './helpers.mjs'
 
 const { readMetrics } = require('../dist/cjs/index.js')
@@ -72,8 +72,19 @@ function runOne(config, dir) {
 // two ranks, torchrun style: each rank's RANK / LOCAL_RANK from its MPI rank (the test NCCL's transport)
 async function runTwo(config, dir) {
   const env = torchrunEnv(await freePort())
-  const pass = ['RECODE_NCCL_LIBRARY', 'RECODE_MPI_LIBRARY', 'RECODE_LAUNCHER', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']
-  const args = [
+  return spawnSync('mpirun', twoRankArgs(config, dir, env), { encoding: 'utf8', env, timeout: 600000 })
+}
+function twoRankArgs(config, dir, env) {
+  const pass = [
+    'RECODE_NCCL_LIBRARY',
+    'RECODE_MPI_LIBRARY',
+    'RECODE_LAUNCHER',
+    'WORLD_SIZE',
+    'MASTER_ADDR',
+    'MASTER_PORT',
+    'RECODE_DIST_TIMEOUT'
+  ].filter((k) => env[k] !== undefined)
+  return [
     '-np',
     '2',
     '--oversubscribe',
@@ -90,7 +101,6 @@ async function runTwo(config, dir) {
     JSON.stringify(config),
     dir
   ]
-  return spawnSync('mpirun', args, { encoding: 'utf8', env, timeout: 600000 })
 }
 
 const metricsOf = (dir) =>
@@ -188,6 +198,120 @@ t.test(
     }
   }
 )
+
+t.test(
+  'torchrun style: a rank that stops answering ends the run on the others, named, within the timeout',
+  { skip: why || false },
+  async (t) => {
+    // SIGSTOP: alive but silent, so mpirun (the test NCCL's transport) notices nothing; the heartbeats to rank 0 must
+    const dir = path.join(tmp, 'stopped')
+    const config = { ...base, algorithm: 'grpo', steps: 400, checkpointEvery: 1 }
+    const env = torchrunEnv(await freePort(), { RECODE_DIST_TIMEOUT: '5' })
+    const p = spawn('mpirun', twoRankArgs(config, dir, env), { stdio: ['ignore', 'pipe', 'pipe'], env })
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    p.stderr.on('data', (d) => {
+      out += d
+    })
+    const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)))
+    for (let i = 0; i < 1200 && !/step 2\n/.test(out); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+    t.match(out, /step 2\n/, 'the run trains')
+    const victim = Number(fs.readFileSync(`${dir}.pid-1`, 'utf8'))
+    const stoppedAt = Date.now()
+    process.kill(victim, 'SIGSTOP')
+    const backstop = setTimeout(() => {
+      p.kill('SIGKILL')
+      try {
+        process.kill(victim, 'SIGKILL')
+      } catch {}
+    }, 120000)
+    const code = await exited
+    clearTimeout(backstop)
+    try {
+      process.kill(victim, 'SIGKILL')
+    } catch {}
+    const seconds = (Date.now() - stoppedAt) / 1000
+    t.not(code, 0, 'the launcher fails')
+    t.ok(seconds < 60, `the run ended ${seconds.toFixed(1)} s after rank 1 stopped (timeout 5 s)`)
+    t.match(out, /recode: rank 0 of 2: rank 1 stopped answering \(no heartbeat for 5\.0 s\)/, 'rank 0 names the silent rank')
+    t.same(
+      fs.readdirSync(path.join(dir, 'checkpoints')).filter((f) => f.includes('tmp')),
+      [],
+      'no half-written checkpoint'
+    )
+  }
+)
+
+// The heartbeats alone (src/dist/liveness.cpp through a test-only binding), on plain processes: a rank killed with
+// SIGKILL (no launcher here to notice) is named by rank 0, which relays the name to the others before it exits.
+const liveChild = path.join(root, 'test/dist_liveness_child.mjs')
+function startRanks(size, port, timeoutMs, mode) {
+  return Array.from({ length: size }, (_, rank) => {
+    const p = spawn(process.execPath, [liveChild, String(rank), String(size), String(port), String(timeoutMs), mode], {
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    const r = { p, out: '', err: '' }
+    p.stdout.on('data', (d) => {
+      r.out += d
+    })
+    p.stderr.on('data', (d) => {
+      r.err += d
+    })
+    r.exited = new Promise((resolve) => p.on('exit', (code, signal) => resolve({ code, signal })))
+    return r
+  })
+}
+const killAll = (ranks) => {
+  for (const r of ranks) if (r.p.exitCode === null) r.p.kill('SIGKILL')
+}
+
+t.test('liveness: a killed rank is named by rank 0 and, through it, by the others', async (t) => {
+  const ranks = startRanks(3, await freePort(), 30000, 'stay')
+  const backstop = setTimeout(() => killAll(ranks), 120000)
+  for (let i = 0; i < 1200 && !ranks.every((r) => r.out.includes('connected')); i++)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  t.ok(
+    ranks.every((r) => r.out.includes('connected')),
+    'three ranks connected'
+  )
+  const killedAt = Date.now()
+  ranks[2].p.kill('SIGKILL')
+  const [r0, r1] = await Promise.all([ranks[0].exited, ranks[1].exited])
+  clearTimeout(backstop)
+  const seconds = (Date.now() - killedAt) / 1000
+  t.ok(seconds < 30, `both others ended ${seconds.toFixed(1)} s after the kill, well before the 30 s heartbeat timeout`)
+  t.equal(r0.code, 1)
+  t.equal(r1.code, 1)
+  t.match(ranks[0].err, /recode: rank 0 of 3: rank 2 died \(its connection to rank 0 closed\); ending this rank/)
+  t.match(ranks[1].err, /recode: rank 1 of 3: rank 2 failed \(rank 0 saw its connection close or go silent\); ending this rank/)
+})
+
+t.test('liveness: ranks that end cleanly, in any order, name no one', async (t) => {
+  const ranks = startRanks(3, await freePort(), 30000, 'stop')
+  const backstop = setTimeout(() => killAll(ranks), 120000)
+  const ends = await Promise.all(ranks.map((r) => r.exited))
+  clearTimeout(backstop)
+  t.same(
+    ends.map((e) => e.code),
+    [0, 0, 0],
+    ranks.map((r) => r.err).join('')
+  )
+  t.ok(
+    ranks.every((r) => r.out === 'connected\nstopped\n'),
+    'each connected and stopped'
+  )
+})
+
+t.test('liveness: ranks that never connect are named within twice the timeout', async (t) => {
+  const r = spawnSync(process.execPath, [liveChild, '0', '3', String(await freePort()), '1000', 'stay'], {
+    encoding: 'utf8',
+    timeout: 60000
+  })
+  t.not(r.status, 0)
+  t.match(r.stderr, /liveness: rank\(s\) 1, 2 of 3 did not connect to rank 0 within 2 s/)
+})
 
 t.test('RECODE_LAUNCHER must name a launcher', async (t) => {
   const { launchEnvironment } = require('../dist/cjs/index.js')

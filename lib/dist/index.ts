@@ -234,6 +234,12 @@ export class World {
     if (got.length !== 128) throw new RecodeError('ERR_NCCL', `rank ${this.rank}: rank 0 could not make the NCCL unique id (see its error)`)
     native().ncclWorldInit(got, this.rank, this.size, device)
     this.engine = 'nccl'
+    // NCCL cannot say which rank died: heartbeats over a TCP connection to rank 0 (the port the rendezvous freed) name it
+    const timeout = distTimeoutSeconds()
+    if (timeout > 0) {
+      native().ncclWorldWatch(launch.masterAddr, launch.masterPort, Math.min(2000, timeout * 250), timeout * 1000)
+      this.watchdog = true
+    }
   }
 
   private get nccl(): boolean {

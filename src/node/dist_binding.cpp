@@ -13,7 +13,9 @@
 //   ncclWorldInit(uniqueId, rank, size, 'cuda' | 'emulated')   the torchrun-style world's communicator
 //   ncclWorldAllreduce(Float64Array | Float32Array | BigInt64Array), ncclWorldBroadcast(TypedArray, root),
 //   ncclWorldAllgather(TypedArray) -> TypedArray of size() blocks, ncclWorldBarrier(), ncclWorldAbort(code),
-//   ncclWorldDestroy()                                   (the same collectives as mpi*, staged through the device)
+//   ncclWorldWatch(host, port, intervalMs, timeoutMs)    heartbeats to rank 0: a dead or silent rank ends the run,
+//   named ncclWorldDestroy()                                   (the same collectives as mpi*, staged through the
+//   device)
 // The collectives block the calling (main) thread: every call from the thread that initialised MPI.
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +23,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "dist/liveness.h"
 #include "dist/mpi_loader.h"
 #include "dist/nccl_comm.h"
 #include "dist/nccl_loader.h"
@@ -266,7 +269,23 @@ Napi::Value nccl_world_abort(const Napi::CallbackInfo& info) {
   std::_Exit(code);
 }
 
+// Heartbeats to rank 0 over MASTER_ADDR:MASTER_PORT (src/dist/liveness.h): a rank that dies or goes silent ends the run
+// on every rank, named, its communicator aborted first.
+Napi::Value nccl_world_watch(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldWatch"};
+  nccl::HostWorld& w = host_world("ncclWorldWatch");
+  const std::string host = a.string(0, "host");
+  const int port = (int)a.integer(1, "port", 1, 65535);
+  const int interval = (int)a.integer(2, "intervalMs", 1, 3600000);
+  const int timeout = (int)a.integer(3, "timeoutMs", 1, 86400000);
+  liveness::start(w.rank(), w.size(), host, port, interval, timeout, [] {
+    if (g_world) g_world->abort();
+  });
+  return info.Env().Undefined();
+}
+
 Napi::Value nccl_world_destroy(const Napi::CallbackInfo& info) {
+  liveness::stop();
   g_world.reset();
   return info.Env().Undefined();
 }
@@ -291,6 +310,7 @@ RECODE_EXPORT("ncclWorldBroadcast", nccl_world_broadcast);
 RECODE_EXPORT("ncclWorldAllgather", nccl_world_allgather);
 RECODE_EXPORT("ncclWorldBarrier", nccl_world_barrier);
 RECODE_EXPORT("ncclWorldAbort", nccl_world_abort);
+RECODE_EXPORT("ncclWorldWatch", nccl_world_watch);
 RECODE_EXPORT("ncclWorldDestroy", nccl_world_destroy);
 
 }  // namespace recode
