@@ -40,6 +40,7 @@ std::thread g_thread;
 std::atomic<bool> g_stop{false};
 int g_rank = 0, g_size = 1;
 std::function<void()> g_on_fault;
+std::function<std::string()> g_health;
 
 int64_t ms_left(Clock::time_point deadline) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -93,6 +94,10 @@ void watch(int interval_ms, int timeout_ms) {
     for (size_t i = 0; i < g_peers.size(); ++i) fds[i] = {g_peers[i].gone ? -1 : g_peers[i].fd, POLLIN, 0};
     ::poll(fds.data(), fds.size(), std::min(interval_ms, 200));
     if (g_stop.load()) return;
+    if (g_health) {
+      const std::string why = g_health();
+      if (!why.empty()) fail(why, -1);
+    }
     for (size_t i = 0; i < g_peers.size(); ++i) {
       Peer& p = g_peers[i];
       if (p.gone) continue;
@@ -160,11 +165,12 @@ int connect_to(const std::string& host, int port, Clock::time_point deadline, st
 }  // namespace
 
 void start(int rank, int size, const std::string& host, int port, int interval_ms, int timeout_ms,
-           std::function<void()> on_fault) {
+           std::function<void()> on_fault, std::function<std::string()> health) {
   if (size <= 1 || g_thread.joinable()) return;
   g_rank = rank;
   g_size = size;
   g_on_fault = std::move(on_fault);
+  g_health = std::move(health);
   const auto deadline = Clock::now() + std::chrono::milliseconds(2 * timeout_ms);
   if (rank == 0) {
     int ls = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -11,9 +11,11 @@
 namespace recode::liveness {
 
 // Connects the world (blocks until every rank is connected, or throws ERR_DIST naming the missing ranks once
-// timeout_ms has passed) and starts the heartbeat thread. on_fault runs on that thread just before the process exits.
+// 2 * timeout_ms has passed) and starts the heartbeat thread. on_fault runs on that thread just before the process
+// exits; `health` (may be empty), polled there too, returns why the run cannot go on ("" while it can: NCCL's
+// asynchronous error).
 void start(int rank, int size, const std::string& host, int port, int interval_ms, int timeout_ms,
-           std::function<void()> on_fault);
+           std::function<void()> on_fault, std::function<std::string()> health = {});
 // A clean end: says goodbye (so the others do not count this rank as failed) and stops the thread.
 void stop();
 

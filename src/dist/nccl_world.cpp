@@ -89,4 +89,12 @@ void HostWorld::barrier() {
 
 void HostWorld::abort() { comm_->abort(); }
 
+std::string HostWorld::async_error() const {
+  const ncclResult_t e = comm_->async_error();
+  if (e == ncclSuccess) return "";
+  const char* why = api().GetErrorString(e);
+  return std::string("NCCL reports an asynchronous error: ") + (why ? why : "unknown") + " (ncclResult_t " +
+         std::to_string((int)e) + "; a peer died or the network failed)";
+}
+
 }  // namespace recode::nccl

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "device/device_buffer.h"
 #include "device/kernels.h"
@@ -24,6 +25,8 @@ class HostWorld {
   void allgather(const void* send, void* recv, size_t bytes);
   void barrier();  // a one-element all-reduce: returns once every rank has reached it
   void abort();    // ncclCommAbort (when the library has it): a call blocked in the communicator returns
+  // NCCL's asynchronous error as a sentence ("" when none), safe from another thread (the liveness watcher).
+  std::string async_error() const;
 
  private:
   void* stage(size_t bytes);

@@ -278,9 +278,12 @@ Napi::Value nccl_world_watch(const Napi::CallbackInfo& info) {
   const int port = (int)a.integer(1, "port", 1, 65535);
   const int interval = (int)a.integer(2, "intervalMs", 1, 3600000);
   const int timeout = (int)a.integer(3, "timeoutMs", 1, 86400000);
-  liveness::start(w.rank(), w.size(), host, port, interval, timeout, [] {
-    if (g_world) g_world->abort();
-  });
+  liveness::start(
+      w.rank(), w.size(), host, port, interval, timeout,
+      [] {
+        if (g_world) g_world->abort();
+      },
+      [] { return g_world ? g_world->async_error() : std::string(); });
   return info.Env().Undefined();
 }
 
