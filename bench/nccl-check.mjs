@@ -5,15 +5,24 @@
 //      for one rank: the same bits after as before), then an AdamW update from them -- with the world itself joined
 //      torchrun style first (RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT: the id over the rendezvous, the world's
 //      host collectives staged through GPU memory and NCCL, each the identity for one rank);
-//   2. two ranks where the machine has two GPUs (and mpirun): `mpirun -np 2` training on device cuda gives the
-//      weights and per-step metrics of one process with gradAccumulation 2, bit for bit.
+//   2. two ranks where the machine has two GPUs: `mpirun -np 2` (where MPI is) and a torchrun-style pair without MPI
+//      (RANK / WORLD_SIZE / MASTER_*) training on device cuda each give the weights and per-step metrics of one
+//      process with gradAccumulation 2, bit for bit.
 // Each part says why it is skipped (no NCCL, the test NCCL, one GPU, no mpirun).
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { spawnSync } from 'child_process'
+import { spawn, spawnSync } from 'child_process'
 import * as net from 'net'
 import { root, require } from './lib.mjs'
+
+async function freePort() {
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = server.address().port
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
 
 /**
  * The world of a torchrun launch of one rank on `device`: joined through World.join (NCCL's id over the TCP
@@ -24,10 +33,7 @@ import { root, require } from './lib.mjs'
 export async function torchrunWorldOfOne(device) {
   const { World } = require('../dist/cjs/index.js')
   const { native } = require('../dist/cjs/native.js')
-  const server = net.createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = server.address().port
-  await new Promise((resolve) => server.close(resolve))
+  const port = await freePort()
   const saved = {
     MASTER_ADDR: process.env.MASTER_ADDR,
     MASTER_PORT: process.env.MASTER_PORT,
@@ -136,8 +142,7 @@ export default async function ncclCheck({ emulated, log, left }) {
     const mpi = distInfo().mpi
     const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
     if (gpus < 2) skip('nccl two ranks', `one GPU (${gpus} visible)`)
-    else if (!mpi.loaded || !haveMpirun) skip('nccl two ranks', mpi.loaded ? 'mpirun is not on PATH' : `MPI: ${mpi.error}`)
-    else if (left() < 120000) skip('nccl two ranks', 'time budget')
+    else if (left() < 180000) skip('nccl two ranks', 'time budget')
     else {
       const config = {
         preset: 'tiny',
@@ -156,27 +161,65 @@ export default async function ncclCheck({ emulated, log, left }) {
         synthetic: { seed: 3, train: 40, heldOut: 2 }
       }
       const child = path.join(root, 'test/dist_train_child.mjs')
-      const run = (cmd, args, runDir) => {
-        const r = spawnSync(cmd, [...args, child, JSON.stringify(config), runDir], {
-          encoding: 'utf8',
-          timeout: Math.max(1000, left() - 30000)
-        })
+      const args = (runDir) => [child, JSON.stringify(config), runDir]
+      const run = (cmd, pre, runDir) => {
+        const r = spawnSync(cmd, [...pre, ...args(runDir)], { encoding: 'utf8', timeout: Math.max(1000, left() - 30000) })
         if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${(r.stderr ?? '').slice(-1500)}`)
       }
-      const one = path.join(dir, 'one')
-      const two = path.join(dir, 'two')
-      run(process.execPath, [], one)
-      run('mpirun', ['-np', '2', '--bind-to', 'none', ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []), process.execPath], two)
       const metrics = (d) =>
         readMetrics(path.join(d, 'metrics.jsonl')).records.map(({ time, tokensPerSecond, phaseSeconds, stepSeconds, ...r }) =>
           JSON.stringify(r)
         )
-      const sameMetrics = JSON.stringify(metrics(one)) === JSON.stringify(metrics(two))
-      const sameWeights = fs
-        .readFileSync(path.join(one, 'model', 'model.safetensors'))
-        .equals(fs.readFileSync(path.join(two, 'model', 'model.safetensors')))
-      log(`nccl two ranks: metrics ${sameMetrics ? 'identical' : 'DIFFER'}, weights ${sameWeights ? 'identical' : 'DIFFER'}`)
-      out.checks.push({ what: 'nccl two ranks', ok: sameMetrics && sameWeights, sameMetrics, sameWeights })
+      const weights = (d) => fs.readFileSync(path.join(d, 'model', 'model.safetensors'))
+      const compare = (what, two) => {
+        const sameMetrics = JSON.stringify(metrics(one)) === JSON.stringify(metrics(two))
+        const sameWeights = weights(one).equals(weights(two))
+        log(`${what}: metrics ${sameMetrics ? 'identical' : 'DIFFER'}, weights ${sameWeights ? 'identical' : 'DIFFER'}`)
+        out.checks.push({ what, ok: sameMetrics && sameWeights, sameMetrics, sameWeights })
+      }
+      const one = path.join(dir, 'one')
+      run(process.execPath, [], one)
+      // (a) mpirun: the world over MPI, the gradients through NCCL
+      if (!mpi.loaded || !haveMpirun) skip('nccl two ranks (mpirun)', mpi.loaded ? 'mpirun is not on PATH' : `MPI: ${mpi.error}`)
+      else {
+        const two = path.join(dir, 'two-mpirun')
+        run('mpirun', ['-np', '2', '--bind-to', 'none', ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []), process.execPath], two)
+        compare('nccl two ranks (mpirun)', two)
+      }
+      // (b) torchrun style, no MPI: two processes started here with RANK / WORLD_SIZE / LOCAL_RANK / MASTER_*, the
+      // world's collectives and the gradients through NCCL, the id over the rendezvous
+      const two = path.join(dir, 'two-torchrun')
+      const port = await freePort()
+      const ranks = [0, 1].map(
+        (rank) =>
+          new Promise((resolve) => {
+            const p = spawn(process.execPath, args(two), {
+              stdio: ['ignore', 'ignore', 'pipe'],
+              env: {
+                ...process.env,
+                RECODE_LAUNCHER: 'torchrun',
+                RANK: String(rank),
+                LOCAL_RANK: String(rank),
+                WORLD_SIZE: '2',
+                MASTER_ADDR: '127.0.0.1',
+                MASTER_PORT: String(port)
+              }
+            })
+            let err = ''
+            p.stderr.on('data', (d) => {
+              err += d
+            })
+            const timer = setTimeout(() => p.kill('SIGKILL'), Math.max(1000, left() - 30000))
+            p.on('exit', (code) => {
+              clearTimeout(timer)
+              resolve({ rank, code, err })
+            })
+          })
+      )
+      const failed = (await Promise.all(ranks)).filter((r) => r.code !== 0)
+      if (failed.length > 0)
+        throw new Error(`torchrun-style rank ${failed[0].rank} failed (${failed[0].code}): ${failed[0].err.slice(-1500)}`)
+      compare('nccl two ranks (torchrun style)', two)
     }
   } catch (err) {
     log(`nccl: FAILED: ${err?.message ?? err}`)
