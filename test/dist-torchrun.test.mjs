@@ -313,7 +313,7 @@ t.test('liveness: ranks that never connect are named within twice the timeout', 
   t.match(r.stderr, /liveness: rank\(s\) 1, 2 of 3 did not connect to rank 0 within 2 s/)
 })
 
-t.test('RECODE_LAUNCHER must name a launcher', async (t) => {
+t.test('RECODE_LAUNCHER must name a launcher; the rendezvous port', async (t) => {
   const { launchEnvironment } = require('../dist/cjs/index.js')
   t.same(
     launchEnvironment({ RECODE_LAUNCHER: 'torchrun', OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2', RANK: '1', WORLD_SIZE: '2' }),
@@ -332,4 +332,17 @@ t.test('RECODE_LAUNCHER must name a launcher', async (t) => {
     'slurm'
   )
   t.throws(() => launchEnvironment({ RECODE_LAUNCHER: 'pbs' }), { code: 'ERR_CONFIG', message: /RECODE_LAUNCHER="pbs"/ })
+  const { rendezvousPort } = require('../dist/cjs/index.js')
+  t.equal(rendezvousPort(29500, {}), 29500, 'MASTER_PORT')
+  t.equal(
+    rendezvousPort(29500, { TORCHELASTIC_USE_AGENT_STORE: 'True' }),
+    29501,
+    "the next port where torchrun's agent store holds MASTER_PORT"
+  )
+  t.equal(
+    rendezvousPort(29500, { TORCHELASTIC_USE_AGENT_STORE: 'True', RECODE_RENDEZVOUS_PORT: '40000' }),
+    40000,
+    'RECODE_RENDEZVOUS_PORT wins'
+  )
+  t.throws(() => rendezvousPort(65535, { TORCHELASTIC_USE_AGENT_STORE: 'True' }), { code: 'ERR_CONFIG' })
 })

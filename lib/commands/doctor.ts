@@ -1,6 +1,6 @@
 import { execFileSync } from 'child_process'
 import { systemInfo } from '../device'
-import { distInfo, launchEnvironment } from '../dist'
+import { distInfo, launchEnvironment, rendezvousPort } from '../dist'
 import { addonPath } from '../native'
 import type { Command } from './types'
 import { isolationSummary, probeIsolation } from '../eval/sandbox'
@@ -96,7 +96,7 @@ export const doctor: Command = {
         `launch:   started by ${d.launch.launcher} as rank ${d.launch.rank} of ${d.launch.size} (local rank ${d.launch.localRank})` +
           (d.launch.launcher === 'mpirun'
             ? '; collectives over MPI'
-            : `; collectives through NCCL on device cuda, its id from ${d.launch.masterAddr ?? '(MASTER_ADDR unset)'}:${d.launch.masterPort ?? '(MASTER_PORT unset)'}${d.nccl.loaded ? '' : ' -- but NCCL is unavailable'}; cpu training needs mpirun`)
+            : `; collectives through NCCL on device cuda, its id from ${d.launch.masterAddr ?? '(MASTER_ADDR unset)'}:${d.launch.masterPort === undefined ? '(MASTER_PORT unset)' : rendezvousPort(d.launch.masterPort)}${d.nccl.loaded ? '' : ' -- but NCCL is unavailable'}; cpu training needs mpirun`)
       )
     lines.push(`python3:  ${r.python3}`)
     lines.push(`sandbox:  ${r.sandbox}`)

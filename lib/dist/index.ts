@@ -209,6 +209,7 @@ export class World {
         `${who}: MASTER_ADDR and MASTER_PORT must name rank 0's host and a free port for NCCL's bootstrap ` +
           `(torchrun sets them; under Slurm e.g. MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500)`
       )
+    const port = rendezvousPort(launch.masterPort)
     const info = distInfo().nccl
     if (!info.loaded)
       throw new RecodeError('ERR_NCCL_UNAVAILABLE', `${who}: the world's collectives go through NCCL, which is unavailable: ${info.error}`)
@@ -226,7 +227,7 @@ export class World {
       rank: this.rank,
       size: this.size,
       host: launch.masterAddr,
-      port: launch.masterPort,
+      port,
       payload: id,
       timeoutMs: 2000 * (distTimeoutSeconds() || 30)
     })
@@ -237,7 +238,7 @@ export class World {
     // NCCL cannot say which rank died: heartbeats over a TCP connection to rank 0 (the port the rendezvous freed) name it
     const timeout = distTimeoutSeconds()
     if (timeout > 0) {
-      native().ncclWorldWatch(launch.masterAddr, launch.masterPort, Math.min(2000, timeout * 250), timeout * 1000)
+      native().ncclWorldWatch(launch.masterAddr, port, Math.min(2000, timeout * 250), timeout * 1000)
       this.watchdog = true
     }
   }
@@ -364,6 +365,19 @@ export function currentWorld(): World {
   world.engine = 'nccl-pending'
   selectLocalGpu(launch.localRank)
   return world
+}
+
+/**
+ * The port of the id's rendezvous and of the heartbeats on rank 0's host: RECODE_RENDEZVOUS_PORT when set; else
+ * MASTER_PORT, or MASTER_PORT + 1 under torchrun's elastic agent (TORCHELASTIC_USE_AGENT_STORE=True: the agent's own
+ * store already listens on MASTER_PORT).
+ */
+export function rendezvousPort(masterPort: number, env: NodeJS.ProcessEnv = process.env): number {
+  const own = intEnv(env, 'RECODE_RENDEZVOUS_PORT')
+  const port = own ?? (env.TORCHELASTIC_USE_AGENT_STORE === 'True' ? masterPort + 1 : masterPort)
+  if (port < 1 || port > 65535)
+    throw new RecodeError('ERR_CONFIG', `the rendezvous port ${port} (MASTER_PORT / RECODE_RENDEZVOUS_PORT) is not a TCP port`)
+  return port
 }
 
 /**

@@ -75,7 +75,12 @@ async function serve(o: RendezvousOptions, timeoutMs: number): Promise<Uint8Arra
     }, timeoutMs)
     server.on('error', (err) => {
       clearTimeout(timer)
-      reject(new RecodeError('ERR_DIST', `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message}`))
+      reject(
+        new RecodeError(
+          'ERR_DIST',
+          `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message} (another program holds it? RECODE_RENDEZVOUS_PORT picks another)`
+        )
+      )
     })
     server.listen(o.port)
   })
