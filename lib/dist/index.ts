@@ -6,6 +6,7 @@
 import { RecodeError } from '../errors'
 import { native } from '../native'
 import { systemInfo, setNumThreads } from '../device'
+import { rendezvous } from './rendezvous'
 
 export interface EngineStatus {
   loaded: boolean
@@ -109,7 +110,6 @@ export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): LaunchE
   return { launcher: 'none', rank: 0, size: 1, localRank: 0 }
 }
 
-import { rendezvous } from './rendezvous'
 export { rendezvous, type RendezvousOptions } from './rendezvous'
 
 /** NCCL's unique id (128 bytes) for ncclCommInitRank; ERR_NCCL_UNAVAILABLE, saying why, without NCCL. */
