@@ -173,6 +173,23 @@ t.test('torchrun style on the cpu device without MPI: an error naming mpirun', a
   t.notOk(fs.existsSync(dir), 'no run folder is left')
 })
 
+t.test('Slurm style without MASTER_ADDR / MASTER_PORT: an error saying how to set them', async (t) => {
+  const env = { ...process.env, SLURM_PROCID: '1', SLURM_NTASKS: '2', SLURM_LOCALID: '0' }
+  for (const k of ['MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK', 'PMIX_RANK']) delete env[k]
+  const dir = path.join(tmp, 'slurm-no-master')
+  const r = spawnSync(process.execPath, [child, JSON.stringify({ ...base, algorithm: 'sft', steps: 1 }), dir], {
+    encoding: 'utf8',
+    env,
+    timeout: 120000
+  })
+  t.not(r.status, 0)
+  t.match(
+    r.stderr,
+    /rank 1: ERR_DIST started by slurm as rank 1 of 2: MASTER_ADDR and MASTER_PORT must name rank 0's host .*scontrol show hostnames/
+  )
+  t.notOk(fs.existsSync(dir), 'no run folder is left')
+})
+
 t.test(
   'torchrun style: a rank whose peer never comes stops within the bounded rendezvous, naming it',
   { skip: why || false },
