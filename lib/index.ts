@@ -30,7 +30,17 @@ export type { TrainConfig, AdapterConfig, PresetName } from './train/config'
 export { learningRateAt, lrMultiplier } from './train/schedule'
 export type { ScheduleOptions, ScheduleKind } from './train/schedule'
 export { MetricsWriter, readMetrics } from './train/metrics'
-export { distInfo, probeEngine, launchEnvironment, currentWorld, World, rendezvous, ncclUniqueId, ncclIdOfWorld } from './dist'
+export {
+  distInfo,
+  probeEngine,
+  launchEnvironment,
+  currentWorld,
+  World,
+  rendezvous,
+  rendezvousPort,
+  ncclUniqueId,
+  ncclIdOfWorld
+} from './dist'
 export type { DistInfo, EngineStatus, LaunchEnvironment, RendezvousOptions } from './dist'
 export type { StepMetrics } from './train/metrics'
 export { writeReport, renderReport } from './train/report'

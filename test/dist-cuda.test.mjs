@@ -180,6 +180,7 @@ t.test(
     })
     t.equal(r.status, 0, r.stderr.slice(-2000))
     const { result, bad } = JSON.parse(r.stdout.trim().split('\n').pop())
+    t.equal(result.torchrunWorld, true, 'the world joined torchrun style: id over the rendezvous, host collectives through NCCL exact')
     t.equal(result.gradientsUnchanged, true, 'the sum over a world of one leaves the gradients as they were, bit for bit')
     t.ok(result.ok && result.gradNorm > 0, `an update from them (gradNorm ${result.gradNorm})`)
     t.match(

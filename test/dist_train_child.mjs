@@ -2,7 +2,7 @@
 // varies within most groups and is constant in others (so DAPO's dynamic sampling drops some and refills).
 // argv: config JSON, run folder, [stopAfterStep | 'resume']. Writes its pid to <run folder>.pid-<rank> first.
 import fs from 'fs'
-import { train, currentWorld } from '../dist/esm/index.mjs'
+import { train, currentWorld, distInfo } from '../dist/esm/index.mjs'
 
 const [configJson, runDir, extra] = process.argv.slice(2)
 const world = currentWorld()
@@ -15,6 +15,8 @@ const onEvent = (e) => {
 try {
   if (extra === 'resume') await train(undefined, { resume: runDir, rewardFunction, onEvent })
   else await train(JSON.parse(configJson), { runDir, rewardFunction, onEvent, ...(extra ? { stopAfterStep: Number(extra) } : {}) })
+  // what carried the world's collectives, and whether recode's own MPI shim was loaded (dist-torchrun.test)
+  process.stdout.write(`engine ${world.engine}, recode's MPI ${distInfo().mpi.loaded ? 'loaded' : 'not loaded'}\n`)
   world.finalize()
 } catch (err) {
   process.stderr.write(`rank ${world.rank}: ${err.code ?? ''} ${err.message}\n`)

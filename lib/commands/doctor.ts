@@ -1,6 +1,6 @@
 import { execFileSync } from 'child_process'
 import { systemInfo } from '../device'
-import { distInfo, launchEnvironment } from '../dist'
+import { distInfo, launchEnvironment, rendezvousPort } from '../dist'
 import { addonPath } from '../native'
 import type { Command } from './types'
 import { isolationSummary, probeIsolation } from '../eval/sandbox'
@@ -88,12 +88,15 @@ export const doctor: Command = {
       d.nccl.loaded
         ? d.nccl.hostMemory
           ? `nccl:     ${d.nccl.library} is recode's test NCCL over MPI (host memory: device emulated only)`
-          : `nccl:     ${d.nccl.versionString} (${d.nccl.library}); device cuda with several ranks sums gradients through it`
+          : `nccl:     ${d.nccl.versionString} (${d.nccl.library}); device cuda with several ranks sums gradients through it; launch: mpirun, or torchrun / srun without MPI (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)`
         : `nccl:     unavailable: ${d.nccl.error}; device cuda trains in one process`
     )
     if (d.launch.launcher !== 'none')
       lines.push(
-        `launch:   started by ${d.launch.launcher} as rank ${d.launch.rank} of ${d.launch.size} (local rank ${d.launch.localRank})`
+        `launch:   started by ${d.launch.launcher} as rank ${d.launch.rank} of ${d.launch.size} (local rank ${d.launch.localRank})` +
+          (d.launch.launcher === 'mpirun'
+            ? '; collectives over MPI'
+            : `; collectives through NCCL on device cuda, its id from ${d.launch.masterAddr ?? '(MASTER_ADDR unset)'}:${d.launch.masterPort === undefined ? '(MASTER_PORT unset)' : rendezvousPort(d.launch.masterPort)}${d.nccl.loaded ? '' : ' -- but NCCL is unavailable'}; cpu training needs mpirun`)
       )
     lines.push(`python3:  ${r.python3}`)
     lines.push(`sandbox:  ${r.sandbox}`)

@@ -6,6 +6,7 @@
 import { RecodeError } from '../errors'
 import { native } from '../native'
 import { systemInfo, setNumThreads } from '../device'
+import { rendezvous } from './rendezvous'
 
 export interface EngineStatus {
   loaded: boolean
@@ -60,7 +61,15 @@ const intEnv = (env: NodeJS.ProcessEnv, name: string): number | undefined => {
  * SLURM_NTASKS / SLURM_LOCALID srun. mpirun wins when both are set (srun --mpi=pmix sets both).
  */
 export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): LaunchEnvironment {
-  const ompi = intEnv(env, 'OMPI_COMM_WORLD_RANK')
+  // RECODE_LAUNCHER=torchrun (or slurm): the torchrun / Slurm variables even where an MPI launcher's are set too --
+  // a world bootstrapped through NCCL, recode's MPI left alone
+  const forced = env.RECODE_LAUNCHER
+  if (forced !== undefined && forced !== '' && forced !== 'torchrun' && forced !== 'slurm')
+    throw new RecodeError(
+      'ERR_CONFIG',
+      `environment variable RECODE_LAUNCHER=${JSON.stringify(forced)} must be 'torchrun' or 'slurm' (or unset)`
+    )
+  const ompi = forced ? undefined : intEnv(env, 'OMPI_COMM_WORLD_RANK')
   if (ompi !== undefined)
     return {
       launcher: 'mpirun',
@@ -68,7 +77,7 @@ export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): LaunchE
       size: intEnv(env, 'OMPI_COMM_WORLD_SIZE') ?? 1,
       localRank: intEnv(env, 'OMPI_COMM_WORLD_LOCAL_RANK') ?? 0
     }
-  const pmi = intEnv(env, 'PMI_RANK') ?? intEnv(env, 'PMIX_RANK')
+  const pmi = forced ? undefined : (intEnv(env, 'PMI_RANK') ?? intEnv(env, 'PMIX_RANK'))
   if (pmi !== undefined)
     return {
       launcher: 'mpirun',
@@ -78,7 +87,7 @@ export function launchEnvironment(env: NodeJS.ProcessEnv = process.env): LaunchE
     }
   const rank = intEnv(env, 'RANK')
   const world = intEnv(env, 'WORLD_SIZE')
-  if (rank !== undefined && world !== undefined) {
+  if (rank !== undefined && world !== undefined && forced !== 'slurm') {
     return {
       launcher: 'torchrun',
       rank,
@@ -164,6 +173,11 @@ export class World {
   readonly traffic: Traffic = { bytes: 0, calls: 0 }
   /** Whether heartbeats watch the other ranks (RECODE_DIST_TIMEOUT seconds, default 30; needs MPI_THREAD_MULTIPLE). */
   watchdog = false
+  /**
+   * What carries the collectives: MPI (mpirun), or NCCL on the training device (torchrun / Slurm without MPI:
+   * 'nccl-pending' until `join` has the device and the rendezvous; no collective works before).
+   */
+  engine: 'none' | 'mpi' | 'nccl-pending' | 'nccl' = 'none'
   constructor(
     readonly rank: number,
     readonly size: number,
@@ -171,6 +185,69 @@ export class World {
     readonly localSize: number,
     readonly launcher: LaunchEnvironment['launcher']
   ) {}
+
+  /**
+   * torchrun / Slurm without MPI: the world's collectives through NCCL on `device` ('cuda', or 'emulated' with
+   * recode's host-memory test NCCL). Rank 0 makes NCCL's unique id and hands it to the others over the TCP
+   * rendezvous at MASTER_ADDR:MASTER_PORT (the 128 bytes only; no tensor goes over that socket). Every rank calls it
+   * once the device is known; it returns once all have joined. A no-op for MPI worlds and worlds of one.
+   */
+  async join(device: string): Promise<void> {
+    if (this.engine !== 'nccl-pending') return
+    const who = `started by ${this.launcher} as rank ${this.rank} of ${this.size}`
+    if (device !== 'cuda' && device !== 'emulated')
+      throw new RecodeError(
+        'ERR_DIST',
+        `${who} without MPI, with config.device '${device}': CPU training sums gradients over MPI, and torchrun / Slurm ` +
+          `bootstrap only NCCL, which carries GPU tensors (config.device 'cuda'). Launch CPU training with mpirun -np ${this.size} ` +
+          `recode train ... (or srun --mpi=pmix), or train on 'cuda'`
+      )
+    const launch = launchEnvironment()
+    if (launch.masterAddr === undefined || launch.masterAddr === '' || launch.masterPort === undefined)
+      throw new RecodeError(
+        'ERR_DIST',
+        `${who}: MASTER_ADDR and MASTER_PORT must name rank 0's host and a free port for NCCL's bootstrap ` +
+          `(torchrun sets them; under Slurm e.g. MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500)`
+      )
+    const port = rendezvousPort(launch.masterPort)
+    const info = distInfo().nccl
+    if (!info.loaded)
+      throw new RecodeError('ERR_NCCL_UNAVAILABLE', `${who}: the world's collectives go through NCCL, which is unavailable: ${info.error}`)
+    // rank 0 hands out an empty payload when it could not make the id, so the others fail at once, not at a timeout
+    let id: Uint8Array = new Uint8Array(0)
+    let failure: unknown
+    if (this.isRoot) {
+      try {
+        id = ncclUniqueId()
+      } catch (err) {
+        failure = err
+      }
+    }
+    const got = await rendezvous({
+      rank: this.rank,
+      size: this.size,
+      host: launch.masterAddr,
+      port,
+      payload: id,
+      timeoutMs: 2000 * (distTimeoutSeconds() || 30)
+    })
+    if (failure !== undefined) throw failure
+    if (got.length !== 128) throw new RecodeError('ERR_NCCL', `rank ${this.rank}: rank 0 could not make the NCCL unique id (see its error)`)
+    native().ncclWorldInit(got, this.rank, this.size, device)
+    this.engine = 'nccl'
+    // NCCL cannot say which rank died: heartbeats over a TCP connection to rank 0 (the port the rendezvous freed) name it
+    const timeout = distTimeoutSeconds()
+    if (timeout > 0) {
+      native().ncclWorldWatch(launch.masterAddr, port, Math.min(2000, timeout * 250), timeout * 1000)
+      this.watchdog = true
+    }
+  }
+
+  private get nccl(): boolean {
+    if (this.engine === 'nccl-pending')
+      throw new RecodeError('ERR_DIST', `rank ${this.rank}: a collective before the world joined NCCL (World.join)`)
+    return this.engine === 'nccl'
+  }
   get isRoot(): boolean {
     return this.rank === 0
   }
@@ -183,7 +260,8 @@ export class World {
   /** Sum over ranks, in place. Float64: exact when at most one rank contributes a non-zero per entry. */
   allreduce(a: Float64Array): Float64Array {
     if (this.size > 1) {
-      native().mpiAllreduce(a)
+      if (this.nccl) native().ncclWorldAllreduce(a)
+      else native().mpiAllreduce(a)
       this.count(a.byteLength)
     }
     return a
@@ -192,25 +270,31 @@ export class World {
   /** Every rank's array (any lengths), in rank order. */
   allgatherv(a: Float64Array): Float64Array[] {
     if (this.size === 1) return [a]
-    const lengths = native().mpiAllgather(Float64Array.of(a.length)) as Float64Array
+    const gather = (x: Float64Array): Float64Array =>
+      (this.nccl ? native().ncclWorldAllgather(x) : native().mpiAllgather(x)) as Float64Array
+    const lengths = gather(Float64Array.of(a.length))
     const max = Math.max(...lengths)
     const padded = new Float64Array(max)
     padded.set(a)
-    const all = native().mpiAllgather(padded) as Float64Array
+    const all = gather(padded)
     this.count(8 * this.size + padded.byteLength * this.size)
     return Array.from(lengths, (n, r) => all.slice(r * max, r * max + n))
   }
 
   broadcast<T extends ArrayBufferView>(a: T, root = 0): T {
     if (this.size > 1) {
-      native().mpiBroadcast(a, root)
+      if (this.nccl) native().ncclWorldBroadcast(a, root)
+      else native().mpiBroadcast(a, root)
       this.count(a.byteLength)
     }
     return a
   }
 
   barrier(): void {
-    if (this.size > 1) native().mpiBarrier()
+    if (this.size > 1) {
+      if (this.nccl) native().ncclWorldBarrier()
+      else native().mpiBarrier()
+    }
   }
 
   /** Sums a trainer's gradients over ranks (the same bits everywhere); `gradientBytes` counts the traffic. */
@@ -221,14 +305,20 @@ export class World {
     this.count((2 * gradientBytes * (this.size - 1)) / this.size)
   }
 
-  /** Ends every process of the run (MPI_Abort): a rank that failed must not leave the others waiting. */
+  /**
+   * Ends every process of the run (MPI_Abort): a rank that failed must not leave the others waiting. An NCCL world
+   * aborts its communicator and exits; the launcher (torchrun, srun --kill-on-bad-exit) ends the others, and their
+   * watchdog does where it does not.
+   */
   abort(code = 1): never {
-    if (this.size > 1) native().mpiAbort(code)
+    if (this.engine === 'nccl') native().ncclWorldAbort(code)
+    if (this.engine === 'mpi') native().mpiAbort(code)
     process.exit(code)
   }
 
   finalize(): void {
-    if (this.size > 1) native().mpiFinalize()
+    if (this.engine === 'nccl') native().ncclWorldDestroy()
+    if (this.engine === 'mpi') native().mpiFinalize()
   }
 }
 
@@ -236,8 +326,9 @@ let world: World | undefined
 
 /**
  * The world of this process: under mpirun, MPI is initialised and each rank keeps hardware threads / ranks on this
- * node for its kernels (unless RECODE_NUM_THREADS says otherwise); otherwise one process. torchrun / Slurm without
- * MPI launch NCCL worlds for GPU tensors, which the CPU trainer cannot use: that is an error saying so.
+ * node for its kernels (unless RECODE_NUM_THREADS says otherwise). torchrun / Slurm without MPI: a world whose
+ * collectives go through NCCL once `join` knows the training device (CPU training there is an error naming mpirun).
+ * Otherwise one process.
  */
 export function currentWorld(): World {
   if (world !== undefined) return world
@@ -246,8 +337,8 @@ export function currentWorld(): World {
     world = new World(0, 1, 0, 1, launch.launcher)
     return world
   }
-  const info = distInfo()
-  if (launch.launcher === 'mpirun' || info.mpi.loaded) {
+  if (launch.launcher === 'mpirun') {
+    const info = distInfo()
     if (!info.mpi.loaded)
       throw new RecodeError(
         'ERR_DIST',
@@ -260,21 +351,43 @@ export function currentWorld(): World {
         `MPI reports ${r.size} ranks but the launcher's environment says ${launch.size} (is this recode's MPI the one mpirun belongs to?)`
       )
     world = new World(r.rank, r.size, r.localRank, r.localSize, launch.launcher)
+    world.engine = 'mpi'
     if (r.localSize > 1) selectLocalGpu(r.localRank) // before systemInfo below starts CUDA
     // Heartbeats: a rank that stops answering (stopped, hung, its node gone) ends the run within the timeout, named.
-    const timeout = Number(process.env.RECODE_DIST_TIMEOUT ?? 30)
-    if (!(timeout >= 0))
-      throw new RecodeError(
-        'ERR_CONFIG',
-        `RECODE_DIST_TIMEOUT=${JSON.stringify(process.env.RECODE_DIST_TIMEOUT)} must be a number of seconds (0: no watchdog)`
-      )
+    const timeout = distTimeoutSeconds()
     if (timeout > 0) world.watchdog = native().mpiWatchdog(Math.min(2000, timeout * 250), timeout * 1000) as boolean
     if (process.env.RECODE_NUM_THREADS === undefined) setNumThreads(Math.max(1, Math.floor(systemInfo().hardwareThreads / r.localSize)))
     return world
   }
-  throw new RecodeError(
-    'ERR_DIST',
-    `started by ${launch.launcher} as rank ${launch.rank} of ${launch.size}: CPU training sums gradients over MPI, which is unavailable (${info.mpi.error}); ` +
-      `NCCL (${info.nccl.loaded ? `found, ${info.nccl.versionString}` : `not found: ${info.nccl.error}`}) carries GPU tensors only. Launch with mpirun instead`
-  )
+  // torchrun / Slurm without MPI: NCCL carries the collectives once train() knows the device (World.join); the
+  // rank takes its local GPU before anything starts CUDA
+  world = new World(launch.rank, launch.size, launch.localRank, 1, launch.launcher)
+  world.engine = 'nccl-pending'
+  selectLocalGpu(launch.localRank)
+  return world
+}
+
+/**
+ * The port of the id's rendezvous and of the heartbeats on rank 0's host: RECODE_RENDEZVOUS_PORT when set; else
+ * MASTER_PORT, or MASTER_PORT + 1 under torchrun's elastic agent (TORCHELASTIC_USE_AGENT_STORE=True: the agent's own
+ * store already listens on MASTER_PORT).
+ */
+export function rendezvousPort(masterPort: number, env: NodeJS.ProcessEnv = process.env): number {
+  const own = intEnv(env, 'RECODE_RENDEZVOUS_PORT')
+  const port = own ?? (env.TORCHELASTIC_USE_AGENT_STORE === 'True' ? masterPort + 1 : masterPort)
+  if (port < 1 || port > 65535)
+    throw new RecodeError('ERR_CONFIG', `the rendezvous port ${port} (MASTER_PORT / RECODE_RENDEZVOUS_PORT) is not a TCP port`)
+  return port
+}
+
+/**
+ * RECODE_DIST_TIMEOUT (seconds, default 30): how long a silent rank may keep the others waiting (0: no watchdog).
+ * The torchrun-style rendezvous waits twice as long for late ranks.
+ */
+function distTimeoutSeconds(): number {
+  const v = process.env.RECODE_DIST_TIMEOUT
+  const timeout = v === undefined || v === '' ? 30 : Number(v)
+  if (!(timeout >= 0))
+    throw new RecodeError('ERR_CONFIG', `RECODE_DIST_TIMEOUT=${JSON.stringify(v)} must be a number of seconds (0: no watchdog)`)
+  return timeout
 }

@@ -46,10 +46,16 @@ async function serve(o: RendezvousOptions, timeoutMs: number): Promise<Uint8Arra
         }
         waiting.set(r, socket)
         if (waiting.size === o.size - 1) {
-          for (const s of waiting.values()) s.end(frame)
-          clearTimeout(timer)
           server.close()
-          resolve(payload)
+          // resolved once every frame is with the kernel: the caller may block in NCCL's init right after, and an
+          // unwritten frame would then leave the other ranks waiting for it
+          let left = waiting.size
+          for (const s of waiting.values())
+            s.end(frame, () => {
+              if (--left > 0) return
+              clearTimeout(timer)
+              resolve(payload)
+            })
         }
       })
       socket.on('error', () => {})
@@ -61,13 +67,20 @@ async function serve(o: RendezvousOptions, timeoutMs: number): Promise<Uint8Arra
       reject(
         new RecodeError(
           'ERR_DIST',
-          `rendezvous on port ${o.port}: rank(s) ${missing.join(', ')} of ${o.size} did not arrive within ${timeoutMs / 1000} s`
+          missing.length > 0
+            ? `rendezvous on port ${o.port}: rank(s) ${missing.join(', ')} of ${o.size} did not arrive within ${timeoutMs / 1000} s`
+            : `rendezvous on port ${o.port}: the id did not reach every rank within ${timeoutMs / 1000} s (a connection broke)`
         )
       )
     }, timeoutMs)
     server.on('error', (err) => {
       clearTimeout(timer)
-      reject(new RecodeError('ERR_DIST', `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message}`))
+      reject(
+        new RecodeError(
+          'ERR_DIST',
+          `rendezvous: rank 0 cannot listen on port ${o.port}: ${err.message} (another program holds it? RECODE_RENDEZVOUS_PORT picks another)`
+        )
+      )
     })
     server.listen(o.port)
   })

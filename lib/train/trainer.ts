@@ -334,6 +334,8 @@ export async function train(rawConfig: unknown = {}, options: TrainOptions = {})
       options.runDir ?? path.join(config.outputDir, `${config.algorithm}-${new Date().toISOString().replace(/[:.]/g, '-')}`)
     )
   }
+  // torchrun / Slurm without MPI: the world's collectives join NCCL on the training device (the id over the rendezvous)
+  await world.join(config.device)
   if (world.size > 1) {
     runDir = agreeOn(world, runDir)
     if (config.gradAccumulation % world.size !== 0) {

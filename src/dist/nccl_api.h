@@ -12,7 +12,7 @@ using cudaStream_t = struct CUstream_st*;
 struct ncclUniqueId {
   char internal[128];
 };
-enum ncclResult_t { ncclSuccess = 0, ncclInvalidArgument = 4, ncclInvalidUsage = 5 };
+enum ncclResult_t { ncclSuccess = 0, ncclInvalidArgument = 4, ncclInvalidUsage = 5, ncclInProgress = 7 };
 enum ncclDataType_t { ncclUint8 = 1, ncclInt64 = 4, ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 };
 enum ncclRedOp_t { ncclSum = 0 };
 
@@ -32,5 +32,8 @@ using ncclBroadcast_t = ncclResult_t (*)(const void* send, void* recv, size_t co
 using ncclGetErrorString_t = const char* (*)(ncclResult_t result);
 using ncclGroupStart_t = ncclResult_t (*)();
 using ncclGroupEnd_t = ncclResult_t (*)();
+// Optional (resolved when present): the fault path of a world bootstrapped without MPI.
+using ncclCommAbort_t = ncclResult_t (*)(ncclComm_t comm);
+using ncclCommGetAsyncError_t = ncclResult_t (*)(ncclComm_t comm, ncclResult_t* async_error);
 
 }  // namespace recode::nccl

@@ -29,6 +29,29 @@ Comm::~Comm() {
   if (comm_) (void)api().CommDestroy(comm_);
 }
 
+void Comm::allreduce_sum(void* buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
+  check(api().AllReduce(buf, buf, count, type, ncclSum, comm_, stream), "ncclAllReduce", rank_);
+}
+
+void Comm::allgather(const void* send, void* recv, size_t count, ncclDataType_t type, cudaStream_t stream) {
+  check(api().AllGather(send, recv, count, type, comm_, stream), "ncclAllGather", rank_);
+}
+
+ncclResult_t Comm::async_error() const {
+  const Api& a = api();
+  ncclResult_t e = ncclSuccess;
+  if (!comm_ || !a.CommGetAsyncError || a.CommGetAsyncError(comm_, &e) != ncclSuccess) return ncclSuccess;
+  return e == ncclInProgress ? ncclSuccess : e;
+}
+
+void Comm::abort() {
+  const Api& a = api();
+  if (comm_ && a.CommAbort) {
+    (void)a.CommAbort(comm_);
+    comm_ = nullptr;
+  }
+}
+
 void Comm::allreduce_sum_f32(const std::vector<std::pair<float*, size_t>>& bufs, cudaStream_t stream) {
   const Api& a = api();
   check(a.GroupStart(), "ncclGroupStart", rank_);

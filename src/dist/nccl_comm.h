@@ -33,6 +33,13 @@ class Comm {
     int root;
   };
   void broadcast(const std::vector<Broadcast>& bufs, cudaStream_t stream);
+  // One buffer of `count` elements: the sum in place; rank r's `count` elements to block r of `recv` on every rank.
+  void allreduce_sum(void* buf, size_t count, ncclDataType_t type, cudaStream_t stream);
+  void allgather(const void* send, void* recv, size_t count, ncclDataType_t type, cudaStream_t stream);
+  // The error NCCL saw in the background (a peer gone, a network failure), ncclSuccess when none or unknown.
+  ncclResult_t async_error() const;
+  // Ends the communicator's pending work so that a call blocked in it returns (ncclCommAbort, when the library has it).
+  void abort();
 
  private:
   ncclComm_t comm_ = nullptr;

@@ -47,6 +47,8 @@ Status open_library(const std::string& library, Api& out, bool keep) {
       return s;
     }
   }
+  out.CommAbort = reinterpret_cast<ncclCommAbort_t>(dlsym(h, "ncclCommAbort"));
+  out.CommGetAsyncError = reinterpret_cast<ncclCommGetAsyncError_t>(dlsym(h, "ncclCommGetAsyncError"));
   int v = 0;
   if (out.GetVersion(&v) != ncclSuccess) {
     s.error = library + ": ncclGetVersion failed";

@@ -20,6 +20,8 @@ struct Api {
   ncclGetErrorString_t GetErrorString;
   ncclGroupStart_t GroupStart;
   ncclGroupEnd_t GroupEnd;
+  ncclCommAbort_t CommAbort;                  // nullptr when the library lacks it
+  ncclCommGetAsyncError_t CommGetAsyncError;  // nullptr when the library lacks it
 };
 
 struct Status {

@@ -10,13 +10,24 @@
 //   mpiBarrier(), mpiAbort(code)
 //   ncclUniqueId() -> Uint8Array(128)                    (rank 0's id for the torchrun-style rendezvous)
 //   mpiWatchdog(intervalMs, timeoutMs) -> started   (heartbeats; a silent rank ends the run, named on stderr)
+//   ncclWorldInit(uniqueId, rank, size, 'cuda' | 'emulated')   the torchrun-style world's communicator
+//   ncclWorldAllreduce(Float64Array | Float32Array | BigInt64Array), ncclWorldBroadcast(TypedArray, root),
+//   ncclWorldAllgather(TypedArray) -> TypedArray of size() blocks, ncclWorldBarrier(), ncclWorldAbort(code),
+//   ncclWorldWatch(host, port, intervalMs, timeoutMs)    heartbeats to rank 0: a dead or silent rank ends the run,
+//   named ncclWorldDestroy()                                   (the same collectives as mpi*, staged through the
+//   device)
 // The collectives block the calling (main) thread: every call from the thread that initialised MPI.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "core/error.h"
+#include "dist/liveness.h"
 #include "dist/mpi_loader.h"
 #include "dist/nccl_comm.h"
 #include "dist/nccl_loader.h"
+#include "dist/nccl_world.h"
 #include "node/napi_util.h"
 
 namespace recode {
@@ -185,6 +196,103 @@ Napi::Value mpi_abort(const Napi::CallbackInfo& info) {
   mpi::abort((int)a.integer(0, "code", 0, 255));
 }
 
+// ---- the world of a torchrun / Slurm launch without MPI: small host collectives through NCCL -----------------
+std::unique_ptr<nccl::HostWorld> g_world;
+
+nccl::HostWorld& host_world(const char* what) {
+  if (!g_world) throw Error("ERR_DIST", std::string(what) + ": the NCCL world is not joined (ncclWorldInit first)");
+  return *g_world;
+}
+
+nccl::ncclDataType_t nccl_type_of(const Args& a, size_t i, Napi::TypedArray t) {
+  switch (t.TypedArrayType()) {
+    case napi_float32_array:
+      return nccl::ncclFloat32;
+    case napi_float64_array:
+      return nccl::ncclFloat64;
+    case napi_bigint64_array:
+      return nccl::ncclInt64;
+    default:
+      a.fail(i, "must be a Float32Array, Float64Array or BigInt64Array");
+  }
+}
+
+Napi::Value nccl_world_init(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldInit"};
+  Napi::TypedArray id = typed_arg(a, 0);
+  if (id.ByteLength() != sizeof(nccl::ncclUniqueId)) a.fail(0, "must hold the 128 bytes of an NCCL unique id");
+  const int size = (int)a.integer(2, "size", 1, 1 << 20);
+  const int rank = (int)a.integer(1, "rank", 0, size - 1);
+  const std::string device = a.string(3, "device");
+  if (device != "cuda" && device != "emulated") a.fail(3, "must be 'cuda' or 'emulated'");
+  if (g_world) throw Error("ERR_DIST", "ncclWorldInit: this process already joined an NCCL world");
+  g_world =
+      std::make_unique<nccl::HostWorld>(data_of(id), rank, size, device == "cuda" ? Device::CUDA : Device::Emulated);
+  return info.Env().Undefined();
+}
+
+Napi::Value nccl_world_allreduce(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldAllreduce"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  host_world("ncclWorldAllreduce").allreduce_sum(data_of(t), t.ElementLength(), nccl_type_of(a, 0, t));
+  return info.Env().Undefined();
+}
+
+Napi::Value nccl_world_broadcast(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldBroadcast"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  nccl::HostWorld& w = host_world("ncclWorldBroadcast");
+  w.broadcast(data_of(t), t.ByteLength(), (int)a.integer(1, "root", 0, w.size() - 1));
+  return info.Env().Undefined();
+}
+
+Napi::Value nccl_world_allgather(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldAllgather"};
+  Napi::TypedArray t = typed_arg(a, 0);
+  nccl::HostWorld& w = host_world("ncclWorldAllgather");
+  Napi::TypedArray out = same_kind(info.Env(), t, t.ElementLength() * (size_t)w.size());
+  w.allgather(data_of(t), data_of(out), t.ByteLength());
+  return out;
+}
+
+Napi::Value nccl_world_barrier(const Napi::CallbackInfo& info) {
+  host_world("ncclWorldBarrier").barrier();
+  return info.Env().Undefined();
+}
+
+// A failed rank ends: its communicator aborted (so nothing of it waits on the device), then the process.
+Napi::Value nccl_world_abort(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldAbort"};
+  const int code = (int)a.integer(0, "code", 0, 255);
+  if (g_world) g_world->abort();
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
+// Heartbeats to rank 0 over MASTER_ADDR:MASTER_PORT (src/dist/liveness.h): a rank that dies or goes silent ends the run
+// on every rank, named, its communicator aborted first.
+Napi::Value nccl_world_watch(const Napi::CallbackInfo& info) {
+  Args a{info, "ncclWorldWatch"};
+  nccl::HostWorld& w = host_world("ncclWorldWatch");
+  const std::string host = a.string(0, "host");
+  const int port = (int)a.integer(1, "port", 1, 65535);
+  const int interval = (int)a.integer(2, "intervalMs", 1, 3600000);
+  const int timeout = (int)a.integer(3, "timeoutMs", 1, 86400000);
+  liveness::start(
+      w.rank(), w.size(), host, port, interval, timeout,
+      [] {
+        if (g_world) g_world->abort();
+      },
+      [] { return g_world ? g_world->async_error() : std::string(); });
+  return info.Env().Undefined();
+}
+
+Napi::Value nccl_world_destroy(const Napi::CallbackInfo& info) {
+  liveness::stop();
+  g_world.reset();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 RECODE_EXPORT("distInfo", dist_info);
@@ -199,5 +307,13 @@ RECODE_EXPORT("mpiBarrier", mpi_barrier);
 RECODE_EXPORT("mpiAbort", mpi_abort);
 RECODE_EXPORT("mpiWatchdog", mpi_watchdog);
 RECODE_EXPORT("ncclUniqueId", nccl_unique_id);
+RECODE_EXPORT("ncclWorldInit", nccl_world_init);
+RECODE_EXPORT("ncclWorldAllreduce", nccl_world_allreduce);
+RECODE_EXPORT("ncclWorldBroadcast", nccl_world_broadcast);
+RECODE_EXPORT("ncclWorldAllgather", nccl_world_allgather);
+RECODE_EXPORT("ncclWorldBarrier", nccl_world_barrier);
+RECODE_EXPORT("ncclWorldAbort", nccl_world_abort);
+RECODE_EXPORT("ncclWorldWatch", nccl_world_watch);
+RECODE_EXPORT("ncclWorldDestroy", nccl_world_destroy);
 
 }  // namespace recode
