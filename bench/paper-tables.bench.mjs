@@ -9,6 +9,8 @@
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
+import { spawn } from 'child_process'
+import { fileURLToPath } from 'url'
 import { machine, require } from './lib.mjs'
 
 const { train, loadModel } = require('../dist/cjs/index.js')
@@ -56,22 +58,58 @@ const meanStd = (xs) => {
 const pct = (x) => `${(x.mean * 100).toFixed(1)} ± ${(x.std * 100).toFixed(1)}`
 const num = (x) => `${x.mean.toFixed(2)} ± ${x.std.toFixed(2)}`
 
+async function scoreGeneral(dir) {
+  const model = await loadModel(dir, { device: 'cpu', maxBatch: 64, maxContext: 480 })
+  try {
+    const { answers, ...s } = await evaluateEdits(model, generalTasks(64))
+    return s
+  } finally {
+    model.dispose()
+  }
+}
+
+/** One run (a child process): train the arm with the seed, score the result on general editing, print JSON. */
+async function runOne(armId, seed) {
+  const arm = ARMS.find((a) => a.id === armId)
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `recode-paper-tables-${armId.replace('*', 'star')}-${seed}-`))
+  try {
+    const t0 = performance.now()
+    const r = await train({ ...arm.config, seed }, { runDir: path.join(runDir, 'run'), onEvent: () => {} })
+    const general = await scoreGeneral(r.modelDir)
+    process.stdout.write(
+      JSON.stringify({ arm: armId, seed, heldOut: r.summary.after, before: r.summary.before, general, seconds: (performance.now() - t0) / 1000 }) + '\n'
+    )
+  } finally {
+    closePythonWorkers()
+    fs.rmSync(runDir, { recursive: true, force: true })
+  }
+}
+
+/** Runs `node <this file> --run ARM SEED` with one thread; resolves to its JSON line. */
+function spawnRun(armId, seed) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--run', armId, String(seed)], {
+      env: { ...process.env, RECODE_NUM_THREADS: '1' },
+      stdio: ['ignore', 'pipe', 'inherit']
+    })
+    let out = ''
+    child.stdout.on('data', (d) => {
+      out += d
+    })
+    child.on('error', reject)
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`paper-tables: run ${armId} seed ${seed} exited with ${code}`))
+      resolve(JSON.parse(out.trim().split('\n').pop()))
+    })
+  })
+}
+
 export default async function paperTables() {
   const seeds = Array.from({ length: Number(process.env.PAPER_TABLES_SEEDS ?? 3) }, (_, i) => i + 1)
   const only = process.env.PAPER_TABLES_ARMS ? process.env.PAPER_TABLES_ARMS.split(',') : null
   const arms = ARMS.filter((a) => only === null || only.includes(a.id))
-  const general = generalTasks(64)
+  const parallel = Number(process.env.PAPER_TABLES_PARALLEL ?? 2)
   const started = performance.now()
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-paper-tables-'))
-  const scoreGeneral = async (dir) => {
-    const model = await loadModel(dir, { device: 'cpu', maxBatch: 64, maxContext: 480 })
-    try {
-      const { answers, ...s } = await evaluateEdits(model, general)
-      return s
-    } finally {
-      model.dispose()
-    }
-  }
   try {
     // the base, once: held-out migrations (what every run's summary calls "before") and general editing
     const baseGeneral = await scoreGeneral(demoBaseDir())
@@ -86,21 +124,22 @@ export default async function paperTables() {
     console.log(
       `base: held-out EM ${(base.exactMatch * 100).toFixed(1)}%, ES* ${base.esStar.toFixed(3)}; general editing EM ${(baseGeneral.exactMatch * 100).toFixed(1)}%`
     )
+    // every (arm, seed) in its own process, `parallel` at a time with one thread each (small models generate faster
+    // as two single-threaded processes than as one with two threads)
+    const queue = arms.flatMap((arm) => seeds.map((seed) => [arm.id, seed]))
     const runs = []
-    for (const arm of arms) {
-      for (const seed of seeds) {
-        const t0 = performance.now()
-        const runDir = path.join(work, `${arm.id}-${seed}`)
-        const r = await train({ ...arm.config, seed }, { runDir, onEvent: () => {} })
-        const gen = await scoreGeneral(r.modelDir)
-        const after = r.summary.after
-        runs.push({ arm: arm.id, seed, heldOut: after, general: gen, seconds: (performance.now() - t0) / 1000 })
-        console.log(
-          `${arm.id} seed ${seed}: held-out EM ${(after.exactMatch * 100).toFixed(1)}% ES* ${after.esStar.toFixed(3)} format ${(after.formatRate * 100).toFixed(0)}%; general editing EM ${(gen.exactMatch * 100).toFixed(1)}% (${((performance.now() - t0) / 1000).toFixed(0)} s)`
-        )
-        fs.rmSync(runDir, { recursive: true, force: true })
-      }
-    }
+    await Promise.all(
+      Array.from({ length: Math.max(1, parallel) }, async () => {
+        for (let job = queue.shift(); job !== undefined; job = queue.shift()) {
+          const r = await spawnRun(job[0], job[1])
+          runs.push(r)
+          console.log(
+            `${r.arm} seed ${r.seed}: held-out EM ${(r.heldOut.exactMatch * 100).toFixed(1)}% ES* ${r.heldOut.esStar.toFixed(3)} format ${(r.heldOut.formatRate * 100).toFixed(0)}%; general editing EM ${(r.general.exactMatch * 100).toFixed(1)}% (${r.seconds.toFixed(0)} s)`
+          )
+        }
+      })
+    )
+    runs.sort((a, b) => ARMS.findIndex((x) => x.id === a.arm) - ARMS.findIndex((x) => x.id === b.arm) || a.seed - b.seed)
     const table = arms.map((arm) => {
       const rs = runs.filter((r) => r.arm === arm.id)
       return {
@@ -115,7 +154,7 @@ export default async function paperTables() {
       }
     })
     const lines = [
-      `paper tables in miniature: ${seeds.length} seed(s) per arm, demo preset budget, 64 held-out migrations (unseen updates, greedy), 64 held-out plain-Python edits`,
+      `paper tables in miniature: ${seeds.length} seed(s) per arm, ${STEPS} steps of the demo preset's batch each, 64 held-out migrations (unseen updates, greedy), 64 held-out plain-Python edits`,
       `base model: held-out EM ${(base.exactMatch * 100).toFixed(1)}%, ES* ${base.esStar.toFixed(2)}; general editing EM ${(baseGeneral.exactMatch * 100).toFixed(1)}%, ES* ${baseGeneral.esStar.toFixed(2)}`,
       '| arm | held-out EM % | held-out ES* | format % | general editing EM % (base ' + (baseGeneral.exactMatch * 100).toFixed(1) + ') |',
       '| --- | --- | --- | --- | --- |',
@@ -130,6 +169,7 @@ export default async function paperTables() {
     }
   } finally {
     closePythonWorkers()
-    fs.rmSync(work, { recursive: true, force: true })
   }
 }
+
+if (process.argv[2] === '--run') await runOne(process.argv[3], Number(process.argv[4]))
