@@ -77,7 +77,14 @@ async function runOne(armId, seed) {
     const r = await train({ ...arm.config, seed }, { runDir: path.join(runDir, 'run'), onEvent: () => {} })
     const general = await scoreGeneral(r.modelDir)
     process.stdout.write(
-      JSON.stringify({ arm: armId, seed, heldOut: r.summary.after, before: r.summary.before, general, seconds: (performance.now() - t0) / 1000 }) + '\n'
+      JSON.stringify({
+        arm: armId,
+        seed,
+        heldOut: r.summary.after,
+        before: r.summary.before,
+        general,
+        seconds: (performance.now() - t0) / 1000
+      }) + '\n'
     )
   } finally {
     closePythonWorkers()
@@ -158,7 +165,10 @@ export default async function paperTables() {
       `base model: held-out EM ${(base.exactMatch * 100).toFixed(1)}%, ES* ${base.esStar.toFixed(2)}; general editing EM ${(baseGeneral.exactMatch * 100).toFixed(1)}%, ES* ${baseGeneral.esStar.toFixed(2)}`,
       '| arm | held-out EM % | held-out ES* | format % | general editing EM % (base ' + (baseGeneral.exactMatch * 100).toFixed(1) + ') |',
       '| --- | --- | --- | --- | --- |',
-      ...table.map((t) => `| ${t.label} | ${pct(t.heldOutExactMatch)} | ${num(t.heldOutEsStar)} | ${pct(t.heldOutFormat)} | ${pct(t.generalExactMatch)} |`),
+      ...table.map(
+        (t) =>
+          `| ${t.label} | ${pct(t.heldOutExactMatch)} | ${num(t.heldOutEsStar)} | ${pct(t.heldOutFormat)} | ${pct(t.generalExactMatch)} |`
+      ),
       `(mean ± sample std over seeds; ${((performance.now() - started) / 60000).toFixed(1)} minutes)`
     ]
     return {

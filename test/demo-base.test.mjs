@@ -15,11 +15,14 @@ const { systemInfo } = require('../dist/cjs/device.js')
 
 // Recorded from the script (lib/demo/base.ts defaults). Documents are plain JavaScript (exact); the weights after two
 // steps are the CPU trainer's float32 sums, whose order does not depend on the thread count but does on the SIMD
-// path (the AVX2 kernels fuse multiply-adds), hence one digest per path.
+// path (the AVX2 kernels fuse multiply-adds), hence one digest per path. A change of the trainer's arithmetic changes
+// them: re-record them on purpose (node -e "require('./dist/cjs/demo').makeDemoBase({out:'',stopAfter:2}).then(r=>console.log(r.digest))").
+// The shipped weights were made before two CPU-backward changes were merged (ccee8c6, f52a3c3), which moved the
+// rounding of these first steps; the recorded digests are those of the current trainer.
 const CORPUS_DIGEST_300 = 'fa0f44c4df0e2be02fe4973e33483841ff3171b1a319b7bfe1b5c7ed40726602'
 const WEIGHTS_AFTER_2_STEPS = {
-  avx2: '27b91805221d70a3aa9b3d7715bd7ac0aeb073a2021c3bcde9ec5af309d01113',
-  baseline: 'f38dc653827ccfe6bf5cd73290629964b80bde6450e407fe33fb0e62137469b0'
+  avx2: 'b2dd284b3cd723cb8903def193f7c6a58216196fdb7ca7db81b4d15fc9964e50',
+  baseline: 'b8257703d42305f3af2839fbd2f240fe25c8f5f2fd1d2bd282e82f5fde04430b'
 }
 
 t.test('the corpus is deterministic and holds no held-out new name and no update note', async (t) => {
@@ -63,7 +66,7 @@ t.test('the editing tasks are real edits with answers in the ReCode format', asy
 })
 
 t.test('the base-model script reproduces its recorded first steps', async (t) => {
-  const simd = systemInfo().cpu.simdUsed
+  const simd = systemInfo().simdActive
   const want = WEIGHTS_AFTER_2_STEPS[simd]
   if (want === undefined) {
     t.comment(`skip: no digest recorded for the ${simd} SIMD path`)

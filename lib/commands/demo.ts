@@ -50,7 +50,9 @@ export const demo: Command = {
     const runDir = path.resolve(values.out ?? path.join('runs', `demo-${new Date().toISOString().replace(/[:.]/g, '-')}`))
     makeDir(runDir, 'recode demo')
     const modelDir = values.model ?? demoBaseDir()
-    console.log(`model:    ${modelDir}${values.model === undefined ? ' (the shipped demo base model: old nova API, code editing, no update notes)' : ''}`)
+    console.log(
+      `model:    ${modelDir}${values.model === undefined ? ' (the shipped demo base model: old nova API, code editing, no update notes)' : ''}`
+    )
     const { heldOut } = syntheticTasks({ seed, train: 0, heldOut: tasks })
     console.log(`tasks:    ${heldOut.length} held-out synthetic API updates (seed ${seed})`)
     const started = Date.now()

@@ -57,10 +57,7 @@ export const trainCommand: Command = {
         )
     } else {
       // no file and no preset: the embedded default, the demo preset (the library's own default stays 'tiny')
-      config =
-        configFile !== undefined
-          ? loadTrainConfigFile(configFile, overrides)
-          : validateTrainConfig({ preset: 'demo', ...overrides })
+      config = configFile !== undefined ? loadTrainConfigFile(configFile, overrides) : validateTrainConfig({ preset: 'demo', ...overrides })
     }
     // SIGTERM (schedulers, `docker stop`) is handled as Ctrl-C: a checkpoint of the last finished step, then the
     // conventional status of the first signal (130 / 143).

@@ -19,7 +19,13 @@ async function main(argv: string[]): Promise<void> {
       const v = Number(argv[++i])
       if (!Number.isFinite(v)) throw new RecodeError('ERR_INVALID_ARG', `demo-base: ${a} needs a number, got ${argv[i]}`)
       opts[a.slice(2)] = v
-    } else throw new RecodeError('ERR_INVALID_ARG', `demo-base: unknown argument ${a} (--out DIR, --force, ${Object.keys(DEMO_BASE_DEFAULTS).map((k) => `--${k}`).join(', ')})`)
+    } else
+      throw new RecodeError(
+        'ERR_INVALID_ARG',
+        `demo-base: unknown argument ${a} (--out DIR, --force, ${Object.keys(DEMO_BASE_DEFAULTS)
+          .map((k) => `--${k}`)
+          .join(', ')})`
+      )
   }
   const ac = new AbortController()
   const stop = (): void => ac.abort()
@@ -35,7 +41,9 @@ async function main(argv: string[]): Promise<void> {
     onProgress: (p) => {
       lossEma = Number.isNaN(lossEma) ? p.loss : 0.98 * lossEma + 0.02 * p.loss
       if (p.step % 50 === 0 || p.step === p.steps)
-        console.log(`stage ${p.stage} step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} (avg ${lossEma.toFixed(4)}) lr ${p.lr.toExponential(2)} ${p.tokensPerSecond.toFixed(0)} tok/s`)
+        console.log(
+          `stage ${p.stage} step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} (avg ${lossEma.toFixed(4)}) lr ${p.lr.toExponential(2)} ${p.tokensPerSecond.toFixed(0)} tok/s`
+        )
     }
   })
   console.log(`wrote ${r.dir}: ${r.parameters} parameters, weights sha256 ${r.digest}, ${(r.seconds / 60).toFixed(1)} minutes`)

@@ -24,7 +24,10 @@ export const EDIT_PROMPT: PromptTemplate = {
   name: 'demo-edit',
   system:
     'You are a helpful coding assistant. Your task is to edit the code as requested. You first thinks about the reasoning process in the mind and then provides the solution.',
-  user: '\nEdit the code as follows:\n<doc>\n{instruction}\n</doc>\nThe code is:\n```python\n{old_code}\n```\n\n' + RECODE_ANSWER_INSTRUCTION + '\n',
+  user:
+    '\nEdit the code as follows:\n<doc>\n{instruction}\n</doc>\nThe code is:\n```python\n{old_code}\n```\n\n' +
+    RECODE_ANSWER_INSTRUCTION +
+    '\n',
   prefill: RECODE_PREFILL
 }
 
@@ -86,14 +89,30 @@ export function heldOutNewNames(seed: number): Array<{ name: string; pattern: Re
       out.push({ name: fn, pattern: word(fn) }, { name: `${sel}=`, pattern: new RegExp(`(?<![\\w.])${sel}=`) })
     }
   }
-  const seen = new Set<string>()
-  return out.filter((n) => (seen.has(n.name) ? false : (seen.add(n.name), true)))
+  const byName = new Map(out.map((n) => [n.name, n]))
+  return [...byName.values()]
 }
 
 // ---- plain Python programs ----------------------------------------------------------------------------
 
 const NAMES = {
-  fn: ['total_of', 'largest', 'smallest', 'average', 'count_even', 'join_words', 'reverse_list', 'first_long', 'square_all', 'clean_line', 'word_lengths', 'add_up', 'halve', 'double_all', 'shout'],
+  fn: [
+    'total_of',
+    'largest',
+    'smallest',
+    'average',
+    'count_even',
+    'join_words',
+    'reverse_list',
+    'first_long',
+    'square_all',
+    'clean_line',
+    'word_lengths',
+    'add_up',
+    'halve',
+    'double_all',
+    'shout'
+  ],
   list: ['nums', 'numbers', 'values', 'xs', 'scores', 'ages', 'prices', 'points'],
   words: ['words', 'names', 'tags', 'labels', 'parts', 'tokens'],
   acc: ['acc', 'total', 'best', 'result', 'out', 'answer', 'tally'],
@@ -152,9 +171,61 @@ function plainProgram(r: Rng): string {
 // ---- generic code edits -------------------------------------------------------------------------------
 
 /** Names edits introduce: none of them is a nova name (old or new). */
-const EDIT_VARS = ['result_set', 'total_sum', 'row_list', 'name_map', 'counter', 'buffer', 'output', 'entries_list', 'accum', 'holder', 'field', 'record', 'sample', 'temp', 'stats', 'payload_in', 'subject', 'inputs']
-const EDIT_FNS = ['collect_rows', 'sum_fields', 'read_block', 'show_list', 'pick_first', 'draw_line', 'sort_names', 'trim_text', 'split_line', 'mark_done', 'count_rows', 'push_item', 'pull_rows', 'fold_values', 'check_name', 'send_note']
-const EDIT_KWS = ['verbose', 'strict', 'sep', 'flag', 'mode_name', 'prefix', 'width_in', 'order', 'label', 'tag', 'weight', 'factor', 'offset', 'index', 'style_name']
+const EDIT_VARS = [
+  'result_set',
+  'total_sum',
+  'row_list',
+  'name_map',
+  'counter',
+  'buffer',
+  'output',
+  'entries_list',
+  'accum',
+  'holder',
+  'field',
+  'record',
+  'sample',
+  'temp',
+  'stats',
+  'payload_in',
+  'subject',
+  'inputs'
+]
+const EDIT_FNS = [
+  'collect_rows',
+  'sum_fields',
+  'read_block',
+  'show_list',
+  'pick_first',
+  'draw_line',
+  'sort_names',
+  'trim_text',
+  'split_line',
+  'mark_done',
+  'count_rows',
+  'push_item',
+  'pull_rows',
+  'fold_values',
+  'check_name',
+  'send_note'
+]
+const EDIT_KWS = [
+  'verbose',
+  'strict',
+  'sep',
+  'flag',
+  'mode_name',
+  'prefix',
+  'width_in',
+  'order',
+  'label',
+  'tag',
+  'weight',
+  'factor',
+  'offset',
+  'index',
+  'style_name'
+]
 const EDIT_VALUES = ["'yes'", "'no'", 'True', 'False', '7', '12', '99', "'auto'", "'left'", 'None']
 
 interface Call {
@@ -213,7 +284,11 @@ function findCalls(code: string): Call[] {
     if (cur.trim() !== '') args.push(cur.trim())
     const callee = m[1]
     const last = callee.split('.').pop() as string
-    if (['print', 'len', 'sum', 'sorted', 'range', 'str', 'int', 'super'].includes(callee) || /^[A-Z]/.test(last) || callee.startsWith('self.'))
+    if (
+      ['print', 'len', 'sum', 'sorted', 'range', 'str', 'int', 'super'].includes(callee) ||
+      /^[A-Z]/.test(last) ||
+      callee.startsWith('self.')
+    )
       continue
     if (code.slice(Math.max(0, m.index - 4), m.index) === 'def ') continue
     out.push({ start: m.index, end, callee, args })
@@ -232,10 +307,75 @@ function escapeRe(s: string): string {
 const ordinal = ['first', 'second', 'third', 'fourth', 'fifth']
 
 /** One random edit of `code` with its instruction, or undefined when the drawn edit does not apply. */
-function editOf(code: string, r: Rng): EditTask | undefined {
+/** Word pieces of made-up names (stage 3 of the base model): names no pool holds, so an edit can only copy them. */
+const PIECES = [
+  'al',
+  'bor',
+  'cav',
+  'dex',
+  'fin',
+  'gul',
+  'hap',
+  'jor',
+  'kel',
+  'lum',
+  'mav',
+  'nib',
+  'osk',
+  'pel',
+  'quo',
+  'rin',
+  'sul',
+  'tav',
+  'ump',
+  'vek',
+  'wiz',
+  'yor',
+  'zan',
+  'brim',
+  'clo',
+  'drav',
+  'fen',
+  'glim',
+  'hork',
+  'ivo',
+  'jax',
+  'krell',
+  'lorn',
+  'mip',
+  'nox',
+  'orb',
+  'pim',
+  'ruk',
+  'snee',
+  'trel'
+]
+
+function madeUpName(r: Rng): string {
+  const n = r.int(2, 3)
+  const parts: string[] = []
+  for (let i = 0; i < n; i++) parts.push(r.pick(PIECES))
+  return r.next() < 0.5 ? parts.join('_') : parts.join('')
+}
+
+function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
   const calls = findCalls(code)
-  const kind = r.pick(['rename_variable', 'rename_call', 'swap_args', 'drop_arg', 'keyword_arg', 'positional_arg', 'add_keyword', 'method_call', 'replace_literal'])
+  const kind = r.pick([
+    'rename_variable',
+    'rename_call',
+    'swap_args',
+    'drop_arg',
+    'keyword_arg',
+    'positional_arg',
+    'add_keyword',
+    'method_call',
+    'replace_literal'
+  ])
   const fresh = (pool: string[]): string | undefined => {
+    if (novel) {
+      const name = madeUpName(r)
+      return new RegExp(`\\b${name}\\b`).test(code) ? undefined : name
+    }
     const free = pool.filter((n) => !new RegExp(`\\b${n}\\b`).test(code))
     return free.length > 0 ? r.pick(free) : undefined
   }
@@ -258,7 +398,11 @@ function editOf(code: string, r: Rng): EditTask | undefined {
       if (to === undefined) return undefined
       // every use of the name: the calls, an import of it, its definition
       const re = new RegExp(`(?<![\\w'"])${escapeRe(fn)}(?![\\w'"])(?!=)`, 'g')
-      const instruction = r.pick([`Rename the function ${fn} to ${to}.`, `Call ${to} instead of ${fn}.`, `The function ${fn} should be called ${to} now.`])
+      const instruction = r.pick([
+        `Rename the function ${fn} to ${to}.`,
+        `Call ${to} instead of ${fn}.`,
+        `The function ${fn} should be called ${to} now.`
+      ])
       return { instruction, old_code: code, new_code: code.replace(re, to), kind }
     }
     case 'swap_args': {
@@ -295,7 +439,10 @@ function editOf(code: string, r: Rng): EditTask | undefined {
       const fn = c.callee.split('.').pop()
       const last = c.args[c.args.length - 1]
       const args = [...c.args.slice(0, -1), `${k}=${last}`]
-      const instruction = r.pick([`Pass ${last} to ${fn} as the keyword argument ${k}.`, `In the call to ${fn}, give the last argument by name: ${k}.`])
+      const instruction = r.pick([
+        `Pass ${last} to ${fn} as the keyword argument ${k}.`,
+        `In the call to ${fn}, give the last argument by name: ${k}.`
+      ])
       return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, args), kind }
     }
     case 'positional_arg': {
@@ -312,7 +459,7 @@ function editOf(code: string, r: Rng): EditTask | undefined {
       const c = r.pick(calls)
       const k = fresh(EDIT_KWS)
       if (k === undefined) return undefined
-      const v = r.pick(EDIT_VALUES)
+      const v = novel && r.next() < 0.5 ? `'${madeUpName(r)}'` : r.pick(EDIT_VALUES)
       const fn = c.callee.split('.').pop()
       const instruction = r.pick([`Add the keyword argument ${k}=${v} to the call to ${fn}.`, `Call ${fn} with ${k} set to ${v} as well.`])
       return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, [...c.args, `${k}=${v}`]), kind }
@@ -329,7 +476,11 @@ function editOf(code: string, r: Rng): EditTask | undefined {
       const lits = [...code.matchAll(/'[^'\n]*'|\b\d+\b/g)].map((m) => m[0])
       if (lits.length === 0) return undefined
       const from = r.pick(lits)
-      const to = r.pick(from.startsWith("'") ? ["'alpha'", "'beta'", "'gamma'", "'zeta'", "'omega'"] : ['4', '6', '9', '11', '64'])
+      const to = novel
+        ? from.startsWith("'")
+          ? `'${madeUpName(r)}'`
+          : String(r.int(2, 999))
+        : r.pick(from.startsWith("'") ? ["'alpha'", "'beta'", "'gamma'", "'zeta'", "'omega'"] : ['4', '6', '9', '11', '64'])
       if (from === to || code.split(from).length !== 2) return undefined
       const instruction = r.pick([`Change the value ${from} to ${to}.`, `Use ${to} instead of ${from}.`])
       return { instruction, old_code: code, new_code: code.replace(from, to), kind }
@@ -338,10 +489,10 @@ function editOf(code: string, r: Rng): EditTask | undefined {
 }
 
 /** A random editing task on a nova (old API) or plain program; changes nothing = drawn again. */
-export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string[]): EditTask {
+export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string[], novel = false): EditTask {
   for (;;) {
     const code = source === 'nova' ? r.pick(novaPrograms) : plainProgram(r)
-    const t = editOf(code, r)
+    const t = editOf(code, r, novel)
     if (t !== undefined && t.new_code !== t.old_code) return t
   }
 }
@@ -382,7 +533,8 @@ export function novaPrograms(dataSeed: number): string[] {
 export function corpusDocument(
   i: number,
   ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> },
-  editShare = 0.6
+  editShare = 0.6,
+  novelNames = false
 ): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
@@ -391,7 +543,7 @@ export function corpusDocument(
     // editing tasks on nova : on plain Python = 7 : 5; nova programs : plain programs = 5 : 3
     if (u < editShare) {
       const onNova = u < (editShare * 7) / 12
-      const t = editTask(onNova ? 'nova' : 'python', r, ctx.nova)
+      const t = editTask(onNova ? 'nova' : 'python', r, ctx.nova, novelNames)
       const prompt = editPrompt(t)
       doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: onNova ? 'edit-nova' : 'edit-python' }
     } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
@@ -402,7 +554,11 @@ export function corpusDocument(
 }
 
 /** The context `corpusDocument` needs, built once. */
-export function corpusContext(options: BaseCorpusOptions = {}): { seed: number; nova: string[]; forbidden: Array<{ name: string; pattern: RegExp }> } {
+export function corpusContext(options: BaseCorpusOptions = {}): {
+  seed: number
+  nova: string[]
+  forbidden: Array<{ name: string; pattern: RegExp }>
+} {
   const dataSeed = options.dataSeed ?? 1
   const forbidden = heldOutNewNames(dataSeed)
   const nova = novaPrograms(dataSeed).filter((p) => !forbidden.some((f) => f.pattern.test(p)))

@@ -1,6 +1,6 @@
 /**
  * The training configuration: its type, the presets that reproduce the paper's two settings (recode.md §4)
- * plus the tiny CPU preset of the embedded default, and validation that checks every field before any work
+ * plus the demo preset of the embedded default and the tiny preset of the tests, and validation that checks every field before any work
  * starts, throwing RecodeError ERR_CONFIG with the field's name (`config.weightDecay must be a number in
  * [0, 1000], got -1`) and a did-you-mean for unknown fields.
  *

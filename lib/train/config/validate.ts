@@ -335,7 +335,10 @@ export function validateTrainConfig(raw: unknown, options: ValidateOptions = {})
   if (c.computeDtype === 'bf16' && c.device === 'cpu') fail('computeDtype', "'fp32' or 'auto' on device 'cpu'", c.computeDtype)
   if (options.checkPaths !== false) {
     if (c.model === 'nova-base' && !isDirectory(demoBaseDir()))
-      throw new RecodeError('ERR_CONFIG', `config.model 'nova-base': the shipped demo model is missing (${demoBaseDir()}); reinstall the package or run npm run demo-base`)
+      throw new RecodeError(
+        'ERR_CONFIG',
+        `config.model 'nova-base': the shipped demo model is missing (${demoBaseDir()}); reinstall the package or run npm run demo-base`
+      )
     if (c.model !== 'tiny' && c.model !== 'nova-base' && !isDirectory(c.model)) {
       throw new RecodeError(
         'ERR_CONFIG',
