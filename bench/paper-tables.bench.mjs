@@ -61,8 +61,7 @@ const num = (x) => `${x.mean.toFixed(2)} ± ${x.std.toFixed(2)}`
 async function scoreGeneral(dir) {
   const model = await loadModel(dir, { device: 'cpu', maxBatch: 64, maxContext: 480 })
   try {
-    const { answers, ...s } = await evaluateEdits(model, generalTasks(64))
-    return s
+    return (await evaluateEdits(model, generalTasks(64))).scores
   } finally {
     model.dispose()
   }

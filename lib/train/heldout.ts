@@ -74,7 +74,24 @@ export async function evaluateHeldOutDetailed(
   options: HeldOutOptions = {}
 ): Promise<HeldOutDetail> {
   options = optionsArg(options, 'evaluateHeldOut')
-  const prompts = migrationPrompts(model, rows)
+  return await scorePrompts(
+    model,
+    migrationPrompts(model, rows),
+    rows.map((r) => r.new_code),
+    options
+  )
+}
+
+/**
+ * Greedy (or sampled) answers to rendered prompts, scored against the targets with ReCode's reward: the held-out
+ * evaluation of any prompt family (migrations here, the demo's plain-Python edits in lib/demo/evaluate.ts).
+ */
+export async function scorePrompts(
+  model: LanguageModel,
+  prompts: string[],
+  targets: string[],
+  options: HeldOutOptions = {}
+): Promise<HeldOutDetail> {
   const generations = await model.generate(prompts, {
     maxNewTokens: options.maxNewTokens ?? 160,
     temperature: options.temperature ?? 0,
@@ -84,11 +101,7 @@ export async function evaluateHeldOutDetailed(
     onProgress: options.onProgress
   })
   const completions = generations.map((g) => g[0].text)
-  const scores = await rewards.score(
-    completions,
-    rows.map((r) => r.new_code),
-    { python: options.python, signal: options.signal }
-  )
+  const scores = await rewards.score(completions, targets, { python: options.python, signal: options.signal })
   const n = completions.length
   const mean = (xs: Float64Array): number => (n === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / n)
   return {

@@ -8,7 +8,7 @@ import { RecodeError } from '../../errors'
 import { DECODER_PROJECTIONS } from '../../model/projections'
 import { temperatureProblem } from '../../rl/sampling'
 import { trainPreset, trainPresets } from './presets'
-import { demoBaseDir } from '../../demo/index'
+import { demoBaseDir } from '../../demo/models'
 import type { AdapterConfig, PresetName, SyntheticDataConfig, TrainConfig } from './schema'
 
 type Check = (value: unknown, field: string, all: Record<string, unknown>) => void
