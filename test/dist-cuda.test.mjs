@@ -10,15 +10,23 @@ import * as os from 'os'
 import * as path from 'path'
 import { spawnSync } from 'child_process'
 import { require } from './helpers.mjs'
+import {
+  buildTestNccl,
+  EMULATED_BASE,
+  haveMpicc,
+  haveMpirun,
+  metricsOf,
+  mpirunArgs,
+  trainChild as child,
+  weights
+} from './dist_helpers.mjs'
 
-const { distInfo, probeEngine, readMetrics } = require('../dist/cjs/index.js')
+const { distInfo, probeEngine } = require('../dist/cjs/index.js')
 const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-dist-cuda-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
 const info = distInfo()
-const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
-const haveMpicc = spawnSync('mpicc', ['--version'], { stdio: 'ignore' }).status === 0
 const why = !info.mpi.loaded
   ? `the MPI shim is not loaded: ${info.mpi.error}`
   : !haveMpirun
@@ -29,25 +37,8 @@ const why = !info.mpi.loaded
 if (why) t.comment(`skipping the multi-rank tests: ${why}`)
 
 // the test NCCL, built once for this run
-const testNccl = path.join(tmp, 'libnccl-test.so')
-if (!why) {
-  const r = spawnSync(
-    'mpicc',
-    ['-shared', '-fPIC', '-O2', '-fvisibility=hidden', '-o', testNccl, path.join(root, 'test/fixtures/nccl_mpi.c')],
-    { encoding: 'utf8' }
-  )
-  if (r.status !== 0) throw new Error(`mpicc failed: ${r.stderr}`)
-}
+const testNccl = why ? path.join(tmp, 'libnccl-test.so') : buildTestNccl(tmp)
 
-const mpirunArgs = (n) => [
-  '-np',
-  String(n),
-  '--oversubscribe',
-  '--bind-to',
-  'none',
-  ...(process.getuid() === 0 ? ['--allow-run-as-root'] : [])
-]
-const child = path.join(root, 'test/dist_train_child.mjs')
 function runRanks(ranks, config, dir, ncclLibrary = testNccl, extra = []) {
   const args = [child, config === undefined ? '' : JSON.stringify(config), dir, ...extra]
   const env = { ...process.env, RECODE_NCCL_LIBRARY: ncclLibrary }
@@ -64,27 +55,8 @@ function mustRun(ranks, config, dir, extra = []) {
   if (r.status !== 0) throw new Error(`${ranks} rank(s) failed (${r.status}): ${r.stderr.slice(-2000)}`)
   return r
 }
-const metricsOf = (dir) =>
-  readMetrics(path.join(dir, 'metrics.jsonl')).records.map((r) => {
-    const { time, tokensPerSecond, phaseSeconds, stepSeconds, ...rest } = r
-    return rest
-  })
-const weights = (dir) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'))
 
-// small enough for the emulation on a loaded 2-core machine, still several updates with clipping
-const base = {
-  preset: 'tiny',
-  device: 'emulated',
-  warmStartSteps: 0,
-  steps: 3,
-  warmupSteps: 1,
-  promptsPerStep: 2,
-  samplesPerPrompt: 2,
-  maxCompletionTokens: 8,
-  checkpointEvery: 0,
-  gradAccumulation: 2,
-  synthetic: { seed: 5, train: 20, heldOut: 2 }
-}
+const base = EMULATED_BASE
 
 t.test('emulated: accumulation adds each micro-batch gradient once per element, as the sum over ranks does', async (t) => {
   // what makes gradAccumulation 2 in one process and 2 ranks agree: after micro-batches A then B every gradient is

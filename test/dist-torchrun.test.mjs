@@ -10,15 +10,22 @@ import * as net from 'net'
 import * as os from 'os'
 import * as path from 'path'
 import { spawn, spawnSync } from 'child_process'
+import {
+  buildTestNccl,
+  EMULATED_BASE,
+  haveMpicc,
+  haveMpirun,
+  metricsOf,
+  mpirunArgs,
+  trainChild as child,
+  weights
+} from './dist_helpers.mjs'
 import { require } from './helpers.mjs'
 
-const { readMetrics } = require('../dist/cjs/index.js')
 const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-dist-torchrun-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
-const haveMpicc = spawnSync('mpicc', ['--version'], { stdio: 'ignore' }).status === 0
 const why = !haveMpirun
   ? 'mpirun is not on PATH (the test NCCL runs over MPI)'
   : !haveMpicc
@@ -26,17 +33,7 @@ const why = !haveMpirun
     : ''
 if (why) t.comment(`skipping the two-rank tests: ${why}`)
 
-const testNccl = path.join(tmp, 'libnccl-test.so')
-if (!why) {
-  const r = spawnSync(
-    'mpicc',
-    ['-shared', '-fPIC', '-O2', '-fvisibility=hidden', '-o', testNccl, path.join(root, 'test/fixtures/nccl_mpi.c')],
-    {
-      encoding: 'utf8'
-    }
-  )
-  if (r.status !== 0) throw new Error(`mpicc failed: ${r.stderr}`)
-}
+const testNccl = why ? path.join(tmp, 'libnccl-test.so') : buildTestNccl(tmp)
 
 async function freePort() {
   const server = net.createServer()
@@ -46,7 +43,6 @@ async function freePort() {
   return port
 }
 
-const child = path.join(root, 'test/dist_train_child.mjs')
 const noMpi = path.join(tmp, 'no-such-librecode_mpi.so')
 const torchrunEnv = (port, extra = {}) => ({
   ...process.env,
@@ -85,12 +81,7 @@ function twoRankArgs(config, dir, env) {
     'RECODE_DIST_TIMEOUT'
   ].filter((k) => env[k] !== undefined)
   return [
-    '-np',
-    '2',
-    '--oversubscribe',
-    '--bind-to',
-    'none',
-    ...(process.getuid() === 0 ? ['--allow-run-as-root'] : []),
+    ...mpirunArgs(2),
     ...pass.flatMap((k) => ['-x', k]),
     'sh',
     '-c',
@@ -103,26 +94,7 @@ function twoRankArgs(config, dir, env) {
   ]
 }
 
-const metricsOf = (dir) =>
-  readMetrics(path.join(dir, 'metrics.jsonl')).records.map((r) => {
-    const { time, tokensPerSecond, phaseSeconds, stepSeconds, ...rest } = r
-    return rest
-  })
-const weights = (dir) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'))
-
-const base = {
-  preset: 'tiny',
-  device: 'emulated',
-  warmStartSteps: 0,
-  steps: 3,
-  warmupSteps: 1,
-  promptsPerStep: 2,
-  samplesPerPrompt: 2,
-  maxCompletionTokens: 8,
-  checkpointEvery: 0,
-  gradAccumulation: 2,
-  synthetic: { seed: 5, train: 20, heldOut: 2 }
-}
+const base = EMULATED_BASE
 
 const cases = [
   ['GRPO, full fine-tuning, clipping, ZeRO-1 on', { algorithm: 'grpo', gradClip: 0.5 }],

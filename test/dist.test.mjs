@@ -9,23 +9,15 @@ import * as os from 'os'
 import * as path from 'path'
 import { spawn, spawnSync } from 'child_process'
 import { require } from './helpers.mjs'
+import { haveMpirun, metricsOf, mpirunArgs, trainChild as child, weights } from './dist_helpers.mjs'
 
-const { distInfo, probeEngine, launchEnvironment, readMetrics, rendezvous, ncclUniqueId } = require('../dist/cjs/index.js')
+const { distInfo, probeEngine, launchEnvironment, rendezvous, ncclUniqueId } = require('../dist/cjs/index.js')
 const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-dist-test-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
 const info = distInfo()
-const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0
 const mpiWhy = !info.mpi.loaded ? `the MPI shim is not loaded: ${info.mpi.error}` : !haveMpirun ? 'mpirun is not on PATH' : ''
-const mpirunArgs = (n) => [
-  '-np',
-  String(n),
-  '--oversubscribe',
-  '--bind-to',
-  'none',
-  ...(process.getuid() === 0 ? ['--allow-run-as-root'] : [])
-]
 
 t.test('engines: the shim and NCCL are found or not, and say why', async (t) => {
   t.equal(typeof info.mpi.loaded, 'boolean')
@@ -170,7 +162,6 @@ const base = {
   synthetic: { seed: 3, train: 40, heldOut: 2 }
 }
 const dora = { adapter: { type: 'dora', r: 4, alpha: 8, dropout: 0.05 } }
-const child = path.join(root, 'test/dist_train_child.mjs')
 
 function runRanks(ranks, config, dir, extra) {
   const args = [child, config === undefined ? '' : JSON.stringify(config), dir, ...(extra !== undefined ? [String(extra)] : [])]
@@ -181,12 +172,6 @@ function runRanks(ranks, config, dir, extra) {
   if (r.status !== 0) throw new Error(`${ranks} rank(s) failed (${r.status}): ${r.stderr.slice(-2000)}`)
   return r
 }
-const metricsOf = (dir) =>
-  readMetrics(path.join(dir, 'metrics.jsonl')).records.map((r) => {
-    const { time, tokensPerSecond, phaseSeconds, stepSeconds, ...rest } = r
-    return rest
-  })
-const weights = (dir) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'))
 
 const cases = [
   ['GRPO, full fine-tuning, KL to the base, ZeRO-1 (default), clipping', { algorithm: 'grpo', klCoef: 0.001, gradClip: 0.5 }],
