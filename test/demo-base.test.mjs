@@ -5,7 +5,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { createHash } from 'crypto'
 import t from 'tap'
-import { require, root } from './helpers.mjs'
+import { require, rng, root } from './helpers.mjs'
 
 const corpus = require('../dist/cjs/demo/corpus.js')
 const { makeDemoBase, demoBaseDir, heldOutNewNames } = require('../dist/cjs/demo/index.js')
@@ -20,6 +20,8 @@ const { systemInfo } = require('../dist/cjs/device.js')
 // The shipped weights were made before two CPU-backward changes were merged (ccee8c6, f52a3c3), which moved the
 // rounding of these first steps; the recorded digests are those of the current trainer.
 const CORPUS_DIGEST_300 = 'fa0f44c4df0e2be02fe4973e33483841ff3171b1a319b7bfe1b5c7ed40726602'
+// the mix of stage 3 (API edits), documents 2,000,000.. (any range: documents are independent of each other)
+const STAGE3_DIGEST_300 = '330ee636283bbb728ce4dcd65289590252afea8f155517c893104f30c3140bbb'
 const WEIGHTS_AFTER_2_STEPS = {
   avx2: 'b2dd284b3cd723cb8903def193f7c6a58216196fdb7ca7db81b4d15fc9964e50',
   baseline: 'b8257703d42305f3af2839fbd2f240fe25c8f5f2fd1d2bd282e82f5fde04430b'
@@ -49,6 +51,35 @@ t.test('the corpus is deterministic and holds no held-out new name and no update
   }
   t.pass('3000 documents: no held-out new name, no update note')
   t.ok(kinds['edit-nova'] > 500 && kinds['edit-python'] > 300 && kinds.nova > 300 && kinds.python > 150, `mix ${JSON.stringify(kinds)}`)
+})
+
+t.test('stage 3 documents (API edits of nova calls) hold no held-out new name and no update note either', async (t) => {
+  const ctx = corpus.corpusContext()
+  const names = heldOutNewNames(1)
+  const { heldOut, train } = syntheticTasks({ seed: 1, train: 2000, heldOut: 200 })
+  const notes = [...new Set([...train, ...heldOut].map((r) => r.update_info))]
+  const h = createHash('sha256')
+  for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(2_000_000 + i, ctx, 0.9, true).text)
+  t.equal(h.digest('hex'), STAGE3_DIGEST_300, 'stage 3 documents hash to the recorded digest')
+  const kinds = {}
+  for (let i = 0; i < 1500; i++) {
+    const d = corpus.corpusDocument(2_000_000 + i, ctx, 0.9, true)
+    kinds[d.kind] = (kinds[d.kind] ?? 0) + 1
+    const hit = names.find((n) => n.pattern.test(d.text))
+    if (hit) return t.fail(`document ${i} uses the held-out name ${hit.name}`)
+    if (d.text.includes('performed an API update') || d.text.includes('<doc>\nnova.')) return t.fail(`document ${i} is an update note`)
+    const note = notes.find((n) => d.text.includes(n))
+    if (note) return t.fail(`document ${i} contains a note: ${note}`)
+  }
+  t.ok(kinds['edit-api'] > 600 && kinds['edit-python'] > 250, `mix ${JSON.stringify(kinds)}`)
+  const r = rng(t)
+  const seen = new Set()
+  for (let i = 0; i < 400; i++) {
+    const task = corpus.apiEditTask(7, r)
+    seen.add(task.kind)
+    if (task.new_code === task.old_code) return t.fail(`${task.kind}: "${task.instruction}" changes nothing`)
+  }
+  t.equal(seen.size, 9, `every update kind has an API edit (${[...seen].join(', ')})`)
 })
 
 t.test('the editing tasks are real edits with answers in the ReCode format', async (t) => {

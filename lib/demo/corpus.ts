@@ -16,7 +16,7 @@ import { RecodeError } from '../errors'
 import { CHATML_TEMPLATE } from '../model/init'
 import { RECODE_ANSWER_INSTRUCTION, RECODE_PREFILL, renderPrompt, type PromptTemplate, buildMessages } from '../prompts'
 import { mulberry32 } from '../random'
-import { syntheticTasks, syntheticUpdates } from '../train/synthetic'
+import { type ApiEdit, type ApiEditNames, apiEdit, syntheticTasks, syntheticUpdates } from '../train/synthetic'
 
 /** The editing prompt of the base corpus: ReCode's layout (instruction in <doc>, code in a fence, the same
  * answer instruction and prefill), with an edit request where ReCode has an API update. */
@@ -34,6 +34,8 @@ export const EDIT_PROMPT: PromptTemplate = {
 /** One code-editing task: old code, an instruction, and the edited code. */
 export interface EditTask {
   instruction: string
+  /** What the answer's reasoning says (default: the instruction restated). */
+  reasoning?: string
   old_code: string
   new_code: string
   kind: string
@@ -44,7 +46,7 @@ export interface CorpusDocument {
   text: string
   /** Characters before this offset are context only (the prompt of an editing task). */
   lossFrom: number
-  kind: 'nova' | 'python' | 'edit-nova' | 'edit-python'
+  kind: 'nova' | 'python' | 'edit-nova' | 'edit-python' | 'edit-api'
 }
 
 interface Rng {
@@ -307,7 +309,7 @@ function escapeRe(s: string): string {
 const ordinal = ['first', 'second', 'third', 'fourth', 'fifth']
 
 /** One random edit of `code` with its instruction, or undefined when the drawn edit does not apply. */
-/** Word pieces of made-up names (stage 3 of the base model): names no pool holds, so an edit can only copy them. */
+/** Word pieces of made-up names (the API edits of stage 3): names no pool holds, so an edit can only copy them. */
 const PIECES = [
   'al',
   'bor',
@@ -358,7 +360,7 @@ function madeUpName(r: Rng): string {
   return r.next() < 0.5 ? parts.join('_') : parts.join('')
 }
 
-function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
+function editOf(code: string, r: Rng): EditTask | undefined {
   const calls = findCalls(code)
   const kind = r.pick([
     'rename_variable',
@@ -372,10 +374,6 @@ function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
     'replace_literal'
   ])
   const fresh = (pool: string[]): string | undefined => {
-    if (novel) {
-      const name = madeUpName(r)
-      return new RegExp(`\\b${name}\\b`).test(code) ? undefined : name
-    }
     const free = pool.filter((n) => !new RegExp(`\\b${n}\\b`).test(code))
     return free.length > 0 ? r.pick(free) : undefined
   }
@@ -459,7 +457,7 @@ function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
       const c = r.pick(calls)
       const k = fresh(EDIT_KWS)
       if (k === undefined) return undefined
-      const v = novel && r.next() < 0.5 ? `'${madeUpName(r)}'` : r.pick(EDIT_VALUES)
+      const v = r.pick(EDIT_VALUES)
       const fn = c.callee.split('.').pop()
       const instruction = r.pick([`Add the keyword argument ${k}=${v} to the call to ${fn}.`, `Call ${fn} with ${k} set to ${v} as well.`])
       return { instruction, old_code: code, new_code: replaceCall(code, c, c.callee, [...c.args, `${k}=${v}`]), kind }
@@ -476,11 +474,7 @@ function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
       const lits = [...code.matchAll(/'[^'\n]*'|\b\d+\b/g)].map((m) => m[0])
       if (lits.length === 0) return undefined
       const from = r.pick(lits)
-      const to = novel
-        ? from.startsWith("'")
-          ? `'${madeUpName(r)}'`
-          : String(r.int(2, 999))
-        : r.pick(from.startsWith("'") ? ["'alpha'", "'beta'", "'gamma'", "'zeta'", "'omega'"] : ['4', '6', '9', '11', '64'])
+      const to = r.pick(from.startsWith("'") ? ["'alpha'", "'beta'", "'gamma'", "'zeta'", "'omega'"] : ['4', '6', '9', '11', '64'])
       if (from === to || code.split(from).length !== 2) return undefined
       const instruction = r.pick([`Change the value ${from} to ${to}.`, `Use ${to} instead of ${from}.`])
       return { instruction, old_code: code, new_code: code.replace(from, to), kind }
@@ -488,11 +482,142 @@ function editOf(code: string, r: Rng, novel = false): EditTask | undefined {
   }
 }
 
+// ---- API edits (stage 3) ------------------------------------------------------------------------------
+
+// New names of the API edits: word lists no update of the synthetic data draws from, and made-up names half the
+// time, so that the edit must copy the name from the request (as a migration copies it from the note).
+const API_VERBS = ['read', 'pull', 'push', 'draw', 'mark', 'sort', 'trim', 'fold', 'send', 'show', 'pick', 'check', 'join', 'store']
+const API_NOUNS = ['rows', 'lines', 'parts', 'bits', 'keys', 'nodes', 'pages', 'terms', 'slots', 'units', 'marks', 'spans']
+const API_PARAMS = ['gap', 'margin', 'stride', 'bound', 'delay', 'tries', 'start', 'stop', 'weight', 'score', 'pad_to', 'n_items']
+const API_MODULES = ['lib', 'api', 'kit', 'std', 'helpers', 'engine', 'shared', 'common', 'misc', 'legacy']
+const API_SELECTORS = ['variant', 'style', 'using', 'via', 'task']
+
+function apiEditNames(r: Rng): ApiEditNames {
+  const name = (pool: () => string): string => (r.next() < 0.5 ? madeUpName(r) : pool())
+  return {
+    function: () => name(() => `${r.pick(API_VERBS)}_${r.pick(API_NOUNS)}`),
+    param: () => name(() => r.pick(API_PARAMS)),
+    module: () => name(() => r.pick(API_MODULES)).replace(/_/g, ''),
+    selector: () => name(() => r.pick(API_SELECTORS))
+  }
+}
+
+/**
+ * The request that asks for an API edit and the reasoning its answer gives. Half the requests are imperative ("Call
+ * nova.grid.pack_rows instead of nova.grid.fill.") and restated as they are; half state the change as a fact and ask
+ * for the code to follow ("Since nova.grid.fill is now nova.grid.pack_rows, update the call."), and the reasoning turns the
+ * fact into the imperative step. None is worded like the synthetic data's update notes (a test holds every note
+ * against the corpus), and none comes in ReCode's update prompt.
+ */
+function apiEditRequest(e: ApiEdit, r: Rng): { instruction: string; reasoning: string } {
+  const mq = `nova.${e.module}`
+  const q = `${mq}.${e.function}`
+  const sig = (ps: string[]): string => `${e.function}(${ps.join(', ')})`
+  const rest = e.params.slice(1).join(', ')
+  let steps: string[]
+  let facts: string[]
+  switch (e.kind) {
+    case 'rename_function':
+      steps = [
+        `Call ${mq}.${e.newName} instead of ${q}.`,
+        `Replace the function ${q} by ${mq}.${e.newName}.`,
+        `Use the name ${e.newName} for ${q}.`
+      ]
+      facts = [`Since ${q} is now ${mq}.${e.newName}, update the call.`, `The new name of ${q} is ${e.newName}. Change the code to use it.`]
+      break
+    case 'rename_argument': {
+      const p = e.params[e.paramIndex!]
+      steps = [
+        `In the call to ${q}, rename the keyword argument ${p} to ${e.newParam}.`,
+        `Pass ${p} to ${e.function} under the name ${e.newParam}.`
+      ]
+      facts = [
+        `The keyword ${p} of ${q} is now called ${e.newParam}; update the call.`,
+        `${e.function} now spells its ${p} argument ${e.newParam}. Adjust the code.`
+      ]
+      break
+    }
+    case 'reorder_arguments': {
+      const next = [...e.params]
+      const [i, j] = e.swap!
+      ;[next[i], next[j]] = [next[j], next[i]]
+      steps = [
+        `Reorder the arguments of ${q}: it takes ${sig(next)} instead of ${sig(e.params)}.`,
+        `Swap the arguments ${e.params[i]} and ${e.params[j]} of ${e.function}.`,
+        `Call ${e.function} with its parameters in the order ${sig(next)}.`
+      ]
+      facts = [
+        `Since ${q} now takes ${sig(next)} rather than ${sig(e.params)}, update the call.`,
+        `The parameter order of ${e.function} is ${sig(next)} now. Adjust the code.`
+      ]
+      break
+    }
+    case 'add_default': {
+      const last = e.params[e.params.length - 1]
+      steps = [
+        `Remove the argument ${last} from the call to ${q}; ${e.defaultValue} is its default.`,
+        `Leave out ${last} when calling ${e.function}: ${e.defaultValue} is the default value.`
+      ]
+      facts = [
+        `${last} of ${q} is optional now (default ${e.defaultValue}); drop it from the call.`,
+        `${e.function} uses ${e.defaultValue} for ${last} unless told otherwise. Simplify the call.`
+      ]
+      break
+    }
+    case 'keyword_only':
+      steps = [`Pass ${rest} to ${q} by keyword.`, `In the call to ${e.function}, name the arguments ${rest}.`]
+      facts = [`Since ${q} now wants ${rest} as keywords, update the call.`, `${e.function} accepts ${rest} only by name. Adjust the code.`]
+      break
+    case 'positional_only':
+      steps = [`Pass the arguments ${rest} of ${q} by position, not by name.`, `Call ${e.function} without naming ${rest}.`]
+      facts = [
+        `Since ${q} no longer accepts ${rest} by name, update the call.`,
+        `${e.function} takes ${rest} by position only. Adjust the code.`
+      ]
+      break
+    case 'to_method':
+      steps = [
+        `Replace ${q}(${e.params[0]}, ...) with the method call on the ${e.cls} object.`,
+        `Call ${e.function} as a method of the ${e.cls} object ${e.receiver}.`
+      ]
+      facts = [
+        `${e.function} is now a method of ${e.cls}; update the code to call it on the object.`,
+        `${e.cls} objects have a ${e.function}() method that replaces ${q}. Use it.`
+      ]
+      break
+    case 'move_module':
+      steps = [`Import ${e.function} from nova.${e.newModule} instead of ${mq}.`, `Use nova.${e.newModule}.${e.function} in place of ${q}.`]
+      facts = [
+        `${e.function} now lives in nova.${e.newModule} instead of ${mq}; update the code.`,
+        `The module of ${e.function} is nova.${e.newModule} now. Adjust the imports and the call.`
+      ]
+      break
+    case 'deprecate_replace':
+      steps = [
+        `Replace the call to ${q} with ${mq}.${e.newName}(..., ${e.selector}='${e.function}').`,
+        `Call ${mq}.${e.newName} with ${e.selector}='${e.function}' instead of ${q}.`
+      ]
+      facts = [
+        `Since ${q} is replaced by ${mq}.${e.newName}(..., ${e.selector}='${e.function}'), update the call.`,
+        `Use ${mq}.${e.newName} for what ${q} did, selecting it with ${e.selector}='${e.function}'.`
+      ]
+      break
+  }
+  const step = r.pick(steps)
+  return r.next() < 0.5 ? { instruction: step, reasoning: step } : { instruction: r.pick(facts), reasoning: step }
+}
+
+/** An edit request on a nova call of one of the update kinds, with new names drawn here (stage 3 of the base). */
+export function apiEditTask(seed: number, r: Rng): EditTask {
+  const e = apiEdit(seed, r.int(0, 0x7fffffff), apiEditNames(r))
+  return { ...apiEditRequest(e, r), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
+}
+
 /** A random editing task on a nova (old API) or plain program; changes nothing = drawn again. */
-export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string[], novel = false): EditTask {
+export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string[]): EditTask {
   for (;;) {
     const code = source === 'nova' ? r.pick(novaPrograms) : plainProgram(r)
-    const t = editOf(code, r, novel)
+    const t = editOf(code, r)
     if (t !== undefined && t.new_code !== t.old_code) return t
   }
 }
@@ -503,8 +628,8 @@ export function editPrompt(task: Pick<EditTask, 'instruction' | 'old_code'>): st
 }
 
 /** The answer an editing task teaches: the instruction restated as reasoning, then the edited code. */
-export function editAnswer(task: Pick<EditTask, 'instruction' | 'new_code'>): string {
-  return ` ${task.instruction}</think>\n<answer>\n\`\`\`python\n${task.new_code}\n\`\`\`\n</answer><|im_end|>`
+export function editAnswer(task: Pick<EditTask, 'instruction' | 'reasoning' | 'new_code'>): string {
+  return ` ${task.reasoning ?? task.instruction}</think>\n<answer>\n\`\`\`python\n${task.new_code}\n\`\`\`\n</answer><|im_end|>`
 }
 
 // ---- the corpus ---------------------------------------------------------------------------------------
@@ -528,24 +653,27 @@ export function novaPrograms(dataSeed: number): string[] {
 
 /**
  * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). `editShare` of
- * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain).
+ * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain). With
+ * `apiEdits` (stage 3), 55% of the editing tasks are API edits of nova calls (apiEditTask), 20% generic edits of nova
+ * code and 25% of plain Python.
  */
 export function corpusDocument(
   i: number,
   ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> },
   editShare = 0.6,
-  novelNames = false
+  apiEdits = false
 ): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
     const u = r.next()
     let doc: CorpusDocument
-    // editing tasks on nova : on plain Python = 7 : 5; nova programs : plain programs = 5 : 3
     if (u < editShare) {
-      const onNova = u < (editShare * 7) / 12
-      const t = editTask(onNova ? 'nova' : 'python', r, ctx.nova, novelNames)
+      const share = u / editShare
+      const api = apiEdits && share < 0.55
+      const onNova = apiEdits ? share < 0.75 : u < (editShare * 7) / 12
+      const t = api ? apiEditTask(ctx.seed, r) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
       const prompt = editPrompt(t)
-      doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: onNova ? 'edit-nova' : 'edit-python' }
+      doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: api ? 'edit-api' : onNova ? 'edit-nova' : 'edit-python' }
     } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
     else doc = { text: `${plainProgram(r)}\n<|endoftext|>`, lossFrom: 0, kind: 'python' }
     if (!ctx.forbidden.some((f) => f.pattern.test(doc.text))) return doc

@@ -363,12 +363,8 @@ interface Rng {
 
 // ---- updates --------------------------------------------------------------------------------------------
 
-interface Update {
-  id: string
-  kind: UpdateKind
-  module: ModuleSpec
-  fn: FunctionSpec
-  version: string
+/** What an update changes, by kind (the fields its kind uses are set). */
+export interface UpdateChange {
   /** rename_function / deprecate_replace: the new function name. */
   newName?: string
   /** rename_argument: index of the renamed parameter and its new name. */
@@ -382,6 +378,14 @@ interface Update {
   newModule?: string
   /** deprecate_replace: the selector keyword of the replacement. */
   selector?: string
+}
+
+interface Update extends UpdateChange {
+  id: string
+  kind: UpdateKind
+  module: ModuleSpec
+  fn: FunctionSpec
+  version: string
 }
 
 function applicableKinds(fn: FunctionSpec): UpdateKind[] {
@@ -776,5 +780,86 @@ export function syntheticTasks(options: SyntheticOptions = {}): { train: Synthet
   return {
     train: sampleTasks(train, trainCount, stream(seed, 'train-tasks')),
     heldOut: sampleTasks(heldOut, heldOutCount, stream(seed, 'held-out-tasks'))
+  }
+}
+
+// ---- API edits for the demo base model's corpus -------------------------------------------------------------
+
+/** The new names an API edit introduces, drawn by the caller (lib/demo/corpus.ts: names no update of the data uses). */
+export interface ApiEditNames {
+  function: () => string
+  param: () => string
+  module: () => string
+  selector: () => string
+}
+
+/**
+ * One change of a nova call, of an update kind, with new names the caller draws: the code before and after and what
+ * changed, so that lib/demo/corpus.ts can state it as an edit request (never as an update note: the base model must
+ * learn to read notes by RL). Deterministic in (seed, index) and the names drawn.
+ */
+export interface ApiEdit extends UpdateChange {
+  kind: UpdateKind
+  module: string
+  cls: string
+  function: string
+  params: string[]
+  /** The call's first argument as written (the object of to_method). */
+  receiver: string
+  old_code: string
+  new_code: string
+}
+
+export function apiEdit(seed: number, index: number, names: ApiEditNames): ApiEdit {
+  const r = stream(seed, `api-edit${index}`)
+  const module = r.pick(MODULES)
+  const fn = r.pick(module.functions)
+  const kind = r.pick(applicableKinds(fn))
+  const params = fn.params.map((p) => p[0])
+  const u: Update = { id: `edit${index}`, kind, module, fn, version: '' }
+  switch (kind) {
+    case 'rename_function':
+      u.newName = names.function()
+      break
+    case 'rename_argument': {
+      u.paramIndex = r.int(1, params.length - 1)
+      u.newParam = names.param()
+      if (params.includes(u.newParam)) u.newParam = `${u.newParam}_in`
+      break
+    }
+    case 'reorder_arguments': {
+      const lo = fn.params[0][1] === 'obj' ? 1 : 0
+      const i = r.int(lo, params.length - 2)
+      u.swap = [i, r.int(i + 1, params.length - 1)]
+      break
+    }
+    case 'add_default': {
+      const type = fn.params[params.length - 1][1] as Exclude<ArgType, 'obj'>
+      u.defaultValue = r.pick(VALUES[type])
+      break
+    }
+    case 'move_module':
+      u.newModule = names.module()
+      if (MODULES.some((m) => m.name === u.newModule)) u.newModule = `${u.newModule}_v2`
+      break
+    case 'deprecate_replace':
+      u.newName = names.function()
+      u.selector = names.selector()
+      break
+    default:
+      break
+  }
+  const s = makeSnippet(u, r)
+  const { id: _id, kind: _kind, module: _module, fn: _fn, version: _version, ...change } = u
+  return {
+    kind,
+    module: module.name,
+    cls: module.cls.name,
+    function: fn.name,
+    params,
+    receiver: s.args[0].value,
+    ...change,
+    old_code: renderCode(u, s, false),
+    new_code: renderCode(u, s, true)
   }
 }
