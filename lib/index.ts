@@ -57,7 +57,15 @@ export type { LoadModelOptions, ModelMemory, StepEntry } from './model/index'
 export { initModel } from './model/init'
 export type { InitModelOptions, Preset } from './model/init'
 export type { ChatMessage, GenerateOptions, Generation, LanguageModel } from './model/types'
-export { evaluateHeldOut, evaluateHeldOutDetailed, pickExamples, examplesText, migrationPrompts, rowFields } from './train/heldout'
+export {
+  evaluateHeldOut,
+  evaluateHeldOutDetailed,
+  oldCodeScores,
+  pickExamples,
+  examplesText,
+  migrationPrompts,
+  rowFields
+} from './train/heldout'
 export type { HeldOutScores, HeldOutOptions, HeldOutAnswer, HeldOutDetail, HeldOutExample, EvaluationPoint } from './train/heldout'
 export { demoBaseDir, makeDemoBase, evaluateEdits, generalTasks, editPrompt, heldOutNewNames, EDIT_PROMPT } from './demo/index'
 export type { EditTask, DemoBaseOptions } from './demo/index'

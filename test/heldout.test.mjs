@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { evaluateHeldOut, syntheticTasks, closePythonWorkers, initModel } from '../dist/cjs/index.js'
-import { evaluateHeldOutDetailed, pickExamples, examplesText } from '../dist/cjs/train/heldout.js'
+import { evaluateHeldOutDetailed, pickExamples, examplesText, oldCodeScores, oldCodeLine } from '../dist/cjs/train/heldout.js'
 import { root } from './helpers.mjs'
 
 t.teardown(() => closePythonWorkers())
@@ -38,6 +38,13 @@ t.test('a model that answers with the target scores format 1, ES* 2, exact match
   t.equal(c.formatRate, 1)
   t.equal(c.exactMatch, 0, 'old code is never the new code')
   t.ok(c.esStar > -1.5 && c.esStar < 2, `copying the old code scores in between (${c.esStar.toFixed(3)})`)
+  const ref = await oldCodeScores(heldOut)
+  t.same(
+    { f: ref.formatRate, e: ref.esStar, m: ref.exactMatch, n: ref.completions },
+    { f: 1, e: c.esStar, m: 0, n: 6 },
+    'oldCodeScores is that model, without a model'
+  )
+  t.match(oldCodeLine(ref), new RegExp(`old code unchanged scores ES\\* ${ref.esStar.toFixed(3)}`), 'the line the CLI prints')
 
   const noFormat = cannedModel(() => 'no idea')
   const z = await evaluateHeldOut(noFormat, heldOut)
@@ -55,6 +62,8 @@ t.test('recode demo writes summary.json and names the run folder', async (t) => 
   const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8'))
   for (const k of ['formatRate', 'esStar', 'exactMatch', 'reward']) t.type(summary.before[k], 'number', `before.${k}`)
   t.equal(summary.tasks, 4)
+  t.equal(summary.oldCode.completions, 4, 'the old-code reference over the same tasks')
+  t.match(stdout, `old code unchanged scores ES* ${summary.oldCode.esStar.toFixed(3)}`, 'printed under the scores')
   t.match(stdout, /model: {4}\S*models\/nova-base \(the shipped demo base model/, 'the shipped demo base model by default')
   t.equal(summary.examples.length, 3, 'three tasks side by side by default')
   for (const what of ['update note:', 'old code:', 'target:', 'answer before training']) t.match(stdout, what, `prints ${what}`)

@@ -67,6 +67,13 @@ t.test('a run writes its folder; resuming from a checkpoint reproduces the unint
   const summary = JSON.parse(fs.readFileSync(path.join(full, 'summary.json'), 'utf8'))
   for (const k of ['before', 'after', 'afterWarmStart'])
     for (const f of ['formatRate', 'esStar', 'exactMatch']) t.type(summary[k][f], 'number', `${k}.${f}`)
+  t.equal(summary.oldCode.exactMatch, 0, 'the old-code reference: never exact')
+  t.ok(summary.oldCode.esStar > -1.5 && summary.oldCode.esStar <= 2, `the old-code reference ES* ${summary.oldCode.esStar}`)
+  t.match(
+    fs.readFileSync(path.join(full, 'report.html'), 'utf8'),
+    /<th>old code unchanged<\/th><th>base model<\/th>/,
+    'the report opens its table with it'
+  )
   // held-out evaluations: before, every evalEvery (2) steps, after the warm start (step 3), after
   t.same(
     summary.evaluations.map((e) => [e.step, e.label]),

@@ -4,7 +4,7 @@ import { makeDir, writeFileAtomic } from '../atomicFile'
 import { loadModel } from '../model/index'
 import { demoBaseDir } from '../demo/models'
 import { closePythonWorkers } from '../reward'
-import { evaluateHeldOutDetailed, examplesText, pickExamples } from '../train/heldout'
+import { evaluateHeldOutDetailed, examplesText, oldCodeLine, oldCodeScores, pickExamples } from '../train/heldout'
 import { syntheticTasks } from '../train/synthetic'
 import type { Command } from './types'
 
@@ -74,11 +74,13 @@ export const demo: Command = {
     try {
       const before = await scoreOf(modelDir)
       const after = values.trained !== undefined ? await scoreOf(values.trained) : undefined
+      const oldCode = await oldCodeScores(heldOut)
       const examples = pickExamples(heldOut, { before: before.answers, ...(after ? { after: after.answers } : {}) }, exampleCount)
       if (examples.length > 0) console.log(examplesText(examples) + '\n')
       const summary = {
         before: before.scores,
         ...(after ? { after: after.scores, trained: values.trained } : {}),
+        oldCode,
         tasks: heldOut.length,
         seed,
         model: modelDir,
@@ -89,6 +91,7 @@ export const demo: Command = {
       writeFileAtomic(file, JSON.stringify(summary, null, 2) + '\n')
       console.log(`${after ? 'before: ' : ''}${line(before.scores)}`)
       if (after) console.log(`after:  ${line(after.scores)}`)
+      console.log(oldCodeLine(oldCode))
       console.log(`run folder: ${runDir} (summary.json)`)
     } finally {
       closePythonWorkers()

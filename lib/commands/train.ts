@@ -2,6 +2,7 @@ import * as path from 'path'
 import { RecodeError } from '../errors'
 import { loadTrainConfigFile, trainFlagsToConfig, validateTrainConfig } from '../train/config'
 import { train } from '../train/trainer'
+import { oldCodeLine } from '../train/heldout'
 import { progressPrinter, scoreLine } from './progress'
 import type { Command } from './types'
 import { spawn } from 'child_process'
@@ -88,6 +89,7 @@ export const trainCommand: Command = {
       console.log(`before:  ${scoreLine(s.before)}`)
       if (s.afterWarmStart) console.log(`warm:    ${scoreLine(s.afterWarmStart)}  (after the SFT warm start)`)
       console.log(`after:   ${scoreLine(s.after)}`)
+      if (s.oldCode) console.log(oldCodeLine(s.oldCode))
       console.log(
         `run folder: ${result.runDir} (summary.json, metrics.jsonl, report.html, model/, ${s.adapterDir !== undefined ? 'adapter/, ' : ''}checkpoints/) in ${s.seconds.toFixed(0)} s`
       )

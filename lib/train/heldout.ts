@@ -100,7 +100,19 @@ export async function scorePrompts(
     signal: options.signal,
     onProgress: options.onProgress
   })
-  const completions = generations.map((g) => g[0].text)
+  return await scoreCompletions(
+    generations.map((g) => g[0].text),
+    targets,
+    options
+  )
+}
+
+/** Completions scored against their targets with ReCode's reward: the mean scores and each answer's. */
+async function scoreCompletions(
+  completions: string[],
+  targets: string[],
+  options: Pick<HeldOutOptions, 'python' | 'signal'>
+): Promise<HeldOutDetail> {
   const scores = await rewards.score(completions, targets, { python: options.python, signal: options.signal })
   const n = completions.length
   const mean = (xs: Float64Array): number => (n === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / n)
@@ -119,6 +131,31 @@ export async function scorePrompts(
       exact: scores.emStar[i] === 2
     }))
   }
+}
+
+/**
+ * The scores of answering every task with its old code unchanged (format and answer fence correct): the reference a
+ * model's ES* is read against. On data whose updates change little of the code (the synthetic tasks) this is already
+ * high, and ES* ranks it above most wrong edits; on ReCode's data it is a similarity of about 0.72.
+ */
+export async function oldCodeScores(
+  rows: UpdateTaskRow[],
+  options: Pick<HeldOutOptions, 'python' | 'signal'> = {}
+): Promise<HeldOutScores> {
+  options = optionsArg(options, 'oldCodeScores')
+  const answers = rows.map((r) => ` </think>\n<answer>\n\`\`\`python\n${r.old_code ?? ''}\n\`\`\`\n</answer>`)
+  return (
+    await scoreCompletions(
+      answers,
+      rows.map((r) => r.new_code),
+      options
+    )
+  ).scores
+}
+
+/** The line the CLI prints under a run's scores: the old-code reference. */
+export function oldCodeLine(s: Pick<HeldOutScores, 'esStar'>): string {
+  return `(answering with the old code unchanged scores ES* ${s.esStar.toFixed(3)}: read ES* against that)`
 }
 
 /** One held-out evaluation of a run (summary.json `evaluations`). */

@@ -288,16 +288,18 @@ export interface ReportOptions {
   /** The run's held-out evaluations (before, periodic, after): plotted a point per evaluation. */
   evaluations?: EvaluationPoint[]
   /** Held-out scores for the before / after table. */
-  scores?: Partial<Record<'before' | 'afterWarmStart' | 'after', Pick<HeldOutScores, 'formatRate' | 'esStar' | 'exactMatch'>>>
+  scores?: Partial<Record<'oldCode' | 'before' | 'afterWarmStart' | 'after', Pick<HeldOutScores, 'formatRate' | 'esStar' | 'exactMatch'>>>
   /** Held-out tasks with the models' answers, shown side by side. */
   examples?: HeldOutExample[]
 }
 
-const SCORE_COLUMNS = [
+const MODEL_COLUMNS = [
   ['before', 'base model'],
   ['afterWarmStart', 'after the SFT warm start'],
   ['after', 'after training']
 ] as const
+// the scores table opens with the reference: what answering with the old code unchanged scores (ES* is read against it)
+const SCORE_COLUMNS = [['oldCode', 'old code unchanged'], ...MODEL_COLUMNS] as const
 
 function scoresTable(scores: NonNullable<ReportOptions['scores']>, algorithm: string | undefined): string {
   const cols = SCORE_COLUMNS.filter(([k]) => scores[k] !== undefined)
@@ -319,7 +321,7 @@ function scoresTable(scores: NonNullable<ReportOptions['scores']>, algorithm: st
 
 function examplesSection(examples: HeldOutExample[]): string {
   if (examples.length === 0) return ''
-  const kinds = SCORE_COLUMNS.filter(([k]) => examples.some((e) => e.answers[k] !== undefined))
+  const kinds = MODEL_COLUMNS.filter(([k]) => examples.some((e) => e.answers[k] !== undefined))
   const pre = (text: string): string => `<pre>${escapeHtml(text)}</pre>`
   const head = `<tr><th>old code</th><th>update note</th><th>target</th>${kinds.map(([, t]) => `<th>answer ${escapeHtml(t)}</th>`).join('')}</tr>`
   const rows = examples.map((e) => {

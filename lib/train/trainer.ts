@@ -34,7 +34,14 @@ import { probePython } from '../eval/python'
 import { closePythonWorkers, pythonCommand } from '../reward'
 import { validateTrainConfig, configHash, type TrainConfig } from './config'
 import { type evaluateHeldOut, migrationPrompts, rowFields, type HeldOutScores } from './heldout'
-import { evaluateHeldOutDetailed, pickExamples, type EvaluationPoint, type HeldOutAnswer, type HeldOutExample } from './heldout'
+import {
+  evaluateHeldOutDetailed,
+  oldCodeScores,
+  pickExamples,
+  type EvaluationPoint,
+  type HeldOutAnswer,
+  type HeldOutExample
+} from './heldout'
 export type { EvaluationPoint, HeldOutExample } from './heldout'
 import { MetricsWriter, readMetrics, type StepMetrics } from './metrics'
 import { policyUpdate } from './policyUpdate'
@@ -84,6 +91,8 @@ export interface TrainSummary {
   modelDir: string
   /** Adapters: the PEFT adapter folder (adapter_config.json + adapter_model.safetensors). */
   adapterDir?: string
+  /** The held-out tasks answered with their old code unchanged: the reference ES* is read against (oldCodeScores). */
+  oldCode?: HeldOutScores
   /** Every held-out evaluation of the run in step order: before (step 0), after the warm start, every evalEvery steps, after. */
   evaluations?: EvaluationPoint[]
   /** A few held-out tasks with the answers of the base, the warm-started and the trained model (pickExamples). */
@@ -742,6 +751,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
   const { records } = readMetrics(path.join(runDir, 'metrics.jsonl'))
   const evaluations = evaluationPoints(records, summaryBefore, after, step, warmSteps)
   const examples = heldOutAnswers.before !== undefined ? pickExamples(heldOut, heldOutAnswers, EXAMPLE_TASKS) : undefined
+  const oldCode = await oldCodeScores(heldOut, { python: options.python, signal })
   const modelDir = path.join(runDir, 'model')
   let adapterDir: string | undefined
   if (trainer.adapter === undefined) {
@@ -763,6 +773,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
     runDir,
     modelDir,
     ...(adapterDir !== undefined ? { adapterDir } : {}),
+    oldCode,
     evaluations,
     ...(examples !== undefined ? { examples } : {})
   }
@@ -770,7 +781,7 @@ async function runTraining(ctx: RunContext): Promise<TrainResult> {
   writeReport(path.join(runDir, 'report.html'), records, {
     config,
     evaluations,
-    scores: { before: summaryBefore, ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}), after },
+    scores: { oldCode, before: summaryBefore, ...(summaryWarm ? { afterWarmStart: summaryWarm } : {}), after },
     examples,
     title: `recode ${config.algorithm} run`,
     facts: {
