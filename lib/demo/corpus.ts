@@ -308,7 +308,6 @@ function escapeRe(s: string): string {
 
 const ordinal = ['first', 'second', 'third', 'fourth', 'fifth']
 
-/** One random edit of `code` with its instruction, or undefined when the drawn edit does not apply. */
 /** Word pieces of made-up names (the API edits of stage 3): names no pool holds, so an edit can only copy them. */
 const PIECES = [
   'al',
@@ -360,6 +359,7 @@ function madeUpName(r: Rng): string {
   return r.next() < 0.5 ? parts.join('_') : parts.join('')
 }
 
+/** One random edit of `code` with its instruction, or undefined when the drawn edit does not apply. */
 function editOf(code: string, r: Rng): EditTask | undefined {
   const calls = findCalls(code)
   const kind = r.pick([
@@ -504,10 +504,10 @@ function apiEditNames(r: Rng): ApiEditNames {
 
 /**
  * The request that asks for an API edit and the reasoning its answer gives. Half the requests are imperative ("Call
- * nova.grid.pack_rows instead of nova.grid.fill.") and restated as they are; half state the change as a fact and ask
- * for the code to follow ("Since nova.grid.fill is now nova.grid.pack_rows, update the call."), and the reasoning turns the
- * fact into the imperative step. None is worded like the synthetic data's update notes (a test holds every note
- * against the corpus), and none comes in ReCode's update prompt.
+ * nova.grid.pack_rows instead of nova.grid.fill.") and restated as they are; half state the change as a fact and
+ * ask for the code to follow ("Since nova.grid.fill is now nova.grid.pack_rows, update the call."), and the
+ * reasoning turns the fact into the imperative step. None is worded like the synthetic data's update notes (a test
+ * holds every note against the corpus), and none comes in ReCode's update prompt.
  */
 function apiEditRequest(e: ApiEdit, r: Rng): { instruction: string; reasoning: string } {
   const mq = `nova.${e.module}`
