@@ -12,6 +12,9 @@ const { makeDemoBase, demoBaseDir, heldOutNewNames } = require('../dist/cjs/demo
 const { syntheticTasks } = require('../dist/cjs/train/synthetic.js')
 const { readSafetensors } = require('../dist/cjs/safetensors.js')
 const { systemInfo } = require('../dist/cjs/device.js')
+const { score, closePythonWorkers } = require('../dist/cjs/reward/index.js')
+
+t.teardown(() => closePythonWorkers())
 
 // Recorded from the script (lib/demo/base.ts defaults). Documents are plain JavaScript (exact); the weights after two
 // steps are the CPU trainer's float32 sums, whose order does not depend on the thread count but does on the SIMD
@@ -22,6 +25,9 @@ const { systemInfo } = require('../dist/cjs/device.js')
 const CORPUS_DIGEST_300 = 'fa0f44c4df0e2be02fe4973e33483841ff3171b1a319b7bfe1b5c7ed40726602'
 // the mix of stage 3 (API edits), documents 2,000,000.. (any range: documents are independent of each other)
 const STAGE3_DIGEST_300 = '330ee636283bbb728ce4dcd65289590252afea8f155517c893104f30c3140bbb'
+// the mix of stage 5 (copying drills, changelog entries, names from the shipped tokenizer's pieces, varied prompts),
+// documents 3,000,000..
+const STAGE5_DIGEST_300 = '8e66720f0c97ff294961f9e0216f5c5b0370d68312813efc5677bb1d0eff12cc'
 const WEIGHTS_AFTER_2_STEPS = {
   avx2: 'b2dd284b3cd723cb8903def193f7c6a58216196fdb7ca7db81b4d15fc9964e50',
   baseline: 'b8257703d42305f3af2839fbd2f240fe25c8f5f2fd1d2bd282e82f5fde04430b'
@@ -81,6 +87,55 @@ t.test('stage 3 documents (API edits of nova calls) hold no held-out new name an
   }
   t.equal(seen.size, 9, `every update kind has an API edit (${[...seen].join(', ')})`)
 })
+
+t.test(
+  'stage 5 documents (copying drills; API edits as changelog entries, named from the tokenizer) hold no held-out name or note',
+  async (t) => {
+    const ctx = corpus.corpusContext()
+    const vocab = JSON.parse(fs.readFileSync(path.join(demoBaseDir(), 'tokenizer.json'), 'utf8')).model.vocab
+    ctx.pieces = corpus.namePieces(Object.keys(vocab))
+    t.ok(ctx.pieces.length > 300, `${ctx.pieces.length} name pieces`)
+    t.notOk(ctx.pieces.includes('in') || ctx.pieces.includes('for'), 'no Python keyword is a piece')
+    const names = heldOutNewNames(1)
+    const { heldOut, train } = syntheticTasks({ seed: 1, train: 2000, heldOut: 200 })
+    const notes = [...new Set([...train, ...heldOut].map((r) => r.update_info))]
+    const h = createHash('sha256')
+    for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'stage5').text)
+    t.equal(h.digest('hex'), STAGE5_DIGEST_300, 'stage 5 documents hash to the recorded digest')
+    const kinds = {}
+    let changelog = 0
+    for (let i = 0; i < 1500; i++) {
+      const d = corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'stage5')
+      kinds[d.kind] = (kinds[d.kind] ?? 0) + 1
+      const hit = names.find((n) => n.pattern.test(d.text))
+      if (hit) return t.fail(`document ${i} uses the held-out name ${hit.name}`)
+      // changelog entries may start with the function's name (nova.x.f: ...), so the notes themselves and ReCode's
+      // update prompt are what is looked for here
+      if (d.text.includes('performed an API update') || d.text.includes('The old version of the code'))
+        return t.fail(`document ${i} is in ReCode's prompt`)
+      const note = notes.find((n) => d.text.includes(n))
+      if (note) return t.fail(`document ${i} contains a note: ${note}`)
+      if (
+        /<doc>\n(Renamed|Moved|Deprecated|New default|Changed signature|Keyword-only|Positional-only)|was renamed|was moved|is deprecated/.test(
+          d.text
+        )
+      )
+        changelog++
+    }
+    t.ok(kinds['edit-api'] > 550 && kinds.copy > 350, `mix ${JSON.stringify(kinds)}`)
+    t.ok(changelog > 150, `${changelog} of 1500 documents word the change as a changelog entry`)
+    // the names are identifiers that parse: every stage-5 API edit's new code is valid Python (the reward's parser)
+    const r = rng(t)
+    const codes = []
+    for (let i = 0; i < 200; i++) codes.push(corpus.apiEditTask(7, r, true, ctx.pieces).new_code)
+    const s = await score(
+      codes.map((c) => `\`\`\`python\n${c}\n\`\`\``),
+      codes,
+      {}
+    )
+    t.equal([...s.esStar].filter((v) => v !== 2).length, 0, '200 stage-5 edits: every new code parses')
+  }
+)
 
 t.test('the editing tasks are real edits with answers in the ReCode format', async (t) => {
   const tasks = corpus.generalTasks(50)

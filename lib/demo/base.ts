@@ -23,7 +23,7 @@ import { buildMessages, RECODE_TRAIN_PROMPT, renderPrompt } from '../prompts'
 import { CHATML_TEMPLATE } from '../model/init'
 import { writeSafetensors, type TensorData } from '../safetensors'
 import { learningRateAt } from '../train/schedule'
-import { corpusContext, corpusDocument, type CorpusDocument } from './corpus'
+import { corpusContext, corpusDocument, namePieces, type CorpusDocument } from './corpus'
 
 export interface DemoBaseOptions {
   /** Output folder (must be empty unless force). */
@@ -42,9 +42,18 @@ export interface DemoBaseOptions {
    * optimizer. */
   stage3Steps?: number
   stage3LearningRate?: number
+  /** Stage 4 (0 steps: none): stage 3's mix again from stage 3's first document, at a lower rate (a second pass
+   * that settles the API edits), from stage 3 rounded to bf16 with a fresh optimizer. */
+  stage4Steps?: number
+  stage4LearningRate?: number
+  /** Stage 5 (0 steps: none): a mix aimed at copying new names from the request (corpus.ts corpusDocument 'stage5':
+   * copying drills, API edits also worded as changelog entries but never as a note of the data, names drawn from the
+   * tokenizer's pieces, renamed variables, varied prompt wording), from stage 4 rounded to bf16, fresh optimizer. */
+  stage5Steps?: number
+  stage5LearningRate?: number
   /** Documents per step. */
   batch?: number
-  /** Start at this stage (1, 2 or 3) from the folder `initFrom` (the previous stage's output). */
+  /** Start at this stage (1 to 5) from the folder `initFrom` (the previous stage's output). */
   fromStage?: number
   initFrom?: string
   seed?: number
@@ -69,10 +78,16 @@ export const DEMO_BASE_DEFAULTS = {
   stage2Steps: 1000,
   stage2LearningRate: 1.5e-3,
   stage2EditShare: 0.9,
-  // Tried and left off: 600 steps of stage 3 at 5e-4 raise held-out migrations from 1.6% to 15.6% exact match before
-  // RL, but GRPO from there lowers it (to 4.7% in 40 steps) while ES* rises (README: The demo base model).
+  // Tried and left off (README: The demo base model): 600 steps of stage 3 at 5e-4 raise held-out migrations from
+  // 1.6% to 15.6% exact match before RL, but GRPO from there lowers it (to 4.7% in 40 steps) while ES* rises; stage 4
+  // (1,500 steps) makes the API edits themselves reliable (14% -> 42% exact) but not the notes (15.6%); stage 5 (900
+  // steps) did not teach the model to copy a name it has not seen (0 of 251 names in the drill).
   stage3Steps: 0,
   stage3LearningRate: 5e-4,
+  stage4Steps: 0,
+  stage4LearningRate: 4e-4,
+  stage5Steps: 0,
+  stage5LearningRate: 5e-4,
   batch: 16,
   seed: 7,
   hidden: 192,
@@ -145,27 +160,45 @@ export async function makeDemoBase(
   for (const k of ['steps', 'batch', 'hidden', 'layers', 'intermediate', 'merges', 'maxTokens'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 1)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a positive integer, got ${String(o[k])}`)
-  for (const k of ['stage2Steps', 'stage3Steps'] as const)
+  for (const k of ['stage2Steps', 'stage3Steps', 'stage4Steps', 'stage5Steps'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 0)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a non-negative integer, got ${String(o[k])}`)
-  for (const k of ['learningRate', 'stage2LearningRate', 'stage3LearningRate'] as const)
+  for (const k of ['learningRate', 'stage2LearningRate', 'stage3LearningRate', 'stage4LearningRate', 'stage5LearningRate'] as const)
     if (!(o[k] > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be positive, got ${String(o[k])}`)
   if (!(o.stage2EditShare >= 0 && o.stage2EditShare <= 1))
     throw new RecodeError('ERR_INVALID_ARG', `demo base: stage2EditShare must be in [0, 1], got ${String(o.stage2EditShare)}`)
   const fromStage = o.fromStage ?? 1
-  if (![1, 2, 3].includes(fromStage))
-    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1, 2 or 3, got ${String(fromStage)}`)
+  if (![1, 2, 3, 4, 5].includes(fromStage))
+    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 to 5, got ${String(fromStage)}`)
   if (fromStage > 1 && o.initFrom === undefined)
     throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage ${fromStage} needs initFrom (the previous stage's folder)`)
   const started = performance.now()
   if (o.stopAfter === undefined && fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0 && !o.force)
     throw new RecodeError('ERR_OUTPUT_EXISTS', `demo base: ${o.out} is not empty; pass --force to overwrite`)
   const ctx = corpusContext({ seed: o.seed })
-  const stages = [
-    { steps: o.steps, learningRate: o.learningRate, editShare: 0.6, warmupSteps: 200 },
-    { steps: o.stage2Steps, learningRate: o.stage2LearningRate, editShare: o.stage2EditShare, warmupSteps: 50 },
-    { steps: o.stage3Steps, learningRate: o.stage3LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true }
-  ].filter((st) => st.steps > 0)
+  // Each stage's documents follow the previous stages' (stage 4 repeats stage 3's from its first one), so that a
+  // run started at a later stage from a folder sees the documents a full run would.
+  const stages: Array<{
+    stage: number
+    steps: number
+    learningRate: number
+    editShare: number
+    warmupSteps: number
+    apiEdits?: boolean | 'stage5'
+    firstDoc: number
+  }> = []
+  let nextDoc = 0
+  for (const st of [
+    { stage: 1, steps: o.steps, learningRate: o.learningRate, editShare: 0.6, warmupSteps: 200 },
+    { stage: 2, steps: o.stage2Steps, learningRate: o.stage2LearningRate, editShare: o.stage2EditShare, warmupSteps: 50 },
+    { stage: 3, steps: o.stage3Steps, learningRate: o.stage3LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true },
+    { stage: 4, steps: o.stage4Steps, learningRate: o.stage4LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true },
+    { stage: 5, steps: o.stage5Steps, learningRate: o.stage5LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: 'stage5' as const }
+  ]) {
+    const firstDoc = st.stage === 4 ? (stages.find((x) => x.stage === 3)?.firstDoc ?? nextDoc) : nextDoc
+    nextDoc = Math.max(nextDoc, firstDoc + st.steps * o.batch)
+    if (st.steps > 0) stages.push({ ...st, firstDoc })
+  }
   const tmpInit = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-demo-base-'))
   try {
     let parameters: number
@@ -188,6 +221,10 @@ export async function makeDemoBase(
         intermediate: o.intermediate
       }).parameters
     }
+    const vocab = (
+      JSON.parse(fs.readFileSync(path.join(tmpInit, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } }
+    ).model.vocab
+    ctx.pieces = namePieces(Object.keys(vocab))
     const model = await loadModel(tmpInit, { device: 'cpu', maxBatch: 1, maxContext: 2 })
     const trainer = new ModelTrainer(model)
     try {
@@ -214,15 +251,13 @@ export async function makeDemoBase(
       }
       parameters ||= params.reduce((a, p) => a + p.data.length, 0)
       const tok = model.tokenizer
-      let docIndex = 0
       let stepsRun = 0
+      let previous: number | undefined // the stage trained before this one in this run
       const budget = o.stopAfter ?? Infinity
-      for (const [k, st] of stages.entries()) {
-        if (k + 1 < fromStage) {
-          docIndex += st.steps * o.batch // the documents that stage saw
-          continue
-        }
-        if (k + 1 > fromStage) {
+      for (const st of stages) {
+        if (st.stage < fromStage) continue
+        let docIndex = st.firstDoc
+        if (previous !== undefined) {
           // stage boundary: the weights as a bf16 folder would hold them, a fresh optimizer
           const w = await trainer.parameters()
           await trainer.setState({
@@ -235,15 +270,16 @@ export async function makeDemoBase(
             }))
           })
           if (o.snapshotEvery !== undefined)
-            writeFolder(tmpInit, `${o.out}.stage-${k}`, w, { ...recipeOf(o), stage: k, digest: weightsDigest(w) })
+            writeFolder(tmpInit, `${o.out}.stage-${previous}`, w, { ...recipeOf(o), stage: previous, digest: weightsDigest(w) })
         }
+        previous = st.stage
         for (let step = 0; step < st.steps && stepsRun < budget; step++, stepsRun++) {
           throwIfAborted(o.signal)
           const t0 = performance.now()
           const batch = []
           let lossTokens = 0
           for (let b = 0; b < o.batch; b++) {
-            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits === true)
+            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits ?? false)
             const head = tok.encode(d.text.slice(0, d.lossFrom))
             const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
             const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)
@@ -272,15 +308,15 @@ export async function makeDemoBase(
           const tokens = seqs.reduce((a, q) => a + q.tokens.length, 0)
           if (o.snapshotEvery !== undefined && (step + 1) % o.snapshotEvery === 0 && step + 1 < st.steps) {
             const w = await trainer.parameters()
-            writeFolder(tmpInit, `${o.out}.stage-${k + 1}-step-${step + 1}`, w, {
+            writeFolder(tmpInit, `${o.out}.stage-${st.stage}-step-${step + 1}`, w, {
               ...recipeOf(o),
-              stage: k + 1,
+              stage: st.stage,
               step: step + 1,
               digest: weightsDigest(w)
             })
           }
           o.onProgress?.({
-            stage: k + 1,
+            stage: st.stage,
             step: step + 1,
             steps: st.steps,
             loss,

@@ -31,6 +31,35 @@ export const EDIT_PROMPT: PromptTemplate = {
   prefill: RECODE_PREFILL
 }
 
+/**
+ * Stage 5 words the editing prompt in varied ways (system sentence, the lines before the request and before the code),
+ * as instruction data does, so that the model reads the request in `<doc>` whatever surrounds it. None is ReCode's
+ * update prompt ("performed an API update", "The old version of the code is").
+ */
+const FRAME_SYSTEMS = [
+  EDIT_PROMPT.system,
+  'You are a helpful coding assistant. Your task is to change the given code so that it follows the request. You first thinks about the reasoning process in the mind and then provides the solution.',
+  'You are an expert Python programmer. Rewrite the code as the note below asks. You first think about the reasoning process in the mind and then provide the solution.',
+  'You are a careful code reviewer who applies requested changes. You first thinks about the reasoning process in the mind and then provides the new code.'
+]
+const FRAME_REQUESTS = [
+  'Edit the code as follows:',
+  'A maintainer asks for this change:',
+  'Apply the change that this note describes:',
+  'Here is what has to change, and why:',
+  'Change request:'
+]
+const FRAME_CODES = ['The code is:', 'The current code is:', 'The code to change is:', 'Here is the code:', 'Code:']
+
+function framedPrompt(r: Rng): PromptTemplate {
+  return {
+    name: 'demo-edit-framed',
+    system: r.pick(FRAME_SYSTEMS),
+    user: `\n${r.pick(FRAME_REQUESTS)}\n<doc>\n{instruction}\n</doc>\n${r.pick(FRAME_CODES)}\n\`\`\`python\n{old_code}\n\`\`\`\n\n${RECODE_ANSWER_INSTRUCTION}\n`,
+    prefill: RECODE_PREFILL
+  }
+}
+
 /** One code-editing task: old code, an instruction, and the edited code. */
 export interface EditTask {
   instruction: string
@@ -46,7 +75,7 @@ export interface CorpusDocument {
   text: string
   /** Characters before this offset are context only (the prompt of an editing task). */
   lossFrom: number
-  kind: 'nova' | 'python' | 'edit-nova' | 'edit-python' | 'edit-api'
+  kind: 'nova' | 'python' | 'edit-nova' | 'edit-python' | 'edit-api' | 'copy'
 }
 
 interface Rng {
@@ -492,7 +521,47 @@ const API_PARAMS = ['gap', 'margin', 'stride', 'bound', 'delay', 'tries', 'start
 const API_MODULES = ['lib', 'api', 'kit', 'std', 'helpers', 'engine', 'shared', 'common', 'misc', 'legacy']
 const API_SELECTORS = ['variant', 'style', 'using', 'via', 'task']
 
-function apiEditNames(r: Rng): ApiEditNames {
+// Stage 5 draws new names mostly from the tokenizer's own pieces (any 1-3 of its lowercase pieces), else from every
+// word of the corpus's lists or made up: far too many to guess, and they reach every piece of the vocabulary, so the
+// model learns to copy any name from the request. (The held-out names are made of pieces that no other document of
+// the corpus uses: a model that never wrote such a piece cannot copy it.)
+const BROAD_WORDS = [
+  ...new Set(
+    [...API_VERBS, ...API_NOUNS, ...API_PARAMS, ...API_MODULES, ...API_SELECTORS, ...EDIT_VARS, ...EDIT_FNS, ...EDIT_KWS].flatMap((w) =>
+      w.split('_')
+    )
+  )
+].filter((w) => w.length > 1)
+
+const PYTHON_KEYWORDS = new Set(
+  'and as assert async await break class continue def del elif else except false finally for from global if import in is lambda none nonlocal not or pass raise return true try while with yield'.split(
+    ' '
+  )
+)
+
+/** The tokenizer's lowercase pieces of two letters or more (stage 5's names are drawn from them). */
+export function namePieces(vocab: Iterable<string>): string[] {
+  return [...new Set([...vocab].filter((v) => /^[a-z]{2,}$/.test(v) && !PYTHON_KEYWORDS.has(v)))].sort()
+}
+
+function apiEditNames(r: Rng, pieces?: readonly string[]): ApiEditNames {
+  if (pieces !== undefined) {
+    const draw = (maxParts: number, sep: boolean): string => {
+      for (;;) {
+        const u = r.next()
+        const n = r.int(1, maxParts)
+        const parts =
+          u < 0.6 && pieces.length > 0
+            ? Array.from({ length: n }, () => r.pick(pieces))
+            : u < 0.8
+              ? [madeUpName(r).replace(/_/g, '')]
+              : Array.from({ length: n }, () => r.pick(BROAD_WORDS))
+        const name = parts.join(sep && r.next() < 0.5 ? '_' : '')
+        if (!PYTHON_KEYWORDS.has(name)) return name
+      }
+    }
+    return { function: () => draw(3, true), param: () => draw(2, true), module: () => draw(2, false), selector: () => draw(2, true) }
+  }
   const name = (pool: () => string): string => (r.next() < 0.5 ? madeUpName(r) : pool())
   return {
     function: () => name(() => `${r.pick(API_VERBS)}_${r.pick(API_NOUNS)}`),
@@ -509,7 +578,7 @@ function apiEditNames(r: Rng): ApiEditNames {
  * reasoning turns the fact into the imperative step. None is worded like the synthetic data's update notes (a test
  * holds every note against the corpus), and none comes in ReCode's update prompt.
  */
-function apiEditRequest(e: ApiEdit, r: Rng): { instruction: string; reasoning: string } {
+function apiEditRequest(e: ApiEdit, r: Rng, changelog = false): { instruction: string; reasoning: string } {
   const mq = `nova.${e.module}`
   const q = `${mq}.${e.function}`
   const sig = (ps: string[]): string => `${e.function}(${ps.join(', ')})`
@@ -604,13 +673,97 @@ function apiEditRequest(e: ApiEdit, r: Rng): { instruction: string; reasoning: s
       break
   }
   const step = r.pick(steps)
+  if (changelog && r.next() < 0.5) return { instruction: r.pick(changelogEntries(e)), reasoning: step }
   return r.next() < 0.5 ? { instruction: step, reasoning: step } : { instruction: r.pick(facts), reasoning: step }
 }
 
+/**
+ * The change as a changelog entry would word it (stage 5): the verbs of release notes ("renamed", "moved",
+ * "deprecated", "defaults to") in sentence frames of their own, never one of the synthetic data's note templates and
+ * never in ReCode's update prompt, so that the model knows the vocabulary of a change but still has to learn, by RL,
+ * to read ReCode's notes and trust them over the old API it knows.
+ */
+function changelogEntries(e: ApiEdit): string[] {
+  const mq = `nova.${e.module}`
+  const q = `${mq}.${e.function}`
+  const sig = (ps: string[]): string => `${e.function}(${ps.join(', ')})`
+  const rest = e.params.slice(1).join(', ')
+  switch (e.kind) {
+    case 'rename_function':
+      return [`Renamed: ${q} is ${mq}.${e.newName} from now on.`, `${q} was renamed; its new name is ${e.newName}.`]
+    case 'rename_argument': {
+      const p = e.params[e.paramIndex!]
+      return [`Renamed argument: ${p} of ${q} is called ${e.newParam} now.`, `${q}: the keyword ${p} was renamed ${e.newParam}.`]
+    }
+    case 'reorder_arguments': {
+      const next = [...e.params]
+      const [i, j] = e.swap!
+      ;[next[i], next[j]] = [next[j], next[i]]
+      return [
+        `Changed signature: ${mq}.${sig(next)} (was ${sig(e.params)}).`,
+        `The order of the parameters of ${q} changed to ${sig(next)}.`
+      ]
+    }
+    case 'add_default': {
+      const last = e.params[e.params.length - 1]
+      return [
+        `New default: ${last}=${e.defaultValue} in ${q}, so it can be left out.`,
+        `${q}: ${last} is optional now and defaults to ${e.defaultValue}.`
+      ]
+    }
+    case 'keyword_only':
+      return [`${q}: ${rest} must now be passed as keyword arguments.`, `Keyword-only from now on: ${rest} of ${q}.`]
+    case 'positional_only':
+      return [`${q}: ${rest} can no longer be passed by keyword.`, `Positional-only from now on: ${rest} of ${q}.`]
+    case 'to_method':
+      return [
+        `Deprecated: ${q}(${e.params[0]}, ...). It became the method ${e.cls}.${e.function}().`,
+        `${q} is deprecated; call ${e.function}() on the ${e.cls} object.`
+      ]
+    case 'move_module':
+      return [
+        `Moved: ${e.function} is in nova.${e.newModule} now, no longer in ${mq}.`,
+        `${q} was moved; it lives at nova.${e.newModule}.${e.function}.`
+      ]
+    case 'deprecate_replace':
+      return [
+        `Deprecated: ${q}. Its replacement is ${mq}.${e.newName}(..., ${e.selector}='${e.function}').`,
+        `${q} is deprecated in favour of ${mq}.${e.newName} with ${e.selector}='${e.function}'.`
+      ]
+  }
+}
+
 /** An edit request on a nova call of one of the update kinds, with new names drawn here (stage 3 of the base). */
-export function apiEditTask(seed: number, r: Rng): EditTask {
-  const e = apiEdit(seed, r.int(0, 0x7fffffff), apiEditNames(r))
-  return { ...apiEditRequest(e, r), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
+export function apiEditTask(seed: number, r: Rng, stage5 = false, pieces?: readonly string[]): EditTask {
+  const names = apiEditNames(r, stage5 ? (pieces ?? []) : undefined)
+  const e = apiEdit(seed, r.int(0, 0x7fffffff), names)
+  const task = { ...apiEditRequest(e, r, stage5), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
+  return stage5 && r.next() < 0.5 ? renameVariables(task, names.param) : task
+}
+
+/**
+ * The task with the variables its code assigns renamed, the same way everywhere (code, request, reasoning): stage 5
+ * does this to half its API edits, so that even the unchanged lines must be copied from the prompt rather than
+ * recalled from the programs the model has seen.
+ */
+function renameVariables(task: EditTask, fresh: () => string): EditTask {
+  const vars = [...new Set([...task.old_code.matchAll(/^\s*([A-Za-z_]\w*) = /gm)].map((m) => m[1]))]
+  const taken = new Set(task.old_code.match(/\w+/g))
+  let out = task
+  for (const v of vars) {
+    let name = fresh()
+    while (taken.has(name) || PYTHON_KEYWORDS.has(name)) name = `${name}_v`
+    taken.add(name)
+    const re = new RegExp(`(?<![\\w.'])${v}(?![\\w'])`, 'g')
+    out = {
+      ...out,
+      instruction: out.instruction.replace(re, name),
+      reasoning: out.reasoning?.replace(re, name),
+      old_code: out.old_code.replace(re, name),
+      new_code: out.new_code.replace(re, name)
+    }
+  }
+  return out
 }
 
 /** A random editing task on a nova (old API) or plain program; changes nothing = drawn again. */
@@ -623,8 +776,8 @@ export function editTask(source: 'nova' | 'python', r: Rng, novaPrograms: string
 }
 
 /** The chat text of an editing task's prompt (ChatML, continued assistant prefill). */
-export function editPrompt(task: Pick<EditTask, 'instruction' | 'old_code'>): string {
-  return renderPrompt(buildMessages(EDIT_PROMPT, { instruction: task.instruction, old_code: task.old_code }), CHATML_TEMPLATE)
+export function editPrompt(task: Pick<EditTask, 'instruction' | 'old_code'>, template: PromptTemplate = EDIT_PROMPT): string {
+  return renderPrompt(buildMessages(template, { instruction: task.instruction, old_code: task.old_code }), CHATML_TEMPLATE)
 }
 
 /** The answer an editing task teaches: the instruction restated as reasoning, then the edited code. */
@@ -655,24 +808,28 @@ export function novaPrograms(dataSeed: number): string[] {
  * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). `editShare` of
  * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain). With
  * `apiEdits` (stage 3), 55% of the editing tasks are API edits of nova calls (apiEditTask), 20% generic edits of nova
- * code and 25% of plain Python.
+ * code and 25% of plain Python. With `apiEdits` 'stage5', 30% of the documents are copying drills (copyDocument) and the
+ * rest as in stage 3 with 70% API edits, these asked for also as changelog entries, named from `ctx.pieces`, half with
+ * the code's variables renamed, and every editing prompt worded in one of several ways (framedPrompt).
  */
 export function corpusDocument(
   i: number,
-  ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }> },
+  ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }>; pieces?: readonly string[] },
   editShare = 0.6,
-  apiEdits = false
+  apiEdits: boolean | 'stage5' = false
 ): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
     const u = r.next()
     let doc: CorpusDocument
-    if (u < editShare) {
+    if (apiEdits === 'stage5' && r.next() < 0.3) doc = copyDocument(r, ctx.pieces ?? BROAD_WORDS)
+    else if (u < editShare) {
       const share = u / editShare
-      const api = apiEdits && share < 0.55
-      const onNova = apiEdits ? share < 0.75 : u < (editShare * 7) / 12
-      const t = api ? apiEditTask(ctx.seed, r) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
-      const prompt = editPrompt(t)
+      const apiShare = apiEdits === 'stage5' ? 0.7 : 0.55
+      const api = apiEdits && share < apiShare
+      const onNova = apiEdits ? share < apiShare + 0.2 : u < (editShare * 7) / 12
+      const t = api ? apiEditTask(ctx.seed, r, apiEdits === 'stage5', ctx.pieces) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
+      const prompt = editPrompt(t, apiEdits === 'stage5' ? framedPrompt(r) : EDIT_PROMPT)
       doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: api ? 'edit-api' : onNova ? 'edit-nova' : 'edit-python' }
     } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
     else doc = { text: `${plainProgram(r)}\n<|endoftext|>`, lossFrom: 0, kind: 'python' }
@@ -681,11 +838,25 @@ export function corpusDocument(
   }
 }
 
+/**
+ * A copying drill (stage 5): a list of names made of random tokenizer pieces, to be repeated exactly. Nothing but
+ * attention to the prompt predicts them, which is what copying a new name from an update note takes.
+ */
+function copyDocument(r: Rng, pieces: readonly string[]): CorpusDocument {
+  const names = Array.from({ length: r.int(4, 12) }, () =>
+    Array.from({ length: r.int(1, 3) }, () => r.pick(pieces)).join(r.next() < 0.5 ? '_' : '')
+  ).join(', ')
+  const prompt = `<|im_start|>user\nRepeat these names exactly:\n<doc>\n${names}\n</doc><|im_end|>\n<|im_start|>assistant\n`
+  return { text: `${prompt}${names}<|im_end|>`, lossFrom: prompt.length, kind: 'copy' }
+}
+
 /** The context `corpusDocument` needs, built once. */
 export function corpusContext(options: BaseCorpusOptions = {}): {
   seed: number
   nova: string[]
   forbidden: Array<{ name: string; pattern: RegExp }>
+  /** The tokenizer's name pieces (namePieces), once a tokenizer exists: stage 5's names are drawn from them. */
+  pieces?: readonly string[]
 } {
   const dataSeed = options.dataSeed ?? 1
   const forbidden = heldOutNewNames(dataSeed)
