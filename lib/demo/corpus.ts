@@ -523,8 +523,8 @@ const API_SELECTORS = ['variant', 'style', 'using', 'via', 'task']
 
 // Stage 5 draws new names mostly from the tokenizer's own pieces (any 1-3 of its lowercase pieces), else from every
 // word of the corpus's lists or made up: far too many to guess, and they reach every piece of the vocabulary, so the
-// model learns to copy any name from the request. (The held-out names are made of pieces that no other document of
-// the corpus uses: a model that never wrote such a piece cannot copy it.)
+// model learns to copy any name from the request. (Some held-out names hold pieces, such as the `ply` of apply_chunk,
+// that the earlier stages' documents never contain: only copying can write those.)
 const BROAD_WORDS = [
   ...new Set(
     [...API_VERBS, ...API_NOUNS, ...API_PARAMS, ...API_MODULES, ...API_SELECTORS, ...EDIT_VARS, ...EDIT_FNS, ...EDIT_KWS].flatMap((w) =>
