@@ -12,6 +12,7 @@ const { makeDemoBase, demoBaseDir, heldOutNewNames } = require('../dist/cjs/demo
 const { syntheticTasks } = require('../dist/cjs/train/synthetic.js')
 const { readSafetensors } = require('../dist/cjs/safetensors.js')
 const { systemInfo } = require('../dist/cjs/device.js')
+const { loadTokenizer } = require('../dist/cjs/model/tokenizer.js')
 const { score, closePythonWorkers } = require('../dist/cjs/reward/index.js')
 
 t.teardown(() => closePythonWorkers())
@@ -92,8 +93,7 @@ t.test(
   'stage 5 documents (copying drills; API edits as changelog entries, named from the tokenizer) hold no held-out name or note',
   async (t) => {
     const ctx = corpus.corpusContext()
-    const vocab = JSON.parse(fs.readFileSync(path.join(demoBaseDir(), 'tokenizer.json'), 'utf8')).model.vocab
-    ctx.pieces = corpus.namePieces(Object.keys(vocab))
+    ctx.pieces = corpus.namePieces(corpus.tokenStrings(loadTokenizer(demoBaseDir())))
     t.ok(ctx.pieces.length > 300, `${ctx.pieces.length} name pieces`)
     t.notOk(ctx.pieces.includes('in') || ctx.pieces.includes('for'), 'no Python keyword is a piece')
     const names = heldOutNewNames(1)

@@ -23,7 +23,7 @@ import { buildMessages, RECODE_TRAIN_PROMPT, renderPrompt } from '../prompts'
 import { CHATML_TEMPLATE } from '../model/init'
 import { writeSafetensors, type TensorData } from '../safetensors'
 import { learningRateAt } from '../train/schedule'
-import { corpusContext, corpusDocument, namePieces, type CorpusDocument } from './corpus'
+import { corpusContext, corpusDocument, namePieces, tokenStrings, type CorpusDocument } from './corpus'
 
 export interface DemoBaseOptions {
   /** Output folder (must be empty unless force). */
@@ -188,6 +188,7 @@ export async function makeDemoBase(
     firstDoc: number
   }> = []
   let nextDoc = 0
+  let stage3First = 0
   for (const st of [
     { stage: 1, steps: o.steps, learningRate: o.learningRate, editShare: 0.6, warmupSteps: 200 },
     { stage: 2, steps: o.stage2Steps, learningRate: o.stage2LearningRate, editShare: o.stage2EditShare, warmupSteps: 50 },
@@ -195,7 +196,8 @@ export async function makeDemoBase(
     { stage: 4, steps: o.stage4Steps, learningRate: o.stage4LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true },
     { stage: 5, steps: o.stage5Steps, learningRate: o.stage5LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: 'stage5' as const }
   ]) {
-    const firstDoc = st.stage === 4 ? (stages.find((x) => x.stage === 3)?.firstDoc ?? nextDoc) : nextDoc
+    const firstDoc = st.stage === 4 ? stage3First : nextDoc
+    if (st.stage === 3) stage3First = firstDoc
     nextDoc = Math.max(nextDoc, firstDoc + st.steps * o.batch)
     if (st.steps > 0) stages.push({ ...st, firstDoc })
   }
@@ -221,11 +223,8 @@ export async function makeDemoBase(
         intermediate: o.intermediate
       }).parameters
     }
-    const vocab = (
-      JSON.parse(fs.readFileSync(path.join(tmpInit, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } }
-    ).model.vocab
-    ctx.pieces = namePieces(Object.keys(vocab))
     const model = await loadModel(tmpInit, { device: 'cpu', maxBatch: 1, maxContext: 2 })
+    ctx.pieces = namePieces(tokenStrings(model.tokenizer))
     const trainer = new ModelTrainer(model)
     try {
       const params = await trainer.parameters()

@@ -539,6 +539,11 @@ const PYTHON_KEYWORDS = new Set(
   )
 )
 
+/** Every token of a tokenizer as text, by id (the input of namePieces). */
+export function tokenStrings(tok: { size: number; decode: (ids: number[]) => string }): string[] {
+  return Array.from({ length: tok.size }, (_, id) => tok.decode([id]))
+}
+
 /** The tokenizer's lowercase pieces of two letters or more (stage 5's names are drawn from them). */
 export function namePieces(vocab: Iterable<string>): string[] {
   return [...new Set([...vocab].filter((v) => /^[a-z]{2,}$/.test(v) && !PYTHON_KEYWORDS.has(v)))].sort()
