@@ -8,7 +8,7 @@ import t from 'tap'
 import { require, rng, root } from './helpers.mjs'
 
 const corpus = require('../dist/cjs/demo/corpus.js')
-const { makeDemoBase, demoBaseDir, heldOutNewNames } = require('../dist/cjs/demo/index.js')
+const { makeDemoBase, demoBaseDir, heldOutNewNames, DEMO_BASE_DEFAULTS } = require('../dist/cjs/demo/index.js')
 const { syntheticTasks } = require('../dist/cjs/train/synthetic.js')
 const { readSafetensors } = require('../dist/cjs/safetensors.js')
 const { systemInfo } = require('../dist/cjs/device.js')
@@ -26,9 +26,9 @@ t.teardown(() => closePythonWorkers())
 const CORPUS_DIGEST_300 = 'fa0f44c4df0e2be02fe4973e33483841ff3171b1a319b7bfe1b5c7ed40726602'
 // the mix of stage 3 (API edits), documents 2,000,000.. (any range: documents are independent of each other)
 const STAGE3_DIGEST_300 = '330ee636283bbb728ce4dcd65289590252afea8f155517c893104f30c3140bbb'
-// the mix of stage 5 (copying drills, changelog entries, names from the shipped tokenizer's pieces, varied prompts),
+// the mix of stage 7 (copying drills, changelog entries, names from the shipped tokenizer's pieces, varied prompts),
 // documents 3,000,000..
-const STAGE5_DIGEST_300 = '8e66720f0c97ff294961f9e0216f5c5b0370d68312813efc5677bb1d0eff12cc'
+const STAGE7_DIGEST_300 = '8354bf9f0ad33d53822305f8fa55f33831fef02c6b322d76c9f747706c6cb08b'
 const WEIGHTS_AFTER_2_STEPS = {
   avx2: 'b2dd284b3cd723cb8903def193f7c6a58216196fdb7ca7db81b4d15fc9964e50',
   baseline: 'b8257703d42305f3af2839fbd2f240fe25c8f5f2fd1d2bd282e82f5fde04430b'
@@ -90,7 +90,7 @@ t.test('stage 3 documents (API edits of nova calls) hold no held-out new name an
 })
 
 t.test(
-  'stage 5 documents (copying drills; API edits as changelog entries, named from the tokenizer) hold no held-out name or note',
+  'stage 5-7 documents (copying drills; API edits as changelog entries, named from the tokenizer) hold no held-out name or note',
   async (t) => {
     const ctx = corpus.corpusContext()
     ctx.pieces = corpus.namePieces(corpus.tokenStrings(loadTokenizer(demoBaseDir())))
@@ -100,12 +100,12 @@ t.test(
     const { heldOut, train } = syntheticTasks({ seed: 1, train: 2000, heldOut: 200 })
     const notes = [...new Set([...train, ...heldOut].map((r) => r.update_info))]
     const h = createHash('sha256')
-    for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'stage5').text)
-    t.equal(h.digest('hex'), STAGE5_DIGEST_300, 'stage 5 documents hash to the recorded digest')
+    for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'varied', 0.2).text)
+    t.equal(h.digest('hex'), STAGE7_DIGEST_300, 'stage 7 documents hash to the recorded digest')
     const kinds = {}
     let changelog = 0
     for (let i = 0; i < 1500; i++) {
-      const d = corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'stage5')
+      const d = corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'varied', 0.2)
       kinds[d.kind] = (kinds[d.kind] ?? 0) + 1
       const hit = names.find((n) => n.pattern.test(d.text))
       if (hit) return t.fail(`document ${i} uses the held-out name ${hit.name}`)
@@ -122,8 +122,20 @@ t.test(
       )
         changelog++
     }
-    t.ok(kinds['edit-api'] > 550 && kinds.copy > 350, `mix ${JSON.stringify(kinds)}`)
+    t.ok(kinds['edit-api'] > 650 && kinds.copy > 220 && kinds.copy < 380, `stage 7 mix ${JSON.stringify(kinds)}`)
     t.ok(changelog > 150, `${changelog} of 1500 documents word the change as a changelog entry`)
+    // stage 5: drills only; stage 6: stage 3's documents with drills among them
+    const stage5 = new Set()
+    const stage6 = {}
+    for (let i = 0; i < 500; i++) {
+      stage5.add(corpus.corpusDocument(2_000_000 + i, ctx, 0.9, 'varied', 1).kind)
+      const d = corpus.corpusDocument(2_500_000 + i, ctx, 0.9, true, 0.2)
+      stage6[d.kind] = (stage6[d.kind] ?? 0) + 1
+      const hit = names.find((n) => n.pattern.test(d.text))
+      if (hit) return t.fail(`stage 6 document ${i} uses the held-out name ${hit.name}`)
+    }
+    t.same([...stage5], ['copy'], 'stage 5 documents are copying drills')
+    t.ok(stage6.copy > 70 && stage6.copy < 130 && stage6['edit-api'] > 150, `stage 6 mix ${JSON.stringify(stage6)}`)
     // the names are identifiers that parse: every stage-5 API edit's new code is valid Python (the reward's parser)
     const r = rng(t)
     const codes = []
@@ -133,7 +145,7 @@ t.test(
       codes,
       {}
     )
-    t.equal([...s.esStar].filter((v) => v !== 2).length, 0, '200 stage-5 edits: every new code parses')
+    t.equal([...s.esStar].filter((v) => v !== 2).length, 0, '200 stage-7 edits: every new code parses')
   }
 )
 
@@ -174,6 +186,20 @@ t.test('the shipped base model is the script output: bf16, at most 16 MB, with i
   const recipe = JSON.parse(st.metadata.recode_demo_base)
   t.match(recipe.digest, /^[0-9a-f]{64}$/, 'the recipe records the weights digest')
   t.ok(recipe.steps > 0 && recipe.hidden > 0, `recipe: ${recipe.steps} steps, hidden ${recipe.hidden}, ${recipe.layers} layers`)
+  const { digest: _digest, ...settings } = recipe
+  t.same(settings, DEMO_BASE_DEFAULTS, "the recipe is the script's defaults (npm run demo-base rebuilds it)")
   for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
     t.ok(fs.existsSync(path.join(dir, f)), `${f} is shipped`)
+})
+
+t.test('the base-model script refuses bad settings before any work, naming the field', async (t) => {
+  for (const [bad, field] of [
+    [{ stage5CopyShare: 1.5 }, 'stage5CopyShare'],
+    [{ stage7CopyShare: Number.NaN }, 'stage7CopyShare'],
+    [{ stage6Steps: -1 }, 'stage6Steps'],
+    [{ stage7LearningRate: 0 }, 'stage7LearningRate'],
+    [{ fromStage: 8, initFrom: root }, 'fromStage'],
+    [{ fromStage: 6 }, 'initFrom']
+  ])
+    await t.rejects(makeDemoBase({ out: '', stopAfter: 1, ...bad }), { code: 'ERR_INVALID_ARG', message: new RegExp(field) }, field)
 })

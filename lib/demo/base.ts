@@ -46,14 +46,27 @@ export interface DemoBaseOptions {
    * that settles the API edits), from stage 3 rounded to bf16 with a fresh optimizer. */
   stage4Steps?: number
   stage4LearningRate?: number
-  /** Stage 5 (0 steps: none): a mix aimed at copying new names from the request (corpus.ts corpusDocument 'stage5':
-   * copying drills, API edits also worded as changelog entries but never as a note of the data, names drawn from the
-   * tokenizer's pieces, renamed variables, varied prompt wording), from stage 4 rounded to bf16, fresh optimizer. */
+  /** Stage 5 (0 steps: none): copying drills (corpus.ts copyDocument: repeat a list of names made of the
+   * tokenizer's pieces), from stage 4 rounded to bf16 with a fresh optimizer. `stage5CopyShare` below 1 mixes in
+   * stage 7's kind of documents. Copying a name never seen is what a held-out rename takes; mixed in at 30-50% from the start
+   * it did not appear in 900-1,200 steps, on drills alone it does, at the cost of the editing skill (stage 6). */
   stage5Steps?: number
   stage5LearningRate?: number
+  stage5CopyShare?: number
+  /** Stage 6 (0 steps: none): stage 3's mix of API edits with copying drills mixed in (`stage6CopyShare` of the
+   * documents), from stage 5 rounded to bf16 with a fresh optimizer: the editing skill relearned with copying kept. */
+  stage6Steps?: number
+  stage6LearningRate?: number
+  stage6CopyShare?: number
+  /** Stage 7 (0 steps: none): API edits named from the tokenizer's pieces, also asked for as changelog entries but
+   * never as a note of the data, renamed variables, varied prompt wording (corpusDocument 'varied'), with
+   * `stage7CopyShare` drills, from stage 6 rounded to bf16 with a fresh optimizer. */
+  stage7Steps?: number
+  stage7LearningRate?: number
+  stage7CopyShare?: number
   /** Documents per step. */
   batch?: number
-  /** Start at this stage (1 to 5) from the folder `initFrom` (the previous stage's output). */
+  /** Start at this stage (1 to 7) from the folder `initFrom` (the previous stage's output). */
   fromStage?: number
   initFrom?: string
   seed?: number
@@ -78,16 +91,20 @@ export const DEMO_BASE_DEFAULTS = {
   stage2Steps: 1000,
   stage2LearningRate: 1.5e-3,
   stage2EditShare: 0.9,
-  // Tried and left off (README: The demo base model): 600 steps of stage 3 at 5e-4 raise held-out migrations from
-  // 1.6% to 15.6% exact match before RL, but GRPO from there lowers it (to 4.7% in 40 steps) while ES* rises; stage 4
-  // (1,500 steps) makes the API edits themselves reliable (14% -> 42% exact) but not the notes (15.6%); stage 5 (900
-  // steps) did not teach the model to copy a name it has not seen (0 of 251 names in the drill).
-  stage3Steps: 0,
+  // README (The demo base model) has what each stage does to the held-out migrations and to copying.
+  stage3Steps: 600,
   stage3LearningRate: 5e-4,
-  stage4Steps: 0,
+  stage4Steps: 1500,
   stage4LearningRate: 4e-4,
-  stage5Steps: 0,
-  stage5LearningRate: 5e-4,
+  stage5Steps: 1000,
+  stage5LearningRate: 1.5e-3,
+  stage5CopyShare: 1,
+  stage6Steps: 800,
+  stage6LearningRate: 5e-4,
+  stage6CopyShare: 0.2,
+  stage7Steps: 600,
+  stage7LearningRate: 5e-4,
+  stage7CopyShare: 0.2,
   batch: 16,
   seed: 7,
   hidden: 192,
@@ -160,16 +177,24 @@ export async function makeDemoBase(
   for (const k of ['steps', 'batch', 'hidden', 'layers', 'intermediate', 'merges', 'maxTokens'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 1)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a positive integer, got ${String(o[k])}`)
-  for (const k of ['stage2Steps', 'stage3Steps', 'stage4Steps', 'stage5Steps'] as const)
+  for (const k of ['stage2Steps', 'stage3Steps', 'stage4Steps', 'stage5Steps', 'stage6Steps', 'stage7Steps'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 0)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a non-negative integer, got ${String(o[k])}`)
-  for (const k of ['learningRate', 'stage2LearningRate', 'stage3LearningRate', 'stage4LearningRate', 'stage5LearningRate'] as const)
+  for (const k of [
+    'learningRate',
+    'stage2LearningRate',
+    'stage3LearningRate',
+    'stage4LearningRate',
+    'stage5LearningRate',
+    'stage6LearningRate',
+    'stage7LearningRate'
+  ] as const)
     if (!(o[k] > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be positive, got ${String(o[k])}`)
-  if (!(o.stage2EditShare >= 0 && o.stage2EditShare <= 1))
-    throw new RecodeError('ERR_INVALID_ARG', `demo base: stage2EditShare must be in [0, 1], got ${String(o.stage2EditShare)}`)
+  for (const k of ['stage2EditShare', 'stage5CopyShare', 'stage6CopyShare', 'stage7CopyShare'] as const)
+    if (!(o[k] >= 0 && o[k] <= 1)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be in [0, 1], got ${String(o[k])}`)
   const fromStage = o.fromStage ?? 1
-  if (![1, 2, 3, 4, 5].includes(fromStage))
-    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 to 5, got ${String(fromStage)}`)
+  if (![1, 2, 3, 4, 5, 6, 7].includes(fromStage))
+    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 to 7, got ${String(fromStage)}`)
   if (fromStage > 1 && o.initFrom === undefined)
     throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage ${fromStage} needs initFrom (the previous stage's folder)`)
   const started = performance.now()
@@ -184,7 +209,8 @@ export async function makeDemoBase(
     learningRate: number
     editShare: number
     warmupSteps: number
-    apiEdits?: boolean | 'stage5'
+    apiEdits?: boolean | 'varied'
+    copyShare?: number
     firstDoc: number
   }> = []
   let nextDoc = 0
@@ -194,7 +220,33 @@ export async function makeDemoBase(
     { stage: 2, steps: o.stage2Steps, learningRate: o.stage2LearningRate, editShare: o.stage2EditShare, warmupSteps: 50 },
     { stage: 3, steps: o.stage3Steps, learningRate: o.stage3LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true },
     { stage: 4, steps: o.stage4Steps, learningRate: o.stage4LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: true },
-    { stage: 5, steps: o.stage5Steps, learningRate: o.stage5LearningRate, editShare: 0.9, warmupSteps: 50, apiEdits: 'stage5' as const }
+    {
+      stage: 5,
+      steps: o.stage5Steps,
+      learningRate: o.stage5LearningRate,
+      editShare: 0.9,
+      warmupSteps: 50,
+      apiEdits: 'varied' as const,
+      copyShare: o.stage5CopyShare
+    },
+    {
+      stage: 6,
+      steps: o.stage6Steps,
+      learningRate: o.stage6LearningRate,
+      editShare: 0.9,
+      warmupSteps: 50,
+      apiEdits: true,
+      copyShare: o.stage6CopyShare
+    },
+    {
+      stage: 7,
+      steps: o.stage7Steps,
+      learningRate: o.stage7LearningRate,
+      editShare: 0.9,
+      warmupSteps: 50,
+      apiEdits: 'varied' as const,
+      copyShare: o.stage7CopyShare
+    }
   ]) {
     const firstDoc = st.stage === 4 ? stage3First : nextDoc
     if (st.stage === 3) stage3First = firstDoc
@@ -278,7 +330,7 @@ export async function makeDemoBase(
           const batch = []
           let lossTokens = 0
           for (let b = 0; b < o.batch; b++) {
-            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits ?? false)
+            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits ?? false, st.copyShare)
             const head = tok.encode(d.text.slice(0, d.lossFrom))
             const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
             const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)

@@ -32,7 +32,7 @@ export const EDIT_PROMPT: PromptTemplate = {
 }
 
 /**
- * Stage 5 words the editing prompt in varied ways (system sentence, the lines before the request and before the code),
+ * Stage 7 words the editing prompt in varied ways (system sentence, the lines before the request and before the code),
  * as instruction data does, so that the model reads the request in `<doc>` whatever surrounds it. None is ReCode's
  * update prompt ("performed an API update", "The old version of the code is").
  */
@@ -521,7 +521,7 @@ const API_PARAMS = ['gap', 'margin', 'stride', 'bound', 'delay', 'tries', 'start
 const API_MODULES = ['lib', 'api', 'kit', 'std', 'helpers', 'engine', 'shared', 'common', 'misc', 'legacy']
 const API_SELECTORS = ['variant', 'style', 'using', 'via', 'task']
 
-// Stage 5 draws new names mostly from the tokenizer's own pieces (any 1-3 of its lowercase pieces), else from every
+// Stage 7 draws new names mostly from the tokenizer's own pieces (any 1-3 of its lowercase pieces), else from every
 // word of the corpus's lists or made up: far too many to guess, and they reach every piece of the vocabulary, so the
 // model learns to copy any name from the request. (Some held-out names hold pieces, such as the `ply` of apply_chunk,
 // that the earlier stages' documents never contain: only copying can write those.)
@@ -544,7 +544,7 @@ export function tokenStrings(tok: { size: number; decode: (ids: number[]) => str
   return Array.from({ length: tok.size }, (_, id) => tok.decode([id]))
 }
 
-/** The tokenizer's lowercase pieces of two letters or more (stage 5's names are drawn from them). */
+/** The tokenizer's lowercase pieces of two letters or more (stage 7's names and the drills' are drawn from them). */
 export function namePieces(vocab: Iterable<string>): string[] {
   return [...new Set([...vocab].filter((v) => /^[a-z]{2,}$/.test(v) && !PYTHON_KEYWORDS.has(v)))].sort()
 }
@@ -683,7 +683,7 @@ function apiEditRequest(e: ApiEdit, r: Rng, changelog = false): { instruction: s
 }
 
 /**
- * The change as a changelog entry would word it (stage 5): the verbs of release notes ("renamed", "moved",
+ * The change as a changelog entry would word it (stage 7): the verbs of release notes ("renamed", "moved",
  * "deprecated", "defaults to") in sentence frames of their own, never one of the synthetic data's note templates and
  * never in ReCode's update prompt, so that the model knows the vocabulary of a change but still has to learn, by RL,
  * to read ReCode's notes and trust them over the old API it knows.
@@ -739,15 +739,15 @@ function changelogEntries(e: ApiEdit): string[] {
 }
 
 /** An edit request on a nova call of one of the update kinds, with new names drawn here (stage 3 of the base). */
-export function apiEditTask(seed: number, r: Rng, stage5 = false, pieces?: readonly string[]): EditTask {
-  const names = apiEditNames(r, stage5 ? (pieces ?? []) : undefined)
+export function apiEditTask(seed: number, r: Rng, varied = false, pieces?: readonly string[]): EditTask {
+  const names = apiEditNames(r, varied ? (pieces ?? []) : undefined)
   const e = apiEdit(seed, r.int(0, 0x7fffffff), names)
-  const task = { ...apiEditRequest(e, r, stage5), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
-  return stage5 && r.next() < 0.5 ? renameVariables(task, names.param) : task
+  const task = { ...apiEditRequest(e, r, varied), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
+  return varied && r.next() < 0.5 ? renameVariables(task, names.param) : task
 }
 
 /**
- * The task with the variables its code assigns renamed, the same way everywhere (code, request, reasoning): stage 5
+ * The task with the variables its code assigns renamed, the same way everywhere (code, request, reasoning): stage 7
  * does this to half its API edits, so that even the unchanged lines must be copied from the prompt rather than
  * recalled from the programs the model has seen.
  */
@@ -813,28 +813,32 @@ export function novaPrograms(dataSeed: number): string[] {
  * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). `editShare` of
  * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain). With
  * `apiEdits` (stage 3), 55% of the editing tasks are API edits of nova calls (apiEditTask), 20% generic edits of nova
- * code and 25% of plain Python. With `apiEdits` 'stage5', 30% of the documents are copying drills (copyDocument) and the
- * rest as in stage 3 with 70% API edits, these asked for also as changelog entries, named from `ctx.pieces`, half with
- * the code's variables renamed, and every editing prompt worded in one of several ways (framedPrompt).
+ * code and 25% of plain Python. With `apiEdits` 'varied' (stage 7), 70% of them are API edits, asked for also as
+ * changelog entries, named from `ctx.pieces`, half with the code's variables renamed, and every editing prompt is worded
+ * in one of several ways (framedPrompt). `copyShare` of the documents are copying drills (copyDocument) instead;
+ * stage 5 is drills only.
  */
 export function corpusDocument(
   i: number,
   ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }>; pieces?: readonly string[] },
   editShare = 0.6,
-  apiEdits: boolean | 'stage5' = false
+  apiEdits: boolean | 'varied' = false,
+  copyShare = 0
 ): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
     const u = r.next()
     let doc: CorpusDocument
-    if (apiEdits === 'stage5' && r.next() < 0.3) doc = copyDocument(r, ctx.pieces ?? BROAD_WORDS)
+    // (a draw only where drills can occur, so that stage 1-4 documents stay as they were)
+    const drill = (apiEdits === 'varied' || copyShare > 0) && r.next() < copyShare
+    if (drill) doc = copyDocument(r, ctx.pieces ?? BROAD_WORDS)
     else if (u < editShare) {
       const share = u / editShare
-      const apiShare = apiEdits === 'stage5' ? 0.7 : 0.55
+      const apiShare = apiEdits === 'varied' ? 0.7 : 0.55
       const api = apiEdits && share < apiShare
       const onNova = apiEdits ? share < apiShare + 0.2 : u < (editShare * 7) / 12
-      const t = api ? apiEditTask(ctx.seed, r, apiEdits === 'stage5', ctx.pieces) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
-      const prompt = editPrompt(t, apiEdits === 'stage5' ? framedPrompt(r) : EDIT_PROMPT)
+      const t = api ? apiEditTask(ctx.seed, r, apiEdits === 'varied', ctx.pieces) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
+      const prompt = editPrompt(t, apiEdits === 'varied' ? framedPrompt(r) : EDIT_PROMPT)
       doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: api ? 'edit-api' : onNova ? 'edit-nova' : 'edit-python' }
     } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
     else doc = { text: `${plainProgram(r)}\n<|endoftext|>`, lossFrom: 0, kind: 'python' }
@@ -860,7 +864,7 @@ export function corpusContext(options: BaseCorpusOptions = {}): {
   seed: number
   nova: string[]
   forbidden: Array<{ name: string; pattern: RegExp }>
-  /** The tokenizer's name pieces (namePieces), once a tokenizer exists: stage 5's names are drawn from them. */
+  /** The tokenizer's name pieces (namePieces), once a tokenizer exists: the drills' and stage 7's names are drawn from them. */
   pieces?: readonly string[]
 } {
   const dataSeed = options.dataSeed ?? 1
