@@ -89,7 +89,7 @@ __global__ void weight_norm_kernel(int N, int K, const T* W, const float* ba, fl
   if (o >= N) return;
   double sq = 0;
   for (int i = 0; i < K; ++i) {
-    const float v = to_float(W[(size_t)o * K + i]) + scaling * ba[(size_t)o * K + i];
+    const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
     sq += (double)v * v;
   }
   norm[o] = (float)sqrt(sq);
@@ -106,7 +106,7 @@ __device__ void merge_row(int N, int K, const T* W, const float* ba, float scali
     if (magnitude) {
       double sq = 0;
       for (int i = 0; i < K; ++i) {
-        const float v = to_float(W[(size_t)o * K + i]) + scaling * ba[(size_t)o * K + i];
+        const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
         sq += (double)v * v;
       }
       scale = magnitude[o] / (float)sqrt(sq);
@@ -115,7 +115,7 @@ __device__ void merge_row(int N, int K, const T* W, const float* ba, float scali
   }
   __syncthreads();
   for (int i = threadIdx.x; i < K; i += blockDim.x) {
-    const float v = to_float(W[(size_t)o * K + i]) + scaling * ba[(size_t)o * K + i];
+    const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
     out[(size_t)o * K + i] = store_as<O>(magnitude ? v * row_scale : v);
   }
 }

@@ -27,7 +27,22 @@ using fp16 = __half;
 __device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(fp16 v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(float v) { return v; }
-__host__ __device__ __forceinline__ bf16 to_bf16(float v) { return __float2bfloat16_rn(v); }
+// Round to nearest even, as core/numeric.h's float_to_bf16 (the oracle). __float2bfloat16_rn turns every NaN into
+// 0x7fff; a NaN keeps its sign and top payload here so that CPU, emulation and GPU agree bit for bit.
+__host__ __device__ __forceinline__ bf16 to_bf16(float v) {
+  if (v != v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    __nv_bfloat16_raw raw;
+    raw.x = (unsigned short)((u >> 16) | 0x40u);
+    return bf16(raw);
+  }
+  return __float2bfloat16_rn(v);
+}
+// a * b rounded on its own. nvcc fuses `x + a * b` into one FMA on a GPU and the emulation never does; where x and
+// a * b nearly cancel, the two differ by far more than a rounding of the result, so sums the CPU oracle rounds
+// term by term use this.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 #elif defined(RECODE_SIMT_EMULATION)
 #include "simt/simt.h"
 #include "core/numeric.h"
@@ -41,6 +56,7 @@ inline float to_float(bf16 v) { return recode::bf16_to_float(v); }
 inline float to_float(fp16 v) { return recode::fp16_to_float(v); }
 inline float to_float(float v) { return v; }
 inline bf16 to_bf16(float v) { return recode::float_to_bf16(v); }
+inline float mul_rn(float a, float b) { return a * b; }
 namespace recode_cuda_detail {
 // A kernel that faults in emulation throws; the entry point turns that into an error code and message.
 inline void emulated_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {

@@ -36,10 +36,10 @@ if (picked.python === null) {
     }
     return found
   }
-  /** Survivors after giving the kernel up to 5 s to finish killing (a loaded machine is slow to reap). */
+  /** Survivors after giving the kernel up to 30 s to finish killing (a loaded machine is slow to reap; it returns at once when none is left). */
   const lastSurvivors = async () => {
     let left = survivors()
-    for (let i = 0; i < 25 && left.length > 0; i++) {
+    for (let i = 0; i < 150 && left.length > 0; i++) {
       await new Promise((resolve) => setTimeout(resolve, 200))
       left = survivors()
     }
@@ -71,7 +71,7 @@ if (picked.python === null) {
     const started = Date.now()
     const results = await s.runPrograms(
       names.map((n) => programs[n]),
-      { python, allowWeakIsolation: true, timeoutMs: 3000, memoryBytes: 512 * 2 ** 20, concurrency: 2, env: { RECODE_TEST_MARK: marker } }
+      { python, allowWeakIsolation: true, timeoutMs: 10000, memoryBytes: 512 * 2 ** 20, concurrency: 2, env: { RECODE_TEST_MARK: marker } }
     )
     const r = Object.fromEntries(names.map((n, i) => [n, results[i]]))
     for (const n of names)
@@ -100,13 +100,13 @@ if (picked.python === null) {
     t.equal(r.allocate.status, 'error', 'unbounded allocation stops at the memory limit')
     t.match(m.classifyRun(r.allocate), { category: 'exception', errorType: /MemoryError|SIGKILL/ })
     t.equal(r.sleep.status, 'timeout')
-    t.ok(r.sleep.durationMs >= 2900 && r.sleep.durationMs < 8000, `killed near the 3 s limit (${Math.round(r.sleep.durationMs)} ms)`)
+    t.ok(r.sleep.durationMs >= 9900 && r.sleep.durationMs < 30000, `killed at the 10 s limit (${Math.round(r.sleep.durationMs)} ms)`)
     t.same(m.classifyRun(r.sleep).category, 'timeout')
     t.equal(r.background.status, 'ok')
     t.equal(r.benign.status, 'ok', 'the harness keeps going after the hostile programs')
     t.equal(r.benign.stdout, '45\n')
     t.same(await lastSurvivors(), [], 'no process outlives its program (background child included)')
-    t.ok(Date.now() - started < 60000)
+    t.ok(Date.now() - started < 120000, 'the hostile programs do not hold the harness')
   })
 
   t.test('fork bomb', { skip: info.processLimit ? false : `process limit not enforceable here (${info.summary})` }, async (t) => {
