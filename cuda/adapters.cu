@@ -82,40 +82,45 @@ __global__ void magnitude_grad_kernel(int M, int N, const T* dy, const float* pr
   dm[o] += (float)(acc / norm[o]);
 }
 
-// norm[o] = || W[o,:] + s ba[o,:] || (ba = B A, fp32), one thread per row, summed in double in order.
+// (W + s ba)[j] as the CPU oracle rounds it: s ba first, then the add (mul_rn keeps a GPU from fusing them).
+template <class T>
+__device__ __forceinline__ float adapted_weight(const T* W, const float* ba, float scaling, size_t j) {
+  return to_float(W[j]) + mul_rn(scaling, ba[j]);
+}
+
+// || W[o,:] + s ba[o,:] ||, summed in double in order.
+template <class T>
+__device__ float adapted_row_norm(int o, int K, const T* W, const float* ba, float scaling) {
+  double sq = 0;
+  for (int i = 0; i < K; ++i) {
+    const float v = adapted_weight(W, ba, scaling, (size_t)o * K + i);
+    sq += (double)v * v;
+  }
+  return (float)sqrt(sq);
+}
+
+// norm[o] = || W[o,:] + s ba[o,:] || (ba = B A, fp32), one thread per row.
 template <class T>
 __global__ void weight_norm_kernel(int N, int K, const T* W, const float* ba, float scaling, float* norm) {
   const int o = blockIdx.x * blockDim.x + threadIdx.x;
   if (o >= N) return;
-  double sq = 0;
-  for (int i = 0; i < K; ++i) {
-    const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
-    sq += (double)v * v;
-  }
-  norm[o] = (float)sqrt(sq);
+  norm[o] = adapted_row_norm(o, K, W, ba, scaling);
 }
 
-// out[o, i] = (W + s ba)[o, i], times m[o] / ||(W + s ba)[o,:]|| for DoRA: one block per row (the norm as in
-// weight_norm_kernel, computed by thread 0), threads across the row.
+// out[o, i] = (W + s ba)[o, i], times m[o] / ||(W + s ba)[o,:]|| for DoRA: one block per row (the norm by
+// adapted_row_norm on thread 0), threads across the row.
 template <class T, class O>
 __device__ void merge_row(int N, int K, const T* W, const float* ba, float scaling, const float* magnitude, O* out) {
   __shared__ float row_scale;
   const int o = blockIdx.x;
   if (threadIdx.x == 0) {
     float scale = 1.0f;
-    if (magnitude) {
-      double sq = 0;
-      for (int i = 0; i < K; ++i) {
-        const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
-        sq += (double)v * v;
-      }
-      scale = magnitude[o] / (float)sqrt(sq);
-    }
+    if (magnitude) scale = magnitude[o] / adapted_row_norm(o, K, W, ba, scaling);
     row_scale = scale;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < K; i += blockDim.x) {
-    const float v = to_float(W[(size_t)o * K + i]) + mul_rn(scaling, ba[(size_t)o * K + i]);
+    const float v = adapted_weight(W, ba, scaling, (size_t)o * K + i);
     out[(size_t)o * K + i] = store_as<O>(magnitude ? v * row_scale : v);
   }
 }
