@@ -81,6 +81,18 @@ const allCudaTests = fs
   .sort()
 const tests = emulated ? ['memory-plan.test.mjs', 'kernel-abi.test.mjs'] : allCudaTests
 for (const f of allCudaTests) if (!tests.includes(f)) report.skipped.push({ what: `test/${f}`, why: 'emulated run: CI runs it' })
+/** The YAML block tap writes under each failing assertion (indented deeper than its `not ok` line). */
+function failureDetails(lines) {
+  const out = []
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)not ok /.exec(lines[i])
+    if (!m || /# (SKIP|TODO)/.test(lines[i])) continue
+    out.push(lines[i].trim())
+    for (let j = i + 1; j < lines.length && j < i + 80 && /^\s/.test(lines[j]) && lines[j].search(/\S/) > m[1].length; j++)
+      out.push(lines[j].slice(m[1].length))
+  }
+  return out.join('\n')
+}
 for (const f of tests) {
   if (left() < 60000) {
     report.skipped.push({ what: `test/${f}`, why: 'time budget' })
@@ -98,7 +110,14 @@ for (const f of tests) {
   })
   const lines = (r.stdout ?? '').split('\n')
   const failed = lines.filter((l) => /^\s*not ok /.test(l) && !/# (SKIP|TODO)/.test(l))
-  report.tests.push({ file: f, status: r.status, seconds: (Date.now() - t0) / 1000, failures: failed.slice(0, 20).map((l) => l.trim()) })
+  report.tests.push({
+    file: f,
+    status: r.status,
+    seconds: (Date.now() - t0) / 1000,
+    failures: failed.slice(0, 20).map((l) => l.trim()),
+    // what tap says under each failure (found/wanted, the diff), so that a failure on a lent machine can be read here
+    ...(r.status === 0 ? {} : { details: failureDetails(lines).slice(0, 12000) })
+  })
   if (r.status !== 0) log(`  FAILED (${failed.length} failing lines)`)
 }
 

@@ -333,8 +333,12 @@ enum cudaMemcpyKind {
 namespace simt {
 cudaError_t& last_error();
 }
+// Fresh memory is all ones bytes (NaN as float and bf16), not whatever malloc recycled: a GPU's cudaMalloc gives no
+// promise either, and a kernel that reads what it never wrote then fails every emulated test instead of one machine's.
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = bytes ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  *p = bytes ? std::aligned_alloc(256, rounded) : nullptr;
+  if (*p) std::memset(*p, 0xff, rounded);
   return (*p || !bytes) ? cudaSuccess : (simt::last_error() = cudaErrorMemoryAllocation);
 }
 template <class T>
