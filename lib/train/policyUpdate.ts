@@ -173,6 +173,9 @@ export async function policyUpdate(
           aggregation: config.lossType == null ? config.lossAggregation : undefined,
           normLength: config.maxCompletionTokens,
           ...variants.options,
+          // host arrays in and out: the CPU kernel, whatever GPU this process sees. 'auto' took the GPU where one
+          // was visible, so on a one-GPU machine rank 0 (GPU) and rank 1 (none visible) rounded the KL differently
+          device: 'cpu',
           signal
         }
       )

@@ -246,6 +246,7 @@ export async function rollout(
 
   const rewardsKept = Float32Array.from(kept.flatMap((g) => g.rewards))
   const advantages = grpoAdvantages(rewardsKept, n, {
+    device: 'cpu', // host arrays: the same bits whether or not a GPU is visible (see policyUpdate)
     convention: config.advantageEps >= 1e-4 ? 'trl' : 'verl',
     scale: config.advantageScaling
   })
