@@ -333,3 +333,32 @@ t.test('resident memory stays flat over 200 steps', async (t) => {
   t.comment(`rss at step 50: ${(warm / 2 ** 20).toFixed(1)} MiB, at step 200: ${(end / 2 ** 20).toFixed(1)} MiB`)
   t.ok(end - warm < 24 * 2 ** 20, `grew ${((end - warm) / 2 ** 20).toFixed(1)} MiB`)
 })
+
+t.test('the trainer runs its host-array kernels on the CPU whatever GPU is visible', async (t) => {
+  // policyLoss and grpoAdvantages take and return host arrays; with device 'auto' they ran on a GPU where one was
+  // visible, so on a one-GPU machine mpirun's rank 1 (CUDA_VISIBLE_DEVICES=1: none) rounded the KL metric
+  // differently from rank 0 (seen on an H200). The trainer must name the CPU in every call.
+  const loss = require('../dist/cjs/rl/loss.js')
+  const seen = { policyLoss: [], grpoAdvantages: [] }
+  const orig = { policyLoss: loss.policyLoss, grpoAdvantages: loss.grpoAdvantages }
+  loss.policyLoss = (inputs, options) => {
+    seen.policyLoss.push(options?.device)
+    return orig.policyLoss(inputs, options)
+  }
+  loss.grpoAdvantages = (rewards, n, options) => {
+    seen.grpoAdvantages.push(options?.device)
+    return orig.grpoAdvantages(rewards, n, options)
+  }
+  try {
+    await train(small({ warmStartSteps: 0, steps: 2, checkpointEvery: 0 }), { runDir: path.join(tmp, 'devices') })
+  } finally {
+    Object.assign(loss, orig)
+  }
+  for (const [name, devices] of Object.entries(seen)) {
+    t.ok(devices.length > 0, `${name} was called (${devices.length} times)`)
+    t.ok(
+      devices.every((d) => d === 'cpu'),
+      `${name}: device ${JSON.stringify([...new Set(devices)])}`
+    )
+  }
+})
