@@ -21,7 +21,7 @@ const { closePythonWorkers } = require('../dist/cjs/reward/index.js')
 
 export const explicitOnly = true
 
-// The budget of every arm: the demo preset's batch (4 prompts x 8 samples) for PAPER_TABLES_STEPS steps (default 12
+// The budget of every arm: the demo preset's batch (8 prompts x 4 samples) for PAPER_TABLES_STEPS steps (default 12
 // of npm start's 50: 21 runs fit in about 20 minutes on 2 cores).
 const STEPS = Number(process.env.PAPER_TABLES_STEPS ?? 12)
 const GRPO = { preset: 'demo', algorithm: 'grpo', steps: STEPS, evalEvery: 0, checkpointEvery: 0 }

@@ -90,7 +90,7 @@ t.test('stage 3 documents (API edits of nova calls) hold no held-out new name an
 })
 
 t.test(
-  'stage 5-7 documents (copying drills; API edits as changelog entries, named from the tokenizer) hold no held-out name or note',
+  'stage 5-8 documents (copying drills; API edits as changelog entries, named from the tokenizer; new-name kinds) hold no held-out name or note',
   async (t) => {
     const ctx = corpus.corpusContext()
     ctx.pieces = corpus.namePieces(corpus.tokenStrings(loadTokenizer(demoBaseDir())))
@@ -135,6 +135,21 @@ t.test(
       if (hit) return t.fail(`stage 6 document ${i} uses the held-out name ${hit.name}`)
     }
     t.same([...stage5], ['copy'], 'stage 5 documents are copying drills')
+    // stage 8: stage 7's mix with most API edits of the kinds that write a new name (still no held-out name or note)
+    const renames = { new: 0, other: 0 }
+    for (let i = 0; i < 600; i++) {
+      const d = corpus.corpusDocument(4_000_000 + i, ctx, 0.9, 'varied', 0.2, 0.6)
+      const hit = names.find((n) => n.pattern.test(d.text))
+      if (hit) return t.fail(`stage 8 document ${i} uses the held-out name ${hit.name}`)
+      if (notes.some((n) => d.text.includes(n)) || d.text.includes('performed an API update'))
+        return t.fail(`stage 8 document ${i} holds a note or ReCode's prompt`)
+    }
+    const r8 = rng(t, 'stage 8 API edits')
+    for (let i = 0; i < 400; i++) {
+      const task = corpus.apiEditTask(7, r8, true, ctx.pieces, corpus.NEW_NAME_KINDS)
+      renames[corpus.NEW_NAME_KINDS.includes(task.kind.replace(/^api-/, '')) ? 'new' : 'other']++
+    }
+    t.same(renames, { new: 400, other: 0 }, 'an API edit asked for a new-name kind is one')
     t.ok(stage6.copy > 70 && stage6.copy < 130 && stage6['edit-api'] > 150, `stage 6 mix ${JSON.stringify(stage6)}`)
     // the names are identifiers that parse: every stage-5 API edit's new code is valid Python (the reward's parser)
     const r = rng(t)
@@ -198,7 +213,9 @@ t.test('the base-model script refuses bad settings before any work, naming the f
     [{ stage7CopyShare: Number.NaN }, 'stage7CopyShare'],
     [{ stage6Steps: -1 }, 'stage6Steps'],
     [{ stage7LearningRate: 0 }, 'stage7LearningRate'],
-    [{ fromStage: 8, initFrom: root }, 'fromStage'],
+    [{ fromStage: 9, initFrom: root }, 'fromStage'],
+    [{ stage8NewNameShare: 2 }, 'stage8NewNameShare'],
+    [{ stage8Steps: 1.5 }, 'stage8Steps'],
     [{ fromStage: 6 }, 'initFrom']
   ])
     await t.rejects(makeDemoBase({ out: '', stopAfter: 1, ...bad }), { code: 'ERR_INVALID_ARG', message: new RegExp(field) }, field)

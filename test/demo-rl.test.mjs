@@ -14,7 +14,7 @@ t.teardown(() => closePythonWorkers())
 t.test('a few GRPO steps from the shipped base raise held-out exact match', async (t) => {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'recode-demo-rl-'))
   t.teardown(() => fs.rmSync(runDir, { recursive: true, force: true }))
-  // the demo preset (64 held-out tasks, 4 prompts x 8 samples at temperature 0.7, lr 5e-5), 12 of its 50 steps
+  // the demo preset (64 held-out tasks, 8 prompts x 4 samples at temperature 0.7, lr 5e-5), 12 of its 50 steps
   const config = { preset: 'demo', steps: 12, evalEvery: 0, checkpointEvery: 0 }
   const r = await train(config, { runDir: path.join(runDir, 'run') })
   const { before, after } = r.summary

@@ -64,9 +64,16 @@ export interface DemoBaseOptions {
   stage7Steps?: number
   stage7LearningRate?: number
   stage7CopyShare?: number
+  /** Stage 8 (0 steps: none): stage 7's mix with `stage8NewNameShare` of its API edits of the kinds that write a new
+   * name (renamed functions and arguments, moved modules, replacements), from stage 7 rounded to bf16 with a fresh
+   * optimizer: copying a name from the request into the code, the skill those held-out kinds need. */
+  stage8Steps?: number
+  stage8LearningRate?: number
+  stage8CopyShare?: number
+  stage8NewNameShare?: number
   /** Documents per step. */
   batch?: number
-  /** Start at this stage (1 to 7) from the folder `initFrom` (the previous stage's output). */
+  /** Start at this stage (1 to 8) from the folder `initFrom` (the previous stage's output). */
   fromStage?: number
   initFrom?: string
   seed?: number
@@ -105,6 +112,10 @@ export const DEMO_BASE_DEFAULTS = {
   stage7Steps: 600,
   stage7LearningRate: 5e-4,
   stage7CopyShare: 0.2,
+  stage8Steps: 1000,
+  stage8LearningRate: 5e-4,
+  stage8CopyShare: 0.2,
+  stage8NewNameShare: 0.6,
   batch: 16,
   seed: 7,
   hidden: 192,
@@ -177,7 +188,7 @@ export async function makeDemoBase(
   for (const k of ['steps', 'batch', 'hidden', 'layers', 'intermediate', 'merges', 'maxTokens'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 1)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a positive integer, got ${String(o[k])}`)
-  for (const k of ['stage2Steps', 'stage3Steps', 'stage4Steps', 'stage5Steps', 'stage6Steps', 'stage7Steps'] as const)
+  for (const k of ['stage2Steps', 'stage3Steps', 'stage4Steps', 'stage5Steps', 'stage6Steps', 'stage7Steps', 'stage8Steps'] as const)
     if (!Number.isInteger(o[k]) || o[k] < 0)
       throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be a non-negative integer, got ${String(o[k])}`)
   for (const k of [
@@ -187,14 +198,22 @@ export async function makeDemoBase(
     'stage4LearningRate',
     'stage5LearningRate',
     'stage6LearningRate',
-    'stage7LearningRate'
+    'stage7LearningRate',
+    'stage8LearningRate'
   ] as const)
     if (!(o[k] > 0)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be positive, got ${String(o[k])}`)
-  for (const k of ['stage2EditShare', 'stage5CopyShare', 'stage6CopyShare', 'stage7CopyShare'] as const)
+  for (const k of [
+    'stage2EditShare',
+    'stage5CopyShare',
+    'stage6CopyShare',
+    'stage7CopyShare',
+    'stage8CopyShare',
+    'stage8NewNameShare'
+  ] as const)
     if (!(o[k] >= 0 && o[k] <= 1)) throw new RecodeError('ERR_INVALID_ARG', `demo base: ${k} must be in [0, 1], got ${String(o[k])}`)
   const fromStage = o.fromStage ?? 1
-  if (![1, 2, 3, 4, 5, 6, 7].includes(fromStage))
-    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 to 7, got ${String(fromStage)}`)
+  if (![1, 2, 3, 4, 5, 6, 7, 8].includes(fromStage))
+    throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage must be 1 to 8, got ${String(fromStage)}`)
   if (fromStage > 1 && o.initFrom === undefined)
     throw new RecodeError('ERR_INVALID_ARG', `demo base: fromStage ${fromStage} needs initFrom (the previous stage's folder)`)
   const started = performance.now()
@@ -211,6 +230,7 @@ export async function makeDemoBase(
     warmupSteps: number
     apiEdits?: boolean | 'varied'
     copyShare?: number
+    newNameShare?: number
     firstDoc: number
   }> = []
   let nextDoc = 0
@@ -246,6 +266,16 @@ export async function makeDemoBase(
       warmupSteps: 50,
       apiEdits: 'varied' as const,
       copyShare: o.stage7CopyShare
+    },
+    {
+      stage: 8,
+      steps: o.stage8Steps,
+      learningRate: o.stage8LearningRate,
+      editShare: 0.9,
+      warmupSteps: 50,
+      apiEdits: 'varied' as const,
+      copyShare: o.stage8CopyShare,
+      newNameShare: o.stage8NewNameShare
     }
   ]) {
     const firstDoc = st.stage === 4 ? stage3First : nextDoc
@@ -330,7 +360,7 @@ export async function makeDemoBase(
           const batch = []
           let lossTokens = 0
           for (let b = 0; b < o.batch; b++) {
-            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits ?? false, st.copyShare)
+            const d = corpusDocument(docIndex++, ctx, st.editShare, st.apiEdits ?? false, st.copyShare, st.newNameShare)
             const head = tok.encode(d.text.slice(0, d.lossFrom))
             const ids = [...head, ...tok.encode(d.text.slice(d.lossFrom))].slice(0, o.maxTokens)
             const from = Math.max(1, d.lossFrom === 0 ? 1 : head.length)

@@ -739,9 +739,11 @@ function changelogEntries(e: ApiEdit): string[] {
 }
 
 /** An edit request on a nova call of one of the update kinds, with new names drawn here (stage 3 of the base). */
-export function apiEditTask(seed: number, r: Rng, varied = false, pieces?: readonly string[]): EditTask {
+export function apiEditTask(seed: number, r: Rng, varied = false, pieces?: readonly string[], kinds?: readonly string[]): EditTask {
   const names = apiEditNames(r, varied ? (pieces ?? []) : undefined)
-  const e = apiEdit(seed, r.int(0, 0x7fffffff), names)
+  let e = apiEdit(seed, r.int(0, 0x7fffffff), names)
+  // (every function admits a renaming kind, so a few redraws find one)
+  for (let k = 0; kinds !== undefined && !kinds.includes(e.kind) && k < 100; k++) e = apiEdit(seed, r.int(0, 0x7fffffff), names)
   const task = { ...apiEditRequest(e, r, varied), old_code: e.old_code, new_code: e.new_code, kind: `api-${e.kind}` }
   return varied && r.next() < 0.5 ? renameVariables(task, names.param) : task
 }
@@ -809,6 +811,9 @@ export function novaPrograms(dataSeed: number): string[] {
   return [...out].sort()
 }
 
+/** The update kinds whose edit writes a name the old code does not hold (stage 8 asks for these more often). */
+export const NEW_NAME_KINDS: readonly string[] = ['rename_function', 'rename_argument', 'move_module', 'deprecate_replace']
+
 /**
  * Document `i` of the corpus (documents are independent, so a run draws as many as it trains on). `editShare` of
  * them are editing tasks (7/12 on nova code, 5/12 on plain Python), the rest programs (5/8 nova, 3/8 plain). With
@@ -816,14 +821,15 @@ export function novaPrograms(dataSeed: number): string[] {
  * code and 25% of plain Python. With `apiEdits` 'varied' (stage 7), 70% of them are API edits, asked for also as
  * changelog entries, named from `ctx.pieces`, half with the code's variables renamed, and every editing prompt is worded
  * in one of several ways (framedPrompt). `copyShare` of the documents are copying drills (copyDocument) instead;
- * stage 5 is drills only.
+ * stage 5 is drills only. `newNameShare` of the API edits (stage 8) are of the kinds that write a new name.
  */
 export function corpusDocument(
   i: number,
   ctx: { seed: number; nova: string[]; forbidden: Array<{ pattern: RegExp }>; pieces?: readonly string[] },
   editShare = 0.6,
   apiEdits: boolean | 'varied' = false,
-  copyShare = 0
+  copyShare = 0,
+  newNameShare = 0
 ): CorpusDocument {
   for (let attempt = 0; ; attempt++) {
     const r = rng(ctx.seed, `doc${i}/${attempt}`)
@@ -837,7 +843,9 @@ export function corpusDocument(
       const apiShare = apiEdits === 'varied' ? 0.7 : 0.55
       const api = apiEdits && share < apiShare
       const onNova = apiEdits ? share < apiShare + 0.2 : u < (editShare * 7) / 12
-      const t = api ? apiEditTask(ctx.seed, r, apiEdits === 'varied', ctx.pieces) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
+      // (a draw only where newNameShare is set, so that stage 1-7 documents stay as they were)
+      const kinds = api && newNameShare > 0 && r.next() < newNameShare ? NEW_NAME_KINDS : undefined
+      const t = api ? apiEditTask(ctx.seed, r, apiEdits === 'varied', ctx.pieces, kinds) : editTask(onNova ? 'nova' : 'python', r, ctx.nova)
       const prompt = editPrompt(t, apiEdits === 'varied' ? framedPrompt(r) : EDIT_PROMPT)
       doc = { text: prompt + editAnswer(t), lossFrom: prompt.length, kind: api ? 'edit-api' : onNova ? 'edit-nova' : 'edit-python' }
     } else if (u < editShare + ((1 - editShare) * 5) / 8) doc = { text: `${r.pick(ctx.nova)}\n<|endoftext|>`, lossFrom: 0, kind: 'nova' }
