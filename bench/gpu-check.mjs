@@ -81,12 +81,14 @@ const allCudaTests = fs
   .sort()
 const tests = emulated ? ['memory-plan.test.mjs', 'kernel-abi.test.mjs'] : allCudaTests
 for (const f of allCudaTests) if (!tests.includes(f)) report.skipped.push({ what: `test/${f}`, why: 'emulated run: CI runs it' })
+/** A tap line that reports a failed assertion (skips and todos are not failures). */
+const failing = (line) => /^\s*not ok /.test(line) && !/# (SKIP|TODO)/.test(line)
 /** The YAML block tap writes under each failing assertion (indented deeper than its `not ok` line). */
 function failureDetails(lines) {
   const out = []
   for (let i = 0; i < lines.length; i++) {
-    const m = /^(\s*)not ok /.exec(lines[i])
-    if (!m || /# (SKIP|TODO)/.test(lines[i])) continue
+    if (!failing(lines[i])) continue
+    const m = /^(\s*)/.exec(lines[i])
     out.push(lines[i].trim())
     for (let j = i + 1; j < lines.length && j < i + 80 && /^\s/.test(lines[j]) && lines[j].search(/\S/) > m[1].length; j++)
       out.push(lines[j].slice(m[1].length))
@@ -109,7 +111,7 @@ for (const f of tests) {
     maxBuffer: 64 << 20
   })
   const lines = (r.stdout ?? '').split('\n')
-  const failed = lines.filter((l) => /^\s*not ok /.test(l) && !/# (SKIP|TODO)/.test(l))
+  const failed = lines.filter(failing)
   report.tests.push({
     file: f,
     status: r.status,

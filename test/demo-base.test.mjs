@@ -99,6 +99,16 @@ t.test(
     const names = heldOutNewNames(1)
     const { heldOut, train } = syntheticTasks({ seed: 1, train: 2000, heldOut: 200 })
     const notes = [...new Set([...train, ...heldOut].map((r) => r.update_info))]
+    // why a document of stages 7-8 would teach what RL must: a held-out name, ReCode's update prompt or a note.
+    // Changelog entries may start with the function's name (nova.x.f: ...), so the notes themselves and ReCode's
+    // update prompt are what is looked for.
+    const leak = (d) => {
+      const hit = names.find((n) => n.pattern.test(d.text))
+      if (hit) return `uses the held-out name ${hit.name}`
+      if (d.text.includes('performed an API update') || d.text.includes('The old version of the code')) return "is in ReCode's prompt"
+      const note = notes.find((n) => d.text.includes(n))
+      return note ? `contains a note: ${note}` : undefined
+    }
     const h = createHash('sha256')
     for (let i = 0; i < 300; i++) h.update(corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'varied', 0.2).text)
     t.equal(h.digest('hex'), STAGE7_DIGEST_300, 'stage 7 documents hash to the recorded digest')
@@ -107,14 +117,8 @@ t.test(
     for (let i = 0; i < 1500; i++) {
       const d = corpus.corpusDocument(3_000_000 + i, ctx, 0.9, 'varied', 0.2)
       kinds[d.kind] = (kinds[d.kind] ?? 0) + 1
-      const hit = names.find((n) => n.pattern.test(d.text))
-      if (hit) return t.fail(`document ${i} uses the held-out name ${hit.name}`)
-      // changelog entries may start with the function's name (nova.x.f: ...), so the notes themselves and ReCode's
-      // update prompt are what is looked for here
-      if (d.text.includes('performed an API update') || d.text.includes('The old version of the code'))
-        return t.fail(`document ${i} is in ReCode's prompt`)
-      const note = notes.find((n) => d.text.includes(n))
-      if (note) return t.fail(`document ${i} contains a note: ${note}`)
+      const why = leak(d)
+      if (why) return t.fail(`document ${i} ${why}`)
       if (
         /<doc>\n(Renamed|Moved|Deprecated|New default|Changed signature|Keyword-only|Positional-only)|was renamed|was moved|is deprecated/.test(
           d.text
@@ -135,22 +139,19 @@ t.test(
       if (hit) return t.fail(`stage 6 document ${i} uses the held-out name ${hit.name}`)
     }
     t.same([...stage5], ['copy'], 'stage 5 documents are copying drills')
-    // stage 8: stage 7's mix with most API edits of the kinds that write a new name (still no held-out name or note)
-    const renames = { new: 0, other: 0 }
+    t.ok(stage6.copy > 70 && stage6.copy < 130 && stage6['edit-api'] > 150, `stage 6 mix ${JSON.stringify(stage6)}`)
+    // stage 8: stage 7's mix with most API edits of the kinds that write a new name
     for (let i = 0; i < 600; i++) {
-      const d = corpus.corpusDocument(4_000_000 + i, ctx, 0.9, 'varied', 0.2, 0.6)
-      const hit = names.find((n) => n.pattern.test(d.text))
-      if (hit) return t.fail(`stage 8 document ${i} uses the held-out name ${hit.name}`)
-      if (notes.some((n) => d.text.includes(n)) || d.text.includes('performed an API update'))
-        return t.fail(`stage 8 document ${i} holds a note or ReCode's prompt`)
+      const why = leak(corpus.corpusDocument(4_000_000 + i, ctx, 0.9, 'varied', 0.2, 0.6))
+      if (why) return t.fail(`stage 8 document ${i} ${why}`)
     }
     const r8 = rng(t, 'stage 8 API edits')
+    const renames = { new: 0, other: 0 }
     for (let i = 0; i < 400; i++) {
       const task = corpus.apiEditTask(7, r8, true, ctx.pieces, corpus.NEW_NAME_KINDS)
       renames[corpus.NEW_NAME_KINDS.includes(task.kind.replace(/^api-/, '')) ? 'new' : 'other']++
     }
     t.same(renames, { new: 400, other: 0 }, 'an API edit asked for a new-name kind is one')
-    t.ok(stage6.copy > 70 && stage6.copy < 130 && stage6['edit-api'] > 150, `stage 6 mix ${JSON.stringify(stage6)}`)
     // the names are identifiers that parse: every stage-5 API edit's new code is valid Python (the reward's parser)
     const r = rng(t)
     const codes = []
